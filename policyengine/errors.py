@@ -1,0 +1,79 @@
+"""Typed errors. Each carries the exit code the CLI uses and an optional hint.
+
+The core raises these; only the CLI renders them and exits.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+EXIT_ALLOW = 0
+EXIT_DENY = 1
+EXIT_USAGE = 2
+EXIT_FACTS = 3
+EXIT_INTERNAL = 4
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One problem in a user's file, rendered as ``file:line:column: path: message``."""
+
+    file: str
+    line: int | None
+    column: int | None
+    path: str
+    message: str
+
+    def __str__(self) -> str:
+        where = self.file
+        if self.line is not None:
+            where += f":{self.line}"
+            if self.column is not None:
+                where += f":{self.column}"
+        return f"{where}: {self.path}: {self.message}" if self.path else f"{where}: {self.message}"
+
+
+class PolicyEngineError(Exception):
+    """Root of every error the CLI renders without a traceback."""
+
+    exit_code = EXIT_USAGE
+
+    def __init__(self, message: str, *, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+
+class UsageError(PolicyEngineError):
+    """A bad invocation: a missing file, a bad option value."""
+
+
+class InvalidInputError(PolicyEngineError):
+    """A policy or change file with one or more problems; every problem is listed."""
+
+    def __init__(self, problems: list[Problem], *, what: str = "input", hint: str | None = None) -> None:
+        self.problems = list(problems)
+        noun = "problem" if len(self.problems) == 1 else "problems"
+        super().__init__(f"invalid {what}: {len(self.problems)} {noun}", hint=hint)
+
+
+class EvidenceError(PolicyEngineError):
+    """The evidence could not be recorded or read; a retry may help."""
+
+    exit_code = EXIT_FACTS
+
+
+class ReportError(Exception):
+    """A test report could not be read (malformed, hostile, not JUnit). Becomes a rule ``error``."""
+
+
+class WorkspaceError(Exception):
+    """A path the policy names cannot be used: outside the workspace, or unreadable.
+
+    ``outside`` is true when the path leads out of the workspace (the rule then fails);
+    otherwise the file exists but cannot be read (the rule errors).
+    """
+
+    def __init__(self, message: str, *, outside: bool = False) -> None:
+        super().__init__(message)
+        self.outside = outside

@@ -1,0 +1,63 @@
+"""Path globs with the semantics users expect from CI tools: ``*`` stays in one folder, ``**`` crosses folders."""
+
+from __future__ import annotations
+
+import functools
+import re
+
+
+@functools.lru_cache(maxsize=512)
+def compile_glob(pattern: str) -> re.Pattern[str]:
+    """Translate a glob to a regular expression over ``/``-separated relative paths.
+
+    ``**`` matches any number of folders (including none), ``*`` any run of characters
+    except ``/``, ``?`` one character except ``/``, ``[abc]``/``[!abc]`` a character class.
+    """
+    i, n = 0, len(pattern)
+    out: list[str] = []
+    while i < n:
+        c = pattern[i]
+        if c == "*":
+            if pattern.startswith("**", i):
+                j = i + 2
+                at_start = i == 0 or pattern[i - 1] == "/"
+                if at_start and j < n and pattern[j] == "/":
+                    out.append("(?:[^/]*/)*")  # "**/" : zero or more folders
+                    i = j + 1
+                    continue
+                out.append(".*")
+                i = j
+                continue
+            out.append("[^/]*")
+        elif c == "?":
+            out.append("[^/]")
+        elif c == "[":
+            j = pattern.find("]", i + 2 if pattern[i + 1 : i + 2] in ("!", "]") else i + 1)
+            if j == -1:
+                out.append(re.escape(c))
+            else:
+                body = pattern[i + 1 : j]
+                if body.startswith("!"):
+                    body = "^" + body[1:]
+                out.append("[" + body.replace("\\", "\\\\") + "]")
+                i = j
+        else:
+            out.append(re.escape(c))
+        i += 1
+    return re.compile("".join(out) + r"\Z", re.DOTALL)
+
+
+def glob_match(pattern: str, path: str) -> bool:
+    """True when a relative ``/``-separated path matches the glob."""
+    return compile_glob(pattern).match(path.lstrip("./") if path.startswith("./") else path) is not None
+
+
+def glob_literal_prefix(pattern: str) -> str:
+    """The folder part of a glob before its first wildcard (where a directory walk can start)."""
+    parts = pattern.split("/")
+    prefix: list[str] = []
+    for part in parts[:-1]:
+        if any(ch in part for ch in "*?["):
+            break
+        prefix.append(part)
+    return "/".join(prefix)

@@ -1,0 +1,60 @@
+"""The shape every rule type shares, and the context a rule is judged in."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, ClassVar
+
+from policyengine.models import Enforcement, Outcome
+from policyengine.workspace import Workspace
+
+
+@dataclass(frozen=True)
+class RuleSpec:
+    """One rule of a loaded policy: the common keys, plus the type's own parameters."""
+
+    id: str
+    type: str
+    enforcement: Enforcement = Enforcement.DENY
+    controls: tuple[str, ...] = ()
+    description: str | None = None
+    when_paths: tuple[str, ...] | None = None
+    params: dict[str, Any] = field(default_factory=dict)
+    line: int | None = None
+
+
+@dataclass(frozen=True)
+class Context:
+    """Everything a rule may look at. Pure data: no network, no environment, no global clock."""
+
+    change: dict[str, Any]
+    workspace: Workspace
+    now: datetime  # timezone-aware
+
+
+class RuleType:
+    """Base class of rule types. Subclasses register in ``policyengine.rules.RULE_TYPES``.
+
+    The JSON Schema has already checked the parameters' shapes when a rule is built;
+    ``check_params`` adds the checks a schema cannot express (a time zone that exists,
+    a cron expression that parses), so that they are caught at load time.
+    """
+
+    type_name: ClassVar[str] = ""
+
+    def __init__(self, spec: RuleSpec) -> None:
+        self.spec = spec
+        self.params = spec.params
+
+    @classmethod
+    def check_params(cls, params: dict[str, Any]) -> list[tuple[str, str]]:
+        """Return ``(sub-path, message)`` for every semantic problem; sub-path like ``deny[1].cron``."""
+        return []
+
+    def paths(self) -> list[str]:
+        """Workspace paths or globs this rule reads (checked at load time to stay inside)."""
+        return []
+
+    def evaluate(self, ctx: Context) -> Outcome:  # pragma: no cover - abstract
+        raise NotImplementedError

@@ -1,0 +1,33 @@
+"""Shared fixtures: the public corpus (read in place), a clean environment, paths."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
+CORPUS = Path(os.environ.get("POLICYENGINE_CORPUS", REPO.parent / "shared" / "corpus"))
+
+
+@pytest.fixture
+def corpus() -> Path:
+    """The shared corpus of real files, read in place; skipped with a visible reason when absent."""
+    if not CORPUS.is_dir():
+        pytest.skip(f"shared corpus not found at {CORPUS} (set POLICYENGINE_CORPUS); own fixtures still run")
+    return CORPUS
+
+
+@pytest.fixture(autouse=True)
+def _clean_ci_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tests never see the CI variables of the machine they run on."""
+    for name in list(os.environ):
+        if name.startswith(("GITHUB_", "GITLAB_", "CI_", "POLICYENGINE_", "RUNNER_")) or name in {
+            "CI",
+            "GITHUB_ACTIONS",
+            "GITLAB_CI",
+            "NO_COLOR",
+        }:
+            monkeypatch.delenv(name, raising=False)
