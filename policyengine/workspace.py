@@ -85,6 +85,19 @@ class Workspace:
             for name in filenames + [d for d in dirnames if (base / d).is_symlink()]:
                 yield (base / name).relative_to(self.root).as_posix()
 
+    def read_bytes(self, relpath: str, max_bytes: int) -> tuple[bytes, FileRead]:
+        """Read a small workspace file once, returning its bytes and the record of what was read."""
+        real = self.resolve(relpath)
+        try:
+            with open(real, "rb") as fh:
+                data = fh.read(max_bytes + 1)
+        except OSError as exc:
+            raise WorkspaceError(f"cannot read {relpath}: {exc.strerror or exc}") from exc
+        if len(data) > max_bytes:
+            raise WorkspaceError(f"{relpath} is larger than {max_bytes} bytes")
+        info = FileRead(relpath=relpath, abspath=str(real), sha256=hashlib.sha256(data).hexdigest(), size=len(data))
+        return data, info
+
     def describe(self, relpath: str) -> FileRead:
         """Hash a workspace file (streaming) so the evidence can prove what was read."""
         real = self.resolve(relpath)

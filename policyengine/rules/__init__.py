@@ -1,0 +1,17 @@
+"""The rule types, in one explicit registry."""
+
+from __future__ import annotations
+
+from policyengine.rules.approvals import ApprovalsRule
+from policyengine.rules.base import Context, RuleSpec, RuleType
+from policyengine.rules.checks_passed import ChecksPassedRule
+from policyengine.rules.deploy_window import DeployWindowRule
+from policyengine.rules.rollback_plan import RollbackPlanRule
+from policyengine.rules.tests_passed import TestsPassedRule
+
+RULE_TYPES: dict[str, type[RuleType]] = {
+    cls.type_name: cls
+    for cls in (ApprovalsRule, TestsPassedRule, ChecksPassedRule, RollbackPlanRule, DeployWindowRule)
+}
+
+__all__ = ["RULE_TYPES", "Context", "RuleSpec", "RuleType"]

@@ -1,0 +1,162 @@
+"""``approvals``: enough people, other than those who wrote or ship the change, approved it.
+
+Semantics (documented in the README):
+- Logins compare case-insensitively; each person counts once.
+- A person's latest decisive review counts: ``approved`` counts, ``changes_requested`` or
+  ``dismissed`` after an approval cancels it. ``commented`` and ``pending`` reviews do not change
+  a person's standing (GitHub keeps an approval when the reviewer later only comments).
+  Reviews are ordered by ``submitted_at``; reviews without a time keep their list order.
+- ``require_current_commit``: only an approval of the pull request's head commit counts
+  (the deployed commit when no head commit is recorded). An approval without a commit is stale.
+- ``exclude``: ``author`` (the pull request's author), ``committers`` (every author, committer
+  and co-author of the change's commits), ``deployer``. Excluding the deployer when the deployer
+  is unknown is an ``error``: segregation of duties cannot be shown.
+- ``from_teams`` / ``from_users``: only those people count (teams from the change's ``teams``).
+  Both given: a person in either counts. A team the change does not describe is an ``error``.
+- No pull request: nobody reviewed the change, so the rule fails.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from policyengine.models import Outcome, Status
+from policyengine.rules.base import Context, RuleType
+
+DECISIVE = {"approved", "changes_requested", "dismissed"}
+
+
+def _key(login: str) -> str:
+    return login.strip().casefold()
+
+
+def _short(sha: str | None) -> str:
+    return (sha or "?")[:7]
+
+
+def _time(value: Any) -> datetime | None:
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        return datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+
+
+def latest_reviews(reviews: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Return each person's latest decisive review, keyed by case-folded login."""
+    indexed = list(enumerate(reviews))
+    # Stable: reviews with a time sort by it; a review without one keeps its list position
+    # relative to its neighbours (sorted by (time-or-previous-time, index)).
+    last_time: datetime | None = None
+    keyed: list[tuple[tuple[float, int], dict[str, Any]]] = []
+    for i, review in indexed:
+        t = _time(review.get("submitted_at"))
+        if t is not None and t.tzinfo is None:
+            t = None
+        if t is not None:
+            last_time = t
+        stamp = (last_time.timestamp() if last_time else float("-inf"))
+        keyed.append(((stamp, i), review))
+    keyed.sort(key=lambda kv: kv[0])
+    latest: dict[str, dict[str, Any]] = {}
+    for _, review in keyed:
+        state = str(review.get("state", "")).lower()
+        if state in DECISIVE:
+            latest[_key(str(review["user"]))] = {**review, "state": state}
+    return latest
+
+
+class ApprovalsRule(RuleType):
+    """Required approvals with segregation of duties."""
+
+    type_name = "approvals"
+
+    def evaluate(self, ctx: Context) -> Outcome:
+        p = self.params
+        change = ctx.change
+        need = int(p["min_approvals"])
+        pr = change.get("pull_request")
+        if not pr:
+            return Outcome(
+                Status.FAIL,
+                f"no pull request: commit {_short(change.get('commit'))} was deployed without a reviewed "
+                f"pull request, so nobody approved it (0 of {need} approvals)",
+                {"required": need, "counted": [], "not_counted": []},
+            )
+
+        excluded: dict[str, str] = {}
+        exclude = set(p.get("exclude", []))
+        if "deployer" in exclude:
+            deployer = change.get("deployer")
+            if not deployer:
+                return Outcome(
+                    Status.ERROR,
+                    "the deployer is unknown, so approvals by the deployer cannot be excluded "
+                    "(segregation of duties cannot be shown)",
+                    {"required": need},
+                )
+            excluded.setdefault(_key(deployer), "deployer")
+        if "author" in exclude and pr.get("author"):
+            excluded.setdefault(_key(pr["author"]), "author of the pull request")
+        if "committers" in exclude:
+            for c in change.get("commits", []):
+                for role, who in (("author", c.get("author")), ("committer", c.get("committer"))):
+                    if who:
+                        excluded.setdefault(_key(who), f"{role} of commit {_short(c.get('sha'))}")
+                for who in c.get("co_authors", []) or []:
+                    excluded.setdefault(_key(who), f"co-author of commit {_short(c.get('sha'))}")
+
+        allowed: set[str] | None = None
+        if p.get("from_teams") or p.get("from_users"):
+            allowed = {_key(u) for u in p.get("from_users", [])}
+            teams = {_key(k): v for k, v in (change.get("teams") or {}).items()}
+            missing = [t for t in p.get("from_teams", []) if _key(t) not in teams]
+            if missing:
+                return Outcome(
+                    Status.ERROR,
+                    "team membership unknown for " + ", ".join(missing)
+                    + ": the change does not list these teams, so eligible approvers cannot be determined",
+                    {"required": need, "missing_teams": missing},
+                )
+            for t in p.get("from_teams", []):
+                allowed |= {_key(u) for u in teams[_key(t)]}
+
+        current = pr.get("head_commit") or change.get("commit")
+        counted: list[str] = []
+        not_counted: list[dict[str, str]] = []
+        for key, review in latest_reviews(change.get("reviews", [])).items():
+            user = str(review["user"])
+            state = review["state"]
+            why = None
+            if state != "approved":
+                why = f"latest review is {state.replace('_', ' ')}"
+            elif key in excluded:
+                why = excluded[key]
+            elif allowed is not None and key not in allowed:
+                why = "not in " + " or ".join(
+                    [f"team {t}" for t in p.get("from_teams", [])] + (["the allowed users"] if p.get("from_users") else [])
+                )
+            elif p.get("require_current_commit") and (
+                not review.get("commit") or str(review["commit"]).lower() != str(current).lower()
+            ):
+                why = f"approved {_short(review.get('commit'))}, not the current commit {_short(current)} (stale)"
+            if why:
+                not_counted.append({"user": user, "reason": why})
+            else:
+                counted.append(user)
+
+        details: dict[str, Any] = {
+            "required": need,
+            "counted": sorted(counted, key=str.casefold),
+            "not_counted": sorted(not_counted, key=lambda d: d["user"].casefold()),
+            "pull_request": pr.get("number"),
+        }
+        who = ", ".join(details["counted"]) or "nobody"
+        msg = f"{len(counted)} of {need} required approvals ({who})"
+        if not_counted:
+            msg += "; not counted: " + "; ".join(f"{d['user']} ({d['reason']})" for d in details["not_counted"])
+        if len(counted) >= need:
+            return Outcome(Status.PASS, msg, details)
+        return Outcome(Status.FAIL, msg, details)

@@ -1,0 +1,113 @@
+"""``tests_passed``: JUnit XML reports show that tests ran and none failed.
+
+- ``reports``: globs relative to the workspace (``*`` stays in one folder, ``**`` crosses
+  folders). No matching file fails the rule; a match that is a symlink leading outside the
+  workspace fails it and is never read.
+- Counts come from the testcase elements, never from declared suite totals.
+- ``min_tests`` (default 1): at least this many tests ran (passed, failed or errored;
+  skipped tests do not count as run).
+- ``allow_skipped`` (default true): when false, any skipped test fails the rule.
+- A report that cannot be trusted (malformed, truncated, hostile, not JUnit) makes the rule
+  ``error`` (fail closed), unless the readable reports already show a failure: a known
+  failure is a ``fail`` whatever the unreadable file holds.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from policyengine.errors import ReportError, WorkspaceError
+from policyengine.models import FileRead, Outcome, Status
+from policyengine.rules.base import Context, RuleType
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}{'' if n == 1 else 's'}"
+
+
+class TestsPassedRule(RuleType):
+    """Test reports show enough tests ran and none failed."""
+
+    type_name = "tests_passed"
+    __test__ = False  # not a pytest test class, despite its name
+
+    def paths(self) -> list[str]:
+        return list(self.params["reports"])
+
+    def evaluate(self, ctx: Context) -> Outcome:
+        from policyengine.junit import Totals, read_junit
+
+        globs = list(self.params["reports"])
+        min_tests = int(self.params.get("min_tests", 1))
+        allow_skipped = bool(self.params.get("allow_skipped", True))
+
+        matched: list[str] = []
+        escapes: list[str] = []
+        for pattern in globs:
+            try:
+                found, out = ctx.workspace.glob(pattern)
+            except OSError as exc:
+                return Outcome(Status.ERROR, f"cannot list {pattern}: {exc.strerror or exc}", {"reports": globs})
+            matched += [f for f in found if f not in matched]
+            escapes += [f for f in out if f not in escapes]
+        details: dict[str, Any] = {"reports": globs, "files": [], "totals": Totals(0, 0, 0, 0, 0).to_json()}
+        if escapes:
+            details["outside_workspace"] = escapes
+            return Outcome(
+                Status.FAIL,
+                "report path leads outside the workspace (symlink not followed): " + ", ".join(escapes),
+                details,
+            )
+        if not matched:
+            return Outcome(Status.FAIL, "no test report matched " + ", ".join(globs), details)
+
+        totals = Totals(0, 0, 0, 0, 0)
+        files: list[FileRead] = []
+        unreadable: list[str] = []
+        failing: list[str] = []
+        flaky: list[str] = []
+        for rel in matched:
+            try:
+                info = ctx.workspace.describe(rel)
+            except WorkspaceError as exc:
+                unreadable.append(f"{rel}: {exc}")
+                details["files"].append({"path": rel, "error": str(exc)})
+                continue
+            files.append(info)
+            try:
+                summary = read_junit(info.abspath)
+            except ReportError as exc:
+                unreadable.append(f"{rel}: {exc}")
+                details["files"].append({"path": rel, "sha256": info.sha256, "error": str(exc)})
+                continue
+            totals = totals + summary.totals
+            details["files"].append({"path": rel, "sha256": info.sha256, **summary.totals.to_json(),
+                                     **({"notes": list(summary.notes)} if summary.notes else {})})
+            failing += [f"{rel}: {name}" for name in summary.failed_tests]
+            flaky += list(summary.flaky_tests)
+
+        details["totals"] = totals.to_json()
+        if flaky:
+            details["flaky_tests"] = flaky[:20]
+        ran = totals.tests - totals.skipped
+        bad = totals.failures + totals.errors
+        counts = (f"{_plural(totals.tests, 'test')} in {_plural(len(matched), 'report')}: "
+                  f"{totals.passed} passed, {totals.failures} failed, {totals.errors} errored, "
+                  f"{totals.skipped} skipped")
+        if totals.flaky:
+            counts += f" ({totals.flaky} flaky: passed on retry)"
+        problems: list[str] = []
+        if bad:
+            shown = "; ".join(failing[:5]) + (f"; and {len(failing) - 5} more" if len(failing) > 5 else "")
+            problems.append(f"{_plural(bad, 'test')} did not pass" + (f" ({shown})" if shown else ""))
+        if unreadable:
+            problems.append("unreadable report" + ("s" if len(unreadable) > 1 else "") + ": " + "; ".join(unreadable))
+        if not unreadable and ran < min_tests:
+            problems.append(f"{ran} tests ran, fewer than the {min_tests} required")
+        if totals.skipped and not allow_skipped:
+            problems.append(f"{_plural(totals.skipped, 'test')} skipped and the policy does not allow skipped tests")
+        if not problems:
+            return Outcome(Status.PASS, counts, details, tuple(files))
+        known_failure = bad or (totals.skipped and not allow_skipped)
+        status = Status.ERROR if unreadable and not known_failure else Status.FAIL
+        return Outcome(status, counts + "; " + "; ".join(problems), details, tuple(files))
