@@ -1,0 +1,1 @@
+"""Renderers: pure functions from a decision to text, JUnit XML, Markdown."""

@@ -1,0 +1,65 @@
+"""JUnit XML for CI test widgets: one testsuite per policy, one testcase per rule.
+
+Built with junit-xml's elements; serialized here because its report writer adds a
+``disabled`` attribute that the Jenkins JUnit XSD (the schema CI tools follow) rejects.
+A ``warn`` rule becomes a skipped testcase of type ``warning`` (it did not pass, and does
+not block); its message starts with ``warning (not enforced):``.
+"""
+
+from __future__ import annotations
+
+import re
+import xml.etree.ElementTree as ET
+
+from policyengine.models import Decision, Status
+
+# Characters XML 1.0 forbids (control characters other than tab, newline, return; surrogates; U+FFFE/F).
+_ILLEGAL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
+
+
+def xml_safe(text: str | None) -> str:
+    """Drop characters XML cannot carry, so the report always parses."""
+    return _ILLEGAL.sub("\ufffd", text or "")
+
+
+def render(decision: Decision) -> str:
+    """Return the JUnit XML document for a decision."""
+    from junit_xml import TestCase, TestSuite
+
+    suite_name = xml_safe(decision.policy["name"])
+    cases = []
+    for r in decision.rules:
+        out = [f"status: {r.status.value}", f"enforcement: {r.enforcement.value}"]
+        if r.controls:
+            out.append("controls: " + ", ".join(r.controls))
+        if r.description:
+            out.append(f"description: {r.description}")
+        out.append(f"message: {r.message}")
+        case = TestCase(name=xml_safe(r.id), classname=suite_name, stdout=xml_safe("\n".join(out)))
+        msg = xml_safe(r.message)
+        if r.status is Status.FAIL:
+            case.add_failure_info(message=msg, failure_type="policy-violation")
+        elif r.status is Status.ERROR:
+            case.add_error_info(message=msg, error_type="facts-unavailable")
+        elif r.status is Status.SKIPPED:
+            case.add_skipped_info(message=msg)
+        elif r.status is Status.WARN:
+            case.add_skipped_info(message=xml_safe(f"warning (not enforced): {r.message}"))
+        cases.append(case)
+    suite = TestSuite(suite_name, cases, timestamp=decision.evaluated_at)
+    element = suite.build_xml_doc()
+    element.attrib.pop("disabled", None)
+    warned = {xml_safe(r.id) for r in decision.rules if r.status is Status.WARN}
+    for tc in element.iter("testcase"):
+        if tc.get("name") in warned:
+            for sk in tc.iter("skipped"):
+                sk.set("type", "warning")
+    root = ET.Element("testsuites", {
+        "name": suite_name,
+        "tests": element.get("tests", "0"),
+        "failures": element.get("failures", "0"),
+        "errors": element.get("errors", "0"),
+    })
+    root.append(element)
+    ET.indent(root)
+    return '<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(root, encoding="unicode") + "\n"
