@@ -35,6 +35,8 @@ def _when_skip(paths: tuple[str, ...] | None, change: dict[str, Any]) -> tuple[b
     if not paths:
         return False, None
     files = change.get("files_changed")
+    if "files_changed" in (change.get("unavailable") or {}):
+        return False, "the changed files could not be read, so the rule was applied"
     if files is None:
         return False, "the change does not list its changed files, so the rule was applied"
     for f in files:

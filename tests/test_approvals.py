@@ -114,3 +114,11 @@ def test_approval_without_commit_is_stale_when_current_required() -> None:
     r["commit"] = None
     out = run_rule(ApprovalsRule, {"min_approvals": 1, "require_current_commit": True}, change(reviews=[r]))
     assert out.status is Status.FAIL
+
+
+def test_unavailable_facts_make_the_rule_error_naming_the_cause() -> None:
+    c = change(reviews=[review("bob"), review("carol")],
+               unavailable={"reviews": "GET /repos/acme/payments/pulls/42/reviews: HTTP 502"})
+    out = run_rule(ApprovalsRule, SOD, c)
+    assert out.status is Status.ERROR
+    assert "HTTP 502" in out.message

@@ -118,3 +118,10 @@ class TestRollbackPlan:
         p = self.write(tmp_path, PLAN) / "ROLLBACK.md"
         p.chmod(0)
         assert run_rule(RollbackPlanRule, self.params, workspace=tmp_path).status is Status.ERROR
+
+
+def test_checks_unavailable_is_an_error() -> None:
+    c = change(checks=[check("build")], unavailable={"checks": "GET /commits/x/check-runs: timed out"})
+    out = run_rule(ChecksPassedRule, {"checks": ["build"]}, c)
+    assert out.status is Status.ERROR
+    assert "timed out" in out.message

@@ -22,7 +22,7 @@ from datetime import datetime
 from typing import Any
 
 from policyengine.models import Outcome, Status
-from policyengine.rules.base import Context, RuleType
+from policyengine.rules.base import Context, RuleType, unavailable
 
 DECISIVE = {"approved", "changes_requested", "dismissed"}
 
@@ -77,6 +77,14 @@ class ApprovalsRule(RuleType):
         p = self.params
         change = ctx.change
         need = int(p["min_approvals"])
+        facts = ["pull_request", "reviews"]
+        if "committers" in p.get("exclude", []):
+            facts.append("commits")
+        if p.get("from_teams"):
+            facts.append("teams")
+        cause = unavailable(change, *facts)
+        if cause:
+            return Outcome(Status.ERROR, f"approvals could not be read: {cause}", {"required": need})
         pr = change.get("pull_request")
         if not pr:
             return Outcome(

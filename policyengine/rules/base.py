@@ -33,6 +33,17 @@ class Context:
     now: datetime  # timezone-aware
 
 
+def unavailable(change: dict[str, Any], *facts: str) -> str | None:
+    """Say why a fact a rule needs could not be gathered (a provider's API failed), or None.
+
+    Providers record such facts in the change's ``unavailable`` map (fact name to cause);
+    a rule that needs one of them returns ``error``: fail closed, naming the cause.
+    """
+    missing = change.get("unavailable") or {}
+    causes = [f"{fact}: {missing[fact]}" for fact in facts if fact in missing]
+    return "; ".join(causes) if causes else None
+
+
 class RuleType:
     """Base class of rule types. Subclasses register in ``policyengine.rules.RULE_TYPES``.
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from policyengine.models import Outcome, Status
-from policyengine.rules.base import Context, RuleType
+from policyengine.rules.base import Context, RuleType, unavailable
 
 
 class ChecksPassedRule(RuleType):
@@ -20,6 +20,9 @@ class ChecksPassedRule(RuleType):
     type_name = "checks_passed"
 
     def evaluate(self, ctx: Context) -> Outcome:
+        cause = unavailable(ctx.change, "checks")
+        if cause:
+            return Outcome(Status.ERROR, f"CI checks could not be read: {cause}", {"checks": {}})
         commit = str(ctx.change.get("commit", "")).lower()
         reports = ctx.change.get("checks", []) or []
         results: dict[str, dict[str, Any]] = {}
