@@ -1,0 +1,129 @@
+"""`policyengine check`: gather, judge, record, exit."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from policyengine.cli.common import (
+    CONTEXT,
+    EXIT_CODES_HELP,
+    parse_now,
+    use_color,
+    write_atomic,
+)
+from policyengine.errors import (
+    EXIT_ALLOW,
+    EXIT_DENY,
+    InvalidInputError,
+    PolicyEngineError,
+    UsageError,
+)
+
+
+@click.command(context_settings=CONTEXT, epilog=EXIT_CODES_HELP)
+@click.option("--policy", "policy_path", required=True, envvar="POLICYENGINE_POLICY", show_envvar=True,
+              metavar="FILE", help="The policy (YAML) to evaluate.")
+@click.option("--change", "change_path", envvar="POLICYENGINE_CHANGE", show_envvar=True, metavar="FILE",
+              help="The change to judge (YAML or JSON, schemas/change.schema.json).")
+@click.option("--workspace", default=".", show_default=True, envvar="POLICYENGINE_WORKSPACE", show_envvar=True,
+              metavar="DIR", help="Where the policy's relative paths resolve; nothing outside it is read.")
+@click.option("--now", envvar="POLICYENGINE_NOW", show_envvar=True, metavar="ISO8601",
+              help="Evaluate at this time instead of the clock (replays, tests), e.g. 2026-11-24T15:00:00Z.")
+@click.option("--json", "json_path", envvar="POLICYENGINE_JSON", show_envvar=True, metavar="PATH",
+              help="Write the decision as JSON ('-' for standard output).")
+@click.option("--junit", "junit_path", envvar="POLICYENGINE_JUNIT", show_envvar=True, metavar="PATH",
+              help="Write JUnit XML, one testcase per rule, for CI test widgets.")
+@click.option("--evidence-dir", default="evidence", show_default=True, envvar="POLICYENGINE_EVIDENCE_DIR",
+              show_envvar=True, metavar="DIR", help="The evidence archive that receives this evaluation's bundle.")
+@click.option("--advisory", is_flag=True, envvar="POLICYENGINE_ADVISORY", show_envvar=True,
+              help="Evaluate and record everything, but exit 0 when a rule denies (for rollouts).")
+@click.option("--color", type=click.Choice(["auto", "always", "never"]), default="auto", show_default=True,
+              help="Colour the console verdict (auto: only on a terminal; NO_COLOR is honoured).")
+def check(policy_path: str, change_path: str | None, workspace: str, now: str | None, json_path: str | None,
+          junit_path: str | None, evidence_dir: str, advisory: bool, color: str) -> int:
+    """Decide whether one change may be deployed, and record the evidence.
+
+    \b
+    Examples:
+      policyengine check --policy policies/soc2-production.yml --change change.yml
+      policyengine check --policy prod.yml --change change.yml --workspace build/ \\
+          --junit policy-junit.xml --json decision.json --evidence-dir evidence
+      policyengine check --policy prod.yml --change change.yml --now 2026-11-24T15:00:00Z --advisory
+    """
+    from policyengine.engine import decision_to_json, evaluate, exit_code_for
+    from policyengine.evidence import LocalArchive
+    from policyengine.models import Enforcement, RuleResult, Status
+    from policyengine.outputs import junit as junit_out
+    from policyengine.outputs import text as text_out
+    from policyengine.policy import load_change, load_policy
+    from policyengine.workspace import Workspace
+
+    moment = parse_now(now)
+    ws = Path(workspace)
+    if not ws.is_dir():
+        raise UsageError(f"--workspace: {workspace} is not a directory")
+    if not change_path:
+        raise UsageError("no change to judge: give --change FILE (or set POLICYENGINE_CHANGE)",
+                         hint="see examples/change.yml for the format")
+
+    problems: list[Any] = []
+    policy = change = None
+    for loader, path in ((load_policy, policy_path), (load_change, change_path)):
+        try:
+            if loader is load_policy:
+                policy = loader(path)
+            else:
+                change = loader(path)
+        except InvalidInputError as exc:
+            problems.extend(exc.problems)
+    if problems:
+        raise InvalidInputError(problems, what="input", hint="fix every line above, then run again")
+    assert policy is not None and change is not None
+
+    decision = evaluate(policy, change, Workspace(ws), moment)
+
+    # Record: a denied attempt is evidence too. If it cannot be recorded, the gate denies (exit 3).
+    bundle: dict[str, Any] = {}
+    try:
+        archive = LocalArchive(evidence_dir)
+        ref = archive.write_bundle(
+            decision=decision_to_json(decision, advisory=advisory),
+            change=change,
+            policy_filename=Path(policy_path).name,
+            policy_bytes=policy.raw,
+            files=decision.files,
+        )
+        bundle = {"bundle_id": ref.id, "path": ref.path, "sha256": ref.sha256}
+    except PolicyEngineError as exc:
+        failed = RuleResult(id="evidence", type="evidence", status=Status.ERROR, enforcement=Enforcement.DENY,
+                            message=f"the evidence could not be recorded: {exc.message}", controls=("CC8.1",),
+                            description="The evaluation is archived as tamper-evident evidence.",
+                            details={"archive": evidence_dir})
+        decision = type(decision)(decision="deny", evaluated_at=decision.evaluated_at, policy=decision.policy,
+                                  change=decision.change, rules=decision.rules + (failed,),
+                                  applies=decision.applies, note=decision.note)
+        bundle = {"error": exc.message}
+
+    code = exit_code_for(decision)
+    doc = decision_to_json(decision, advisory=advisory)
+    doc["evidence"] = bundle
+    if junit_path:
+        write_atomic(junit_path, junit_out.render(decision), "JUnit report")
+    if json_path:
+        import json
+
+        write_atomic(json_path, json.dumps(doc, indent=2, sort_keys=False) + "\n", "decision JSON")
+    stream = sys.stderr if json_path == "-" else sys.stdout
+    click.echo(text_out.render(decision, color=use_color(color, stream), advisory=advisory and code == EXIT_DENY,
+                               exit_code=code), nl=False, file=stream)
+    if bundle.get("bundle_id"):
+        click.echo(f"evidence: {bundle['path']} (bundle {bundle['bundle_id']})", file=stream)
+    if advisory and code == EXIT_DENY:
+        return EXIT_ALLOW
+    return code
+
+

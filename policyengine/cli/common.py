@@ -1,0 +1,71 @@
+"""Helpers shared by the command modules."""
+
+from __future__ import annotations
+
+import os
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import click
+
+from policyengine.errors import UsageError
+
+
+def err(message: str) -> None:
+    """Print a line to standard error."""
+    click.echo(message, err=True)
+
+
+EXIT_CODES_HELP = """\b
+Exit codes:
+  0  allowed (or --advisory and denied by a rule)
+  1  denied: a rule was not met
+  2  could not evaluate: bad invocation, unreadable or invalid policy or change file
+  3  denied because facts could not be read or the evidence could not be recorded
+     (rules in error, none in fail: retrying may help)
+  4  internal error (a bug: please report it; --debug shows the traceback)
+"""
+
+CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+
+
+def _err(message: str) -> None:
+    click.echo(message, err=True)
+
+
+def use_color(choice: str, stream: Any) -> bool:
+    if choice == "always":
+        return True
+    if choice == "never" or os.environ.get("NO_COLOR"):
+        return False
+    return bool(getattr(stream, "isatty", lambda: False)())
+
+
+def parse_now(value: str | None) -> datetime:
+    if not value:
+        return datetime.now(timezone.utc)
+    try:
+        moment = datetime.fromisoformat(value.strip().replace("Z", "+00:00").replace("z", "+00:00"))
+    except ValueError:
+        raise UsageError(f"--now: {value!r} is not an ISO 8601 time", hint="write e.g. 2026-11-24T15:00:00Z") from None
+    if moment.tzinfo is None:
+        raise UsageError(f"--now: {value!r} has no time zone", hint="add Z or an offset, e.g. 2026-11-24T10:00:00-05:00")
+    return moment
+
+
+def write_atomic(path: str, text: str, what: str) -> None:
+    """Write an output file whole or not at all ('-' writes to standard output)."""
+    if path == "-":
+        click.echo(text, nl=not text.endswith("\n"))
+        return
+    target = Path(path)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, target)
+    except OSError as exc:
+        raise UsageError(f"cannot write the {what} to {path}: {exc.strerror or exc}") from None
+
+
