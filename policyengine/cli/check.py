@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -28,7 +29,12 @@ from policyengine.errors import (
 @click.option("--policy", "policy_path", required=True, envvar="POLICYENGINE_POLICY", show_envvar=True,
               metavar="FILE", help="The policy (YAML) to evaluate.")
 @click.option("--change", "change_path", envvar="POLICYENGINE_CHANGE", show_envvar=True, metavar="FILE",
-              help="The change to judge (YAML or JSON, schemas/change.schema.json).")
+              help="The change to judge (YAML or JSON, schemas/change.schema.json): the local provider.")
+@click.option("--provider", type=click.Choice(["local", "github", "gitlab"]), envvar="POLICYENGINE_PROVIDER",
+              show_envvar=True, help="Where the facts come from (default: detected from GITHUB_ACTIONS / "
+              "GITLAB_CI; local with --change).")
+@click.option("--environment", envvar="POLICYENGINE_ENVIRONMENT", show_envvar=True, metavar="NAME",
+              help="The environment deployed to (default: from the CI, e.g. CI_ENVIRONMENT_NAME).")
 @click.option("--workspace", default=".", show_default=True, envvar="POLICYENGINE_WORKSPACE", show_envvar=True,
               metavar="DIR", help="Where the policy's relative paths resolve; nothing outside it is read.")
 @click.option("--now", envvar="POLICYENGINE_NOW", show_envvar=True, metavar="ISO8601",
@@ -43,7 +49,7 @@ from policyengine.errors import (
               help="Evaluate and record everything, but exit 0 when a rule denies (for rollouts).")
 @click.option("--color", type=click.Choice(["auto", "always", "never"]), default="auto", show_default=True,
               help="Colour the console verdict (auto: only on a terminal; NO_COLOR is honoured).")
-def check(policy_path: str, change_path: str | None, workspace: str, now: str | None, json_path: str | None,
+def check(policy_path: str, change_path: str | None, provider: str | None, environment: str | None, workspace: str, now: str | None, json_path: str | None,
           junit_path: str | None, evidence_dir: str, advisory: bool, color: str) -> int:
     """Decide whether one change may be deployed, and record the evidence.
 
@@ -59,30 +65,30 @@ def check(policy_path: str, change_path: str | None, workspace: str, now: str | 
     from policyengine.models import Enforcement, RuleResult, Status
     from policyengine.outputs import junit as junit_out
     from policyengine.outputs import text as text_out
-    from policyengine.policy import load_change, load_policy
+    from policyengine.policy import load_policy
+    from policyengine.providers import gather
     from policyengine.workspace import Workspace
 
     moment = parse_now(now)
     ws = Path(workspace)
     if not ws.is_dir():
         raise UsageError(f"--workspace: {workspace} is not a directory")
-    if not change_path:
-        raise UsageError("no change to judge: give --change FILE (or set POLICYENGINE_CHANGE)",
-                         hint="see examples/change.yml for the format")
-
+    # Gather: load the policy and the change; report every problem of both files in one run.
     problems: list[Any] = []
-    policy = change = None
-    for loader, path in ((load_policy, policy_path), (load_change, change_path)):
-        try:
-            if loader is load_policy:
-                policy = loader(path)
-            else:
-                change = loader(path)
-        except InvalidInputError as exc:
-            problems.extend(exc.problems)
+    policy = gathered = None
+    try:
+        policy = load_policy(policy_path)
+    except InvalidInputError as exc:
+        problems.extend(exc.problems)
+    try:
+        gathered = gather(provider, env=os.environ, change_path=change_path, environment=environment,
+                          evidence_archive=Path(evidence_dir))
+    except InvalidInputError as exc:
+        problems.extend(exc.problems)
     if problems:
         raise InvalidInputError(problems, what="input", hint="fix every line above, then run again")
-    assert policy is not None and change is not None
+    assert policy is not None and gathered is not None
+    change = gathered.change
 
     decision = evaluate(policy, change, Workspace(ws), moment)
 
@@ -96,6 +102,7 @@ def check(policy_path: str, change_path: str | None, workspace: str, now: str | 
             policy_filename=Path(policy_path).name,
             policy_bytes=policy.raw,
             files=decision.files,
+            extra_members={f"raw/{name}": data for name, data in gathered.raw.items()},
         )
         bundle = {"bundle_id": ref.id, "path": ref.path, "sha256": ref.sha256}
     except PolicyEngineError as exc:

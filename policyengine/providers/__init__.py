@@ -1,0 +1,71 @@
+"""Providers gather the facts of one deployment into the normalized change.
+
+Every provider builds the same shape (``schemas/change.schema.json``) that the local
+``--change`` file holds, so rules never know which code host they run on and any decision
+can be replayed offline from its bundle.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from policyengine.errors import UsageError
+
+PROVIDER_NAMES = ("local", "github", "gitlab")
+
+
+@dataclass
+class Gathered:
+    """A provider's result: the change, and the raw API responses it used (secrets removed),
+    which the evidence bundle keeps under ``raw/``."""
+
+    change: dict[str, Any]
+    raw: dict[str, bytes] = field(default_factory=dict)
+
+
+def detect(env: Mapping[str, str]) -> str:
+    """Choose the provider from the CI environment: GitHub Actions, GitLab CI, else local."""
+    if env.get("GITHUB_ACTIONS") == "true":
+        return "github"
+    if env.get("GITLAB_CI") == "true":
+        return "gitlab"
+    return "local"
+
+
+def gather(
+    provider: str | None,
+    *,
+    env: Mapping[str, str],
+    change_path: str | None = None,
+    environment: str | None = None,
+    evidence_archive: Path | None = None,
+) -> Gathered:
+    """Gather the change with the named provider (detected from ``env`` when None).
+
+    A ``--change`` file always wins when no provider is named: it is the local provider.
+    """
+    name = provider or ("local" if change_path else detect(env))
+    if name == "local":
+        if not change_path:
+            raise UsageError(
+                "no change to judge: give --change FILE, or run inside GitHub Actions or GitLab CI",
+                hint="see examples/change-allowed.yml for the format, or use --provider github|gitlab",
+            )
+        from policyengine.policy import load_change
+
+        change = load_change(change_path)
+        if environment:
+            change["environment"] = environment
+        return Gathered(change=change)
+    if name == "github":
+        from policyengine.providers.github import gather_github
+
+        return gather_github(env, environment=environment, evidence_archive=evidence_archive)
+    if name == "gitlab":
+        from policyengine.providers.gitlab import gather_gitlab
+
+        return gather_gitlab(env, environment=environment, evidence_archive=evidence_archive)
+    raise UsageError(f"--provider: unknown provider {name!r}; known: {', '.join(PROVIDER_NAMES)}")
