@@ -1,0 +1,222 @@
+"""Load a policy file into immutable objects, or list every problem in it.
+
+Loading is: read the bytes once (their SHA-256 identifies the policy exactly as evaluated),
+parse them with the strict YAML reader, validate against ``schemas/policy.schema.json``, then
+check what a schema cannot: unique rule ids, known rule types, paths that stay inside the
+workspace, and each rule type's own parameter checks (time zones, cron expressions).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from policyengine import loader
+from policyengine.errors import InvalidInputError, Problem
+from policyengine.models import Enforcement
+from policyengine.workspace import static_path_problem
+
+if TYPE_CHECKING:
+    # Imported lazily at run time: importing ``policyengine.rules`` loads every rule type.
+    from policyengine.rules.base import RuleSpec, RuleType
+
+__all__ = ["COMMON_KEYS", "Policy", "build_rules", "load_change", "load_policy", "parse_policy"]
+
+POLICY_SCHEMA = "policy.schema.json"
+CHANGE_SCHEMA = "change.schema.json"
+
+COMMON_KEYS = frozenset({"id", "type", "description", "enforcement", "controls", "when"})
+"""Keys every rule takes; the others are the rule type's parameters."""
+
+_POLICY_HINT = "`policyengine policy schema` prints the JSON Schema of policies (for editors)"
+
+
+@dataclass(frozen=True)
+class Policy:
+    """A validated policy, with the exact bytes it was read from."""
+
+    name: str
+    version: int
+    description: str | None
+    environments: tuple[str, ...] | None
+    rules: tuple[RuleSpec, ...]
+    path: str
+    sha256: str
+    raw: bytes
+    retention: str | None
+
+
+def load_policy(path: str | Path) -> Policy:
+    """Read and validate a policy file; raise ``InvalidInputError`` listing every problem.
+
+    A file that cannot be read (missing, not UTF-8) raises ``UsageError``.
+    """
+    raw = loader.read_user_file(path, what="policy")
+    return parse_policy(raw, file=str(path))
+
+
+def parse_policy(raw: bytes, *, file: str) -> Policy:
+    """Validate policy bytes (e.g. from an evidence bundle); ``file`` names them in problems."""
+    data, positions, problems = loader.parse_document(raw, file=file, what="policy")
+    schema_problems = loader.validate(data, positions, loader.load_schema(POLICY_SCHEMA), file=file)
+    problems = problems + _check_rules(data, positions, schema_problems, file)
+    if problems:
+        raise InvalidInputError(sorted(problems, key=_sort_key), what="policy", hint=_POLICY_HINT)
+    return _build(data, positions, raw, file)
+
+
+def build_rules(policy: Policy) -> list[RuleType]:
+    """Instantiate the rule type of every rule, in policy order."""
+    from policyengine.rules import RULE_TYPES
+
+    return [RULE_TYPES[spec.type](spec) for spec in policy.rules]
+
+
+def load_change(path: str | Path) -> dict[str, Any]:
+    """Read and validate a change file (the normalized facts of one deployment).
+
+    Raises ``InvalidInputError(what="change")`` listing every problem, ``UsageError`` when the
+    file cannot be read.
+    """
+    raw = loader.read_user_file(path, what="change")
+    file = str(path)
+    data, positions, problems = loader.parse_document(raw, file=file, what="change")
+    problems = problems + loader.validate(data, positions, loader.load_schema(CHANGE_SCHEMA), file=file)
+    if problems:
+        raise InvalidInputError(sorted(problems, key=_sort_key), what="change")
+    assert isinstance(data, dict)  # the schema requires a mapping  # noqa: S101
+    return data
+
+
+# --------------------------------------------------------------------------------------------
+
+
+def _sort_key(p: Problem) -> tuple[int, int, str, str]:
+    return (p.line or 0, p.column or 0, p.path, p.message)
+
+
+def _under(problem_path: str, prefix: str) -> bool:
+    """Whether a rendered JSON path is ``prefix`` or inside it (``rules[1]`` is not under ``rules[10]``)."""
+    return problem_path == prefix or (problem_path.startswith(prefix) and problem_path[len(prefix)] in ".[")
+
+
+_SUBPATH = re.compile(r"([^.\[\]]+)|\[(\d+)\]")
+
+
+def _parse_subpath(sub: str) -> tuple[str | int, ...]:
+    """``deny[1].cron`` -> ``("deny", 1, "cron")``."""
+    parts: list[str | int] = []
+    for name, index in _SUBPATH.findall(sub):
+        parts.append(int(index) if index else name)
+    return tuple(parts)
+
+
+def _check_rules(data: Any, positions: loader.Positions, schema_problems: list[Problem], file: str) -> list[Problem]:
+    """Return the schema problems (unknown types reworded) plus what a schema cannot check."""
+    from policyengine.rules import RULE_TYPES
+
+    rules = data.get("rules") if isinstance(data, dict) else None
+    if not isinstance(rules, list):
+        return list(schema_problems)
+
+    def problem(path: tuple[str | int, ...], message: str) -> Problem:
+        line, column = positions.locate(path)
+        return Problem(file, line, column, loader.format_path(path), message)
+
+    kept = list(schema_problems)
+    extra: list[Problem] = []
+    known = ", ".join(sorted(RULE_TYPES))
+    first_id: dict[str, int | None] = {}
+    for i, rule in enumerate(rules):
+        if not isinstance(rule, dict):
+            continue
+        base: tuple[str | int, ...] = ("rules", i)
+        prefix = loader.format_path(base)
+        rule_type = rule.get("type")
+        type_known = isinstance(rule_type, str) and rule_type in RULE_TYPES
+        if isinstance(rule_type, str) and not type_known:
+            # One line that lists the known types, instead of the schema's enum message.
+            type_path = loader.format_path(base + ("type",))
+            kept = [p for p in kept if p.path != type_path]
+            message = f"unknown rule type {loader.render_value(rule_type)}; known types: {known}"
+            extra.append(problem(base + ("type",), message))
+
+        rule_id = rule.get("id")
+        if isinstance(rule_id, str):
+            if rule_id in first_id:
+                line = first_id[rule_id]
+                where = f" (first at line {line})" if line is not None else ""
+                extra.append(problem(base + ("id",), f"duplicate rule id {loader.render_value(rule_id)}{where}"))
+            else:
+                first_id[rule_id] = positions.locate(base + ("id",))[0]
+
+        # Paths the policy names must stay inside the workspace, whatever else is wrong.
+        checked: set[str] = set()
+        candidates: list[tuple[tuple[str | int, ...], Any]] = []
+        when = rule.get("when")
+        if isinstance(when, dict) and isinstance(when.get("paths"), list):
+            candidates += [(base + ("when", "paths", j), p) for j, p in enumerate(when["paths"])]
+        if type_known:
+            if isinstance(rule.get("reports"), list):
+                candidates += [(base + ("reports", j), p) for j, p in enumerate(rule["reports"])]
+            if "path" in rule:
+                candidates.append((base + ("path",), rule["path"]))
+        for path, value in candidates:
+            if isinstance(value, str):
+                checked.add(value)
+                trouble = static_path_problem(value)
+                if trouble:
+                    extra.append(problem(path, trouble))
+
+        # The rule type's own checks assume the schema's shapes: only for rules the schema accepted.
+        if not type_known or any(_under(p.path, prefix) for p in kept):
+            continue
+        rule_cls = RULE_TYPES[str(rule_type)]
+        params = {k: v for k, v in rule.items() if k not in COMMON_KEYS}
+        for sub, message in rule_cls.check_params(params):
+            extra.append(problem(base + _parse_subpath(sub), message))
+        try:
+            declared = rule_cls(_spec(rule, i, positions)).paths()
+        except (KeyError, TypeError, ValueError):  # pragma: no cover - the schema guarantees the keys
+            declared = []
+        for value in declared:
+            if value not in checked:
+                trouble = static_path_problem(value)
+                if trouble:
+                    extra.append(problem(base, trouble))
+    return kept + extra
+
+
+def _spec(rule: dict[str, Any], index: int, positions: loader.Positions) -> RuleSpec:
+    from policyengine.rules.base import RuleSpec
+
+    when = rule.get("when")
+    return RuleSpec(
+        id=rule["id"],
+        type=rule["type"],
+        enforcement=Enforcement(rule.get("enforcement", Enforcement.DENY.value)),
+        controls=tuple(rule.get("controls", ())),
+        description=rule.get("description"),
+        when_paths=tuple(when["paths"]) if isinstance(when, dict) else None,
+        params={k: v for k, v in rule.items() if k not in COMMON_KEYS},
+        line=positions.locate(("rules", index))[0],
+    )
+
+
+def _build(data: dict[str, Any], positions: loader.Positions, raw: bytes, file: str) -> Policy:
+    applies_to = data.get("applies_to")
+    evidence = data.get("evidence")
+    return Policy(
+        name=data["name"],
+        version=data["version"],
+        description=data.get("description"),
+        environments=tuple(applies_to["environments"]) if isinstance(applies_to, dict) else None,
+        rules=tuple(_spec(rule, i, positions) for i, rule in enumerate(data["rules"])),
+        path=file,
+        sha256=hashlib.sha256(raw).hexdigest(),
+        raw=raw,
+        retention=evidence.get("retention") if isinstance(evidence, dict) else None,
+    )
