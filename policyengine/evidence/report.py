@@ -1,0 +1,495 @@
+"""Render the HTML pages an auditor reads: a bundle's ``report.html`` and an audit export's ``index.html``.
+
+Both pages are self-contained: inline CSS only, no scripts, no images, fonts or other assets
+fetched from anywhere, and a Content-Security-Policy that forbids them even if one slipped in.
+Every value taken from a decision, a change or an archive row is untrusted text (a PR title, a
+rule message, a user name are all attacker-controllable), so every one goes through
+``html.escape`` and none becomes a link target. The output depends only on the arguments
+(no clock, no environment), so the same bundle always renders the same bytes.
+"""
+
+from __future__ import annotations
+
+import html
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+from urllib.parse import quote
+
+__all__ = ["render_export_index", "render_report"]
+
+CSP = "default-src 'none'; style-src 'unsafe-inline'"
+
+# Light colours only, so the page prints on any printer without ink-heavy dark areas.
+_CSS = """
+*{box-sizing:border-box}
+body{font-family:-apple-system,"Segoe UI",Roboto,"Helvetica Neue",Arial,"Liberation Sans",sans-serif;
+ color:#1b1f24;background:#fff;margin:0;padding:24px 32px;font-size:14px;line-height:1.45}
+main{max-width:1100px;margin:0 auto}
+h1{font-size:22px;margin:0 0 4px}
+h2{font-size:17px;margin:28px 0 8px;padding-bottom:4px;border-bottom:1px solid #d0d7de}
+h3{font-size:15px;margin:16px 0 6px}
+p{margin:6px 0}
+.sub{color:#57606a;margin:0 0 16px}
+code,.mono{font-family:"DejaVu Sans Mono",Menlo,Consolas,"Liberation Mono",monospace;font-size:12.5px;
+ overflow-wrap:break-word}
+.hash{overflow-wrap:anywhere}
+.nw{white-space:nowrap}
+table{border-collapse:collapse;width:100%;margin:6px 0 10px}
+th,td{border:1px solid #d0d7de;padding:5px 8px;text-align:left;vertical-align:top}
+thead th{background:#f3f4f6}
+th[scope=row]{background:#f6f8fa;width:190px;font-weight:600}
+td.num,th.num{text-align:right;font-variant-numeric:tabular-nums}
+.verdict{border:3px solid;border-radius:8px;padding:14px 20px;margin:12px 0 8px;display:flex;
+ align-items:baseline;gap:20px;flex-wrap:wrap}
+.verdict .word{font-size:44px;font-weight:800;letter-spacing:2px}
+.verdict .why{font-size:15px}
+.verdict.allow{border-color:#1a7f37;background:#eefbf1;color:#116329}
+.verdict.deny{border-color:#cf222e;background:#fff0f0;color:#a40e26}
+.verdict.other{border-color:#9a6700;background:#fff8e5;color:#7d4e00}
+.badge{display:inline-block;border:1px solid;border-radius:4px;padding:0 6px;font-weight:700;
+ font-size:12px;text-transform:uppercase;white-space:nowrap}
+.s-pass,.s-allow,.s-counted{color:#116329;border-color:#1a7f37;background:#eefbf1}
+.s-fail,.s-deny,.s-error,.s-not-counted{color:#a40e26;border-color:#cf222e;background:#fff0f0}
+.s-warn{color:#7d4e00;border-color:#bf8700;background:#fff8e5}
+.s-skipped,.s-unknown,.s-other{color:#57606a;border-color:#8c959f;background:#f6f8fa}
+.note{color:#57606a;font-size:13px}
+.warnbox{border:1px solid #bf8700;background:#fff8e5;padding:8px 12px;border-radius:6px;margin:8px 0}
+footer{margin-top:32px;color:#57606a;font-size:12px;border-top:1px solid #d0d7de;padding-top:8px}
+@media print{
+ body{padding:0;font-size:10pt}
+ code,.mono{font-size:8.5pt}
+ .verdict .word{font-size:32pt}
+ main{max-width:none}
+ .verdict,.badge,thead th,th[scope=row]{-webkit-print-color-adjust:exact;print-color-adjust:exact}
+ tr,.verdict{break-inside:avoid;page-break-inside:avoid}
+ thead{display:table-header-group}
+ h2,h3{break-after:avoid;page-break-after:avoid}
+ a{color:inherit;text-decoration:none}
+}
+@page{margin:14mm}
+"""
+
+
+def _e(value: Any) -> str:
+    """Escape any value for HTML text or a quoted attribute; ``None`` becomes an empty string."""
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    return html.escape(str(value), quote=True)
+
+
+def _or_dash(value: Any) -> str:
+    text = _e(value)
+    return text if text else "&mdash;"
+
+
+def _mono(value: Any) -> str:
+    text = _e(value)
+    return f'<span class="mono">{text}</span>' if text else "&mdash;"
+
+
+def _css_token(value: Any) -> str:
+    """Reduce a status word to a fixed class name: untrusted text never becomes markup or CSS."""
+    word = str(value).lower().replace(" ", "-") if value is not None else ""
+    known = {"pass", "fail", "error", "warn", "skipped", "allow", "deny", "counted", "not-counted"}
+    return word if word in known else "other"
+
+
+def _hash(value: Any) -> str:
+    """Render a digest or commit id: monospace, allowed to wrap anywhere so tables stay narrow."""
+    text = _e(value)
+    return f'<span class="mono hash">{text}</span>' if text else "&mdash;"
+
+
+def _time(value: Any) -> str:
+    """Render a timestamp on one line."""
+    text = _e(value)
+    return f'<span class="mono nw">{text}</span>' if text else "&mdash;"
+
+
+def _badge(word: Any) -> str:
+    return f'<span class="badge s-{_css_token(word)}">{_or_dash(word)}</span>'
+
+
+def _mapping(value: Any) -> Mapping[str, Any]:
+    return value if isinstance(value, Mapping) else {}
+
+
+def _seq(value: Any) -> Sequence[Any]:
+    if isinstance(value, (list, tuple)):
+        return value
+    return ()
+
+
+def _kv_table(rows: Iterable[tuple[str, str]]) -> str:
+    """Render label/value rows; labels are our own text, values must already be escaped."""
+    body = "".join(f'<tr><th scope="row">{label}</th><td>{value}</td></tr>' for label, value in rows)
+    return f"<table>{body}</table>"
+
+
+def _table(headers: Sequence[str], rows: Sequence[Sequence[str]], num_cols: Sequence[int] = ()) -> str:
+    """Render a table; headers are our own text, cells must already be escaped."""
+    head = "".join(f'<th{" class=num" if i in num_cols else ""} scope="col">{h}</th>' for i, h in enumerate(headers))
+    body = "".join(
+        "<tr>" + "".join(f'<td{" class=num" if i in num_cols else ""}>{c}</td>' for i, c in enumerate(row)) + "</tr>"
+        for row in rows
+    )
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def _page(title: str, body: str) -> str:
+    return (
+        "<!DOCTYPE html>\n"
+        '<html lang="en">\n<head>\n<meta charset="utf-8">\n'
+        f'<meta http-equiv="Content-Security-Policy" content="{CSP}">\n'
+        '<meta name="referrer" content="no-referrer">\n'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">\n'
+        f"<title>{title}</title>\n<style>{_CSS}</style>\n</head>\n<body>\n<main>\n{body}\n</main>\n</body>\n</html>\n"
+    )
+
+
+def _rules_of_type(decision: Mapping[str, Any], rule_type: str) -> list[Mapping[str, Any]]:
+    return [_mapping(r) for r in _seq(decision.get("rules")) if _mapping(r).get("type") == rule_type]
+
+
+# ---------------------------------------------------------------------------------------------
+# report.html
+
+
+def _verdict_section(decision: Mapping[str, Any]) -> str:
+    verdict = decision.get("decision")
+    word = str(verdict).upper() if verdict in ("allow", "deny") else "UNKNOWN"
+    css = verdict if verdict in ("allow", "deny") else "other"
+    rules = [_mapping(r) for r in _seq(decision.get("rules"))]
+    blocking = [r for r in rules if r.get("enforcement") == "deny" and r.get("status") in ("fail", "error")]
+    if verdict == "allow":
+        why = "Every enforced rule passed or did not apply; the deploy was allowed."
+    elif verdict == "deny":
+        names = ", ".join(_e(r.get("id")) for r in blocking) or "see the rules below"
+        why = f"The deploy was denied by: {names}."
+    else:
+        why = "The decision file does not record allow or deny."
+    parts = [
+        (f'<section class="verdict {css}" aria-label="verdict"><span class="word">{word}</span>'
+        f'<span class="why">{why}</span></section>')
+    ]
+    if decision.get("advisory") is True:
+        parts.append(
+            '<p class="warnbox">Advisory run: a deny was recorded but did not stop the pipeline.</p>'
+        )
+    if decision.get("applies") is False:
+        parts.append('<p class="warnbox">The policy does not apply to this environment; no rule was enforced.</p>')
+    if decision.get("note"):
+        parts.append(f'<p class="note">Note: {_e(decision.get("note"))}</p>')
+    summary = _mapping(decision.get("summary"))
+    if summary:
+        counts = ", ".join(f"{_e(summary.get(k, 0))} {k}" for k in ("pass", "fail", "error", "warn", "skipped"))
+        parts.append(f'<p class="note">Rules: {counts}.</p>')
+    return "".join(parts)
+
+
+def _change_section(decision: Mapping[str, Any]) -> str:
+    change = _mapping(decision.get("change"))
+    pr = _mapping(change.get("pull_request"))
+    pipeline = _mapping(change.get("pipeline"))
+    rows: list[tuple[str, str]] = [
+        ("Repository", _or_dash(change.get("repository"))),
+        ("Environment", _or_dash(change.get("environment"))),
+        ("Deployed commit", _hash(change.get("commit"))),
+    ]
+    if change.get("ref"):
+        rows.append(("Ref", _mono(change.get("ref"))))
+    rows.append(("Deployer", _or_dash(change.get("deployer"))))
+    if pr:
+        rows += [
+            ("Pull request", f"#{_e(pr.get('number'))} {_e(pr.get('title'))}"),
+            ("PR author", _or_dash(pr.get("author"))),
+            ("PR head commit", _hash(pr.get("head_commit"))),
+        ]
+        if pr.get("head_commit") and change.get("commit") and pr.get("head_commit") != change.get("commit"):
+            rows.append(("", "<strong>The PR head commit is not the deployed commit.</strong>"))
+    else:
+        rows.append(("Pull request", "none recorded"))
+    if pipeline:
+        # Shown as text, never as a link: the URL came from the CI environment.
+        where = " ".join(_e(pipeline.get(k)) for k in ("provider", "id") if pipeline.get(k))
+        url = _e(pipeline.get("url"))
+        rows.append(("Pipeline", where + (f' <span class="mono">{url}</span>' if url else "")))
+    rows.append(("Evaluated at", _time(decision.get("evaluated_at"))))
+    commits = _seq(change.get("commits"))
+    files = _seq(change.get("files_changed"))
+    out = "<h2>The change</h2>" + _kv_table(rows)
+    if commits:
+        out += "<h3>Commits</h3>" + _table(
+            ["Commit", "Author", "Committer"],
+            [[_hash(_mapping(c).get("sha")), _or_dash(_mapping(c).get("author")),
+              _or_dash(_mapping(c).get("committer"))] for c in commits],
+        )
+    if files:
+        shown = ", ".join(f'<span class="mono">{_e(f)}</span>' for f in files[:200])
+        more = f" &hellip; and {len(files) - 200} more" if len(files) > 200 else ""
+        out += f"<h3>Files changed ({len(files)})</h3><p>{shown}{more}</p>"
+    return out
+
+
+def _rules_section(decision: Mapping[str, Any]) -> str:
+    rows = []
+    for raw in _seq(decision.get("rules")):
+        rule = _mapping(raw)
+        controls = ", ".join(_e(c) for c in _seq(rule.get("controls"))) or "&mdash;"
+        desc = rule.get("description")
+        what = f'<span class="mono">{_e(rule.get("id"))}</span><br><span class="note">{_e(rule.get("type"))}</span>'
+        message = _e(rule.get("message"))
+        if desc:
+            message += f'<br><span class="note">{_e(desc)}</span>'
+        rows.append([what, _badge(rule.get("status")), _e(rule.get("enforcement")), message, controls])
+    if not rows:
+        return "<h2>Rules</h2><p>No rule was evaluated.</p>"
+    return "<h2>Rules</h2>" + _table(["Rule", "Status", "Enforcement", "Result", "SOC 2 controls"], rows)
+
+
+def _approvals_section(decision: Mapping[str, Any]) -> str:
+    change = _mapping(decision.get("change"))
+    reviews = [_mapping(r) for r in _seq(change.get("reviews"))]
+    deployed = change.get("commit")
+    # Only approvals rules that actually judged the reviews say who counted.
+    judging = [r for r in _rules_of_type(decision, "approvals") if r.get("status") != "skipped"]
+    out = "<h2>Approvals</h2>"
+    if not reviews:
+        out += "<p>No reviews were recorded for this change.</p>"
+    else:
+        headers = ["Reviewer", "State", "Submitted at", "Reviewed commit"]
+        headers += [f'Counted by <span class="mono">{_e(r.get("id"))}</span>' for r in judging]
+        rows = []
+        for review in reviews:
+            user = review.get("user")
+            commit = review.get("commit")
+            commit_cell = _hash(commit)
+            if commit and deployed:
+                commit_cell += (" <span class=\"note\">(deployed commit)</span>" if commit == deployed
+                                else " <span class=\"note\">(not the deployed commit)</span>")
+            row = [_or_dash(user), _e(review.get("state")), _time(review.get("submitted_at")), commit_cell]
+            for rule in judging:
+                details = _mapping(rule.get("details"))
+                counted = [str(u) for u in _seq(details.get("counted"))]
+                reasons = [_mapping(n) for n in _seq(details.get("not_counted"))]
+                reason = next((n.get("reason") for n in reasons if n.get("user") == user), None)
+                if user is not None and str(user) in counted:
+                    row.append(_badge("counted"))
+                elif reason is not None:
+                    row.append(f'{_badge("not counted")} {_e(reason)}')
+                else:
+                    row.append('<span class="note">not considered</span>')
+            rows.append(row)
+        out += _table(headers, rows)
+    for rule in judging:
+        details = _mapping(rule.get("details"))
+        counted = [str(u) for u in _seq(details.get("counted"))]
+        required = details.get("required")
+        if required is not None:
+            out += (f'<p><span class="mono">{_e(rule.get("id"))}</span>: {len(counted)} of {_e(required)} '
+                    f"required approvals counted ({_e(', '.join(counted)) or 'nobody'}).</p>")
+    return out
+
+
+_TOTAL_KEYS = ("tests", "passed", "failures", "errors", "skipped", "flaky")
+
+
+def _tests_section(decision: Mapping[str, Any]) -> str:
+    rules = _rules_of_type(decision, "tests_passed")
+    out = "<h2>Test results</h2>"
+    if not rules:
+        return out + "<p>The policy has no test-results rule.</p>"
+    headers = ["Rule", "Status", "Tests", "Passed", "Failures", "Errors", "Skipped", "Flaky"]
+    rows = []
+    for rule in rules:
+        totals = _mapping(_mapping(rule.get("details")).get("totals"))
+        cells = [_e(totals.get(k)) if k in totals else "&mdash;" for k in _TOTAL_KEYS]
+        rows.append([f'<span class="mono">{_e(rule.get("id"))}</span>', _badge(rule.get("status")), *cells])
+    out += _table(headers, rows, num_cols=range(2, 8))
+    file_rows = []
+    for rule in rules:
+        for raw in _seq(_mapping(rule.get("details")).get("files")):
+            f = _mapping(raw)
+            # The digest goes under the path: a column of its own gets squeezed to a few characters in print.
+            file_rows.append([
+                f'<span class="mono">{_e(rule.get("id"))}</span>',
+                f'{_mono(f.get("path"))}<br><span class="note">SHA-256</span> {_hash(f.get("sha256"))}',
+                *[_e(f.get(k)) for k in ("tests", "passed", "failures", "errors", "skipped")],
+            ])
+    if file_rows:
+        out += "<h3>Report files</h3>" + _table(
+            ["Rule", "File and its SHA-256", "Tests", "Passed", "Failures", "Errors", "Skipped"], file_rows,
+            num_cols=range(2, 7),
+        )
+    return out
+
+
+def _window_section(decision: Mapping[str, Any]) -> str:
+    rules = _rules_of_type(decision, "deploy_window")
+    out = "<h2>Deploy time and windows</h2>"
+    if not rules:
+        return out + "<p>The policy has no deploy-window rule.</p>"
+    for rule in rules:
+        d = _mapping(rule.get("details"))
+        matched = ", ".join(_e(m) for m in _seq(d.get("matched"))) or "none"
+        rows = [
+            ("Rule", f'<span class="mono">{_e(rule.get("id"))}</span> {_badge(rule.get("status"))}'),
+            ("Deploy time (UTC)", _time(decision.get("evaluated_at"))),
+            ("Local time", f'{_time(d.get("local_time"))} ({_or_dash(d.get("timezone"))})'),
+            ("Inside allowed window", _or_dash(d.get("allowed_by")) if d.get("allowed_by") else "no"),
+            ("Freezes / holidays matched", matched),
+            ("Holiday", _or_dash(d.get("holiday")) if d.get("holiday") else "none"),
+            ("Next allowed time", _time(d.get("next_allowed")) if d.get("next_allowed") else "&mdash;"),
+            ("Result", _e(rule.get("message"))),
+        ]
+        out += _kv_table(rows)
+    return out
+
+
+def _evidence_section(
+    decision: Mapping[str, Any],
+    members: Sequence[Mapping[str, Any]],
+    bundle_id: str,
+    created_at: str,
+    previous_sha256: str | None,
+    signed: bool,
+) -> str:
+    policy = _mapping(decision.get("policy"))
+    tool = _mapping(decision.get("tool"))
+    signature = (
+        '<span class="badge s-pass">signed</span> the bundle carries a signed in-toto statement; '
+        "check it with <code>policyengine evidence verify --public-key KEY</code>"
+        if signed
+        else '<span class="badge s-warn">unsigned</span> this bundle carries no signature; '
+        "only its digests and its place in the chain can be checked"
+    )
+    rows = [
+        ("Bundle id", _mono(bundle_id)),
+        ("Bundle created at", _time(created_at)),
+        ("Previous bundle SHA-256", _hash(previous_sha256) if previous_sha256
+         else "none (first bundle of this repository and environment)"),
+        ("Signature", signature),
+        ("Policy", f'{_or_dash(policy.get("name"))} <span class="mono">{_e(policy.get("path"))}</span>'),
+        ("Policy SHA-256", _hash(policy.get("sha256"))),
+    ]
+    if tool:
+        rows.append(("Evaluated by", f'{_e(tool.get("name"))} {_e(tool.get("version"))}'))
+    out = "<h2>Evidence and digests</h2>" + _kv_table(rows)
+    member_rows = [
+        [_mono(_mapping(m).get("path")), _e(_mapping(m).get("size")), _hash(_mapping(m).get("sha256"))]
+        for m in members
+    ]
+    out += f"<h3>Bundle members ({len(member_rows)})</h3>"
+    out += _table(["Member", "Size (bytes)", "SHA-256"], member_rows, num_cols=(1,))
+    out += ('<p class="note">This page (report.html) is a rendering of decision.json and is not itself listed; '
+            "the manifest and signature cover the members above.</p>")
+    return out
+
+
+def render_report(
+    decision: dict[str, Any],
+    members: list[dict[str, Any]],
+    bundle_id: str,
+    created_at: str,
+    previous_sha256: str | None,
+    signed: bool,
+) -> str:
+    """Render a bundle's ``report.html`` from its decision, member list and chain facts.
+
+    Deterministic and pure; every value from ``decision`` and ``members`` is escaped.
+    """
+    change = _mapping(decision.get("change"))
+    verdict = str(decision.get("decision", "unknown")).upper()
+    title = f"{_e(verdict)}: {_e(change.get('repository'))} to {_e(change.get('environment'))} - policyengine evidence"
+    body = (
+        "<header><h1>Deploy change-control evidence</h1>"
+        f'<p class="sub">{_e(change.get("repository"))} &rarr; {_e(change.get("environment"))} &middot; '
+        f'commit <span class="mono">{_e(change.get("commit"))}</span> &middot; bundle '
+        f'<span class="mono">{_e(bundle_id)}</span></p></header>'
+        + _verdict_section(decision)
+        + _change_section(decision)
+        + _rules_section(decision)
+        + _approvals_section(decision)
+        + _tests_section(decision)
+        + _window_section(decision)
+        + _evidence_section(decision, members, bundle_id, created_at, previous_sha256, signed)
+        + "<footer>Generated by policyengine from the bundle's decision.json. SOC 2 CC8.1 change management "
+        "evidence. Verify offline with <code>policyengine evidence verify</code>; re-evaluate with "
+        "<code>policyengine evidence replay</code>.</footer>"
+    )
+    return _page(title, body)
+
+
+# ---------------------------------------------------------------------------------------------
+# index.html of an audit export
+
+
+def _href(bundle_id: Any, suffix: str) -> str:
+    """Build a relative link into ``bundles/``; the id is percent-encoded so it stays one path segment."""
+    return _e("bundles/" + quote(str(bundle_id), safe="-._~") + suffix)
+
+
+def render_export_index(
+    rows: list[dict[str, Any]],
+    *,
+    since: str,
+    until: str,
+    seed: int | None,
+    sample_ids: list[str],
+) -> str:
+    """Render an audit export's ``index.html``: the period, the population and links to the sample."""
+    sampled = {str(s) for s in sample_ids}
+    decisions = [str(_mapping(r).get("decision")) for r in rows]
+    allowed = decisions.count("allow")
+    denied = decisions.count("deny")
+    other = len(decisions) - allowed - denied
+    summary = [
+        ("Period", f"{_mono(since)} to {_mono(until)}"),
+        ("Population", f"{len(rows)} evaluations"),
+        ("Allowed", str(allowed)),
+        ("Denied", str(denied)),
+    ]
+    if other:
+        summary.append(("Other", str(other)))
+    summary += [
+        ("Sample size", str(len(sample_ids))),
+        ("Sample seed", _mono(seed) if seed is not None else "none (no sample drawn)"),
+    ]
+    body = (
+        "<header><h1>Audit export: change-control evidence</h1>"
+        '<p class="sub">The complete population of evaluations in the period, and the sampled bundles.</p>'
+        "</header>" + _kv_table(summary)
+    )
+    by_id = {str(_mapping(r).get("id")): _mapping(r) for r in rows}
+    if sample_ids:
+        sample_rows = []
+        for sid in sample_ids:
+            r = by_id.get(str(sid), {})
+            sample_rows.append([
+                _mono(sid), _badge(r.get("decision")) if r else "&mdash;",
+                (f'<a href="{_href(sid, "/report.html")}">report</a> &middot; '
+                f'<a href="{_href(sid, ".zip")}">bundle zip</a>'),
+            ])
+        body += "<h2>Sample</h2>" + _table(["Bundle", "Decision", "Evidence"], sample_rows)
+        body += ('<p class="note">Re-draw the sample with the same seed to reproduce it; verify each bundle with '
+                 "<code>policyengine evidence verify</code>.</p>")
+    pop_rows = []
+    for raw in rows:
+        r = _mapping(raw)
+        rid = r.get("id")
+        is_sampled = str(rid) in sampled
+        links = (
+            f'<a href="{_href(rid, "/report.html")}">report</a> &middot; <a href="{_href(rid, ".zip")}">zip</a>'
+            if is_sampled else ""
+        )
+        pop_rows.append([
+            _mono(rid), _time(r.get("created_at")), _or_dash(r.get("environment")), _or_dash(r.get("repository")),
+            _hash(r.get("commit")), _badge(r.get("decision")),
+            ("yes " + links) if is_sampled else "no",
+        ])
+    body += f"<h2>Population ({len(rows)})</h2>"
+    body += _table(["Bundle", "Created at", "Environment", "Repository", "Commit", "Decision", "Sampled"], pop_rows)
+    body += "<footer>Generated by policyengine from the archive's records of the period.</footer>"
+    return _page(f"Audit export {_e(since)} to {_e(until)} - policyengine", body)
