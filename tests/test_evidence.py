@@ -98,7 +98,7 @@ def test_round_trip_write_list_verify(archive: LocalArchive, workspace: Path) ->
     with zipfile.ZipFile(zip_path) as zf:
         names = zf.namelist()
         assert names == ["decision.json", "change.json", "policy/policy.yml", "files/src/app.py",
-                         "reports/junit.xml", "manifest.json"]
+                         "reports/junit.xml", "report.html", "manifest.json", "attestation.intoto.json"]
         decision_text = zf.read("decision.json").decode()
         assert json.loads(decision_text)["decision"] == "deny"
         assert decision_text == json.dumps(json.loads(decision_text), indent=2, sort_keys=True) + "\n"
@@ -107,10 +107,11 @@ def test_round_trip_write_list_verify(archive: LocalArchive, workspace: Path) ->
         assert zf.read("files/src/app.py") == b"print('hello')\n"
         assert {i.date_time for i in zf.infolist()} == {(2024, 5, 1, 12, 30, 44)}  # zip time has 2 s steps
         manifest = json.loads(zf.read("manifest.json"))
-        assert manifest["schema_version"] == 1
+        assert manifest["schema_version"] == 2
+        assert manifest["chain"]["repository"] == "acme/shop"
         assert manifest["bundle_id"] == denied.id
         assert manifest["tool"]["name"] == "policyengine"
-        assert [m["path"] for m in manifest["members"]] == names[:-1]
+        assert [m["path"] for m in manifest["members"]] == names[:-2]
         for m in manifest["members"]:
             data = zf.read(m["path"])
             assert (m["size"], m["sha256"]) == (len(data), hashlib.sha256(data).hexdigest())
@@ -183,9 +184,11 @@ def test_a_forged_bundle_with_a_consistent_manifest_is_caught_by_the_index_diges
         for name, data in members.items():
             zf.writestr(name, data)
 
-    # The forgery is consistent inside the zip: only the index can tell.
+    # The members match the rewritten manifest: only the statement (which names the manifest's
+    # digest and the decision) and the index can tell.
     with zipfile.ZipFile(zip_path) as zf:
-        assert bundle_mod.inspect_bundle(zf, ref.id).problems == []
+        checks = {(p.member, p.check) for p in bundle_mod.inspect_bundle(zf, ref.id).problems}
+    assert checks == {("attestation.intoto.json", "statement")}
     report = archive.verify()
     assert not report.ok
     digest_problems = [p for p in report.problems if p.check == "bundle-digest"]
@@ -223,7 +226,8 @@ def test_an_unindexed_zip_is_reported_and_a_leftover_part_file_ignored(archive: 
 def test_verify_selected_ids_and_an_unknown_id_is_missing(archive: LocalArchive) -> None:
     first, second = write(archive), write(archive)
     flip_byte_in_member(archive.root / second.path, "decision.json")
-    assert archive.verify([first.id]) == VerifyReport(checked=(first.id,), problems=())
+    report = archive.verify([first.id])
+    assert (report.checked, report.problems) == ((first.id,), ())
     report = archive.verify([first.id, "20990101T000000Z-000000000000"])
     assert problems_of(report) == {("20990101T000000Z-000000000000", None, "missing")}
 
@@ -354,7 +358,7 @@ def test_a_failure_in_the_middle_of_writing_leaves_no_zip_and_no_index_line(
     monkeypatch.setattr(bundle_mod.BundleWriter, "add_file", boom)
     with pytest.raises(RuntimeError, match="disk on fire"):
         write(archive, files=[app])
-    assert len(half_written) == 1 and half_written[0] > 0  # members were already written when it failed
+    assert len(half_written) == 1  # the temporary bundle existed when it failed
     assert bundle_files(archive.root) == [archive.root / kept.path]
     assert (archive.root / "index.jsonl").read_bytes() == index_before
     assert archive.verify().ok

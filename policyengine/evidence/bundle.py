@@ -10,6 +10,7 @@ and last ``manifest.json``, which lists the path, size and SHA-256 of every othe
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import posixpath
@@ -23,17 +24,22 @@ from typing import IO, Any
 
 from policyengine import __version__
 from policyengine.errors import EvidenceError
+from policyengine.evidence.redact import StreamRedactor, looks_binary, redact_bytes, redact_text
+from policyengine.evidence.signing import SigningKey, build_statement, envelope, open_envelope
 from policyengine.models import FileRead
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+READABLE_SCHEMA_VERSIONS = (1, 2)
 MANIFEST = "manifest.json"
+REPORT = "report.html"
+ATTESTATION = "attestation.intoto.json"
 DECISION = "decision.json"
 CHANGE = "change.json"
 POLICY_DIR = "policy/"
 FILES_DIR = "files/"
-# Members a bundle may hold that its manifest does not list. A signature over the manifest
-# (a DSSE envelope) will join this set: it cannot list itself in what it signs.
-UNLISTED_MEMBERS = frozenset({MANIFEST})
+# Members a bundle may hold that its manifest does not list: the manifest itself, and the
+# statement envelope, which names the manifest's digest and so cannot be listed in it.
+UNLISTED_MEMBERS = frozenset({MANIFEST, ATTESTATION})
 
 # Stored, not deflated: deflating these costs time and saves (almost) nothing.
 LARGE_MEMBER = 1 << 20
@@ -104,7 +110,7 @@ def plan_members(
         *(Member(FILES_DIR + f.relpath, file=f) for f in files),
         *(Member(name, bytes(data)) for name, data in extra_members.items()),
     ]
-    seen: set[str] = set(UNLISTED_MEMBERS)
+    seen: set[str] = set(UNLISTED_MEMBERS | {REPORT})
     for m in members:
         problem = member_name_problem(m.name)
         if problem:
@@ -138,13 +144,57 @@ def _read_chunks(file: FileRead) -> Iterator[bytes]:
         ) from exc
 
 
-class BundleWriter:
-    """Write members into an open zip and remember each one's size and digest for the manifest."""
+class _HashingSink:
+    """A write-only, forward-only file for ``zipfile``: hashes every byte on its way to disk.
 
-    def __init__(self, zf: zipfile.ZipFile, *, created_at: datetime) -> None:
-        self.zf = zf
+    ``zipfile`` cannot seek back in it, so it writes sizes and CRCs after each member (data
+    descriptors) and the whole bundle is hashed in the same pass that writes it: no second
+    read of a 1 GB bundle. ``mark``/``rewind`` let a store rewrite the small tail (report,
+    manifest, statement) when the chain head moved under it.
+    """
+
+    def __init__(self, fh: IO[bytes]) -> None:
+        self.fh = fh
+        self.pos = 0
+        self.digest = hashlib.sha256()
+
+    def write(self, data: bytes) -> int:
+        n = self.fh.write(data)
+        self.digest.update(data)
+        self.pos += len(data)
+        return n if n is not None else len(data)
+
+    def tell(self) -> int:
+        return self.pos
+
+    def seek(self, *_: Any) -> int:
+        raise OSError("not seekable")
+
+    def seekable(self) -> bool:
+        return False
+
+    def flush(self) -> None:
+        self.fh.flush()
+
+
+class BundleWriter:
+    """Write a bundle into a seekable binary file: bulk members first, then the chained tail.
+
+    The bulk (policy, change, decision, copied files, raw responses) does not depend on the
+    chain and is written first, outside any lock. ``finish`` writes the members that do:
+    ``report.html``, ``manifest.json`` and the statement envelope, then closes the zip.
+    Every member is redacted (``policyengine.evidence.redact``) on its way in; a member that
+    had to be redacted records the digest of the original bytes as well as of the stored ones.
+    """
+
+    def __init__(self, fh: IO[bytes], *, bundle_id: str, created_at: datetime) -> None:
+        self.sink = _HashingSink(fh)
+        self.zf = zipfile.ZipFile(self.sink, "w", allowZip64=True)  # type: ignore[arg-type]
+        self.bundle_id = bundle_id
+        self.created_at = created_at
         self.date_time = created_at.astimezone(timezone.utc).timetuple()[:6]
         self.entries: list[dict[str, Any]] = []
+        self._mark: tuple[int, Any, int, int] | None = None
 
     def _info(self, name: str, size: int) -> zipfile.ZipInfo:
         info = zipfile.ZipInfo(name, date_time=self.date_time)
@@ -153,59 +203,173 @@ class BundleWriter:
         info.file_size = size
         return info
 
-    def add_bytes(self, name: str, data: bytes) -> None:
-        """Write ``data`` as member ``name``."""
-        self.zf.writestr(self._info(name, len(data)), data)
-        self.entries.append({"path": name, "size": len(data), "sha256": hashlib.sha256(data).hexdigest()})
+    def add_members(self, members: Sequence[Member]) -> None:
+        """Write every planned member."""
+        for m in members:
+            if m.file is not None:
+                self.add_file(m.name, m.file)
+            else:
+                self.add_bytes(m.name, m.data or b"")
+
+    def add_bytes(self, name: str, data: bytes, *, redact: bool = True) -> None:
+        """Write ``data`` (redacted) as member ``name``."""
+        stored, count = redact_bytes(data) if redact else (data, 0)
+        self.zf.writestr(self._info(name, len(stored)), stored)
+        entry: dict[str, Any] = {"path": name, "size": len(stored), "sha256": hashlib.sha256(stored).hexdigest()}
+        if count:
+            entry["redacted"] = {"count": count, "original_size": len(data),
+                                 "original_sha256": hashlib.sha256(data).hexdigest()}
+        self.entries.append(entry)
 
     def add_file(self, name: str, file: FileRead) -> None:
-        """Copy ``file`` from disk as member ``name``, hashing while copying.
+        """Copy ``file`` from disk as member ``name``, hashing (and redacting text) while copying.
 
-        A digest that differs from the one the rule saw means the file changed after the rule
-        read it: the bundle would not show what was judged, so this fails closed.
+        A digest of the original bytes that differs from the one the rule saw means the file
+        changed after the rule read it: the bundle would not show what was judged, so this
+        fails closed.
         """
-        digest = hashlib.sha256()
-        size = 0
+        original = hashlib.sha256()
+        stored = hashlib.sha256()
+        size = stored_size = 0
+        redactor = StreamRedactor()
         info = self._info(name, max(file.size, 0))
-        with self.zf.open(info, "w", force_zip64=info.file_size >= _ZIP64_THRESHOLD) as dst:
+
+        def originals() -> Iterator[bytes]:
+            nonlocal size
             for chunk in _read_chunks(file):
-                digest.update(chunk)
+                original.update(chunk)
                 size += len(chunk)
+                yield chunk
+
+        chunks = originals()
+        first = next(chunks, b"")
+        binary = looks_binary(first) or posixpath.splitext(name)[1].lower() in COMPRESSED_SUFFIXES
+
+        def all_chunks() -> Iterator[bytes]:
+            if first:
+                yield first
+            yield from chunks
+
+        out = all_chunks() if binary else redactor(all_chunks())
+        with self.zf.open(info, "w", force_zip64=info.file_size >= _ZIP64_THRESHOLD) as dst:
+            for chunk in out:
+                if not binary:
+                    stored.update(chunk)
+                stored_size += len(chunk)
                 dst.write(chunk)
-        if digest.hexdigest() != file.sha256 or size != file.size:
+        if original.hexdigest() != file.sha256 or size != file.size:
             raise EvidenceError(
                 f"{file.relpath} changed after the policy read it (read as sha256 {file.sha256}, "
-                f"{file.size} bytes; now sha256 {digest.hexdigest()}, {size} bytes)",
+                f"{file.size} bytes; now sha256 {original.hexdigest()}, {size} bytes)",
                 hint="something in the job rewrites this file while the check runs; check a settled workspace",
             )
-        self.entries.append({"path": name, "size": size, "sha256": file.sha256})
+        entry: dict[str, Any] = {"path": name, "size": stored_size, "sha256": file.sha256}
+        if not binary and redactor.count:
+            entry["sha256"] = stored.hexdigest()
+            entry["redacted"] = {"count": redactor.count, "original_size": size, "original_sha256": file.sha256}
+        self.entries.append(entry)
 
-    def add_manifest(self, *, bundle_id: str, created_at: str) -> dict[str, Any]:
-        """Write ``manifest.json`` listing every member written so far; return it."""
+    # -- the chained tail --------------------------------------------------------------
+
+    def mark(self) -> None:
+        """Remember where the bulk ends, so that ``rewind`` can rewrite the tail."""
+        self._mark = (self.sink.pos, self.sink.digest.copy(), len(self.zf.filelist), len(self.entries))
+
+    def rewind(self) -> None:
+        """Drop everything written since ``mark`` (the file must be a real, seekable file)."""
+        assert self._mark is not None, "mark() first"  # noqa: S101 - a caller bug
+        pos, digest, n_files, n_entries = self._mark
+        self.sink.fh.seek(pos)
+        self.sink.fh.truncate()
+        self.sink.pos = pos
+        self.sink.digest = digest.copy()
+        del self.zf.filelist[n_files:]
+        self.zf.NameToInfo = {i.filename: i for i in self.zf.filelist}
+        self.zf.start_dir = pos
+        del self.entries[n_entries:]
+
+    def finish(
+        self,
+        *,
+        decision: Mapping[str, Any],
+        change: Mapping[str, Any],
+        chain: Mapping[str, Any],
+        subjects: Sequence[tuple[str, str]] = (),
+        signing_key: SigningKey | None = None,
+        close: bool = True,
+    ) -> Finished:
+        """Write ``report.html``, the manifest and the statement envelope; close the zip when ``close``."""
+        created = format_timestamp(self.created_at)
+        shown = json.loads(redact_text(json.dumps(decision)))  # the page shows what the bundle stores
+        report = _render_report(shown, self.entries, self.bundle_id, created,
+                                chain.get("previous_sha256"), signing_key is not None)
+        if report is not None:
+            self.add_bytes(REPORT, report.encode("utf-8"), redact=False)
         manifest = {
             "schema_version": SCHEMA_VERSION,
-            "bundle_id": bundle_id,
-            "created_at": created_at,
+            "bundle_id": self.bundle_id,
+            "created_at": created,
             "tool": {"name": "policyengine", "version": __version__},
+            "chain": dict(chain),
             "members": self.entries,
         }
-        data = _json_bytes(manifest)
-        self.zf.writestr(self._info(MANIFEST, len(data)), data)
-        return manifest
+        manifest_bytes = _json_bytes(manifest)
+        self.zf.writestr(self._info(MANIFEST, len(manifest_bytes)), manifest_bytes)
+        statement = build_statement(
+            decision=decision, change=change, subjects=subjects, bundle_id=self.bundle_id, created_at=created,
+            manifest_sha256=hashlib.sha256(manifest_bytes).hexdigest(), chain=chain,
+        )
+        env_bytes = _json_bytes(envelope(statement, signing_key))
+        self.zf.writestr(self._info(ATTESTATION, len(env_bytes)), env_bytes)
+        if close:
+            self.close()
+        return Finished(manifest=manifest, statement=statement)
+
+    def close(self) -> tuple[str, int]:
+        """Close the zip; return the SHA-256 and size of the whole bundle."""
+        self.zf.close()
+        self.sink.flush()
+        return self.sink.digest.hexdigest(), self.sink.pos
+
+    def abandon(self) -> None:
+        """Stop without writing the zip's directory (the caller removes the file)."""
+        self.zf._didModify = False  # noqa: SLF001 - zipfile has no public "discard"
+        with contextlib.suppress(Exception):
+            self.zf.close()
+
+
+@dataclass(frozen=True)
+class Finished:
+    """The manifest and statement a finished bundle holds."""
+
+    manifest: dict[str, Any]
+    statement: dict[str, Any]
+
+
+def _render_report(decision: Mapping[str, Any], members: list[dict[str, Any]], bundle_id: str, created_at: str,
+                   previous: Any, signed: bool) -> str | None:
+    from policyengine.evidence.report import render_report
+
+    return render_report(dict(decision), [dict(m) for m in members], bundle_id, created_at,
+                         previous if isinstance(previous, str) else None, signed)
 
 
 def write_bundle_zip(
-    fileobj: IO[bytes], members: Sequence[Member], *, bundle_id: str, created_at: datetime
+    fileobj: IO[bytes],
+    members: Sequence[Member],
+    *,
+    bundle_id: str,
+    created_at: datetime,
+    decision: Mapping[str, Any] | None = None,
+    change: Mapping[str, Any] | None = None,
+    chain: Mapping[str, Any] | None = None,
+    signing_key: SigningKey | None = None,
 ) -> dict[str, Any]:
-    """Write a whole bundle into ``fileobj`` (seekable, binary); return its manifest."""
-    with zipfile.ZipFile(fileobj, "w", allowZip64=True) as zf:
-        writer = BundleWriter(zf, created_at=created_at)
-        for m in members:
-            if m.file is not None:
-                writer.add_file(m.name, m.file)
-            else:
-                writer.add_bytes(m.name, m.data or b"")
-        return writer.add_manifest(bundle_id=bundle_id, created_at=format_timestamp(created_at))
+    """Write a whole (unchained unless ``chain`` is given) bundle into ``fileobj``; return its manifest."""
+    writer = BundleWriter(fileobj, bundle_id=bundle_id, created_at=created_at)
+    writer.add_members(members)
+    done = writer.finish(decision=decision or {}, change=change or {}, chain=chain or {}, signing_key=signing_key)
+    return done.manifest
 
 
 @dataclass(frozen=True)
@@ -213,8 +377,8 @@ class VerifyProblem:
     """One thing wrong in the archive, named so that an auditor can act on it.
 
     ``check`` is one of ``index``, ``bundle-digest``, ``manifest``, ``member-digest``,
-    ``missing``, ``unindexed``, ``unreadable``. ``bundle_id`` is empty for an index line
-    that cannot be parsed at all.
+    ``missing``, ``unindexed``, ``unreadable``, ``statement``, ``signature``, ``replay`` or
+    ``chain``. ``bundle_id`` is empty for an index line that cannot be parsed at all.
     """
 
     bundle_id: str
@@ -228,12 +392,17 @@ class Inspection:
     """What ``inspect_bundle`` found: problems, and facts to hold against the index record.
 
     A fact is None when it could not be read from a member whose digest matched.
+    ``signature`` is ``valid``, ``unsigned``, ``unchecked`` (signed; no key given), ``invalid``,
+    ``wrong-key`` or ``absent`` (a schema 1 bundle, made before statements existed).
     """
 
     problems: list[VerifyProblem] = field(default_factory=list)
     created_at: str | None = None
     decision: str | None = None
     policy_sha256: str | None = None
+    manifest: dict[str, Any] | None = None
+    signature: str = "absent"
+    chain: dict[str, Any] | None = None
 
 
 def _digest_member(zf: zipfile.ZipFile, name: str) -> tuple[int, str]:
@@ -248,7 +417,7 @@ def _digest_member(zf: zipfile.ZipFile, name: str) -> tuple[int, str]:
 
 def _parse_manifest(data: bytes) -> dict[str, Any]:
     manifest = json.loads(data)
-    if not isinstance(manifest, dict) or manifest.get("schema_version") != SCHEMA_VERSION:
+    if not isinstance(manifest, dict) or manifest.get("schema_version") not in READABLE_SCHEMA_VERSIONS:
         raise ValueError(f"expected an object with schema_version {SCHEMA_VERSION}")
     members = manifest.get("members")
     if not isinstance(members, list) or not all(
@@ -259,11 +428,17 @@ def _parse_manifest(data: bytes) -> dict[str, Any]:
         for e in members
     ):
         raise ValueError("'members' must be a list of {path, size, sha256}")
+    if manifest["schema_version"] >= 2 and not isinstance(manifest.get("chain"), dict):
+        raise ValueError("'chain' must be an object")
     return manifest
 
 
-def inspect_bundle(zf: zipfile.ZipFile, bundle_id: str) -> Inspection:
-    """Check every member of an open bundle against its manifest; report every problem found."""
+def inspect_bundle(zf: zipfile.ZipFile, bundle_id: str, public_key: tuple[Any, str] | None = None) -> Inspection:
+    """Check every member of an open bundle against its manifest, and its statement against both.
+
+    Reports every problem found. With ``public_key``, a bundle that is not signed by it is a
+    ``signature`` problem; without, a signature cannot be checked and is reported as such.
+    """
 
     problems: list[VerifyProblem] = []
 
@@ -281,13 +456,15 @@ def inspect_bundle(zf: zipfile.ZipFile, bundle_id: str) -> Inspection:
         problem("manifest", MANIFEST, f"{MANIFEST} is missing: the members cannot be checked")
         return Inspection(problems)
     try:
-        manifest = _parse_manifest(zf.read(MANIFEST))
+        manifest_bytes = zf.read(MANIFEST)
+        manifest = _parse_manifest(manifest_bytes)
     except (*ZIP_READ_ERRORS, ValueError) as exc:
         problem("manifest", MANIFEST, f"{MANIFEST} cannot be read: {exc}")
         return Inspection(problems)
     if manifest.get("bundle_id") != bundle_id:
         named = manifest.get("bundle_id")
-        problem("manifest", MANIFEST, f"{MANIFEST} names bundle {named!r}, not {bundle_id}")
+        problem("replay", MANIFEST, f"the file of bundle {bundle_id} holds bundle {named!r} "
+                f"(its {MANIFEST} says so): a copy of another bundle stored under a new name")
 
     verified: dict[str, str] = {}  # member -> digest, for members whose bytes match the manifest
     for entry in manifest["members"]:
@@ -334,9 +511,60 @@ def inspect_bundle(zf: zipfile.ZipFile, bundle_id: str) -> Inspection:
         if not isinstance(decision, str):
             problem("manifest", DECISION, f"{DECISION} has no 'decision' string")
             decision = None
+
+    signature = "absent"
+    chain = manifest.get("chain") if isinstance(manifest.get("chain"), dict) else None
+    if manifest["schema_version"] >= 2:
+        signature = _check_statement(zf, names, manifest, manifest_bytes, decision, public_key, problem)
     return Inspection(
         problems=problems,
         created_at=created_at if isinstance(created_at, str) else None,
         decision=decision,
         policy_sha256=verified.get(policies[0]) if len(policies) == 1 else None,
+        manifest=manifest,
+        signature=signature,
+        chain=chain,
     )
+
+
+def _check_statement(
+    zf: zipfile.ZipFile,
+    names: list[str],
+    manifest: dict[str, Any],
+    manifest_bytes: bytes,
+    decision: str | None,
+    public_key: tuple[Any, str] | None,
+    problem: Any,
+) -> str:
+    """Check the statement envelope: signature, and that it names this manifest, decision and chain."""
+    if ATTESTATION not in names:
+        problem("statement", ATTESTATION, f"{ATTESTATION} is missing: the bundle carries no statement")
+        return "absent"
+    try:
+        data = zf.read(ATTESTATION)
+    except ZIP_READ_ERRORS as exc:
+        problem("statement", ATTESTATION, f"{ATTESTATION} cannot be read back: {exc}")
+        return "invalid"
+    found = open_envelope(data, public_key)
+    if found.statement is None:
+        problem("statement", ATTESTATION, f"{ATTESTATION}: {found.problem}")
+        return found.signature
+    if found.signature in ("invalid", "wrong-key"):
+        problem("signature", ATTESTATION, f"{ATTESTATION}: {found.problem}")
+    elif found.signature == "unsigned" and public_key is not None:
+        problem("signature", ATTESTATION, "the bundle is unsigned, but a signature by the given key is required")
+    predicate = found.statement.get("predicate")
+    predicate = predicate if isinstance(predicate, dict) else {}
+    expected = {
+        "manifest digest": ((predicate.get("manifest") or {}).get("sha256"), hashlib.sha256(manifest_bytes).hexdigest()),
+        "bundle id": (predicate.get("bundle_id"), manifest.get("bundle_id")),
+        "chain": (predicate.get("chain"), manifest.get("chain")),
+    }
+    if decision is not None:
+        expected["decision"] = (predicate.get("decision"), decision)
+    for what, (stated, actual) in expected.items():
+        if stated != actual:
+            problem("statement", ATTESTATION,
+                    f"the statement's {what} is {stated!r} but the bundle has {actual!r}: "
+                    "the bundle was changed after the statement was made")
+    return found.signature
