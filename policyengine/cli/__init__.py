@@ -42,11 +42,12 @@ def cli(debug: bool) -> None:
 
 def _register() -> None:
     """Attach the command modules (each owns its commands; all are cheap to import)."""
-    from policyengine.cli import check, evidence, policy
+    from policyengine.cli import audit, check, evidence, policy
 
     cli.add_command(check.check)
     cli.add_command(policy.policy)
     cli.add_command(evidence.evidence)
+    cli.add_command(audit.audit)
 
 
 _register()

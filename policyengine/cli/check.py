@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -45,12 +47,21 @@ from policyengine.errors import (
               help="Write JUnit XML, one testcase per rule, for CI test widgets.")
 @click.option("--evidence-dir", default="evidence", show_default=True, envvar="POLICYENGINE_EVIDENCE_DIR",
               show_envvar=True, metavar="DIR", help="The evidence archive that receives this evaluation's bundle.")
+@click.option("--evidence-store", envvar="POLICYENGINE_EVIDENCE_STORE", show_envvar=True, metavar="URL",
+              help="Keep the bundle in this store instead of --evidence-dir: s3://bucket/prefix "
+              "(needs policyengine[s3]; endpoint and credentials from the standard AWS variables).")
+@click.option("--signing-key", envvar="POLICYENGINE_SIGNING_KEY", show_envvar=True, metavar="FILE|env:VAR",
+              help="Sign the bundle's statement with this Ed25519 private key (PEM, PKCS#8), read from a file "
+              "or from an environment variable (env:NAME). Needs policyengine[sign]. Never logged.")
+@click.option("--subject", "subjects", multiple=True, metavar="NAME=sha256:HEX",
+              help="An artifact this deploy ships, named in the signed statement (repeatable).")
 @click.option("--advisory", is_flag=True, envvar="POLICYENGINE_ADVISORY", show_envvar=True,
               help="Evaluate and record everything, but exit 0 when a rule denies (for rollouts).")
 @click.option("--color", type=click.Choice(["auto", "always", "never"]), default="auto", show_default=True,
               help="Colour the console verdict (auto: only on a terminal; NO_COLOR is honoured).")
 def check(policy_path: str, change_path: str | None, provider: str | None, environment: str | None, workspace: str, now: str | None, json_path: str | None,
-          junit_path: str | None, evidence_dir: str, advisory: bool, color: str) -> int:
+          junit_path: str | None, evidence_dir: str, evidence_store: str | None, signing_key: str | None,
+          subjects: tuple[str, ...], advisory: bool, color: str) -> int:
     """Decide whether one change may be deployed, and record the evidence.
 
     \b
@@ -61,7 +72,8 @@ def check(policy_path: str, change_path: str | None, provider: str | None, envir
       policyengine check --policy prod.yml --change change.yml --now 2026-11-24T15:00:00Z --advisory
     """
     from policyengine.engine import decision_to_json, evaluate, exit_code_for
-    from policyengine.evidence import LocalArchive
+    from policyengine.evidence import open_store
+    from policyengine.evidence.redact import ci_variables
     from policyengine.models import Enforcement, RuleResult, Status
     from policyengine.outputs import junit as junit_out
     from policyengine.outputs import text as text_out
@@ -70,6 +82,12 @@ def check(policy_path: str, change_path: str | None, provider: str | None, envir
     from policyengine.workspace import Workspace
 
     moment = parse_now(now)
+    subject_digests = [_parse_subject(s) for s in subjects]
+    key = None
+    if signing_key:
+        from policyengine.evidence.signing import load_signing_key
+
+        key = load_signing_key(signing_key)
     ws = Path(workspace)
     if not ws.is_dir():
         raise UsageError(f"--workspace: {workspace} is not a directory")
@@ -94,22 +112,30 @@ def check(policy_path: str, change_path: str | None, provider: str | None, envir
 
     # Record: a denied attempt is evidence too. If it cannot be recorded, the gate denies (exit 3).
     bundle: dict[str, Any] = {}
+    store_url = evidence_store or evidence_dir
     try:
-        archive = LocalArchive(evidence_dir)
+        extra = {f"raw/{name}": data for name, data in gathered.raw.items()}
+        ci = ci_variables(os.environ)
+        if ci:
+            extra["ci.json"] = (json.dumps(ci, indent=2, sort_keys=True) + "\n").encode("utf-8")
+        archive = open_store(store_url)
         ref = archive.write_bundle(
             decision=decision_to_json(decision, advisory=advisory),
             change=change,
             policy_filename=Path(policy_path).name,
             policy_bytes=policy.raw,
             files=decision.files,
-            extra_members={f"raw/{name}": data for name, data in gathered.raw.items()},
+            extra_members=extra,
+            subjects=subject_digests,
+            signing_key=key,
+            retention=policy.retention,
         )
-        bundle = {"bundle_id": ref.id, "path": ref.path, "sha256": ref.sha256}
+        bundle = {"bundle_id": ref.id, "path": ref.path, "sha256": ref.sha256, "signed": key is not None}
     except PolicyEngineError as exc:
         failed = RuleResult(id="evidence", type="evidence", status=Status.ERROR, enforcement=Enforcement.DENY,
                             message=f"the evidence could not be recorded: {exc.message}", controls=("CC8.1",),
                             description="The evaluation is archived as tamper-evident evidence.",
-                            details={"archive": evidence_dir})
+                            details={"archive": store_url})
         decision = type(decision)(decision="deny", evaluated_at=decision.evaluated_at, policy=decision.policy,
                                   change=decision.change, rules=decision.rules + (failed,),
                                   applies=decision.applies, note=decision.note)
@@ -121,8 +147,6 @@ def check(policy_path: str, change_path: str | None, provider: str | None, envir
     if junit_path:
         write_atomic(junit_path, junit_out.render(decision), "JUnit report")
     if json_path:
-        import json
-
         write_atomic(json_path, json.dumps(doc, indent=2, sort_keys=False) + "\n", "decision JSON")
     stream = sys.stderr if json_path == "-" else sys.stdout
     click.echo(text_out.render(decision, color=use_color(color, stream), advisory=advisory and code == EXIT_DENY,
@@ -134,3 +158,13 @@ def check(policy_path: str, change_path: str | None, provider: str | None, envir
     return code
 
 
+_SUBJECT_RE = re.compile(r"^(?P<name>[^=\s][^=]*)=sha256:(?P<hex>[0-9a-fA-F]{64})$")
+
+
+def _parse_subject(value: str) -> tuple[str, str]:
+    """``NAME=sha256:HEX`` -> (NAME, hex digest in lower case)."""
+    match = _SUBJECT_RE.match(value.strip())
+    if not match:
+        raise UsageError(f"--subject: {value!r} is not NAME=sha256:HEX",
+                         hint="e.g. --subject app.tar.gz=sha256:$(sha256sum app.tar.gz | cut -d' ' -f1)")
+    return match["name"], match["hex"].lower()

@@ -40,6 +40,7 @@ from typing import IO, Any
 
 from policyengine.errors import EvidenceError
 from policyengine.evidence.bundle import BundleWriter, VerifyProblem
+from policyengine.evidence.index import Query, SqliteIndex
 from policyengine.evidence.signing import SigningKey
 from policyengine.evidence.store import (
     BundleRef,
@@ -56,6 +57,7 @@ from policyengine.models import FileRead
 INDEX = "index.jsonl"
 LOCK = ".lock"
 PENDING = ".pending.json"
+SQLITE = "index.sqlite"
 BUNDLES = "bundles"
 
 __all__ = ["BUNDLES", "INDEX", "BundleRef", "LocalArchive", "VerifyReport", "bundle_relpath", "new_bundle_id"]
@@ -398,6 +400,17 @@ class LocalArchive(EvidenceStore):
             if rel not in recorded:
                 problems.append(VerifyProblem(path.stem, None, "unindexed", f"{rel} is not recorded in the index"))
         return problems
+
+    def query(self, q: Query) -> tuple[builtins.list[dict[str, Any]], int]:
+        """Answer from ``index.sqlite``, brought up to date with ``index.jsonl`` first."""
+        self._check_root()
+        self.recover_if_needed()
+        index = SqliteIndex(self.root / SQLITE)
+        try:
+            bad = index.sync_jsonl(self.index_path, self.parse_index)
+            return index.query(q), bad
+        finally:
+            index.close()
 
     def verify(self, ids: Sequence[str] = (), public_key: tuple[Any, str] | None = None) -> VerifyReport:
         self._check_root()

@@ -34,6 +34,7 @@ from policyengine.evidence.bundle import (
     inspect_bundle,
     plan_members,
 )
+from policyengine.evidence.index import Query
 from policyengine.models import FileRead
 
 ID_RE = re.compile(r"^[0-9]{8}T[0-9]{6}Z-[0-9a-f]{12}$")
@@ -167,6 +168,10 @@ class EvidenceStore:
 
     def location(self, record: Mapping[str, Any]) -> str:
         return str(record["path"])
+
+    def query(self, q: Query) -> tuple[builtins.list[dict[str, Any]], int]:
+        """Return the records matching ``q`` (oldest first) and how many index records are unreadable."""
+        raise NotImplementedError  # pragma: no cover
 
     # -- shared ---------------------------------------------------------------------------
 
