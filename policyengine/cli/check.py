@@ -131,6 +131,9 @@ def check(policy_path: str, change_path: str | None, provider: str | None, envir
             retention=policy.retention,
         )
         bundle = {"bundle_id": ref.id, "path": ref.path, "sha256": ref.sha256, "signed": key is not None}
+        notes = list(getattr(archive, "notes", []))
+        if notes:
+            bundle["notes"] = notes
     except PolicyEngineError as exc:
         failed = RuleResult(id="evidence", type="evidence", status=Status.ERROR, enforcement=Enforcement.DENY,
                             message=f"the evidence could not be recorded: {exc.message}", controls=("CC8.1",),
@@ -153,6 +156,8 @@ def check(policy_path: str, change_path: str | None, provider: str | None, envir
                                exit_code=code), nl=False, file=stream)
     if bundle.get("bundle_id"):
         click.echo(f"evidence: {bundle['path']} (bundle {bundle['bundle_id']})", file=stream)
+        for note in bundle.get("notes", []):
+            click.echo(f"evidence: note: {note}", file=stream)
     if advisory and code == EXIT_DENY:
         return EXIT_ALLOW
     return code

@@ -149,8 +149,7 @@ class _HashingSink:
 
     ``zipfile`` cannot seek back in it, so it writes sizes and CRCs after each member (data
     descriptors) and the whole bundle is hashed in the same pass that writes it: no second
-    read of a 1 GB bundle. ``mark``/``rewind`` let a store rewrite the small tail (report,
-    manifest, statement) when the chain head moved under it.
+    read of a 1 GB bundle.
     """
 
     def __init__(self, fh: IO[bytes]) -> None:
@@ -194,7 +193,6 @@ class BundleWriter:
         self.created_at = created_at
         self.date_time = created_at.astimezone(timezone.utc).timetuple()[:6]
         self.entries: list[dict[str, Any]] = []
-        self._mark: tuple[int, Any, int, int] | None = None
 
     def _info(self, name: str, size: int) -> zipfile.ZipInfo:
         info = zipfile.ZipInfo(name, date_time=self.date_time)
@@ -270,23 +268,6 @@ class BundleWriter:
         self.entries.append(entry)
 
     # -- the chained tail --------------------------------------------------------------
-
-    def mark(self) -> None:
-        """Remember where the bulk ends, so that ``rewind`` can rewrite the tail."""
-        self._mark = (self.sink.pos, self.sink.digest.copy(), len(self.zf.filelist), len(self.entries))
-
-    def rewind(self) -> None:
-        """Drop everything written since ``mark`` (the file must be a real, seekable file)."""
-        assert self._mark is not None, "mark() first"  # noqa: S101 - a caller bug
-        pos, digest, n_files, n_entries = self._mark
-        self.sink.fh.seek(pos)
-        self.sink.fh.truncate()
-        self.sink.pos = pos
-        self.sink.digest = digest.copy()
-        del self.zf.filelist[n_files:]
-        self.zf.NameToInfo = {i.filename: i for i in self.zf.filelist}
-        self.zf.start_dir = pos
-        del self.entries[n_entries:]
 
     def finish(
         self,

@@ -1,0 +1,431 @@
+"""The S3 evidence store: bundles in a bucket (AWS S3, MinIO, Ceph, ...), never overwritten.
+
+Keys under ``s3://bucket/prefix``::
+
+    <prefix>/<repository>/<environment>/<YYYY>/<MM>/<DD>/<id>.zip   the bundles
+    <prefix>/_index/<id>.json                                        one index record per bundle
+    <prefix>/_chains/<repository>/<environment>/head.json            each chain's last bundle
+    <prefix>/_staging/<id>.zip                                       a bundle being committed
+
+Every bundle and index record is written with ``If-None-Match: *``: an existing object is never
+replaced. Where the bucket has Object Lock enabled, bundles and records are written in
+COMPLIANCE mode until now + the policy's ``evidence.retention``; where it is not, the store says
+so (``notes``) and writes them without.
+
+Committing a bundle to its chain, without a lock:
+
+1. read ``head.json`` and its ETag; if the bundle it names never landed (its writer was
+   killed), finish that writer's commit from ``_staging/`` first;
+2. build the bundle with ``previous`` = the head, upload it to ``_staging/<id>.zip``;
+3. replace ``head.json`` with ``If-Match: <ETag>`` (``If-None-Match: *`` for a new chain);
+   when another writer moved the head meanwhile, the write fails (412) and this writer
+   rebuilds its bundle on the new head and tries again: chains never fork;
+4. write the bundle to its final key and its index record, then delete the staged copy.
+
+boto3 is the optional extra ``policyengine[s3]``; the endpoint, region and credentials come
+from the standard AWS variables (``AWS_ENDPOINT_URL``, ``AWS_ACCESS_KEY_ID``, profiles, ...).
+"""
+
+from __future__ import annotations
+
+import builtins
+import contextlib
+import hashlib
+import json
+import os
+import re
+import tempfile
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import IO, Any
+from urllib.parse import quote
+
+from policyengine.errors import EvidenceError, UsageError
+from policyengine.evidence.bundle import CHUNK, BundleWriter, VerifyProblem
+from policyengine.evidence.index import Query, SqliteIndex
+from policyengine.evidence.signing import SigningKey
+from policyengine.evidence.store import (
+    BundleRef,
+    EvidenceStore,
+    Prepared,
+    parse_record,
+    pause_point,
+    ref_of,
+)
+from policyengine.models import FileRead
+
+_INSTALL_HINT = "install the S3 extra: pip install 'policyengine[s3]'"
+_MAX_ATTEMPTS = 100
+_RETENTION_RE = re.compile(r"^([0-9]+)([dwy])$")
+
+
+def retention_delta(value: str) -> timedelta:
+    """``400d`` / ``10w`` / ``2y`` -> a timedelta (a year is 365 days)."""
+    match = _RETENTION_RE.match(value)
+    if not match:
+        raise ValueError(f"retention {value!r} is not a number followed by d, w or y")
+    n, unit = int(match[1]), match[2]
+    return timedelta(days=n * {"d": 1, "w": 7, "y": 365}[unit])
+
+
+def _segment(value: str | None) -> str:
+    """A repository or environment as key segments: safe characters kept, ``/`` kept."""
+    if not value:
+        return "_none_"
+    return "/".join(quote(part, safe="-._~") or "_" for part in value.split("/"))
+
+
+def _code(exc: Exception) -> str:
+    response = getattr(exc, "response", None) or {}
+    return str(response.get("Error", {}).get("Code", ""))
+
+
+def _status(exc: Exception) -> int:
+    response = getattr(exc, "response", None) or {}
+    return int(response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0)
+
+
+def _precondition_failed(exc: Exception) -> bool:
+    return _status(exc) in (409, 412) or _code(exc) in ("PreconditionFailed", "ConditionalRequestConflict")
+
+
+def _not_found(exc: Exception) -> bool:
+    return _status(exc) == 404 or _code(exc) in ("NoSuchKey", "404", "NotFound")
+
+
+class S3Archive(EvidenceStore):
+    """An evidence store in an S3-compatible bucket."""
+
+    def __init__(self, url: str, *, client: Any = None) -> None:
+        match = re.match(r"^s3://([a-z0-9][a-z0-9.\-]{1,61}[a-z0-9])(?:/(.*))?$", url)
+        if not match:
+            raise UsageError(f"--evidence-store: {url!r} is not s3://bucket[/prefix]")
+        self.url = url
+        self.bucket = match[1]
+        self.prefix = (match[2] or "").strip("/")
+        self._client = client
+        self._lock_enabled: bool | None = None
+        self.notes: list[str] = []
+
+    # -- plumbing ----------------------------------------------------------------------
+
+    @property
+    def client(self) -> Any:
+        if self._client is None:
+            try:
+                import boto3
+                from botocore.config import Config
+            except ImportError as exc:
+                raise UsageError("the S3 evidence store needs boto3", hint=_INSTALL_HINT) from exc
+            region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
+            self._client = boto3.client("s3", region_name=region, config=Config(
+                retries={"max_attempts": 5, "mode": "standard"}, connect_timeout=10, read_timeout=60))
+        return self._client
+
+    def _key(self, *parts: str) -> str:
+        return "/".join(p for p in (self.prefix, *parts) if p)
+
+    def bundle_key(self, record: Mapping[str, Any]) -> str:
+        bid = record["id"]
+        return self._key(_segment(record.get("repository")), _segment(record.get("environment")),
+                         bid[0:4], bid[4:6], bid[6:8], f"{bid}.zip")
+
+    def _index_key(self, bundle_id: str) -> str:
+        return self._key("_index", f"{bundle_id}.json")
+
+    def _head_key(self, key: tuple[str | None, str | None]) -> str:
+        return self._key("_chains", _segment(key[0]), _segment(key[1]), "head.json")
+
+    def _staging_key(self, bundle_id: str) -> str:
+        return self._key("_staging", f"{bundle_id}.zip")
+
+    def _fail(self, what: str, exc: Exception) -> EvidenceError:
+        code = _code(exc) or type(exc).__name__
+        hint = "check the bucket, the AWS credentials and AWS_ENDPOINT_URL"
+        if type(exc).__name__ == "NoCredentialsError":
+            hint = "set AWS credentials (AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, a profile or a role)"
+        return EvidenceError(f"S3 store {self.url}: cannot {what}: {code}: {exc}", hint=hint)
+
+    def _errors(self) -> tuple[type[Exception], ...]:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        return (ClientError, BotoCoreError)
+
+    def lock_enabled(self) -> bool:
+        """Whether the bucket has Object Lock enabled (asked once)."""
+        if self._lock_enabled is None:
+            try:
+                conf = self.client.get_object_lock_configuration(Bucket=self.bucket)
+                self._lock_enabled = conf.get("ObjectLockConfiguration", {}).get("ObjectLockEnabled") == "Enabled"
+            except self._errors():
+                self._lock_enabled = False
+        return self._lock_enabled
+
+    def _put(self, key: str, body: Any, *, if_none_match: bool = False, if_match: str | None = None,
+             retain_until: datetime | None = None, content_type: str = "application/octet-stream") -> str:
+        kwargs: dict[str, Any] = {"Bucket": self.bucket, "Key": key, "Body": body, "ContentType": content_type}
+        if if_none_match:
+            kwargs["IfNoneMatch"] = "*"
+        if if_match:
+            kwargs["IfMatch"] = if_match
+        if retain_until is not None:
+            kwargs["ObjectLockMode"] = "COMPLIANCE"
+            kwargs["ObjectLockRetainUntilDate"] = retain_until
+        return str(self.client.put_object(**kwargs).get("ETag", ""))
+
+    def _get_json(self, key: str) -> tuple[dict[str, Any] | None, str | None]:
+        try:
+            resp = self.client.get_object(Bucket=self.bucket, Key=key)
+        except self._errors() as exc:
+            if _not_found(exc):
+                return None, None
+            raise self._fail(f"read {key}", exc) from exc
+        return json.loads(resp["Body"].read()), str(resp.get("ETag"))
+
+    def _exists(self, key: str) -> bool:
+        try:
+            self.client.head_object(Bucket=self.bucket, Key=key)
+        except self._errors() as exc:
+            if _not_found(exc):
+                return False
+            raise self._fail(f"look up {key}", exc) from exc
+        return True
+
+    # -- write -------------------------------------------------------------------------
+
+    def write_bundle(
+        self,
+        *,
+        decision: Mapping[str, Any],
+        change: Mapping[str, Any],
+        policy_filename: str,
+        policy_bytes: bytes,
+        files: Sequence[FileRead],
+        extra_members: Mapping[str, bytes] | None = None,
+        created_at: datetime | None = None,
+        subjects: Sequence[tuple[str, str]] = (),
+        signing_key: SigningKey | None = None,
+        retention: str | None = None,
+    ) -> BundleRef:
+        """Write one bundle to the bucket, chained with a conditional write; return its reference."""
+        prep = self.prepare(decision=decision, change=change, policy_filename=policy_filename,
+                            policy_bytes=policy_bytes, files=files, extra_members=extra_members,
+                            created_at=created_at)
+        retain_until = self._retain_until(retention)
+        head_key = self._head_key(prep.key)
+        try:
+            with tempfile.TemporaryDirectory(prefix="policyengine-s3-") as tmp:
+                for attempt in range(_MAX_ATTEMPTS):
+                    head, etag = self._settled_head(head_key, retain_until)
+                    link = self.chain_link(head, prep)
+                    path = Path(tmp) / f"{prep.bundle_id}.zip"
+                    digest = self._build(path, prep, link, subjects, signing_key)
+                    record = self.record_for(prep, path="", sha256=digest, chain=link,
+                                             signed_by=signing_key.keyid if signing_key else None)
+                    record["path"] = self.bundle_key(record)
+                    staging = self._staging_key(prep.bundle_id)
+                    with open(path, "rb") as body:
+                        self._put(staging, body, if_none_match=True)
+                    claim = json.dumps({"record": record, "previous_id": link["previous_id"]}, sort_keys=True)
+                    pause_point("staged")
+                    try:
+                        self._put(head_key, claim.encode("utf-8"), if_none_match=etag is None, if_match=etag,
+                                  content_type="application/json")
+                    except self._errors() as exc:
+                        if not _precondition_failed(exc):
+                            raise
+                        # Another writer moved the head: rebuild on the new head.
+                        with contextlib.suppress(*self._errors()):
+                            self.client.delete_object(Bucket=self.bucket, Key=staging)
+                        time.sleep(min(0.05 * (attempt + 1), 1.0))
+                        continue
+                    pause_point("claimed")
+                    with open(path, "rb") as body:
+                        self._land(record, body, retain_until)
+                    return ref_of(record)
+        except self._errors() as exc:
+            raise self._fail(f"write bundle {prep.bundle_id}", exc) from exc
+        raise EvidenceError(f"S3 store {self.url}: bundle {prep.bundle_id} could not be chained after "
+                            f"{_MAX_ATTEMPTS} attempts: too many concurrent writers", hint="retry the job")
+
+    def _retain_until(self, retention: str | None) -> datetime | None:
+        if not retention:
+            return None
+        if not self.lock_enabled():
+            self.notes.append(f"bucket {self.bucket} does not have Object Lock enabled: the policy's retention "
+                              f"({retention}) is not enforced by the bucket")
+            return None
+        return datetime.now(timezone.utc) + retention_delta(retention)
+
+    def _build(self, path: Path, prep: Prepared, link: Mapping[str, Any], subjects: Sequence[tuple[str, str]],
+               signing_key: SigningKey | None) -> str:
+        with open(path, "wb") as fh:
+            writer = BundleWriter(fh, bundle_id=prep.bundle_id, created_at=prep.moment)
+            try:
+                writer.add_members(prep.members)
+                writer.finish(decision=prep.decision, change=prep.change, chain=link, subjects=subjects,
+                              signing_key=signing_key, close=False)
+                digest, _ = writer.close()
+            except BaseException:
+                writer.abandon()
+                raise
+        return digest
+
+    def _land(self, record: Mapping[str, Any], body: IO[bytes], retain_until: datetime | None) -> None:
+        """Write a claimed bundle to its final key and its index record; drop the staged copy.
+
+        A 412 means the object is already there (a later writer finished this commit).
+        """
+        for key, data, ctype in (
+            (record["path"], body, "application/zip"),
+            (self._index_key(record["id"]), json.dumps(record, sort_keys=True).encode("utf-8"), "application/json"),
+        ):
+            try:
+                self._put(key, data, if_none_match=True, retain_until=retain_until, content_type=ctype)
+            except self._errors() as exc:
+                if not _precondition_failed(exc):
+                    raise
+        with contextlib.suppress(*self._errors()):
+            self.client.delete_object(Bucket=self.bucket, Key=self._staging_key(record["id"]))
+
+    def _settled_head(self, head_key: str, retain_until: datetime | None) -> tuple[dict[str, Any] | None, str | None]:
+        """Return the chain head record and its ETag, finishing a killed writer's commit first."""
+        claim, etag = self._get_json(head_key)
+        if claim is None:
+            return None, None
+        record = claim["record"]
+        if not self._exists(self._index_key(record["id"])):
+            staging = self._staging_key(record["id"])
+            try:
+                resp = self.client.get_object(Bucket=self.bucket, Key=staging)
+            except self._errors() as exc:
+                if not _not_found(exc):
+                    raise
+                if self._exists(record["path"]):  # landed; only its index record is missing
+                    self._put(self._index_key(record["id"]), json.dumps(record, sort_keys=True).encode("utf-8"),
+                              if_none_match=True, retain_until=retain_until, content_type="application/json")
+                return record, etag
+            with tempfile.TemporaryFile() as body:
+                for chunk in iter(lambda: resp["Body"].read(CHUNK), b""):
+                    body.write(chunk)
+                body.seek(0)
+                self._land(record, body, retain_until)
+        return record, etag
+
+    # -- read --------------------------------------------------------------------------
+
+    def _list_keys(self, prefix: str) -> Iterator[dict[str, Any]]:
+        paginator = self.client.get_paginator("list_objects_v2")
+        try:
+            for page in paginator.paginate(Bucket=self.bucket, Prefix=prefix):
+                yield from page.get("Contents", [])
+        except self._errors() as exc:
+            raise self._fail(f"list {prefix}", exc) from exc
+
+    def _parse(self, data: Any, key: str) -> dict[str, Any]:
+        return parse_record(data, path_for=self.bundle_key)
+
+    def read_index(self) -> tuple[builtins.list[dict[str, Any]], builtins.list[VerifyProblem]]:
+        """Read every index record from the bucket (fresh: verification does not trust a cache)."""
+        records, problems = [], []
+        for obj in self._list_keys(self._key("_index") + "/"):
+            key = obj["Key"]
+            try:
+                data, _ = self._get_json(key)
+                records.append(self._parse(data, key))
+            except (ValueError, TypeError, KeyError) as exc:
+                stem = key.rsplit("/", 1)[-1].removesuffix(".json")
+                problems.append(VerifyProblem(stem, None, "index", f"index record {key}: {exc}"))
+                continue
+            if records[-1]["id"] + ".json" != key.rsplit("/", 1)[-1]:
+                problems.append(VerifyProblem(records[-1]["id"], None, "index",
+                                              f"index record {key} names bundle {records[-1]['id']}"))
+        records.sort(key=lambda r: (r.get("sequence") or 0, r["created_at"], r["id"]))
+        return records, problems
+
+    def query(self, q: Query) -> tuple[builtins.list[dict[str, Any]], int]:
+        """Answer from a local SQLite cache of the index records, synced with the bucket's listing."""
+        cache_dir = Path(os.environ.get("POLICYENGINE_CACHE_DIR")
+                         or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "policyengine")
+        where = (os.environ.get("AWS_ENDPOINT_URL", "") + " " + self.url).encode("utf-8")
+        try:
+            cache_dir.mkdir(parents=True, exist_ok=True)
+            path: Path | None = cache_dir / f"s3-{hashlib.sha256(where).hexdigest()[:16]}.sqlite"
+        except OSError:
+            path = None
+        index = SqliteIndex(path)
+        try:
+            known = index.known_ids()
+            listed: dict[str, str] = {}
+            for obj in self._list_keys(self._key("_index") + "/"):
+                listed[obj["Key"].rsplit("/", 1)[-1].removesuffix(".json")] = obj["Key"]
+            new, bad = [], 0
+            for bid, key in listed.items():
+                if bid in known:
+                    continue  # index records are written once, never replaced
+                try:
+                    data, _ = self._get_json(key)
+                    new.append(self._parse(data, key))
+                except (ValueError, TypeError, KeyError):
+                    bad += 1
+            index.add(new)
+            gone = known - set(listed)
+            if gone:
+                index.remove(gone)
+            return index.query(q), bad
+        finally:
+            index.close()
+
+    @contextlib.contextmanager
+    def open_bundle(self, record: Mapping[str, Any]) -> Iterator[IO[bytes]]:
+        try:
+            resp = self.client.get_object(Bucket=self.bucket, Key=record["path"])
+        except self._errors() as exc:
+            if _not_found(exc):
+                raise FileNotFoundError(record["path"]) from exc
+            raise self._fail(f"read {record['path']}", exc) from exc
+        with tempfile.SpooledTemporaryFile(max_size=64 << 20) as fh:
+            for chunk in iter(lambda: resp["Body"].read(CHUNK), b""):
+                fh.write(chunk)
+            fh.seek(0)
+            yield fh  # type: ignore[misc]
+
+    def location(self, record: Mapping[str, Any]) -> str:
+        return f"s3://{self.bucket}/{record['path']}"
+
+    def retention_of(self, record: Mapping[str, Any]) -> tuple[str | None, datetime | None]:
+        """Return the Object Lock mode and retain-until date of a bundle (None when not locked)."""
+        head = self.client.head_object(Bucket=self.bucket, Key=record["path"])
+        return head.get("ObjectLockMode"), head.get("ObjectLockRetainUntilDate")
+
+    def unindexed(self, records: Sequence[Mapping[str, Any]]) -> builtins.list[VerifyProblem]:
+        recorded = {r["path"] for r in records}
+        skip = tuple(self._key(p) + "/" for p in ("_index", "_chains", "_staging"))
+        problems = []
+        for obj in self._list_keys(self._key("") + "/" if self.prefix else ""):
+            key = obj["Key"]
+            if key.startswith(skip) or not key.endswith(".zip") or key in recorded:
+                continue
+            stem = key.rsplit("/", 1)[-1].removesuffix(".zip")
+            problems.append(VerifyProblem(stem, None, "unindexed", f"s3://{self.bucket}/{key} is not recorded in the index"))
+        return problems
+
+    def head_problems(self, records: Sequence[Mapping[str, Any]]) -> builtins.list[VerifyProblem]:
+        """Each chain's head must name its last recorded bundle: else bundles at its end were removed."""
+        last: dict[tuple[str | None, str | None], Mapping[str, Any]] = {}
+        for r in records:
+            last[(r["repository"], r["environment"])] = r
+        problems = []
+        for key, r in last.items():
+            claim, _ = self._get_json(self._head_key(key))
+            head = (claim or {}).get("record") or {}
+            if head.get("id") != r["id"] or head.get("sha256") != r["sha256"]:
+                problems.append(VerifyProblem(
+                    str(head.get("id") or r["id"]), None, "chain",
+                    f"the head of the chain of {key[0]} / {key[1]} names bundle {head.get('id')!r} "
+                    f"(sequence {head.get('sequence')}), but the last recorded bundle is {r['id']} "
+                    f"(sequence {r.get('sequence')}): bundles at the end of the chain were removed",
+                ))
+        return problems
