@@ -33,7 +33,7 @@ def test_author_committer_and_deployer_excluded_case_insensitively() -> None:
     assert out.status is Status.FAIL
     reasons = {d["user"]: d["reason"] for d in out.details["not_counted"]}
     assert reasons == {
-        "ALICE": "author of the pull request",
+        "ALICE": "author of the pull request, author of commit 9f1c2d3",
         "dana": "deployer",
         "web-flow": "committer of commit 9f1c2d3",
         "Zed": "co-author of commit 9f1c2d3",
@@ -122,3 +122,10 @@ def test_unavailable_facts_make_the_rule_error_naming_the_cause() -> None:
     out = run_rule(ApprovalsRule, SOD, c)
     assert out.status is Status.ERROR
     assert "HTTP 502" in out.message
+
+
+def test_every_role_of_an_excluded_person_is_named() -> None:
+    c = change(deployer="alice", reviews=[review("alice")])
+    out = run_rule(ApprovalsRule, SOD, c)
+    reason = out.details["not_counted"][0]["reason"]
+    assert reason == "deployer, author of the pull request, author of commit 5e4d3c2 and 3 more"

@@ -94,7 +94,13 @@ class ApprovalsRule(RuleType):
                 {"required": need, "counted": [], "not_counted": []},
             )
 
-        excluded: dict[str, str] = {}
+        excluded: dict[str, list[str]] = {}
+
+        def exclude_person(login: str, why: str) -> None:
+            reasons = excluded.setdefault(_key(login), [])
+            if why not in reasons:
+                reasons.append(why)
+
         exclude = set(p.get("exclude", []))
         if "deployer" in exclude:
             deployer = change.get("deployer")
@@ -105,16 +111,16 @@ class ApprovalsRule(RuleType):
                     "(segregation of duties cannot be shown)",
                     {"required": need},
                 )
-            excluded.setdefault(_key(deployer), "deployer")
+            exclude_person(deployer, "deployer")
         if "author" in exclude and pr.get("author"):
-            excluded.setdefault(_key(pr["author"]), "author of the pull request")
+            exclude_person(pr["author"], "author of the pull request")
         if "committers" in exclude:
             for c in change.get("commits", []):
                 for role, who in (("author", c.get("author")), ("committer", c.get("committer"))):
                     if who:
-                        excluded.setdefault(_key(who), f"{role} of commit {_short(c.get('sha'))}")
+                        exclude_person(who, f"{role} of commit {_short(c.get('sha'))}")
                 for who in c.get("co_authors", []) or []:
-                    excluded.setdefault(_key(who), f"co-author of commit {_short(c.get('sha'))}")
+                    exclude_person(who, f"co-author of commit {_short(c.get('sha'))}")
 
         allowed: set[str] | None = None
         if p.get("from_teams") or p.get("from_users"):
@@ -141,7 +147,7 @@ class ApprovalsRule(RuleType):
             if state != "approved":
                 why = f"latest review is {state.replace('_', ' ')}"
             elif key in excluded:
-                why = excluded[key]
+                why = ", ".join(excluded[key][:3]) + (f" and {len(excluded[key]) - 3} more" if len(excluded[key]) > 3 else "")
             elif allowed is not None and key not in allowed:
                 why = "not in " + " or ".join(
                     [f"team {t}" for t in p.get("from_teams", [])] + (["the allowed users"] if p.get("from_users") else [])
