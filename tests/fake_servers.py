@@ -63,6 +63,10 @@ class FakeAPI:
         self.routes: dict[str, Handler] = {}
         self.faults: dict[str, list[Reply]] = {}
         self.requests: list[Request] = []
+        self.latency = 0.0  # added to every answer (to see requests overlap)
+        self.always: Reply | None = None  # when set, the answer to every request (e.g. a 401)
+        self.in_flight = 0
+        self.max_in_flight = 0  # the most requests served at once
         self._lock = threading.Lock()
         api = self
 
@@ -148,18 +152,28 @@ class FakeAPI:
     # -- serving ---------------------------------------------------------------------------
 
     def _serve(self, h: BaseHTTPRequestHandler) -> None:
+        with self._lock:
+            self.in_flight += 1
+            self.max_in_flight = max(self.max_in_flight, self.in_flight)
+        try:
+            self._answer(h)
+        finally:
+            with self._lock:
+                self.in_flight -= 1
+
+    def _answer(self, h: BaseHTTPRequestHandler) -> None:
         parts = urlsplit(h.path)
         req = Request(parts.path, parse_qs(parts.query), {k: v for k, v in h.headers.items()})
         with self._lock:
             self.requests.append(req)
             rel = parts.path[len(self.prefix):] if parts.path.startswith(self.prefix) else None
             queued = self.faults.get(rel or "")
-            reply = queued.pop(0) if queued else None
+            reply = queued.pop(0) if queued else self.always
         if reply is None:
             route = self.routes.get(rel or "")
             reply = route(req, self) if route else Reply(404, {"message": "Not Found"})
-        if reply.delay:
-            time.sleep(reply.delay)
+        if reply.delay or self.latency:
+            time.sleep(reply.delay + self.latency)
         body = reply.body if isinstance(reply.body, bytes) else json.dumps(reply.body).encode()
         try:
             h.send_response(reply.status)

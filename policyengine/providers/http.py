@@ -183,6 +183,8 @@ class HttpSession:
         redactor: Redactor | None = None,
         extra_headers: Mapping[str, str] | None = None,
         permission_hint: Callable[[str], str | None] | None = None,
+        unauthorized_hint: str | None = None,
+        block_on_401: bool = True,
         sleep: Callable[[float], None] | None = None,
         clock: Callable[[], float] | None = None,
     ) -> None:
@@ -202,6 +204,10 @@ class HttpSession:
         self.settings = settings or HttpSettings()
         self.redactor = redactor or Redactor([token.value])
         self._permission_hint = permission_hint
+        self._unauthorized_hint = unauthorized_hint
+        # A 401 means the token is bad: every later request would fail too, so none is sent.
+        # (Not for GitLab's job token, which is refused by endpoints it may not use.)
+        self._block_on_401 = block_on_401
         self._sleep_fn = sleep
         self._clock_fn = clock
         self._session = requests.Session()
@@ -258,6 +264,8 @@ class HttpSession:
         reason = f"HTTP {status} {_reason(status)}"
         if status == 401:
             detail = f"{reason}: {name} was rejected (missing, expired or revoked)"
+            if self._unauthorized_hint:
+                detail += f"; {self._unauthorized_hint}"
             hint = f"check that {name} is set to a valid token for this {self.provider} instance"
         elif status == 403:
             detail = f"{reason}: {name} lacks {need}" if need else f"{reason}: {name} is not allowed to read this"
@@ -341,7 +349,7 @@ class HttpSession:
                     continue
                 if status in (401, 403, 404):
                     err = self._denied(method, shown, status, body_text, headers)
-                    if status == 401:
+                    if status == 401 and self._block_on_401:
                         self._blocked = err
                     raise err
                 if status not in RETRY_STATUSES:

@@ -1,0 +1,786 @@
+"""The GitHub Actions provider: the facts of one deployment from the run's variables and the REST API.
+
+Sources, in order of trust:
+
+* the default variables (``GITHUB_REPOSITORY``, ``GITHUB_SHA``, ``GITHUB_REF``,
+  ``GITHUB_EVENT_NAME``, ``GITHUB_ACTOR``, ``GITHUB_TRIGGERING_ACTOR``, ``GITHUB_RUN_ID``,
+  ``GITHUB_RUN_ATTEMPT``, ``GITHUB_SERVER_URL``, ``GITHUB_API_URL``) and the event payload
+  (``GITHUB_EVENT_PATH``);
+* the REST API at ``GITHUB_API_URL`` with ``GITHUB_TOKEN``: the pull request of the deployed
+  commit, its reviews, commits and files, the check runs and commit statuses of the deployed
+  commit, the members of the teams named in ``POLICYENGINE_TEAMS``, and the change range since
+  the previous successful deployment to the same environment.
+
+Fail closed: a fact an API call could not give is recorded under the change's ``unavailable``
+with the endpoint and status, never as an empty list; every rule that needs it is ``error``.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+from policyengine.errors import UsageError
+from policyengine.providers import Gathered
+from policyengine.providers.http import ApiError, HttpSession, HttpSettings, TokenInfo
+from policyengine.providers.redact import Redactor
+
+T = TypeVar("T")
+
+WORKERS = 6
+"""Independent endpoints fetched at once. Small: a CI runner has few cores and APIs rate-limit."""
+
+MAX_DEPLOYMENTS_CHECKED = 10
+"""Deployments (newest first) examined for the previous successful one before giving up."""
+
+MAX_RANGE_COMMITS = 500
+"""A change range longer than this is not attributed commit by commit (``range`` unavailable)."""
+
+MAX_EVENT_BYTES = 25 * 1024 * 1024
+SHA_RE = re.compile(r"^[0-9a-fA-F]{7,64}$")
+BOT_LOGINS = frozenset({"github-actions", "web-flow", "dependabot", "renovate", "ghost"})
+PR_EVENTS = frozenset({"pull_request", "pull_request_target", "pull_request_review", "pull_request_review_comment"})
+
+_CO_AUTHOR_RE = re.compile(r"^[ \t]*co-authored-by:[ \t]*(.*?)[ \t]*<([^<>\s]+)>[ \t]*$", re.IGNORECASE | re.MULTILINE)
+_GITHUB_NOREPLY_RE = re.compile(r"^(?:\d+\+)?([A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)@users\.noreply\.github\.com$",
+                                re.IGNORECASE)
+
+
+# -- helpers shared with the GitLab provider ---------------------------------------------------
+
+
+def first_line(message: Any) -> str | None:
+    """The subject line of a commit message."""
+    if not isinstance(message, str):
+        return None
+    return message.strip().splitlines()[0] if message.strip() else ""
+
+
+def co_authors(message: Any, noreply: re.Pattern[str] = _GITHUB_NOREPLY_RE) -> list[str]:
+    """Logins (from no-reply addresses) or e-mail addresses of ``Co-authored-by:`` trailers.
+
+    Trailers are accepted anywhere in the message, not only in the final trailer block:
+    a co-author listed too eagerly is excluded from approving, which fails closed.
+    """
+    out: list[str] = []
+    for _name, email in _CO_AUTHOR_RE.findall(message or "" if isinstance(message, str) else ""):
+        m = noreply.match(email)
+        who = m.group(1) if m else email.lower()
+        if who not in out:
+            out.append(who)
+    return out
+
+
+@dataclass
+class Facts:
+    """What a provider has gathered so far: the change, notes, and the causes of missing facts."""
+
+    change: dict[str, Any]
+    notes: list[str] = field(default_factory=list)
+    unavailable: dict[str, str] = field(default_factory=dict)
+
+    def missing(self, cause: ApiError | str, *facts: str) -> None:
+        """Record that ``facts`` could not be gathered (the first cause of each is kept)."""
+        for fact in facts:
+            self.unavailable.setdefault(fact, str(cause))
+
+    def finish(self) -> dict[str, Any]:
+        """The change, with ``notes`` and ``unavailable`` when there are any."""
+        if self.notes:
+            self.change["notes"] = self.notes
+        if self.unavailable:
+            self.change["unavailable"] = dict(sorted(self.unavailable.items()))
+        return self.change
+
+
+def attempt(future: Future[T]) -> tuple[T | None, ApiError | None]:
+    """The result of ``future``, or the ``ApiError`` it raised."""
+    try:
+        return future.result(), None
+    except ApiError as exc:
+        return None, exc
+
+
+def shaped(method: str, path: str, build: Callable[[], T]) -> T:
+    """Run ``build`` (mapping an API answer); an answer of an unexpected shape becomes ``ApiError``."""
+    try:
+        return build()
+    except (KeyError, TypeError, AttributeError, ValueError, IndexError) as exc:
+        raise ApiError(method, path, 200, f"HTTP 200 but the answer has an unexpected shape ({type(exc).__name__}: "
+                       f"{str(exc)[:80]})") from None
+
+
+def previous_from_archive(archive: Path | None, repository: str, environment: str) -> dict[str, Any] | None:
+    """The newest allowed decision for ``repository`` and ``environment`` in a local evidence archive."""
+    if archive is None:
+        return None
+    from policyengine.errors import EvidenceError
+    from policyengine.evidence import LocalArchive
+
+    store = LocalArchive(archive)
+    if not store.index_path.is_file():
+        return None
+    try:
+        refs = store.list()
+    except (EvidenceError, OSError, ValueError):
+        return None
+    best = None
+    for ref in refs:
+        if (ref.decision == "allow" and ref.commit and ref.repository == repository
+                and (ref.environment or "").casefold() == environment.casefold()
+                and (best is None or ref.created_at > best.created_at)):
+            best = ref
+    if best is None:
+        return None
+    return {"sha": best.commit, "id": best.id, "url": None, "created_at": best.created_at, "source": "evidence-archive"}
+
+
+def range_note(rng: dict[str, Any], environment: str, what: str = "pull request") -> str:
+    """One sentence describing a change range for people."""
+    prev = rng.get("previous_deployment") or {}
+    commits = rng.get("commits") or []
+    numbers = sorted({c["pull_request"] for c in commits if c.get("pull_request") is not None})
+    orphans = [c["sha"][:7] for c in commits if c.get("pull_request") is None]
+    text = (f"change range: {len(commits)} commit{'s' if len(commits) != 1 else ''} since the previous successful "
+            f"deploy to {environment} ({str(rng.get('previous_commit'))[:7]}, from {prev.get('source')})")
+    if numbers:
+        text += f", from {what}s " + ", ".join(f"#{n}" for n in numbers)
+    if orphans:
+        text += f"; without a {what}: " + ", ".join(orphans)
+    if rng.get("status") == "behind":
+        text += "; the deployed commit is behind the previous deploy (a rollback)"
+    elif rng.get("status") == "diverged":
+        text += "; the deployed commit and the previous deploy have diverged"
+    return text
+
+
+# -- configuration -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class GitHubConfig:
+    """The variables of one GitHub Actions run that the provider uses."""
+
+    repository: str
+    sha: str
+    environment: str
+    token: str
+    api_url: str
+    server_url: str
+    ref: str | None
+    event_name: str | None
+    event: dict[str, Any]
+    event_raw: bytes | None
+    actor: str | None
+    triggering_actor: str | None
+    run_id: str | None
+    run_attempt: str | None
+    teams: tuple[str, ...]
+    notes: tuple[str, ...] = ()
+
+
+def _need(env: Mapping[str, str], name: str, why: str) -> str:
+    value = (env.get(name) or "").strip()
+    if not value:
+        raise UsageError(f"{name} is not set: the GitHub provider needs it for {why}",
+                         hint="run inside GitHub Actions, or use --provider local with --change FILE")
+    return value
+
+
+def teams_from(env: Mapping[str, str], teams: Sequence[str] | None) -> tuple[str, ...]:
+    """Team names to resolve: ``teams`` when given, else the comma list in ``POLICYENGINE_TEAMS``."""
+    names = list(teams) if teams is not None else (env.get("POLICYENGINE_TEAMS") or "").split(",")
+    out: list[str] = []
+    for name in names:
+        name = name.strip()
+        if name and name not in out:
+            out.append(name)
+    return tuple(out)
+
+
+def read_config(env: Mapping[str, str], environment: str | None, teams: Sequence[str] | None = None) -> GitHubConfig:
+    """Read and check the run's variables; a missing mandatory one is a ``UsageError`` naming it."""
+    repository = _need(env, "GITHUB_REPOSITORY", "the repository (owner/name)")
+    if repository.count("/") != 1 or not all(repository.split("/")):
+        raise UsageError(f"GITHUB_REPOSITORY: {repository!r} is not owner/name")
+    sha = _need(env, "GITHUB_SHA", "the deployed commit")
+    environment = (environment or "").strip()
+    if not environment:
+        raise UsageError("no environment: set POLICYENGINE_ENVIRONMENT (or --environment); GitHub Actions does not "
+                         "tell a job which environment it deploys to",
+                         hint="the action's `environment` input sets it, e.g. environment: production")
+    token = _need(env, "GITHUB_TOKEN", "reading reviews, commits and checks through the API")
+    notes: list[str] = []
+    event_name = env.get("GITHUB_EVENT_NAME") or None
+    event, event_raw = _read_event(env.get("GITHUB_EVENT_PATH"), notes)
+    if event_name == "workflow_run" and isinstance(event.get("workflow_run"), dict):
+        head = event["workflow_run"].get("head_sha")
+        if isinstance(head, str) and SHA_RE.match(head) and head != sha:
+            notes.append(f"deployed commit taken from workflow_run.head_sha ({head[:7]}), not GITHUB_SHA ({sha[:7]})")
+            sha = head
+    if not SHA_RE.match(sha):
+        raise UsageError(f"GITHUB_SHA: {sha!r} is not a commit SHA")
+    return GitHubConfig(
+        repository=repository,
+        sha=sha.lower(),
+        environment=environment,
+        token=token,
+        api_url=(env.get("GITHUB_API_URL") or "https://api.github.com").rstrip("/"),
+        server_url=(env.get("GITHUB_SERVER_URL") or "https://github.com").rstrip("/"),
+        ref=env.get("GITHUB_REF") or None,
+        event_name=event_name,
+        event=event,
+        event_raw=event_raw,
+        actor=env.get("GITHUB_ACTOR") or None,
+        triggering_actor=env.get("GITHUB_TRIGGERING_ACTOR") or None,
+        run_id=env.get("GITHUB_RUN_ID") or None,
+        run_attempt=env.get("GITHUB_RUN_ATTEMPT") or None,
+        teams=teams_from(env, teams),
+        notes=tuple(notes),
+    )
+
+
+def _read_event(path: str | None, notes: list[str]) -> tuple[dict[str, Any], bytes | None]:
+    if not path:
+        return {}, None
+    try:
+        p = Path(path)
+        if p.stat().st_size > MAX_EVENT_BYTES:
+            notes.append(f"the event payload {path} is larger than {MAX_EVENT_BYTES} bytes and was not read")
+            return {}, None
+        raw = p.read_bytes()
+        data = json.loads(raw)
+    except (OSError, ValueError) as exc:
+        notes.append(f"the event payload GITHUB_EVENT_PATH could not be read ({type(exc).__name__}); "
+                     "the pull request is looked up through the API")
+        return {}, None
+    return (data if isinstance(data, dict) else {}), raw
+
+
+# -- mapping API answers to the change ---------------------------------------------------------
+
+
+def is_bot(login: str | None) -> bool:
+    """Whether a login is an app or a machine account, not a person."""
+    if not login:
+        return True
+    lower = login.lower()
+    return lower.endswith("[bot]") or lower in BOT_LOGINS
+
+
+def _login(obj: Any) -> str | None:
+    return obj.get("login") if isinstance(obj, dict) and isinstance(obj.get("login"), str) else None
+
+
+def map_pull(pr: dict[str, Any]) -> dict[str, Any]:
+    """The change's ``pull_request`` from a GitHub pull request object."""
+    merged = bool(pr.get("merged_at")) or pr.get("merged") is True
+    out: dict[str, Any] = {
+        "number": int(pr["number"]),
+        "title": pr.get("title"),
+        "author": _login(pr.get("user")) or "ghost",
+        "head_commit": str(pr["head"]["sha"]).lower(),
+        "merge_commit": (str(pr["merge_commit_sha"]).lower() if pr.get("merge_commit_sha") else None),
+        "url": pr.get("html_url"),
+        "state": "merged" if merged else pr.get("state"),
+        "merged_by": _login(pr.get("merged_by")),
+        "base_ref": (pr.get("base") or {}).get("ref"),
+        "labels": [lbl["name"] for lbl in pr.get("labels") or [] if isinstance(lbl, dict) and lbl.get("name")],
+    }
+    return out
+
+
+def map_review(review: dict[str, Any]) -> dict[str, Any]:
+    """One review: who, what, on which commit, when."""
+    return {
+        "user": _login(review.get("user")) or "ghost",
+        "state": str(review["state"]).lower(),
+        # A commit id that is not a SHA (a placeholder in a recording) counts as no commit: stale.
+        "commit": str(review["commit_id"]).lower() if SHA_RE.match(str(review.get("commit_id") or "")) else None,
+        "submitted_at": review.get("submitted_at"),
+    }
+
+
+def map_commit(item: dict[str, Any], pull_request: int | None) -> dict[str, Any]:
+    """One commit: GitHub logins when GitHub knows the e-mail, else the e-mail; co-authors."""
+    commit = item.get("commit") or {}
+
+    def who(kind: str) -> str | None:
+        login = _login(item.get(kind))
+        if login:
+            return login
+        person = commit.get(kind) or {}
+        email = person.get("email")
+        if isinstance(email, str) and email:
+            m = _GITHUB_NOREPLY_RE.match(email)
+            return m.group(1) if m else email.lower()
+        return person.get("name") or None
+
+    return {
+        "sha": str(item["sha"]).lower(),
+        "author": who("author"),
+        "committer": who("committer"),
+        "co_authors": co_authors(commit.get("message")),
+        "message": first_line(commit.get("message")),
+        "pull_request": pull_request,
+    }
+
+
+def map_check_run(run: dict[str, Any]) -> dict[str, Any]:
+    """A check run: its conclusion when completed, else ``pending``."""
+    status = run.get("conclusion") if run.get("status") == "completed" else None
+    return {
+        "name": str(run["name"]),
+        "status": str(status or "pending"),
+        "commit": str(run["head_sha"]).lower() if run.get("head_sha") else None,
+        "completed_at": run.get("completed_at"),
+        "url": run.get("html_url") or run.get("details_url"),
+    }
+
+
+def map_status(status: dict[str, Any], sha: str) -> dict[str, Any]:
+    """A commit status (the latest per context, from the combined status)."""
+    return {
+        "name": str(status["context"]),
+        "status": str(status["state"]),
+        "commit": sha,
+        "completed_at": status.get("updated_at"),
+        "url": status.get("target_url"),
+    }
+
+
+def pick_pull(candidates: Iterable[dict[str, Any]], sha: str, *, merged_only: bool = False) -> dict[str, Any] | None:
+    """The pull request that brought ``sha``: merged as it, else headed by it, else merged containing it."""
+    cands = [c for c in candidates if isinstance(c, dict)]
+    merged = [c for c in cands if c.get("merged_at")]
+    for group in (
+        [c for c in merged if str(c.get("merge_commit_sha") or "").lower() == sha],
+        [] if merged_only else [c for c in cands if str((c.get("head") or {}).get("sha") or "").lower() == sha],
+        merged,
+        [] if merged_only else cands,
+    ):
+        if group:
+            return group[0]
+    return None
+
+
+# -- permissions, for 401/403 messages ------------------------------------------------------
+
+
+def permission_for(path: str) -> str | None:
+    """The GITHUB_TOKEN permission an endpoint needs (see docs/ci-integration.md)."""
+    p = path.split("?")[0]
+    if p.startswith("/orgs/") and "/teams/" in p:
+        return ("the organization permission `members: read` (GITHUB_TOKEN never has it: pass a GitHub App "
+                "or fine-grained token as github-token)")
+    if "/check-runs" in p:
+        return "`checks: read`"
+    if p.endswith("/status") or ("/statuses" in p and "/deployments/" not in p):
+        return "`statuses: read`"
+    if "/deployments" in p:
+        return "`deployments: read`"
+    if "/pulls" in p:
+        return "`pull-requests: read`"
+    if "/compare/" in p or "/commits" in p:
+        return "`contents: read`"
+    return None
+
+
+def make_session(cfg: GitHubConfig, env: Mapping[str, str], redactor: Redactor) -> HttpSession:
+    """The API session for this run."""
+    return HttpSession(
+        cfg.api_url,
+        token=TokenInfo("Authorization", f"Bearer {cfg.token}", "GITHUB_TOKEN"),
+        provider="github",
+        settings=HttpSettings.from_env(env),
+        redactor=redactor,
+        extra_headers={"Accept": "application/vnd.github+json", "X-GitHub-Api-Version": "2022-11-28"},
+        permission_hint=permission_for,
+    )
+
+
+# -- gathering --------------------------------------------------------------------------------
+
+
+class _GitHub:
+    """One gathering: the session, the run's configuration and the facts being built."""
+
+    def __init__(self, cfg: GitHubConfig, session: HttpSession, pool: ThreadPoolExecutor,
+                 evidence_archive: Path | None) -> None:
+        self.cfg = cfg
+        self.s = session
+        self.pool = pool
+        self.archive = evidence_archive
+        self.repo = f"/repos/{cfg.repository}"
+        self.short = cfg.sha[:7]
+
+    # Each fetch returns mapped facts or raises ApiError.
+
+    def pull_request(self) -> dict[str, Any] | None:
+        number = None
+        if self.cfg.event_name in PR_EVENTS:
+            pr = self.cfg.event.get("pull_request")
+            if isinstance(pr, dict) and isinstance(pr.get("number"), int):
+                number = pr["number"]
+        if number is None:
+            path = f"{self.repo}/commits/{self.cfg.sha}/pulls"
+            cands = self.s.get_pages(path, name=f"commits_{self.short}_pulls")
+            chosen = shaped("GET", path, lambda: pick_pull(cands, self.cfg.sha))
+            if chosen is None:
+                return None
+            number = int(chosen["number"])
+        path = f"{self.repo}/pulls/{number}"
+        data = self.s.get_json(path, name=f"pulls_{number}")
+        return shaped("GET", path, lambda: {"api": data, "mapped": map_pull(data)})
+
+    def reviews(self, number: int) -> list[dict[str, Any]]:
+        path = f"{self.repo}/pulls/{number}/reviews"
+        items = self.s.get_pages(path, name=f"pulls_{number}_reviews")
+        return shaped("GET", path, lambda: [map_review(r) for r in items])
+
+    def pr_commits(self, number: int, expected: int | None) -> list[dict[str, Any]]:
+        path = f"{self.repo}/pulls/{number}/commits"
+        items = self.s.get_pages(path, name=f"pulls_{number}_commits")
+        mapped = shaped("GET", path, lambda: [map_commit(c, number) for c in items])
+        if isinstance(expected, int) and expected > len(mapped):
+            raise ApiError("GET", path, 200, f"the pull request has {expected} commits but the API listed "
+                           f"{len(mapped)} (it lists at most 250); the committers cannot all be known")
+        return mapped
+
+    def files(self, number: int, expected: int | None) -> list[str]:
+        path = f"{self.repo}/pulls/{number}/files"
+        items = self.s.get_pages(path, name=f"pulls_{number}_files")
+
+        def build() -> list[str]:
+            out: list[str] = []
+            for f in items:
+                for name in (f["filename"], f.get("previous_filename")):
+                    if name and name not in out:
+                        out.append(name)
+            return out
+
+        files = shaped("GET", path, build)
+        if isinstance(expected, int) and expected > len(items):
+            raise ApiError("GET", path, 200, f"the pull request changes {expected} files but the API listed "
+                           f"{len(items)} (it lists at most 3000)")
+        return files
+
+    def direct_commit(self) -> tuple[dict[str, Any], list[str]]:
+        path = f"{self.repo}/commits/{self.cfg.sha}"
+        data = self.s.get_json(path, name=f"commits_{self.short}")
+
+        def build() -> tuple[dict[str, Any], list[str]]:
+            files: list[str] = []
+            for f in data.get("files") or []:
+                for name in (f["filename"], f.get("previous_filename")):
+                    if name and name not in files:
+                        files.append(name)
+            return map_commit(data, None), files
+
+        return shaped("GET", path, build)
+
+    def checks(self) -> list[dict[str, Any]]:
+        runs_path = f"{self.repo}/commits/{self.cfg.sha}/check-runs"
+        status_path = f"{self.repo}/commits/{self.cfg.sha}/status"
+        f_runs = self.pool.submit(self.s.get_pages, runs_path, name=f"commits_{self.short}_check-runs",
+                                  key="check_runs")
+        f_status = self.pool.submit(self.s.get_pages, status_path, name=f"commits_{self.short}_status",
+                                    key="statuses")
+        runs = f_runs.result()
+        statuses = f_status.result()
+        out = shaped("GET", runs_path, lambda: [map_check_run(r) for r in runs])
+        out += shaped("GET", status_path, lambda: [map_status(st, self.cfg.sha) for st in statuses])
+        return out
+
+    def team(self, name: str) -> list[str]:
+        org, slash, slug = name.partition("/")
+        if not slash:
+            org, slug = self.cfg.repository.split("/")[0], name
+        path = f"/orgs/{org}/teams/{slug}/members"
+        items = self.s.get_pages(path, name=f"teams_{org}_{slug}_members")
+        return shaped("GET", path, lambda: sorted({str(m["login"]) for m in items}, key=str.casefold))
+
+    def previous_deploy(self) -> dict[str, Any] | None:
+        path = f"{self.repo}/deployments"
+        deployments = self.s.get_json(path, {"environment": self.cfg.environment, "per_page": 30},
+                                      name="deployments")
+        if not isinstance(deployments, list):
+            raise ApiError("GET", path, 200, "HTTP 200 but the answer is not a list")
+        for dep in deployments[:MAX_DEPLOYMENTS_CHECKED]:
+            dpath = f"{self.repo}/deployments/{dep['id']}/statuses"
+            statuses = self.s.get_json(dpath, {"per_page": 100}, name=f"deployments_{dep['id']}_statuses")
+            if not isinstance(statuses, list):
+                raise ApiError("GET", dpath, 200, "HTTP 200 but the answer is not a list")
+            if any(isinstance(st, dict) and st.get("state") == "success" for st in statuses):
+                return shaped("GET", path, lambda d=dep: {
+                    "sha": str(d["sha"]).lower(), "id": d["id"], "url": d.get("url"),
+                    "created_at": d.get("created_at"), "source": "github-deployments"})
+        return None
+
+    def change_range(self, previous: dict[str, Any] | None, deployed: dict[str, Any] | None,
+                     deployed_reviews: list[dict[str, Any]] | None,
+                     deployed_commits: list[dict[str, Any]] | None) -> tuple[dict[str, Any], list[str]]:
+        """The commits since ``previous`` and the pull request that brought each one."""
+        notes: list[str] = []
+        sha = self.cfg.sha
+        empty: dict[str, Any] = {"previous_commit": None, "previous_deployment": None, "status": None,
+                                 "commits": [], "pull_requests": []}
+        if previous is None:
+            notes.append(f"no previous successful deploy to {self.cfg.environment} is known (GitHub deployments"
+                         f"{' or the evidence archive' if self.archive else ''}): the change range cannot be listed")
+            return empty, notes
+        prev = previous["sha"]
+        rng: dict[str, Any] = {**empty, "previous_commit": prev,
+                               "previous_deployment": {k: v for k, v in previous.items() if k != "sha"}}
+        if prev == sha:
+            rng["status"] = "identical"
+            notes.append(f"change range: the previous deploy to {self.cfg.environment} was this same commit")
+            return rng, notes
+        path = f"{self.repo}/compare/{prev}...{sha}"
+        pages = list(self.s.iter_pages(path, name=f"compare_{prev[:7]}_{sha[:7]}"))
+
+        def build() -> tuple[str, int, list[dict[str, Any]]]:
+            first = pages[0]
+            items = [c for page in pages for c in page["commits"]]
+            return str(first["status"]), int(first.get("total_commits", len(items))), items
+
+        status, total, items = shaped("GET", path, build)
+        rng["status"] = status
+        if total > len(items):
+            raise ApiError("GET", path, 200, f"the range has {total} commits but the API listed {len(items)}")
+        if len(items) > MAX_RANGE_COMMITS:
+            raise ApiError("GET", path, 200, f"the range has {len(items)} commits, more than the "
+                           f"{MAX_RANGE_COMMITS} policyengine attributes to pull requests one by one")
+        known: dict[str, int] = {}
+        pulls: dict[int, dict[str, Any]] = {}
+        committers: dict[int, list[dict[str, Any]]] = {}
+        if deployed is not None:
+            n = deployed["mapped"]["number"]
+            pulls[n] = deployed["api"]
+            for c in deployed_commits or []:
+                known[c["sha"]] = n
+            if deployed["mapped"].get("merge_commit") == sha or deployed["mapped"]["head_commit"] == sha:
+                known[sha] = n
+            if deployed_commits is not None:
+                committers[n] = deployed_commits
+        shas = [str(c["sha"]).lower() for c in items]
+        unknown = [s for s in shas if s not in known]
+        orphans: set[str] = set()
+        while unknown:
+            batch, unknown = unknown[:WORKERS * 2], unknown[WORKERS * 2:]
+            futures = {s: self.pool.submit(self.s.get_pages, f"{self.repo}/commits/{s}/pulls",
+                                           name=f"commits_{s[:7]}_pulls") for s in batch}
+            found: list[int] = []
+            for s, fut in futures.items():
+                if s in known:
+                    continue
+                pr = shaped("GET", f"{self.repo}/commits/{s}/pulls",
+                            lambda f=fut, s=s: pick_pull(f.result(), s, merged_only=True))
+                if pr is None:
+                    orphans.add(s)
+                    continue
+                n = int(pr["number"])
+                known[s] = n
+                if n not in pulls:
+                    pulls[n] = pr
+                    found.append(n)
+            # Fetch the commits of each newly found pull request: they attribute other commits
+            # of the range without one lookup each, and give that request's committers.
+            cfuts = {n: self.pool.submit(self.pr_commits, n, None) for n in found}
+            for n, fut in cfuts.items():
+                committers[n] = fut.result()
+                for c in committers[n]:
+                    known.setdefault(c["sha"], n)
+            unknown = [s for s in unknown if s not in known]
+        by_sha = {str(c["sha"]).lower(): c for c in items}
+        rng["commits"] = [
+            shaped("GET", path, lambda s=s: map_commit(by_sha[s], known.get(s))) for s in shas
+        ]
+        # Reviews of every request in the range (the deployed one's are already known).
+        numbers = sorted({known[s] for s in shas if s in known})
+        rfuts = {n: self.pool.submit(self.reviews, n) for n in numbers
+                 if not (deployed is not None and n == deployed["mapped"]["number"] and deployed_reviews is not None)}
+        rng["pull_requests"] = []
+        for n in numbers:
+            reviews = rfuts[n].result() if n in rfuts else deployed_reviews or []
+            mapped = shaped("GET", f"{self.repo}/pulls/{n}", lambda n=n: map_pull(pulls[n]))
+            people: list[str] = []
+            for c in committers.get(n, []):
+                for p in (c.get("author"), c.get("committer"), *c.get("co_authors", [])):
+                    if p and p not in people:
+                        people.append(p)
+            mapped["reviews"] = reviews
+            mapped["committers"] = people
+            rng["pull_requests"].append(mapped)
+        notes.append(range_note(rng, self.cfg.environment))
+        return rng, notes
+
+
+def deployer_of(cfg: GitHubConfig, pr: dict[str, Any] | None) -> tuple[str | None, str | None, str | None]:
+    """(deployer, source, note): the first person among the triggering actor, the actor, the merger."""
+    candidates = [
+        ("GITHUB_TRIGGERING_ACTOR", cfg.triggering_actor),
+        ("GITHUB_ACTOR", cfg.actor),
+        ("pull_request.merged_by", (pr or {}).get("merged_by")),
+    ]
+    skipped = [f"{src} {who}" for src, who in candidates if who and is_bot(who)]
+    bots = f"{' and '.join(skipped)} {'is a bot' if len(skipped) == 1 else 'are bots'}"
+    for src, who in candidates:
+        if who and not is_bot(who):
+            return who, src, (f"{bots}; the deployer is {who} ({src})" if skipped else None)
+    return None, None, "no person is known to have triggered this deploy" + (f" ({bots})" if skipped else "")
+
+
+def gather_github(
+    env: Mapping[str, str],
+    *,
+    environment: str | None = None,
+    evidence_archive: Path | None = None,
+    teams: Sequence[str] | None = None,
+    session: HttpSession | None = None,
+) -> Gathered:
+    """Build the normalized change for the deployment this GitHub Actions run performs.
+
+    ``teams``: team names to resolve (``org/team``, or ``team`` in the repository owner's
+    organization); default: the comma list in ``POLICYENGINE_TEAMS``. Each becomes a key of the
+    change's ``teams`` exactly as written, so write it as the policy's ``from_teams`` does.
+    """
+    cfg = read_config(env, environment, teams)
+    redactor = Redactor.from_env(env, [cfg.token])
+    s = session or make_session(cfg, env, redactor)
+    owner_session = session is None
+    facts = Facts(change={
+        "repository": cfg.repository,
+        "environment": cfg.environment,
+        "commit": cfg.sha,
+        "ref": cfg.ref,
+        "pipeline": {
+            "provider": "github",
+            "id": cfg.run_id or "unknown",
+            "attempt": cfg.run_attempt,
+            "url": (f"{cfg.server_url}/{cfg.repository}/actions/runs/{cfg.run_id}"
+                    + (f"/attempts/{cfg.run_attempt}" if cfg.run_attempt else "")) if cfg.run_id else None,
+            "job_url": None,
+            "event": cfg.event_name,
+        },
+    })
+    facts.notes.extend(cfg.notes)
+    raw: dict[str, bytes] = {}
+    if cfg.event_raw is not None:
+        raw["github/event.json"] = redactor.bytes(cfg.event_raw)
+    try:
+        with ThreadPoolExecutor(max_workers=WORKERS, thread_name_prefix="policyengine-github") as pool:
+            g = _GitHub(cfg, s, pool, evidence_archive)
+            _gather(g, facts, pool)
+    finally:
+        raw.update(s.raw)
+        if owner_session:
+            s.close()
+    change = facts.finish()
+    return Gathered(change=change, raw=dict(sorted(raw.items())))
+
+
+def _gather(g: _GitHub, facts: Facts, pool: ThreadPoolExecutor) -> None:
+    cfg = g.cfg
+    change = facts.change
+    f_pr = pool.submit(g.pull_request)
+    f_checks = pool.submit(g.checks)
+    f_teams = {t: pool.submit(g.team, t) for t in cfg.teams}
+    f_prev = pool.submit(g.previous_deploy)
+
+    pr, err = attempt(f_pr)
+    reviews: list[dict[str, Any]] | None = None
+    commits: list[dict[str, Any]] | None = None
+    if err is not None:
+        facts.missing(err, "pull_request", "reviews", "commits", "files_changed")
+    elif pr is None:
+        change["pull_request"] = None
+        change["reviews"] = []
+        facts.notes.append(f"no pull request brought commit {cfg.sha[:7]}: it was pushed without one, so nobody "
+                           "reviewed it")
+        direct, derr = attempt(pool.submit(g.direct_commit))
+        if derr is not None:
+            facts.missing(derr, "commits", "files_changed")
+        else:
+            assert direct is not None  # noqa: S101
+            commits = [direct[0]]
+            change["commits"] = commits
+            change["files_changed"] = direct[1]
+    else:
+        mapped = pr["mapped"]
+        api = pr["api"]
+        n = mapped["number"]
+        change["pull_request"] = mapped
+        if cfg.sha not in (mapped.get("merge_commit"), mapped["head_commit"]):
+            facts.notes.append(
+                f"deployed commit {cfg.sha[:7]} is neither the merge commit "
+                f"({str(mapped.get('merge_commit'))[:7]}) nor the head ({mapped['head_commit'][:7]}) of pull "
+                f"request #{n}: the review facts are those of #{n}")
+        f_reviews = pool.submit(g.reviews, n)
+        f_commits = pool.submit(g.pr_commits, n, api.get("commits"))
+        f_files = pool.submit(g.files, n, api.get("changed_files"))
+        reviews, rerr = attempt(f_reviews)
+        if rerr is not None:
+            facts.missing(rerr, "reviews")
+        else:
+            change["reviews"] = reviews
+        commits, cerr = attempt(f_commits)
+        if cerr is not None:
+            facts.missing(cerr, "commits")
+        else:
+            change["commits"] = commits
+        files, ferr = attempt(f_files)
+        if ferr is not None:
+            facts.missing(ferr, "files_changed")
+        else:
+            change["files_changed"] = files
+
+    checks, kerr = attempt(f_checks)
+    if kerr is not None:
+        facts.missing(kerr, "checks")
+    else:
+        change["checks"] = checks
+
+    if f_teams:
+        team_map: dict[str, list[str]] = {}
+        for name, fut in f_teams.items():
+            members, terr = attempt(fut)
+            if terr is not None:
+                facts.missing(terr, "teams")
+            else:
+                team_map[name] = members or []
+        if "teams" not in facts.unavailable:
+            change["teams"] = team_map
+
+    # The deployer: a person, never a bot.
+    pr_mapped = pr["mapped"] if pr else None
+    who, source, note = deployer_of(cfg, pr_mapped)
+    change["deployer"] = who
+    change["deployer_source"] = source
+    if note:
+        facts.notes.append(note)
+    if who is None and err is not None:
+        facts.missing(err, "deployer")
+
+    # The change range since the previous successful deploy to this environment.
+    previous, perr = attempt(f_prev)
+    if perr is not None:
+        facts.missing(perr, "range")
+        return
+    if previous is None:
+        previous = previous_from_archive(g.archive, cfg.repository, cfg.environment)
+    if err is not None:
+        facts.missing(err, "range")
+        return
+    try:
+        rng, notes = g.change_range(previous, pr, reviews, commits)
+    except ApiError as exc:
+        facts.missing(exc, "range")
+        return
+    change["range"] = rng
+    facts.notes.extend(notes)
