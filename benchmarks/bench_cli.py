@@ -1,0 +1,65 @@
+"""Whole-process wall time of the CLI against `python -c pass`, side by side in one run.
+
+Usage: .venv/bin/python benchmarks/bench_cli.py [--runs 30]
+
+Each command runs --runs times (after 3 warm-up runs, so .pyc files exist); the table shows
+the median and the minimum in milliseconds, and the overhead over a bare interpreter start.
+`check` runs on the bundled example (policies/soc2-production.yml, examples/change-allowed.yml)
+with the clock pinned and a fresh evidence archive in a temporary folder.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def timed(cmd: list[str], runs: int) -> list[float]:
+    for _ in range(3):
+        subprocess.run(cmd, cwd=REPO, capture_output=True, check=False)
+    samples = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        proc = subprocess.run(cmd, cwd=REPO, capture_output=True, check=False)
+        samples.append((time.perf_counter() - start) * 1000)
+        if proc.returncode not in (0, 1):
+            raise SystemExit(f"{' '.join(cmd)} exited {proc.returncode}: {proc.stderr.decode()[-500:]}")
+    return samples
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--runs", type=int, default=30)
+    args = parser.parse_args()
+    py = sys.executable
+    with tempfile.TemporaryDirectory() as tmp:
+        cases = {
+            "python -c pass": [py, "-c", "pass"],
+            "policyengine --help": [py, "-m", "policyengine", "--help"],
+            "policyengine --version": [py, "-m", "policyengine", "--version"],
+            "policyengine check (example)": [
+                py, "-m", "policyengine", "check", "--policy", "policies/soc2-production.yml",
+                "--change", "examples/change-allowed.yml", "--workspace", "examples/workspace",
+                "--now", "2026-11-24T15:00:00Z", "--evidence-dir", str(Path(tmp) / "ev"),
+                "--junit", str(Path(tmp) / "j.xml"), "--json", str(Path(tmp) / "d.json"),
+            ],
+        }
+        results = {name: timed(cmd, args.runs) for name, cmd in cases.items()}
+    base = statistics.median(results["python -c pass"])
+    print(f"{args.runs} runs each, Python {sys.version.split()[0]}\n")
+    print("| command | median ms | min ms | over `python -c pass` (median) |")
+    print("|---|---:|---:|---:|")
+    for name, samples in results.items():
+        med = statistics.median(samples)
+        print(f"| {name} | {med:.1f} | {min(samples):.1f} | {med - base:+.1f} |")
+
+
+if __name__ == "__main__":
+    main()
