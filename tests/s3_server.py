@@ -38,14 +38,6 @@ class S3Server:
         """The variables a subprocess needs to reach this server."""
         return {**CREDENTIALS, "AWS_ENDPOINT_URL": self.endpoint}
 
-    def reset(self) -> None:
-        """Empty both buckets (keeping them) between tests."""
-        for bucket in (LOCKED_BUCKET, PLAIN_BUCKET):
-            versions = self.client.list_object_versions(Bucket=bucket)
-            for v in versions.get("Versions", []) + versions.get("DeleteMarkers", []):
-                self.client.delete_object(Bucket=bucket, Key=v["Key"], VersionId=v["VersionId"],
-                                          BypassGovernanceRetention=True)
-
 
 def start() -> tuple[Any, S3Server]:
     """Start the server and create a bucket with Object Lock and one without."""

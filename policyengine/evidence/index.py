@@ -164,6 +164,6 @@ class SqliteIndex:
         sql = f"SELECT {_COLS_SQL} FROM bundles"
         if where:
             sql += " WHERE " + " AND ".join(where)
-        sql += " ORDER BY created_at, id"
+        sql += " ORDER BY created_at, sequence, id"
         cur = self.conn.execute(sql, args)
         return [dict(zip(COLUMNS, row)) for row in cur]

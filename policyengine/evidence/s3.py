@@ -303,9 +303,13 @@ class S3Archive(EvidenceStore):
             except self._errors() as exc:
                 if not _not_found(exc):
                     raise
-                if self._exists(record["path"]):  # landed; only its index record is missing
-                    self._put(self._index_key(record["id"]), json.dumps(record, sort_keys=True).encode("utf-8"),
-                              if_none_match=True, retain_until=retain_until, content_type="application/json")
+                if self._exists(record["path"]):  # landed; its index record may be missing
+                    try:
+                        self._put(self._index_key(record["id"]), json.dumps(record, sort_keys=True).encode("utf-8"),
+                                  if_none_match=True, retain_until=retain_until, content_type="application/json")
+                    except self._errors() as put_exc:
+                        if not _precondition_failed(put_exc):  # 412: its writer recorded it meanwhile
+                            raise
                 return record, etag
             with tempfile.TemporaryFile() as body:
                 for chunk in iter(lambda: resp["Body"].read(CHUNK), b""):

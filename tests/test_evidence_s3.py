@@ -1,0 +1,172 @@
+"""The S3 store against a local S3-compatible server (moto on 127.0.0.1): upload, list, get,
+verify, retention, no overwrite, 20 concurrent checks, a killed writer."""
+
+from __future__ import annotations
+
+import json
+import uuid
+import os
+import signal
+import subprocess
+import sys
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("boto3")
+pytest.importorskip("moto")
+from s3_server import LOCKED_BUCKET, PLAIN_BUCKET, S3Server, s3, s3_session  # noqa: F401 - fixtures
+from test_evidence import CHANGE, problems_of, write
+
+from policyengine.evidence.index import Query
+from policyengine.evidence.s3 import S3Archive, retention_delta
+
+FIXTURES = Path(__file__).parent / "fixtures" / "acceptance"
+
+
+def _store(s3: S3Server, bucket: str, prefix: str) -> S3Archive:
+    """A store under a prefix no other test uses (objects under Object Lock cannot be deleted)."""
+    return S3Archive(f"s3://{bucket}/{prefix}-{uuid.uuid4().hex[:8]}".replace("/-", "/"))
+
+
+def test_upload_list_get_verify_with_retention(s3: S3Server, tmp_path: Path) -> None:
+    store = _store(s3, LOCKED_BUCKET, "prod")
+    refs = [write(store, created_at=None, retention="400d") for _ in range(3)]
+    other = write(store, change={**CHANGE, "environment": "staging"}, created_at=None, retention="400d")
+    day = datetime.now(timezone.utc).strftime("%Y/%m/%d")
+    assert refs[0].path == f"{store.prefix}/acme/shop/production/{day}/{refs[0].id}.zip"
+    assert other.path.startswith(f"{store.prefix}/acme/shop/staging/")
+    keys = {o["Key"] for o in s3.client.list_objects_v2(Bucket=LOCKED_BUCKET, Prefix=store.prefix)["Contents"]}
+    assert {f"{store.prefix}/_index/{r.id}.json" for r in refs} <= keys
+    assert f"{store.prefix}/_chains/acme/shop/production/head.json" in keys
+    assert not [k for k in keys if "_staging" in k]
+
+    rows, bad = store.query(Query(environment="production"))
+    assert bad == 0 and [r["id"] for r in rows] == [r.id for r in refs]
+    assert [r["sequence"] for r in rows] == [1, 2, 3]
+
+    store.export_bundle(refs[1].id, tmp_path / "got.zip")
+    body = s3.client.get_object(Bucket=LOCKED_BUCKET, Key=refs[1].path)["Body"].read()
+    assert (tmp_path / "got.zip").read_bytes() == body
+
+    report = store.verify()
+    assert report.ok, report.problems
+    assert len(report.checked) == 4
+
+    mode, until = store.retention_of(store.find(refs[0].id))
+    assert mode == "COMPLIANCE"
+    expected = datetime.now(timezone.utc) + retention_delta("400d")
+    assert abs(until - expected) < timedelta(minutes=5)
+    assert store.notes == []
+    version = s3.client.list_object_versions(Bucket=LOCKED_BUCKET, Prefix=refs[0].path)["Versions"][0]
+    with pytest.raises(Exception, match="AccessDenied"):
+        s3.client.delete_object(Bucket=LOCKED_BUCKET, Key=refs[0].path, VersionId=version["VersionId"])
+
+
+def test_a_bucket_without_object_lock_is_said_so(s3: S3Server) -> None:
+    store = _store(s3, PLAIN_BUCKET, "")
+    ref = write(store, created_at=None, retention="400d")
+    assert store.notes == [f"bucket {PLAIN_BUCKET} does not have Object Lock enabled: the policy's retention "
+                           "(400d) is not enforced by the bucket"]
+    assert store.retention_of(store.find(ref.id)) == (None, None)
+    assert store.verify().ok
+
+
+def test_nothing_is_ever_overwritten(s3: S3Server) -> None:
+    store = _store(s3, PLAIN_BUCKET, "p")
+    ref = write(store, created_at=None)
+    before = s3.client.get_object(Bucket=PLAIN_BUCKET, Key=ref.path)["Body"].read()
+    from botocore.exceptions import ClientError
+
+    with pytest.raises(ClientError) as info:
+        store._put(ref.path, b"forged", if_none_match=True)
+    assert info.value.response["ResponseMetadata"]["HTTPStatusCode"] == 412
+    # Landing the same id again (a second writer finishing a commit) leaves the first bytes.
+    record = store.find(ref.id)
+    import io
+
+    store._land(record, io.BytesIO(b"another body"), None)
+    assert s3.client.get_object(Bucket=PLAIN_BUCKET, Key=ref.path)["Body"].read() == before
+    assert store.verify().ok
+
+
+def test_tampering_in_the_bucket_is_caught(s3: S3Server) -> None:
+    store = _store(s3, PLAIN_BUCKET, "t")
+    ids = [write(store, created_at=None).id for _ in range(4)]
+    records = {r["id"]: r for r in store.read_index()[0]}
+    # Delete a middle bundle and its index record.
+    s3.client.delete_object(Bucket=PLAIN_BUCKET, Key=records[ids[1]]["path"])
+    s3.client.delete_object(Bucket=PLAIN_BUCKET, Key=f"{store.prefix}/_index/{ids[1]}.json")
+    # Delete the last bundle and its record: only the chain head can tell.
+    s3.client.delete_object(Bucket=PLAIN_BUCKET, Key=records[ids[3]]["path"])
+    s3.client.delete_object(Bucket=PLAIN_BUCKET, Key=f"{store.prefix}/_index/{ids[3]}.json")
+    report = store.verify()
+    found = problems_of(report)
+    assert (ids[2], None, "chain") in found
+    assert (ids[3], None, "chain") in found
+    assert any("bundles at the end of the chain were removed" in p.message for p in report.problems)
+
+
+def _check(store_url: str, **env: str) -> list[str]:
+    return [sys.executable, "-m", "policyengine", "check", "--policy", str(FIXTURES / "policy.yml"),
+            "--change", str(FIXTURES / "change.yml"), "--workspace", str(FIXTURES / "workspace"),
+            "--now", "2026-11-24T15:00:00Z", "--evidence-store", store_url]
+
+
+def _env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("POLICYENGINE_TEST", "GITHUB_", "GITLAB_"))}
+    env.update(extra)
+    return env
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "policyengine", *args], capture_output=True, text=True,
+                          timeout=300, check=False, env=_env())
+
+
+def test_twenty_concurrent_checks_into_s3_make_one_unbroken_chain(s3: S3Server, tmp_path: Path) -> None:
+    url = _store(s3, LOCKED_BUCKET, "concurrent").url
+    procs = [subprocess.Popen(_check(url), stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=_env())
+             for _ in range(20)]
+    outputs = [p.communicate(timeout=300) for p in procs]
+    failed = [out for p, out in zip(procs, outputs) if p.returncode != 0]
+    assert not failed, failed[0]
+    records = S3Archive(url).read_index()[0]
+    assert len(records) == 20
+    assert [r["sequence"] for r in records] == list(range(1, 21))
+    for before, after in zip(records, records[1:]):
+        assert after["previous_sha256"] == before["sha256"]
+    result = _cli("evidence", "verify", "--archive", url, "--all")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "ok: 20 bundles verified" in result.stdout
+
+    listed = _cli("evidence", "list", "--archive", url, "--json", "--since", "2020-01-01")
+    assert listed.returncode == 0 and len(json.loads(listed.stdout)) == 20
+    some = records[7]["id"]
+    got = _cli("evidence", "get", "--archive", url, some, "-o", str(tmp_path / "b.zip"))
+    assert got.returncode == 0 and (tmp_path / "b.zip").stat().st_size > 0
+    shown = _cli("evidence", "show", "--archive", url, some)
+    assert shown.returncode == 0 and "#8, previous" in shown.stdout
+    replayed = _cli("evidence", "replay", "--archive", url, some)
+    assert replayed.returncode == 0, replayed.stdout
+
+
+@pytest.mark.parametrize("stage", ["staged", "claimed"])
+def test_a_check_killed_while_writing_to_s3_leaves_a_chain_that_verifies(s3: S3Server, stage: str) -> None:
+    url = _store(s3, PLAIN_BUCKET, "killed").url
+    assert subprocess.run(_check(url), capture_output=True, env=_env(), timeout=120, check=False).returncode == 0
+    proc = subprocess.Popen(_check(url), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            env=_env(POLICYENGINE_TEST_PAUSE_AT=stage))
+    assert proc.stderr is not None
+    assert proc.stderr.readline().strip() == f"paused at {stage}".encode()
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=30)
+
+    # The next writer lands a claimed bundle from staging, then chains onto it.
+    assert subprocess.run(_check(url), capture_output=True, env=_env(), timeout=120, check=False).returncode == 0
+    records = S3Archive(url).read_index()[0]
+    assert [r["sequence"] for r in records] == list(range(1, len(records) + 1))
+    assert len(records) == (3 if stage == "claimed" else 2)
+    result = _cli("evidence", "verify", "--archive", url, "--all")
+    assert result.returncode == 0, result.stdout
