@@ -4,8 +4,8 @@ The index of record is the store's own (``index.jsonl`` of a folder, ``_index/``
 bucket); this cache only makes queries fast on large archives. It is rebuilt from the index
 of record when it is missing or stale and brought up to date incrementally otherwise: a folder's
 cache remembers how many bytes of ``index.jsonl`` it has read and a digest of the last 4 KiB
-of them, so an append costs only the new lines, and a rewrite of ``index.jsonl`` (which should
-never happen) is noticed and causes a rebuild. Where the cache cannot be written (a read-only
+of them (and the file's inode and modification time), so an append costs only the new lines,
+and a rewrite of ``index.jsonl`` (which should never happen) is noticed and causes a rebuild. Where the cache cannot be written (a read-only
 copy of an archive) it is built in memory.
 """
 
@@ -103,12 +103,15 @@ class SqliteIndex:
                 self.conn.execute("DELETE FROM meta")
             return 0
         meta = _meta(self.conn)
-        if meta.get("size") == str(st.st_size) and meta.get("inode") == str(st.st_ino):
+        stamp = f"{st.st_ino}:{st.st_mtime_ns}"
+        if meta.get("size") == str(st.st_size) and meta.get("stamp") == stamp:
             return int(meta.get("bad_lines", "0"))
         with self._write(), open(index_path, "rb") as f:
             meta = _meta(self.conn)  # another reader may have synced meanwhile
             offset = int(meta.get("size", "0"))
-            fresh = meta.get("inode") != str(st.st_ino) or offset > st.st_size
+            # Rewritten in place (same size, new time), replaced, or shorter: rebuild.
+            fresh = (meta.get("inode") != str(st.st_ino) or offset > st.st_size
+                     or (offset == st.st_size and meta.get("stamp") != stamp))
             if not fresh and offset:
                 f.seek(max(0, offset - _TAIL))
                 fresh = hashlib.sha256(f.read(min(offset, _TAIL))).hexdigest() != meta.get("tail")
@@ -130,7 +133,8 @@ class SqliteIndex:
             f.seek(max(0, offset - _TAIL))
             tail = hashlib.sha256(f.read(min(offset, _TAIL))).hexdigest()
             self.conn.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)", [
-                ("size", str(offset)), ("inode", str(st.st_ino)), ("tail", tail), ("lines", str(lines)),
+                ("size", str(offset)), ("inode", str(st.st_ino)), ("stamp", stamp), ("tail", tail),
+                ("lines", str(lines)),
                 ("bad_lines", str(bad)),
             ])
         if offset != st.st_size:
