@@ -90,12 +90,32 @@ class Facts:
             self.unavailable.setdefault(fact, str(cause))
 
     def finish(self) -> dict[str, Any]:
-        """The change, with ``notes`` and ``unavailable`` when there are any."""
+        """The change, with ``notes`` and ``unavailable`` when there are any, every string on one line."""
         if self.notes:
             self.change["notes"] = self.notes
         if self.unavailable:
             self.change["unavailable"] = dict(sorted(self.unavailable.items()))
-        return self.change
+        scrubbed: dict[str, Any] = one_line(self.change)
+        return scrubbed
+
+
+_CONTROL_RE = re.compile(r"[\x00-\x1f\x7f\u2028\u2029]")
+
+
+def one_line(value: Any) -> Any:
+    """``value`` with control characters in every string replaced by spaces.
+
+    Every fact of a change is one line (messages keep only their subject). API data with a
+    newline could otherwise start a line of the CI log that the runner reads as a command
+    (``::add-mask::``, ``::set-output``...) when the verdict quotes it.
+    """
+    if isinstance(value, str):
+        return _CONTROL_RE.sub(" ", value)
+    if isinstance(value, dict):
+        return {one_line(k): one_line(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [one_line(v) for v in value]
+    return value
 
 
 def attempt(future: Future[T]) -> tuple[T | None, ApiError | None]:
