@@ -222,6 +222,7 @@ class GitHubWorld:
         self.repository = repository
         self.base = f"/repos/{repository}"
         self.commit_pulls: dict[str, list[dict[str, Any]]] = {}
+        self.pulls: dict[int, dict[str, Any]] = {}
 
     def commit(self, sha: str, author: str | None, committer: str | None = "web-flow", message: str = "change",
                email: str | None = None) -> dict[str, Any]:
@@ -260,6 +261,7 @@ class GitHubWorld:
             "url": f"https://api.github.com{self.base}/pulls/{number}",
         })
         pr["head"]["sha"] = head
+        self.pulls[number] = pr
         self.api.json(f"{self.base}/pulls/{number}", pr)
         self.api.pages(f"{self.base}/pulls/{number}/reviews", list(reviews))
         self.api.pages(f"{self.base}/pulls/{number}/commits", list(commits))

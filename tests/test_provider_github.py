@@ -113,7 +113,7 @@ def test_reviewed_pull_request_is_allowed_end_to_end(api: FakeAPI, monkeypatch: 
     with run.bundle() as z:
         names = z.namelist()
         assert "raw/github/pulls_42_reviews_p1.json" in names
-        assert "raw/github/commits_%s_check-runs_p1.json" % MERGE[:7] in names
+        assert f"raw/github/commits_{MERGE[:7]}_check-runs_p1.json" in names
         reviews = json.loads(z.read("raw/github/pulls_42_reviews_p1.json"))
         assert [r["user"]["login"] for r in reviews] == ["erin", "bob", "carol", "carol"]
 
@@ -169,7 +169,8 @@ def test_infra_change_needs_a_security_team_approval(api: FakeAPI, monkeypatch: 
         w.review("bob", "APPROVED", HEAD), w.review("frank", "APPROVED", HEAD)])
     run = run_check(monkeypatch, capsys, tmp_path, github_env(api, MERGE, POLICYENGINE_TEAMS="acme/security"))
     assert run.code == 0, run.out
-    assert run.rule("security-review")["message"] == "1 of 1 required approvals (frank); not counted: bob (not in team acme/security)"
+    assert run.rule("security-review")["message"] == (
+        "1 of 1 required approvals (frank); not counted: bob (not in team acme/security)")
     assert run.decision is not None and run.decision["change"]["teams"] == {"acme/security": ["frank", "gina"]}
     assert api.count("/orgs/acme/teams/security/members") == 1
 
@@ -205,10 +206,9 @@ def test_250_reviews_and_250_commits_take_pages_not_one_request_each(api: FakeAP
     w = GitHubWorld(api)
     commits = [w.commit(sha_of(f"c{i}"), "alice") for i in range(249)] + [w.commit(HEAD, "alice")]
     reviews = [w.review(f"reviewer{i}", "APPROVED", HEAD, review_id=i) for i in range(250)]
-    w.pull(42, author="alice", head=HEAD, merge_commit=MERGE, merged_by="dana", commits=commits, reviews=reviews,
-           register_commit_pulls=False)
-    w.commit_pulls[MERGE] = []
-    api.pages(f"{w.base}/commits/{MERGE}/pulls", [json.loads(json.dumps(api.routes[f"{w.base}/pulls/42"](None, api).body))])  # type: ignore[arg-type]
+    pr = w.pull(42, author="alice", head=HEAD, merge_commit=MERGE, merged_by="dana", commits=commits,
+                reviews=reviews, register_commit_pulls=False)
+    api.pages(f"{w.base}/commits/{MERGE}/pulls", [pr])
     w.checks(MERGE)
     w.deployments("production", [(9, MERGE, ["in_progress"]), (8, PREV, ["success"])])
     w.compare(PREV, MERGE, [*commits, w.commit(MERGE, "alice", "web-flow")])
@@ -271,7 +271,7 @@ def test_change_range_across_three_merged_prs_one_unapproved(api: FakeAPI) -> No
     change = gather_github(github_env(api, MERGE), environment="production").change
     rng = change["range"]
     assert rng["previous_commit"] == PREV and rng["status"] == "ahead"
-    assert rng["previous_deployment"] == {"id": 8, "url": f"https://api.github.com/repos/acme/payments/deployments/8",
+    assert rng["previous_deployment"] == {"id": 8, "url": "https://api.github.com/repos/acme/payments/deployments/8",
                                           "created_at": "2026-11-20T20:11:27Z", "source": "github-deployments"}
     assert [(c["sha"], c["pull_request"]) for c in rng["commits"]] == [
         (sha_of("c40"), 40), (sha_of("m40"), 40), (sha_of("c41"), 41), (sha_of("m41"), 41),
@@ -327,7 +327,8 @@ def test_cover_range_denies_when_one_pr_in_the_range_was_not_approved(
 
 def test_bot_actor_makes_the_merger_the_deployer(api: FakeAPI) -> None:
     reviewed_world(api)
-    env = github_env(api, MERGE, GITHUB_ACTOR="github-merge-queue[bot]", GITHUB_TRIGGERING_ACTOR="github-actions[bot]")
+    env = github_env(api, MERGE, GITHUB_ACTOR="github-merge-queue[bot]",
+                     GITHUB_TRIGGERING_ACTOR="github-actions[bot]")
     change = gather_github(env, environment="production").change
     assert (change["deployer"], change["deployer_source"]) == ("dana", "pull_request.merged_by")
     assert ("GITHUB_TRIGGERING_ACTOR github-actions[bot] and GITHUB_ACTOR github-merge-queue[bot] are bots; the "
@@ -342,10 +343,9 @@ def test_rerun_by_another_person_makes_them_the_deployer(api: FakeAPI) -> None:
 
 
 def test_deployed_commit_that_is_neither_merge_nor_head_is_reported(api: FakeAPI) -> None:
-    reviewed_world(api)
-    api.pages(f"/repos/acme/payments/commits/{OLD}/pulls",
-              [{**api.routes["/repos/acme/payments/pulls/42"](None, api).body, "merged_at": None}])  # type: ignore[arg-type]
-    GitHubWorld(api).checks(OLD)
+    w = reviewed_world(api)
+    api.pages(f"/repos/acme/payments/commits/{OLD}/pulls", [{**w.pulls[42], "merged_at": None}])
+    w.checks(OLD)
     change = gather_github(github_env(api, OLD), environment="production").change
     assert change["pull_request"]["number"] == 42
     assert (f"deployed commit {OLD[:7]} is neither the merge commit ({MERGE[:7]}) nor the head ({HEAD[:7]}) of pull "
@@ -416,7 +416,8 @@ FAULTS = {
                              f"approvals could not be read: reviews: GET {REVIEWS}?per_page=100: HTTP 403 Forbidden: "
                              "the API rate limit of GITHUB_TOKEN is exhausted until 2100-01-01T00:00:00Z"),
     "timeout": ([Reply(200, [], delay=0.5)] * 2, {"POLICYENGINE_HTTP_TIMEOUT": "0.1", "POLICYENGINE_HTTP_RETRIES": "1"},
-                3, f"approvals could not be read: reviews: GET {REVIEWS}?per_page=100: timed out after 0.1 s (2 attempts)"),
+                3, f"approvals could not be read: reviews: GET {REVIEWS}?per_page=100: timed out after 0.1 s "
+                "(2 attempts)"),
     "truncated-json": ([Reply(200, b'[{"id": 1, "user": {"lo')], {}, 3,
                        f"approvals could not be read: reviews: GET {REVIEWS}?per_page=100: HTTP 200 but the body is "
                        "not valid JSON (truncated or not an API answer)"),
@@ -471,7 +472,7 @@ def test_canary_token_appears_in_no_output(api: FakeAPI, monkeypatch: pytest.Mon
                                            caplog: pytest.LogCaptureFixture) -> None:
     canary = "pe-canary-7d1f0c9a2b"  # matches no token pattern: only the literal redaction can catch it
     w = reviewed_world(api)
-    pr = api.routes["/repos/acme/payments/pulls/42"](None, api).body  # type: ignore[arg-type]
+    pr = w.pulls[42]
 
     def echo(req: Any, _api: FakeAPI) -> Reply:
         # A misbehaving server echoes the credential it received into the facts.

@@ -186,7 +186,8 @@ def test_pipeline_source_merge_request_iid_skips_the_lookup(api: FakeAPI) -> Non
 def test_diffs_fall_back_to_changes_on_old_gitlab(api: FakeAPI) -> None:
     approved_mr(api)
     api.json(f"{P}/merge_requests/7/diffs", {"message": "404 Not Found"}, status=404)
-    api.json(f"{P}/merge_requests/7/changes", {"changes": [{"new_path": "b.py", "old_path": "a.py"}], "overflow": False})
+    api.json(f"{P}/merge_requests/7/changes",
+             {"changes": [{"new_path": "b.py", "old_path": "a.py"}], "overflow": False})
     assert gather_gitlab(gitlab_env(api, SQUASH)).change["files_changed"] == ["b.py", "a.py"]
     api.json(f"{P}/merge_requests/7/changes", {"changes": [], "overflow": True})
     change = gather_gitlab(gitlab_env(api, SQUASH)).change

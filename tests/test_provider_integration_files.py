@@ -11,7 +11,6 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import pytest
 import yaml
 from fake_servers import FakeAPI, GitHubWorld, GitLabWorld, github_env, gitlab_env
 from test_provider_github import MERGE, POLICY, reviewed_world
@@ -193,7 +192,7 @@ def test_action_gate_step_advisory_does_not_fail(tmp_path: Path) -> None:
 def test_action_gate_step_usage_error_still_writes_outputs(tmp_path: Path) -> None:
     with FakeAPI("/api/v3") as api:
         env = github_env(api, MERGE)
-        del env["GITHUB_TOKEN"]
+        env.pop("GITHUB_TOKEN")
         res, outputs, summary = run_action_gate(tmp_path, env)
     assert res.returncode == 2
     assert outputs["decision"] == "deny" and outputs["bundle-id"] == ""
@@ -211,8 +210,8 @@ def test_workflow_commands_cannot_be_injected(tmp_path: Path) -> None:
     lines = res.stdout.splitlines()
     # The provider keeps every fact on one line...
     assert not any(line.startswith("::add-mask::") for line in lines)
-    assert "::error title=policyengine peer-review::0 of 2 required approvals (nobody); not counted: bob ::add-mask::x" \
-        in res.stdout
+    assert ("::error title=policyengine peer-review::0 of 2 required approvals (nobody); not counted: "
+            "bob ::add-mask::x") in res.stdout
     # ...and the console verdict runs between ::stop-commands::<token> and ::<token>:: anyway.
     start = next(i for i, line in enumerate(lines) if line.startswith("::stop-commands::"))
     token = lines[start].split("::")[2]

@@ -20,7 +20,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -118,18 +118,18 @@ def one_line(value: Any) -> Any:
     return value
 
 
-def attempt(future: Future[T]) -> tuple[T | None, ApiError | None]:
-    """The result of ``future``, or the ``ApiError`` it raised."""
+def attempt(result: Callable[[], T]) -> tuple[T | None, ApiError | None]:
+    """``result()`` (a future's ``result``), or the ``ApiError`` it raised."""
     try:
-        return future.result(), None
+        return result(), None
     except ApiError as exc:
         return None, exc
 
 
-def shaped(method: str, path: str, build: Callable[[], T]) -> T:
-    """Run ``build`` (mapping an API answer); an answer of an unexpected shape becomes ``ApiError``."""
+def shaped(method: str, path: str, build: Callable[..., T], *args: Any) -> T:
+    """Run ``build(*args)`` (mapping an API answer); an answer of an unexpected shape becomes ``ApiError``."""
     try:
-        return build()
+        return build(*args)
     except (KeyError, TypeError, AttributeError, ValueError, IndexError) as exc:
         raise ApiError(method, path, 200, f"HTTP 200 but the answer has an unexpected shape ({type(exc).__name__}: "
                        f"{str(exc)[:80]})") from None
@@ -389,6 +389,16 @@ def pick_pull(candidates: Iterable[dict[str, Any]], sha: str, *, merged_only: bo
     return None
 
 
+def pick_merged_pull(candidates: Iterable[dict[str, Any]], sha: str) -> dict[str, Any] | None:
+    """The merged pull request that brought ``sha`` into the branch (change ranges)."""
+    return pick_pull(candidates, sha, merged_only=True)
+
+
+def _deployment(dep: dict[str, Any]) -> dict[str, Any]:
+    return {"sha": str(dep["sha"]).lower(), "id": dep["id"], "url": dep.get("url"),
+            "created_at": dep.get("created_at"), "source": "github-deployments"}
+
+
 # -- permissions, for 401/403 messages ------------------------------------------------------
 
 
@@ -537,9 +547,7 @@ class _GitHub:
             if not isinstance(statuses, list):
                 raise ApiError("GET", dpath, 200, "HTTP 200 but the answer is not a list")
             if any(isinstance(st, dict) and st.get("state") == "success" for st in statuses):
-                return shaped("GET", path, lambda d=dep: {
-                    "sha": str(d["sha"]).lower(), "id": d["id"], "url": d.get("url"),
-                    "created_at": d.get("created_at"), "source": "github-deployments"})
+                return shaped("GET", path, _deployment, dep)
         return None
 
     def change_range(self, previous: dict[str, Any] | None, deployed: dict[str, Any] | None,
@@ -599,8 +607,7 @@ class _GitHub:
             for s, fut in futures.items():
                 if s in known:
                     continue
-                pr = shaped("GET", f"{self.repo}/commits/{s}/pulls",
-                            lambda f=fut, s=s: pick_pull(f.result(), s, merged_only=True))
+                pr = shaped("GET", f"{self.repo}/commits/{s}/pulls", pick_merged_pull, fut.result(), s)
                 if pr is None:
                     orphans.add(s)
                     continue
@@ -619,7 +626,7 @@ class _GitHub:
             unknown = [s for s in unknown if s not in known]
         by_sha = {str(c["sha"]).lower(): c for c in items}
         rng["commits"] = [
-            shaped("GET", path, lambda s=s: map_commit(by_sha[s], known.get(s))) for s in shas
+            shaped("GET", path, map_commit, by_sha[s], known.get(s)) for s in shas
         ]
         # Reviews of every request in the range (the deployed one's are already known).
         numbers = sorted({known[s] for s in shas if s in known})
@@ -628,7 +635,7 @@ class _GitHub:
         rng["pull_requests"] = []
         for n in numbers:
             reviews = rfuts[n].result() if n in rfuts else deployed_reviews or []
-            mapped = shaped("GET", f"{self.repo}/pulls/{n}", lambda n=n: map_pull(pulls[n]))
+            mapped = shaped("GET", f"{self.repo}/pulls/{n}", map_pull, pulls[n])
             people: list[str] = []
             for c in committers.get(n, []):
                 for p in (c.get("author"), c.get("committer"), *c.get("co_authors", [])):
@@ -713,7 +720,7 @@ def _gather(g: _GitHub, facts: Facts, pool: ThreadPoolExecutor) -> None:
     f_teams = {t: pool.submit(g.team, t) for t in cfg.teams}
     f_prev = pool.submit(g.previous_deploy)
 
-    pr, err = attempt(f_pr)
+    pr, err = attempt(f_pr.result)
     reviews: list[dict[str, Any]] | None = None
     commits: list[dict[str, Any]] | None = None
     if err is not None:
@@ -723,7 +730,7 @@ def _gather(g: _GitHub, facts: Facts, pool: ThreadPoolExecutor) -> None:
         change["reviews"] = []
         facts.notes.append(f"no pull request brought commit {cfg.sha[:7]}: it was pushed without one, so nobody "
                            "reviewed it")
-        direct, derr = attempt(pool.submit(g.direct_commit))
+        direct, derr = attempt(pool.submit(g.direct_commit).result)
         if derr is not None:
             facts.missing(derr, "commits", "files_changed")
         else:
@@ -744,23 +751,23 @@ def _gather(g: _GitHub, facts: Facts, pool: ThreadPoolExecutor) -> None:
         f_reviews = pool.submit(g.reviews, n)
         f_commits = pool.submit(g.pr_commits, n, api.get("commits"))
         f_files = pool.submit(g.files, n, api.get("changed_files"))
-        reviews, rerr = attempt(f_reviews)
+        got_reviews, rerr = attempt(f_reviews.result)
         if rerr is not None:
             facts.missing(rerr, "reviews")
         else:
-            change["reviews"] = reviews
-        commits, cerr = attempt(f_commits)
+            reviews = change["reviews"] = got_reviews
+        got_commits, cerr = attempt(f_commits.result)
         if cerr is not None:
             facts.missing(cerr, "commits")
         else:
-            change["commits"] = commits
-        files, ferr = attempt(f_files)
+            commits = change["commits"] = got_commits
+        files, ferr = attempt(f_files.result)
         if ferr is not None:
             facts.missing(ferr, "files_changed")
         else:
             change["files_changed"] = files
 
-    checks, kerr = attempt(f_checks)
+    checks, kerr = attempt(f_checks.result)
     if kerr is not None:
         facts.missing(kerr, "checks")
     else:
@@ -769,7 +776,7 @@ def _gather(g: _GitHub, facts: Facts, pool: ThreadPoolExecutor) -> None:
     if f_teams:
         team_map: dict[str, list[str]] = {}
         for name, fut in f_teams.items():
-            members, terr = attempt(fut)
+            members, terr = attempt(fut.result)
             if terr is not None:
                 facts.missing(terr, "teams")
             else:
@@ -788,7 +795,7 @@ def _gather(g: _GitHub, facts: Facts, pool: ThreadPoolExecutor) -> None:
         facts.missing(err, "deployer")
 
     # The change range since the previous successful deploy to this environment.
-    previous, perr = attempt(f_prev)
+    previous, perr = attempt(f_prev.result)
     if perr is not None:
         facts.missing(perr, "range")
         return

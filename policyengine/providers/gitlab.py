@@ -179,7 +179,7 @@ def map_commit(c: dict[str, Any], pull_request: int | None) -> dict[str, Any]:
 
 def map_job(job: dict[str, Any], sha: str) -> dict[str, Any]:
     """A pipeline job as a check."""
-    commit = job.get("commit") if isinstance(job.get("commit"), dict) else {}
+    commit: dict[str, Any] = job["commit"] if isinstance(job.get("commit"), dict) else {}
     return {
         "name": str(job["name"]),
         "status": JOB_STATUS.get(str(job.get("status")), "pending"),
@@ -206,6 +206,17 @@ def pick_merge_request(cands: Iterable[Any], sha: str, *, merged_only: bool = Fa
         if group:
             return group[0]
     return None
+
+
+def pick_merged_merge_request(cands: Iterable[Any], sha: str) -> dict[str, Any] | None:
+    """The merged merge request that brought ``sha`` into the branch (change ranges)."""
+    return pick_merge_request(cands, sha, merged_only=True)
+
+
+def _deployment(d: dict[str, Any]) -> dict[str, Any]:
+    job = d["deployable"] if isinstance(d.get("deployable"), dict) else {}
+    return {"sha": str(d["sha"]).lower(), "id": d["id"], "url": job.get("web_url"),
+            "created_at": d.get("created_at"), "source": "gitlab-deployments"}
 
 
 def make_session(cfg: GitLabConfig, env: Mapping[str, str], redactor: Redactor) -> HttpSession:
@@ -293,7 +304,9 @@ class _GitLab:
             if isinstance(data, dict) and data.get("overflow"):
                 raise ApiError("GET", cpath, 200, "the merge request has more changed files than the API lists "
                                "(overflow)") from None
-            items = data.get("changes") if isinstance(data, dict) else None
+            if not (isinstance(data, dict) and isinstance(data.get("changes"), list)):
+                raise ApiError("GET", cpath, 200, "HTTP 200 but the answer has no list of changes") from None
+            items = data["changes"]
             path = cpath
 
         def build() -> list[str]:
@@ -343,10 +356,7 @@ class _GitLab:
             raise ApiError("GET", path, 200, "HTTP 200 but the answer is not a list")
         for d in deps:
             if isinstance(d, dict) and d.get("status", "success") == "success" and d.get("sha"):
-                job = d.get("deployable") if isinstance(d.get("deployable"), dict) else {}
-                return shaped("GET", path, lambda d=d, job=job: {
-                    "sha": str(d["sha"]).lower(), "id": d["id"], "url": job.get("web_url"),
-                    "created_at": d.get("created_at"), "source": "gitlab-deployments"})
+                return shaped("GET", path, _deployment, d)
         return None
 
     def change_range(self, previous: dict[str, Any] | None, deployed: dict[str, Any] | None,
@@ -396,8 +406,8 @@ class _GitLab:
             for s, fut in futures.items():
                 if s in known:
                     continue
-                mr = shaped("GET", f"{self.p}/repository/commits/{s}/merge_requests",
-                            lambda f=fut, s=s: pick_merge_request(f.result(), s, merged_only=True))
+                mr = shaped("GET", f"{self.p}/repository/commits/{s}/merge_requests", pick_merged_merge_request,
+                            fut.result(), s)
                 if mr is None:
                     continue
                 n = int(mr["iid"])
@@ -412,7 +422,7 @@ class _GitLab:
                     known.setdefault(c["sha"], n)
             unknown = [s for s in unknown if s not in known]
         by_sha = {str(c["id"]).lower(): c for c in items}
-        rng["commits"] = [shaped("GET", path, lambda s=s: map_commit(by_sha[s], known.get(s))) for s in shas]
+        rng["commits"] = [shaped("GET", path, map_commit, by_sha[s], known.get(s)) for s in shas]
         numbers = sorted({known[s] for s in shas if s in known})
         deployed_n = deployed["mapped"]["number"] if deployed is not None else None
         afuts = {n: self.pool.submit(self.approvals, n, str(mrs[n]["sha"]).lower(), resets) for n in numbers
@@ -420,7 +430,7 @@ class _GitLab:
         rng["pull_requests"] = []
         for n in numbers:
             reviews = afuts[n].result() if n in afuts else deployed_reviews or []
-            mapped = shaped("GET", f"{self.p}/merge_requests/{n}", lambda n=n: map_merge_request(mrs[n]))
+            mapped = shaped("GET", f"{self.p}/merge_requests/{n}", map_merge_request, mrs[n])
             people: list[str] = []
             for c in committers.get(n, []):
                 for p in (c.get("author"), c.get("committer"), *c.get("co_authors", [])):
@@ -478,7 +488,7 @@ def _gather(g: _GitLab, facts: Facts, pool: ThreadPoolExecutor) -> None:
     f_teams = {t: pool.submit(g.team, t) for t in cfg.teams}
     f_prev = pool.submit(g.previous_deploy)
 
-    mr, err = attempt(f_mr)
+    mr, err = attempt(f_mr.result)
     resets = f_resets.result()
     reviews: list[dict[str, Any]] | None = None
     commits: list[dict[str, Any]] | None = None
@@ -520,23 +530,23 @@ def _gather(g: _GitLab, facts: Facts, pool: ThreadPoolExecutor) -> None:
         f_appr = pool.submit(g.approvals, n, mapped["head_commit"], resets)
         f_commits = pool.submit(g.mr_commits, n)
         f_files = pool.submit(g.files, n)
-        reviews, aerr = attempt(f_appr)
+        got_reviews, aerr = attempt(f_appr.result)
         if aerr is not None:
             facts.missing(aerr, "reviews")
         else:
-            change["reviews"] = reviews
-        commits, cerr = attempt(f_commits)
+            reviews = change["reviews"] = got_reviews
+        got_commits, cerr = attempt(f_commits.result)
         if cerr is not None:
             facts.missing(cerr, "commits")
         else:
-            change["commits"] = commits
-        files, ferr = attempt(f_files)
+            commits = change["commits"] = got_commits
+        files, ferr = attempt(f_files.result)
         if ferr is not None:
             facts.missing(ferr, "files_changed")
         else:
             change["files_changed"] = files
 
-    jobs, jerr = attempt(f_jobs)
+    jobs, jerr = attempt(f_jobs.result)
     if jerr is not None:
         facts.missing(jerr, "checks")
     else:
@@ -548,7 +558,7 @@ def _gather(g: _GitLab, facts: Facts, pool: ThreadPoolExecutor) -> None:
     if f_teams:
         team_map: dict[str, list[str]] = {}
         for name, fut in f_teams.items():
-            members, terr = attempt(fut)
+            members, terr = attempt(fut.result)
             if terr is not None:
                 facts.missing(terr, "teams")
             else:
@@ -569,7 +579,7 @@ def _gather(g: _GitLab, facts: Facts, pool: ThreadPoolExecutor) -> None:
         if err is not None:
             facts.missing(err, "deployer")
 
-    previous, perr = attempt(f_prev)
+    previous, perr = attempt(f_prev.result)
     if perr is not None:
         facts.missing(perr, "range")
         return

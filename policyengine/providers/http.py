@@ -269,7 +269,7 @@ class HttpSession:
             hint = f"check that {name} is set to a valid token for this {self.provider} instance"
         elif status == 403:
             detail = f"{reason}: {name} lacks {need}" if need else f"{reason}: {name} is not allowed to read this"
-            hint = f"grant {need} to {name}" if need else None
+            hint = f"grant {need} to {name}" if need else None  # type: ignore[assignment]
         else:
             detail = f"{reason}" + (f" (or {name} lacks {need}: APIs answer 404 for what a token cannot see)"
                                     if need else "")
