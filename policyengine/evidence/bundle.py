@@ -13,7 +13,10 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import os
 import posixpath
+import queue
+import threading
 import zipfile
 import zlib
 from collections import Counter
@@ -144,6 +147,44 @@ def _read_chunks(file: FileRead) -> Iterator[bytes]:
         ) from exc
 
 
+class BackgroundHash:
+    """SHA-256 computed on another thread: ``hashlib`` releases the GIL on large buffers, so
+    hashing runs on a second core while this one reads, CRCs and writes.
+
+    ``update`` hands the chunk over (bounded queue: memory stays flat); ``hexdigest`` waits
+    for the hashing to catch up. Small updates are hashed inline.
+    """
+
+    _INLINE = 1 << 16
+
+    def __init__(self) -> None:
+        self._hash = hashlib.sha256()
+        self._queue: queue.Queue[bytes | None] = queue.Queue(maxsize=8)
+        self._thread: threading.Thread | None = None
+        self._done: str | None = None
+
+    def _run(self) -> None:
+        while (chunk := self._queue.get()) is not None:
+            self._hash.update(chunk)
+
+    def update(self, data: bytes) -> None:
+        if self._thread is None:
+            if len(data) < self._INLINE:
+                self._hash.update(data)
+                return
+            self._thread = threading.Thread(target=self._run, name="policyengine-sha256", daemon=True)
+            self._thread.start()
+        self._queue.put(bytes(data))
+
+    def hexdigest(self) -> str:
+        if self._done is None:
+            if self._thread is not None:
+                self._queue.put(None)
+                self._thread.join()
+            self._done = self._hash.hexdigest()
+        return self._done
+
+
 class _HashingSink:
     """A write-only, forward-only file for ``zipfile``: hashes every byte on its way to disk.
 
@@ -155,13 +196,45 @@ class _HashingSink:
     def __init__(self, fh: IO[bytes]) -> None:
         self.fh = fh
         self.pos = 0
-        self.digest = hashlib.sha256()
+        self.digest = BackgroundHash()
+        self._flushed = 0
+        self._syncer: threading.Thread | None = None
+
+    _FLUSH_EVERY = 64 << 20
 
     def write(self, data: bytes) -> int:
         n = self.fh.write(data)
         self.digest.update(data)
         self.pos += len(data)
+        if self.pos - self._flushed >= self._FLUSH_EVERY:
+            self._start_writeback()
         return n if n is not None else len(data)
+
+    def _start_writeback(self) -> None:
+        """Push written data to disk in the background, so the final fsync has little left to do."""
+        self._flushed = self.pos
+        if self._syncer is not None and self._syncer.is_alive():
+            return
+        fileno = getattr(self.fh, "fileno", None)
+        if fileno is None:
+            return
+        try:
+            self.fh.flush()
+            fd = fileno()
+        except (OSError, ValueError):
+            return
+
+        def sync() -> None:
+            with contextlib.suppress(OSError):
+                os.fdatasync(fd)
+
+        self._syncer = threading.Thread(target=sync, name="policyengine-writeback", daemon=True)
+        self._syncer.start()
+
+    def wait(self) -> None:
+        """Wait for background writeback (before the file is closed or renamed)."""
+        if self._syncer is not None:
+            self._syncer.join()
 
     def tell(self) -> int:
         return self.pos
@@ -226,8 +299,8 @@ class BundleWriter:
         changed after the rule read it: the bundle would not show what was judged, so this
         fails closed.
         """
-        original = hashlib.sha256()
-        stored = hashlib.sha256()
+        original = BackgroundHash()
+        stored = BackgroundHash()
         size = stored_size = 0
         redactor = StreamRedactor()
         info = self._info(name, max(file.size, 0))
@@ -249,12 +322,16 @@ class BundleWriter:
             yield from chunks
 
         out = all_chunks() if binary else redactor(all_chunks())
-        with self.zf.open(info, "w", force_zip64=info.file_size >= _ZIP64_THRESHOLD) as dst:
-            for chunk in out:
-                if not binary:
-                    stored.update(chunk)
-                stored_size += len(chunk)
-                dst.write(chunk)
+        try:
+            with self.zf.open(info, "w", force_zip64=info.file_size >= _ZIP64_THRESHOLD) as dst:
+                for chunk in out:
+                    if not binary:
+                        stored.update(chunk)
+                    stored_size += len(chunk)
+                    dst.write(chunk)
+        finally:
+            original.hexdigest()  # waits for (and stops) the hashing threads
+            stored.hexdigest()
         if original.hexdigest() != file.sha256 or size != file.size:
             raise EvidenceError(
                 f"{file.relpath} changed after the policy read it (read as sha256 {file.sha256}, "
@@ -310,6 +387,7 @@ class BundleWriter:
         """Close the zip; return the SHA-256 and size of the whole bundle."""
         self.zf.close()
         self.sink.flush()
+        self.sink.wait()
         return self.sink.digest.hexdigest(), self.sink.pos
 
     def abandon(self) -> None:
@@ -317,6 +395,8 @@ class BundleWriter:
         self.zf._didModify = False  # noqa: SLF001 - zipfile has no public "discard"
         with contextlib.suppress(Exception):
             self.zf.close()
+        self.sink.wait()
+        self.sink.digest.hexdigest()  # stops its thread
 
 
 @dataclass(frozen=True)

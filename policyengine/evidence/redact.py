@@ -24,10 +24,11 @@ _TOKEN_RE = re.compile(
     rb"|AKIA[A-Z0-9]{16})"
     rb"|(?P<bearer>[Bb]earer\s+)[A-Za-z0-9\-._~+/]{8,}=*"
 )
-# Every match contains one of these; most chunks contain none, and each test runs at about
-# the speed of SHA-256 (a literal search), where the full expression is 30 times slower.
-_NEEDLES = (b"github_pat_", b"glpat-", b"AKIA", b"earer")
-_GH_RE = re.compile(rb"gh[pousr]_")
+# Every match contains one of these. Each test runs at about the speed of SHA-256 (a literal
+# search; the ``g`` expression has a literal first byte), where the full expression is 20
+# times slower, so most chunks (no match) cost three fast passes.
+_PREFILTER_RE = re.compile(rb"g(?:h[pousr]_|ithub_pat_|lpat-)")
+_NEEDLES = (b"AKIA", b"earer")
 # A chunk is cut after its last whitespace; a run without any is cut here regardless.
 _MAX_CARRY = 4096
 
@@ -49,7 +50,7 @@ def _sub(match: re.Match[bytes]) -> bytes:
 
 def might_hold_token(data: bytes) -> bool:
     """Return whether ``data`` contains a substring every token has (cheap; false positives happen)."""
-    return any(n in data for n in _NEEDLES) or _GH_RE.search(data) is not None
+    return any(n in data for n in _NEEDLES) or _PREFILTER_RE.search(data) is not None
 
 
 def redact_bytes(data: bytes) -> tuple[bytes, int]:

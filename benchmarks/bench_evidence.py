@@ -1,0 +1,213 @@
+"""Evidence benchmarks: `evidence list` over 100,000 bundles, and bundling 1 GB of files.
+
+Usage:
+  .venv/bin/python benchmarks/bench_evidence.py list   [--bundles 100000] [--runs 7]
+  .venv/bin/python benchmarks/bench_evidence.py bundle [--mb 1024] [--kind binary|text|both] [--runs 3] [--nosync]
+
+list: writes an archive's index.jsonl of --bundles synthetic records directly (one bundle every
+~5 minutes over a year, two environments, both decisions; no zips: `list` reads only the index),
+then times whole `policyengine evidence list --since --until` processes (interpreter start
+included) for a one-month window: the first run builds index.sqlite from index.jsonl, the
+others answer from it (after checking it is current). Also `python -c pass` for reference.
+
+bundle: writes --mb of evidence files (8 files; "binary": random bytes, as build artifacts;
+"text": log lines, which are scanned for tokens), then in the same run: Python's own SHA-256 of
+the same files (read + hashlib, 1 MiB chunks) and `LocalArchive.write_bundle` of them (copy,
+redaction scan for text, SHA-256 of each member and of the whole zip, CRC-32). Each runs in a
+fresh subprocess so its peak RSS is its own. Files are read from the page cache in both (the
+files are written, synced to disk, then hashed twice before timing); the bundle is written
+durably (fsync), hashlib writes nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import random
+import resource
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+
+# -- list ---------------------------------------------------------------------------------------
+
+
+def make_index(root: Path, count: int) -> None:
+    from policyengine.evidence.archive import bundle_relpath
+
+    rng = random.Random(1)
+    start = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    root.mkdir(parents=True)
+    chains: dict[str, tuple[int, str | None]] = {}
+    with open(root / "index.jsonl", "w", encoding="utf-8") as f:
+        for i in range(count):
+            moment = start + timedelta(seconds=i * 315)
+            bid = moment.strftime("%Y%m%dT%H%M%SZ") + "-" + f"{rng.getrandbits(48):012x}"
+            env = "production" if i % 3 else "staging"
+            seq, prev = chains.get(env, (0, None))
+            sha = hashlib.sha256(bid.encode()).hexdigest()
+            record = {
+                "id": bid, "path": bundle_relpath(bid), "sha256": sha,
+                "created_at": moment.strftime("%Y-%m-%dT%H:%M:%SZ"),
+                "decision": "deny" if i % 7 == 0 else "allow", "environment": env,
+                "repository": "acme/payments", "commit": f"{rng.getrandbits(160):040x}",
+                "policy_sha256": "1" * 64, "sequence": seq + 1, "previous_sha256": prev, "signed_by": None,
+            }
+            chains[env] = (seq + 1, sha)
+            f.write(json.dumps(record, sort_keys=True) + "\n")
+
+
+def run_list(args: argparse.Namespace) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp) / "archive"
+        t = time.perf_counter()
+        make_index(root, args.bundles)
+        made = time.perf_counter() - t
+        size = (root / "index.jsonl").stat().st_size
+        py = sys.executable
+        cmd = [py, "-m", "policyengine", "evidence", "list", "--archive", str(root),
+               "--since", "2026-06-01", "--until", "2026-06-30"]
+
+        def timed(c: list[str]) -> tuple[float, str]:
+            t0 = time.perf_counter()
+            out = subprocess.run(c, cwd=REPO, capture_output=True, text=True, check=True).stdout
+            return time.perf_counter() - t0, out
+
+        cold, out = timed(cmd)
+        rows = len(out.splitlines()) - 1
+        warm = [timed(cmd)[0] for _ in range(args.runs)]
+        warm_json = [timed([*cmd, "--json"])[0] for _ in range(args.runs)]
+        narrow = [timed([*cmd[:-4], "--since", "2026-06-01", "--until", "2026-06-01", "--decision", "deny"])[0]
+                  for _ in range(args.runs)]
+        base = [timed([py, "-c", "pass"])[0] for _ in range(args.runs)]
+    print(f"archive: {args.bundles} index records ({size / 1e6:.1f} MB index.jsonl, written in {made:.1f} s)")
+    print(f"one-month window: {rows} bundles listed; medians of {args.runs} runs, whole process\n")
+    print("| case | seconds |")
+    print("|---|---:|")
+    print(f"| first `evidence list` (builds index.sqlite from index.jsonl) | {cold:.3f} |")
+    print(f"| `evidence list --since 2026-06-01 --until 2026-06-30` (table) | {statistics.median(warm):.3f} |")
+    print(f"| same, `--json` | {statistics.median(warm_json):.3f} |")
+    print(f"| one day, `--decision deny` | {statistics.median(narrow):.3f} |")
+    print(f"| `python -c pass` | {statistics.median(base):.3f} |")
+
+
+# -- bundle -------------------------------------------------------------------------------------
+
+
+def make_files(folder: Path, total_mb: int, kind: str) -> list[Path]:
+    folder.mkdir(parents=True, exist_ok=True)
+    per = total_mb * (1 << 20) // 8
+    paths = []
+    rng = random.Random(2)
+    line = b"2026-11-24T15:00:00Z INFO worker[%d] request handled in %d ms path=/api/v1/refunds status=200\n"
+    for i in range(8):
+        path = folder / (f"artifact-{i}.bin" if kind == "binary" else f"build-{i}.log")
+        with open(path, "wb") as f:
+            written = 0
+            if kind == "binary":
+                block = os.urandom(1 << 20)
+                while written < per:
+                    f.write(block)
+                    written += len(block)
+            else:
+                block = b"".join(line % (rng.randrange(64), rng.randrange(999)) for _ in range(12000))
+                while written < per:
+                    f.write(block)
+                    written += len(block)
+        paths.append(path)
+    return paths
+
+
+_HASH = """
+import hashlib, json, resource, sys, time
+t = time.perf_counter(); out = {}
+for p in sys.argv[1:]:
+    h = hashlib.sha256()
+    with open(p, "rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+    out[p] = h.hexdigest()
+print(json.dumps({"seconds": time.perf_counter() - t, "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "digests": out}))
+"""
+
+_BUNDLE = """
+import json, os, resource, sys, time
+from datetime import datetime, timezone
+from policyengine.evidence import LocalArchive
+from policyengine.models import FileRead
+archive, digests = sys.argv[1], json.loads(sys.argv[2])
+if sys.argv[3] == "nosync":  # to separate the CPU cost from the disk's: never in real use
+    os.fsync = os.fdatasync = lambda fd: None
+rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+files = [FileRead(relpath=os.path.basename(p), abspath=p, sha256=d, size=os.path.getsize(p)) for p, d in digests.items()]
+t = time.perf_counter()
+ref = LocalArchive(archive).write_bundle(decision={"decision": "allow", "rules": []}, change={"repository": "acme/x",
+    "environment": "production", "commit": "a" * 40}, policy_filename="p.yml", policy_bytes=b"x", files=files)
+print(json.dumps({"seconds": time.perf_counter() - t, "rss_before_mb": rss0,
+                  "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "path": ref.path}))
+"""
+
+
+def run_bundle(args: argparse.Namespace) -> None:
+    kinds = ["binary", "text"] if args.kind == "both" else [args.kind]
+    print("| files | size | hashlib SHA-256 | write_bundle | ratio | peak RSS hashlib / bundle |")
+    print("|---|---:|---:|---:|---:|---:|")
+    for kind in kinds:
+        with tempfile.TemporaryDirectory(dir=args.dir) as tmp:
+            paths = make_files(Path(tmp) / "files", args.mb, kind)
+            os.sync()  # the new files' dirty pages must not compete with the bundle's writes
+            total = sum(p.stat().st_size for p in paths)
+            env = {**os.environ, "PYTHONPATH": str(REPO)}
+            # Warm the page cache for both, so neither pays the disk.
+            hashed = json.loads(subprocess.run([sys.executable, "-c", _HASH, *map(str, paths)], capture_output=True,
+                                               text=True, check=True).stdout)
+            hashed = json.loads(subprocess.run([sys.executable, "-c", _HASH, *map(str, paths)], capture_output=True,
+                                               text=True, check=True).stdout)
+            for mode in ("fsync", "nosync") if args.nosync else ("fsync",):
+                for _ in range(args.runs):
+                    bundled = json.loads(subprocess.run(
+                        [sys.executable, "-c", _BUNDLE, str(Path(tmp) / "archive"), json.dumps(hashed["digests"]),
+                         mode], capture_output=True, text=True, check=True, env=env).stdout)
+                    zip_size = (Path(tmp) / "archive" / bundled["path"]).stat().st_size
+                    h_speed = total / hashed["seconds"] / 1e6
+                    b_speed = total / bundled["seconds"] / 1e6
+                    label = kind + ("" if mode == "fsync" else ", no fsync (CPU only)")
+                    print(f"| {label} | {total / 1e6:.0f} MB (zip {zip_size / 1e6:.0f} MB) | "
+                          f"{hashed['seconds']:.2f} s ({h_speed:.0f} MB/s) | {bundled['seconds']:.2f} s "
+                          f"({b_speed:.0f} MB/s) | {b_speed / h_speed:.2f} | "
+                          f"{hashed['rss_mb']:.0f} MB / {bundled['rss_mb']:.0f} MB |", flush=True)
+                    shutil.rmtree(Path(tmp) / "archive", ignore_errors=True)
+                    os.sync()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="what", required=True)
+    p_list = sub.add_parser("list")
+    p_list.add_argument("--bundles", type=int, default=100_000)
+    p_list.add_argument("--runs", type=int, default=7)
+    p_bundle = sub.add_parser("bundle")
+    p_bundle.add_argument("--mb", type=int, default=1024)
+    p_bundle.add_argument("--kind", choices=["binary", "text", "both"], default="both")
+    p_bundle.add_argument("--dir", default=None, help="Where to write the files (default: the temp folder).")
+    p_bundle.add_argument("--runs", type=int, default=3, help="Bundle runs per kind (each printed).")
+    p_bundle.add_argument("--nosync", action="store_true",
+                          help="Also run without fsync, to show the CPU cost apart from the disk's.")
+    args = parser.parse_args()
+    print(f"Python {sys.version.split()[0]}, {os.cpu_count()} cores\n")
+    run_list(args) if args.what == "list" else run_bundle(args)
+
+
+if __name__ == "__main__":
+    main()
