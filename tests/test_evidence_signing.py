@@ -271,11 +271,26 @@ def test_tokens_are_redacted_in_every_member_with_both_digests_recorded(archive:
     for name, data in members.items():
         for secret in (ghp.encode(), b"eyJhbGciOi", b"glpat-xxxx", b"AKIAABCDEFGHIJKLMNOP"):
             assert secret not in data, (name, secret)
-    assert b"Authorization: Bearer [REDACTED]" in members["files/reports/build.log"]
+    assert b"'Authorization: [REDACTED]'" in members["files/reports/build.log"]
     manifest = json.loads(members["manifest.json"])
     entry = next(e for e in manifest["members"] if e["path"] == "files/reports/build.log")
     assert entry["sha256"] == hashlib.sha256(members["files/reports/build.log"]).hexdigest()
     assert entry["redacted"] == {"count": 6, "original_size": len(log) * 3, "original_sha256": report.sha256}
+    assert archive.verify().ok
+
+
+def test_the_values_of_the_token_variables_are_redacted_whatever_their_shape(archive: LocalArchive,
+                                                                              tmp_path: Path) -> None:
+    from policyengine.evidence.redact import EvidenceRedactor
+
+    secret = "0dd-shaped-s3cret"
+    big = make_file(tmp_path / "ws", "logs/deploy.log", (b"x" * 100 + b" ok\n") * 20000 + secret.encode() + b"\n")
+    redactor = EvidenceRedactor.from_env({"GITLAB_TOKEN": secret, "CI": "true"})
+    ref = write(archive, files=[big], extra_members={"raw/mr.json": f'{{"t": "{secret}"}}'.encode()},
+                redactor=redactor)
+    members = _members(archive.root / ref.path)
+    assert all(secret.encode() not in data for data in members.values())
+    assert members["files/logs/deploy.log"].endswith(b"[REDACTED]\n")
     assert archive.verify().ok
 
 

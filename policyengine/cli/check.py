@@ -73,7 +73,7 @@ def check(policy_path: str, change_path: str | None, provider: str | None, envir
     """
     from policyengine.engine import decision_to_json, evaluate, exit_code_for
     from policyengine.evidence import open_store
-    from policyengine.evidence.redact import ci_variables
+    from policyengine.evidence.redact import EvidenceRedactor, ci_variables
     from policyengine.models import Enforcement, RuleResult, Status
     from policyengine.outputs import junit as junit_out
     from policyengine.outputs import text as text_out
@@ -115,7 +115,8 @@ def check(policy_path: str, change_path: str | None, provider: str | None, envir
     store_url = evidence_store or evidence_dir
     try:
         extra = {f"raw/{name}": data for name, data in gathered.raw.items()}
-        ci = ci_variables(os.environ)
+        redactor = EvidenceRedactor.from_env(os.environ)
+        ci = ci_variables(os.environ, redactor)
         if ci:
             extra["ci.json"] = (json.dumps(ci, indent=2, sort_keys=True) + "\n").encode("utf-8")
         archive = open_store(store_url)
@@ -129,6 +130,7 @@ def check(policy_path: str, change_path: str | None, provider: str | None, envir
             subjects=subject_digests,
             signing_key=key,
             retention=policy.retention,
+            redactor=redactor,
         )
         bundle = {"bundle_id": ref.id, "path": ref.path, "sha256": ref.sha256, "signed": key is not None}
         notes = list(getattr(archive, "notes", []))

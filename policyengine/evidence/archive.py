@@ -41,6 +41,7 @@ from typing import IO, Any
 from policyengine.errors import EvidenceError
 from policyengine.evidence.bundle import BundleWriter, VerifyProblem
 from policyengine.evidence.index import Query, SqliteIndex
+from policyengine.evidence.redact import EvidenceRedactor
 from policyengine.evidence.signing import SigningKey
 from policyengine.evidence.store import (
     BundleRef,
@@ -121,6 +122,7 @@ class LocalArchive(EvidenceStore):
         subjects: Sequence[tuple[str, str]] = (),
         signing_key: SigningKey | None = None,
         retention: str | None = None,
+        redactor: EvidenceRedactor | None = None,
     ) -> BundleRef:
         """Write one bundle, chain it and record it in the index; return its reference.
 
@@ -128,6 +130,7 @@ class LocalArchive(EvidenceStore):
         without a ``decision`` string (caller bugs), and EvidenceError when the evidence
         cannot be written: then neither a bundle nor an index line is left behind.
         ``retention`` is accepted for symmetry with the S3 store; a folder cannot enforce it.
+        ``redactor`` removes secrets from every member (default: token patterns only).
         """
         prep = self.prepare(decision=decision, change=change, policy_filename=policy_filename,
                             policy_bytes=policy_bytes, files=files, extra_members=extra_members,
@@ -143,7 +146,7 @@ class LocalArchive(EvidenceStore):
         writer: BundleWriter | None = None
         try:
             with open(tmp, "xb") as fh:
-                writer = BundleWriter(fh, bundle_id=bundle_id, created_at=prep.moment)
+                writer = BundleWriter(fh, bundle_id=bundle_id, created_at=prep.moment, redactor=redactor)
                 writer.add_members(prep.members)
                 pause_point("bulk")
                 with self._locked(exclusive=True):

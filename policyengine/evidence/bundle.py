@@ -27,7 +27,7 @@ from typing import IO, Any
 
 from policyengine import __version__
 from policyengine.errors import EvidenceError
-from policyengine.evidence.redact import StreamRedactor, looks_binary, redact_bytes, redact_text
+from policyengine.evidence.redact import DEFAULT, EvidenceRedactor, looks_binary
 from policyengine.evidence.signing import SigningKey, build_statement, envelope, open_envelope
 from policyengine.models import FileRead
 
@@ -259,7 +259,9 @@ class BundleWriter:
     had to be redacted records the digest of the original bytes as well as of the stored ones.
     """
 
-    def __init__(self, fh: IO[bytes], *, bundle_id: str, created_at: datetime) -> None:
+    def __init__(self, fh: IO[bytes], *, bundle_id: str, created_at: datetime,
+                 redactor: EvidenceRedactor | None = None) -> None:
+        self.redactor = redactor or DEFAULT
         self.sink = _HashingSink(fh)
         self.zf = zipfile.ZipFile(self.sink, "w", allowZip64=True)  # type: ignore[arg-type]
         self.bundle_id = bundle_id
@@ -284,7 +286,7 @@ class BundleWriter:
 
     def add_bytes(self, name: str, data: bytes, *, redact: bool = True) -> None:
         """Write ``data`` (redacted) as member ``name``."""
-        stored, count = redact_bytes(data) if redact else (data, 0)
+        stored, count = self.redactor.redact(data) if redact else (data, 0)
         self.zf.writestr(self._info(name, len(stored)), stored)
         entry: dict[str, Any] = {"path": name, "size": len(stored), "sha256": hashlib.sha256(stored).hexdigest()}
         if count:
@@ -302,7 +304,6 @@ class BundleWriter:
         original = BackgroundHash()
         stored = BackgroundHash()
         size = stored_size = 0
-        redactor = StreamRedactor()
         info = self._info(name, max(file.size, 0))
 
         def originals() -> Iterator[bytes]:
@@ -321,7 +322,8 @@ class BundleWriter:
                 yield first
             yield from chunks
 
-        out = all_chunks() if binary else redactor(all_chunks())
+        redacted = self.redactor.stream(all_chunks())
+        out = all_chunks() if binary else iter(redacted)
         try:
             with self.zf.open(info, "w", force_zip64=info.file_size >= _ZIP64_THRESHOLD) as dst:
                 for chunk in out:
@@ -339,9 +341,9 @@ class BundleWriter:
                 hint="something in the job rewrites this file while the check runs; check a settled workspace",
             )
         entry: dict[str, Any] = {"path": name, "size": stored_size, "sha256": file.sha256}
-        if not binary and redactor.count:
+        if not binary and redacted.count:
             entry["sha256"] = stored.hexdigest()
-            entry["redacted"] = {"count": redactor.count, "original_size": size, "original_sha256": file.sha256}
+            entry["redacted"] = {"count": redacted.count, "original_size": size, "original_sha256": file.sha256}
         self.entries.append(entry)
 
     # -- the chained tail --------------------------------------------------------------
@@ -358,7 +360,7 @@ class BundleWriter:
     ) -> Finished:
         """Write ``report.html``, the manifest and the statement envelope; close the zip when ``close``."""
         created = format_timestamp(self.created_at)
-        shown = json.loads(redact_text(json.dumps(decision)))  # the page shows what the bundle stores
+        shown = json.loads(self.redactor.text(json.dumps(decision)))  # the page shows what the bundle stores
         report = _render_report(shown, self.entries, self.bundle_id, created,
                                 chain.get("previous_sha256"), signing_key is not None)
         if report is not None:

@@ -1,34 +1,34 @@
-"""Remove token-looking values from evidence before it is stored.
+"""Remove secrets from evidence before it is stored, fast enough for gigabyte members.
 
-A bundle is kept for years and handed to auditors: a token that leaked into a test report,
-a log or an API response must not travel with it. This module is the evidence layer's own
-small redactor (``policyengine.providers.redact`` did not exist when it was written); it
-recognizes GitHub (``ghp_``, ``gho_``, ``ghs_``, ``ghu_``, ``ghr_``, ``github_pat_``), GitLab
-(``glpat-``), AWS access key ids (``AKIA``) and ``Bearer`` credentials, and replaces the
-secret part with ``[REDACTED]``.
+The patterns and the literal secrets are the providers' (``policyengine.providers.redact``):
+token-shaped values (GitHub, GitLab, AWS, ``Bearer``, ``Authorization``/``PRIVATE-TOKEN``/
+``JOB-TOKEN`` header values) and the values of the token variables policyengine was given.
+This module adds what evidence needs on top:
 
-Large members are scanned in chunks: a cheap substring test on each chunk decides whether the
-(slower) regular expression runs at all, and a chunk is cut after its last whitespace byte so
-that a token is never split between two chunks.
+* a cheap prefilter: most chunks of a large log hold no secret, and a few substring searches
+  (each at about the speed of SHA-256) decide whether the slower patterns run at all;
+* streaming: a large member is redacted chunk by chunk, each chunk cut after its last
+  whitespace byte so that a token is never split between two chunks;
+* a count of what was replaced, so the manifest can say a member was redacted and keep the
+  digest of the original bytes (what the rule read) beside the digest of the stored ones;
+* the allowlist of CI variables a bundle may record.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Iterator, Mapping
+from urllib.parse import quote
 
-REPLACEMENT = b"[REDACTED]"
+from policyengine.providers.redact import MIN_LITERAL, REDACTED, TOKEN_VARIABLES, Redactor
 
-_TOKEN_RE = re.compile(
-    rb"(?:gh[pousr]_[A-Za-z0-9]{20,255}|github_pat_[A-Za-z0-9_]{20,255}|glpat-[A-Za-z0-9_\-]{20,255}"
-    rb"|AKIA[A-Z0-9]{16})"
-    rb"|(?P<bearer>[Bb]earer\s+)[A-Za-z0-9\-._~+/]{8,}=*"
-)
-# Every match contains one of these. Each test runs at about the speed of SHA-256 (a literal
-# search; the ``g`` expression has a literal first byte), where the full expression is 20
-# times slower, so most chunks (no match) cost three fast passes.
-_PREFILTER_RE = re.compile(rb"g(?:h[pousr]_|ithub_pat_|lpat-)")
-_NEEDLES = (b"AKIA", b"earer")
+_MARK = REDACTED.encode("ascii")
+# Every pattern's match contains one of these (case-sensitive ones on the bytes as they are,
+# the others on the lower-cased bytes). The g-expression has a literal first byte, so it runs
+# at the speed of a substring search.
+_PREFILTER_RE = re.compile(rb"g(?:h[pousr]_|ithub_pat_|l[a-z]{1,6}-)")
+_CASED = (b"AKIA", b"ASIA")
+_LOWER = (b"bearer", b"authoriz", b"-token", b"x-api-key")
 # A chunk is cut after its last whitespace; a run without any is cut here regardless.
 _MAX_CARRY = 4096
 
@@ -43,50 +43,69 @@ CI_ALLOWLIST = (
 )
 
 
-def _sub(match: re.Match[bytes]) -> bytes:
-    bearer = match.group("bearer")
-    return (bearer + REPLACEMENT) if bearer else REPLACEMENT
+class EvidenceRedactor:
+    """Redact members on their way into a bundle (patterns, plus the given literal secrets)."""
+
+    def __init__(self, secrets: Iterable[str] = ()) -> None:
+        values = [s for s in secrets if s and len(s) >= MIN_LITERAL]
+        self._redactor = Redactor(values)
+        self._literals = tuple({v for s in values for v in (s.encode("utf-8"), quote(s, safe="").encode("ascii"))})
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> EvidenceRedactor:
+        """A redactor that also removes the values of the token variables set in ``env``."""
+        return cls(env.get(name, "") for name in TOKEN_VARIABLES)
+
+    def might_hold_secret(self, data: bytes) -> bool:
+        """Whether ``data`` may hold a secret (cheap; false positives only cost time)."""
+        if _PREFILTER_RE.search(data) or any(n in data for n in _CASED) or any(v in data for v in self._literals):
+            return True
+        low = data.lower()
+        return any(n in low for n in _LOWER)
+
+    def redact(self, data: bytes) -> tuple[bytes, int]:
+        """Return ``data`` with every secret replaced by ``[REDACTED]``, and how many were replaced."""
+        if not self.might_hold_secret(data):
+            return data, 0
+        out = self._redactor.bytes(data)
+        if out == data:
+            return data, 0
+        return out, max(1, out.count(_MARK) - data.count(_MARK))
+
+    def text(self, value: str) -> str:
+        return self._redactor.text(value)
+
+    def stream(self, chunks: Iterable[bytes]) -> RedactedStream:
+        return RedactedStream(self, chunks)
 
 
-def might_hold_token(data: bytes) -> bool:
-    """Return whether ``data`` contains a substring every token has (cheap; false positives happen)."""
-    return any(n in data for n in _NEEDLES) or _PREFILTER_RE.search(data) is not None
+class RedactedStream:
+    """Iterate over redacted chunks; ``count`` says how many values were replaced so far."""
 
-
-def redact_bytes(data: bytes) -> tuple[bytes, int]:
-    """Return ``data`` with every token-looking value replaced, and how many were replaced."""
-    if not might_hold_token(data):
-        return data, 0
-    return _TOKEN_RE.subn(_sub, data)
-
-
-def redact_text(text: str) -> str:
-    """Return ``text`` with every token-looking value replaced."""
-    return redact_bytes(text.encode("utf-8", "surrogatepass"))[0].decode("utf-8", "surrogatepass")
-
-
-class StreamRedactor:
-    """Redact a stream of chunks; ``count`` says how many values were replaced so far."""
-
-    def __init__(self) -> None:
+    def __init__(self, redactor: EvidenceRedactor, chunks: Iterable[bytes]) -> None:
+        self.redactor = redactor
+        self.chunks = chunks
         self.count = 0
 
-    def __call__(self, chunks: Iterable[bytes]) -> Iterator[bytes]:
+    def __iter__(self) -> Iterator[bytes]:
         carry = b""
-        for chunk in chunks:
+        for chunk in self.chunks:
             buf = carry + chunk if carry else chunk
             cut = max(buf.rfind(b" "), buf.rfind(b"\n"), buf.rfind(b"\t"))
             if cut < len(buf) - _MAX_CARRY:
                 cut = len(buf) - _MAX_CARRY
             head, carry = buf[: cut + 1], buf[cut + 1 :]
-            out, n = redact_bytes(head)
+            out, n = self.redactor.redact(head)
             self.count += n
             if out:
                 yield out
         if carry:
-            out, n = redact_bytes(carry)
+            out, n = self.redactor.redact(carry)
             self.count += n
             yield out
+
+
+DEFAULT = EvidenceRedactor()
 
 
 def looks_binary(head: bytes) -> bool:
@@ -98,6 +117,7 @@ def looks_binary(head: bytes) -> bool:
     return b"\0" in head[:8192]
 
 
-def ci_variables(env: Mapping[str, str]) -> dict[str, str]:
+def ci_variables(env: Mapping[str, str], redactor: EvidenceRedactor | None = None) -> dict[str, str]:
     """Return the allowlisted CI variables of ``env``, values redacted."""
-    return {k: redact_text(env[k]) for k in CI_ALLOWLIST if k in env}
+    r = redactor or EvidenceRedactor.from_env(env)
+    return {k: r.text(env[k]) for k in CI_ALLOWLIST if k in env}

@@ -45,6 +45,7 @@ from urllib.parse import quote
 from policyengine.errors import EvidenceError, UsageError
 from policyengine.evidence.bundle import CHUNK, BundleWriter, VerifyProblem
 from policyengine.evidence.index import Query, SqliteIndex
+from policyengine.evidence.redact import EvidenceRedactor
 from policyengine.evidence.signing import SigningKey
 from policyengine.evidence.store import (
     BundleRef,
@@ -208,6 +209,7 @@ class S3Archive(EvidenceStore):
         subjects: Sequence[tuple[str, str]] = (),
         signing_key: SigningKey | None = None,
         retention: str | None = None,
+        redactor: EvidenceRedactor | None = None,
     ) -> BundleRef:
         """Write one bundle to the bucket, chained with a conditional write; return its reference."""
         prep = self.prepare(decision=decision, change=change, policy_filename=policy_filename,
@@ -221,7 +223,7 @@ class S3Archive(EvidenceStore):
                     head, etag = self._settled_head(head_key, retain_until)
                     link = self.chain_link(head, prep)
                     path = Path(tmp) / f"{prep.bundle_id}.zip"
-                    digest = self._build(path, prep, link, subjects, signing_key)
+                    digest = self._build(path, prep, link, subjects, signing_key, redactor)
                     record = self.record_for(prep, path="", sha256=digest, chain=link,
                                              signed_by=signing_key.keyid if signing_key else None)
                     record["path"] = self.bundle_key(record)
@@ -260,9 +262,9 @@ class S3Archive(EvidenceStore):
         return datetime.now(timezone.utc) + retention_delta(retention)
 
     def _build(self, path: Path, prep: Prepared, link: Mapping[str, Any], subjects: Sequence[tuple[str, str]],
-               signing_key: SigningKey | None) -> str:
+               signing_key: SigningKey | None, redactor: EvidenceRedactor | None) -> str:
         with open(path, "wb") as fh:
-            writer = BundleWriter(fh, bundle_id=prep.bundle_id, created_at=prep.moment)
+            writer = BundleWriter(fh, bundle_id=prep.bundle_id, created_at=prep.moment, redactor=redactor)
             try:
                 writer.add_members(prep.members)
                 writer.finish(decision=prep.decision, change=prep.change, chain=link, subjects=subjects,
