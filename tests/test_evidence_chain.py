@@ -178,7 +178,7 @@ def test_twenty_concurrent_checks_make_one_unbroken_chain(tmp_path: Path) -> Non
     records = _index(LocalArchive(root))
     assert len(records) == 20
     assert [r["sequence"] for r in records] == list(range(1, 21))
-    for before, after in zip(records, records[1:]):
+    for before, after in zip(records, records[1:], strict=False):
         assert after["previous_sha256"] == before["sha256"]
     result = _verify_all(root)
     assert result.returncode == 0, result.stdout

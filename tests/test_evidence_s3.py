@@ -4,11 +4,11 @@ verify, retention, no overwrite, 20 concurrent checks, a killed writer."""
 from __future__ import annotations
 
 import json
-import uuid
 import os
 import signal
 import subprocess
 import sys
+import uuid
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -16,13 +16,16 @@ import pytest
 
 pytest.importorskip("boto3")
 pytest.importorskip("moto")
-from s3_server import LOCKED_BUCKET, PLAIN_BUCKET, S3Server, s3, s3_session  # noqa: F401 - fixtures
+import s3_server
+from s3_server import LOCKED_BUCKET, PLAIN_BUCKET, S3Server
 from test_evidence import CHANGE, problems_of, write
 
 from policyengine.evidence.index import Query
 from policyengine.evidence.s3 import S3Archive, retention_delta
 
 FIXTURES = Path(__file__).parent / "fixtures" / "acceptance"
+s3_session = s3_server.s3_session  # the fixtures of the local S3 server
+s3 = s3_server.s3
 
 
 def _store(s3: S3Server, bucket: str, prefix: str) -> S3Archive:
@@ -130,12 +133,12 @@ def test_twenty_concurrent_checks_into_s3_make_one_unbroken_chain(s3: S3Server, 
     procs = [subprocess.Popen(_check(url), stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=_env())
              for _ in range(20)]
     outputs = [p.communicate(timeout=300) for p in procs]
-    failed = [out for p, out in zip(procs, outputs) if p.returncode != 0]
+    failed = [out for p, out in zip(procs, outputs, strict=True) if p.returncode != 0]
     assert not failed, failed[0]
     records = S3Archive(url).read_index()[0]
     assert len(records) == 20
     assert [r["sequence"] for r in records] == list(range(1, 21))
-    for before, after in zip(records, records[1:]):
+    for before, after in zip(records, records[1:], strict=False):
         assert after["previous_sha256"] == before["sha256"]
     result = _cli("evidence", "verify", "--archive", url, "--all")
     assert result.returncode == 0, result.stdout + result.stderr

@@ -283,7 +283,7 @@ def test_the_values_of_the_token_variables_are_redacted_whatever_their_shape(arc
                                                                               tmp_path: Path) -> None:
     from policyengine.evidence.redact import EvidenceRedactor
 
-    secret = "0dd-shaped-s3cret"
+    secret = "0dd-shaped-s3cret"  # noqa: S105 - a fake token
     big = make_file(tmp_path / "ws", "logs/deploy.log", (b"x" * 100 + b" ok\n") * 20000 + secret.encode() + b"\n")
     redactor = EvidenceRedactor.from_env({"GITLAB_TOKEN": secret, "CI": "true"})
     ref = write(archive, files=[big], extra_members={"raw/mr.json": f'{{"t": "{secret}"}}'.encode()},

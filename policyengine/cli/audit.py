@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import secrets
+import sys
+from typing import Any
 
 import click
 
@@ -47,23 +50,21 @@ def audit_export(archive: str, since: str, until: str, environment: str | None, 
     start = parse_bound(since, "--since", end=False)
     end = parse_bound(until, "--until", end=True)
     assert start is not None and end is not None  # noqa: S101 - both options are required
-    bar: list[click.progressbar] = []  # type: ignore[type-arg]
+    with contextlib.ExitStack() as stack:
+        bars: list[Any] = []
 
-    def on_start(n: int) -> None:
-        if n:
-            bar.append(click.progressbar(length=n, label="copying sampled bundles", file=click.get_text_stream("stderr")))
-            bar[0].__enter__()
+        def on_start(n: int) -> None:
+            if n:
+                progressbar: Any = click.progressbar  # its overloads confuse mypy
+                bars.append(stack.enter_context(progressbar(
+                    length=n, label="copying sampled bundles", file=sys.stderr)))
 
-    def progress(n: int) -> None:
-        if bar:
-            bar[0].update(n)
+        def progress(n: int) -> None:
+            if bars:
+                bars[0].update(n)
 
-    try:
         result = export(store, since=start, until=end, environment=environment, sample=sample, seed=seed,
                         out=output, progress=progress, on_start=on_start)
-    finally:
-        if bar:
-            bar[0].__exit__(None, None, None)
     click.echo(f"wrote {result.path}: {result.population} evaluation(s) from {start} to {end}"
                + (f", sample of {len(result.sample_ids)} with seed {result.seed}" if sample else ""))
     return EXIT_ALLOW

@@ -116,8 +116,8 @@ def evidence_list(archive: str, since: str | None, until: str | None, environmen
     cells = [[r["id"], r["created_at"], r["environment"] or "", r["repository"] or "", (r["commit"] or "")[:12],
               r["decision"], "yes" if r["signed_by"] else "no"] for r in rows]
     widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(_LIST_COLS)]
-    lines = ["  ".join(c.upper().ljust(w) for c, w in zip(_LIST_COLS, widths)).rstrip()]
-    lines += ["  ".join(v.ljust(w) for v, w in zip(row, widths)).rstrip() for row in cells]
+    lines = ["  ".join(c.upper().ljust(w) for c, w in zip(_LIST_COLS, widths, strict=True)).rstrip()]
+    lines += ["  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip() for row in cells]
     click.echo("\n".join(lines))
     return EXIT_ALLOW
 
@@ -168,7 +168,8 @@ def evidence_show(archive: str, public_key: str | None, bundle_id: str) -> int:
     out.append(f"chain       {chain.get('repository')} / {chain.get('environment')} #{chain.get('sequence')}, previous "
                f"{chain.get('previous_id') or '(none: first bundle)'}")
     redacted = [e["path"] for e in m.get("members", []) if e.get("redacted")]
-    out.append(f"members     {len(m.get('members', []))} listed" + (f"; redacted: {', '.join(redacted)}" if redacted else ""))
+    out.append(f"members     {len(m.get('members', []))} listed"
+               + (f"; redacted: {', '.join(redacted)}" if redacted else ""))
     report = store.verify([bundle_id], key)
     sig = report.signatures.get(bundle_id, "?")
     out.append(f"signature   {_SIGNATURE_WORDS.get(sig, sig)}")

@@ -362,7 +362,10 @@ class LocalArchive(EvidenceStore):
             raise EvidenceError(message) from exc
         return self.parse_index(data)
 
-    def parse_index(self, data: bytes, first_line: int = 1) -> tuple[builtins.list[dict[str, Any]], builtins.list[VerifyProblem]]:
+    def parse_index(
+        self, data: bytes, first_line: int = 1
+    ) -> tuple[builtins.list[dict[str, Any]], builtins.list[VerifyProblem]]:
+        """Parse index lines (numbered from ``first_line``) into records and problems."""
         lines = data.split(b"\n")
         complete = data.endswith(b"\n")
         if complete or not data:

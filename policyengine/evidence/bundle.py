@@ -23,7 +23,7 @@ from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import IO, Any
+from typing import IO, Any, cast
 
 from policyengine import __version__
 from policyengine.errors import EvidenceError
@@ -263,7 +263,7 @@ class BundleWriter:
                  redactor: EvidenceRedactor | None = None) -> None:
         self.redactor = redactor or DEFAULT
         self.sink = _HashingSink(fh)
-        self.zf = zipfile.ZipFile(self.sink, "w", allowZip64=True)  # type: ignore[arg-type]
+        self.zf = zipfile.ZipFile(cast(IO[bytes], self.sink), "w", allowZip64=True)
         self.bundle_id = bundle_id
         self.created_at = created_at
         self.date_time = created_at.astimezone(timezone.utc).timetuple()[:6]
@@ -394,7 +394,7 @@ class BundleWriter:
 
     def abandon(self) -> None:
         """Stop without writing the zip's directory (the caller removes the file)."""
-        self.zf._didModify = False  # noqa: SLF001 - zipfile has no public "discard"
+        self.zf._didModify = False  # type: ignore[attr-defined]  # noqa: SLF001 - zipfile has no "discard"
         with contextlib.suppress(Exception):
             self.zf.close()
         self.sink.wait()
@@ -619,7 +619,8 @@ def _check_statement(
     predicate = found.statement.get("predicate")
     predicate = predicate if isinstance(predicate, dict) else {}
     expected = {
-        "manifest digest": ((predicate.get("manifest") or {}).get("sha256"), hashlib.sha256(manifest_bytes).hexdigest()),
+        "manifest digest": ((predicate.get("manifest") or {}).get("sha256"),
+                            hashlib.sha256(manifest_bytes).hexdigest()),
         "bundle id": (predicate.get("bundle_id"), manifest.get("bundle_id")),
         "chain": (predicate.get("chain"), manifest.get("chain")),
     }

@@ -58,7 +58,7 @@ def walk(entries: Sequence[ChainEntry], report_ids: Iterable[str] | None = None)
     followers: dict[str, list[str]] = defaultdict(list)
     for e in entries:
         if e.previous_sha256 not in (None, UNKNOWN):
-            followers[e.previous_sha256].append(e.id)  # type: ignore[index]
+            followers[e.previous_sha256].append(e.id)
 
     chains: dict[tuple[str | None, str | None], list[ChainEntry]] = defaultdict(list)
     for e in entries:

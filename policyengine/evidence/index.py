@@ -1,12 +1,12 @@
 """The SQLite query cache behind ``evidence list`` and ``audit export``.
 
-The index of record is the store's own (``index.jsonl`` of a folder, ``_index/`` objects of a
-bucket); this cache only makes queries fast on large archives. It is rebuilt from the index
+The index of record is the store's own (``index.jsonl`` of a folder, ``_index/`` objects of
+a bucket); this cache only makes queries fast on large archives. It is rebuilt from the index
 of record when it is missing or stale and brought up to date incrementally otherwise: a folder's
 cache remembers how many bytes of ``index.jsonl`` it has read and a digest of the last 4 KiB
 of them (and the file's inode and modification time), so an append costs only the new lines,
-and a rewrite of ``index.jsonl`` (which should never happen) is noticed and causes a rebuild. Where the cache cannot be written (a read-only
-copy of an archive) it is built in memory.
+and a rewrite of ``index.jsonl`` (which should never happen) is noticed and causes a rebuild.
+Where the cache cannot be written (a read-only copy of an archive) it is built in memory.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from typing import Any
 
 COLUMNS = ("id", "created_at", "decision", "environment", "repository", "commit", "path", "sha256",
            "policy_sha256", "sequence", "previous_sha256", "signed_by")
-_SCHEMA = f"""
+_SCHEMA = """
 CREATE TABLE IF NOT EXISTS bundles (
   id TEXT PRIMARY KEY, created_at TEXT NOT NULL, decision TEXT NOT NULL, environment TEXT, repository TEXT,
   "commit" TEXT, path TEXT NOT NULL, sha256 TEXT NOT NULL, policy_sha256 TEXT, sequence INTEGER,
@@ -66,7 +66,8 @@ def _meta(conn: sqlite3.Connection) -> dict[str, str]:
 
 def _insert(conn: sqlite3.Connection, records: Iterable[Mapping[str, Any]], first_line: int = 0) -> None:
     conn.executemany(
-        f"INSERT OR REPLACE INTO bundles ({_COLS_SQL}, line) VALUES ({', '.join('?' * (len(COLUMNS) + 1))})",
+        # Column names are this module's constants; every value is a bound parameter.
+        f"INSERT OR REPLACE INTO bundles ({_COLS_SQL}, line) VALUES ({', '.join('?' * (len(COLUMNS) + 1))})",  # noqa: S608
         ([*(r.get(c) for c in COLUMNS), first_line + i] for i, r in enumerate(records)),
     )
 
@@ -165,9 +166,9 @@ class SqliteIndex:
             if value is not None:
                 where.append(f'"{column}" {op} ?')
                 args.append(value)
-        sql = f"SELECT {_COLS_SQL} FROM bundles"
+        sql = f"SELECT {_COLS_SQL} FROM bundles"  # noqa: S608 - constant columns, bound values
         if where:
             sql += " WHERE " + " AND ".join(where)
         sql += " ORDER BY created_at, sequence, id"
         cur = self.conn.execute(sql, args)
-        return [dict(zip(COLUMNS, row)) for row in cur]
+        return [dict(zip(COLUMNS, row, strict=True)) for row in cur]

@@ -39,7 +39,7 @@ import time
 from collections.abc import Iterator, Mapping, Sequence
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, cast
 from urllib.parse import quote
 
 from policyengine.errors import EvidenceError, UsageError
@@ -116,8 +116,8 @@ class S3Archive(EvidenceStore):
     def client(self) -> Any:
         if self._client is None:
             try:
-                import boto3
-                from botocore.config import Config
+                import boto3  # type: ignore[import-untyped]
+                from botocore.config import Config  # type: ignore[import-untyped]
             except ImportError as exc:
                 raise UsageError("the S3 evidence store needs boto3", hint=_INSTALL_HINT) from exc
             region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
@@ -150,7 +150,7 @@ class S3Archive(EvidenceStore):
         return EvidenceError(f"S3 store {self.url}: cannot {what}: {code}: {exc}", hint=hint)
 
     def _errors(self) -> tuple[type[Exception], ...]:
-        from botocore.exceptions import BotoCoreError, ClientError
+        from botocore.exceptions import BotoCoreError, ClientError  # type: ignore[import-untyped]
 
         return (ClientError, BotoCoreError)
 
@@ -396,7 +396,7 @@ class S3Archive(EvidenceStore):
             for chunk in iter(lambda: resp["Body"].read(CHUNK), b""):
                 fh.write(chunk)
             fh.seek(0)
-            yield fh  # type: ignore[misc]
+            yield cast(IO[bytes], fh)
 
     def location(self, record: Mapping[str, Any]) -> str:
         return f"s3://{self.bucket}/{record['path']}"
@@ -415,7 +415,8 @@ class S3Archive(EvidenceStore):
             if key.startswith(skip) or not key.endswith(".zip") or key in recorded:
                 continue
             stem = key.rsplit("/", 1)[-1].removesuffix(".zip")
-            problems.append(VerifyProblem(stem, None, "unindexed", f"s3://{self.bucket}/{key} is not recorded in the index"))
+            message = f"s3://{self.bucket}/{key} is not recorded in the index"
+            problems.append(VerifyProblem(stem, None, "unindexed", message))
         return problems
 
     def head_problems(self, records: Sequence[Mapping[str, Any]]) -> builtins.list[VerifyProblem]:

@@ -136,8 +136,9 @@ def build_statement(
     if isinstance(repo, str) and isinstance(commit, str):
         subject.append({"name": f"git+{repo}@{commit}", "digest": {"gitCommit": commit}})
     subject += [{"name": name, "digest": {"sha256": digest}} for name, digest in subjects]
-    policy = decision.get("policy") if isinstance(decision.get("policy"), Mapping) else {}
-    rules = decision.get("rules") if isinstance(decision.get("rules"), list) else []
+    raw_policy, raw_rules = decision.get("policy"), decision.get("rules")
+    policy: Mapping[str, Any] = raw_policy if isinstance(raw_policy, Mapping) else {}
+    rules: list[Any] = raw_rules if isinstance(raw_rules, list) else []
     return {
         "_type": STATEMENT_TYPE,
         "subject": subject,

@@ -35,6 +35,8 @@ from policyengine.evidence.bundle import (
     plan_members,
 )
 from policyengine.evidence.index import Query
+from policyengine.evidence.redact import EvidenceRedactor
+from policyengine.evidence.signing import SigningKey
 from policyengine.models import FileRead
 
 ID_RE = re.compile(r"^[0-9]{8}T[0-9]{6}Z-[0-9a-f]{12}$")
@@ -103,7 +105,8 @@ def _text(change: Mapping[str, Any], key: str) -> str | None:
 
 
 def ref_of(record: Mapping[str, Any]) -> BundleRef:
-    return BundleRef(**{f.name: record.get(f.name) for f in dataclasses.fields(BundleRef)})
+    fields: dict[str, Any] = {f.name: record.get(f.name) for f in dataclasses.fields(BundleRef)}
+    return BundleRef(**fields)
 
 
 def parse_record(record: Any, *, path_for: Any) -> dict[str, Any]:
@@ -145,7 +148,22 @@ class EvidenceStore:
 
     # -- to provide -------------------------------------------------------------------
 
-    def write_bundle(self, **kwargs: Any) -> BundleRef:  # pragma: no cover - abstract
+    def write_bundle(
+        self,
+        *,
+        decision: Mapping[str, Any],
+        change: Mapping[str, Any],
+        policy_filename: str,
+        policy_bytes: bytes,
+        files: Sequence[FileRead],
+        extra_members: Mapping[str, bytes] | None = None,
+        created_at: datetime | None = None,
+        subjects: Sequence[tuple[str, str]] = (),
+        signing_key: SigningKey | None = None,
+        retention: str | None = None,
+        redactor: EvidenceRedactor | None = None,
+    ) -> BundleRef:  # pragma: no cover - abstract
+        """Write one bundle (decision, change, policy, the files rules read), chain and record it."""
         raise NotImplementedError
 
     def read_index(self) -> tuple[builtins.list[dict[str, Any]], builtins.list[VerifyProblem]]:
@@ -261,7 +279,8 @@ class EvidenceStore:
             checked = tuple(dict.fromkeys(ids))
             for bundle_id in checked:
                 if bundle_id not in by_id:
-                    problems.append(VerifyProblem(bundle_id, None, "missing", f"bundle {bundle_id} is not in the index"))
+                    message = f"bundle {bundle_id} is not in the index"
+                    problems.append(VerifyProblem(bundle_id, None, "missing", message))
         else:
             checked = tuple(by_id)
         actual: dict[str, str | None] = {}
