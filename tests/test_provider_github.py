@@ -568,3 +568,20 @@ def test_co_authored_by_trailers() -> None:
            "Co-Authored-By: Erin again <erin@users.noreply.github.com>\nCo-authored-by: no email\n")
     assert co_authors(msg) == ["erin", "bob@example.com"]
     assert co_authors(None) == []
+
+
+def test_a_pool_of_one_worker_does_not_deadlock(api: FakeAPI, monkeypatch: pytest.MonkeyPatch) -> None:
+    import threading
+
+    import policyengine.providers.github as gh
+
+    three_merged_prs(api)
+    monkeypatch.setattr(gh, "WORKERS", 1)
+    result: list[dict[str, Any]] = []
+    t = threading.Thread(target=lambda: result.append(
+        gather_github(github_env(api, MERGE), environment="production").change), daemon=True)
+    t.start()
+    t.join(10)
+    assert not t.is_alive(), "gathering deadlocked: a pool task waits on another pool task"
+    assert [p["number"] for p in result[0]["range"]["pull_requests"]] == [40, 41, 42]
+    assert api.max_in_flight == 1

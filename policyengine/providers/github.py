@@ -514,18 +514,15 @@ class _GitHub:
 
         return shaped("GET", path, build)
 
-    def checks(self) -> list[dict[str, Any]]:
-        runs_path = f"{self.repo}/commits/{self.cfg.sha}/check-runs"
-        status_path = f"{self.repo}/commits/{self.cfg.sha}/status"
-        f_runs = self.pool.submit(self.s.get_pages, runs_path, name=f"commits_{self.short}_check-runs",
-                                  key="check_runs")
-        f_status = self.pool.submit(self.s.get_pages, status_path, name=f"commits_{self.short}_status",
-                                    key="statuses")
-        runs = f_runs.result()
-        statuses = f_status.result()
-        out = shaped("GET", runs_path, lambda: [map_check_run(r) for r in runs])
-        out += shaped("GET", status_path, lambda: [map_status(st, self.cfg.sha) for st in statuses])
-        return out
+    def check_runs(self) -> list[dict[str, Any]]:
+        path = f"{self.repo}/commits/{self.cfg.sha}/check-runs"
+        runs = self.s.get_pages(path, name=f"commits_{self.short}_check-runs", key="check_runs")
+        return shaped("GET", path, lambda: [map_check_run(r) for r in runs])
+
+    def statuses(self) -> list[dict[str, Any]]:
+        path = f"{self.repo}/commits/{self.cfg.sha}/status"
+        statuses = self.s.get_pages(path, name=f"commits_{self.short}_status", key="statuses")
+        return shaped("GET", path, lambda: [map_status(st, self.cfg.sha) for st in statuses])
 
     def team(self, name: str) -> list[str]:
         org, slash, slug = name.partition("/")
@@ -716,7 +713,10 @@ def _gather(g: _GitHub, facts: Facts, pool: ThreadPoolExecutor) -> None:
     cfg = g.cfg
     change = facts.change
     f_pr = pool.submit(g.pull_request)
-    f_checks = pool.submit(g.checks)
+    # Pool tasks never wait on other pool tasks (no deadlock whatever the pool size): only this
+    # thread and change_range, which runs here, wait on futures.
+    f_runs = pool.submit(g.check_runs)
+    f_statuses = pool.submit(g.statuses)
     f_teams = {t: pool.submit(g.team, t) for t in cfg.teams}
     f_prev = pool.submit(g.previous_deploy)
 
@@ -767,11 +767,12 @@ def _gather(g: _GitHub, facts: Facts, pool: ThreadPoolExecutor) -> None:
         else:
             change["files_changed"] = files
 
-    checks, kerr = attempt(f_checks.result)
-    if kerr is not None:
-        facts.missing(kerr, "checks")
+    runs, kerr = attempt(f_runs.result)
+    statuses, serr = attempt(f_statuses.result)
+    if kerr is not None or serr is not None:
+        facts.missing(kerr or serr or "", "checks")  # both or nothing: a partial list of checks is not trusted
     else:
-        change["checks"] = checks
+        change["checks"] = (runs or []) + (statuses or [])
 
     if f_teams:
         team_map: dict[str, list[str]] = {}

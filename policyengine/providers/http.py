@@ -333,12 +333,12 @@ class HttpSession:
                     url = target
                     attempt -= 1
                     continue
-                body_text = self.redactor.text(content.decode("utf-8", errors="replace"))
                 if 200 <= status < 300:
                     if len(content) > MAX_BODY:
                         raise ApiError(method, shown, status, f"HTTP {status}: the body is larger than "
                                        f"{MAX_BODY // (1024 * 1024)} MiB")
                     return self.redactor.bytes(content), headers
+                body_text = self.redactor.text(content[:65536].decode("utf-8", errors="replace"))
                 wait = self._rate_limit_wait(method, shown, status, headers, body_text)
                 if wait is not None:
                     if attempt > s.retries:
