@@ -202,6 +202,30 @@ def test_jobs_failure_makes_checks_unavailable(api: FakeAPI) -> None:
         "checks": f"GET {P}/pipelines/61/jobs?per_page=100: HTTP 503 Service Unavailable (4 attempts)"}
 
 
+def test_250_approvals_and_250_commits_take_pages(api: FakeAPI) -> None:
+    w = GitLabWorld(api)
+    commits = [w.commit(sha_of(f"gl{i}"), "alice") for i in range(249)] + [w.commit(HEAD, "alice")]
+    w.merge_request(7, author="alice", head=HEAD, squash_commit=SQUASH, merged_by="dana", commits=commits,
+                    approvers=[f"reviewer{i}" for i in range(250)])
+    w.project_approvals(True)
+    w.jobs(61, SQUASH, [("build", "success"), ("lint", "success")])
+    w.test_summary(61)
+    w.deployments([(12, PREV)])
+    w.compare([*commits, w.commit(SQUASH, "alice")])
+    api.latency = 0.02
+    change = gather_gitlab(gitlab_env(api, SQUASH)).change
+    assert len(change["reviews"]) == 250 and len(change["commits"]) == 250 and "unavailable" not in change
+    counts = {p: api.paths().count(p) for p in set(api.paths())}
+    assert counts == {
+        f"{P}/repository/commits/{SQUASH}/merge_requests": 1, f"{P}/merge_requests/7": 1,
+        f"{P}/approvals": 1, f"{P}/merge_requests/7/approvals": 1, f"{P}/merge_requests/7/commits": 3,
+        f"{P}/merge_requests/7/diffs": 1, f"{P}/pipelines/61/jobs": 1, f"{P}/pipelines/61/test_report_summary": 1,
+        f"{P}/deployments": 1, f"{P}/repository/compare": 1}
+    assert api.count() == 12 and api.max_in_flight >= 3
+    print(f"\nGitLab, 250 approvals + 250 commits: {api.count()} requests ({len(counts)} endpoints), "
+          f"at most {api.max_in_flight} at once")  # docs/performance-http.md quotes this line
+
+
 @pytest.mark.parametrize("missing, expected", [
     ("CI_PROJECT_PATH", "CI_PROJECT_PATH is not set"),
     ("CI_COMMIT_SHA", "CI_COMMIT_SHA is not set"),

@@ -266,3 +266,23 @@ def test_gitlab_template_script_fails_the_job_on_deny(tmp_path: Path) -> None:
         res = run("bash", "-eo", "pipefail", str(tmp_path / "gate.sh"), env=env, cwd=tmp_path)
     assert res.returncode == 1
     assert "POLICYENGINE_DECISION=deny" in (tmp_path / "policyengine.env").read_text()
+
+
+def test_documented_examples_validate(tmp_path: Path) -> None:
+    text = (REPO / "docs" / "ci-integration.md").read_text(encoding="utf-8")
+    blocks = re.findall(r"```yaml\n(.*?)```", text, flags=re.S)
+    assert len(blocks) == 2
+    workflow, gitlab = tmp_path / "deploy.yml", tmp_path / ".gitlab-ci.yml"
+    workflow.write_text(blocks[0])
+    gitlab.write_text(blocks[1])
+    res = run(tool("check-jsonschema"), "--builtin-schema", "vendor.github-workflows", str(workflow))
+    assert res.returncode == 0, res.stdout + res.stderr
+    res = run(tool("check-jsonschema"), "--builtin-schema", "vendor.gitlab-ci", str(gitlab))
+    assert res.returncode == 0, res.stdout + res.stderr
+    deploy = load(workflow)["jobs"]["deploy"]
+    assert deploy["permissions"] == {"contents": "read", "pull-requests": "read", "checks": "read",
+                                     "statuses": "read", "deployments": "read"}
+    assert deploy["environment"] == "production"
+    gate = next(s for s in deploy["steps"] if s.get("id") == "gate")
+    assert set(gate["with"]) <= set(load(ACTION)["inputs"])
+    assert load(gitlab)["deploy-gate"]["extends"] == ".policyengine-gate"
