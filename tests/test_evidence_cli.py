@@ -179,3 +179,33 @@ def test_draw_sample_is_reproducible_and_order_independent() -> None:
     assert draw_sample(ids, 5, 7) == draw_sample(list(reversed(ids)), 5, 7)
     assert draw_sample(ids, 5, 7) != draw_sample(ids, 5, 8)
     assert draw_sample(ids[:3], 5, 7) == sorted(ids[:3])
+
+
+def test_every_bundle_holds_a_report_listing_the_other_members_digests(tmp_path: Path) -> None:
+    root = tmp_path / "ev"
+    bundle_id = _real_check(root)
+    second = _real_check(root)
+    archive = LocalArchive(root)
+    refs = {r.id: r for r in archive.list()}
+    with zipfile.ZipFile(root / refs[second].path) as zf:
+        manifest = json.loads(zf.read("manifest.json"))
+        html = zf.read("report.html").decode()
+    listed = [e["path"] for e in manifest["members"]]
+    assert listed[-1] == "report.html"  # listed (its digest is checked), written after the others
+    for entry in manifest["members"][:-1]:
+        assert entry["sha256"] in html, entry["path"]
+    assert second in html and refs[bundle_id].sha256 in html  # its id and the previous bundle's digest
+    assert "unsigned" in html
+    assert "<script" not in html.lower()
+
+
+def test_list_without_index_jsonl_lists_from_the_bundles_and_says_so(populated: LocalArchive) -> None:
+    expected = [r.id for r in populated.list()]
+    populated.index_path.unlink()
+    (populated.root / "index.sqlite").unlink(missing_ok=True)
+    result = cli("evidence", "list", "--archive", str(populated.root), "--json")
+    assert result.returncode == 0
+    assert [r["id"] for r in json.loads(result.stdout)] == expected
+    assert "index.jsonl is missing" in result.stderr
+    verified = cli("evidence", "verify", "--archive", str(populated.root), "--all")
+    assert verified.returncode == 1 and "unindexed" in verified.stdout

@@ -65,6 +65,8 @@ def audit_export(archive: str, since: str, until: str, environment: str | None, 
 
         result = export(store, since=start, until=end, environment=environment, sample=sample, seed=seed,
                         out=output, progress=progress, on_start=on_start)
+    for note in getattr(store, "notes", []):
+        click.echo(f"warning: {note}", err=True)
     click.echo(f"wrote {result.path}: {result.population} evaluation(s) from {start} to {end}"
                + (f", sample of {len(result.sample_ids)} with seed {result.seed}" if sample else ""))
     return EXIT_ALLOW

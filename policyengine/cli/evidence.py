@@ -94,6 +94,8 @@ def evidence_list(archive: str, since: str | None, until: str | None, environmen
     q = Query(since=parse_bound(since, "--since", end=False), until=parse_bound(until, "--until", end=True),
               environment=environment, repository=repository, decision=decision)
     rows, bad = store.query(q)
+    for note in getattr(store, "notes", []):
+        err(f"warning: {note}")
     if bad:
         err(f"warning: {bad} index record(s) cannot be read and are not listed; "
             "run `policyengine evidence verify --all`")

@@ -33,13 +33,22 @@ import contextlib
 import fcntl
 import json
 import os
+import zipfile
 from collections.abc import Iterator, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import IO, Any
 
 from policyengine.errors import EvidenceError
-from policyengine.evidence.bundle import BundleWriter, VerifyProblem
+from policyengine.evidence.bundle import (
+    CHANGE,
+    DECISION,
+    MANIFEST,
+    POLICY_DIR,
+    ZIP_READ_ERRORS,
+    BundleWriter,
+    VerifyProblem,
+)
 from policyengine.evidence.index import Query, SqliteIndex
 from policyengine.evidence.redact import EvidenceRedactor
 from policyengine.evidence.signing import SigningKey
@@ -102,6 +111,7 @@ class LocalArchive(EvidenceStore):
     def __init__(self, root: str | os.PathLike[str]) -> None:
         self.root = Path(root)
         self.url = str(root)
+        self.notes: builtins.list[str] = []
 
     @property
     def index_path(self) -> Path:
@@ -408,15 +418,54 @@ class LocalArchive(EvidenceStore):
         return problems
 
     def query(self, q: Query) -> tuple[builtins.list[dict[str, Any]], int]:
-        """Answer from ``index.sqlite``, brought up to date with ``index.jsonl`` first."""
+        """Answer from ``index.sqlite``, brought up to date with ``index.jsonl`` first.
+
+        Without ``index.jsonl`` but with bundles, the answer is built (in memory) from the
+        bundles' own manifests and decisions, and ``notes`` says so: the archive lost its index.
+        """
         self._check_root()
         self.recover_if_needed()
+        if not self.index_path.exists() and (self.root / BUNDLES).is_dir():
+            index = SqliteIndex(None)
+            try:
+                records, bad = self._records_from_bundles()
+                if records or bad:
+                    self.notes.append(f"{self.index_path} is missing: listed from the bundles themselves; "
+                                      "run `policyengine evidence verify --all`")
+                index.add(records)
+                return index.query(q), bad
+            finally:
+                index.close()
         index = SqliteIndex(self.root / SQLITE)
         try:
             bad = index.sync_jsonl(self.index_path, self.parse_index)
             return index.query(q), bad
         finally:
             index.close()
+
+    def _records_from_bundles(self) -> tuple[builtins.list[dict[str, Any]], int]:
+        """Rebuild index records from the bundles' manifests (digests computed, nothing trusted)."""
+        records: list[dict[str, Any]] = []
+        bad = 0
+        for path in sorted((self.root / BUNDLES).rglob("*.zip")):
+            try:
+                with zipfile.ZipFile(path) as zf:
+                    manifest = json.loads(zf.read(MANIFEST))
+                    decision = json.loads(zf.read(DECISION))
+                    change = json.loads(zf.read(CHANGE))
+                chain = manifest.get("chain") or {}
+                policy = next(e for e in manifest["members"] if e["path"].startswith(POLICY_DIR))
+                records.append({
+                    "id": path.stem, "path": path.relative_to(self.root).as_posix(), "sha256": _sha256_file(path),
+                    "created_at": manifest["created_at"], "decision": decision["decision"],
+                    "environment": change.get("environment"), "repository": change.get("repository"),
+                    "commit": change.get("commit"), "policy_sha256": policy["sha256"],
+                    "sequence": chain.get("sequence"), "previous_sha256": chain.get("previous_sha256"),
+                    "signed_by": None,
+                })
+            except (*ZIP_READ_ERRORS, KeyError, ValueError, TypeError, StopIteration):
+                bad += 1
+        return records, bad
 
     def verify(self, ids: Sequence[str] = (), public_key: tuple[Any, str] | None = None) -> VerifyReport:
         self._check_root()
