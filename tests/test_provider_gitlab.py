@@ -284,3 +284,35 @@ def test_corpus_merge_request_shape(corpus: Path, api: FakeAPI) -> None:
     assert mapped["number"] == 14656 and mapped["author"] == "alexkalderimis"
     assert mapped["head_commit"] == "8e0b45049b6253b8984cde9241830d2851168142"
     assert "database::reviewed" in mapped["labels"]
+
+
+def test_canary_token_appears_in_no_output(api: FakeAPI, monkeypatch: pytest.MonkeyPatch,
+                                           capsys: pytest.CaptureFixture[str], tmp_path: Path,
+                                           caplog: pytest.LogCaptureFixture) -> None:
+    import logging
+    import zipfile
+
+    canary = "gl-canary-55e0b1d2c3"  # matches no token pattern: only the literal redaction can catch it
+    w = approved_mr(api)
+    mr = w.commit_mrs[HEAD][0]
+
+    def echo(req: Any, _api: FakeAPI) -> Any:
+        from fake_servers import Reply as R
+
+        return R(200, {**mr, "title": f"token {req.headers.get('PRIVATE-TOKEN')}"})
+
+    api.handler(f"{P}/merge_requests/7", echo)
+    api.json(f"{P}/pipelines/61/test_report_summary", {"message": f"bad token {canary}"}, status=403)
+    caplog.set_level(logging.DEBUG)
+    run = gl_run(monkeypatch, capsys, tmp_path, gitlab_env(api, SQUASH, token=canary, CI_JOB_TOKEN="job-" + canary))
+    assert run.code == 0, run.out + run.err
+    assert run.decision is not None and run.decision["change"]["pull_request"]["title"] == "token [REDACTED]"
+    seen = {"stdout": run.out, "stderr": run.err, "logs": caplog.text}
+    for path in tmp_path.rglob("*"):
+        if path.is_file():
+            seen[str(path)] = path.read_bytes().decode("utf-8", "replace")
+            if path.suffix == ".zip":
+                with zipfile.ZipFile(path) as z:
+                    seen.update({f"{path}!{m}": z.read(m).decode("utf-8", "replace") for m in z.namelist()})
+    assert any(k.endswith("!raw/gitlab/merge_requests_7.json") for k in seen)
+    assert [where for where, text in seen.items() if canary in text] == []
