@@ -224,12 +224,19 @@ def export(
                 on_start(len(sample_ids))
             for bundle_id in sample_ids:
                 record = by_id[bundle_id]
+                name = f"bundles/{bundle_id}.zip"
+                digest = hashlib.sha256()
                 with store.open_bundle(record) as src:
-                    data = src.read()
-                put(f"bundles/{bundle_id}.zip", data, zipfile.ZIP_STORED)
-                with zipfile.ZipFile(io.BytesIO(data)) as bundle:
-                    if REPORT in bundle.namelist():
-                        put(f"bundles/{bundle_id}/report.html", bundle.read(REPORT))
+                    # Streamed: a sampled bundle may be large; memory stays flat.
+                    with zf.open(zipfile.ZipInfo(name, date_time=_zip_time()), "w", force_zip64=True) as dst:
+                        while chunk := src.read(1 << 20):
+                            digest.update(chunk)
+                            dst.write(chunk)
+                    digests[name] = digest.hexdigest()
+                    src.seek(0)
+                    with zipfile.ZipFile(src) as bundle:
+                        if REPORT in bundle.namelist():
+                            put(f"bundles/{bundle_id}/report.html", bundle.read(REPORT))
                 if progress:
                     progress(1)
             put("index.html", render_export_index([{c: r.get(c) for c in COLUMNS} for r in rows], since=since,
