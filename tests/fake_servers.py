@@ -526,3 +526,18 @@ def schema_errors(change: dict[str, Any]) -> list[str]:
 
     v = Draft202012Validator(change_schema(), format_checker=FormatChecker())
     return [f"{'/'.join(map(str, e.absolute_path))}: {e.message}" for e in v.iter_errors(change)]
+
+
+def decision_errors(doc: dict[str, Any]) -> list[str]:
+    """Every way a decision document breaks ``schemas/decision.schema.json`` (with the extended change schema)."""
+    from jsonschema import Draft202012Validator
+    from referencing import Registry, Resource
+
+    schemas = FIXTURES.parents[1] / "schemas"
+    decision = json.loads((schemas / "decision.schema.json").read_text(encoding="utf-8"))
+    registry = Registry().with_resources([
+        ("https://policyengine.dev/schemas/change.schema.json", Resource.from_contents(change_schema())),
+        ("https://policyengine.dev/schemas/decision.schema.json", Resource.from_contents(decision)),
+    ])
+    v = Draft202012Validator(decision, registry=registry)
+    return [f"{'/'.join(map(str, e.absolute_path))}: {e.message}" for e in v.iter_errors(doc)]

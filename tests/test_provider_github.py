@@ -10,7 +10,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from fake_servers import FIXTURES, FakeAPI, GitHubWorld, Reply, github_env, schema_errors, sha_of
+from fake_servers import (
+    FIXTURES,
+    FakeAPI,
+    GitHubWorld,
+    Reply,
+    decision_errors,
+    github_env,
+    schema_errors,
+    sha_of,
+)
 
 from policyengine import cli
 from policyengine.errors import UsageError
@@ -110,6 +119,7 @@ def test_reviewed_pull_request_is_allowed_end_to_end(api: FakeAPI, monkeypatch: 
     assert change["pull_request"]["number"] == 42 and change["pull_request"]["labels"] == ["payments"]
     assert [c["name"] for c in change["checks"]] == ["build", "lint", "ci/security-scan"]
     assert schema_errors(change) == []
+    assert decision_errors(run.decision) == []
     with run.bundle() as z:
         names = z.namelist()
         assert "raw/github/pulls_42_reviews_p1.json" in names
