@@ -299,9 +299,10 @@ class BundleWriter:
 
         A digest of the original bytes that differs from the one the rule saw means the file
         changed after the rule read it: the bundle would not show what was judged, so this
-        fails closed.
+        fails closed. One SHA-256 pass covers both digests when nothing was redacted (the
+        stored bytes are the original ones); a redacted file is read again for its original
+        digest (rare, and it must match what the rule read).
         """
-        original = BackgroundHash()
         stored = BackgroundHash()
         size = stored_size = 0
         info = self._info(name, max(file.size, 0))
@@ -309,7 +310,6 @@ class BundleWriter:
         def originals() -> Iterator[bytes]:
             nonlocal size
             for chunk in _read_chunks(file):
-                original.update(chunk)
                 size += len(chunk)
                 yield chunk
 
@@ -327,22 +327,28 @@ class BundleWriter:
         try:
             with self.zf.open(info, "w", force_zip64=info.file_size >= _ZIP64_THRESHOLD) as dst:
                 for chunk in out:
-                    if not binary:
-                        stored.update(chunk)
+                    stored.update(chunk)
                     stored_size += len(chunk)
                     dst.write(chunk)
         finally:
-            original.hexdigest()  # waits for (and stops) the hashing threads
-            stored.hexdigest()
-        if original.hexdigest() != file.sha256 or size != file.size:
+            stored.hexdigest()  # waits for (and stops) the hashing thread
+        was_redacted = not binary and redacted.count > 0
+        original_digest, original_size = stored.hexdigest(), size
+        if was_redacted:
+            again = hashlib.sha256()
+            original_size = 0
+            for chunk in _read_chunks(file):
+                again.update(chunk)
+                original_size += len(chunk)
+            original_digest = again.hexdigest()
+        if original_digest != file.sha256 or size != file.size or original_size != file.size:
             raise EvidenceError(
                 f"{file.relpath} changed after the policy read it (read as sha256 {file.sha256}, "
-                f"{file.size} bytes; now sha256 {original.hexdigest()}, {size} bytes)",
+                f"{file.size} bytes; now sha256 {original_digest}, {original_size} bytes)",
                 hint="something in the job rewrites this file while the check runs; check a settled workspace",
             )
-        entry: dict[str, Any] = {"path": name, "size": stored_size, "sha256": file.sha256}
-        if not binary and redacted.count:
-            entry["sha256"] = stored.hexdigest()
+        entry: dict[str, Any] = {"path": name, "size": stored_size, "sha256": stored.hexdigest()}
+        if was_redacted:
             entry["redacted"] = {"count": redacted.count, "original_size": size, "original_sha256": file.sha256}
         self.entries.append(entry)
 
