@@ -173,3 +173,46 @@ def test_a_check_killed_while_writing_to_s3_leaves_a_chain_that_verifies(s3: S3S
     assert len(records) == (3 if stage == "claimed" else 2)
     result = _cli("evidence", "verify", "--archive", url, "--all")
     assert result.returncode == 0, result.stdout
+
+
+def test_signed_bundles_from_the_environment_export_and_verify_on_s3(s3: S3Server, tmp_path: Path) -> None:
+    pytest.importorskip("cryptography")
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ed25519
+
+    key = ed25519.Ed25519PrivateKey.generate()
+    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                            serialization.NoEncryption()).decode()
+    (tmp_path / "k.pub").write_bytes(key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
+    url = _store(s3, LOCKED_BUCKET, "signed").url
+    env = _env(POLICYENGINE_EVIDENCE_STORE=url, POLICYENGINE_SIGNING_KEY="env:SIGNING_PEM", SIGNING_PEM=pem)
+    policy = tmp_path / "policy.yml"
+    policy.write_bytes((FIXTURES / "policy.yml").read_bytes() + b"evidence:\n  retention: 400d\n")
+    cmd = [str(policy) if c == str(FIXTURES / "policy.yml") else c
+           for c in _check(url) if c not in ("--evidence-store", url)]
+    for _ in range(3):
+        run = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=120, check=False)
+        assert run.returncode == 0, run.stdout + run.stderr
+        assert "evidence: note" not in run.stdout  # the locked bucket takes the retention
+    store = S3Archive(url)
+    assert {store.retention_of(r)[0] for r in store.read_index()[0]} == {"COMPLIANCE"}
+    plain = _store(s3, PLAIN_BUCKET, "signed").url
+    run = subprocess.run(cmd, capture_output=True, text=True, env={**env, "POLICYENGINE_EVIDENCE_STORE": plain},
+                         timeout=120, check=False)
+    assert run.returncode == 0
+    assert "evidence: note: bucket evidence-plain does not have Object Lock enabled" in run.stdout
+    verified = _cli("evidence", "verify", "--archive", url, "--all", "--public-key", str(tmp_path / "k.pub"))
+    assert verified.returncode == 0, verified.stdout
+    assert "3 signed, signature valid" in verified.stdout
+    out = tmp_path / "audit.zip"
+    exported = _cli("audit", "export", "--archive", url, "--since", "2020-01-01", "--until", "2099-12-31",
+                    "--sample", "2", "--seed", "7", "-o", str(out))
+    assert exported.returncode == 0, exported.stderr
+    import zipfile
+
+    with zipfile.ZipFile(out) as zf:
+        doc = json.loads(zf.read("export.json"))
+        assert doc["population"] == 3 and len(doc["sample"]["ids"]) == 2
+        for bid in doc["sample"]["ids"]:
+            assert zf.getinfo(f"bundles/{bid}.zip").file_size > 0
