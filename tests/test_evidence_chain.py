@@ -214,3 +214,20 @@ def test_a_check_killed_while_writing_leaves_no_partial_bundle(tmp_path: Path, s
     records = _index(LocalArchive(root))
     assert [r["sequence"] for r in records] == list(range(1, expected + 2))
     assert _verify_all(root).returncode == 0
+
+
+def test_the_walk_skips_links_it_cannot_read_and_continues_through_their_digests() -> None:
+    from policyengine.evidence.chain import UNKNOWN, ChainEntry, walk
+
+    key = ("acme/shop", "production")
+    a, b, c, d = ("a" * 64, "b" * 64, "c" * 64, "d" * 64)
+    entries = [
+        ChainEntry("old-1", key, a, a, UNKNOWN, None),  # written before chains existed
+        ChainEntry("old-2", key, b, b, UNKNOWN, None),
+        ChainEntry("new-1", key, c, c, b, 1),  # the first chained bundle names the last legacy one
+        ChainEntry("new-2", key, d, None, UNKNOWN, None),  # unreadable: reported elsewhere
+        ChainEntry("new-3", key, "e" * 64, "e" * 64, d, 3),
+    ]
+    assert walk(entries) == []
+    broken = [*entries[:4], ChainEntry("new-3", key, "e" * 64, "e" * 64, c, 3)]
+    assert [(p.bundle_id, p.check) for p in walk(broken)] == [("new-3", "chain")]

@@ -300,11 +300,13 @@ class EvidenceStore:
                 continue
             inspection = found.get(r["id"])
             if r["id"] in found:
+                # An unreadable bundle, or one from before chains (schema 1), has no link to check;
+                # the chain continues through its digest.
                 link = inspection.chain if inspection else None
                 previous = link.get("previous_sha256", chain_mod.UNKNOWN) if link is not None else chain_mod.UNKNOWN
-                if inspection is not None and inspection.manifest is not None and link is None:
-                    previous = r.get("previous_sha256")  # a schema 1 bundle: only the index knows
-                sequence = link.get("sequence") if link else r.get("sequence")
+                sequence = link.get("sequence") if link else None
+            elif r.get("sequence") is None:  # not checked this time, and recorded before chains
+                previous, sequence = chain_mod.UNKNOWN, None
             else:  # not checked this time: trust the index for its link
                 previous, sequence = r.get("previous_sha256"), r.get("sequence")
             entries.append(chain_mod.ChainEntry(
