@@ -299,3 +299,27 @@ def test_binary_members_are_stored_as_they_are(archive: LocalArchive, tmp_path: 
     f = make_file(tmp_path / "ws", "dist/app.bin", blob)
     ref = write(archive, files=[f])
     assert _members(archive.root / ref.path)["files/dist/app.bin"] == blob
+
+
+@pytest.mark.parametrize("sample", [
+    "ghp_" + "a1B2" * 9, "gho_" + "Z" * 36, "ghs_" + "9" * 36, "ghu_" + "x" * 36, "ghr_" + "y" * 36,
+    "github_pat_" + "A_" * 20, *(f"{p}-" + "k" * 20 for p in ("glpat", "glcbt", "gldt", "glptt", "glrt", "gloas",
+                                                           "glsoat", "glft", "glimt", "glagent", "glwt")),
+    "AKIAABCDEFGHIJKLMNOP", "ASIAABCDEFGHIJKLMNOP", "Bearer abc.def-ghi_123", "bearer abcdefgh12345",
+    "BEARER ABCDEFGH12345", "Authorization: token abcdefgh", "AUTHORIZATION=basic Zm9vOmJhcg==",
+    '"authorization": "xyz12345678"', "PRIVATE-TOKEN: abcdefghij", "private-token=abcdefghij",
+    "JOB-TOKEN: abcdefghij", "X-API-Key: abcdefghij", "x-api-key=abcdefghij",
+])
+def test_the_prefilter_never_hides_what_the_providers_redactor_removes(sample: str) -> None:
+    from policyengine.evidence.redact import EvidenceRedactor
+    from policyengine.providers.redact import Redactor
+
+    data = ("x" * 5000 + " log line with " + sample + " and more\n").encode()
+    expected = Redactor().bytes(data)
+    assert expected != data, "the sample is not a secret for the providers' redactor"
+    stored, count = EvidenceRedactor().redact(data)
+    assert (stored, count > 0) == (expected, True)
+    # Streamed in small chunks, cut anywhere, on one long line or among many short ones: the same result.
+    for text in (data, b"short line\n" * 700 + data + b"tail line\n" * 300):
+        stream = EvidenceRedactor().stream(text[i:i + 97] for i in range(0, len(text), 97))
+        assert b"".join(stream) == Redactor().bytes(text) and stream.count > 0

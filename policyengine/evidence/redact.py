@@ -8,7 +8,8 @@ This module adds what evidence needs on top:
 * a cheap prefilter: most chunks of a large log hold no secret, and a few substring searches
   (each at about the speed of SHA-256) decide whether the slower patterns run at all;
 * streaming: a large member is redacted chunk by chunk, each chunk cut after its last
-  whitespace byte so that a token is never split between two chunks;
+  newline so that a secret (which may span words, never lines) is never split between two
+  chunks; a single line longer than 1 MiB is cut at whitespace;
 * a count of what was replaced, so the manifest can say a member was redacted and keep the
   digest of the original bytes (what the rule read) beside the digest of the stored ones;
 * the allowlist of CI variables a bundle may record.
@@ -27,9 +28,11 @@ _MARK = REDACTED.encode("ascii")
 # the others on the lower-cased bytes). The g-expression has a literal first byte, so it runs
 # at the speed of a substring search.
 _PREFILTER_RE = re.compile(rb"g(?:h[pousr]_|ithub_pat_|l[a-z]{1,6}-)")
-_CASED = (b"AKIA", b"ASIA")
+_AWS_RE = re.compile(rb"A[KS]IA")  # one pass for both, faster than two substring tests
 _LOWER = (b"bearer", b"authoriz", b"-token", b"x-api-key")
-# A chunk is cut after its last whitespace; a run without any is cut here regardless.
+# A chunk is cut after its last newline; a line longer than _MAX_LINE is cut after its last
+# whitespace, and a run of _MAX_CARRY bytes without any is cut regardless.
+_MAX_LINE = 1 << 20
 _MAX_CARRY = 4096
 
 # CI variables that describe the pipeline and are safe to keep; nothing else is recorded.
@@ -58,7 +61,7 @@ class EvidenceRedactor:
 
     def might_hold_secret(self, data: bytes) -> bool:
         """Whether ``data`` may hold a secret (cheap; false positives only cost time)."""
-        if _PREFILTER_RE.search(data) or any(n in data for n in _CASED) or any(v in data for v in self._literals):
+        if _PREFILTER_RE.search(data) or _AWS_RE.search(data) or any(v in data for v in self._literals):
             return True
         low = data.lower()
         return any(n in low for n in _LOWER)
@@ -91,9 +94,13 @@ class RedactedStream:
         carry = b""
         for chunk in self.chunks:
             buf = carry + chunk if carry else chunk
-            cut = max(buf.rfind(b" "), buf.rfind(b"\n"), buf.rfind(b"\t"))
-            if cut < len(buf) - _MAX_CARRY:
-                cut = len(buf) - _MAX_CARRY
+            # Cut after the last newline: a secret never spans lines, but can span words
+            # ("Authorization: token x"). A line longer than _MAX_LINE is cut at whitespace.
+            cut = buf.rfind(b"\n")
+            if cut < 0 and len(buf) > _MAX_LINE:
+                cut = max(buf.rfind(b" "), buf.rfind(b"\t"))
+                if cut < len(buf) - _MAX_CARRY:
+                    cut = len(buf) - _MAX_CARRY
             head, carry = buf[: cut + 1], buf[cut + 1 :]
             out, n = self.redactor.redact(head)
             self.count += n
