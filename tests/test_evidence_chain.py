@@ -231,3 +231,23 @@ def test_the_walk_skips_links_it_cannot_read_and_continues_through_their_digests
     assert walk(entries) == []
     broken = [*entries[:4], ChainEntry("new-3", key, "e" * 64, "e" * 64, c, 3)]
     assert [(p.bundle_id, p.check) for p in walk(broken)] == [("new-3", "chain")]
+
+
+def test_the_chain_head_is_found_far_from_the_end_of_a_long_index(archive: LocalArchive) -> None:
+    first = write(archive, created_at=None)
+    from policyengine.evidence.archive import bundle_relpath
+
+    filler = []
+    for i in range(2500):  # another chain's records: well over the 1 MiB read first
+        bid = f"20240101T000000Z-{i:012x}"
+        filler.append({"id": bid, "path": bundle_relpath(bid), "sha256": f"{i:064x}",
+                       "created_at": "2024-01-01T00:00:00Z", "decision": "allow", "environment": "staging",
+                       "repository": "acme/other", "commit": None,
+                       "policy_sha256": "1" * 64, "sequence": i + 1, "previous_sha256": None, "signed_by": None})
+    with open(archive.index_path, "a") as f:
+        f.writelines(json.dumps(r, sort_keys=True) + "\n" for r in filler)
+    assert archive.index_path.stat().st_size > 1 << 20
+    second = write(archive, created_at=None)
+    record = _index(archive)[-1]
+    assert record["id"] == second.id
+    assert (record["sequence"], record["previous_sha256"]) == (2, first.sha256)

@@ -216,18 +216,28 @@ class LocalArchive(EvidenceStore):
     def _chain_head(self, key: tuple[str | None, str | None]) -> dict[str, Any] | None:
         """Return the last index record of chain ``key`` (call holding the lock)."""
         try:
-            data = self.index_path.read_bytes()
+            with open(self.index_path, "rb") as f:
+                size = f.seek(0, os.SEEK_END)
+                # Usually the chain's last record is near the end: read the last MiB first.
+                for start in (max(0, size - (1 << 20)), 0):
+                    f.seek(start)
+                    data = f.read()
+                    lines = data.split(b"\n")
+                    if start:
+                        lines = lines[1:]  # the first line may be cut
+                    for raw in reversed(lines):
+                        if not raw.strip():
+                            continue
+                        try:
+                            record = _parse_line(raw)
+                        except ValueError:
+                            continue  # a torn line: verify reports it
+                        if (record["repository"], record["environment"]) == key:
+                            return record
+                    if not start:
+                        break
         except FileNotFoundError:
             return None
-        for raw in reversed(data.split(b"\n")):
-            if not raw.strip():
-                continue
-            try:
-                record = _parse_line(raw)
-            except ValueError:
-                continue  # a torn line: verify reports it
-            if (record["repository"], record["environment"]) == key:
-                return record
         return None
 
     def _write_pending(self, record: Mapping[str, Any]) -> None:
