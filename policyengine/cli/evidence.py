@@ -167,6 +167,10 @@ def evidence_show(archive: str, public_key: str | None, bundle_id: str) -> int:
     if approvals:
         out.append("approvals:")
         out += [f"  {rv.get('user')} at {rv.get('submitted_at')} on {str(rv.get('commit'))[:12]}" for rv in approvals]
+    statement = _statement(b.envelope)
+    for subject in statement.get("subject", []) if isinstance(statement.get("subject"), list) else []:
+        digest = ", ".join(f"{k}:{v}" for k, v in (subject.get("digest") or {}).items())
+        out.append(f"subject     {subject.get('name')} ({digest})")
     out.append(f"chain       {chain.get('repository')} / {chain.get('environment')} #{chain.get('sequence')}, previous "
                f"{chain.get('previous_id') or '(none: first bundle)'}")
     redacted = [e["path"] for e in m.get("members", []) if e.get("redacted")]
@@ -182,6 +186,18 @@ def evidence_show(archive: str, public_key: str | None, bundle_id: str) -> int:
         out += [f"  {p.check}: {p.message}" for p in report.problems]
     click.echo("\n".join(out))
     return EXIT_ALLOW if report.ok else EXIT_DENY
+
+
+def _statement(envelope: Any) -> dict[str, Any]:
+    """The statement inside a DSSE envelope, or {} (show only displays it; verify checks it)."""
+    import base64
+    import binascii
+
+    try:
+        value = json.loads(base64.b64decode(envelope["payload"]))
+    except (TypeError, KeyError, ValueError, binascii.Error):
+        return {}
+    return value if isinstance(value, dict) else {}
 
 
 _SIGNATURE_WORDS = {
