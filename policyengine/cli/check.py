@@ -99,8 +99,9 @@ def check(policy_path: str, change_path: str | None, provider: str | None, envir
     except InvalidInputError as exc:
         problems.extend(exc.problems)
     try:
+        teams = [t for r in (policy.rules if policy else ()) for t in r.params.get("from_teams", [])]
         gathered = gather(provider, env=os.environ, change_path=change_path, environment=environment,
-                          evidence_archive=Path(evidence_dir))
+                          evidence_archive=Path(evidence_dir), teams=teams)
     except InvalidInputError as exc:
         problems.extend(exc.problems)
     if problems:
@@ -157,7 +158,8 @@ def check(policy_path: str, change_path: str | None, provider: str | None, envir
     click.echo(text_out.render(decision, color=use_color(color, stream), advisory=advisory and code == EXIT_DENY,
                                exit_code=code), nl=False, file=stream)
     if bundle.get("bundle_id"):
-        click.echo(f"evidence: {bundle['path']} (bundle {bundle['bundle_id']})", file=stream)
+        where = bundle["path"] if store_url.startswith("s3://") else str(Path(store_url) / bundle["path"])
+        click.echo(f"evidence: {where} (bundle {bundle['bundle_id']})", file=stream)
         for note in bundle.get("notes", []):
             click.echo(f"evidence: note: {note}", file=stream)
     if advisory and code == EXIT_DENY:

@@ -30,6 +30,8 @@ def render(decision: Decision, *, color: bool = False, advisory: bool = False, e
     if ch.get("deployer"):
         what += f", deployed by {ch['deployer']}"
     lines.append(what)
+    for note in ch.get("notes") or []:
+        lines.append(f"note: {note}")
     lines.append("")
     for r in decision.rules:
         label = _paint(f"{LABELS[r.status]:<5}", COLORS[r.status], color)

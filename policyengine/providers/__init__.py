@@ -7,7 +7,7 @@ can be replayed offline from its bundle.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -42,11 +42,16 @@ def gather(
     change_path: str | None = None,
     environment: str | None = None,
     evidence_archive: Path | None = None,
+    teams: Sequence[str] = (),
 ) -> Gathered:
     """Gather the change with the named provider (detected from ``env`` when None).
 
     A ``--change`` file always wins when no provider is named: it is the local provider.
+    ``teams``: team names the policy's rules need (their ``from_teams``); the CI providers
+    resolve them together with those listed in ``POLICYENGINE_TEAMS``.
     """
+    wanted = list(teams) + [t.strip() for t in (env.get("POLICYENGINE_TEAMS") or "").split(",") if t.strip()]
+    wanted = list(dict.fromkeys(wanted))
     name = provider or ("local" if change_path else detect(env))
     if name == "local":
         if not change_path:
@@ -63,9 +68,9 @@ def gather(
     if name == "github":
         from policyengine.providers.github import gather_github
 
-        return gather_github(env, environment=environment, evidence_archive=evidence_archive)
+        return gather_github(env, environment=environment, evidence_archive=evidence_archive, teams=wanted)
     if name == "gitlab":
         from policyengine.providers.gitlab import gather_gitlab
 
-        return gather_gitlab(env, environment=environment, evidence_archive=evidence_archive)
+        return gather_gitlab(env, environment=environment, evidence_archive=evidence_archive, teams=wanted)
     raise UsageError(f"--provider: unknown provider {name!r}; known: {', '.join(PROVIDER_NAMES)}")

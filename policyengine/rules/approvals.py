@@ -14,6 +14,13 @@ Semantics (documented in the README):
 - ``from_teams`` / ``from_users``: only those people count (teams from the change's ``teams``).
   Both given: a person in either counts. A team the change does not describe is an ``error``.
 - No pull request: nobody reviewed the change, so the rule fails.
+- ``cover_range``: a deploy ships every commit since the previous successful deploy to the same
+  environment (the change's ``range``), not just the deployed pull request. Every commit of the
+  range must have come through a pull request, and every pull request of the range must have
+  ``min_approvals`` approvals under the same ``exclude``/``from_teams``/``from_users`` rules
+  (author and committers being that request's; ``require_current_commit`` against that request's
+  head). A range the provider could not read is ``error``; no known previous deploy is ``fail``
+  (the shipped commits cannot be shown to be approved). A rollback (no new commits) is covered.
 """
 
 from __future__ import annotations
@@ -82,6 +89,8 @@ class ApprovalsRule(RuleType):
             facts.append("commits")
         if p.get("from_teams"):
             facts.append("teams")
+        if p.get("cover_range"):
+            facts.append("range")
         cause = unavailable(change, *facts)
         if cause:
             return Outcome(Status.ERROR, f"approvals could not be read: {cause}", {"required": need})
@@ -171,6 +180,61 @@ class ApprovalsRule(RuleType):
         msg = f"{len(counted)} of {need} required approvals ({who})"
         if not_counted:
             msg += "; not counted: " + "; ".join(f"{d['user']} ({d['reason']})" for d in details["not_counted"])
-        if len(counted) >= need:
+        ok = len(counted) >= need
+        if p.get("cover_range"):
+            problems, details["range"] = _judge_range(change, p, need, allowed)
+            if problems:
+                ok = False
+                msg += "; change range not covered: " + "; ".join(problems)
+            else:
+                n = len(details["range"]["pull_requests"])
+                msg += (f"; change range since {_short(details['range']['previous_commit'])}: "
+                        f"{n} pull request{'s' if n != 1 else ''}, all approved")
+        if ok:
             return Outcome(Status.PASS, msg, details)
         return Outcome(Status.FAIL, msg, details)
+
+
+def _judge_range(change: dict[str, Any], p: dict[str, Any], need: int,
+                 allowed: set[str] | None) -> tuple[list[str], dict[str, Any]]:
+    """Judge every pull request of the change's ``range``; return (problems, details)."""
+    rng = change.get("range")
+    if not isinstance(rng, dict) or not rng.get("previous_commit"):
+        return ([f"no previous deploy to {change.get('environment')} is known, so the commits this deploy "
+                 "ships cannot be shown to be approved"], {"previous_commit": None, "pull_requests": {}})
+    commits = rng.get("commits") or []
+    described = {int(pr["number"]): pr for pr in rng.get("pull_requests") or []}
+    problems: list[str] = []
+    orphans = [_short(c.get("sha")) for c in commits if c.get("pull_request") is None]
+    if orphans:
+        shown = ", ".join(orphans[:10]) + (f" and {len(orphans) - 10} more" if len(orphans) > 10 else "")
+        problems.append(f"{len(orphans)} commit{'s' if len(orphans) != 1 else ''} without a pull request ({shown})")
+    exclude = set(p.get("exclude", []))
+    deployer = change.get("deployer")
+    judged: dict[str, list[str]] = {}
+    for number in sorted({int(c["pull_request"]) for c in commits if c.get("pull_request") is not None}):
+        pr = described.get(number)
+        if pr is None:
+            problems.append(f"#{number}: the change does not describe this pull request")
+            continue
+        excluded: set[str] = set()
+        if "deployer" in exclude and deployer:
+            excluded.add(_key(deployer))
+        if "author" in exclude and pr.get("author"):
+            excluded.add(_key(pr["author"]))
+        if "committers" in exclude:
+            excluded |= {_key(who) for who in pr.get("committers") or [] if who}
+        head = str(pr.get("head_commit") or "").lower()
+        counted = []
+        for key, review in latest_reviews(pr.get("reviews") or []).items():
+            if review["state"] != "approved" or key in excluded or (allowed is not None and key not in allowed):
+                continue
+            if p.get("require_current_commit") and str(review.get("commit") or "").lower() != head:
+                continue
+            counted.append(str(review["user"]))
+        judged[str(number)] = sorted(counted, key=str.casefold)
+        if len(counted) < need:
+            who = f" ({', '.join(judged[str(number)])})" if counted else ""
+            problems.append(f"#{number} by {pr.get('author')} has {len(counted)} of {need} approvals{who}")
+    return problems, {"previous_commit": rng["previous_commit"], "pull_requests": judged,
+                      "without_pull_request": orphans}
