@@ -24,7 +24,39 @@ from policyengine.errors import (
 )
 
 
-@click.group(context_settings=CONTEXT, epilog=EXIT_CODES_HELP)
+class LazyGroup(click.Group):
+    """A group whose commands are imported only when one is run (or asked for help).
+
+    The top-level ``--help`` lists the commands from their short descriptions here, so a bare
+    ``--help`` or ``--version`` imports none of the command modules.
+    """
+
+    COMMANDS: dict[str, tuple[str, str]] = {
+        "check": ("policyengine.cli.check:check", "Decide whether one change may be deployed, and record the evidence."),
+        "policy": ("policyengine.cli.policy:policy", "Validate policies and print the policy schema."),
+        "evidence": ("policyengine.cli.evidence:evidence", "List, show, verify and replay evidence bundles."),
+        "audit": ("policyengine.cli.audit:audit", "Export an audit period's population, sample and bundles."),
+    }
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return list(self.COMMANDS)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        target = self.COMMANDS.get(cmd_name)
+        if target is None:
+            return None
+        import importlib
+
+        module, attr = target[0].split(":")
+        command: click.Command = getattr(importlib.import_module(module), attr)
+        return command
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        with formatter.section("Commands"):
+            formatter.write_dl([(name, help_text) for name, (_, help_text) in self.COMMANDS.items()])
+
+
+@click.group(cls=LazyGroup, context_settings=CONTEXT, epilog=EXIT_CODES_HELP)
 @click.version_option(__version__, "-V", "--version", prog_name="policyengine")
 @click.option("--debug", is_flag=True, envvar="POLICYENGINE_DEBUG", help="Show tracebacks of internal errors.")
 def cli(debug: bool) -> None:
@@ -38,19 +70,6 @@ def cli(debug: bool) -> None:
       policyengine evidence list --archive evidence
       policyengine evidence verify --archive evidence
     """
-
-
-def _register() -> None:
-    """Attach the command modules (each owns its commands; all are cheap to import)."""
-    from policyengine.cli import audit, check, evidence, policy
-
-    cli.add_command(check.check)
-    cli.add_command(policy.policy)
-    cli.add_command(evidence.evidence)
-    cli.add_command(audit.audit)
-
-
-_register()
 
 
 def main(argv: list[str] | None = None) -> None:

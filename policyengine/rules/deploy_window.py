@@ -436,6 +436,15 @@ def _parse_holidays(value: Any, problems: list[tuple[str, str]]) -> _Holidays | 
         return None
     import holidays
 
+    # Fast path: ask for the one country. Listing every supported country imports all of
+    # them (~150 ms), so that happens only to explain a mistake.
+    # (Only for code-shaped names: the library also resolves class names such as "Germany".)
+    if re.fullmatch(r"[A-Z]{2,3}", country):
+        try:
+            holidays.country_holidays(country, subdiv=subdivision)
+            return _Holidays(country=country, subdivision=subdivision)
+        except (NotImplementedError, AttributeError):
+            pass
     supported = holidays.list_supported_countries(include_aliases=True)
     if country not in supported:
         hits = _country_hints(country, sorted(holidays.list_supported_countries(include_aliases=False)))
@@ -443,16 +452,13 @@ def _parse_holidays(value: Any, problems: list[tuple[str, str]]) -> _Holidays | 
         problems.append((path, f"unknown holiday country code {country!r}{listed}"))
         return None
     if subdivision is not None:
-        try:
-            holidays.country_holidays(country, subdiv=subdivision)
-        except NotImplementedError:
-            subs = supported[country]
-            if not subs:
-                hint = f"; {country} has no subdivisions"
-            else:
-                hint = _suggest(subdivision, subs) or f"; valid ones include {', '.join(subs[:8])} ({len(subs)} in all)"
-            problems.append(("holidays.subdivision", f"unknown subdivision {subdivision!r} of {country}{hint}"))
-            return None
+        subs = supported[country]
+        if not subs:
+            hint = f"; {country} has no subdivisions"
+        else:
+            hint = _suggest(subdivision, subs) or f"; valid ones include {', '.join(subs[:8])} ({len(subs)} in all)"
+        problems.append(("holidays.subdivision", f"unknown subdivision {subdivision!r} of {country}{hint}"))
+        return None
     return _Holidays(country=country, subdivision=subdivision)
 
 
