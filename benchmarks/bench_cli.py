@@ -42,10 +42,11 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         cases = {
             "python -c pass": [py, "-c", "pass"],
-            "policyengine --help": [py, "-m", "policyengine", "--help"],
-            "policyengine --version": [py, "-m", "policyengine", "--version"],
-            "policyengine check (example)": [
-                py, "-m", "policyengine", "check", "--policy", "policies/soc2-production.yml",
+            "python -m policyengine --help": [py, "-m", "policyengine", "--help"],
+            "policyengine --help (console script)": [str(Path(py).parent / "policyengine"), "--help"],
+            "policyengine --version (console script)": [str(Path(py).parent / "policyengine"), "--version"],
+            "policyengine check (example, console script)": [
+                str(Path(py).parent / "policyengine"), "check", "--policy", "policies/soc2-production.yml",
                 "--change", "examples/change-allowed.yml", "--workspace", "examples/workspace",
                 "--now", "2026-11-24T15:00:00Z", "--evidence-dir", str(Path(tmp) / "ev"),
                 "--junit", str(Path(tmp) / "j.xml"), "--json", str(Path(tmp) / "d.json"),

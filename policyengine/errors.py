@@ -5,7 +5,7 @@ The core raises these; only the CLI renders them and exits.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import NamedTuple
 
 EXIT_ALLOW = 0
 EXIT_DENY = 1
@@ -14,9 +14,11 @@ EXIT_FACTS = 3
 EXIT_INTERNAL = 4
 
 
-@dataclass(frozen=True)
-class Problem:
-    """One problem in a user's file, rendered as ``file:line:column: path: message``."""
+class Problem(NamedTuple):
+    """One problem in a user's file, rendered as ``file:line:column: path: message``.
+
+    (A NamedTuple rather than a dataclass: this module is imported by a bare ``--help``.)
+    """
 
     file: str
     line: int | None

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import os
-from datetime import datetime, timezone
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from policyengine.errors import UsageError
+
+if TYPE_CHECKING:
+    from datetime import datetime
 
 
 def err(message: str) -> None:
@@ -43,6 +44,8 @@ def use_color(choice: str, stream: Any) -> bool:
 
 
 def parse_now(value: str | None) -> datetime:
+    from datetime import datetime, timezone
+
     if not value:
         return datetime.now(timezone.utc)
     try:
@@ -59,6 +62,8 @@ def write_atomic(path: str, text: str, what: str) -> None:
     if path == "-":
         click.echo(text, nl=not text.endswith("\n"))
         return
+    from pathlib import Path
+
     target = Path(path)
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
