@@ -248,7 +248,7 @@ def test_250_reviews_and_250_commits_take_pages_not_one_request_each(api: FakeAP
     # Independent endpoints are fetched at once, not one after the other.
     assert api.max_in_flight >= 3
     print(f"\nGitHub, 250 reviews + 250 commits: {api.count()} requests ({len(counts)} endpoints), "
-          f"at most {api.max_in_flight} at once")  # docs/performance-http.md quotes this line
+          f"at most {api.max_in_flight} at once")  # docs/performance.md quotes this line
     assert len([n for n in g.raw if n.startswith("github/pulls_42_reviews_p")]) == 3
 
 

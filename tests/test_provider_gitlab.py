@@ -223,7 +223,7 @@ def test_250_approvals_and_250_commits_take_pages(api: FakeAPI) -> None:
         f"{P}/deployments": 1, f"{P}/repository/compare": 1}
     assert api.count() == 12 and api.max_in_flight >= 3
     print(f"\nGitLab, 250 approvals + 250 commits: {api.count()} requests ({len(counts)} endpoints), "
-          f"at most {api.max_in_flight} at once")  # docs/performance-http.md quotes this line
+          f"at most {api.max_in_flight} at once")  # docs/performance.md quotes this line
 
 
 @pytest.mark.parametrize("missing, expected", [
