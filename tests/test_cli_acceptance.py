@@ -175,3 +175,21 @@ def test_bad_now_and_missing_workspace_are_usage_errors(tmp_path: Path, capsys: 
 def test_version_and_module_entry_point() -> None:
     out = subprocess.run([sys.executable, "-m", "policyengine", "--version"], capture_output=True, text=True, check=True)
     assert re.match(r"policyengine, version \d+\.\d+\.\d+", out.stdout)
+
+
+@pytest.mark.parametrize("now", ["2026-11-24T15:00:00Z", "2026-11-27T15:00:00Z"])
+def test_decision_json_validates_against_its_schema(ws: Path, tmp_path: Path, now: str,
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    from jsonschema import Draft202012Validator
+    from referencing import Registry, Resource
+
+    from policyengine.loader import load_schema
+
+    change, decision = load_schema("change.schema.json"), load_schema("decision.schema.json")
+    registry = Registry().with_resources([(change["$id"], Resource.from_contents(change))])
+    run(check(ws, tmp_path, now), capsys)
+    doc = json.loads((tmp_path / "decision.json").read_text())
+    errors = [e.message for e in Draft202012Validator(decision, registry=registry).iter_errors(doc)]
+    assert errors == []
+    doc["rules"][0]["status"] = "passed"
+    assert list(Draft202012Validator(decision, registry=registry).iter_errors(doc))
