@@ -128,4 +128,4 @@ def test_every_role_of_an_excluded_person_is_named() -> None:
     c = change(deployer="alice", reviews=[review("alice")])
     out = run_rule(ApprovalsRule, SOD, c)
     reason = out.details["not_counted"][0]["reason"]
-    assert reason == "deployer, author of the pull request, author of commit 5e4d3c2 and 3 more"
+    assert reason == "deployer, author of the pull request, author of 2 commits, committer of 2 commits"

@@ -103,12 +103,24 @@ class ApprovalsRule(RuleType):
                 {"required": need, "counted": [], "not_counted": []},
             )
 
-        excluded: dict[str, list[str]] = {}
+        # Per person: the roles that exclude them, each with the commits it applies to.
+        excluded: dict[str, dict[str, list[str]]] = {}
 
-        def exclude_person(login: str, why: str) -> None:
-            reasons = excluded.setdefault(_key(login), [])
-            if why not in reasons:
-                reasons.append(why)
+        def exclude_person(login: str, role: str, sha: str | None = None) -> None:
+            commits = excluded.setdefault(_key(login), {}).setdefault(role, [])
+            if sha and _short(sha) not in commits:
+                commits.append(_short(sha))
+
+        def reasons(key: str) -> str:
+            parts = []
+            for role, commits in excluded[key].items():
+                if not commits:
+                    parts.append(role)
+                elif len(commits) == 1:
+                    parts.append(f"{role} of commit {commits[0]}")
+                else:
+                    parts.append(f"{role} of {len(commits)} commits")
+            return ", ".join(parts)
 
         exclude = set(p.get("exclude", []))
         if "deployer" in exclude:
@@ -127,9 +139,9 @@ class ApprovalsRule(RuleType):
             for c in change.get("commits", []):
                 for role, who in (("author", c.get("author")), ("committer", c.get("committer"))):
                     if who:
-                        exclude_person(who, f"{role} of commit {_short(c.get('sha'))}")
+                        exclude_person(who, role, c.get("sha") or "?")
                 for who in c.get("co_authors", []) or []:
-                    exclude_person(who, f"co-author of commit {_short(c.get('sha'))}")
+                    exclude_person(who, "co-author", c.get("sha") or "?")
 
         allowed: set[str] | None = None
         if p.get("from_teams") or p.get("from_users"):
@@ -156,7 +168,7 @@ class ApprovalsRule(RuleType):
             if state != "approved":
                 why = f"latest review is {state.replace('_', ' ')}"
             elif key in excluded:
-                why = ", ".join(excluded[key][:3]) + (f" and {len(excluded[key]) - 3} more" if len(excluded[key]) > 3 else "")
+                why = reasons(key)
             elif allowed is not None and key not in allowed:
                 why = "not in " + " or ".join(
                     [f"team {t}" for t in p.get("from_teams", [])] + (["the allowed users"] if p.get("from_users") else [])
