@@ -160,6 +160,34 @@ def previous_from_archive(archive: Path | None, repository: str, environment: st
     return {"sha": best.commit, "id": best.id, "url": None, "created_at": best.created_at, "source": "evidence-archive"}
 
 
+def start_range(previous: dict[str, Any] | None, sha: str, environment: str,
+                source: str, archive: object) -> tuple[dict[str, Any], str | None, bool]:
+    """Begin a change range: ``(range, note, done)``; done when no commits need listing
+    (no previous deploy is known, or it was this same commit)."""
+    empty: dict[str, Any] = {"previous_commit": None, "previous_deployment": None, "status": None,
+                             "commits": [], "pull_requests": []}
+    if previous is None:
+        return empty, (f"no previous successful deploy to {environment} is known ({source}"
+                       f"{' or the evidence archive' if archive else ''}): the change range cannot be listed"), True
+    prev = previous["sha"]
+    rng: dict[str, Any] = {**empty, "previous_commit": prev,
+                           "previous_deployment": {k: v for k, v in previous.items() if k != "sha"}}
+    if prev == sha:
+        rng["status"] = "identical"
+        return rng, f"change range: the previous deploy to {environment} was this same commit", True
+    return rng, None, False
+
+
+def committer_logins(commits: Iterable[dict[str, Any]]) -> list[str]:
+    """Authors, committers and co-authors of mapped commits, each once, in order."""
+    people: list[str] = []
+    for c in commits:
+        for p in (c.get("author"), c.get("committer"), *c.get("co_authors", [])):
+            if p and p not in people:
+                people.append(p)
+    return people
+
+
 def range_note(rng: dict[str, Any], environment: str, what: str = "pull request") -> str:
     """One sentence describing a change range for people."""
     prev = rng.get("previous_deployment") or {}
@@ -553,19 +581,10 @@ class _GitHub:
         """The commits since ``previous`` and the pull request that brought each one."""
         notes: list[str] = []
         sha = self.cfg.sha
-        empty: dict[str, Any] = {"previous_commit": None, "previous_deployment": None, "status": None,
-                                 "commits": [], "pull_requests": []}
-        if previous is None:
-            notes.append(f"no previous successful deploy to {self.cfg.environment} is known (GitHub deployments"
-                         f"{' or the evidence archive' if self.archive else ''}): the change range cannot be listed")
-            return empty, notes
-        prev = previous["sha"]
-        rng: dict[str, Any] = {**empty, "previous_commit": prev,
-                               "previous_deployment": {k: v for k, v in previous.items() if k != "sha"}}
-        if prev == sha:
-            rng["status"] = "identical"
-            notes.append(f"change range: the previous deploy to {self.cfg.environment} was this same commit")
-            return rng, notes
+        rng, note, done = start_range(previous, sha, self.cfg.environment, "GitHub deployments", self.archive)
+        if done:
+            return rng, [note] if note else []
+        prev = rng["previous_commit"]
         path = f"{self.repo}/compare/{prev}...{sha}"
         pages = list(self.s.iter_pages(path, name=f"compare_{prev[:7]}_{sha[:7]}"))
 
@@ -633,13 +652,8 @@ class _GitHub:
         for n in numbers:
             reviews = rfuts[n].result() if n in rfuts else deployed_reviews or []
             mapped = shaped("GET", f"{self.repo}/pulls/{n}", map_pull, pulls[n])
-            people: list[str] = []
-            for c in committers.get(n, []):
-                for p in (c.get("author"), c.get("committer"), *c.get("co_authors", [])):
-                    if p and p not in people:
-                        people.append(p)
             mapped["reviews"] = reviews
-            mapped["committers"] = people
+            mapped["committers"] = committer_logins(committers.get(n, []))
             rng["pull_requests"].append(mapped)
         notes.append(range_note(rng, self.cfg.environment))
         return rng, notes

@@ -34,10 +34,12 @@ from policyengine.providers.github import (
     Facts,
     attempt,
     co_authors,
+    committer_logins,
     first_line,
     previous_from_archive,
     range_note,
     shaped,
+    start_range,
     teams_from,
 )
 from policyengine.providers.http import ApiError, HttpSession, HttpSettings, TokenInfo
@@ -364,19 +366,10 @@ class _GitLab:
                      resets: bool | None) -> tuple[dict[str, Any], list[str]]:
         notes: list[str] = []
         sha = self.cfg.sha
-        empty: dict[str, Any] = {"previous_commit": None, "previous_deployment": None, "status": None,
-                                 "commits": [], "pull_requests": []}
-        if previous is None:
-            notes.append(f"no previous successful deploy to {self.cfg.environment} is known (GitLab deployments"
-                         f"{' or the evidence archive' if self.archive else ''}): the change range cannot be listed")
-            return empty, notes
-        prev = previous["sha"]
-        rng: dict[str, Any] = {**empty, "previous_commit": prev,
-                               "previous_deployment": {k: v for k, v in previous.items() if k != "sha"}}
-        if prev == sha:
-            rng["status"] = "identical"
-            notes.append(f"change range: the previous deploy to {self.cfg.environment} was this same commit")
-            return rng, notes
+        rng, note, done = start_range(previous, sha, self.cfg.environment, "GitLab deployments", self.archive)
+        if done:
+            return rng, [note] if note else []
+        prev = rng["previous_commit"]
         path = f"{self.p}/repository/compare"
         data = self.s.get_json(path, {"from": prev, "to": sha}, name=f"compare_{prev[:7]}_{sha[:7]}")
         items = shaped("GET", path, lambda: list(data["commits"]))
@@ -431,13 +424,8 @@ class _GitLab:
         for n in numbers:
             reviews = afuts[n].result() if n in afuts else deployed_reviews or []
             mapped = shaped("GET", f"{self.p}/merge_requests/{n}", map_merge_request, mrs[n])
-            people: list[str] = []
-            for c in committers.get(n, []):
-                for p in (c.get("author"), c.get("committer"), *c.get("co_authors", [])):
-                    if p and p not in people:
-                        people.append(p)
             mapped["reviews"] = reviews
-            mapped["committers"] = people
+            mapped["committers"] = committer_logins(committers.get(n, []))
             rng["pull_requests"].append(mapped)
         notes.append(range_note(rng, self.cfg.environment, "merge request"))
         return rng, notes
