@@ -86,7 +86,7 @@ class RollbackPlanRule(RuleType):
             return Outcome(Status.ERROR, f"{rel} is not UTF-8 text (byte {exc.start}): cannot read the plan",
                            {"path": rel})
 
-        found = {}
+        found: dict[str, list[str]] = {}
         for _, title, content in sections(text):
             found.setdefault(_norm(title), []).append(COMMENT.sub("", content).strip())
         missing, empty = [], []
