@@ -228,7 +228,8 @@ def test_digests_bundle_chain_and_members(allowed: dict[str, Any]) -> None:
         assert fact in text, fact
     for member in MEMBERS:
         assert f"{member['path']} {member['size']} {member['sha256']}" in text
-    assert "report.html" in text  # said to be not listed, and indeed not a member row
+    assert "It is listed in manifest.json" in text  # the page is a manifest member...
+    assert not any(m["path"] == "report.html" for m in MEMBERS)  # ...but cannot list its own digest
     first = text_of(report(allowed, signed=True, previous=None))
     assert "signed the bundle carries a signed" in first and "unsigned" not in first
     assert "none (first bundle of this repository and environment)" in first

@@ -383,8 +383,9 @@ def _evidence_section(
     ]
     out += f"<h3>Bundle members ({len(member_rows)})</h3>"
     out += _table(["Member", "Size (bytes)", "SHA-256"], member_rows, num_cols=(1,))
-    out += ('<p class="note">This page (report.html) is a rendering of decision.json and is not itself listed; '
-            "the manifest and signature cover the members above.</p>")
+    out += ('<p class="note">This page (report.html) is a rendering of decision.json. It is listed in '
+            "manifest.json like every member, but a page cannot show its own digest, so it is not in the "
+            "table above; the manifest and signature cover every member.</p>")
     return out
 
 
