@@ -54,9 +54,6 @@ class Workspace:
             )
         return real
 
-    def exists(self, relpath: str) -> bool:
-        return self.resolve(relpath).is_file()
-
     def glob(self, pattern: str) -> tuple[list[str], list[str]]:
         """Return ``(matches, escapes)``: workspace-relative files matching the glob, sorted,
         and matches that are symlinks leading outside the workspace (never read)."""
