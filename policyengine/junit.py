@@ -70,6 +70,7 @@ Refusals (:class:`~policyengine.errors.ReportError`, never a pass)
 
 from __future__ import annotations
 
+from collections.abc import Callable
 import os
 import pyexpat
 from dataclasses import dataclass
@@ -560,8 +561,12 @@ def _check_start(head: bytes) -> None:
         raise ReportError(_DTD_MESSAGE)
 
 
-def read_junit(path: str | os.PathLike[str]) -> ReportSummary:
-    """Read one JUnit XML report; raise :class:`ReportError` when it cannot be trusted as one."""
+def read_junit(path: str | os.PathLike[str], sink: Callable[[bytes], None] | None = None) -> ReportSummary:
+    """Read one JUnit XML report; raise :class:`ReportError` when it cannot be trusted as one.
+
+    ``sink`` receives every byte read, in order (e.g. a digest's ``update``), so a caller can
+    hash exactly the bytes that were parsed without reading the file twice.
+    """
     reader = _Reader()
     parser = _new_parser(reader)
     size = 0
@@ -584,6 +589,8 @@ def read_junit(path: str | os.PathLike[str]) -> ReportSummary:
                             _check_start(head)
                             started = True
                 size += len(chunk)
+                if sink is not None:
+                    sink(chunk)
                 parser.Parse(chunk, False)
             if not started:
                 raise ReportError(

@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any
 
 from policyengine.errors import ReportError, WorkspaceError
@@ -67,19 +68,30 @@ class TestsPassedRule(RuleType):
         failing: list[str] = []
         flaky: list[str] = []
         for rel in matched:
+            # Hash the bytes as they are parsed: one read, and the digest the evidence records
+            # is of exactly what was judged.
+            digest, size = hashlib.sha256(), [0]
+
+            def sink(chunk: bytes, digest: Any = digest, size: list[int] = size) -> None:
+                digest.update(chunk)
+                size[0] += len(chunk)
+
             try:
-                info = ctx.workspace.describe(rel)
-            except WorkspaceError as exc:
-                unreadable.append(f"{rel}: {exc}")
-                details["files"].append({"path": rel, "error": str(exc)})
-                continue
-            files.append(info)
-            try:
-                summary = read_junit(info.abspath)
-            except ReportError as exc:
+                real = ctx.workspace.resolve(rel)
+                summary = read_junit(real, sink)
+            except (WorkspaceError, ReportError) as exc:
+                try:  # the parse stopped early: hash the whole file for the evidence
+                    info = ctx.workspace.describe(rel)
+                except WorkspaceError as exc2:
+                    unreadable.append(f"{rel}: {exc2}")
+                    details["files"].append({"path": rel, "error": str(exc2)})
+                    continue
+                files.append(info)
                 unreadable.append(f"{rel}: {exc}")
                 details["files"].append({"path": rel, "sha256": info.sha256, "error": str(exc)})
                 continue
+            info = FileRead(relpath=rel, abspath=str(real), sha256=digest.hexdigest(), size=size[0])
+            files.append(info)
             totals = totals + summary.totals
             details["files"].append({"path": rel, "sha256": info.sha256, **summary.totals.to_json(),
                                      **({"notes": list(summary.notes)} if summary.notes else {})})
