@@ -143,7 +143,7 @@ print(json.dumps({"seconds": time.perf_counter() - t, "rss_mb": resource.getrusa
 _BUNDLE = """
 import json, os, resource, sys, time
 from datetime import datetime, timezone
-from policyengine.evidence import LocalArchive
+from policyengine.evidence.archive import LocalArchive
 from policyengine.models import FileRead
 archive, digests = sys.argv[1], json.loads(sys.argv[2])
 if sys.argv[3] == "nosync":  # to separate the CPU cost from the disk's: never in real use

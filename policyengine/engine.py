@@ -1,15 +1,22 @@
-"""Judge: evaluate every rule of a policy against one change. Pure: no network, no environment,
-no global clock; every rule gives a result and nothing short-circuits."""
+"""Judge: evaluate every rule of a policy on the facts of one change. Pure: no files, no network,
+no environment, no clock; every rule gives a result and nothing short-circuits."""
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from policyengine.globs import glob_match
-from policyengine.models import Decision, Enforcement, Outcome, RuleResult, Status
+from policyengine.facts import Facts
+from policyengine.models import (
+    Decision,
+    Enforcement,
+    Outcome,
+    RuleResult,
+    Status,
+    iso_utc,
+)
+from policyengine.policy import policy_applies, when_skip
 from policyengine.rules.base import Context
-from policyengine.workspace import Workspace
 
 if TYPE_CHECKING:
     from policyengine.policy import Policy
@@ -17,42 +24,18 @@ if TYPE_CHECKING:
 SCHEMA_VERSION = 1
 
 
-def iso_utc(moment: datetime) -> str:
-    """Render an aware datetime as ISO 8601 UTC with a ``Z``."""
-    return moment.astimezone(timezone.utc).isoformat().replace("+00:00", "Z")
+def evaluate(policy: Policy, facts: Facts, now: datetime) -> Decision:
+    """Evaluate every rule of ``policy`` on the gathered ``facts`` at ``now``; derive the decision.
 
-
-def _applies(policy: Policy, change: dict[str, Any]) -> bool:
-    if not policy.environments:
-        return True
-    env = str(change.get("environment", "")).casefold()
-    return env in {e.casefold() for e in policy.environments}
-
-
-def _when_skip(paths: tuple[str, ...] | None, change: dict[str, Any]) -> tuple[bool, str | None]:
-    """Return (skip, note). A rule whose ``when.paths`` cannot be checked (the change does not
-    list its files) is applied anyway: fail closed."""
-    if not paths:
-        return False, None
-    files = change.get("files_changed")
-    if "files_changed" in (change.get("unavailable") or {}):
-        return False, "the changed files could not be read, so the rule was applied"
-    if files is None:
-        return False, "the change does not list its changed files, so the rule was applied"
-    for f in files:
-        if any(glob_match(p, f) for p in paths):
-            return False, None
-    return True, "no changed file matches " + ", ".join(paths)
-
-
-def evaluate(policy: Policy, change: dict[str, Any], workspace: Workspace, now: datetime) -> Decision:
-    """Evaluate every rule of ``policy`` for ``change`` at ``now`` and derive the decision."""
+    Pure: the facts were gathered before (``policyengine.gather``), and ``now`` is given.
+    """
     from policyengine.policy import build_rules
 
     if now.tzinfo is None:
         raise ValueError("now must be timezone-aware")
-    ctx = Context(change=change, workspace=workspace, now=now)
-    applies = _applies(policy, change)
+    change = facts.change
+    ctx = Context(change=change, facts=facts, now=now)
+    applies = policy_applies(policy, change)
     results: list[RuleResult] = []
     for rule in build_rules(policy):
         spec = rule.spec
@@ -61,7 +44,7 @@ def evaluate(policy: Policy, change: dict[str, Any], workspace: Workspace, now: 
             outcome = Outcome(Status.SKIPPED, f"policy applies to {envs}; this change deploys to "
                               f"{change.get('environment')}")
         else:
-            skip, note = _when_skip(spec.when_paths, change)
+            skip, note = when_skip(spec.when_paths, change)
             if skip:
                 outcome = Outcome(Status.SKIPPED, f"does not apply: {note}")
             else:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import posixpath
 import re
 
 
@@ -61,3 +62,20 @@ def glob_literal_prefix(pattern: str) -> str:
             break
         prefix.append(part)
     return "/".join(prefix)
+
+
+def static_path_problem(path: str) -> str | None:
+    """Say what is wrong with a path written in a policy, before any workspace exists.
+
+    Policy paths must be relative, ``/``-separated and stay inside the workspace.
+    """
+    if not isinstance(path, str) or not path.strip():
+        return "expected a relative path inside the workspace, got an empty path"
+    if path.startswith(("/", "\\")) or (len(path) > 1 and path[1] == ":"):
+        return f"expected a relative path inside the workspace, got the absolute path {path!r}"
+    if "\\" in path:
+        return f"use '/' to separate folders, got {path!r}"
+    norm = posixpath.normpath(path)
+    if norm == ".." or norm.startswith("../"):
+        return f"path {path!r} leads outside the workspace; write it relative to the workspace, without '..'"
+    return None

@@ -70,15 +70,21 @@ Refusals (:class:`~policyengine.errors.ReportError`, never a pass)
 
 from __future__ import annotations
 
-from collections.abc import Callable
 import os
 import pyexpat
-from dataclasses import dataclass
+from collections.abc import Callable
 from typing import Any, Final
 
-from defusedxml.common import DTDForbidden, EntitiesForbidden, ExternalReferenceForbidden
+from defusedxml.common import (
+    DTDForbidden,
+    EntitiesForbidden,
+    ExternalReferenceForbidden,
+)
 
 from policyengine.errors import ReportError
+from policyengine.facts import ReportSummary, Totals
+
+__all__ = ["MAX_LISTED", "MAX_NOTES", "ReportSummary", "Totals", "read_junit"]
 
 __all__ = ["ReportSummary", "Totals", "read_junit"]
 
@@ -89,52 +95,6 @@ _MAX_TRACKED: Final = 1000  # names remembered per suite while its retries are u
 _CHUNK: Final = 1 << 18
 
 _DTD_MESSAGE: Final = "DTDs and entity declarations are not allowed in test reports (possible XML bomb or XXE)"
-
-
-@dataclass(frozen=True)
-class Totals:
-    """Test counts. ``tests == passed + failures + errors + skipped``; flaky tests are in ``passed`` too."""
-
-    tests: int
-    passed: int
-    failures: int
-    errors: int
-    skipped: int
-    flaky: int = 0
-
-    def to_json(self) -> dict[str, int]:
-        """Return the counts as a JSON object."""
-        return {
-            "tests": self.tests,
-            "passed": self.passed,
-            "failures": self.failures,
-            "errors": self.errors,
-            "skipped": self.skipped,
-            "flaky": self.flaky,
-        }
-
-    def __add__(self, other: object) -> Totals:
-        if not isinstance(other, Totals):
-            return NotImplemented
-        return Totals(
-            self.tests + other.tests,
-            self.passed + other.passed,
-            self.failures + other.failures,
-            self.errors + other.errors,
-            self.skipped + other.skipped,
-            self.flaky + other.flaky,
-        )
-
-
-@dataclass(frozen=True)
-class ReportSummary:
-    """What one report shows: totals, a few names for messages, and notes on anything unusual."""
-
-    totals: Totals
-    suites: int
-    failed_tests: tuple[str, ...]
-    flaky_tests: tuple[str, ...]
-    notes: tuple[str, ...]
 
 
 # Outcome of one testcase; also the index into per-group attempt counts.

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from typing import Any
+
+from policyengine.errors import UsageError
 
 
 class Status(str, enum.Enum):
@@ -90,3 +93,22 @@ class Decision:
             for f in r.files:
                 seen.setdefault(f.relpath, f)
         return tuple(seen.values())
+
+
+def iso_utc(moment: datetime) -> str:
+    """Render an aware datetime as ISO 8601 UTC with a ``Z``."""
+    return moment.astimezone(timezone.utc).isoformat().replace("+00:00", "Z")
+
+
+def parse_instant(value: str, *, option: str = "--now") -> datetime:
+    """Parse an ISO 8601 time that carries its zone (``Z`` or an offset): the one parser of
+    instants given by people or read back from evidence. ``option`` names it in errors."""
+    try:
+        moment = datetime.fromisoformat(value.strip().replace("Z", "+00:00").replace("z", "+00:00"))
+    except ValueError:
+        raise UsageError(f"{option}: {value!r} is not an ISO 8601 time",
+                         hint="write e.g. 2026-11-24T15:00:00Z") from None
+    if moment.tzinfo is None:
+        raise UsageError(f"{option}: {value!r} has no time zone",
+                         hint="add Z or an offset, e.g. 2026-11-24T10:00:00-05:00")
+    return moment

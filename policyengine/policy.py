@@ -10,20 +10,22 @@ from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from policyengine import loader
 from policyengine.errors import InvalidInputError, Problem
+from policyengine.globs import glob_match, static_path_problem
 from policyengine.models import Enforcement
-from policyengine.workspace import static_path_problem
 
 if TYPE_CHECKING:
     # Imported lazily at run time: importing ``policyengine.rules`` loads every rule type.
     from policyengine.rules.base import RuleSpec, RuleType
 
-__all__ = ["COMMON_KEYS", "Policy", "build_rules", "load_change", "load_policy", "parse_policy"]
+__all__ = ["COMMON_KEYS", "Policy", "build_rules", "load_change", "load_policy", "parse_policy", "policy_applies",
+           "when_skip"]
 
 POLICY_SCHEMA = "policy.schema.json"
 CHANGE_SCHEMA = "change.schema.json"
@@ -89,6 +91,30 @@ def load_change(path: str | Path) -> dict[str, Any]:
         raise InvalidInputError(sorted(problems, key=_sort_key), what="change")
     assert isinstance(data, dict)  # the schema requires a mapping  # noqa: S101
     return data
+
+
+def policy_applies(policy: Policy, change: Mapping[str, Any]) -> bool:
+    """Whether the policy covers the change's environment (no ``applies_to``: every one)."""
+    if not policy.environments:
+        return True
+    env = str(change.get("environment", "")).casefold()
+    return env in {e.casefold() for e in policy.environments}
+
+
+def when_skip(paths: tuple[str, ...] | None, change: Mapping[str, Any]) -> tuple[bool, str | None]:
+    """Return (skip, note). A rule whose ``when.paths`` cannot be checked (the change does not
+    list its files) is applied anyway: fail closed."""
+    if not paths:
+        return False, None
+    files = change.get("files_changed")
+    if "files_changed" in (change.get("unavailable") or {}):
+        return False, "the changed files could not be read, so the rule was applied"
+    if files is None:
+        return False, "the change does not list its changed files, so the rule was applied"
+    for f in files:
+        if any(glob_match(p, f) for p in paths):
+            return False, None
+    return True, "no changed file matches " + ", ".join(paths)
 
 
 # --------------------------------------------------------------------------------------------

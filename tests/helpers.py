@@ -6,6 +6,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from policyengine.facts import Facts
+from policyengine.gather import GATHERERS, GatherContext
 from policyengine.models import Enforcement, Outcome
 from policyengine.rules.base import Context, RuleSpec, RuleType
 from policyengine.workspace import Workspace
@@ -16,10 +18,17 @@ NOW = datetime(2026, 11, 24, 15, 0, tzinfo=timezone.utc)
 
 
 def run_rule(cls: type[RuleType], params: dict[str, Any], change: dict[str, Any] | None = None,
-             workspace: Path | None = None, now: datetime = NOW) -> Outcome:
+             workspace: Path | None = None, now: datetime = NOW, answers: dict[Any, Any] | None = None) -> Outcome:
+    """Judge one rule. Facts come from ``answers`` (built in memory), or, given a
+    ``workspace``, are gathered from it first as ``check`` gathers them (an integration test)."""
     spec = RuleSpec(id="r", type=cls.type_name, enforcement=Enforcement.DENY, params=params)
-    ctx = Context(change=change or {}, workspace=Workspace(workspace or Path(".")), now=now)
-    return cls(spec).evaluate(ctx)
+    rule = cls(spec)
+    facts = Facts(change=change or {}, answers=dict(answers or {}))
+    if workspace is not None:
+        ctx = GatherContext(workspace=Workspace(workspace))
+        facts = Facts(change=change or {},
+                      answers={r: GATHERERS[type(r)](r, ctx) for r in rule.needs()} | dict(answers or {}))
+    return rule.evaluate(Context(change=change or {}, facts=facts, now=now))
 
 
 def change(**over: Any) -> dict[str, Any]:

@@ -8,9 +8,10 @@ from pathlib import Path
 import pytest
 from helpers import HEAD, OLD, change, run_rule
 
+from policyengine.markdown import sections
 from policyengine.models import Status
 from policyengine.rules.checks_passed import ChecksPassedRule
-from policyengine.rules.rollback_plan import RollbackPlanRule, sections
+from policyengine.rules.rollback_plan import RollbackPlanRule
 
 
 def check(name: str, status: str = "success", commit: str = HEAD, **kw: str) -> dict[str, str]:
@@ -84,7 +85,7 @@ class TestRollbackPlan:
 
     def test_setext_and_fenced_code(self, tmp_path: Path) -> None:
         text = "Rollback steps\n--------------\n```\n# not a heading\n```\nVerification\n============\nok\n"
-        assert [t for _, t, _ in sections(text)] == ["Rollback steps", "Verification"]
+        assert [s.title for s in sections(text)] == ["Rollback steps", "Verification"]
         assert run_rule(RollbackPlanRule, self.params, workspace=self.write(tmp_path, text)).status is Status.PASS
 
     def test_min_length(self, tmp_path: Path) -> None:

@@ -13,11 +13,11 @@ from typing import Any
 
 import pytest
 
+from policyengine.facts import Facts
 from policyengine.models import Outcome, Status
 from policyengine.rules import deploy_window
 from policyengine.rules.base import Context, RuleSpec
 from policyengine.rules.deploy_window import DeployWindowRule
-from policyengine.workspace import Workspace
 
 NY = "America/New_York"
 
@@ -37,7 +37,7 @@ def judge(params: dict[str, Any], now: str, tmp_path: Path) -> Outcome:
     assert DeployWindowRule.check_params(params) == []
     rule = DeployWindowRule(RuleSpec(id="window", type="deploy_window", params=params))
     clock = datetime.fromisoformat(now.replace("Z", "+00:00"))
-    return rule.evaluate(Context(change={}, workspace=Workspace(tmp_path), now=clock))
+    return rule.evaluate(Context(change={}, facts=Facts(change={}), now=clock))
 
 
 def problems(params: dict[str, Any]) -> dict[str, str]:
@@ -387,7 +387,7 @@ def test_holiday_is_the_whole_local_day(tmp_path: Path) -> None:
 def test_evaluate_with_invalid_params_is_an_error(tmp_path: Path) -> None:
     rule = DeployWindowRule(RuleSpec(id="w", type="deploy_window", params={"timezone": "Mars/Base"}))
     now = datetime(2026, 11, 24, 15, tzinfo=timezone.utc)
-    out = rule.evaluate(Context(change={}, workspace=Workspace(tmp_path), now=now))
+    out = rule.evaluate(Context(change={}, facts=Facts(change={}), now=now))
     assert out.status is Status.ERROR
     assert "timezone: unknown time zone 'Mars/Base'" in out.message
 
@@ -395,7 +395,7 @@ def test_evaluate_with_invalid_params_is_an_error(tmp_path: Path) -> None:
 def test_evaluate_with_a_naive_clock_is_an_error(tmp_path: Path) -> None:
     rule = DeployWindowRule(RuleSpec(id="w", type="deploy_window", params={"timezone": NY}))
     naive = datetime(2026, 11, 24, 15)  # noqa: DTZ001 - deliberately naive
-    out = rule.evaluate(Context(change={}, workspace=Workspace(tmp_path), now=naive))
+    out = rule.evaluate(Context(change={}, facts=Facts(change={}), now=naive))
     assert out.status is Status.ERROR
 
 

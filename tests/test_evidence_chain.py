@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from test_evidence import CHANGE, problems_of, write
 
-from policyengine.evidence import LocalArchive
+from policyengine.evidence.archive import LocalArchive
 from policyengine.evidence.bundle import MANIFEST
 
 FIXTURES = Path(__file__).parent / "fixtures" / "acceptance"

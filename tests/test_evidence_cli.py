@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from test_evidence import CHANGE, write
 
-from policyengine.evidence import LocalArchive
+from policyengine.evidence.archive import LocalArchive
 from policyengine.evidence.audit import draw_sample
 from policyengine.policy import load_change
 

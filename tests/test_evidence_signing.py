@@ -17,10 +17,15 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 from test_evidence import CHANGE, flip_byte_in_member, make_file, problems_of, write
 
 from policyengine.errors import UsageError
-from policyengine.evidence import LocalArchive
 from policyengine.evidence import signing as signing_mod
+from policyengine.evidence.archive import LocalArchive
 from policyengine.evidence.bundle import ATTESTATION
-from policyengine.evidence.signing import PAYLOAD_TYPE, load_public_key, load_signing_key, pae
+from policyengine.evidence.signing import (
+    PAYLOAD_TYPE,
+    load_public_key,
+    load_signing_key,
+    pae,
+)
 
 
 def _keypair(folder: Path, name: str = "signing") -> tuple[Path, Path]:
@@ -281,7 +286,7 @@ def test_tokens_are_redacted_in_every_member_with_both_digests_recorded(archive:
 
 def test_the_values_of_the_token_variables_are_redacted_whatever_their_shape(archive: LocalArchive,
                                                                               tmp_path: Path) -> None:
-    from policyengine.evidence.redact import EvidenceRedactor
+    from policyengine.redact import EvidenceRedactor
 
     secret = "0dd-shaped-s3cret"  # noqa: S105 - a fake token
     big = make_file(tmp_path / "ws", "logs/deploy.log", (b"x" * 100 + b" ok\n") * 20000 + secret.encode() + b"\n")
@@ -311,8 +316,7 @@ def test_binary_members_are_stored_as_they_are(archive: LocalArchive, tmp_path: 
     "JOB-TOKEN: abcdefghij", "X-API-Key: abcdefghij", "x-api-key=abcdefghij",
 ])
 def test_the_prefilter_never_hides_what_the_providers_redactor_removes(sample: str) -> None:
-    from policyengine.evidence.redact import EvidenceRedactor
-    from policyengine.providers.redact import Redactor
+    from policyengine.redact import EvidenceRedactor, Redactor
 
     data = ("x" * 5000 + " log line with " + sample + " and more\n").encode()
     expected = Redactor().bytes(data)

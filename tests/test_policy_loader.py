@@ -13,9 +13,9 @@ from jsonschema import Draft202012Validator
 
 from policyengine import loader
 from policyengine.errors import InvalidInputError, UsageError
+from policyengine.globs import static_path_problem
 from policyengine.models import Enforcement
 from policyengine.policy import build_rules, load_change, load_policy
-from policyengine.workspace import static_path_problem
 
 POLICIES = Path(__file__).resolve().parent / "fixtures" / "policies"
 ACCEPTANCE = (POLICIES / "acceptance.yml").read_text(encoding="utf-8")

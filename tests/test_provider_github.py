@@ -306,14 +306,16 @@ def test_range_falls_back_to_the_evidence_archive(api: FakeAPI, monkeypatch: pyt
     w = reviewed_world(api)
     w.deployments("production", [])
     # A first gate run records an allowed decision for PREV in the archive...
-    from policyengine.evidence import LocalArchive
+    from policyengine.evidence.archive import LocalArchive
 
     LocalArchive(tmp_path / "evidence").write_bundle(
         decision={"decision": "allow"}, change={"repository": "acme/payments", "environment": "production",
                                                 "commit": PREV}, policy_filename="p.yml", policy_bytes=b"x",
         files=[])
+    from policyengine.evidence.history import ArchiveHistory
+
     change = gather_github(github_env(api, MERGE), environment="production",
-                           evidence_archive=tmp_path / "evidence").change
+                           previous_deploys=ArchiveHistory(tmp_path / "evidence")).change
     assert change["range"]["previous_commit"] == PREV
     assert change["range"]["previous_deployment"]["source"] == "evidence-archive"
     assert len(change["range"]["commits"]) == 3

@@ -12,8 +12,14 @@ from fake_servers import FakeAPI, Reply
 
 from policyengine import __version__
 from policyengine.providers import http
-from policyengine.providers.http import ApiError, HttpSession, HttpSettings, TokenInfo, parse_link_header
-from policyengine.providers.redact import REDACTED, Redactor, redact, redact_bytes
+from policyengine.providers.http import (
+    ApiError,
+    HttpSession,
+    HttpSettings,
+    TokenInfo,
+    parse_link_header,
+)
+from policyengine.redact import REDACTED, Redactor, redact, redact_bytes
 
 TOKEN = "ghs_" + "C" * 36
 CANARY = "canary-token-0123456789"

@@ -24,6 +24,7 @@ from conftest import FIXTURES
 
 from policyengine.engine import decision_to_json, evaluate
 from policyengine.evidence.report import render_export_index, render_report
+from policyengine.gather import gather_facts
 from policyengine.policy import load_change, load_policy
 from policyengine.workspace import Workspace
 
@@ -48,7 +49,7 @@ def decide(now: str) -> dict[str, Any]:
     policy = load_policy(ACC / "policy.yml")
     change = load_change(ACC / "change.yml")
     moment = datetime.fromisoformat(now.replace("Z", "+00:00")).astimezone(timezone.utc)
-    return decision_to_json(evaluate(policy, change, Workspace(ACC / "workspace"), moment))
+    return decision_to_json(evaluate(policy, gather_facts(policy, change, Workspace(ACC / "workspace")), moment))
 
 
 @pytest.fixture(scope="module")

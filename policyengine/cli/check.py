@@ -1,4 +1,4 @@
-"""`policyengine check`: gather, judge, record, exit."""
+"""`policyengine check`: parse the options, run the gate (``policyengine.gate``), print, exit."""
 
 from __future__ import annotations
 
@@ -7,7 +7,6 @@ import os
 import re
 import sys
 from pathlib import Path
-from typing import Any
 
 import click
 
@@ -18,13 +17,7 @@ from policyengine.cli.common import (
     use_color,
     write_atomic,
 )
-from policyengine.errors import (
-    EXIT_ALLOW,
-    EXIT_DENY,
-    InvalidInputError,
-    PolicyEngineError,
-    UsageError,
-)
+from policyengine.errors import EXIT_DENY, UsageError
 
 
 @click.command(context_settings=CONTEXT, epilog=EXIT_CODES_HELP)
@@ -71,15 +64,10 @@ def check(policy_path: str, change_path: str | None, provider: str | None, envir
           --junit policy-junit.xml --json decision.json --evidence-dir evidence
       policyengine check --policy prod.yml --change change.yml --now 2026-11-24T15:00:00Z --advisory
     """
-    from policyengine.engine import decision_to_json, evaluate, exit_code_for
-    from policyengine.evidence import open_store
-    from policyengine.evidence.redact import EvidenceRedactor, ci_variables
-    from policyengine.models import Enforcement, RuleResult, Status
+    from policyengine.gate import CheckRequest
+    from policyengine.gate import check as run_check
     from policyengine.outputs import junit as junit_out
     from policyengine.outputs import text as text_out
-    from policyengine.policy import load_policy
-    from policyengine.providers import gather
-    from policyengine.workspace import Workspace
 
     moment = parse_now(now)
     subject_digests = [_parse_subject(s) for s in subjects]
@@ -88,83 +76,26 @@ def check(policy_path: str, change_path: str | None, provider: str | None, envir
         from policyengine.evidence.signing import load_signing_key
 
         key = load_signing_key(signing_key)
-    ws = Path(workspace)
-    if not ws.is_dir():
-        raise UsageError(f"--workspace: {workspace} is not a directory")
-    # Gather: load the policy and the change; report every problem of both files in one run.
-    problems: list[Any] = []
-    policy = gathered = None
-    try:
-        policy = load_policy(policy_path)
-    except InvalidInputError as exc:
-        problems.extend(exc.problems)
-    try:
-        teams = [t for r in (policy.rules if policy else ()) for t in r.params.get("from_teams", [])]
-        gathered = gather(provider, env=os.environ, change_path=change_path, environment=environment,
-                          evidence_archive=Path(evidence_dir), teams=teams)
-    except InvalidInputError as exc:
-        problems.extend(exc.problems)
-    if problems:
-        raise InvalidInputError(problems, what="input", hint="fix every line above, then run again")
-    assert policy is not None and gathered is not None
-    change = gathered.change
-
-    decision = evaluate(policy, change, Workspace(ws), moment)
-
-    # Record: a denied attempt is evidence too. If it cannot be recorded, the gate denies (exit 3).
-    bundle: dict[str, Any] = {}
-    store_url = evidence_store or evidence_dir
-    try:
-        extra = {f"raw/{name}": data for name, data in gathered.raw.items()}
-        redactor = EvidenceRedactor.from_env(os.environ)
-        ci = ci_variables(os.environ, redactor)
-        if ci:
-            extra["ci.json"] = (json.dumps(ci, indent=2, sort_keys=True) + "\n").encode("utf-8")
-        archive = open_store(store_url)
-        ref = archive.write_bundle(
-            decision=decision_to_json(decision, advisory=advisory),
-            change=change,
-            policy_filename=Path(policy_path).name,
-            policy_bytes=policy.raw,
-            files=decision.files,
-            extra_members=extra,
-            subjects=subject_digests,
-            signing_key=key,
-            retention=policy.retention,
-            redactor=redactor,
-        )
-        bundle = {"bundle_id": ref.id, "path": ref.path, "sha256": ref.sha256, "signed": key is not None}
-        notes = list(getattr(archive, "notes", []))
-        if notes:
-            bundle["notes"] = notes
-    except PolicyEngineError as exc:
-        failed = RuleResult(id="evidence", type="evidence", status=Status.ERROR, enforcement=Enforcement.DENY,
-                            message=f"the evidence could not be recorded: {exc.message}", controls=("CC8.1",),
-                            description="The evaluation is archived as tamper-evident evidence.",
-                            details={"archive": store_url})
-        decision = type(decision)(decision="deny", evaluated_at=decision.evaluated_at, policy=decision.policy,
-                                  change=decision.change, rules=decision.rules + (failed,),
-                                  applies=decision.applies, note=decision.note)
-        bundle = {"error": exc.message}
-
-    code = exit_code_for(decision)
-    doc = decision_to_json(decision, advisory=advisory)
-    doc["evidence"] = bundle
+    result = run_check(CheckRequest(
+        policy_path=policy_path, now=moment, env=os.environ, change_path=change_path, provider=provider,
+        environment=environment, workspace=workspace, evidence_dir=evidence_dir, evidence_store=evidence_store,
+        signing_key=key, subjects=subject_digests, advisory=advisory,
+    ))
+    decision, bundle, code = result.decision, result.evidence, result.verdict_code
     if junit_path:
         write_atomic(junit_path, junit_out.render(decision), "JUnit report")
     if json_path:
-        write_atomic(json_path, json.dumps(doc, indent=2, sort_keys=False) + "\n", "decision JSON")
+        write_atomic(json_path, json.dumps(result.document, indent=2, sort_keys=False) + "\n", "decision JSON")
     stream = sys.stderr if json_path == "-" else sys.stdout
     click.echo(text_out.render(decision, color=use_color(color, stream), advisory=advisory and code == EXIT_DENY,
                                exit_code=code), nl=False, file=stream)
     if bundle.get("bundle_id"):
+        store_url = result.store_url
         where = bundle["path"] if store_url.startswith("s3://") else str(Path(store_url) / bundle["path"])
         click.echo(f"evidence: {where} (bundle {bundle['bundle_id']})", file=stream)
-        for note in bundle.get("notes", []):
+        for note in result.notes:
             click.echo(f"evidence: note: {note}", file=stream)
-    if advisory and code == EXIT_DENY:
-        return EXIT_ALLOW
-    return code
+    return result.exit_code
 
 
 _SUBJECT_RE = re.compile(r"^(?P<name>[^=\s][^=]*)=sha256:(?P<hex>[0-9a-fA-F]{64})$")

@@ -44,17 +44,14 @@ def use_color(choice: str, stream: Any) -> bool:
 
 
 def parse_now(value: str | None) -> datetime:
+    """``--now``: the given instant, or the clock when none is given (the only clock read)."""
     from datetime import datetime, timezone
+
+    from policyengine.models import parse_instant
 
     if not value:
         return datetime.now(timezone.utc)
-    try:
-        moment = datetime.fromisoformat(value.strip().replace("Z", "+00:00").replace("z", "+00:00"))
-    except ValueError:
-        raise UsageError(f"--now: {value!r} is not an ISO 8601 time", hint="write e.g. 2026-11-24T15:00:00Z") from None
-    if moment.tzinfo is None:
-        raise UsageError(f"--now: {value!r} has no time zone", hint="add Z or an offset, e.g. 2026-11-24T10:00:00-05:00")
-    return moment
+    return parse_instant(value, option="--now")
 
 
 def write_atomic(path: str, text: str, what: str) -> None:

@@ -24,7 +24,7 @@ def archive_option(fn: Any) -> Any:
 def open_archive(url: str) -> Any:
     from pathlib import Path
 
-    from policyengine.evidence import open_store
+    from policyengine.evidence.stores import open_store
 
     if not url.startswith("s3://") and not Path(url).is_dir():
         raise UsageError(f"--archive: {url} is not a directory")
@@ -282,7 +282,7 @@ def evidence_replay(archive: str, as_json: bool, bundle_id: str) -> int:
     Examples:
       policyengine evidence replay --archive evidence 20261124T150000Z-0a1b2c3d4e5f
     """
-    from policyengine.evidence.audit import replay
+    from policyengine.gate import replay
 
     store = open_archive(archive)
     result = replay(store, bundle_id)

@@ -50,7 +50,6 @@ from policyengine.evidence.bundle import (
     VerifyProblem,
 )
 from policyengine.evidence.index import Query, SqliteIndex
-from policyengine.evidence.redact import EvidenceRedactor
 from policyengine.evidence.signing import SigningKey
 from policyengine.evidence.store import (
     BundleRef,
@@ -63,6 +62,7 @@ from policyengine.evidence.store import (
     sha256_stream,
 )
 from policyengine.models import FileRead
+from policyengine.redact import EvidenceRedactor
 
 INDEX = "index.jsonl"
 LOCK = ".lock"

@@ -1,4 +1,4 @@
-"""What an auditor does with an archive: replay a decision, export a period with a sample.
+"""What an auditor does with an archive: read a bundle, unpack one for replay, export a period.
 
 No click and no printing here: the CLI renders the results and reports progress.
 """
@@ -15,7 +15,7 @@ import random
 import tempfile
 import zipfile
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -70,92 +70,52 @@ def read_bundle(store: EvidenceStore, bundle_id: str) -> BundleContents:
                             hint=f"run `policyengine evidence verify {bundle_id}`") from exc
 
 
-# -- replay ---------------------------------------------------------------------------------
+# -- replay (the gate judges; this only unpacks) ----------------------------------------------
 
 
 @dataclass(frozen=True)
-class ReplayResult:
-    """The recorded and the replayed decision, and every difference between them."""
+class Unpacked:
+    """What a replay needs from a bundle: its recorded decision, change and policy bytes."""
 
-    bundle_id: str
-    evaluated_at: str
-    recorded: str
-    replayed: str
-    rules: list[dict[str, Any]]
-    differences: list[str] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)
-
-    @property
-    def ok(self) -> bool:
-        return not self.differences
+    recorded: dict[str, Any]
+    change: dict[str, Any]
+    policy_member: str
+    policy_raw: bytes
+    redacted: list[str]
 
 
-def replay(store: EvidenceStore, bundle_id: str) -> ReplayResult:
-    """Re-evaluate a bundle's own policy, change and files at its recorded time; compare.
+def unpack_for_replay(store: EvidenceStore, bundle_id: str, workspace: Path) -> Unpacked:
+    """Unpack a bundle's ``files/`` into ``workspace`` and return its decision, change and policy.
 
-    The bundle is unpacked into a temporary workspace (member names were checked when it was
-    written and are checked again here, so nothing lands outside it).
+    Member names were checked when the bundle was written and are checked again here, so
+    nothing lands outside ``workspace``.
     """
-    from policyengine.cli.common import parse_now  # the one parser of ISO times with a zone
-    from policyengine.engine import evaluate
-    from policyengine.policy import parse_policy
-    from policyengine.workspace import Workspace
-
     record = store.find(bundle_id)
-    with tempfile.TemporaryDirectory(prefix="policyengine-replay-") as tmp:
-        ws = Path(tmp) / "workspace"
-        ws.mkdir()
-        notes: list[str] = []
-        try:
-            with store.open_bundle(record) as fh, zipfile.ZipFile(fh) as zf:
-                manifest = json.loads(zf.read(MANIFEST))
-                recorded = json.loads(zf.read(DECISION))
-                change = json.loads(zf.read(CHANGE))
-                policy_member = next(n for n in zf.namelist() if n.startswith(POLICY_DIR))
-                policy_raw = zf.read(policy_member)
-                for name in zf.namelist():
-                    if not name.startswith(FILES_DIR):
-                        continue
-                    if member_name_problem(name):
-                        raise EvidenceError(f"bundle {bundle_id} has an unsafe member name {name!r}")
-                    target = ws / name[len(FILES_DIR):]
-                    target.parent.mkdir(parents=True, exist_ok=True)
-                    with zf.open(name) as src, open(target, "wb") as dst:
-                        while chunk := src.read(1 << 20):
-                            dst.write(chunk)
-        except FileNotFoundError as exc:
-            raise EvidenceError(f"bundle {bundle_id} is recorded but {store.location(record)} is missing") from exc
-        except (*ZIP_READ_ERRORS, KeyError, ValueError, StopIteration) as exc:
-            raise EvidenceError(f"bundle {bundle_id} cannot be replayed: {exc}",
-                                hint=f"run `policyengine evidence verify {bundle_id}`") from exc
-        redacted = [m["path"] for m in manifest.get("members", []) if isinstance(m, dict) and m.get("redacted")]
-        if redacted:
-            notes.append("members stored redacted (token-looking values removed): " + ", ".join(redacted))
-        policy = parse_policy(policy_raw, file=policy_member)
-        at = str(recorded.get("evaluated_at"))
-        decision = evaluate(policy, change, Workspace(ws), parse_now(at))
-
-    differences: list[str] = []
-    if decision.decision != recorded.get("decision"):
-        differences.append(f"decision: recorded {recorded.get('decision')}, replayed {decision.decision}")
-    before = {r.get("id"): r for r in recorded.get("rules", []) if isinstance(r, dict)}
-    rules = []
-    for r in decision.rules:
-        old = before.pop(r.id, None)
-        old_status = old.get("status") if old else None
-        rules.append({"id": r.id, "recorded": old_status, "replayed": r.status.value,
-                      "recorded_message": old.get("message") if old else None, "replayed_message": r.message})
-        if old is None:
-            differences.append(f"rule {r.id}: not in the recorded decision, replayed {r.status.value}")
-        elif old_status != r.status.value:
-            differences.append(f"rule {r.id}: recorded {old_status}, replayed {r.status.value} ({r.message})")
-    for rid, old in before.items():
-        if rid == "evidence":
-            notes.append("the recorded decision has an 'evidence' result (recording failed at the time)")
-            continue
-        differences.append(f"rule {rid}: recorded {old.get('status')}, not evaluated on replay")
-    return ReplayResult(bundle_id=bundle_id, evaluated_at=at, recorded=str(recorded.get("decision")),
-                        replayed=decision.decision, rules=rules, differences=differences, notes=notes)
+    try:
+        with store.open_bundle(record) as fh, zipfile.ZipFile(fh) as zf:
+            manifest = json.loads(zf.read(MANIFEST))
+            recorded = json.loads(zf.read(DECISION))
+            change = json.loads(zf.read(CHANGE))
+            policy_member = next(n for n in zf.namelist() if n.startswith(POLICY_DIR))
+            policy_raw = zf.read(policy_member)
+            for name in zf.namelist():
+                if not name.startswith(FILES_DIR):
+                    continue
+                if member_name_problem(name):
+                    raise EvidenceError(f"bundle {bundle_id} has an unsafe member name {name!r}")
+                target = workspace / name[len(FILES_DIR):]
+                target.parent.mkdir(parents=True, exist_ok=True)
+                with zf.open(name) as src, open(target, "wb") as dst:
+                    while chunk := src.read(1 << 20):
+                        dst.write(chunk)
+    except FileNotFoundError as exc:
+        raise EvidenceError(f"bundle {bundle_id} is recorded but {store.location(record)} is missing") from exc
+    except (*ZIP_READ_ERRORS, KeyError, ValueError, StopIteration) as exc:
+        raise EvidenceError(f"bundle {bundle_id} cannot be replayed: {exc}",
+                            hint=f"run `policyengine evidence verify {bundle_id}`") from exc
+    redacted = [m["path"] for m in manifest.get("members", []) if isinstance(m, dict) and m.get("redacted")]
+    return Unpacked(recorded=recorded, change=change, policy_member=policy_member, policy_raw=policy_raw,
+                    redacted=redacted)
 
 
 # -- export ---------------------------------------------------------------------------------

@@ -27,9 +27,14 @@ from typing import IO, Any, cast
 
 from policyengine import __version__
 from policyengine.errors import EvidenceError
-from policyengine.evidence.redact import DEFAULT, EvidenceRedactor, looks_binary
-from policyengine.evidence.signing import SigningKey, build_statement, envelope, open_envelope
+from policyengine.evidence.signing import (
+    SigningKey,
+    build_statement,
+    envelope,
+    open_envelope,
+)
 from policyengine.models import FileRead
+from policyengine.redact import DEFAULT, EvidenceRedactor, looks_binary
 
 SCHEMA_VERSION = 2
 READABLE_SCHEMA_VERSIONS = (1, 2)
@@ -255,7 +260,7 @@ class BundleWriter:
     The bulk (policy, change, decision, copied files, raw responses) does not depend on the
     chain and is written first, outside any lock. ``finish`` writes the members that do:
     ``report.html``, ``manifest.json`` and the statement envelope, then closes the zip.
-    Every member is redacted (``policyengine.evidence.redact``) on its way in; a member that
+    Every member is redacted (``policyengine.redact``) on its way in; a member that
     had to be redacted records the digest of the original bytes as well as of the stored ones.
     """
 

@@ -45,7 +45,6 @@ from urllib.parse import quote
 from policyengine.errors import EvidenceError, UsageError
 from policyengine.evidence.bundle import CHUNK, BundleWriter, VerifyProblem
 from policyengine.evidence.index import Query, SqliteIndex
-from policyengine.evidence.redact import EvidenceRedactor
 from policyengine.evidence.signing import SigningKey
 from policyengine.evidence.store import (
     BundleRef,
@@ -56,6 +55,7 @@ from policyengine.evidence.store import (
     ref_of,
 )
 from policyengine.models import FileRead
+from policyengine.redact import EvidenceRedactor
 
 _INSTALL_HINT = "install the S3 extra: pip install 'policyengine[s3]'"
 _MAX_ATTEMPTS = 100

@@ -1,4 +1,4 @@
-"""What every evidence store shares: preparing a bundle, the index record, listing, verifying.
+"""The base every evidence store shares (it imports none of them): preparing a bundle, the index record, listing, verifying.
 
 A store keeps bundles and an index of them (``LocalArchive``: a folder; ``S3Archive``: a
 bucket). Subclasses provide the storage operations; the checks an auditor relies on
@@ -23,8 +23,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import IO, Any
 
+import policyengine.evidence.chain as chain_mod
 from policyengine.errors import EvidenceError, UsageError
-from policyengine.evidence import chain as chain_mod
 from policyengine.evidence.bundle import (
     CHUNK,
     Inspection,
@@ -35,9 +35,9 @@ from policyengine.evidence.bundle import (
     plan_members,
 )
 from policyengine.evidence.index import Query
-from policyengine.evidence.redact import EvidenceRedactor
 from policyengine.evidence.signing import SigningKey
 from policyengine.models import FileRead
+from policyengine.redact import EvidenceRedactor
 
 ID_RE = re.compile(r"^[0-9]{8}T[0-9]{6}Z-[0-9a-f]{12}$")
 SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
@@ -381,14 +381,3 @@ class EvidenceStore:
                 os.unlink(tmp)
             raise
         return record
-
-
-def open_store(url: str) -> EvidenceStore:
-    """Return the store at ``url``: ``s3://bucket/prefix`` or a local folder."""
-    if url.startswith("s3://"):
-        from policyengine.evidence.s3 import S3Archive
-
-        return S3Archive(url)
-    from policyengine.evidence.archive import LocalArchive
-
-    return LocalArchive(url)

@@ -8,22 +8,13 @@ can be replayed offline from its bundle.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
 
 from policyengine.errors import UsageError
+from policyengine.providers.base import Gathered, PreviousDeploys
+
+__all__ = ["PROVIDER_NAMES", "Gathered", "PreviousDeploys", "detect", "gather"]
 
 PROVIDER_NAMES = ("local", "github", "gitlab")
-
-
-@dataclass
-class Gathered:
-    """A provider's result: the change, and the raw API responses it used (secrets removed),
-    which the evidence bundle keeps under ``raw/``."""
-
-    change: dict[str, Any]
-    raw: dict[str, bytes] = field(default_factory=dict)
 
 
 def detect(env: Mapping[str, str]) -> str:
@@ -41,14 +32,15 @@ def gather(
     env: Mapping[str, str],
     change_path: str | None = None,
     environment: str | None = None,
-    evidence_archive: Path | None = None,
+    previous_deploys: PreviousDeploys | None = None,
     teams: Sequence[str] = (),
 ) -> Gathered:
     """Gather the change with the named provider (detected from ``env`` when None).
 
     A ``--change`` file always wins when no provider is named: it is the local provider.
     ``teams``: team names the policy's rules need (their ``from_teams``); the CI providers
-    resolve them together with those listed in ``POLICYENGINE_TEAMS``.
+    resolve them together with those listed in ``POLICYENGINE_TEAMS``. ``previous_deploys``
+    says where the previous deploy is recorded when the code host cannot say.
     """
     wanted = list(teams) + [t.strip() for t in (env.get("POLICYENGINE_TEAMS") or "").split(",") if t.strip()]
     wanted = list(dict.fromkeys(wanted))
@@ -68,9 +60,9 @@ def gather(
     if name == "github":
         from policyengine.providers.github import gather_github
 
-        return gather_github(env, environment=environment, evidence_archive=evidence_archive, teams=wanted)
+        return gather_github(env, environment=environment, previous_deploys=previous_deploys, teams=wanted)
     if name == "gitlab":
         from policyengine.providers.gitlab import gather_gitlab
 
-        return gather_gitlab(env, environment=environment, evidence_archive=evidence_archive, teams=wanted)
+        return gather_gitlab(env, environment=environment, previous_deploys=previous_deploys, teams=wanted)
     raise UsageError(f"--provider: unknown provider {name!r}; known: {', '.join(PROVIDER_NAMES)}")

@@ -26,9 +26,9 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from policyengine.errors import UsageError
-from policyengine.providers import Gathered
+from policyengine.providers.base import Gathered, PreviousDeploys
 from policyengine.providers.http import ApiError, HttpSession, HttpSettings, TokenInfo
-from policyengine.providers.redact import Redactor
+from policyengine.redact import Redactor
 
 T = TypeVar("T")
 
@@ -135,40 +135,15 @@ def shaped(method: str, path: str, build: Callable[..., T], *args: Any) -> T:
                        f"{str(exc)[:80]})") from None
 
 
-def previous_from_archive(archive: Path | None, repository: str, environment: str) -> dict[str, Any] | None:
-    """The newest allowed decision for ``repository`` and ``environment`` in a local evidence archive."""
-    if archive is None:
-        return None
-    from policyengine.errors import EvidenceError
-    from policyengine.evidence import LocalArchive
-
-    store = LocalArchive(archive)
-    if not store.index_path.is_file():
-        return None
-    try:
-        refs = store.list()
-    except (EvidenceError, OSError, ValueError):
-        return None
-    best = None
-    for ref in refs:
-        if (ref.decision == "allow" and ref.commit and ref.repository == repository
-                and (ref.environment or "").casefold() == environment.casefold()
-                and (best is None or ref.created_at > best.created_at)):
-            best = ref
-    if best is None:
-        return None
-    return {"sha": best.commit, "id": best.id, "url": None, "created_at": best.created_at, "source": "evidence-archive"}
-
-
 def start_range(previous: dict[str, Any] | None, sha: str, environment: str,
-                source: str, archive: object) -> tuple[dict[str, Any], str | None, bool]:
+                source: str, history: object) -> tuple[dict[str, Any], str | None, bool]:
     """Begin a change range: ``(range, note, done)``; done when no commits need listing
     (no previous deploy is known, or it was this same commit)."""
     empty: dict[str, Any] = {"previous_commit": None, "previous_deployment": None, "status": None,
                              "commits": [], "pull_requests": []}
     if previous is None:
         return empty, (f"no previous successful deploy to {environment} is known ({source}"
-                       f"{' or the evidence archive' if archive else ''}): the change range cannot be listed"), True
+                       f"{' or the evidence archive' if history else ''}): the change range cannot be listed"), True
     prev = previous["sha"]
     rng: dict[str, Any] = {**empty, "previous_commit": prev,
                            "previous_deployment": {k: v for k, v in previous.items() if k != "sha"}}
@@ -469,11 +444,11 @@ class _GitHub:
     """One gathering: the session, the run's configuration and the facts being built."""
 
     def __init__(self, cfg: GitHubConfig, session: HttpSession, pool: ThreadPoolExecutor,
-                 evidence_archive: Path | None) -> None:
+                 history: PreviousDeploys | None) -> None:
         self.cfg = cfg
         self.s = session
         self.pool = pool
-        self.archive = evidence_archive
+        self.history = history
         self.repo = f"/repos/{cfg.repository}"
         self.short = cfg.sha[:7]
 
@@ -581,7 +556,7 @@ class _GitHub:
         """The commits since ``previous`` and the pull request that brought each one."""
         notes: list[str] = []
         sha = self.cfg.sha
-        rng, note, done = start_range(previous, sha, self.cfg.environment, "GitHub deployments", self.archive)
+        rng, note, done = start_range(previous, sha, self.cfg.environment, "GitHub deployments", self.history)
         if done:
             return rng, [note] if note else []
         prev = rng["previous_commit"]
@@ -678,7 +653,7 @@ def gather_github(
     env: Mapping[str, str],
     *,
     environment: str | None = None,
-    evidence_archive: Path | None = None,
+    previous_deploys: PreviousDeploys | None = None,
     teams: Sequence[str] | None = None,
     session: HttpSession | None = None,
 ) -> Gathered:
@@ -713,7 +688,7 @@ def gather_github(
         raw["github/event.json"] = redactor.bytes(cfg.event_raw)
     try:
         with ThreadPoolExecutor(max_workers=WORKERS, thread_name_prefix="policyengine-github") as pool:
-            g = _GitHub(cfg, s, pool, evidence_archive)
+            g = _GitHub(cfg, s, pool, previous_deploys)
             _gather(g, facts, pool)
     finally:
         raw.update(s.raw)
@@ -815,7 +790,7 @@ def _gather(g: _GitHub, facts: Facts, pool: ThreadPoolExecutor) -> None:
         facts.missing(perr, "range")
         return
     if previous is None:
-        previous = previous_from_archive(g.archive, cfg.repository, cfg.environment)
+        previous = g.history.latest(cfg.repository, cfg.environment) if g.history else None
     if err is not None:
         facts.missing(err, "range")
         return

@@ -21,12 +21,11 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
 from policyengine.errors import UsageError
-from policyengine.providers import Gathered
+from policyengine.providers.base import Gathered, PreviousDeploys
 from policyengine.providers.github import (
     MAX_RANGE_COMMITS,
     SHA_RE,
@@ -36,14 +35,13 @@ from policyengine.providers.github import (
     co_authors,
     committer_logins,
     first_line,
-    previous_from_archive,
     range_note,
     shaped,
     start_range,
     teams_from,
 )
 from policyengine.providers.http import ApiError, HttpSession, HttpSettings, TokenInfo
-from policyengine.providers.redact import Redactor
+from policyengine.redact import Redactor
 
 _GITLAB_NOREPLY_RE = re.compile(r"^(?:\d+-)?([A-Za-z0-9_.][A-Za-z0-9_.-]*)@users\.noreply\.[A-Za-z0-9.-]+$",
                                 re.IGNORECASE)
@@ -242,11 +240,11 @@ class _GitLab:
     """One gathering: the session, the job's configuration and a thread pool."""
 
     def __init__(self, cfg: GitLabConfig, session: HttpSession, pool: ThreadPoolExecutor,
-                 evidence_archive: Path | None) -> None:
+                 history: PreviousDeploys | None) -> None:
         self.cfg = cfg
         self.s = session
         self.pool = pool
-        self.archive = evidence_archive
+        self.history = history
         self.p = f"/projects/{cfg.project}"
         self.short = cfg.sha[:7]
 
@@ -366,7 +364,7 @@ class _GitLab:
                      resets: bool | None) -> tuple[dict[str, Any], list[str]]:
         notes: list[str] = []
         sha = self.cfg.sha
-        rng, note, done = start_range(previous, sha, self.cfg.environment, "GitLab deployments", self.archive)
+        rng, note, done = start_range(previous, sha, self.cfg.environment, "GitLab deployments", self.history)
         if done:
             return rng, [note] if note else []
         prev = rng["previous_commit"]
@@ -435,7 +433,7 @@ def gather_gitlab(
     env: Mapping[str, str],
     *,
     environment: str | None = None,
-    evidence_archive: Path | None = None,
+    previous_deploys: PreviousDeploys | None = None,
     teams: Sequence[str] | None = None,
     session: HttpSession | None = None,
 ) -> Gathered:
@@ -458,7 +456,7 @@ def gather_gitlab(
     })
     try:
         with ThreadPoolExecutor(max_workers=WORKERS, thread_name_prefix="policyengine-gitlab") as pool:
-            _gather(_GitLab(cfg, s, pool, evidence_archive), facts, pool)
+            _gather(_GitLab(cfg, s, pool, previous_deploys), facts, pool)
     finally:
         raw = dict(sorted(s.raw.items()))
         if owner:
@@ -572,7 +570,7 @@ def _gather(g: _GitLab, facts: Facts, pool: ThreadPoolExecutor) -> None:
         facts.missing(perr, "range")
         return
     if previous is None:
-        previous = previous_from_archive(g.archive, cfg.repository, cfg.environment)
+        previous = g.history.latest(cfg.repository, cfg.environment) if g.history else None
     if err is not None:
         facts.missing(err, "range")
         return

@@ -37,7 +37,7 @@ from urllib.parse import urlencode, urljoin, urlsplit
 
 from policyengine import __version__
 from policyengine.errors import EXIT_FACTS, PolicyEngineError
-from policyengine.providers.redact import Redactor
+from policyengine.redact import Redactor
 
 log = logging.getLogger("policyengine.http")
 

@@ -6,8 +6,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, ClassVar
 
+from policyengine.facts import FactRequest, Facts
 from policyengine.models import Enforcement, Outcome
-from policyengine.workspace import Workspace
 
 
 @dataclass(frozen=True)
@@ -26,10 +26,10 @@ class RuleSpec:
 
 @dataclass(frozen=True)
 class Context:
-    """Everything a rule may look at. Pure data: no network, no environment, no global clock."""
+    """Everything a rule may look at. Pure data: no files, no network, no environment, no clock."""
 
     change: dict[str, Any]
-    workspace: Workspace
+    facts: Facts
     now: datetime  # timezone-aware
 
 
@@ -49,7 +49,9 @@ class RuleType:
 
     The JSON Schema has already checked the parameters' shapes when a rule is built;
     ``check_params`` adds the checks a schema cannot express (a time zone that exists,
-    a cron expression that parses), so that they are caught at load time.
+    a cron expression that parses), so that they are caught at load time. ``needs`` lists
+    the facts a rule reads beyond the change (``policyengine.facts``); ``evaluate`` then
+    judges from ``Context`` alone and never does I/O.
     """
 
     type_name: ClassVar[str] = ""
@@ -65,6 +67,10 @@ class RuleType:
 
     def paths(self) -> list[str]:
         """Workspace paths or globs this rule reads (checked at load time to stay inside)."""
+        return []
+
+    def needs(self) -> list[FactRequest]:
+        """The facts this rule reads beyond the change, gathered before it is judged."""
         return []
 
     def evaluate(self, ctx: Context) -> Outcome:  # pragma: no cover - abstract

@@ -13,50 +13,16 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from policyengine.errors import WorkspaceError
+from policyengine.facts import DocumentRequest, FactRequest
 from policyengine.models import Outcome, Status
 from policyengine.rules.base import Context, RuleType
 
 MAX_PLAN_BYTES = 4 * 1024 * 1024
-ATX = re.compile(r"^ {0,3}(#{1,6})(?:[ \t]+(.*?))?(?:[ \t]+#+)?[ \t]*$")
-SETEXT = re.compile(r"^ {0,3}(=+|-+)[ \t]*$")
-FENCE = re.compile(r"^ {0,3}(```|~~~)")
 COMMENT = re.compile(r"<!--.*?-->", re.DOTALL)
 
 
 def _norm(title: str) -> str:
     return " ".join(title.strip().rstrip(":").split()).casefold()
-
-
-def sections(text: str) -> list[tuple[int, str, str]]:
-    """Return ``(level, title, content)`` for each heading of a Markdown document."""
-    lines = text.splitlines()
-    heads: list[tuple[int, int, str, int]] = []  # (line index, level, title, first content line)
-    in_fence = False
-    for i, line in enumerate(lines):
-        if FENCE.match(line):
-            in_fence = not in_fence
-            continue
-        if in_fence:
-            continue
-        m = ATX.match(line)
-        if m:
-            heads.append((i, len(m.group(1)), (m.group(2) or "").strip(), i + 1))
-            continue
-        m = SETEXT.match(line)
-        if m and i > 0 and lines[i - 1].strip() and not (heads and heads[-1][0] == i - 1):
-            prev = lines[i - 1]
-            if not ATX.match(prev) and not FENCE.match(prev):
-                heads.append((i - 1, 1 if m.group(1)[0] == "=" else 2, prev.strip(), i + 1))
-    out: list[tuple[int, str, str]] = []
-    for n, (_, level, title, start) in enumerate(heads):
-        end = len(lines)
-        for later in heads[n + 1 :]:
-            if later[1] <= level:
-                end = later[0]
-                break
-        out.append((level, title, "\n".join(lines[start:end])))
-    return out
 
 
 class RollbackPlanRule(RuleType):
@@ -67,28 +33,27 @@ class RollbackPlanRule(RuleType):
     def paths(self) -> list[str]:
         return [self.params["path"]]
 
+    def needs(self) -> list[FactRequest]:
+        return [DocumentRequest(self.params["path"], MAX_PLAN_BYTES)]
+
     def evaluate(self, ctx: Context) -> Outcome:
         rel = self.params["path"]
-        try:
-            real = ctx.workspace.resolve(rel)
-        except WorkspaceError as exc:
-            return Outcome(Status.FAIL, str(exc), {"path": rel})
-        if not real.exists():
-            return Outcome(Status.FAIL, f"no rollback plan: {rel} does not exist in the workspace", {"path": rel})
-        if not real.is_file():
-            return Outcome(Status.FAIL, f"no rollback plan: {rel} is not a file", {"path": rel})
-        try:
-            data, info = ctx.workspace.read_bytes(rel, MAX_PLAN_BYTES)
-            text = data.decode("utf-8-sig")
-        except WorkspaceError as exc:
-            return Outcome(Status.ERROR, str(exc), {"path": rel})
-        except UnicodeDecodeError as exc:
-            return Outcome(Status.ERROR, f"{rel} is not UTF-8 text (byte {exc.start}): cannot read the plan",
-                           {"path": rel})
+        doc = ctx.facts.document(DocumentRequest(rel, MAX_PLAN_BYTES))
+        if doc is None:  # fail closed: a judge without the facts it needs cannot pass
+            return Outcome(Status.ERROR, f"the rollback plan {rel} was not gathered", {"path": rel})
+        if doc.problem == "outside":
+            return Outcome(Status.FAIL, str(doc.message), {"path": rel})
+        if doc.problem in ("missing", "not_file"):
+            return Outcome(Status.FAIL, f"no rollback plan: {doc.message}", {"path": rel})
+        if doc.problem == "not_utf8":
+            return Outcome(Status.ERROR, f"{doc.message}: cannot read the plan", {"path": rel})
+        if doc.problem is not None or doc.text is None or doc.file is None:
+            return Outcome(Status.ERROR, str(doc.message or f"cannot read {rel}"), {"path": rel})
+        text, info = doc.text, doc.file
 
         found: dict[str, list[str]] = {}
-        for _, title, content in sections(text):
-            found.setdefault(_norm(title), []).append(COMMENT.sub("", content).strip())
+        for section in doc.sections:
+            found.setdefault(_norm(section.title), []).append(COMMENT.sub("", section.content).strip())
         missing, empty = [], []
         for want in self.params.get("required_sections", []):
             contents = found.get(_norm(want))
@@ -101,7 +66,7 @@ class RollbackPlanRule(RuleType):
             "path": rel,
             "sha256": info.sha256,
             "length": length,
-            "sections_found": sorted({t for _, t, _ in sections(text)}),
+            "sections_found": sorted({section.title for section in doc.sections}),
             "missing_sections": missing,
             "empty_sections": empty,
         }

@@ -14,10 +14,9 @@
 
 from __future__ import annotations
 
-import hashlib
 from typing import Any
 
-from policyengine.errors import ReportError, WorkspaceError
+from policyengine.facts import FactRequest, ReportsRequest, Totals
 from policyengine.models import FileRead, Outcome, Status
 from policyengine.rules.base import Context, RuleType
 
@@ -35,31 +34,28 @@ class TestsPassedRule(RuleType):
     def paths(self) -> list[str]:
         return list(self.params["reports"])
 
-    def evaluate(self, ctx: Context) -> Outcome:
-        from policyengine.junit import Totals, read_junit
+    def needs(self) -> list[FactRequest]:
+        return [ReportsRequest(tuple(self.params["reports"]))]
 
+    def evaluate(self, ctx: Context) -> Outcome:
         globs = list(self.params["reports"])
         min_tests = int(self.params.get("min_tests", 1))
         allow_skipped = bool(self.params.get("allow_skipped", True))
 
-        matched: list[str] = []
-        escapes: list[str] = []
-        for pattern in globs:
-            try:
-                found, out = ctx.workspace.glob(pattern)
-            except OSError as exc:
-                return Outcome(Status.ERROR, f"cannot list {pattern}: {exc.strerror or exc}", {"reports": globs})
-            matched += [f for f in found if f not in matched]
-            escapes += [f for f in out if f not in escapes]
+        fact = ctx.facts.reports(ReportsRequest(tuple(globs)))
+        if fact is None:  # fail closed: a judge without the facts it needs cannot pass
+            return Outcome(Status.ERROR, "the test reports were not gathered", {"reports": globs})
+        if fact.list_error:
+            return Outcome(Status.ERROR, fact.list_error, {"reports": globs})
         details: dict[str, Any] = {"reports": globs, "files": [], "totals": Totals(0, 0, 0, 0, 0).to_json()}
-        if escapes:
-            details["outside_workspace"] = escapes
+        if fact.outside:
+            details["outside_workspace"] = list(fact.outside)
             return Outcome(
                 Status.FAIL,
-                "report path leads outside the workspace (symlink not followed): " + ", ".join(escapes),
+                "report path leads outside the workspace (symlink not followed): " + ", ".join(fact.outside),
                 details,
             )
-        if not matched:
+        if not fact.reports:
             return Outcome(Status.FAIL, "no test report matched " + ", ".join(globs), details)
 
         totals = Totals(0, 0, 0, 0, 0)
@@ -67,37 +63,26 @@ class TestsPassedRule(RuleType):
         unreadable: list[str] = []
         failing: list[str] = []
         flaky: list[str] = []
-        for rel in matched:
-            # Hash the bytes as they are parsed: one read, and the digest the evidence records
-            # is of exactly what was judged.
-            digest, size = hashlib.sha256(), [0]
-
-            def sink(chunk: bytes, digest: Any = digest, size: list[int] = size) -> None:
-                digest.update(chunk)
-                size[0] += len(chunk)
-
-            try:
-                real = ctx.workspace.resolve(rel)
-                summary = read_junit(real, sink)
-            except (WorkspaceError, ReportError) as exc:
-                try:  # the parse stopped early: hash the whole file for the evidence
-                    info = ctx.workspace.describe(rel)
-                except WorkspaceError as exc2:
-                    unreadable.append(f"{rel}: {exc2}")
-                    details["files"].append({"path": rel, "error": str(exc2)})
-                    continue
-                files.append(info)
-                unreadable.append(f"{rel}: {exc}")
-                details["files"].append({"path": rel, "sha256": info.sha256, "error": str(exc)})
+        for report in fact.reports:
+            rel = report.path
+            if report.summary is None:
+                unreadable.append(f"{rel}: {report.error}")
+                if report.file is None:
+                    details["files"].append({"path": rel, "error": report.error})
+                else:
+                    files.append(report.file)
+                    details["files"].append({"path": rel, "sha256": report.file.sha256, "error": report.error})
                 continue
-            info = FileRead(relpath=rel, abspath=str(real), sha256=digest.hexdigest(), size=size[0])
-            files.append(info)
+            assert report.file is not None  # a parsed report was read  # noqa: S101
+            summary = report.summary
+            files.append(report.file)
             totals = totals + summary.totals
-            details["files"].append({"path": rel, "sha256": info.sha256, **summary.totals.to_json(),
+            details["files"].append({"path": rel, "sha256": report.file.sha256, **summary.totals.to_json(),
                                      **({"notes": list(summary.notes)} if summary.notes else {})})
             failing += [f"{rel}: {name}" for name in summary.failed_tests]
             flaky += list(summary.flaky_tests)
 
+        matched = fact.reports
         details["totals"] = totals.to_json()
         if flaky:
             details["flaky_tests"] = flaky[:20]

@@ -1,0 +1,17 @@
+"""Choose an evidence store by its URL. Sits above the store implementations, which share
+``store.EvidenceStore`` and never import each other or this module."""
+
+from __future__ import annotations
+
+from policyengine.evidence.store import EvidenceStore
+
+
+def open_store(url: str) -> EvidenceStore:
+    """Return the store at ``url``: ``s3://bucket/prefix`` or a local folder."""
+    if url.startswith("s3://"):
+        from policyengine.evidence.s3 import S3Archive
+
+        return S3Archive(url)
+    from policyengine.evidence.archive import LocalArchive
+
+    return LocalArchive(url)

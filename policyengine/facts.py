@@ -1,0 +1,164 @@
+"""The facts of one evaluation: what gathering produced and the judge reads. Pure data.
+
+A rule type says which facts it needs as *requests* (``ReportsRequest``, ``DocumentRequest``;
+later kinds may be fetched over the network or from git). Gathering
+(``policyengine.gather``) answers each request once, through the workspace or a provider, and
+puts the answers in ``Facts``, keyed by the request. The judge then reads only ``Facts``: it
+opens no file, calls no network and reads no clock, so a rule can be tested, replayed or
+property-tested from values built in memory.
+
+A fact that could not be gathered is still a value: it says why (``error``, ``problem``), and
+the rule that needs it turns that into ``error`` or ``fail``; never into ``pass``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Union
+
+from policyengine.models import FileRead
+
+# -- test reports -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Totals:
+    """Test counts. ``tests == passed + failures + errors + skipped``; flaky tests are in ``passed`` too."""
+
+    tests: int
+    passed: int
+    failures: int
+    errors: int
+    skipped: int
+    flaky: int = 0
+
+    def to_json(self) -> dict[str, int]:
+        """Return the counts as a JSON object."""
+        return {
+            "tests": self.tests,
+            "passed": self.passed,
+            "failures": self.failures,
+            "errors": self.errors,
+            "skipped": self.skipped,
+            "flaky": self.flaky,
+        }
+
+    def __add__(self, other: object) -> Totals:
+        if not isinstance(other, Totals):
+            return NotImplemented
+        return Totals(
+            self.tests + other.tests,
+            self.passed + other.passed,
+            self.failures + other.failures,
+            self.errors + other.errors,
+            self.skipped + other.skipped,
+            self.flaky + other.flaky,
+        )
+
+
+@dataclass(frozen=True)
+class ReportSummary:
+    """What one report shows: totals, a few names for messages, and notes on anything unusual."""
+
+    totals: Totals
+    suites: int
+    failed_tests: tuple[str, ...]
+    flaky_tests: tuple[str, ...]
+    notes: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class ReportFact:
+    """One test report matched by a glob: what was read (its digest), and what it shows or why
+    it could not be trusted. ``file`` is None when the file could not even be hashed."""
+
+    path: str
+    file: FileRead | None
+    summary: ReportSummary | None = None
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class ReportsRequest:
+    """The JUnit reports matching these workspace globs."""
+
+    globs: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class ReportsFact:
+    """The answer to a ``ReportsRequest``: every matched report, in order; the matches that
+    lead outside the workspace (never read); or why the globs could not be listed."""
+
+    globs: tuple[str, ...]
+    reports: tuple[ReportFact, ...] = ()
+    outside: tuple[str, ...] = ()
+    list_error: str | None = None
+
+
+# -- documents (the rollback plan) ------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Section:
+    """One heading of a Markdown document and the text under it (up to the next heading of
+    the same or a higher level)."""
+
+    level: int
+    title: str
+    content: str
+
+
+@dataclass(frozen=True)
+class DocumentRequest:
+    """A Markdown document of the workspace, read whole (at most ``max_bytes``)."""
+
+    path: str
+    max_bytes: int
+
+
+# Why a document could not be read: the first three are facts about the workspace (the rule
+# fails), the last two mean it could not be read at all (the rule is in error).
+DOCUMENT_PROBLEMS = ("outside", "missing", "not_file", "unreadable", "not_utf8")
+
+
+@dataclass(frozen=True)
+class DocumentFact:
+    """The answer to a ``DocumentRequest``: the file read (digest), its text and its sections;
+    or ``problem`` (one of ``DOCUMENT_PROBLEMS``) with a message a person understands."""
+
+    path: str
+    file: FileRead | None = None
+    text: str | None = None
+    sections: tuple[Section, ...] = ()
+    problem: str | None = None
+    message: str | None = None
+
+
+FactRequest = Union[ReportsRequest, DocumentRequest]
+"""Every kind of fact a rule may ask for. A new kind adds a request here and a gatherer in
+``policyengine.gather.GATHERERS``."""
+
+
+@dataclass(frozen=True)
+class Facts:
+    """The facts of one evaluation: the change, and the answer to every request of the rules
+    that apply."""
+
+    change: dict[str, Any]
+    answers: Mapping[Any, Any] = field(default_factory=dict)
+
+    def get(self, request: FactRequest) -> Any:
+        """The answer to ``request``, or None when it was not gathered."""
+        return self.answers.get(request)
+
+    def reports(self, request: ReportsRequest) -> ReportsFact | None:
+        """The reports fact for ``request``, or None when it was not gathered."""
+        fact = self.answers.get(request)
+        return fact if isinstance(fact, ReportsFact) else None
+
+    def document(self, request: DocumentRequest) -> DocumentFact | None:
+        """The document fact for ``request``, or None when it was not gathered."""
+        fact = self.answers.get(request)
+        return fact if isinstance(fact, DocumentFact) else None

@@ -1,0 +1,24 @@
+"""What every provider returns, and the one thing a provider may ask of the outside: the
+previous deploy, through an interface the caller passes in (providers open no archive)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+
+@dataclass
+class Gathered:
+    """A provider's result: the change, and the raw API responses it used (secrets removed),
+    which the evidence bundle keeps under ``raw/``."""
+
+    change: dict[str, Any]
+    raw: dict[str, bytes] = field(default_factory=dict)
+
+
+class PreviousDeploys(Protocol):
+    """Where a provider learns the previous deploy to an environment when the code host cannot
+    say (``evidence.history.ArchiveHistory`` reads an evidence archive)."""
+
+    def latest(self, repository: str, environment: str) -> dict[str, Any] | None:
+        """``{"sha", "id", "url", "created_at", "source"}`` of the newest deploy, or None."""
