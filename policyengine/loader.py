@@ -447,7 +447,7 @@ def parse_document(raw: bytes, *, file: str, what: str) -> tuple[Any, Positions,
         raise InvalidInputError(
             [Problem(file, None, None, "", "the document is nested too deeply")], what=what
         ) from None
-    return data, builder.positions, sorted(builder.problems, key=_sort_key)
+    return data, builder.positions, sorted(builder.problems, key=problem_order)
 
 
 def load_document(path: str | Path, *, what: str) -> tuple[Any, Positions]:
@@ -839,7 +839,8 @@ def _clean(message: str) -> str:
     return message.replace("'", '"')
 
 
-def _sort_key(p: Problem) -> tuple[int, int, str, str]:
+def problem_order(p: Problem) -> tuple[int, int, str, str]:
+    """Sort problems by where they are in the file, then by path and message."""
     return (p.line or 0, p.column or 0, p.path, p.message)
 
 
@@ -887,4 +888,4 @@ def validate(data: Any, positions: Positions, schema: dict[str, Any], *, file: s
         line, column = positions.locate(raw.path, key=raw.key)
         shown = raw.path[:-1] if raw.key else raw.path
         problems.append(Problem(file, line, column, format_path(shown), message))
-    return sorted(problems, key=_sort_key)
+    return sorted(problems, key=problem_order)

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from policyengine import loader
+from policyengine.change import load_change
 from policyengine.errors import InvalidInputError, Problem
 from policyengine.globs import glob_match, static_path_problem
 from policyengine.models import Enforcement
@@ -28,7 +29,6 @@ __all__ = ["COMMON_KEYS", "Policy", "build_rules", "load_change", "load_policy",
            "when_skip"]
 
 POLICY_SCHEMA = "policy.schema.json"
-CHANGE_SCHEMA = "change.schema.json"
 
 COMMON_KEYS = frozenset({"id", "type", "description", "enforcement", "controls", "when"})
 """Keys every rule takes; the others are the rule type's parameters."""
@@ -66,7 +66,7 @@ def parse_policy(raw: bytes, *, file: str) -> Policy:
     schema_problems = loader.validate(data, positions, loader.load_schema(POLICY_SCHEMA), file=file)
     problems = problems + _check_rules(data, positions, schema_problems, file)
     if problems:
-        raise InvalidInputError(sorted(problems, key=_sort_key), what="policy", hint=_POLICY_HINT)
+        raise InvalidInputError(sorted(problems, key=loader.problem_order), what="policy", hint=_POLICY_HINT)
     return _build(data, positions, raw, file)
 
 
@@ -75,22 +75,6 @@ def build_rules(policy: Policy) -> list[RuleType]:
     from policyengine.rules import RULE_TYPES
 
     return [RULE_TYPES[spec.type](spec) for spec in policy.rules]
-
-
-def load_change(path: str | Path) -> dict[str, Any]:
-    """Read and validate a change file (the normalized facts of one deployment).
-
-    Raises ``InvalidInputError(what="change")`` listing every problem, ``UsageError`` when the
-    file cannot be read.
-    """
-    raw = loader.read_user_file(path, what="change")
-    file = str(path)
-    data, positions, problems = loader.parse_document(raw, file=file, what="change")
-    problems = problems + loader.validate(data, positions, loader.load_schema(CHANGE_SCHEMA), file=file)
-    if problems:
-        raise InvalidInputError(sorted(problems, key=_sort_key), what="change")
-    assert isinstance(data, dict)  # the schema requires a mapping  # noqa: S101
-    return data
 
 
 def policy_applies(policy: Policy, change: Mapping[str, Any]) -> bool:
@@ -118,10 +102,6 @@ def when_skip(paths: tuple[str, ...] | None, change: Mapping[str, Any]) -> tuple
 
 
 # --------------------------------------------------------------------------------------------
-
-
-def _sort_key(p: Problem) -> tuple[int, int, str, str]:
-    return (p.line or 0, p.column or 0, p.path, p.message)
 
 
 def _under(problem_path: str, prefix: str) -> bool:

@@ -51,7 +51,7 @@ def gather(
                 "no change to judge: give --change FILE, or run inside GitHub Actions or GitLab CI",
                 hint="see examples/change-allowed.yml for the format, or use --provider github|gitlab",
             )
-        from policyengine.policy import load_change
+        from policyengine.change import load_change
 
         change = load_change(change_path)
         if environment:
