@@ -17,9 +17,13 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def test_import_contracts_hold() -> None:
-    from importlinter.cli import lint_imports
+    # In a child process: import-linter configures logging, which would disable our loggers here.
+    import subprocess
 
-    assert lint_imports(config_filename=str(REPO / "pyproject.toml")) == 0, "an import points the wrong way"
+    proc = subprocess.run([sys.executable, "-c", "import sys; from importlinter.cli import lint_imports; "
+                           "sys.exit(lint_imports(config_filename=sys.argv[1], no_cache=True))",
+                           str(REPO / "pyproject.toml")], capture_output=True, text=True, timeout=120, check=False)
+    assert proc.returncode == 0, "an import points the wrong way:\n" + proc.stdout[-3000:] + proc.stderr[-2000:]
 
 
 def _cycles() -> list[list[str]]:
