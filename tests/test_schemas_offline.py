@@ -256,6 +256,101 @@ def test_check_jsonschema_validates_the_bundled_policies(offline: dict[str, str]
     assert res.returncode == 0, res.stdout + res.stderr
 
 
+
+# -- deploy window times: the loader, the schema and check-jsonschema agree ------------------------
+# policyengine reads plain YAML scalars by the YAML 1.2 core schema, as check-jsonschema (ruamel)
+# and editors do: an unquoted 09:00 or 16:30 is a string, never a base-60 number. Whatever a time
+# looks like, `policy validate` and `check-jsonschema --schemafile schemas/policy.schema.json`
+# must give the same verdict (docs/deploy-windows.md says so).
+
+WINDOW_POLICY = """\
+version: 1
+name: windows
+rules:
+  - id: window
+    type: deploy_window
+    timezone: America/New_York
+    allow:
+      - days: [mon-fri]
+        between: {between}
+"""
+WHERE = "rules[0].allow[0].between"
+START_WORDS = 'expected a start time as "HH:MM" from 00:00 to 23:59 (for example "09:00")'
+END_WORDS = 'expected an end time as "HH:MM" from 00:00 to 24:00 (for example "16:00")'
+
+
+@pytest.mark.parametrize(
+    ("between", "problem"),
+    [
+        ("[09:00, 16:30]", None),
+        ("[00:00, 24:00]", None),
+        ("[22:00, 02:00]", None),  # crosses midnight
+        ('["09:00", "16:30"]', None),
+        ("\n          - 09:00\n          - 16:30", None),  # block style
+        ("[9:00, 16:30]", f'9:19: {WHERE}[0]: {START_WORDS}, got "9:00"'),
+        ("[24:00, 16:00]", f'9:19: {WHERE}[0]: {START_WORDS}, got "24:00"'),
+        ("[25:00, 16:00]", f'9:19: {WHERE}[0]: {START_WORDS}, got "25:00"'),
+        ("[9:60, 16:00]", f'9:19: {WHERE}[0]: {START_WORDS}, got "9:60"'),
+        ("[09:00, 24:01]", f'9:26: {WHERE}[1]: {END_WORDS}, got "24:01"'),
+        ("[09:00, 25:00]", f'9:26: {WHERE}[1]: {END_WORDS}, got "25:00"'),
+        ("[09:00, 1:30:00]", f'9:26: {WHERE}[1]: {END_WORDS}, got "1:30:00"'),  # YAML 1.1: 5400
+        ("[09:00, 960]", f"9:26: {WHERE}[1]: {END_WORDS}, got 960"),  # a number, written as one
+    ],
+)
+def test_window_times_validate_alike_in_policy_validate_and_check_jsonschema(
+    tmp_path: Path, offline: dict[str, str], between: str, problem: str | None
+) -> None:
+    path = tmp_path / "policy.yml"
+    path.write_text(WINDOW_POLICY.format(between=between), encoding="utf-8")
+    ours = policyengine("policy", "validate", str(path))
+    theirs = check_jsonschema(SCHEMAS / "policy.schema.json", path, env=offline)
+    if problem is None:
+        assert ours.returncode == 0, ours.stdout + ours.stderr
+        assert theirs.returncode == 0, theirs.stdout + theirs.stderr
+    else:
+        assert ours.returncode == 2, ours.stdout + ours.stderr
+        assert ours.stdout.splitlines() == [f"{path}:{problem}"]
+        assert theirs.returncode == 1, theirs.stdout + theirs.stderr
+        assert "Schema validation errors were encountered" in theirs.stdout
+
+
+def test_unquoted_times_are_read_as_the_strings_written() -> None:
+    from policyengine.loader import parse_document
+
+    text = WINDOW_POLICY.format(between="[09:00, 16:30]") + "        name: x\n      - between: [9:00, 1:30:00]\n"
+    data, _, problems = parse_document(text.encode(), file="p.yml", what="policy")
+    assert problems == []
+    allow = data["rules"][0]["allow"]
+    assert [allow[0]["between"], allow[1]["between"]] == [["09:00", "16:30"], ["9:00", "1:30:00"]]
+
+
+def _yaml_blocks(markdown: str) -> list[str]:
+    blocks: list[str] = []
+    current: list[str] | None = None
+    for line in markdown.splitlines(keepends=True):
+        if current is None and line.strip() == "```yaml":
+            current = []
+        elif current is not None and line.strip() == "```":
+            blocks.append("".join(current))
+            current = None
+        elif current is not None:
+            current.append(line)
+    return blocks
+
+
+def test_the_deploy_window_docs_example_validates_both_ways(tmp_path: Path, offline: dict[str, str]) -> None:
+    blocks = _yaml_blocks((REPO / "docs" / "deploy-windows.md").read_text(encoding="utf-8"))
+    assert blocks, "docs/deploy-windows.md shows no policy example"
+    for i, block in enumerate(blocks):
+        assert "between: [09:00, 16:00]" in block or i, "the example shows unquoted times"
+        path = tmp_path / f"example-{i}.yml"
+        path.write_text(block, encoding="utf-8")
+        ours = policyengine("policy", "validate", str(path))
+        assert ours.returncode == 0, ours.stdout + ours.stderr
+        theirs = check_jsonschema(SCHEMAS / "policy.schema.json", path, env=offline)
+        assert theirs.returncode == 0, theirs.stdout + theirs.stderr
+
+
 if __name__ == "__main__":
     if sys.argv[1:] != ["--write"]:
         sys.exit("usage: python tests/test_schemas_offline.py --write  (regenerates decision.schema.json's $defs/change)")
