@@ -12,12 +12,16 @@ them, so grouping cannot rely on attempts being adjacent.
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from policyengine.junit import ReportSummary, Totals, read_junit
 
+REPO = Path(__file__).resolve().parents[1]
 NAME = "tests.test_net.test_download"
 
 _BODIES = {
@@ -164,3 +168,97 @@ def test_surefire_rerun_elements_in_one_testcase_still_work(tmp_path: Path) -> N
     assert summary.flaky_tests == ("io.example.FlakyTest.secondRun", "io.example.FlakyTest.thirdRun")
     assert summary.failed_tests == ("io.example.FlakyTest.never",)
 
+
+# -- the policy option: tests_passed allow_flaky ---------------------------------------------------
+
+POLICY = """\
+version: 1
+name: flaky
+rules:
+  - id: tests
+    type: tests_passed
+    reports: ["reports/*.xml"]
+{extra}"""
+
+
+def _validate(tmp_path: Path, extra: str) -> subprocess.CompletedProcess[str]:
+    path = tmp_path / "policy.yml"
+    path.write_text(POLICY.format(extra=extra), encoding="utf-8")
+    return subprocess.run([sys.executable, "-m", "policyengine", "policy", "validate", str(path)],
+                          capture_output=True, text=True, timeout=120, check=False)
+
+
+@pytest.mark.parametrize("value", ["true", "false"])
+def test_allow_flaky_is_a_policy_option(tmp_path: Path, value: str) -> None:
+    res = _validate(tmp_path, f"    allow_flaky: {value}\n")
+    assert res.returncode == 0, res.stdout + res.stderr
+
+
+def test_allow_flaky_must_be_true_or_false(tmp_path: Path) -> None:
+    res = _validate(tmp_path, '    allow_flaky: "no"\n')
+    assert res.returncode == 2
+    assert res.stdout.splitlines() == [f'{tmp_path / "policy.yml"}:7:18: rules[0].allow_flaky: expected true or false, got "no"']
+
+
+def _check(tmp_path: Path, extra: str, attempts: str) -> tuple[int, dict[str, object]]:
+    (tmp_path / "ws" / "reports").mkdir(parents=True)
+    (tmp_path / "ws" / "reports" / "r.xml").write_text(
+        "<testsuite name='net'>" + "".join(_case(a) for a in attempts) + "</testsuite>", encoding="utf-8"
+    )
+    policy = tmp_path / "policy.yml"
+    policy.write_text(POLICY.format(extra=extra), encoding="utf-8")
+    res = subprocess.run(
+        [sys.executable, "-m", "policyengine", "check", "--policy", str(policy),
+         "--change", str(REPO / "examples" / "change-allowed.yml"), "--workspace", str(tmp_path / "ws"),
+         "--now", "2026-11-24T15:00:00Z", "--json", str(tmp_path / "d.json")],
+        capture_output=True, text=True, timeout=120, check=False,
+    )
+    assert res.returncode in (0, 1), res.stdout + res.stderr
+    rule: dict[str, object] = json.loads((tmp_path / "d.json").read_text(encoding="utf-8"))["rules"][0]
+    return res.returncode, rule
+
+
+def test_flaky_tests_pass_the_rule_by_default(tmp_path: Path) -> None:
+    code, rule = _check(tmp_path, "", "FP")
+    assert (code, rule["status"]) == (0, "pass")
+    assert "1 flaky" in str(rule["message"])
+
+
+def test_pass_then_fail_fails_the_rule(tmp_path: Path) -> None:
+    code, rule = _check(tmp_path, "", "PF")
+    assert (code, rule["status"]) == (1, "fail")
+    assert NAME in str(rule["message"])
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="policyengine/rules/tests_passed.py does not read allow_flaky yet (the snippet is in the branch's "
+           "hand-over); remove this marker when it does",
+)
+def test_allow_flaky_false_fails_the_rule_naming_the_flaky_tests(tmp_path: Path) -> None:
+    code, rule = _check(tmp_path, "    allow_flaky: false\n", "FP")
+    assert (code, rule["status"]) == (1, "fail")
+    assert f"1 flaky test and the policy does not allow flaky tests ({NAME})" in str(rule["message"])
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="policyengine/rules/tests_passed.py does not read allow_flaky yet (the snippet is in the branch's "
+           "hand-over); remove this marker when it does",
+)
+def test_allow_flaky_false_names_at_most_five_flaky_tests(tmp_path: Path) -> None:
+    (tmp_path / "ws" / "reports").mkdir(parents=True)
+    cases = "".join(_case(a, name=f"t{i}") for i in range(7) for a in "FP")
+    (tmp_path / "ws" / "reports" / "r.xml").write_text(f"<testsuite name='net'>{cases}</testsuite>", encoding="utf-8")
+    policy = tmp_path / "policy.yml"
+    policy.write_text(POLICY.format(extra="    allow_flaky: false\n"), encoding="utf-8")
+    res = subprocess.run(
+        [sys.executable, "-m", "policyengine", "check", "--policy", str(policy),
+         "--change", str(REPO / "examples" / "change-allowed.yml"), "--workspace", str(tmp_path / "ws"),
+         "--now", "2026-11-24T15:00:00Z", "--json", str(tmp_path / "d.json")],
+        capture_output=True, text=True, timeout=120, check=False,
+    )
+    assert res.returncode == 1, res.stdout + res.stderr
+    rule = json.loads((tmp_path / "d.json").read_text(encoding="utf-8"))["rules"][0]
+    named = "; ".join(f"tests.test_net.t{i}" for i in range(5))
+    assert f"7 flaky tests and the policy does not allow flaky tests ({named}; and 2 more)" in rule["message"]
