@@ -41,23 +41,39 @@ Suite-level results
     error test named after the suite, so the rule cannot pass a suite that never ran.
 
 Repeated testcases (retries) and duplicated names
-    Testcases of one suite element that share (classname, name) form a group. A retry loop
-    reruns a test after a failed attempt and stops at the first pass, so a group is read as
-    one retried test when it has at least one failed or errored attempt and at most one
-    passing attempt: it counts once, as passed and flaky when an attempt passed (whatever the
-    order: mikepenz ``flaky_success_first``), otherwise as its worst attempt (error >
-    failure > skipped). Any other group is not a retry loop and each testcase counts on its
-    own: two or more passing attempts (jenkins ``junit-report-bad-duration.xml``: two passing
-    ``DummyTest.testDummyMethod``, counted as 2 tests, as Jenkins does; casperjs assertions
-    and TestNG data-provider runs that share a name) or only skipped/passed attempts
-    (xunit-viewer ``semi-colon.xml``). Testcases whose classnames differ are different tests
-    (xunit-viewer ``duplicate_name_unique_classanme.xml``: an erroring ``CuentaTest`` and a
-    passing ``TarjetaTest`` share a method name; the error stands). Testcases without a
-    ``name`` are never grouped. Repeated groups are named in ``notes``.
-    The one case this cannot tell apart from a retry is two genuinely different tests with
-    the same classname and name where one passes and one fails: it is counted passed and
-    flaky, and shows up in ``flaky_tests`` and ``notes``. Groups are remembered by a 128-bit
-    fingerprint of (classname, name), not by the names themselves, to keep memory small.
+    Testcases of one suite element that share (classname, name) form a group, read in file
+    order. A retry loop (pytest-rerunfailures, Gradle test-retry, jest ``retryTimes``) reruns a
+    test after a failed attempt and stops at the first pass. So:
+
+    - **Retried and passed**: one or more failed or errored attempts, then exactly one passing
+      attempt, last (``F P``, ``F F P``, ``E F P``; a last attempt that itself passed on a
+      Surefire rerun counts as a pass). It counts once, as passed, and is listed as flaky.
+    - **Retried and never passed**: failed or errored attempts (and maybe skipped ones) and no
+      pass (``F F``, ``F E``; TestNG's ``S F``). It counts once, as its worst attempt
+      (error > failure).
+    - **Anything else with a failure and at most one pass is a failure**: a failure or error
+      after the pass (``P F``, ``F P F``, mikepenz ``flaky_success_first``: ``P F E``), or a
+      skipped attempt before the pass (``F S P``: no retry loop skips and then passes). It
+      counts once, as its worst attempt: whatever these testcases are, one of them did not
+      pass after the last pass, and the gate must not call that passed.
+    - **Two or more passes**: not a retry loop, each testcase counts on its own (jenkins
+      ``junit-report-bad-duration.xml``: two passing ``DummyTest.testDummyMethod``, counted as 2
+      tests, as Jenkins does; casperjs assertions and TestNG data-provider runs that share a
+      name). A failure among them still counts as a failure (``F P P`` is 2 passed and 1
+      failed: a retry followed by a rerun that cannot be told from two tests).
+    - **No failure at all** (only passed and skipped attempts, xunit-viewer ``semi-colon.xml``):
+      each testcase counts on its own.
+
+    Testcases whose classnames differ are different tests (xunit-viewer
+    ``duplicate_name_unique_classanme.xml``: an erroring ``CuentaTest`` and a passing
+    ``TarjetaTest`` share a method name; the error stands), and so are testcases of different
+    suite elements. Testcases without a ``name`` are never grouped. Every repeated group is
+    named in ``notes`` with how it was read. The one case this cannot tell apart from a retry
+    is two genuinely different tests with the same classname and name where the first fails
+    and the second passes: it is counted passed and flaky, shows up in ``flaky_tests`` and
+    ``notes``, and a policy can refuse flaky tests (``tests_passed`` ``allow_flaky: false``).
+    Groups are remembered by a 128-bit fingerprint of (classname, name), not by the names
+    themselves, to keep memory small.
 
 Refusals (:class:`~policyengine.errors.ReportError`, never a pass)
     Empty or whitespace-only files, text that is not XML, XML that is not well-formed
@@ -155,15 +171,33 @@ def _short(text: str, limit: int = _MAX_NAME) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "\u2026"
 
 
+# A repeated group's record: attempt counts indexed by outcome, then the outcome of the last attempt.
+_LAST: Final = 5
+
+
+def _retry_passed(c: list[int]) -> bool:
+    """Whether a group's attempts are a retry loop that passed: failures or errors, then one pass, last.
+
+    With exactly one passing attempt and that attempt last, every earlier attempt failed,
+    errored or was skipped; a skipped one breaks the loop (fail closed).
+    """
+    return (
+        c[_PASS] + c[_FLAKY] == 1
+        and c[_LAST] in (_PASS, _FLAKY)
+        and c[_FAIL] + c[_ERROR] > 0
+        and c[_SKIP] == 0
+    )
+
+
 def _group_totals(c: list[int]) -> tuple[int, int, int, int, int, int]:
     """(tests, passed, failures, errors, skipped, flaky) of one group of same-named testcases."""
     passes = c[_PASS] + c[_FLAKY]
     if (c[_FAIL] or c[_ERROR]) and passes <= 1:
-        # Retry-shaped: one test. A pass ends a retry loop, so a pass means it finally passed.
-        if passes:
+        # Attempts of one test. It passed only when the one pass ended a run of failures.
+        if _retry_passed(c):
             return 1, 1, 0, 0, 0, 1
         return (1, 0, 0, 1, 0, 0) if c[_ERROR] else (1, 0, 1, 0, 0, 0)
-    return sum(c), passes, c[_FAIL], c[_ERROR], c[_SKIP], c[_FLAKY]
+    return passes + c[_FAIL] + c[_ERROR] + c[_SKIP], passes, c[_FAIL], c[_ERROR], c[_SKIP], c[_FLAKY]
 
 
 def _outcome(bits: int, status: int) -> int:
@@ -198,7 +232,8 @@ class _Scope:
         # Sum of the declared tests= of direct child suites; None once one of them has none.
         self.child_declared: int | None = 0
         self.level_error = False
-        # fingerprint -> outcome of its only testcase so far, or attempt counts once it repeats
+        # fingerprint -> outcome of its only testcase so far, or, once it repeats, attempt counts by
+        # outcome followed by the last attempt's outcome (see _LAST)
         self.groups: dict[int, int | list[int]] = {}
         # fingerprint -> display name, for groups that may end up failed, flaky or repeated
         self.tracked: dict[int, str] = {}
@@ -358,7 +393,7 @@ class _Reader:
         """Fold another testcase with the same (classname, name) into its group."""
         grouped = self.grouped
         if isinstance(previous, int):
-            counts = [0, 0, 0, 0, 0]
+            counts = [0, 0, 0, 0, 0, previous]
             counts[previous] = 1
             self.single[previous] -= 1
             scope.groups[key] = counts
@@ -367,6 +402,7 @@ class _Reader:
             for i, value in enumerate(_group_totals(counts)):
                 grouped[i] -= value
         counts[outcome] += 1
+        counts[_LAST] = outcome
         for i, value in enumerate(_group_totals(counts)):
             grouped[i] += value
         if key not in scope.tracked and len(scope.tracked) < _MAX_TRACKED:
@@ -415,11 +451,19 @@ class _Reader:
                 self.list_failed(display)
             if flaky:
                 self.list_flaky(display)
-            runs = sum(value)
+            runs = sum(value[:_LAST])
             where = f"{display} appears {runs} times in {scope.label()}"
-            if tests == 1:
-                verdict = "passed on retry (flaky)" if flaky else ("errored" if errors else "failed") + " every attempt"
+            worst = "errored" if errors else "failed"
+            if tests == 1 and (flaky or not value[_PASS] + value[_FLAKY]):
+                verdict = "passed on retry (flaky)" if flaky else f"{worst} every attempt"
                 self.note(f"{where}: read as retries of one test, which {verdict}")
+            elif tests == 1:
+                # A pass among the attempts, but not a retry that passed: say why it is a failure.
+                if value[_LAST] not in (_PASS, _FLAKY):
+                    why = "its last attempt did not pass"
+                else:
+                    why = "an attempt was skipped, so this is not a retry that passed"
+                self.note(f"{where}: read as attempts of one test, which {worst}: {why}")
             else:
                 self.note(f"{where}: counted as {runs} tests (not a retry pattern)")
         self.scope = scope.parent

@@ -9,7 +9,9 @@ The YAML reader is deliberately strict and boring:
   weaken a control (most YAML libraries keep the last one without a word);
 * mapping keys stay the strings the user wrote (YAML 1.1 would turn ``on:`` into ``True``);
 * plain scalars follow the YAML 1.2 core schema: only ``true``/``false`` are booleans (``NO``, the
-  country code of Norway, stays a string), ``16:00`` is not a base-60 number, and dates stay strings;
+  country code of Norway, stays a string), ``16:00`` is not a base-60 number, and dates stay strings.
+  So an unquoted ``between: [09:00, 16:30]`` holds the strings written, as check-jsonschema and
+  editors (YAML 1.2) read it: the policy schema and docs/deploy-windows.md rely on this;
 * aliases are expanded within limits, so a "billion laughs" document is rejected quickly.
 
 Schemas are read from the installed package (or the source checkout), never from the network.

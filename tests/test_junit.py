@@ -82,7 +82,10 @@ CORPUS_EXPECTED: dict[str, Expected] = {
     "edge-cases/junit2html__junit-unicode.xml": T(2, 1, 1),
     "edge-cases/launchable__broken.xml": Err("not XML"),
     "edge-cases/mikepenz__flaky_all_failures.xml": T(1, 0, 0, 1),  # 3 attempts F, F, E: one test, its worst
-    "edge-cases/mikepenz__flaky_success_first.xml": T(1, 1, 0, 0, 0, 1),  # P, F, E: one flaky pass
+    # P, F, E (read in the file: a pass, then a <failure>, then an <error>, one name): attempts of one
+    # test that failed after it passed are not a retry that passed, so one errored test (it was
+    # T(1, 1, 0, 0, 0, 1), a flaky pass, before only failures followed by a final pass counted as retries)
+    "edge-cases/mikepenz__flaky_success_first.xml": T(1, 0, 0, 1),
     "edge-cases/mikepenz__multi-level.xml": T(3, 3),  # declares tests="57"
     "edge-cases/mikepenz__testFailedDisabled.xml": T(1, 0, 1),  # status="disabled" with <failure>
     "edge-cases/mikepenz__test_multiple_failures.xml": T(4, 1, 2, 0, 1),  # 3 <failure> in one testcase = 1
@@ -176,7 +179,8 @@ FIXTURE_EXPECTED: dict[str, Expected] = {
     "suite_level_failure_with_cases.xml": T(4, 3, 0, 1),
     "flaky_failure.xml": T(3, 3, 0, 0, 0, 2),
     "rerun_failure.xml": T(3, 0, 2, 1),
-    "repeated_retries.xml": T(4, 3, 0, 1, 0, 2),
+    # test_success_first passes, then fails and errors: one errored test, not a flaky pass
+    "repeated_retries.xml": T(4, 2, 0, 2, 0, 1),
     "duplicated_names.xml": T(10, 6, 1, 1, 2),
     "status_attributes.xml": T(17, 4, 4, 2, 7),
     "utf8_bom.xml": T(2, 1, 1),
@@ -257,9 +261,9 @@ def test_corpus_details(corpus: Path) -> None:
     no_tests = read_junit(junit / "edge-cases/jenkins-junit__junit-report-6700.xml")
     assert no_tests.failed_tests == ("gda.device.detector.XHDetectorTest",)
 
-    retried = read_junit(junit / "edge-cases/mikepenz__flaky_success_first.xml")
-    assert retried.flaky_tests == ("test_order.TestOrder.test_success_first",)
-    assert retried.failed_tests == ()
+    success_first = read_junit(junit / "edge-cases/mikepenz__flaky_success_first.xml")
+    assert success_first.flaky_tests == ()
+    assert success_first.failed_tests == ("test_order.TestOrder.test_success_first",)
 
     duplicate = read_junit(junit / "edge-cases/xunit-viewer__duplicate_name_unique_classanme.xml")
     assert duplicate.failed_tests == ("Obi.Backend.Tests.CuentaTest.DeberiaInvocarASoaYDevolverHttpOk",)
@@ -335,13 +339,13 @@ def test_surefire_flaky_and_rerun_elements() -> None:
 
 def test_repeated_testcases_are_read_as_retries() -> None:
     summary = _read("repeated_retries.xml")
-    assert summary.flaky_tests == ("tests.test_net.test_download", "tests.test_order.test_success_first")
-    assert summary.failed_tests == ("tests.test_always.test_always_fails",)
+    assert summary.flaky_tests == ("tests.test_net.test_download",)
+    assert summary.failed_tests == ("tests.test_order.test_success_first", "tests.test_always.test_always_fails")
     assert summary.notes == (
         "tests.test_net.test_download appears 3 times in retries: read as retries of one test, "
         "which passed on retry (flaky)",
-        "tests.test_order.test_success_first appears 3 times in retries: read as retries of one test, "
-        "which passed on retry (flaky)",
+        "tests.test_order.test_success_first appears 3 times in retries: read as attempts of one test, "
+        "which errored: its last attempt did not pass",
         "tests.test_always.test_always_fails appears 2 times in retries: read as retries of one test, "
         "which errored every attempt",
     )

@@ -303,8 +303,9 @@ def test_deploy_window_shapes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
     assert problems_of(tmp_path, monkeypatch, between) == [
         "acceptance.yml:41:18: rules[5].allow[0].between: expected a list of exactly 2 items, each a time of day as "
         '"HH:MM" (for example "09:00"), got 3 items',
-        'acceptance.yml:41:19: rules[5].allow[0].between[0]: expected a time of day as "HH:MM" (for example "09:00"), '
-        'got "9:00"',
+        # The start has its own range (00:00-23:59; only an end may be 24:00), so its own words.
+        'acceptance.yml:41:19: rules[5].allow[0].between[0]: expected a start time as "HH:MM" from 00:00 to 23:59 '
+        '(for example "09:00"), got "9:00"',
     ]
 
 
