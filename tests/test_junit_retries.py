@@ -230,22 +230,12 @@ def test_pass_then_fail_fails_the_rule(tmp_path: Path) -> None:
     assert NAME in str(rule["message"])
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="policyengine/rules/tests_passed.py does not read allow_flaky yet (the snippet is in the branch's "
-           "hand-over); remove this marker when it does",
-)
 def test_allow_flaky_false_fails_the_rule_naming_the_flaky_tests(tmp_path: Path) -> None:
     code, rule = _check(tmp_path, "    allow_flaky: false\n", "FP")
     assert (code, rule["status"]) == (1, "fail")
     assert f"1 flaky test and the policy does not allow flaky tests ({NAME})" in str(rule["message"])
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="policyengine/rules/tests_passed.py does not read allow_flaky yet (the snippet is in the branch's "
-           "hand-over); remove this marker when it does",
-)
 def test_allow_flaky_false_names_at_most_five_flaky_tests(tmp_path: Path) -> None:
     (tmp_path / "ws" / "reports").mkdir(parents=True)
     cases = "".join(_case(a, name=f"t{i}") for i in range(7) for a in "FP")

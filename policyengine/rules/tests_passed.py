@@ -7,6 +7,8 @@
 - ``min_tests`` (default 1): at least this many tests ran (passed, failed or errored;
   skipped tests do not count as run).
 - ``allow_skipped`` (default true): when false, any skipped test fails the rule.
+- ``allow_flaky`` (default true): when false, any flaky test (one that passed only on retry,
+  see ``policyengine.junit``) fails the rule.
 - A report that cannot be trusted (malformed, truncated, hostile, not JUnit) makes the rule
   ``error`` (fail closed), unless the readable reports already show a failure: a known
   failure is a ``fail`` whatever the unreadable file holds.
@@ -41,6 +43,7 @@ class TestsPassedRule(RuleType):
         globs = list(self.params["reports"])
         min_tests = int(self.params.get("min_tests", 1))
         allow_skipped = bool(self.params.get("allow_skipped", True))
+        allow_flaky = bool(self.params.get("allow_flaky", True))
 
         fact = ctx.facts.reports(ReportsRequest(tuple(globs)))
         if fact is None:  # fail closed: a judge without the facts it needs cannot pass
@@ -103,8 +106,13 @@ class TestsPassedRule(RuleType):
             problems.append(f"{ran} tests ran, fewer than the {min_tests} required")
         if totals.skipped and not allow_skipped:
             problems.append(f"{_plural(totals.skipped, 'test')} skipped and the policy does not allow skipped tests")
+        if totals.flaky and not allow_flaky:
+            named = flaky[:5]
+            more = totals.flaky - len(named)
+            shown = "; ".join(named) + (f"; and {more} more" if more > 0 else "")
+            problems.append(f"{_plural(totals.flaky, 'flaky test')} and the policy does not allow flaky tests ({shown})")
         if not problems:
             return Outcome(Status.PASS, counts, details, tuple(files))
-        known_failure = bad or (totals.skipped and not allow_skipped)
+        known_failure = bad or (totals.skipped and not allow_skipped) or (totals.flaky and not allow_flaky)
         status = Status.ERROR if unreadable and not known_failure else Status.FAIL
         return Outcome(status, counts + "; " + "; ".join(problems), details, tuple(files))
