@@ -1,47 +1,50 @@
-"""Split a Markdown document into its headed sections (pure: text in, sections out).
+"""Split a Markdown document into its headed sections, with a real CommonMark parser.
 
-Headings are ATX (``## Rollback steps``) or setext (underlined with ``===``/``---``); lines
-inside a fenced code block are never headings. A section's content is everything up to the
-next heading of the same or a higher level.
+Only real headings count: ATX (``## Rollback steps``) and setext (underlined with ``===`` or
+``---``) at the top level of the document. Text that merely looks like a heading inside an
+HTML comment, an HTML block, a fenced or indented code block, a blockquote or a list item is
+not a heading: a plan must not pass because its required headings are commented out.
+
+A section runs to the next heading of the same or a higher level, so its subsections belong
+to it. Its ``content`` is the source of the blocks inside it other than headings and
+thematic breaks (paragraphs, lists, code, tables, quotes, HTML), so a section that holds only
+sub-headings, or only a ``---`` line, has no content.
 """
 
 from __future__ import annotations
 
-import re
+from markdown_it import MarkdownIt
 
 from policyengine.facts import Section
 
-ATX = re.compile(r"^ {0,3}(#{1,6})(?:[ \t]+(.*?))?(?:[ \t]+#+)?[ \t]*$")
-SETEXT = re.compile(r"^ {0,3}(=+|-+)[ \t]*$")
-FENCE = re.compile(r"^ {0,3}(```|~~~)")
+_BLOCKS = {"paragraph_open", "bullet_list_open", "ordered_list_open", "blockquote_open", "fence", "code_block",
+           "html_block", "table_open", "heading_open", "hr"}
+_PARSER = MarkdownIt("commonmark").enable("table")
 
 
 def sections(text: str) -> tuple[Section, ...]:
-    """Return every heading of a Markdown document with its level and content."""
+    """Return every top-level heading of a Markdown document with its level and content."""
     lines = text.splitlines()
-    heads: list[tuple[int, int, str, int]] = []  # (line index, level, title, first content line)
-    in_fence = False
-    for i, line in enumerate(lines):
-        if FENCE.match(line):
-            in_fence = not in_fence
+    tokens = _PARSER.parse(text)
+    blocks: list[tuple[str, int, int, int, str]] = []  # (type, start line, end line, heading level, title)
+    for i, tok in enumerate(tokens):
+        if tok.level != 0 or tok.type not in _BLOCKS or tok.map is None:
             continue
-        if in_fence:
-            continue
-        m = ATX.match(line)
-        if m:
-            heads.append((i, len(m.group(1)), (m.group(2) or "").strip(), i + 1))
-            continue
-        m = SETEXT.match(line)
-        if m and i > 0 and lines[i - 1].strip() and not (heads and heads[-1][0] == i - 1):
-            prev = lines[i - 1]
-            if not ATX.match(prev) and not FENCE.match(prev):
-                heads.append((i - 1, 1 if m.group(1)[0] == "=" else 2, prev.strip(), i + 1))
+        level, title = 0, ""
+        if tok.type == "heading_open":
+            level = int(tok.tag[1:])
+            inline = tokens[i + 1] if i + 1 < len(tokens) else None
+            title = inline.content.strip() if inline is not None and inline.type == "inline" else ""
+        blocks.append((tok.type, tok.map[0], tok.map[1], level, title))
     out: list[Section] = []
-    for n, (_, level, title, start) in enumerate(heads):
-        end = len(lines)
-        for later in heads[n + 1 :]:
-            if later[1] <= level:
-                end = later[0]
+    for n, (kind, _, _, level, title) in enumerate(blocks):
+        if kind != "heading_open":
+            continue
+        body: list[str] = []
+        for other_kind, start, end, other_level, _ in blocks[n + 1:]:
+            if other_kind == "heading_open" and other_level <= level:
                 break
-        out.append(Section(level, title, "\n".join(lines[start:end])))
+            if other_kind not in ("heading_open", "hr"):
+                body.extend(lines[start:end])
+        out.append(Section(level, title, "\n".join(body)))
     return tuple(out)

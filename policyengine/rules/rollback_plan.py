@@ -1,11 +1,13 @@
 """``rollback_plan``: a rollback plan is in the workspace, with the sections a reviewer needs.
 
-Headings are Markdown ATX (``## Rollback steps``) or setext (underlined with ``===``/``---``).
-A required section matches a heading case-insensitively, ignoring surrounding whitespace,
-repeated spaces, trailing ``#`` and a trailing colon. Its content is everything up to the
-next heading of the same or a higher level; it must hold some text other than whitespace
-and HTML comments (a placeholder comment is not a plan). ``min_length`` counts the
-characters of the plan without surrounding whitespace.
+The plan is parsed as CommonMark (``policyengine.markdown``): only real top-level headings
+count, ATX (``## Rollback steps``) or setext (underlined with ``===``/``---``); a heading
+inside an HTML comment, a code block, a quote or a list is not one. A required section
+matches a heading case-insensitively, ignoring surrounding whitespace, repeated spaces and a
+trailing colon. It must have content: some block other than headings up to the next heading
+of the same or a higher level, holding text other than whitespace, HTML comments and HTML tags
+(a placeholder comment, or a bare ``</details>``, is not a plan). ``min_length`` counts the characters of the plan
+without surrounding whitespace.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from policyengine.rules.base import Context, RuleType
 
 MAX_PLAN_BYTES = 4 * 1024 * 1024
 COMMENT = re.compile(r"<!--.*?-->", re.DOTALL)
+TAG = re.compile(r"</?[A-Za-z][^<>]*>")
 
 
 def _norm(title: str) -> str:
@@ -53,7 +56,7 @@ class RollbackPlanRule(RuleType):
 
         found: dict[str, list[str]] = {}
         for section in doc.sections:
-            found.setdefault(_norm(section.title), []).append(COMMENT.sub("", section.content).strip())
+            found.setdefault(_norm(section.title), []).append(TAG.sub("", COMMENT.sub("", section.content)).strip())
         missing, empty = [], []
         for want in self.params.get("required_sections", []):
             contents = found.get(_norm(want))
