@@ -38,12 +38,25 @@ class Workspace:
 
     def glob(self, pattern: str) -> tuple[list[str], list[str]]:
         """Return ``(matches, escapes)``: workspace-relative files matching the glob, sorted,
-        and matches that are symlinks leading outside the workspace (never read)."""
+        and matches that are symlinks leading outside the workspace (never read).
+
+        The walk never leaves the workspace: a symlinked folder on the glob's literal prefix
+        that leads outside is reported by its own (inside) name and never entered, and
+        symlinked folders met while walking are not descended into.
+        """
         regex = compile_glob(pattern)
         start_rel = glob_literal_prefix(pattern)
-        start = self.root / start_rel if start_rel else self.root
         matches: list[str] = []
         escapes: list[str] = []
+        walked = ""
+        for part in (p for p in start_rel.split("/") if p not in ("", ".")) if start_rel else ():
+            walked = f"{walked}/{part}" if walked else part
+            if (self.root / walked).is_symlink():
+                try:
+                    self.resolve(walked)
+                except WorkspaceError:
+                    return matches, [walked]
+        start = self.root / start_rel if start_rel else self.root
         if not start.is_dir():
             return matches, escapes
         for rel in self._walk(start):

@@ -62,3 +62,41 @@ def test_resolve_refuses_escape(tmp_path: Path) -> None:
     with pytest.raises(WorkspaceError) as info:
         Workspace(tmp_path).resolve("../x")
     assert info.value.outside
+
+
+@pytest.mark.parametrize("pattern", ["reports/**/*.xml", "reports/*.xml", "reports/etc/*", "reports/**",
+                                     "reports/deep/**/*.xml", "**/*.xml"])
+def test_a_glob_never_descends_through_a_symlink_out_of_the_workspace(tmp_path: Path, pattern: str) -> None:
+    """``reports -> /`` (or any folder outside) is never walked, and no outside name is listed."""
+    outside = tmp_path / "outside"
+    (outside / "etc").mkdir(parents=True)
+    (outside / "deep" / "x").mkdir(parents=True)
+    for rel in ("top.xml", "etc/passwd", "etc/x.xml", "deep/x/y.xml"):
+        (outside / rel).write_text("<testsuite/>")
+    ws = tmp_path / "ws"
+    ws.mkdir()
+    os.symlink(outside, ws / "reports")
+    (ws / "real.xml").write_text("<testsuite/>")
+    matches, escapes = Workspace(ws).glob(pattern)
+    assert all(not m.startswith("reports/") for m in matches), matches
+    # The only name that may be reported is the link itself, which is inside the workspace.
+    assert set(escapes) <= {"reports"}, escapes
+    if pattern.startswith("reports/"):
+        assert escapes == ["reports"]
+
+
+def test_a_glob_through_a_symlinked_folder_inside_the_workspace_still_works(tmp_path: Path) -> None:
+    ws = tmp_path / "ws"
+    (ws / "build" / "reports").mkdir(parents=True)
+    (ws / "build" / "reports" / "a.xml").write_text("<testsuite/>")
+    os.symlink(ws / "build" / "reports", ws / "reports")
+    matches, escapes = Workspace(ws).glob("reports/*.xml")
+    assert (matches, escapes) == (["reports/a.xml"], [])
+
+
+def test_a_glob_with_a_parent_symlink_to_root_lists_nothing_outside(tmp_path: Path) -> None:
+    ws = tmp_path / "ws"
+    ws.mkdir()
+    os.symlink("/", ws / "root")
+    matches, escapes = Workspace(ws).glob("root/etc/*")
+    assert matches == [] and escapes == ["root"]
