@@ -71,6 +71,9 @@ def static_path_problem(path: str) -> str | None:
     """
     if not isinstance(path, str) or not path.strip():
         return "expected a relative path inside the workspace, got an empty path"
+    bad = next((c for c in path if ord(c) < 0x20 or 0x7F <= ord(c) < 0xA0 or c in "\u2028\u2029"), None)
+    if bad is not None:
+        return f"path {path!r} contains the control character U+{ord(bad):04X}; remove it"
     if path.startswith(("/", "\\")) or (len(path) > 1 and path[1] == ":"):
         return f"expected a relative path inside the workspace, got the absolute path {path!r}"
     if "\\" in path:

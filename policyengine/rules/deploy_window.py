@@ -312,13 +312,25 @@ def _parse_moment(value: Any) -> datetime | None:
         return None
 
 
+MAX_DURATION = timedelta(days=366)
+"""A cron window's duration: at most a year (longer would overlap its own next firing)."""
+EARLIEST, LATEST = datetime(1970, 1, 1, tzinfo=UTC), datetime(9000, 1, 1, tzinfo=UTC)
+"""Freeze instants must lie in this range: far enough from the ends of the calendar that
+computing with them (offsets, the next allowed time) can never overflow."""
+
+
 def _parse_duration(value: Any) -> timedelta | None:
     m = _DURATION.match(value.strip()) if isinstance(value, str) else None
     if m is None or not any(m.groups()):
         return None
     d, h, mi, sec = (int(g) if g else 0 for g in m.groups())
-    total = timedelta(days=d, hours=h, minutes=mi, seconds=sec)
-    return total if total > timedelta(0) else None
+    if d > MAX_DURATION.days or h > 24 * MAX_DURATION.days or mi > 1440 * MAX_DURATION.days:
+        return None
+    try:
+        total = timedelta(days=d, hours=h, minutes=mi, seconds=sec)
+    except OverflowError:
+        return None
+    return total if timedelta(0) < total <= MAX_DURATION else None
 
 
 def _cron_problem(value: Any) -> str | None:
@@ -370,7 +382,16 @@ def _parse_deny(entry: Any, i: int, tz: ZoneInfo | None, problems: list[tuple[st
         if start is None or until is None:
             return None
         zone = tz or ZoneInfo("UTC")
-        a, b = _instant(start, zone, last=False), _instant(until, zone, last=True)
+        try:
+            a, b = _instant(start, zone, last=False), _instant(until, zone, last=True)
+        except OverflowError:
+            a = b = None
+        for key, instant in (("from", a), ("until", b)):
+            if instant is None or not EARLIEST <= instant < LATEST:
+                problems.append((f"{path}.{key}", f"expected a date-time between {EARLIEST.year} and "
+                                                  f"{LATEST.year} (UTC), got {entry[key]!r}"))
+                return None
+        assert a is not None and b is not None  # noqa: S101
         if a >= b:
             order = f"`from` ({entry['from']}) must be earlier than `until` ({entry['until']})"
             problems.append((f"{path}.from", order))
@@ -391,7 +412,8 @@ def _parse_deny(entry: Any, i: int, tz: ZoneInfo | None, problems: list[tuple[st
         duration = _parse_duration(entry["duration"])
         if duration is None:
             got = entry["duration"]
-            wanted = f"expected a positive duration such as 30m, 1h30m or 2d (d, h, m, s in order), got {got!r}"
+            wanted = (f"expected a positive duration of at most {MAX_DURATION.days}d such as 30m, 1h30m or 2d "
+                      f"(d, h, m, s in order), got {got!r}")
             problems.append((f"{path}.duration", wanted))
     else:
         problem = _cron_problem(entry["cron_end"])
