@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -49,6 +49,8 @@ class Policy:
     sha256: str
     raw: bytes
     retention: str | None
+    document: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+    """The parsed YAML, as written (``policy diff`` compares documents)."""
 
 
 def load_policy(path: str | Path) -> Policy:
@@ -225,4 +227,5 @@ def _build(data: dict[str, Any], positions: loader.Positions, raw: bytes, file: 
         sha256=hashlib.sha256(raw).hexdigest(),
         raw=raw,
         retention=evidence.get("retention") if isinstance(evidence, dict) else None,
+        document=data,
     )

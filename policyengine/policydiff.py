@@ -1,0 +1,485 @@
+"""Compare two policies and name every edit that weakens, strengthens or leaves a control.
+
+``diff(old, new)`` returns one ``Finding`` per edit, in policy order. Its ``direction`` is:
+
+* ``weaker``: the new policy lets through something the old one stopped (fewer approvals, an
+  exclusion removed, a team widened, a window widened, a freeze removed, deny -> warn, a rule
+  removed or its ``when`` narrowed, ``applies_to`` narrowed, retention lowered, ...);
+* ``undecided``: the direction cannot be decided (two different globs, two cron expressions,
+  another time zone, a key this version does not know). It counts as a weakening and says so,
+  because a reviewer has to look at it;
+* ``stronger``: the opposite of weaker;
+* ``neutral``: nothing a change is judged by (descriptions, controls, names, order).
+
+Reordering rules or list items is not an edit. ``weakened(findings)`` says whether any finding
+is weaker or undecided: ``policy diff`` exits 1 then, and ``extends`` refuses such an edit.
+The direction of each key is in ``_RULE_KEYS`` and ``_TOP_KEYS``: a new key needs an entry
+there (a test checks that every key of the policy schema has one).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+WEAKER, STRONGER, NEUTRAL, UNDECIDED = "weaker", "stronger", "neutral", "undecided"
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One edit: where (``rules[peer-review].min_approvals``), which way, and why."""
+
+    path: str
+    direction: str
+    message: str
+
+    def to_json(self) -> dict[str, str]:
+        return {"path": self.path, "direction": self.direction, "message": self.message}
+
+
+def weakened(findings: Sequence[Finding]) -> bool:
+    """Whether any finding weakens the policy (undecided edits count as weakenings)."""
+    return any(f.direction in (WEAKER, UNDECIDED) for f in findings)
+
+
+# -- comparing one value ------------------------------------------------------------------------
+
+Compare = Callable[[Any, Any], tuple[str, str]]
+_MISSING = object()
+
+
+def _show(value: Any) -> str:
+    if value is _MISSING:
+        return "(absent)"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, list):
+        return "[" + ", ".join(_show(v) for v in value) + "]"
+    return str(value)
+
+
+def _higher_is_stronger(what: str, default: Any = _MISSING) -> Compare:
+    def compare(old: Any, new: Any) -> tuple[str, str]:
+        a = default if old is _MISSING else old
+        b = default if new is _MISSING else new
+        if a is _MISSING or b is _MISSING:
+            return (STRONGER, f"{what} added") if a is _MISSING else (WEAKER, f"{what} removed")
+        if b < a:
+            return WEAKER, f"{what} lowered"
+        return (STRONGER, f"{what} raised") if b > a else (NEUTRAL, "same value")
+    return compare
+
+
+def _true_is_stronger(what: str, default: bool) -> Compare:
+    def compare(old: Any, new: Any) -> tuple[str, str]:
+        a = default if old is _MISSING else bool(old)
+        b = default if new is _MISSING else bool(new)
+        if a == b:
+            return NEUTRAL, "same effect"
+        return (STRONGER, f"{what} turned on") if b else (WEAKER, f"{what} turned off")
+    return compare
+
+
+def _set(value: Any) -> set[str] | None:
+    if value is _MISSING or value is None:
+        return None
+    return {str(v) for v in value} if isinstance(value, list) else {str(value)}
+
+
+def _more_is_stronger(what: str) -> Compare:
+    """A list where each item adds a requirement (exclusions, required checks, sections, globs)."""
+    def compare(old: Any, new: Any) -> tuple[str, str]:
+        a, b = _set(old) or set(), _set(new) or set()
+        if a == b:
+            return NEUTRAL, "same items"
+        if b > a:
+            return STRONGER, f"{what} added: {', '.join(sorted(b - a))}"
+        if b < a:
+            return WEAKER, f"{what} removed: {', '.join(sorted(a - b))}"
+        return UNDECIDED, (f"{what} changed (removed {', '.join(sorted(a - b))}; added "
+                           f"{', '.join(sorted(b - a))}): cannot tell whether this is weaker")
+    return compare
+
+
+def _fewer_is_stronger(what: str) -> Compare:
+    """A list that restricts (only these teams, only these environments): absent = everyone."""
+    def compare(old: Any, new: Any) -> tuple[str, str]:
+        a, b = _set(old), _set(new)
+        if a == b:
+            return NEUTRAL, "same items"
+        if a is None:
+            return STRONGER, f"{what} restricted to {', '.join(sorted(b or ()))}"
+        if b is None:
+            return WEAKER, f"{what} no longer restricted (was {', '.join(sorted(a))})"
+        if b < a:
+            return STRONGER, f"{what} narrowed: {', '.join(sorted(a - b))} removed"
+        if b > a:
+            return WEAKER, f"{what} widened: {', '.join(sorted(b - a))} added"
+        return UNDECIDED, (f"{what} changed (removed {', '.join(sorted(a - b))}; added "
+                           f"{', '.join(sorted(b - a))}): cannot tell whether this is weaker")
+    return compare
+
+
+def _more_is_weaker(what: str) -> Compare:
+    """A list where each item lets more through (bots whose approvals count)."""
+    inner = _more_is_stronger(what)
+
+    def compare(old: Any, new: Any) -> tuple[str, str]:
+        direction, message = inner(old, new)
+        return {STRONGER: WEAKER, WEAKER: STRONGER}.get(direction, direction), message
+    return compare
+
+
+def _scope(what: str) -> Compare:
+    """Where a rule or policy applies: absent = everywhere; fewer items = narrower = weaker."""
+    inner = _fewer_is_stronger(what)
+
+    def compare(old: Any, new: Any) -> tuple[str, str]:
+        direction, message = inner(old, new)
+        flipped = {STRONGER: WEAKER, WEAKER: STRONGER}.get(direction, direction)
+        message = (message.replace("restricted to", "narrowed to").replace("no longer restricted", "widened to all")
+                   .replace("narrowed:", "narrowed (applies less):").replace("widened:", "widened (applies more):"))
+        return flipped, message
+    return compare
+
+
+def _undecided_if_changed(what: str) -> Compare:
+    def compare(old: Any, new: Any) -> tuple[str, str]:
+        if old == new:
+            return NEUTRAL, "same value"
+        return UNDECIDED, f"{what} changed from {_show(old)} to {_show(new)}: cannot tell whether this is weaker"
+    return compare
+
+
+def _neutral(what: str) -> Compare:
+    def compare(old: Any, new: Any) -> tuple[str, str]:
+        return NEUTRAL, f"{what} changed" if old != new else "same"
+    return compare
+
+
+_DURATION = re.compile(r"^([0-9]+)([dwy])$")
+_DAYS = {"d": 1, "w": 7, "y": 365}
+
+
+def _retention(old: Any, new: Any) -> tuple[str, str]:
+    def days(value: Any) -> int | None:
+        m = _DURATION.match(str(value)) if value is not _MISSING else None
+        return int(m.group(1)) * _DAYS[m.group(2)] if m else None
+    a, b = days(old), days(new)
+    if a == b:
+        return NEUTRAL, "same retention"
+    if b is None or (a is not None and b < a):
+        return WEAKER, f"evidence retention lowered from {_show(old)} to {_show(new)}"
+    return STRONGER, f"evidence retention raised from {_show(old)} to {_show(new)}"
+
+
+def _enforcement(old: Any, new: Any) -> tuple[str, str]:
+    a = "deny" if old is _MISSING else old
+    b = "deny" if new is _MISSING else new
+    if a == b:
+        return NEUTRAL, "same enforcement"
+    return (WEAKER, "enforcement relaxed from deny to warn") if b == "warn" else (
+        STRONGER, "enforcement raised from warn to deny")
+
+
+def _when(old: Any, new: Any) -> tuple[str, str]:
+    a = old.get("paths") if isinstance(old, dict) else None
+    b = new.get("paths") if isinstance(new, dict) else None
+    return _scope("when.paths")(a if a is not None else _MISSING, b if b is not None else _MISSING)
+
+
+# -- deploy windows -----------------------------------------------------------------------------
+
+_DAY_ORDER = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+
+
+def _minutes(text: Any) -> int | None:
+    m = re.match(r"^(\d{1,2}):(\d{2})$", str(text))
+    return int(m.group(1)) * 60 + int(m.group(2)) if m else None
+
+
+def _window_contains(outer: Mapping[str, Any], inner: Mapping[str, Any]) -> bool | None:
+    """Whether allow window ``inner`` lies inside ``outer`` (None: cannot tell)."""
+    days_out, days_in = _set(outer.get("days")), _set(inner.get("days"))
+    if days_out is not None and (days_in is None or not days_in <= days_out):
+        return False
+    b_out, b_in = outer.get("between"), inner.get("between")
+    if b_out is None:
+        return True
+    if b_in is None:
+        return False
+    try:
+        s_out, e_out = _minutes(b_out[0]), _minutes(b_out[1])
+        s_in, e_in = _minutes(b_in[0]), _minutes(b_in[1])
+    except (IndexError, TypeError):
+        return None
+    if None in (s_out, e_out, s_in, e_in):
+        return None
+    assert s_out is not None and e_out is not None and s_in is not None and e_in is not None  # noqa: S101
+    if s_out >= e_out or s_in >= e_in:  # windows across midnight: not compared here
+        return None if (s_out, e_out) != (s_in, e_in) else True
+    return s_out <= s_in and e_in <= e_out
+
+
+def _canon(window: Mapping[str, Any]) -> dict[str, Any]:
+    """A window with its day list in a fixed order, so reordering days is no edit."""
+    out = dict(window)
+    if isinstance(out.get("days"), list):
+        out["days"] = sorted(map(str, out["days"]))
+    return out
+
+
+def _allow_windows(old: Any, new: Any) -> list[tuple[str, str, str]]:
+    """Allow windows: a new or wider one weakens; a removed or narrower one strengthens."""
+    a = [_canon(w) for w in old if isinstance(w, dict)] if isinstance(old, list) else None
+    b = [_canon(w) for w in new if isinstance(w, dict)] if isinstance(new, list) else None
+    if a is None and b is None:
+        return []
+    if a is None:
+        return [("allow", STRONGER, "deploys restricted to allow windows")]
+    if b is None:
+        return [("allow", WEAKER, "allow windows removed: deploys allowed at any time")]
+    out: list[tuple[str, str, str]] = []
+    for w in b:
+        label = str(w.get("name") or w.get("days") or "window")
+        if w in a:
+            continue
+        inside = [_window_contains(o, w) for o in a]
+        if any(inside):
+            out.append((f"allow[{label}]", STRONGER, f"allow window {label!r} narrowed"))
+        elif any(x is None for x in inside):
+            out.append((f"allow[{label}]", UNDECIDED, f"allow window {label!r} changed: cannot tell whether "
+                                                      "it is wider"))
+        else:
+            out.append((f"allow[{label}]", WEAKER, f"allow window {label!r} widened or added"))
+    for w in a:
+        label = str(w.get("name") or w.get("days") or "window")
+        if w not in b and not any(_window_contains(n, w) for n in b):
+            if not any(_window_contains(w, n) for n in b):
+                out.append((f"allow[{label}]", STRONGER, f"allow window {label!r} removed"))
+    return out
+
+
+def _deny_windows(old: Any, new: Any) -> list[tuple[str, str, str]]:
+    """Freezes: a removed or shorter one weakens; a new or longer one strengthens."""
+    a = [w for w in old if isinstance(w, dict)] if isinstance(old, list) else []
+    b = [w for w in new if isinstance(w, dict)] if isinstance(new, list) else []
+    out: list[tuple[str, str, str]] = []
+    by_name_a = {str(w.get("name")): w for w in a if w.get("name")}
+    by_name_b = {str(w.get("name")): w for w in b if w.get("name")}
+    for w in a:
+        name = str(w.get("name") or "")
+        if w in b:
+            continue
+        other = by_name_b.get(name) if name else None
+        label = name or _show(w.get("cron") or w.get("from"))
+        if other is None:
+            out.append((f"deny[{label}]", WEAKER, f"freeze {label!r} removed"))
+            continue
+        if "from" in w and "from" in other and "cron" not in w and "cron" not in other:
+            fa, ua, fb, ub = str(w["from"]), str(w["until"]), str(other["from"]), str(other["until"])
+            if fb <= fa and ub >= ua:
+                out.append((f"deny[{label}]", STRONGER, f"freeze {label!r} lengthened"))
+            elif fb >= fa and ub <= ua:
+                out.append((f"deny[{label}]", WEAKER, f"freeze {label!r} shortened"))
+            else:
+                out.append((f"deny[{label}]", UNDECIDED, f"freeze {label!r} moved: cannot tell whether it is weaker"))
+        elif w.get("cron") == other.get("cron") and "duration" in w and "duration" in other:
+            da, db = _duration_seconds(w["duration"]), _duration_seconds(other["duration"])
+            if da is not None and db is not None and db != da:
+                kind = (STRONGER, "lengthened") if db > da else (WEAKER, "shortened")
+                out.append((f"deny[{label}]", kind[0], f"freeze {label!r} {kind[1]}"))
+            else:
+                out.append((f"deny[{label}]", UNDECIDED, f"freeze {label!r} changed: cannot tell whether it is "
+                                                         "weaker"))
+        else:
+            out.append((f"deny[{label}]", UNDECIDED, f"freeze {label!r} changed (cron or kind): cannot tell whether "
+                                                     "it is weaker"))
+    for w in b:
+        name = str(w.get("name") or "")
+        if w not in a and not (name and name in by_name_a):
+            label = name or _show(w.get("cron") or w.get("from"))
+            out.append((f"deny[{label}]", STRONGER, f"freeze {label!r} added"))
+    return out
+
+
+def _duration_seconds(text: Any) -> int | None:
+    m = re.match(r"^(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$", str(text).strip())
+    if not m or not any(m.groups()):
+        return None
+    d, h, mi, s = (int(g) if g else 0 for g in m.groups())
+    return ((d * 24 + h) * 60 + mi) * 60 + s
+
+
+def _holidays(old: Any, new: Any) -> tuple[str, str]:
+    if old == new:
+        return NEUTRAL, "same calendar"
+    if new is _MISSING or new is None:
+        return WEAKER, f"holiday calendar {_show(old)} removed"
+    if old is _MISSING or old is None:
+        return STRONGER, f"holiday calendar {_show(new)} added"
+    return UNDECIDED, f"holiday calendar changed from {_show(old)} to {_show(new)}: cannot tell whether it is weaker"
+
+
+# -- the direction of every key -----------------------------------------------------------------
+
+_COMMON: dict[str, Compare] = {
+    "description": _neutral("description"),
+    "controls": _neutral("controls"),
+    "enforcement": _enforcement,
+    "when": _when,
+}
+
+_RULE_KEYS: dict[str, dict[str, Compare]] = {
+    "approvals": {
+        "min_approvals": _higher_is_stronger("required approvals"),
+        "exclude": _more_is_stronger("exclusion"),
+        "require_current_commit": _true_is_stronger("require_current_commit", False),
+        "cover_range": _true_is_stronger("cover_range", False),
+        "from_teams": _fewer_is_stronger("approving teams"),
+        "from_users": _fewer_is_stronger("approving users"),
+        "allow_bots": _more_is_weaker("allowed bot"),
+    },
+    "tests_passed": {
+        "reports": _more_is_stronger("report globs"),
+        "min_tests": _higher_is_stronger("min_tests", 1),
+        "allow_skipped": _true_is_stronger("skipped tests refused (allow_skipped: false)", False),
+        "allow_flaky": _true_is_stronger("flaky tests refused (allow_flaky: false)", False),
+    },
+    "checks_passed": {
+        "checks": _more_is_stronger("required check"),
+    },
+    "rollback_plan": {
+        "path": _undecided_if_changed("path"),
+        "required_sections": _more_is_stronger("required section"),
+        "min_length": _higher_is_stronger("min_length", 0),
+    },
+    "deploy_window": {
+        "timezone": _undecided_if_changed("timezone"),
+        "holidays": _holidays,
+    },
+}
+"""For each rule type, how each parameter compares. ``allow``/``deny`` of deploy windows are
+compared window by window (``_allow_windows``, ``_deny_windows``)."""
+
+_NEGATED = {"allow_skipped", "allow_flaky"}  # true is the weaker value
+
+
+def _compare_key(rule_type: str, key: str, old: Any, new: Any) -> tuple[str, str]:
+    compare = _COMMON.get(key) or _RULE_KEYS.get(rule_type, {}).get(key)
+    if compare is None:
+        return _undecided_if_changed(key)(old, new)
+    if key in _NEGATED:  # allow_* true is weaker: compare "refused" = not allowed
+        flip = {True: False, False: True}
+        old = _MISSING if old is _MISSING else flip[bool(old)]
+        new = _MISSING if new is _MISSING else flip[bool(new)]
+    return compare(old, new)
+
+
+def _rules(doc: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    rules = doc.get("rules") or []
+    return {str(r.get("id")): r for r in rules if isinstance(r, dict)}
+
+
+def _rule_findings(rid: str, old: dict[str, Any], new: dict[str, Any]) -> list[Finding]:
+    base = f"rules[{rid}]"
+    if old.get("type") != new.get("type"):
+        return [Finding(f"{base}.type", UNDECIDED,
+                        f"rule type changed from {old.get('type')} to {new.get('type')}: cannot tell whether this "
+                        "is weaker")]
+    rule_type = str(new.get("type"))
+    out: list[Finding] = []
+    keys = [k for k in dict.fromkeys([*old, *new]) if k not in ("id", "type")]
+    for key in keys:
+        a, b = old.get(key, _MISSING), new.get(key, _MISSING)
+        if rule_type == "deploy_window" and key in ("allow", "deny"):
+            pairs = _allow_windows(a if a is not _MISSING else None, b if b is not _MISSING else None) \
+                if key == "allow" else _deny_windows(a if a is not _MISSING else [], b if b is not _MISSING else [])
+            out += [Finding(f"{base}.{path}", direction, message) for path, direction, message in pairs]
+            continue
+        if a == b or _same_list(a, b):
+            continue
+        direction, message = _compare_key(rule_type, key, a, b)
+        if direction == NEUTRAL and message.startswith("same"):
+            continue
+        out.append(Finding(f"{base}.{key}", direction, f"{message} ({_show(a)} -> {_show(b)})"))
+    return out
+
+
+def _same_list(a: Any, b: Any) -> bool:
+    """Lists with the same items in another order are the same (order never matters here)."""
+    if not (isinstance(a, list) and isinstance(b, list)) or len(a) != len(b):
+        return False
+    try:
+        return sorted(map(repr, a)) == sorted(map(repr, b))
+    except TypeError:  # pragma: no cover - repr always works
+        return False
+
+
+_TOP_KEYS: dict[str, Compare] = {
+    "version": _undecided_if_changed("version"),
+    "name": _neutral("name"),
+    "description": _neutral("description"),
+}
+
+
+def diff(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[Finding]:
+    """Every edit from policy document ``old`` to ``new`` (parsed YAML), in order."""
+    out: list[Finding] = []
+    for key in dict.fromkeys([*old, *new]):
+        if key == "rules":
+            continue
+        a, b = old.get(key, _MISSING), new.get(key, _MISSING)
+        if a == b:
+            continue
+        if key == "applies_to":
+            ea = a.get("environments") if isinstance(a, dict) else None
+            eb = b.get("environments") if isinstance(b, dict) else None
+            if not _same_list(ea, eb):
+                direction, message = _scope("environments")(ea if ea is not None else _MISSING,
+                                                            eb if eb is not None else _MISSING)
+                out.append(Finding("applies_to.environments", direction, f"{message} ({_show(ea)} -> {_show(eb)})"))
+            rest_a = {k: v for k, v in (a if isinstance(a, dict) else {}).items() if k != "environments"}
+            rest_b = {k: v for k, v in (b if isinstance(b, dict) else {}).items() if k != "environments"}
+            for sub in dict.fromkeys([*rest_a, *rest_b]):
+                va, vb = rest_a.get(sub, _MISSING), rest_b.get(sub, _MISSING)
+                if va != vb:
+                    d, m = _undecided_if_changed(f"applies_to.{sub}")(va, vb)
+                    out.append(Finding(f"applies_to.{sub}", d, m))
+            continue
+        if key == "evidence":
+            ra = a.get("retention", _MISSING) if isinstance(a, dict) else _MISSING
+            rb = b.get("retention", _MISSING) if isinstance(b, dict) else _MISSING
+            if ra != rb:
+                direction, message = _retention(ra, rb)
+                out.append(Finding("evidence.retention", direction, message))
+            continue
+        compare = _TOP_KEYS.get(key) or _undecided_if_changed(key)
+        direction, message = compare(a, b)
+        out.append(Finding(key, direction, message))
+    old_rules, new_rules = _rules(old), _rules(new)
+    for rid, rule in old_rules.items():
+        if rid not in new_rules:
+            out.append(Finding(f"rules[{rid}]", WEAKER, f"rule {rid} ({rule.get('type')}) removed"))
+            continue
+        out += _rule_findings(rid, rule, new_rules[rid])
+    for rid, rule in new_rules.items():
+        if rid not in old_rules:
+            out.append(Finding(f"rules[{rid}]", STRONGER, f"rule {rid} ({rule.get('type')}) added"))
+    return out
+
+
+def render_text(findings: Sequence[Finding]) -> str:
+    """One line per edit, weakenings first; a closing verdict."""
+    order = {WEAKER: 0, UNDECIDED: 1, STRONGER: 2, NEUTRAL: 3}
+    label = {WEAKER: "WEAKER", UNDECIDED: "WEAKER?", STRONGER: "STRONGER", NEUTRAL: "NEUTRAL"}
+    lines = [f"  {label[f.direction]:8}  {f.path}: {f.message}"
+             for f in sorted(findings, key=lambda f: order[f.direction])]
+    if not findings:
+        return "no change to any control\n"
+    weaker = sum(f.direction in (WEAKER, UNDECIDED) for f in findings)
+    verdict = (f"WEAKER: {weaker} edit{'s' if weaker != 1 else ''} weaken the policy (WEAKER? means the direction "
+               "cannot be decided, so it counts as a weakening)") if weaker else "not weaker"
+    return "\n".join(lines) + "\n\n" + verdict + "\n"
