@@ -13,7 +13,15 @@ import pytest
 import yaml
 
 from policyengine.loader import load_schema
-from policyengine.policydiff import _COMMON, _RULE_KEYS, STRONGER, UNDECIDED, WEAKER, diff, weakened
+from policyengine.policydiff import (
+    _COMMON,
+    _RULE_KEYS,
+    STRONGER,
+    UNDECIDED,
+    WEAKER,
+    diff,
+    weakened,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 BASE: dict[str, Any] = yaml.safe_load((REPO / "policies" / "soc2-production.yml").read_text("utf-8"))
