@@ -400,10 +400,18 @@ def _syntax_problem(exc: YAMLError, text: str, file: str) -> Problem:
                 # e.g. "found duplicate anchor 'a'; first occurrence" (line 1), "second occurrence" (here)
                 at = f" at line {context_mark.line + 1}" if context_mark is not None else ""
                 message = f"invalid YAML: {context}{at}, {exc.problem or 'here'} here"
+        if any(sign in (exc.problem or "") for sign in _INDENTATION_SIGNS):
+            message += ("; check the indentation: keys of one mapping must start in the same column, and a "
+                        "nested key further right than its parent (use spaces, not tabs)")
         if mark is None:
             return Problem(file, None, None, "", message)
         return Problem(file, mark.line + 1, mark.column + 1, "", message)
     return Problem(file, None, None, "", f"invalid YAML: {exc}")
+
+
+_INDENTATION_SIGNS = ("expected <block end>", "mapping values are not allowed here", "did not find expected key",
+                      "did not find expected '-' indicator", "found character '\\t'")
+"""PyYAML's words for a key or item in the wrong column: these get a hint that names indentation."""
 
 
 def parse_document(raw: bytes, *, file: str, what: str) -> tuple[Any, Positions, list[Problem]]:

@@ -8,6 +8,7 @@ workspace, and each rule type's own parameter checks (time zones, cron expressio
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import re
 from collections.abc import Mapping
@@ -149,7 +150,10 @@ def _check_rules(data: Any, positions: loader.Positions, schema_problems: list[P
             # One line that lists the known types, instead of the schema's enum message.
             type_path = loader.format_path(base + ("type",))
             kept = [p for p in kept if p.path != type_path]
-            message = f"unknown rule type {loader.render_value(rule_type)}; known types: {known}"
+            close = difflib.get_close_matches(rule_type.strip().casefold().replace("-", "_").replace(" ", "_"),
+                                              sorted(RULE_TYPES), n=1, cutoff=0.6)
+            hint = f"; did you mean {loader.render_value(close[0])}?" if close else ""
+            message = f"unknown rule type {loader.render_value(rule_type)}{hint} (known types: {known})"
             extra.append(problem(base + ("type",), message))
 
         rule_id = rule.get("id")

@@ -165,7 +165,8 @@ def test_repeated_key_three_times(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
 def test_unknown_rule_type_lists_the_known_ones_in_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     text = edited("type: approvals", "type: aprovals")
     assert problems_of(tmp_path, monkeypatch, text) == [
-        f'acceptance.yml:8:11: rules[0].type: unknown rule type "aprovals"; known types: {KNOWN}'
+        f'acceptance.yml:8:11: rules[0].type: unknown rule type "aprovals"; did you mean "approvals"? '
+        f'(known types: {KNOWN})'
     ]
 
 
@@ -332,6 +333,10 @@ def test_exclude_values_are_unique_and_known(tmp_path: Path, monkeypatch: pytest
     ]
 
 
+INDENTATION_HINT = ("; check the indentation: keys of one mapping must start in the same column, and a nested "
+                    "key further right than its parent (use spaces, not tabs)")
+
+
 def test_yaml_syntax_error_has_its_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     text = edited("exclude: [author, committers, deployer]", "exclude: [author, committers, deployer")
     assert problems_of(tmp_path, monkeypatch, text) == [
@@ -341,14 +346,14 @@ def test_yaml_syntax_error_has_its_line(tmp_path: Path, monkeypatch: pytest.Monk
     text = edited("    type: approvals\n", "    type: approvals\n   oops\n")
     assert problems_of(tmp_path, monkeypatch, text) == [
         "acceptance.yml:9:4: invalid YAML: expected <block end>, but found '<scalar>' "
-        "(while parsing a block collection at line 7)"
+        "(while parsing a block collection at line 7)" + INDENTATION_HINT
     ]
 
 
 def test_tabs_and_control_characters(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     assert problems_of(tmp_path, monkeypatch, "version: 1\n\tname: x\n") == [
         "acceptance.yml:2:1: invalid YAML: found character '\\t' that cannot start any token "
-        "(while scanning for the next token)"
+        "(while scanning for the next token)" + INDENTATION_HINT
     ]
     assert problems_of(tmp_path, monkeypatch, 'version: 1\nname: "a\x07"\n') == [
         "acceptance.yml:2:9: invalid YAML: the control character U+0007 is not allowed"
@@ -643,3 +648,18 @@ def test_every_rule_type_has_a_schema_branch_and_the_enum_matches_the_registry()
 def test_acceptance_policy_is_valid_for_the_schema_alone() -> None:
     data, positions, _ = loader.parse_document(ACCEPTANCE.encode(), file="a.yml", what="policy")
     assert loader.validate(data, positions, loader.load_schema("policy.schema.json"), file="a.yml") == []
+
+
+@pytest.mark.parametrize(("written", "suggested"), [("tests-passed", "tests_passed"), ("deploy window", "deploy_window"),
+                                                    ("rollback_plans", "rollback_plan"), ("Approvals", "approvals"),
+                                                    ("kubernetes", None)])
+def test_unknown_rule_types_get_did_you_mean(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, written: str,
+                                              suggested: str | None) -> None:
+    [problem] = problems_of(tmp_path, monkeypatch, edited("type: approvals", f"type: {written}"))
+    assert (f'did you mean "{suggested}"?' in problem) == (suggested is not None), problem
+    assert "known types: approvals, checks_passed" in problem
+
+
+def test_a_key_indented_too_far_names_indentation(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    [problem] = problems_of(tmp_path, monkeypatch, edited("    min_approvals: 2", "      min_approvals: 2"))
+    assert "mapping values are not allowed here" in problem and "check the indentation" in problem
