@@ -138,6 +138,16 @@ def _record(request: CheckRequest, policy: Policy, gathered: Any, decision: Deci
     return bundle
 
 
+def judge(policy: Policy, change: dict[str, Any], workspace: str | Path, now: datetime) -> Decision:
+    """Gather the facts from ``workspace`` and judge, recording nothing (``policy test``, dry runs).
+
+    Nothing is written and nothing touches the network: the change is given, and the facts
+    come from the workspace alone.
+    """
+    facts = gather_facts(policy, change, Workspace(Path(workspace)))
+    return evaluate(policy, facts, now)
+
+
 def check(request: CheckRequest) -> CheckResult:
     """Gather, judge and record one evaluation.
 

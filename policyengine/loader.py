@@ -483,25 +483,42 @@ def load_schema(name: str) -> dict[str, Any]:
     return schema
 
 
+BUNDLED_POLICIES = ("soc2-production", "soc2-small-team")
+"""The starter policies shipped inside the package (``policies/`` in the source checkout)."""
+
+
+def bundled_policy_text(name: str) -> str:
+    """Return the text of a starter policy carried by the package (or by the source checkout)."""
+    if name not in BUNDLED_POLICIES:
+        raise ValueError(f"not a bundled policy: {name!r}")
+    return _packaged_text("policies", f"{name}.yml")
+
+
 @functools.cache
 def schema_text(name: str) -> str:
     """Return the text of ``schemas/<name>`` exactly as shipped (what ``policy schema`` prints)."""
     if not name or "/" in name or "\\" in name or name.startswith("."):
         raise ValueError(f"not a schema name: {name!r}")
+    return _packaged_text("schemas", name)
+
+
+def _packaged_text(folder: str, name: str) -> str:
+    """Read ``<folder>/<name>`` from the installed package (the wheel carries ``schemas/`` and
+    ``policies/`` inside it), or from the source checkout when running from one."""
     text: str | None = None
     try:
-        resource = importlib.resources.files("policyengine") / "schemas" / name
+        resource = importlib.resources.files("policyengine") / folder / name
         if resource.is_file():
             text = resource.read_text(encoding="utf-8")
     except (FileNotFoundError, NotADirectoryError, ModuleNotFoundError):
         text = None
     if text is None:
-        source = Path(__file__).resolve().parents[1] / "schemas" / name
+        source = Path(__file__).resolve().parents[1] / folder / name
         try:
             text = source.read_text(encoding="utf-8")
         except FileNotFoundError:
             raise FileNotFoundError(
-                f"schema {name} is missing from the package and from {source.parent}; the installation is broken"
+                f"{folder}/{name} is missing from the package and from {source.parent}; the installation is broken"
             ) from None
     return text
 

@@ -5,7 +5,13 @@ from __future__ import annotations
 import click
 
 from policyengine.cli.common import CONTEXT
-from policyengine.errors import EXIT_ALLOW, EXIT_DENY, EXIT_USAGE, InvalidInputError, UsageError
+from policyengine.errors import (
+    EXIT_ALLOW,
+    EXIT_DENY,
+    EXIT_USAGE,
+    InvalidInputError,
+    UsageError,
+)
 
 
 @click.group(context_settings=CONTEXT)
@@ -39,6 +45,86 @@ def policy_validate(files: tuple[str, ...]) -> int:
             continue
         click.echo(f"{path}: ok ({loaded.name}, {len(loaded.rules)} rules)")
     return EXIT_USAGE if bad else EXIT_ALLOW
+
+
+@policy.command("init", context_settings=CONTEXT)
+@click.option("--template", type=click.Choice(["soc2-production", "soc2-small-team"]), default="soc2-production",
+              show_default=True, help="soc2-production: two independent approvers, security review, freezes. "
+              "soc2-small-team: one independent approver with compensating controls, for teams of two or three.")
+@click.option("-o", "--output", default="policy.yml", show_default=True, metavar="FILE",
+              help="Where to write the policy ('-' for standard output). The JSON Schema is written beside it "
+              "as policy.schema.json, for editors.")
+@click.option("--force", is_flag=True, help="Overwrite FILE if it exists.")
+def policy_init(template: str, output: str, force: bool) -> int:
+    """Write a starter policy with comments, ready to adapt (values marked ADAPT).
+
+    The first line points editors that speak the YAML language server (VS Code, JetBrains,
+    Neovim) at policy.schema.json beside the policy, so keys complete and are checked as
+    you type; nothing is fetched from the network.
+
+    \b
+    Examples:
+      policyengine policy init -o policies/production.yml
+      policyengine policy init --template soc2-small-team -o policies/production.yml
+      policyengine policy init --template soc2-small-team -o - | less
+    """
+    from pathlib import Path
+
+    from policyengine.loader import bundled_policy_text, schema_text
+
+    text = f"# yaml-language-server: $schema=policy.schema.json\n{bundled_policy_text(template)}"
+    if output == "-":
+        click.echo(text, nl=False)
+        return EXIT_ALLOW
+    target = Path(output)
+    if target.exists() and not force:
+        raise UsageError(f"{output} exists; not overwritten", hint="give another -o FILE, or --force to replace it")
+    from policyengine.cli.common import write_atomic
+
+    write_atomic(str(target), text, "policy")
+    schema = target.parent / "policy.schema.json"
+    write_atomic(str(schema), schema_text("policy.schema.json"), "policy schema")
+    click.echo(f"wrote {target} (template {template}) and {schema}")
+    click.echo(f"next: adapt the values marked ADAPT, then: policyengine policy validate {target}")
+    return EXIT_ALLOW
+
+
+@policy.command("test", context_settings=CONTEXT)
+@click.argument("directory", metavar="DIR")
+@click.option("--policy", "policy_path", metavar="FILE", help="Judge every case with this policy (default: each "
+              "case's own `policy:`).")
+@click.option("--junit", "junit_path", metavar="PATH", help="Also write JUnit XML, one testcase per case.")
+def policy_test(directory: str, policy_path: str | None, junit_path: str | None) -> int:
+    """Run a policy's test cases: sample changes with the decision and rule statuses they expect.
+
+    DIR holds one folder per case, each with a case.yml (or DIR is one such folder). Cases are
+    judged in memory: no evidence is written and nothing touches the network. Exit 0 when
+    every case matches, 1 when any differs (each difference is listed), 2 when a case is
+    invalid. The layout is in the README ("Testing a policy").
+
+    \b
+    case.yml:
+      policy: ../../policies/production.yml   # or --policy
+      now: 2026-11-27T22:00:00-05:00
+      change: change.yml                      # or the change inline
+      workspace: ../shared-workspace          # optional (default: workspace/ beside case.yml)
+      expect:
+        decision: deny
+        rules: {deploy-window: fail}
+
+    \b
+    Examples:
+      policyengine policy test policy-tests/
+      policyengine policy test policy-tests/ --policy policies/production.yml --junit policy-tests.xml
+    """
+    from policyengine.cli.common import write_atomic
+    from policyengine.policytest import render_junit, render_text, run_suite
+
+    result = run_suite(directory, policy_path=policy_path)
+    click.echo(render_text(result), nl=False)
+    if junit_path:
+        write_atomic(junit_path, render_junit(result), "JUnit report")
+    return EXIT_DENY if result.failed else EXIT_ALLOW
 
 
 @policy.command("diff", context_settings=CONTEXT)
@@ -81,11 +167,9 @@ def policy_schema() -> int:
     Example:
       policyengine policy schema > policy.schema.json
     """
-    import json
+    from policyengine.loader import schema_text
 
-    from policyengine.loader import load_schema
-
-    click.echo(json.dumps(load_schema("policy.schema.json"), indent=2))
+    click.echo(schema_text("policy.schema.json"), nl=False)
     return EXIT_ALLOW
 
 
