@@ -1,0 +1,71 @@
+"""Every way to install policyengine names the distribution `policyengine-gate`.
+
+`policyengine` on PyPI is an unrelated project: `pip install policyengine` (any version, any
+extra) installs a stranger's code. The import package and the command stay `policyengine`.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+DIST = "policyengine-gate"
+SCANNED = {".py", ".md", ".yml", ".yaml", ".toml", ".sh", ".txt", ".in", ".lock", ".cfg"}
+SKIPPED_DIRS = {".git", ".venv", "node_modules", "__pycache__", ".pytest_cache", "build", "dist"}
+
+# The bare distribution name in an install: policyengine==1, policyengine[sign], policyengine>=1,
+# `pip install policyengine`, `pip install -U 'policyengine'` (not policyengine-gate, not a path).
+BARE_INSTALL = [
+    re.compile(r"(?<![\w./-])policyengine\s*(?:==|===|~=|>=|<=|!=|\[)"),
+    re.compile(r"pip3?\s+install\b[^\n`]*?(?<![\w./-])['\"]?policyengine(?![\w./-])"),
+    re.compile(r"(?m)^\s*policyengine\s*(?:==|\s--hash)"),  # a requirements line
+]
+
+
+def scanned_files() -> list[Path]:
+    files = []
+    for path in REPO.rglob("*"):
+        if any(part in SKIPPED_DIRS for part in path.relative_to(REPO).parts):
+            continue
+        if path.is_file() and path.suffix in SCANNED and path != Path(__file__).resolve():
+            files.append(path)
+    return files
+
+
+def bare_installs(text: str) -> list[str]:
+    return [m.group(0) for pattern in BARE_INSTALL for m in pattern.finditer(text)]
+
+
+def test_the_pattern_catches_every_bare_form_and_spares_the_new_name() -> None:
+    for bad in ("pip install policyengine", "pip install 'policyengine[sign]'", "POLICYENGINE_INSTALL: policyengine==0.1.0",
+                'spec="policyengine==${PE_VERSION}"', "needs policyengine[s3]", "pip install -U policyengine>=0.1",
+                "policyengine==0.1.0 --hash=sha256:00"):
+        assert bare_installs(bad), bad
+    for good in ("pip install 'policyengine-gate[sign]'", "pip install policyengine-gate==0.1.0",
+                 "pip install -e .", "the policyengine command", "import policyengine", "policyengine check --policy p",
+                 "pip install ./policyengine", "git+https://gitlab.example.com/acme/policyengine.git@" + "0" * 40):
+        assert not bare_installs(good), good
+
+
+def test_no_install_path_names_the_bare_distribution() -> None:
+    files = scanned_files()
+    assert REPO / ".gitlab-ci-template.yml" in files and REPO / "action.yml" in files
+    found = [f"{path.relative_to(REPO)}: {hit}" for path in files
+             for hit in bare_installs(path.read_text(encoding="utf-8", errors="replace"))]
+    assert not found, "install paths naming the unrelated PyPI project `policyengine`:\n" + "\n".join(found)
+
+
+def test_the_distribution_is_policyengine_gate_and_the_command_and_package_stay() -> None:
+    project = tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))
+    assert project["project"]["name"] == DIST
+    assert project["project"]["scripts"] == {"policyengine": "policyengine.cli:main"}
+    assert project["tool"]["hatch"]["build"]["targets"]["wheel"]["packages"] == ["policyengine"]
+
+
+def test_the_extras_hints_name_the_new_distribution() -> None:
+    hints = [line for path in (REPO / "policyengine").rglob("*.py")
+             for line in path.read_text(encoding="utf-8").splitlines() if "pip install '" in line]
+    for extra in ("sign", "s3"):
+        assert any(f"pip install '{DIST}[{extra}]'" in line for line in hints), (extra, hints)
