@@ -8,7 +8,12 @@ from __future__ import annotations
 
 import re
 import tomllib
+from importlib import metadata
 from pathlib import Path
+
+import pytest
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
 
 REPO = Path(__file__).resolve().parents[1]
 DIST = "policyengine-gate"
@@ -69,3 +74,56 @@ def test_the_extras_hints_name_the_new_distribution() -> None:
              for line in path.read_text(encoding="utf-8").splitlines() if "pip install '" in line]
     for extra in ("sign", "s3"):
         assert any(f"pip install '{DIST}[{extra}]'" in line for line in hints), (extra, hints)
+
+
+# -- the hash lock ------------------------------------------------------------------------------
+
+LOCK = REPO / "requirements" / "gate.lock"
+
+
+def lock_pins(lock: Path = LOCK) -> dict[str, tuple[str, list[str]]]:
+    """name -> (version, hashes) of every requirement in the lock (pip's format, `\\` continuations)."""
+    text = re.sub(r"\\\n", " ", lock.read_text(encoding="utf-8"))
+    pins = {}
+    for line in text.splitlines():
+        line = line.split(" #", 1)[0].strip()
+        if not line or line.startswith("#"):
+            continue
+        match = re.fullmatch(r"([A-Za-z0-9._-]+)==(\S+)((?:\s+--hash=sha256:[0-9a-f]{64})+)", line)
+        assert match, f"not an exact pin with sha256 hashes: {line!r}"
+        pins[canonicalize_name(match[1])] = (match[2], re.findall(r"sha256:([0-9a-f]{64})", match[3]))
+    return pins
+
+
+def test_the_lock_pins_every_runtime_dependency_exactly_with_hashes() -> None:
+    pins = lock_pins()
+    project = tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+    py312 = {"python_version": "3.12", "python_full_version": "3.12.0", "sys_platform": "linux",
+             "platform_system": "Linux", "os_name": "posix", "implementation_name": "cpython",
+             "platform_python_implementation": "CPython", "extra": ""}
+    for spec in project["dependencies"]:
+        req = Requirement(spec)
+        name = canonicalize_name(req.name)
+        assert name in pins, f"{req.name} (pyproject.toml) is not in {LOCK.name}"
+        assert req.specifier.contains(pins[name][0], prereleases=True), (spec, pins[name][0])
+    # Closed under dependencies: what each locked package needs (as installed here) is locked too.
+    for name in pins:
+        try:
+            requires = metadata.requires(name) or []
+        except metadata.PackageNotFoundError:
+            continue
+        for spec in requires:
+            req = Requirement(spec)
+            if req.marker is None or req.marker.evaluate(py312):
+                assert canonicalize_name(req.name) in pins, f"{name} needs {req.name}, which the lock lacks"
+    assert canonicalize_name(DIST) not in pins  # unpublished: users add its own line (see the template)
+
+
+def test_the_lock_parser_refuses_a_loose_pin(tmp_path: Path) -> None:
+    loose = tmp_path / "gate.lock"
+    loose.write_text("click>=8.1 \\\n    --hash=sha256:" + "0" * 64 + "\n")
+    with pytest.raises(AssertionError, match="not an exact pin"):
+        lock_pins(loose)
+    loose.write_text("click==8.1.7\n")
+    with pytest.raises(AssertionError, match="not an exact pin"):
+        lock_pins(loose)
