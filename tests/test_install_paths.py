@@ -12,6 +12,7 @@ from importlib import metadata
 from pathlib import Path
 
 import pytest
+import yaml
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
@@ -127,3 +128,37 @@ def test_the_lock_parser_refuses_a_loose_pin(tmp_path: Path) -> None:
     loose.write_text("click==8.1.7\n")
     with pytest.raises(AssertionError, match="not an exact pin"):
         lock_pins(loose)
+
+
+# -- artifact expiry against the policies' retention --------------------------------------------
+
+UNIT_DAYS = {"d": 1, "day": 1, "days": 1, "w": 7, "week": 7, "weeks": 7, "y": 365, "yr": 365, "yrs": 365,
+             "year": 365, "years": 365, "mo": 30, "mos": 30, "month": 30, "months": 30}
+
+
+def days(text: str) -> float:
+    """`400d`, `10w`, `1y` (a policy's retention) or `400 days`, `1 year` (GitLab's expire_in), in days."""
+    parts = re.findall(r"(\d+)\s*([a-z]+)", text.lower())
+    assert parts and re.fullmatch(r"(\s*\d+\s*[a-z]+\s*(and)?)+", text.lower()), f"cannot read a duration: {text!r}"
+    return sum(int(n) * UNIT_DAYS[unit] for n, unit in parts)
+
+
+def test_gitlab_artifacts_outlive_every_bundled_policys_evidence_retention() -> None:
+    job = yaml.safe_load((REPO / ".gitlab-ci-template.yml").read_text(encoding="utf-8"))[".policyengine-gate"]
+    expire = days(job["artifacts"]["expire_in"])
+    retentions = {}
+    for path in sorted((REPO / "policies").glob("*.yml")):
+        retention = ((yaml.safe_load(path.read_text(encoding="utf-8")) or {}).get("evidence") or {}).get("retention")
+        if retention:
+            retentions[path.name] = days(str(retention))
+    assert retentions, "no bundled policy sets evidence.retention"
+    assert all(expire >= r for r in retentions.values()), (job["artifacts"]["expire_in"], retentions)
+    assert days("1 year") < max(retentions.values())  # what it was: shorter than 400d
+
+
+def test_the_action_asks_for_the_longest_artifact_retention_and_warns_that_it_is_capped() -> None:
+    action = yaml.safe_load((REPO / "action.yml").read_text(encoding="utf-8"))
+    upload = next(s for s in action["runs"]["steps"] if "uses" in s)
+    assert upload["with"]["retention-days"] == 400
+    gate = next(s for s in action["runs"]["steps"] if s.get("id") == "gate")
+    assert "::warning title=policyengine evidence::" in gate["run"]
