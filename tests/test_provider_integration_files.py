@@ -289,7 +289,7 @@ def test_action_gate_step_allows_and_reports(tmp_path: Path) -> None:
     # Artifact-only evidence expires long before the policy's retention: the job says so.
     assert ("::warning title=policyengine evidence::the evidence bundle is kept only as an artifact of this run, "
             "which GitHub deletes after the repository's artifact retention (90 days by default, 400 at most): "
-            "send bundles to a long-term store too (POLICYENGINE_EVIDENCE_STORE=s3://...)") in res.stdout
+            "copy the bundle (the output bundle-path) to a long-term store too") in res.stdout
     assert "| PASS | peer-review | 2 of 2 required approvals (bob, carol); not counted: erin (co-author" in summary
     assert "::error" not in res.stdout
 
@@ -433,8 +433,8 @@ def test_action_warns_that_artifact_only_evidence_expires_before_the_policys_ret
     res, outputs, _ = run_action(tmp_path / "dir", {}, installed=FAKE_POLICYENGINE,
                                  policy=REPO / "policies" / "soc2-production.yml")
     assert res.returncode == 0 and outputs["decision"] == "allow", res.stdout + res.stderr
-    assert ("(90 days by default, 400 at most), shorter than the policy's evidence.retention (400d): send bundles "
-            "to a long-term store too") in res.stdout
+    assert ("(90 days by default, 400 at most), shorter than the policy's evidence.retention (400d): copy the "
+            "bundle (the output bundle-path) to a long-term store too") in res.stdout
     res, outputs, _ = run_action(tmp_path / "store", {"POLICYENGINE_EVIDENCE_STORE": "s3://bucket/evidence"},
                                  installed=FAKE_POLICYENGINE, policy=REPO / "policies" / "soc2-production.yml")
     assert res.returncode == 0 and "::warning title=policyengine evidence::" not in res.stdout
@@ -541,3 +541,26 @@ def test_documented_examples_validate(tmp_path: Path) -> None:
     gate = next(s for s in deploy["steps"] if s.get("id") == "gate")
     assert set(gate["with"]) <= set(load(ACTION)["inputs"])
     assert load(gitlab)["deploy-gate"]["extends"] == ".policyengine-gate"
+
+
+@pytest.mark.parametrize("doc", ["README.md", "docs/ci-integration.md"])
+def test_the_documented_gitlab_example_installs_as_written(tmp_path: Path, doc: str) -> None:
+    text = (REPO / doc).read_text(encoding="utf-8")
+    example = next(b for b in re.findall(r"```yaml\n(.*?)```", text, flags=re.S) if ".policyengine-gate" in b)
+    (tmp_path / ".gitlab-ci.yml").write_text(example)
+    res = run(tool("check-jsonschema"), "--builtin-schema", "vendor.gitlab-ci", str(tmp_path / ".gitlab-ci.yml"))
+    assert res.returncode == 0, res.stdout + res.stderr
+    gate = load(tmp_path / ".gitlab-ci.yml")["deploy-gate"]
+    assert gate["extends"] == ".policyengine-gate" and not gate["variables"].get("POLICYENGINE_INSTALL")
+    lock_name = gate["variables"]["POLICYENGINE_REQUIREMENTS"]
+    version = re.search(r'__version__ = "([^"]+)"', (REPO / "policyengine" / "__init__.py").read_text())[1]
+    # The page tells how to make that lock, for this version, with every hash...
+    assert f"echo 'policyengine-gate=={version}' > policyengine-gate.in" in text
+    assert f"pip-compile --generate-hashes -o {lock_name} policyengine-gate.in" in text
+    # ...and with such a lock committed, the job runs as written.
+    lock = f"policyengine-gate=={version} \\\n    --hash=sha256:" + "1" * 64
+    variables = {k: str(v) for k, v in gate["variables"].items() if "$" not in str(v)}
+    res = run_template(tmp_path / "job", {**variables, "POLICYENGINE_POLICY": str(POLICY)},
+                       installed=FAKE_POLICYENGINE, lock=lock)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert f"-r {lock_name} " in (tmp_path / "job" / "toolchain" / "pip.log").read_text()
