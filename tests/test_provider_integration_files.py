@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -11,6 +12,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 from fake_servers import FakeAPI, GitHubWorld, GitLabWorld, github_env, gitlab_env
 from test_provider_github import MERGE, POLICY, reviewed_world
@@ -93,7 +95,7 @@ def test_gitlab_template_shape_and_quoting() -> None:
     doc = load(GITLAB)
     assert list(doc) == [".policyengine-gate"]
     job = doc[".policyengine-gate"]
-    assert job["artifacts"]["when"] == "always" and job["artifacts"]["expire_in"] == "1 year"
+    assert job["artifacts"]["when"] == "always"
     assert job["artifacts"]["reports"] == {"junit": "policyengine-junit.xml", "dotenv": "policyengine.env"}
     assert job["variables"]["POLICYENGINE_JUNIT"] == "policyengine-junit.xml"
     assert "policyengine-evidence/" in job["artifacts"]["paths"]
@@ -106,51 +108,172 @@ def test_gitlab_template_shape_and_quoting() -> None:
 # -- the scripts, run against fake APIs -----------------------------------------------------------
 
 
-def fake_venv(root: Path, name: str) -> Path:
-    """A folder where the scripts expect their virtual environment: this interpreter's."""
-    venv = root / name
-    venv.parent.mkdir(parents=True, exist_ok=True)
-    venv.symlink_to(Path(sys.prefix), target_is_directory=True)
-    assert (venv / "bin" / "policyengine").exists()
-    return venv
+REAL_PYTHON = sys.executable
+REAL_POLICYENGINE = f'#!/bin/sh\nexec "{BIN / "policyengine"}" "$@"\n'
+
+
+def fake_toolchain(root: Path, installed: str) -> Path:
+    """A folder for PATH whose `python3 -m venv DIR` makes a stand-in virtual environment.
+
+    Its `bin/python -m pip install ...` logs the call (to root/pip.log) and installs `installed`
+    (a script's text) as `bin/policyengine`, unless one is there already ("Requirement already
+    satisfied", as pip says when a reused venv has the package). Anything else runs this interpreter.
+    """
+    root.mkdir(parents=True, exist_ok=True)
+    fakebin = root / "fakebin"
+    fakebin.mkdir()
+    (root / "installed-policyengine").write_text(installed)
+    venv_python = root / "venv-python"
+    venv_python.write_text(f"""#!/bin/bash
+here="$(cd "$(dirname "$0")" && pwd)"
+if [ "$1" = "-m" ] && [ "$2" = "pip" ]; then
+  shift 2
+  echo "pip $* PIP_NO_CACHE_DIR=${{PIP_NO_CACHE_DIR:-}}" >> "{root / 'pip.log'}"
+  if [ -e "$here/policyengine" ]; then echo "Requirement already satisfied"; exit 0; fi
+  cp "{root / 'installed-policyengine'}" "$here/policyengine" && chmod +x "$here/policyengine"
+  exit 0
+fi
+exec "{REAL_PYTHON}" "$@"
+""")
+    (fakebin / "python3").write_text(f"""#!/bin/bash
+if [ "$1" = "-m" ] && [ "$2" = "venv" ]; then
+  dir="${{@: -1}}"
+  mkdir -p "$dir/bin"
+  [ -e "$dir/bin/python" ] || cp "{venv_python}" "$dir/bin/python"
+  exit 0
+fi
+exec "{REAL_PYTHON}" "$@"
+""")
+    for path in (venv_python, fakebin / "python3"):
+        path.chmod(0o755)
+    return fakebin
+
+
+def plant_venv(venv: Path) -> None:
+    """What an earlier job on a shell runner could leave: a venv whose policyengine says ALLOW.
+
+    It even writes a well-formed allow decision and bundle, so only a fresh venv stops it.
+    """
+    (venv / "bin").mkdir(parents=True)
+    (venv / "bin" / "python").write_text(f'#!/bin/bash\n[ "$2" = pip ] && exit 0\nexec "{REAL_PYTHON}" "$@"\n')
+    planted = FAKE_POLICYENGINE.replace("fake policyengine ran", "ALLOW (PLANTED)")
+    (venv / "bin" / "policyengine").write_text(planted.replace('os.environ.get("FAKE_RUN")', "None"))  # always allow
+    for name in ("python", "policyengine"):
+        (venv / "bin" / name).chmod(0o755)
+
+
+# A stand-in for policyengine: FAKE_RUN (JSON) says what its `check` leaves behind.
+FAKE_POLICYENGINE = f"""#!{REAL_PYTHON}
+import hashlib, json, os, sys
+args = sys.argv[1:]
+if args[:1] == ["--version"]:
+    print("policyengine, version 0.1.0 (fake)")
+    sys.exit(0)
+run = json.loads(os.environ.get("FAKE_RUN") or '{{"decision": "allow"}}')
+print("fake policyengine ran")
+json_path = args[args.index("--json") + 1] if "--json" in args else os.environ["POLICYENGINE_JSON"]
+bundle_id = "20261124T150000Z-0123456789ab"
+rel = f"bundles/2026/11/{{bundle_id}}.zip"
+data = b"PK a bundle"
+if run.get("bundle", "present") != "missing":
+    full = os.path.join(os.environ["POLICYENGINE_EVIDENCE_DIR"], rel)
+    os.makedirs(os.path.dirname(full), exist_ok=True)
+    with open(full, "wb") as fh:
+        fh.write(data)
+digest = "0" * 64 if run.get("bundle") == "wrong-hash" else hashlib.sha256(data).hexdigest()
+doc = {{"decision": run.get("decision", "allow"), "advisory": run.get("advisory", False), "policy": {{"name": "p"}},
+       "change": {{}}, "rules": [], "evidence": {{"bundle_id": bundle_id, "path": rel, "sha256": digest, "signed": False}}}}
+text = {{"valid": json.dumps(doc), "garbage": '{{"decision": "allow", ', "list": "[]", "missing": None}}[run.get("json", "valid")]
+if text is not None:
+    with open(json_path, "w", encoding="utf-8") as fh:
+        fh.write(text)
+sys.exit(run.get("exit", 0))
+"""
 
 
 def action_step(step_id: str) -> dict[str, Any]:
     return next(s for s in load(ACTION)["runs"]["steps"] if s.get("id") == step_id)
 
 
-def run_action_gate(tmp_path: Path, env: dict[str, str], fail_on_deny: str = "true") -> tuple[
-        subprocess.CompletedProcess[str], dict[str, str], str]:
+def run_action(tmp_path: Path, env: dict[str, str], fail_on_deny: str = "true", installed: str = REAL_POLICYENGINE,
+               version: str = "", plant: bool = False, policy: Path = POLICY
+               ) -> tuple[subprocess.CompletedProcess[str], dict[str, str], str]:
+    """Run the action's install step, then its gate step, as GitHub would (bash, env only)."""
     runner_temp = tmp_path / "runner-temp"
-    fake_venv(runner_temp, "policyengine-venv")
+    runner_temp.mkdir(parents=True)
+    if plant:  # where the action kept its venv before: a self-hosted runner may leave it
+        plant_venv(runner_temp / "policyengine-venv")
+    fakebin = fake_toolchain(tmp_path / "toolchain", installed)
+    base = {"PATH": f"{fakebin}:{os.environ.get('PATH', '/usr/bin:/bin')}", "HOME": str(tmp_path),
+            "RUNNER_TEMP": str(runner_temp)}
+    # GitHub runs `shell: bash` steps as `bash --noprofile --norc -eo pipefail {0}`.
+    install_out = tmp_path / "install-output.txt"
+    install_out.touch()
+    install = next(s for s in load(ACTION)["runs"]["steps"] if s["name"] == "Install policyengine")
+    (tmp_path / "install.sh").write_text(install["run"])
+    res = run("bash", "--noprofile", "--norc", "-eo", "pipefail", str(tmp_path / "install.sh"), cwd=tmp_path,
+              env={**base, "GITHUB_OUTPUT": str(install_out), "PE_ACTION_PATH": str(REPO), "PE_VERSION": version})
+    if res.returncode != 0:
+        return res, {}, ""
+    installed_outputs = dict(line.split("=", 1) for line in install_out.read_text().splitlines() if line)
     outputs, summary = tmp_path / "output.txt", tmp_path / "summary.md"
     outputs.touch()
     summary.touch()
     step = action_step("gate")
     step_env = {k: v for k, v in step["env"].items() if not str(v).startswith("${{")}
     full = {
-        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-        "HOME": str(tmp_path),
-        "RUNNER_TEMP": str(runner_temp),
+        **base,
         "GITHUB_OUTPUT": str(outputs),
         "GITHUB_STEP_SUMMARY": str(summary),
         **env,
         **step_env,
         # What the `${{ }}` expressions of the step's env: evaluate to.
-        "PE_ACTION_PATH": str(REPO),
-        "POLICYENGINE_POLICY": str(POLICY),
+        "PE_DIR": installed_outputs.get("dir", ""),
+        "POLICYENGINE_POLICY": str(policy),
         "POLICYENGINE_ENVIRONMENT": "production",
         "POLICYENGINE_EVIDENCE_DIR": str(tmp_path / "evidence"),
         "POLICYENGINE_JUNIT": str(tmp_path / "junit.xml"),
         "POLICYENGINE_ADVISORY": "true" if fail_on_deny == "false" else "false",
         "POLICYENGINE_NOW": "2026-11-24T15:00:00Z",
     }
-    # GitHub runs `shell: bash` steps as `bash --noprofile --norc -eo pipefail {0}`.
     script = tmp_path / "gate.sh"
     script.write_text(step["run"])
     res = run("bash", "--noprofile", "--norc", "-eo", "pipefail", str(script), env=full, cwd=tmp_path)
     values = dict(line.split("=", 1) for line in outputs.read_text().splitlines() if line)
     return res, values, summary.read_text()
+
+
+def run_action_gate(tmp_path: Path, env: dict[str, str], fail_on_deny: str = "true") -> tuple[
+        subprocess.CompletedProcess[str], dict[str, str], str]:
+    return run_action(tmp_path, env, fail_on_deny)
+
+
+def run_template(tmp_path: Path, env: dict[str, str], installed: str = REAL_POLICYENGINE, plant: bool = False,
+                 shell: str = "bash", lock: str | None = "policyengine-gate==0.1.0 \\\n    --hash=sha256:" + "0" * 64,
+                 files: dict[str, str | bytes] | None = None) -> subprocess.CompletedProcess[str]:
+    """Run the template's whole script as GitLab would: one shell, `set -e` (bash: and pipefail)."""
+    job = load(GITLAB)[".policyengine-gate"]
+    project, tmp = tmp_path / "project", tmp_path / "tmp"
+    project.mkdir(parents=True)
+    tmp.mkdir()
+    if lock is not None:
+        (project / "policyengine-gate.lock").write_text(lock + "\n")
+    for rel, content in (files or {}).items():  # committed in the change: the workspace is the change's
+        (project / rel).parent.mkdir(parents=True, exist_ok=True)
+        (project / rel).write_bytes(content.encode() if isinstance(content, str) else content)
+    if plant:  # a venv an earlier job on the same shell runner left where the template used to put it
+        plant_venv(tmp / "policyengine-venv")
+    fakebin = fake_toolchain(tmp_path / "toolchain", installed)
+    script = "\n".join(job["script"]).replace("/tmp/", f"{tmp}/")  # this test's /tmp
+    (tmp_path / "gate.sh").write_text(script)
+    full = {
+        "PATH": f"{fakebin}:{os.environ.get('PATH', '/usr/bin:/bin')}", "HOME": str(tmp_path), "TMPDIR": str(tmp),
+        "CI_PROJECT_DIR": str(project),
+        **{k: str(v) for k, v in job["variables"].items() if "$" not in str(v)},
+        **env,
+    }
+    args = ["bash", "-eo", "pipefail"] if shell == "bash" else [shell, "-e"]
+    return run(*args, str(tmp_path / "gate.sh"), env=full, cwd=project)
 
 
 def test_action_gate_step_allows_and_reports(tmp_path: Path) -> None:
@@ -163,6 +286,10 @@ def test_action_gate_step_allows_and_reports(tmp_path: Path) -> None:
     assert Path(outputs["bundle-path"]).is_file() and outputs["bundle-path"].endswith(".zip")
     assert outputs["junit-path"] == str(tmp_path / "junit.xml") and (tmp_path / "junit.xml").is_file()
     assert summary.startswith("## policyengine: ALLOW\n")
+    # Artifact-only evidence expires long before the policy's retention: the job says so.
+    assert ("::warning title=policyengine evidence::the evidence bundle is kept only as an artifact of this run, "
+            "which GitHub deletes after the repository's artifact retention (90 days by default, 400 at most): "
+            "copy the bundle (the output bundle-path) to a long-term store too") in res.stdout
     assert "| PASS | peer-review | 2 of 2 required approvals (bob, carol); not counted: erin (co-author" in summary
     assert "::error" not in res.stdout
 
@@ -231,41 +358,169 @@ def test_annotations_escape_newlines_in_messages() -> None:
 
 
 def test_gitlab_template_script_writes_the_dotenv_report(tmp_path: Path) -> None:
-    job = load(GITLAB)[".policyengine-gate"]
-    venv = fake_venv(tmp_path, "venv")
-    script = "\n".join(job["script"][2:]).replace("/tmp/policyengine-venv", str(venv))
     with FakeAPI("/api/v4") as api:
         approved_mr(api)
-        env = {
-            "PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(tmp_path),
-            **{k: str(v) for k, v in job["variables"].items() if "$" not in str(v)},
-            **gitlab_env(api, SQUASH),
-            "POLICYENGINE_POLICY": str(POLICY), "POLICYENGINE_NOW": "2026-11-24T15:00:00Z",
-        }
-        (tmp_path / "gate.sh").write_text(script)
-        res = run("bash", "-eo", "pipefail", str(tmp_path / "gate.sh"), env=env, cwd=tmp_path)
+        env = {**gitlab_env(api, SQUASH), "POLICYENGINE_POLICY": str(POLICY), "POLICYENGINE_NOW": "2026-11-24T15:00:00Z"}
+        res = run_template(tmp_path, env)
     assert res.returncode == 0, res.stdout + res.stderr
-    dotenv = dict(line.split("=", 1) for line in (tmp_path / "policyengine.env").read_text().splitlines())
+    project = tmp_path / "project"
+    dotenv = dict(line.split("=", 1) for line in (project / "policyengine.env").read_text().splitlines())
     assert dotenv["POLICYENGINE_DECISION"] == "allow" and dotenv["POLICYENGINE_EXIT_CODE"] == "0"
     assert re.fullmatch(r"\d{8}T\d{6}Z-[0-9a-f]{12}", dotenv["POLICYENGINE_BUNDLE_ID"])
-    assert (tmp_path / "policyengine-junit.xml").is_file() and (tmp_path / "policyengine-evidence").is_dir()
-    assert json.loads((tmp_path / "policyengine-decision.json").read_text())["decision"] == "allow"
+    assert (project / "policyengine-junit.xml").is_file() and (project / "policyengine-evidence").is_dir()
+    assert json.loads((project / "policyengine-decision.json").read_text())["decision"] == "allow"
+    # Installed from the hash lock, every hash required; the shared cache is allowed then.
+    pip = (tmp_path / "toolchain" / "pip.log").read_text()
+    assert "install --quiet --require-hashes --only-binary=:all: -r policyengine-gate.lock PIP_NO_CACHE_DIR=\n" in pip
 
 
 def test_gitlab_template_script_fails_the_job_on_deny(tmp_path: Path) -> None:
-    job = load(GITLAB)[".policyengine-gate"]
-    venv = fake_venv(tmp_path, "venv")
-    script = "\n".join(job["script"][2:]).replace("/tmp/policyengine-venv", str(venv))
     with FakeAPI("/api/v4") as api:
         approved_mr(api, approvers=("bob",))
         GitLabWorld(api)
-        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(tmp_path),
-               **{k: str(v) for k, v in job["variables"].items() if "$" not in str(v)},
-               **gitlab_env(api, SQUASH), "POLICYENGINE_POLICY": str(POLICY)}
-        (tmp_path / "gate.sh").write_text(script)
-        res = run("bash", "-eo", "pipefail", str(tmp_path / "gate.sh"), env=env, cwd=tmp_path)
+        res = run_template(tmp_path, {**gitlab_env(api, SQUASH), "POLICYENGINE_POLICY": str(POLICY)})
     assert res.returncode == 1
-    assert "POLICYENGINE_DECISION=deny" in (tmp_path / "policyengine.env").read_text()
+    dotenv = (tmp_path / "project" / "policyengine.env").read_text()
+    assert "POLICYENGINE_DECISION=deny" in dotenv and re.search(r"POLICYENGINE_BUNDLE_ID=\d{8}T", dotenv)
+
+
+# -- supply chain: a fresh venv per job, a pinned install, and the decision JSON trusted ----------
+
+# (what `policyengine check` leaves behind, advisory mode, whether the job must pass)
+OUTCOMES = {
+    "allow with its bundle": ({"decision": "allow"}, False, True),
+    "advisory deny": ({"decision": "deny", "advisory": True}, True, True),
+    "exit 0, no decision JSON": ({"json": "missing"}, False, False),
+    "exit 0, unparsable decision JSON": ({"json": "garbage"}, False, False),
+    "exit 0, decision JSON not an object": ({"json": "list"}, False, False),
+    "exit 0, decision neither allow nor deny": ({"decision": "maybe"}, False, False),
+    "exit 0, deny without advisory": ({"decision": "deny"}, False, False),
+    "exit 0, deny marked advisory outside advisory mode": ({"decision": "deny", "advisory": True}, False, False),
+    "exit 0, deny not marked advisory in advisory mode": ({"decision": "deny"}, True, False),
+    "exit 0, allow but the bundle is missing": ({"bundle": "missing"}, False, False),
+    "exit 0, allow but the bundle's sha256 differs": ({"bundle": "wrong-hash"}, False, False),
+    "exit 1, deny": ({"decision": "deny", "exit": 1}, False, False),
+}
+
+
+@pytest.mark.parametrize("outcome", list(OUTCOMES))
+def test_template_job_passes_only_on_a_trustworthy_allow(tmp_path: Path, outcome: str) -> None:
+    fake_run, advisory, passes = OUTCOMES[outcome]
+    res = run_template(tmp_path, {"FAKE_RUN": json.dumps(fake_run), "POLICYENGINE_ADVISORY": str(advisory).lower()},
+                       installed=FAKE_POLICYENGINE)
+    assert "fake policyengine ran" in res.stdout, res.stdout + res.stderr
+    assert (res.returncode == 0) is passes, res.stdout + res.stderr
+    dotenv = dict(line.split("=", 1) for line in (tmp_path / "project" / "policyengine.env").read_text().splitlines())
+    assert dotenv["POLICYENGINE_EXIT_CODE"] == str(res.returncode)
+    assert dotenv["POLICYENGINE_DECISION"] == ("allow" if passes and fake_run.get("decision") == "allow" else "deny")
+    if not passes and fake_run.get("exit", 0) == 0:
+        assert "policyengine: the gate exited 0 but" in res.stderr
+
+
+@pytest.mark.parametrize("outcome", list(OUTCOMES))
+def test_action_step_passes_only_on_a_trustworthy_allow(tmp_path: Path, outcome: str) -> None:
+    fake_run, advisory, passes = OUTCOMES[outcome]
+    res, outputs, summary = run_action(tmp_path, {"FAKE_RUN": json.dumps(fake_run)},
+                                       fail_on_deny="false" if advisory else "true", installed=FAKE_POLICYENGINE)
+    assert "fake policyengine ran" in res.stdout, res.stdout + res.stderr
+    assert (res.returncode == 0) is passes, res.stdout + res.stderr
+    assert outputs["decision"] == ("allow" if passes and fake_run.get("decision") == "allow" else "deny")
+    if not passes and fake_run.get("exit", 0) == 0:
+        assert "::error title=policyengine::the gate exited 0 but" in res.stdout
+
+
+def test_action_warns_that_artifact_only_evidence_expires_before_the_policys_retention(tmp_path: Path) -> None:
+    res, outputs, _ = run_action(tmp_path / "dir", {}, installed=FAKE_POLICYENGINE,
+                                 policy=REPO / "policies" / "soc2-production.yml")
+    assert res.returncode == 0 and outputs["decision"] == "allow", res.stdout + res.stderr
+    assert ("(90 days by default, 400 at most), shorter than the policy's evidence.retention (400d): copy the "
+            "bundle (the output bundle-path) to a long-term store too") in res.stdout
+    res, outputs, _ = run_action(tmp_path / "store", {"POLICYENGINE_EVIDENCE_STORE": "s3://bucket/evidence"},
+                                 installed=FAKE_POLICYENGINE, policy=REPO / "policies" / "soc2-production.yml")
+    assert res.returncode == 0 and "::warning title=policyengine evidence::" not in res.stdout
+
+
+def test_template_job_refuses_a_decision_json_and_bundle_committed_in_the_checkout(tmp_path: Path) -> None:
+    data = b"PK a bundle"
+    rel = "bundles/2026/11/20261124T150000Z-0123456789ab.zip"
+    stale = {"decision": "allow", "advisory": False,
+             "evidence": {"bundle_id": "20261124T150000Z-0123456789ab", "path": rel,
+                          "sha256": hashlib.sha256(data).hexdigest()}}
+    res = run_template(tmp_path, {"FAKE_RUN": json.dumps({"json": "missing", "bundle": "missing"})},
+                       installed=FAKE_POLICYENGINE,
+                       files={"policyengine-decision.json": json.dumps(stale), f"policyengine-evidence/{rel}": data})
+    assert "fake policyengine ran" in res.stdout, res.stdout + res.stderr
+    assert res.returncode == 3, res.stdout + res.stderr
+    assert "this run wrote no decision JSON (policyengine-decision.json)" in res.stderr
+
+
+@pytest.mark.parametrize("shell", ["bash", "sh"])
+def test_template_job_does_not_run_a_planted_policyengine(tmp_path: Path, shell: str) -> None:
+    if not shutil.which(shell):
+        pytest.skip(f"no {shell} here")
+    res = run_template(tmp_path, {"FAKE_RUN": json.dumps({"decision": "deny", "exit": 1})},
+                       installed=FAKE_POLICYENGINE, plant=True, shell=shell)
+    assert "PLANTED" not in res.stdout, res.stdout
+    assert "fake policyengine ran" in res.stdout, res.stdout + res.stderr
+    assert res.returncode == 1
+    # A new venv, in a new folder under TMPDIR, each job: the planted one is untouched and unused.
+    venvs = [p for p in (tmp_path / "tmp").iterdir() if p.name != "policyengine-venv"]
+    assert venvs == [], venvs  # removed at the end of the job
+    assert (tmp_path / "tmp" / "policyengine-venv" / "bin" / "policyengine").is_file()
+
+
+def test_action_does_not_run_a_planted_policyengine(tmp_path: Path) -> None:
+    res, outputs, _ = run_action(tmp_path, {"FAKE_RUN": json.dumps({"decision": "deny", "exit": 1})},
+                                 installed=FAKE_POLICYENGINE, plant=True)
+    assert "PLANTED" not in res.stdout, res.stdout
+    assert "fake policyengine ran" in res.stdout, res.stdout + res.stderr
+    assert res.returncode == 1 and outputs["decision"] == "deny"
+
+
+def test_template_installs_a_git_url_only_at_a_pinned_commit_and_then_without_the_cache(tmp_path: Path) -> None:
+    url = "git+https://gitlab.example.com/acme/policyengine.git@" + "0123456789abcdef" * 2 + "01234567"
+    res = run_template(tmp_path / "git", {"POLICYENGINE_INSTALL": url}, installed=FAKE_POLICYENGINE, lock=None)
+    assert res.returncode == 0, res.stdout + res.stderr
+    pip = (tmp_path / "git" / "toolchain" / "pip.log").read_text()
+    assert pip == f"pip install --quiet -- {url} PIP_NO_CACHE_DIR=1\n"
+    for i, bad in enumerate(["policyengine-gate==0.1.0", "git+https://gitlab.example.com/acme/policyengine.git@main",
+                             "git+https://gitlab.example.com/acme/policyengine.git@" + "0" * 39,
+                             "git+https://gitlab.example.com/acme/policyengine.git@" + "A" * 40,
+                             "git+http://gitlab.example.com/acme/policyengine.git@" + "0" * 40,
+                             "git+https://x/y.git@" + "0" * 40 + " --index-url=https://evil.example",
+                             "https://evil.example/x.whl"]):
+        res = run_template(tmp_path / f"bad{i}", {"POLICYENGINE_INSTALL": bad}, installed=FAKE_POLICYENGINE, lock=None)
+        assert res.returncode == 2, (bad, res.stdout, res.stderr)
+        assert res.stderr.strip().splitlines() == [
+            "policyengine: POLICYENGINE_INSTALL must be git+https://HOST/PATH.git@<40-hex commit>, "
+            "or empty to install from the hash lock POLICYENGINE_REQUIREMENTS"], bad
+        assert not (tmp_path / f"bad{i}" / "toolchain" / "pip.log").exists()
+
+
+def test_template_needs_a_hash_lock_pinning_policyengine_gate(tmp_path: Path) -> None:
+    res = run_template(tmp_path / "none", {}, installed=FAKE_POLICYENGINE, lock=None)
+    assert res.returncode == 2
+    assert res.stderr.startswith("policyengine: POLICYENGINE_REQUIREMENTS: no file policyengine-gate.lock in the "
+                                 "checkout; vendor the hash lock")
+    res = run_template(tmp_path / "deps", {}, installed=FAKE_POLICYENGINE,
+                       lock=(REPO / "requirements" / "gate.lock").read_text())
+    assert res.returncode == 2
+    assert "does not pin policyengine-gate==<version> with its hash" in res.stderr
+    assert not (tmp_path / "deps" / "toolchain" / "pip.log").exists()
+
+
+def test_action_version_input_installs_policyengine_gate_and_refuses_anything_else(tmp_path: Path) -> None:
+    res, outputs, _ = run_action(tmp_path / "ok", {}, installed=FAKE_POLICYENGINE, version="0.1.0")
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert (tmp_path / "ok" / "toolchain" / "pip.log").read_text() == (
+        "pip install --disable-pip-version-check --quiet -- policyengine-gate==0.1.0 PIP_NO_CACHE_DIR=1\n")
+    res, _, _ = run_action(tmp_path / "own", {}, installed=FAKE_POLICYENGINE)
+    assert (tmp_path / "own" / "toolchain" / "pip.log").read_text() == (
+        f"pip install --disable-pip-version-check --quiet -- {REPO} PIP_NO_CACHE_DIR=1\n")
+    for i, bad in enumerate(["0.1.0 --index-url https://evil.example", "latest", "0.1.0\n::add-mask::x", ">=0.1"]):
+        res, outputs, _ = run_action(tmp_path / f"bad{i}", {}, installed=FAKE_POLICYENGINE, version=bad)
+        assert res.returncode == 2 and outputs == {}
+        assert res.stdout == "::error title=policyengine::the version input is not a version number such as 0.1.0\n"
 
 
 def test_documented_examples_validate(tmp_path: Path) -> None:
@@ -286,3 +541,26 @@ def test_documented_examples_validate(tmp_path: Path) -> None:
     gate = next(s for s in deploy["steps"] if s.get("id") == "gate")
     assert set(gate["with"]) <= set(load(ACTION)["inputs"])
     assert load(gitlab)["deploy-gate"]["extends"] == ".policyengine-gate"
+
+
+@pytest.mark.parametrize("doc", ["README.md", "docs/ci-integration.md"])
+def test_the_documented_gitlab_example_installs_as_written(tmp_path: Path, doc: str) -> None:
+    text = (REPO / doc).read_text(encoding="utf-8")
+    example = next(b for b in re.findall(r"```yaml\n(.*?)```", text, flags=re.S) if ".policyengine-gate" in b)
+    (tmp_path / ".gitlab-ci.yml").write_text(example)
+    res = run(tool("check-jsonschema"), "--builtin-schema", "vendor.gitlab-ci", str(tmp_path / ".gitlab-ci.yml"))
+    assert res.returncode == 0, res.stdout + res.stderr
+    gate = load(tmp_path / ".gitlab-ci.yml")["deploy-gate"]
+    assert gate["extends"] == ".policyengine-gate" and not gate["variables"].get("POLICYENGINE_INSTALL")
+    lock_name = gate["variables"]["POLICYENGINE_REQUIREMENTS"]
+    version = re.search(r'__version__ = "([^"]+)"', (REPO / "policyengine" / "__init__.py").read_text())[1]
+    # The page tells how to make that lock, for this version, with every hash...
+    assert f"echo 'policyengine-gate=={version}' > policyengine-gate.in" in text
+    assert f"pip-compile --generate-hashes -o {lock_name} policyengine-gate.in" in text
+    # ...and with such a lock committed, the job runs as written.
+    lock = f"policyengine-gate=={version} \\\n    --hash=sha256:" + "1" * 64
+    variables = {k: str(v) for k, v in gate["variables"].items() if "$" not in str(v)}
+    res = run_template(tmp_path / "job", {**variables, "POLICYENGINE_POLICY": str(POLICY)},
+                       installed=FAKE_POLICYENGINE, lock=lock)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert f"-r {lock_name} " in (tmp_path / "job" / "toolchain" / "pip.log").read_text()

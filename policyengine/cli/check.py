@@ -42,10 +42,10 @@ from policyengine.errors import EXIT_DENY, UsageError
               show_envvar=True, metavar="DIR", help="The evidence archive that receives this evaluation's bundle.")
 @click.option("--evidence-store", envvar="POLICYENGINE_EVIDENCE_STORE", show_envvar=True, metavar="URL",
               help="Keep the bundle in this store instead of --evidence-dir: s3://bucket/prefix "
-              "(needs policyengine[s3]; endpoint and credentials from the standard AWS variables).")
+              "(needs policyengine-gate[s3]; endpoint and credentials from the standard AWS variables).")
 @click.option("--signing-key", envvar="POLICYENGINE_SIGNING_KEY", show_envvar=True, metavar="FILE|env:VAR",
               help="Sign the bundle's statement with this Ed25519 private key (PEM, PKCS#8), read from a file "
-              "or from an environment variable (env:NAME). Needs policyengine[sign]. Never logged.")
+              "or from an environment variable (env:NAME). Needs policyengine-gate[sign]. Never logged.")
 @click.option("--subject", "subjects", multiple=True, metavar="NAME=sha256:HEX",
               help="An artifact this deploy ships, named in the signed statement (repeatable).")
 @click.option("--advisory", is_flag=True, envvar="POLICYENGINE_ADVISORY", show_envvar=True,

@@ -11,7 +11,7 @@ import click
 from policyengine.cli.common import CONTEXT
 from policyengine.errors import EXIT_ALLOW, EXIT_DENY, UsageError
 
-ARCHIVE_HELP = ("The evidence archive: a folder, or s3://bucket/prefix (needs policyengine[s3]; endpoint and "
+ARCHIVE_HELP = ("The evidence archive: a folder, or s3://bucket/prefix (needs policyengine-gate[s3]; endpoint and "
                 "credentials from the standard AWS variables).")
 
 

@@ -22,7 +22,7 @@ Committing a bundle to its chain, without a lock:
    rebuilds its bundle on the new head and tries again: chains never fork;
 4. write the bundle to its final key and its index record, then delete the staged copy.
 
-boto3 is the optional extra ``policyengine[s3]``; the endpoint, region and credentials come
+boto3 is the optional extra ``policyengine-gate[s3]``; the endpoint, region and credentials come
 from the standard AWS variables (``AWS_ENDPOINT_URL``, ``AWS_ACCESS_KEY_ID``, profiles, ...).
 """
 
@@ -57,7 +57,7 @@ from policyengine.evidence.store import (
 from policyengine.models import FileRead
 from policyengine.redact import EvidenceRedactor
 
-_INSTALL_HINT = "install the S3 extra: pip install 'policyengine[s3]'"
+_INSTALL_HINT = "install the S3 extra: pip install 'policyengine-gate[s3]'"
 _MAX_ATTEMPTS = 100
 _RETENTION_RE = re.compile(r"^([0-9]+)([dwy])$")
 

@@ -7,7 +7,7 @@ An unsigned bundle still carries the envelope, with an empty ``signatures`` list
 statement (and with it the chain) is always there.
 
 ``cryptography`` is imported only when a key is loaded or a signature checked: it is the
-optional extra ``policyengine[sign]``.
+optional extra ``policyengine-gate[sign]``.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from policyengine.errors import EvidenceError, UsageError
 PAYLOAD_TYPE = "application/vnd.in-toto+json"
 STATEMENT_TYPE = "https://in-toto.io/Statement/v1"
 PREDICATE_TYPE = "https://policyengine.dev/attestation/decision/v1"
-_INSTALL_HINT = "install the signing extra: pip install 'policyengine[sign]'"
+_INSTALL_HINT = "install the signing extra: pip install 'policyengine-gate[sign]'"
 
 
 def pae(payload_type: str, payload: bytes) -> bytes:
