@@ -8,6 +8,12 @@ if [ ! -x .venv/bin/python ]; then
   python3 -m venv .venv
 fi
 .venv/bin/python -m pip install --quiet --disable-pip-version-check --upgrade pip >/dev/null
+# The distribution is policyengine-gate (the name "policyengine" on PyPI is another project). A
+# .venv made before the rename still holds our old "policyengine" install: remove it, or both
+# would provide the same package and command.
+if .venv/bin/python -m pip show --disable-pip-version-check policyengine >/dev/null 2>&1; then
+  .venv/bin/python -m pip uninstall --quiet --disable-pip-version-check -y policyengine >/dev/null
+fi
 if [ -n "$extras" ]; then
   .venv/bin/python -m pip install --quiet --disable-pip-version-check -e ".[$extras]"
 else
