@@ -127,6 +127,30 @@ def policy_test(directory: str, policy_path: str | None, junit_path: str | None)
     return EXIT_DENY if result.failed else EXIT_ALLOW
 
 
+@policy.command("explain", context_settings=CONTEXT)
+@click.argument("policy_file", metavar="POLICY")
+@click.option("--format", "fmt", type=click.Choice(["md", "html", "json"]), default="md", show_default=True,
+              help="Markdown, a standalone HTML page, or JSON.")
+@click.option("-o", "--output", default="-", show_default=True, metavar="FILE", help="Where to write it.")
+def policy_explain(policy_file: str, fmt: str, output: str) -> int:
+    """Explain a policy as a control matrix for auditors.
+
+    For each rule: what it requires in plain language, which SOC 2 CC8.1 points of focus it
+    evidences, what makes it fail or error, and what the evidence bundle keeps for it.
+
+    \b
+    Examples:
+      policyengine policy explain policies/production.yml
+      policyengine policy explain policies/production.yml --format html -o controls.html
+    """
+    from policyengine.cli.common import write_atomic
+    from policyengine.explain import render
+    from policyengine.policy import load_policy
+
+    write_atomic(output, render(load_policy(policy_file), fmt), "control matrix")
+    return EXIT_ALLOW
+
+
 @policy.command("diff", context_settings=CONTEXT)
 @click.argument("old", metavar="OLD")
 @click.argument("new", metavar="NEW")
