@@ -159,7 +159,8 @@ _DESCRIBE = {"approvals": _approvals, "tests_passed": _tests, "checks_passed": _
 
 def matrix(policy: Policy) -> dict[str, Any]:
     """The control matrix of ``policy`` as data (the JSON format)."""
-    rows = []
+    rows: list[dict[str, Any]] = []
+    focus: set[str] = {FOCUS["tracks"], FOCUS["documents"]}
     for spec in policy.rules:
         requires, fails, errors, keeps = _DESCRIBE[spec.type](dict(spec.params))
         if spec.when_paths:
@@ -177,6 +178,7 @@ def matrix(policy: Policy) -> dict[str, Any]:
                                      else ["(warning only: a failure or an error is reported, never denies)"]),
             "evidence": keeps + ["the rule's result and message in decision.json and report.html"],
         })
+        focus.update(FOCUS[f] for f in _FOCUS_BY_TYPE[spec.type])
     envs = list(policy.environments) if policy.environments else None
     return {
         "policy": policy.name,
@@ -188,8 +190,7 @@ def matrix(policy: Policy) -> dict[str, Any]:
                              "the change, the policy, every file a rule read, and the code host's answers, with "
                              "digests, an optional Ed25519 signature and a hash chain per repository and "
                              "environment. If the evidence cannot be recorded, the change is denied."),
-        "points_of_focus_evidenced": sorted({f for r in rows for f in r["points_of_focus"]} |
-                                            {FOCUS["tracks"], FOCUS["documents"]}),
+        "points_of_focus_evidenced": sorted(focus),
         "rules": rows,
     }
 
