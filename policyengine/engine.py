@@ -77,7 +77,8 @@ def evaluate(policy: Policy, facts: Facts, now: datetime) -> Decision:
     return Decision(
         decision="deny" if deny else "allow",
         evaluated_at=iso_utc(now),
-        policy={"name": policy.name, "path": policy.path, "sha256": policy.sha256},
+        policy={"name": policy.name, "path": policy.path, "sha256": policy.sha256,
+                **({"source": policy.source} if policy.source else {})},
         change=change,
         rules=tuple(results),
         applies=applies,

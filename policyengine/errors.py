@@ -65,6 +65,13 @@ class EvidenceError(PolicyEngineError):
     exit_code = EXIT_FACTS
 
 
+class PolicySourceError(PolicyEngineError):
+    """The trusted policy could not be read from git: the gate denies, and never falls back to
+    the checkout's copy (which the change being judged controls)."""
+
+    exit_code = EXIT_FACTS
+
+
 class ReportError(Exception):
     """A test report could not be read (malformed, hostile, not JUnit). Becomes a rule ``error``."""
 

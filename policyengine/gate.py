@@ -30,7 +30,8 @@ from policyengine.errors import (
 )
 from policyengine.gather import gather_facts
 from policyengine.models import Decision, Enforcement, RuleResult, Status
-from policyengine.policy import Policy, load_policy
+from policyengine import policysource
+from policyengine.policy import Policy
 from policyengine.workspace import Workspace
 
 
@@ -79,7 +80,7 @@ def _load(request: CheckRequest) -> tuple[Policy, Any]:
     problems: list[Any] = []
     policy = gathered = None
     try:
-        policy = load_policy(request.policy_path)
+        policy = policysource.load(request.policy_path, repo=request.workspace, env=request.env)
     except InvalidInputError as exc:
         problems.extend(exc.problems)
     try:
@@ -121,7 +122,7 @@ def _record(request: CheckRequest, policy: Policy, gathered: Any, decision: Deci
     ref = archive.write_bundle(
         decision=decision_to_json(decision, advisory=request.advisory),
         change=gathered.change,
-        policy_filename=Path(request.policy_path).name,
+        policy_filename=Path(policy.source["path"]).name if policy.source else Path(request.policy_path).name,
         policy_bytes=policy.raw,
         files=decision.files,
         extra_members=extra,

@@ -52,6 +52,8 @@ class Policy:
     retention: str | None
     document: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
     """The parsed YAML, as written (``policy diff`` compares documents)."""
+    source: dict[str, Any] | None = None
+    """Where a policy read from git came from (``policysource.PolicySource.to_json``)."""
 
 
 def load_policy(path: str | Path) -> Policy:
