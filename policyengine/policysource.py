@@ -172,8 +172,8 @@ def read_policy_bytes(spec: str, *, repo: str | Path = ".", env: Mapping[str, st
     resolves a relative file path (an ``extends`` names its base relative to the policy).
     """
     if not is_git_spec(spec):
-        path = Path(spec) if base_dir is None or Path(spec).is_absolute() else base_dir / spec
-        return read_user_file(path, what="policy"), PolicySource(kind="file", path=str(path))
+        file = Path(spec) if base_dir is None or Path(spec).is_absolute() else base_dir / spec
+        return read_user_file(file, what="policy"), PolicySource(kind="file", path=str(file))
     url, ref, path = parse_spec(spec)
     if url is None:
         root = Path(repo)
