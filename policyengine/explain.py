@@ -153,7 +153,22 @@ def _window(p: dict[str, Any]) -> tuple[str, list[str], list[str], list[str]]:
     return text, fails, errors, keeps
 
 
-_DESCRIBE = {"approvals": _approvals, "tests_passed": _tests, "checks_passed": _checks, "rollback_plan": _plan,
+def _owners(p: dict[str, Any]) -> tuple[str, list[str], list[str], list[str]]:
+    owners = _list([*p.get("users", []), *(f"members of {t}" for t in p.get("teams", []))], "or")
+    text = (f"Every request of the change that modifies a guarded file ({_list(p['guard'])}) is approved by a policy "
+            f"owner ({owners}) other than its author and committers, on its head commit. Added by the gate; never "
+            "waivable.")
+    fails = ["a request changed a guarded file without an owner's approval",
+             "a request's file list is unknown and no owner approved it",
+             "a commit of the change range came through no request"]
+    errors = ["the reviews or teams could not be read from the code host"]
+    keeps = ["each request of the change, the guarded files it touched and whether an owner approved it"]
+    return text, fails, errors, keeps
+
+
+_FOCUS_BY_TYPE["policy_owners"] = ("authorizes", "approves", "lifecycle")
+
+_DESCRIBE = {"policy_owners": _owners, "approvals": _approvals, "tests_passed": _tests, "checks_passed": _checks, "rollback_plan": _plan,
              "deploy_window": _window}
 
 

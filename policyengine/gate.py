@@ -20,6 +20,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from policyengine import policysource
 from policyengine.engine import decision_to_json, evaluate, exit_code_for
 from policyengine.errors import (
     EXIT_ALLOW,
@@ -30,7 +31,6 @@ from policyengine.errors import (
 )
 from policyengine.gather import gather_facts
 from policyengine.models import Decision, Enforcement, RuleResult, Status
-from policyengine import policysource
 from policyengine.policy import Policy
 from policyengine.workspace import Workspace
 

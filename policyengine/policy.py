@@ -77,9 +77,9 @@ def parse_policy(raw: bytes, *, file: str) -> Policy:
 
 def build_rules(policy: Policy) -> list[RuleType]:
     """Instantiate the rule type of every rule, in policy order."""
-    from policyengine.rules import RULE_TYPES
+    from policyengine.rules import IMPLICIT_RULE_TYPES, RULE_TYPES
 
-    return [RULE_TYPES[spec.type](spec) for spec in policy.rules]
+    return [(RULE_TYPES.get(spec.type) or IMPLICIT_RULE_TYPES[spec.type])(spec) for spec in policy.rules]
 
 
 def policy_applies(policy: Policy, change: Mapping[str, Any]) -> bool:
@@ -159,6 +159,9 @@ def _check_rules(data: Any, positions: loader.Positions, schema_problems: list[P
             extra.append(problem(base + ("type",), message))
 
         rule_id = rule.get("id")
+        if rule_id == OWNERS_RULE_ID:
+            extra.append(problem(base + ("id",), f"the rule id {OWNERS_RULE_ID!r} is reserved for the policy owners' "
+                                                 "approval, which the gate adds itself; choose another id"))
         if isinstance(rule_id, str):
             if rule_id in first_id:
                 line = first_id[rule_id]
@@ -220,6 +223,35 @@ def _spec(rule: dict[str, Any], index: int, positions: loader.Positions) -> Rule
     )
 
 
+OWNERS_RULE_ID = "policy-owners"
+
+
+def _policy_paths(file: str) -> list[str]:
+    """How the policy file itself appears in a change's file list (it is guarded)."""
+    if file.startswith(("git:", "git+")):
+        return [file.rpartition(":")[2]]
+    path = Path(file)
+    if path.is_absolute() or ".." in path.parts:
+        return [f"**/{path.name}"]  # where it sits in the repository is unknown: guard the name anywhere
+    return [path.as_posix().removeprefix("./")]
+
+
+def _owners_rule(data: dict[str, Any], file: str) -> tuple[RuleSpec, ...]:
+    """The implicit ``policy-owners`` rule, when the policy names owners."""
+    owners = data.get("policy_owners")
+    if not isinstance(owners, dict):
+        return ()
+    from policyengine.rules.base import RuleSpec
+    from policyengine.rules.policy_owners import guarded_paths
+
+    params = {"users": list(owners.get("users", [])), "teams": list(owners.get("teams", [])),
+              "guard": guarded_paths(_policy_paths(file) + list(data.get("_base_paths", [])),
+                                     list(owners.get("guard", [])))}
+    return (RuleSpec(id=OWNERS_RULE_ID, type="policy_owners", enforcement=Enforcement.DENY, controls=("CC8.1",),
+                     description="Changes to the policy, CODEOWNERS and the CI configuration are approved by a "
+                                 "policy owner (added by the gate; never waivable).", params=params),)
+
+
 def _build(data: dict[str, Any], positions: loader.Positions, raw: bytes, file: str) -> Policy:
     applies_to = data.get("applies_to")
     evidence = data.get("evidence")
@@ -228,7 +260,7 @@ def _build(data: dict[str, Any], positions: loader.Positions, raw: bytes, file: 
         version=data["version"],
         description=data.get("description"),
         environments=tuple(applies_to["environments"]) if isinstance(applies_to, dict) else None,
-        rules=tuple(_spec(rule, i, positions) for i, rule in enumerate(data["rules"])),
+        rules=tuple(_spec(rule, i, positions) for i, rule in enumerate(data["rules"])) + _owners_rule(data, file),
         path=file,
         sha256=hashlib.sha256(raw).hexdigest(),
         raw=raw,

@@ -418,7 +418,34 @@ def _same_list(a: Any, b: Any) -> bool:
         return False
 
 
+def _owners(old: Any, new: Any) -> tuple[str, str]:
+    """Policy owners guard the policy: removing them, or any of them, weakens that guard."""
+    if new is _MISSING or not isinstance(new, dict):
+        return WEAKER, "policy owners removed: nobody's approval is needed to change the policy"
+    if old is _MISSING or not isinstance(old, dict):
+        return STRONGER, "policy owners added: changes to the policy need an owner's approval"
+    findings = []
+    for key in ("users", "teams"):
+        a, b = set(old.get(key) or []), set(new.get(key) or [])
+        if a - b:
+            findings.append((WEAKER, f"policy owners reduced: {', '.join(sorted(a - b))} removed from {key}"))
+        if b - a:
+            findings.append((UNDECIDED, f"policy owners added to {key}: {', '.join(sorted(b - a))} (more people may "
+                                        "approve policy changes)"))
+    a, b = set(old.get("guard") or []), set(new.get("guard") or [])
+    if a - b:
+        findings.append((WEAKER, f"guarded files removed: {', '.join(sorted(a - b))}"))
+    if b - a:
+        findings.append((STRONGER, f"guarded files added: {', '.join(sorted(b - a))}"))
+    if not findings:
+        return NEUTRAL, "same owners"
+    worst = next((f for f in findings if f[0] == WEAKER), None) or next(
+        (f for f in findings if f[0] == UNDECIDED), findings[0])
+    return worst[0], "; ".join(m for _, m in findings)
+
+
 _TOP_KEYS: dict[str, Compare] = {
+    "policy_owners": _owners,
     "version": _undecided_if_changed("version"),
     "name": _neutral("name"),
     "description": _neutral("description"),

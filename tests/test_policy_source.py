@@ -162,3 +162,25 @@ def test_credentials_never_reach_the_recorded_url() -> None:
     assert _public_url("https://oauth2:glpat-secret@gitlab.example.com/acme/p.git") == \
         "https://gitlab.example.com/acme/p.git"
     assert _public_url("https://user:pw@h:8443/p.git") == "https://h:8443/p.git"
+
+
+OWNED = POLICY.format(n=1).replace("rules:\n", "policy_owners: {users: [carol]}\nrules:\n")
+
+
+@pytest.mark.parametrize(("reviewers", "decision"), [(["bob"], "deny"), (["bob", "carol"], "allow")])
+def test_a_change_to_its_own_policy_needs_an_owner_of_the_trusted_policy(
+        world: dict[str, Path], reviewers: list[str], decision: str) -> None:
+    seed = world["tmp"] / "seed"
+    (seed / "policies" / "prod.yml").write_text(OWNED, encoding="utf-8")
+    git(seed, "commit", "-q", "-am", "owners")
+    git(seed, "push", "-q", str(world["origin"]), "main")
+    # The change edits the policy (dropping its owners) and is judged by origin/main's copy.
+    change = CHANGE.replace("reviews:\n", "files_changed: [policies/prod.yml, src/app.py]\nreviews:\n")
+    change += "".join(f"  - {{user: {r}, state: approved, commit: 9f1c2d3e4b5a69788796a5b4c3d2e1f0a9b8c7d6, "
+                      f"submitted_at: \"2026-11-23T16:00:00Z\"}}\n" for r in reviewers[1:])
+    world["change"].write_text(change, encoding="utf-8")
+    code, doc, out = check(world, "git:origin/main:policies/prod.yml")
+    assert doc["decision"] == decision, out
+    owners = next(r for r in doc["rules"] if r["id"] == "policy-owners")
+    assert owners["status"] == ("fail" if decision == "deny" else "pass")
+    assert doc["policy"]["source"]["blob"] == git(world["origin"], "rev-parse", "main:policies/prod.yml")

@@ -6,6 +6,7 @@ from policyengine.rules.approvals import ApprovalsRule
 from policyengine.rules.base import Context, RuleSpec, RuleType
 from policyengine.rules.checks_passed import ChecksPassedRule
 from policyengine.rules.deploy_window import DeployWindowRule
+from policyengine.rules.policy_owners import PolicyOwnersRule
 from policyengine.rules.rollback_plan import RollbackPlanRule
 from policyengine.rules.tests_passed import TestsPassedRule
 
@@ -14,4 +15,7 @@ RULE_TYPES: dict[str, type[RuleType]] = {
     for cls in (ApprovalsRule, TestsPassedRule, ChecksPassedRule, RollbackPlanRule, DeployWindowRule)
 }
 
-__all__ = ["RULE_TYPES", "Context", "RuleSpec", "RuleType"]
+IMPLICIT_RULE_TYPES: dict[str, type[RuleType]] = {PolicyOwnersRule.type_name: PolicyOwnersRule}
+"""Rule types the gate adds itself (never written in ``rules:``, never waivable)."""
+
+__all__ = ["IMPLICIT_RULE_TYPES", "RULE_TYPES", "Context", "RuleSpec", "RuleType"]
