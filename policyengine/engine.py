@@ -77,13 +77,28 @@ def evaluate(policy: Policy, facts: Facts, now: datetime) -> Decision:
     return Decision(
         decision="deny" if deny else "allow",
         evaluated_at=iso_utc(now),
-        policy={"name": policy.name, "path": policy.path, "sha256": policy.sha256,
-                **({"source": policy.source} if policy.source else {})},
+        policy=policy_record(policy),
         change=change,
         rules=tuple(results),
         applies=applies,
         note=note,
     )
+
+
+def policy_record(policy: Policy) -> dict[str, Any]:
+    """What the decision says of its policy: name, path, digests, and where it came from."""
+    out: dict[str, Any] = {"name": policy.name, "path": policy.path, "sha256": policy.sha256,
+                           "resolved_sha256": policy.resolved_sha256}
+    if policy.source:
+        out["source"] = policy.source
+    bases = []
+    base = policy.base
+    while base is not None:
+        bases.append({"path": base.path, "sha256": base.sha256, **({"source": base.source} if base.source else {})})
+        base = base.base
+    if bases:
+        out["extends"] = bases
+    return out
 
 
 def summary(decision: Decision) -> dict[str, int]:

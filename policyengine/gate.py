@@ -114,6 +114,11 @@ def _record(request: CheckRequest, policy: Policy, gathered: Any, decision: Deci
     from policyengine.redact import EvidenceRedactor, ci_variables
 
     extra = {f"raw/{name}": data for name, data in gathered.raw.items()}
+    base, depth = policy.base, 0
+    while base is not None:  # the bases a policy extends are evidence too: replay needs them
+        depth += 1
+        extra[f"policy-base/{depth}-{Path(base.source['path'] if base.source else base.path).name}"] = base.raw
+        base = base.base
     redactor = EvidenceRedactor.from_env(request.env)
     ci = ci_variables(request.env, redactor)
     if ci:
@@ -221,11 +226,25 @@ def replay(store: Any, bundle_id: str) -> ReplayResult:
         notes: list[str] = []
         if unpacked.redacted:
             notes.append("members stored redacted (token-looking values removed): " + ", ".join(unpacked.redacted))
-        policy = parse_policy(unpacked.policy_raw, file=unpacked.policy_member)
+        base = None
+        for name, raw in reversed(_policy_bases(store, bundle_id)):  # the deepest base first
+            base = parse_policy(raw, file=name, base=base)
+        policy = parse_policy(unpacked.policy_raw, file=unpacked.policy_member, base=base)
         at = str(unpacked.recorded.get("evaluated_at"))
         facts = gather_facts(policy, unpacked.change, Workspace(ws))
         decision = evaluate(policy, facts, parse_instant(at, option="--now"))
     return compare(bundle_id, at, unpacked.recorded, decision, notes)
+
+
+def _policy_bases(store: Any, bundle_id: str) -> list[tuple[str, bytes]]:
+    """The ``policy-base/N-name`` members of a bundle (the bases its policy extends), nearest first."""
+    import zipfile
+
+    record = store.find(bundle_id)
+    with store.open_bundle(record) as fh, zipfile.ZipFile(fh) as zf:
+        names = [n for n in zf.namelist() if n.startswith("policy-base/")]
+        ordered = sorted(names, key=lambda n: int(n.split("/", 1)[1].split("-", 1)[0] or 0))
+        return [(n, zf.read(n)) for n in ordered]
 
 
 def compare(bundle_id: str, at: str, recorded: dict[str, Any], decision: Decision,

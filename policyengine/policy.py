@@ -8,8 +8,11 @@ workspace, and each rule type's own parameter checks (time zones, cron expressio
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import difflib
 import hashlib
+import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -54,6 +57,11 @@ class Policy:
     """The parsed YAML, as written (``policy diff`` compares documents)."""
     source: dict[str, Any] | None = None
     """Where a policy read from git came from (``policysource.PolicySource.to_json``)."""
+    resolved_sha256: str = ""
+    """SHA-256 of the resolved policy (its base merged in), canonical JSON: an edit of the base
+    changes it even though the file's own ``sha256`` stays the same."""
+    base: Policy | None = field(default=None, compare=False, repr=False)
+    """The policy this one ``extends``, resolved."""
 
 
 def load_policy(path: str | Path) -> Policy:
@@ -65,14 +73,69 @@ def load_policy(path: str | Path) -> Policy:
     return parse_policy(raw, file=str(path))
 
 
-def parse_policy(raw: bytes, *, file: str) -> Policy:
-    """Validate policy bytes (e.g. from an evidence bundle); ``file`` names them in problems."""
+def parse_policy(raw: bytes, *, file: str, base: Policy | None = None) -> Policy:
+    """Validate policy bytes (e.g. from an evidence bundle); ``file`` names them in problems.
+
+    A policy that ``extends`` another needs its ``base``, already resolved: the extension is
+    merged into it (``merge_extension``) and the result is validated as one policy, each
+    problem located in the extension where it can be. ``policysource.load`` resolves bases.
+    """
     data, positions, problems = loader.parse_document(raw, file=file, what="policy")
+    if isinstance(data, dict) and "extends" in data:
+        if base is None:
+            line, column = positions.locate(("extends",))
+            raise InvalidInputError([Problem(file, line, column, "extends", "the base policy was not resolved; "
+                                             "load this policy with its base (policy validate/check do)")],
+                                    what="policy", hint=_POLICY_HINT)
+        if not problems:
+            data, positions = merge_extension(base.document, data, positions)
     schema_problems = loader.validate(data, positions, loader.load_schema(POLICY_SCHEMA), file=file)
     problems = problems + _check_rules(data, positions, schema_problems, file)
     if problems:
         raise InvalidInputError(sorted(problems, key=loader.problem_order), what="policy", hint=_POLICY_HINT)
-    return _build(data, positions, raw, file)
+    policy = _build(data, positions, raw, file)
+    return dataclasses.replace(policy, base=base) if base is not None else policy
+
+
+def merge_extension(base: dict[str, Any], ext: dict[str, Any],
+                    positions: loader.Positions) -> tuple[dict[str, Any], loader.Positions]:
+    """Merge an extension into its (resolved) base: a top-level key of the extension replaces
+    the base's; an extension rule with a base rule's id replaces that rule's keys one by one;
+    a new id adds a rule. Returns the merged document and positions in the extension's file
+    (a base-only rule is located at the extension's ``extends``)."""
+    merged = copy.deepcopy({k: v for k, v in base.items() if k != "extends"})
+    for key, value in ext.items():
+        if key not in ("rules", "extends"):
+            merged[key] = copy.deepcopy(value)
+    rules = [dict(r) for r in merged.get("rules") or [] if isinstance(r, dict)]
+    index = {r.get("id"): i for i, r in enumerate(rules)}
+    ext_index: dict[int, int] = {}
+    for j, rule in enumerate(ext.get("rules") or []):
+        if isinstance(rule, dict) and rule.get("id") in index:
+            i = index[rule["id"]]
+            rules[i] = {**rules[i], **copy.deepcopy(rule)}
+        else:
+            i = len(rules)
+            rules.append(copy.deepcopy(rule) if isinstance(rule, dict) else rule)
+        ext_index[j] = i
+    merged["rules"] = rules
+    moved = loader.Positions()
+    extends_at = positions.get(("extends",))
+    for i in range(len(rules)):
+        if i not in ext_index.values() and extends_at is not None:
+            moved[("rules", i)] = extends_at
+    for path, pos in positions.items():
+        if len(path) >= 2 and path[0] == "rules" and isinstance(path[1], int) and path[1] in ext_index:
+            moved[("rules", ext_index[path[1]], *path[2:])] = pos
+        elif path[:1] != ("rules",) or len(path) == 1:
+            moved[path] = pos
+    return merged, moved
+
+
+def resolved_digest(document: dict[str, Any]) -> str:
+    """SHA-256 of a resolved policy document as canonical JSON (sorted keys, no spaces)."""
+    text = json.dumps(document, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
 def build_rules(policy: Policy) -> list[RuleType]:
@@ -266,4 +329,5 @@ def _build(data: dict[str, Any], positions: loader.Positions, raw: bytes, file: 
         raw=raw,
         retention=evidence.get("retention") if isinstance(evidence, dict) else None,
         document=data,
+        resolved_sha256=resolved_digest(data),
     )

@@ -30,9 +30,16 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from policyengine.errors import PolicySourceError, UsageError
+from policyengine import loader
+from policyengine.errors import (
+    InvalidInputError,
+    PolicySourceError,
+    Problem,
+    UsageError,
+)
 from policyengine.loader import MAX_FILE_BYTES, read_user_file
 from policyengine.policy import Policy, parse_policy
+from policyengine.policydiff import UNDECIDED, WEAKER, Finding, diff
 
 _SHA = re.compile(r"^[0-9a-f]{40}([0-9a-f]{24})?$")
 _GIT_TIMEOUT = 120
@@ -196,11 +203,66 @@ def read_policy_bytes(spec: str, *, repo: str | Path = ".", env: Mapping[str, st
     return data, PolicySource(kind="git", path=path, ref=ref, commit=commit, blob=blob, url=_public_url(url))
 
 
-def load(spec: str, *, repo: str | Path = ".", env: Mapping[str, str] | None = None) -> Policy:
-    """Read and validate the policy named by ``spec``; the result records its source."""
-    raw, source = read_policy_bytes(spec, repo=repo, env=env)
-    display = spec if source.kind == "git" else str(spec)
-    policy = parse_policy(raw, file=display)
+MAX_EXTENDS_DEPTH = 5
+
+
+def _base_spec(base: str, spec: str, source: PolicySource) -> tuple[str, Path | None]:
+    """Where an ``extends`` value points, read from the extension's own location: a relative
+    file next to a file; next to the extension's blob in the same commit for a git source."""
+    if is_git_spec(base) or Path(base).is_absolute():
+        return base, None
+    if source.kind == "git":
+        url, ref, path = parse_spec(spec)
+        inside = (Path(path).parent / base).as_posix()
+        if ".." in Path(inside).parts:
+            raise UsageError(f"extends: {base!r} leads outside the repository of {spec}")
+        commit_ref = source.commit or ref
+        return (f"git+{url}#{ref}:{inside}" if url else f"git:{commit_ref}:{inside}"), None
+    return base, Path(source.path).parent
+
+
+def load(spec: str, *, repo: str | Path = ".", env: Mapping[str, str] | None = None,
+         _base_dir: Path | None = None, _seen: tuple[str, ...] = ()) -> Policy:
+    """Read and validate the policy named by ``spec``, with the bases it ``extends``; the
+    result records its source. An extension that weakens its base is invalid (exit 2)."""
+    raw, source = read_policy_bytes(spec, repo=repo, env=env, base_dir=_base_dir)
+    display = spec if source.kind == "git" or _base_dir is None else source.path
+    base = None
+    data, positions, _ = loader.parse_document(raw, file=display, what="policy")
+    if isinstance(data, dict) and isinstance(data.get("extends"), str):
+        base_spec, base_dir = _base_spec(data["extends"], spec, source)
+        key = f"{base_dir}/{base_spec}" if base_dir else base_spec
+        line, column = positions.locate(("extends",))
+        if key in _seen or len(_seen) >= MAX_EXTENDS_DEPTH:
+            why = "extends itself (a loop)" if key in _seen else f"extends more than {MAX_EXTENDS_DEPTH} levels deep"
+            raise InvalidInputError([Problem(display, line, column, "extends", f"the policy {why}")], what="policy")
+        base = load(base_spec, repo=repo, env=env, _base_dir=base_dir, _seen=(*_seen, key))
+    policy = parse_policy(raw, file=display, base=base)
     if source.kind == "git":
         policy = dataclasses.replace(policy, source=source.to_json())
+    if base is not None:
+        weaker = [f for f in diff(base.document, policy.document) if f.direction in (WEAKER, UNDECIDED)]
+        if weaker:
+            raise InvalidInputError([_extension_problem(display, positions, data, f, base.path) for f in weaker],
+                                    what="policy", hint="an extension may only tighten its base; "
+                                    "`policyengine policy diff BASE EXTENSION` shows every edit")
     return policy
+
+
+def _extension_problem(file: str, positions: loader.Positions, data: dict[str, Any], finding: Finding,
+                       base: str) -> Problem:
+    """Locate a weakening in the extension: at the rule key that makes it, else at ``extends``."""
+    path: tuple[str | int, ...] = ("extends",)
+    if finding.path.startswith("rules["):
+        rid, _, rest = finding.path[len("rules["):].partition("]")
+        index = next((j for j, r in enumerate(data.get("rules") or []) if isinstance(r, dict) and r.get("id") == rid),
+                     None)
+        if index is not None:
+            key = rest.lstrip(".").split(".")[0].split("[")[0]
+            path = ("rules", index, key) if key else ("rules", index)
+    elif finding.path.split(".")[0] in data:
+        path = (finding.path.split(".")[0],)
+    line, column = positions.locate(path, key=True)
+    what = "may be weaker" if finding.direction == UNDECIDED else "weakens"
+    return Problem(file, line, column, finding.path,
+                   f"{finding.message}: this {what} the base policy {base}; an extension may only tighten it")

@@ -32,7 +32,8 @@ from typing import Any
 from policyengine import loader
 from policyengine.errors import InvalidInputError, Problem, UsageError
 from policyengine.models import Decision, parse_instant
-from policyengine.policy import Policy, load_policy
+from policyengine.policy import Policy
+from policyengine.policysource import load as load_policy
 
 CASE_FILE = "case.yml"
 STATUSES = ["pass", "fail", "error", "warn", "skipped"]
@@ -127,7 +128,7 @@ def _load_case(folder: Path, policy_override: Policy | None) -> tuple[dict[str, 
     if policy_override is not None:
         policy = policy_override
     elif "policy" in data:
-        policy = load_policy(folder / str(data["policy"]))
+        policy = load_policy(str(folder / str(data["policy"])))
     else:
         raise InvalidInputError([problem((), "no policy: write `policy: PATH` in the case, or give --policy")],
                                 what="test case")

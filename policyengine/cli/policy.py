@@ -28,12 +28,12 @@ def policy_validate(files: tuple[str, ...]) -> int:
     Example:
       policyengine policy validate policies/*.yml
     """
-    from policyengine.policy import load_policy
+    from policyengine.policysource import load
 
     bad = 0
     for path in files:
         try:
-            loaded = load_policy(path)
+            loaded = load(path)
         except InvalidInputError as exc:
             bad += 1
             for problem in exc.problems:
@@ -145,9 +145,9 @@ def policy_explain(policy_file: str, fmt: str, output: str) -> int:
     """
     from policyengine.cli.common import write_atomic
     from policyengine.explain import render
-    from policyengine.policy import load_policy
+    from policyengine.policysource import load
 
-    write_atomic(output, render(load_policy(policy_file), fmt), "control matrix")
+    write_atomic(output, render(load(policy_file), fmt), "control matrix")
     return EXIT_ALLOW
 
 
@@ -170,10 +170,10 @@ def policy_diff(old: str, new: str, fmt: str) -> int:
     """
     import json
 
-    from policyengine.policy import load_policy
     from policyengine.policydiff import diff, render_text, weakened
+    from policyengine.policysource import load
 
-    before, after = load_policy(old), load_policy(new)
+    before, after = load(old), load(new)
     findings = diff(before.document, after.document)
     if fmt == "json":
         click.echo(json.dumps({"weaker": weakened(findings), "findings": [f.to_json() for f in findings]}, indent=2))

@@ -382,6 +382,8 @@ def _parse_deny(entry: Any, i: int, tz: ZoneInfo | None, problems: list[tuple[st
         if start is None or until is None:
             return None
         zone = tz or ZoneInfo("UTC")
+        a: datetime | None
+        b: datetime | None
         try:
             a, b = _instant(start, zone, last=False), _instant(until, zone, last=True)
         except OverflowError:
