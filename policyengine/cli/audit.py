@@ -27,25 +27,44 @@ def audit() -> None:
 @click.option("--sample", type=click.IntRange(min=1), metavar="N", help="Draw a random sample of N bundles.")
 @click.option("--seed", type=int, metavar="S",
               help="Seed of the sample (recorded in the export; a random one is chosen and recorded when omitted).")
+@click.option("--public-key", metavar="FILE",
+              help="Require every bundle of the period to be signed by this Ed25519 public key (PEM).")
+@click.option("--signing-key", metavar="FILE|env:VAR",
+              help="Sign the export's listing (population.csv, export.json, the bundles' digests) with this "
+                   "Ed25519 private key (PEM), so that `evidence verify --archive EXPORT --public-key` proves it.")
 @click.option("-o", "--output", required=True, metavar="FILE.zip", help="The export to write.")
 def audit_export(archive: str, since: str, until: str, environment: str | None, sample: int | None,
-                 seed: int | None, output: str) -> int:
-    """Export every evaluation of a period (allowed and denied) with a reproducible sample.
+                 seed: int | None, public_key: str | None, signing_key: str | None, output: str) -> int:
+    """Verify a period's bundles, then export every evaluation (allowed and denied) with a reproducible sample.
+
+    First every bundle of the period is verified (digests, statements, chains; signatures with
+    --public-key), and the first bundle after it in each chain: when any check fails nothing is
+    written and each problem is named (exit 1).
 
     The zip holds population.csv, export.json (period, counts, seed, sample ids, digests),
-    bundles/<id>.zip and bundles/<id>/report.html for each sampled bundle, and index.html.
+    bundles/<id>.zip and bundles/<id>/report.html for each sampled bundle, index.html, and
+    export.intoto.json, a statement of the listing's digests (signed with --signing-key).
+    Verify it, with only the zip: policyengine evidence verify --archive FILE.zip --public-key KEY.
 
     \b
     Examples:
       policyengine audit export --archive evidence --since 2026-01-01 --until 2026-12-31 \\
-          --environment production --sample 25 --seed 2026 -o audit-2026.zip
+          --environment production --sample 25 --seed 2026 --public-key signing.pub \\
+          --signing-key signing.pem -o audit-2026.zip
     """
-    from policyengine.evidence.audit import export
+    from policyengine.cli.evidence import load_key
+    from policyengine.evidence.audit import ExportRefused, export
 
     if seed is not None and not sample:
         raise UsageError("--seed needs --sample N")
     if sample and seed is None:
         seed = secrets.randbelow(2**31)
+    key = load_key(public_key)
+    signer = None
+    if signing_key:
+        from policyengine.evidence.signing import load_signing_key
+
+        signer = load_signing_key(signing_key)
     store = open_archive(archive)
     start = parse_bound(since, "--since", end=False)
     end = parse_bound(until, "--until", end=True)
@@ -63,10 +82,19 @@ def audit_export(archive: str, since: str, until: str, environment: str | None, 
             if bars:
                 bars[0].update(n)
 
-        result = export(store, since=start, until=end, environment=environment, sample=sample, seed=seed,
-                        out=output, progress=progress, on_start=on_start)
+        try:
+            result = export(store, since=start, until=end, environment=environment, sample=sample, seed=seed,
+                            out=output, progress=progress, on_start=on_start, public_key=key, signing_key=signer)
+        except ExportRefused as exc:
+            for p in exc.problems:
+                where = f"bundle {p.bundle_id or '?'}" + (f" member {p.member}" if p.member else "")
+                click.echo(f"FAIL  {p.check:13} {where}: {p.message}")
+            raise
     for note in getattr(store, "notes", []):
         click.echo(f"warning: {note}", err=True)
     click.echo(f"wrote {result.path}: {result.population} evaluation(s) from {start} to {end}"
-               + (f", sample of {len(result.sample_ids)} with seed {result.seed}" if sample else ""))
+               + (f", sample of {len(result.sample_ids)} with seed {result.seed}" if sample else "")
+               + (f"; listing signed by key {result.signed_by}" if result.signed_by else "; listing unsigned"))
+    click.echo(f"verify it: policyengine evidence verify --archive {output}"
+               + (" --public-key <the public key>" if result.signed_by else ""))
     return EXIT_ALLOW

@@ -237,15 +237,25 @@ def evidence_verify(archive: str, all_: bool, public_key: str | None, ids: tuple
     """Verify bundles: digests, members, statements, signatures and hash chains.
 
     Exit 0 only when every check holds; otherwise 1, with one line per problem naming the
-    check and the bundle.
+    check and the bundle. --archive may also name an audit export (its zip, or the folder it
+    was unzipped into): it is verified standalone (exit 2 when it is not one).
 
     \b
     Examples:
       policyengine evidence verify --archive evidence --all --public-key signing.pub
       policyengine evidence verify --archive evidence 20261124T150000Z-0a1b2c3d4e5f
+      policyengine evidence verify --archive audit-2026.zip --public-key signing.pub
     """
     if all_ and ids:
         raise UsageError("give bundle IDs or --all, not both")
+    from policyengine.evidence.export_verify import is_export, verify_export
+
+    if is_export(archive):
+        if ids:
+            raise UsageError("an export is verified as a whole: give no bundle IDs")
+        result = verify_export(archive, load_key(public_key))
+        click.echo("\n".join(result.lines()))
+        return EXIT_ALLOW if result.ok else EXIT_DENY
     store = open_archive(archive)
     key = load_key(public_key)
     report = store.verify(() if all_ else ids, key)

@@ -14,13 +14,13 @@ import os
 import random
 import tempfile
 import zipfile
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from policyengine.errors import EvidenceError
+from policyengine.errors import EXIT_DENY, EvidenceError, PolicyEngineError
 from policyengine.evidence.bundle import (
     ATTESTATION,
     CHANGE,
@@ -30,9 +30,11 @@ from policyengine.evidence.bundle import (
     POLICY_DIR,
     REPORT,
     ZIP_READ_ERRORS,
+    VerifyProblem,
     member_name_problem,
 )
-from policyengine.evidence.index import COLUMNS, Query
+from policyengine.evidence.index import COLUMNS
+from policyengine.evidence.signing import STATEMENT_TYPE, SigningKey, envelope
 from policyengine.evidence.store import EvidenceStore
 
 
@@ -119,9 +121,37 @@ def unpack_for_replay(store: EvidenceStore, bundle_id: str, workspace: Path) -> 
 
 
 # -- export ---------------------------------------------------------------------------------
+#
+# An export is only as good as the bundles it hands over, so ``export`` verifies the period
+# first and writes nothing when any check fails (``ExportRefused``). What is checked, with the
+# store's own ``verify`` (digests, manifests, statements, signatures with ``public_key``, chains):
+#
+# * every bundle of the period's population (not just the sample): an altered bundle, a forged
+#   decision, a bundle file deleted while its record stays, all refuse;
+# * the first bundle *after* the period of each chain the export covers: its link proves that
+#   the period's last bundle of that chain is the last one (a bundle deleted together with its
+#   index record at the end of the period breaks that link); a break at the start of the period
+#   shows at the period's first bundle, whose link is walked too;
+# * bundle files in the store that no index record names, when their id's time falls in the
+#   period (a record removed, the bundle left), and, for stores that keep chain heads (S3), a
+#   head naming a bundle from the period on that is not recorded.
+#
+# The population is read from the index of record (``read_index``), not the query cache.
+# Bundles outside the period (other months, other environments with ``environment``) are not
+# read: damage there does not block this period's export; ``evidence verify --all`` finds it.
+#
+# The export holds a statement (in-toto Statement v1 in a DSSE envelope, the bundles' signing
+# code) over the digests of population.csv, export.json and every included bundle, signed with
+# ``signing_key`` when given; ``evidence.export_verify`` checks an export from its files alone.
 
 POPULATION_COLUMNS = ("id", "created_at", "environment", "repository", "commit", "decision", "sha256",
                       "sequence", "previous_sha256", "signed_by", "policy_sha256", "path")
+POPULATION_CSV = "population.csv"
+EXPORT_JSON = "export.json"
+INDEX_HTML = "index.html"
+EXPORT_STATEMENT = "export.intoto.json"
+EXPORT_PREDICATE_TYPE = "https://policyengine.dev/attestation/export/v1"
+SAMPLE_METHOD = "random.Random(seed).sample(sorted(population ids), size), then sorted"
 
 
 def draw_sample(ids: list[str], size: int, seed: int) -> list[str]:
@@ -130,12 +160,99 @@ def draw_sample(ids: list[str], size: int, seed: int) -> list[str]:
     return sorted(random.Random(seed).sample(population, min(size, len(population))))
 
 
+def bundle_member(bundle_id: str) -> str:
+    """Where an export holds a sampled bundle."""
+    return f"bundles/{bundle_id}.zip"
+
+
+def report_member(bundle_id: str) -> str:
+    """Where an export holds a sampled bundle's page."""
+    return f"bundles/{bundle_id}/{REPORT}"
+
+
+class ExportRefused(PolicyEngineError):
+    """The period's bundles do not verify: nothing was exported. ``problems`` names each one."""
+
+    exit_code = EXIT_DENY
+
+    def __init__(self, problems: Sequence[VerifyProblem]) -> None:
+        self.problems = list(problems)
+        super().__init__(f"the archive's bundles of the period do not verify ({len(self.problems)} problem(s)): "
+                         "no export was written",
+                         hint="run `policyengine evidence verify --all` on the archive to see every problem")
+
+
 @dataclass(frozen=True)
 class ExportResult:
     path: str
     population: int
     sample_ids: list[str]
     seed: int | None
+    signed_by: str | None = None
+
+
+def _id_time(bundle_id: str) -> str | None:
+    """The creation time a bundle id starts with, as ``YYYY-MM-DDTHH:MM:SSZ`` (None if it has none)."""
+    try:
+        moment = datetime.strptime(bundle_id[:16], "%Y%m%dT%H%M%SZ")
+    except ValueError:
+        return None
+    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def period_population(records: Sequence[Mapping[str, Any]], *, since: str, until: str,
+                      environment: str | None) -> list[dict[str, Any]]:
+    """The records created in ``[since, until)`` (of ``environment``), oldest first, as the query orders them."""
+    rows = [dict(r) for r in records
+            if since <= r["created_at"] < until and (environment is None or r["environment"] == environment)]
+    rows.sort(key=lambda r: (r["created_at"], r["sequence"] if isinstance(r["sequence"], int) else -1, r["id"]))
+    return rows
+
+
+def check_period(store: EvidenceStore, records: Sequence[Mapping[str, Any]], rows: Sequence[Mapping[str, Any]], *,
+                 since: str, until: str, environment: str | None,
+                 public_key: tuple[Any, str] | None) -> list[VerifyProblem]:
+    """Verify the bundles an export of ``rows`` stands on; return every problem (none: export).
+
+    See the comment at the top of this section for what is checked and why.
+    """
+    def key_of(r: Mapping[str, Any]) -> tuple[Any, Any]:
+        return (r["repository"], r["environment"])
+
+    ids = [r["id"] for r in rows]
+    # The first bundle after the period of each chain the export covers (every chain of
+    # ``environment``, so that a chain whose every bundle of the period was removed shows too).
+    after: dict[tuple[Any, Any], str] = {}
+    for r in records:
+        if r["created_at"] >= until and (environment is None or r["environment"] == environment):
+            after.setdefault(key_of(r), r["id"])
+    checked = list(dict.fromkeys([*ids, *after.values()]))
+    problems: list[VerifyProblem] = []
+    if checked:
+        problems += store.verify(checked, public_key).problems
+    for p in store.unindexed(records):
+        moment = _id_time(p.bundle_id)
+        if moment is None or since <= moment < until:
+            problems.append(p)
+    for p in store.head_problems(records):
+        moment = _id_time(p.bundle_id)
+        if moment is None or moment >= since:
+            problems.append(p)
+    return problems
+
+
+def build_export_statement(*, subjects: Mapping[str, str], since: str, until: str, environment: str | None,
+                           population: int, seed: int | None, sample_ids: Sequence[str]) -> dict[str, Any]:
+    """The in-toto statement of an export: its listing files and included bundles, by SHA-256."""
+    return {
+        "_type": STATEMENT_TYPE,
+        "subject": [{"name": name, "digest": {"sha256": digest}} for name, digest in subjects.items()],
+        "predicateType": EXPORT_PREDICATE_TYPE,
+        "predicate": {
+            "since": since, "until": until, "environment": environment, "population": population,
+            "sample": {"seed": seed, "ids": list(sample_ids)},
+        },
+    }
 
 
 def export(
@@ -149,18 +266,26 @@ def export(
     out: str,
     progress: Callable[[int], None] | None = None,
     on_start: Callable[[int], None] | None = None,
+    public_key: tuple[Any, str] | None = None,
+    signing_key: SigningKey | None = None,
 ) -> ExportResult:
-    """Write an audit export zip: population.csv, the sample and its bundles, index.html.
+    """Verify the period, then write an audit export zip: population.csv, the sample and its bundles,
+    index.html, export.json and the statement export.intoto.json.
 
-    The zip is written to a temporary file beside ``out`` and renamed into place when whole.
+    Raises ``ExportRefused`` (and writes nothing) when the period does not verify. The zip is
+    written to a temporary file beside ``out`` and renamed into place when whole.
     ``on_start(n)`` is called with the number of bundles to copy, ``progress(1)`` after each.
     """
     from policyengine.evidence.report import render_export_index
 
-    rows, bad = store.query(Query(since=since, until=until, environment=environment))
+    records, bad = store.read_index()
     if bad:
-        raise EvidenceError(f"{bad} index record(s) of {store.url} cannot be read: the population would be incomplete",
-                            hint="run `policyengine evidence verify --all` to see them")
+        raise ExportRefused(bad)
+    rows = period_population(records, since=since, until=until, environment=environment)
+    problems = check_period(store, records, rows, since=since, until=until, environment=environment,
+                            public_key=public_key)
+    if problems:
+        raise ExportRefused(problems)
     sample_ids = draw_sample([r["id"] for r in rows], sample, seed if seed is not None else 0) if sample else []
     population_csv = io.StringIO()
     writer = csv.writer(population_csv, lineterminator="\n")
@@ -179,12 +304,12 @@ def export(
                 zf.writestr(zipfile.ZipInfo(name, date_time=_zip_time()), data, compress_type=compress)
                 digests[name] = hashlib.sha256(data).hexdigest()
 
-            put("population.csv", population_csv.getvalue().encode("utf-8"))
+            put(POPULATION_CSV, population_csv.getvalue().encode("utf-8"))
             if on_start:
                 on_start(len(sample_ids))
             for bundle_id in sample_ids:
                 record = by_id[bundle_id]
-                name = f"bundles/{bundle_id}.zip"
+                name = bundle_member(bundle_id)
                 digest = hashlib.sha256()
                 with store.open_bundle(record) as src:
                     # Streamed: a sampled bundle may be large; memory stays flat.
@@ -192,33 +317,48 @@ def export(
                         while chunk := src.read(1 << 20):
                             digest.update(chunk)
                             dst.write(chunk)
+                    if digest.hexdigest() != record["sha256"]:
+                        raise ExportRefused([VerifyProblem(
+                            bundle_id, None, "bundle-digest",
+                            f"bundle {bundle_id} changed while it was being exported (recorded sha256 "
+                            f"{record['sha256']}, copied sha256 {digest.hexdigest()})")])
                     digests[name] = digest.hexdigest()
                     src.seek(0)
                     with zipfile.ZipFile(src) as bundle:
                         if REPORT in bundle.namelist():
-                            put(f"bundles/{bundle_id}/report.html", bundle.read(REPORT))
+                            put(report_member(bundle_id), bundle.read(REPORT))
                 if progress:
                     progress(1)
-            put("index.html", render_export_index([{c: r.get(c) for c in COLUMNS} for r in rows], since=since,
-                                                  until=until, seed=seed if sample else None,
-                                                  sample_ids=sample_ids).encode("utf-8"))
+            put(INDEX_HTML, render_export_index(
+                [{c: r.get(c) for c in COLUMNS} for r in rows], since=since, until=until,
+                seed=seed if sample else None, sample_ids=sample_ids, export_name=os.path.basename(out),
+                signed_by=signing_key.keyid if signing_key else None).encode("utf-8"))
             export_doc = {
                 "archive": store.url, "since": since, "until": until, "environment": environment,
                 "population": len(rows),
                 "allowed": sum(r["decision"] == "allow" for r in rows),
                 "denied": sum(r["decision"] == "deny" for r in rows),
                 "sample": {"size": len(sample_ids), "requested": sample, "seed": seed if sample else None,
-                           "method": "random.Random(seed).sample(sorted(population ids), size), then sorted",
-                           "ids": sample_ids},
+                           "method": SAMPLE_METHOD, "ids": sample_ids},
                 "files": digests,
             }
-            put("export.json", (json.dumps(export_doc, indent=2, sort_keys=True) + "\n").encode("utf-8"))
+            put(EXPORT_JSON, (json.dumps(export_doc, indent=2, sort_keys=True) + "\n").encode("utf-8"))
+            subjects = {POPULATION_CSV: digests[POPULATION_CSV], EXPORT_JSON: digests[EXPORT_JSON],
+                        **{bundle_member(i): digests[bundle_member(i)] for i in sample_ids}}
+            statement = build_export_statement(
+                subjects=subjects, since=since, until=until, environment=environment, population=len(rows),
+                seed=seed if sample else None, sample_ids=sample_ids)
+            envelope_doc = envelope(statement, signing_key)
+            zf.writestr(zipfile.ZipInfo(EXPORT_STATEMENT, date_time=_zip_time()),
+                        (json.dumps(envelope_doc, indent=2, sort_keys=True) + "\n").encode("utf-8"),
+                        compress_type=zipfile.ZIP_DEFLATED)
         os.replace(tmp, out)
     except BaseException:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
-    return ExportResult(path=out, population=len(rows), sample_ids=sample_ids, seed=seed if sample else None)
+    return ExportResult(path=out, population=len(rows), sample_ids=sample_ids, seed=seed if sample else None,
+                        signed_by=signing_key.keyid if signing_key else None)
 
 
 def _zip_time() -> tuple[int, int, int, int, int, int]:

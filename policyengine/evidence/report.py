@@ -11,6 +11,7 @@ rule message, a user name are all attacker-controllable), so every one goes thro
 from __future__ import annotations
 
 import html
+import shlex
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 from urllib.parse import quote
@@ -432,6 +433,30 @@ def _href(bundle_id: Any, suffix: str) -> str:
     return _e("bundles/" + quote(str(bundle_id), safe="-._~") + suffix)
 
 
+def _verify_section(export_name: str | None, signed_by: str | None) -> str:
+    """Tell the auditor the one command that verifies the export they hold, offline."""
+    target = shlex.quote(export_name) if export_name else "EXPORT.zip"
+    if signed_by:
+        command = f"policyengine evidence verify --archive {target} --public-key signing.pub"
+        who = (f"Its listing is signed by the key with id {_hash(signed_by)}; <code>signing.pub</code> stands for "
+               "that public key (PEM), which the team gives you separately: never take it from this export.")
+    else:
+        command = f"policyengine evidence verify --archive {target}"
+        who = ("<strong>Its listing is unsigned</strong>: the command proves that the files agree with each other, "
+               "not who made them. With <code>--public-key</code> the check fails, because there is no signature "
+               "to check; ask the team for an export made with <code>--signing-key</code>.")
+    return (
+        "<h2>Verify this export</h2>"
+        f'<p>Run, in the folder that holds it (the zip, or the folder it was unzipped into):</p>'
+        f"<p><code>{_e(command)}</code></p>"
+        f"<p>{who} It checks, with no access to the archive: each included bundle's digest and members, "
+        "its statement and (with the key) its signature; that <code>population.csv</code>, the sample and "
+        "<code>export.json</code> name exactly the included bundles with the same digests and fields; that the "
+        "recorded seed draws this sample; and that no file was added, removed or changed. Exit 0: verified; 1: each "
+        "problem on one line naming the bundle or file.</p>"
+    )
+
+
 def render_export_index(
     rows: list[dict[str, Any]],
     *,
@@ -439,8 +464,14 @@ def render_export_index(
     until: str,
     seed: int | None,
     sample_ids: list[str],
+    export_name: str | None = None,
+    signed_by: str | None = None,
 ) -> str:
-    """Render an audit export's ``index.html``: the period, the population and links to the sample."""
+    """Render an audit export's ``index.html``: the period, the population and links to the sample.
+
+    ``export_name`` is the export's file name, for the command that verifies it; ``signed_by``
+    the key id that signed its listing (None: unsigned), which decides what that command is.
+    """
     sampled = {str(s) for s in sample_ids}
     decisions = [str(_mapping(r).get("decision")) for r in rows]
     allowed = decisions.count("allow")
@@ -474,8 +505,9 @@ def render_export_index(
                 f'<a href="{_href(sid, ".zip")}">bundle zip</a>'),
             ])
         body += "<h2>Sample</h2>" + _table(["Bundle", "Decision", "Evidence"], sample_rows)
-        body += ('<p class="note">Re-draw the sample with the same seed to reproduce it; verify each bundle with '
-                 "<code>policyengine evidence verify</code>.</p>")
+        body += ('<p class="note">The sample is <code>random.Random(seed).sample(sorted(population ids), size)</code>, '
+                 "then sorted: the same seed draws the same sample from the same population.</p>")
+    body += _verify_section(export_name, signed_by)
     pop_rows = []
     for raw in rows:
         r = _mapping(raw)
