@@ -28,10 +28,8 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from jsonschema import Draft202012Validator
-from jsonschema.exceptions import ValidationError, best_match
 from yaml.composer import Composer
 from yaml.error import MarkedYAMLError, YAMLError
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
@@ -41,6 +39,9 @@ from yaml.resolver import BaseResolver
 from yaml.scanner import Scanner
 
 from policyengine.errors import InvalidInputError, Problem, UsageError
+
+if TYPE_CHECKING:  # jsonschema is imported only to explain an invalid document (it is slow to import)
+    from jsonschema.exceptions import ValidationError
 
 __all__ = [
     "JsonPath",
@@ -827,6 +828,8 @@ class _Reducer:
             return out
         if all(_required_only(self.describer.deref(b)) for b in branches):
             return [_Raw(path, _alternatives_text(branches, self.describer, word))]
+        from jsonschema.exceptions import best_match
+
         best = best_match(e for i in viable for e in by_branch.get(i, []))
         return self.reduce(best) if best is not None else [_Raw(path, _clean(error.message))]
 
@@ -877,6 +880,15 @@ def validate(data: Any, positions: Positions, schema: dict[str, Any], *, file: s
     Each problem says where (``file:line:column`` and the JSON path), what is wrong and what is
     expected; alternatives (``oneOf``/``anyOf``, ``if``/``then``) are reduced to one line per mistake.
     """
+    from policyengine.quickschema import Unsupported, is_valid
+
+    try:
+        if is_valid(schema, data):  # the common case, without importing jsonschema
+            return []
+    except Unsupported:
+        pass
+    from jsonschema import Draft202012Validator
+
     validator = Draft202012Validator(schema)
     reducer = _Reducer(schema, data)
     errors = list(validator.iter_errors(data))
