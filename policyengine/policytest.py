@@ -106,7 +106,8 @@ def _sub_positions(positions: loader.Positions, key: str) -> loader.Positions:
     return loader.Positions({p[1:]: pos for p, pos in positions.items() if p[:1] == (key,)})
 
 
-def _load_case(folder: Path, policy_override: Policy | None) -> tuple[dict[str, Any], Policy, dict[str, Any]]:
+def _load_case(folder: Path, policy_override: Policy | None,
+               cache: dict[str, Any] | None = None) -> tuple[dict[str, Any], Policy, dict[str, Any]]:
     """Read and validate one case: its document, its policy and its change. Raises InvalidInputError."""
     path = folder / CASE_FILE
     file = str(path)
@@ -128,7 +129,11 @@ def _load_case(folder: Path, policy_override: Policy | None) -> tuple[dict[str, 
     if policy_override is not None:
         policy = policy_override
     elif "policy" in data:
-        policy = load_policy(str(folder / str(data["policy"])))
+        key = str((folder / str(data["policy"])).resolve())
+        cached = (cache or {}).get(key)
+        policy = cached if isinstance(cached, Policy) else load_policy(str(folder / str(data["policy"])))
+        if cache is not None:
+            cache[key] = policy
     else:
         raise InvalidInputError([problem((), "no policy: write `policy: PATH` in the case, or give --policy")],
                                 what="test case")
@@ -180,9 +185,10 @@ def run_suite(root: str | Path, *, policy_path: str | None = None) -> SuiteResul
     folders = find_cases(Path(root))
     loaded: list[tuple[Path, dict[str, Any], Policy, dict[str, Any]]] = []
     problems: list[Problem] = []
+    policies: dict[str, Any] = {}  # each policy file is read once per suite
     for folder in folders:
         try:
-            loaded.append((folder, *_load_case(folder, override)))
+            loaded.append((folder, *_load_case(folder, override, policies)))
         except InvalidInputError as exc:
             problems.extend(exc.problems)
     if problems:
