@@ -236,11 +236,27 @@ class GitHubWorld:
         c["url"] = f"https://api.github.com{self.base}/commits/{sha}"
         return c
 
-    def review(self, user: str, state: str, commit: str, at: str = "2026-11-23T15:00:00Z",
-               review_id: int = 1) -> dict[str, Any]:
+    def review(self, user: str | None, state: str, commit: str, at: str = "2026-11-23T15:00:00Z",
+               review_id: int = 1, association: str = "MEMBER") -> dict[str, Any]:
+        """A review; its author gets write access (unless ``permission`` said otherwise). ``user`` None: deleted."""
         r = template("github", "review")
-        r.update({"id": review_id, "user": gh_user(user), "state": state, "commit_id": commit, "submitted_at": at})
+        r.update({"id": review_id, "user": gh_user(user) if user else None, "state": state, "commit_id": commit,
+                  "submitted_at": at, "author_association": association})
+        path = f"{self.base}/collaborators/{user}/permission"
+        if user and path not in self.api.routes:
+            self.permission(user, "write")
         return r
+
+    def permission(self, login: str, role: str, *, status: int = 200) -> None:
+        """Answer the collaborator permission lookup of ``login`` (``role``: admin, maintain, write, triage, read,
+        none, or a custom role name on write); ``status`` other than 200: that error."""
+        legacy = {"maintain": "write", "triage": "read"}.get(role, role)
+        if legacy not in ("admin", "write", "read", "none"):
+            legacy = "write"
+        body: Any = {"permission": legacy, "role_name": role, "user": {**gh_user(login), "role_name": role}}
+        if status != 200:
+            body = {"message": "Not Found" if status == 404 else "Resource not accessible by integration"}
+        self.api.json(f"{self.base}/collaborators/{login}/permission", body, status=status)
 
     def pull(self, number: int, *, author: str, head: str, merge_commit: str | None, merged_by: str | None = None,
              commits: list[dict[str, Any]] = (), reviews: list[dict[str, Any]] = (),  # type: ignore[assignment]
@@ -356,6 +372,13 @@ def github_env(api: FakeAPI, sha: str, token: str = "ghs_" + "T" * 36, **extra: 
 # -- GitLab ------------------------------------------------------------------------------------
 
 
+def gl_user_id(username: str) -> int:
+    """A stable user id for a username (the same person has the same id in every answer)."""
+    import zlib
+
+    return 1000 + zlib.crc32(username.encode()) % 1_000_000
+
+
 def gl_user(username: str, user_id: int = 1) -> dict[str, Any]:
     return {"id": user_id, "name": username.title(), "username": username, "state": "active",
             "avatar_url": None, "web_url": f"https://gitlab.example.com/{username}"}
@@ -393,8 +416,11 @@ class GitLabWorld:
                    "labels": list(labels), "web_url": f"https://gitlab.example.com/{self.path}/-/merge_requests/{iid}"})
         self.api.json(f"{self.base}/merge_requests/{iid}", mr)
         approvals = template("gitlab", "approvals")
-        approvals.update({"iid": iid, "approved_by": [{"user": gl_user(u, i + 10)} for i, u in enumerate(approvers)]})
+        approvals.update({"iid": iid, "approved_by": [{"user": gl_user(u, gl_user_id(u))} for u in approvers]})
         self.api.json(f"{self.base}/merge_requests/{iid}/approvals", approvals)
+        for u in approvers:  # approvers are Developers unless ``member`` said otherwise
+            if f"{self.base}/members/all/{gl_user_id(u)}" not in self.api.routes:
+                self.member(u, 30)
         self.api.pages(f"{self.base}/merge_requests/{iid}/commits", list(commits), default_per_page=20)
         diffs = [{**template("gitlab", "diff"), "new_path": f, "old_path": f} for f in files]
         self.api.pages(f"{self.base}/merge_requests/{iid}/diffs", diffs, default_per_page=20)
@@ -402,6 +428,14 @@ class GitLabWorld:
             self.commit_mrs.setdefault(sha, []).append(mr)
             self.api.pages(f"{self.base}/repository/commits/{sha}/merge_requests", self.commit_mrs[sha])
         return mr
+
+    def member(self, username: str, access_level: int, *, status: int = 200, state: str = "active") -> None:
+        """Answer ``GET /projects/:id/members/all/:user_id`` for ``username`` (``status`` other than 200: that error)."""
+        body: Any = {**gl_user(username, gl_user_id(username)), "access_level": access_level, "state": state,
+                     "expires_at": None}
+        if status != 200:
+            body = {"message": "404 Not found" if status == 404 else "403 Forbidden"}
+        self.api.json(f"{self.base}/members/all/{gl_user_id(username)}", body, status=status)
 
     def project_approvals(self, reset_on_push: bool) -> None:
         body = template("gitlab", "project_approvals")

@@ -16,6 +16,7 @@ from fake_servers import (
     GitHubWorld,
     Reply,
     decision_errors,
+    gh_user,
     github_env,
     schema_errors,
     sha_of,
@@ -231,6 +232,10 @@ def test_250_reviews_and_250_commits_take_pages_not_one_request_each(api: FakeAP
     assert "unavailable" not in change
     counts = {p: api.paths().count(p) for p in set(api.paths())}
     base = w.base
+    # Each distinct approver's permission is looked up exactly once.
+    lookups = {p: n for p, n in counts.items() if p.startswith(f"{base}/collaborators/")}
+    assert lookups == {f"{base}/collaborators/reviewer{i}/permission": 1 for i in range(250)}
+    counts = {p: n for p, n in counts.items() if p not in lookups}
     assert counts == {
         f"{base}/commits/{MERGE}/pulls": 1,
         f"{base}/pulls/42": 1,
@@ -244,7 +249,7 @@ def test_250_reviews_and_250_commits_take_pages_not_one_request_each(api: FakeAP
         f"{base}/deployments/8/statuses": 1,
         f"{base}/compare/{PREV}...{MERGE}": 3,
     }
-    assert api.count() == 17
+    assert api.count() == 17 + 250
     # Independent endpoints are fetched at once, not one after the other.
     assert api.max_in_flight >= 3
     print(f"\nGitHub, 250 reviews + 250 commits: {api.count()} requests ({len(counts)} endpoints), "
@@ -599,3 +604,182 @@ def test_a_pool_of_one_worker_does_not_deadlock(api: FakeAPI, monkeypatch: pytes
     assert not t.is_alive(), "gathering deadlocked: a pool task waits on another pool task"
     assert [p["number"] for p in result[0]["range"]["pull_requests"]] == [40, 41, 42]
     assert api.max_in_flight == 1
+
+
+# -- who may approve: write access, bots, deleted users ----------------------------------------
+
+
+def _policy(tmp_path: Path, extra: str = "") -> Path:
+    policy = tmp_path / "eligible.yml"
+    policy.write_text("version: 1\nname: eligible\nrules:\n  - id: peer-review\n    type: approvals\n"
+                      "    min_approvals: 2\n    exclude: [author, committers, deployer]\n"
+                      f"    require_current_commit: true\n{extra}")
+    return policy
+
+
+def test_approval_by_a_read_only_collaborator_is_not_counted(api: FakeAPI, monkeypatch: pytest.MonkeyPatch,
+                                                             capsys: pytest.CaptureFixture[str],
+                                                             tmp_path: Path) -> None:
+    w = GitHubWorld(api)
+    w.permission("carol", "read")  # a MEMBER of the organization, but only read access to this repository
+    w.permission("gina", "triage")
+    reviewed_world(api, reviews=[w.review("bob", "APPROVED", HEAD), w.review("carol", "APPROVED", HEAD),
+                                 w.review("gina", "APPROVED", HEAD, association="COLLABORATOR")])
+    run = run_check(monkeypatch, capsys, tmp_path, github_env(api, MERGE))
+    assert run.code == 1
+    peer = run.rule("peer-review")
+    assert peer["status"] == "fail"
+    assert peer["message"] == ("1 of 2 required approvals (bob); not counted: carol (no write access (read)); "
+                               "gina (no write access (triage))")
+    reviews = {r["user"]: r for r in run.decision["change"]["reviews"]}  # type: ignore[index]
+    assert (reviews["carol"]["permission"], reviews["carol"]["role"]) == ("read", "read")
+    assert run.decision["change"]["facts_source"] == "github"  # type: ignore[index]
+    assert decision_errors(run.decision) == []  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("role, legacy, counted", [
+    ("maintain", "write", True), ("admin", "admin", True), ("write", "write", True),
+    ("triage", "read", False), ("security-auditor", "read", False), ("release-manager", "write", True),
+    ("write", "read", False),  # disagreeing answers: the lower one is kept
+])
+def test_role_name_and_legacy_permission_decide(api: FakeAPI, role: str, legacy: str, counted: bool) -> None:
+    w = reviewed_world(api, reviews=[])
+    api.pages(f"{w.base}/pulls/42/reviews", [w.review("bob", "APPROVED", HEAD)])
+    api.json(f"{w.base}/collaborators/bob/permission", {"permission": legacy, "role_name": role,
+                                                         "user": gh_user("bob")})
+    from policyengine.rules.approvals import eligibility
+
+    change = gather_github(github_env(api, MERGE), environment="production").change
+    [bob] = change["reviews"]
+    why, doubt = eligibility(bob, set(), change["facts_source"])
+    assert doubt is None and (why is None) is counted, (bob, why)
+
+
+@pytest.mark.parametrize("association", ["NONE", "FIRST_TIMER", "FIRST_TIME_CONTRIBUTOR", "MANNEQUIN"])
+def test_approval_by_an_outsider_is_not_counted_and_not_looked_up(api: FakeAPI, monkeypatch: pytest.MonkeyPatch,
+                                                                  capsys: pytest.CaptureFixture[str],
+                                                                  tmp_path: Path, association: str) -> None:
+    w = GitHubWorld(api)
+    reviewed_world(api, reviews=[w.review("bob", "APPROVED", HEAD),
+                                 w.review("stranger", "APPROVED", HEAD, association=association)])
+    run = run_check(monkeypatch, capsys, tmp_path, github_env(api, MERGE))
+    assert run.code == 1
+    assert "stranger (" in run.rule("peer-review")["message"]
+    assert api.count("/repos/acme/payments/collaborators/stranger/permission") == 0
+
+
+def test_bot_approvals_count_only_when_the_policy_names_the_bot(api: FakeAPI, monkeypatch: pytest.MonkeyPatch,
+                                                                capsys: pytest.CaptureFixture[str],
+                                                                tmp_path: Path) -> None:
+    w = GitHubWorld(api)
+    reviewed_world(api, reviews=[w.review("bob", "APPROVED", HEAD),
+                                 w.review("github-actions[bot]", "APPROVED", HEAD, association="NONE"),
+                                 w.review("renovate[bot]", "APPROVED", HEAD, association="CONTRIBUTOR")])
+    run = run_check(monkeypatch, capsys, tmp_path, github_env(api, MERGE), policy=_policy(tmp_path))
+    assert run.code == 1
+    assert run.rule("peer-review")["message"] == (
+        "1 of 2 required approvals (bob); not counted: github-actions[bot] (bot not allowed by the policy); "
+        "renovate[bot] (bot not allowed by the policy)")
+    assert not any("/collaborators/" in p and "bot" in p for p in api.paths())
+    allowed = _policy(tmp_path, "    allow_bots: [\"renovate[bot]\"]\n")
+    (tmp_path / "evidence").rename(tmp_path / "evidence-1")
+    run = run_check(monkeypatch, capsys, tmp_path, github_env(api, MERGE), policy=allowed)
+    assert run.code == 0, run.out
+    assert run.rule("peer-review")["message"].startswith("2 of 2 required approvals (bob, renovate[bot])")
+
+
+def test_approval_by_a_deleted_user_is_not_counted(api: FakeAPI, monkeypatch: pytest.MonkeyPatch,
+                                                  capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    w = GitHubWorld(api)
+    reviewed_world(api, reviews=[w.review("bob", "APPROVED", HEAD), w.review(None, "APPROVED", HEAD)])
+    run = run_check(monkeypatch, capsys, tmp_path, github_env(api, MERGE))
+    assert run.code == 1
+    assert run.rule("peer-review")["message"] == "1 of 2 required approvals (bob); not counted: ghost (deleted user)"
+    ghost = next(r for r in run.decision["change"]["reviews"] if r["user"] == "ghost")  # type: ignore[index]
+    assert ghost["deleted"] is True and "permission" not in ghost
+
+
+@pytest.mark.parametrize("status", [403, 404, 500])
+def test_failed_permission_lookup_is_an_error_never_a_pass(api: FakeAPI, monkeypatch: pytest.MonkeyPatch,
+                                                           capsys: pytest.CaptureFixture[str], tmp_path: Path,
+                                                           status: int) -> None:
+    w = GitHubWorld(api)
+    w.permission("carol", "write", status=status)
+    reviewed_world(api)
+    run = run_check(monkeypatch, capsys, tmp_path, github_env(api, MERGE))
+    assert run.code == 3, run.out
+    peer = run.rule("peer-review")
+    assert peer["status"] == "error"
+    assert peer["message"].startswith("approvals cannot be judged: the write access of carol could not be looked up")
+    assert f"GET /repos/acme/payments/collaborators/carol/permission: HTTP {status}" in peer["message"]
+    if status == 403:
+        assert "`metadata: read`" in peer["message"]
+    carol = next(r for r in run.decision["change"]["reviews"]  # type: ignore[index]
+                 if r["user"] == "carol" and r["state"] == "approved")
+    assert carol["permission"] is None and carol["permission_error"].startswith("GET ")
+    assert api.count("/repos/acme/payments/collaborators/carol/permission") >= 1
+    assert api.count("/repos/acme/payments/collaborators/bob/permission") == 1  # once per person
+
+
+def test_range_approvers_are_looked_up_too(api: FakeAPI) -> None:
+    w = three_merged_prs(api)
+    w.permission("carol", "read")
+    change = gather_github(github_env(api, MERGE), environment="production").change
+    pr40 = next(p for p in change["range"]["pull_requests"] if p["number"] == 40)
+    assert [(r["user"], r.get("permission")) for r in pr40["reviews"]] == [("bob", "write"), ("carol", "read")]
+    assert api.count("/repos/acme/payments/collaborators/carol/permission") == 1
+
+
+# -- the deployed commit must be the approved one ------------------------------------------------
+
+
+@pytest.mark.parametrize("rcc", [True, False])
+def test_dispatch_of_an_older_commit_of_the_request_is_denied(api: FakeAPI, monkeypatch: pytest.MonkeyPatch,
+                                                               capsys: pytest.CaptureFixture[str], tmp_path: Path,
+                                                               rcc: bool) -> None:
+    w = reviewed_world(api)
+    api.pages(f"/repos/acme/payments/commits/{OLD}/pulls", [{**w.pulls[42], "merged_at": None}])
+    w.checks(OLD)
+    policy = tmp_path / "p.yml"
+    policy.write_text("version: 1\nname: p\nrules:\n  - id: peer-review\n    type: approvals\n    min_approvals: 2\n"
+                      f"    require_current_commit: {'true' if rcc else 'false'}\n")
+    run = run_check(monkeypatch, capsys, tmp_path, github_env(api, OLD, GITHUB_EVENT_NAME="workflow_dispatch"),
+                    policy=policy)
+    assert run.code == 1, run.out
+    peer = run.rule("peer-review")
+    assert peer["status"] == "fail"
+    assert peer["message"].startswith(
+        f"deployed commit {OLD[:7]} is not the approved head ({HEAD[:7]}) of pull request #42 nor the commit that "
+        f"merged it (merge commit {MERGE[:7]})")
+
+
+def test_open_requests_test_merge_commit_is_not_a_merge(api: FakeAPI, monkeypatch: pytest.MonkeyPatch,
+                                                        capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    test_merge = sha_of("refs/pull/42/merge")
+    w = GitHubWorld(api)
+    commits = [w.commit(HEAD, "alice")]
+    w.pull(42, author="alice", head=HEAD, merge_commit=None, commits=commits,
+           reviews=[w.review("bob", "APPROVED", HEAD), w.review("carol", "APPROVED", HEAD)])
+    w.pulls[42]["merge_commit_sha"] = test_merge  # GitHub fills it for an open request: a test merge
+    api.json(f"{w.base}/pulls/42", w.pulls[42])
+    api.pages(f"{w.base}/commits/{test_merge}/pulls", [w.pulls[42]])
+    w.checks(test_merge)
+    w.deployments("production", [])
+    run = run_check(monkeypatch, capsys, tmp_path, github_env(api, test_merge))
+    assert run.code == 1
+    assert run.decision["change"]["pull_request"]["merge_commit"] is None  # type: ignore[index]
+    assert run.rule("peer-review")["message"].startswith(f"deployed commit {test_merge[:7]} is not the approved head")
+
+
+def test_rebase_merge_deploys_the_last_rebased_commit(api: FakeAPI) -> None:
+    rebased = sha_of("pr42-rebased-last")
+    w = reviewed_world(api)
+    w.pull(42, author="alice", head=HEAD, merge_commit=rebased, merged_by="dana",
+           commits=[w.commit(HEAD, "alice")], reviews=[w.review("bob", "APPROVED", HEAD),
+                                                       w.review("carol", "APPROVED", HEAD)])
+    w.checks(rebased)
+    change = gather_github(github_env(api, rebased), environment="production").change
+    from policyengine.rules.approvals import _deployed_matches
+
+    assert change["pull_request"]["merge_commit"] == rebased
+    assert _deployed_matches(change, change["pull_request"]) is None

@@ -64,11 +64,16 @@ def test_merge_request_approvals_allow_end_to_end(api: FakeAPI, monkeypatch: pyt
     assert run.rule("peer-review")["message"] == "2 of 2 required approvals (bob, carol)"
     change = run.decision["change"]
     assert change["pull_request"] == {
-        "number": 7, "title": "MR 7", "author": "alice", "head_commit": HEAD, "merge_commit": SQUASH,
+        "number": 7, "title": "MR 7", "author": "alice", "head_commit": HEAD, "merge_commit": None,
+        "squash_commit": SQUASH,
         "url": "https://gitlab.example.com/acme/payments/-/merge_requests/7", "state": "merged", "merged_by": "dana",
         "base_ref": "main", "labels": ["payments"]}
-    assert change["reviews"] == [{"user": "bob", "state": "approved", "commit": HEAD, "submitted_at": None},
-                                 {"user": "carol", "state": "approved", "commit": HEAD, "submitted_at": None}]
+    assert change["reviews"] == [
+        {"user": "bob", "state": "approved", "commit": HEAD, "submitted_at": None, "permission": "write",
+         "role": "Developer"},
+        {"user": "carol", "state": "approved", "commit": HEAD, "submitted_at": None, "permission": "write",
+         "role": "Developer"}]
+    assert change["facts_source"] == "gitlab"
     assert change["commits"][0]["co_authors"] == ["erin"]
     assert [(c["name"], c["status"]) for c in change["checks"]] == [
         ("build", "success"), ("lint", "success"), ("deploy", "pending")]
@@ -216,12 +221,16 @@ def test_250_approvals_and_250_commits_take_pages(api: FakeAPI) -> None:
     change = gather_gitlab(gitlab_env(api, SQUASH)).change
     assert len(change["reviews"]) == 250 and len(change["commits"]) == 250 and "unavailable" not in change
     counts = {p: api.paths().count(p) for p in set(api.paths())}
+    # Each distinct approver's membership is looked up exactly once.
+    lookups = {p: n for p, n in counts.items() if p.startswith(f"{P}/members/all/")}
+    assert len(lookups) == 250 and set(lookups.values()) == {1}
+    counts = {p: n for p, n in counts.items() if p not in lookups}
     assert counts == {
         f"{P}/repository/commits/{SQUASH}/merge_requests": 1, f"{P}/merge_requests/7": 1,
         f"{P}/approvals": 1, f"{P}/merge_requests/7/approvals": 1, f"{P}/merge_requests/7/commits": 3,
         f"{P}/merge_requests/7/diffs": 1, f"{P}/pipelines/61/jobs": 1, f"{P}/pipelines/61/test_report_summary": 1,
         f"{P}/deployments": 1, f"{P}/repository/compare": 1}
-    assert api.count() == 12 and api.max_in_flight >= 3
+    assert api.count() == 12 + 250 and api.max_in_flight >= 3
     print(f"\nGitLab, 250 approvals + 250 commits: {api.count()} requests ({len(counts)} endpoints), "
           f"at most {api.max_in_flight} at once")  # docs/performance.md quotes this line
 
@@ -268,7 +277,9 @@ def test_corpus_responses_map_to_the_change(corpus: Path, api: FakeAPI) -> None:
     api.json(f"{P}/deployments", [])
     change = gather_gitlab(gitlab_env(api, sha)).change
     assert change["pull_request"]["author"] == "thedude" and change["pull_request"]["state"] == "opened"
-    assert change["reviews"] == [{"user": "root", "state": "approved", "commit": None, "submitted_at": None}]
+    # root is no member of the fake project (404): permission none, so the approval would not count.
+    assert change["reviews"] == [{"user": "root", "state": "approved", "commit": None, "submitted_at": None,
+                                  "permission": "none", "role": None}]
     assert change["commits"][0]["author"] == "dmitriy.zaporozhets@gmail.com"
     assert any("3363 tests" in n for n in change["notes"])
     assert change["checks"] == []
@@ -316,3 +327,107 @@ def test_canary_token_appears_in_no_output(api: FakeAPI, monkeypatch: pytest.Mon
                     seen.update({f"{path}!{m}": z.read(m).decode("utf-8", "replace") for m in z.namelist()})
     assert any(k.endswith("!raw/gitlab/merge_requests_7.json") for k in seen)
     assert [where for where, text in seen.items() if canary in text] == []
+
+
+# -- who may approve: Developer or above; no bots, no deleted users --------------------------------
+
+
+def test_approval_by_a_reporter_or_non_member_is_not_counted(api: FakeAPI, monkeypatch: pytest.MonkeyPatch,
+                                                             capsys: pytest.CaptureFixture[str],
+                                                             tmp_path: Path) -> None:
+    w = GitLabWorld(api)
+    w.member("carol", 20)  # Reporter
+    w.member("frank", 30, status=404)  # not a member of the project
+    w.member("gina", 40, state="blocked")
+    approved_mr(api, approvers=("bob", "carol", "frank", "gina"))
+    run = gl_run(monkeypatch, capsys, tmp_path, gitlab_env(api, SQUASH))
+    assert run.code == 1
+    assert run.rule("peer-review")["message"] == (
+        "1 of 2 required approvals (bob); not counted: carol (no write access (read)); frank (no write access "
+        "(none)); gina (no write access (none))")
+    roles = {r["user"]: (r["permission"], r["role"]) for r in run.decision["change"]["reviews"]}  # type: ignore[index]
+    assert roles["bob"] == ("write", "Developer") and roles["carol"] == ("read", "Reporter")
+    assert "user_id" not in str(run.decision["change"]["reviews"])  # type: ignore[index]
+
+
+@pytest.mark.parametrize("level, permission", [(50, "admin"), (40, "maintain"), (30, "write"), (10, "read")])
+def test_access_levels_map_to_permissions(api: FakeAPI, level: int, permission: str) -> None:
+    w = GitLabWorld(api)
+    w.member("bob", level)
+    approved_mr(api, approvers=("bob",))
+    [bob] = gather_gitlab(gitlab_env(api, SQUASH)).change["reviews"]
+    assert bob["permission"] == permission
+
+
+@pytest.mark.parametrize("status", [403, 500])
+def test_failed_member_lookup_is_an_error_never_a_pass(api: FakeAPI, monkeypatch: pytest.MonkeyPatch,
+                                                       capsys: pytest.CaptureFixture[str], tmp_path: Path,
+                                                       status: int) -> None:
+    w = GitLabWorld(api)
+    w.member("carol", 30, status=status)
+    approved_mr(api)
+    run = gl_run(monkeypatch, capsys, tmp_path, gitlab_env(api, SQUASH))
+    assert run.code == 3
+    peer = run.rule("peer-review")
+    assert peer["status"] == "error"
+    assert peer["message"].startswith("approvals cannot be judged: the write access of carol could not be looked up")
+    assert f"{P}/members/all/" in peer["message"] and f"HTTP {status}" in peer["message"]
+
+
+def test_bot_and_deleted_approvers_are_not_counted(api: FakeAPI, monkeypatch: pytest.MonkeyPatch,
+                                                   capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    approved_mr(api, approvers=("bob", "project_278964_bot_3f2a", "ghost"))
+    body = template_approvals(api)
+    body["approved_by"].append({"user": None})
+    body["approved_by"].append({"user": {"id": 77, "username": "deploy-helper", "bot": True}})
+    api.json(f"{P}/merge_requests/7/approvals", body)
+    run = gl_run(monkeypatch, capsys, tmp_path, gitlab_env(api, SQUASH))
+    assert run.code == 1
+    assert run.rule("peer-review")["message"] == (
+        "1 of 2 required approvals (bob); not counted: deploy-helper (bot not allowed by the policy); ghost "
+        "(deleted user); project_278964_bot_3f2a (bot not allowed by the policy)")
+    deleted = [r for r in run.decision["change"]["reviews"] if r.get("deleted")]  # type: ignore[index]
+    assert len(deleted) == 2 and all("permission" not in r for r in deleted)
+    assert not any(p.endswith("/members/all/77") for p in api.paths())
+
+
+def template_approvals(api: FakeAPI) -> dict[str, Any]:
+    import urllib.request
+
+    with urllib.request.urlopen(f"{api.url}{P}/merge_requests/7/approvals") as r:  # noqa: S310 - loopback
+        data: dict[str, Any] = json.loads(r.read())
+    return data
+
+
+# -- the deployed commit must be the approved one ------------------------------------------------
+
+
+def test_deploying_a_commit_the_merge_request_did_not_merge_is_denied(
+        api: FakeAPI, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    w = approved_mr(api)
+    w.jobs(61, FIRST, [("build", "success"), ("lint", "success")])
+    run = gl_run(monkeypatch, capsys, tmp_path, gitlab_env(api, FIRST, CI_PIPELINE_SOURCE="web"))
+    assert run.code == 1
+    assert run.rule("peer-review")["message"].startswith(
+        f"deployed commit {FIRST[:7]} is not the approved head ({HEAD[:7]}) of pull request #7 nor the commit that "
+        f"merged it (squash commit {SQUASH[:7]})")
+
+
+@pytest.mark.parametrize("how", ["merge-commit", "squash-with-merge-commit", "fast-forward"])
+def test_merge_squash_and_fast_forward_deploys_are_the_approved_change(api: FakeAPI, how: str) -> None:
+    merge = sha_of("mr8-merge")
+    w = GitLabWorld(api)
+    w.merge_request(8, author="alice", head=HEAD, merged_by="dana", commits=[w.commit(HEAD, "alice")],
+                    approvers=("bob", "carol"), state="merged",
+                    merge_commit=merge if how != "fast-forward" else None,
+                    squash_commit=SQUASH if how == "squash-with-merge-commit" else None)
+    w.project_approvals(True)
+    deployed = {"merge-commit": merge, "squash-with-merge-commit": SQUASH, "fast-forward": HEAD}[how]
+    w.jobs(61, deployed, [("build", "success")])
+    w.deployments([])
+    change = gather_gitlab(gitlab_env(api, deployed)).change
+    from policyengine.rules.approvals import _deployed_matches
+
+    assert change["pull_request"]["number"] == 8
+    assert _deployed_matches(change, change["pull_request"]) is None
+    assert schema_errors(change) == []

@@ -13,6 +13,21 @@ Sources, in order of trust:
 
 Fail closed: a fact an API call could not give is recorded under the change's ``unavailable``
 with the endpoint and status, never as an empty list; every rule that needs it is ``error``.
+
+Who approved, and whether they may: every review records GitHub's ``author_association``, whether
+the reviewer is a bot (``user.type == "Bot"`` or a ``[bot]`` login) and whether the account was
+deleted (``user: null``, shown as ``ghost``). Each distinct person who approved (of the deployed
+pull request and of every request in the change range) is looked up once, concurrently, with
+``GET /repos/{owner}/{repo}/collaborators/{login}/permission``; the review then carries
+``permission`` (admin, maintain, write, triage, read or none: the finer ``role_name`` when it is
+one of those, else the legacy ``permission``, the lower of the two when they disagree) and
+``role``. A failed lookup leaves ``permission`` null with ``permission_error`` naming the cause,
+so the approvals rule can never count that approval. Reviewers the association already excludes
+(``NONE``, ``FIRST_TIMER``, ``FIRST_TIME_CONTRIBUTOR``, ``MANNEQUIN``), bots and deleted users are
+not looked up.
+
+``merge_commit`` is recorded only for a merged pull request: an open one's ``merge_commit_sha``
+is GitHub's test merge, which merged nothing into the base branch.
 """
 
 from __future__ import annotations
@@ -24,6 +39,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
+from urllib.parse import quote
 
 from policyengine.errors import UsageError
 from policyengine.providers.base import Gathered, PreviousDeploys
@@ -301,14 +317,20 @@ def _login(obj: Any) -> str | None:
 
 
 def map_pull(pr: dict[str, Any]) -> dict[str, Any]:
-    """The change's ``pull_request`` from a GitHub pull request object."""
+    """The change's ``pull_request`` from a GitHub pull request object.
+
+    ``merge_commit`` only once merged: for a merge, a squash or a rebase, GitHub's
+    ``merge_commit_sha`` is then the commit that brought exactly this request into the base
+    (the last rebased commit for a rebase); before, it is a test merge that is in no branch.
+    """
     merged = bool(pr.get("merged_at")) or pr.get("merged") is True
     out: dict[str, Any] = {
         "number": int(pr["number"]),
         "title": pr.get("title"),
         "author": _login(pr.get("user")) or "ghost",
         "head_commit": str(pr["head"]["sha"]).lower(),
-        "merge_commit": (str(pr["merge_commit_sha"]).lower() if pr.get("merge_commit_sha") else None),
+        "merge_commit": (str(pr["merge_commit_sha"]).lower()
+                         if merged and SHA_RE.match(str(pr.get("merge_commit_sha") or "")) else None),
         "url": pr.get("html_url"),
         "state": "merged" if merged else pr.get("state"),
         "merged_by": _login(pr.get("merged_by")),
@@ -319,14 +341,82 @@ def map_pull(pr: dict[str, Any]) -> dict[str, Any]:
 
 
 def map_review(review: dict[str, Any]) -> dict[str, Any]:
-    """One review: who, what, on which commit, when."""
-    return {
-        "user": _login(review.get("user")) or "ghost",
+    """One review: who, what, on which commit, when; and what GitHub says of the reviewer."""
+    user = review.get("user")
+    login = _login(user)
+    out: dict[str, Any] = {
+        "user": login or "ghost",
         "state": str(review["state"]).lower(),
         # A commit id that is not a SHA (a placeholder in a recording) counts as no commit: stale.
         "commit": str(review["commit_id"]).lower() if SHA_RE.match(str(review.get("commit_id") or "")) else None,
         "submitted_at": review.get("submitted_at"),
     }
+    association = review.get("author_association")
+    if isinstance(association, str) and association:
+        out["association"] = association.upper()
+    if login is None or login.lower() == "ghost":
+        out["deleted"] = True  # GitHub shows a deleted account as null (or as its ghost user)
+    elif (isinstance(user, dict) and user.get("type") == "Bot") or login.lower().endswith("[bot]"):
+        out["bot"] = True
+    return out
+
+
+PERMISSION_RANK = {"none": 0, "read": 1, "triage": 2, "write": 3, "maintain": 4, "admin": 5}
+LEGACY_BASE = {"none": "none", "read": "read", "triage": "read", "write": "write", "maintain": "write",
+               "admin": "admin"}
+"""Each role's legacy base permission, as ``permission`` of the permission API reports it."""
+EARLY_EXCLUDED = frozenset({"NONE", "FIRST_TIMER", "FIRST_TIME_CONTRIBUTOR", "MANNEQUIN"})
+"""``author_association`` values that never count: no permission lookup is needed."""
+
+
+def map_permission(data: dict[str, Any]) -> tuple[str, str | None]:
+    """``(permission, role)`` from ``GET .../collaborators/{login}/permission``.
+
+    ``role_name`` names the role exactly (custom roles included); ``permission`` is the legacy base
+    (admin, write, read, none: maintain shows as write, triage as read). A known ``role_name`` that
+    agrees with the base is kept (maintain, triage); a custom role takes the base; when the two
+    disagree the lower base is kept, so a disagreement never raises anyone's access.
+    """
+    role = data.get("role_name")
+    legacy = str(data["permission"]).lower()
+    if legacy not in LEGACY_BASE:
+        raise ValueError(f"unknown permission {legacy!r}")
+    named = str(role or "").lower()
+    if named in LEGACY_BASE:
+        if LEGACY_BASE[named] == legacy:
+            legacy = named
+        else:
+            legacy = min(LEGACY_BASE[named], legacy, key=PERMISSION_RANK.__getitem__)
+    return legacy, (role if isinstance(role, str) else None)
+
+
+def needs_lookup(review: dict[str, Any]) -> bool:
+    """Whether an approval's eligibility depends on the reviewer's permission."""
+    return (review.get("state") == "approved" and not review.get("bot") and not review.get("deleted")
+            and str(review.get("association") or "").upper() not in EARLY_EXCLUDED)
+
+
+def all_reviews(change: dict[str, Any]) -> list[dict[str, Any]]:
+    """The reviews of the deployed request and of every request in the change range."""
+    out = list(change.get("reviews") or [])
+    for pr in (change.get("range") or {}).get("pull_requests") or []:
+        out += pr.get("reviews") or []
+    return out
+
+
+def record_permissions(reviews: list[dict[str, Any]], key: Callable[[dict[str, Any]], Any],
+                       results: Mapping[Any, tuple[tuple[str, str | None] | None, ApiError | None]]) -> None:
+    """Write each looked-up approver's ``permission`` and ``role`` (or null and the cause) into their reviews."""
+    for review in reviews:
+        k = key(review)
+        if k not in results or not needs_lookup(review):
+            continue
+        got, err = results[k]
+        if got is None:
+            review["permission"] = None
+            review["permission_error"] = str(err or "the permission lookup failed")
+        else:
+            review["permission"], review["role"] = got
 
 
 def map_commit(item: dict[str, Any], pull_request: int | None) -> dict[str, Any]:
@@ -417,6 +507,8 @@ def permission_for(path: str) -> str | None:
         return "`statuses: read`"
     if "/deployments" in p:
         return "`deployments: read`"
+    if "/collaborators/" in p:
+        return "`metadata: read`"
     if "/pulls" in p:
         return "`pull-requests: read`"
     if "/compare/" in p or "/commits" in p:
@@ -475,6 +567,12 @@ class _GitHub:
         path = f"{self.repo}/pulls/{number}/reviews"
         items = self.s.get_pages(path, name=f"pulls_{number}_reviews")
         return shaped("GET", path, lambda: [map_review(r) for r in items])
+
+    def permission(self, login: str) -> tuple[str, str | None]:
+        """The reviewer's access to the repository: ``(permission, role)``."""
+        path = f"{self.repo}/collaborators/{quote(login, safe='')}/permission"
+        data = self.s.get_json(path, name=f"collaborators_{re.sub(r'[^A-Za-z0-9_.-]', '_', login)}_permission")
+        return shaped("GET", path, map_permission, data)
 
     def pr_commits(self, number: int, expected: int | None) -> list[dict[str, Any]]:
         path = f"{self.repo}/pulls/{number}/commits"
@@ -672,6 +770,7 @@ def gather_github(
         "environment": cfg.environment,
         "commit": cfg.sha,
         "ref": cfg.ref,
+        "facts_source": "github",
         "pipeline": {
             "provider": "github",
             "id": cfg.run_id or "unknown",
@@ -690,6 +789,7 @@ def gather_github(
         with ThreadPoolExecutor(max_workers=WORKERS, thread_name_prefix="policyengine-github") as pool:
             g = _GitHub(cfg, s, pool, previous_deploys)
             _gather(g, facts, pool)
+            _look_up_approvers(g, facts, pool)
     finally:
         raw.update(s.raw)
         if owner_session:
@@ -801,3 +901,15 @@ def _gather(g: _GitHub, facts: Facts, pool: ThreadPoolExecutor) -> None:
         return
     change["range"] = rng
     facts.notes.extend(notes)
+
+
+def _look_up_approvers(g: _GitHub, facts: Facts, pool: ThreadPoolExecutor) -> None:
+    """Look up, once each and at once, the permission of every person who approved."""
+    reviews = all_reviews(facts.change)
+    logins: dict[str, str] = {}
+    for review in reviews:
+        if needs_lookup(review):
+            logins.setdefault(str(review["user"]).casefold(), str(review["user"]))
+    futures = {k: pool.submit(g.permission, login) for k, login in logins.items()}
+    results = {k: attempt(f.result) for k, f in futures.items()}
+    record_permissions(reviews, lambda r: str(r["user"]).casefold(), results)

@@ -13,6 +13,18 @@ when the project resets approvals on every push (``reset_approvals_on_push``, re
 project's approval settings): then every approval still on record was given to the current
 head. Otherwise, or when that setting cannot be read, approvals are recorded without a commit,
 so ``require_current_commit`` treats them as stale (fail closed).
+
+Who approved, and whether they may: each approver (``approved_by[].user``) is looked up once,
+concurrently, with ``GET /projects/:id/members/all/:user_id`` (inherited members included); the
+approval then carries ``permission`` from the access level (Owner 50 admin, Maintainer 40
+maintain, Developer 30 write, below read) and ``role``; only Developer and above count. GitLab
+answers 404 for a user who is not a member: ``none``. Any other failure leaves ``permission``
+null with ``permission_error``, so the approval cannot count. Bot users (project and group access
+tokens' ``project_N_bot...``, or ``user.bot``) are flagged ``bot`` and not looked up; a deleted
+user (GitLab's ``ghost``, or no user) is flagged ``deleted``.
+
+The merge request records ``merge_commit`` (``merge_commit_sha``) and ``squash_commit``
+(``squash_commit_sha``); with a fast-forward merge the deployed commit is the head itself.
 """
 
 from __future__ import annotations
@@ -31,11 +43,14 @@ from policyengine.providers.github import (
     SHA_RE,
     WORKERS,
     Facts,
+    all_reviews,
     attempt,
     co_authors,
     committer_logins,
     first_line,
+    needs_lookup,
     range_note,
+    record_permissions,
     shaped,
     start_range,
     teams_from,
@@ -137,7 +152,8 @@ def _username(obj: Any) -> str | None:
 
 def map_merge_request(mr: dict[str, Any]) -> dict[str, Any]:
     """The change's ``pull_request`` from a GitLab merge request."""
-    merge = mr.get("merge_commit_sha") or mr.get("squash_commit_sha")
+    merge = mr.get("merge_commit_sha")
+    squash = mr.get("squash_commit_sha")
     labels = []
     for lbl in mr.get("labels") or []:
         name = lbl.get("name") if isinstance(lbl, dict) else lbl
@@ -148,13 +164,31 @@ def map_merge_request(mr: dict[str, Any]) -> dict[str, Any]:
         "title": mr.get("title"),
         "author": _username(mr.get("author")) or "ghost",
         "head_commit": str(mr["sha"]).lower(),
-        "merge_commit": str(merge).lower() if merge else None,
+        "merge_commit": str(merge).lower() if merge and SHA_RE.match(str(merge)) else None,
+        "squash_commit": str(squash).lower() if squash and SHA_RE.match(str(squash)) else None,
         "url": mr.get("web_url"),
         "state": mr.get("state"),
         "merged_by": _username(mr.get("merge_user")) or _username(mr.get("merged_by")),
         "base_ref": mr.get("target_branch"),
         "labels": labels,
     }
+
+
+ACCESS_LEVELS = ((50, "admin", "Owner"), (40, "maintain", "Maintainer"), (30, "write", "Developer"),
+                 (20, "read", "Reporter"), (15, "read", "Planner"), (10, "read", "Guest"), (5, "read", "Minimal Access"))
+
+
+def map_access_level(data: dict[str, Any]) -> tuple[str, str | None]:
+    """``(permission, role)`` of a member from its ``access_level``; an inactive member has none."""
+    level = data["access_level"]
+    if not isinstance(level, int) or isinstance(level, bool):
+        raise TypeError(f"access_level {level!r} is not an integer")
+    if data.get("state", "active") != "active":
+        return "none", f"{data.get('state')} member"
+    for floor, permission, role in ACCESS_LEVELS:
+        if level >= floor:
+            return permission, role
+    return "none", None
 
 
 def _person(email: Any, name: Any) -> str | None:
@@ -277,14 +311,32 @@ class _GitLab:
         def build() -> list[dict[str, Any]]:
             out = []
             for entry in data.get("approved_by") or []:
-                user = _username(entry.get("user")) if isinstance(entry, dict) else None
-                if not user:
-                    continue
-                out.append({"user": user, "state": "approved", "commit": head if resets else None,
-                            "submitted_at": entry.get("approved_at")})
+                obj = entry.get("user") if isinstance(entry, dict) else None
+                user = _username(obj)
+                review: dict[str, Any] = {"user": user or "ghost", "state": "approved",
+                                          "commit": head if resets else None,
+                                          "submitted_at": entry.get("approved_at") if isinstance(entry, dict) else None}
+                if not user or user.lower() == "ghost" or (isinstance(obj, dict) and obj.get("ghost") is True):
+                    review["deleted"] = True
+                elif is_bot(user) or (isinstance(obj, dict) and obj.get("bot") is True):
+                    review["bot"] = True
+                elif isinstance(obj, dict) and isinstance(obj.get("id"), int):
+                    review["user_id"] = obj["id"]  # for the member lookup; removed once looked up
+                out.append(review)
             return out
 
         return shaped("GET", path, build)
+
+    def member(self, user_id: int) -> tuple[str, str | None]:
+        """An approver's access to the project: ``(permission, role)``; not a member: ``none``."""
+        path = f"{self.p}/members/all/{user_id}"
+        try:
+            data = self.s.get_json(path, name=f"members_all_{user_id}")
+        except ApiError as exc:
+            if exc.status == 404:
+                return "none", None
+            raise
+        return shaped("GET", path, map_access_level, data)
 
     def mr_commits(self, iid: int) -> list[dict[str, Any]]:
         path = f"{self.p}/merge_requests/{iid}/commits"
@@ -383,7 +435,8 @@ class _GitLab:
             mrs[n] = deployed["api"]
             for c in deployed_commits or []:
                 known[c["sha"]] = n
-            if sha in (deployed["mapped"].get("merge_commit"), deployed["mapped"]["head_commit"]):
+            if sha in (deployed["mapped"].get("merge_commit"), deployed["mapped"].get("squash_commit"),
+                       deployed["mapped"]["head_commit"]):
                 known[sha] = n
             if deployed_commits is not None:
                 committers[n] = deployed_commits
@@ -451,12 +504,15 @@ def gather_gitlab(
         "environment": cfg.environment,
         "commit": cfg.sha,
         "ref": cfg.ref,
+        "facts_source": "gitlab",
         "pipeline": {"provider": "gitlab", "id": cfg.pipeline_id or "unknown", "attempt": None,
                      "url": cfg.pipeline_url, "job_url": cfg.job_url, "event": cfg.source},
     })
     try:
         with ThreadPoolExecutor(max_workers=WORKERS, thread_name_prefix="policyengine-gitlab") as pool:
-            _gather(_GitLab(cfg, s, pool, previous_deploys), facts, pool)
+            g = _GitLab(cfg, s, pool, previous_deploys)
+            _gather(g, facts, pool)
+            _look_up_approvers(g, facts, pool)
     finally:
         raw = dict(sorted(s.raw.items()))
         if owner:
@@ -501,9 +557,10 @@ def _gather(g: _GitLab, facts: Facts, pool: ThreadPoolExecutor) -> None:
     else:
         mapped, n = mr["mapped"], mr["mapped"]["number"]
         change["pull_request"] = mapped
-        if cfg.sha not in (mapped.get("merge_commit"), mapped["head_commit"]):
+        if cfg.sha not in (mapped.get("merge_commit"), mapped.get("squash_commit"), mapped["head_commit"]):
             facts.notes.append(
-                f"deployed commit {cfg.sha[:7]} is neither the merge commit ({str(mapped.get('merge_commit'))[:7]}) "
+                f"deployed commit {cfg.sha[:7]} is neither the merge commit "
+                f"({str(mapped.get('merge_commit') or mapped.get('squash_commit'))[:7]}) "
                 f"nor the head ({mapped['head_commit'][:7]}) of merge request !{n}: the approval facts are those "
                 f"of !{n}")
         if resets is True:
@@ -581,3 +638,19 @@ def _gather(g: _GitLab, facts: Facts, pool: ThreadPoolExecutor) -> None:
         return
     change["range"] = rng
     facts.notes.extend(notes)
+
+
+def _look_up_approvers(g: _GitLab, facts: Facts, pool: ThreadPoolExecutor) -> None:
+    """Look up, once each and at once, the access level of every person who approved."""
+    reviews = all_reviews(facts.change)
+    ids = sorted({r["user_id"] for r in reviews if needs_lookup(r) and isinstance(r.get("user_id"), int)})
+    futures = {i: pool.submit(g.member, i) for i in ids}
+    results = {i: attempt(f.result) for i, f in futures.items()}
+    missing: tuple[None, ApiError] = (None, ApiError("GET", f"{g.p}/members/all/?", 200,
+                                                     "the approvals answer gave no user id to look up"))
+    for review in reviews:
+        if needs_lookup(review) and not isinstance(review.get("user_id"), int):
+            record_permissions([review], lambda r: "?", {"?": missing})
+    record_permissions(reviews, lambda r: r.get("user_id"), results)
+    for review in reviews:
+        review.pop("user_id", None)
