@@ -329,11 +329,19 @@ def export(
                             put(report_member(bundle_id), bundle.read(REPORT))
                 if progress:
                     progress(1)
+            changes, policies = policy_changes(store, records, rows)
+            put(POLICY_CHANGES_JSON, (json.dumps(changes, indent=2, sort_keys=True) + "\n").encode("utf-8"))
+            from policyengine.explain import render as render_matrix
+
+            for resolved, policy in sorted(policies.items()):
+                put(f"{CONTROLS_DIR}{_safe_name(policy.name)}-{resolved[:12]}.md",
+                    render_matrix(policy, "md").encode("utf-8"))
             put(INDEX_HTML, render_export_index(
                 [{c: r.get(c) for c in COLUMNS} for r in rows], since=since, until=until,
                 seed=seed if sample else None, sample_ids=sample_ids, export_name=os.path.basename(out),
                 signed_by=signing_key.keyid if signing_key else None).encode("utf-8"))
             export_doc = {
+                "policy_changes": {"count": len(changes), "weaker": sum(c["verdict"] == "weaker" for c in changes)},
                 "archive": store.url, "since": since, "until": until, "environment": environment,
                 "population": len(rows),
                 "allowed": sum(r["decision"] == "allow" for r in rows),
@@ -359,6 +367,101 @@ def export(
         raise
     return ExportResult(path=out, population=len(rows), sample_ids=sample_ids, seed=seed if sample else None,
                         signed_by=signing_key.keyid if signing_key else None)
+
+
+# -- policy changes ---------------------------------------------------------------------------
+
+POLICY_CHANGES_JSON = "policy-changes.json"
+CONTROLS_DIR = "controls/"
+
+
+def bundle_policy(store: EvidenceStore, record: Mapping[str, Any]) -> Any:
+    """The policy a bundle was judged by, rebuilt from its ``policy/`` and ``policy-base/``
+    members (``policy.Policy``), with the decision's ``resolved_sha256``; raises EvidenceError."""
+    from policyengine.errors import InvalidInputError
+    from policyengine.policy import parse_policy
+
+    try:
+        with store.open_bundle(record) as fh, zipfile.ZipFile(fh) as zf:
+            names = zf.namelist()
+            member = next(n for n in names if n.startswith(POLICY_DIR))
+            bases = sorted((n for n in names if n.startswith("policy-base/")),
+                           key=lambda n: int(n.split("/", 1)[1].split("-", 1)[0] or 0))
+            base = None
+            for name in reversed(bases):
+                base = parse_policy(zf.read(name), file=name, base=base)
+            return parse_policy(zf.read(member), file=member, base=base)
+    except (*ZIP_READ_ERRORS, OSError, StopIteration, ValueError, InvalidInputError) as exc:
+        raise EvidenceError(f"the policy of bundle {record.get('id')} cannot be read: {exc}") from exc
+
+
+def _policy_or_error(store: EvidenceStore, record: Mapping[str, Any]) -> Any:
+    """The bundle's policy, or why it cannot be read (a string): that never blocks an export."""
+    try:
+        return bundle_policy(store, record)
+    except EvidenceError as exc:
+        return exc.message
+
+
+def policy_changes(store: EvidenceStore, records: Sequence[Mapping[str, Any]],
+                   rows: Sequence[Mapping[str, Any]]) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """Each change of policy along each chain in the period, with ``policy diff``'s verdict.
+
+    A chain's first policy in the period is compared with the policy of its last bundle before
+    the period, when there is one. Returns the changes and the distinct policies (by resolved
+    digest) for their control matrices.
+    """
+    from policyengine.policydiff import weakened
+    from policyengine.policydiff import diff as policy_diff
+
+    in_period = {r["id"] for r in rows}
+    chains: dict[tuple[Any, Any], list[Mapping[str, Any]]] = {}
+    for r in sorted(records, key=lambda r: (r["created_at"], r["sequence"] if isinstance(r["sequence"], int) else -1)):
+        chains.setdefault((r["repository"], r["environment"]), []).append(r)
+    changes: list[dict[str, Any]] = []
+    policies: dict[str, Any] = {}
+    for (repository, environment), chain in chains.items():
+        before = [r for r in chain if r["id"] not in in_period and r["created_at"] < min(
+            (x["created_at"] for x in chain if x["id"] in in_period), default="")]
+        current = chain and [r for r in chain if r["id"] in in_period]
+        if not current:
+            continue
+        previous: Any = _policy_or_error(store, before[-1]) if before else None
+        previous_id = before[-1]["id"] if before else None
+        for record in current:
+            policy = _policy_or_error(store, record)
+            digest = policy.resolved_sha256 if not isinstance(policy, str) else f"unreadable:{record['policy_sha256']}"
+            old = (None if previous is None else previous.resolved_sha256 if not isinstance(previous, str)
+                   else f"unreadable:{before[-1]['policy_sha256'] if before else ''}")
+            if not isinstance(policy, str):
+                policies.setdefault(policy.resolved_sha256, policy)
+            if previous is not None and old == digest:
+                previous_id = record["id"]
+                continue
+            entry: dict[str, Any] = {
+                "repository": repository, "environment": environment, "bundle_id": record["id"],
+                "created_at": record["created_at"], "policy_sha256": record.get("policy_sha256"),
+                "resolved_sha256": None if isinstance(policy, str) else policy.resolved_sha256,
+                "policy": None if isinstance(policy, str) else policy.name,
+                "previous_bundle_id": previous_id, "previous_resolved_sha256": None if isinstance(previous, str)
+                or previous is None else previous.resolved_sha256,
+            }
+            if isinstance(policy, str) or isinstance(previous, str):
+                entry.update(verdict="unreadable", findings=[],
+                             error=policy if isinstance(policy, str) else previous)
+            elif previous is None:
+                entry.update(verdict="first seen", findings=[])
+            else:
+                findings = policy_diff(previous.document, policy.document)
+                entry.update(verdict="weaker" if weakened(findings) else "not weaker",
+                             findings=[f.to_json() for f in findings])
+            changes.append(entry)
+            previous, previous_id = policy, record["id"]
+    return changes, policies
+
+
+def _safe_name(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)[:60] or "policy"
 
 
 def _zip_time() -> tuple[int, int, int, int, int, int]:
