@@ -175,7 +175,9 @@ def test_a_change_to_its_own_policy_needs_an_owner_of_the_trusted_policy(
     git(seed, "commit", "-q", "-am", "owners")
     git(seed, "push", "-q", str(world["origin"]), "main")
     # The change edits the policy (dropping its owners) and is judged by origin/main's copy.
-    change = CHANGE.replace("reviews:\n", "files_changed: [policies/prod.yml, src/app.py]\nreviews:\n")
+    change = CHANGE.replace("reviews:\n", "files_changed: [policies/prod.yml, src/app.py]\ncommits:\n"
+                            "  - {sha: 9f1c2d3e4b5a69788796a5b4c3d2e1f0a9b8c7d6, author: alice, committer: alice}\n"
+                            "reviews:\n")
     change += "".join(f"  - {{user: {r}, state: approved, commit: 9f1c2d3e4b5a69788796a5b4c3d2e1f0a9b8c7d6, "
                       f"submitted_at: \"2026-11-23T16:00:00Z\"}}\n" for r in reviewers[1:])
     world["change"].write_text(change, encoding="utf-8")
