@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import builtins
 import contextlib
+import dataclasses
 import fcntl
 import json
 import os
@@ -54,6 +55,7 @@ from policyengine.evidence.signing import SigningKey
 from policyengine.evidence.store import (
     BundleRef,
     EvidenceStore,
+    NothingToVerifyError,
     VerifyReport,
     new_bundle_id,
     parse_record,
@@ -478,5 +480,22 @@ class LocalArchive(EvidenceStore):
         return records, bad
 
     def verify(self, ids: Sequence[str] = (), public_key: tuple[Any, str] | None = None) -> VerifyReport:
+        """Verify as the base does; a folder that is not an archive is ``NothingToVerifyError`` (exit 2).
+
+        A folder is an archive when it holds ``index.jsonl`` or ``bundles/``. One that lost
+        ``index.jsonl`` but still holds bundles is a problem found (``index``, and each bundle
+        ``unindexed``), never "ok".
+        """
         self._check_root()
-        return super().verify(ids, public_key)
+        has_index = os.path.lexists(self.index_path)
+        if not has_index and not os.path.lexists(self.root / BUNDLES):
+            raise NothingToVerifyError(
+                f"{self.root} is not an evidence archive: it holds neither {INDEX} nor {BUNDLES}/",
+                hint="pass the folder that `policyengine check --evidence-dir` wrote")
+        report = super().verify(ids, public_key)
+        if not has_index and not ids:
+            held = [p for p in report.problems if p.check == "unindexed"]
+            lost = VerifyProblem("", None, "index", f"{self.index_path} is missing, but {BUNDLES}/ holds "
+                                 f"{len(held)} bundle(s): the index of record was deleted")
+            report = dataclasses.replace(report, problems=(lost, *report.problems))
+        return report
