@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import sqlite3
 import subprocess
 import sys
 import zipfile
@@ -18,10 +19,11 @@ import pytest
 pytest.importorskip("cryptography")
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
-from test_evidence import problems_of, write
+from test_evidence import CHANGE, problems_of, write
 
 from policyengine.evidence.archive import LocalArchive
 from policyengine.evidence.bundle import ATTESTATION, DECISION, MANIFEST
+from policyengine.evidence.index import Query
 from policyengine.evidence.signing import load_public_key, load_signing_key
 from policyengine.errors import UsageError
 
@@ -252,3 +254,75 @@ def test_a_bundle_created_before_or_long_after_its_evaluation_is_a_warning(
     shown = cli("evidence", "show", "--archive", str(archive.root), ref.id)
     assert ("warning:" in shown.stdout) is warned
 
+
+
+# -- the query cache is derived data --------------------------------------------------------------
+
+
+def _populate(archive: LocalArchive) -> list[str]:
+    ids = []
+    for i in range(6):
+        env = "production" if i % 2 == 0 else "staging"
+        ids.append(write(archive, change={**CHANGE, "environment": env},
+                         decision={"decision": "allow" if i < 4 else "deny", "rules": []},
+                         created_at=datetime(2026, 10, 10 + i, 12, 0, tzinfo=timezone.utc)).id)
+    return ids
+
+
+def _listed(archive: LocalArchive, *args: str) -> list[dict[str, Any]]:
+    result = cli("evidence", "list", "--archive", str(archive.root), "--json", *args)
+    assert result.returncode == 0, result.stderr
+    rows: list[dict[str, Any]] = json.loads(result.stdout)
+    return rows
+
+
+@pytest.mark.parametrize("sql", [
+    "DELETE FROM bundles WHERE environment = 'staging'",
+    "DELETE FROM bundles WHERE decision = 'deny'",
+    "DELETE FROM bundles",
+    "UPDATE bundles SET created_at = '1999-01-01T00:00:00Z' WHERE decision = 'deny'",
+    "UPDATE bundles SET environment = 'elsewhere' WHERE environment = 'staging'",
+    "UPDATE bundles SET decision = 'allow'",
+    "UPDATE bundles SET \"commit\" = 'forged', signed_by = 'x' WHERE decision = 'deny'",
+    "UPDATE bundles SET id = '20261011T120000Z-000000000000' WHERE id = (SELECT MAX(id) FROM bundles)",
+    "INSERT INTO bad_lines (line) SELECT line FROM bundles WHERE decision = 'deny'; "
+    "DELETE FROM bundles WHERE decision = 'deny'",
+    "UPDATE bundles SET line = line + 100 WHERE decision = 'deny'",
+])
+def test_a_cache_edited_in_place_is_noticed_and_rebuilt(archive: LocalArchive, sql: str) -> None:
+    ids = _populate(archive)
+    truth = _listed(archive)
+    assert [r["id"] for r in truth] == ids
+    with sqlite3.connect(archive.root / "index.sqlite") as conn:
+        conn.executescript(sql)
+    result = cli("evidence", "list", "--archive", str(archive.root), "--json", "--since", "2026-10-01")
+    assert json.loads(result.stdout) == truth  # (rows cut from the end are simply read again)
+    assert _listed(archive, "--decision", "deny") == [r for r in truth if r["decision"] == "deny"]
+    assert _listed(archive, "--environment", "staging") == [r for r in truth if r["environment"] == "staging"]
+    rows, bad = archive.query(Query())
+    assert rows == truth and bad == 0
+
+
+def test_the_cache_follows_appends_and_keeps_counting_unreadable_lines(archive: LocalArchive) -> None:
+    _populate(archive)
+    assert len(_listed(archive)) == 6
+    with archive.index_path.open("ab") as f:
+        f.write(b'{"not": "a record"}\n')
+    write(archive)
+    result = cli("evidence", "list", "--archive", str(archive.root), "--json")
+    assert len(json.loads(result.stdout)) == 7 and "1 index record(s) cannot be read" in result.stderr
+    assert "rebuilt" not in result.stderr
+    with sqlite3.connect(archive.root / "index.sqlite") as conn:
+        conn.execute("DELETE FROM bad_lines")
+    result = cli("evidence", "list", "--archive", str(archive.root), "--json")
+    assert len(json.loads(result.stdout)) == 7 and "1 index record(s) cannot be read" in result.stderr
+
+
+def test_an_unusually_written_index_line_is_read_in_full(archive: LocalArchive) -> None:
+    ids = _populate(archive)
+    records = _index(archive)
+    archive.index_path.write_text("".join(json.dumps(r, ensure_ascii=True) + "\n" for r in reversed(records[:1]))
+                                  + "".join(json.dumps(r, sort_keys=True) + "\n" for r in records[1:]))
+    assert [r["id"] for r in _listed(archive)] == ids
+    result = cli("evidence", "list", "--archive", str(archive.root))
+    assert "rebuilt" not in result.stderr

@@ -531,10 +531,25 @@ class LocalArchive(EvidenceStore):
                 return index.query(q), bad
             finally:
                 index.close()
+        try:
+            with self._locked(exclusive=False), open_read(self.index_path) as f:
+                data = f.read()
+        except FileNotFoundError:
+            data = b""
+        except OSError as exc:
+            raise EvidenceError(f"cannot read the evidence index {self.index_path}: {exc.strerror or exc}") from exc
         index = SqliteIndex(self.root / SQLITE)
         try:
-            bad = index.sync_jsonl(self.index_path, self.parse_index)
-            return index.query(q), bad
+            bad = index.sync_jsonl(data, _parse_line)
+            rows = index.checked_query(q)
+            if rows is None:  # a row differs from its line: the cache was edited
+                index.rebuild()
+                rows = index.checked_query(q)
+            self.notes.extend(index.notes)
+            if rows is None:
+                raise EvidenceError(f"the query cache {self.root / SQLITE} cannot be made to agree with "
+                                    f"{self.index_path}", hint=f"delete {self.root / SQLITE}; it is rebuilt")
+            return rows, bad
         finally:
             index.close()
 
