@@ -109,13 +109,12 @@ class NothingToVerifyError(UsageError):
 
 def _chain_component(value: str | None) -> str:
     if value is None:
-        return "-"
-    if value == "":
         return "%"
-    encoded = quote(value, safe="")
-    if encoded in ("-", ".", ".."):
-        return "".join(f"%{b:02X}" for b in value.encode("utf-8"))
-    return encoded
+    if value == "":
+        return "%%"
+    if value in (".", ".."):
+        return "%2E" * len(value)
+    return quote(value, safe="")
 
 
 def chain_key(repository: str | None, environment: str | None) -> str:
@@ -123,10 +122,11 @@ def chain_key(repository: str | None, environment: str | None) -> str:
 
     Injective: each component is percent-encoded with no safe character (so a ``/`` inside a
     GitLab subgroup or a ``review/x`` environment becomes ``%2F``), then the two are joined
-    with ``/``. None is ``-`` and the empty string ``%``, which percent-encoding never produces;
-    ``-``, ``.`` and ``..`` are encoded byte by byte. So ``acme`` + ``payments/production`` and
-    ``acme/payments`` + ``production`` never share a chain. ``unquote`` of each part gives the
-    value back.
+    with ``/``: ``acme`` + ``payments/production`` is ``acme/payments%2Fproduction`` and
+    ``acme/payments`` + ``production`` is ``acme%2Fpayments/production``. None is ``%`` and the
+    empty string ``%%``, which percent-encoding never produces (nor did the old keys); ``.``
+    and ``..`` are encoded. ``unquote`` of each part gives the value back. A pair whose values
+    hold no ``/`` keeps the key it had before (``legacy_chain_segment``).
     """
     return f"{_chain_component(repository)}/{_chain_component(environment)}"
 
