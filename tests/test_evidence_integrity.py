@@ -129,7 +129,7 @@ def test_a_signed_bundle_without_a_key_is_not_called_ok_by_show(
 
 
 def test_schema_versions_never_decrease_along_a_chain(archive: LocalArchive) -> None:
-    first = write(archive)
+    write(archive)
     second = write(archive)
     forge_old_schema(archive, second.id)
     report = archive.verify()
@@ -285,8 +285,8 @@ def _listed(archive: LocalArchive, *args: str) -> list[dict[str, Any]]:
     "UPDATE bundles SET decision = 'allow'",
     "UPDATE bundles SET \"commit\" = 'forged', signed_by = 'x' WHERE decision = 'deny'",
     "UPDATE bundles SET id = '20261011T120000Z-000000000000' WHERE id = (SELECT MAX(id) FROM bundles)",
-    "INSERT INTO bad_lines (line) SELECT line FROM bundles WHERE decision = 'deny'; "
-    "DELETE FROM bundles WHERE decision = 'deny'",
+    ("INSERT INTO bad_lines (line) SELECT line FROM bundles WHERE decision = 'deny'; "
+     "DELETE FROM bundles WHERE decision = 'deny'"),
     "UPDATE bundles SET line = line + 100 WHERE decision = 'deny'",
 ])
 def test_a_cache_edited_in_place_is_noticed_and_rebuilt(archive: LocalArchive, sql: str) -> None:

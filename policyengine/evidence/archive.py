@@ -4,7 +4,7 @@ Layout under the archive root::
 
     index.jsonl                         one JSON line per bundle, appended under .lock
     index.sqlite                        a query cache of index.jsonl for `evidence list`;
-                                        rebuilt when missing or stale, never authoritative
+                                        checked against it before each use, never authoritative
     .lock                               flock(2) target serializing writers
     .pending.json                       the record of a bundle being committed (exists only
                                         while a writer holds the lock, or after it was killed)
@@ -24,6 +24,11 @@ after recording ``.pending.json`` is completed (or undone) by the next one to ta
 so a bundle never exists without its record, nor a record without its bundle.
 ``flock`` serializes writers on one machine (and on file systems that honour it); the
 archive is not meant for NFS.
+
+Nothing is written through a symbolic link inside the archive (the root itself and its
+parents are the user's business): files are opened with ``O_NOFOLLOW`` (new ones with
+``O_EXCL``), folders below the root are checked with ``lstat``, and the archive's own names
+at its root must not be links; otherwise EvidenceError names the path (the gate denies, exit 3).
 """
 
 from __future__ import annotations

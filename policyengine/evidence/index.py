@@ -1,12 +1,14 @@
 """The SQLite query cache behind ``evidence list`` and ``audit export``.
 
 The index of record is the store's own (``index.jsonl`` of a folder, ``_index/`` objects of
-a bucket); this cache only makes queries fast on large archives. It is rebuilt from the index
-of record when it is missing or stale and brought up to date incrementally otherwise: a folder's
-cache remembers how many bytes of ``index.jsonl`` it has read and a digest of the last 4 KiB
-of them (and the file's inode and modification time), so an append costs only the new lines,
-and a rewrite of ``index.jsonl`` (which should never happen) is noticed and causes a rebuild.
-Where the cache cannot be written (a read-only copy of an archive) it is built in memory.
+a bucket); this cache only makes queries fast on large archives, and is never trusted: a value
+stored beside it would prove nothing to someone able to edit it. Before each use, a folder's
+cache is compared with ``index.jsonl`` itself: the number of lines and, per line, the id and
+every field a query filters on, read from the file with one regular expression over it (our
+lines are written with sorted keys), not by JSON-decoding every line. A cache that holds
+exactly the first lines gets the new ones (an append costs only the new lines); one that
+disagrees is rebuilt and ``notes`` says so. Each row an answer returns is compared with its
+line too. Where the cache cannot be written (a read-only copy of an archive) it is built in memory.
 """
 
 from __future__ import annotations
