@@ -100,7 +100,7 @@ def test_show_get_and_replay_a_real_bundle(tmp_path: Path) -> None:
     shown = cli("evidence", "show", "--archive", str(root), bundle_id)
     assert shown.returncode == 0
     for text in ("decision    ALLOW", "PASS    peer-review [CC8.1]", "bob at 2026-11-23T15:02:00Z",
-                 "signature   unsigned", "integrity   ok", "#1, previous (none: first bundle)",
+                 "signature   unsigned", "integrity   NOT PROVEN", "the bundle is unsigned", "#1, previous (none: first bundle)",
                  "subject     git+acme/payments@9f1c2d3e4b5a69788796a5b4c3d2e1f0a9b8c7d6 (gitCommit:9f1c2d3e"):
         assert text in shown.stdout
     got = cli("evidence", "get", "--archive", str(root), bundle_id, "-o", str(tmp_path / "copy.zip"))

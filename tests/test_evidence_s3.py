@@ -42,7 +42,7 @@ def test_upload_list_get_verify_with_retention(s3: S3Server, tmp_path: Path) -> 
     assert other.path.startswith(f"{store.prefix}/acme/shop/staging/")
     keys = {o["Key"] for o in s3.client.list_objects_v2(Bucket=LOCKED_BUCKET, Prefix=store.prefix)["Contents"]}
     assert {f"{store.prefix}/_index/{r.id}.json" for r in refs} <= keys
-    assert f"{store.prefix}/_chains/acme/shop/production/head.json" in keys
+    assert f"{store.prefix}/_chains/acme%2Fshop/production/head.json" in keys  # store.chain_key
     assert not [k for k in keys if "_staging" in k]
 
     rows, bad = store.query(Query(environment="production"))

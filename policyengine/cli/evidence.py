@@ -179,11 +179,18 @@ def evidence_show(archive: str, public_key: str | None, bundle_id: str) -> int:
     report = store.verify([bundle_id], key)
     sig = report.signatures.get(bundle_id, "?")
     out.append(f"signature   {_SIGNATURE_WORDS.get(sig, sig)}")
-    if report.ok:
-        out.append("integrity   ok: digests, statement and chain link verified")
-    else:
+    if not report.ok:
         out.append(f"integrity   FAILED: {len(report.problems)} problem(s)")
         out += [f"  {p.check}: {p.message}" for p in report.problems]
+    elif key is not None and sig == "valid":
+        out.append("integrity   ok: digests, statement, signature and chain link verified")
+    elif sig == "unchecked":
+        out.append("integrity   NOT PROVEN: digests and chain link consistent, but the signature was not "
+                   "checked (give --public-key)")
+    else:
+        out.append("integrity   NOT PROVEN: digests and chain link consistent, but the bundle is unsigned: "
+                   "anyone able to write the archive could have made it")
+    out += [f"warning: {w.message}" for w in report.warnings]
     click.echo("\n".join(out))
     return EXIT_ALLOW if report.ok else EXIT_DENY
 
@@ -206,7 +213,7 @@ _SIGNATURE_WORDS = {
     "unchecked": "signed, not checked (give --public-key)",
     "invalid": "INVALID signature",
     "wrong-key": "signed by another key",
-    "absent": "no statement (bundle made before statements existed)",
+    "absent": "none: no statement (the bundle claims schema 1, made before statements existed; unverified)",
 }
 
 
@@ -256,17 +263,29 @@ def evidence_verify(archive: str, all_: bool, public_key: str | None, ids: tuple
         result = verify_export(archive, load_key(public_key))
         click.echo("\n".join(result.lines()))
         return EXIT_ALLOW if result.ok else EXIT_DENY
-    store = open_archive(archive)
-    key = load_key(public_key)
-    report = store.verify(() if all_ else ids, key)
+    return verify_archive(open_archive(archive), () if all_ else ids, load_key(public_key))
+
+
+def verify_archive(store: Any, ids: tuple[str, ...], key: Any) -> int:
+    """Verify an opened store (every bundle when ``ids`` is empty), print the outcome, return the exit code.
+
+    0 when every check holds, 1 with one ``FAIL`` line per problem; a store that is not an
+    archive, or records nothing, raises ``NothingToVerifyError`` (exit 2). ``warning:`` lines
+    never change the exit code.
+    """
+    report = store.verify(ids, key)
     for p in report.problems:
         where = f"bundle {p.bundle_id or '?'}" + (f" member {p.member}" if p.member else "")
         click.echo(f"FAIL  {p.check:13} {where}: {p.message}")
+    for w in report.warnings:
+        click.echo(f"warning: bundle {w.bundle_id}: {w.message}")
     counts: dict[str, int] = {}
     for bundle_id, state in report.signatures.items():
         counts[state] = counts.get(state, 0) + 1
-        if state == "unsigned" and key is None:
-            click.echo(f"UNSIGNED  bundle {bundle_id}: digests and chain checked; it carries no signature")
+        if state in ("unsigned", "absent") and key is None:
+            why = "it carries no signature" if state == "unsigned" else \
+                "it claims schema 1 and carries no statement nor signature"
+            click.echo(f"UNSIGNED  bundle {bundle_id}: digests and chain checked; {why}: who wrote it is not proven")
         elif state == "unchecked":
             click.echo(f"NOTE  bundle {bundle_id} is signed; its signature was not checked (give --public-key)")
     n = len(report.checked)

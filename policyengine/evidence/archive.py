@@ -4,7 +4,7 @@ Layout under the archive root::
 
     index.jsonl                         one JSON line per bundle, appended under .lock
     index.sqlite                        a query cache of index.jsonl for `evidence list`;
-                                        rebuilt when missing or stale, never authoritative
+                                        checked against it before each use, never authoritative
     .lock                               flock(2) target serializing writers
     .pending.json                       the record of a bundle being committed (exists only
                                         while a writer holds the lock, or after it was killed)
@@ -24,15 +24,23 @@ after recording ``.pending.json`` is completed (or undone) by the next one to ta
 so a bundle never exists without its record, nor a record without its bundle.
 ``flock`` serializes writers on one machine (and on file systems that honour it); the
 archive is not meant for NFS.
+
+Nothing is written through a symbolic link inside the archive (the root itself and its
+parents are the user's business): files are opened with ``O_NOFOLLOW`` (new ones with
+``O_EXCL``), folders below the root are checked with ``lstat``, and the archive's own names
+at its root must not be links; otherwise EvidenceError names the path (the gate denies, exit 3).
 """
 
 from __future__ import annotations
 
 import builtins
 import contextlib
+import dataclasses
+import errno
 import fcntl
 import json
 import os
+import stat
 import zipfile
 from collections.abc import Iterator, Mapping, Sequence
 from datetime import datetime
@@ -54,6 +62,7 @@ from policyengine.evidence.signing import SigningKey
 from policyengine.evidence.store import (
     BundleRef,
     EvidenceStore,
+    NothingToVerifyError,
     VerifyReport,
     new_bundle_id,
     parse_record,
@@ -78,8 +87,40 @@ def bundle_relpath(bundle_id: str) -> str:
     return f"{BUNDLES}/{bundle_id[0:4]}/{bundle_id[4:6]}/{bundle_id}.zip"
 
 
+SQLITE_SIDE_FILES = ("-journal", "-wal", "-shm")
+# Every name the archive itself writes at its root: none may be a symbolic link.
+OWN_NAMES = (INDEX, LOCK, PENDING, BUNDLES, SQLITE, *(SQLITE + s for s in SQLITE_SIDE_FILES))
+
+
+def _link_error(path: Path) -> EvidenceError:
+    return EvidenceError(
+        f"{path} is a symbolic link (or not what the archive expects there): refusing to write the evidence "
+        "archive through it",
+        hint="an evidence archive holds only its own files and folders; remove the link "
+             "(was it committed into the repository?)")
+
+
+def open_nofollow(path: Path, flags: int, mode: int = 0o644) -> int:
+    """``os.open`` that never follows a symbolic link in the last component (EvidenceError naming it)."""
+    try:
+        return os.open(path, flags | os.O_NOFOLLOW | os.O_CLOEXEC, mode)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP or (exc.errno == errno.ENOTDIR and os.path.islink(path)):
+            raise _link_error(path) from exc
+        raise
+
+
+def open_read(path: Path) -> IO[bytes]:
+    """Open a file of the archive for reading, never through a symbolic link."""
+    fd = open_nofollow(path, os.O_RDONLY)
+    if stat.S_ISDIR(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), str(path))
+    return os.fdopen(fd, "rb")
+
+
 def _sha256_file(path: Path) -> str:
-    with open(path, "rb") as f:
+    with open_read(path) as f:
         return sha256_stream(f)
 
 
@@ -150,12 +191,13 @@ class LocalArchive(EvidenceStore):
         final = self.root / rel
         tmp = final.with_name(f".tmp-{bundle_id}.{os.getpid()}.zip.part")
         new_dirs = self._make_dirs(final.parent)
+        self.refuse_links()
 
         placed = False
         pending = False
         writer: BundleWriter | None = None
         try:
-            with open(tmp, "xb") as fh:
+            with os.fdopen(open_nofollow(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL), "wb") as fh:
                 writer = BundleWriter(fh, bundle_id=bundle_id, created_at=prep.moment, redactor=redactor)
                 writer.add_members(prep.members)
                 pause_point("bulk")
@@ -202,10 +244,25 @@ class LocalArchive(EvidenceStore):
         return ref_of(record)
 
     def _make_dirs(self, path: Path) -> builtins.list[Path]:
-        """Create ``path`` and its parents; return the folders that were created."""
-        missing = [p for p in (path, *path.parents) if not p.exists()]
+        """Create ``path`` (the archive root or a folder inside it) and its parents; return those created.
+
+        The root and its parents are the user's business (a symlinked root is followed); every
+        folder inside the archive must be a real folder, never a symbolic link: EvidenceError.
+        """
+        inside = path.relative_to(self.root).parts if path != self.root else ()
+        missing = [p for p in (self.root, *self.root.parents) if not p.exists()]
         try:
-            path.mkdir(parents=True, exist_ok=True)
+            self.root.mkdir(parents=True, exist_ok=True)
+            current = self.root
+            for part in inside:
+                current = current / part
+                try:
+                    os.mkdir(current, 0o755)
+                    missing.append(current)
+                except FileExistsError:
+                    pass
+                if not stat.S_ISDIR(os.lstat(current).st_mode):
+                    raise _link_error(current)
         except OSError as exc:
             raise EvidenceError(
                 f"cannot create the evidence archive folder {path}: {exc.strerror or exc}",
@@ -213,10 +270,35 @@ class LocalArchive(EvidenceStore):
             ) from exc
         return missing
 
+    def refuse_links(self) -> None:
+        """Raise EvidenceError when a file or folder the archive writes at its root is a symbolic link."""
+        for name in OWN_NAMES:
+            path = self.root / name
+            try:
+                mode = os.lstat(path).st_mode
+            except FileNotFoundError:
+                continue
+            except OSError as exc:
+                raise EvidenceError(f"cannot inspect {path}: {exc.strerror or exc}") from exc
+            if stat.S_ISLNK(mode) or (name == BUNDLES and not stat.S_ISDIR(mode)):
+                raise _link_error(path)
+
+    def _inside_dirs_ok(self, rel: str) -> bool:
+        """Whether every folder of ``rel`` (relative to the root) is a real folder, not a link."""
+        current = self.root
+        for part in Path(rel).parts[:-1]:
+            current = current / part
+            try:
+                if not stat.S_ISDIR(os.lstat(current).st_mode):
+                    return False
+            except FileNotFoundError:
+                return False
+        return True
+
     def _chain_head(self, key: tuple[str | None, str | None]) -> dict[str, Any] | None:
         """Return the last index record of chain ``key`` (call holding the lock)."""
         try:
-            with open(self.index_path, "rb") as f:
+            with open_read(self.index_path) as f:
                 size = f.seek(0, os.SEEK_END)
                 # Usually the chain's last record is near the end: read the last MiB first.
                 for start in (max(0, size - (1 << 20)), 0):
@@ -242,7 +324,7 @@ class LocalArchive(EvidenceStore):
 
     def _write_pending(self, record: Mapping[str, Any]) -> None:
         path = self.root / PENDING
-        with open(path, "w", encoding="utf-8") as f:
+        with os.fdopen(open_nofollow(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL), "w", encoding="utf-8") as f:
             json.dump(record, f, sort_keys=True)
             f.flush()
             os.fsync(f.fileno())
@@ -256,7 +338,8 @@ class LocalArchive(EvidenceStore):
         """
         path = self.root / PENDING
         try:
-            record = _parse_line(path.read_bytes())
+            with open_read(path) as f:
+                record = _parse_line(f.read())
         except FileNotFoundError:
             return
         except ValueError:
@@ -264,6 +347,8 @@ class LocalArchive(EvidenceStore):
             return
         if self._last_id() != record["id"]:
             final = self.root / record["path"]
+            if not self._inside_dirs_ok(record["path"]):
+                raise _link_error(final.parent)
             try:
                 complete = _sha256_file(final) == record["sha256"]
             except FileNotFoundError:
@@ -278,7 +363,7 @@ class LocalArchive(EvidenceStore):
 
     def _last_id(self) -> str | None:
         try:
-            with open(self.index_path, "rb") as f:
+            with open_read(self.index_path) as f:
                 f.seek(0, os.SEEK_END)
                 size = f.tell()
                 f.seek(max(0, size - 65536))
@@ -305,7 +390,7 @@ class LocalArchive(EvidenceStore):
         """Append one line to the index (the caller holds the lock); on failure, leave it as it was."""
         line = (json.dumps(record, sort_keys=True, ensure_ascii=False) + "\n").encode("utf-8")
         try:
-            fd = os.open(self.index_path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
+            fd = open_nofollow(self.index_path, os.O_RDWR | os.O_APPEND | os.O_CREAT)
             try:
                 size = os.fstat(fd).st_size
                 if size and os.pread(fd, 1, size - 1) != b"\n":
@@ -341,7 +426,7 @@ class LocalArchive(EvidenceStore):
         """
         fd: int | None = None
         try:
-            fd = os.open(self.root / LOCK, (os.O_RDWR | os.O_CREAT) if exclusive else os.O_RDONLY, 0o644)
+            fd = open_nofollow(self.root / LOCK, (os.O_RDWR | os.O_CREAT) if exclusive else os.O_RDONLY)
         except OSError:
             if exclusive:
                 raise
@@ -363,8 +448,12 @@ class LocalArchive(EvidenceStore):
             )
 
     def recover_if_needed(self) -> None:
-        """Finish a commit a killed writer left pending, when the archive is writable."""
-        if (self.root / PENDING).exists():
+        """Finish a commit a killed writer left pending, when the archive is writable.
+
+        Refuses (EvidenceError) an archive whose own files or folders are symbolic links.
+        """
+        self.refuse_links()
+        if os.path.lexists(self.root / PENDING):
             with contextlib.suppress(OSError), self._locked(exclusive=True):
                 self._recover()
 
@@ -373,8 +462,9 @@ class LocalArchive(EvidenceStore):
         self._check_root()
         self.recover_if_needed()
         try:
-            with self._locked(exclusive=False):
-                data = self.index_path.read_bytes()
+            with self._locked(exclusive=False), \
+                    open_read(self.index_path) as f:
+                data = f.read()
         except FileNotFoundError:
             return [], []
         except OSError as exc:
@@ -446,10 +536,25 @@ class LocalArchive(EvidenceStore):
                 return index.query(q), bad
             finally:
                 index.close()
+        try:
+            with self._locked(exclusive=False), open_read(self.index_path) as f:
+                data = f.read()
+        except FileNotFoundError:
+            data = b""
+        except OSError as exc:
+            raise EvidenceError(f"cannot read the evidence index {self.index_path}: {exc.strerror or exc}") from exc
         index = SqliteIndex(self.root / SQLITE)
         try:
-            bad = index.sync_jsonl(self.index_path, self.parse_index)
-            return index.query(q), bad
+            bad = index.sync_jsonl(data, _parse_line)
+            rows = index.checked_query(q)
+            if rows is None:  # a row differs from its line: the cache was edited
+                index.rebuild()
+                rows = index.checked_query(q)
+            self.notes.extend(index.notes)
+            if rows is None:
+                raise EvidenceError(f"the query cache {self.root / SQLITE} cannot be made to agree with "
+                                    f"{self.index_path}", hint=f"delete {self.root / SQLITE}; it is rebuilt")
+            return rows, bad
         finally:
             index.close()
 
@@ -478,5 +583,22 @@ class LocalArchive(EvidenceStore):
         return records, bad
 
     def verify(self, ids: Sequence[str] = (), public_key: tuple[Any, str] | None = None) -> VerifyReport:
+        """Verify as the base does; a folder that is not an archive is ``NothingToVerifyError`` (exit 2).
+
+        A folder is an archive when it holds ``index.jsonl`` or ``bundles/``. One that lost
+        ``index.jsonl`` but still holds bundles is a problem found (``index``, and each bundle
+        ``unindexed``), never "ok".
+        """
         self._check_root()
-        return super().verify(ids, public_key)
+        has_index = os.path.lexists(self.index_path)
+        if not has_index and not os.path.lexists(self.root / BUNDLES):
+            raise NothingToVerifyError(
+                f"{self.root} is not an evidence archive: it holds neither {INDEX} nor {BUNDLES}/",
+                hint="pass the folder that `policyengine check --evidence-dir` wrote")
+        report = super().verify(ids, public_key)
+        if not has_index and not ids:
+            held = [p for p in report.problems if p.check == "unindexed"]
+            lost = VerifyProblem("", None, "index", f"{self.index_path} is missing, but {BUNDLES}/ holds "
+                                 f"{len(held)} bundle(s): the index of record was deleted")
+            report = dataclasses.replace(report, problems=(lost, *report.problems))
+        return report

@@ -22,7 +22,7 @@ import zlib
 from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import IO, Any, cast
 
 from policyengine import __version__
@@ -467,7 +467,11 @@ class Inspection:
 
     A fact is None when it could not be read from a member whose digest matched.
     ``signature`` is ``valid``, ``unsigned``, ``unchecked`` (signed; no key given), ``invalid``,
-    ``wrong-key`` or ``absent`` (a schema 1 bundle, made before statements existed).
+    ``wrong-key`` or ``absent`` (no statement: a bundle that claims schema 1, made before
+    statements existed; with a public key that is a ``signature`` problem like any other).
+    ``change`` holds repository, environment and commit of ``change.json`` (when its digest
+    matched), ``signed_by`` the key id the statement's signature names (None: unsigned),
+    ``warnings`` what is odd but proves nothing (times).
     """
 
     problems: list[VerifyProblem] = field(default_factory=list)
@@ -477,6 +481,11 @@ class Inspection:
     manifest: dict[str, Any] | None = None
     signature: str = "absent"
     chain: dict[str, Any] | None = None
+    schema_version: int | None = None
+    change: dict[str, Any] | None = None
+    signed_by: str | None = None
+    evaluated_at: str | None = None
+    warnings: list[VerifyProblem] = field(default_factory=list)
 
 
 def _digest_member(zf: zipfile.ZipFile, name: str) -> tuple[int, str]:
@@ -489,10 +498,24 @@ def _digest_member(zf: zipfile.ZipFile, name: str) -> tuple[int, str]:
     return size, digest.hexdigest()
 
 
+def schema_version_of(manifest: Any) -> int:
+    """Return the manifest's ``schema_version``; raise ValueError unless it is a readable integer.
+
+    Only a JSON integer counts: ``2.0``, ``"2"`` and ``true`` are not versions (in Python
+    ``True == 1`` and ``1.0 in (1, 2)``, hence the exact type test).
+    """
+    version = manifest.get("schema_version") if isinstance(manifest, dict) else None
+    if type(version) is not int or version not in READABLE_SCHEMA_VERSIONS:
+        raise ValueError(f"schema_version {version!r} is not one of the integers "
+                         f"{', '.join(map(str, READABLE_SCHEMA_VERSIONS))}")
+    return version
+
+
 def _parse_manifest(data: bytes) -> dict[str, Any]:
     manifest = json.loads(data)
-    if not isinstance(manifest, dict) or manifest.get("schema_version") not in READABLE_SCHEMA_VERSIONS:
-        raise ValueError(f"expected an object with schema_version {SCHEMA_VERSION}")
+    if not isinstance(manifest, dict):
+        raise ValueError("expected a JSON object")
+    schema_version_of(manifest)
     members = manifest.get("members")
     if not isinstance(members, list) or not all(
         isinstance(e, dict)
@@ -576,20 +599,52 @@ def inspect_bundle(zf: zipfile.ZipFile, bundle_id: str, public_key: tuple[Any, s
 
     created_at = manifest.get("created_at")
     decision = None
+    evaluated_at = None
     if DECISION in verified:
         try:
             value = json.loads(zf.read(DECISION))
             decision = value.get("decision") if isinstance(value, dict) else None
+            evaluated_at = value.get("evaluated_at") if isinstance(value, dict) else None
         except (*ZIP_READ_ERRORS, ValueError):
             decision = None
         if not isinstance(decision, str):
             problem("manifest", DECISION, f"{DECISION} has no 'decision' string")
             decision = None
+    change: dict[str, Any] | None = None
+    if CHANGE in verified:
+        try:
+            value = json.loads(zf.read(CHANGE))
+        except (*ZIP_READ_ERRORS, ValueError):
+            value = None
+        if isinstance(value, dict):
+            change = {k: value.get(k) if isinstance(value.get(k), str) else None
+                      for k in ("repository", "environment", "commit")}
+        else:
+            problem("manifest", CHANGE, f"{CHANGE} is not a JSON object")
 
+    version = manifest["schema_version"]
     signature = "absent"
+    signed_by = None
     chain = manifest.get("chain") if isinstance(manifest.get("chain"), dict) else None
-    if manifest["schema_version"] >= 2:
-        signature = _check_statement(zf, names, manifest, manifest_bytes, decision, public_key, problem)
+    if chain is not None and change is not None:
+        for key in ("repository", "environment"):
+            if chain.get(key) != change[key]:
+                problem("manifest", MANIFEST, f"the chain link names {key} {chain.get(key)!r} but {CHANGE} "
+                        f"has {change[key]!r}: the bundle was moved between chains")
+    if version >= 2:
+        signature, signed_by = _check_statement(zf, names, manifest, manifest_bytes, decision, public_key,
+                                                problem)
+    if public_key is not None and signature != "valid" and not any(
+            p.check == "signature" for p in problems):
+        # Whatever version a bundle claims, a required signature must be there: a forger who
+        # rewrites a bundle as "schema 1" (no statement) must not pass as an old bundle.
+        why = (f"it claims schema_version {version} (made before statements existed) and carries no statement"
+               if version < 2 else f"its signature is {signature}")
+        problem("signature", ATTESTATION, f"a signature by the given key is required, but {why}")
+    warnings: list[VerifyProblem] = []
+    time_note = _time_warning(created_at, evaluated_at)
+    if time_note:
+        warnings.append(VerifyProblem(bundle_id, None, "time", time_note))
     return Inspection(
         problems=problems,
         created_at=created_at if isinstance(created_at, str) else None,
@@ -598,7 +653,38 @@ def inspect_bundle(zf: zipfile.ZipFile, bundle_id: str, public_key: tuple[Any, s
         manifest=manifest,
         signature=signature,
         chain=chain,
+        schema_version=version,
+        change=change,
+        signed_by=signed_by,
+        evaluated_at=evaluated_at if isinstance(evaluated_at, str) else None,
+        warnings=warnings,
     )
+
+
+CREATED_LATE = timedelta(minutes=15)
+
+
+def _time_warning(created_at: Any, evaluated_at: Any) -> str | None:
+    """Say why a bundle's creation time is odd for its evaluation time, or None.
+
+    A bundle is written right after its decision: ``created_at`` before ``evaluated_at``, or
+    more than 15 minutes after it, does not prove tampering (``--now`` replays a past
+    moment) but is worth a look. Times that cannot be read give no warning (verify checks digests).
+    """
+    if not isinstance(created_at, str) or not isinstance(evaluated_at, str):
+        return None
+    try:
+        created = datetime.fromisoformat(created_at.replace("Z", "+00:00"))
+        evaluated = datetime.fromisoformat(evaluated_at.replace("Z", "+00:00"))
+        delta = created - evaluated
+    except (ValueError, TypeError):
+        return None
+    if delta < timedelta(0):
+        return f"created at {created_at}, before its decision was evaluated ({evaluated_at})"
+    if delta > CREATED_LATE:
+        return (f"created at {created_at}, {delta} after its decision was evaluated ({evaluated_at}); "
+                f"bundles are written right after the decision")
+    return None
 
 
 def _check_statement(
@@ -609,20 +695,24 @@ def _check_statement(
     decision: str | None,
     public_key: tuple[Any, str] | None,
     problem: Any,
-) -> str:
-    """Check the statement envelope: signature, and that it names this manifest, decision and chain."""
+) -> tuple[str, str | None]:
+    """Check the statement envelope: signature, and that it names this manifest, decision and chain.
+
+    Return the signature state and the key id the signature names (None when unsigned).
+    """
     if ATTESTATION not in names:
         problem("statement", ATTESTATION, f"{ATTESTATION} is missing: the bundle carries no statement")
-        return "absent"
+        return "absent", None
     try:
         data = zf.read(ATTESTATION)
     except ZIP_READ_ERRORS as exc:
         problem("statement", ATTESTATION, f"{ATTESTATION} cannot be read back: {exc}")
-        return "invalid"
+        return "invalid", None
     found = open_envelope(data, public_key)
+    signed_by = found.keyids[0] if found.keyids else None
     if found.statement is None:
         problem("statement", ATTESTATION, f"{ATTESTATION}: {found.problem}")
-        return found.signature
+        return found.signature, signed_by
     if found.signature in ("invalid", "wrong-key"):
         problem("signature", ATTESTATION, f"{ATTESTATION}: {found.problem}")
     elif found.signature == "unsigned" and public_key is not None:
@@ -642,4 +732,4 @@ def _check_statement(
             problem("statement", ATTESTATION,
                     f"the statement's {what} is {stated!r} but the bundle has {actual!r}: "
                     "the bundle was changed after the statement was made")
-    return found.signature
+    return found.signature, signed_by

@@ -1,21 +1,23 @@
 """The SQLite query cache behind ``evidence list`` and ``audit export``.
 
 The index of record is the store's own (``index.jsonl`` of a folder, ``_index/`` objects of
-a bucket); this cache only makes queries fast on large archives. It is rebuilt from the index
-of record when it is missing or stale and brought up to date incrementally otherwise: a folder's
-cache remembers how many bytes of ``index.jsonl`` it has read and a digest of the last 4 KiB
-of them (and the file's inode and modification time), so an append costs only the new lines,
-and a rewrite of ``index.jsonl`` (which should never happen) is noticed and causes a rebuild.
-Where the cache cannot be written (a read-only copy of an archive) it is built in memory.
+a bucket); this cache only makes queries fast on large archives, and is never trusted: a value
+stored beside it would prove nothing to someone able to edit it. Before each use, a folder's
+cache is compared with ``index.jsonl`` itself: the number of lines and, per line, the id and
+every field a query filters on, read from the file with one regular expression over it (our
+lines are written with sorted keys), not by JSON-decoding every line. A cache that holds
+exactly the first lines gets the new ones (an append costs only the new lines); one that
+disagrees is rebuilt and ``notes`` says so. Each row an answer returns is compared with its
+line too. Where the cache cannot be written (a read-only copy of an archive) it is built in memory.
 """
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import os
+import json
+import re
 import sqlite3
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,11 +31,49 @@ CREATE TABLE IF NOT EXISTS bundles (
   previous_sha256 TEXT, signed_by TEXT, line INTEGER
 );
 CREATE INDEX IF NOT EXISTS bundles_created ON bundles (created_at);
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);
-PRAGMA user_version = 1;
+CREATE INDEX IF NOT EXISTS bundles_line ON bundles (line);
+CREATE TABLE IF NOT EXISTS bad_lines (line INTEGER PRIMARY KEY);
+PRAGMA user_version = 2;
 """
-_TAIL = 4096
 _COLS_SQL = ", ".join(f'"{c}"' for c in COLUMNS)
+
+
+def _sql_tok(c: str) -> str:
+    return f"""(CASE WHEN "{c}" IS NULL THEN 'null' WHEN typeof("{c}") = 'text' THEN '"' || "{c}" || '"' ELSE '?' END)"""
+
+
+# What the consistency check compares per line: the id and every column a query filters on, as
+# the two spans of our lines that hold them (keys are sorted: created_at, decision, environment
+# and id are neighbours; repository comes later).
+_SPAN_SQL = " || ', ' || ".join(f"""'"{c}": ' || {_sql_tok(c)}""" for c in ("created_at", "decision", "environment",
+                                                                          "id"))
+_REPO_SQL = f"""'"repository": ' || {_sql_tok("repository")}"""
+_REBUILT = ("the query cache index.sqlite disagreed with index.jsonl and was rebuilt from it "
+            "(index.jsonl is the record; the cache is only derived from it)")
+_STR = rb'"[^"\\\x00-\x1f]*"'
+_OPT = rb'(?:null|' + _STR + rb')'
+# One of our own index lines (json.dumps with sort_keys, no escapes): groups created_at,
+# decision, environment, id, repository as JSON tokens. Anything else is decoded in full.
+_FAST_LINE = re.compile(
+    rb'\{"commit": ' + _OPT + rb', "created_at": (' + _STR + rb'), "decision": (' + _STR + rb'), '
+    rb'"environment": (' + _OPT + rb'), "id": (' + _STR + rb'), "path": ' + _STR + rb', '
+    rb'"policy_sha256": ' + _STR + rb', "previous_sha256": ' + _OPT + rb', "repository": (' + _OPT + rb'), '
+    rb'"sequence": (?:null|[0-9]+), "sha256": ' + _STR + rb', "signed_by": ' + _OPT + rb'\}'
+)
+_SPAN_RE = re.compile(rb'"created_at": ' + _STR + rb', "decision": ' + _STR + rb', "environment": ' + _OPT
+                      + rb', "id": ' + _STR)
+_REPO_RE = re.compile(rb'"repository": ' + _OPT)
+
+
+def _no_parser(raw: bytes) -> dict[str, Any]:
+    raise ValueError("no parser")
+
+
+def _tok(value: Any) -> str:
+    """A value as the cache's spans show it: ``null``, ``"text"`` (unescaped), else ``?``."""
+    if value is None:
+        return "null"
+    return f'"{value}"' if isinstance(value, str) else "?"
 
 
 @dataclass(frozen=True)
@@ -60,10 +100,6 @@ def _connect(path: Path | None) -> sqlite3.Connection:
     return conn
 
 
-def _meta(conn: sqlite3.Connection) -> dict[str, str]:
-    return dict(conn.execute("SELECT key, value FROM meta").fetchall())
-
-
 def _insert(conn: sqlite3.Connection, records: Iterable[Mapping[str, Any]], first_line: int = 0) -> None:
     conn.executemany(
         # Column names are this module's constants; every value is a bound parameter.
@@ -77,6 +113,10 @@ class SqliteIndex:
 
     def __init__(self, path: Path | None) -> None:
         self.conn = _connect(path)
+        self.notes: list[str] = []
+        self._data = b""
+        self._split: list[bytes] | None = None
+        self._parse_line: Callable[[bytes], dict[str, Any]] = _no_parser
 
     def close(self) -> None:
         self.conn.close()
@@ -91,57 +131,171 @@ class SqliteIndex:
             raise
         self.conn.execute("COMMIT")
 
-    def sync_jsonl(self, index_path: Path, parse: Any) -> int:
-        """Bring the cache up to date with ``index.jsonl``; return how many lines could not be read.
+    # -- a folder's index.jsonl ------------------------------------------------------------
 
-        ``parse(data, first_line)`` returns (records, problems) for complete lines.
+    def _cache_view(self) -> tuple[list[str], list[str]] | None:
+        """Per line, in line order, the cache's two spans; None when its line numbers do not add up."""
+        rows = self.conn.execute(
+            f"SELECT line, {_SPAN_SQL}, {_REPO_SQL} FROM bundles ORDER BY line"  # noqa: S608 - constant columns
+        ).fetchall()
+        bad = self.conn.execute("SELECT line, '!', '!' FROM bad_lines ORDER BY line").fetchall()
+        if bad:
+            rows = sorted(rows + bad, key=lambda r: r[0] if type(r[0]) is int else -1)
+        if [r[0] for r in rows] != list(range(len(rows))):
+            return None
+        return [r[1] for r in rows], [r[2] for r in rows]
+
+    @property
+    def _lines(self) -> list[bytes]:
+        if self._split is None:
+            self._split = self._data.split(b"\n")[:-1] if self._data else []
+        return self._split
+
+    def sync_jsonl(self, data: bytes, parse_line: Callable[[bytes], dict[str, Any]]) -> int:
+        """Make the cache agree with ``data`` (the bytes of ``index.jsonl``); return how many lines are unreadable.
+
+        The cache is never trusted: each time, its rows (count, and per line the id, created_at,
+        decision, environment and repository: what queries filter on) are compared with the
+        lines of ``index.jsonl``, which are read with one regular expression over the whole
+        file, not JSON-decoded (our lines are written with sorted keys; when that view differs
+        from the cache's, each line is looked at, and any line of another shape is decoded).
+        When the cache holds exactly a prefix of the lines, the new lines are added; when it
+        disagrees, it is rebuilt and ``notes`` says so. Only complete lines count: a torn last
+        line is unreadable.
         """
+        end = data.rfind(b"\n") + 1
+        self._data = data[:end]
+        self._split = None
+        self._parse_line = parse_line
+        torn = 0 if end == len(data) else 1
+        if self._agrees() is True:
+            return self._bad_count() + torn
+        with self._write():
+            state = self._agrees()  # another process may have synced meanwhile
+            if state is not True:
+                if state is False:
+                    self.notes.append(_REBUILT)
+                    self.conn.execute("DELETE FROM bundles")
+                    self.conn.execute("DELETE FROM bad_lines")
+                    start = 0
+                else:
+                    start = state
+                self._add_lines(start)
+        return self._bad_count() + torn
+
+    def _bad_count(self) -> int:
+        return int(self.conn.execute("SELECT COUNT(*) FROM bad_lines").fetchone()[0])
+
+    def _agrees(self) -> bool | int:
+        """True: the cache holds exactly the lines; an int n: it holds exactly the first n; False: it disagrees."""
+        count = self._data.count(b"\n")
+        fast = self._fast_view()
+        if fast is not None:
+            n, spans_blob, repos_blob = fast
+            if n > count:
+                return False
+            prefix = self._data if n == count else b"".join(line + b"\n" for line in self._lines[:n])
+            # One regular expression over the whole file for each span: our lines hold one match each.
+            found_spans, found_repos = _SPAN_RE.findall(prefix), _REPO_RE.findall(prefix)
+            if (len(found_spans) == len(found_repos) == n and b"\n".join(found_spans) == spans_blob
+                    and b"\n".join(found_repos) == repos_blob):
+                return True if n == count else n
+        # Unreadable or repeated lines, lines of another shape, or a disagreement: look at each line.
+        view = self._cache_view()
+        if view is None or len(view[0]) > count:
+            return False
+        spans, repos = view
+        seen: set[str] = set()
+        for i in range(len(spans)):
+            if self._line_spans(i, spans[i] == "!", seen) != (spans[i], repos[i]):
+                return False
+        return True if len(spans) == count else len(spans)
+
+    def _fast_view(self) -> tuple[int, bytes, bytes] | None:
+        """The cache's spans of every line joined, when it records no unreadable line (else None)."""
+        if self._bad_count():
+            return None
+        n, low, high, spans, repos = self.conn.execute(
+            "SELECT count(*), min(line), max(line), group_concat(s, char(10)), group_concat(r, char(10)) FROM "
+            f"(SELECT line, {_SPAN_SQL} AS s, {_REPO_SQL} AS r FROM bundles ORDER BY line)"  # noqa: S608
+        ).fetchone()
+        if n and (low != 0 or high != n - 1):
+            return None
+        return (int(n), (spans or "").encode("utf-8", "surrogatepass"),
+                (repos or "").encode("utf-8", "surrogatepass"))
+
+    def _line_spans(self, i: int, recheck: bool, seen: set[str]) -> tuple[str, str]:
+        """What line ``i`` says, as the cache's spans (``!`` when it is not a readable, first record of its id)."""
+        raw = self._lines[i]
+        if not recheck and _FAST_LINE.fullmatch(raw):
+            m, repo = _SPAN_RE.search(raw), _REPO_RE.search(raw)
+            if m is not None and repo is not None:
+                bid = m.group(0).rsplit(b'"id": ', 1)[1].decode("utf-8", "surrogatepass")
+                if bid in seen:
+                    return "!", "!"
+                seen.add(bid)
+                return m.group(0).decode("utf-8", "surrogatepass"), repo.group(0).decode("utf-8", "surrogatepass")
         try:
-            st = os.stat(index_path)
-        except FileNotFoundError:
-            with self._write():
-                self.conn.execute("DELETE FROM bundles")
-                self.conn.execute("DELETE FROM meta")
-            return 0
-        meta = _meta(self.conn)
-        stamp = f"{st.st_ino}:{st.st_mtime_ns}"
-        if meta.get("size") == str(st.st_size) and meta.get("stamp") == stamp:
-            return int(meta.get("bad_lines", "0"))
-        with self._write(), open(index_path, "rb") as f:
-            meta = _meta(self.conn)  # another reader may have synced meanwhile
-            offset = int(meta.get("size", "0"))
-            # Rewritten in place (same size, new time), replaced, or shorter: rebuild.
-            fresh = (meta.get("inode") != str(st.st_ino) or offset > st.st_size
-                     or (offset == st.st_size and meta.get("stamp") != stamp))
-            if not fresh and offset:
-                f.seek(max(0, offset - _TAIL))
-                fresh = hashlib.sha256(f.read(min(offset, _TAIL))).hexdigest() != meta.get("tail")
-            if fresh:
-                self.conn.execute("DELETE FROM bundles")
-                offset, lines, bad = 0, 0, 0
-            else:
-                lines, bad = int(meta.get("lines", "0")), int(meta.get("bad_lines", "0"))
-            f.seek(offset)
-            data = f.read()
-            end = data.rfind(b"\n") + 1  # only complete lines: a line being appended waits
-            data = data[:end]
-            if data:
-                records, problems = parse(data, lines + 1)
-                _insert(self.conn, records, lines)
-                lines += data.count(b"\n")
-                bad += len(problems)
-            offset += end
-            f.seek(max(0, offset - _TAIL))
-            tail = hashlib.sha256(f.read(min(offset, _TAIL))).hexdigest()
-            self.conn.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)", [
-                ("size", str(offset)), ("inode", str(st.st_ino)), ("stamp", stamp), ("tail", tail),
-                ("lines", str(lines)),
-                ("bad_lines", str(bad)),
-            ])
-        if offset != st.st_size:
-            # A torn last line: count it, but do not remember the size, so it is read again.
-            return bad + 1
-        return bad
+            record = self._parse_line(raw)
+        except ValueError:
+            return "!", "!"
+        if record["id"] in seen:
+            return "!", "!"
+        seen.add(record["id"])
+        span = ", ".join(f'"{c}": {_tok(record.get(c))}' for c in ("created_at", "decision", "environment", "id"))
+        return span, f'"repository": {_tok(record.get("repository"))}'
+
+    def _add_lines(self, start: int) -> None:
+        """Parse lines ``start``.. in full and add them (call inside a write)."""
+        seen = {row[0] for row in self.conn.execute("SELECT id FROM bundles")}
+        records, bad = [], []
+        for i in range(start, len(self._lines)):
+            try:
+                record = self._parse_line(self._lines[i])
+            except ValueError:
+                bad.append((i,))
+                continue
+            if record["id"] in seen:
+                bad.append((i,))
+                continue
+            seen.add(record["id"])
+            records.append((i, record))
+        self.conn.executemany(
+            f"INSERT INTO bundles ({_COLS_SQL}, line) VALUES ({', '.join('?' * (len(COLUMNS) + 1))})",  # noqa: S608
+            ([*(r.get(c) for c in COLUMNS), i] for i, r in records),
+        )
+        self.conn.executemany("INSERT INTO bad_lines (line) VALUES (?)", bad)
+
+    def checked_query(self, q: Query) -> list[dict[str, Any]] | None:
+        """Answer ``q`` after ``sync_jsonl``; None when a row returned differs from its line (rebuild then).
+
+        Only the rows returned are JSON-decoded from ``index.jsonl``, and each must be exactly its line.
+        """
+        rows = self.query(q, with_line=True)
+        lines = self._lines
+        for row in rows:
+            line = row.pop("line")
+            if type(line) is not int or not 0 <= line < len(lines):
+                return None
+            raw = lines[line]
+            if raw == json.dumps(row, sort_keys=True, ensure_ascii=False).encode("utf-8", "surrogatepass"):
+                continue  # our own line, byte for byte
+            try:
+                record = self._parse_line(raw)
+            except ValueError:
+                return None
+            if {c: record.get(c) for c in COLUMNS} != row or any(
+                    type(record.get(c)) is not type(row[c]) for c in COLUMNS):
+                return None
+        return rows
+
+    def rebuild(self) -> None:
+        """Drop every row and parse every line again (after ``sync_jsonl``)."""
+        with self._write():
+            self.conn.execute("DELETE FROM bundles")
+            self.conn.execute("DELETE FROM bad_lines")
+            self._add_lines(0)
+        self.notes.append(_REBUILT)
 
     def known_ids(self) -> set[str]:
         return {row[0] for row in self.conn.execute("SELECT id FROM bundles")}
@@ -156,8 +310,8 @@ class SqliteIndex:
         with self._write():
             self.conn.executemany("DELETE FROM bundles WHERE id = ?", ((i,) for i in ids))
 
-    def query(self, q: Query) -> list[dict[str, Any]]:
-        """Return the matching records, oldest first."""
+    def query(self, q: Query, *, with_line: bool = False) -> list[dict[str, Any]]:
+        """Return the matching records, oldest first (with their ``line`` when ``with_line``)."""
         where, args = [], []
         for column, op, value in (
             ("created_at", ">=", q.since), ("created_at", "<", q.until), ("environment", "=", q.environment),
@@ -166,9 +320,10 @@ class SqliteIndex:
             if value is not None:
                 where.append(f'"{column}" {op} ?')
                 args.append(value)
-        sql = f"SELECT {_COLS_SQL} FROM bundles"  # noqa: S608 - constant columns, bound values
+        cols = (*COLUMNS, "line") if with_line else COLUMNS
+        sql = f"SELECT {_COLS_SQL}{', line' if with_line else ''} FROM bundles"  # noqa: S608 - constant columns
         if where:
             sql += " WHERE " + " AND ".join(where)
         sql += " ORDER BY created_at, sequence, id"
         cur = self.conn.execute(sql, args)
-        return [dict(zip(COLUMNS, row, strict=True)) for row in cur]
+        return [dict(zip(cols, row, strict=True)) for row in cur]

@@ -4,7 +4,9 @@ Keys under ``s3://bucket/prefix``::
 
     <prefix>/<repository>/<environment>/<YYYY>/<MM>/<DD>/<id>.zip   the bundles
     <prefix>/_index/<id>.json                                        one index record per bundle
-    <prefix>/_chains/<repository>/<environment>/head.json            each chain's last bundle
+    <prefix>/_chains/<chain key>/head.json                           each chain's last bundle
+                                                                     (``store.chain_key``: the repository and
+                                                                     environment, each percent-encoded)
     <prefix>/_staging/<id>.zip                                       a bundle being committed
 
 Every bundle and index record is written with ``If-None-Match: *``: an existing object is never
@@ -40,7 +42,6 @@ from collections.abc import Iterator, Mapping, Sequence
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import IO, Any, cast
-from urllib.parse import quote
 
 from policyengine.errors import EvidenceError, UsageError
 from policyengine.evidence.bundle import CHUNK, BundleWriter, VerifyProblem
@@ -50,6 +51,8 @@ from policyengine.evidence.store import (
     BundleRef,
     EvidenceStore,
     Prepared,
+    chain_key,
+    legacy_chain_segment,
     parse_record,
     pause_point,
     ref_of,
@@ -72,10 +75,12 @@ def retention_delta(value: str) -> timedelta:
 
 
 def _segment(value: str | None) -> str:
-    """A repository or environment as key segments: safe characters kept, ``/`` kept."""
-    if not value:
-        return "_none_"
-    return "/".join(quote(part, safe="-._~") or "_" for part in value.split("/"))
+    """A repository or environment as bundle key segments: safe characters kept, ``/`` kept.
+
+    Readable, not injective: bundle keys end with the bundle id, so two chains never share one.
+    Chain heads use ``store.chain_key``, which is injective.
+    """
+    return legacy_chain_segment(value)
 
 
 def _code(exc: Exception) -> str:
@@ -137,7 +142,31 @@ class S3Archive(EvidenceStore):
         return self._key("_index", f"{bundle_id}.json")
 
     def _head_key(self, key: tuple[str | None, str | None]) -> str:
-        return self._key("_chains", _segment(key[0]), _segment(key[1]), "head.json")
+        return self._key("_chains", chain_key(*key), "head.json")
+
+    def _legacy_head_key(self, key: tuple[str | None, str | None]) -> str:
+        """Where the head was kept before ``chain_key`` (shared by ``acme`` + ``a/b`` and ``acme/a`` + ``b``)."""
+        return self._key("_chains", legacy_chain_segment(key[0]), legacy_chain_segment(key[1]), "head.json")
+
+    def _legacy_head(self, key: tuple[str | None, str | None],
+                     retain_until: datetime | None) -> dict[str, Any] | None:
+        """The last record of chain ``key`` as recorded under the old head key (migrate on read).
+
+        Used only when the new key has no head. The old head counts only when the bundle it
+        names belongs to exactly this repository and environment; when another pair's writes
+        took the old key over, this pair's last index record is its head.
+        """
+        legacy = self._legacy_head_key(key)
+        if legacy == self._head_key(key):
+            return None
+        record, _ = self._settled_head(legacy, retain_until)
+        if record is None:
+            return None
+        if (record.get("repository"), record.get("environment")) == key:
+            return record
+        records, _ = self.read_index()
+        mine = [r for r in records if (r["repository"], r["environment"]) == key]
+        return mine[-1] if mine else None
 
     def _staging_key(self, bundle_id: str) -> str:
         return self._key("_staging", f"{bundle_id}.zip")
@@ -221,6 +250,8 @@ class S3Archive(EvidenceStore):
             with tempfile.TemporaryDirectory(prefix="policyengine-s3-") as tmp:
                 for attempt in range(_MAX_ATTEMPTS):
                     head, etag = self._settled_head(head_key, retain_until)
+                    if head is None:  # a chain recorded under the old key continues here
+                        head = self._legacy_head(prep.key, retain_until)
                     link = self.chain_link(head, prep)
                     path = Path(tmp) / f"{prep.bundle_id}.zip"
                     digest = self._build(path, prep, link, subjects, signing_key, redactor)
@@ -427,6 +458,11 @@ class S3Archive(EvidenceStore):
         problems = []
         for key, r in last.items():
             claim, _ = self._get_json(self._head_key(key))
+            if claim is None and self._legacy_head_key(key) != self._head_key(key):
+                old, _ = self._get_json(self._legacy_head_key(key))
+                old_record = (old or {}).get("record") or {}
+                if (old_record.get("repository"), old_record.get("environment")) == key:
+                    claim = old  # a chain recorded before chain_key, not yet continued
             head = (claim or {}).get("record") or {}
             if head.get("id") != r["id"] or head.get("sha256") != r["sha256"]:
                 problems.append(VerifyProblem(

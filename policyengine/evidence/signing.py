@@ -176,11 +176,13 @@ def envelope(statement: Mapping[str, Any], key: SigningKey | None) -> dict[str, 
 @dataclass(frozen=True)
 class EnvelopeCheck:
     """What opening an envelope found. ``signature`` is ``valid``, ``invalid``, ``unsigned``,
-    ``unchecked`` (signed, but no public key was given) or ``wrong-key``."""
+    ``unchecked`` (signed, but no public key was given) or ``wrong-key``. ``keyids`` are the key
+    ids the signatures name (not proof of anything without a key)."""
 
     statement: dict[str, Any] | None
     signature: str
     problem: str | None = None
+    keyids: tuple[str, ...] = ()
 
 
 def open_envelope(data: bytes, public_key: tuple[Any, str] | None) -> EnvelopeCheck:
@@ -196,12 +198,13 @@ def open_envelope(data: bytes, public_key: tuple[Any, str] | None) -> EnvelopeCh
             raise ValueError("malformed envelope")
     except (ValueError, KeyError, TypeError, AttributeError, binascii.Error) as exc:
         return EnvelopeCheck(None, "invalid", f"the envelope cannot be read: {exc}")
+    keyids = tuple(str(s.get("keyid")) for s in sigs if isinstance(s, dict) and isinstance(s.get("keyid"), str))
     if statement.get("_type") != STATEMENT_TYPE or statement.get("predicateType") != PREDICATE_TYPE:
-        return EnvelopeCheck(None, "invalid", "the payload is not a policyengine decision statement")
+        return EnvelopeCheck(None, "invalid", "the payload is not a policyengine decision statement", keyids)
     if not sigs:
         return EnvelopeCheck(statement, "unsigned")
     if public_key is None:
-        return EnvelopeCheck(statement, "unchecked")
+        return EnvelopeCheck(statement, "unchecked", keyids=keyids)
     key, kid = public_key
     _, _ed = _crypto()
     from cryptography.exceptions import InvalidSignature
@@ -210,14 +213,15 @@ def open_envelope(data: bytes, public_key: tuple[Any, str] | None) -> EnvelopeCh
     matching = [s for s in sigs if isinstance(s, dict) and s.get("keyid") in (kid, None, "")]
     if not matching:
         ids = ", ".join(str(s.get("keyid")) for s in sigs if isinstance(s, dict))
-        return EnvelopeCheck(statement, "wrong-key", f"signed by key {ids}, not by the given public key {kid}")
+        return EnvelopeCheck(statement, "wrong-key", f"signed by key {ids}, not by the given public key {kid}",
+                             keyids)
     for s in matching:
         try:
             key.verify(base64.b64decode(s.get("sig", ""), validate=True), message)
         except (InvalidSignature, ValueError, TypeError, binascii.Error):
             continue
-        return EnvelopeCheck(statement, "valid")
-    return EnvelopeCheck(statement, "invalid", f"the signature by key {kid} does not match the statement")
+        return EnvelopeCheck(statement, "valid", keyids=(kid,))
+    return EnvelopeCheck(statement, "invalid", f"the signature by key {kid} does not match the statement", keyids)
 
 
 __all__ = [

@@ -22,6 +22,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import IO, Any
+from urllib.parse import quote
 
 import policyengine.evidence.chain as chain_mod
 from policyengine.errors import EvidenceError, UsageError
@@ -68,11 +69,16 @@ class BundleRef:
 
 @dataclass(frozen=True)
 class VerifyReport:
-    """The ids of the bundles checked, every problem found, and each bundle's signature state."""
+    """The ids of the bundles checked, every problem found, and each bundle's signature state.
+
+    ``warnings`` are odd facts that prove nothing (a bundle created long after its decision):
+    they never make the report fail.
+    """
 
     checked: tuple[str, ...]
     problems: tuple[VerifyProblem, ...]
     signatures: Mapping[str, str] = field(default_factory=dict)
+    warnings: tuple[VerifyProblem, ...] = ()
 
     @property
     def ok(self) -> bool:
@@ -92,6 +98,47 @@ class Prepared:
     change: Mapping[str, Any]
     key: tuple[str | None, str | None]
     policy_sha256: str
+
+
+class NothingToVerifyError(UsageError):
+    """``verify`` was pointed at something that is not an archive, or at one that records nothing.
+
+    Exit 2: there is nothing whose integrity could be shown, so "ok" would be a lie.
+    """
+
+
+def _chain_component(value: str | None) -> str:
+    if value is None:
+        return "%"
+    if value == "":
+        return "%%"
+    if value in (".", ".."):
+        return "%2E" * len(value)
+    return quote(value, safe="")
+
+
+def chain_key(repository: str | None, environment: str | None) -> str:
+    """Return the key of the chain of (``repository``, ``environment``), for every store.
+
+    Injective: each component is percent-encoded with no safe character (so a ``/`` inside a
+    GitLab subgroup or a ``review/x`` environment becomes ``%2F``), then the two are joined
+    with ``/``: ``acme`` + ``payments/production`` is ``acme/payments%2Fproduction`` and
+    ``acme/payments`` + ``production`` is ``acme%2Fpayments/production``. None is ``%`` and the
+    empty string ``%%``, which percent-encoding never produces (nor did the old keys); ``.``
+    and ``..`` are encoded. ``unquote`` of each part gives the value back. A pair whose values
+    hold no ``/`` keeps the key it had before (``legacy_chain_segment``).
+    """
+    return f"{_chain_component(repository)}/{_chain_component(environment)}"
+
+
+def legacy_chain_segment(value: str | None) -> str:
+    """The chain key component written before ``chain_key`` (not injective: ``/`` was kept).
+
+    Only for reading chains recorded under the old keys.
+    """
+    if not value:
+        return "_none_"
+    return "/".join(quote(part, safe="-._~") or "_" for part in value.split("/"))
 
 
 def new_bundle_id(created_at: datetime) -> str:
@@ -269,9 +316,13 @@ class EvidenceStore:
         """Check the bundles ``ids`` (every recorded bundle when empty); report every problem.
 
         Per bundle: its digest against the index, every member against the manifest, the
-        statement against the manifest (and its signature against ``public_key``), the index
-        record against the bundle. Then the chain of each checked bundle. Checking every
-        bundle also reports what the index does not record.
+        statement against the manifest (and its signature against ``public_key``: with a key,
+        every bundle must carry a valid signature by it, whatever schema it claims), every
+        field of the index record against what the bundle itself says. Then the chain of each
+        checked bundle, grouped by the repository and environment the bundles state, with
+        schema versions that never decrease along a chain. Checking every bundle also reports
+        what the index does not record. Raise ``NothingToVerifyError`` when every bundle was
+        asked for and the store records and holds none.
         """
         records, problems = self.read_index()
         by_id = {r["id"]: r for r in records}
@@ -286,19 +337,45 @@ class EvidenceStore:
         actual: dict[str, str | None] = {}
         found: dict[str, Inspection | None] = {}
         signatures: dict[str, str] = {}
+        warnings: list[VerifyProblem] = []
         for bundle_id in checked:
             if bundle_id in by_id:
                 digest, inspection, bundle_problems = self._check_bundle(by_id[bundle_id], public_key)
                 actual[bundle_id], found[bundle_id] = digest, inspection
                 signatures[bundle_id] = inspection.signature if inspection else "unreadable"
                 problems.extend(bundle_problems)
-        keys = {tuple((by_id[i]["repository"], by_id[i]["environment"])) for i in checked if i in by_id}
+                if inspection:
+                    warnings.extend(inspection.warnings)
+
+        def stated_key(r: Mapping[str, Any]) -> tuple[str | None, str | None]:
+            """The chain a bundle belongs to, as the bundle itself states it (else as the index does)."""
+            inspection = found.get(r["id"])
+            if inspection is not None and inspection.chain is not None:
+                link = inspection.chain
+                repo, env = link.get("repository"), link.get("environment")
+                return (repo if isinstance(repo, str) else None, env if isinstance(env, str) else None)
+            if inspection is not None and inspection.change is not None:
+                return inspection.change["repository"], inspection.change["environment"]
+            return r["repository"], r["environment"]
+
+        keys = {stated_key(by_id[i]) for i in checked if i in by_id}
         entries = []
+        newest_schema: dict[tuple[str | None, str | None], tuple[int, str]] = {}
         for r in records:
-            key = (r["repository"], r["environment"])
+            key = stated_key(r)
             if key not in keys:
                 continue
             inspection = found.get(r["id"])
+            if inspection is not None and inspection.schema_version is not None:
+                before = newest_schema.get(key)
+                if before is not None and inspection.schema_version < before[0]:
+                    problems.append(VerifyProblem(
+                        r["id"], None, "chain",
+                        f"bundle {r['id']} claims schema_version {inspection.schema_version} but follows bundle "
+                        f"{before[1]} of schema_version {before[0]} in the chain of {key[0]} / {key[1]}: schema "
+                        "versions never decrease along a chain (the bundle was rewritten as an older format)"))
+                elif before is None or inspection.schema_version > before[0]:
+                    newest_schema[key] = (inspection.schema_version, r["id"])
             if r["id"] in found:
                 # An unreadable bundle, or one from before chains (schema 1), has no link to check;
                 # the chain continues through its digest.
@@ -312,13 +389,18 @@ class EvidenceStore:
             entries.append(chain_mod.ChainEntry(
                 id=r["id"], key=key, recorded_sha256=r["sha256"], actual_sha256=actual.get(r["id"]),
                 previous_sha256=previous if isinstance(previous, (str, type(None))) else chain_mod.UNKNOWN,
-                sequence=sequence if isinstance(sequence, int) else None,
+                sequence=sequence if type(sequence) is int else None,
             ))
         problems.extend(chain_mod.walk(entries, report_ids=checked))
         if not ids:
             problems.extend(self.unindexed(records))
             problems.extend(self.head_problems(records))
-        return VerifyReport(checked=checked, problems=tuple(problems), signatures=signatures)
+            if not checked and not problems:
+                raise NothingToVerifyError(
+                    f"nothing to verify: {self.url} records no evidence bundle and holds none",
+                    hint="pass the archive that `policyengine check` wrote (--evidence-dir / --evidence-store)")
+        return VerifyReport(checked=checked, problems=tuple(problems), signatures=signatures,
+                            warnings=tuple(warnings))
 
     def _check_bundle(
         self, record: Mapping[str, Any], public_key: tuple[Any, str] | None
@@ -349,17 +431,40 @@ class EvidenceStore:
             message = f"bundle {bundle_id} cannot be read: {exc.strerror or exc}"
             return None, None, [VerifyProblem(bundle_id, None, "unreadable", message)]
         problems.extend(found.problems)
+        problems.extend(self.index_mismatches(record, found))
+        return digest, found, problems
+
+    @staticmethod
+    def index_mismatches(record: Mapping[str, Any], found: Inspection) -> builtins.list[VerifyProblem]:
+        """Hold every field of an index record against what the bundle itself says.
+
+        ``id`` and ``path`` are checked where the record is parsed (the path is derived from the
+        id) and by the manifest's ``bundle_id`` (a ``replay``); ``sha256`` is the bundle's digest.
+        The rest: ``created_at`` and ``sequence``/``previous_sha256`` (manifest), ``decision``
+        (decision.json), ``policy_sha256`` (the policy member), ``repository``, ``environment``
+        and ``commit`` (change.json), ``signed_by`` (the key id the statement's signature names).
+        A fact the bundle cannot give (an unreadable member, reported already) is not compared.
+        """
+        bundle_id = record["id"]
         facts: list[tuple[str, Any]] = [
             ("decision", found.decision), ("created_at", found.created_at), ("policy_sha256", found.policy_sha256),
         ]
-        if found.chain is not None:
-            facts += [("previous_sha256", found.chain.get("previous_sha256")),
-                      ("sequence", found.chain.get("sequence"))]
+        if found.manifest is not None:
+            link = found.chain or {}
+            # A bundle without a chain link (schema 1) was recorded without one.
+            facts += [("previous_sha256", link.get("previous_sha256")), ("sequence", link.get("sequence"))]
+        if found.change is not None:
+            facts += [(k, found.change[k]) for k in ("repository", "environment", "commit")]
+        if found.manifest is not None and not (found.signature == "invalid" and found.signed_by is None):
+            facts.append(("signed_by", found.signed_by))  # (an unreadable envelope is reported already)
+        problems = []
+        always = {"previous_sha256", "sequence", "repository", "environment", "commit", "signed_by"}
         for key, value in facts:
-            if (value is not None or key == "previous_sha256") and value != record.get(key):
-                message = f"bundle {bundle_id} has {key} {value!r} but the index records {record.get(key)!r}"
+            recorded = record.get(key)
+            if (value is not None or key in always) and (value != recorded or type(value) is not type(recorded)):
+                message = f"bundle {bundle_id} has {key} {value!r} but the index records {recorded!r}"
                 problems.append(VerifyProblem(bundle_id, None, "index", message))
-        return digest, found, problems
+        return problems
 
     def export_bundle(self, bundle_id: str, dest: str | os.PathLike[str]) -> dict[str, Any]:
         """Copy bundle ``bundle_id`` to ``dest`` (written whole or not at all); return its record."""

@@ -1,0 +1,328 @@
+"""Ways around the evidence checks: a bundle rewritten as an old schema, an index line that
+disagrees with its bundle, `verify` of something that is not an archive, odd bundle times."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sqlite3
+import subprocess
+import sys
+import zipfile
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+pytest.importorskip("cryptography")
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ed25519
+from test_evidence import CHANGE, problems_of, write
+
+from policyengine.evidence.archive import LocalArchive
+from policyengine.evidence.bundle import ATTESTATION, DECISION, MANIFEST
+from policyengine.evidence.index import Query
+from policyengine.evidence.signing import load_public_key, load_signing_key
+from policyengine.errors import UsageError
+
+
+def cli(*args: str) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("POLICYENGINE_")}
+    return subprocess.run([sys.executable, "-m", "policyengine", *args], capture_output=True, text=True,
+                          timeout=300, check=False, env=env)
+
+
+@pytest.fixture
+def keys(tmp_path: Path) -> tuple[Path, Path]:
+    key = ed25519.Ed25519PrivateKey.generate()
+    priv, pub = tmp_path / "signing.pem", tmp_path / "signing.pub"
+    priv.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                       serialization.NoEncryption()))
+    pub.write_bytes(key.public_key().public_bytes(serialization.Encoding.PEM,
+                                                  serialization.PublicFormat.SubjectPublicKeyInfo))
+    return priv, pub
+
+
+@pytest.fixture
+def archive(tmp_path: Path) -> LocalArchive:
+    return LocalArchive(tmp_path / "archive")
+
+
+def _index(archive: LocalArchive) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in archive.index_path.read_text().splitlines()]
+
+
+def _write_index(archive: LocalArchive, records: list[dict[str, Any]]) -> None:
+    archive.index_path.write_text("".join(json.dumps(r, sort_keys=True, ensure_ascii=False) + "\n"
+                                          for r in records))
+
+
+def forge_old_schema(archive: LocalArchive, bundle_id: str, *, version: Any = 1, keep_chain: bool = False) -> None:
+    """Rewrite a bundle as a forger would: decision flipped to allow, schema ``version``, no
+    statement (and no chain link unless ``keep_chain``), every digest recomputed, the index line
+    fixed up to match."""
+    records = _index(archive)
+    record = next(r for r in records if r["id"] == bundle_id)
+    path = archive.root / record["path"]
+    with zipfile.ZipFile(path) as zf:
+        members = {i.filename: zf.read(i) for i in zf.infolist()}
+    members.pop(ATTESTATION)
+    manifest = json.loads(members.pop(MANIFEST))
+    decision = json.loads(members[DECISION])
+    decision["decision"] = "allow"
+    members[DECISION] = json.dumps(decision).encode()
+    manifest["schema_version"] = version
+    if not keep_chain:
+        manifest.pop("chain", None)
+    manifest["members"] = [{"path": n, "size": len(d), "sha256": hashlib.sha256(d).hexdigest()}
+                           for n, d in members.items()]
+    with zipfile.ZipFile(path, "w") as zf:
+        for name, data in members.items():
+            zf.writestr(name, data)
+        zf.writestr(MANIFEST, json.dumps(manifest))
+    record.update(sha256=hashlib.sha256(path.read_bytes()).hexdigest(), decision="allow", signed_by=None)
+    if not keep_chain:
+        record.update(sequence=None, previous_sha256=None)
+    _write_index(archive, records)
+
+
+# -- schema downgrade ------------------------------------------------------------------------
+
+
+def test_a_signed_bundle_rewritten_as_schema_1_fails_verify_and_show_with_the_key(
+        archive: LocalArchive, keys: tuple[Path, Path]) -> None:
+    priv, pub = keys
+    key = load_signing_key(str(priv))
+    ref = write(archive, signing_key=key)
+    forge_old_schema(archive, ref.id)
+
+    report = archive.verify(public_key=load_public_key(str(pub)))
+    assert (ref.id, ATTESTATION, "signature") in problems_of(report)
+    result = cli("evidence", "verify", "--archive", str(archive.root), "--all", "--public-key", str(pub))
+    assert result.returncode == 1, result.stdout
+    assert "FAIL  signature" in result.stdout and "schema_version 1" in result.stdout
+    shown = cli("evidence", "show", "--archive", str(archive.root), "--public-key", str(pub), ref.id)
+    assert shown.returncode == 1
+    assert "integrity   ok" not in shown.stdout and "integrity   FAILED" in shown.stdout
+
+
+def test_an_old_schema_bundle_without_a_key_is_shown_as_unverified_never_ok(archive: LocalArchive) -> None:
+    ref = write(archive)
+    forge_old_schema(archive, ref.id)
+    shown = cli("evidence", "show", "--archive", str(archive.root), ref.id)
+    assert "integrity   ok" not in shown.stdout
+    assert "NOT PROVEN" in shown.stdout and "unsigned" in shown.stdout
+    verified = cli("evidence", "verify", "--archive", str(archive.root), "--all")
+    assert f"UNSIGNED  bundle {ref.id}" in verified.stdout
+
+
+def test_a_signed_bundle_without_a_key_is_not_called_ok_by_show(
+        archive: LocalArchive, keys: tuple[Path, Path]) -> None:
+    ref = write(archive, signing_key=load_signing_key(str(keys[0])))
+    shown = cli("evidence", "show", "--archive", str(archive.root), ref.id)
+    assert shown.returncode == 0
+    assert "integrity   ok" not in shown.stdout and "NOT PROVEN" in shown.stdout
+    shown = cli("evidence", "show", "--archive", str(archive.root), "--public-key", str(keys[1]), ref.id)
+    assert shown.returncode == 0 and "integrity   ok" in shown.stdout
+
+
+def test_schema_versions_never_decrease_along_a_chain(archive: LocalArchive) -> None:
+    write(archive)
+    second = write(archive)
+    forge_old_schema(archive, second.id)
+    report = archive.verify()
+    assert (second.id, None, "chain") in problems_of(report)
+    assert any("schema_version 1" in p.message for p in report.problems)
+
+
+@pytest.mark.parametrize("version", [2.0, "2", True, 1.0, None, 0, 3, [2]])
+def test_a_schema_version_that_is_not_a_known_integer_is_invalid(archive: LocalArchive, version: Any) -> None:
+    ref = write(archive)
+    forge_old_schema(archive, ref.id, version=version, keep_chain=True)
+    report = archive.verify()
+    assert (ref.id, MANIFEST, "manifest") in problems_of(report), report.problems
+    assert not report.ok
+
+
+# -- index lines against their bundles ---------------------------------------------------------
+
+
+@pytest.mark.parametrize(("field", "value"), [
+    ("repository", "acme/other"), ("environment", "staging"), ("commit", "b" * 40), ("decision", "allow"),
+    ("signed_by", "c" * 64), ("sequence", 7), ("sequence", True), ("previous_sha256", "d" * 64),
+    ("policy_sha256", "e" * 64), ("created_at", "2030-01-01T00:00:00Z"), ("repository", None),
+    ("commit", None),
+])
+def test_every_field_of_an_index_line_is_held_against_its_bundle(
+        archive: LocalArchive, field: str, value: Any) -> None:
+    write(archive)
+    ref = write(archive)
+    records = _index(archive)
+    records[-1][field] = value
+    _write_index(archive, records)
+    report = archive.verify()
+    mine = [p for p in report.problems if p.check == "index" and p.bundle_id == ref.id]
+    assert any(f" {field} " in p.message for p in mine), report.problems
+    result = cli("evidence", "verify", "--archive", str(archive.root), "--all")
+    assert result.returncode == 1 and f"bundle {ref.id}" in result.stdout and field in result.stdout
+
+
+def test_an_index_line_naming_another_id_or_path_is_caught(archive: LocalArchive) -> None:
+    ref = write(archive)
+    records = _index(archive)
+    records[0]["id"] = "20240501T123045Z-000000000000"
+    _write_index(archive, records)
+    assert not archive.verify().ok
+    records[0]["id"] = ref.id
+    records[0]["path"] = "bundles/2024/05/other.zip"
+    _write_index(archive, records)
+    assert not archive.verify().ok
+
+
+def test_a_bundle_moved_to_another_chain_in_its_index_line_is_grouped_by_what_it_states(
+        archive: LocalArchive) -> None:
+    write(archive)
+    moved = write(archive)
+    records = _index(archive)
+    records[-1]["environment"] = "staging"  # as if it started the staging chain... but it names its predecessor
+    records[-1]["sequence"] = 1
+    records[-1]["previous_sha256"] = None
+    _write_index(archive, records)
+    report = archive.verify()
+    assert (moved.id, None, "index") in problems_of(report)
+
+
+# -- verify of something that is not an archive -------------------------------------------------
+
+
+def test_verify_of_an_empty_folder_is_an_error_not_ok(tmp_path: Path) -> None:
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    result = cli("evidence", "verify", "--archive", str(empty), "--all")
+    assert result.returncode == 2, result.stdout
+    assert "ok:" not in result.stdout and "not an evidence archive" in result.stderr
+    with pytest.raises(UsageError):
+        LocalArchive(empty).verify()
+
+
+def test_verify_of_a_folder_that_is_no_archive_is_an_error(tmp_path: Path) -> None:
+    folder = tmp_path / "src"
+    (folder / "pkg").mkdir(parents=True)
+    (folder / "pkg" / "thing.zip").write_bytes(b"PK")
+    (folder / "README").write_text("hello")
+    result = cli("evidence", "verify", "--archive", str(folder))
+    assert result.returncode == 2 and "ok:" not in result.stdout
+    assert "neither index.jsonl nor bundles/" in result.stderr
+
+
+def test_verify_of_an_archive_with_an_empty_bundles_folder_and_no_index_has_nothing_to_verify(
+        tmp_path: Path) -> None:
+    (tmp_path / "a" / "bundles").mkdir(parents=True)
+    result = cli("evidence", "verify", "--archive", str(tmp_path / "a"))
+    assert result.returncode == 2 and "nothing to verify" in result.stderr
+
+
+def test_an_archive_that_lost_its_index_fails_verify_naming_the_index(archive: LocalArchive) -> None:
+    write(archive)
+    archive.index_path.unlink()
+    result = cli("evidence", "verify", "--archive", str(archive.root), "--all")
+    assert result.returncode == 1 and "ok:" not in result.stdout
+    assert "index.jsonl is missing" in result.stdout
+    listed = cli("evidence", "list", "--archive", str(archive.root), "--json")
+    assert listed.returncode == 0 and len(json.loads(listed.stdout)) == 1
+
+
+# -- times --------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("evaluated", "warned"), [
+    ("2024-05-01T12:30:45Z", False), ("2024-05-01T12:20:00Z", False),
+    ("2024-05-01T12:31:00Z", True), ("2024-05-01T12:00:00Z", True),
+])
+def test_a_bundle_created_before_or_long_after_its_evaluation_is_a_warning(
+        archive: LocalArchive, evaluated: str, warned: bool) -> None:
+    ref = write(archive, decision={"decision": "allow", "rules": [], "evaluated_at": evaluated},
+                created_at=datetime(2024, 5, 1, 12, 30, 45, tzinfo=timezone.utc))
+    report = archive.verify()
+    assert report.ok
+    assert bool(report.warnings) is warned
+    result = cli("evidence", "verify", "--archive", str(archive.root))
+    assert result.returncode == 0
+    assert (f"warning: bundle {ref.id}" in result.stdout) is warned
+    shown = cli("evidence", "show", "--archive", str(archive.root), ref.id)
+    assert ("warning:" in shown.stdout) is warned
+
+
+
+# -- the query cache is derived data --------------------------------------------------------------
+
+
+def _populate(archive: LocalArchive) -> list[str]:
+    ids = []
+    for i in range(6):
+        env = "production" if i % 2 == 0 else "staging"
+        ids.append(write(archive, change={**CHANGE, "environment": env},
+                         decision={"decision": "allow" if i < 4 else "deny", "rules": []},
+                         created_at=datetime(2026, 10, 10 + i, 12, 0, tzinfo=timezone.utc)).id)
+    return ids
+
+
+def _listed(archive: LocalArchive, *args: str) -> list[dict[str, Any]]:
+    result = cli("evidence", "list", "--archive", str(archive.root), "--json", *args)
+    assert result.returncode == 0, result.stderr
+    rows: list[dict[str, Any]] = json.loads(result.stdout)
+    return rows
+
+
+@pytest.mark.parametrize("sql", [
+    "DELETE FROM bundles WHERE environment = 'staging'",
+    "DELETE FROM bundles WHERE decision = 'deny'",
+    "DELETE FROM bundles",
+    "UPDATE bundles SET created_at = '1999-01-01T00:00:00Z' WHERE decision = 'deny'",
+    "UPDATE bundles SET environment = 'elsewhere' WHERE environment = 'staging'",
+    "UPDATE bundles SET decision = 'allow'",
+    "UPDATE bundles SET \"commit\" = 'forged', signed_by = 'x' WHERE decision = 'deny'",
+    "UPDATE bundles SET id = '20261011T120000Z-000000000000' WHERE id = (SELECT MAX(id) FROM bundles)",
+    ("INSERT INTO bad_lines (line) SELECT line FROM bundles WHERE decision = 'deny'; "
+     "DELETE FROM bundles WHERE decision = 'deny'"),
+    "UPDATE bundles SET line = line + 100 WHERE decision = 'deny'",
+])
+def test_a_cache_edited_in_place_is_noticed_and_rebuilt(archive: LocalArchive, sql: str) -> None:
+    ids = _populate(archive)
+    truth = _listed(archive)
+    assert [r["id"] for r in truth] == ids
+    with sqlite3.connect(archive.root / "index.sqlite") as conn:
+        conn.executescript(sql)
+    result = cli("evidence", "list", "--archive", str(archive.root), "--json", "--since", "2026-10-01")
+    assert json.loads(result.stdout) == truth  # (rows cut from the end are simply read again)
+    assert _listed(archive, "--decision", "deny") == [r for r in truth if r["decision"] == "deny"]
+    assert _listed(archive, "--environment", "staging") == [r for r in truth if r["environment"] == "staging"]
+    rows, bad = archive.query(Query())
+    assert rows == truth and bad == 0
+
+
+def test_the_cache_follows_appends_and_keeps_counting_unreadable_lines(archive: LocalArchive) -> None:
+    _populate(archive)
+    assert len(_listed(archive)) == 6
+    with archive.index_path.open("ab") as f:
+        f.write(b'{"not": "a record"}\n')
+    write(archive)
+    result = cli("evidence", "list", "--archive", str(archive.root), "--json")
+    assert len(json.loads(result.stdout)) == 7 and "1 index record(s) cannot be read" in result.stderr
+    assert "rebuilt" not in result.stderr
+    with sqlite3.connect(archive.root / "index.sqlite") as conn:
+        conn.execute("DELETE FROM bad_lines")
+    result = cli("evidence", "list", "--archive", str(archive.root), "--json")
+    assert len(json.loads(result.stdout)) == 7 and "1 index record(s) cannot be read" in result.stderr
+
+
+def test_an_unusually_written_index_line_is_read_in_full(archive: LocalArchive) -> None:
+    ids = _populate(archive)
+    records = _index(archive)
+    archive.index_path.write_text("".join(json.dumps(r, ensure_ascii=True) + "\n" for r in reversed(records[:1]))
+                                  + "".join(json.dumps(r, sort_keys=True) + "\n" for r in records[1:]))
+    assert [r["id"] for r in _listed(archive)] == ids
+    result = cli("evidence", "list", "--archive", str(archive.root))
+    assert "rebuilt" not in result.stderr
