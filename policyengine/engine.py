@@ -8,9 +8,9 @@ from typing import TYPE_CHECKING, Any
 
 from policyengine.facts import Facts
 from policyengine.models import (
+    NOT_APPLICABLE,
     Decision,
     Enforcement,
-    NOT_APPLICABLE,
     Outcome,
     RuleResult,
     Status,

@@ -80,14 +80,14 @@ _PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
     (re.compile(r"gl(?:pat|cbt|dt|ptt|rt|oas|soat|ft|imt|agent|wt)-[A-Za-z0-9_-]{16,}"), REDACTED),
     (re.compile(r"(?:AKIA|ASIA)[0-9A-Z]{16}"), REDACTED),
     # A private key in PEM form, whole (the literal-value pass also removes each of its lines).
-    (re.compile(r"-----BEGIN [A-Z0-9 ]*PRIVATE KEY-----.*?-----END [A-Z0-9 ]*PRIVATE KEY-----", re.S), REDACTED),
+    (re.compile(r"-----BEGIN [A-Z0-9 ]*PRIVATE KEY-----.*?-----END [A-Z0-9 ]*PRIVATE KEY-----", re.DOTALL), REDACTED),
 )
 
 # A run of characters that JSON (or a log of it) may write with escapes, holding at least one
 # ``\\uXXXX``: ``\\u0067hp_...`` is ``ghp_...`` once decoded. Such runs are decoded, redacted
 # and, if a secret was inside, written back (escaped again where JSON needs it).
 _ESCAPED_RUN = re.compile(r"(?:\\u[0-9a-fA-F]{4}|\\[\\\"/bfnrt]|[A-Za-z0-9._~+/=%:-])++")
-_ESCAPE_PART = re.compile(r"\\u([0-9a-fA-F]{4})|\\([\\\"/bfnrt])|(.)", re.S)
+_ESCAPE_PART = re.compile(r"\\u([0-9a-fA-F]{4})|\\([\\\"/bfnrt])|(.)", re.DOTALL)
 _SIMPLE_ESCAPES = {"\\": "\\", '"': '"', "/": "/", "b": "\b", "f": "\f", "n": "\n", "r": "\r", "t": "\t"}
 
 
@@ -267,8 +267,7 @@ class RedactedStream:
             cut = buf.rfind(b"\n")
             if cut < 0 and len(buf) > _MAX_LINE:
                 cut = max(buf.rfind(b" "), buf.rfind(b"\t"))
-                if cut < len(buf) - _MAX_CARRY:
-                    cut = len(buf) - _MAX_CARRY
+                cut = max(cut, len(buf) - _MAX_CARRY)
             head, carry = buf[: cut + 1], buf[cut + 1 :]
             out, n = self.redactor.redact(head)
             self.count += n
