@@ -109,7 +109,7 @@ def _check_clock(request: CheckRequest) -> None:
     if request.clock_override and not request.simulate and running_in_ci(request.env):
         ci = next(n for n in CI_VARIABLES if (request.env.get(n) or "").strip().casefold() not in _FALSE)
         raise UsageError(f"--now / POLICYENGINE_NOW: refusing to evaluate a deploy at a given time under CI "
-                         f"({ci} is set): the deploy happens now",
+                         f"({ci}={request.env.get(ci)}): the deploy happens now",
                          hint="remove POLICYENGINE_NOW / --now, or add --simulate for a what-if run that "
                               "can never release a deploy")
 

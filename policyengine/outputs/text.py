@@ -53,7 +53,7 @@ def render(decision: Decision, *, color: bool = False, advisory: bool = False, e
         lines.append(f"note: {decision.note}")
     if decision.not_applicable:
         envs = decision.note or "the policy does not cover this environment"
-        verdict = (_paint("NOT APPLICABLE", "1;36", color) + f": {envs}; nothing was judged, "
+        verdict = (_paint("NOT APPLICABLE", "1;36", color) + f": {envs}; "
                    "this is not an allow (recorded as not_applicable)")
     elif decision.allowed:
         verdict = _paint("ALLOW", "1;32", color) + ": the change may be deployed"
