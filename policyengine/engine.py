@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from policyengine.facts import Facts
 from policyengine.models import (
+    NOT_APPLICABLE,
     Decision,
     Enforcement,
     Outcome,
@@ -71,11 +72,14 @@ def evaluate(policy: Policy, facts: Facts, now: datetime) -> Decision:
         )
     deny = any(r.enforcement is Enforcement.DENY and r.status in (Status.FAIL, Status.ERROR) for r in results)
     note = None
+    verdict = "deny" if deny else "allow"
     if not applies:
+        # Nothing was judged: never an allow (the gate refuses this unless the policy opted in).
+        verdict = NOT_APPLICABLE
         note = (f"policy {policy.name!r} applies to {', '.join(policy.environments or ())}; "
-                f"nothing was enforced for environment {change.get('environment')!r}")
+                f"nothing was judged for environment {change.get('environment')!r}")
     return Decision(
-        decision="deny" if deny else "allow",
+        decision=verdict,
         evaluated_at=iso_utc(now),
         policy=policy_record(policy),
         change=change,
@@ -110,10 +114,13 @@ def summary(decision: Decision) -> dict[str, int]:
 
 
 def exit_code_for(decision: Decision) -> int:
-    """0 allow; 1 a deny-rule failed; 3 deny only because facts could not be read."""
+    """0 allow (or not_applicable); 1 a deny-rule failed; 3 deny only because facts could not be read.
+
+    A simulated decision's exit code is the gate's business (under CI it never releases a deploy).
+    """
     from policyengine.errors import EXIT_ALLOW, EXIT_DENY, EXIT_FACTS
 
-    if decision.allowed:
+    if decision.allowed or decision.not_applicable:
         return EXIT_ALLOW
     if any(r.enforcement is Enforcement.DENY and r.status is Status.FAIL for r in decision.rules):
         return EXIT_DENY
@@ -138,4 +145,7 @@ def decision_to_json(decision: Decision, *, advisory: bool = False) -> dict[str,
     }
     if decision.note:
         out["note"] = decision.note
+    out["simulated"] = decision.simulated
+    if decision.clock is not None:
+        out["clock"] = dict(decision.clock)
     return out

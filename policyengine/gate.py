@@ -9,14 +9,33 @@ live in one place:
 * judging (``engine.evaluate``) is pure: policy, facts and a given time in, decision out;
 * recording writes the evidence bundle; if it cannot be written, the gate denies (a change
   without evidence is not allowed), and the decision says why.
+
+Checked here, once, before anything is judged:
+
+* the environment name, wherever it came from (``--environment``, ``POLICYENGINE_ENVIRONMENT``,
+  the change file, ``CI_ENVIRONMENT_NAME``): whitespace at an end, control or invisible
+  characters make it invalid input (exit 2, one line naming the source and the character);
+* applicability: a policy whose ``applies_to`` leaves out the change's environment judges
+  nothing. Unless the policy says ``not_applicable: pass`` this is invalid input (exit 2)
+  and no bundle is written (nothing was evaluated; the error is the output). With it, the
+  evaluation is recorded with decision ``not_applicable`` and exits 0: never an allow;
+* the clock: under CI (``CI``, ``GITHUB_ACTIONS`` or ``GITLAB_CI`` set to true) an override
+  (``--now``, ``POLICYENGINE_NOW``) is refused unless ``--simulate`` is given, and a
+  simulated evaluation exits 1 whatever its verdict, so it can never release a deploy. Every
+  decision records the wall-clock time (read once, by the CLI) and the clock source.
+
+Every output (console, JSON, JUnit) goes through one redactor (``redact.Redactor.from_env``):
+``CheckResult.decision`` and ``document`` are already redacted, and ``CheckResult.redact``
+is run over each rendered text once more.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -30,8 +49,16 @@ from policyengine.errors import (
     UsageError,
 )
 from policyengine.gather import gather_facts
-from policyengine.models import Decision, Enforcement, RuleResult, Status
-from policyengine.policy import Policy
+from policyengine.models import (
+    Decision,
+    Enforcement,
+    RuleResult,
+    Status,
+    environment_problem,
+    iso_utc,
+)
+from policyengine.policy import Policy, policy_applies
+from policyengine.redact import Redactor
 from policyengine.workspace import Workspace
 
 
@@ -51,6 +78,98 @@ class CheckRequest:
     signing_key: Any = None  # evidence.signing.SigningKey
     subjects: Sequence[tuple[str, str]] = ()
     advisory: bool = False
+    environment_source: str = "--environment"
+    """Where ``environment`` came from, named in errors (``--environment`` or ``POLICYENGINE_ENVIRONMENT``)."""
+    wall_time: datetime | None = None
+    """The wall clock, read once by the caller (None: the gate reads it)."""
+    clock_override: bool = False
+    """``now`` was given (``--now`` / ``POLICYENGINE_NOW``), not read from the clock."""
+    simulate: bool = False
+    """``--simulate``: a what-if evaluation; marked everywhere, never a deployment."""
+
+
+CI_VARIABLES = ("CI", "GITHUB_ACTIONS", "GITLAB_CI")
+_FALSE = frozenset({"", "0", "false", "no", "off"})
+
+
+def running_in_ci(env: Mapping[str, str]) -> bool:
+    """Whether ``env`` is a CI job: ``CI``, ``GITHUB_ACTIONS`` or ``GITLAB_CI`` set to anything
+    but an empty or false value (both code hosts set ``true``; erring towards CI is safe)."""
+    return any((env.get(name) or "").strip().casefold() not in _FALSE for name in CI_VARIABLES)
+
+
+def clock_source(request: CheckRequest) -> str:
+    """``system`` (the clock), ``override`` (a given time, outside CI) or ``simulated``."""
+    if not request.clock_override:
+        return "system"
+    return "simulated" if request.simulate else "override"
+
+
+def _check_clock(request: CheckRequest) -> None:
+    """Under CI a given time moves the deploy window; only a marked simulation may use one."""
+    if request.clock_override and not request.simulate and running_in_ci(request.env):
+        ci = next(n for n in CI_VARIABLES if (request.env.get(n) or "").strip().casefold() not in _FALSE)
+        raise UsageError(f"--now / POLICYENGINE_NOW: refusing to evaluate a deploy at a given time under CI "
+                         f"({ci}={request.env.get(ci)}): the deploy happens now",
+                         hint="remove POLICYENGINE_NOW / --now, or add --simulate for a what-if run that "
+                              "can never release a deploy")
+
+
+def _check_environments(request: CheckRequest, change: Mapping[str, Any]) -> None:
+    """Refuse an environment name that could look like another (one line: source, character)."""
+    from policyengine.providers import detect
+
+    sources: list[tuple[str, Any]] = []
+    if request.environment is not None:
+        sources.append((request.environment_source, request.environment))
+    provider = request.provider or ("local" if request.change_path else detect(request.env))
+    if request.environment is None and provider == "gitlab":
+        sources.append(("CI_ENVIRONMENT_NAME", request.env.get("CI_ENVIRONMENT_NAME")))
+    if request.environment is None and provider == "local":
+        sources.append((f"the change file's environment ({request.change_path})", change.get("environment")))
+    sources.append(("the change's environment", change.get("environment")))
+    for source, value in sources:
+        if not isinstance(value, str):
+            continue
+        trouble = environment_problem(value)
+        if trouble:
+            raise UsageError(f"{source}: environment {value!r} is not a valid name: {trouble}",
+                             hint="environment names may not start or end with whitespace, nor hold "
+                                  "control or invisible characters")
+
+
+def _check_applies(policy: Policy, change: Mapping[str, Any]) -> None:
+    """A policy that does not cover the environment judges nothing: refuse unless it opted in."""
+    if policy_applies(policy, change) or policy.not_applicable == "pass":
+        return
+    envs = ", ".join(policy.environments or ())
+    raise UsageError(f"policy {policy.name} applies to {envs}; this change deploys to "
+                     f"{change.get('environment')}: nothing to judge",
+                     hint="check the environment name, or run the policy written for this environment; "
+                          "add `not_applicable: pass` to the policy to record such deploys as not applicable")
+
+
+def redact_value(value: Any, redactor: Redactor) -> Any:
+    """Every string in ``value`` (keys too), redacted."""
+    if isinstance(value, str):
+        return redactor.text(value)
+    if isinstance(value, dict):
+        return {redact_value(k, redactor): redact_value(v, redactor) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(redact_value(v, redactor) for v in value)
+    return value
+
+
+def redact_decision(decision: Decision, redactor: Redactor) -> Decision:
+    """The decision as the outputs may show it: every string redacted."""
+    rules = tuple(dataclasses.replace(
+        r, id=redactor.text(r.id), type=redactor.text(r.type), message=redactor.text(r.message),
+        controls=tuple(redactor.text(c) for c in r.controls),
+        description=redactor.text(r.description) if r.description else r.description,
+        details=redact_value(r.details, redactor)) for r in decision.rules)
+    return dataclasses.replace(
+        decision, policy=redact_value(decision.policy, redactor), change=redact_value(decision.change, redactor),
+        rules=rules, note=redactor.text(decision.note) if decision.note else decision.note)
 
 
 @dataclass(frozen=True)
@@ -70,6 +189,12 @@ class CheckResult:
     exit_code: int
     advisory: bool = False
     notes: list[str] = field(default_factory=list)
+    redactor: Redactor = field(default_factory=Redactor)
+    simulated_under_ci: bool = False
+
+    def redact(self, text: str) -> str:
+        """Run the one redactor over a rendered output (console text, JSON, JUnit XML)."""
+        return self.redactor.text(text)
 
 
 def _load(request: CheckRequest) -> tuple[Policy, Any]:
@@ -102,9 +227,7 @@ def _evidence_failed(decision: Decision, store_url: str, exc: PolicyEngineError)
                         message=f"the evidence could not be recorded: {exc.message}", controls=("CC8.1",),
                         description="The evaluation is archived as tamper-evident evidence.",
                         details={"archive": store_url})
-    return Decision(decision="deny", evaluated_at=decision.evaluated_at, policy=decision.policy,
-                    change=decision.change, rules=decision.rules + (failed,), applies=decision.applies,
-                    note=decision.note)
+    return dataclasses.replace(decision, decision="deny", rules=decision.rules + (failed,))
 
 
 def _record(request: CheckRequest, policy: Policy, gathered: Any, decision: Decision,
@@ -135,6 +258,7 @@ def _record(request: CheckRequest, policy: Policy, gathered: Any, decision: Deci
         signing_key=request.signing_key,
         retention=policy.retention,
         redactor=redactor,
+        created_at=_wall(request),
     )
     bundle: dict[str, Any] = {"bundle_id": ref.id, "path": ref.path, "sha256": ref.sha256,
                               "signed": request.signing_key is not None}
@@ -154,6 +278,10 @@ def judge(policy: Policy, change: dict[str, Any], workspace: str | Path, now: da
     return evaluate(policy, facts, now)
 
 
+def _wall(request: CheckRequest) -> datetime:
+    return request.wall_time if request.wall_time is not None else request.now
+
+
 def check(request: CheckRequest) -> CheckResult:
     """Gather, judge and record one evaluation.
 
@@ -164,10 +292,17 @@ def check(request: CheckRequest) -> CheckResult:
     ws = Path(request.workspace)
     if not ws.is_dir():
         raise UsageError(f"--workspace: {request.workspace} is not a directory")
+    _check_clock(request)
+    if request.wall_time is None:
+        request = dataclasses.replace(request, wall_time=datetime.now(timezone.utc))
     policy, gathered = _load(request)
+    _check_environments(request, gathered.change)
+    _check_applies(policy, gathered.change)
     facts = gather_facts(policy, gathered.change, Workspace(ws))
 
     decision = evaluate(policy, facts, request.now)
+    decision = dataclasses.replace(decision, simulated=request.simulate, clock={
+        "source": clock_source(request), "wall_time": iso_utc(_wall(request).replace(microsecond=0))})
 
     # Record: a denied attempt is evidence too. If it cannot be recorded, the gate denies (exit 3).
     store_url = request.evidence_store or request.evidence_dir
@@ -178,12 +313,19 @@ def check(request: CheckRequest) -> CheckResult:
         bundle = {"error": exc.message}
 
     code = exit_code_for(decision)
-    doc = decision_to_json(decision, advisory=request.advisory)
-    doc["evidence"] = bundle
     final = EXIT_ALLOW if request.advisory and code == EXIT_DENY else code
-    return CheckResult(decision=decision, document=doc, evidence=bundle, store_url=store_url,
+    # Under CI a simulation never releases a deploy, whatever it decided.
+    simulated_under_ci = request.simulate and running_in_ci(request.env)
+    if simulated_under_ci and final == EXIT_ALLOW:
+        final = EXIT_DENY
+    redactor = Redactor.from_env(request.env)
+    shown = redact_decision(decision, redactor)
+    doc = redact_value(decision_to_json(shown, advisory=request.advisory), redactor)
+    doc["evidence"] = redact_value(bundle, redactor)
+    return CheckResult(decision=shown, document=doc, evidence=bundle, store_url=store_url,
                        verdict_code=code, exit_code=final, advisory=request.advisory,
-                       notes=list(bundle.get("notes", [])))
+                       notes=list(bundle.get("notes", [])), redactor=redactor,
+                       simulated_under_ci=simulated_under_ci)
 
 
 # -- replay -----------------------------------------------------------------------------------

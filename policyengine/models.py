@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import unicodedata
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
@@ -72,19 +73,32 @@ class RuleResult:
         return out
 
 
+NOT_APPLICABLE = "not_applicable"
+"""The decision when the policy does not cover the change's environment and the policy opted in
+(``not_applicable: pass``): nothing was judged. Never an allow, never a deployment."""
+
+
 @dataclass(frozen=True)
 class Decision:
-    decision: str  # "allow" | "deny"
+    decision: str  # "allow" | "deny" | "not_applicable"
     evaluated_at: str
     policy: dict[str, Any]
     change: dict[str, Any]
     rules: tuple[RuleResult, ...]
     applies: bool = True
     note: str | None = None
+    simulated: bool = False
+    """Set by the gate (``--simulate``): a what-if evaluation, never counted as a deployment."""
+    clock: dict[str, str] | None = None
+    """Set by the gate: ``{"source": "system"|"override"|"simulated", "wall_time": ISO 8601}``."""
 
     @property
     def allowed(self) -> bool:
         return self.decision == "allow"
+
+    @property
+    def not_applicable(self) -> bool:
+        return self.decision == NOT_APPLICABLE
 
     @property
     def files(self) -> tuple[FileRead, ...]:
@@ -112,3 +126,51 @@ def parse_instant(value: str, *, option: str = "--now") -> datetime:
         raise UsageError(f"{option}: {value!r} has no time zone",
                          hint="add Z or an offset, e.g. 2026-11-24T10:00:00-05:00")
     return moment
+
+
+# -- environment names ----------------------------------------------------------------------
+
+# Characters that show nothing (or nothing distinct) but are not in the categories below.
+_INVISIBLE_EXTRA = frozenset({0x034F, 0x115F, 0x1160, 0x17B4, 0x17B5, 0x2800, 0x3164, 0xFFA0}
+                             | set(range(0xFE00, 0xFE10)) | set(range(0xE0100, 0xE01F0)))
+_BAD_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp", "Zs"})
+_CONTROL_NAMES = {0x09: "CHARACTER TABULATION", 0x0A: "LINE FEED", 0x0B: "LINE TABULATION", 0x0C: "FORM FEED",
+                  0x0D: "CARRIAGE RETURN", 0x00: "NULL", 0x1B: "ESCAPE", 0x7F: "DELETE", 0x85: "NEXT LINE"}
+
+
+def describe_char(ch: str) -> str:
+    """``U+200B ZERO WIDTH SPACE``: a character named so a person can find it."""
+    code = ord(ch)
+    name = _CONTROL_NAMES.get(code) or unicodedata.name(ch, "")
+    if not name:
+        category = unicodedata.category(ch)
+        name = {"Cc": "CONTROL CHARACTER", "Cs": "SURROGATE", "Co": "PRIVATE USE CHARACTER"}.get(
+            category, "UNASSIGNED CHARACTER")
+    return f"U+{code:04X} {name}"
+
+
+def environment_problem(name: str) -> str | None:
+    """Say what makes ``name`` unfit as an environment name, or return None.
+
+    An environment name decides which policy applies, so two names that look the same must be
+    the same: no control character (C0, C1, tab, newline), no invisible character (Unicode
+    Cf, Zl, Zp, Zs other than a plain inner space, e.g. U+200B ZERO WIDTH SPACE, U+00A0, U+FEFF,
+    bidi marks; surrogates, private-use and unassigned code points; fillers and variation
+    selectors), and no whitespace at either end. Inner plain spaces are fine (both code hosts
+    allow them). Positions count from 0, like a string index.
+    """
+    if name == "":
+        return "the environment name is empty"
+    for i, ch in enumerate(name):
+        code = ord(ch)
+        if ch == " ":
+            if i == 0 or i == len(name) - 1:
+                where = "leading" if i == 0 else "trailing"
+                return f"{where} {describe_char(ch)} at position {i}"
+            continue
+        if unicodedata.category(ch) in _BAD_CATEGORIES or code in _INVISIBLE_EXTRA:
+            kind = "control character" if unicodedata.category(ch) == "Cc" else "invisible character"
+            return f"{kind} {describe_char(ch)} at position {i}"
+        if ch.isspace():  # pragma: no cover - every whitespace character is in a category above
+            return f"whitespace {describe_char(ch)} at position {i}"
+    return None

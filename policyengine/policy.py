@@ -23,7 +23,7 @@ from policyengine import loader
 from policyengine.change import load_change
 from policyengine.errors import InvalidInputError, Problem
 from policyengine.globs import glob_match, static_path_problem
-from policyengine.models import Enforcement
+from policyengine.models import Enforcement, environment_problem
 
 if TYPE_CHECKING:
     # Imported lazily at run time: importing ``policyengine.rules`` loads every rule type.
@@ -62,6 +62,9 @@ class Policy:
     changes it even though the file's own ``sha256`` stays the same."""
     base: Policy | None = field(default=None, compare=False, repr=False)
     """The policy this one ``extends``, resolved."""
+    not_applicable: str = "error"
+    """``error``: a change outside ``applies_to`` is refused (exit 2, nothing recorded);
+    ``pass``: it is recorded as ``not_applicable`` and passes (exit 0), never as an allow."""
 
 
 def load_policy(path: str | Path) -> Policy:
@@ -90,7 +93,8 @@ def parse_policy(raw: bytes, *, file: str, base: Policy | None = None) -> Policy
         if not problems:
             data, positions = merge_extension(base.document, data, positions)
     schema_problems = loader.validate(data, positions, loader.load_schema(POLICY_SCHEMA), file=file)
-    problems = problems + _check_rules(data, positions, schema_problems, file)
+    problems = problems + _check_rules(data, positions, schema_problems, file) + _check_environments(
+        data, positions, file)
     if problems:
         raise InvalidInputError(sorted(problems, key=loader.problem_order), what="policy", hint=_POLICY_HINT)
     policy = _build(data, positions, raw, file)
@@ -270,6 +274,22 @@ def _check_rules(data: Any, positions: loader.Positions, schema_problems: list[P
     return kept + extra
 
 
+def _check_environments(data: Any, positions: loader.Positions, file: str) -> list[Problem]:
+    """Environment names that could never match (invisible or control characters, whitespace
+    at an end): ``check`` refuses such names in a change, so a policy must not list them."""
+    applies_to = data.get("applies_to") if isinstance(data, dict) else None
+    envs = applies_to.get("environments") if isinstance(applies_to, dict) else None
+    out: list[Problem] = []
+    for j, env in enumerate(envs if isinstance(envs, list) else []):
+        trouble = environment_problem(env) if isinstance(env, str) and env else None
+        if trouble:
+            path: tuple[str | int, ...] = ("applies_to", "environments", j)
+            line, column = positions.locate(path)
+            out.append(Problem(file, line, column, loader.format_path(path),
+                               f"environment {env!r} is not a usable name: {trouble}"))
+    return out
+
+
 def _spec(rule: dict[str, Any], index: int, positions: loader.Positions) -> RuleSpec:
     from policyengine.rules.base import RuleSpec
 
@@ -330,4 +350,5 @@ def _build(data: dict[str, Any], positions: loader.Positions, raw: bytes, file: 
         retention=evidence.get("retention") if isinstance(evidence, dict) else None,
         document=data,
         resolved_sha256=resolved_digest(data),
+        not_applicable=str(data.get("not_applicable", "error")),
     )

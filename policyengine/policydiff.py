@@ -444,7 +444,18 @@ def _owners(old: Any, new: Any) -> tuple[str, str]:
     return worst[0], "; ".join(m for _, m in findings)
 
 
+def _not_applicable(old: Any, new: Any) -> tuple[str, str]:
+    a = "error" if old is _MISSING else old
+    b = "error" if new is _MISSING else new
+    if a == b:
+        return NEUTRAL, "same"
+    if b == "pass":
+        return WEAKER, "deploys outside applies_to now pass as not_applicable (the opt-in was added)"
+    return STRONGER, "deploys outside applies_to are refused again (not_applicable: error)"
+
+
 _TOP_KEYS: dict[str, Compare] = {
+    "not_applicable": _not_applicable,
     "policy_owners": _owners,
     "version": _undecided_if_changed("version"),
     "name": _neutral("name"),

@@ -34,12 +34,37 @@ from urllib.parse import quote
 REDACTED = "[REDACTED]"
 
 TOKEN_VARIABLES = ("GITHUB_TOKEN", "GITLAB_TOKEN", "CI_JOB_TOKEN")
-"""Environment variables whose values are secrets wherever they appear."""
+"""The code hosts' token variables the providers read (``providers/github.py``, ``gitlab.py``)."""
+
+SECRET_VARIABLES = (*TOKEN_VARIABLES, "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")
+"""Every variable whose value is a secret wherever it appears: the code hosts' tokens, and the
+S3 store's credentials (read by boto3 from the standard AWS variables)."""
+
+SECRET_SUFFIXES = ("_TOKEN", "_SECRET", "_PASSWORD", "_WEBHOOK_URL", "_WEBHOOK")
+"""A ``POLICYENGINE_*`` variable whose name ends so holds a secret too (e.g. a webhook URL)."""
+
+
+def secret_values(env: Mapping[str, str]) -> list[str]:
+    """The secret values ``env`` holds: ``SECRET_VARIABLES``, ``POLICYENGINE_*`` secrets, and
+    the signing key (``--signing-key env:VAR`` names a variable holding the PEM text; the PEM
+    text given in place of a file name is a secret as well)."""
+    values = [env.get(name, "") for name in SECRET_VARIABLES]
+    values += [v for k, v in env.items() if k.startswith("POLICYENGINE_") and k.endswith(SECRET_SUFFIXES)]
+    key = env.get("POLICYENGINE_SIGNING_KEY", "")
+    if key.startswith("env:"):
+        values.append(env.get(key[4:], ""))
+    elif "PRIVATE KEY" in key or "\n" in key:
+        values.append(key)
+    return [v for v in values if v]
 
 # A literal value shorter than this is not redacted everywhere: replacing every "1" or "true"
 # in the evidence would destroy it, and so short a value is no real token anyway.
 MIN_LITERAL = 8
 
+# No token pattern starts with a word boundary: in raw JSON or a log, an escape sequence
+# (``\\r\\nghp_...``, ``%0Aghp_...``) puts a letter right before the token, and ``\\b`` would
+# not match there. A token prefix inside a longer word is redacted too: over-redacting a
+# few look-alikes costs nothing, a missed token leaks it.
 _PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
     # Header-like "name: value" / "name=value" pairs, also inside JSON ("Authorization": "token x").
     (
@@ -49,12 +74,58 @@ _PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
         ),
         r"\1" + REDACTED,
     ),
-    (re.compile(r"(?i)\b(bearer\s+)[A-Za-z0-9._~+/=-]{8,}"), r"\1" + REDACTED),
-    (re.compile(r"\bgithub_pat_[A-Za-z0-9_]{20,}"), REDACTED),
-    (re.compile(r"\bgh[pousr]_[A-Za-z0-9]{20,}"), REDACTED),
-    (re.compile(r"\bgl(?:pat|cbt|dt|ptt|rt|oas|soat|ft|imt|agent|wt)-[A-Za-z0-9_-]{16,}"), REDACTED),
-    (re.compile(r"\b(?:AKIA|ASIA)[0-9A-Z]{16}\b"), REDACTED),
+    (re.compile(r"(?i)(bearer\s+)[A-Za-z0-9._~+/=-]{8,}"), r"\1" + REDACTED),
+    (re.compile(r"github_pat_[A-Za-z0-9_]{20,}"), REDACTED),
+    (re.compile(r"gh[pousr]_[A-Za-z0-9]{20,}"), REDACTED),
+    (re.compile(r"gl(?:pat|cbt|dt|ptt|rt|oas|soat|ft|imt|agent|wt)-[A-Za-z0-9_-]{16,}"), REDACTED),
+    (re.compile(r"(?:AKIA|ASIA)[0-9A-Z]{16}"), REDACTED),
+    # A private key in PEM form, whole (the literal-value pass also removes each of its lines).
+    (re.compile(r"-----BEGIN [A-Z0-9 ]*PRIVATE KEY-----.*?-----END [A-Z0-9 ]*PRIVATE KEY-----", re.DOTALL), REDACTED),
 )
+
+# A run of characters that JSON (or a log of it) may write with escapes, holding at least one
+# ``\\uXXXX``: ``\\u0067hp_...`` is ``ghp_...`` once decoded. Such runs are decoded, redacted
+# and, if a secret was inside, written back (escaped again where JSON needs it).
+_ESCAPED_RUN = re.compile(r"(?:\\u[0-9a-fA-F]{4}|\\[\\\"/bfnrt]|[A-Za-z0-9._~+/=%:-])++")
+_ESCAPE_PART = re.compile(r"\\u([0-9a-fA-F]{4})|\\([\\\"/bfnrt])|(.)", re.DOTALL)
+_SIMPLE_ESCAPES = {"\\": "\\", '"': '"', "/": "/", "b": "\b", "f": "\f", "n": "\n", "r": "\r", "t": "\t"}
+
+
+def _decode_run(run: str) -> str:
+    out = []
+    for m in _ESCAPE_PART.finditer(run):
+        if m.group(1) is not None:
+            out.append(chr(int(m.group(1), 16)))
+        elif m.group(2) is not None:
+            out.append(_SIMPLE_ESCAPES[m.group(2)])
+        else:
+            out.append(m.group(3))
+    return "".join(out)
+
+
+def _encode_run(text: str) -> str:
+    """Escape again what a JSON string cannot hold as it is (quotes, backslashes, controls)."""
+    out = []
+    for ch in text:
+        if ch in '"\\':
+            out.append("\\" + ch)
+        elif ord(ch) < 0x20 or 0xD800 <= ord(ch) <= 0xDFFF:
+            out.append(f"\\u{ord(ch):04x}")
+        else:
+            out.append(ch)
+    return "".join(out)
+
+
+def literal_forms(secret: str) -> set[str]:
+    """The forms a secret value takes in the outputs: as it is, URL-encoded, JSON-escaped
+    (ASCII and not), XML/HTML-escaped, and each of its lines (a PEM key spans lines)."""
+    import html
+    import json
+
+    forms = {secret, quote(secret, safe=""), json.dumps(secret)[1:-1], json.dumps(secret, ensure_ascii=False)[1:-1],
+             html.escape(secret, quote=False), html.escape(secret, quote=True)}
+    forms.update(line.strip() for line in secret.splitlines())
+    return {f for f in forms if len(f) >= MIN_LITERAL}
 
 
 class Redactor:
@@ -64,18 +135,32 @@ class Redactor:
         literals: set[str] = set()
         for secret in secrets:
             if secret and len(secret) >= MIN_LITERAL:
-                literals.add(secret)
-                literals.add(quote(secret, safe=""))
+                literals.update(literal_forms(secret))
         # Longest first, so a secret that contains another is removed whole.
         self._literals = sorted(literals, key=len, reverse=True)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str], extra: Iterable[str] = ()) -> Redactor:
-        """Build a redactor for the token variables set in ``env`` (and any ``extra`` values)."""
-        return cls([*(env.get(name, "") for name in TOKEN_VARIABLES), *extra])
+        """Build a redactor for the secret variables set in ``env`` (and any ``extra`` values)."""
+        return cls([*secret_values(env), *extra])
 
     def text(self, value: str) -> str:
         """Return ``value`` with every secret replaced by ``[REDACTED]``."""
+        value = self._plain(value)
+        if "\\u" in value:
+            value = _ESCAPED_RUN.sub(self._escaped_run, value)
+        return value
+
+    def _escaped_run(self, match: re.Match[str]) -> str:
+        run = match.group(0)
+        if "\\u" not in run:
+            return run
+        decoded = _decode_run(run)
+        cleaned = self._plain(decoded)
+        return run if cleaned == decoded else _encode_run(cleaned)
+
+    def _plain(self, value: str) -> str:
+        """The literal and pattern passes only (a decoded run is not decoded twice)."""
         for literal in self._literals:
             if literal in value:
                 value = value.replace(literal, REDACTED)
@@ -108,6 +193,8 @@ _MARK = REDACTED.encode("ascii")
 # the others on the lower-cased bytes). The g-expression has a literal first byte, so it runs
 # at the speed of a substring search.
 _PREFILTER_RE = re.compile(rb"g(?:h[pousr]_|ithub_pat_|l[a-z]{1,6}-)")
+# A JSON unicode escape may hide any of them (``\u0067hp_``), and a PEM key has its own marker.
+_ESCAPE_MARKS = (b"\\u", b"PRIVATE KEY")
 _AWS_RE = re.compile(rb"A[KS]IA")  # one pass for both, faster than two substring tests
 _LOWER = (b"bearer", b"authoriz", b"-token", b"x-api-key")
 # A chunk is cut after its last newline; a line longer than _MAX_LINE is cut after its last
@@ -132,16 +219,17 @@ class EvidenceRedactor:
     def __init__(self, secrets: Iterable[str] = ()) -> None:
         values = [s for s in secrets if s and len(s) >= MIN_LITERAL]
         self._redactor = Redactor(values)
-        self._literals = tuple({v for s in values for v in (s.encode("utf-8"), quote(s, safe="").encode("ascii"))})
+        self._literals = tuple({f.encode("utf-8", errors="surrogateescape") for s in values for f in literal_forms(s)})
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str]) -> EvidenceRedactor:
-        """A redactor that also removes the values of the token variables set in ``env``."""
-        return cls(env.get(name, "") for name in TOKEN_VARIABLES)
+    def from_env(cls, env: Mapping[str, str], extra: Iterable[str] = ()) -> EvidenceRedactor:
+        """A redactor that also removes the values of the secret variables set in ``env``."""
+        return cls([*secret_values(env), *extra])
 
     def might_hold_secret(self, data: bytes) -> bool:
         """Whether ``data`` may hold a secret (cheap; false positives only cost time)."""
-        if _PREFILTER_RE.search(data) or _AWS_RE.search(data) or any(v in data for v in self._literals):
+        if (_PREFILTER_RE.search(data) or _AWS_RE.search(data) or any(m in data for m in _ESCAPE_MARKS)
+                or any(v in data for v in self._literals)):
             return True
         low = data.lower()
         return any(n in low for n in _LOWER)
@@ -179,8 +267,7 @@ class RedactedStream:
             cut = buf.rfind(b"\n")
             if cut < 0 and len(buf) > _MAX_LINE:
                 cut = max(buf.rfind(b" "), buf.rfind(b"\t"))
-                if cut < len(buf) - _MAX_CARRY:
-                    cut = len(buf) - _MAX_CARRY
+                cut = max(cut, len(buf) - _MAX_CARRY)
             head, carry = buf[: cut + 1], buf[cut + 1 :]
             out, n = self.redactor.redact(head)
             self.count += n

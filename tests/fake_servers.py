@@ -349,9 +349,13 @@ class GitHubWorld:
 
 
 def github_env(api: FakeAPI, sha: str, token: str = "ghs_" + "T" * 36, **extra: str) -> dict[str, str]:
-    """The variables of a GitHub Actions run against ``api``."""
+    """The variables of a GitHub Actions run against ``api``.
+
+    Without ``GITHUB_ACTIONS=true`` (pass ``GITHUB_ACTIONS="true"`` to add it): these runs
+    evaluate at a fixed time (``--now``), which the gate refuses under CI unless simulated
+    (tests/test_gate_inputs.py); the callers name the provider explicitly.
+    """
     env = {
-        "GITHUB_ACTIONS": "true",
         "GITHUB_REPOSITORY": "acme/payments",
         "GITHUB_SHA": sha,
         "GITHUB_REF": "refs/heads/main",
@@ -476,9 +480,11 @@ class GitLabWorld:
 
 
 def gitlab_env(api: FakeAPI, sha: str, token: str = "glpat-" + "T" * 20, **extra: str) -> dict[str, str]:
-    """The predefined variables of a GitLab CI deploy job against ``api``."""
+    """The predefined variables of a GitLab CI deploy job against ``api``.
+
+    Without ``GITLAB_CI=true``, for the reason ``github_env`` gives.
+    """
     env = {
-        "GITLAB_CI": "true",
         "CI_PROJECT_ID": "278964",
         "CI_PROJECT_PATH": "acme/payments",
         "CI_COMMIT_SHA": sha,

@@ -62,6 +62,9 @@ WEAKENINGS: dict[str, Callable[[dict[str, Any]], None]] = {
     "skipped tests allowed": lambda d: _rule(d, "tests").update(allow_skipped=True),
     "flaky tests allowed": lambda d: _rule(d, "tests").update(allow_flaky=True),
     "a required section removed": lambda d: _rule(d, "rollback-plan").update(required_sections=["Rollback steps"]),
+    "not-applicable opt-in added": lambda d: d.update(not_applicable="pass"),
+    "policy owners reduced": lambda d: d.update(policy_owners={"users": ["carol"]}),
+    "policy owners removed": lambda d: d.pop("policy_owners"),
     "min_length lowered": lambda d: _rule(d, "rollback-plan").update(min_length=10),
 }
 
@@ -71,6 +74,7 @@ def _base_is_strict() -> None:
     # Make the base explicit where the bundled policy relies on a default, so each edit is a change.
     _rule(BASE, "tests").update(allow_skipped=False, allow_flaky=False)
     _rule(BASE, "peer-review").update(cover_range=True)
+    BASE["policy_owners"] = {"users": ["carol", "dave"]}
 
 
 @pytest.mark.parametrize("kind", sorted(WEAKENINGS))

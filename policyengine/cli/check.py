@@ -6,9 +6,11 @@ import json
 import os
 import re
 import sys
+from datetime import datetime, timezone
 from pathlib import Path
 
 import click
+from click.core import ParameterSource
 
 from policyengine.cli.common import (
     CONTEXT,
@@ -33,7 +35,11 @@ from policyengine.errors import EXIT_DENY, UsageError
 @click.option("--workspace", default=".", show_default=True, envvar="POLICYENGINE_WORKSPACE", show_envvar=True,
               metavar="DIR", help="Where the policy's relative paths resolve; nothing outside it is read.")
 @click.option("--now", envvar="POLICYENGINE_NOW", show_envvar=True, metavar="ISO8601",
-              help="Evaluate at this time instead of the clock (replays, tests), e.g. 2026-11-24T15:00:00Z.")
+              help="Evaluate at this time instead of the clock (tests, what-if runs), e.g. 2026-11-24T15:00:00Z. "
+              "Refused under CI unless --simulate is given.")
+@click.option("--simulate", is_flag=True,
+              help="A what-if evaluation: marked simulated in every output and in the evidence, never counted "
+              "as a deployment; under CI it exits 1 whatever the verdict. No environment variable sets it.")
 @click.option("--json", "json_path", envvar="POLICYENGINE_JSON", show_envvar=True, metavar="PATH",
               help="Write the decision as JSON ('-' for standard output).")
 @click.option("--junit", "junit_path", envvar="POLICYENGINE_JUNIT", show_envvar=True, metavar="PATH",
@@ -52,7 +58,8 @@ from policyengine.errors import EXIT_DENY, UsageError
               help="Evaluate and record everything, but exit 0 when a rule denies (for rollouts).")
 @click.option("--color", type=click.Choice(["auto", "always", "never"]), default="auto", show_default=True,
               help="Colour the console verdict (auto: only on a terminal; NO_COLOR is honoured).")
-def check(policy_path: str, change_path: str | None, provider: str | None, environment: str | None, workspace: str, now: str | None, json_path: str | None,
+def check(policy_path: str, change_path: str | None, provider: str | None, environment: str | None, workspace: str,
+          now: str | None, simulate: bool, json_path: str | None,
           junit_path: str | None, evidence_dir: str, evidence_store: str | None, signing_key: str | None,
           subjects: tuple[str, ...], advisory: bool, color: str) -> int:
     """Decide whether one change may be deployed, and record the evidence.
@@ -69,7 +76,10 @@ def check(policy_path: str, change_path: str | None, provider: str | None, envir
     from policyengine.outputs import junit as junit_out
     from policyengine.outputs import text as text_out
 
-    moment = parse_now(now)
+    wall = datetime.now(timezone.utc)  # the one read of the wall clock
+    moment = parse_now(now) if now else wall
+    source = click.get_current_context().get_parameter_source("environment")
+    env_source = "POLICYENGINE_ENVIRONMENT" if source is ParameterSource.ENVIRONMENT else "--environment"
     subject_digests = [_parse_subject(s) for s in subjects]
     key = None
     if signing_key:
@@ -79,22 +89,25 @@ def check(policy_path: str, change_path: str | None, provider: str | None, envir
     result = run_check(CheckRequest(
         policy_path=policy_path, now=moment, env=os.environ, change_path=change_path, provider=provider,
         environment=environment, workspace=workspace, evidence_dir=evidence_dir, evidence_store=evidence_store,
-        signing_key=key, subjects=subject_digests, advisory=advisory,
+        signing_key=key, subjects=subject_digests, advisory=advisory, environment_source=env_source,
+        wall_time=wall, clock_override=bool(now), simulate=simulate,
     ))
-    decision, bundle, code = result.decision, result.evidence, result.verdict_code
+    # Every output goes through the one redactor: the decision is redacted, and so is each text.
+    decision, bundle, code, shown = result.decision, result.evidence, result.verdict_code, result.redact
     if junit_path:
-        write_atomic(junit_path, junit_out.render(decision), "JUnit report")
+        write_atomic(junit_path, shown(junit_out.render(decision)), "JUnit report")
     if json_path:
-        write_atomic(json_path, json.dumps(result.document, indent=2, sort_keys=False) + "\n", "decision JSON")
+        write_atomic(json_path, shown(json.dumps(result.document, indent=2, sort_keys=False) + "\n"), "decision JSON")
     stream = sys.stderr if json_path == "-" else sys.stdout
-    click.echo(text_out.render(decision, color=use_color(color, stream), advisory=advisory and code == EXIT_DENY,
-                               exit_code=code), nl=False, file=stream)
+    click.echo(shown(text_out.render(decision, color=use_color(color, stream),
+                                     advisory=advisory and code == EXIT_DENY, exit_code=code,
+                                     simulated_under_ci=result.simulated_under_ci)), nl=False, file=stream)
     if bundle.get("bundle_id"):
         store_url = result.store_url
         where = bundle["path"] if store_url.startswith("s3://") else str(Path(store_url) / bundle["path"])
-        click.echo(f"evidence: {where} (bundle {bundle['bundle_id']})", file=stream)
+        click.echo(shown(f"evidence: {where} (bundle {bundle['bundle_id']})"), file=stream)
         for note in result.notes:
-            click.echo(f"evidence: note: {note}", file=stream)
+            click.echo(shown(f"evidence: note: {note}"), file=stream)
     return result.exit_code
 
 

@@ -14,15 +14,21 @@ if TYPE_CHECKING:
 
 
 def err(message: str) -> None:
-    """Print a line to standard error."""
-    click.echo(message, err=True)
+    """Print a line to standard error, redacted (``redact.Redactor.from_env``): an error may
+    quote a value that holds a token."""
+    from policyengine.redact import Redactor
+
+    click.echo(Redactor.from_env(os.environ).text(message), err=True)
 
 
 EXIT_CODES_HELP = """\b
 Exit codes:
-  0  allowed (or --advisory and denied by a rule)
-  1  denied: a rule was not met
-  2  could not evaluate: bad invocation, unreadable or invalid policy or change file
+  0  allowed, or not applicable where the policy says `not_applicable: pass`
+     (or --advisory and denied by a rule)
+  1  denied: a rule was not met (or a --simulate run under CI, whatever its verdict)
+  2  could not evaluate: bad invocation, unreadable or invalid policy or change file,
+     an invalid environment name, a policy that does not apply to the environment,
+     a clock override under CI without --simulate
   3  denied because facts could not be read or the evidence could not be recorded
      (rules in error, none in fail: retrying may help)
   4  internal error (a bug: please report it; --debug shows the traceback)
@@ -31,8 +37,7 @@ Exit codes:
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
 
-def _err(message: str) -> None:
-    click.echo(message, err=True)
+_err = err
 
 
 def use_color(choice: str, stream: Any) -> bool:

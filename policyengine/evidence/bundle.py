@@ -384,12 +384,14 @@ class BundleWriter:
             "chain": dict(chain),
             "members": self.entries,
         }
+        manifest.update(_clock_fields(decision))
         manifest_bytes = _json_bytes(manifest)
         self.zf.writestr(self._info(MANIFEST, len(manifest_bytes)), manifest_bytes)
         statement = build_statement(
             decision=decision, change=change, subjects=subjects, bundle_id=self.bundle_id, created_at=created,
             manifest_sha256=hashlib.sha256(manifest_bytes).hexdigest(), chain=chain,
         )
+        statement["predicate"].update(_clock_fields(decision))
         env_bytes = _json_bytes(envelope(statement, signing_key))
         self.zf.writestr(self._info(ATTESTATION, len(env_bytes)), env_bytes)
         if close:
@@ -410,6 +412,47 @@ class BundleWriter:
             self.zf.close()
         self.sink.wait()
         self.sink.digest.hexdigest()  # stops its thread
+
+
+def _clock_fields(decision: Mapping[str, Any]) -> dict[str, Any]:
+    """What the manifest and the statement say of the clock: ``simulated`` (a what-if run,
+    never a deployment) and ``clock`` (its source and the wall-clock time), when the decision has them."""
+    out: dict[str, Any] = {}
+    if "simulated" in decision:
+        out["simulated"] = decision.get("simulated") is True
+    clock = decision.get("clock")
+    if isinstance(clock, Mapping):
+        out["clock"] = {"source": clock.get("source"), "wall_time": clock.get("wall_time")}
+    return out
+
+
+CLOCK_SKEW_LIMIT_SECONDS = 15 * 60
+"""A bundle written more than this after its evaluation time was evaluated at another time than
+when it ran (a clock override): verify and export warn."""
+
+
+def clock_warning(created_at: Any, evaluated_at: Any) -> str | None:
+    """Warn when a bundle's creation time precedes its evaluation time, or follows it by more
+    than 15 minutes: the rules were judged at a time other than when the check ran."""
+    from policyengine.errors import UsageError
+    from policyengine.models import parse_instant
+
+    if not isinstance(created_at, str) or not isinstance(evaluated_at, str):
+        return None
+    try:
+        created = parse_instant(created_at, option="created_at")
+        evaluated = parse_instant(evaluated_at, option="evaluated_at")
+    except UsageError:  # an unreadable time is not this warning's business
+        return None
+    # created_at is kept to the second: allow the evaluation's fraction of a second.
+    delta = (created - evaluated).total_seconds()
+    if delta < -1:
+        return (f"created at {created_at}, before its evaluation time {evaluated_at}: "
+                "the rules were judged at a time that had not come yet (a clock override)")
+    if delta > CLOCK_SKEW_LIMIT_SECONDS:
+        return (f"created at {created_at}, {int(delta // 60)} minutes after its evaluation time {evaluated_at}: "
+                "the rules were judged at an earlier time than the check ran (a clock override)")
+    return None
 
 
 @dataclass(frozen=True)
@@ -486,6 +529,8 @@ class Inspection:
     signed_by: str | None = None
     evaluated_at: str | None = None
     warnings: list[VerifyProblem] = field(default_factory=list)
+    """Not integrity problems: e.g. a creation time far from the evaluation time (``clock_warning``)."""
+    simulated: bool = False
 
 
 def _digest_member(zf: zipfile.ZipFile, name: str) -> tuple[int, str]:
@@ -600,11 +645,13 @@ def inspect_bundle(zf: zipfile.ZipFile, bundle_id: str, public_key: tuple[Any, s
     created_at = manifest.get("created_at")
     decision = None
     evaluated_at = None
+    simulated = False
     if DECISION in verified:
         try:
             value = json.loads(zf.read(DECISION))
             decision = value.get("decision") if isinstance(value, dict) else None
             evaluated_at = value.get("evaluated_at") if isinstance(value, dict) else None
+            simulated = isinstance(value, dict) and value.get("simulated") is True
         except (*ZIP_READ_ERRORS, ValueError):
             decision = None
         if not isinstance(decision, str):
@@ -642,7 +689,7 @@ def inspect_bundle(zf: zipfile.ZipFile, bundle_id: str, public_key: tuple[Any, s
                if version < 2 else f"its signature is {signature}")
         problem("signature", ATTESTATION, f"a signature by the given key is required, but {why}")
     warnings: list[VerifyProblem] = []
-    time_note = _time_warning(created_at, evaluated_at)
+    time_note = clock_warning(created_at, evaluated_at)
     if time_note:
         warnings.append(VerifyProblem(bundle_id, None, "time", time_note))
     return Inspection(
@@ -658,33 +705,8 @@ def inspect_bundle(zf: zipfile.ZipFile, bundle_id: str, public_key: tuple[Any, s
         signed_by=signed_by,
         evaluated_at=evaluated_at if isinstance(evaluated_at, str) else None,
         warnings=warnings,
+        simulated=simulated,
     )
-
-
-CREATED_LATE = timedelta(minutes=15)
-
-
-def _time_warning(created_at: Any, evaluated_at: Any) -> str | None:
-    """Say why a bundle's creation time is odd for its evaluation time, or None.
-
-    A bundle is written right after its decision: ``created_at`` before ``evaluated_at``, or
-    more than 15 minutes after it, does not prove tampering (``--now`` replays a past
-    moment) but is worth a look. Times that cannot be read give no warning (verify checks digests).
-    """
-    if not isinstance(created_at, str) or not isinstance(evaluated_at, str):
-        return None
-    try:
-        created = datetime.fromisoformat(created_at.replace("Z", "+00:00"))
-        evaluated = datetime.fromisoformat(evaluated_at.replace("Z", "+00:00"))
-        delta = created - evaluated
-    except (ValueError, TypeError):
-        return None
-    if delta < timedelta(0):
-        return f"created at {created_at}, before its decision was evaluated ({evaluated_at})"
-    if delta > CREATED_LATE:
-        return (f"created at {created_at}, {delta} after its decision was evaluated ({evaluated_at}); "
-                f"bundles are written right after the decision")
-    return None
 
 
 def _check_statement(

@@ -17,6 +17,7 @@ import binascii
 import hashlib
 import json
 import os
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -72,30 +73,43 @@ class SigningKey:
         return sig
 
 
+_NOT_SHOWN = "the value of --signing-key is not a readable file name (not shown)"
+_KEY_HINT = "give the name of a file holding the key, or env:NAME for a variable holding its PEM text"
+_VAR_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
+
+
 def load_signing_key(spec: str) -> SigningKey:
     """Load an Ed25519 private key (PEM, PKCS#8, unencrypted) from a file or ``env:VAR``.
 
-    Errors name the file or variable, never the key material.
+    No error shows the value given: it may be the key itself (PEM text pasted where a file
+    name belongs, or into ``POLICYENGINE_SIGNING_KEY``). A variable is named only when its
+    name is a plain identifier; a file is never named, since its name is the value given.
     """
     serialization, ed25519 = _crypto()
     if spec.startswith("env:"):
         var = spec[4:]
+        if not _VAR_RE.match(var):
+            raise UsageError("--signing-key: what follows env: is not a variable name (not shown)", hint=_KEY_HINT)
         where = f"environment variable {var}"
         value = os.environ.get(var)
         if not value:
             raise UsageError(f"--signing-key: {where} is not set or empty",
                              hint="set it to the PEM text of an Ed25519 private key (PKCS#8)")
-        data = value.encode("utf-8")
+        data = value.encode("utf-8", errors="replace")
     else:
-        where = f"file {spec}"
+        where = "the file named by --signing-key"
         try:
             data = Path(spec).read_bytes()
-        except OSError as exc:
-            raise UsageError(f"--signing-key: cannot read {where}: {exc.strerror or exc}") from None
+        except (OSError, ValueError) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else "not a file name"
+            raise UsageError(f"--signing-key: cannot read a key file: {_NOT_SHOWN}: {reason}", hint=_KEY_HINT) from None
     try:
         key = serialization.load_pem_private_key(data, password=None)
     except (ValueError, TypeError):
         raise UsageError(f"--signing-key: {where} does not hold an unencrypted PEM private key",
+                         hint="generate one with: openssl genpkey -algorithm ed25519 -out signing.pem") from None
+    except Exception:  # noqa: BLE001 - a parser error must not carry the key's bytes into a message
+        raise UsageError(f"--signing-key: {where} does not hold a readable private key",
                          hint="generate one with: openssl genpkey -algorithm ed25519 -out signing.pem") from None
     if not isinstance(key, ed25519.Ed25519PrivateKey):
         raise UsageError(f"--signing-key: {where} holds a key that is not Ed25519",

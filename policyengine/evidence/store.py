@@ -294,7 +294,7 @@ class EvidenceStore:
             "sequence": chain["sequence"],
             "previous_sha256": chain["previous_sha256"],
             "signed_by": signed_by,
-        }
+        } | ({"simulated": True} if prep.decision.get("simulated") is True else {})
 
     def list(self) -> builtins.list[BundleRef]:
         """Return every recorded bundle, oldest first; raise EvidenceError on a corrupt index record."""

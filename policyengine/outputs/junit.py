@@ -4,6 +4,11 @@ Built with junit-xml's elements; serialized here because its report writer adds 
 ``disabled`` attribute that the Jenkins JUnit XSD (the schema CI tools follow) rejects.
 A ``warn`` rule becomes a skipped testcase of type ``warning`` (it did not pass, and does
 not block); its message starts with ``warning (not enforced):``.
+
+The suite carries properties ``decision``, ``simulated`` and ``clock_source``. A
+``not_applicable`` decision has every testcase skipped with the reason (the policy does not
+cover the environment). A simulated evaluation has ``[SIMULATED]`` in the suite name and at
+the start of every testcase message.
 """
 
 from __future__ import annotations
@@ -26,7 +31,8 @@ def render(decision: Decision) -> str:
     """Return the JUnit XML document for a decision."""
     from junit_xml import TestCase, TestSuite
 
-    suite_name = xml_safe(decision.policy["name"])
+    suite_name = xml_safe(decision.policy["name"]) + (" [SIMULATED]" if decision.simulated else "")
+    mark = "[SIMULATED] " if decision.simulated else ""
     cases = []
     for r in decision.rules:
         out = [f"status: {r.status.value}", f"enforcement: {r.enforcement.value}"]
@@ -36,7 +42,7 @@ def render(decision: Decision) -> str:
             out.append(f"description: {r.description}")
         out.append(f"message: {r.message}")
         case = TestCase(name=xml_safe(r.id), classname=suite_name, stdout=xml_safe("\n".join(out)))
-        msg = xml_safe(r.message)
+        msg = xml_safe(mark + r.message)
         if r.status is Status.FAIL:
             case.add_failure_info(message=msg, failure_type="policy-violation")
         elif r.status is Status.ERROR:
@@ -44,9 +50,11 @@ def render(decision: Decision) -> str:
         elif r.status is Status.SKIPPED:
             case.add_skipped_info(message=msg)
         elif r.status is Status.WARN:
-            case.add_skipped_info(message=xml_safe(f"warning (not enforced): {r.message}"))
+            case.add_skipped_info(message=xml_safe(f"{mark}warning (not enforced): {r.message}"))
         cases.append(case)
-    suite = TestSuite(suite_name, cases, timestamp=decision.evaluated_at)
+    properties = {"decision": decision.decision, "simulated": str(decision.simulated).lower(),
+                  "clock_source": (decision.clock or {}).get("source", "system")}
+    suite = TestSuite(suite_name, cases, timestamp=decision.evaluated_at, properties=properties)
     element = suite.build_xml_doc()
     element.attrib.pop("disabled", None)
     warned = {xml_safe(r.id) for r in decision.rules if r.status is Status.WARN}

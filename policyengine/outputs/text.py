@@ -18,10 +18,22 @@ def _paint(text: str, code: str, color: bool) -> str:
     return f"\033[{code}m{text}\033[0m" if color else text
 
 
-def render(decision: Decision, *, color: bool = False, advisory: bool = False, exit_code: int = 0) -> str:
-    """Render a decision for a person reading CI logs."""
+def render(decision: Decision, *, color: bool = False, advisory: bool = False, exit_code: int = 0,
+           simulated_under_ci: bool = False) -> str:
+    """Render a decision for a person reading CI logs.
+
+    A ``not_applicable`` decision ends in ``NOT APPLICABLE`` (never ``ALLOW``); a simulated one
+    says ``SIMULATED`` first and last, with the clock it ran at.
+    """
     width = max((len(r.id) for r in decision.rules), default=0)
     lines = [f"policy {decision.policy['name']} ({decision.policy['path']}) at {decision.evaluated_at}"]
+    clock = decision.clock or {}
+    if decision.simulated:
+        lines.insert(0, _paint("SIMULATED", "1;33", color) + f": a what-if evaluation at {decision.evaluated_at} "
+                     f"(wall clock {clock.get('wall_time', '?')}); it is not a deployment decision")
+    elif clock.get("source") == "override":
+        lines.append(f"note: evaluated at a given time ({decision.evaluated_at}), not the clock "
+                     f"(wall clock {clock.get('wall_time', '?')})")
     ch = decision.change
     pr = ch.get("pull_request")
     what = f"{ch.get('repository')} {str(ch.get('commit', ''))[:12]} -> {ch.get('environment')}"
@@ -37,9 +49,13 @@ def render(decision: Decision, *, color: bool = False, advisory: bool = False, e
         label = _paint(f"{LABELS[r.status]:<5}", COLORS[r.status], color)
         lines.append(f"  {label} {r.id:<{width}}  {r.message}")
     lines.append("")
-    if decision.note:
+    if decision.note and not decision.not_applicable:
         lines.append(f"note: {decision.note}")
-    if decision.allowed:
+    if decision.not_applicable:
+        envs = decision.note or "the policy does not cover this environment"
+        verdict = (_paint("NOT APPLICABLE", "1;36", color) + f": {envs}; "
+                   "this is not an allow (recorded as not_applicable)")
+    elif decision.allowed:
         verdict = _paint("ALLOW", "1;32", color) + ": the change may be deployed"
     else:
         blocking = [r.id for r in decision.rules if r.enforcement.value == "deny" and r.status in (Status.FAIL, Status.ERROR)]
@@ -47,5 +63,9 @@ def render(decision: Decision, *, color: bool = False, advisory: bool = False, e
         verdict = _paint("DENY", "1;31", color) + f": {reason}: {', '.join(blocking)}"
         if advisory:
             verdict += "\n" + _paint("ADVISORY MODE", "1;33", color) + ": this change WOULD HAVE BEEN DENIED; exiting 0 because --advisory is set"
+    if decision.simulated:
+        verdict = _paint("SIMULATED", "1;33", color) + " " + verdict
+        if simulated_under_ci:
+            verdict += "\n" + _paint("SIMULATED", "1;33", color) + ": exiting 1 under CI: a simulation never releases a deploy"
     lines.append(verdict)
     return "\n".join(lines) + "\n"
