@@ -233,6 +233,7 @@ def _evidence_failed(decision: Decision, store_url: str, exc: PolicyEngineError)
 def _record(request: CheckRequest, policy: Policy, gathered: Any, decision: Decision,
             store_url: str) -> dict[str, Any]:
     """Write the bundle; return what the decision JSON says of it. Raises PolicyEngineError."""
+    from policyengine.evidence.bundle import member_path
     from policyengine.evidence.stores import open_store
     from policyengine.redact import EvidenceRedactor, ci_variables
 
@@ -240,7 +241,8 @@ def _record(request: CheckRequest, policy: Policy, gathered: Any, decision: Deci
     base, depth = policy.base, 0
     while base is not None:  # the bases a policy extends are evidence too: replay needs them
         depth += 1
-        extra[f"policy-base/{depth}-{Path(base.source['path'] if base.source else base.path).name}"] = base.raw
+        name = member_path(Path(base.source["path"] if base.source else base.path).name)
+        extra[f"policy-base/{depth}-{name}"] = base.raw
         base = base.base
     redactor = EvidenceRedactor.from_env(request.env)
     ci = ci_variables(request.env, redactor)

@@ -67,17 +67,29 @@ def glob_literal_prefix(pattern: str) -> str:
 def static_path_problem(path: str) -> str | None:
     """Say what is wrong with a path written in a policy, before any workspace exists.
 
-    Policy paths must be relative, ``/``-separated and stay inside the workspace.
+    Policy paths must be relative, ``/``-separated, free of control characters and stay inside
+    the workspace.
     """
     if not isinstance(path, str) or not path.strip():
         return "expected a relative path inside the workspace, got an empty path"
     bad = next((c for c in path if ord(c) < 0x20 or 0x7F <= ord(c) < 0xA0 or c in "\u2028\u2029"), None)
     if bad is not None:
         return f"path {path!r} contains the control character U+{ord(bad):04X}; remove it"
-    if path.startswith(("/", "\\")) or (len(path) > 1 and path[1] == ":"):
-        return f"expected a relative path inside the workspace, got the absolute path {path!r}"
-    if "\\" in path:
+    if "\\" in path and not path.startswith("\\"):
         return f"use '/' to separate folders, got {path!r}"
+    return relative_path_problem(path)
+
+
+def relative_path_problem(path: str) -> str | None:
+    """Say why ``path`` is not a relative path that stays inside its root, or None.
+
+    Files found in a workspace may have any name a file system allows (a newline included);
+    only their shape is checked here.
+    """
+    if not isinstance(path, str) or not path or "\0" in path:
+        return "expected a relative path inside the workspace, got an empty path or a NUL"
+    if path.startswith(("/", "\\")) or (len(path) > 1 and path[1] == ":" and path[0].isalpha()):
+        return f"expected a relative path inside the workspace, got the absolute path {path!r}"
     norm = posixpath.normpath(path)
     if norm == ".." or norm.startswith("../"):
         return f"path {path!r} leads outside the workspace; write it relative to the workspace, without '..'"

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from policyengine.errors import WorkspaceError
-from policyengine.globs import compile_glob, glob_literal_prefix, static_path_problem
+from policyengine.globs import compile_glob, glob_literal_prefix, relative_path_problem
 from policyengine.models import FileRead
 
 HASH_CHUNK = 1 << 20
@@ -23,7 +23,7 @@ class Workspace:
 
     def resolve(self, relpath: str) -> Path:
         """Return the real path of ``relpath``; raise ``WorkspaceError(outside=True)`` if it leaves the workspace."""
-        problem = static_path_problem(relpath)
+        problem = relative_path_problem(relpath)
         if problem:
             raise WorkspaceError(problem, outside=True)
         candidate = self.root / relpath

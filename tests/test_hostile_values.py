@@ -53,3 +53,39 @@ def test_validate_and_check_refuse_the_value_with_exit_2(tmp_path: Path, name: s
                    "--evidence-dir", str(tmp_path / "ev"), cwd=tmp_path)
     assert checked.returncode == 2, checked.stdout + checked.stderr
     assert "Traceback" not in checked.stderr and "internal error" not in checked.stderr
+
+
+@pytest.mark.parametrize("report_name", ["un\nit.xml", "tab\there.xml", "100%25.xml", "back\\slash.xml",
+                                         "zero\u200bwidth.xml", "line\u2028sep.xml"])
+def test_odd_file_names_are_recorded_reversibly_and_replay(tmp_path: Path, report_name: str) -> None:
+    """A report or policy whose name holds a newline or control character is judged, recorded,
+    verified and replayed; the member name encodes it and decodes back to the same path."""
+    import json
+    import shutil
+    import zipfile
+
+    from policyengine.evidence.bundle import member_path, member_source
+
+    assert member_source(member_path(report_name)) == report_name
+    ws = tmp_path / "ws"
+    (ws / "reports").mkdir(parents=True)
+    shutil.copy(REPO / "examples" / "workspace" / "ROLLBACK.md", ws / "ROLLBACK.md")
+    shutil.copy(REPO / "examples" / "workspace" / "reports" / "unit.xml", ws / "reports" / report_name)
+    policy = tmp_path / "pol\x01icy.yml"
+    shutil.copy(REPO / "policies" / "soc2-production.yml", policy)
+    run = _cli("check", "--policy", str(policy), "--change", str(REPO / "examples" / "change-allowed.yml"),
+               "--workspace", str(ws), "--now", "2026-11-24T15:00:00Z", "--evidence-dir", str(tmp_path / "ev"),
+               "--json", str(tmp_path / "d.json"), cwd=tmp_path)
+    assert "Traceback" not in run.stderr and "internal error" not in run.stderr
+    doc = json.loads((tmp_path / "d.json").read_text("utf-8"))
+    tests = next(r for r in doc["rules"] if r["id"] == "tests")
+    assert tests["status"] == "pass", tests["message"]
+    bundle = next((tmp_path / "ev").glob("bundles/*/*/*.zip"))
+    with zipfile.ZipFile(bundle) as zf:
+        names = zf.namelist()
+    assert f"files/reports/{member_path(report_name)}" in names
+    assert "policy/pol%01icy.yml" in names
+    for command in (("evidence", "verify", "--archive", str(tmp_path / "ev")),
+                    ("evidence", "replay", "--archive", str(tmp_path / "ev"), doc["evidence"]["bundle_id"])):
+        result = _cli(*command, cwd=tmp_path)
+        assert result.returncode == 0, result.stdout + result.stderr

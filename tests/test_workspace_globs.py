@@ -9,7 +9,8 @@ import pytest
 
 from policyengine.errors import WorkspaceError
 from policyengine.globs import glob_match
-from policyengine.workspace import Workspace, static_path_problem
+from policyengine.globs import static_path_problem
+from policyengine.workspace import Workspace
 
 
 @pytest.mark.parametrize(

@@ -32,6 +32,7 @@ from policyengine.evidence.bundle import (
     ZIP_READ_ERRORS,
     VerifyProblem,
     member_name_problem,
+    member_source,
 )
 from policyengine.evidence.index import COLUMNS
 from policyengine.evidence.signing import STATEMENT_TYPE, SigningKey, envelope
@@ -105,7 +106,11 @@ def unpack_for_replay(store: EvidenceStore, bundle_id: str, workspace: Path) -> 
                     continue
                 if member_name_problem(name):
                     raise EvidenceError(f"bundle {bundle_id} has an unsafe member name {name!r}")
-                target = workspace / name[len(FILES_DIR):]
+                source = member_source(name[len(FILES_DIR):])
+                parts = source.split("/")
+                if source.startswith("/") or "\0" in source or any(part in ("", ".", "..") for part in parts):
+                    raise EvidenceError(f"bundle {bundle_id} has an unsafe member name {name!r}")
+                target = workspace / source
                 target.parent.mkdir(parents=True, exist_ok=True)
                 with zf.open(name) as src, open(target, "wb") as dst:
                     while chunk := src.read(1 << 20):

@@ -89,6 +89,33 @@ def member_name_problem(name: str) -> str | None:
     return None
 
 
+def member_path(path: str) -> str:
+    """Encode a workspace path or file name as (part of) a member name, reversibly.
+
+    ``%``, ``\\`` and every control, format or line-separator character are percent-encoded
+    (their UTF-8 bytes), so a report named with a newline, or a policy file name holding a
+    control character, is still recorded. ``urllib.parse.unquote`` reverses it
+    (``member_source``). Other characters, ``/`` included, are kept as written.
+    """
+    import unicodedata
+    from urllib.parse import quote
+
+    out = []
+    for ch in path:
+        if ch in "%\\" or unicodedata.category(ch) in ("Cc", "Cf", "Zl", "Zp", "Cs"):
+            out.append(quote(ch, safe="", errors="surrogatepass"))
+        else:
+            out.append(ch)
+    return "".join(out)
+
+
+def member_source(name: str) -> str:
+    """The workspace path a ``files/`` member name was encoded from (``member_path`` reversed)."""
+    from urllib.parse import unquote
+
+    return unquote(name)
+
+
 @dataclass(frozen=True)
 class Member:
     """One member to write: bytes held in memory, or a workspace file copied from disk."""
@@ -114,8 +141,8 @@ def plan_members(
     members = [
         Member(DECISION, _json_bytes(decision)),
         Member(CHANGE, _json_bytes(change)),
-        Member(POLICY_DIR + policy_filename, bytes(policy_bytes)),
-        *(Member(FILES_DIR + f.relpath, file=f) for f in files),
+        Member(POLICY_DIR + member_path(policy_filename), bytes(policy_bytes)),
+        *(Member(FILES_DIR + member_path(f.relpath), file=f) for f in files),
         *(Member(name, bytes(data)) for name, data in extra_members.items()),
     ]
     seen: set[str] = set(UNLISTED_MEMBERS | {REPORT})
