@@ -12,8 +12,9 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from fake_servers import FakeAPI, GitHubWorld, GitLabWorld, github_env, gitlab_env
-from test_provider_github import MERGE, POLICY, reviewed_world
+from fake_servers import FakeAPI, GitHubWorld, GitLabWorld, github_env, gitlab_env, trusted_history
+from test_provider_github import MERGE, POLICY, PREV, reviewed_world
+from test_provider_gitlab import PREV as GL_PREV
 from test_provider_gitlab import SQUASH, approved_mr
 
 REPO = Path(__file__).resolve().parents[1]
@@ -156,7 +157,8 @@ def run_action_gate(tmp_path: Path, env: dict[str, str], fail_on_deny: str = "tr
 def test_action_gate_step_allows_and_reports(tmp_path: Path) -> None:
     with FakeAPI("/api/v3") as api:
         reviewed_world(api)
-        res, outputs, summary = run_action_gate(tmp_path, github_env(api, MERGE))
+        # The signed record of the previous deploy, and the key that makes it trusted history.
+        res, outputs, summary = run_action_gate(tmp_path, github_env(api, MERGE, **trusted_history(tmp_path, PREV)))
     assert res.returncode == 0, res.stdout + res.stderr
     assert outputs["decision"] == "allow"
     assert re.fullmatch(r"\d{8}T\d{6}Z-[0-9a-f]{12}", outputs["bundle-id"]), outputs
@@ -240,6 +242,7 @@ def test_gitlab_template_script_writes_the_dotenv_report(tmp_path: Path) -> None
             "PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(tmp_path),
             **{k: str(v) for k, v in job["variables"].items() if "$" not in str(v)},
             **gitlab_env(api, SQUASH),
+            **trusted_history(tmp_path, GL_PREV, store=tmp_path / "policyengine-evidence"),
             "POLICYENGINE_POLICY": str(POLICY), "POLICYENGINE_NOW": "2026-11-24T15:00:00Z",
         }
         (tmp_path / "gate.sh").write_text(script)

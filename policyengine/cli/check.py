@@ -46,6 +46,10 @@ from policyengine.errors import EXIT_DENY, UsageError
 @click.option("--signing-key", envvar="POLICYENGINE_SIGNING_KEY", show_envvar=True, metavar="FILE|env:VAR",
               help="Sign the bundle's statement with this Ed25519 private key (PEM, PKCS#8), read from a file "
               "or from an environment variable (env:NAME). Needs policyengine[sign]. Never logged.")
+@click.option("--trust-key", envvar="POLICYENGINE_TRUST_KEY", show_envvar=True, metavar="FILE|env:VAR",
+              help="The Ed25519 public key (PEM) whose signed bundles in the evidence store count as deploy "
+              "history: the previous deploy (where the change range starts) is the latest allowed evaluation "
+              "signed by it. Without it the change range is unknown (cover_range fails, when.paths rules apply).")
 @click.option("--subject", "subjects", multiple=True, metavar="NAME=sha256:HEX",
               help="An artifact this deploy ships, named in the signed statement (repeatable).")
 @click.option("--advisory", is_flag=True, envvar="POLICYENGINE_ADVISORY", show_envvar=True,
@@ -54,7 +58,7 @@ from policyengine.errors import EXIT_DENY, UsageError
               help="Colour the console verdict (auto: only on a terminal; NO_COLOR is honoured).")
 def check(policy_path: str, change_path: str | None, provider: str | None, environment: str | None, workspace: str, now: str | None, json_path: str | None,
           junit_path: str | None, evidence_dir: str, evidence_store: str | None, signing_key: str | None,
-          subjects: tuple[str, ...], advisory: bool, color: str) -> int:
+          trust_key: str | None, subjects: tuple[str, ...], advisory: bool, color: str) -> int:
     """Decide whether one change may be deployed, and record the evidence.
 
     \b
@@ -76,10 +80,15 @@ def check(policy_path: str, change_path: str | None, provider: str | None, envir
         from policyengine.evidence.signing import load_signing_key
 
         key = load_signing_key(signing_key)
+    trusted = None
+    if trust_key:
+        from policyengine.evidence.history import load_trust_key
+
+        trusted = load_trust_key(trust_key, os.environ)
     result = run_check(CheckRequest(
         policy_path=policy_path, now=moment, env=os.environ, change_path=change_path, provider=provider,
         environment=environment, workspace=workspace, evidence_dir=evidence_dir, evidence_store=evidence_store,
-        signing_key=key, subjects=subject_digests, advisory=advisory,
+        signing_key=key, trust_key=trusted, subjects=subject_digests, advisory=advisory,
     ))
     decision, bundle, code = result.decision, result.evidence, result.verdict_code
     if junit_path:

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from policyengine.errors import UsageError
-from policyengine.providers.base import Gathered, PreviousDeploys
+from policyengine.providers.base import Gathered, HistoryUnavailable, PreviousDeploys
 from policyengine.providers.http import ApiError, HttpSession, HttpSettings, TokenInfo
 from policyengine.redact import Redactor
 
@@ -142,8 +142,7 @@ def start_range(previous: dict[str, Any] | None, sha: str, environment: str,
     empty: dict[str, Any] = {"previous_commit": None, "previous_deployment": None, "status": None,
                              "commits": [], "pull_requests": []}
     if previous is None:
-        return empty, (f"no previous successful deploy to {environment} is known ({source}"
-                       f"{' or the evidence archive' if history else ''}): the change range cannot be listed"), True
+        return empty, None, True  # resolve_previous has said why
     prev = previous["sha"]
     rng: dict[str, Any] = {**empty, "previous_commit": prev,
                            "previous_deployment": {k: v for k, v in previous.items() if k != "sha"}}
@@ -151,6 +150,38 @@ def start_range(previous: dict[str, Any] | None, sha: str, environment: str,
         rng["status"] = "identical"
         return rng, f"change range: the previous deploy to {environment} was this same commit", True
     return rng, None, False
+
+
+def resolve_previous(history: PreviousDeploys | None, api_prev: dict[str, Any] | None, api_err: ApiError | None,
+                     repository: str, environment: str, host: str) -> tuple[dict[str, Any] | None, list[str]]:
+    """The trusted previous deploy to ``environment`` and notes on how the code host agrees.
+
+    Only ``history`` (signed evidence, verified) can name the previous deploy. The code host's
+    deployments API (``api_prev``) may corroborate it but never stands alone: any job with
+    access to an environment can create a deployment record naming any commit. Raises
+    ``HistoryUnavailable`` when the history cannot be read.
+    """
+    said = f"{host} names {api_prev['sha'][:7]} (deployment {api_prev.get('id')})" if api_prev else None
+    if history is None:
+        return None, [f"no trusted record of previous deploys (no --trust-key): no previous successful deploy to "
+                      f"{environment} is known, so the change range cannot be listed"
+                      + (f"; {said}, but a deployment record alone is not trusted" if said else "")]
+    trusted = history.latest(repository, environment)
+    if trusted is None:
+        return None, [f"no previous successful deploy to {environment} is known (no verified evidence of one), so "
+                      "the change range cannot be listed"
+                      + (f"; {said}, but a deployment record alone is not trusted" if said else "")]
+    sha = str(trusted["sha"])
+    if api_err is not None:
+        note = f"previous deploy {sha[:7]} from verified evidence; {host} could not corroborate it ({api_err})"
+    elif api_prev is None:
+        note = f"previous deploy {sha[:7]} from verified evidence; {host} records no successful deployment"
+    elif str(api_prev["sha"]).lower() == sha.lower():
+        note = f"previous deploy {sha[:7]} from verified evidence, corroborated by {said}"
+    else:
+        note = (f"previous deploy {sha[:7]} from verified evidence; {host} disagrees ({said}): "
+                "the verified evidence is used")
+    return trusted, [note]
 
 
 def committer_logins(commits: Iterable[dict[str, Any]]) -> list[str]:
@@ -552,13 +583,15 @@ class _GitHub:
 
     def change_range(self, previous: dict[str, Any] | None, deployed: dict[str, Any] | None,
                      deployed_reviews: list[dict[str, Any]] | None,
-                     deployed_commits: list[dict[str, Any]] | None) -> tuple[dict[str, Any], list[str]]:
-        """The commits since ``previous`` and the pull request that brought each one."""
+                     deployed_commits: list[dict[str, Any]] | None
+                     ) -> tuple[dict[str, Any], list[str], list[str] | str]:
+        """The commits since ``previous``, the pull request that brought each one, and the files
+        of the whole range (a list, or the reason they cannot be listed)."""
         notes: list[str] = []
         sha = self.cfg.sha
         rng, note, done = start_range(previous, sha, self.cfg.environment, "GitHub deployments", self.history)
         if done:
-            return rng, [note] if note else []
+            return rng, [note] if note else [], []
         prev = rng["previous_commit"]
         path = f"{self.repo}/compare/{prev}...{sha}"
         pages = list(self.s.iter_pages(path, name=f"compare_{prev[:7]}_{sha[:7]}"))
@@ -569,6 +602,7 @@ class _GitHub:
             return str(first["status"]), int(first.get("total_commits", len(items))), items
 
         status, total, items = shaped("GET", path, build)
+        range_files = compare_files(path, pages[0])
         rng["status"] = status
         if total > len(items):
             raise ApiError("GET", path, 200, f"the range has {total} commits but the API listed {len(items)}")
@@ -631,7 +665,30 @@ class _GitHub:
             mapped["committers"] = committer_logins(committers.get(n, []))
             rng["pull_requests"].append(mapped)
         notes.append(range_note(rng, self.cfg.environment))
-        return rng, notes
+        return rng, notes, range_files
+
+
+MAX_COMPARE_FILES = 300
+"""GitHub's compare API lists at most this many files: a list this long may be cut short."""
+
+
+def compare_files(path: str, first_page: Any) -> list[str] | str:
+    """The files of a compare answer (its first page lists them all), or why they cannot be listed."""
+    files = first_page.get("files") if isinstance(first_page, dict) else None
+    if not isinstance(files, list):
+        return f"GET {path}: HTTP 200 but the answer has no list of files"
+    if len(files) >= MAX_COMPARE_FILES:
+        return (f"GET {path}: the range changes {len(files)} or more files, as many as the API lists at most "
+                f"({MAX_COMPARE_FILES}), so the list may be cut short")
+    out: list[str] = []
+    for f in files:
+        names = (f.get("filename"), f.get("previous_filename")) if isinstance(f, dict) else (None,)
+        if not isinstance(names[0], str) or not names[0]:
+            return f"GET {path}: HTTP 200 but a file of the answer has no filename"
+        for name in names:
+            if isinstance(name, str) and name and name not in out:
+                out.append(name)
+    return out
 
 
 def deployer_of(cfg: GitHubConfig, pr: dict[str, Any] | None) -> tuple[str | None, str | None, str | None]:
@@ -785,19 +842,43 @@ def _gather(g: _GitHub, facts: Facts, pool: ThreadPoolExecutor) -> None:
         facts.missing(err, "deployer")
 
     # The change range since the previous successful deploy to this environment.
-    previous, perr = attempt(f_prev.result)
-    if perr is not None:
-        facts.missing(perr, "range")
+    finish_range(g, facts, f_prev, "GitHub deployments", lambda previous: g.change_range(
+        previous, pr, reviews, commits) if err is None else None, err)
+
+
+def finish_range(g: Any, facts: Facts, f_prev: Any, host: str,
+                 compute: Callable[[dict[str, Any] | None], tuple[dict[str, Any], list[str], list[str] | str] | None],
+                 err: ApiError | None) -> None:
+    """Resolve the trusted previous deploy, list the range, and make ``files_changed`` the files
+    of the whole range (unavailable when the range, or its files, cannot be known)."""
+    cfg, change = g.cfg, facts.change
+    api_prev, perr = attempt(f_prev.result)
+    try:
+        previous, pnotes = resolve_previous(g.history, api_prev, perr, cfg.repository, cfg.environment, host)
+    except HistoryUnavailable as exc:
+        facts.missing(exc.message, "range", "files_changed")
+        change.pop("files_changed", None)
         return
-    if previous is None:
-        previous = g.history.latest(cfg.repository, cfg.environment) if g.history else None
+    facts.notes.extend(pnotes)
     if err is not None:
         facts.missing(err, "range")
         return
     try:
-        rng, notes = g.change_range(previous, pr, reviews, commits)
+        got = compute(previous)
     except ApiError as exc:
-        facts.missing(exc, "range")
+        facts.missing(exc, "range", "files_changed")
+        change.pop("files_changed", None)
         return
+    assert got is not None  # noqa: S101
+    rng, notes, range_files = got
     change["range"] = rng
     facts.notes.extend(notes)
+    if previous is None:
+        facts.missing("the change range is unknown (no verified previous deploy), so the files this deploy ships "
+                      "cannot be listed", "files_changed")
+    elif isinstance(range_files, str):
+        facts.missing(range_files, "files_changed")
+    elif "files_changed" in change:
+        change["files_changed"] = list(dict.fromkeys([*change["files_changed"], *range_files]))
+    if "files_changed" in facts.unavailable:
+        change.pop("files_changed", None)

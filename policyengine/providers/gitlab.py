@@ -34,6 +34,7 @@ from policyengine.providers.github import (
     attempt,
     co_authors,
     committer_logins,
+    finish_range,
     first_line,
     range_note,
     shaped,
@@ -361,16 +362,17 @@ class _GitLab:
 
     def change_range(self, previous: dict[str, Any] | None, deployed: dict[str, Any] | None,
                      deployed_reviews: list[dict[str, Any]] | None, deployed_commits: list[dict[str, Any]] | None,
-                     resets: bool | None) -> tuple[dict[str, Any], list[str]]:
+                     resets: bool | None) -> tuple[dict[str, Any], list[str], list[str] | str]:
         notes: list[str] = []
         sha = self.cfg.sha
         rng, note, done = start_range(previous, sha, self.cfg.environment, "GitLab deployments", self.history)
         if done:
-            return rng, [note] if note else []
+            return rng, [note] if note else [], []
         prev = rng["previous_commit"]
         path = f"{self.p}/repository/compare"
         data = self.s.get_json(path, {"from": prev, "to": sha}, name=f"compare_{prev[:7]}_{sha[:7]}")
         items = shaped("GET", path, lambda: list(data["commits"]))
+        range_files = compare_diffs(path, data)
         rng["status"] = "ahead" if items else "behind"
         if len(items) > MAX_RANGE_COMMITS:
             raise ApiError("GET", path, 200, f"the range has {len(items)} commits, more than the "
@@ -426,7 +428,32 @@ class _GitLab:
             mapped["committers"] = committer_logins(committers.get(n, []))
             rng["pull_requests"].append(mapped)
         notes.append(range_note(rng, self.cfg.environment, "merge request"))
-        return rng, notes
+        return rng, notes, range_files
+
+
+MAX_COMPARE_DIFFS = 1000
+"""A compare answer listing this many diffs may be cut short by the instance's diff limits."""
+
+
+def compare_diffs(path: str, data: Any) -> list[str] | str:
+    """The files of a compare answer (``diffs``), or why they cannot be listed."""
+    if not isinstance(data, dict) or not isinstance(data.get("diffs"), list):
+        return f"GET {path}: HTTP 200 but the answer has no list of diffs"
+    if data.get("compare_timeout") is True:
+        return f"GET {path}: the comparison timed out (compare_timeout), so its list of files is incomplete"
+    diffs = data["diffs"]
+    if len(diffs) >= MAX_COMPARE_DIFFS:
+        return (f"GET {path}: the range changes {len(diffs)} or more files, as many as the API lists at most "
+                f"({MAX_COMPARE_DIFFS}), so the list may be cut short")
+    out: list[str] = []
+    for d in diffs:
+        names = (d.get("new_path"), d.get("old_path")) if isinstance(d, dict) else (None,)
+        if not isinstance(names[0], str) or not names[0]:
+            return f"GET {path}: HTTP 200 but a diff of the answer has no new_path"
+        for name in names:
+            if isinstance(name, str) and name and name not in out:
+                out.append(name)
+    return out
 
 
 def gather_gitlab(
@@ -565,19 +592,5 @@ def _gather(g: _GitLab, facts: Facts, pool: ThreadPoolExecutor) -> None:
         if err is not None:
             facts.missing(err, "deployer")
 
-    previous, perr = attempt(f_prev.result)
-    if perr is not None:
-        facts.missing(perr, "range")
-        return
-    if previous is None:
-        previous = g.history.latest(cfg.repository, cfg.environment) if g.history else None
-    if err is not None:
-        facts.missing(err, "range")
-        return
-    try:
-        rng, notes = g.change_range(previous, mr, reviews, commits, resets)
-    except ApiError as exc:
-        facts.missing(exc, "range")
-        return
-    change["range"] = rng
-    facts.notes.extend(notes)
+    finish_range(g, facts, f_prev, "GitLab deployments", lambda previous: g.change_range(
+        previous, mr, reviews, commits, resets) if err is None else None, err)
