@@ -152,8 +152,9 @@ class VerifiedHistory:
             self._reject(record, f"the bundle is not signed by the trusted key ({inspection.signature})")
             return None
         statement = open_envelope(envelope, self.public_key).statement or {}
-        predicate = statement.get("predicate") if isinstance(statement.get("predicate"), dict) else {}
-        subjects = statement.get("subject") if isinstance(statement.get("subject"), list) else []
+        raw_predicate, raw_subjects = statement.get("predicate"), statement.get("subject")
+        predicate: dict[str, Any] = raw_predicate if isinstance(raw_predicate, dict) else {}
+        subjects: list[Any] = raw_subjects if isinstance(raw_subjects, list) else []
         named = {(s.get("name"), (s.get("digest") or {}).get("gitCommit")) for s in subjects
                  if isinstance(s, dict) and isinstance(s.get("digest"), dict)}
         env_stated = predicate.get("environment")

@@ -27,6 +27,7 @@ from typing import Any, TypeVar
 
 from policyengine.errors import UsageError
 from policyengine.providers.base import Gathered, HistoryUnavailable, PreviousDeploys
+from policyengine.providers import shapes
 from policyengine.providers.http import ApiError, HttpSession, HttpSettings, TokenInfo
 from policyengine.redact import Redactor
 
@@ -489,27 +490,31 @@ class _GitHub:
         number = None
         if self.cfg.event_name in PR_EVENTS:
             pr = self.cfg.event.get("pull_request")
-            if isinstance(pr, dict) and isinstance(pr.get("number"), int):
+            if (isinstance(pr, dict) and isinstance(pr.get("number"), int) and not isinstance(pr["number"], bool)
+                    and 1 <= pr["number"] <= shapes.MAX_INT):
                 number = pr["number"]
         if number is None:
             path = f"{self.repo}/commits/{self.cfg.sha}/pulls"
-            cands = self.s.get_pages(path, name=f"commits_{self.short}_pulls")
+            cands = shapes.check("GET", path, self.s.get_pages(path, name=f"commits_{self.short}_pulls"),
+                                 shapes.List(shapes.GH_PULL_SIMPLE))
             chosen = shaped("GET", path, lambda: pick_pull(cands, self.cfg.sha))
             if chosen is None:
                 return None
             number = int(chosen["number"])
         path = f"{self.repo}/pulls/{number}"
-        data = self.s.get_json(path, name=f"pulls_{number}")
+        data = shapes.check("GET", path, self.s.get_json(path, name=f"pulls_{number}"), shapes.GH_PULL)
         return shaped("GET", path, lambda: {"api": data, "mapped": map_pull(data)})
 
     def reviews(self, number: int) -> list[dict[str, Any]]:
         path = f"{self.repo}/pulls/{number}/reviews"
-        items = self.s.get_pages(path, name=f"pulls_{number}_reviews")
+        items = shapes.check("GET", path, self.s.get_pages(path, name=f"pulls_{number}_reviews"),
+                             shapes.List(shapes.GH_REVIEW))
         return shaped("GET", path, lambda: [map_review(r) for r in items])
 
     def pr_commits(self, number: int, expected: int | None) -> list[dict[str, Any]]:
         path = f"{self.repo}/pulls/{number}/commits"
-        items = self.s.get_pages(path, name=f"pulls_{number}_commits")
+        items = shapes.check("GET", path, self.s.get_pages(path, name=f"pulls_{number}_commits"),
+                             shapes.List(shapes.GH_COMMIT))
         mapped = shaped("GET", path, lambda: [map_commit(c, number) for c in items])
         if isinstance(expected, int) and expected > len(mapped):
             raise ApiError("GET", path, 200, f"the pull request has {expected} commits but the API listed "
@@ -518,7 +523,8 @@ class _GitHub:
 
     def files(self, number: int, expected: int | None) -> list[str]:
         path = f"{self.repo}/pulls/{number}/files"
-        items = self.s.get_pages(path, name=f"pulls_{number}_files")
+        items = shapes.check("GET", path, self.s.get_pages(path, name=f"pulls_{number}_files"),
+                             shapes.List(shapes.GH_FILE))
 
         def build() -> list[str]:
             out: list[str] = []
@@ -536,7 +542,8 @@ class _GitHub:
 
     def direct_commit(self) -> tuple[dict[str, Any], list[str]]:
         path = f"{self.repo}/commits/{self.cfg.sha}"
-        data = self.s.get_json(path, name=f"commits_{self.short}")
+        data = shapes.check("GET", path, self.s.get_json(path, name=f"commits_{self.short}"),
+                            shapes.GH_COMMIT_WITH_FILES)
 
         def build() -> tuple[dict[str, Any], list[str]]:
             files: list[str] = []
@@ -550,12 +557,14 @@ class _GitHub:
 
     def check_runs(self) -> list[dict[str, Any]]:
         path = f"{self.repo}/commits/{self.cfg.sha}/check-runs"
-        runs = self.s.get_pages(path, name=f"commits_{self.short}_check-runs", key="check_runs")
+        runs = shapes.check("GET", path, self.s.get_pages(path, name=f"commits_{self.short}_check-runs",
+                                                           key="check_runs"), shapes.List(shapes.GH_CHECK_RUN))
         return shaped("GET", path, lambda: [map_check_run(r) for r in runs])
 
     def statuses(self) -> list[dict[str, Any]]:
         path = f"{self.repo}/commits/{self.cfg.sha}/status"
-        statuses = self.s.get_pages(path, name=f"commits_{self.short}_status", key="statuses")
+        statuses = shapes.check("GET", path, self.s.get_pages(path, name=f"commits_{self.short}_status",
+                                                               key="statuses"), shapes.List(shapes.GH_STATUS))
         return shaped("GET", path, lambda: [map_status(st, self.cfg.sha) for st in statuses])
 
     def team(self, name: str) -> list[str]:
@@ -563,21 +572,20 @@ class _GitHub:
         if not slash:
             org, slug = self.cfg.repository.split("/")[0], name
         path = f"/orgs/{org}/teams/{slug}/members"
-        items = self.s.get_pages(path, name=f"teams_{org}_{slug}_members")
+        items = shapes.check("GET", path, self.s.get_pages(path, name=f"teams_{org}_{slug}_members"),
+                             shapes.List(shapes.GH_USER))
         return shaped("GET", path, lambda: sorted({str(m["login"]) for m in items}, key=str.casefold))
 
     def previous_deploy(self) -> dict[str, Any] | None:
         path = f"{self.repo}/deployments"
         deployments = self.s.get_json(path, {"environment": self.cfg.environment, "per_page": 30},
                                       name="deployments")
-        if not isinstance(deployments, list):
-            raise ApiError("GET", path, 200, "HTTP 200 but the answer is not a list")
+        shapes.check("GET", path, deployments, shapes.List(shapes.GH_DEPLOYMENT))
         for dep in deployments[:MAX_DEPLOYMENTS_CHECKED]:
             dpath = f"{self.repo}/deployments/{dep['id']}/statuses"
             statuses = self.s.get_json(dpath, {"per_page": 100}, name=f"deployments_{dep['id']}_statuses")
-            if not isinstance(statuses, list):
-                raise ApiError("GET", dpath, 200, "HTTP 200 but the answer is not a list")
-            if any(isinstance(st, dict) and st.get("state") == "success" for st in statuses):
+            shapes.check("GET", dpath, statuses, shapes.List(shapes.GH_DEPLOYMENT_STATUS))
+            if any(st["state"] == "success" for st in statuses):
                 return shaped("GET", path, _deployment, dep)
         return None
 
@@ -594,7 +602,10 @@ class _GitHub:
             return rng, [note] if note else [], []
         prev = rng["previous_commit"]
         path = f"{self.repo}/compare/{prev}...{sha}"
-        pages = list(self.s.iter_pages(path, name=f"compare_{prev[:7]}_{sha[:7]}"))
+        pages = [shapes.check("GET", path, page, shapes.GH_COMPARE, f"page {i}")
+                 for i, page in enumerate(self.s.iter_pages(path, name=f"compare_{prev[:7]}_{sha[:7]}"), 1)]
+        if not pages:
+            raise ApiError("GET", path, 200, "HTTP 200 but the answer has no page")
 
         def build() -> tuple[str, int, list[dict[str, Any]]]:
             first = pages[0]
@@ -632,7 +643,9 @@ class _GitHub:
             for s, fut in futures.items():
                 if s in known:
                     continue
-                pr = shaped("GET", f"{self.repo}/commits/{s}/pulls", pick_merged_pull, fut.result(), s)
+                cpath = f"{self.repo}/commits/{s}/pulls"
+                cands = shapes.check("GET", cpath, fut.result(), shapes.List(shapes.GH_PULL_SIMPLE))
+                pr = shaped("GET", cpath, pick_merged_pull, cands, s)
                 if pr is None:
                     orphans.add(s)
                     continue

@@ -41,6 +41,7 @@ from policyengine.providers.github import (
     start_range,
     teams_from,
 )
+from policyengine.providers import shapes
 from policyengine.providers.http import ApiError, HttpSession, HttpSettings, TokenInfo
 from policyengine.redact import Redactor
 
@@ -253,13 +254,14 @@ class _GitLab:
         iid = self.cfg.mr_iid
         if iid is None:
             path = f"{self.p}/repository/commits/{self.cfg.sha}/merge_requests"
-            cands = self.s.get_pages(path, name=f"commits_{self.short}_merge_requests")
+            cands = shapes.check("GET", path, self.s.get_pages(path, name=f"commits_{self.short}_merge_requests"),
+                                 shapes.List(shapes.GL_MR_SIMPLE))
             chosen = shaped("GET", path, lambda: pick_merge_request(cands, self.cfg.sha))
             if chosen is None:
                 return None
             iid = int(chosen["iid"])
         path = f"{self.p}/merge_requests/{iid}"
-        data = self.s.get_json(path, name=f"merge_requests_{iid}")
+        data = shapes.check("GET", path, self.s.get_json(path, name=f"merge_requests_{iid}"), shapes.GL_MR)
         return shaped("GET", path, lambda: {"api": data, "mapped": map_merge_request(data)})
 
     def resets_approvals(self) -> bool | None:
@@ -273,7 +275,8 @@ class _GitLab:
 
     def approvals(self, iid: int, head: str, resets: bool | None) -> list[dict[str, Any]]:
         path = f"{self.p}/merge_requests/{iid}/approvals"
-        data = self.s.get_json(path, name=f"merge_requests_{iid}_approvals")
+        data = shapes.check("GET", path, self.s.get_json(path, name=f"merge_requests_{iid}_approvals"),
+                            shapes.GL_APPROVALS)
 
         def build() -> list[dict[str, Any]]:
             out = []
@@ -289,7 +292,8 @@ class _GitLab:
 
     def mr_commits(self, iid: int) -> list[dict[str, Any]]:
         path = f"{self.p}/merge_requests/{iid}/commits"
-        items = self.s.get_pages(path, name=f"merge_requests_{iid}_commits")
+        items = shapes.check("GET", path, self.s.get_pages(path, name=f"merge_requests_{iid}_commits"),
+                             shapes.List(shapes.GL_COMMIT))
         return shaped("GET", path, lambda: [map_commit(c, iid) for c in items])
 
     def files(self, iid: int) -> list[str]:
@@ -302,13 +306,13 @@ class _GitLab:
             # GitLab before 15.7 has no /diffs; /changes lists at most a configured number of files.
             cpath = f"{self.p}/merge_requests/{iid}/changes"
             data = self.s.get_json(cpath, name=f"merge_requests_{iid}_changes")
-            if isinstance(data, dict) and data.get("overflow"):
+            shapes.check("GET", cpath, data, shapes.GL_CHANGES)
+            if data.get("overflow"):
                 raise ApiError("GET", cpath, 200, "the merge request has more changed files than the API lists "
                                "(overflow)") from None
-            if not (isinstance(data, dict) and isinstance(data.get("changes"), list)):
-                raise ApiError("GET", cpath, 200, "HTTP 200 but the answer has no list of changes") from None
             items = data["changes"]
             path = cpath
+        shapes.check("GET", path, items, shapes.List(shapes.GL_DIFF))
 
         def build() -> list[str]:
             out: list[str] = []
@@ -325,7 +329,8 @@ class _GitLab:
             raise ApiError("GET", f"{self.p}/pipelines/?/jobs", None, "CI_PIPELINE_ID is not set, so the "
                            "pipeline's jobs cannot be read")
         path = f"{self.p}/pipelines/{self.cfg.pipeline_id}/jobs"
-        items = self.s.get_pages(path, name=f"pipelines_{self.cfg.pipeline_id}_jobs")
+        items = shapes.check("GET", path, self.s.get_pages(path, name=f"pipelines_{self.cfg.pipeline_id}_jobs"),
+                             shapes.List(shapes.GL_JOB))
         return shaped("GET", path, lambda: [map_job(j, self.cfg.sha) for j in items])
 
     def test_summary(self) -> str | None:
@@ -345,7 +350,8 @@ class _GitLab:
 
     def team(self, name: str) -> list[str]:
         path = f"/groups/{quote(name, safe='')}/members"
-        items = self.s.get_pages(path, name=f"groups_{re.sub(r'[^A-Za-z0-9_.-]', '_', name)}_members")
+        items = shapes.check("GET", path, self.s.get_pages(
+            path, name=f"groups_{re.sub(r'[^A-Za-z0-9_.-]', '_', name)}_members"), shapes.List(shapes.GL_MEMBER))
         return shaped("GET", path, lambda: sorted({str(m["username"]) for m in items
                                                    if m.get("state", "active") == "active"}, key=str.casefold))
 
@@ -353,10 +359,9 @@ class _GitLab:
         path = f"{self.p}/deployments"
         deps = self.s.get_json(path, {"environment": self.cfg.environment, "status": "success",
                                       "order_by": "id", "sort": "desc", "per_page": 20}, name="deployments")
-        if not isinstance(deps, list):
-            raise ApiError("GET", path, 200, "HTTP 200 but the answer is not a list")
+        shapes.check("GET", path, deps, shapes.List(shapes.GL_DEPLOYMENT))
         for d in deps:
-            if isinstance(d, dict) and d.get("status", "success") == "success" and d.get("sha"):
+            if d.get("status", "success") == "success":
                 return shaped("GET", path, _deployment, d)
         return None
 
@@ -370,7 +375,8 @@ class _GitLab:
             return rng, [note] if note else [], []
         prev = rng["previous_commit"]
         path = f"{self.p}/repository/compare"
-        data = self.s.get_json(path, {"from": prev, "to": sha}, name=f"compare_{prev[:7]}_{sha[:7]}")
+        data = shapes.check("GET", path, self.s.get_json(path, {"from": prev, "to": sha},
+                                                         name=f"compare_{prev[:7]}_{sha[:7]}"), shapes.GL_COMPARE)
         items = shaped("GET", path, lambda: list(data["commits"]))
         range_files = compare_diffs(path, data)
         rng["status"] = "ahead" if items else "behind"
@@ -399,8 +405,9 @@ class _GitLab:
             for s, fut in futures.items():
                 if s in known:
                     continue
-                mr = shaped("GET", f"{self.p}/repository/commits/{s}/merge_requests", pick_merged_merge_request,
-                            fut.result(), s)
+                cpath = f"{self.p}/repository/commits/{s}/merge_requests"
+                cands = shapes.check("GET", cpath, fut.result(), shapes.List(shapes.GL_MR_SIMPLE))
+                mr = shaped("GET", cpath, pick_merged_merge_request, cands, s)
                 if mr is None:
                     continue
                 n = int(mr["iid"])
@@ -514,13 +521,14 @@ def _gather(g: _GitLab, facts: Facts, pool: ThreadPoolExecutor) -> None:
                            "approved it")
         path = f"{g.p}/repository/commits/{cfg.sha}"
         try:
-            data = g.s.get_json(path, name=f"commits_{g.short}")
+            data = shapes.check("GET", path, g.s.get_json(path, name=f"commits_{g.short}"), shapes.GL_COMMIT)
             commits = [shaped("GET", path, lambda: map_commit(data, None))]
             change["commits"] = commits
         except ApiError as exc:
             facts.missing(exc, "commits")
         try:
-            diff = g.s.get_pages(f"{path}/diff", name=f"commits_{g.short}_diff")
+            diff = shapes.check("GET", f"{path}/diff", g.s.get_pages(f"{path}/diff", name=f"commits_{g.short}_diff"),
+                                shapes.List(shapes.GL_DIFF))
             change["files_changed"] = shaped("GET", f"{path}/diff", lambda: sorted(
                 {p for d in diff for p in (d["new_path"], d.get("old_path")) if p}))
         except ApiError as exc:

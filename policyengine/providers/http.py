@@ -472,7 +472,10 @@ class HttpSession:
         """GET every page of a list and return the items (``key``: the list inside an object page)."""
         items: list[Any] = []
         for page in self.iter_pages(path, params, name=name):
-            chunk = page.get(key) if key and isinstance(page, dict) else page
+            if key and not isinstance(page, dict):
+                raise ApiError("GET", self.display_path(self._url(path, params)), 200,
+                               f"HTTP 200 but the answer is not an object with a list under {key!r}")
+            chunk = page.get(key) if key else page
             if not isinstance(chunk, list):
                 raise ApiError("GET", self.display_path(self._url(path, params)), 200,
                                f"HTTP 200 but the answer is not a list{f' under {key!r}' if key else ''}")
