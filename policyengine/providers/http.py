@@ -193,7 +193,9 @@ class _DeadlinePassed(Exception):
 
 def _set_read_timeout(resp: Any, seconds: float) -> None:
     """Make the next socket read of ``resp`` wait at most ``seconds`` (best effort)."""
-    for get in (lambda r: r.raw.connection.sock, lambda r: r.raw._fp.fp.raw._sock):
+    getters: tuple[Callable[[Any], Any], ...] = (lambda r: r.raw.connection.sock,
+                                                 lambda r: r.raw._fp.fp.raw._sock)
+    for get in getters:
         try:
             sock = get(resp)
         except AttributeError:
@@ -467,7 +469,7 @@ class HttpSession:
                 noun = "attempt" if attempt == 1 else "attempts"
                 raise ApiError(method, shown, status, f"{last} ({attempt} {noun})")
             backoff = min(BACKOFF_CAP, BACKOFF_BASE * (2 ** (attempt - 1)))
-            if status is not None:
+            if status is not None and resp is not None:
                 ra = _retry_after(resp.headers.get("Retry-After"), self._now())
                 if ra is not None:
                     backoff = max(backoff, ra)
