@@ -206,9 +206,11 @@ def test_unreadable_team_makes_the_team_rule_error(api: FakeAPI, monkeypatch: py
     sec = run.rule("security-review")
     assert sec["status"] == "error"
     assert sec["message"] == (
-        "approvals could not be read: teams: GET /orgs/acme/teams/security/members?per_page=100: HTTP 403 Forbidden: "
+        "team membership unknown for acme/security: the change does not list these teams, so eligible approvers "
+        "cannot be determined (teams/acme/security: GET /orgs/acme/teams/security/members?per_page=100: HTTP 403 "
+        "Forbidden: "
         "GITHUB_TOKEN lacks the organization permission `members: read` (GITHUB_TOKEN never has it: pass a GitHub "
-        "App or fine-grained token as github-token) [API said: Resource not accessible by integration]")
+        "App or fine-grained token as github-token) [API said: Resource not accessible by integration])")
     assert run.rule("peer-review")["status"] == "pass"
 
 
@@ -515,7 +517,7 @@ def test_canary_token_appears_in_no_output(api: FakeAPI, monkeypatch: pytest.Mon
         api, MERGE, token=canary, POLICYENGINE_TEAMS="acme/security", GITHUB_EVENT_PATH=str(event)))
     assert run.decision is not None
     assert run.decision["change"]["pull_request"]["title"] == "deploy Bearer [REDACTED]"
-    assert "[REDACTED]" in run.decision["change"]["unavailable"]["teams"]
+    assert "[REDACTED]" in run.decision["change"]["unavailable"]["teams/acme/security"]
     seen = {"stdout": run.out, "stderr": run.err, "logs": caplog.text}
     for path in tmp_path.rglob("*"):
         if path.is_file() and path != event:

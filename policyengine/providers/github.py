@@ -237,6 +237,7 @@ class GitHubConfig:
     run_attempt: str | None
     teams: tuple[str, ...]
     notes: tuple[str, ...] = ()
+    team_map: tuple[tuple[str, str], ...] = ()
 
 
 def _need(env: Mapping[str, str], name: str, why: str) -> str:
@@ -248,14 +249,30 @@ def _need(env: Mapping[str, str], name: str, why: str) -> str:
 
 
 def teams_from(env: Mapping[str, str], teams: Sequence[str] | None) -> tuple[str, ...]:
-    """Team names to resolve: ``teams`` when given, else the comma list in ``POLICYENGINE_TEAMS``."""
-    names = list(teams) if teams is not None else (env.get("POLICYENGINE_TEAMS") or "").split(",")
+    """Team names to resolve: ``teams`` when given, else the names listed in ``POLICYENGINE_TEAMS``."""
+    names = list(teams) if teams is not None else list(team_mapping(env))
     out: list[str] = []
     for name in names:
         name = name.strip()
         if name and name not in out:
             out.append(name)
     return tuple(out)
+
+
+def team_mapping(env: Mapping[str, str]) -> dict[str, str]:
+    """``POLICYENGINE_TEAMS`` as {policy team name: where its members are read}.
+
+    Entries are comma-separated: ``security=acme/security-team`` maps the policy's ``security``
+    to that group (GitLab) or ``org/team`` (GitHub); a bare ``acme/security`` maps the name to
+    itself.
+    """
+    out: dict[str, str] = {}
+    for entry in (env.get("POLICYENGINE_TEAMS") or "").split(","):
+        name, eq, target = entry.partition("=")
+        name, target = name.strip(), target.strip()
+        if name:
+            out.setdefault(name, target if eq and target else name)
+    return out
 
 
 def read_config(env: Mapping[str, str], environment: str | None, teams: Sequence[str] | None = None) -> GitHubConfig:
@@ -297,6 +314,7 @@ def read_config(env: Mapping[str, str], environment: str | None, teams: Sequence
         run_attempt=env.get("GITHUB_RUN_ATTEMPT") or None,
         teams=teams_from(env, teams),
         notes=tuple(notes),
+        team_map=tuple(team_mapping(env).items()),
     )
 
 
@@ -568,6 +586,10 @@ class _GitHub:
         return shaped("GET", path, lambda: [map_status(st, self.cfg.sha) for st in statuses])
 
     def team(self, name: str) -> list[str]:
+        """The members of the policy's team ``name``: ``POLICYENGINE_TEAMS`` maps it to ``org/team``
+        (or a team of the repository owner's organization); unmapped, ``org/team`` is read as
+        written and a bare name is a team of the repository owner's organization, never a stranger's."""
+        name = dict(self.cfg.team_map).get(name, name)
         org, slash, slug = name.partition("/")
         if not slash:
             org, slug = self.cfg.repository.split("/")[0], name
@@ -704,6 +726,21 @@ def compare_files(path: str, first_page: Any) -> list[str] | str:
     return out
 
 
+def collect_teams(facts: Facts, f_teams: Mapping[str, Any]) -> None:
+    """Each team's members under ``teams``; a team that could not be read is left out and its cause
+    recorded as ``unavailable["teams/<name>"]``, so only the rules that need that team are ``error``."""
+    if not f_teams:
+        return
+    team_map: dict[str, list[str]] = {}
+    for name, fut in f_teams.items():
+        members, terr = attempt(fut.result)
+        if terr is not None:
+            facts.missing(terr, f"teams/{name}")
+        else:
+            team_map[name] = members or []
+    facts.change["teams"] = team_map
+
+
 def deployer_of(cfg: GitHubConfig, pr: dict[str, Any] | None) -> tuple[str | None, str | None, str | None]:
     """(deployer, source, note): the first person among the triggering actor, the actor, the merger."""
     candidates = [
@@ -833,16 +870,7 @@ def _gather(g: _GitHub, facts: Facts, pool: ThreadPoolExecutor) -> None:
     else:
         change["checks"] = (runs or []) + (statuses or [])
 
-    if f_teams:
-        team_map: dict[str, list[str]] = {}
-        for name, fut in f_teams.items():
-            members, terr = attempt(fut.result)
-            if terr is not None:
-                facts.missing(terr, "teams")
-            else:
-                team_map[name] = members or []
-        if "teams" not in facts.unavailable:
-            change["teams"] = team_map
+    collect_teams(facts, f_teams)
 
     # The deployer: a person, never a bot.
     pr_mapped = pr["mapped"] if pr else None

@@ -33,12 +33,14 @@ from policyengine.providers.github import (
     Facts,
     attempt,
     co_authors,
+    collect_teams,
     committer_logins,
     finish_range,
     first_line,
     range_note,
     shaped,
     start_range,
+    team_mapping,
     teams_from,
 )
 from policyengine.providers import shapes
@@ -78,6 +80,7 @@ class GitLabConfig:
     job_url: str | None
     source: str | None
     teams: tuple[str, ...]
+    team_map: tuple[tuple[str, str], ...] = ()
 
 
 def _need(env: Mapping[str, str], name: str, why: str) -> str:
@@ -125,6 +128,7 @@ def read_config(env: Mapping[str, str], environment: str | None, teams: Sequence
         job_url=env.get("CI_JOB_URL") or None,
         source=env.get("CI_PIPELINE_SOURCE") or None,
         teams=teams_from(env, teams),
+        team_map=tuple(team_mapping(env).items()),
     )
 
 
@@ -349,6 +353,20 @@ class _GitLab:
             return f"pipeline test report summary not read: GET {path}: unexpected answer shape"
 
     def team(self, name: str) -> list[str]:
+        """The direct active members of the GitLab group the policy's team ``name`` stands for.
+
+        Only a documented mapping names a group: ``POLICYENGINE_TEAMS`` (``name=group/path``, or a
+        bare path standing for itself), or a path under the project's own top-level namespace. A
+        bare name is never looked up as a top-level group: on a shared instance it may be a
+        stranger's.
+        """
+        mapped = dict(self.cfg.team_map).get(name)
+        top = self.cfg.repository.split("/")[0]
+        if mapped is None and not (name.startswith(top + "/") and len(name) > len(top) + 1):
+            raise ApiError("GET", "/groups/?/members", None,
+                           f"team {name!r} is not mapped to a GitLab group: set POLICYENGINE_TEAMS to "
+                           f"{name}=<group path> (a bare name is never looked up as a top-level group)")
+        name = mapped or name
         path = f"/groups/{quote(name, safe='')}/members"
         items = shapes.check("GET", path, self.s.get_pages(
             path, name=f"groups_{re.sub(r'[^A-Za-z0-9_.-]', '_', name)}_members"), shapes.List(shapes.GL_MEMBER))
@@ -576,16 +594,7 @@ def _gather(g: _GitLab, facts: Facts, pool: ThreadPoolExecutor) -> None:
     if summary:
         facts.notes.append(summary)
 
-    if f_teams:
-        team_map: dict[str, list[str]] = {}
-        for name, fut in f_teams.items():
-            members, terr = attempt(fut.result)
-            if terr is not None:
-                facts.missing(terr, "teams")
-            else:
-                team_map[name] = members or []
-        if "teams" not in facts.unavailable:
-            change["teams"] = team_map
+    collect_teams(facts, f_teams)
 
     merged_by = mr["mapped"].get("merged_by") if mr else None
     if cfg.user and not is_bot(cfg.user):
