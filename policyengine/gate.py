@@ -76,6 +76,7 @@ class CheckRequest:
     evidence_dir: str = "evidence"
     evidence_store: str | None = None
     signing_key: Any = None  # evidence.signing.SigningKey
+    trust_key: Any = None  # (Ed25519 public key, key id): whose signed bundles count as history
     subjects: Sequence[tuple[str, str]] = ()
     advisory: bool = False
     environment_source: str = "--environment"
@@ -199,7 +200,7 @@ class CheckResult:
 
 def _load(request: CheckRequest) -> tuple[Policy, Any]:
     """Load the policy and gather the change; report every problem of both files at once."""
-    from policyengine.evidence.history import ArchiveHistory
+    from policyengine.evidence.history import VerifiedHistory
     from policyengine.providers import gather
 
     problems: list[Any] = []
@@ -210,9 +211,12 @@ def _load(request: CheckRequest) -> tuple[Policy, Any]:
         problems.extend(exc.problems)
     try:
         teams = [t for r in (policy.rules if policy else ()) for t in r.params.get("from_teams", [])]
+        # The previous deploy is only ever what a bundle signed by the trusted key proves, read
+        # from the store this evaluation records into; without a trusted key there is no history.
+        history = (VerifiedHistory(request.evidence_store or request.evidence_dir, request.trust_key)
+                   if request.trust_key is not None else None)
         gathered = gather(request.provider, env=request.env, change_path=request.change_path,
-                          environment=request.environment,
-                          previous_deploys=ArchiveHistory(Path(request.evidence_dir)), teams=teams)
+                          environment=request.environment, previous_deploys=history, teams=teams)
     except InvalidInputError as exc:
         problems.extend(exc.problems)
     if problems:

@@ -339,9 +339,12 @@ class GitHubWorld:
             self.api.json(f"{self.base}/deployments/{dep_id}/statuses", sts)
         self.api.json(f"{self.base}/deployments", objs)
 
-    def compare(self, base: str, head: str, commits: list[dict[str, Any]], status: str = "ahead") -> None:
+    def compare(self, base: str, head: str, commits: list[dict[str, Any]], status: str = "ahead",
+                files: Iterable[str] = ()) -> None:
+        """The compare answer; ``files``: the paths the whole range changes (every page repeats them)."""
         body = template("github", "compare")
-        body.update({"status": status, "ahead_by": len(commits), "behind_by": 0, "total_commits": len(commits)})
+        body.update({"status": status, "ahead_by": len(commits), "behind_by": 0, "total_commits": len(commits),
+                     "files": [{**template("github", "file"), "filename": f} for f in files]})
         self.api.pages(f"{self.base}/compare/{base}...{head}", commits, key="commits", wrap=body, default_per_page=250)
 
     def team(self, org: str, slug: str, members: Iterable[str]) -> None:
@@ -468,9 +471,10 @@ class GitLabWorld:
             objs.append(d)
         self.api.json(f"{self.base}/deployments", objs)
 
-    def compare(self, commits: list[dict[str, Any]]) -> None:
+    def compare(self, commits: list[dict[str, Any]], files: Iterable[str] = ()) -> None:
+        diffs = [{**template("gitlab", "diff"), "new_path": f, "old_path": f} for f in files]
         self.api.json(f"{self.base}/repository/compare", {"commit": commits[-1] if commits else None,
-                                                          "commits": commits, "diffs": [],
+                                                          "commits": commits, "diffs": diffs,
                                                           "compare_timeout": False, "compare_same_ref": False})
 
     def group(self, path: str, members: Iterable[str]) -> None:
@@ -581,3 +585,64 @@ def decision_errors(doc: dict[str, Any]) -> list[str]:
     ])
     v = Draft202012Validator(decision, registry=registry)
     return [f"{'/'.join(map(str, e.absolute_path))}: {e.message}" for e in v.iter_errors(doc)]
+
+
+# -- trusted deploy history (signed evidence) ----------------------------------------------------
+
+
+def new_signing_key() -> Any:
+    """A fresh Ed25519 ``SigningKey`` for tests."""
+    from cryptography.hazmat.primitives.asymmetric import ed25519
+
+    from policyengine.evidence.signing import SigningKey, key_id
+
+    private = ed25519.Ed25519PrivateKey.generate()
+    return SigningKey(private, key_id(private.public_key()))
+
+
+def public_pem(key: Any) -> bytes:
+    """The PEM public key of a ``SigningKey``."""
+    from cryptography.hazmat.primitives import serialization
+
+    pem: bytes = key.private_key.public_key().public_bytes(serialization.Encoding.PEM,
+                                                           serialization.PublicFormat.SubjectPublicKeyInfo)
+    return pem
+
+
+def record_deploy(store: Path, commit: str, *, key: Any = None, repository: str = "acme/payments",
+                  environment: str = "production", decision: str = "allow",
+                  created_at: str = "2026-11-20T20:00:00Z") -> Any:
+    """Record an evaluation of ``commit`` in the evidence folder ``store`` (signed by ``key`` when given)."""
+    from datetime import datetime
+
+    from policyengine.evidence.archive import LocalArchive
+
+    return LocalArchive(store).write_bundle(
+        decision={"decision": decision, "evaluated_at": created_at},
+        change={"repository": repository, "environment": environment, "commit": commit},
+        policy_filename="p.yml", policy_bytes=b"version: 1\n", files=[],
+        created_at=datetime.fromisoformat(created_at.replace("Z", "+00:00")), signing_key=key)
+
+
+def trusted_history(tmp_path: Path, commit: str, *, store: Path | None = None, **kw: Any) -> dict[str, str]:
+    """Record a signed, allowed deploy of ``commit`` in ``tmp_path/evidence`` (or ``store``) and
+    return the variables that make ``check`` trust its key (``POLICYENGINE_TRUST_KEY``)."""
+    key = new_signing_key()
+    record_deploy(store or tmp_path / "evidence", commit, key=key, **kw)
+    pub = tmp_path / "trust.pub"
+    pub.write_bytes(public_pem(key))
+    return {"POLICYENGINE_TRUST_KEY": str(pub)}
+
+
+class StaticHistory:
+    """A ``PreviousDeploys`` that names one verified deploy (for provider tests; the gate's
+    ``VerifiedHistory`` is tested against real signed bundles)."""
+
+    def __init__(self, commit: str | None) -> None:
+        self.commit = commit
+
+    def latest(self, repository: str, environment: str) -> dict[str, Any] | None:
+        if self.commit is None:
+            return None
+        return {"sha": self.commit, "id": "20261120T200000Z-000000000000", "url": None,
+                "created_at": "2026-11-20T20:00:00Z", "source": "evidence-archive"}

@@ -19,7 +19,9 @@ from fake_servers import (
     gh_user,
     github_env,
     schema_errors,
+    StaticHistory,
     sha_of,
+    trusted_history,
 )
 
 from policyengine import cli
@@ -80,13 +82,18 @@ class Run:
         return next(r for r in self.decision["rules"] if r["id"] == rule_id)
 
     def bundle(self) -> zipfile.ZipFile:
-        zips = sorted((self.tmp / "evidence").rglob("*.zip"))
-        assert len(zips) == 1, zips
-        return zipfile.ZipFile(zips[0])
+        # The newest bundle: this run's (an older one may be the signed history a test recorded).
+        zips = sorted((self.tmp / "evidence").rglob("*.zip"), key=lambda z: z.name)
+        assert 1 <= len(zips) <= 2, zips
+        return zipfile.ZipFile(zips[-1])
 
 
 def run_check(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path,
-              env: dict[str, str], provider: str = "github", policy: Path = POLICY) -> Run:
+              env: dict[str, str], provider: str = "github", policy: Path = POLICY,
+              previous: str | None = None) -> Run:
+    """Run ``check`` in ``env``; ``previous``: a commit recorded as a signed allowed deploy (trusted history)."""
+    if previous is not None:
+        env = {**env, **trusted_history(tmp_path, previous)}
     for key, value in env.items():
         monkeypatch.setenv(key, value)
     out = tmp_path / "decision.json"
@@ -106,7 +113,7 @@ def run_check(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str
 def test_reviewed_pull_request_is_allowed_end_to_end(api: FakeAPI, monkeypatch: pytest.MonkeyPatch,
                                                      capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     reviewed_world(api)
-    run = run_check(monkeypatch, capsys, tmp_path, github_env(api, MERGE))
+    run = run_check(monkeypatch, capsys, tmp_path, github_env(api, MERGE), previous=PREV)
     assert run.code == 0, run.out + run.err
     assert run.decision is not None and run.decision["decision"] == "allow"
     assert run.rule("peer-review")["status"] == "pass"
@@ -149,7 +156,8 @@ def test_direct_push_is_denied(api: FakeAPI, monkeypatch: pytest.MonkeyPatch, ca
     assert change["pull_request"] is None and change["reviews"] == []
     assert change["commits"] == [{"sha": pushed, "author": "mallory", "committer": "mallory", "co_authors": [],
                                   "message": "change", "pull_request": None}]
-    assert change["files_changed"] == ["src/payments.py"]
+    # No verified previous deploy: the range is unknown, so the files it ships are too (fail closed).
+    assert "files_changed" not in change and "files_changed" in change["unavailable"]
     assert any("pushed without one" in n for n in change["notes"])
     assert any("no previous successful deploy to production is known" in n for n in change["notes"])
     assert change["range"]["previous_commit"] is None
@@ -178,7 +186,8 @@ def test_infra_change_needs_a_security_team_approval(api: FakeAPI, monkeypatch: 
     w = GitHubWorld(api)
     reviewed_world(api, files=("infra/main.tf",), reviews=[
         w.review("bob", "APPROVED", HEAD), w.review("frank", "APPROVED", HEAD)])
-    run = run_check(monkeypatch, capsys, tmp_path, github_env(api, MERGE, POLICYENGINE_TEAMS="acme/security"))
+    run = run_check(monkeypatch, capsys, tmp_path, github_env(api, MERGE, POLICYENGINE_TEAMS="acme/security"),
+                    previous=PREV)
     assert run.code == 0, run.out
     assert run.rule("security-review")["message"] == (
         "1 of 1 required approvals (frank); not counted: bob (not in team acme/security)")
@@ -192,14 +201,17 @@ def test_unreadable_team_makes_the_team_rule_error(api: FakeAPI, monkeypatch: py
     reviewed_world(api, files=("infra/main.tf",), reviews=[
         w.review("bob", "APPROVED", HEAD), w.review("frank", "APPROVED", HEAD), w.review("carol", "APPROVED", HEAD)])
     api.json("/orgs/acme/teams/security/members", {"message": "Resource not accessible by integration"}, status=403)
-    run = run_check(monkeypatch, capsys, tmp_path, github_env(api, MERGE, POLICYENGINE_TEAMS="acme/security"))
+    run = run_check(monkeypatch, capsys, tmp_path, github_env(api, MERGE, POLICYENGINE_TEAMS="acme/security"),
+                    previous=PREV)
     assert run.code == 3
     sec = run.rule("security-review")
     assert sec["status"] == "error"
     assert sec["message"] == (
-        "approvals could not be read: teams: GET /orgs/acme/teams/security/members?per_page=100: HTTP 403 Forbidden: "
+        "team membership unknown for acme/security: the change does not list these teams, so eligible approvers "
+        "cannot be determined (teams/acme/security: GET /orgs/acme/teams/security/members?per_page=100: HTTP 403 "
+        "Forbidden: "
         "GITHUB_TOKEN lacks the organization permission `members: read` (GITHUB_TOKEN never has it: pass a GitHub "
-        "App or fine-grained token as github-token) [API said: Resource not accessible by integration]")
+        "App or fine-grained token as github-token) [API said: Resource not accessible by integration])")
     assert run.rule("peer-review")["status"] == "pass"
 
 
@@ -224,7 +236,8 @@ def test_250_reviews_and_250_commits_take_pages_not_one_request_each(api: FakeAP
     w.deployments("production", [(9, MERGE, ["in_progress"]), (8, PREV, ["success"])])
     w.compare(PREV, MERGE, [*commits, w.commit(MERGE, "alice", "web-flow")])
     api.latency = 0.02
-    g = gather_github(github_env(api, MERGE), environment="production")
+    g = gather_github(github_env(api, MERGE), environment="production",
+                           previous_deploys=StaticHistory(PREV))
     change = g.change
     assert len(change["reviews"]) == 250 and len(change["commits"]) == 250
     assert len(change["range"]["commits"]) == 251
@@ -285,11 +298,14 @@ def three_merged_prs(api: FakeAPI) -> GitHubWorld:
 
 def test_change_range_across_three_merged_prs_one_unapproved(api: FakeAPI) -> None:
     three_merged_prs(api)
-    change = gather_github(github_env(api, MERGE), environment="production").change
+    change = gather_github(github_env(api, MERGE), environment="production",
+                           previous_deploys=StaticHistory(PREV)).change
     rng = change["range"]
     assert rng["previous_commit"] == PREV and rng["status"] == "ahead"
-    assert rng["previous_deployment"] == {"id": 8, "url": "https://api.github.com/repos/acme/payments/deployments/8",
-                                          "created_at": "2026-11-20T20:11:27Z", "source": "github-deployments"}
+    assert rng["previous_deployment"] == {"id": "20261120T200000Z-000000000000", "url": None,
+                                          "created_at": "2026-11-20T20:00:00Z", "source": "evidence-archive"}
+    assert (f"previous deploy {PREV[:7]} from verified evidence, corroborated by GitHub deployments names "
+            f"{PREV[:7]} (deployment 8)") in change["notes"]
     assert [(c["sha"], c["pull_request"]) for c in rng["commits"]] == [
         (sha_of("c40"), 40), (sha_of("m40"), 40), (sha_of("c41"), 41), (sha_of("m41"), 41),
         (sha_of("direct"), None), (OLD, 42), (HEAD, 42), (MERGE, 42)]
@@ -301,29 +317,24 @@ def test_change_range_across_three_merged_prs_one_unapproved(api: FakeAPI) -> No
     assert prs[42]["reviews"] == change["reviews"]
     note = next(n for n in change["notes"] if n.startswith("change range"))
     assert note == (f"change range: 8 commits since the previous successful deploy to production ({PREV[:7]}, from "
-                    f"github-deployments), from pull requests #40, #41, #42; without a pull request: "
+                    f"evidence-archive), from pull requests #40, #41, #42; without a pull request: "
                     f"{sha_of('direct')[:7]}")
     assert schema_errors(change) == []
 
 
-def test_range_falls_back_to_the_evidence_archive(api: FakeAPI, monkeypatch: pytest.MonkeyPatch,
-                                                  capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+def test_range_starts_at_the_verified_evidence_when_the_api_has_none(api: FakeAPI, tmp_path: Path) -> None:
     w = reviewed_world(api)
     w.deployments("production", [])
-    # A first gate run records an allowed decision for PREV in the archive...
-    from policyengine.evidence.archive import LocalArchive
+    from policyengine.evidence.history import VerifiedHistory, load_trust_key
 
-    LocalArchive(tmp_path / "evidence").write_bundle(
-        decision={"decision": "allow"}, change={"repository": "acme/payments", "environment": "production",
-                                                "commit": PREV}, policy_filename="p.yml", policy_bytes=b"x",
-        files=[])
-    from policyengine.evidence.history import ArchiveHistory
-
-    change = gather_github(github_env(api, MERGE), environment="production",
-                           previous_deploys=ArchiveHistory(tmp_path / "evidence")).change
+    env = trusted_history(tmp_path, PREV)
+    history = VerifiedHistory(str(tmp_path / "evidence"), load_trust_key(env["POLICYENGINE_TRUST_KEY"]))
+    change = gather_github(github_env(api, MERGE), environment="production", previous_deploys=history).change
     assert change["range"]["previous_commit"] == PREV
     assert change["range"]["previous_deployment"]["source"] == "evidence-archive"
     assert len(change["range"]["commits"]) == 3
+    assert f"previous deploy {PREV[:7]} from verified evidence; GitHub deployments records no successful deployment" \
+        in change["notes"]
 
 
 @pytest.mark.skipif(
@@ -335,7 +346,7 @@ def test_cover_range_denies_when_one_pr_in_the_range_was_not_approved(
     policy = tmp_path / "range.yml"
     policy.write_text("version: 1\nname: range\nrules:\n  - id: every-change-reviewed\n    type: approvals\n"
                       "    min_approvals: 2\n    exclude: [author, committers, deployer]\n    cover_range: true\n")
-    run = run_check(monkeypatch, capsys, tmp_path, github_env(api, MERGE), policy=policy)
+    run = run_check(monkeypatch, capsys, tmp_path, github_env(api, MERGE), policy=policy, previous=PREV)
     assert run.code == 1
     msg = run.rule("every-change-reviewed")["message"]
     assert "#41" in msg and sha_of("direct")[:7] in msg and "#40" not in msg
@@ -413,7 +424,8 @@ def test_api_failure_makes_exactly_the_needed_facts_unavailable(api: FakeAPI) ->
     reviewed_world(api)
     path = f"/repos/acme/payments/commits/{MERGE}/check-runs"
     api.fail(path, *[Reply(500, {"message": "Server Error"})] * 4)
-    change = gather_github(github_env(api, MERGE), environment="production").change
+    change = gather_github(github_env(api, MERGE), environment="production",
+                           previous_deploys=StaticHistory(PREV)).change
     assert change["unavailable"] == {"checks": f"GET {path}?per_page=100: HTTP 500 Internal Server Error (4 attempts)"}
     assert "checks" not in change and len(change["reviews"]) == 4
 
@@ -421,9 +433,10 @@ def test_api_failure_makes_exactly_the_needed_facts_unavailable(api: FakeAPI) ->
 def test_unexpected_answer_shape_is_unavailable_not_a_crash(api: FakeAPI) -> None:
     reviewed_world(api)
     api.pages("/repos/acme/payments/pulls/42/reviews", [{"user": {"login": "bob"}}])  # no state
-    change = gather_github(github_env(api, MERGE), environment="production").change
+    change = gather_github(github_env(api, MERGE), environment="production",
+                           previous_deploys=StaticHistory(PREV)).change
     assert change["unavailable"]["reviews"].startswith(
-        "GET /repos/acme/payments/pulls/42/reviews: HTTP 200 but the answer has an unexpected shape (KeyError")
+        "GET /repos/acme/payments/pulls/42/reviews: HTTP 200 but the answer has an unexpected shape: [0].state is missing")
 
 
 REVIEWS = "/repos/acme/payments/pulls/42/reviews"
@@ -453,7 +466,7 @@ def test_faults_end_in_the_documented_status_and_never_allow_unless_recovered(
     replies, extra_env, code, message = FAULTS[fault]
     reviewed_world(api)
     api.fail(REVIEWS, *replies)
-    run = run_check(monkeypatch, capsys, tmp_path, github_env(api, MERGE, **extra_env))
+    run = run_check(monkeypatch, capsys, tmp_path, github_env(api, MERGE, **extra_env), previous=PREV)
     assert run.code == code, run.out + run.err
     assert run.decision is not None
     peer = run.rule("peer-review")
@@ -509,7 +522,7 @@ def test_canary_token_appears_in_no_output(api: FakeAPI, monkeypatch: pytest.Mon
         api, MERGE, token=canary, POLICYENGINE_TEAMS="acme/security", GITHUB_EVENT_PATH=str(event)))
     assert run.decision is not None
     assert run.decision["change"]["pull_request"]["title"] == "deploy Bearer [REDACTED]"
-    assert "[REDACTED]" in run.decision["change"]["unavailable"]["teams"]
+    assert "[REDACTED]" in run.decision["change"]["unavailable"]["teams/acme/security"]
     seen = {"stdout": run.out, "stderr": run.err, "logs": caplog.text}
     for path in tmp_path.rglob("*"):
         if path.is_file() and path != event:
@@ -543,8 +556,12 @@ def test_corpus_responses_map_to_the_change(corpus: Path, api: FakeAPI) -> None:
     api.json(f"{base}/commits/{sha}/pulls", pulls)
     api.json(f"{base}/pulls/3207", pr)
     n = pr["number"]
-    api.json(f"{base}/pulls/{n}/reviews", load("list-pull-request-reviews/octokit-rb__pull_request_reviews__returns_a_"
-                                               "list_of_all_pull_request_reviews.json"))
+    reviews = load("list-pull-request-reviews/octokit-rb__pull_request_reviews__returns_a_"
+                   "list_of_all_pull_request_reviews.json")
+    for r in reviews:  # the recording anonymised part of a timestamp: a real API sends a whole one
+        if isinstance(r.get("submitted_at"), str) and "<" in r["submitted_at"]:
+            r["submitted_at"] = r["submitted_at"].split("<")[0][:17] + "00Z"
+    api.json(f"{base}/pulls/{n}/reviews", reviews)
     api.json(f"{base}/pulls/{n}/commits", load("list-pull-request-commits/octokit-rb__pull_request_commits__returns_"
                                                "the_commits_for_a_pull_request.json"))
     api.json(f"{base}/pulls/{n}/files", [])  # the recording says 1 changed file: a short list is not trusted
@@ -598,7 +615,8 @@ def test_a_pool_of_one_worker_does_not_deadlock(api: FakeAPI, monkeypatch: pytes
     monkeypatch.setattr(gh, "WORKERS", 1)
     result: list[dict[str, Any]] = []
     t = threading.Thread(target=lambda: result.append(
-        gather_github(github_env(api, MERGE), environment="production").change), daemon=True)
+        gather_github(github_env(api, MERGE), environment="production",
+                           previous_deploys=StaticHistory(PREV)).change), daemon=True)
     t.start()
     t.join(10)
     assert not t.is_alive(), "gathering deadlocked: a pool task waits on another pool task"
@@ -706,7 +724,7 @@ def test_failed_permission_lookup_is_an_error_never_a_pass(api: FakeAPI, monkeyp
     w = GitHubWorld(api)
     w.permission("carol", "write", status=status)
     reviewed_world(api)
-    run = run_check(monkeypatch, capsys, tmp_path, github_env(api, MERGE))
+    run = run_check(monkeypatch, capsys, tmp_path, github_env(api, MERGE), previous=PREV)
     assert run.code == 3, run.out
     peer = run.rule("peer-review")
     assert peer["status"] == "error"

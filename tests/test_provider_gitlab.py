@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from fake_servers import FakeAPI, GitLabWorld, Reply, gitlab_env, schema_errors, sha_of
+from fake_servers import FakeAPI, GitLabWorld, Reply, StaticHistory, gitlab_env, schema_errors, sha_of
 from test_provider_github import Run, run_check
 
 from policyengine.errors import UsageError
@@ -50,15 +50,15 @@ def approved_mr(api: FakeAPI, *, approvers: tuple[str, ...] = ("bob", "carol"), 
 
 
 def gl_run(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path,
-           env: dict[str, str], policy: Path | None = None) -> Run:
+           env: dict[str, str], policy: Path | None = None, previous: str | None = None) -> Run:
     kwargs: dict[str, Any] = {"policy": policy} if policy else {}
-    return run_check(monkeypatch, capsys, tmp_path, env, provider="gitlab", **kwargs)
+    return run_check(monkeypatch, capsys, tmp_path, env, provider="gitlab", previous=previous, **kwargs)
 
 
 def test_merge_request_approvals_allow_end_to_end(api: FakeAPI, monkeypatch: pytest.MonkeyPatch,
                                                   capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     approved_mr(api)
-    run = gl_run(monkeypatch, capsys, tmp_path, gitlab_env(api, SQUASH))
+    run = gl_run(monkeypatch, capsys, tmp_path, gitlab_env(api, SQUASH), previous=PREV)
     assert run.code == 0, run.out + run.err
     assert run.decision is not None and run.decision["decision"] == "allow"
     assert run.rule("peer-review")["message"] == "2 of 2 required approvals (bob, carol)"
@@ -94,7 +94,7 @@ def test_merge_request_approvals_allow_end_to_end(api: FakeAPI, monkeypatch: pyt
 def test_approvals_without_reset_on_push_are_stale_when_the_current_commit_is_required(
         api: FakeAPI, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     approved_mr(api, reset_on_push=False)
-    run = gl_run(monkeypatch, capsys, tmp_path, gitlab_env(api, SQUASH))
+    run = gl_run(monkeypatch, capsys, tmp_path, gitlab_env(api, SQUASH), previous=PREV)
     assert run.code == 1
     assert run.rule("peer-review")["message"] == (
         f"0 of 2 required approvals (nobody); not counted: bob (approved ?, not the current commit {HEAD[:7]} "
@@ -105,7 +105,7 @@ def test_approvals_without_reset_on_push_are_stale_when_the_current_commit_is_re
 def test_unreadable_approval_settings_fail_closed(api: FakeAPI) -> None:
     approved_mr(api)
     api.json(f"{P}/approvals", {"message": "403 Forbidden"}, status=403)
-    change = gather_gitlab(gitlab_env(api, SQUASH)).change
+    change = gather_gitlab(gitlab_env(api, SQUASH), previous_deploys=StaticHistory(PREV)).change
     assert [r["commit"] for r in change["reviews"]] == [None, None]
     assert "reviews" not in change.get("unavailable", {})
 
@@ -142,7 +142,8 @@ def test_direct_push_without_merge_request_is_denied(api: FakeAPI, monkeypatch: 
     assert run.code == 1
     assert run.rule("peer-review")["message"].startswith(f"no pull request: commit {pushed[:7]} was deployed")
     change = run.decision["change"]  # type: ignore[index]
-    assert change["pull_request"] is None and change["files_changed"] == ["src/pay.py"]
+    # No verified previous deploy: the range is unknown, so the files it ships are too (fail closed).
+    assert change["pull_request"] is None and "files_changed" in change["unavailable"]
     assert change["commits"][0]["author"] == "mallory@example.com"
     assert schema_errors(change) == []
 
@@ -155,7 +156,7 @@ def test_change_range_across_three_merge_requests_one_unapproved(api: FakeAPI) -
     w.merge_request(6, author="mallory", head=c6, squash_commit=s6, merged_by="mallory",
                     commits=[w.commit(c6, "mallory")], approvers=[])
     w.compare([w.commit(s5, "alice"), w.commit(s6, "mallory"), w.commit(SQUASH, "alice")])
-    change = gather_gitlab(gitlab_env(api, SQUASH)).change
+    change = gather_gitlab(gitlab_env(api, SQUASH), previous_deploys=StaticHistory(PREV)).change
     rng = change["range"]
     assert [(c["sha"], c["pull_request"]) for c in rng["commits"]] == [(s5, 5), (s6, 6), (SQUASH, 7)]
     prs = {p["number"]: p for p in rng["pull_requests"]}
@@ -163,7 +164,9 @@ def test_change_range_across_three_merge_requests_one_unapproved(api: FakeAPI) -
     assert [r["user"] for r in prs[5]["reviews"]] == ["bob", "carol"] and prs[6]["reviews"] == []
     assert prs[6]["committers"] == ["mallory@example.com"]
     assert all(r["commit"] == c5 for r in prs[5]["reviews"])
-    assert rng["previous_deployment"]["source"] == "gitlab-deployments"
+    assert rng["previous_deployment"]["source"] == "evidence-archive"
+    assert (f"previous deploy {PREV[:7]} from verified evidence, corroborated by GitLab deployments names "
+            f"{PREV[:7]} (deployment 12)") in change["notes"]
     assert schema_errors(change) == []
 
 
@@ -193,16 +196,16 @@ def test_diffs_fall_back_to_changes_on_old_gitlab(api: FakeAPI) -> None:
     api.json(f"{P}/merge_requests/7/diffs", {"message": "404 Not Found"}, status=404)
     api.json(f"{P}/merge_requests/7/changes",
              {"changes": [{"new_path": "b.py", "old_path": "a.py"}], "overflow": False})
-    assert gather_gitlab(gitlab_env(api, SQUASH)).change["files_changed"] == ["b.py", "a.py"]
+    assert gather_gitlab(gitlab_env(api, SQUASH), previous_deploys=StaticHistory(PREV)).change["files_changed"] == ["b.py", "a.py"]
     api.json(f"{P}/merge_requests/7/changes", {"changes": [], "overflow": True})
-    change = gather_gitlab(gitlab_env(api, SQUASH)).change
+    change = gather_gitlab(gitlab_env(api, SQUASH), previous_deploys=StaticHistory(PREV)).change
     assert "overflow" in change["unavailable"]["files_changed"]
 
 
 def test_jobs_failure_makes_checks_unavailable(api: FakeAPI) -> None:
     approved_mr(api)
     api.fail(f"{P}/pipelines/61/jobs", *[Reply(503, {})] * 4)
-    change = gather_gitlab(gitlab_env(api, SQUASH)).change
+    change = gather_gitlab(gitlab_env(api, SQUASH), previous_deploys=StaticHistory(PREV)).change
     assert change["unavailable"] == {
         "checks": f"GET {P}/pipelines/61/jobs?per_page=100: HTTP 503 Service Unavailable (4 attempts)"}
 
@@ -218,7 +221,7 @@ def test_250_approvals_and_250_commits_take_pages(api: FakeAPI) -> None:
     w.deployments([(12, PREV)])
     w.compare([*commits, w.commit(SQUASH, "alice")])
     api.latency = 0.02
-    change = gather_gitlab(gitlab_env(api, SQUASH)).change
+    change = gather_gitlab(gitlab_env(api, SQUASH), previous_deploys=StaticHistory(PREV)).change
     assert len(change["reviews"]) == 250 and len(change["commits"]) == 250 and "unavailable" not in change
     counts = {p: api.paths().count(p) for p in set(api.paths())}
     # Each distinct approver's membership is looked up exactly once.
@@ -275,7 +278,7 @@ def test_corpus_responses_map_to_the_change(corpus: Path, api: FakeAPI) -> None:
     api.json(f"{P}/pipelines/61/jobs", [])
     api.json(f"{P}/pipelines/61/test_report_summary", load("docs__pipeline_test_report_summary.json"))
     api.json(f"{P}/deployments", [])
-    change = gather_gitlab(gitlab_env(api, sha)).change
+    change = gather_gitlab(gitlab_env(api, sha), previous_deploys=StaticHistory(sha)).change
     assert change["pull_request"]["author"] == "thedude" and change["pull_request"]["state"] == "opened"
     # root is no member of the fake project (404): permission none, so the approval would not count.
     assert change["reviews"] == [{"user": "root", "state": "approved", "commit": None, "submitted_at": None,
@@ -315,7 +318,8 @@ def test_canary_token_appears_in_no_output(api: FakeAPI, monkeypatch: pytest.Mon
     api.handler(f"{P}/merge_requests/7", echo)
     api.json(f"{P}/pipelines/61/test_report_summary", {"message": f"bad token {canary}"}, status=403)
     caplog.set_level(logging.DEBUG)
-    run = gl_run(monkeypatch, capsys, tmp_path, gitlab_env(api, SQUASH, token=canary, CI_JOB_TOKEN="job-" + canary))
+    run = gl_run(monkeypatch, capsys, tmp_path, gitlab_env(api, SQUASH, token=canary, CI_JOB_TOKEN="job-" + canary),
+                 previous=PREV)
     assert run.code == 0, run.out + run.err
     assert run.decision is not None and run.decision["change"]["pull_request"]["title"] == "token [REDACTED]"
     seen = {"stdout": run.out, "stderr": run.err, "logs": caplog.text}
@@ -366,7 +370,7 @@ def test_failed_member_lookup_is_an_error_never_a_pass(api: FakeAPI, monkeypatch
     w = GitLabWorld(api)
     w.member("carol", 30, status=status)
     approved_mr(api)
-    run = gl_run(monkeypatch, capsys, tmp_path, gitlab_env(api, SQUASH))
+    run = gl_run(monkeypatch, capsys, tmp_path, gitlab_env(api, SQUASH), previous=PREV)
     assert run.code == 3
     peer = run.rule("peer-review")
     assert peer["status"] == "error"
@@ -381,8 +385,8 @@ def test_bot_and_deleted_approvers_are_not_counted(api: FakeAPI, monkeypatch: py
     body["approved_by"].append({"user": None})
     body["approved_by"].append({"user": {"id": 77, "username": "deploy-helper", "bot": True}})
     api.json(f"{P}/merge_requests/7/approvals", body)
-    run = gl_run(monkeypatch, capsys, tmp_path, gitlab_env(api, SQUASH))
-    assert run.code == 1
+    run = gl_run(monkeypatch, capsys, tmp_path, gitlab_env(api, SQUASH), previous=PREV)
+    assert run.code == 1, run.out
     assert run.rule("peer-review")["message"] == (
         "1 of 2 required approvals (bob); not counted: deploy-helper (bot not allowed by the policy); ghost "
         "(deleted user); project_278964_bot_3f2a (bot not allowed by the policy)")

@@ -14,8 +14,9 @@ from typing import Any
 
 import pytest
 import yaml
-from fake_servers import FakeAPI, GitHubWorld, GitLabWorld, github_env, gitlab_env
-from test_provider_github import MERGE, POLICY, reviewed_world
+from fake_servers import FakeAPI, GitHubWorld, GitLabWorld, github_env, gitlab_env, trusted_history
+from test_provider_github import MERGE, POLICY, PREV, reviewed_world
+from test_provider_gitlab import PREV as GL_PREV
 from test_provider_gitlab import SQUASH, approved_mr
 
 REPO = Path(__file__).resolve().parents[1]
@@ -254,7 +255,7 @@ def run_template(tmp_path: Path, env: dict[str, str], installed: str = REAL_POLI
     """Run the template's whole script as GitLab would: one shell, `set -e` (bash: and pipefail)."""
     job = load(GITLAB)[".policyengine-gate"]
     project, tmp = tmp_path / "project", tmp_path / "tmp"
-    project.mkdir(parents=True)
+    project.mkdir(parents=True, exist_ok=True)  # a test may have recorded trusted history in it
     tmp.mkdir()
     if lock is not None:
         (project / "policyengine-gate.lock").write_text(lock + "\n")
@@ -279,7 +280,8 @@ def run_template(tmp_path: Path, env: dict[str, str], installed: str = REAL_POLI
 def test_action_gate_step_allows_and_reports(tmp_path: Path) -> None:
     with FakeAPI("/api/v3") as api:
         reviewed_world(api)
-        res, outputs, summary = run_action_gate(tmp_path, github_env(api, MERGE))
+        # The signed record of the previous deploy, and the key that makes it trusted history.
+        res, outputs, summary = run_action_gate(tmp_path, github_env(api, MERGE, **trusted_history(tmp_path, PREV)))
     assert res.returncode == 0, res.stdout + res.stderr
     assert outputs["decision"] == "allow"
     assert re.fullmatch(r"\d{8}T\d{6}Z-[0-9a-f]{12}", outputs["bundle-id"]), outputs
@@ -360,7 +362,9 @@ def test_annotations_escape_newlines_in_messages() -> None:
 def test_gitlab_template_script_writes_the_dotenv_report(tmp_path: Path) -> None:
     with FakeAPI("/api/v4") as api:
         approved_mr(api)
-        env = {**gitlab_env(api, SQUASH), "POLICYENGINE_POLICY": str(POLICY), "POLICYENGINE_NOW": "2026-11-24T15:00:00Z"}
+        env = {**gitlab_env(api, SQUASH),
+               **trusted_history(tmp_path, GL_PREV, store=tmp_path / "project" / "policyengine-evidence"),
+               "POLICYENGINE_POLICY": str(POLICY), "POLICYENGINE_NOW": "2026-11-24T15:00:00Z"}
         res = run_template(tmp_path, env)
     assert res.returncode == 0, res.stdout + res.stderr
     project = tmp_path / "project"

@@ -52,6 +52,10 @@ from policyengine.errors import EXIT_DENY, UsageError
 @click.option("--signing-key", envvar="POLICYENGINE_SIGNING_KEY", show_envvar=True, metavar="FILE|env:VAR",
               help="Sign the bundle's statement with this Ed25519 private key (PEM, PKCS#8), read from a file "
               "or from an environment variable (env:NAME). Needs policyengine-gate[sign]. Never logged.")
+@click.option("--trust-key", envvar="POLICYENGINE_TRUST_KEY", show_envvar=True, metavar="FILE|env:VAR",
+              help="The Ed25519 public key (PEM) whose signed bundles in the evidence store count as deploy "
+              "history: the previous deploy (where the change range starts) is the latest allowed evaluation "
+              "signed by it. Without it the change range is unknown (cover_range fails, when.paths rules apply).")
 @click.option("--subject", "subjects", multiple=True, metavar="NAME=sha256:HEX",
               help="An artifact this deploy ships, named in the signed statement (repeatable).")
 @click.option("--advisory", is_flag=True, envvar="POLICYENGINE_ADVISORY", show_envvar=True,
@@ -61,7 +65,7 @@ from policyengine.errors import EXIT_DENY, UsageError
 def check(policy_path: str, change_path: str | None, provider: str | None, environment: str | None, workspace: str,
           now: str | None, simulate: bool, json_path: str | None,
           junit_path: str | None, evidence_dir: str, evidence_store: str | None, signing_key: str | None,
-          subjects: tuple[str, ...], advisory: bool, color: str) -> int:
+          trust_key: str | None, subjects: tuple[str, ...], advisory: bool, color: str) -> int:
     """Decide whether one change may be deployed, and record the evidence.
 
     \b
@@ -86,11 +90,16 @@ def check(policy_path: str, change_path: str | None, provider: str | None, envir
         from policyengine.evidence.signing import load_signing_key
 
         key = load_signing_key(signing_key)
+    trusted = None
+    if trust_key:
+        from policyengine.evidence.history import load_trust_key
+
+        trusted = load_trust_key(trust_key, os.environ)
     result = run_check(CheckRequest(
         policy_path=policy_path, now=moment, env=os.environ, change_path=change_path, provider=provider,
         environment=environment, workspace=workspace, evidence_dir=evidence_dir, evidence_store=evidence_store,
-        signing_key=key, subjects=subject_digests, advisory=advisory, environment_source=env_source,
-        wall_time=wall, clock_override=bool(now), simulate=simulate,
+        signing_key=key, trust_key=trusted, subjects=subject_digests, advisory=advisory,
+        environment_source=env_source, wall_time=wall, clock_override=bool(now), simulate=simulate,
     ))
     # Every output goes through the one redactor: the decision is redacted, and so is each text.
     decision, bundle, code, shown = result.decision, result.evidence, result.verdict_code, result.redact

@@ -42,7 +42,10 @@ def gather(
     resolve them together with those listed in ``POLICYENGINE_TEAMS``. ``previous_deploys``
     says where the previous deploy is recorded when the code host cannot say.
     """
-    wanted = list(teams) + [t.strip() for t in (env.get("POLICYENGINE_TEAMS") or "").split(",") if t.strip()]
+    # Each POLICYENGINE_TEAMS entry is `name=group-or-org/team` or a bare name (looked up as written);
+    # the provider resolves each wanted name through that mapping.
+    listed = [t.split("=", 1)[0].strip() for t in (env.get("POLICYENGINE_TEAMS") or "").split(",") if t.strip()]
+    wanted = list(teams) + [t for t in listed if t]
     wanted = list(dict.fromkeys(wanted))
     name = provider or ("local" if change_path else detect(env))
     if name == "local":

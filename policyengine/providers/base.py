@@ -6,6 +6,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from policyengine.errors import EXIT_FACTS, PolicyEngineError
+
 
 @dataclass
 class Gathered:
@@ -16,9 +18,19 @@ class Gathered:
     raw: dict[str, bytes] = field(default_factory=dict)
 
 
+class HistoryUnavailable(PolicyEngineError):
+    """The record of previous deploys could not be read at all (the change range is unavailable)."""
+
+    exit_code = EXIT_FACTS
+
+
 class PreviousDeploys(Protocol):
-    """Where a provider learns the previous deploy to an environment when the code host cannot
-    say (``evidence.history.ArchiveHistory`` reads an evidence archive)."""
+    """Where a provider learns the previous deploy to an environment: the only trusted source
+    (``evidence.history.VerifiedHistory`` reads signed bundles of the evidence store). The code
+    host's deployments API may corroborate it but never stands alone: any job with access to
+    an environment can create a deployment naming any commit."""
 
     def latest(self, repository: str, environment: str) -> dict[str, Any] | None:
-        """``{"sha", "id", "url", "created_at", "source"}`` of the newest deploy, or None."""
+        """``{"sha", "id", "url", "created_at", "source"}`` of the newest verified deploy, or None.
+
+        Raises ``HistoryUnavailable`` when the record cannot be read."""

@@ -42,7 +42,8 @@ from typing import Any, TypeVar
 from urllib.parse import quote
 
 from policyengine.errors import UsageError
-from policyengine.providers.base import Gathered, PreviousDeploys
+from policyengine.providers.base import Gathered, HistoryUnavailable, PreviousDeploys
+from policyengine.providers import shapes
 from policyengine.providers.http import ApiError, HttpSession, HttpSettings, TokenInfo
 from policyengine.redact import Redactor
 
@@ -158,8 +159,7 @@ def start_range(previous: dict[str, Any] | None, sha: str, environment: str,
     empty: dict[str, Any] = {"previous_commit": None, "previous_deployment": None, "status": None,
                              "commits": [], "pull_requests": []}
     if previous is None:
-        return empty, (f"no previous successful deploy to {environment} is known ({source}"
-                       f"{' or the evidence archive' if history else ''}): the change range cannot be listed"), True
+        return empty, None, True  # resolve_previous has said why
     prev = previous["sha"]
     rng: dict[str, Any] = {**empty, "previous_commit": prev,
                            "previous_deployment": {k: v for k, v in previous.items() if k != "sha"}}
@@ -167,6 +167,38 @@ def start_range(previous: dict[str, Any] | None, sha: str, environment: str,
         rng["status"] = "identical"
         return rng, f"change range: the previous deploy to {environment} was this same commit", True
     return rng, None, False
+
+
+def resolve_previous(history: PreviousDeploys | None, api_prev: dict[str, Any] | None, api_err: ApiError | None,
+                     repository: str, environment: str, host: str) -> tuple[dict[str, Any] | None, list[str]]:
+    """The trusted previous deploy to ``environment`` and notes on how the code host agrees.
+
+    Only ``history`` (signed evidence, verified) can name the previous deploy. The code host's
+    deployments API (``api_prev``) may corroborate it but never stands alone: any job with
+    access to an environment can create a deployment record naming any commit. Raises
+    ``HistoryUnavailable`` when the history cannot be read.
+    """
+    said = f"{host} names {api_prev['sha'][:7]} (deployment {api_prev.get('id')})" if api_prev else None
+    if history is None:
+        return None, [f"no trusted record of previous deploys (no --trust-key): no previous successful deploy to "
+                      f"{environment} is known, so the change range cannot be listed"
+                      + (f"; {said}, but a deployment record alone is not trusted" if said else "")]
+    trusted = history.latest(repository, environment)
+    if trusted is None:
+        return None, [f"no previous successful deploy to {environment} is known (no verified evidence of one), so "
+                      "the change range cannot be listed"
+                      + (f"; {said}, but a deployment record alone is not trusted" if said else "")]
+    sha = str(trusted["sha"])
+    if api_err is not None:
+        note = f"previous deploy {sha[:7]} from verified evidence; {host} could not corroborate it ({api_err})"
+    elif api_prev is None:
+        note = f"previous deploy {sha[:7]} from verified evidence; {host} records no successful deployment"
+    elif str(api_prev["sha"]).lower() == sha.lower():
+        note = f"previous deploy {sha[:7]} from verified evidence, corroborated by {said}"
+    else:
+        note = (f"previous deploy {sha[:7]} from verified evidence; {host} disagrees ({said}): "
+                "the verified evidence is used")
+    return trusted, [note]
 
 
 def committer_logins(commits: Iterable[dict[str, Any]]) -> list[str]:
@@ -221,6 +253,7 @@ class GitHubConfig:
     run_attempt: str | None
     teams: tuple[str, ...]
     notes: tuple[str, ...] = ()
+    team_map: tuple[tuple[str, str], ...] = ()
 
 
 def _need(env: Mapping[str, str], name: str, why: str) -> str:
@@ -232,14 +265,30 @@ def _need(env: Mapping[str, str], name: str, why: str) -> str:
 
 
 def teams_from(env: Mapping[str, str], teams: Sequence[str] | None) -> tuple[str, ...]:
-    """Team names to resolve: ``teams`` when given, else the comma list in ``POLICYENGINE_TEAMS``."""
-    names = list(teams) if teams is not None else (env.get("POLICYENGINE_TEAMS") or "").split(",")
+    """Team names to resolve: ``teams`` when given, else the names listed in ``POLICYENGINE_TEAMS``."""
+    names = list(teams) if teams is not None else list(team_mapping(env))
     out: list[str] = []
     for name in names:
         name = name.strip()
         if name and name not in out:
             out.append(name)
     return tuple(out)
+
+
+def team_mapping(env: Mapping[str, str]) -> dict[str, str]:
+    """``POLICYENGINE_TEAMS`` as {policy team name: where its members are read}.
+
+    Entries are comma-separated: ``security=acme/security-team`` maps the policy's ``security``
+    to that group (GitLab) or ``org/team`` (GitHub); a bare ``acme/security`` maps the name to
+    itself.
+    """
+    out: dict[str, str] = {}
+    for entry in (env.get("POLICYENGINE_TEAMS") or "").split(","):
+        name, eq, target = entry.partition("=")
+        name, target = name.strip(), target.strip()
+        if name:
+            out.setdefault(name, target if eq and target else name)
+    return out
 
 
 def read_config(env: Mapping[str, str], environment: str | None, teams: Sequence[str] | None = None) -> GitHubConfig:
@@ -281,6 +330,7 @@ def read_config(env: Mapping[str, str], environment: str | None, teams: Sequence
         run_attempt=env.get("GITHUB_RUN_ATTEMPT") or None,
         teams=teams_from(env, teams),
         notes=tuple(notes),
+        team_map=tuple(team_mapping(env).items()),
     )
 
 
@@ -550,22 +600,25 @@ class _GitHub:
         number = None
         if self.cfg.event_name in PR_EVENTS:
             pr = self.cfg.event.get("pull_request")
-            if isinstance(pr, dict) and isinstance(pr.get("number"), int):
+            if (isinstance(pr, dict) and isinstance(pr.get("number"), int) and not isinstance(pr["number"], bool)
+                    and 1 <= pr["number"] <= shapes.MAX_INT):
                 number = pr["number"]
         if number is None:
             path = f"{self.repo}/commits/{self.cfg.sha}/pulls"
-            cands = self.s.get_pages(path, name=f"commits_{self.short}_pulls")
+            cands = shapes.check("GET", path, self.s.get_pages(path, name=f"commits_{self.short}_pulls"),
+                                 shapes.List(shapes.GH_PULL_SIMPLE))
             chosen = shaped("GET", path, lambda: pick_pull(cands, self.cfg.sha))
             if chosen is None:
                 return None
             number = int(chosen["number"])
         path = f"{self.repo}/pulls/{number}"
-        data = self.s.get_json(path, name=f"pulls_{number}")
+        data = shapes.check("GET", path, self.s.get_json(path, name=f"pulls_{number}"), shapes.GH_PULL)
         return shaped("GET", path, lambda: {"api": data, "mapped": map_pull(data)})
 
     def reviews(self, number: int) -> list[dict[str, Any]]:
         path = f"{self.repo}/pulls/{number}/reviews"
-        items = self.s.get_pages(path, name=f"pulls_{number}_reviews")
+        items = shapes.check("GET", path, self.s.get_pages(path, name=f"pulls_{number}_reviews"),
+                             shapes.List(shapes.GH_REVIEW))
         return shaped("GET", path, lambda: [map_review(r) for r in items])
 
     def permission(self, login: str) -> tuple[str, str | None]:
@@ -576,7 +629,8 @@ class _GitHub:
 
     def pr_commits(self, number: int, expected: int | None) -> list[dict[str, Any]]:
         path = f"{self.repo}/pulls/{number}/commits"
-        items = self.s.get_pages(path, name=f"pulls_{number}_commits")
+        items = shapes.check("GET", path, self.s.get_pages(path, name=f"pulls_{number}_commits"),
+                             shapes.List(shapes.GH_COMMIT))
         mapped = shaped("GET", path, lambda: [map_commit(c, number) for c in items])
         if isinstance(expected, int) and expected > len(mapped):
             raise ApiError("GET", path, 200, f"the pull request has {expected} commits but the API listed "
@@ -585,7 +639,8 @@ class _GitHub:
 
     def files(self, number: int, expected: int | None) -> list[str]:
         path = f"{self.repo}/pulls/{number}/files"
-        items = self.s.get_pages(path, name=f"pulls_{number}_files")
+        items = shapes.check("GET", path, self.s.get_pages(path, name=f"pulls_{number}_files"),
+                             shapes.List(shapes.GH_FILE))
 
         def build() -> list[str]:
             out: list[str] = []
@@ -603,7 +658,8 @@ class _GitHub:
 
     def direct_commit(self) -> tuple[dict[str, Any], list[str]]:
         path = f"{self.repo}/commits/{self.cfg.sha}"
-        data = self.s.get_json(path, name=f"commits_{self.short}")
+        data = shapes.check("GET", path, self.s.get_json(path, name=f"commits_{self.short}"),
+                            shapes.GH_COMMIT_WITH_FILES)
 
         def build() -> tuple[dict[str, Any], list[str]]:
             files: list[str] = []
@@ -617,49 +673,59 @@ class _GitHub:
 
     def check_runs(self) -> list[dict[str, Any]]:
         path = f"{self.repo}/commits/{self.cfg.sha}/check-runs"
-        runs = self.s.get_pages(path, name=f"commits_{self.short}_check-runs", key="check_runs")
+        runs = shapes.check("GET", path, self.s.get_pages(path, name=f"commits_{self.short}_check-runs",
+                                                           key="check_runs"), shapes.List(shapes.GH_CHECK_RUN))
         return shaped("GET", path, lambda: [map_check_run(r) for r in runs])
 
     def statuses(self) -> list[dict[str, Any]]:
         path = f"{self.repo}/commits/{self.cfg.sha}/status"
-        statuses = self.s.get_pages(path, name=f"commits_{self.short}_status", key="statuses")
+        statuses = shapes.check("GET", path, self.s.get_pages(path, name=f"commits_{self.short}_status",
+                                                               key="statuses"), shapes.List(shapes.GH_STATUS))
         return shaped("GET", path, lambda: [map_status(st, self.cfg.sha) for st in statuses])
 
     def team(self, name: str) -> list[str]:
+        """The members of the policy's team ``name``: ``POLICYENGINE_TEAMS`` maps it to ``org/team``
+        (or a team of the repository owner's organization); unmapped, ``org/team`` is read as
+        written and a bare name is a team of the repository owner's organization, never a stranger's."""
+        name = dict(self.cfg.team_map).get(name, name)
         org, slash, slug = name.partition("/")
         if not slash:
             org, slug = self.cfg.repository.split("/")[0], name
         path = f"/orgs/{org}/teams/{slug}/members"
-        items = self.s.get_pages(path, name=f"teams_{org}_{slug}_members")
+        items = shapes.check("GET", path, self.s.get_pages(path, name=f"teams_{org}_{slug}_members"),
+                             shapes.List(shapes.GH_USER))
         return shaped("GET", path, lambda: sorted({str(m["login"]) for m in items}, key=str.casefold))
 
     def previous_deploy(self) -> dict[str, Any] | None:
         path = f"{self.repo}/deployments"
         deployments = self.s.get_json(path, {"environment": self.cfg.environment, "per_page": 30},
                                       name="deployments")
-        if not isinstance(deployments, list):
-            raise ApiError("GET", path, 200, "HTTP 200 but the answer is not a list")
+        shapes.check("GET", path, deployments, shapes.List(shapes.GH_DEPLOYMENT))
         for dep in deployments[:MAX_DEPLOYMENTS_CHECKED]:
             dpath = f"{self.repo}/deployments/{dep['id']}/statuses"
             statuses = self.s.get_json(dpath, {"per_page": 100}, name=f"deployments_{dep['id']}_statuses")
-            if not isinstance(statuses, list):
-                raise ApiError("GET", dpath, 200, "HTTP 200 but the answer is not a list")
-            if any(isinstance(st, dict) and st.get("state") == "success" for st in statuses):
+            shapes.check("GET", dpath, statuses, shapes.List(shapes.GH_DEPLOYMENT_STATUS))
+            if any(st["state"] == "success" for st in statuses):
                 return shaped("GET", path, _deployment, dep)
         return None
 
     def change_range(self, previous: dict[str, Any] | None, deployed: dict[str, Any] | None,
                      deployed_reviews: list[dict[str, Any]] | None,
-                     deployed_commits: list[dict[str, Any]] | None) -> tuple[dict[str, Any], list[str]]:
-        """The commits since ``previous`` and the pull request that brought each one."""
+                     deployed_commits: list[dict[str, Any]] | None
+                     ) -> tuple[dict[str, Any], list[str], list[str] | str]:
+        """The commits since ``previous``, the pull request that brought each one, and the files
+        of the whole range (a list, or the reason they cannot be listed)."""
         notes: list[str] = []
         sha = self.cfg.sha
         rng, note, done = start_range(previous, sha, self.cfg.environment, "GitHub deployments", self.history)
         if done:
-            return rng, [note] if note else []
+            return rng, [note] if note else [], []
         prev = rng["previous_commit"]
         path = f"{self.repo}/compare/{prev}...{sha}"
-        pages = list(self.s.iter_pages(path, name=f"compare_{prev[:7]}_{sha[:7]}"))
+        pages = [shapes.check("GET", path, page, shapes.GH_COMPARE, f"page {i}")
+                 for i, page in enumerate(self.s.iter_pages(path, name=f"compare_{prev[:7]}_{sha[:7]}"), 1)]
+        if not pages:
+            raise ApiError("GET", path, 200, "HTTP 200 but the answer has no page")
 
         def build() -> tuple[str, int, list[dict[str, Any]]]:
             first = pages[0]
@@ -667,6 +733,7 @@ class _GitHub:
             return str(first["status"]), int(first.get("total_commits", len(items))), items
 
         status, total, items = shaped("GET", path, build)
+        range_files = compare_files(path, pages[0])
         rng["status"] = status
         if total > len(items):
             raise ApiError("GET", path, 200, f"the range has {total} commits but the API listed {len(items)}")
@@ -696,7 +763,9 @@ class _GitHub:
             for s, fut in futures.items():
                 if s in known:
                     continue
-                pr = shaped("GET", f"{self.repo}/commits/{s}/pulls", pick_merged_pull, fut.result(), s)
+                cpath = f"{self.repo}/commits/{s}/pulls"
+                cands = shapes.check("GET", cpath, fut.result(), shapes.List(shapes.GH_PULL_SIMPLE))
+                pr = shaped("GET", cpath, pick_merged_pull, cands, s)
                 if pr is None:
                     orphans.add(s)
                     continue
@@ -729,7 +798,45 @@ class _GitHub:
             mapped["committers"] = committer_logins(committers.get(n, []))
             rng["pull_requests"].append(mapped)
         notes.append(range_note(rng, self.cfg.environment))
-        return rng, notes
+        return rng, notes, range_files
+
+
+MAX_COMPARE_FILES = 300
+"""GitHub's compare API lists at most this many files: a list this long may be cut short."""
+
+
+def compare_files(path: str, first_page: Any) -> list[str] | str:
+    """The files of a compare answer (its first page lists them all), or why they cannot be listed."""
+    files = first_page.get("files") if isinstance(first_page, dict) else None
+    if not isinstance(files, list):
+        return f"GET {path}: HTTP 200 but the answer has no list of files"
+    if len(files) >= MAX_COMPARE_FILES:
+        return (f"GET {path}: the range changes {len(files)} or more files, as many as the API lists at most "
+                f"({MAX_COMPARE_FILES}), so the list may be cut short")
+    out: list[str] = []
+    for f in files:
+        names = (f.get("filename"), f.get("previous_filename")) if isinstance(f, dict) else (None,)
+        if not isinstance(names[0], str) or not names[0]:
+            return f"GET {path}: HTTP 200 but a file of the answer has no filename"
+        for name in names:
+            if isinstance(name, str) and name and name not in out:
+                out.append(name)
+    return out
+
+
+def collect_teams(facts: Facts, f_teams: Mapping[str, Any]) -> None:
+    """Each team's members under ``teams``; a team that could not be read is left out and its cause
+    recorded as ``unavailable["teams/<name>"]``, so only the rules that need that team are ``error``."""
+    if not f_teams:
+        return
+    team_map: dict[str, list[str]] = {}
+    for name, fut in f_teams.items():
+        members, terr = attempt(fut.result)
+        if terr is not None:
+            facts.missing(terr, f"teams/{name}")
+        else:
+            team_map[name] = members or []
+    facts.change["teams"] = team_map
 
 
 def deployer_of(cfg: GitHubConfig, pr: dict[str, Any] | None) -> tuple[str | None, str | None, str | None]:
@@ -863,16 +970,7 @@ def _gather(g: _GitHub, facts: Facts, pool: ThreadPoolExecutor) -> None:
     else:
         change["checks"] = (runs or []) + (statuses or [])
 
-    if f_teams:
-        team_map: dict[str, list[str]] = {}
-        for name, fut in f_teams.items():
-            members, terr = attempt(fut.result)
-            if terr is not None:
-                facts.missing(terr, "teams")
-            else:
-                team_map[name] = members or []
-        if "teams" not in facts.unavailable:
-            change["teams"] = team_map
+    collect_teams(facts, f_teams)
 
     # The deployer: a person, never a bot.
     pr_mapped = pr["mapped"] if pr else None
@@ -885,22 +983,46 @@ def _gather(g: _GitHub, facts: Facts, pool: ThreadPoolExecutor) -> None:
         facts.missing(err, "deployer")
 
     # The change range since the previous successful deploy to this environment.
-    previous, perr = attempt(f_prev.result)
-    if perr is not None:
-        facts.missing(perr, "range")
+    finish_range(g, facts, f_prev, "GitHub deployments", lambda previous: g.change_range(
+        previous, pr, reviews, commits) if err is None else None, err)
+
+
+def finish_range(g: Any, facts: Facts, f_prev: Any, host: str,
+                 compute: Callable[[dict[str, Any] | None], tuple[dict[str, Any], list[str], list[str] | str] | None],
+                 err: ApiError | None) -> None:
+    """Resolve the trusted previous deploy, list the range, and make ``files_changed`` the files
+    of the whole range (unavailable when the range, or its files, cannot be known)."""
+    cfg, change = g.cfg, facts.change
+    api_prev, perr = attempt(f_prev.result)
+    try:
+        previous, pnotes = resolve_previous(g.history, api_prev, perr, cfg.repository, cfg.environment, host)
+    except HistoryUnavailable as exc:
+        facts.missing(exc.message, "range", "files_changed")
+        change.pop("files_changed", None)
         return
-    if previous is None:
-        previous = g.history.latest(cfg.repository, cfg.environment) if g.history else None
+    facts.notes.extend(pnotes)
     if err is not None:
         facts.missing(err, "range")
         return
     try:
-        rng, notes = g.change_range(previous, pr, reviews, commits)
+        got = compute(previous)
     except ApiError as exc:
-        facts.missing(exc, "range")
+        facts.missing(exc, "range", "files_changed")
+        change.pop("files_changed", None)
         return
+    assert got is not None  # noqa: S101
+    rng, notes, range_files = got
     change["range"] = rng
     facts.notes.extend(notes)
+    if previous is None:
+        facts.missing("the change range is unknown (no verified previous deploy), so the files this deploy ships "
+                      "cannot be listed", "files_changed")
+    elif isinstance(range_files, str):
+        facts.missing(range_files, "files_changed")
+    elif "files_changed" in change:
+        change["files_changed"] = list(dict.fromkeys([*change["files_changed"], *range_files]))
+    if "files_changed" in facts.unavailable:
+        change.pop("files_changed", None)
 
 
 def _look_up_approvers(g: _GitHub, facts: Facts, pool: ThreadPoolExecutor) -> None:

@@ -46,15 +46,19 @@ from policyengine.providers.github import (
     all_reviews,
     attempt,
     co_authors,
+    collect_teams,
     committer_logins,
+    finish_range,
     first_line,
     needs_lookup,
     range_note,
     record_permissions,
     shaped,
     start_range,
+    team_mapping,
     teams_from,
 )
+from policyengine.providers import shapes
 from policyengine.providers.http import ApiError, HttpSession, HttpSettings, TokenInfo
 from policyengine.redact import Redactor
 
@@ -91,6 +95,7 @@ class GitLabConfig:
     job_url: str | None
     source: str | None
     teams: tuple[str, ...]
+    team_map: tuple[tuple[str, str], ...] = ()
 
 
 def _need(env: Mapping[str, str], name: str, why: str) -> str:
@@ -138,6 +143,7 @@ def read_config(env: Mapping[str, str], environment: str | None, teams: Sequence
         job_url=env.get("CI_JOB_URL") or None,
         source=env.get("CI_PIPELINE_SOURCE") or None,
         teams=teams_from(env, teams),
+        team_map=tuple(team_mapping(env).items()),
     )
 
 
@@ -286,13 +292,14 @@ class _GitLab:
         iid = self.cfg.mr_iid
         if iid is None:
             path = f"{self.p}/repository/commits/{self.cfg.sha}/merge_requests"
-            cands = self.s.get_pages(path, name=f"commits_{self.short}_merge_requests")
+            cands = shapes.check("GET", path, self.s.get_pages(path, name=f"commits_{self.short}_merge_requests"),
+                                 shapes.List(shapes.GL_MR_SIMPLE))
             chosen = shaped("GET", path, lambda: pick_merge_request(cands, self.cfg.sha))
             if chosen is None:
                 return None
             iid = int(chosen["iid"])
         path = f"{self.p}/merge_requests/{iid}"
-        data = self.s.get_json(path, name=f"merge_requests_{iid}")
+        data = shapes.check("GET", path, self.s.get_json(path, name=f"merge_requests_{iid}"), shapes.GL_MR)
         return shaped("GET", path, lambda: {"api": data, "mapped": map_merge_request(data)})
 
     def resets_approvals(self) -> bool | None:
@@ -306,7 +313,8 @@ class _GitLab:
 
     def approvals(self, iid: int, head: str, resets: bool | None) -> list[dict[str, Any]]:
         path = f"{self.p}/merge_requests/{iid}/approvals"
-        data = self.s.get_json(path, name=f"merge_requests_{iid}_approvals")
+        data = shapes.check("GET", path, self.s.get_json(path, name=f"merge_requests_{iid}_approvals"),
+                            shapes.GL_APPROVALS)
 
         def build() -> list[dict[str, Any]]:
             out = []
@@ -340,7 +348,8 @@ class _GitLab:
 
     def mr_commits(self, iid: int) -> list[dict[str, Any]]:
         path = f"{self.p}/merge_requests/{iid}/commits"
-        items = self.s.get_pages(path, name=f"merge_requests_{iid}_commits")
+        items = shapes.check("GET", path, self.s.get_pages(path, name=f"merge_requests_{iid}_commits"),
+                             shapes.List(shapes.GL_COMMIT))
         return shaped("GET", path, lambda: [map_commit(c, iid) for c in items])
 
     def files(self, iid: int) -> list[str]:
@@ -353,13 +362,13 @@ class _GitLab:
             # GitLab before 15.7 has no /diffs; /changes lists at most a configured number of files.
             cpath = f"{self.p}/merge_requests/{iid}/changes"
             data = self.s.get_json(cpath, name=f"merge_requests_{iid}_changes")
-            if isinstance(data, dict) and data.get("overflow"):
+            shapes.check("GET", cpath, data, shapes.GL_CHANGES)
+            if data.get("overflow"):
                 raise ApiError("GET", cpath, 200, "the merge request has more changed files than the API lists "
                                "(overflow)") from None
-            if not (isinstance(data, dict) and isinstance(data.get("changes"), list)):
-                raise ApiError("GET", cpath, 200, "HTTP 200 but the answer has no list of changes") from None
             items = data["changes"]
             path = cpath
+        shapes.check("GET", path, items, shapes.List(shapes.GL_DIFF))
 
         def build() -> list[str]:
             out: list[str] = []
@@ -376,7 +385,8 @@ class _GitLab:
             raise ApiError("GET", f"{self.p}/pipelines/?/jobs", None, "CI_PIPELINE_ID is not set, so the "
                            "pipeline's jobs cannot be read")
         path = f"{self.p}/pipelines/{self.cfg.pipeline_id}/jobs"
-        items = self.s.get_pages(path, name=f"pipelines_{self.cfg.pipeline_id}_jobs")
+        items = shapes.check("GET", path, self.s.get_pages(path, name=f"pipelines_{self.cfg.pipeline_id}_jobs"),
+                             shapes.List(shapes.GL_JOB))
         return shaped("GET", path, lambda: [map_job(j, self.cfg.sha) for j in items])
 
     def test_summary(self) -> str | None:
@@ -395,8 +405,23 @@ class _GitLab:
             return f"pipeline test report summary not read: GET {path}: unexpected answer shape"
 
     def team(self, name: str) -> list[str]:
+        """The direct active members of the GitLab group the policy's team ``name`` stands for.
+
+        Only a documented mapping names a group: ``POLICYENGINE_TEAMS`` (``name=group/path``, or a
+        bare path standing for itself), or a path under the project's own top-level namespace. A
+        bare name is never looked up as a top-level group: on a shared instance it may be a
+        stranger's.
+        """
+        mapped = dict(self.cfg.team_map).get(name)
+        top = self.cfg.repository.split("/")[0]
+        if mapped is None and not (name.startswith(top + "/") and len(name) > len(top) + 1):
+            raise ApiError("GET", "/groups/?/members", None,
+                           f"team {name!r} is not mapped to a GitLab group: set POLICYENGINE_TEAMS to "
+                           f"{name}=<group path> (a bare name is never looked up as a top-level group)")
+        name = mapped or name
         path = f"/groups/{quote(name, safe='')}/members"
-        items = self.s.get_pages(path, name=f"groups_{re.sub(r'[^A-Za-z0-9_.-]', '_', name)}_members")
+        items = shapes.check("GET", path, self.s.get_pages(
+            path, name=f"groups_{re.sub(r'[^A-Za-z0-9_.-]', '_', name)}_members"), shapes.List(shapes.GL_MEMBER))
         return shaped("GET", path, lambda: sorted({str(m["username"]) for m in items
                                                    if m.get("state", "active") == "active"}, key=str.casefold))
 
@@ -404,25 +429,26 @@ class _GitLab:
         path = f"{self.p}/deployments"
         deps = self.s.get_json(path, {"environment": self.cfg.environment, "status": "success",
                                       "order_by": "id", "sort": "desc", "per_page": 20}, name="deployments")
-        if not isinstance(deps, list):
-            raise ApiError("GET", path, 200, "HTTP 200 but the answer is not a list")
+        shapes.check("GET", path, deps, shapes.List(shapes.GL_DEPLOYMENT))
         for d in deps:
-            if isinstance(d, dict) and d.get("status", "success") == "success" and d.get("sha"):
+            if d.get("status", "success") == "success":
                 return shaped("GET", path, _deployment, d)
         return None
 
     def change_range(self, previous: dict[str, Any] | None, deployed: dict[str, Any] | None,
                      deployed_reviews: list[dict[str, Any]] | None, deployed_commits: list[dict[str, Any]] | None,
-                     resets: bool | None) -> tuple[dict[str, Any], list[str]]:
+                     resets: bool | None) -> tuple[dict[str, Any], list[str], list[str] | str]:
         notes: list[str] = []
         sha = self.cfg.sha
         rng, note, done = start_range(previous, sha, self.cfg.environment, "GitLab deployments", self.history)
         if done:
-            return rng, [note] if note else []
+            return rng, [note] if note else [], []
         prev = rng["previous_commit"]
         path = f"{self.p}/repository/compare"
-        data = self.s.get_json(path, {"from": prev, "to": sha}, name=f"compare_{prev[:7]}_{sha[:7]}")
+        data = shapes.check("GET", path, self.s.get_json(path, {"from": prev, "to": sha},
+                                                         name=f"compare_{prev[:7]}_{sha[:7]}"), shapes.GL_COMPARE)
         items = shaped("GET", path, lambda: list(data["commits"]))
+        range_files = compare_diffs(path, data)
         rng["status"] = "ahead" if items else "behind"
         if len(items) > MAX_RANGE_COMMITS:
             raise ApiError("GET", path, 200, f"the range has {len(items)} commits, more than the "
@@ -450,8 +476,9 @@ class _GitLab:
             for s, fut in futures.items():
                 if s in known:
                     continue
-                mr = shaped("GET", f"{self.p}/repository/commits/{s}/merge_requests", pick_merged_merge_request,
-                            fut.result(), s)
+                cpath = f"{self.p}/repository/commits/{s}/merge_requests"
+                cands = shapes.check("GET", cpath, fut.result(), shapes.List(shapes.GL_MR_SIMPLE))
+                mr = shaped("GET", cpath, pick_merged_merge_request, cands, s)
                 if mr is None:
                     continue
                 n = int(mr["iid"])
@@ -479,7 +506,32 @@ class _GitLab:
             mapped["committers"] = committer_logins(committers.get(n, []))
             rng["pull_requests"].append(mapped)
         notes.append(range_note(rng, self.cfg.environment, "merge request"))
-        return rng, notes
+        return rng, notes, range_files
+
+
+MAX_COMPARE_DIFFS = 1000
+"""A compare answer listing this many diffs may be cut short by the instance's diff limits."""
+
+
+def compare_diffs(path: str, data: Any) -> list[str] | str:
+    """The files of a compare answer (``diffs``), or why they cannot be listed."""
+    if not isinstance(data, dict) or not isinstance(data.get("diffs"), list):
+        return f"GET {path}: HTTP 200 but the answer has no list of diffs"
+    if data.get("compare_timeout") is True:
+        return f"GET {path}: the comparison timed out (compare_timeout), so its list of files is incomplete"
+    diffs = data["diffs"]
+    if len(diffs) >= MAX_COMPARE_DIFFS:
+        return (f"GET {path}: the range changes {len(diffs)} or more files, as many as the API lists at most "
+                f"({MAX_COMPARE_DIFFS}), so the list may be cut short")
+    out: list[str] = []
+    for d in diffs:
+        names = (d.get("new_path"), d.get("old_path")) if isinstance(d, dict) else (None,)
+        if not isinstance(names[0], str) or not names[0]:
+            return f"GET {path}: HTTP 200 but a diff of the answer has no new_path"
+        for name in names:
+            if isinstance(name, str) and name and name not in out:
+                out.append(name)
+    return out
 
 
 def gather_gitlab(
@@ -543,13 +595,14 @@ def _gather(g: _GitLab, facts: Facts, pool: ThreadPoolExecutor) -> None:
                            "approved it")
         path = f"{g.p}/repository/commits/{cfg.sha}"
         try:
-            data = g.s.get_json(path, name=f"commits_{g.short}")
+            data = shapes.check("GET", path, g.s.get_json(path, name=f"commits_{g.short}"), shapes.GL_COMMIT)
             commits = [shaped("GET", path, lambda: map_commit(data, None))]
             change["commits"] = commits
         except ApiError as exc:
             facts.missing(exc, "commits")
         try:
-            diff = g.s.get_pages(f"{path}/diff", name=f"commits_{g.short}_diff")
+            diff = shapes.check("GET", f"{path}/diff", g.s.get_pages(f"{path}/diff", name=f"commits_{g.short}_diff"),
+                                shapes.List(shapes.GL_DIFF))
             change["files_changed"] = shaped("GET", f"{path}/diff", lambda: sorted(
                 {p for d in diff for p in (d["new_path"], d.get("old_path")) if p}))
         except ApiError as exc:
@@ -598,16 +651,7 @@ def _gather(g: _GitLab, facts: Facts, pool: ThreadPoolExecutor) -> None:
     if summary:
         facts.notes.append(summary)
 
-    if f_teams:
-        team_map: dict[str, list[str]] = {}
-        for name, fut in f_teams.items():
-            members, terr = attempt(fut.result)
-            if terr is not None:
-                facts.missing(terr, "teams")
-            else:
-                team_map[name] = members or []
-        if "teams" not in facts.unavailable:
-            change["teams"] = team_map
+    collect_teams(facts, f_teams)
 
     merged_by = mr["mapped"].get("merged_by") if mr else None
     if cfg.user and not is_bot(cfg.user):
@@ -622,22 +666,8 @@ def _gather(g: _GitLab, facts: Facts, pool: ThreadPoolExecutor) -> None:
         if err is not None:
             facts.missing(err, "deployer")
 
-    previous, perr = attempt(f_prev.result)
-    if perr is not None:
-        facts.missing(perr, "range")
-        return
-    if previous is None:
-        previous = g.history.latest(cfg.repository, cfg.environment) if g.history else None
-    if err is not None:
-        facts.missing(err, "range")
-        return
-    try:
-        rng, notes = g.change_range(previous, mr, reviews, commits, resets)
-    except ApiError as exc:
-        facts.missing(exc, "range")
-        return
-    change["range"] = rng
-    facts.notes.extend(notes)
+    finish_range(g, facts, f_prev, "GitLab deployments", lambda previous: g.change_range(
+        previous, mr, reviews, commits, resets) if err is None else None, err)
 
 
 def _look_up_approvers(g: _GitLab, facts: Facts, pool: ThreadPoolExecutor) -> None:

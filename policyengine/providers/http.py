@@ -2,7 +2,13 @@
 
 What every request gets:
 
-* a timeout (connect and read), always;
+* a timeout (connect and each read), always, and a total deadline per attempt
+  (``POLICYENGINE_HTTP_DEADLINE``, default 60 s) covering the connection and every read of the
+  body: the body is streamed, the deadline checked between chunks, and no single read may wait
+  longer than the time left, so a server that dribbles bytes cannot hold the gate;
+* a body size cap (``POLICYENGINE_HTTP_MAX_BYTES``, default 32 MiB) enforced while streaming: a
+  larger ``Content-Length`` is refused before the body is read, and a body without one is
+  counted as it arrives and abandoned at the cap (memory stays bounded);
 * bounded retries with exponential backoff on 5xx answers, connection errors, timeouts and
   bodies cut short (``POLICYENGINE_HTTP_RETRIES`` retries, default 3);
 * ``Retry-After`` honoured (429, 403 secondary rate limits, 503), and GitHub's primary rate
@@ -47,6 +53,8 @@ DEFAULT_TIMEOUT = 30.0
 DEFAULT_RETRIES = 3
 DEFAULT_MAX_WAIT = 60.0
 DEFAULT_MAX_PAGES = 50
+DEFAULT_DEADLINE = 60.0
+CHUNK = 64 * 1024
 BACKOFF_BASE = 0.5
 BACKOFF_CAP = 8.0
 MAX_BODY = 32 * 1024 * 1024
@@ -95,10 +103,13 @@ class HttpSettings:
     retries: int = DEFAULT_RETRIES
     max_wait: float = DEFAULT_MAX_WAIT
     max_pages: int = DEFAULT_MAX_PAGES
+    deadline: float = DEFAULT_DEADLINE
+    max_bytes: int = MAX_BODY
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> HttpSettings:
-        """Read ``POLICYENGINE_HTTP_TIMEOUT``, ``_RETRIES``, ``_MAX_WAIT``, ``_MAX_PAGES``."""
+        """Read ``POLICYENGINE_HTTP_TIMEOUT``, ``_RETRIES``, ``_MAX_WAIT``, ``_MAX_PAGES``, ``_DEADLINE``,
+        ``_MAX_BYTES``."""
         from policyengine.errors import UsageError
 
         def number(name: str, default: float, kind: type) -> Any:
@@ -109,7 +120,7 @@ class HttpSettings:
                 value = kind(raw.strip())
             except ValueError:
                 raise UsageError(f"{name}: {raw!r} is not a number") from None
-            if value < 0 or (kind is float and value == 0 and name.endswith("TIMEOUT")):
+            if value < 0 or (value == 0 and name.endswith(("TIMEOUT", "DEADLINE", "MAX_BYTES"))):
                 raise UsageError(f"{name}: {raw!r} must be positive")
             return value
 
@@ -118,6 +129,8 @@ class HttpSettings:
             retries=number("POLICYENGINE_HTTP_RETRIES", DEFAULT_RETRIES, int),
             max_wait=number("POLICYENGINE_HTTP_MAX_WAIT", DEFAULT_MAX_WAIT, float),
             max_pages=max(1, number("POLICYENGINE_HTTP_MAX_PAGES", DEFAULT_MAX_PAGES, int)),
+            deadline=number("POLICYENGINE_HTTP_DEADLINE", DEFAULT_DEADLINE, float),
+            max_bytes=number("POLICYENGINE_HTTP_MAX_BYTES", MAX_BODY, int),
         )
 
 
@@ -162,8 +175,73 @@ def _retry_after(value: str | None, now: float) -> float | None:
     return max(0.0, when.timestamp() - now)
 
 
+def _size(n: int) -> str:
+    return f"{n // (1024 * 1024)} MiB" if n >= 1024 * 1024 and n % (1024 * 1024) == 0 else f"{n} bytes"
+
+
 def _iso(epoch: float) -> str:
     return datetime.fromtimestamp(epoch, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+class _TooLarge(Exception):
+    """The body is larger than the cap (announced, or counted while streaming)."""
+
+
+class _DeadlinePassed(Exception):
+    """The attempt's total deadline passed while the body was being read."""
+
+
+def _set_read_timeout(resp: Any, seconds: float) -> None:
+    """Make the next socket read of ``resp`` wait at most ``seconds`` (best effort)."""
+    getters: tuple[Callable[[Any], Any], ...] = (lambda r: r.raw.connection.sock,
+                                                 lambda r: r.raw._fp.fp.raw._sock)
+    for get in getters:
+        try:
+            sock = get(resp)
+        except AttributeError:
+            continue
+        if sock is not None:
+            try:
+                sock.settimeout(max(0.001, seconds))
+            except OSError:
+                pass
+            return
+
+
+def _read_body(resp: Any, limit: int, deadline: float, read_timeout: float, *, truncate: bool = False) -> bytes:
+    """Stream the body of ``resp``: at most ``limit`` bytes, finished before ``deadline`` (monotonic).
+
+    ``truncate``: stop quietly at ``limit`` (error bodies, of which only the start is shown);
+    else a longer body raises ``_TooLarge``. Raises ``_DeadlinePassed`` when time runs out.
+    """
+    length = resp.headers.get("Content-Length")
+    if not truncate and length and length.strip().isdigit() and int(length) > limit:
+        raise _TooLarge(f"it announces {int(length)} bytes")
+    parts: list[bytes] = []
+    size = 0
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise _DeadlinePassed()
+        _set_read_timeout(resp, min(read_timeout, left))
+        # read1 returns as soon as any bytes arrive (read(n) would wait for n of them), so the
+        # deadline is checked between small reads; urllib3 < 2 has no read1: smaller reads.
+        read1 = getattr(resp.raw, "read1", None)
+        chunk = read1(CHUNK, decode_content=True) if callable(read1) else resp.raw.read(4096, decode_content=True)
+        if not chunk:
+            if time.monotonic() > deadline:
+                raise _DeadlinePassed()
+            release = getattr(resp.raw, "release_conn", None)
+            if callable(release):  # read to the end: the connection can serve the next request
+                release()
+            return b"".join(parts)
+        size += len(chunk)
+        if size > limit:
+            if truncate:
+                parts.append(chunk[: len(chunk) - (size - limit)])
+                return b"".join(parts)
+            raise _TooLarge(f"more than {limit} bytes arrived")
+        parts.append(chunk)
 
 
 class HttpSession:
@@ -191,6 +269,12 @@ class HttpSession:
         import requests  # imported here: `import policyengine` must stay light
 
         self._requests = requests
+        import urllib3.exceptions
+
+        # Reading a streamed body raises urllib3's own errors (requests only wraps them in .content).
+        self._urllib3_timeout = urllib3.exceptions.TimeoutError
+        self._urllib3_errors: tuple[type[Exception], ...] = (
+            urllib3.exceptions.ProtocolError, urllib3.exceptions.DecodeError)
         self.base_url = base_url.rstrip("/")
         parts = urlsplit(self.base_url)
         if parts.scheme not in ("http", "https") or not parts.netloc:
@@ -301,23 +385,45 @@ class HttpSession:
             with self._lock:
                 self.requests_made += 1
             started = time.monotonic()
+            deadline = started + s.deadline
+            resp = None
             try:
                 resp = self._session.get(
                     url,
                     headers={self.token.header: self.token.value},
-                    timeout=(min(s.timeout, 10.0), s.timeout),
+                    timeout=(min(s.timeout, 10.0, s.deadline), min(s.timeout, s.deadline)),
                     # Redirects are followed below, and only within the API's origin: requests
                     # would forward a PRIVATE-TOKEN header to any host a redirect names.
                     allow_redirects=False,
+                    stream=True,
                 )
-                content = resp.content  # reads the whole body: a cut-short body raises here
-            except requests.exceptions.Timeout:
-                last = f"timed out after {s.timeout:g} s"
+                ok = 200 <= resp.status_code < 300
+                # Streamed under the deadline and the size cap; a cut-short body raises here.
+                content = _read_body(resp, s.max_bytes if ok else 65536, deadline, s.timeout, truncate=not ok)
+            except _TooLarge as exc:
+                assert resp is not None  # noqa: S101
+                resp.close()
+                raise ApiError(method, shown, resp.status_code, f"HTTP {resp.status_code}: the body is larger than "
+                               f"the {_size(s.max_bytes)} policyengine reads ({exc}); refused") from None
+            except _DeadlinePassed:
+                if resp is not None:
+                    resp.close()
+                last = f"the answer took longer than the {s.deadline:g} s deadline"
                 status: int | None = None
+            except (requests.exceptions.Timeout, TimeoutError, self._urllib3_timeout):
+                if resp is not None:
+                    resp.close()
+                # A read cut short to the time left is the deadline, not the per-read timeout.
+                passed = time.monotonic() >= deadline - 0.05 and s.deadline < s.timeout + (time.monotonic() - started)
+                last = (f"the answer took longer than the {s.deadline:g} s deadline" if passed
+                        else f"timed out after {min(s.timeout, s.deadline):g} s")
+                status = None
             except (requests.exceptions.ConnectionError, requests.exceptions.ChunkedEncodingError,
-                    requests.exceptions.ContentDecodingError) as exc:
+                    requests.exceptions.ContentDecodingError, *self._urllib3_errors, OSError) as exc:
+                if resp is not None:
+                    resp.close()
                 last = "connection failed" + (": the body was cut short" if isinstance(
-                    exc, requests.exceptions.ChunkedEncodingError) else "")
+                    exc, (requests.exceptions.ChunkedEncodingError, *self._urllib3_errors)) else "")
                 status = None
             else:
                 status = resp.status_code
@@ -334,9 +440,6 @@ class HttpSession:
                     attempt -= 1
                     continue
                 if 200 <= status < 300:
-                    if len(content) > MAX_BODY:
-                        raise ApiError(method, shown, status, f"HTTP {status}: the body is larger than "
-                                       f"{MAX_BODY // (1024 * 1024)} MiB")
                     return self.redactor.bytes(content), headers
                 body_text = self.redactor.text(content[:65536].decode("utf-8", errors="replace"))
                 wait = self._rate_limit_wait(method, shown, status, headers, body_text)
@@ -366,7 +469,7 @@ class HttpSession:
                 noun = "attempt" if attempt == 1 else "attempts"
                 raise ApiError(method, shown, status, f"{last} ({attempt} {noun})")
             backoff = min(BACKOFF_CAP, BACKOFF_BASE * (2 ** (attempt - 1)))
-            if status is not None:
+            if status is not None and resp is not None:
                 ra = _retry_after(resp.headers.get("Retry-After"), self._now())
                 if ra is not None:
                     backoff = max(backoff, ra)
@@ -472,7 +575,10 @@ class HttpSession:
         """GET every page of a list and return the items (``key``: the list inside an object page)."""
         items: list[Any] = []
         for page in self.iter_pages(path, params, name=name):
-            chunk = page.get(key) if key and isinstance(page, dict) else page
+            if key and not isinstance(page, dict):
+                raise ApiError("GET", self.display_path(self._url(path, params)), 200,
+                               f"HTTP 200 but the answer is not an object with a list under {key!r}")
+            chunk = page.get(key) if key else page
             if not isinstance(chunk, list):
                 raise ApiError("GET", self.display_path(self._url(path, params)), 200,
                                f"HTTP 200 but the answer is not a list{f' under {key!r}' if key else ''}")

@@ -240,10 +240,12 @@ class ApprovalsRule(RuleType):
             teams = {_key(k): v for k, v in (change.get("teams") or {}).items()}
             missing = [t for t in p.get("from_teams", []) if _key(t) not in teams]
             if missing:
+                causes = unavailable(change, *(f"teams/{t}" for t in missing))
                 return Outcome(
                     Status.ERROR,
                     "team membership unknown for " + ", ".join(missing)
-                    + ": the change does not list these teams, so eligible approvers cannot be determined",
+                    + ": the change does not list these teams, so eligible approvers cannot be determined"
+                    + (f" ({causes})" if causes else ""),
                     {"required": need, "missing_teams": missing},
                 )
             for t in p.get("from_teams", []):
