@@ -611,14 +611,14 @@ def public_pem(key: Any) -> bytes:
 
 def record_deploy(store: Path, commit: str, *, key: Any = None, repository: str = "acme/payments",
                   environment: str = "production", decision: str = "allow",
-                  created_at: str = "2026-11-20T20:00:00Z") -> Any:
+                  created_at: str = "2026-11-20T20:00:00Z", simulated: bool = False) -> Any:
     """Record an evaluation of ``commit`` in the evidence folder ``store`` (signed by ``key`` when given)."""
     from datetime import datetime
 
     from policyengine.evidence.archive import LocalArchive
 
     return LocalArchive(store).write_bundle(
-        decision={"decision": decision, "evaluated_at": created_at},
+        decision={"decision": decision, "evaluated_at": created_at, **({"simulated": True} if simulated else {})},
         change={"repository": repository, "environment": environment, "commit": commit},
         policy_filename="p.yml", policy_bytes=b"version: 1\n", files=[],
         created_at=datetime.fromisoformat(created_at.replace("Z", "+00:00")), signing_key=key)

@@ -324,3 +324,12 @@ def test_gitlab_check_trusts_only_signed_history(monkeypatch: pytest.MonkeyPatch
                         provider="gitlab", policy=policy)
     assert run.code == 1, run.out
     assert run.decision is not None and run.decision["change"]["range"]["previous_commit"] is None
+
+
+def test_a_signed_simulation_is_never_the_previous_deploy(tmp_path: Path) -> None:
+    """A --simulate run is signed like any bundle, but it deployed nothing."""
+    key = new_signing_key()
+    record_deploy(tmp_path / "ev", PREV, key=key)
+    record_deploy(tmp_path / "ev", PLANTED, key=key, simulated=True, created_at="2026-11-21T20:00:00Z")
+    found = latest(tmp_path / "ev", trusted(tmp_path, key))
+    assert found is not None and found["sha"] == PREV

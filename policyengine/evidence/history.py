@@ -102,7 +102,8 @@ class VerifiedHistory:
             raise HistoryUnavailable(f"the evidence store {self.store_url} could not be read: "
                                      f"{getattr(exc, 'message', None) or exc}") from None
         candidates = [r for r in records
-                      if r.get("decision") == "allow" and isinstance(r.get("commit"), str)
+                      if r.get("decision") == "allow" and r.get("simulated") is not True
+                      and isinstance(r.get("commit"), str)
                       and r.get("repository") == repository
                       and isinstance(r.get("environment"), str)
                       and r["environment"].casefold() == environment.casefold()]
@@ -163,6 +164,7 @@ class VerifiedHistory:
             (isinstance(env_stated, str) and env_stated.casefold() == environment.casefold(),
              "the signed statement names another environment"),
             (predicate.get("decision") == "allow", "the signed decision is not allow"),
+            (predicate.get("simulated") is not True, "the signed evaluation was a simulation, not a deploy"),
             (predicate.get("bundle_id") == bundle_id, "the signed statement names another bundle"),
             ((f"git+{repository}@{commit}", commit) in named, "the signed statement names another commit"),
         ]
