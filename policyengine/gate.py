@@ -206,7 +206,8 @@ def _load(request: CheckRequest) -> tuple[Policy, Any]:
     problems: list[Any] = []
     policy = gathered = None
     try:
-        policy = policysource.load(request.policy_path, repo=request.workspace, env=request.env)
+        previous = _previous_deploy_commit(request) if policysource.PREVIOUS_DEPLOY in request.policy_path else None
+        policy = policysource.load(request.policy_path, repo=request.workspace, env=request.env, previous=previous)
     except InvalidInputError as exc:
         problems.extend(exc.problems)
     try:
@@ -223,6 +224,41 @@ def _load(request: CheckRequest) -> tuple[Policy, Any]:
         raise InvalidInputError(problems, what="input", hint="fix every line above, then run again")
     assert policy is not None and gathered is not None  # noqa: S101
     return policy, gathered
+
+
+def _previous_deploy_commit(request: CheckRequest) -> str | None:
+    """The trusted previous deploy's commit, for ``--policy git:@previous-deploy:PATH``: the policy
+    as of the start of the change range. None when no trusted history names one."""
+    from policyengine.errors import PolicySourceError
+    from policyengine.evidence.history import VerifiedHistory
+    from policyengine.providers import detect
+    from policyengine.providers.base import HistoryUnavailable
+
+    if request.trust_key is None:
+        return None
+    env = request.env
+    name = request.provider or ("local" if request.change_path else detect(env))
+    repository = environment = None
+    if name == "local" and request.change_path:
+        from policyengine.change import load_change
+
+        try:
+            change = load_change(request.change_path)
+        except InvalidInputError:
+            return None  # the change's own problems are reported when it is gathered
+        repository, environment = change.get("repository"), request.environment or change.get("environment")
+    elif name == "github":
+        repository, environment = env.get("GITHUB_REPOSITORY"), request.environment
+    elif name == "gitlab":
+        repository, environment = env.get("CI_PROJECT_PATH"), request.environment or env.get("CI_ENVIRONMENT_NAME")
+    if not isinstance(repository, str) or not isinstance(environment, str):
+        return None
+    try:
+        found = VerifiedHistory(request.evidence_store or request.evidence_dir, request.trust_key).latest(
+            repository, environment)
+    except HistoryUnavailable as exc:
+        raise PolicySourceError(f"the trusted previous deploy could not be read: {exc.message}") from None
+    return str(found["sha"]) if found else None
 
 
 def _evidence_failed(decision: Decision, store_url: str, exc: PolicyEngineError) -> Decision:

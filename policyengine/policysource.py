@@ -171,12 +171,56 @@ def _read_blob(repo: Path, ref: str, path: str, env: Mapping[str, str] | None) -
     return bytes(data.stdout), commit, blob
 
 
+PREVIOUS_DEPLOY = "@previous-deploy"
+"""The ref of ``git:@previous-deploy:PATH``: the commit of the trusted previous deploy, else the
+merge-base of HEAD with the freshly fetched default branch, else the gate denies."""
+
+
+def default_branch(env: Mapping[str, str]) -> str | None:
+    """The protected default branch, as the CI says it (never from the checkout)."""
+    for name in ("POLICYENGINE_DEFAULT_BRANCH", "CI_DEFAULT_BRANCH"):
+        if env.get(name, "").strip():
+            return env[name].strip()
+    event = env.get("GITHUB_EVENT_PATH")
+    if event:
+        import json
+
+        try:
+            with open(event, encoding="utf-8") as fh:
+                branch = ((json.load(fh) or {}).get("repository") or {}).get("default_branch")
+        except (OSError, ValueError, AttributeError):
+            return None
+        return branch if isinstance(branch, str) and branch else None
+    return None
+
+
+def resolve_previous_deploy(repo: Path, env: Mapping[str, str] | None,
+                            previous: str | None) -> tuple[str, str]:
+    """``(commit, how)`` for ``@previous-deploy``: the trusted previous deploy's commit, else the
+    merge-base with the freshly fetched default branch. Raises PolicySourceError (deny)."""
+    if previous:
+        return previous, "the trusted previous deploy"
+    values = os.environ if env is None else env
+    branch = default_branch(values)
+    if not branch:
+        raise PolicySourceError("no trusted previous deploy is known and the default branch is not known "
+                                "(set POLICYENGINE_DEFAULT_BRANCH), so there is no trusted policy to read",
+                                hint="give --trust-key and a persistent evidence store, or name the policy's ref")
+    _fetch_remote_tracking(repo, f"origin/{branch}", env)
+    base = _git(repo, "merge-base", "HEAD", f"refs/remotes/origin/{branch}", env=env)
+    if base.returncode != 0:
+        raise PolicySourceError(f"no trusted previous deploy is known, and HEAD has no merge-base with origin/{branch} "
+                                f"(a shallow clone needs more history): {_first_line(base.stderr)}")
+    return base.stdout.decode().strip(), f"the merge-base with origin/{branch}"
+
+
 def read_policy_bytes(spec: str, *, repo: str | Path = ".", env: Mapping[str, str] | None = None,
-                      base_dir: Path | None = None) -> tuple[bytes, PolicySource]:
+                      base_dir: Path | None = None, previous: str | None = None) -> tuple[bytes, PolicySource]:
     """Read the policy named by ``spec`` (a file, ``git:REF:PATH`` or ``git+URL#REF:PATH``).
 
     ``repo`` is the repository ``git:`` sources read from (the workspace). ``base_dir``
     resolves a relative file path (an ``extends`` names its base relative to the policy).
+    ``previous`` is the trusted previous deploy's commit, for ``git:@previous-deploy:PATH``.
     """
     if not is_git_spec(spec):
         file = Path(spec) if base_dir is None or Path(spec).is_absolute() else base_dir / spec
@@ -188,9 +232,15 @@ def read_policy_bytes(spec: str, *, repo: str | Path = ".", env: Mapping[str, st
         if top.returncode != 0:
             raise PolicySourceError(f"{root} is not in a git repository, so {spec} cannot be read",
                                     hint="check out the repository with git, or give the policy as a file")
-        _fetch_remote_tracking(root, ref, env)
-        data, commit, blob = _read_blob(root, ref, path, env)
-        return data, PolicySource(kind="git", path=path, ref=ref, commit=commit, blob=blob)
+        how = None
+        read_ref = ref
+        if ref == PREVIOUS_DEPLOY:
+            read_ref, how = resolve_previous_deploy(root, env, previous)
+        else:
+            _fetch_remote_tracking(root, ref, env)
+        data, commit, blob = _read_blob(root, read_ref, path, env)
+        return data, PolicySource(kind="git", path=path, ref=ref if how is None else f"{ref} ({how})", commit=commit,
+                                  blob=blob)
     with tempfile.TemporaryDirectory(prefix="policyengine-policy-") as tmp:
         bare = Path(tmp)
         init = _git(bare, "init", "--quiet", "--bare", env=env)
@@ -216,16 +266,16 @@ def _base_spec(base: str, spec: str, source: PolicySource) -> tuple[str, Path | 
         inside = (Path(path).parent / base).as_posix()
         if ".." in Path(inside).parts:
             raise UsageError(f"extends: {base!r} leads outside the repository of {spec}")
-        commit_ref = source.commit or ref
+        commit_ref = source.commit or ref  # a base is read from the very commit its extension came from
         return (f"git+{url}#{ref}:{inside}" if url else f"git:{commit_ref}:{inside}"), None
     return base, Path(source.path).parent
 
 
-def load(spec: str, *, repo: str | Path = ".", env: Mapping[str, str] | None = None,
+def load(spec: str, *, repo: str | Path = ".", env: Mapping[str, str] | None = None, previous: str | None = None,
          _base_dir: Path | None = None, _seen: tuple[str, ...] = ()) -> Policy:
     """Read and validate the policy named by ``spec``, with the bases it ``extends``; the
     result records its source. An extension that weakens its base is invalid (exit 2)."""
-    raw, source = read_policy_bytes(spec, repo=repo, env=env, base_dir=_base_dir)
+    raw, source = read_policy_bytes(spec, repo=repo, env=env, base_dir=_base_dir, previous=previous)
     display = spec if source.kind == "git" or _base_dir is None else source.path
     base = None
     data, positions, _ = loader.parse_document(raw, file=display, what="policy")

@@ -21,11 +21,11 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 from test_evidence import CHANGE, problems_of, write
 
+from policyengine.errors import UsageError
 from policyengine.evidence.archive import LocalArchive
 from policyengine.evidence.bundle import ATTESTATION, DECISION, MANIFEST
 from policyengine.evidence.index import Query
 from policyengine.evidence.signing import load_public_key, load_signing_key
-from policyengine.errors import UsageError
 
 
 def cli(*args: str) -> subprocess.CompletedProcess[str]:

@@ -363,11 +363,22 @@ def test_not_applicable_decision_validates_against_the_schemas(tmp_path: Path) -
 
 
 def test_the_previous_deploy_lookup_never_counts_a_not_applicable_record(tmp_path: Path) -> None:
-    from policyengine.evidence.history import ArchiveHistory
+    from cryptography.hazmat.primitives import serialization
+    from fake_servers import new_signing_key, public_pem
 
-    res = _check(tmp_path, "--environment", "staging", policy=_opted_in(tmp_path))
+    from policyengine.evidence.history import VerifiedHistory
+    from policyengine.evidence.signing import load_public_key
+
+    key = new_signing_key()
+    (tmp_path / "signing.pem").write_bytes(key.private_key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+    (tmp_path / "signing.pub").write_bytes(public_pem(key))
+    res = _check(tmp_path, "--environment", "staging", "--signing-key", str(tmp_path / "signing.pem"),
+                 policy=_opted_in(tmp_path))
     assert res.returncode == 0, res.stdout + res.stderr
-    assert ArchiveHistory(tmp_path / "evidence").latest("acme/payments", "staging") is None
+    assert '"not_applicable"' in (tmp_path / "evidence" / "index.jsonl").read_text("utf-8")
+    history = VerifiedHistory(str(tmp_path / "evidence"), load_public_key(str(tmp_path / "signing.pub")))
+    assert history.latest("acme/payments", "staging") is None
 
 
 # -- the clock ----------------------------------------------------------------------------------

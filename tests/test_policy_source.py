@@ -60,7 +60,7 @@ def world(tmp_path: Path) -> dict[str, Path]:
     return {"tmp": tmp_path, "origin": origin, "work": work, "change": tmp_path / "change.yml"}
 
 
-def check(world: dict[str, Path], policy: str, *extra: str) -> tuple[int, dict, str]:
+def check(world: dict[str, Path], policy: str, *extra: str, env: dict[str, str] | None = None) -> tuple[int, dict, str]:
     out = world["tmp"] / "decision.json"
     if out.exists():
         out.unlink()
@@ -70,7 +70,7 @@ def check(world: dict[str, Path], policy: str, *extra: str) -> tuple[int, dict, 
          "--evidence-dir", str(world["tmp"] / "evidence"), "--json", str(out), *extra],
         cwd=world["work"], capture_output=True, text=True, timeout=120, check=False,
         env={**{k: v for k, v in os.environ.items() if not k.startswith(("POLICYENGINE_", "GITHUB_", "GITLAB_"))},
-             **GIT_ENV})
+             **GIT_ENV, **(env or {})})
     doc = json.loads(out.read_text("utf-8")) if out.exists() else {}
     return proc.returncode, doc, proc.stdout + proc.stderr
 
@@ -186,3 +186,27 @@ def test_a_change_to_its_own_policy_needs_an_owner_of_the_trusted_policy(
     owners = next(r for r in doc["rules"] if r["id"] == "policy-owners")
     assert owners["status"] == ("fail" if decision == "deny" else "pass")
     assert doc["policy"]["source"]["blob"] == git(world["origin"], "rev-parse", "main:policies/prod.yml")
+
+
+def test_previous_deploy_reads_the_policy_at_the_trusted_previous_deploy(world: dict[str, Path]) -> None:
+    from fake_servers import trusted_history
+
+    strict = git(world["origin"], "rev-parse", "main")
+    env = trusted_history(world["tmp"], strict, store=world["tmp"] / "evidence")
+    code, doc, out = check(world, "git:@previous-deploy:policies/prod.yml", "--trust-key", env["POLICYENGINE_TRUST_KEY"])
+    assert (code, doc["decision"]) == (1, "deny"), out
+    assert doc["policy"]["source"]["commit"] == strict
+    assert doc["policy"]["source"]["ref"] == "@previous-deploy (the trusted previous deploy)"
+
+
+def test_previous_deploy_falls_back_to_the_merge_base_with_the_default_branch(world: dict[str, Path]) -> None:
+    code, doc, out = check(world, "git:@previous-deploy:policies/prod.yml", env={"POLICYENGINE_DEFAULT_BRANCH": "main"})
+    assert (code, doc["decision"]) == (1, "deny"), out
+    assert doc["policy"]["source"]["commit"] == git(world["origin"], "rev-parse", "main")
+    assert "merge-base with origin/main" in doc["policy"]["source"]["ref"]
+
+
+def test_previous_deploy_without_history_or_default_branch_denies(world: dict[str, Path]) -> None:
+    code, doc, out = check(world, "git:@previous-deploy:policies/prod.yml")
+    assert code == 3 and doc == {}, out
+    assert "no trusted previous deploy is known and the default branch is not known" in out

@@ -15,11 +15,11 @@ from fake_servers import (
     FakeAPI,
     GitHubWorld,
     Reply,
+    StaticHistory,
     decision_errors,
     gh_user,
     github_env,
     schema_errors,
-    StaticHistory,
     sha_of,
     trusted_history,
 )
@@ -742,7 +742,8 @@ def test_failed_permission_lookup_is_an_error_never_a_pass(api: FakeAPI, monkeyp
 def test_range_approvers_are_looked_up_too(api: FakeAPI) -> None:
     w = three_merged_prs(api)
     w.permission("carol", "read")
-    change = gather_github(github_env(api, MERGE), environment="production").change
+    change = gather_github(github_env(api, MERGE), environment="production",
+                           previous_deploys=StaticHistory(PREV)).change
     pr40 = next(p for p in change["range"]["pull_requests"] if p["number"] == 40)
     assert [(r["user"], r.get("permission")) for r in pr40["reviews"]] == [("bob", "write"), ("carol", "read")]
     assert api.count("/repos/acme/payments/collaborators/carol/permission") == 1

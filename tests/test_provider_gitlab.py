@@ -7,7 +7,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from fake_servers import FakeAPI, GitLabWorld, Reply, StaticHistory, gitlab_env, schema_errors, sha_of
+from fake_servers import (
+    FakeAPI,
+    GitLabWorld,
+    Reply,
+    StaticHistory,
+    gitlab_env,
+    schema_errors,
+    sha_of,
+)
 from test_provider_github import Run, run_check
 
 from policyengine.errors import UsageError

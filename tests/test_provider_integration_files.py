@@ -14,7 +14,14 @@ from typing import Any
 
 import pytest
 import yaml
-from fake_servers import FakeAPI, GitHubWorld, GitLabWorld, github_env, gitlab_env, trusted_history
+from fake_servers import (
+    FakeAPI,
+    GitHubWorld,
+    GitLabWorld,
+    github_env,
+    gitlab_env,
+    trusted_history,
+)
 from test_provider_github import MERGE, POLICY, PREV, reviewed_world
 from test_provider_gitlab import PREV as GL_PREV
 from test_provider_gitlab import SQUASH, approved_mr

@@ -16,7 +16,13 @@ from typing import Any
 
 import pytest
 from fake_servers import FakeAPI, StaticHistory, github_env, gitlab_env, sha_of
-from test_provider_github import MERGE, PREV, reviewed_world, run_check, three_merged_prs
+from test_provider_github import (
+    MERGE,
+    PREV,
+    reviewed_world,
+    run_check,
+    three_merged_prs,
+)
 from test_provider_gitlab import PREV as GL_PREV
 from test_provider_gitlab import SQUASH, approved_mr
 

@@ -12,7 +12,14 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from fake_servers import FakeAPI, GitHubWorld, StaticHistory, github_env, gitlab_env, schema_errors
+from fake_servers import (
+    FakeAPI,
+    GitHubWorld,
+    StaticHistory,
+    github_env,
+    gitlab_env,
+    schema_errors,
+)
 from test_provider_github import HEAD, MERGE, PREV, reviewed_world, run_check
 from test_provider_gitlab import PREV as GL_PREV
 from test_provider_gitlab import SQUASH, approved_mr

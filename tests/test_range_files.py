@@ -12,7 +12,15 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from fake_servers import FakeAPI, GitHubWorld, GitLabWorld, StaticHistory, github_env, gitlab_env, sha_of
+from fake_servers import (
+    FakeAPI,
+    GitHubWorld,
+    GitLabWorld,
+    StaticHistory,
+    github_env,
+    gitlab_env,
+    sha_of,
+)
 from test_provider_github import run_check
 
 from policyengine.providers import http

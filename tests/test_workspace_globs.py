@@ -8,8 +8,7 @@ from pathlib import Path
 import pytest
 
 from policyengine.errors import WorkspaceError
-from policyengine.globs import glob_match
-from policyengine.globs import static_path_problem
+from policyengine.globs import glob_match, static_path_problem
 from policyengine.workspace import Workspace
 
 

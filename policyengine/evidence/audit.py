@@ -416,8 +416,8 @@ def policy_changes(store: EvidenceStore, records: Sequence[Mapping[str, Any]],
     the period, when there is one. Returns the changes and the distinct policies (by resolved
     digest) for their control matrices.
     """
-    from policyengine.policydiff import weakened
     from policyengine.policydiff import diff as policy_diff
+    from policyengine.policydiff import weakened
 
     in_period = {r["id"] for r in rows}
     chains: dict[tuple[Any, Any], list[Mapping[str, Any]]] = {}

@@ -42,8 +42,8 @@ from typing import Any, TypeVar
 from urllib.parse import quote
 
 from policyengine.errors import UsageError
-from policyengine.providers.base import Gathered, HistoryUnavailable, PreviousDeploys
 from policyengine.providers import shapes
+from policyengine.providers.base import Gathered, HistoryUnavailable, PreviousDeploys
 from policyengine.providers.http import ApiError, HttpSession, HttpSettings, TokenInfo
 from policyengine.redact import Redactor
 

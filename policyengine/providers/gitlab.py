@@ -37,6 +37,7 @@ from typing import Any
 from urllib.parse import quote
 
 from policyengine.errors import UsageError
+from policyengine.providers import shapes
 from policyengine.providers.base import Gathered, PreviousDeploys
 from policyengine.providers.github import (
     MAX_RANGE_COMMITS,
@@ -58,7 +59,6 @@ from policyengine.providers.github import (
     team_mapping,
     teams_from,
 )
-from policyengine.providers import shapes
 from policyengine.providers.http import ApiError, HttpSession, HttpSettings, TokenInfo
 from policyengine.redact import Redactor
 
