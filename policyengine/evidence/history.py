@@ -47,9 +47,8 @@ def load_trust_key(spec: str, env: Mapping[str, str] | None = None) -> tuple[Any
     """
     from pathlib import Path
 
-    from policyengine.evidence.signing import _crypto, key_id
+    from policyengine.evidence.signing import public_key_from_pem
 
-    serialization, ed25519 = _crypto()
     source = os.environ if env is None else env
     if spec.startswith("env:"):
         var = spec[4:]
@@ -65,14 +64,7 @@ def load_trust_key(spec: str, env: Mapping[str, str] | None = None) -> tuple[Any
             data = Path(spec).read_bytes()
         except OSError as exc:
             raise UsageError(f"--trust-key: cannot read {where}: {exc.strerror or exc}") from None
-    try:
-        key = serialization.load_pem_public_key(data)
-    except (ValueError, TypeError):
-        raise UsageError(f"--trust-key: {where} does not hold a PEM public key",
-                         hint="derive it with: openssl pkey -in signing.pem -pubout -out signing.pub") from None
-    if not isinstance(key, ed25519.Ed25519PublicKey):
-        raise UsageError(f"--trust-key: {where} holds a key that is not Ed25519")
-    return key, key_id(key)
+    return public_key_from_pem(data, option="--trust-key", where=where)
 
 
 class VerifiedHistory:

@@ -119,18 +119,23 @@ def load_signing_key(spec: str) -> SigningKey:
 
 def load_public_key(path: str) -> tuple[Any, str]:
     """Load an Ed25519 public key (PEM, SubjectPublicKeyInfo); return it and its key id."""
-    serialization, ed25519 = _crypto()
     try:
         data = Path(path).read_bytes()
     except OSError as exc:
         raise UsageError(f"--public-key: cannot read {path}: {exc.strerror or exc}") from None
+    return public_key_from_pem(data, option="--public-key", where=path)
+
+
+def public_key_from_pem(data: bytes, *, option: str, where: str) -> tuple[Any, str]:
+    """Parse an Ed25519 public key from PEM bytes; errors name ``option`` and ``where``, never the bytes."""
+    serialization, ed25519 = _crypto()
     try:
         key = serialization.load_pem_public_key(data)
     except (ValueError, TypeError):
-        raise UsageError(f"--public-key: {path} does not hold a PEM public key",
+        raise UsageError(f"{option}: {where} does not hold a PEM public key",
                          hint="derive it with: openssl pkey -in signing.pem -pubout -out signing.pub") from None
     if not isinstance(key, ed25519.Ed25519PublicKey):
-        raise UsageError(f"--public-key: {path} holds a key that is not Ed25519")
+        raise UsageError(f"{option}: {where} holds a key that is not Ed25519")
     return key, key_id(key)
 
 
