@@ -810,14 +810,20 @@ def compare_files(path: str, first_page: Any) -> list[str] | str:
     files = first_page.get("files") if isinstance(first_page, dict) else None
     if not isinstance(files, list):
         return f"GET {path}: HTTP 200 but the answer has no list of files"
-    if len(files) >= MAX_COMPARE_FILES:
-        return (f"GET {path}: the range changes {len(files)} or more files, as many as the API lists at most "
-                f"({MAX_COMPARE_FILES}), so the list may be cut short")
+    return listed_files(path, files, ("filename", "previous_filename"), MAX_COMPARE_FILES, "file")
+
+
+def listed_files(path: str, items: list[Any], keys: tuple[str, str], cap: int, what: str) -> list[str] | str:
+    """The new and old names of a compare answer's ``items`` (``keys``: new, old), each once; or
+    why they cannot be listed (a list as long as the API's cap may be cut short)."""
+    if len(items) >= cap:
+        return (f"GET {path}: the range changes {len(items)} or more files, as many as the API lists at most "
+                f"({cap}), so the list may be cut short")
     out: list[str] = []
-    for f in files:
-        names = (f.get("filename"), f.get("previous_filename")) if isinstance(f, dict) else (None,)
+    for item in items:
+        names = (item.get(keys[0]), item.get(keys[1])) if isinstance(item, dict) else (None,)
         if not isinstance(names[0], str) or not names[0]:
-            return f"GET {path}: HTTP 200 but a file of the answer has no filename"
+            return f"GET {path}: HTTP 200 but a {what} of the answer has no {keys[0]}"
         for name in names:
             if isinstance(name, str) and name and name not in out:
                 out.append(name)

@@ -51,6 +51,7 @@ from policyengine.providers.github import (
     committer_logins,
     finish_range,
     first_line,
+    listed_files,
     needs_lookup,
     range_note,
     record_permissions,
@@ -519,19 +520,7 @@ def compare_diffs(path: str, data: Any) -> list[str] | str:
         return f"GET {path}: HTTP 200 but the answer has no list of diffs"
     if data.get("compare_timeout") is True:
         return f"GET {path}: the comparison timed out (compare_timeout), so its list of files is incomplete"
-    diffs = data["diffs"]
-    if len(diffs) >= MAX_COMPARE_DIFFS:
-        return (f"GET {path}: the range changes {len(diffs)} or more files, as many as the API lists at most "
-                f"({MAX_COMPARE_DIFFS}), so the list may be cut short")
-    out: list[str] = []
-    for d in diffs:
-        names = (d.get("new_path"), d.get("old_path")) if isinstance(d, dict) else (None,)
-        if not isinstance(names[0], str) or not names[0]:
-            return f"GET {path}: HTTP 200 but a diff of the answer has no new_path"
-        for name in names:
-            if isinstance(name, str) and name and name not in out:
-                out.append(name)
-    return out
+    return listed_files(path, data["diffs"], ("new_path", "old_path"), MAX_COMPARE_DIFFS, "diff")
 
 
 def gather_gitlab(
