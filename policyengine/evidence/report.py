@@ -52,6 +52,7 @@ td.num,th.num{text-align:right;font-variant-numeric:tabular-nums}
 .s-pass,.s-allow,.s-counted{color:#116329;border-color:#1a7f37;background:#eefbf1}
 .s-fail,.s-deny,.s-error,.s-not-counted{color:#a40e26;border-color:#cf222e;background:#fff0f0}
 .s-warn{color:#7d4e00;border-color:#bf8700;background:#fff8e5}
+.s-waived{color:#0a3069;border-color:#0969da;background:#ddf4ff}
 .s-skipped,.s-unknown,.s-other{color:#57606a;border-color:#8c959f;background:#f6f8fa}
 .note{color:#57606a;font-size:13px}
 .warnbox{border:1px solid #bf8700;background:#fff8e5;padding:8px 12px;border-radius:6px;margin:8px 0}
@@ -93,7 +94,7 @@ def _mono(value: Any) -> str:
 def _css_token(value: Any) -> str:
     """Reduce a status word to a fixed class name: untrusted text never becomes markup or CSS."""
     word = str(value).lower().replace(" ", "-") if value is not None else ""
-    known = {"pass", "fail", "error", "warn", "skipped", "allow", "deny", "counted", "not-counted"}
+    known = {"pass", "fail", "error", "warn", "skipped", "waived", "allow", "deny", "counted", "not-counted"}
     return word if word in known else "other"
 
 
@@ -185,7 +186,8 @@ def _verdict_section(decision: Mapping[str, Any]) -> str:
         parts.append(f'<p class="note">Note: {_e(decision.get("note"))}</p>')
     summary = _mapping(decision.get("summary"))
     if summary:
-        counts = ", ".join(f"{_e(summary.get(k, 0))} {k}" for k in ("pass", "fail", "error", "warn", "skipped"))
+        kinds = ("pass", "fail", "error", "warn", "skipped") + (("waived",) if summary.get("waived") else ())
+        counts = ", ".join(f"{_e(summary.get(k, 0))} {k}" for k in kinds)
         parts.append(f'<p class="note">Rules: {counts}.</p>')
     return "".join(parts)
 
@@ -244,6 +246,11 @@ def _rules_section(decision: Mapping[str, Any]) -> str:
         message = _e(rule.get("message"))
         if desc:
             message += f'<br><span class="note">{_e(desc)}</span>'
+        waiver = _mapping(_mapping(rule.get("details")).get("waiver")) if rule.get("status") == "waived" else {}
+        if waiver:
+            message += (f'<br><strong>Waiver:</strong> {_e(waiver.get("reason"))} (approved by '
+                        f'{_e(waiver.get("approved_by"))} on {_e(waiver.get("approved_at"))}, expires '
+                        f'{_e(waiver.get("expires"))}; was {_e(waiver.get("original_status"))})')
         rows.append([what, _badge(rule.get("status")), _e(rule.get("enforcement")), message, controls])
     if not rows:
         return "<h2>Rules</h2><p>No rule was evaluated.</p>"
