@@ -472,7 +472,8 @@ def _waiver_key(w: Mapping[str, Any]) -> str:
 
 
 def _waiver_label(w: Mapping[str, Any]) -> str:
-    scope = w.get("scope") if isinstance(w.get("scope"), dict) else {}
+    raw = w.get("scope")
+    scope: dict[str, Any] = raw if isinstance(raw, dict) else {}
     where = ", ".join(f"{k}={_show(v)}" for k, v in sorted(scope.items()))
     return f"{w.get('rule')}" + (f" ({where})" if where else "")
 

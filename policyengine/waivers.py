@@ -381,7 +381,7 @@ def apply(waivers: Iterable[Waiver], results: Sequence[RuleResult], change: Mapp
                 fits, why = in_scope(waiver, change)
                 status = None if fits else OUT_OF_SCOPE
         rule_status = target.status.value if target is not None else None
-        if status is None and target is not None:
+        if status is None and target is not None and i is not None:
             if target.status not in _NOT_PASSED:
                 status, why = NOT_NEEDED, f"the rule did not need it (status {target.status.value})"
             else:
@@ -392,7 +392,7 @@ def apply(waivers: Iterable[Waiver], results: Sequence[RuleResult], change: Mapp
                 details = {**target.details, "waiver": record}
                 message = (f"waived until {waiver.expires.text} (approved by {waiver.approved_by}: "
                            f"{waiver.reason}); without it: {target.message}")
-                out.results[i] = dataclasses.replace(target, status=Status.WAIVED, message=message,  # type: ignore[index]
+                out.results[i] = dataclasses.replace(target, status=Status.WAIVED, message=message,
                                                      details=details)
         assert status is not None  # noqa: S101
         use = WaiverUse(waiver, status, why, rule_status)
