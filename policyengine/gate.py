@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -173,7 +174,8 @@ def redact_decision(decision: Decision, redactor: Redactor) -> Decision:
         details=redact_value(r.details, redactor)) for r in decision.rules)
     return dataclasses.replace(
         decision, policy=redact_value(decision.policy, redactor), change=redact_value(decision.change, redactor),
-        rules=rules, note=redactor.text(decision.note) if decision.note else decision.note)
+        rules=rules, note=redactor.text(decision.note) if decision.note else decision.note,
+        waivers=tuple(redact_value(w, redactor) for w in decision.waivers))
 
 
 @dataclass(frozen=True)
@@ -235,6 +237,11 @@ def load_waivers(policy: Policy, spec: str, *, workspace: str | Path, env: Mappi
         raw = read_user_file(plain, what="waivers file")
         record: dict[str, Any] = {"path": spec, "sha256": hashlib.sha256(raw).hexdigest()}
     else:
+        ref = spec.partition("#")[2].partition(":")[0] if spec.startswith("git+") else spec[4:].partition(":")[0]
+        if running_in_ci(env) and spec.startswith("git:") and _names_the_checkout(ref):
+            raise UsageError(f"--waivers: {spec} reads the commit being deployed ({ref}), which the change being "
+                             "judged controls; under CI the waivers must come from the trusted source",
+                             hint="name the target branch, e.g. git:origin/main:policies/waivers.yml")
         try:
             raw, source = policysource.read_policy_bytes(spec, repo=workspace, env=env)
         except UsageError as exc:
@@ -242,6 +249,14 @@ def load_waivers(policy: Policy, spec: str, *, workspace: str | Path, env: Mappi
         record = {"path": spec, "sha256": hashlib.sha256(raw).hexdigest(), "source": source.to_json()}
     waivers = parse_waivers_file(raw, file=spec, policy=policy)
     return with_waivers(policy, waivers, record=record, spec=spec, raw=raw), raw
+
+
+_CHECKOUT_REFS = re.compile(r"^(?:HEAD|@|ORIG_HEAD|FETCH_HEAD|MERGE_HEAD)(?:[~^].*|@\{.*)?$")
+
+
+def _names_the_checkout(ref: str) -> bool:
+    """Whether a git ref names the checked-out commit (or one relative to it)."""
+    return bool(_CHECKOUT_REFS.match(ref.strip()))
 
 
 def _check_waiver_approvers(policy: Policy, change: Mapping[str, Any]) -> None:
@@ -255,7 +270,8 @@ def _check_waiver_approvers(policy: Policy, change: Mapping[str, Any]) -> None:
     for waiver in policy.waivers:
         status, why = approver_status(waiver, owners, change)
         if status == APPROVER_NOT_OWNER:
-            problems.append(Problem(waiver.source, waiver.line, None, f"waivers[{waiver.index}].approved_by",
+            line, column = waiver.line, None
+            problems.append(Problem(waiver.file or waiver.source, line, column, f"waivers[{waiver.index}].approved_by",
                                     f"{why}; only a policy owner may approve a waiver"))
     if problems:
         raise InvalidInputError(problems, what="waivers", hint="a waiver must be approved by a policy owner")

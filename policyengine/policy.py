@@ -329,9 +329,8 @@ def parse_waivers_file(raw: bytes, *, file: str, policy: Policy) -> tuple[Waiver
     if problems:
         raise InvalidInputError(sorted(problems, key=loader.problem_order), what="waivers file",
                                 hint="`policyengine policy schema --waivers` prints the JSON Schema of waivers files")
-    return build_waivers(data["waivers"], positions, prefix=("waivers",), source=Path(file.rpartition(":")[2]
-                                                                                         if file.startswith("git")
-                                                                                         else file).name)
+    name = Path(file.rpartition(":")[2] if file.startswith("git") else file).name
+    return build_waivers(data["waivers"], positions, prefix=("waivers",), source=name, file=file)
 
 
 def with_waivers(policy: Policy, waivers: tuple[Waiver, ...], *, record: dict[str, Any], spec: str,
@@ -410,6 +409,6 @@ def _build(data: dict[str, Any], positions: loader.Positions, raw: bytes, file: 
         resolved_sha256=resolved_digest(data),
         not_applicable=str(data.get("not_applicable", "error")),
         waivers=build_waivers(data.get("waivers"), positions, prefix=("waivers",), source=Path(
-            file.rpartition(":")[2] if file.startswith("git") else file).name or "policy"),
+            file.rpartition(":")[2] if file.startswith("git") else file).name or "policy", file=file),
         waiver_max_days=_max_days(data),
     )

@@ -121,6 +121,8 @@ class Waiver:
     """Where it is written: ``policy`` or the waivers file's name."""
     index: int = 0
     line: int | None = None
+    file: str = ""
+    """The file as named when loaded (for ``file:line`` in problems found at run time)."""
 
     @property
     def label(self) -> str:
@@ -247,7 +249,7 @@ def check_waivers(items: Any, positions: loader.Positions, *, file: str, prefix:
 
 
 def build_waivers(items: Any, positions: loader.Positions, *, prefix: tuple[str | int, ...],
-                  source: str) -> tuple[Waiver, ...]:
+                  source: str, file: str = "") -> tuple[Waiver, ...]:
     """Waivers from validated items (``check_waivers`` and the schema found nothing)."""
     out: list[Waiver] = []
     for i, item in enumerate(items if isinstance(items, list) else []):
@@ -258,7 +260,7 @@ def build_waivers(items: Any, positions: loader.Positions, *, prefix: tuple[str 
             approved_at=parse_moment(item["approved_at"]), expires=parse_moment(item["expires"]),
             repository=scope.get("repository"), environment=scope.get("environment"),
             paths=tuple(paths) if isinstance(paths, list) else None, source=source, index=i,
-            line=positions.locate((*prefix, i))[0]))
+            line=positions.locate((*prefix, i, "approved_by"))[0], file=file or source))
     return tuple(out)
 
 

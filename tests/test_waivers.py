@@ -313,6 +313,7 @@ def test_an_owner_team_member_may_approve_checked_at_run_time(world: World) -> N
     code, doc, out = world.check(text, stranger)
     assert code == 2 and doc == {}
     assert "waivers[0].approved_by" in out and "frank is not a policy owner" in out
+    assert f"{world.tmp / 'policy.yml'}:" in out  # file:line of the waiver
     unknown = change_doc()  # membership unknown: fail closed, the waiver is not applied
     code, doc, _ = world.check(text, unknown)
     assert (code, rule(doc, "deploy-window")["status"]) == (1, "fail")

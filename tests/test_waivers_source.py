@@ -147,3 +147,12 @@ def test_a_change_that_edits_the_trusted_waivers_file_needs_an_owner(world: dict
     assert owners["status"] == "fail" and "policies/waivers.yml" in owners["message"], out
     assert "policies/waivers.yml" in owners["details"]["guarded"]
     assert code == 1
+
+
+@pytest.mark.parametrize("ref", ["HEAD", "HEAD~0", "@", "HEAD^{commit}", "FETCH_HEAD"])
+def test_under_ci_waivers_from_the_checked_out_commit_are_refused(world: dict[str, Path], ref: str) -> None:
+    # git:HEAD:... is the change's own commit: the self-waiver again, through git.
+    code, doc, out = check(world, "git:origin/main:policies/prod.yml", f"git:{ref}:policies/waivers.yml",
+                           ci={"CI": "true"})
+    assert code == 2 and doc == {}, out
+    assert "commit being deployed" in out and "Traceback" not in out
