@@ -52,7 +52,6 @@ td.num,th.num{text-align:right;font-variant-numeric:tabular-nums}
 .s-pass,.s-allow,.s-counted{color:#116329;border-color:#1a7f37;background:#eefbf1}
 .s-fail,.s-deny,.s-error,.s-not-counted{color:#a40e26;border-color:#cf222e;background:#fff0f0}
 .s-warn{color:#7d4e00;border-color:#bf8700;background:#fff8e5}
-.s-waived{color:#0a3069;border-color:#0969da;background:#ddf4ff}
 .s-skipped,.s-unknown,.s-other{color:#57606a;border-color:#8c959f;background:#f6f8fa}
 .note{color:#57606a;font-size:13px}
 .warnbox{border:1px solid #bf8700;background:#fff8e5;padding:8px 12px;border-radius:6px;margin:8px 0}
@@ -140,14 +139,19 @@ def _table(headers: Sequence[str], rows: Sequence[Sequence[str]], num_cols: Sequ
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
+_WAIVED_CSS = ".s-waived{color:#0a3069;border-color:#0969da;background:#ddf4ff}\n"
+"""Added only to pages that show a waived badge, so pages without one stay byte for byte as they were."""
+
+
 def _page(title: str, body: str) -> str:
+    css = _CSS + (_WAIVED_CSS if 'class="badge s-waived"' in body else "")
     return (
         "<!DOCTYPE html>\n"
         '<html lang="en">\n<head>\n<meta charset="utf-8">\n'
         f'<meta http-equiv="Content-Security-Policy" content="{CSP}">\n'
         '<meta name="referrer" content="no-referrer">\n'
         '<meta name="viewport" content="width=device-width, initial-scale=1">\n'
-        f"<title>{title}</title>\n<style>{_CSS}</style>\n</head>\n<body>\n<main>\n{body}\n</main>\n</body>\n</html>\n"
+        f"<title>{title}</title>\n<style>{css}</style>\n</head>\n<body>\n<main>\n{body}\n</main>\n</body>\n</html>\n"
     )
 
 
