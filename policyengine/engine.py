@@ -18,6 +18,8 @@ from policyengine.models import (
 )
 from policyengine.policy import policy_applies, when_skip
 from policyengine.rules.base import Context
+from policyengine.waivers import apply as apply_waivers
+from policyengine.waivers import owners_of
 
 if TYPE_CHECKING:
     from policyengine.policy import Policy
@@ -70,8 +72,14 @@ def evaluate(policy: Policy, facts: Facts, now: datetime) -> Decision:
                 files=outcome.files,
             )
         )
+    notes: list[str] = []
+    uses: tuple[dict[str, Any], ...] = ()
+    if applies and policy.waivers:
+        applied = apply_waivers(policy.waivers, results, change, now, owners_of(policy.document))
+        results, notes = applied.results, applied.notes
+        uses = tuple(u.to_json() for u in applied.uses)
     deny = any(r.enforcement is Enforcement.DENY and r.status in (Status.FAIL, Status.ERROR) for r in results)
-    note = None
+    note = "; ".join(notes) or None
     verdict = "deny" if deny else "allow"
     if not applies:
         # Nothing was judged: never an allow (the gate refuses this unless the policy opted in).
@@ -86,6 +94,7 @@ def evaluate(policy: Policy, facts: Facts, now: datetime) -> Decision:
         rules=tuple(results),
         applies=applies,
         note=note,
+        waivers=uses,
     )
 
 
@@ -102,15 +111,17 @@ def policy_record(policy: Policy) -> dict[str, Any]:
         base = base.base
     if bases:
         out["extends"] = bases
+    if policy.waivers_file:
+        out["waivers_file"] = dict(policy.waivers_file)
     return out
 
 
 def summary(decision: Decision) -> dict[str, int]:
     """Count rules by status."""
-    counts = {s.value: 0 for s in Status}
+    counts = {s.value: 0 for s in Status if s is not Status.WAIVED}
     for r in decision.rules:
-        counts[r.status.value] += 1
-    return counts
+        counts[r.status.value] = counts.get(r.status.value, 0) + 1
+    return counts  # ``waived`` only when a rule was waived: decisions without waivers stay as they were
 
 
 def exit_code_for(decision: Decision) -> int:
@@ -145,6 +156,9 @@ def decision_to_json(decision: Decision, *, advisory: bool = False) -> dict[str,
     }
     if decision.note:
         out["note"] = decision.note
+    if decision.waivers:
+        out["waivers_used"] = [w for w in decision.waivers if w.get("status") == "applied"]
+        out["waivers_considered"] = list(decision.waivers)
     out["simulated"] = decision.simulated
     if decision.clock is not None:
         out["clock"] = dict(decision.clock)

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -87,9 +88,13 @@ class CheckRequest:
     """``now`` was given (``--now`` / ``POLICYENGINE_NOW``), not read from the clock."""
     simulate: bool = False
     """``--simulate``: a what-if evaluation; marked everywhere, never a deployment."""
+    waivers_path: str | None = None
+    """``--waivers`` / ``POLICYENGINE_WAIVERS``: a waivers file, ``git:REF:PATH`` or ``git+URL#REF:PATH``."""
 
 
 CI_VARIABLES = ("CI", "GITHUB_ACTIONS", "GITLAB_CI")
+WAIVERS_MEMBER = "waivers/"
+"""The bundle member (``waivers/<name>``) that holds the waivers file used, byte for byte."""
 _FALSE = frozenset({"", "0", "false", "no", "off"})
 
 
@@ -170,7 +175,8 @@ def redact_decision(decision: Decision, redactor: Redactor) -> Decision:
         details=redact_value(r.details, redactor)) for r in decision.rules)
     return dataclasses.replace(
         decision, policy=redact_value(decision.policy, redactor), change=redact_value(decision.change, redactor),
-        rules=rules, note=redactor.text(decision.note) if decision.note else decision.note)
+        rules=rules, note=redactor.text(decision.note) if decision.note else decision.note,
+        waivers=tuple(redact_value(w, redactor) for w in decision.waivers))
 
 
 @dataclass(frozen=True)
@@ -198,6 +204,91 @@ class CheckResult:
         return self.redactor.text(text)
 
 
+def _inside(path: Path, root: Path) -> bool:
+    try:
+        path.resolve().relative_to(root.resolve())
+    except (OSError, ValueError):
+        return False
+    return True
+
+
+def load_waivers(policy: Policy, spec: str, *, workspace: str | Path, env: Mapping[str, str]) -> tuple[Policy, bytes]:
+    """Read the waivers file named by ``spec`` (a file, ``git:REF:PATH`` or ``git+URL#REF:PATH``,
+    read as ``--policy`` is), validate it against ``policy``, and return the policy with its
+    waivers added (the file joins the files ``policy-owners`` guards) and the file's bytes.
+
+    Under CI, when the policy comes from git (the trusted source), a waivers file that is a
+    plain path inside the workspace (relative, or absolute into it) is refused: the change
+    being judged controls the workspace, so it could waive its own rules.
+    """
+    import hashlib
+
+    from policyengine.loader import read_user_file
+    from policyengine.policy import parse_waivers_file, with_waivers
+
+    trusted_policy = bool(policy.source and policy.source.get("kind") == "git")
+    if not policysource.is_git_spec(spec):
+        plain = Path(spec)
+        if trusted_policy and running_in_ci(env) and (not plain.is_absolute() or _inside(plain, Path(workspace))):
+            raise UsageError(f"--waivers: {spec} is a file in the workspace, which the change being judged controls, "
+                             f"while the policy comes from the trusted source {policy.path}; under CI the waivers "
+                             "must come from the trusted source too",
+                             hint="give the waivers as git:REF:PATH (e.g. git:origin/main:policies/waivers.yml) or "
+                                  "git+URL#REF:PATH, like --policy")
+        raw = read_user_file(plain, what="waivers file")
+        record: dict[str, Any] = {"path": spec, "sha256": hashlib.sha256(raw).hexdigest()}
+    else:
+        ref = spec.partition("#")[2].partition(":")[0] if spec.startswith("git+") else spec[4:].partition(":")[0]
+        if running_in_ci(env) and spec.startswith("git:") and _names_the_checkout(ref):
+            raise UsageError(f"--waivers: {spec} reads the commit being deployed ({ref}), which the change being "
+                             "judged controls; under CI the waivers must come from the trusted source",
+                             hint="name the target branch, e.g. git:origin/main:policies/waivers.yml")
+        try:
+            raw, source = policysource.read_policy_bytes(spec, repo=workspace, env=env)
+        except UsageError as exc:
+            raise UsageError(exc.message.replace("--policy:", "--waivers:", 1), hint=exc.hint) from None
+        record = {"path": spec, "sha256": hashlib.sha256(raw).hexdigest(), "source": source.to_json()}
+    waivers = parse_waivers_file(raw, file=spec, policy=policy)
+    return with_waivers(policy, waivers, record=record, spec=spec, raw=raw), raw
+
+
+_CHECKOUT_REFS = re.compile(r"^(?:HEAD|@|ORIG_HEAD|FETCH_HEAD|MERGE_HEAD)(?:[~^].*|@\{.*)?$")
+
+
+def _names_the_checkout(ref: str) -> bool:
+    """Whether a git ref names the checked-out commit (or one relative to it)."""
+    return bool(_CHECKOUT_REFS.match(ref.strip()))
+
+
+def _check_waiver_approvers(policy: Policy, change: Mapping[str, Any]) -> None:
+    """A waiver approved by someone the change's team membership shows is no policy owner is
+    invalid (exit 2); one whose approver cannot be checked is ignored by the judge (fail closed)."""
+    from policyengine.errors import Problem
+    from policyengine.waivers import APPROVER_NOT_OWNER, approver_status, owners_of
+
+    owners = owners_of(policy.document)
+    problems = []
+    for waiver in policy.waivers:
+        status, why = approver_status(waiver, owners, change)
+        if status == APPROVER_NOT_OWNER:
+            line, column = waiver.line, None
+            problems.append(Problem(waiver.file or waiver.source, line, column, f"waivers[{waiver.index}].approved_by",
+                                    f"{why}; only a policy owner may approve a waiver"))
+    if problems:
+        raise InvalidInputError(problems, what="waivers", hint="a waiver must be approved by a policy owner")
+
+
+def _owner_teams(policy: Policy | None) -> list[str]:
+    """Teams whose membership the judge needs: every rule's ``from_teams`` and the owner teams
+    (the policy-owners rule and waiver approvers)."""
+    out: list[str] = []
+    for rule in policy.rules if policy else ():
+        out += rule.params.get("from_teams", [])
+        if rule.type == "policy_owners":
+            out += rule.params.get("teams", [])
+    return list(dict.fromkeys(out))
+
+
 def _load(request: CheckRequest) -> tuple[Policy, Any]:
     """Load the policy and gather the change; report every problem of both files at once."""
     from policyengine.evidence.history import VerifiedHistory
@@ -208,10 +299,12 @@ def _load(request: CheckRequest) -> tuple[Policy, Any]:
     try:
         previous = _previous_deploy_commit(request) if policysource.PREVIOUS_DEPLOY in request.policy_path else None
         policy = policysource.load(request.policy_path, repo=request.workspace, env=request.env, previous=previous)
+        if request.waivers_path:
+            policy, _ = load_waivers(policy, request.waivers_path, workspace=request.workspace, env=request.env)
     except InvalidInputError as exc:
         problems.extend(exc.problems)
     try:
-        teams = [t for r in (policy.rules if policy else ()) for t in r.params.get("from_teams", [])]
+        teams = _owner_teams(policy)
         # The previous deploy is only ever what a bundle signed by the trusted key proves, read
         # from the store this evaluation records into; without a trusted key there is no history.
         history = (VerifiedHistory(request.evidence_store or request.evidence_dir, request.trust_key)
@@ -284,6 +377,10 @@ def _record(request: CheckRequest, policy: Policy, gathered: Any, decision: Deci
         name = member_path(Path(base.source["path"] if base.source else base.path).name)
         extra[f"policy-base/{depth}-{name}"] = base.raw
         base = base.base
+    if policy.waivers_file:  # the waivers file is evidence too: replay judges with the same waivers
+        source = policy.waivers_file.get("source") or {}
+        name = Path(str(source.get("path") or policy.waivers_file["path"])).name or "waivers.yml"
+        extra[f"{WAIVERS_MEMBER}{name}"] = policy.waivers_raw
     redactor = EvidenceRedactor.from_env(request.env)
     ci = ci_variables(request.env, redactor)
     if ci:
@@ -340,6 +437,7 @@ def check(request: CheckRequest) -> CheckResult:
     policy, gathered = _load(request)
     _check_environments(request, gathered.change)
     _check_applies(policy, gathered.change)
+    _check_waiver_approvers(policy, gathered.change)
     facts = gather_facts(policy, gathered.change, Workspace(ws))
 
     decision = evaluate(policy, facts, request.now)
@@ -414,6 +512,15 @@ def replay(store: Any, bundle_id: str) -> ReplayResult:
         for name, raw in reversed(_policy_bases(store, bundle_id)):  # the deepest base first
             base = parse_policy(raw, file=name, base=base)
         policy = parse_policy(unpacked.policy_raw, file=unpacked.policy_member, base=base)
+        waivers = _waivers_member(store, bundle_id)
+        if waivers is not None:
+            from policyengine.policy import parse_waivers_file, with_waivers
+
+            name, raw = waivers
+            recorded_file = (unpacked.recorded.get("policy") or {}).get("waivers_file") or {}
+            spec = str(recorded_file.get("path") or name)
+            policy = with_waivers(policy, parse_waivers_file(raw, file=name, policy=policy),
+                                  record=dict(recorded_file), spec=spec, raw=raw)
         at = str(unpacked.recorded.get("evaluated_at"))
         facts = gather_facts(policy, unpacked.change, Workspace(ws))
         decision = evaluate(policy, facts, parse_instant(at, option="--now"))
@@ -429,6 +536,16 @@ def _policy_bases(store: Any, bundle_id: str) -> list[tuple[str, bytes]]:
         names = [n for n in zf.namelist() if n.startswith("policy-base/")]
         ordered = sorted(names, key=lambda n: int(n.split("/", 1)[1].split("-", 1)[0] or 0))
         return [(n, zf.read(n)) for n in ordered]
+
+
+def _waivers_member(store: Any, bundle_id: str) -> tuple[str, bytes] | None:
+    """The ``waivers/<name>`` member of a bundle (the waivers file it was judged with), if any."""
+    import zipfile
+
+    record = store.find(bundle_id)
+    with store.open_bundle(record) as fh, zipfile.ZipFile(fh) as zf:
+        names = sorted(n for n in zf.namelist() if n.startswith(WAIVERS_MEMBER))
+        return (names[0], zf.read(names[0])) if names else None
 
 
 def compare(bundle_id: str, at: str, recorded: dict[str, Any], decision: Decision,

@@ -19,6 +19,7 @@ class Status(str, enum.Enum):
     ERROR = "error"  # facts could not be read: fail closed
     WARN = "warn"  # an `enforcement: warn` rule that did not pass
     SKIPPED = "skipped"  # the rule does not apply (its `when` did not match)
+    WAIVED = "waived"  # the rule did not pass, and an active waiver covers it: it does not deny
 
 
 class Enforcement(str, enum.Enum):
@@ -91,6 +92,8 @@ class Decision:
     """Set by the gate (``--simulate``): a what-if evaluation, never counted as a deployment."""
     clock: dict[str, str] | None = None
     """Set by the gate: ``{"source": "system"|"override"|"simulated", "wall_time": ISO 8601}``."""
+    waivers: tuple[dict[str, Any], ...] = ()
+    """Every waiver the judge considered, with what became of it (``waivers.WaiverUse.to_json``)."""
 
     @property
     def allowed(self) -> bool:

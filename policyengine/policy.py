@@ -24,15 +24,17 @@ from policyengine.change import load_change
 from policyengine.errors import InvalidInputError, Problem
 from policyengine.globs import glob_match, static_path_problem
 from policyengine.models import Enforcement, environment_problem
+from policyengine.waivers import DEFAULT_MAX_DAYS, Waiver, build_waivers, check_waivers, owners_of
 
 if TYPE_CHECKING:
     # Imported lazily at run time: importing ``policyengine.rules`` loads every rule type.
     from policyengine.rules.base import RuleSpec, RuleType
 
-__all__ = ["COMMON_KEYS", "Policy", "build_rules", "load_change", "load_policy", "parse_policy", "policy_applies",
-           "when_skip"]
+__all__ = ["COMMON_KEYS", "Policy", "build_rules", "load_change", "load_policy", "parse_policy", "parse_waivers_file",
+           "policy_applies", "when_skip", "with_waivers"]
 
 POLICY_SCHEMA = "policy.schema.json"
+WAIVERS_SCHEMA = "waivers.schema.json"
 
 COMMON_KEYS = frozenset({"id", "type", "description", "enforcement", "controls", "when"})
 """Keys every rule takes; the others are the rule type's parameters."""
@@ -65,6 +67,13 @@ class Policy:
     not_applicable: str = "error"
     """``error``: a change outside ``applies_to`` is refused (exit 2, nothing recorded);
     ``pass``: it is recorded as ``not_applicable`` and passes (exit 0), never as an allow."""
+    waivers: tuple[Waiver, ...] = ()
+    """The waivers written in the policy, then those of a waivers file (``with_waivers``)."""
+    waiver_max_days: int = DEFAULT_MAX_DAYS
+    waivers_file: dict[str, Any] | None = None
+    """The waivers file given with ``--waivers``: ``{"path", "sha256", "source"?}``."""
+    waivers_raw: bytes = field(default=b"", compare=False, repr=False)
+    """The waivers file's bytes, as read (recorded in the bundle)."""
 
 
 def load_policy(path: str | Path) -> Policy:
@@ -94,7 +103,7 @@ def parse_policy(raw: bytes, *, file: str, base: Policy | None = None) -> Policy
             data, positions = merge_extension(base.document, data, positions)
     schema_problems = loader.validate(data, positions, loader.load_schema(POLICY_SCHEMA), file=file)
     problems = problems + _check_rules(data, positions, schema_problems, file) + _check_environments(
-        data, positions, file)
+        data, positions, file) + _check_policy_waivers(data, positions, file)
     if problems:
         raise InvalidInputError(sorted(problems, key=loader.problem_order), what="policy", hint=_POLICY_HINT)
     policy = _build(data, positions, raw, file)
@@ -290,6 +299,54 @@ def _check_environments(data: Any, positions: loader.Positions, file: str) -> li
     return out
 
 
+def _max_days(data: Any) -> int:
+    value = data.get("waiver_max_days") if isinstance(data, dict) else None
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else DEFAULT_MAX_DAYS
+
+
+def _rule_ids(data: Any) -> list[str]:
+    rules = data.get("rules") if isinstance(data, dict) else None
+    return [r["id"] for r in rules or [] if isinstance(r, dict) and isinstance(r.get("id"), str)]
+
+
+def _check_policy_waivers(data: Any, positions: loader.Positions, file: str) -> list[Problem]:
+    """What the schema cannot check of the policy's own ``waivers`` (``waivers.check_waivers``)."""
+    if not isinstance(data, dict):
+        return []
+    return check_waivers(data.get("waivers"), positions, file=file, prefix=("waivers",), rule_ids=_rule_ids(data),
+                         owners=owners_of(data), max_days=_max_days(data))
+
+
+def parse_waivers_file(raw: bytes, *, file: str, policy: Policy) -> tuple[Waiver, ...]:
+    """Validate a waivers file (``schemas/waivers.schema.json``) against ``policy``: its rule
+    ids, owners and ``waiver_max_days``. Raises ``InvalidInputError`` listing every problem."""
+    data, positions, problems = loader.parse_document(raw, file=file, what="waivers file")
+    if not problems:
+        problems = loader.validate(data, positions, loader.load_schema(WAIVERS_SCHEMA), file=file)
+        problems += check_waivers(data.get("waivers") if isinstance(data, dict) else None, positions, file=file,
+                                  prefix=("waivers",), rule_ids=[r.id for r in policy.rules],
+                                  owners=owners_of(policy.document), max_days=policy.waiver_max_days)
+    if problems:
+        raise InvalidInputError(sorted(problems, key=loader.problem_order), what="waivers file",
+                                hint="`policyengine policy schema --waivers` prints the JSON Schema of waivers files")
+    name = Path(file.rpartition(":")[2] if file.startswith("git") else file).name
+    return build_waivers(data["waivers"], positions, prefix=("waivers",), source=name, file=file)
+
+
+def with_waivers(policy: Policy, waivers: tuple[Waiver, ...], *, record: dict[str, Any], spec: str,
+                 raw: bytes = b"") -> Policy:
+    """The policy with a waivers file's waivers after its own; the file (named by ``spec`` as
+    given to ``--waivers``) joins the files the ``policy-owners`` rule guards."""
+    rules = []
+    for rule in policy.rules:
+        if rule.id == OWNERS_RULE_ID and rule.type == "policy_owners":
+            guard = list(dict.fromkeys([*rule.params.get("guard", []), *_policy_paths(spec)]))
+            rule = dataclasses.replace(rule, params={**rule.params, "guard": guard})
+        rules.append(rule)
+    return dataclasses.replace(policy, waivers=policy.waivers + waivers, waivers_file=record, rules=tuple(rules),
+                               waivers_raw=raw)
+
+
 def _spec(rule: dict[str, Any], index: int, positions: loader.Positions) -> RuleSpec:
     from policyengine.rules.base import RuleSpec
 
@@ -351,4 +408,7 @@ def _build(data: dict[str, Any], positions: loader.Positions, raw: bytes, file: 
         document=data,
         resolved_sha256=resolved_digest(data),
         not_applicable=str(data.get("not_applicable", "error")),
+        waivers=build_waivers(data.get("waivers"), positions, prefix=("waivers",), source=Path(
+            file.rpartition(":")[2] if file.startswith("git") else file).name or "policy", file=file),
+        waiver_max_days=_max_days(data),
     )

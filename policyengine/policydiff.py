@@ -11,7 +11,9 @@
 * ``stronger``: the opposite of weaker;
 * ``neutral``: nothing a change is judged by (descriptions, controls, names, order).
 
-Reordering rules or list items is not an edit. ``weakened(findings)`` says whether any finding
+Waivers are matched by rule and scope: a new waiver (or a new scope) and a later expiry
+weaken; a removed waiver and an earlier expiry strengthen; a higher ``waiver_max_days``
+weakens. Reordering rules or list items is not an edit. ``weakened(findings)`` says whether any finding
 is weaker or undecided: ``policy diff`` exits 1 then, and ``extends`` refuses such an edit.
 The direction of each key is in ``_RULE_KEYS`` and ``_TOP_KEYS``: a new key needs an entry
 there (a test checks that every key of the policy schema has one).
@@ -444,6 +446,15 @@ def _owners(old: Any, new: Any) -> tuple[str, str]:
     return worst[0], "; ".join(m for _, m in findings)
 
 
+def _more_is_weaker_number(what: str, default: int) -> Compare:
+    inner = _higher_is_stronger(what, default)
+
+    def compare(old: Any, new: Any) -> tuple[str, str]:
+        direction, message = inner(old, new)
+        return {STRONGER: WEAKER, WEAKER: STRONGER}.get(direction, direction), message
+    return compare
+
+
 def _not_applicable(old: Any, new: Any) -> tuple[str, str]:
     a = "error" if old is _MISSING else old
     b = "error" if new is _MISSING else new
@@ -454,7 +465,64 @@ def _not_applicable(old: Any, new: Any) -> tuple[str, str]:
     return STRONGER, "deploys outside applies_to are refused again (not_applicable: error)"
 
 
+def _waiver_key(w: Mapping[str, Any]) -> str:
+    import json
+
+    return json.dumps([w.get("rule"), w.get("scope")], sort_keys=True, default=str)
+
+
+def _waiver_label(w: Mapping[str, Any]) -> str:
+    raw = w.get("scope")
+    scope: dict[str, Any] = raw if isinstance(raw, dict) else {}
+    where = ", ".join(f"{k}={_show(v)}" for k, v in sorted(scope.items()))
+    return f"{w.get('rule')}" + (f" ({where})" if where else "")
+
+
+def _waiver_end(value: Any) -> Any:
+    from policyengine.waivers import parse_moment
+
+    try:
+        return parse_moment(value).end
+    except ValueError:
+        return None
+
+
+def _waiver_findings(old: Any, new: Any) -> list[Finding]:
+    """Waivers, matched by rule and scope: a new one weakens (so does a changed scope, which is
+    a removal and an addition), a removed one strengthens; a later expiry weakens, an earlier
+    one strengthens; reason, approver and approval date are neutral."""
+    a = {_waiver_key(w): w for w in old if isinstance(w, dict)} if isinstance(old, list) else {}
+    b = {_waiver_key(w): w for w in new if isinstance(w, dict)} if isinstance(new, list) else {}
+    out: list[Finding] = []
+    for key, w in b.items():
+        path = f"waivers[{w.get('rule')}]"
+        if key not in a:
+            out.append(Finding(path, WEAKER, f"waiver added: {_waiver_label(w)} until {w.get('expires')} "
+                                             f"(approved by {w.get('approved_by')})"))
+            continue
+        before = a[key]
+        if before.get("expires") != w.get("expires"):
+            ea, eb = _waiver_end(before.get("expires")), _waiver_end(w.get("expires"))
+            change = f"{before.get('expires')} -> {w.get('expires')}"
+            if ea is None or eb is None:
+                out.append(Finding(f"{path}.expires", UNDECIDED, f"waiver {_waiver_label(w)} expiry changed "
+                                                                  f"({change}): cannot tell whether this is weaker"))
+            elif eb > ea:
+                out.append(Finding(f"{path}.expires", WEAKER, f"waiver {_waiver_label(w)} extended ({change})"))
+            elif eb < ea:
+                out.append(Finding(f"{path}.expires", STRONGER, f"waiver {_waiver_label(w)} shortened ({change})"))
+        for field in ("reason", "approved_by", "approved_at"):
+            if before.get(field) != w.get(field):
+                out.append(Finding(f"{path}.{field}", NEUTRAL, f"waiver {_waiver_label(w)} {field} changed "
+                                                               f"({_show(before.get(field))} -> {_show(w.get(field))})"))
+    for key, w in a.items():
+        if key not in b:
+            out.append(Finding(f"waivers[{w.get('rule')}]", STRONGER, f"waiver removed: {_waiver_label(w)}"))
+    return out
+
+
 _TOP_KEYS: dict[str, Compare] = {
+    "waiver_max_days": _more_is_weaker_number("waiver_max_days (the longest a waiver may last)", 90),
     "not_applicable": _not_applicable,
     "policy_owners": _owners,
     "version": _undecided_if_changed("version"),
@@ -486,6 +554,9 @@ def diff(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[Finding]:
                 if va != vb:
                     d, m = _undecided_if_changed(f"applies_to.{sub}")(va, vb)
                     out.append(Finding(f"applies_to.{sub}", d, m))
+            continue
+        if key == "waivers":
+            out += _waiver_findings(a, b)
             continue
         if key == "evidence":
             ra = a.get("retention", _MISSING) if isinstance(a, dict) else _MISSING

@@ -11,7 +11,7 @@ change: change.yml                                    # a file beside case.yml, 
 expect:
   decision: deny                                      # allow | deny
   rules:                                              # optional: only the rules listed are compared
-    deploy-window: fail                               # pass | fail | error | warn | skipped
+    deploy-window: fail                               # pass | fail | error | warn | skipped | waived
 ```
 
 and optionally a ``workspace/`` folder beside ``case.yml`` with the files the rules read
@@ -36,7 +36,7 @@ from policyengine.policy import Policy
 from policyengine.policysource import load as load_policy
 
 CASE_FILE = "case.yml"
-STATUSES = ["pass", "fail", "error", "warn", "skipped"]
+STATUSES = ["pass", "fail", "error", "warn", "skipped", "waived"]
 DECISIONS = ["allow", "deny"]
 
 CASE_SCHEMA: dict[str, Any] = {

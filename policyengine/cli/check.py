@@ -25,6 +25,10 @@ from policyengine.errors import EXIT_DENY, UsageError
 @click.command(context_settings=CONTEXT, epilog=EXIT_CODES_HELP)
 @click.option("--policy", "policy_path", required=True, envvar="POLICYENGINE_POLICY", show_envvar=True,
               metavar="FILE", help="The policy (YAML) to evaluate.")
+@click.option("--waivers", "waivers_path", envvar="POLICYENGINE_WAIVERS", show_envvar=True, metavar="FILE",
+              help="Waivers (time-boxed exceptions to single rules, schemas/waivers.schema.json), read like "
+              "--policy: a file, git:REF:PATH or git+URL#REF:PATH. Under CI, with a policy from git, the waivers "
+              "must come from git too.")
 @click.option("--change", "change_path", envvar="POLICYENGINE_CHANGE", show_envvar=True, metavar="FILE",
               help="The change to judge (YAML or JSON, schemas/change.schema.json): the local provider.")
 @click.option("--provider", type=click.Choice(["local", "github", "gitlab"]), envvar="POLICYENGINE_PROVIDER",
@@ -62,7 +66,7 @@ from policyengine.errors import EXIT_DENY, UsageError
               help="Evaluate and record everything, but exit 0 when a rule denies (for rollouts).")
 @click.option("--color", type=click.Choice(["auto", "always", "never"]), default="auto", show_default=True,
               help="Colour the console verdict (auto: only on a terminal; NO_COLOR is honoured).")
-def check(policy_path: str, change_path: str | None, provider: str | None, environment: str | None, workspace: str,
+def check(policy_path: str, waivers_path: str | None, change_path: str | None, provider: str | None, environment: str | None, workspace: str,
           now: str | None, simulate: bool, json_path: str | None,
           junit_path: str | None, evidence_dir: str, evidence_store: str | None, signing_key: str | None,
           trust_key: str | None, subjects: tuple[str, ...], advisory: bool, color: str) -> int:
@@ -100,6 +104,7 @@ def check(policy_path: str, change_path: str | None, provider: str | None, envir
         environment=environment, workspace=workspace, evidence_dir=evidence_dir, evidence_store=evidence_store,
         signing_key=key, trust_key=trusted, subjects=subject_digests, advisory=advisory,
         environment_source=env_source, wall_time=wall, clock_override=bool(now), simulate=simulate,
+        waivers_path=waivers_path or None,
     ))
     # Every output goes through the one redactor: the decision is redacted, and so is each text.
     decision, bundle, code, shown = result.decision, result.evidence, result.verdict_code, result.redact

@@ -21,19 +21,32 @@ def policy() -> None:
 
 @policy.command("validate", context_settings=CONTEXT)
 @click.argument("files", nargs=-1, required=True, metavar="FILE...")
-def policy_validate(files: tuple[str, ...]) -> int:
+@click.option("--waivers", "waivers_path", metavar="FILE", help="Also check this waivers file against each policy "
+              "(a file, git:REF:PATH or git+URL#REF:PATH): its rule ids, approvers and waiver_max_days.")
+def policy_validate(files: tuple[str, ...], waivers_path: str | None) -> int:
     """Check policy files and list every problem (exit 0 valid, 2 invalid).
 
+    The waivers a policy holds are checked with it; a waivers file with --waivers.
+
     \b
-    Example:
+    Examples:
       policyengine policy validate policies/*.yml
+      policyengine policy validate policies/prod.yml --waivers policies/waivers.yml
     """
+    import os
+
     from policyengine.policysource import load
 
     bad = 0
     for path in files:
         try:
             loaded = load(path)
+            if waivers_path:
+                from policyengine.gate import CI_VARIABLES, load_waivers
+
+                # Validating is no deploy: the CI refusal of a workspace file does not apply here.
+                env = {k: v for k, v in os.environ.items() if k not in CI_VARIABLES}
+                loaded, _ = load_waivers(loaded, waivers_path, workspace=".", env=env)
         except InvalidInputError as exc:
             bad += 1
             for problem in exc.problems:
@@ -43,7 +56,8 @@ def policy_validate(files: tuple[str, ...]) -> int:
             bad += 1
             click.echo(f"{path}: {exc.message}")
             continue
-        click.echo(f"{path}: ok ({loaded.name}, {len(loaded.rules)} rules)")
+        waived = f", {len(loaded.waivers)} waivers" if loaded.waivers else ""
+        click.echo(f"{path}: ok ({loaded.name}, {len(loaded.rules)} rules{waived})")
     return EXIT_USAGE if bad else EXIT_ALLOW
 
 
@@ -184,16 +198,18 @@ def policy_diff(old: str, new: str, fmt: str) -> int:
 
 
 @policy.command("schema", context_settings=CONTEXT)
-def policy_schema() -> int:
+@click.option("--waivers", "waivers", is_flag=True, help="Print the schema of waivers files instead.")
+def policy_schema(waivers: bool) -> int:
     """Print the policy JSON Schema (draft 2020-12), for editors and linters.
 
     \b
-    Example:
+    Examples:
       policyengine policy schema > policy.schema.json
+      policyengine policy schema --waivers > waivers.schema.json
     """
     from policyengine.loader import schema_text
 
-    click.echo(schema_text("policy.schema.json"), nl=False)
+    click.echo(schema_text("waivers.schema.json" if waivers else "policy.schema.json"), nl=False)
     return EXIT_ALLOW
 
 

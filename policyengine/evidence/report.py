@@ -93,7 +93,7 @@ def _mono(value: Any) -> str:
 def _css_token(value: Any) -> str:
     """Reduce a status word to a fixed class name: untrusted text never becomes markup or CSS."""
     word = str(value).lower().replace(" ", "-") if value is not None else ""
-    known = {"pass", "fail", "error", "warn", "skipped", "allow", "deny", "counted", "not-counted"}
+    known = {"pass", "fail", "error", "warn", "skipped", "waived", "allow", "deny", "counted", "not-counted"}
     return word if word in known else "other"
 
 
@@ -139,14 +139,19 @@ def _table(headers: Sequence[str], rows: Sequence[Sequence[str]], num_cols: Sequ
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
+_WAIVED_CSS = ".s-waived{color:#0a3069;border-color:#0969da;background:#ddf4ff}\n"
+"""Added only to pages that show a waived badge, so pages without one stay byte for byte as they were."""
+
+
 def _page(title: str, body: str) -> str:
+    css = _CSS + (_WAIVED_CSS if 'class="badge s-waived"' in body else "")
     return (
         "<!DOCTYPE html>\n"
         '<html lang="en">\n<head>\n<meta charset="utf-8">\n'
         f'<meta http-equiv="Content-Security-Policy" content="{CSP}">\n'
         '<meta name="referrer" content="no-referrer">\n'
         '<meta name="viewport" content="width=device-width, initial-scale=1">\n'
-        f"<title>{title}</title>\n<style>{_CSS}</style>\n</head>\n<body>\n<main>\n{body}\n</main>\n</body>\n</html>\n"
+        f"<title>{title}</title>\n<style>{css}</style>\n</head>\n<body>\n<main>\n{body}\n</main>\n</body>\n</html>\n"
     )
 
 
@@ -185,7 +190,8 @@ def _verdict_section(decision: Mapping[str, Any]) -> str:
         parts.append(f'<p class="note">Note: {_e(decision.get("note"))}</p>')
     summary = _mapping(decision.get("summary"))
     if summary:
-        counts = ", ".join(f"{_e(summary.get(k, 0))} {k}" for k in ("pass", "fail", "error", "warn", "skipped"))
+        kinds = ("pass", "fail", "error", "warn", "skipped") + (("waived",) if summary.get("waived") else ())
+        counts = ", ".join(f"{_e(summary.get(k, 0))} {k}" for k in kinds)
         parts.append(f'<p class="note">Rules: {counts}.</p>')
     return "".join(parts)
 
@@ -244,6 +250,11 @@ def _rules_section(decision: Mapping[str, Any]) -> str:
         message = _e(rule.get("message"))
         if desc:
             message += f'<br><span class="note">{_e(desc)}</span>'
+        waiver = _mapping(_mapping(rule.get("details")).get("waiver")) if rule.get("status") == "waived" else {}
+        if waiver:
+            message += (f'<br><strong>Waiver:</strong> {_e(waiver.get("reason"))} (approved by '
+                        f'{_e(waiver.get("approved_by"))} on {_e(waiver.get("approved_at"))}, expires '
+                        f'{_e(waiver.get("expires"))}; was {_e(waiver.get("original_status"))})')
         rows.append([what, _badge(rule.get("status")), _e(rule.get("enforcement")), message, controls])
     if not rows:
         return "<h2>Rules</h2><p>No rule was evaluated.</p>"

@@ -3,7 +3,9 @@
 Built with junit-xml's elements; serialized here because its report writer adds a
 ``disabled`` attribute that the Jenkins JUnit XSD (the schema CI tools follow) rejects.
 A ``warn`` rule becomes a skipped testcase of type ``warning`` (it did not pass, and does
-not block); its message starts with ``warning (not enforced):``.
+not block); its message starts with ``warning (not enforced):``. A ``waived`` rule becomes a
+skipped testcase of type ``waived`` whose message starts with ``waived until`` and names the
+waiver's reason, approver and expiry.
 
 The suite carries properties ``decision``, ``simulated`` and ``clock_source``. A
 ``not_applicable`` decision has every testcase skipped with the reason (the policy does not
@@ -41,6 +43,10 @@ def render(decision: Decision) -> str:
         if r.description:
             out.append(f"description: {r.description}")
         out.append(f"message: {r.message}")
+        waiver = r.details.get("waiver") if r.status is Status.WAIVED else None
+        if isinstance(waiver, dict):
+            out.append(f"waiver: {waiver.get('reason')}; approved by {waiver.get('approved_by')} on "
+                       f"{waiver.get('approved_at')}; expires {waiver.get('expires')}; was {waiver.get('original_status')}")
         case = TestCase(name=xml_safe(r.id), classname=suite_name, stdout=xml_safe("\n".join(out)))
         msg = xml_safe(mark + r.message)
         if r.status is Status.FAIL:
@@ -51,6 +57,8 @@ def render(decision: Decision) -> str:
             case.add_skipped_info(message=msg)
         elif r.status is Status.WARN:
             case.add_skipped_info(message=xml_safe(f"{mark}warning (not enforced): {r.message}"))
+        elif r.status is Status.WAIVED:
+            case.add_skipped_info(message=xml_safe(f"{mark}{r.message}"))
         cases.append(case)
     properties = {"decision": decision.decision, "simulated": str(decision.simulated).lower(),
                   "clock_source": (decision.clock or {}).get("source", "system")}
@@ -58,10 +66,11 @@ def render(decision: Decision) -> str:
     element = suite.build_xml_doc()
     element.attrib.pop("disabled", None)
     warned = {xml_safe(r.id) for r in decision.rules if r.status is Status.WARN}
+    waived = {xml_safe(r.id) for r in decision.rules if r.status is Status.WAIVED}
     for tc in element.iter("testcase"):
-        if tc.get("name") in warned:
+        if tc.get("name") in warned or tc.get("name") in waived:
             for sk in tc.iter("skipped"):
-                sk.set("type", "warning")
+                sk.set("type", "warning" if tc.get("name") in warned else "waived")
     root = ET.Element("testsuites", {
         "name": suite_name,
         "tests": element.get("tests", "0"),

@@ -10,8 +10,10 @@ COLORS = {
     Status.ERROR: "35",
     Status.WARN: "33",
     Status.SKIPPED: "2",
+    Status.WAIVED: "36",
 }
-LABELS = {Status.PASS: "PASS", Status.FAIL: "FAIL", Status.ERROR: "ERROR", Status.WARN: "WARN", Status.SKIPPED: "SKIP"}
+LABELS = {Status.PASS: "PASS", Status.FAIL: "FAIL", Status.ERROR: "ERROR", Status.WARN: "WARN", Status.SKIPPED: "SKIP",
+          Status.WAIVED: "WAIVED"}
 
 
 def _paint(text: str, code: str, color: bool) -> str:
@@ -26,6 +28,7 @@ def render(decision: Decision, *, color: bool = False, advisory: bool = False, e
     says ``SIMULATED`` first and last, with the clock it ran at.
     """
     width = max((len(r.id) for r in decision.rules), default=0)
+    label_width = 6 if any(r.status is Status.WAIVED for r in decision.rules) else 5
     lines = [f"policy {decision.policy['name']} ({decision.policy['path']}) at {decision.evaluated_at}"]
     clock = decision.clock or {}
     if decision.simulated:
@@ -46,8 +49,13 @@ def render(decision: Decision, *, color: bool = False, advisory: bool = False, e
         lines.append(f"note: {note}")
     lines.append("")
     for r in decision.rules:
-        label = _paint(f"{LABELS[r.status]:<5}", COLORS[r.status], color)
+        label = _paint(f"{LABELS[r.status]:<{label_width}}", COLORS[r.status], color)
         lines.append(f"  {label} {r.id:<{width}}  {r.message}")
+        waiver = r.details.get("waiver") if r.status is Status.WAIVED else None
+        if isinstance(waiver, dict):
+            lines.append(f"  {'':<{label_width}} {'':<{width}}  waiver: {waiver.get('reason')} (approved by "
+                         f"{waiver.get('approved_by')} on {waiver.get('approved_at')}, expires "
+                         f"{waiver.get('expires')}; {waiver.get('source')})")
     lines.append("")
     if decision.note and not decision.not_applicable:
         lines.append(f"note: {decision.note}")
