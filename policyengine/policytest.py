@@ -66,11 +66,11 @@ CASE_SCHEMA: dict[str, Any] = {
         "tickets": {
             "type": "object",
             "description": "The ticket systems' answers, by key: policy tests never ask them.",
-            "propertyNames": {"pattern": "^[A-Za-z0-9_-]{1,64}$"},
+            "propertyNames": {"pattern": "^[A-Za-z0-9_-]{1,64}$", "title": "a ticket key (letters, digits, _ and -)"},
             "additionalProperties": {
-                "oneOf": [
-                    {"const": "not_found"},
-                    {
+                "if": {"type": "string"},
+                "then": {"const": "not_found"},
+                "else": {
                         "type": "object",
                         "additionalProperties": False,
                         "minProperties": 1,
@@ -85,8 +85,7 @@ CASE_SCHEMA: dict[str, Any] = {
                             "http_status": {"type": "integer", "minimum": 100, "maximum": 599},
                             "body": {},
                         },
-                    },
-                ]
+                },
             },
         },
         "expect": {
