@@ -39,6 +39,7 @@ _FOCUS_BY_TYPE = {
     "checks_passed": ("tests", "evaluates"),
     "rollback_plan": ("documents", "deploys"),
     "deploy_window": ("deploys", "lifecycle"),
+    "ticket": ("authorizes", "tracks", "documents"),
 }
 
 
@@ -166,10 +167,37 @@ def _owners(p: dict[str, Any]) -> tuple[str, list[str], list[str], list[str]]:
     return text, fails, errors, keeps
 
 
+def _ticket(p: dict[str, Any]) -> tuple[str, list[str], list[str], list[str]]:
+    places = {"title": "title", "branch": "source branch", "description": "description",
+              "commits": "commit messages", "ticket": "change file's ticket id"}
+    where = _list([places[s] for s in p.get("sources") or places], "or")
+    systems = []
+    jira = p.get("jira")
+    if isinstance(jira, dict):
+        text = (f"a Jira issue of {_list(jira['projects'], 'or')} in status "
+                f"{_list([repr(s) for s in jira['statuses']], 'or')}")
+        if jira.get("issue_types"):
+            text += f" of type {_list(jira['issue_types'], 'or')}"
+        systems.append(text)
+    sn = p.get("servicenow")
+    if isinstance(sn, dict):
+        systems.append(f"a ServiceNow change request (number matching {sn.get('pattern') or 'CHG[0-9]{7}'}) that is "
+                       "approved, scheduled or in implementation, with the deploy time inside its planned window")
+    text = (f"The change names, in its {where}, at least one ticket that the ticket system confirms: "
+            f"{_list(systems, 'or')}. A ticket written in a change file is looked up like any other, never trusted.")
+    fails = ["no ticket key found", "every key not found or not visible, in another status or type, not approved, "
+             "or outside its planned window"]
+    errors = ["the ticket system could not be asked: credentials missing or rejected (401/403), an outage or an "
+              "answer not in the documented shape"]
+    keeps = ["each key, where it was found and the ticket system's redacted answer (raw/tickets/), which replay "
+             "reads instead of asking again"]
+    return text, fails, errors, keeps
+
+
 _FOCUS_BY_TYPE["policy_owners"] = ("authorizes", "approves", "lifecycle")
 
 _DESCRIBE = {"policy_owners": _owners, "approvals": _approvals, "tests_passed": _tests, "checks_passed": _checks, "rollback_plan": _plan,
-             "deploy_window": _window}
+             "deploy_window": _window, "ticket": _ticket}
 
 
 def matrix(policy: Policy) -> dict[str, Any]:

@@ -1,7 +1,7 @@
 """The facts of one evaluation: what gathering produced and the judge reads. Pure data.
 
-A rule type says which facts it needs as *requests* (``ReportsRequest``, ``DocumentRequest``;
-later kinds may be fetched over the network or from git). Gathering
+A rule type says which facts it needs as *requests* (``ReportsRequest``, ``DocumentRequest``,
+``TicketRequest``, which is answered over the network by the ticket systems). Gathering
 (``policyengine.gather``) answers each request once, through the workspace or a provider, and
 puts the answers in ``Facts``, keyed by the request. The judge then reads only ``Facts``: it
 opens no file, calls no network and reads no clock, so a rule can be tested, replayed or
@@ -136,7 +136,81 @@ class DocumentFact:
     message: str | None = None
 
 
-FactRequest = Union[ReportsRequest, DocumentRequest]
+# -- tickets (Jira, ServiceNow) ----------------------------------------------------------------
+
+TICKET_SOURCES = ("title", "branch", "description", "commits", "ticket")
+"""Where ticket keys are looked for, in this order: the request's title, its source branch, its
+description, the commit messages, and the change file's self-declared ``ticket.id`` (a key
+found there is verified like any other; its ``status`` is never read)."""
+
+
+@dataclass(frozen=True)
+class TicketRequest:
+    """Verify the ticket keys the change names against the configured ticket systems.
+
+    The keys are not part of the request: they depend on the change, and gathering finds them
+    with the same pure function the rule judges with (``rules.ticket.find_keys``)."""
+
+    jira_projects: tuple[str, ...] = ()
+    jira_url: str | None = None
+    jira_api_version: int = 2
+    servicenow_pattern: str | None = None
+    servicenow_url: str | None = None
+    sources: tuple[str, ...] = TICKET_SOURCES
+
+
+TICKET_OUTCOMES = ("found", "not_found", "denied", "unavailable", "invalid")
+"""What asking the ticket system for one key gave: found (the fields below are its answer),
+not_found (404, or an empty ServiceNow result), denied (401/403: a credential problem),
+unavailable (an outage, a timeout, no credentials configured, no recorded answer) and
+invalid (an answer that is not the documented shape). Only ``found`` can ever pass."""
+
+
+@dataclass(frozen=True)
+class TicketAnswer:
+    """The ticket system's answer for one key, as the judge reads it.
+
+    Jira: ``status`` (``fields.status.name``), ``issue_type`` (``fields.issuetype.name``) and
+    ``resolved_key`` (the key Jira answered with: an issue moved to another project answers
+    with its new key). ServiceNow: ``state`` and ``approval`` (raw values) and ``start``/``end``
+    (raw ``start_date``/``end_date``: UTC ``YYYY-MM-DD HH:MM:SS``)."""
+
+    system: str
+    key: str
+    outcome: str
+    message: str | None = None
+    http_status: int | None = None
+    status: str | None = None
+    issue_type: str | None = None
+    resolved_key: str | None = None
+    state: str | None = None
+    approval: str | None = None
+    start: str | None = None
+    end: str | None = None
+    origin: str = "live"
+    """live (asked now), recorded (read from an evidence bundle) or supplied (a policy test case)."""
+
+
+@dataclass(frozen=True)
+class TicketsFact:
+    """The answer to a ``TicketRequest``: one answer per key found, and the raw (redacted)
+    records kept in the evidence as ``raw/tickets/<system>/<key>.json``."""
+
+    answers: tuple[TicketAnswer, ...] = ()
+    records: tuple[tuple[str, bytes], ...] = ()
+    skipped: tuple[str, ...] = ()
+    """Keys beyond the most that are asked (``MAX_TICKET_KEYS``): never verified."""
+
+    def answer(self, system: str, key: str) -> TicketAnswer | None:
+        """The answer for ``key`` of ``system``, or None when it was not asked."""
+        return next((a for a in self.answers if a.system == system and a.key == key), None)
+
+
+MAX_TICKET_KEYS = 20
+"""The most keys asked for one change; more are reported as not verified (never as passing)."""
+
+
+FactRequest = Union[ReportsRequest, DocumentRequest, TicketRequest]
 """Every kind of fact a rule may ask for. A new kind adds a request here and a gatherer in
 ``policyengine.gather.GATHERERS``."""
 
@@ -162,3 +236,8 @@ class Facts:
         """The document fact for ``request``, or None when it was not gathered."""
         fact = self.answers.get(request)
         return fact if isinstance(fact, DocumentFact) else None
+
+    def tickets(self, request: TicketRequest) -> TicketsFact | None:
+        """The tickets fact for ``request``, or None when it was not gathered."""
+        fact = self.answers.get(request)
+        return fact if isinstance(fact, TicketsFact) else None

@@ -49,7 +49,7 @@ from policyengine.errors import (
     PolicyEngineError,
     UsageError,
 )
-from policyengine.gather import gather_facts
+from policyengine.gather import LiveTickets, RecordedTickets, SuppliedTickets, gather_facts, ticket_records
 from policyengine.models import (
     Decision,
     Enforcement,
@@ -364,13 +364,15 @@ def _evidence_failed(decision: Decision, store_url: str, exc: PolicyEngineError)
 
 
 def _record(request: CheckRequest, policy: Policy, gathered: Any, decision: Decision,
-            store_url: str) -> dict[str, Any]:
-    """Write the bundle; return what the decision JSON says of it. Raises PolicyEngineError."""
+            store_url: str, raw: Mapping[str, bytes] | None = None) -> dict[str, Any]:
+    """Write the bundle; return what the decision JSON says of it. Raises PolicyEngineError.
+
+    ``raw``: more raw answers to keep under ``raw/`` (the ticket systems' records)."""
     from policyengine.evidence.bundle import member_path
     from policyengine.evidence.stores import open_store
     from policyengine.redact import EvidenceRedactor, ci_variables
 
-    extra = {f"raw/{name}": data for name, data in gathered.raw.items()}
+    extra = {f"raw/{name}": data for name, data in {**gathered.raw, **(raw or {})}.items()}
     base, depth = policy.base, 0
     while base is not None:  # the bases a policy extends are evidence too: replay needs them
         depth += 1
@@ -380,7 +382,7 @@ def _record(request: CheckRequest, policy: Policy, gathered: Any, decision: Deci
     if policy.waivers_file:  # the waivers file is evidence too: replay judges with the same waivers
         source = policy.waivers_file.get("source") or {}
         name = Path(str(source.get("path") or policy.waivers_file["path"])).name or "waivers.yml"
-        extra[f"{WAIVERS_MEMBER}{name}"] = policy.waivers_raw
+        extra[f"{WAIVERS_MEMBER}{member_path(name)}"] = policy.waivers_raw
     redactor = EvidenceRedactor.from_env(request.env)
     ci = ci_variables(request.env, redactor)
     if ci:
@@ -407,13 +409,15 @@ def _record(request: CheckRequest, policy: Policy, gathered: Any, decision: Deci
     return bundle
 
 
-def judge(policy: Policy, change: dict[str, Any], workspace: str | Path, now: datetime) -> Decision:
+def judge(policy: Policy, change: dict[str, Any], workspace: str | Path, now: datetime,
+          tickets: Mapping[str, Any] | None = None) -> Decision:
     """Gather the facts from ``workspace`` and judge, recording nothing (``policy test``, dry runs).
 
-    Nothing is written and nothing touches the network: the change is given, and the facts
-    come from the workspace alone.
+    Nothing is written and nothing touches the network: the change is given, the facts come
+    from the workspace alone, and ticket answers from ``tickets`` (a policy test case's
+    ``tickets``; a key without one is an error).
     """
-    facts = gather_facts(policy, change, Workspace(Path(workspace)))
+    facts = gather_facts(policy, change, Workspace(Path(workspace)), tickets=SuppliedTickets(tickets or {}))
     return evaluate(policy, facts, now)
 
 
@@ -438,7 +442,11 @@ def check(request: CheckRequest) -> CheckResult:
     _check_environments(request, gathered.change)
     _check_applies(policy, gathered.change)
     _check_waiver_approvers(policy, gathered.change)
-    facts = gather_facts(policy, gathered.change, Workspace(ws))
+    live = LiveTickets(request.env)
+    try:
+        facts = gather_facts(policy, gathered.change, Workspace(ws), tickets=live)
+    finally:
+        live.close()
 
     decision = evaluate(policy, facts, request.now)
     decision = dataclasses.replace(decision, simulated=request.simulate, clock={
@@ -447,7 +455,7 @@ def check(request: CheckRequest) -> CheckResult:
     # Record: a denied attempt is evidence too. If it cannot be recorded, the gate denies (exit 3).
     store_url = request.evidence_store or request.evidence_dir
     try:
-        bundle = _record(request, policy, gathered, decision, store_url)
+        bundle = _record(request, policy, gathered, decision, store_url, ticket_records(facts))
     except PolicyEngineError as exc:
         decision = _evidence_failed(decision, store_url, exc)
         bundle = {"error": exc.message}
@@ -493,7 +501,8 @@ def replay(store: Any, bundle_id: str) -> ReplayResult:
 
     The bundle's files are unpacked into a temporary workspace (``evidence.audit.unpack``
     checks every member name, so nothing lands outside it) and gathered from there, exactly
-    as ``check`` gathers them.
+    as ``check`` gathers them. Ticket answers are read from the bundle's ``raw/tickets/``
+    records, never asked again: a key without a record is an error on replay.
     """
     import tempfile
 
@@ -522,7 +531,8 @@ def replay(store: Any, bundle_id: str) -> ReplayResult:
             policy = with_waivers(policy, parse_waivers_file(raw, file=name, policy=policy),
                                   record=dict(recorded_file), spec=spec, raw=raw)
         at = str(unpacked.recorded.get("evaluated_at"))
-        facts = gather_facts(policy, unpacked.change, Workspace(ws))
+        tickets = RecordedTickets(_members(store, bundle_id, "raw/tickets/"))
+        facts = gather_facts(policy, unpacked.change, Workspace(ws), tickets=tickets)
         decision = evaluate(policy, facts, parse_instant(at, option="--now"))
     return compare(bundle_id, at, unpacked.recorded, decision, notes)
 
@@ -540,12 +550,18 @@ def _policy_bases(store: Any, bundle_id: str) -> list[tuple[str, bytes]]:
 
 def _waivers_member(store: Any, bundle_id: str) -> tuple[str, bytes] | None:
     """The ``waivers/<name>`` member of a bundle (the waivers file it was judged with), if any."""
+    members = _members(store, bundle_id, WAIVERS_MEMBER)
+    first = sorted(members)[:1]
+    return (first[0], members[first[0]]) if first else None
+
+
+def _members(store: Any, bundle_id: str, prefix: str) -> dict[str, bytes]:
+    """The members of a bundle whose names start with ``prefix`` (e.g. ``raw/tickets/``)."""
     import zipfile
 
     record = store.find(bundle_id)
     with store.open_bundle(record) as fh, zipfile.ZipFile(fh) as zf:
-        names = sorted(n for n in zf.namelist() if n.startswith(WAIVERS_MEMBER))
-        return (names[0], zf.read(names[0])) if names else None
+        return {n: zf.read(n) for n in zf.namelist() if n.startswith(prefix) and not n.endswith("/")}
 
 
 def compare(bundle_id: str, at: str, recorded: dict[str, Any], decision: Decision,

@@ -10,11 +10,12 @@ This is the I/O half of an evaluation; the judge (``policyengine.engine``) is th
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, Protocol
 
-from policyengine.errors import ReportError, WorkspaceError
+from policyengine.errors import PolicyEngineError, ReportError, WorkspaceError
 from policyengine.facts import (
     DocumentFact,
     DocumentRequest,
@@ -23,17 +24,151 @@ from policyengine.facts import (
     ReportFact,
     ReportsFact,
     ReportsRequest,
+    TicketAnswer,
+    TicketRequest,
+    TicketsFact,
 )
 from policyengine.models import FileRead
 from policyengine.policy import Policy, build_rules, policy_applies, when_skip
 from policyengine.workspace import Workspace
 
 
+class TicketSource(Protocol):
+    """Where ticket answers come from: the ticket systems (``LiveTickets``), an evidence bundle
+    (``RecordedTickets``) or a policy test case (``SuppliedTickets``)."""
+
+    def lookup(self, system: str, key: str, request: TicketRequest) -> TicketAnswer:
+        """The answer for ``key``; ``records`` then holds what it was read from."""
+        ...  # pragma: no cover - protocol
+
+    @property
+    def records(self) -> dict[str, bytes]:
+        """Raw records of the lookups made, by bundle member name under ``raw/``."""
+        ...  # pragma: no cover - protocol
+
+
+class OfflineTickets:
+    """Answers given in advance; a key without one is ``unavailable`` (nothing is ever asked).
+
+    ``answers``: ``{KEY: record}`` (``providers.ticketing`` records) or ``{KEY: TicketAnswer}``.
+    """
+
+    def __init__(self, answers: Mapping[str, Any] | None = None, *, origin: str = "supplied",
+                 missing: str = "no answer was supplied (this evaluation never asks the ticket system)") -> None:
+        self._answers = {str(k).upper(): v for k, v in (answers or {}).items()}
+        self._origin = origin
+        self._missing = missing
+        self.records: dict[str, bytes] = {}
+
+    def lookup(self, system: str, key: str, request: TicketRequest) -> TicketAnswer:
+        from policyengine.providers import jira, servicenow
+
+        given = self._answers.get(key.upper())
+        if isinstance(given, TicketAnswer):
+            return given
+        if not isinstance(given, Mapping) or given.get("system") not in (None, system):
+            return TicketAnswer(system, key, "unavailable", f"{key}: {self._missing}", origin=self._origin)
+        parse = jira.answer if system == "jira" else servicenow.answer
+        return parse(key, given, self._origin)
+
+
+class RecordedTickets(OfflineTickets):
+    """The records an evidence bundle keeps (``raw/tickets/<system>/<key>.json``): replay."""
+
+    def __init__(self, members: Mapping[str, bytes]) -> None:
+        answers: dict[str, Any] = {}
+        for name, data in members.items():
+            try:
+                record = json.loads(data.decode("utf-8"))
+            except (UnicodeDecodeError, ValueError):
+                continue  # unreadable: the key is then unavailable (error), never passing
+            if isinstance(record, dict) and isinstance(record.get("key"), str):
+                answers[record["key"]] = record
+        super().__init__(answers, origin="recorded",
+                         missing="no answer is recorded in the bundle (replay never asks the ticket system)")
+
+
+class SuppliedTickets(OfflineTickets):
+    """A policy test case's ``tickets``: ``{KEY: {status, type}}`` (Jira), ``{KEY: {approval, state,
+    start_date, end_date}}`` (ServiceNow), ``{KEY: {http_status: 404}}`` or a whole raw answer
+    ``{KEY: {http_status: 200, body: {...}}}``, or ``{KEY: not_found}``."""
+
+    def __init__(self, supplied: Mapping[str, Any]) -> None:
+        super().__init__({})
+        self._supplied = {str(k).upper(): v for k, v in supplied.items()}
+
+    def lookup(self, system: str, key: str, request: TicketRequest) -> TicketAnswer:
+        from policyengine.providers import jira, servicenow
+
+        given = self._supplied.get(key)
+        if given == "not_found":
+            given = {"http_status": 404}
+        if isinstance(given, Mapping):
+            if "http_status" in given:
+                record = {"system": system, "key": key, "request": None, "body": None,
+                          "error": None if given["http_status"] == 200 else f"HTTP {given['http_status']} "
+                                                                             "(supplied by the test case)",
+                          **given}
+            else:
+                record = (jira.supplied_record if system == "jira" else servicenow.supplied_record)(key, given)
+            self._answers[key] = record
+        return super().lookup(system, key, request)
+
+
+class LiveTickets:
+    """Ask the ticket systems (``providers.jira``, ``providers.servicenow``); keep every record."""
+
+    def __init__(self, env: Mapping[str, str]) -> None:
+        self.env = env
+        self.records: dict[str, bytes] = {}
+        self._sessions: dict[tuple[str, str | None], Any] = {}
+
+    def _session(self, system: str, pinned: str | None) -> Any:
+        from policyengine.providers.ticketing import BY_NAME, NotConfigured, open_session
+
+        slot = (system, pinned)
+        if slot not in self._sessions:
+            try:
+                self._sessions[slot] = open_session(BY_NAME[system], self.env, pinned)
+            except NotConfigured as exc:
+                self._sessions[slot] = str(exc)
+            except PolicyEngineError as exc:  # e.g. a POLICYENGINE_HTTP_* value that is not a number
+                self._sessions[slot] = exc.message
+        return self._sessions[slot]
+
+    def lookup(self, system: str, key: str, request: TicketRequest) -> TicketAnswer:
+        from policyengine.providers import jira, servicenow
+        from policyengine.providers.ticketing import encode, member_name, unavailable_record
+
+        pinned = request.jira_url if system == "jira" else request.servicenow_url
+        session = self._session(system, pinned)
+        if isinstance(session, str):
+            record = unavailable_record(system, key, session)
+        elif system == "jira":
+            record = jira.fetch(session, key, request.jira_api_version)
+        else:
+            record = servicenow.fetch(session, key)
+        self.records[member_name(system, key)] = encode(record)
+        return (jira.answer if system == "jira" else servicenow.answer)(key, record, "live")
+
+    def close(self) -> None:
+        for session in self._sessions.values():
+            if not isinstance(session, str):
+                session.close()
+
+
+NO_TICKETS = OfflineTickets(missing="the ticket system is not asked here (no ticket answers were given)")
+
+
 @dataclass(frozen=True)
 class GatherContext:
-    """Where gatherers read from."""
+    """Where gatherers read from: the workspace, the change (ticket keys are found in it) and
+    the ticket answers (asked live by ``check``; recorded or supplied otherwise)."""
 
     workspace: Workspace
+    change: Mapping[str, Any] = field(default_factory=dict)
+    tickets: Any = NO_TICKETS
+    """A ``TicketSource``; the default never touches the network."""
 
 
 def _reports(request: ReportsRequest, ctx: GatherContext) -> ReportsFact:
@@ -98,9 +233,23 @@ def _document(request: DocumentRequest, ctx: GatherContext) -> DocumentFact:
     return DocumentFact(rel, file=info, text=text, sections=sections(text))
 
 
+def _tickets(request: TicketRequest, ctx: GatherContext) -> TicketsFact:
+    """Ask for every key the change names (at most ``MAX_TICKET_KEYS``), each once."""
+    from policyengine.facts import MAX_TICKET_KEYS
+    from policyengine.rules.ticket import find_keys
+
+    keys = find_keys(ctx.change, request)
+    source = ctx.tickets
+    answers = tuple(source.lookup(system, key, request) for system, key, _where in keys[:MAX_TICKET_KEYS])
+    names = {f"tickets/{a.system}/{a.key}.json" for a in answers}
+    records = tuple(sorted((n, b) for n, b in source.records.items() if n in names))
+    return TicketsFact(answers=answers, records=records, skipped=tuple(k for _s, k, _w in keys[MAX_TICKET_KEYS:]))
+
+
 GATHERERS: Mapping[type, Callable[[Any, GatherContext], Any]] = {
     ReportsRequest: _reports,
     DocumentRequest: _document,
+    TicketRequest: _tickets,
 }
 """One gatherer per kind of fact request."""
 
@@ -117,8 +266,20 @@ def needed(policy: Policy, change: Mapping[str, Any]) -> list[FactRequest]:
     return wanted
 
 
-def gather_facts(policy: Policy, change: dict[str, Any], workspace: Workspace) -> Facts:
-    """Gather every fact the applicable rules of ``policy`` need for ``change``."""
-    ctx = GatherContext(workspace=workspace)
+def gather_facts(policy: Policy, change: dict[str, Any], workspace: Workspace, tickets: Any = None) -> Facts:
+    """Gather every fact the applicable rules of ``policy`` need for ``change``.
+
+    ``tickets``: where ticket answers come from (a ``TicketSource``); None never asks anyone,
+    so a ticket rule then errors: only ``check`` passes ``LiveTickets``."""
+    ctx = GatherContext(workspace=workspace, change=change, tickets=tickets if tickets is not None else NO_TICKETS)
     answers = {request: GATHERERS[type(request)](request, ctx) for request in needed(policy, change)}
     return Facts(change=change, answers=answers)
+
+
+def ticket_records(facts: Facts) -> dict[str, bytes]:
+    """The raw ticket records of ``facts``, by bundle member name under ``raw/``."""
+    out: dict[str, bytes] = {}
+    for fact in facts.answers.values():
+        if isinstance(fact, TicketsFact):
+            out.update(fact.records)
+    return out

@@ -325,6 +325,69 @@ def _holidays(old: Any, new: Any) -> tuple[str, str]:
     return UNDECIDED, f"holiday calendar changed from {_show(old)} to {_show(new)}: cannot tell whether it is weaker"
 
 
+# -- tickets ------------------------------------------------------------------------------------
+
+_TICKET_SOURCES = ["title", "branch", "description", "commits", "ticket"]
+
+
+def _pin(what: str) -> Compare:
+    """An instance URL: pinning it is stronger, unpinning weaker (the environment then decides)."""
+    def compare(old: Any, new: Any) -> tuple[str, str]:
+        if old == new:
+            return NEUTRAL, "same value"
+        if old is _MISSING:
+            return STRONGER, f"{what} pinned to {_show(new)}"
+        if new is _MISSING:
+            return WEAKER, f"{what} no longer pinned (the environment variable decides)"
+        return UNDECIDED, f"{what} changed from {_show(old)} to {_show(new)}: cannot tell whether this is weaker"
+    return compare
+
+
+def _sources(old: Any, new: Any) -> tuple[str, str]:
+    """Where keys are found: absent = everywhere; each more place is one more way to pass."""
+    return _more_is_weaker("key source")(_TICKET_SOURCES if old is _MISSING else old,
+                                         _TICKET_SOURCES if new is _MISSING else new)
+
+
+_TICKET_KEYS: dict[str, dict[str, Compare]] = {
+    "jira": {
+        "projects": _more_is_weaker("Jira project"),
+        "statuses": _more_is_weaker("allowed Jira status"),
+        "issue_types": _fewer_is_stronger("Jira issue types"),
+        "url": _pin("Jira instance"),
+        "api_version": _neutral("Jira REST API version"),
+    },
+    "servicenow": {
+        "pattern": _undecided_if_changed("ServiceNow change number pattern"),
+        "states": _undecided_if_changed("ServiceNow state codes"),
+        "url": _pin("ServiceNow instance"),
+    },
+}
+"""Directions inside a ticket rule's ``jira`` and ``servicenow`` blocks. Each more project,
+status or key source is one more way to pass (weaker); ``issue_types`` restricts (absent: any
+type). A block added to a rule is one more system whose tickets pass it (weaker); a block
+removed, one fewer (stronger)."""
+
+
+def _ticket_system(system: str, old: Any, new: Any) -> list[tuple[str, str, str]]:
+    label = "Jira" if system == "jira" else "ServiceNow"
+    if old is _MISSING or not isinstance(old, dict):
+        return [(system, WEAKER, f"{label} tickets now also satisfy the rule")] if isinstance(new, dict) else []
+    if new is _MISSING or not isinstance(new, dict):
+        return [(system, STRONGER, f"{label} tickets no longer satisfy the rule")]
+    out: list[tuple[str, str, str]] = []
+    for key in dict.fromkeys([*old, *new]):
+        a, b = old.get(key, _MISSING), new.get(key, _MISSING)
+        if a == b or _same_list(a, b):
+            continue
+        compare = _TICKET_KEYS[system].get(key) or _undecided_if_changed(key)
+        direction, message = compare(a, b)
+        if direction == NEUTRAL and message.startswith("same"):
+            continue
+        out.append((f"{system}.{key}", direction, f"{message} ({_show(a)} -> {_show(b)})"))
+    return out
+
+
 # -- the direction of every key -----------------------------------------------------------------
 
 _COMMON: dict[str, Compare] = {
@@ -362,9 +425,16 @@ _RULE_KEYS: dict[str, dict[str, Compare]] = {
         "timezone": _undecided_if_changed("timezone"),
         "holidays": _holidays,
     },
+    "ticket": {
+        "sources": _sources,
+        # compared key by key in _ticket_system; these only name them for the schema check
+        "jira": _undecided_if_changed("jira"),
+        "servicenow": _undecided_if_changed("servicenow"),
+    },
 }
 """For each rule type, how each parameter compares. ``allow``/``deny`` of deploy windows are
-compared window by window (``_allow_windows``, ``_deny_windows``)."""
+compared window by window (``_allow_windows``, ``_deny_windows``); a ticket rule's ``jira`` and
+``servicenow`` blocks key by key (``_TICKET_KEYS``)."""
 
 _NEGATED = {"allow_skipped", "allow_flaky"}  # true is the weaker value
 
@@ -400,6 +470,10 @@ def _rule_findings(rid: str, old: dict[str, Any], new: dict[str, Any]) -> list[F
             pairs = _allow_windows(a if a is not _MISSING else None, b if b is not _MISSING else None) \
                 if key == "allow" else _deny_windows(a if a is not _MISSING else [], b if b is not _MISSING else [])
             out += [Finding(f"{base}.{path}", direction, message) for path, direction, message in pairs]
+            continue
+        if rule_type == "ticket" and key in _TICKET_KEYS:
+            out += [Finding(f"{base}.{path}", direction, message)
+                    for path, direction, message in _ticket_system(key, a, b)]
             continue
         if a == b or _same_list(a, b):
             continue

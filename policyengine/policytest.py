@@ -18,6 +18,19 @@ and optionally a ``workspace/`` folder beside ``case.yml`` with the files the ru
 (test reports, the rollback plan), or ``workspace: PATH`` naming one relative to ``case.yml``
 (cases can share one); without either the workspace is empty. Each case is judged
 with the gate's judge (``gate.judge``): nothing is recorded and nothing touches the network.
+
+A policy with a ``ticket`` rule reads the ticket systems' answers from the case, never from
+the systems themselves; a key the case does not answer makes the rule ``error``:
+
+```yaml
+tickets:
+  PAY-101: {status: Done, type: Story}                 # Jira: fields.status.name, fields.issuetype.name
+  PAY-102: not_found                                   # Jira or ServiceNow: 404 / empty result
+  OPS-7: {http_status: 401}                            # any HTTP failure (401, 403, 500...)
+  CHG0030001: {approval: approved, state: "-2", start_date: "2026-11-24 14:00:00",
+               end_date: "2026-11-24 18:00:00"}        # ServiceNow raw values (UTC)
+  PAY-103: {http_status: 200, body: {fields: {status: {name: Done}}}}   # a whole raw answer
+```
 A case that is invalid (unknown key, bad time, invalid change) is an error (exit 2); a case
 whose outcome differs from what it expects is a failure (exit 1).
 """
@@ -50,6 +63,31 @@ CASE_SCHEMA: dict[str, Any] = {
         "now": {"type": "string", "minLength": 1},
         "change": {"type": ["string", "object"]},
         "workspace": {"type": "string", "minLength": 1},
+        "tickets": {
+            "type": "object",
+            "description": "The ticket systems' answers, by key: policy tests never ask them.",
+            "propertyNames": {"pattern": "^[A-Za-z0-9_-]{1,64}$", "title": "a ticket key (letters, digits, _ and -)"},
+            "additionalProperties": {
+                "if": {"type": "string"},
+                "then": {"const": "not_found"},
+                "else": {
+                        "type": "object",
+                        "additionalProperties": False,
+                        "minProperties": 1,
+                        "properties": {
+                            "status": {"type": "string"},
+                            "type": {"type": "string"},
+                            "issue_type": {"type": "string"},
+                            "approval": {"type": "string"},
+                            "state": {"type": ["string", "integer"]},
+                            "start_date": {"type": "string"},
+                            "end_date": {"type": "string"},
+                            "http_status": {"type": "integer", "minimum": 100, "maximum": 599},
+                            "body": {},
+                        },
+                },
+            },
+        },
         "expect": {
             "type": "object",
             "additionalProperties": False,
@@ -199,10 +237,10 @@ def run_suite(root: str | Path, *, policy_path: str | None = None) -> SuiteResul
         workspace = folder / str(data.get("workspace", "workspace"))
         now = parse_instant(str(data["now"]))
         if workspace.is_dir():
-            decision = judge(policy, change, workspace, now)
+            decision = judge(policy, change, workspace, now, tickets=data.get("tickets"))
         else:
             with tempfile.TemporaryDirectory(prefix="policyengine-case-") as empty:
-                decision = judge(policy, change, empty, now)
+                decision = judge(policy, change, empty, now, tickets=data.get("tickets"))
         result.cases.append(CaseResult(name=name, description=data.get("description"),
                                        differences=tuple(_compare(data, decision)), decision=decision.decision))
     return result

@@ -36,9 +36,16 @@ REDACTED = "[REDACTED]"
 TOKEN_VARIABLES = ("GITHUB_TOKEN", "GITLAB_TOKEN", "CI_JOB_TOKEN")
 """The code hosts' token variables the providers read (``providers/github.py``, ``gitlab.py``)."""
 
-SECRET_VARIABLES = (*TOKEN_VARIABLES, "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")
-"""Every variable whose value is a secret wherever it appears: the code hosts' tokens, and the
-S3 store's credentials (read by boto3 from the standard AWS variables)."""
+TICKET_SECRET_VARIABLES = ("JIRA_API_TOKEN", "JIRA_TOKEN", "SERVICENOW_PASSWORD", "SERVICENOW_TOKEN")
+"""The ticket systems' secrets (``providers/ticketing.py``): Jira Cloud's API token, Jira Data
+Center's personal access token, ServiceNow's password and OAuth token."""
+
+SECRET_VARIABLES = (*TOKEN_VARIABLES, "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", *TICKET_SECRET_VARIABLES)
+"""Every variable whose value is a secret wherever it appears: the code hosts' tokens, the
+S3 store's credentials (read by boto3 from the standard AWS variables) and the ticket systems'."""
+
+_BASIC_PAIRS = (("JIRA_EMAIL", "JIRA_API_TOKEN"), ("SERVICENOW_USER", "SERVICENOW_PASSWORD"))
+"""User and secret variables sent together as HTTP basic credentials: the base64 of the pair is a secret too."""
 
 SECRET_SUFFIXES = ("_TOKEN", "_SECRET", "_PASSWORD", "_WEBHOOK_URL", "_WEBHOOK")
 """A ``POLICYENGINE_*`` variable whose name ends so holds a secret too (e.g. a webhook URL)."""
@@ -48,7 +55,12 @@ def secret_values(env: Mapping[str, str]) -> list[str]:
     """The secret values ``env`` holds: ``SECRET_VARIABLES``, ``POLICYENGINE_*`` secrets, and
     the signing key (``--signing-key env:VAR`` names a variable holding the PEM text; the PEM
     text given in place of a file name is a secret as well)."""
+    import base64
+
     values = [env.get(name, "") for name in SECRET_VARIABLES]
+    for user, secret in _BASIC_PAIRS:
+        if env.get(user) and env.get(secret):
+            values.append(base64.b64encode(f"{env[user].strip()}:{env[secret]}".encode()).decode("ascii"))
     values += [v for k, v in env.items() if k.startswith("POLICYENGINE_") and k.endswith(SECRET_SUFFIXES)]
     key = env.get("POLICYENGINE_SIGNING_KEY", "")
     if key.startswith("env:"):

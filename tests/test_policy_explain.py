@@ -33,6 +33,7 @@ def test_every_rule_type_is_explained_with_points_of_focus() -> None:
         "checks_passed": "checks: [build]",
         "rollback_plan": "path: R.md\n    required_sections: [Steps]\n    min_length: 10",
         "deploy_window": "timezone: UTC\n    allow: [{days: [mon], between: ['09:00', '10:00']}]\n    holidays: US",
+        "ticket": "jira: {projects: [PAY], statuses: [Done], issue_types: [Story]}\n    servicenow: {}",
     }
     assert set(rules) == set(RULE_TYPES)
     body = "".join(f"  - id: {t}\n    type: {t}\n    {p}\n" for t, p in rules.items())
@@ -47,6 +48,8 @@ def test_every_rule_type_is_explained_with_points_of_focus() -> None:
     assert "a flaky test" in by_id["tests_passed"]["fails_when"]
     assert "mon 09:00-10:00" in by_id["deploy_window"]["requires"]
     assert "public holiday of US" in by_id["deploy_window"]["requires"]
+    assert "a Jira issue of PAY in status 'Done' of type Story or a ServiceNow change request" in \
+        by_id["ticket"]["requires"]
     for row in data["rules"]:
         assert row["points_of_focus"] and set(row["points_of_focus"]) <= set(FOCUS.values())
         assert row["fails_when"] and row["errors_when"] and row["evidence"]

@@ -20,7 +20,7 @@ from policyengine.policy import build_rules, load_change, load_policy
 POLICIES = Path(__file__).resolve().parent / "fixtures" / "policies"
 ACCEPTANCE = (POLICIES / "acceptance.yml").read_text(encoding="utf-8")
 SCHEMA_FILE = Path(__file__).resolve().parents[1] / "schemas" / "policy.schema.json"
-KNOWN = "approvals, checks_passed, deploy_window, rollback_plan, tests_passed"
+KNOWN = "approvals, checks_passed, deploy_window, rollback_plan, tests_passed, ticket"
 
 
 def write(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, text: str | bytes, name: str = "acceptance.yml") -> str:

@@ -75,7 +75,8 @@ def test_merge_request_approvals_allow_end_to_end(api: FakeAPI, monkeypatch: pyt
         "number": 7, "title": "MR 7", "author": "alice", "head_commit": HEAD, "merge_commit": None,
         "squash_commit": SQUASH,
         "url": "https://gitlab.example.com/acme/payments/-/merge_requests/7", "state": "merged", "merged_by": "dana",
-        "base_ref": "main", "labels": ["payments"]}
+        "base_ref": "main", "head_ref": "test1", "description": "fixed login page css paddings",
+        "labels": ["payments"]}
     assert change["reviews"] == [
         {"user": "bob", "state": "approved", "commit": HEAD, "submitted_at": None, "permission": "write",
          "role": "Developer"},

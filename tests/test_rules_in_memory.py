@@ -32,7 +32,8 @@ from policyengine.rules.deploy_window import DeployWindowRule
 from policyengine.rules.rollback_plan import MAX_PLAN_BYTES, RollbackPlanRule
 from policyengine.rules.tests_passed import TestsPassedRule
 
-COVERED = {"approvals", "checks_passed", "deploy_window", "rollback_plan", "tests_passed"}
+COVERED = {"approvals", "checks_passed", "deploy_window", "rollback_plan", "tests_passed",
+           "ticket"}  # ticket: tests/test_ticket_rule.py
 
 
 def test_every_rule_type_has_in_memory_tests() -> None:

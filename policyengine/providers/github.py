@@ -78,6 +78,17 @@ def first_line(message: Any) -> str | None:
     return message.strip().splitlines()[0] if message.strip() else ""
 
 
+def message_body(message: Any) -> str | None:
+    """The commit message after its subject line (None when there is nothing after it).
+
+    ``Facts.finish`` puts it on one line; the ticket rule reads keys from it (``Refs: PAY-101``)."""
+    if not isinstance(message, str):
+        return None
+    lines = message.strip().splitlines()[1:]
+    rest = "\n".join(lines).strip()
+    return rest or None
+
+
 def co_authors(message: Any, noreply: re.Pattern[str] = _GITHUB_NOREPLY_RE) -> list[str]:
     """Logins (from no-reply addresses) or e-mail addresses of ``Co-authored-by:`` trailers.
 
@@ -385,6 +396,8 @@ def map_pull(pr: dict[str, Any]) -> dict[str, Any]:
         "state": "merged" if merged else pr.get("state"),
         "merged_by": _login(pr.get("merged_by")),
         "base_ref": (pr.get("base") or {}).get("ref"),
+        "head_ref": (pr.get("head") or {}).get("ref"),
+        "description": pr.get("body") if isinstance(pr.get("body"), str) else None,
         "labels": [lbl["name"] for lbl in pr.get("labels") or [] if isinstance(lbl, dict) and lbl.get("name")],
     }
     return out
@@ -484,7 +497,7 @@ def map_commit(item: dict[str, Any], pull_request: int | None) -> dict[str, Any]
             return m.group(1) if m else email.lower()
         return person.get("name") or None
 
-    return {
+    out = {
         "sha": str(item["sha"]).lower(),
         "author": who("author"),
         "committer": who("committer"),
@@ -492,6 +505,10 @@ def map_commit(item: dict[str, Any], pull_request: int | None) -> dict[str, Any]
         "message": first_line(commit.get("message")),
         "pull_request": pull_request,
     }
+    body = message_body(commit.get("message"))
+    if body:  # only when the message has more than its subject (e.g. a Refs: PAY-101 trailer)
+        out["body"] = body
+    return out
 
 
 def map_check_run(run: dict[str, Any]) -> dict[str, Any]:

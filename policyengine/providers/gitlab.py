@@ -52,6 +52,7 @@ from policyengine.providers.github import (
     finish_range,
     first_line,
     listed_files,
+    message_body,
     needs_lookup,
     range_note,
     record_permissions,
@@ -177,6 +178,8 @@ def map_merge_request(mr: dict[str, Any]) -> dict[str, Any]:
         "state": mr.get("state"),
         "merged_by": _username(mr.get("merge_user")) or _username(mr.get("merged_by")),
         "base_ref": mr.get("target_branch"),
+        "head_ref": mr.get("source_branch"),
+        "description": mr.get("description") if isinstance(mr.get("description"), str) else None,
         "labels": labels,
     }
 
@@ -208,7 +211,7 @@ def _person(email: Any, name: Any) -> str | None:
 def map_commit(c: dict[str, Any], pull_request: int | None) -> dict[str, Any]:
     """One commit. GitLab gives names and e-mails, not usernames: a no-reply address gives the username."""
     message = c.get("message") or c.get("title")
-    return {
+    out = {
         "sha": str(c["id"]).lower(),
         "author": _person(c.get("author_email"), c.get("author_name")),
         "committer": _person(c.get("committer_email"), c.get("committer_name")),
@@ -216,6 +219,10 @@ def map_commit(c: dict[str, Any], pull_request: int | None) -> dict[str, Any]:
         "message": first_line(message),
         "pull_request": pull_request,
     }
+    body = message_body(message)
+    if body:  # only when the message has more than its subject (e.g. a Refs: PAY-101 trailer)
+        out["body"] = body
+    return out
 
 
 def map_job(job: dict[str, Any], sha: str) -> dict[str, Any]:

@@ -9,10 +9,11 @@ from policyengine.rules.deploy_window import DeployWindowRule
 from policyengine.rules.policy_owners import PolicyOwnersRule
 from policyengine.rules.rollback_plan import RollbackPlanRule
 from policyengine.rules.tests_passed import TestsPassedRule
+from policyengine.rules.ticket import TicketRule
 
 RULE_TYPES: dict[str, type[RuleType]] = {
     cls.type_name: cls
-    for cls in (ApprovalsRule, TestsPassedRule, ChecksPassedRule, RollbackPlanRule, DeployWindowRule)
+    for cls in (ApprovalsRule, TestsPassedRule, ChecksPassedRule, RollbackPlanRule, DeployWindowRule, TicketRule)
 }
 
 IMPLICIT_RULE_TYPES: dict[str, type[RuleType]] = {PolicyOwnersRule.type_name: PolicyOwnersRule}
