@@ -180,7 +180,7 @@ def test_an_outcome_and_a_review_are_appended_linked_signed_and_the_evaluation_i
     rows = json.loads(cli("evidence", "list", "--archive", root, "--kind", "outcome", "--json").stdout)
     assert [r["id"] for r in rows] == [outcome["id"]] and rows[0]["about_id"] == ref.id
     rows = json.loads(cli("evidence", "list", "--archive", root, "--kind", "evaluation", "--json").stdout)
-    assert [(r["id"], r["kind"]) for r in rows] == [(ref.id, "evaluation")]
+    assert [(r["id"], r["kind"]) for r in rows] == [(ref.id, None)]
 
 
 def test_an_evaluation_written_after_a_record_continues_the_same_chain(archive: LocalArchive) -> None:
@@ -206,7 +206,7 @@ def test_old_archives_without_kinds_and_old_query_caches_still_work(archive: Loc
                            "sha256 TEXT NOT NULL, policy_sha256 TEXT, sequence INTEGER, previous_sha256 TEXT, "
                            "signed_by TEXT, line INTEGER); PRAGMA user_version = 2;")
     rows = json.loads(cli("evidence", "list", "--archive", str(archive.root), "--json").stdout)
-    assert [(r["id"], r["kind"]) for r in rows] == [(ref.id, "evaluation")]
+    assert [(r["id"], r["kind"]) for r in rows] == [(ref.id, None)]
     # A line that says "kind": "evaluation" is an evaluation too.
     rewrite_index(archive, ref.id, kind="evaluation")
     assert archive.verify().ok

@@ -97,8 +97,6 @@ def evidence_list(archive: str, since: str | None, until: str | None, environmen
     q = Query(since=parse_bound(since, "--since", end=False), until=parse_bound(until, "--until", end=True),
               environment=environment, repository=repository, decision=decision, kind=kind)
     rows, bad = store.query(q)
-    for r in rows:
-        r["kind"] = r.get("kind") or "evaluation"
     for note in getattr(store, "notes", []):
         err(f"warning: {note}")
     if bad:
@@ -121,7 +119,7 @@ def evidence_list(archive: str, since: str | None, until: str | None, environmen
         click.echo(f"no bundles in {archive}" + (" match" if any(vars(q).values()) else ""))
         return EXIT_ALLOW
     cells = [[r["id"], r["created_at"], r["environment"] or "", r["repository"] or "", (r["commit"] or "")[:12],
-              r["kind"], r["decision"], "yes" if r["signed_by"] else "no"] for r in rows]
+              r.get("kind") or "evaluation", r["decision"], "yes" if r["signed_by"] else "no"] for r in rows]
     widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(_LIST_COLS)]
     lines = ["  ".join(c.upper().ljust(w) for c, w in zip(_LIST_COLS, widths, strict=True)).rstrip()]
     lines += ["  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip() for row in cells]
