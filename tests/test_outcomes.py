@@ -545,3 +545,48 @@ def test_the_previous_deploy_can_require_a_signing_key() -> None:
     assert latest_deploy([signed, unsigned], "acme/payments", "production")["id"] == unsigned["id"]  # type: ignore[index]
     found = latest_deploy([signed, unsigned], "acme/payments", "production", signed_by="k" * 64)
     assert found is not None and found["id"] == signed["id"]
+
+
+# -- the audit export ---------------------------------------------------------------------------------
+
+
+def test_an_audit_export_lists_records_beside_the_population_and_verifies(
+        archive: LocalArchive, keys: tuple[Path, Path], tmp_path: Path) -> None:
+    key = load_signing_key(str(keys[0]))
+    ref = evaluate(archive, key=key)
+    rec = archive.append_record("outcome", archive.find(ref.id), {"status": "rolled_back", "by": "dana",
+                                                                    "by_verified": False, "note": "INC-7"},
+                                signing_key=key)
+    day = EARLIER.strftime("%Y-%m-%d")
+    out_zip = tmp_path / "export.zip"
+    args = ("audit", "export", "--archive", str(archive.root), "--since", day, "--until",
+            NOW.strftime("%Y-%m-%d"), "--sample", "5", "--seed", "1", "--public-key", str(keys[1]),
+            "--signing-key", str(keys[0]), "-o", str(out_zip))
+    result = cli(*args)
+    assert result.returncode == 0, result.stdout + result.stderr
+    with zipfile.ZipFile(out_zip) as zf:
+        population = zf.read("population.csv").decode()
+        records = zf.read("records.csv").decode().splitlines()
+        sampled = [n for n in zf.namelist() if n.startswith("bundles/") and n.endswith(".zip")]
+    assert ref.id in population and rec.id not in population  # the population holds evaluations only
+    assert sampled == [f"bundles/{ref.id}.zip"]
+    assert records[0].startswith("id,kind,about_id")
+    assert records[1].startswith(f"{rec.id},outcome,{ref.id},{ref.sha256},rolled_back,")
+    assert ",dana,no (self-asserted),INC-7," in records[1]
+    verified = cli("evidence", "verify", "--archive", str(out_zip), "--public-key", str(keys[1]))
+    assert verified.returncode == 0, verified.stdout
+    # A forged record about the period refuses the export.
+    staging = evaluate(archive, key=key, environment="staging")
+    forge(archive, outcome_doc(staging, environment="production"), ("acme/payments", "production"), key)
+    out_zip.unlink()
+    result = cli(*args)
+    assert result.returncode == 1 and "FAIL  link" in result.stdout + result.stderr
+    assert not out_zip.exists()
+
+
+def test_a_record_cannot_be_replayed(archive: LocalArchive) -> None:
+    ref = evaluate(archive)
+    rec = archive.append_record("review", archive.find(ref.id), {"result": "ok", "by": "erin", "by_verified": False,
+                                                                   "note": "n"})
+    out = cli("evidence", "replay", "--archive", str(archive.root), rec.id)
+    assert out.returncode == 2 and "not an evaluation" in out.stderr
