@@ -590,3 +590,26 @@ def test_a_record_cannot_be_replayed(archive: LocalArchive) -> None:
                                                                    "note": "n"})
     out = cli("evidence", "replay", "--archive", str(archive.root), rec.id)
     assert out.returncode == 2 and "not an evaluation" in out.stderr
+
+
+def test_record_documents_and_predicates_validate_against_the_published_schema(
+        archive: LocalArchive, keys: tuple[Path, Path]) -> None:
+    import base64
+
+    jsonschema = pytest.importorskip("jsonschema")
+    schema = json.loads((Path(__file__).resolve().parents[1] / "schemas" / "record.schema.json").read_text())
+    key = load_signing_key(str(keys[0]))
+    ref = evaluate(archive, key=key)
+    out = archive.append_record("outcome", archive.find(ref.id), {"status": "failed", "by": "dana",
+                                                                    "by_verified": True, "by_source": "GITHUB_ACTOR",
+                                                                    "ci": {"CI": "true"}}, signing_key=key)
+    rev = archive.append_record("review", archive.find(ref.id), {"result": "issues", "by": "erin",
+                                                                   "by_verified": False, "note": "n"})
+    for rec in (out, rev):
+        content = members(archive.root / rec.path)
+        jsonschema.validate(json.loads(content[RECORD]), schema)
+        predicate = json.loads(base64.b64decode(json.loads(content["attestation.intoto.json"])["payload"]))["predicate"]
+        jsonschema.validate(predicate, {**schema, "$ref": "#/$defs/predicate"})
+    bad = {**json.loads(members(archive.root / out.path)[RECORD]), "result": "ok"}
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(bad, schema)
