@@ -9,12 +9,13 @@ from pathlib import Path
 import pytest
 from fake_servers import FakeAPI, gitlab_env
 from test_provider_gitlab import SQUASH, approved_mr
-from test_provider_integration_files import GITLAB, POLICY, load, run_template
+from test_provider_github import POLICY
+from test_provider_integration_files import GITLAB, load, run_template
 
 from policyengine.evidence.archive import LocalArchive
 
 
-def _gate(tmp_path: Path) -> tuple[str, dict[str, bytes]]:
+def _gate(tmp_path: Path) -> tuple[str, dict[str, str | bytes]]:
     with FakeAPI("/api/v4") as api:
         approved_mr(api)
         env = {**gitlab_env(api, SQUASH), "POLICYENGINE_POLICY": str(POLICY)}
@@ -23,7 +24,7 @@ def _gate(tmp_path: Path) -> tuple[str, dict[str, bytes]]:
     project = tmp_path / "gate" / "project"
     dotenv = dict(line.split("=", 1) for line in (project / "policyengine.env").read_text().splitlines())
     folder = project / "policyengine-evidence"
-    files = {p.relative_to(project).as_posix(): p.read_bytes() for p in folder.rglob("*") if p.is_file()
+    files: dict[str, str | bytes] = {p.relative_to(project).as_posix(): p.read_bytes() for p in folder.rglob("*") if p.is_file()
              and p.name != "index.sqlite"}
     return dotenv["POLICYENGINE_BUNDLE_ID"], files
 

@@ -542,7 +542,8 @@ def test_the_previous_deploy_predicate(case: str, deployment: bool, previous: bo
 
 def test_the_previous_deploy_can_require_a_signing_key() -> None:
     signed, unsigned = _eval(1, signed_by="k" * 64), _eval(2)
-    assert latest_deploy([signed, unsigned], "acme/payments", "production")["id"] == unsigned["id"]  # type: ignore[index]
+    found = latest_deploy([signed, unsigned], "acme/payments", "production")
+    assert found is not None and found["id"] == unsigned["id"]
     found = latest_deploy([signed, unsigned], "acme/payments", "production", signed_by="k" * 64)
     assert found is not None and found["id"] == signed["id"]
 
@@ -613,3 +614,25 @@ def test_record_documents_and_predicates_validate_against_the_published_schema(
     bad = {**json.loads(members(archive.root / out.path)[RECORD]), "result": "ok"}
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.validate(bad, schema)
+
+
+@pytest.mark.parametrize(("env", "actor"), [
+    ({"CI": "true", "GITHUB_ACTOR": "dana"}, ("dana", "GITHUB_ACTOR")),
+    ({"CI": "1", "GITLAB_USER_LOGIN": "Dana"}, ("Dana", "GITLAB_USER_LOGIN")),
+    ({"GITHUB_ACTIONS": "true", "GITHUB_ACTOR": "bot", "GITHUB_TRIGGERING_ACTOR": "dana"},
+     ("dana", "GITHUB_TRIGGERING_ACTOR")),
+    ({"GITLAB_CI": "true", "GITLAB_USER_LOGIN": "dana", "GITHUB_ACTOR": "other"}, ("dana", "GITLAB_USER_LOGIN")),
+])
+def test_the_ci_actor_comes_from_the_ci_that_runs_the_job(env: dict[str, str], actor: tuple[str, str]) -> None:
+    found = resolve_actor(env, None, in_ci=True)
+    assert (found.login, found.source, found.verified) == (*actor, True)
+    assert resolve_actor(env, actor[0].upper(), in_ci=True).login == actor[0]
+    with pytest.raises(UsageError, match="is not the CI actor"):
+        resolve_actor(env, "mallory", in_ci=True)
+
+
+@pytest.mark.parametrize("env", [{"CI": "true"}, {"GITHUB_ACTIONS": "true", "GITLAB_USER_LOGIN": "dana"},
+                                 {"CI": "true", "GITHUB_ACTOR": "dana", "GITLAB_USER_LOGIN": "erin"}])
+def test_a_ci_whose_actor_cannot_be_told_is_refused(env: dict[str, str]) -> None:
+    with pytest.raises(UsageError):
+        resolve_actor(env, "dana", in_ci=True)

@@ -306,19 +306,25 @@ class Actor:
 
 
 def ci_actor(env: Mapping[str, str]) -> tuple[str, str] | None:
-    """The CI's actor and the variable it came from (GitHub: ``GITHUB_TRIGGERING_ACTOR``, else
-    ``GITHUB_ACTOR``; GitLab: ``GITLAB_USER_LOGIN``), or None when the CI names none.
+    """The CI's actor and the variable it came from, or None when the CI names none.
 
-    Raise UsageError when both code hosts claim the job and name different people.
+    GitHub: ``GITHUB_TRIGGERING_ACTOR``, else ``GITHUB_ACTOR``; GitLab: ``GITLAB_USER_LOGIN``.
+    Under ``GITHUB_ACTIONS=true`` / ``GITLAB_CI=true`` that host's variable is the actor; under a
+    plain ``CI`` whichever of them is set. Raise UsageError when two name different people.
     """
-    found: list[tuple[str, str]] = []
-    if (env.get("GITHUB_ACTIONS") or "").strip().casefold() == "true":
-        for name in ("GITHUB_TRIGGERING_ACTOR", "GITHUB_ACTOR"):
-            if (env.get(name) or "").strip():
-                found.append((env[name].strip(), name))
-                break
-    if (env.get("GITLAB_CI") or "").strip().casefold() == "true" and (env.get("GITLAB_USER_LOGIN") or "").strip():
-        found.append((env["GITLAB_USER_LOGIN"].strip(), "GITLAB_USER_LOGIN"))
+    def flag(name: str) -> bool:
+        return (env.get(name) or "").strip().casefold() == "true"
+
+    github = next(((env[n].strip(), n) for n in ("GITHUB_TRIGGERING_ACTOR", "GITHUB_ACTOR")
+                   if (env.get(n) or "").strip()), None)
+    gitlab = (env["GITLAB_USER_LOGIN"].strip(), "GITLAB_USER_LOGIN") if (env.get("GITLAB_USER_LOGIN") or "").strip() \
+        else None
+    if flag("GITHUB_ACTIONS") and not flag("GITLAB_CI"):
+        found = [github] if github else []
+    elif flag("GITLAB_CI") and not flag("GITHUB_ACTIONS"):
+        found = [gitlab] if gitlab else []
+    else:
+        found = [a for a in (github, gitlab) if a is not None]
     if not found:
         return None
     if len({login.casefold() for login, _ in found}) > 1:
