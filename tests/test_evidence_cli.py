@@ -55,7 +55,7 @@ def test_list_filters_and_formats(populated: LocalArchive) -> None:
     result = cli("evidence", "list", "--archive", root, "--repository", "acme/shop", "--until",
                  "2026-09-11T12:00:00Z")
     lines = result.stdout.splitlines()
-    assert lines[0].split() == ["ID", "CREATED_AT", "ENVIRONMENT", "REPOSITORY", "COMMIT", "DECISION", "SIGNED"]
+    assert lines[0].split() == ["ID", "CREATED_AT", "ENVIRONMENT", "REPOSITORY", "COMMIT", "KIND", "DECISION", "SIGNED"]
     assert len(lines) == 2  # until is exclusive for a time
     assert cli("evidence", "list", "--archive", root, "--since", "yesterday").returncode == 2
 

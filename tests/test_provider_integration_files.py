@@ -101,7 +101,11 @@ def test_action_inputs_outputs_and_env_only_inputs() -> None:
 
 def test_gitlab_template_shape_and_quoting() -> None:
     doc = load(GITLAB)
-    assert list(doc) == [".policyengine-gate"]
+    assert list(doc) == [".policyengine-gate", ".policyengine-outcome"]
+    outcome = doc[".policyengine-outcome"]
+    assert outcome["when"] == "always" and outcome["script"][0] == doc[".policyengine-gate"]["script"][0]
+    for item in outcome["script"]:
+        assert "$" not in re.sub(r'"[^"]*"', '""', item), f"unquoted variable in: {item!r}"
     job = doc[".policyengine-gate"]
     assert job["artifacts"]["when"] == "always"
     assert job["artifacts"]["reports"] == {"junit": "policyengine-junit.xml", "dotenv": "policyengine.env"}
@@ -258,9 +262,10 @@ def run_action_gate(tmp_path: Path, env: dict[str, str], fail_on_deny: str = "tr
 
 def run_template(tmp_path: Path, env: dict[str, str], installed: str = REAL_POLICYENGINE, plant: bool = False,
                  shell: str = "bash", lock: str | None = "policyengine-gate==0.1.0 \\\n    --hash=sha256:" + "0" * 64,
-                 files: dict[str, str | bytes] | None = None) -> subprocess.CompletedProcess[str]:
+                 files: dict[str, str | bytes] | None = None,
+                 job_name: str = ".policyengine-gate") -> subprocess.CompletedProcess[str]:
     """Run the template's whole script as GitLab would: one shell, `set -e` (bash: and pipefail)."""
-    job = load(GITLAB)[".policyengine-gate"]
+    job = load(GITLAB)[job_name]
     project, tmp = tmp_path / "project", tmp_path / "tmp"
     project.mkdir(parents=True, exist_ok=True)  # a test may have recorded trusted history in it
     tmp.mkdir()

@@ -1,4 +1,5 @@
-"""`policyengine evidence`: list, show, get, verify and replay bundles (local folder or S3)."""
+"""`policyengine evidence`: list, show, get, verify and replay bundles (local folder or S3); record
+what happened after the gate (`record-outcome`) and the post-implementation `review`."""
 
 from __future__ import annotations
 
@@ -63,7 +64,7 @@ def evidence() -> None:
     """List, show, fetch, verify and replay evidence bundles (a folder or an S3 bucket)."""
 
 
-_LIST_COLS = ("id", "created_at", "environment", "repository", "commit", "decision", "signed")
+_LIST_COLS = ("id", "created_at", "environment", "repository", "commit", "kind", "decision", "signed")
 
 
 @evidence.command("list", context_settings=CONTEXT)
@@ -73,10 +74,12 @@ _LIST_COLS = ("id", "created_at", "environment", "repository", "commit", "decisi
 @click.option("--environment", metavar="NAME", help="Only this environment.")
 @click.option("--repository", metavar="OWNER/NAME", help="Only this repository.")
 @click.option("--decision", type=click.Choice(["allow", "deny"]), help="Only this decision.")
+@click.option("--kind", type=click.Choice(["evaluation", "outcome", "review"]),
+              help="Only evaluations, or only linked records of this kind.")
 @click.option("--json", "fmt", flag_value="json", help="Print JSON.")
 @click.option("--csv", "fmt", flag_value="csv", help="Print CSV.")
 def evidence_list(archive: str, since: str | None, until: str | None, environment: str | None,
-                  repository: str | None, decision: str | None, fmt: str | None) -> int:
+                  repository: str | None, decision: str | None, kind: str | None, fmt: str | None) -> int:
     """List bundles, oldest first, as a table (default), JSON or CSV.
 
     Served from the archive's SQLite index (index.sqlite), rebuilt from index.jsonl when missing
@@ -92,7 +95,7 @@ def evidence_list(archive: str, since: str | None, until: str | None, environmen
 
     store = open_archive(archive)
     q = Query(since=parse_bound(since, "--since", end=False), until=parse_bound(until, "--until", end=True),
-              environment=environment, repository=repository, decision=decision)
+              environment=environment, repository=repository, decision=decision, kind=kind)
     rows, bad = store.query(q)
     for note in getattr(store, "notes", []):
         err(f"warning: {note}")
@@ -116,7 +119,7 @@ def evidence_list(archive: str, since: str | None, until: str | None, environmen
         click.echo(f"no bundles in {archive}" + (" match" if any(vars(q).values()) else ""))
         return EXIT_ALLOW
     cells = [[r["id"], r["created_at"], r["environment"] or "", r["repository"] or "", (r["commit"] or "")[:12],
-              r["decision"], "yes" if r["signed_by"] else "no"] for r in rows]
+              r.get("kind") or "evaluation", r["decision"], "yes" if r["signed_by"] else "no"] for r in rows]
     widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(_LIST_COLS)]
     lines = ["  ".join(c.upper().ljust(w) for c, w in zip(_LIST_COLS, widths, strict=True)).rstrip()]
     lines += ["  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip() for row in cells]
@@ -136,9 +139,12 @@ def evidence_show(archive: str, public_key: str | None, bundle_id: str) -> int:
       policyengine evidence show --archive evidence 20261124T150000Z-0a1b2c3d4e5f
     """
     from policyengine.evidence.audit import read_bundle
+    from policyengine.evidence.records import is_evaluation
 
     store = open_archive(archive)
     key = load_key(public_key)
+    if not is_evaluation(store.find(bundle_id)):
+        return _show_record(store, key, bundle_id)
     b = read_bundle(store, bundle_id)
     d, c, m, r = b.decision, b.change, b.manifest, b.record
     pr = c.get("pull_request") or {}
@@ -176,21 +182,113 @@ def evidence_show(archive: str, public_key: str | None, bundle_id: str) -> int:
     redacted = [e["path"] for e in m.get("members", []) if e.get("redacted")]
     out.append(f"members     {len(m.get('members', []))} listed"
                + (f"; redacted: {', '.join(redacted)}" if redacted else ""))
+    linked_ok = True
+    linked = store.linked_records(bundle_id)
+    for kind in ("outcome", "review"):
+        mine = [r for r in linked if r.get("kind") == kind]
+        if not mine:
+            out.append(f"{kind:11} none recorded")
+        for r in mine:
+            lines, ok = _linked_lines(store, key, r)
+            out += lines
+            linked_ok = linked_ok and ok
+    for r in linked:
+        if r.get("kind") not in ("outcome", "review"):
+            lines, ok = _linked_lines(store, key, r)
+            out += lines
+            linked_ok = linked_ok and ok
     report = store.verify([bundle_id], key)
+    out += _integrity_lines(report, bundle_id, key, "bundle")
+    click.echo("\n".join(out))
+    return EXIT_ALLOW if report.ok and linked_ok else EXIT_DENY
+
+
+def _integrity_lines(report: Any, bundle_id: str, key: Any, what: str) -> list[str]:
     sig = report.signatures.get(bundle_id, "?")
-    out.append(f"signature   {_SIGNATURE_WORDS.get(sig, sig)}")
+    out = [f"signature   {_SIGNATURE_WORDS.get(sig, sig)}"]
     if not report.ok:
         out.append(f"integrity   FAILED: {len(report.problems)} problem(s)")
         out += [f"  {p.check}: {p.message}" for p in report.problems]
     elif key is not None and sig == "valid":
-        out.append("integrity   ok: digests, statement, signature and chain link verified")
+        out.append("integrity   ok: digests, statement, signature and chain link verified"
+                   + ("; it names a real evaluation of its chain" if what == "record" else ""))
     elif sig == "unchecked":
         out.append("integrity   NOT PROVEN: digests and chain link consistent, but the signature was not "
                    "checked (give --public-key)")
     else:
-        out.append("integrity   NOT PROVEN: digests and chain link consistent, but the bundle is unsigned: "
+        out.append(f"integrity   NOT PROVEN: digests and chain link consistent, but the {what} is unsigned: "
                    "anyone able to write the archive could have made it")
     out += [f"warning: {w.message}" for w in report.warnings]
+    return out
+
+
+def _who(doc: dict[str, Any]) -> str:
+    """Who recorded a record, and whether the CI vouches for it."""
+    if doc.get("by_verified") is True:
+        return f"{doc.get('by')} (verified: the CI actor, {doc.get('by_source')})"
+    return f"{doc.get('by')} (SELF-ASSERTED: recorded outside CI, not verified)"
+
+
+def _linked_lines(store: Any, key: Any, record: dict[str, Any]) -> tuple[list[str], bool]:
+    """What `show` of an evaluation says of one record linked to it, and whether that record verifies."""
+    from policyengine.errors import EvidenceError
+    from policyengine.evidence.outcomes import read_record
+
+    kind = str(record.get("kind"))
+    report = store.verify([record["id"]], key)
+    sig = report.signatures.get(record["id"], "?")
+    if not report.ok:
+        state = f"FAILS verification: {report.problems[0].check}: {report.problems[0].message}"
+    elif key is not None and sig == "valid":
+        state = "verified, signature valid"
+    else:
+        state = "NOT PROVEN: " + ("unsigned" if sig in ("unsigned", "absent") else "signature not checked")
+    try:
+        doc = read_record(store, record)
+    except EvidenceError as exc:
+        return [f"{kind:11} record {record['id']}: {exc.message}", f"            integrity: {state}"], False
+    value = doc.get("status", doc.get("result"))
+    when = f" at {doc.get('claimed_at')} (claimed)" if doc.get("claimed_at") else ""
+    lines = [f"{kind:11} {str(value).upper()}{when} by {_who(doc)}",
+             f"            record {record['id']}, recorded {doc.get('recorded_at')}"]
+    if doc.get("note"):
+        lines.append(f"            note: {doc.get('note')}")
+    lines.append(f"            integrity: {state}")
+    return lines, report.ok
+
+
+def _show_record(store: Any, key: Any, bundle_id: str) -> int:
+    """`show` of a linked record: the record, the evaluation it is about, and its integrity."""
+    from policyengine.errors import EvidenceError
+    from policyengine.evidence.outcomes import read_record
+
+    record = store.find(bundle_id)
+    doc = read_record(store, record)
+    raw_about = doc.get("about")
+    about: dict[str, Any] = raw_about if isinstance(raw_about, dict) else {}
+    value = doc.get("status", doc.get("result"))
+    out = [
+        f"record      {bundle_id} ({record.get('kind')})",
+        f"stored at   {store.location(record)}",
+        f"created     {record.get('created_at')}",
+        f"about       bundle {about.get('bundle_id')} (sha256 {about.get('sha256')})",
+        f"change      {doc.get('repository')} {doc.get('commit')} -> {doc.get('environment')}",
+    ]
+    try:
+        evaluation = store.find(str(about.get("bundle_id")))
+        out.append(f"            its decision: {str(evaluation.get('decision')).upper()}, "
+                   f"created {evaluation.get('created_at')}")
+    except (EvidenceError, UsageError):
+        out.append("            its evaluation is NOT in the archive")
+    out += [
+        f"{'status' if record.get('kind') == 'outcome' else 'result':11} {value}",
+        f"claimed at  {doc.get('claimed_at') or '(no time claimed)'}",
+        f"by          {_who(doc)}",
+        f"note        {doc.get('note') or '(none)'}",
+        f"chain       {record.get('repository')} / {record.get('environment')} #{record.get('sequence')}",
+    ]
+    report = store.verify([bundle_id], key)
+    out += _integrity_lines(report, bundle_id, key, "record")
     click.echo("\n".join(out))
     return EXIT_ALLOW if report.ok else EXIT_DENY
 
@@ -215,6 +313,114 @@ _SIGNATURE_WORDS = {
     "wrong-key": "signed by another key",
     "absent": "none: no statement (the bundle claims schema 1, made before statements existed; unverified)",
 }
+
+
+_SIGNING_HELP = "Sign the record with this Ed25519 private key (as `check` signs bundles)."
+
+
+def _signing_key(spec: str | None) -> Any:
+    if not spec:
+        return None
+    from policyengine.evidence.signing import load_signing_key
+
+    return load_signing_key(spec)
+
+
+def _actor(by: str | None, *, fallback_user: bool) -> Any:
+    import os
+
+    from policyengine.evidence.records import resolve_actor
+    from policyengine.gate import running_in_ci
+
+    return resolve_actor(os.environ, by, in_ci=running_in_ci(os.environ), fallback_user=fallback_user)
+
+
+def _recorded_by(actor: Any) -> str:
+    return f"{actor.login} ({'the CI actor, ' + actor.source if actor.verified else 'self-asserted: outside CI'})"
+
+
+@evidence.command("record-outcome", context_settings=CONTEXT)
+@archive_option
+@click.option("--status", required=True, type=click.Choice(["deployed", "failed", "rolled_back", "not_deployed"]),
+              help="What happened to the change after the gate.")
+@click.option("--note", metavar="TEXT", help="A note (e.g. the incident or the reason).")
+@click.option("--at", "at", metavar="ISO8601", help="When it happened (a claimed time, with a zone); not in the "
+              "future, not before the evaluation. Default: none claimed.")
+@click.option("--by", metavar="LOGIN", help="Who records it. Inside CI it must be the CI actor (the default there); "
+              "outside CI it is self-asserted (default: $USER).")
+@click.option("--signing-key", envvar="POLICYENGINE_SIGNING_KEY", show_envvar=True, metavar="FILE|env:VAR",
+              help=_SIGNING_HELP)
+@click.argument("bundle_id", metavar="BUNDLE_ID")
+def evidence_record_outcome(archive: str, status: str, note: str | None, at: str | None, by: str | None,
+                            signing_key: str | None, bundle_id: str) -> int:
+    """Append what happened after the gate to the evaluation's chain: deployed, failed, rolled_back or not_deployed.
+
+    The evaluation's bundle is never edited: a signed outcome record, linked to it by id and
+    SHA-256, is appended to the same store and chain. Exit 0 recorded, 2 refused (unknown
+    bundle, bad --at, --by not the CI actor), 3 not recorded.
+
+    \b
+    Examples:
+      policyengine evidence record-outcome --archive evidence 20261124T150000Z-0a1b2c3d4e5f --status deployed
+      policyengine evidence record-outcome --archive s3://acme-evidence/prod "$POLICYENGINE_BUNDLE_ID" \\
+          --status rolled_back --note "INC-231" --at 2026-11-24T16:05:00Z --signing-key env:SIGNING_KEY
+    """
+    from datetime import datetime, timezone
+
+    from policyengine.cli.common import err
+    from policyengine.evidence.outcomes import record_outcome
+    from policyengine.models import parse_instant
+
+    store = open_archive(archive)
+    actor = _actor(by, fallback_user=True)
+    claimed = parse_instant(at, option="--at") if at else None
+    key = _signing_key(signing_key)
+    import os
+
+    about = store.find(bundle_id)
+    if status == "deployed" and about.get("decision") != "allow" and about.get("advisory") is not True:
+        err(f"warning: bundle {bundle_id} was not allowed ({about.get('decision')}): recording that it was "
+            "deployed anyway")
+    ref = record_outcome(store, bundle_id, status=status, actor=actor, note=note, claimed_at=claimed,
+                         signing_key=key, env=os.environ, now=datetime.now(timezone.utc))
+    click.echo(f"recorded outcome {status} of bundle {bundle_id} as record {ref.id} by {_recorded_by(actor)}"
+               f"{'' if key else '; unsigned'}")
+    return EXIT_ALLOW
+
+
+@evidence.command("review", context_settings=CONTEXT)
+@archive_option
+@click.option("--by", required=True, metavar="LOGIN", help="The reviewer. Inside CI it must be the CI actor; "
+              "outside CI it is self-asserted. Not the change's author, deployer or a committer.")
+@click.option("--result", required=True, type=click.Choice(["ok", "issues"]), help="What the review found.")
+@click.option("--note", required=True, metavar="TEXT", help="What was reviewed and found.")
+@click.option("--signing-key", envvar="POLICYENGINE_SIGNING_KEY", show_envvar=True, metavar="FILE|env:VAR",
+              help=_SIGNING_HELP)
+@click.argument("bundle_id", metavar="BUNDLE_ID")
+def evidence_review(archive: str, by: str, result: str, note: str, signing_key: str | None, bundle_id: str) -> int:
+    """Append the post-implementation review of a deployed change to its evaluation's chain.
+
+    The reviewer must be someone other than the change's author, its deployer and its
+    committers (logins compared case-insensitively): otherwise exit 2 naming the role.
+
+    \b
+    Examples:
+      policyengine evidence review --archive evidence 20261124T150000Z-0a1b2c3d4e5f \\
+          --by erin --result ok --note "checked the refunds dashboard for a week"
+    """
+    import os
+    from datetime import datetime, timezone
+
+    from policyengine.evidence.outcomes import record_review
+
+    store = open_archive(archive)
+    actor = _actor(by, fallback_user=False)
+    key = _signing_key(signing_key)
+    ref = record_review(store, bundle_id, result=result, actor=actor, note=note, signing_key=key, env=os.environ,
+                        now=datetime.now(timezone.utc))
+    click.echo(f"recorded review {result} of bundle {bundle_id} as record {ref.id} by {_recorded_by(actor)}"
+               f"{'' if key else '; unsigned'}")
+    return EXIT_ALLOW
 
 
 @evidence.command("get", context_settings=CONTEXT)

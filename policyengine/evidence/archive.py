@@ -58,10 +58,12 @@ from policyengine.evidence.bundle import (
     VerifyProblem,
 )
 from policyengine.evidence.index import Query, SqliteIndex
+from policyengine.evidence.records import EVALUATION, RECORD, RECORD_KINDS
 from policyengine.evidence.signing import SigningKey
 from policyengine.evidence.store import (
     BundleRef,
     EvidenceStore,
+    Job,
     NothingToVerifyError,
     VerifyReport,
     new_bundle_id,
@@ -186,7 +188,16 @@ class LocalArchive(EvidenceStore):
         prep = self.prepare(decision=decision, change=change, policy_filename=policy_filename,
                             policy_bytes=policy_bytes, files=files, extra_members=extra_members,
                             created_at=created_at)
-        bundle_id = prep.bundle_id
+        return self.commit(self.evaluation_job(prep, subjects), signing_key=signing_key, retention=retention,
+                           redactor=redactor)
+
+    def commit(self, job: Job, *, signing_key: SigningKey | None, retention: str | None,
+               redactor: EvidenceRedactor | None) -> BundleRef:
+        """Write ``job``'s bundle (an evaluation or a linked record), chain and record it; see the module doc.
+
+        On any failure neither a bundle nor an index line is left behind (EvidenceError for I/O).
+        """
+        bundle_id = job.bundle_id
         rel = bundle_relpath(bundle_id)
         final = self.root / rel
         tmp = final.with_name(f".tmp-{bundle_id}.{os.getpid()}.zip.part")
@@ -198,21 +209,19 @@ class LocalArchive(EvidenceStore):
         writer: BundleWriter | None = None
         try:
             with os.fdopen(open_nofollow(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL), "wb") as fh:
-                writer = BundleWriter(fh, bundle_id=bundle_id, created_at=prep.moment, redactor=redactor)
-                writer.add_members(prep.members)
+                writer = BundleWriter(fh, bundle_id=bundle_id, created_at=job.moment, redactor=redactor)
+                job.bulk(writer)
                 pause_point("bulk")
                 with self._locked(exclusive=True):
                     self._recover()
                     pause_point("locked")
-                    head = self._chain_head(prep.key)
-                    link = self.chain_link(head, prep)
-                    writer.finish(decision=decision, change=change, chain=link, subjects=subjects,
-                                  signing_key=signing_key, close=False)
+                    head = self._chain_head(job.key)
+                    link = self.chain_link(head, job.key)
+                    job.tail(writer, link, signing_key)
                     digest, _ = writer.close()
                     fh.flush()
                     os.fsync(fh.fileno())
-                    record = self.record_for(prep, path=rel, sha256=digest, chain=link,
-                                             signed_by=signing_key.keyid if signing_key else None)
+                    record = job.index_record(link, rel, digest, signing_key.keyid if signing_key else None)
                     self._write_pending(record)
                     pending = True
                     os.replace(tmp, final)
@@ -566,6 +575,20 @@ class LocalArchive(EvidenceStore):
             try:
                 with zipfile.ZipFile(path) as zf:
                     manifest = json.loads(zf.read(MANIFEST))
+                    kind = manifest.get("kind")
+                    if kind not in (None, EVALUATION):
+                        doc = json.loads(zf.read(RECORD))
+                        chain = manifest.get("chain") or {}
+                        records.append({
+                            "id": path.stem, "path": path.relative_to(self.root).as_posix(),
+                            "sha256": _sha256_file(path), "created_at": manifest["created_at"],
+                            "decision": doc[RECORD_KINDS[kind].field], "environment": doc.get("environment"),
+                            "repository": doc.get("repository"), "commit": doc.get("commit"), "policy_sha256": None,
+                            "sequence": chain.get("sequence"), "previous_sha256": chain.get("previous_sha256"),
+                            "signed_by": None, "kind": kind, "about_id": doc["about"]["bundle_id"],
+                            "about_sha256": doc["about"]["sha256"],
+                        })
+                        continue
                     decision = json.loads(zf.read(DECISION))
                     change = json.loads(zf.read(CHANGE))
                 chain = manifest.get("chain") or {}
@@ -578,7 +601,7 @@ class LocalArchive(EvidenceStore):
                     "sequence": chain.get("sequence"), "previous_sha256": chain.get("previous_sha256"),
                     "signed_by": None,
                 })
-            except (*ZIP_READ_ERRORS, KeyError, ValueError, TypeError, StopIteration):
+            except (*ZIP_READ_ERRORS, KeyError, ValueError, TypeError, StopIteration, AttributeError):
                 bad += 1
         return records, bad
 

@@ -35,6 +35,7 @@ from policyengine.evidence.bundle import (
     member_source,
 )
 from policyengine.evidence.index import COLUMNS
+from policyengine.evidence.records import RECORD, RECORD_KINDS, is_evaluation, kind_of
 from policyengine.evidence.signing import STATEMENT_TYPE, SigningKey, envelope
 from policyengine.evidence.store import EvidenceStore
 
@@ -94,6 +95,11 @@ def unpack_for_replay(store: EvidenceStore, bundle_id: str, workspace: Path) -> 
     nothing lands outside ``workspace``.
     """
     record = store.find(bundle_id)
+    if not is_evaluation(record):
+        from policyengine.errors import UsageError
+
+        raise UsageError(f"bundle {bundle_id} is a {kind_of(record)} record, not an evaluation: there is no "
+                         "decision to replay", hint=f"replay the evaluation it is about: {record.get('about_id')}")
     try:
         with store.open_bundle(record) as fh, zipfile.ZipFile(fh) as zf:
             manifest = json.loads(zf.read(MANIFEST))
@@ -207,9 +213,13 @@ def _id_time(bundle_id: str) -> str | None:
 
 def period_population(records: Sequence[Mapping[str, Any]], *, since: str, until: str,
                       environment: str | None) -> list[dict[str, Any]]:
-    """The records created in ``[since, until)`` (of ``environment``), oldest first, as the query orders them."""
-    rows = [dict(r) for r in records
-            if since <= r["created_at"] < until and (environment is None or r["environment"] == environment)]
+    """The evaluations created in ``[since, until)`` (of ``environment``), oldest first, as the query orders them.
+
+    Linked records (outcomes, reviews) are not evaluations: they are exported beside the
+    population (``records.csv``), not in it.
+    """
+    rows = [dict(r) for r in records if is_evaluation(r)
+            and since <= r["created_at"] < until and (environment is None or r["environment"] == environment)]
     rows.sort(key=lambda r: (r["created_at"], r["sequence"] if isinstance(r["sequence"], int) else -1, r["id"]))
     return rows
 
@@ -224,7 +234,9 @@ def check_period(store: EvidenceStore, records: Sequence[Mapping[str, Any]], row
     def key_of(r: Mapping[str, Any]) -> tuple[Any, Any]:
         return (r["repository"], r["environment"])
 
-    ids = [r["id"] for r in rows]
+    in_rows = {r["id"] for r in rows}
+    # The population, and every record about it (exported in records.csv: it must verify too).
+    ids = [r["id"] for r in rows] + [r["id"] for r in records if r.get("about_id") in in_rows]
     # The first bundle after the period of each chain the export covers (every chain of
     # ``environment``, so that a chain whose every bundle of the period was removed shows too).
     after: dict[tuple[Any, Any], str] = {}
@@ -334,7 +346,8 @@ def export(
                             put(report_member(bundle_id), bundle.read(REPORT))
                 if progress:
                     progress(1)
-            changes, policies = policy_changes(store, records, rows)
+            put(RECORDS_CSV, records_csv(store, records, rows).encode("utf-8"))
+            changes, policies = policy_changes(store, [r for r in records if is_evaluation(r)], rows)
             put(POLICY_CHANGES_JSON, (json.dumps(changes, indent=2, sort_keys=True) + "\n").encode("utf-8"))
             from policyengine.explain import render as render_matrix
 
@@ -377,6 +390,33 @@ def export(
 # -- policy changes ---------------------------------------------------------------------------
 
 POLICY_CHANGES_JSON = "policy-changes.json"
+RECORDS_CSV = "records.csv"
+RECORD_COLUMNS = ("id", "kind", "about_id", "about_sha256", "value", "claimed_at", "recorded_at", "by",
+                  "by_verified", "note", "sha256", "signed_by")
+
+
+def records_csv(store: EvidenceStore, records: Sequence[Mapping[str, Any]], rows: Sequence[Mapping[str, Any]]) -> str:
+    """Every linked record (outcome, review) about an evaluation of the population, oldest first.
+
+    ``by_verified`` is ``yes`` (the CI actor) or ``no (self-asserted)``. The records were
+    verified with the period (``check_period``) before this is written.
+    """
+    in_rows = {r["id"] for r in rows}
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(RECORD_COLUMNS)
+    for r in records:
+        if is_evaluation(r) or r.get("about_id") not in in_rows:
+            continue
+        with store.open_bundle(r) as fh, zipfile.ZipFile(fh) as zf:
+            doc = json.loads(zf.read(RECORD))
+        spec = RECORD_KINDS[kind_of(r)]
+        writer.writerow(["" if v is None else v for v in (
+            r["id"], kind_of(r), r.get("about_id"), r.get("about_sha256"), doc.get(spec.field),
+            doc.get("claimed_at"), doc.get("recorded_at"), doc.get("by"),
+            "yes" if doc.get("by_verified") is True else "no (self-asserted)", doc.get("note"), r["sha256"],
+            r.get("signed_by"))])
+    return out.getvalue()
 CONTROLS_DIR = "controls/"
 
 

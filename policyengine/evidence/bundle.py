@@ -20,7 +20,7 @@ import threading
 import zipfile
 import zlib
 from collections import Counter
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import IO, Any, cast
@@ -28,6 +28,7 @@ from typing import IO, Any, cast
 from policyengine import __version__
 from policyengine.errors import EvidenceError
 from policyengine.evidence.signing import (
+    PREDICATE_TYPE,
     SigningKey,
     build_statement,
     envelope,
@@ -401,24 +402,45 @@ class BundleWriter:
         shown = json.loads(self.redactor.text(json.dumps(decision)))  # the page shows what the bundle stores
         report = _render_report(shown, self.entries, self.bundle_id, created,
                                 chain.get("previous_sha256"), signing_key is not None)
+
+        def statement_for(manifest_sha256: str) -> dict[str, Any]:
+            statement = build_statement(
+                decision=decision, change=change, subjects=subjects, bundle_id=self.bundle_id, created_at=created,
+                manifest_sha256=manifest_sha256, chain=chain,
+            )
+            statement["predicate"].update(_clock_fields(decision))
+            return statement
+
+        return self.write_tail(chain=chain, manifest_extra=_clock_fields(decision), statement_for=statement_for,
+                               signing_key=signing_key, report=report, close=close)
+
+    def write_tail(
+        self,
+        *,
+        chain: Mapping[str, Any],
+        manifest_extra: Mapping[str, Any],
+        statement_for: Callable[[str], dict[str, Any]],
+        signing_key: SigningKey | None,
+        report: str | None,
+        close: bool = True,
+    ) -> Finished:
+        """Write the chained tail of any bundle kind: ``report.html`` (when given), the manifest
+        (with ``manifest_extra``) and the statement ``statement_for(<manifest sha256>)`` in its
+        DSSE envelope, signed with ``signing_key``; close the zip when ``close``."""
         if report is not None:
             self.add_bytes(REPORT, report.encode("utf-8"), redact=False)
         manifest = {
             "schema_version": SCHEMA_VERSION,
             "bundle_id": self.bundle_id,
-            "created_at": created,
+            "created_at": format_timestamp(self.created_at),
             "tool": {"name": "policyengine", "version": __version__},
             "chain": dict(chain),
             "members": self.entries,
         }
-        manifest.update(_clock_fields(decision))
+        manifest.update(manifest_extra)
         manifest_bytes = _json_bytes(manifest)
         self.zf.writestr(self._info(MANIFEST, len(manifest_bytes)), manifest_bytes)
-        statement = build_statement(
-            decision=decision, change=change, subjects=subjects, bundle_id=self.bundle_id, created_at=created,
-            manifest_sha256=hashlib.sha256(manifest_bytes).hexdigest(), chain=chain,
-        )
-        statement["predicate"].update(_clock_fields(decision))
+        statement = statement_for(hashlib.sha256(manifest_bytes).hexdigest())
         env_bytes = _json_bytes(envelope(statement, signing_key))
         self.zf.writestr(self._info(ATTESTATION, len(env_bytes)), env_bytes)
         if close:
@@ -558,6 +580,14 @@ class Inspection:
     warnings: list[VerifyProblem] = field(default_factory=list)
     """Not integrity problems: e.g. a creation time far from the evaluation time (``clock_warning``)."""
     simulated: bool = False
+    advisory: bool = False
+    """decision.json says ``advisory: true`` (a denial that did not stop the deploy)."""
+    kind: str | None = None
+    """None for an evaluation; the kind of a linked record (``outcome``, ``review``: ``records``)."""
+    about: dict[str, Any] | None = None
+    """A linked record's ``about``: the id and SHA-256 of the evaluation bundle it is about."""
+    record: dict[str, Any] | None = None
+    """A linked record's ``record.json`` (when its digest matched and it is well formed)."""
 
 
 def _digest_member(zf: zipfile.ZipFile, name: str) -> tuple[int, str]:
@@ -602,18 +632,25 @@ def _parse_manifest(data: bytes) -> dict[str, Any]:
     return manifest
 
 
-def inspect_bundle(zf: zipfile.ZipFile, bundle_id: str, public_key: tuple[Any, str] | None = None) -> Inspection:
-    """Check every member of an open bundle against its manifest, and its statement against both.
+@dataclass
+class CheckedMembers:
+    """What ``check_members`` found in any bundle kind: its member names, manifest (parsed and raw),
+    the members whose bytes match the manifest (name -> SHA-256), and the names it lists."""
 
-    Reports every problem found. With ``public_key``, a bundle that is not signed by it is a
-    ``signature`` problem; without, a signature cannot be checked and is reported as such.
+    names: list[str]
+    manifest: dict[str, Any]
+    manifest_bytes: bytes
+    verified: dict[str, str]
+    listed: set[str]
+
+
+def check_members(zf: zipfile.ZipFile, bundle_id: str, problem: Callable[[str, str | None, str], None]
+                  ) -> CheckedMembers | None:
+    """The checks every bundle kind shares: safe, unique member names; a readable manifest naming
+    ``bundle_id``; every listed member present with its size and digest; nothing unlisted.
+
+    Reports through ``problem(check, member, message)``; None when the manifest cannot be read.
     """
-
-    problems: list[VerifyProblem] = []
-
-    def problem(check: str, member: str | None, message: str) -> None:
-        problems.append(VerifyProblem(bundle_id, member, check, message))
-
     names = zf.namelist()
     for name, count in sorted(Counter(names).items()):
         if count > 1:
@@ -623,13 +660,13 @@ def inspect_bundle(zf: zipfile.ZipFile, bundle_id: str, public_key: tuple[Any, s
             problem("manifest", name, f"member name {name!r} is unsafe: {unsafe}")
     if MANIFEST not in names:
         problem("manifest", MANIFEST, f"{MANIFEST} is missing: the members cannot be checked")
-        return Inspection(problems)
+        return None
     try:
         manifest_bytes = zf.read(MANIFEST)
         manifest = _parse_manifest(manifest_bytes)
     except (*ZIP_READ_ERRORS, ValueError) as exc:
         problem("manifest", MANIFEST, f"{MANIFEST} cannot be read: {exc}")
-        return Inspection(problems)
+        return None
     if manifest.get("bundle_id") != bundle_id:
         named = manifest.get("bundle_id")
         problem("replay", MANIFEST, f"the file of bundle {bundle_id} holds bundle {named!r} "
@@ -661,6 +698,32 @@ def inspect_bundle(zf: zipfile.ZipFile, bundle_id: str, public_key: tuple[Any, s
     listed = {e["path"] for e in manifest["members"]}
     for name in sorted(set(names) - listed - UNLISTED_MEMBERS):
         problem("manifest", name, f"member {name} is in the zip but not listed in the manifest")
+    return CheckedMembers(names=names, manifest=manifest, manifest_bytes=manifest_bytes, verified=verified,
+                          listed=listed)
+
+
+def inspect_bundle(zf: zipfile.ZipFile, bundle_id: str, public_key: tuple[Any, str] | None = None) -> Inspection:
+    """Check every member of an open evaluation bundle against its manifest, and its statement against both.
+
+    Reports every problem found. With ``public_key``, a bundle that is not signed by it is a
+    ``signature`` problem; without, a signature cannot be checked and is reported as such.
+    A bundle whose manifest names a record kind (``kind``) is not an evaluation: that is a
+    ``manifest`` problem here (``records.inspect_any`` dispatches on the kind).
+    """
+
+    problems: list[VerifyProblem] = []
+
+    def problem(check: str, member: str | None, message: str) -> None:
+        problems.append(VerifyProblem(bundle_id, member, check, message))
+
+    checked = check_members(zf, bundle_id, problem)
+    if checked is None:
+        return Inspection(problems)
+    names, manifest, manifest_bytes = checked.names, checked.manifest, checked.manifest_bytes
+    verified, listed = checked.verified, checked.listed
+    if manifest.get("kind", "evaluation") != "evaluation":
+        problem("manifest", MANIFEST, f"the manifest says this is a {manifest.get('kind')!r} record, "
+                "not an evaluation")
 
     for required in (DECISION, CHANGE):
         if required not in listed:
@@ -672,13 +735,14 @@ def inspect_bundle(zf: zipfile.ZipFile, bundle_id: str, public_key: tuple[Any, s
     created_at = manifest.get("created_at")
     decision = None
     evaluated_at = None
-    simulated = False
+    simulated = advisory = False
     if DECISION in verified:
         try:
             value = json.loads(zf.read(DECISION))
             decision = value.get("decision") if isinstance(value, dict) else None
             evaluated_at = value.get("evaluated_at") if isinstance(value, dict) else None
             simulated = isinstance(value, dict) and value.get("simulated") is True
+            advisory = isinstance(value, dict) and value.get("advisory") is True
         except (*ZIP_READ_ERRORS, ValueError):
             decision = None
         if not isinstance(decision, str):
@@ -733,6 +797,7 @@ def inspect_bundle(zf: zipfile.ZipFile, bundle_id: str, public_key: tuple[Any, s
         evaluated_at=evaluated_at if isinstance(evaluated_at, str) else None,
         warnings=warnings,
         simulated=simulated,
+        advisory=advisory,
     )
 
 
@@ -745,7 +810,29 @@ def _check_statement(
     public_key: tuple[Any, str] | None,
     problem: Any,
 ) -> tuple[str, str | None]:
-    """Check the statement envelope: signature, and that it names this manifest, decision and chain.
+    """Check an evaluation's statement envelope: signature, and that it names this manifest, decision and chain.
+
+    Return the signature state and the key id the signature names (None when unsigned).
+    """
+    facts = {"decision": decision} if decision is not None else {}
+    return check_statement(zf, names, manifest, manifest_bytes, public_key, problem,
+                           predicate_types=(PREDICATE_TYPE,), facts=facts)
+
+
+def check_statement(
+    zf: zipfile.ZipFile,
+    names: list[str],
+    manifest: dict[str, Any],
+    manifest_bytes: bytes,
+    public_key: tuple[Any, str] | None,
+    problem: Any,
+    *,
+    predicate_types: Sequence[str],
+    facts: Mapping[str, Any],
+) -> tuple[str, str | None]:
+    """Check any bundle kind's statement envelope: its type, its signature, and that its predicate
+    names this manifest's digest, bundle id and chain, and each of ``facts`` (predicate key ->
+    the value the bundle has).
 
     Return the signature state and the key id the signature names (None when unsigned).
     """
@@ -757,7 +844,7 @@ def _check_statement(
     except ZIP_READ_ERRORS as exc:
         problem("statement", ATTESTATION, f"{ATTESTATION} cannot be read back: {exc}")
         return "invalid", None
-    found = open_envelope(data, public_key)
+    found = open_envelope(data, public_key, predicate_types)
     signed_by = found.keyids[0] if found.keyids else None
     if found.statement is None:
         problem("statement", ATTESTATION, f"{ATTESTATION}: {found.problem}")
@@ -769,13 +856,13 @@ def _check_statement(
     predicate = found.statement.get("predicate")
     predicate = predicate if isinstance(predicate, dict) else {}
     expected = {
-        "manifest digest": ((predicate.get("manifest") or {}).get("sha256"),
-                            hashlib.sha256(manifest_bytes).hexdigest()),
+        "manifest digest": ((predicate.get("manifest") or {}).get("sha256") if isinstance(
+            predicate.get("manifest"), dict) else None, hashlib.sha256(manifest_bytes).hexdigest()),
         "bundle id": (predicate.get("bundle_id"), manifest.get("bundle_id")),
         "chain": (predicate.get("chain"), manifest.get("chain")),
     }
-    if decision is not None:
-        expected["decision"] = (predicate.get("decision"), decision)
+    for key, actual in facts.items():
+        expected[key.replace("_", " ")] = (predicate.get(key), actual)
     for what, (stated, actual) in expected.items():
         if stated != actual:
             problem("statement", ATTESTATION,

@@ -23,17 +23,20 @@ from pathlib import Path
 from typing import Any
 
 COLUMNS = ("id", "created_at", "decision", "environment", "repository", "commit", "path", "sha256",
-           "policy_sha256", "sequence", "previous_sha256", "signed_by")
+           "policy_sha256", "sequence", "previous_sha256", "signed_by", "kind", "about_id")
+# ``kind`` is null for an evaluation (lines written before linked records existed carry none);
+# ``about_id`` names the evaluation a linked record (outcome, review) is about.
+_VERSION = 3
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS bundles (
   id TEXT PRIMARY KEY, created_at TEXT NOT NULL, decision TEXT NOT NULL, environment TEXT, repository TEXT,
   "commit" TEXT, path TEXT NOT NULL, sha256 TEXT NOT NULL, policy_sha256 TEXT, sequence INTEGER,
-  previous_sha256 TEXT, signed_by TEXT, line INTEGER
+  previous_sha256 TEXT, signed_by TEXT, kind TEXT, about_id TEXT, line INTEGER
 );
 CREATE INDEX IF NOT EXISTS bundles_created ON bundles (created_at);
 CREATE INDEX IF NOT EXISTS bundles_line ON bundles (line);
 CREATE TABLE IF NOT EXISTS bad_lines (line INTEGER PRIMARY KEY);
-PRAGMA user_version = 2;
+PRAGMA user_version = 3;
 """
 _COLS_SQL = ", ".join(f'"{c}"' for c in COLUMNS)
 
@@ -85,12 +88,17 @@ class Query:
     environment: str | None = None
     repository: str | None = None
     decision: str | None = None
+    kind: str | None = None
+    """``evaluation`` (rows without a kind too), ``outcome``, ``review``."""
 
 
 def _connect(path: Path | None) -> sqlite3.Connection:
     if path is not None:
         try:
             conn = sqlite3.connect(path, timeout=30, isolation_level=None)
+            if conn.execute("PRAGMA user_version").fetchone()[0] != _VERSION:
+                # A cache of an older layout: it is only derived, so drop it (rebuilt from the index).
+                conn.executescript("DROP TABLE IF EXISTS bundles; DROP TABLE IF EXISTS bad_lines;")
             conn.executescript(_SCHEMA)
             return conn
         except sqlite3.Error:
@@ -278,7 +286,9 @@ class SqliteIndex:
             if type(line) is not int or not 0 <= line < len(lines):
                 return None
             raw = lines[line]
-            if raw == json.dumps(row, sort_keys=True, ensure_ascii=False).encode("utf-8", "surrogatepass"):
+            # An evaluation's line has no kind or about_id (nulls in the row).
+            plain = {k: v for k, v in row.items() if not (k in ("kind", "about_id") and v is None)}
+            if raw == json.dumps(plain, sort_keys=True, ensure_ascii=False).encode("utf-8", "surrogatepass"):
                 continue  # our own line, byte for byte
             try:
                 record = self._parse_line(raw)
@@ -320,6 +330,11 @@ class SqliteIndex:
             if value is not None:
                 where.append(f'"{column}" {op} ?')
                 args.append(value)
+        if q.kind == "evaluation":
+            where.append("(kind IS NULL OR kind = 'evaluation')")
+        elif q.kind is not None:
+            where.append("kind = ?")
+            args.append(q.kind)
         cols = (*COLUMNS, "line") if with_line else COLUMNS
         sql = f"SELECT {_COLS_SQL}{', line' if with_line else ''} FROM bundles"  # noqa: S608 - constant columns
         if where:

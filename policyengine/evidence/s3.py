@@ -50,7 +50,7 @@ from policyengine.evidence.signing import SigningKey
 from policyengine.evidence.store import (
     BundleRef,
     EvidenceStore,
-    Prepared,
+    Job,
     chain_key,
     legacy_chain_segment,
     parse_record,
@@ -244,21 +244,27 @@ class S3Archive(EvidenceStore):
         prep = self.prepare(decision=decision, change=change, policy_filename=policy_filename,
                             policy_bytes=policy_bytes, files=files, extra_members=extra_members,
                             created_at=created_at)
+        return self.commit(self.evaluation_job(prep, subjects), signing_key=signing_key, retention=retention,
+                           redactor=redactor)
+
+    def commit(self, job: Job, *, signing_key: SigningKey | None, retention: str | None,
+               redactor: EvidenceRedactor | None) -> BundleRef:
+        """Write ``job``'s bundle (an evaluation or a linked record) to the bucket, chained with a
+        conditional write (see the module doc); return its reference."""
         retain_until = self._retain_until(retention)
-        head_key = self._head_key(prep.key)
+        head_key = self._head_key(job.key)
         try:
             with tempfile.TemporaryDirectory(prefix="policyengine-s3-") as tmp:
                 for attempt in range(_MAX_ATTEMPTS):
                     head, etag = self._settled_head(head_key, retain_until)
                     if head is None:  # a chain recorded under the old key continues here
-                        head = self._legacy_head(prep.key, retain_until)
-                    link = self.chain_link(head, prep)
-                    path = Path(tmp) / f"{prep.bundle_id}.zip"
-                    digest = self._build(path, prep, link, subjects, signing_key, redactor)
-                    record = self.record_for(prep, path="", sha256=digest, chain=link,
-                                             signed_by=signing_key.keyid if signing_key else None)
+                        head = self._legacy_head(job.key, retain_until)
+                    link = self.chain_link(head, job.key)
+                    path = Path(tmp) / f"{job.bundle_id}.zip"
+                    digest = self._build(path, job, link, signing_key, redactor)
+                    record = job.index_record(link, "", digest, signing_key.keyid if signing_key else None)
                     record["path"] = self.bundle_key(record)
-                    staging = self._staging_key(prep.bundle_id)
+                    staging = self._staging_key(job.bundle_id)
                     with open(path, "rb") as body:
                         self._put(staging, body, if_none_match=True)
                     claim = json.dumps({"record": record, "previous_id": link["previous_id"]}, sort_keys=True)
@@ -279,8 +285,8 @@ class S3Archive(EvidenceStore):
                         self._land(record, body, retain_until)
                     return ref_of(record)
         except self._errors() as exc:
-            raise self._fail(f"write bundle {prep.bundle_id}", exc) from exc
-        raise EvidenceError(f"S3 store {self.url}: bundle {prep.bundle_id} could not be chained after "
+            raise self._fail(f"write bundle {job.bundle_id}", exc) from exc
+        raise EvidenceError(f"S3 store {self.url}: bundle {job.bundle_id} could not be chained after "
                             f"{_MAX_ATTEMPTS} attempts: too many concurrent writers", hint="retry the job")
 
     def _retain_until(self, retention: str | None) -> datetime | None:
@@ -292,14 +298,13 @@ class S3Archive(EvidenceStore):
             return None
         return datetime.now(timezone.utc) + retention_delta(retention)
 
-    def _build(self, path: Path, prep: Prepared, link: Mapping[str, Any], subjects: Sequence[tuple[str, str]],
-               signing_key: SigningKey | None, redactor: EvidenceRedactor | None) -> str:
+    def _build(self, path: Path, job: Job, link: Mapping[str, Any], signing_key: SigningKey | None,
+               redactor: EvidenceRedactor | None) -> str:
         with open(path, "wb") as fh:
-            writer = BundleWriter(fh, bundle_id=prep.bundle_id, created_at=prep.moment, redactor=redactor)
+            writer = BundleWriter(fh, bundle_id=job.bundle_id, created_at=job.moment, redactor=redactor)
             try:
-                writer.add_members(prep.members)
-                writer.finish(decision=prep.decision, change=prep.change, chain=link, subjects=subjects,
-                              signing_key=signing_key, close=False)
+                job.bulk(writer)
+                job.tail(writer, link, signing_key)
                 digest, _ = writer.close()
             except BaseException:
                 writer.abandon()

@@ -204,8 +204,13 @@ class EnvelopeCheck:
     keyids: tuple[str, ...] = ()
 
 
-def open_envelope(data: bytes, public_key: tuple[Any, str] | None) -> EnvelopeCheck:
-    """Parse a DSSE envelope and check its signature against ``public_key`` (when given)."""
+def open_envelope(data: bytes, public_key: tuple[Any, str] | None,
+                  predicate_types: Sequence[str] = (PREDICATE_TYPE,)) -> EnvelopeCheck:
+    """Parse a DSSE envelope and check its signature against ``public_key`` (when given).
+
+    The statement's ``predicateType`` must be one of ``predicate_types`` (a decision bundle's by
+    default; a linked record's statement has its own type, ``records.RECORD_PREDICATE_TYPE``).
+    """
     try:
         env = json.loads(data)
         if env.get("payloadType") != PAYLOAD_TYPE:
@@ -218,8 +223,10 @@ def open_envelope(data: bytes, public_key: tuple[Any, str] | None) -> EnvelopeCh
     except (ValueError, KeyError, TypeError, AttributeError, binascii.Error) as exc:
         return EnvelopeCheck(None, "invalid", f"the envelope cannot be read: {exc}")
     keyids = tuple(str(s.get("keyid")) for s in sigs if isinstance(s, dict) and isinstance(s.get("keyid"), str))
-    if statement.get("_type") != STATEMENT_TYPE or statement.get("predicateType") != PREDICATE_TYPE:
-        return EnvelopeCheck(None, "invalid", "the payload is not a policyengine decision statement", keyids)
+    if statement.get("_type") != STATEMENT_TYPE or statement.get("predicateType") not in predicate_types:
+        what = "decision" if tuple(predicate_types) == (PREDICATE_TYPE,) else "record"
+        return EnvelopeCheck(None, "invalid", f"the payload is not a policyengine {what} statement "
+                             f"(predicateType {statement.get('predicateType')!r})", keyids)
     if not sigs:
         return EnvelopeCheck(statement, "unsigned")
     if public_key is None:

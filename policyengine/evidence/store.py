@@ -11,6 +11,7 @@ import builtins
 import contextlib
 import dataclasses
 import hashlib
+import json
 import os
 import re
 import secrets
@@ -18,7 +19,7 @@ import sys
 import tempfile
 import time
 import zipfile
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import IO, Any
@@ -28,17 +29,31 @@ import policyengine.evidence.chain as chain_mod
 from policyengine.errors import EvidenceError, UsageError
 from policyengine.evidence.bundle import (
     CHUNK,
+    BundleWriter,
     Inspection,
     Member,
     VerifyProblem,
     format_timestamp,
-    inspect_bundle,
     plan_members,
 )
 from policyengine.evidence.index import Query
+from policyengine.evidence.records import (
+    EVALUATION,
+    RECORD,
+    RECORD_KINDS,
+    RECORD_SCHEMA_VERSION,
+    build_record_statement,
+    check_claimed_at,
+    check_index_fields,
+    document_problems,
+    inspect_any,
+    is_evaluation,
+    kind_of,
+    record_bytes,
+)
 from policyengine.evidence.signing import SigningKey
-from policyengine.models import FileRead
-from policyengine.redact import EvidenceRedactor
+from policyengine.models import FileRead, parse_instant
+from policyengine.redact import DEFAULT, EvidenceRedactor
 
 ID_RE = re.compile(r"^[0-9]{8}T[0-9]{6}Z-[0-9a-f]{12}$")
 SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
@@ -65,6 +80,8 @@ class BundleRef:
     environment: str | None
     repository: str | None
     commit: str | None
+    kind: str | None = None
+    """None (or ``evaluation``) for an evaluation; ``outcome``, ``review``, ... for a linked record."""
 
 
 @dataclass(frozen=True)
@@ -98,6 +115,27 @@ class Prepared:
     change: Mapping[str, Any]
     key: tuple[str | None, str | None]
     policy_sha256: str
+
+
+@dataclass(frozen=True)
+class Job:
+    """A bundle of any kind, ready to be committed to its chain by a store's ``commit``.
+
+    ``bulk(writer)`` writes the members that do not depend on the chain (outside any lock);
+    ``tail(writer, link, signing_key)`` writes the chained tail (report, manifest, statement);
+    ``index_record(link, path, sha256, signed_by)`` returns the bundle's index record.
+    """
+
+    bundle_id: str
+    moment: datetime
+    key: tuple[str | None, str | None]
+    bulk: Callable[[BundleWriter], None]
+    tail: Callable[[BundleWriter, Mapping[str, Any], SigningKey | None], None]
+    index_record: Callable[[Mapping[str, Any], str, str, str | None], dict[str, Any]]
+
+
+_RESERVED_RECORD_FIELDS = frozenset({"schema_version", "kind", "about", "repository", "environment", "commit",
+                                     "recorded_at"})
 
 
 class NothingToVerifyError(UsageError):
@@ -160,7 +198,7 @@ def parse_record(record: Any, *, path_for: Any) -> dict[str, Any]:
     """Check one index record; raise ValueError saying what is wrong with it."""
     if not isinstance(record, dict):
         raise ValueError("expected a JSON object")
-    for key in ("id", "path", "sha256", "created_at", "decision", "policy_sha256"):
+    for key in ("id", "path", "sha256", "created_at", "decision"):
         if not isinstance(record.get(key), str):
             raise ValueError(f"{key!r} must be a string")
     for key in ("environment", "repository", "commit", "previous_sha256"):
@@ -173,9 +211,9 @@ def parse_record(record: Any, *, path_for: Any) -> dict[str, Any]:
     # The path is derived from the id, so an index record can never point outside the store.
     if record["path"] != path_for(record):
         raise ValueError(f"path {record['path']!r} is not where bundle {record['id']} belongs")
-    for key in ("sha256", "policy_sha256"):
-        if not SHA256_RE.match(record[key]):
-            raise ValueError(f"{key!r} is not a SHA-256 hex digest")
+    if not SHA256_RE.match(record["sha256"]):
+        raise ValueError("'sha256' is not a SHA-256 hex digest")
+    check_index_fields(record)  # policy_sha256 (evaluations), kind and about (records), flags
     if record.get("previous_sha256") is not None and not SHA256_RE.match(record["previous_sha256"]):
         raise ValueError("'previous_sha256' is not a SHA-256 hex digest")
     return record
@@ -268,11 +306,11 @@ class EvidenceStore:
         )
 
     @staticmethod
-    def chain_link(head: Mapping[str, Any] | None, prep: Prepared) -> dict[str, Any]:
-        """Return the chain facts a new bundle records, given its chain's current last record."""
+    def chain_link(head: Mapping[str, Any] | None, key: tuple[str | None, str | None]) -> dict[str, Any]:
+        """Return the chain facts a new bundle of chain ``key`` records, given the chain's current last record."""
         return {
-            "repository": prep.key[0],
-            "environment": prep.key[1],
+            "repository": key[0],
+            "environment": key[1],
             "sequence": (int(head.get("sequence") or 0) + 1) if head else 1,
             "previous_sha256": head["sha256"] if head else None,
             "previous_id": head["id"] if head else None,
@@ -294,7 +332,127 @@ class EvidenceStore:
             "sequence": chain["sequence"],
             "previous_sha256": chain["previous_sha256"],
             "signed_by": signed_by,
-        } | ({"simulated": True} if prep.decision.get("simulated") is True else {})
+        } | ({"simulated": True} if prep.decision.get("simulated") is True else {}) | (
+            {"advisory": True} if prep.decision.get("advisory") is True else {})
+
+    def evaluation_job(self, prep: Prepared, subjects: Sequence[tuple[str, str]]) -> Job:
+        """The commit job of an evaluation bundle (``write_bundle``)."""
+        def bulk(writer: BundleWriter) -> None:
+            writer.add_members(prep.members)
+
+        def tail(writer: BundleWriter, link: Mapping[str, Any], signing_key: SigningKey | None) -> None:
+            writer.finish(decision=prep.decision, change=prep.change, chain=link, subjects=subjects,
+                          signing_key=signing_key, close=False)
+
+        def index_record(link: Mapping[str, Any], path: str, sha256: str, signed_by: str | None) -> dict[str, Any]:
+            return self.record_for(prep, path=path, sha256=sha256, chain=link, signed_by=signed_by)
+
+        return Job(bundle_id=prep.bundle_id, moment=prep.moment, key=prep.key, bulk=bulk, tail=tail,
+                   index_record=index_record)
+
+    def commit(self, job: Job, *, signing_key: SigningKey | None, retention: str | None,
+               redactor: EvidenceRedactor | None) -> BundleRef:
+        """Write ``job``'s bundle, chain it after its chain's last bundle and record it (atomically).
+
+        Each store provides it; ``write_bundle`` and ``append_record`` both go through it.
+        """
+        raise EvidenceError(f"the evidence store {self.url} cannot append records")  # pragma: no cover
+
+    # -- linked records --------------------------------------------------------------------
+
+    def append_record(
+        self,
+        kind: str,
+        about: Mapping[str, Any],
+        payload: Mapping[str, Any],
+        *,
+        signing_key: SigningKey | None = None,
+        created_at: datetime | None = None,
+        retention: str | None = None,
+        redactor: EvidenceRedactor | None = None,
+    ) -> BundleRef:
+        """Append a linked record of ``kind`` about the evaluation ``about`` (its index record).
+
+        The record is a bundle of its own (``records``): ``record.json`` built from ``payload``
+        (the kind's fields: an outcome's ``status``, a review's ``result``, and ``note``,
+        ``claimed_at``, ``by``, ``by_verified``, ...), its own ``report.html``, a manifest with
+        ``kind``, and a statement of the record predicate type signed with ``signing_key``. It
+        goes into the same chain (the evaluation's repository and environment), after the chain's
+        last bundle, and its index line names the evaluation by id and SHA-256. Nothing recorded
+        before is touched.
+
+        Refused before anything is written: ``about`` is not an evaluation (UsageError), the
+        evaluation's bundle does not verify (digests, members, statement, index record:
+        EvidenceError), ``claimed_at`` lies in the future or before the evaluation (UsageError),
+        or the payload is not a valid document of ``kind`` (ValueError: a caller bug).
+        Every later feature that records something about an evaluation appends it this way.
+        """
+        spec = RECORD_KINDS.get(kind)
+        if spec is None:
+            raise ValueError(f"unknown record kind {kind!r}")
+        reserved = sorted(_RESERVED_RECORD_FIELDS & set(payload))
+        if reserved:
+            raise ValueError(f"the payload may not set {', '.join(reserved)}: they come from the evaluation")
+        if not is_evaluation(about):
+            raise UsageError(f"bundle {about['id']} is a {kind_of(about)} record, not an evaluation: records are "
+                             "about the evaluation bundle `check` wrote",
+                             hint="`policyengine evidence list --kind evaluation` shows the evaluations")
+        digest, inspection, problems = self._check_bundle(about, None)
+        if problems or inspection is None or digest != about["sha256"]:
+            first = problems[0].message if problems else "it cannot be read"
+            raise EvidenceError(f"bundle {about['id']} does not verify ({first}): refusing to link a record to it",
+                                hint=f"run `policyengine evidence verify {about['id']}`")
+        moment = created_at or datetime.now(timezone.utc)
+        recorded = format_timestamp(moment)
+        claimed = payload.get("claimed_at")
+        if claimed is not None:
+            check_claimed_at(parse_instant(str(claimed), option="--at"), now=moment,
+                             evaluation_created_at=about["created_at"])
+        document: dict[str, Any] = {
+            "schema_version": RECORD_SCHEMA_VERSION, "kind": kind,
+            "about": {"bundle_id": about["id"], "sha256": about["sha256"]},
+            "repository": about["repository"], "environment": about["environment"], "commit": about["commit"],
+            "note": None, "claimed_at": None, "recorded_at": recorded, **payload,
+        }
+        # Notes are people's text: secrets in them never reach the archive.
+        document = json.loads((redactor or DEFAULT).text(json.dumps(document)))
+        bad = document_problems(document)
+        if bad:
+            raise ValueError(f"not a valid {kind} record: {'; '.join(bad)}")
+        bundle_id = new_bundle_id(moment)
+        key = (about["repository"], about["environment"])
+
+        def bulk(writer: BundleWriter) -> None:
+            writer.add_bytes(RECORD, record_bytes(document), redact=False)
+
+        def tail(writer: BundleWriter, link: Mapping[str, Any], sign: SigningKey | None) -> None:
+            from policyengine.evidence.report import render_record_report
+
+            report = render_record_report(document, writer.entries, bundle_id, recorded,
+                                          link.get("previous_sha256"), sign is not None)
+            writer.write_tail(
+                chain=link, manifest_extra={"kind": kind}, signing_key=sign, report=report, close=False,
+                statement_for=lambda manifest_sha256: build_record_statement(
+                    bundle_id=bundle_id, created_at=recorded, document=document, manifest_sha256=manifest_sha256,
+                    chain=link))
+
+        def index_record(link: Mapping[str, Any], path: str, sha256: str, signed_by: str | None) -> dict[str, Any]:
+            return {
+                "id": bundle_id, "path": path, "sha256": sha256, "created_at": recorded,
+                "decision": document[spec.field], "environment": key[1], "repository": key[0],
+                "commit": about["commit"], "policy_sha256": None, "sequence": link["sequence"],
+                "previous_sha256": link["previous_sha256"], "signed_by": signed_by,
+                "kind": kind, "about_id": about["id"], "about_sha256": about["sha256"],
+            }
+
+        job = Job(bundle_id=bundle_id, moment=moment, key=key, bulk=bulk, tail=tail, index_record=index_record)
+        return self.commit(job, signing_key=signing_key, retention=retention, redactor=redactor)
+
+    def linked_records(self, bundle_id: str, kind: str | None = None) -> builtins.list[dict[str, Any]]:
+        """The index records of the records about evaluation ``bundle_id`` (of ``kind``), in recorded order."""
+        records, _ = self.read_index()
+        return [r for r in records if not is_evaluation(r) and r.get("about_id") == bundle_id
+                and (kind is None or kind_of(r) == kind)]
 
     def list(self) -> builtins.list[BundleRef]:
         """Return every recorded bundle, oldest first; raise EvidenceError on a corrupt index record."""
@@ -358,6 +516,12 @@ class EvidenceStore:
                 return inspection.change["repository"], inspection.change["environment"]
             return r["repository"], r["environment"]
 
+        for bundle_id in checked:
+            inspection = found.get(bundle_id)
+            if inspection is not None and inspection.kind not in (None, EVALUATION):
+                problems.extend(self.link_problems(by_id[bundle_id], inspection, by_id, found, actual,
+                                                   stated_key(by_id[bundle_id])))
+
         keys = {stated_key(by_id[i]) for i in checked if i in by_id}
         entries = []
         newest_schema: dict[tuple[str | None, str | None], tuple[int, str]] = {}
@@ -419,7 +583,7 @@ class EvidenceStore:
                 fh.seek(0)
                 try:
                     with zipfile.ZipFile(fh) as zf:
-                        found = inspect_bundle(zf, bundle_id, public_key)
+                        found = inspect_any(zf, bundle_id, public_key)
                 except (zipfile.BadZipFile, OSError, EOFError) as exc:
                     problems.append(VerifyProblem(bundle_id, None, "unreadable",
                                                   f"bundle {bundle_id} is not a readable zip: {exc}"))
@@ -446,9 +610,34 @@ class EvidenceStore:
         A fact the bundle cannot give (an unreadable member, reported already) is not compared.
         """
         bundle_id = record["id"]
+        problems = []
+        kind = found.kind or EVALUATION
+        recorded_kind = kind_of(record)
+        if kind != recorded_kind:
+            problems.append(VerifyProblem(bundle_id, None, "index", f"bundle {bundle_id} is a {kind} bundle but the "
+                                          f"index records it as {recorded_kind!r}"))
         facts: list[tuple[str, Any]] = [
             ("decision", found.decision), ("created_at", found.created_at), ("policy_sha256", found.policy_sha256),
         ]
+        always = {"previous_sha256", "sequence", "repository", "environment", "commit", "signed_by"}
+        if kind != EVALUATION:
+            # A record names its evaluation in its line too: the line must say what the bundle says.
+            about = found.about or {}
+            facts += [("about_id", about.get("bundle_id")), ("about_sha256", about.get("sha256"))]
+            always.add("policy_sha256")
+        else:
+            # What decides whether an evaluation counts as a deployment (``records.is_deployment``)
+            # must not be made up by the line: a line that hides a what-if run, or calls a denial
+            # advisory, is a forgery. (A line without ``advisory`` is older than the field.)
+            if found.manifest is not None and found.decision is not None:
+                if found.simulated != (record.get("simulated") is True):
+                    problems.append(VerifyProblem(
+                        bundle_id, None, "index", f"bundle {bundle_id} has simulated {found.simulated!r} but the "
+                        f"index records {record.get('simulated')!r}"))
+                if "advisory" in record and record.get("advisory") is not found.advisory:
+                    problems.append(VerifyProblem(
+                        bundle_id, None, "index", f"bundle {bundle_id} has advisory {found.advisory!r} but the "
+                        f"index records {record.get('advisory')!r}"))
         if found.manifest is not None:
             link = found.chain or {}
             # A bundle without a chain link (schema 1) was recorded without one.
@@ -457,14 +646,86 @@ class EvidenceStore:
             facts += [(k, found.change[k]) for k in ("repository", "environment", "commit")]
         if found.manifest is not None and not (found.signature == "invalid" and found.signed_by is None):
             facts.append(("signed_by", found.signed_by))  # (an unreadable envelope is reported already)
-        problems = []
-        always = {"previous_sha256", "sequence", "repository", "environment", "commit", "signed_by"}
         for key, value in facts:
             recorded = record.get(key)
             if (value is not None or key in always) and (value != recorded or type(value) is not type(recorded)):
                 message = f"bundle {bundle_id} has {key} {value!r} but the index records {recorded!r}"
                 problems.append(VerifyProblem(bundle_id, None, "index", message))
         return problems
+
+    def link_problems(self, record: Mapping[str, Any], found: Inspection, by_id: Mapping[str, Mapping[str, Any]],
+                      inspected: Mapping[str, Inspection | None], actual: Mapping[str, str | None],
+                      key: tuple[str | None, str | None]) -> builtins.list[VerifyProblem]:
+        """A linked record must name, by id **and** SHA-256, a real evaluation bundle of its own chain,
+        recorded before it, for the same commit; a time it claims may not precede that evaluation.
+
+        ``inspected``/``actual``: what this verification already found (an evaluation not checked
+        in this run is read and checked here, without a key: its own signature is checked when
+        it is verified itself).
+        """
+        bundle_id = record["id"]
+        out: list[VerifyProblem] = []
+
+        def problem(message: str) -> None:
+            out.append(VerifyProblem(bundle_id, None, "link", message))
+
+        about = found.about
+        if about is None:
+            return out  # record.json unreadable: reported already
+        target_id, target_sha = about["bundle_id"], about["sha256"]
+        target = by_id.get(target_id)
+        if target is None:
+            problem(f"record {bundle_id} is about bundle {target_id}, which is not in the archive")
+            return out
+        if not is_evaluation(target):
+            problem(f"record {bundle_id} is about bundle {target_id}, which is a {kind_of(target)} record, "
+                    "not an evaluation")
+            return out
+        if target_id in inspected:
+            digest, inspection = actual.get(target_id), inspected[target_id]
+        else:
+            digest, inspection, target_problems = self._check_bundle(target, None)
+            if target_problems:
+                problem(f"record {bundle_id} is about bundle {target_id}, which does not verify "
+                        f"({target_problems[0].message})")
+        if target_sha != target["sha256"] or (digest is not None and digest != target_sha):
+            problem(f"record {bundle_id} names bundle {target_id} with sha256 {target_sha}, but that bundle is "
+                    f"recorded with sha256 {target['sha256']}" + (f" and stored with sha256 {digest}"
+                                                                   if digest and digest != target["sha256"] else ""))
+        if digest is None and inspection is None:
+            problem(f"record {bundle_id} is about bundle {target_id}, whose file is missing or unreadable")
+        if inspection is not None and inspection.kind not in (None, EVALUATION):
+            problem(f"record {bundle_id} is about bundle {target_id}, which holds a {inspection.kind} record, "
+                    "not an evaluation")
+        target_key: tuple[str | None, str | None] = (target["repository"], target["environment"])
+        if inspection is not None and inspection.chain is not None:
+            repo, env = inspection.chain.get("repository"), inspection.chain.get("environment")
+            target_key = (repo if isinstance(repo, str) else None, env if isinstance(env, str) else None)
+        if target_key != key:
+            problem(f"record {bundle_id} of the chain of {key[0]} / {key[1]} is about bundle {target_id} of the "
+                    f"chain of {target_key[0]} / {target_key[1]}: a record belongs to its evaluation's chain")
+        mine = (found.chain or {}).get("sequence")
+        theirs = (inspection.chain or {}).get("sequence") if inspection is not None else target.get("sequence")
+        if type(mine) is int and type(theirs) is int and target_key == key and mine <= theirs:
+            problem(f"record {bundle_id} (sequence {mine}) comes before bundle {target_id} (sequence {theirs}), "
+                    "the evaluation it is about")
+        doc = found.record or {}
+        change = inspection.change if inspection is not None else None
+        if change is not None and doc.get("commit") != change.get("commit"):
+            problem(f"record {bundle_id} names commit {doc.get('commit')!r} but bundle {target_id} is about "
+                    f"commit {change.get('commit')!r}")
+        claimed = doc.get("claimed_at")
+        evaluated = (inspection.created_at if inspection is not None else None) or target.get("created_at")
+        if isinstance(claimed, str) and isinstance(evaluated, str):
+            try:
+                before = parse_instant(claimed, option="claimed_at").replace(microsecond=0) < parse_instant(
+                    evaluated, option="created_at")
+            except UsageError:
+                before = False  # reported as a record problem
+            if before:
+                problem(f"record {bundle_id} claims {claimed}, before bundle {target_id} was recorded "
+                        f"({evaluated})")
+        return out
 
     def export_bundle(self, bundle_id: str, dest: str | os.PathLike[str]) -> dict[str, Any]:
         """Copy bundle ``bundle_id`` to ``dest`` (written whole or not at all); return its record."""
