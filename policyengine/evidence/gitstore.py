@@ -101,6 +101,7 @@ GIT_TIMEOUT = 300
 BUNDLES = "bundles"
 INDEX_DIR = "index"
 CHAINS = "chains"
+_COLUMN_SET = frozenset(COLUMNS)
 _SHARD_RE = re.compile(r"^([0-9]{4})-([0-9]{2})\.jsonl$")
 _OID_RE = re.compile(r"^[0-9a-f]{40}([0-9a-f]{24})?$")
 # Settings that keep git from running anything a repository's configuration names.
@@ -577,7 +578,32 @@ class GitArchive(EvidenceStore):
         found = git.tree(commit, INDEX_DIR)
         return sorted((p, oid) for p, oid in found.items())
 
-    def _read_shards(self, git: _Git, commit: str, wanted: Sequence[tuple[str, str]]
+    def _light_rows(self, path: str, data: bytes) -> builtins.list[dict[str, Any]] | None:
+        """The rows of one shard for ``list``, decoded at once; None when any line needs a closer look.
+
+        Each record must be an object in its own month's shard, with the listed fields of the
+        right types. Listing is not verification (``verify`` parses every record in full), but a
+        row of another shape is never shown: the shard is then read line by line.
+        """
+        try:
+            decoded = json.loads(b"[" + b",".join(line for line in data.split(b"\n") if line.strip()) + b"]")
+        except ValueError:
+            return None
+        month = path.rsplit("/", 1)[-1][:7].replace("-", "")
+        rows = []
+        for r in decoded:
+            if not (isinstance(r, dict) and type(r.get("id")) is str and r["id"][:6] == month
+                    and all(type(r.get(c)) is str
+                            for c in ("created_at", "decision", "path", "sha256", "policy_sha256"))
+                    and all(r.get(c) is None or type(r.get(c)) is str
+                            for c in ("environment", "repository", "commit", "signed_by", "previous_sha256"))
+                    and (r.get("sequence") is None or type(r.get("sequence")) is int)
+                    and r["path"] == bundle_path(r["id"])):
+                return None
+            rows.append(r)
+        return rows
+
+    def _read_shards(self, git: _Git, commit: str, wanted: Sequence[tuple[str, str]], *, light: bool = False
                      ) -> tuple[builtins.list[dict[str, Any]], builtins.list[VerifyProblem]]:
         records: list[dict[str, Any]] = []
         problems: list[VerifyProblem] = []
@@ -587,6 +613,12 @@ class GitArchive(EvidenceStore):
             name = path.rsplit("/", 1)[-1]
             if not _SHARD_RE.match(name):
                 problems.append(VerifyProblem("", None, "index", f"{path} is not an index shard (index/YYYY-MM.jsonl)"))
+                continue
+            quick = self._light_rows(path, data) if light else None
+            if quick is not None and not seen.intersection(r["id"] for r in quick) \
+                    and len({r["id"] for r in quick}) == len(quick):
+                seen.update(r["id"] for r in quick)
+                records.extend(quick)
                 continue
             lines = data.split(b"\n")
             if data.endswith(b"\n") or not data:
@@ -646,7 +678,7 @@ class GitArchive(EvidenceStore):
             end = f"{year + month // 12:04d}-{month % 12 + 1:02d}-01T00:00:00Z"
             if (q.until is None or start < q.until) and (q.since is None or end > q.since):
                 wanted.append((path, oid))
-        records, problems = self._read_shards(git, commit, wanted)
+        records, problems = self._read_shards(git, commit, wanted, light=True)
         rows = []
         for r in records:
             if ((q.since is not None and r["created_at"] < q.since) or (q.until is not None and r["created_at"] >= q.until)
@@ -654,7 +686,9 @@ class GitArchive(EvidenceStore):
                     or (q.repository is not None and r.get("repository") != q.repository)
                     or (q.decision is not None and r.get("decision") != q.decision)):
                 continue
-            rows.append({c: r.get(c) for c in COLUMNS})
+            if len(r) != len(COLUMNS) or r.keys() != _COLUMN_SET:
+                r = {c: r.get(c) for c in COLUMNS}
+            rows.append(r)
         rows.sort(key=lambda r: (r["created_at"], r["sequence"] or 0, r["id"]))
         return rows, sum(1 for p in problems if p.check == "index")
 
