@@ -63,8 +63,9 @@ def test_template_with_a_git_store_writes_the_head_to_the_log_and_dotenv(
     url = url_of(remote)
     with FakeAPI("/api/v4") as api:
         approved_mr(api)
-        env = {**gitlab_env(api, SQUASH), "POLICYENGINE_POLICY": str(POLICY), "POLICYENGINE_NOW": "2026-11-24T15:00:00Z",
-               "POLICYENGINE_EVIDENCE_STORE": url, "POLICYENGINE_SIGNING_KEY": "env:PE_KEY",
+        env = {**gitlab_env(api, SQUASH), "POLICYENGINE_POLICY": str(POLICY),
+               "POLICYENGINE_NOW": "2026-11-24T15:00:00Z", "POLICYENGINE_EVIDENCE_STORE": url,
+               "POLICYENGINE_SIGNING_KEY": "env:PE_KEY",
                "PE_KEY": keys[0].read_text(), "POLICYENGINE_EVIDENCE_TOKEN": TOKEN,
                "POLICYENGINE_CACHE_DIR": str(tmp_path / "cache")}
         res = run_template(tmp_path, env)
@@ -80,7 +81,8 @@ def test_template_with_a_git_store_writes_the_head_to_the_log_and_dotenv(
 def test_template_without_a_store_says_when_the_evidence_expires(tmp_path: Path) -> None:
     with FakeAPI("/api/v4") as api:
         approved_mr(api)
-        env = {**gitlab_env(api, SQUASH), "POLICYENGINE_POLICY": str(POLICY), "POLICYENGINE_NOW": "2026-11-24T15:00:00Z"}
+        env = {**gitlab_env(api, SQUASH), "POLICYENGINE_POLICY": str(POLICY),
+               "POLICYENGINE_NOW": "2026-11-24T15:00:00Z"}
         res = run_template(tmp_path, env)
     assert res.returncode == 0, res.stdout + res.stderr
     assert re.search(r"policyengine: this evidence is kept only in the job folder and expires with the job's "
@@ -104,3 +106,22 @@ def test_the_decision_says_a_job_folder_expires_under_ci(tmp_path: Path) -> None
     env.pop("CI")
     subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=120, check=False)
     assert "notes" not in json.loads((tmp_path / "d.json").read_text())["evidence"]
+
+
+def test_the_documented_store_examples_validate(tmp_path: Path) -> None:
+    from test_provider_integration_files import ACTION, REPO, load, run, tool
+
+    text = (REPO / "docs" / "ci-integration.md").read_text(encoding="utf-8")
+    workflow_text, gitlab_text = re.findall(r"```yml\n(.*?)```", text, flags=re.S)
+    workflow, gitlab = tmp_path / "deploy.yml", tmp_path / ".gitlab-ci.yml"
+    workflow.write_text(workflow_text)
+    gitlab.write_text(gitlab_text)
+    res = run(tool("check-jsonschema"), "--builtin-schema", "vendor.github-workflows", str(workflow))
+    assert res.returncode == 0, res.stdout + res.stderr
+    res = run(tool("check-jsonschema"), "--builtin-schema", "vendor.gitlab-ci", str(gitlab))
+    assert res.returncode == 0, res.stdout + res.stderr
+    gate = next(s for s in load(workflow)["jobs"]["deploy"]["steps"] if s.get("id") == "gate")
+    assert {"evidence-store", "evidence-token", "signing-key"} <= set(gate["with"]) <= set(load(ACTION)["inputs"])
+    variables = load(gitlab)["deploy-gate"]["variables"]
+    assert variables["POLICYENGINE_EVIDENCE_STORE"].startswith("git+https://")
+    assert "POLICYENGINE_EVIDENCE_TOKEN" not in variables  # a masked variable, never in the file

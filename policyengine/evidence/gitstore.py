@@ -681,7 +681,8 @@ class GitArchive(EvidenceStore):
         records, problems = self._read_shards(git, commit, wanted, light=True)
         rows = []
         for r in records:
-            if ((q.since is not None and r["created_at"] < q.since) or (q.until is not None and r["created_at"] >= q.until)
+            if ((q.since is not None and r["created_at"] < q.since)
+                    or (q.until is not None and r["created_at"] >= q.until)
                     or (q.environment is not None and r.get("environment") != q.environment)
                     or (q.repository is not None and r.get("repository") != q.repository)
                     or (q.decision is not None and r.get("decision") != q.decision)):
