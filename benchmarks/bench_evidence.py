@@ -2,6 +2,7 @@
 
 Usage:
   .venv/bin/python benchmarks/bench_evidence.py list   [--bundles 100000] [--runs 7]
+  .venv/bin/python benchmarks/bench_evidence.py quarter [--bundles 100000] [--runs 7]
   .venv/bin/python benchmarks/bench_evidence.py bundle [--mb 1024] [--kind binary|text|both] [--runs 3] [--nosync]
 
 list: writes an archive's index.jsonl of --bundles synthetic records directly (one bundle every
@@ -9,6 +10,13 @@ list: writes an archive's index.jsonl of --bundles synthetic records directly (o
 then times whole `policyengine evidence list --since --until` processes (interpreter start
 included) for a one-month window: the first run builds index.sqlite from index.jsonl, the
 others answer from it (after checking it is current). Also `python -c pass` for reference.
+
+quarter: the same 100,000 records in a local archive and in a git store (a bare repository on
+disk, ``git+file://``, with the records written directly as monthly index shards
+``index/YYYY-MM.jsonl`` in one commit), then times whole `evidence list --csv` processes for one
+quarter (``--since 2026-04-01 --until 2026-06-30``) side by side with a full listing (no
+bounds) in each store. The git store's first run fetches into an empty cache (shallow,
+blob-less, then only the shards of the period); the others find the commit in the cache.
 
 bundle: writes --mb of evidence files (8 files; "binary": random bytes, as build artifacts;
 "text": log lines, which are scanned for tokens), then in the same run: Python's own SHA-256 of
@@ -99,6 +107,69 @@ def run_list(args: argparse.Namespace) -> None:
     print(f"| same, `--json` | {statistics.median(warm_json):.3f} |")
     print(f"| one day, `--decision deny` | {statistics.median(narrow):.3f} |")
     print(f"| `python -c pass` | {statistics.median(base):.3f} |")
+
+
+def make_git_store(records_file: Path, bare: Path) -> None:
+    """Write the records of ``records_file`` as monthly index shards, in one commit on the evidence ref."""
+    from policyengine.evidence.gitstore import shard_path
+
+    shards: dict[str, list[bytes]] = {}
+    with open(records_file, "rb") as f:
+        for line in f:
+            bid = json.loads(line)["id"]
+            shards.setdefault(shard_path(bid).split("/", 1)[1], []).append(line)
+    subprocess.run(["git", "init", "--quiet", "--bare", str(bare)], check=True)
+    subprocess.run(["git", "-C", str(bare), "config", "uploadpack.allowFilter", "true"], check=True)
+
+    def run(*args: str, data: bytes | None = None) -> str:
+        return subprocess.run(["git", "-C", str(bare), *args], input=data, capture_output=True, check=True,
+                              env={**os.environ, "GIT_AUTHOR_NAME": "b", "GIT_AUTHOR_EMAIL": "b@b",
+                                   "GIT_COMMITTER_NAME": "b", "GIT_COMMITTER_EMAIL": "b@b"}).stdout.decode().strip()
+
+    entries = "".join(f"100644 blob {run('hash-object', '-w', '--stdin', data=b''.join(lines))}\t{name}\n"
+                      for name, lines in sorted(shards.items()))
+    index_tree = run("mktree", data=entries.encode())
+    root = run("mktree", data=f"040000 tree {index_tree}\tindex\n".encode())
+    commit = run("commit-tree", root, "-m", "synthetic index")
+    run("update-ref", "refs/heads/policyengine-evidence", commit)
+
+
+def run_quarter(args: argparse.Namespace) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        root, bare, cache = Path(tmp) / "archive", Path(tmp) / "evidence.git", Path(tmp) / "cache"
+        make_index(root, args.bundles)
+        make_git_store(root / "index.jsonl", bare)
+        git_url = f"git+file://{bare}#refs/heads/policyengine-evidence"
+        env = {**os.environ, "POLICYENGINE_CACHE_DIR": str(cache)}
+        quarter = ["--since", "2026-04-01", "--until", "2026-06-30", "--csv"]
+
+        def timed(archive: str, bounds: list[str]) -> tuple[float, int]:
+            c = [sys.executable, "-m", "policyengine", "evidence", "list", "--archive", archive, *bounds]
+            t0 = time.perf_counter()
+            out = subprocess.run(c, cwd=REPO, capture_output=True, text=True, check=True, env=env).stdout
+            return time.perf_counter() - t0, len(out.splitlines()) - 1
+
+        rows = {}
+        first = {}
+        for name, archive in (("local folder", str(root)), ("git store", git_url)):
+            first[name] = timed(archive, quarter)[0]  # the local cache is built, the git cache fetched
+            for label, bounds in (("quarter", quarter), ("full", ["--csv"])):
+                runs = [timed(archive, bounds) for _ in range(args.runs)]
+                rows[(name, label)] = (statistics.median(t for t, _ in runs), runs[0][1])
+        base = statistics.median(timed_pass() for _ in range(args.runs))
+    print(f"{args.bundles} bundles over a year; medians of {args.runs} whole processes (`--csv`)\n")
+    print("| store | first run (cold cache), quarter | quarter (2026-04-01..06-30) | rows | full listing | rows |")
+    print("|---|---:|---:|---:|---:|---:|")
+    for name in ("local folder", "git store"):
+        q, f = rows[(name, "quarter")], rows[(name, "full")]
+        print(f"| {name} | {first[name]:.3f} | **{q[0]:.3f}** | {q[1]} | {f[0]:.3f} | {f[1]} |")
+    print(f"\n`python -c pass`: {base:.3f} s")
+
+
+def timed_pass() -> float:
+    t0 = time.perf_counter()
+    subprocess.run([sys.executable, "-c", "pass"], check=True)
+    return time.perf_counter() - t0
 
 
 # -- bundle -------------------------------------------------------------------------------------
@@ -196,6 +267,9 @@ def main() -> None:
     p_list = sub.add_parser("list")
     p_list.add_argument("--bundles", type=int, default=100_000)
     p_list.add_argument("--runs", type=int, default=7)
+    p_quarter = sub.add_parser("quarter")
+    p_quarter.add_argument("--bundles", type=int, default=100_000)
+    p_quarter.add_argument("--runs", type=int, default=7)
     p_bundle = sub.add_parser("bundle")
     p_bundle.add_argument("--mb", type=int, default=1024)
     p_bundle.add_argument("--kind", choices=["binary", "text", "both"], default="both")
@@ -205,7 +279,7 @@ def main() -> None:
                           help="Also run without fsync, to show the CPU cost apart from the disk's.")
     args = parser.parse_args()
     print(f"Python {sys.version.split()[0]}, {os.cpu_count()} cores\n")
-    run_list(args) if args.what == "list" else run_bundle(args)
+    {"list": run_list, "quarter": run_quarter, "bundle": run_bundle}[args.what](args)
 
 
 if __name__ == "__main__":

@@ -403,7 +403,18 @@ def _record(request: CheckRequest, policy: Policy, gathered: Any, decision: Deci
     )
     bundle: dict[str, Any] = {"bundle_id": ref.id, "path": ref.path, "sha256": ref.sha256,
                               "signed": request.signing_key is not None}
+    # The chain's new head: anchored elsewhere, it lets `evidence verify --head` detect the
+    # deletion of the newest bundles or a rewritten history.
+    bundle["chain"] = {"repository": ref.repository, "environment": ref.environment, "sequence": ref.sequence,
+                       "head_sha256": ref.sha256}
     notes = list(getattr(archive, "notes", []))
+    if not request.evidence_store and running_in_ci(request.env):
+        # A job folder lives only as long as the CI artifact it is uploaded as.
+        when = (request.env.get("POLICYENGINE_EVIDENCE_EXPIRES") or "").strip()
+        notes.append(f"this evidence is kept only in the job folder {store_url}: it expires with the CI artifact"
+                     + (f" ({when})" if when else ", when the CI deletes the job's artifacts")
+                     + "; configure a persistent store (--evidence-store git:REF, git+URL#REF or s3://...) "
+                       "to keep it for the audit period")
     if notes:
         bundle["notes"] = notes
     return bundle
@@ -436,6 +447,12 @@ def check(request: CheckRequest) -> CheckResult:
     if not ws.is_dir():
         raise UsageError(f"--workspace: {request.workspace} is not a directory")
     _check_clock(request)
+    if request.evidence_store:
+        # A store that cannot take this write (a git store without a signing key, a malformed
+        # URL) is invalid input, refused before anything is judged.
+        from policyengine.evidence.stores import open_store
+
+        open_store(request.evidence_store).check_write(request.signing_key)
     if request.wall_time is None:
         request = dataclasses.replace(request, wall_time=datetime.now(timezone.utc))
     policy, gathered = _load(request)

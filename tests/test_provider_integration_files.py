@@ -83,9 +83,9 @@ def test_validators_would_catch_a_broken_file(tmp_path: Path) -> None:
 def test_action_inputs_outputs_and_env_only_inputs() -> None:
     action = load(ACTION)
     assert set(action["inputs"]) == {"policy", "environment", "github-token", "evidence-dir", "junit-path",
-                                     "fail-on-deny", "version"}
+                                     "fail-on-deny", "version", "evidence-store", "evidence-token", "signing-key"}
     assert action["inputs"]["github-token"]["default"] == "${{ github.token }}"
-    assert set(action["outputs"]) == {"decision", "bundle-id", "bundle-path", "junit-path"}
+    assert set(action["outputs"]) == {"decision", "bundle-id", "bundle-path", "junit-path", "chain-head"}
     steps = action["runs"]["steps"]
     assert action["runs"]["using"] == "composite"
     for step in steps:

@@ -52,7 +52,9 @@ from policyengine.errors import EXIT_DENY, UsageError
               show_envvar=True, metavar="DIR", help="The evidence archive that receives this evaluation's bundle.")
 @click.option("--evidence-store", envvar="POLICYENGINE_EVIDENCE_STORE", show_envvar=True, metavar="URL",
               help="Keep the bundle in this store instead of --evidence-dir: s3://bucket/prefix "
-              "(needs policyengine-gate[s3]; endpoint and credentials from the standard AWS variables).")
+              "(needs policyengine-gate[s3]; endpoint and credentials from the standard AWS variables), "
+              "git:REF (a ref of this repository's origin) or git+URL#REF (another repository; token in "
+              "POLICYENGINE_EVIDENCE_TOKEN); a git store needs --signing-key.")
 @click.option("--signing-key", envvar="POLICYENGINE_SIGNING_KEY", show_envvar=True, metavar="FILE|env:VAR",
               help="Sign the bundle's statement with this Ed25519 private key (PEM, PKCS#8), read from a file "
               "or from an environment variable (env:NAME). Needs policyengine-gate[sign]. Never logged.")
@@ -118,8 +120,16 @@ def check(policy_path: str, waivers_path: str | None, change_path: str | None, p
                                      simulated_under_ci=result.simulated_under_ci)), nl=False, file=stream)
     if bundle.get("bundle_id"):
         store_url = result.store_url
-        where = bundle["path"] if store_url.startswith("s3://") else str(Path(store_url) / bundle["path"])
-        click.echo(shown(f"evidence: {where} (bundle {bundle['bundle_id']})"), file=stream)
+        if store_url.startswith(("git:", "git+")):
+            where = f"{store_url} {bundle['path']}"
+        else:
+            where = bundle["path"] if store_url.startswith("s3://") else str(Path(store_url) / bundle["path"])
+        # One line, with the chain's new head: anchored outside the store (another repository, the
+        # change ticket), `evidence verify --head` detects deleted newest bundles or a rewritten history.
+        chain = bundle.get("chain") or {}
+        head = (f"; chain head of {chain.get('repository')} / {chain.get('environment')} #{chain.get('sequence')}: "
+                f"sha256 {chain['head_sha256']}") if chain.get("head_sha256") else ""
+        click.echo(shown(f"evidence: {where} (bundle {bundle['bundle_id']}){head}"), file=stream)
         for note in result.notes:
             click.echo(shown(f"evidence: note: {note}"), file=stream)
     return result.exit_code

@@ -12,14 +12,15 @@ import click
 from policyengine.cli.common import CONTEXT
 from policyengine.errors import EXIT_ALLOW, EXIT_DENY, UsageError
 
-ARCHIVE_HELP = ("The evidence archive: a folder, or s3://bucket/prefix (needs policyengine-gate[s3]; endpoint and "
-                "credentials from the standard AWS variables).")
+ARCHIVE_HELP = ("The evidence archive: a folder, s3://bucket/prefix (needs policyengine-gate[s3]; endpoint and "
+                "credentials from the standard AWS variables), git:REF or git+URL#REF (a git store; token in "
+                "POLICYENGINE_EVIDENCE_TOKEN).")
 
 
 def archive_option(fn: Any) -> Any:
     return click.option("--archive", default="evidence", show_default=True,
                         envvar=["POLICYENGINE_EVIDENCE_STORE", "POLICYENGINE_EVIDENCE_DIR"], show_envvar=True,
-                        metavar="DIR|s3://BUCKET/PREFIX", help=ARCHIVE_HELP)(fn)
+                        metavar="DIR|s3://BUCKET/PREFIX|git+URL#REF", help=ARCHIVE_HELP)(fn)
 
 
 def open_archive(url: str) -> Any:
@@ -27,7 +28,7 @@ def open_archive(url: str) -> Any:
 
     from policyengine.evidence.stores import open_store
 
-    if not url.startswith("s3://") and not Path(url).is_dir():
+    if not url.startswith(("s3://", "git:", "git+")) and not Path(url).is_dir():
         raise UsageError(f"--archive: {url} is not a directory")
     return open_store(url)
 
@@ -445,8 +446,12 @@ def evidence_get(archive: str, output: str, bundle_id: str) -> int:
 @click.option("--all", "all_", is_flag=True, help="Verify every bundle (the default when no ID is given).")
 @click.option("--public-key", metavar="FILE",
               help="Require every bundle to be signed by this Ed25519 public key (PEM) and check it.")
+@click.option("--head", "heads", multiple=True, metavar="SHA256",
+              help="A chain head recorded elsewhere (printed by `check` after each write): the archive must "
+              "still hold that bundle, intact, in its chain. Repeatable, one per chain.")
 @click.argument("ids", nargs=-1, metavar="[ID...]")
-def evidence_verify(archive: str, all_: bool, public_key: str | None, ids: tuple[str, ...]) -> int:
+def evidence_verify(archive: str, all_: bool, public_key: str | None, heads: tuple[str, ...],
+                    ids: tuple[str, ...]) -> int:
     """Verify bundles: digests, members, statements, signatures and hash chains.
 
     Exit 0 only when every check holds; otherwise 1, with one line per problem naming the
@@ -461,25 +466,34 @@ def evidence_verify(archive: str, all_: bool, public_key: str | None, ids: tuple
     """
     if all_ and ids:
         raise UsageError("give bundle IDs or --all, not both")
+    import re
+
     from policyengine.evidence.export_verify import is_export, verify_export
 
-    if is_export(archive):
+    heads = tuple(h.strip().lower().removeprefix("sha256:") for h in heads)
+    for head in heads:
+        if not re.fullmatch(r"[0-9a-f]{64}", head):
+            raise UsageError(f"--head: {head!r} is not a SHA-256 hex digest",
+                             hint="give the digest `policyengine check` printed as the chain head")
+    if not archive.startswith(("git:", "git+")) and is_export(archive):
         if ids:
             raise UsageError("an export is verified as a whole: give no bundle IDs")
+        if heads:
+            raise UsageError("--head checks an archive, not an export")
         result = verify_export(archive, load_key(public_key))
         click.echo("\n".join(result.lines()))
         return EXIT_ALLOW if result.ok else EXIT_DENY
-    return verify_archive(open_archive(archive), () if all_ else ids, load_key(public_key))
+    return verify_archive(open_archive(archive), () if all_ else ids, load_key(public_key), heads)
 
 
-def verify_archive(store: Any, ids: tuple[str, ...], key: Any) -> int:
+def verify_archive(store: Any, ids: tuple[str, ...], key: Any, heads: tuple[str, ...] = ()) -> int:
     """Verify an opened store (every bundle when ``ids`` is empty), print the outcome, return the exit code.
 
     0 when every check holds, 1 with one ``FAIL`` line per problem; a store that is not an
     archive, or records nothing, raises ``NothingToVerifyError`` (exit 2). ``warning:`` lines
     never change the exit code.
     """
-    report = store.verify(ids, key)
+    report = store.verify(ids, key, heads=heads) if heads else store.verify(ids, key)
     for p in report.problems:
         where = f"bundle {p.bundle_id or '?'}" + (f" member {p.member}" if p.member else "")
         click.echo(f"FAIL  {p.check:13} {where}: {p.message}")
@@ -498,7 +512,8 @@ def verify_archive(store: Any, ids: tuple[str, ...], key: Any) -> int:
     sig_summary = ", ".join(f"{v} {_SIGNATURE_WORDS.get(k, k)}" for k, v in sorted(counts.items()))
     if report.ok:
         click.echo(f"ok: {n} bundle{'s' if n != 1 else ''} verified: digests, statements, chains"
-                   + (f"; signatures: {sig_summary}" if sig_summary else ""))
+                   + (f"; signatures: {sig_summary}" if sig_summary else "")
+                   + (f"; {len(heads)} anchored head{'s' if len(heads) != 1 else ''} found" if heads else ""))
         return EXIT_ALLOW
     click.echo(f"verification failed: {len(report.problems)} problem(s) in {n} bundle(s) checked")
     return EXIT_DENY

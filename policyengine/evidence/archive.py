@@ -605,7 +605,8 @@ class LocalArchive(EvidenceStore):
                 bad += 1
         return records, bad
 
-    def verify(self, ids: Sequence[str] = (), public_key: tuple[Any, str] | None = None) -> VerifyReport:
+    def verify(self, ids: Sequence[str] = (), public_key: tuple[Any, str] | None = None,
+               heads: Sequence[str] = ()) -> VerifyReport:
         """Verify as the base does; a folder that is not an archive is ``NothingToVerifyError`` (exit 2).
 
         A folder is an archive when it holds ``index.jsonl`` or ``bundles/``. One that lost
@@ -618,7 +619,7 @@ class LocalArchive(EvidenceStore):
             raise NothingToVerifyError(
                 f"{self.root} is not an evidence archive: it holds neither {INDEX} nor {BUNDLES}/",
                 hint="pass the folder that `policyengine check --evidence-dir` wrote")
-        report = super().verify(ids, public_key)
+        report = super().verify(ids, public_key, heads=heads)
         if not has_index and not ids:
             held = [p for p in report.problems if p.check == "unindexed"]
             lost = VerifyProblem("", None, "index", f"{self.index_path} is missing, but {BUNDLES}/ holds "

@@ -82,6 +82,8 @@ class BundleRef:
     commit: str | None
     kind: str | None = None
     """None (or ``evaluation``) for an evaluation; ``outcome``, ``review``, ... for a linked record."""
+    sequence: int | None = None
+    """The bundle's place in its chain (1 for the first); None for a record made before chains."""
 
 
 @dataclass(frozen=True)
@@ -232,6 +234,12 @@ class EvidenceStore:
     url: str
 
     # -- to provide -------------------------------------------------------------------
+
+    def check_write(self, signing_key: SigningKey | None) -> None:
+        """Refuse, before anything is judged, a write this store cannot take (UsageError: exit 2).
+
+        The default accepts every write; a store that keeps signed bundles only says so here.
+        """
 
     def write_bundle(
         self,
@@ -470,8 +478,14 @@ class EvidenceStore:
         raise UsageError(f"bundle {bundle_id} is not in the archive {self.url}",
                          hint="`policyengine evidence list` shows the recorded bundles")
 
-    def verify(self, ids: Sequence[str] = (), public_key: tuple[Any, str] | None = None) -> VerifyReport:
+    def verify(self, ids: Sequence[str] = (), public_key: tuple[Any, str] | None = None,
+               heads: Sequence[str] = ()) -> VerifyReport:
         """Check the bundles ``ids`` (every recorded bundle when empty); report every problem.
+
+        ``heads`` are chain heads anchored elsewhere (the SHA-256 of a chain's newest bundle when
+        it was written): each must be the digest of a recorded bundle, which is then checked
+        too, with the chain up to it and after it; a head that names nothing in the archive is a
+        ``head`` problem (the newest bundles were deleted, or the history rewritten).
 
         Per bundle: its digest against the index, every member against the manifest, the
         statement against the manifest (and its signature against ``public_key``: with a key,
@@ -484,8 +498,17 @@ class EvidenceStore:
         """
         records, problems = self.read_index()
         by_id = {r["id"]: r for r in records}
+        head_ids: dict[str, str] = {}
+        for head in dict.fromkeys(heads):
+            named = next((r for r in records if r["sha256"] == head), None)
+            if named is None:
+                problems.append(VerifyProblem("", None, "head", (
+                    f"the anchored chain head sha256 {head} is not in the archive {self.url}: the bundle it names "
+                    "(the newest of its chain when it was anchored) was deleted, or the history was rewritten")))
+            else:
+                head_ids[named["id"]] = head
         if ids:
-            checked = tuple(dict.fromkeys(ids))
+            checked = tuple(dict.fromkeys([*ids, *head_ids]))
             for bundle_id in checked:
                 if bundle_id not in by_id:
                     message = f"bundle {bundle_id} is not in the index"
@@ -556,6 +579,11 @@ class EvidenceStore:
                 sequence=sequence if type(sequence) is int else None,
             ))
         problems.extend(chain_mod.walk(entries, report_ids=checked))
+        for bundle_id, head in head_ids.items():
+            if actual.get(bundle_id) not in (None, head):
+                problems.append(VerifyProblem(bundle_id, None, "head", (
+                    f"the anchored chain head sha256 {head} is recorded as bundle {bundle_id}, whose bytes now "
+                    f"have sha256 {actual[bundle_id]}: the bundle was rewritten")))
         if not ids:
             problems.extend(self.unindexed(records))
             problems.extend(self.head_problems(records))

@@ -7,7 +7,11 @@ from policyengine.evidence.store import EvidenceStore
 
 
 def open_store(url: str) -> EvidenceStore:
-    """Return the store at ``url``: ``s3://bucket/prefix`` or a local folder."""
+    """Return the store at ``url``: ``s3://bucket/prefix``, ``git:REF``, ``git+URL#REF`` or a local folder."""
+    if url.startswith(("git:", "git+")):
+        from policyengine.evidence.gitstore import GitArchive
+
+        return GitArchive(url)
     if url.startswith("s3://"):
         from policyengine.evidence.s3 import S3Archive
 

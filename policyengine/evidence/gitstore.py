@@ -1,0 +1,760 @@
+"""The git evidence store: bundles kept on a ref of a git repository, one commit per bundle.
+
+``--evidence-store`` takes:
+
+* ``git:REF``: the ref ``REF`` (``refs/heads/policyengine-evidence``; a bare name means
+  ``refs/heads/NAME``) of the remote ``origin`` of the git repository in the current
+  directory (the job's checkout). Only the remote's URL is read from that repository; nothing
+  is fetched into it, nothing runs in it;
+* ``git+URL#REF``: the ref of another repository (``git+https://host/acme/evidence.git#refs/
+  heads/evidence``, ``git+ssh://...``, ``git+file:///srv/evidence.git#...``). A separate
+  evidence repository with its own narrowly scoped token is the stronger setup: a token that
+  may push to the deployed repository can also push to its code.
+
+The tree of the ref::
+
+    bundles/<YYYY>/<MM>/<id>.zip       the bundles (the path follows from the id)
+    index/<YYYY>-<MM>.jsonl            the index records of the bundles created that month,
+                                       one JSON line each (the local store's format)
+    chains/<chain key>/head.json       each chain's last record (``store.chain_key``)
+
+**Writing** happens in a temporary bare repository, never in a checkout: ``ls-remote`` reads
+the ref, a shallow, blob-less fetch (``--depth=1 --filter=blob:none``) brings its newest
+commit and trees; only the blobs a writer needs (its chain's ``head.json`` and this month's
+index shard) are fetched on demand. The bundle, the shard with one more line and the new
+``head.json`` are written with ``git hash-object -w``, the tree with ``read-tree`` /
+``update-index`` / ``write-tree --missing-ok`` on a temporary ``GIT_INDEX_FILE``, the commit
+with ``commit-tree``; ``git push --force-with-lease=REF:OLD`` is the compare-and-swap: it
+succeeds only when the remote ref still points at the commit this writer built on (or does
+not exist yet, for the first bundle). When it is rejected, the writer fetches the new head,
+rebuilds and re-signs its bundle on it (the chain link is inside the manifest and the signed
+statement) and tries again, at most ``MAX_ATTEMPTS`` times with jittered backoff: concurrent
+deploys form one unbroken chain. No commit rewrites a blob that grows with the whole archive:
+index shards are monthly.
+
+**Signed bundles only.** Anyone who can push to the ref can append to it, so a git store
+refuses to write an unsigned bundle (``check`` without ``--signing-key``: exit 2) and
+refuses to verify without the public key (exit 2).
+
+**Credentials.** The token comes from ``POLICYENGINE_EVIDENCE_TOKEN`` (its user name from
+``POLICYENGINE_EVIDENCE_TOKEN_USER``, default ``x-access-token``, which GitHub expects; GitLab
+accepts any). It reaches git only through the environment (``GIT_CONFIG_COUNT`` /
+``GIT_CONFIG_KEY_0`` / ``GIT_CONFIG_VALUE_0``: an ``http.<scheme>://<host>/.extraHeader`` of
+HTTP basic authorization), never on a command line that ``ps`` shows, and is redacted from
+every message (as the value of a ``POLICYENGINE_*_TOKEN`` variable, and in its base64 form).
+A URL holding a password is refused: put the token in the variable. Git's trace variables are
+removed from its environment; only the ``file``, ``https``, ``http`` and ``ssh`` protocols are
+allowed; hooks and fsmonitor never run.
+
+**Reading** (``list``, ``show``, ``get``, ``replay``, ``audit export``) fetches into a cache
+(``$POLICYENGINE_CACHE_DIR`` or ``~/.cache/policyengine/git-<hash>.git``); ``list`` reads only
+the index shards of the months its ``--since``/``--until`` cover. ``verify`` fetches into a
+fresh temporary repository and trusts nothing cached.
+"""
+
+from __future__ import annotations
+
+import base64
+import builtins
+import contextlib
+import fcntl
+import hashlib
+import json
+import os
+import random
+import re
+import shutil
+import subprocess
+import tempfile
+import time
+import weakref
+from collections.abc import Iterator, Mapping, Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import IO, Any
+from urllib.parse import urlsplit, urlunsplit
+
+from policyengine.errors import EvidenceError, UsageError
+from policyengine.evidence.bundle import BundleWriter, VerifyProblem
+from policyengine.evidence.index import COLUMNS, Query
+from policyengine.evidence.signing import SigningKey
+from policyengine.evidence.store import (
+    BundleRef,
+    EvidenceStore,
+    Job,
+    VerifyReport,
+    chain_key,
+    parse_record,
+    pause_point,
+    ref_of,
+)
+from policyengine.models import FileRead
+from policyengine.redact import EvidenceRedactor, Redactor
+
+TOKEN_ENV = "POLICYENGINE_EVIDENCE_TOKEN"
+TOKEN_USER_ENV = "POLICYENGINE_EVIDENCE_TOKEN_USER"
+TEST_PAUSE_ENV = "POLICYENGINE_TEST_GIT_PAUSE"
+"""Tests only: after its first fetch, a writer creates ``<value>.ready`` and waits (at most a
+minute) until ``<value>`` exists, so that another writer can move the ref meanwhile."""
+MAX_ATTEMPTS = 60
+GIT_TIMEOUT = 300
+BUNDLES = "bundles"
+INDEX_DIR = "index"
+CHAINS = "chains"
+_COLUMN_SET = frozenset(COLUMNS)
+_SHARD_RE = re.compile(r"^([0-9]{4})-([0-9]{2})\.jsonl$")
+_OID_RE = re.compile(r"^[0-9a-f]{40}([0-9a-f]{24})?$")
+# Settings that keep git from running anything a repository's configuration names.
+_SAFE = ["-c", "core.hooksPath=/dev/null", "-c", "core.fsmonitor=false", "-c", "protocol.ext.allow=never",
+         "-c", "core.sshCommand=ssh", "-c", "gc.auto=0", "-c", "maintenance.auto=false"]
+# Environment variables of the caller that git may keep: the SSH command (a deploy key) and TLS roots.
+_GIT_ENV_KEPT = ("GIT_SSH", "GIT_SSH_COMMAND", "GIT_SSL_CAINFO", "GIT_SSL_CAPATH")
+# A rejected compare-and-swap (another writer moved the ref, or held its lock): build again.
+_RETRYABLE = ("stale info", "fetch first", "non-fast-forward", "cannot lock ref", "failed to update ref",
+              "failed to lock", "incorrect old value", "reference already exists", "already exists")
+_AUTHOR = {"GIT_AUTHOR_NAME": "policyengine", "GIT_AUTHOR_EMAIL": "policyengine@invalid",
+           "GIT_COMMITTER_NAME": "policyengine", "GIT_COMMITTER_EMAIL": "policyengine@invalid"}
+
+
+def is_git_url(url: str) -> bool:
+    """Whether ``url`` names a git store (``git:REF`` or ``git+URL#REF``)."""
+    return url.startswith(("git:", "git+"))
+
+
+def bundle_path(bundle_id: str) -> str:
+    """Where bundle ``bundle_id`` lives in the ref's tree."""
+    return f"{BUNDLES}/{bundle_id[0:4]}/{bundle_id[4:6]}/{bundle_id}.zip"
+
+
+def shard_path(bundle_id: str) -> str:
+    """The index shard that records bundle ``bundle_id``: the month of its id (its creation)."""
+    return f"{INDEX_DIR}/{bundle_id[0:4]}-{bundle_id[4:6]}.jsonl"
+
+
+def head_path(key: tuple[str | None, str | None]) -> str:
+    return f"{CHAINS}/{chain_key(*key)}/head.json"
+
+
+def _check_ref(ref: str, where: str) -> str:
+    if not ref.startswith("refs/"):
+        ref = f"refs/heads/{ref}"
+    parts = ref.split("/")
+    if (ref.startswith("-") or any(c.isspace() or ord(c) < 32 or ord(c) == 127 or c in "~^:?*[\\" for c in ref)
+            or "" in parts or any(p.startswith((".", "-")) or p.endswith(".lock") for p in parts) or ".." in ref
+            or ref.endswith(".") or "@{" in ref or len(parts) < 3):
+        raise UsageError(f"--evidence-store: {where}: {ref!r} is not a git ref",
+                         hint="e.g. git:refs/heads/policyengine-evidence")
+    return ref
+
+
+def parse_git_url(url: str) -> tuple[str | None, str]:
+    """``git:REF`` -> (None, REF); ``git+URL#REF`` -> (URL, REF). UsageError when malformed.
+
+    A URL holding a password (``https://user:token@host/...``) is refused: the token would be
+    printed wherever the store's URL is.
+    """
+    if url.startswith("git:"):
+        return None, _check_ref(url[4:], url)
+    remote, sep, ref = url[4:].partition("#")
+    if not url.startswith("git+") or not sep or not remote or not ref:
+        raise UsageError(f"--evidence-store: {_public_url(url)!r} is not git:REF or git+URL#REF",
+                         hint="e.g. git+https://github.com/acme/evidence.git#refs/heads/evidence")
+    scheme = remote.split("://", 1)[0].lower() if "://" in remote else ("ssh" if re.match(r"^[\w.-]+@[\w.-]+:", remote)
+                                                                        else "")
+    if scheme not in ("https", "http", "ssh", "file"):
+        raise UsageError(f"--evidence-store: {_public_url(url)!r}: the repository must be an https://, ssh://, "
+                         "file:// or user@host:path URL")
+    if "://" in remote:
+        parts = urlsplit(remote)
+        if parts.password is not None or (parts.username and scheme in ("https", "http")):
+            raise UsageError("--evidence-store: the repository URL holds credentials; never put a token in a URL",
+                             hint=f"give the token in {TOKEN_ENV} (it is sent as an HTTP header, never printed)")
+    if remote.startswith("-"):
+        raise UsageError(f"--evidence-store: {remote!r} is not a repository URL")
+    return remote, _check_ref(ref, _public_url(url))
+
+
+def _public_url(url: str) -> str:
+    """``url`` without any user or password (for messages)."""
+    head, sep, rest = url.partition("+")
+    inner = rest if sep and head == "git" else url
+    try:
+        parts = urlsplit(inner.split("#", 1)[0])
+    except ValueError:
+        return "<unparseable URL>"
+    if parts.username or parts.password:
+        host = parts.hostname or ""
+        if parts.port:
+            host += f":{parts.port}"
+        clean = urlunsplit((parts.scheme, host, parts.path, parts.query, ""))
+        fragment = inner.split("#", 1)[1] if "#" in inner else None
+        clean += f"#{fragment}" if fragment is not None else ""
+        return f"git+{clean}" if inner is rest else clean
+    return url
+
+
+def _strip_userinfo(remote: str) -> str:
+    """An https URL without credentials: git must never use a token found in a URL (e.g. the
+    ``gitlab-ci-token:...@`` of a GitLab checkout's origin)."""
+    if "://" not in remote:
+        return remote
+    parts = urlsplit(remote)
+    if parts.scheme.lower() not in ("https", "http") or not (parts.username or parts.password):
+        return remote
+    host = parts.hostname or ""
+    if parts.port:
+        host += f":{parts.port}"
+    return urlunsplit((parts.scheme, host, parts.path, parts.query, parts.fragment))
+
+
+def _repository_config(start: Path) -> Path | None:
+    """The ``config`` file of the git repository holding ``start`` (a worktree's: its common one)."""
+    for folder in (start.resolve(), *start.resolve().parents):
+        dot = folder / ".git"
+        if dot.is_dir():
+            gitdir = dot
+        elif dot.is_file():
+            text = dot.read_text(encoding="utf-8", errors="replace").strip()
+            if not text.startswith("gitdir:"):
+                return None
+            gitdir = (folder / text[len("gitdir:"):].strip()).resolve()
+            common = gitdir / "commondir"
+            if common.is_file():
+                gitdir = (gitdir / common.read_text(encoding="utf-8", errors="replace").strip()).resolve()
+        else:
+            continue
+        return gitdir / "config" if (gitdir / "config").is_file() else None
+    return None
+
+
+class _Git:
+    """Run git in one bare repository, with the token (if any) in the environment only."""
+
+    def __init__(self, repo: Path, remote: str, env: Mapping[str, str]) -> None:
+        self.repo = repo
+        self.remote = remote
+        token = env.get(TOKEN_ENV, "")
+        user = env.get(TOKEN_USER_ENV, "") or "x-access-token"
+        run_env = {k: v for k, v in env.items() if not k.startswith("GIT_") or k in _GIT_ENV_KEPT}
+        run_env.update({"GIT_TERMINAL_PROMPT": "0", "GIT_CONFIG_NOSYSTEM": "1", "LC_ALL": "C",
+                        "GIT_ALLOW_PROTOCOL": "file:https:http:ssh", "GIT_DIR": str(repo), **_AUTHOR})
+        secrets = [token] if token else []
+        if token and "://" in remote and urlsplit(remote).scheme.lower() in ("https", "http"):
+            parts = urlsplit(remote)
+            basic = base64.b64encode(f"{user}:{token}".encode()).decode("ascii")
+            run_env.update({"GIT_CONFIG_COUNT": "1",
+                            "GIT_CONFIG_KEY_0": f"http.{parts.scheme.lower()}://{parts.netloc}/.extraHeader",
+                            "GIT_CONFIG_VALUE_0": f"Authorization: Basic {basic}"})
+            secrets += [basic, f"{user}:{token}"]
+        self.env = run_env
+        self.redactor = Redactor.from_env(env, extra=secrets)
+
+    def run(self, *args: str, stdin: bytes | None = None, extra_env: Mapping[str, str] | None = None,
+            check: bool = True, what: str | None = None) -> subprocess.CompletedProcess[bytes]:
+        env = {**self.env, **(extra_env or {})}
+        try:
+            proc = subprocess.run(["git", *_SAFE, *args], input=stdin, capture_output=True,
+                                  timeout=GIT_TIMEOUT, env=env, check=False)
+        except FileNotFoundError:
+            raise EvidenceError("git is not installed, so the git evidence store cannot be used") from None
+        except subprocess.TimeoutExpired:
+            raise EvidenceError(f"git {args[0]} took longer than {GIT_TIMEOUT} s (git evidence store)") from None
+        if check and proc.returncode != 0:
+            raise EvidenceError(f"git evidence store: cannot {what or args[0]}: {self.message(proc.stderr)}",
+                                hint="check the store URL, that the ref exists or may be created, and "
+                                     f"that {TOKEN_ENV} may read and push it")
+        return proc
+
+    def message(self, data: bytes) -> str:
+        """The last meaningful line of git's output, redacted."""
+        lines = [ln.strip() for ln in data.decode("utf-8", "replace").splitlines() if ln.strip()]
+        lines = [ln for ln in lines if not ln.startswith(("hint:", "To ", "Done"))] or lines
+        return self.redactor.text(lines[-1] if lines else "no message")[:400]
+
+    def init(self) -> None:
+        self.run("init", "--quiet", "--bare", str(self.repo), what="create a repository")
+        self.run("config", "remote.origin.url", self.remote, what="configure the remote")
+        self.run("config", "remote.origin.fetch", "+refs/heads/*:refs/remotes/origin/*", what="configure the remote")
+
+    def ls_remote(self, ref: str) -> str | None:
+        """The commit the remote's ``ref`` points at (None: no such ref)."""
+        proc = self.run("ls-remote", "origin", ref, what=f"read {ref} of the evidence repository")
+        for line in proc.stdout.decode("utf-8", "replace").splitlines():
+            oid, _, name = line.partition("\t")
+            if name == ref and _OID_RE.match(oid):
+                return oid
+        return None
+
+    def fetch(self, ref: str, local: str, *, blobs: bool) -> bool:
+        """Fetch the newest commit of ``ref`` into ``local``; False when the ref is gone."""
+        args = ["fetch", "--quiet", "--no-tags", "--depth=1", "--no-write-fetch-head"]
+        if not blobs:
+            args.append("--filter=blob:none")
+        proc = self.run(*args, "origin", f"+{ref}:{local}", check=False)
+        if proc.returncode != 0:
+            if b"couldn't find remote ref" in proc.stderr:
+                return False
+            raise EvidenceError(f"git evidence store: cannot fetch {ref}: {self.message(proc.stderr)}",
+                                hint=f"check the store URL and that {TOKEN_ENV} may read it")
+        return True
+
+    def rev_parse(self, spec: str) -> str | None:
+        proc = self.run("rev-parse", "--verify", "--quiet", "--end-of-options", spec, check=False)
+        return proc.stdout.decode().strip() if proc.returncode == 0 else None
+
+    def blob(self, commit: str, path: str) -> bytes | None:
+        """The bytes of ``path`` at ``commit`` (fetched on demand); None when there is no such file."""
+        oid = self.rev_parse(f"{commit}:{path}")
+        if oid is None:
+            return None
+        proc = self.run("cat-file", "blob", oid, what=f"read {path}")
+        return bytes(proc.stdout)
+
+    def tree(self, commit: str, path: str, *, recursive: bool = False) -> dict[str, str]:
+        """``{name: blob id}`` of the files under ``path`` at ``commit`` (no blob is fetched)."""
+        args = ["ls-tree", "-z", "--full-tree"] + (["-r"] if recursive else []) + [commit, "--", path + "/"]
+        proc = self.run(*args, what=f"list {path}")
+        out: dict[str, str] = {}
+        for entry in proc.stdout.split(b"\0"):
+            if not entry:
+                continue
+            meta, _, name = entry.partition(b"\t")
+            fields = meta.split()
+            if len(fields) == 3 and fields[1] == b"blob":
+                out[name.decode("utf-8", "surrogateescape")] = fields[2].decode()
+        return out
+
+    def hash_object(self, data: bytes | None = None, *, file: Path | None = None) -> str:
+        if file is not None:
+            proc = self.run("hash-object", "-w", "--no-filters", "--", str(file), what="store a bundle")
+        else:
+            proc = self.run("hash-object", "-w", "--no-filters", "--stdin", stdin=data, what="store a blob")
+        return proc.stdout.decode().strip()
+
+
+def _jitter(attempt: int) -> float:
+    return random.uniform(0, min(2.0, 0.05 * (2 ** min(attempt, 6))))
+
+
+def _cache_root(env: Mapping[str, str]) -> Path:
+    base = env.get("POLICYENGINE_CACHE_DIR") or str(Path(env.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+                                                   / "policyengine")
+    return Path(base)
+
+
+class GitArchive(EvidenceStore):
+    """An evidence store on a git ref: one commit per bundle, pushed with compare-and-swap."""
+
+    requires_signatures = True
+
+    def __init__(self, url: str, *, cwd: str | os.PathLike[str] = ".", env: Mapping[str, str] | None = None) -> None:
+        self.remote_url, self.ref = parse_git_url(url)
+        self.url = _public_url(url)
+        self._cwd = Path(cwd)
+        self._env: Mapping[str, str] = os.environ if env is None else env
+        self._remote: str | None = None
+        self.notes: builtins.list[str] = []
+        self._snapshot: tuple[_Git, str | None] | None = None
+        self._fresh = False
+        self._tmp: tempfile.TemporaryDirectory[str] | None = None
+
+    # -- plumbing ----------------------------------------------------------------------
+
+    def remote(self) -> str:
+        """The repository's URL (``git:REF``: the ``origin`` of the repository in the current directory)."""
+        if self._remote is None:
+            if self.remote_url is not None:
+                self._remote = self.remote_url
+            else:
+                config = _repository_config(self._cwd)
+                probe = _Git(self._cwd, "", self._env)
+                probe.env.pop("GIT_DIR", None)
+                proc = None
+                if config is not None:  # read as a file: no repository discovery, no include, nothing run
+                    proc = probe.run("config", "--file", str(config), "--get", "remote.origin.url", check=False)
+                if proc is None or proc.returncode != 0 or not proc.stdout.strip():
+                    raise UsageError(f"--evidence-store {self.url}: {self._cwd.resolve()} is not in a git repository "
+                                     "with a remote 'origin'",
+                                     hint="run in the job's checkout, or name the repository: git+URL#REF")
+                self._remote = _strip_userinfo(proc.stdout.decode("utf-8", "replace").strip())
+                parse_git_url(f"git+{self._remote}#{self.ref}")  # the same checks as a given URL
+        return self._remote
+
+    def check_write(self, signing_key: SigningKey | None) -> None:
+        """Refuse before anything is judged: unsigned bundles, no repository (UsageError, exit 2)."""
+        if signing_key is None:
+            raise UsageError(f"--evidence-store {self.url}: a git evidence store keeps signed bundles only: "
+                             "anyone who can push to the ref can append to it",
+                             hint="give --signing-key (or POLICYENGINE_SIGNING_KEY=env:VAR), a CI secret "
+                                  "scoped to the protected environment")
+        self.remote()
+
+    def _new_repo(self) -> _Git:
+        if self._tmp is None:
+            self._tmp = tempfile.TemporaryDirectory(prefix="policyengine-git-")
+            weakref.finalize(self, self._tmp.cleanup)
+        path = Path(tempfile.mkdtemp(dir=self._tmp.name, suffix=".git"))
+        git = _Git(path, self.remote(), self._env)
+        git.init()
+        return git
+
+    @contextlib.contextmanager
+    def _cache(self) -> Iterator[_Git]:
+        """The cache repository of this store, locked while fetching (a fresh one when it cannot be made)."""
+        where = hashlib.sha256(f"{self.remote()}#{self.ref}".encode()).hexdigest()[:16]
+        path = _cache_root(self._env) / f"git-{where}.git"
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(path.parent / f"git-{where}.lock", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+        except OSError:
+            yield self._new_repo()
+            return
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            git = _Git(path, self.remote(), self._env)
+            if not (path / "HEAD").is_file():
+                shutil.rmtree(path, ignore_errors=True)
+                git.init()
+            yield git
+        finally:
+            os.close(fd)
+
+    def _open(self) -> tuple[_Git, str | None]:
+        """The repository and commit every read of this instance uses (fetched once)."""
+        if self._snapshot is None:
+            local = "refs/policyengine/snapshot"
+            if self._fresh:
+                git = self._new_repo()
+                commit = self._fetch_snapshot(git, local, blobs=True)
+            else:
+                with self._cache() as git:
+                    commit = self._fetch_snapshot(git, local, blobs=False)
+            self._snapshot = (git, commit)
+        return self._snapshot
+
+    def _fetch_snapshot(self, git: _Git, local: str, *, blobs: bool) -> str | None:
+        oid = git.ls_remote(self.ref)
+        if oid is None:
+            return None
+        if git.rev_parse(f"{oid}^{{commit}}") is None and not git.fetch(self.ref, local, blobs=blobs):
+            return None
+        have = git.rev_parse(f"{oid}^{{commit}}")
+        return have if have is not None else git.rev_parse(local)
+
+    # -- write -------------------------------------------------------------------------
+
+    def write_bundle(
+        self,
+        *,
+        decision: Mapping[str, Any],
+        change: Mapping[str, Any],
+        policy_filename: str,
+        policy_bytes: bytes,
+        files: Sequence[FileRead],
+        extra_members: Mapping[str, bytes] | None = None,
+        created_at: datetime | None = None,
+        subjects: Sequence[tuple[str, str]] = (),
+        signing_key: SigningKey | None = None,
+        retention: str | None = None,
+        redactor: EvidenceRedactor | None = None,
+    ) -> BundleRef:
+        """Write one signed bundle as one commit on the ref, chained by compare-and-swap."""
+        prep = self.prepare(decision=decision, change=change, policy_filename=policy_filename,
+                            policy_bytes=policy_bytes, files=files, extra_members=extra_members,
+                            created_at=created_at)
+        return self.commit(self.evaluation_job(prep, subjects), signing_key=signing_key, retention=retention,
+                           redactor=redactor)
+
+    def commit(self, job: Job, *, signing_key: SigningKey | None, retention: str | None,
+               redactor: EvidenceRedactor | None) -> BundleRef:
+        """Write ``job``'s bundle (an evaluation or a linked record) as one commit on the ref, chained
+        by compare-and-swap: a rejected push rebuilds the bundle on the new head and retries."""
+        if signing_key is None:  # check_write refused already; never push an unsigned bundle
+            raise EvidenceError(f"{self.url}: a git evidence store keeps signed bundles only (give --signing-key)")
+        git = self._new_repo()
+        base = "refs/policyengine/base"
+        last_error = ""
+        with tempfile.TemporaryDirectory(prefix="policyengine-git-bundle-") as tmp:
+            for attempt in range(MAX_ATTEMPTS):
+                old = git.ls_remote(self.ref)
+                if old is not None and not git.fetch(self.ref, base, blobs=False):
+                    continue  # deleted meanwhile: read it again
+                if old is not None:
+                    old = git.rev_parse(base) or old
+                if attempt == 0:
+                    pause_point("fetched")
+                    self._test_pause()
+                record, new = self._commit(git, old, job, Path(tmp), signing_key, redactor)
+                pushed, last_error = self._push(git, new, old)
+                if pushed:
+                    return ref_of(record)
+                time.sleep(_jitter(attempt))
+        raise EvidenceError(f"git evidence store {self.url}: bundle {job.bundle_id} could not be chained after "
+                            f"{MAX_ATTEMPTS} attempts ({last_error})", hint="retry the job")
+
+    def _test_pause(self) -> None:
+        gate = self._env.get(TEST_PAUSE_ENV)
+        if not gate:
+            return
+        Path(gate + ".ready").write_text("ready\n", encoding="utf-8")
+        deadline = time.monotonic() + 60
+        while not os.path.exists(gate) and time.monotonic() < deadline:
+            time.sleep(0.05)
+
+    def _commit(self, git: _Git, old: str | None, job: Job, tmp: Path, signing_key: SigningKey,
+                redactor: EvidenceRedactor | None) -> tuple[dict[str, Any], str]:
+        """Build the bundle on the chain as of ``old`` and the commit that adds it; return (record, commit)."""
+        head = None
+        if old is not None:
+            raw = git.blob(old, head_path(job.key))
+            if raw is not None:
+                try:
+                    head = parse_record(json.loads(raw), path_for=lambda r: bundle_path(r["id"]))
+                except ValueError as exc:
+                    raise EvidenceError(f"git evidence store {self.url}: {head_path(job.key)} is not a bundle "
+                                        f"record ({exc}): the chain head cannot be read",
+                                        hint="verify the store: policyengine evidence verify --archive ...") from exc
+        link = self.chain_link(head, job.key)
+        zip_path = tmp / f"{job.bundle_id}.zip"
+        with open(zip_path, "wb") as fh:
+            writer = BundleWriter(fh, bundle_id=job.bundle_id, created_at=job.moment, redactor=redactor)
+            try:
+                job.bulk(writer)
+                job.tail(writer, link, signing_key)
+                digest, _ = writer.close()
+            except BaseException:
+                writer.abandon()
+                raise
+        record = job.index_record(link, bundle_path(job.bundle_id), digest, signing_key.keyid)
+        line = (json.dumps(record, sort_keys=True, ensure_ascii=False) + "\n").encode("utf-8")
+        shard = (git.blob(old, shard_path(job.bundle_id)) or b"") if old is not None else b""
+        if shard and not shard.endswith(b"\n"):
+            shard += b"\n"
+        entries = [
+            (bundle_path(job.bundle_id), git.hash_object(file=zip_path)),
+            (shard_path(job.bundle_id), git.hash_object(shard + line)),
+            (head_path(job.key), git.hash_object(json.dumps(record, sort_keys=True, ensure_ascii=False)
+                                                  .encode("utf-8") + b"\n")),
+        ]
+        index_env = {"GIT_INDEX_FILE": str(tmp / "index")}
+        with contextlib.suppress(FileNotFoundError):
+            (tmp / "index").unlink()
+        if old is not None:
+            git.run("read-tree", old, extra_env=index_env, what="read the evidence tree")
+        else:
+            git.run("read-tree", "--empty", extra_env=index_env, what="start the evidence tree")
+        for path, oid in entries:
+            git.run("update-index", "--add", "--cacheinfo", f"100644,{oid},{path}", extra_env=index_env,
+                    what="add the bundle to the tree")
+        tree = git.run("write-tree", "--missing-ok", extra_env=index_env, what="write the evidence tree")
+        repo, env = record["repository"], record["environment"]
+        message = (f"policyengine evidence {job.bundle_id}: {record['decision']} "
+                   f"{repo} / {env} #{record['sequence']}\n\nsha256 {digest}\n")
+        if redactor is not None:
+            message = redactor.text(message)
+        args = ["commit-tree", tree.stdout.decode().strip(), *(["-p", old] if old else []), "-F", "-"]
+        commit = git.run(*args, stdin=message.encode("utf-8"), what="commit the bundle")
+        return record, commit.stdout.decode().strip()
+
+    def _push(self, git: _Git, new: str, old: str | None) -> tuple[bool, str]:
+        """Compare-and-swap the remote ref from ``old`` to ``new``; (True, "") or (False, why) when rejected."""
+        lease = f"--force-with-lease={self.ref}:{old or ''}"
+        proc = git.run("push", "--porcelain", "--quiet", lease, "origin", f"{new}:{self.ref}", check=False)
+        if proc.returncode == 0:
+            return True, ""
+        output = proc.stdout + b"\n" + proc.stderr
+        why = git.message(output)
+        if any(reason in output.decode("utf-8", "replace") for reason in _RETRYABLE):
+            return False, why
+        raise EvidenceError(f"git evidence store {self.url}: cannot push to {self.ref}: {why}",
+                            hint=f"check that {TOKEN_ENV} may push to {self.ref} (and that no rule of the "
+                                 "repository refuses it)")
+
+    # -- read --------------------------------------------------------------------------
+
+    def _parse(self, raw: bytes, shard: str, number: int) -> dict[str, Any]:
+        record = parse_record(json.loads(raw), path_for=lambda r: bundle_path(r["id"]))
+        if shard_path(record["id"]) != shard:
+            raise ValueError(f"bundle {record['id']} does not belong in {shard}")
+        return record
+
+    def _shards(self, git: _Git, commit: str) -> builtins.list[tuple[str, str]]:
+        """(path, blob id) of every index shard, oldest month first."""
+        found = git.tree(commit, INDEX_DIR)
+        return sorted((p, oid) for p, oid in found.items())
+
+    def _light_rows(self, path: str, data: bytes) -> builtins.list[dict[str, Any]] | None:
+        """The rows of one shard for ``list``, decoded at once; None when any line needs a closer look.
+
+        Each record must be an object in its own month's shard, with the listed fields of the
+        right types. Listing is not verification (``verify`` parses every record in full), but a
+        row of another shape is never shown: the shard is then read line by line.
+        """
+        try:
+            decoded = json.loads(b"[" + b",".join(line for line in data.split(b"\n") if line.strip()) + b"]")
+        except ValueError:
+            return None
+        month = path.rsplit("/", 1)[-1][:7].replace("-", "")
+        rows = []
+        for r in decoded:
+            if not (isinstance(r, dict) and type(r.get("id")) is str and r["id"][:6] == month
+                    and all(type(r.get(c)) is str
+                            for c in ("created_at", "decision", "path", "sha256", "policy_sha256"))
+                    and all(r.get(c) is None or type(r.get(c)) is str
+                            for c in ("environment", "repository", "commit", "signed_by", "previous_sha256"))
+                    and (r.get("sequence") is None or type(r.get("sequence")) is int)
+                    and r["path"] == bundle_path(r["id"])):
+                return None
+            rows.append(r)
+        return rows
+
+    def _read_shards(self, git: _Git, commit: str, wanted: Sequence[tuple[str, str]], *, light: bool = False
+                     ) -> tuple[builtins.list[dict[str, Any]], builtins.list[VerifyProblem]]:
+        records: list[dict[str, Any]] = []
+        problems: list[VerifyProblem] = []
+        seen: set[str] = set()
+        blobs = self._cat_blobs(git, [oid for _, oid in wanted])
+        for (path, oid), data in zip(wanted, blobs, strict=True):
+            name = path.rsplit("/", 1)[-1]
+            if not _SHARD_RE.match(name):
+                problems.append(VerifyProblem("", None, "index", f"{path} is not an index shard (index/YYYY-MM.jsonl)"))
+                continue
+            quick = self._light_rows(path, data) if light else None
+            if quick is not None and not seen.intersection(r["id"] for r in quick) \
+                    and len({r["id"] for r in quick}) == len(quick):
+                seen.update(r["id"] for r in quick)
+                records.extend(quick)
+                continue
+            lines = data.split(b"\n")
+            if data.endswith(b"\n") or not data:
+                lines.pop()
+            for number, raw in enumerate(lines, 1):
+                where = f"{self.url} {path} line {number}"
+                try:
+                    record = self._parse(raw, path, number)
+                except (ValueError, TypeError, KeyError) as exc:
+                    problems.append(VerifyProblem("", None, "index", f"{where}: {exc}"))
+                    continue
+                if record["id"] in seen:
+                    problems.append(VerifyProblem(record["id"], None, "index",
+                                                  f"{where}: bundle {record['id']} is recorded twice"))
+                    continue
+                seen.add(record["id"])
+                records.append(record)
+        return records, problems
+
+    def _cat_blobs(self, git: _Git, oids: Sequence[str]) -> builtins.list[bytes]:
+        """The bytes of each blob, read with one ``cat-file --batch``."""
+        if not oids:
+            return []
+        proc = git.run("cat-file", "--batch", stdin=("\n".join(oids) + "\n").encode(), what="read the index")
+        out, pos, data = [], 0, proc.stdout
+        for oid in oids:
+            end = data.index(b"\n", pos)
+            header = data[pos:end].split()
+            if len(header) != 3 or header[0].decode() != oid:
+                raise EvidenceError(f"git evidence store {self.url}: cannot read object {oid}")
+            size = int(header[2])
+            out.append(bytes(data[end + 1:end + 1 + size]))
+            pos = end + 1 + size + 1
+        return out
+
+    def read_index(self) -> tuple[builtins.list[dict[str, Any]], builtins.list[VerifyProblem]]:
+        """Every index record of the ref's newest commit, in chain order, and a problem per unreadable line."""
+        git, commit = self._open()
+        if commit is None:
+            return [], []
+        records, problems = self._read_shards(git, commit, self._shards(git, commit))
+        records.sort(key=lambda r: (r.get("sequence") or 0, r["created_at"], r["id"]))
+        return records, problems
+
+    def query(self, q: Query) -> tuple[builtins.list[dict[str, Any]], int]:
+        """Answer from the index shards of the months ``q`` covers (only those are fetched and read)."""
+        git, commit = self._open()
+        if commit is None:
+            return [], 0
+        wanted = []
+        for path, oid in self._shards(git, commit):
+            m = _SHARD_RE.match(path.rsplit("/", 1)[-1])
+            if m is None:
+                continue
+            start = f"{m[1]}-{m[2]}-01T00:00:00Z"
+            year, month = int(m[1]), int(m[2])
+            end = f"{year + month // 12:04d}-{month % 12 + 1:02d}-01T00:00:00Z"
+            if (q.until is None or start < q.until) and (q.since is None or end > q.since):
+                wanted.append((path, oid))
+        records, problems = self._read_shards(git, commit, wanted, light=True)
+        rows = []
+        for r in records:
+            if ((q.since is not None and r["created_at"] < q.since)
+                    or (q.until is not None and r["created_at"] >= q.until)
+                    or (q.environment is not None and r.get("environment") != q.environment)
+                    or (q.repository is not None and r.get("repository") != q.repository)
+                    or (q.decision is not None and r.get("decision") != q.decision)):
+                continue
+            if len(r) != len(COLUMNS) or r.keys() != _COLUMN_SET:
+                r = {c: r.get(c) for c in COLUMNS}
+            rows.append(r)
+        rows.sort(key=lambda r: (r["created_at"], r["sequence"] or 0, r["id"]))
+        return rows, sum(1 for p in problems if p.check == "index")
+
+    @contextlib.contextmanager
+    def open_bundle(self, record: Mapping[str, Any]) -> Iterator[IO[bytes]]:
+        git, commit = self._open()
+        data = git.blob(commit, record["path"]) if commit is not None else None
+        if data is None:
+            raise FileNotFoundError(record["path"])
+        with tempfile.SpooledTemporaryFile(max_size=64 << 20) as fh:
+            fh.write(data)
+            fh.seek(0)
+            yield fh
+
+    def location(self, record: Mapping[str, Any]) -> str:
+        return f"{self.url} {record['path']}"
+
+    def unindexed(self, records: Sequence[Mapping[str, Any]]) -> builtins.list[VerifyProblem]:
+        git, commit = self._open()
+        if commit is None:
+            return []
+        recorded = {r["path"] for r in records}
+        problems = []
+        for path in sorted(git.tree(commit, BUNDLES, recursive=True)):
+            if path.endswith(".zip") and path not in recorded:
+                stem = path.rsplit("/", 1)[-1].removesuffix(".zip")
+                problems.append(VerifyProblem(stem, None, "unindexed", f"{path} is not recorded in the index"))
+        return problems
+
+    def head_problems(self, records: Sequence[Mapping[str, Any]]) -> builtins.list[VerifyProblem]:
+        """Each chain's ``head.json`` must name its last recorded bundle (and name a recorded chain)."""
+        git, commit = self._open()
+        if commit is None:
+            return []
+        last: dict[tuple[str | None, str | None], Mapping[str, Any]] = {}
+        for r in records:
+            last[(r["repository"], r["environment"])] = r
+        problems = []
+        for key, r in last.items():
+            raw = git.blob(commit, head_path(key))
+            try:
+                head = json.loads(raw) if raw is not None else {}
+            except ValueError:
+                head = {}
+            head = head if isinstance(head, dict) else {}
+            if head.get("id") != r["id"] or head.get("sha256") != r["sha256"]:
+                problems.append(VerifyProblem(
+                    str(head.get("id") or r["id"]), None, "chain",
+                    f"the head of the chain of {key[0]} / {key[1]} ({head_path(key)}) names bundle "
+                    f"{head.get('id')!r} (sequence {head.get('sequence')}), but the last recorded bundle is "
+                    f"{r['id']} (sequence {r.get('sequence')})"))
+        return problems
+
+    def verify(self, ids: Sequence[str] = (), public_key: tuple[Any, str] | None = None,
+               heads: Sequence[str] = ()) -> VerifyReport:
+        """Verify as the base does, from a fresh fetch, and only with the public key (UsageError without)."""
+        if public_key is None:
+            raise UsageError(f"{self.url}: a git evidence store is verified only with the team's public key: "
+                             "anyone who can push to the ref can append bundles to it",
+                             hint="give --public-key FILE (the key that signs the bundles)")
+        if not self._fresh:
+            self._fresh, self._snapshot = True, None
+        return super().verify(ids, public_key, heads=heads)

@@ -1,0 +1,447 @@
+"""The git evidence store: one commit per signed bundle, chained by compare-and-swap pushes.
+
+Every test uses a bare repository it creates itself as the remote (``git+file://...``); no
+network is used.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+pytest.importorskip("cryptography")
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ed25519
+
+from policyengine.errors import EvidenceError, UsageError
+from policyengine.evidence.gitstore import GitArchive, parse_git_url
+from policyengine.evidence.index import Query
+from policyengine.evidence.stores import open_store
+
+FIXTURES = Path(__file__).parent / "fixtures" / "acceptance"
+REF = "refs/heads/policyengine-evidence"
+TOKEN = "pe-evidence-token-0123456789abcdef"
+
+
+def git(*args: str, cwd: Path | None = None, stdin: bytes | None = None) -> bytes:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GIT_")}
+    env.update({"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t",
+                "GIT_COMMITTER_EMAIL": "t@t", "GIT_CONFIG_NOSYSTEM": "1"})
+    return subprocess.run(["git", *args], cwd=cwd, input=stdin, capture_output=True, check=True, env=env,
+                          timeout=120).stdout
+
+
+@pytest.fixture
+def remote(tmp_path: Path) -> Path:
+    """A bare repository standing in for the evidence repository (partial clone allowed, as on the code hosts)."""
+    path = tmp_path / "evidence.git"
+    git("init", "--quiet", "--bare", str(path))
+    git("-C", str(path), "config", "uploadpack.allowFilter", "true")
+    return path
+
+
+@pytest.fixture
+def keys(tmp_path: Path) -> tuple[Path, Path]:
+    key = ed25519.Ed25519PrivateKey.generate()
+    priv, pub = tmp_path / "signing.pem", tmp_path / "signing.pub"
+    priv.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                       serialization.NoEncryption()))
+    pub.write_bytes(key.public_key().public_bytes(serialization.Encoding.PEM,
+                                                  serialization.PublicFormat.SubjectPublicKeyInfo))
+    return priv, pub
+
+
+def url_of(remote: Path) -> str:
+    return f"git+file://{remote}#{REF}"
+
+
+def env_for(tmp_path: Path, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("POLICYENGINE_", "GITHUB_", "GITLAB_", "CI_", "GIT_")) and k not in ("CI",)}
+    env["POLICYENGINE_CACHE_DIR"] = str(tmp_path / "cache")
+    env.update(extra)
+    return env
+
+
+def check_cmd(store: str, key: Path | None, *extra: str) -> list[str]:
+    cmd = [sys.executable, "-m", "policyengine", "check", "--policy", str(FIXTURES / "policy.yml"),
+           "--change", str(FIXTURES / "change.yml"), "--workspace", str(FIXTURES / "workspace"),
+           "--now", "2026-11-24T15:00:00Z", "--evidence-store", store, *extra]
+    return cmd + (["--signing-key", str(key)] if key else [])
+
+
+def cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "policyengine", *args], capture_output=True, text=True,
+                          env=env, timeout=300, check=False)
+
+
+def records(url: str, env: dict[str, str]) -> list[dict[str, Any]]:
+    return GitArchive(url, env=env).read_index()[0]
+
+
+def test_twenty_concurrent_checks_into_one_git_store_make_one_unbroken_chain(
+        tmp_path: Path, remote: Path, keys: tuple[Path, Path]) -> None:
+    url, env = url_of(remote), env_for(tmp_path)
+    procs = [subprocess.Popen(check_cmd(url, keys[0]), stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+             for _ in range(20)]
+    outputs = [p.communicate(timeout=600) for p in procs]
+    failed = [out for p, out in zip(procs, outputs, strict=True) if p.returncode != 0]
+    assert not failed, failed[0]
+    found = records(url, env)
+    assert [r["sequence"] for r in found] == list(range(1, 21))
+    assert found[0]["previous_sha256"] is None
+    for before, after in zip(found, found[1:], strict=False):
+        assert after["previous_sha256"] == before["sha256"]
+    # One commit per bundle, each the child of the one before: the ref's history is the chain.
+    assert git("-C", str(remote), "rev-list", "--count", REF).strip() == b"20"
+    verified = cli(env, "evidence", "verify", "--archive", url, "--public-key", str(keys[1]))
+    assert verified.returncode == 0, verified.stdout + verified.stderr
+    assert "ok: 20 bundles verified" in verified.stdout and "20 signed, signature valid" in verified.stdout
+    # Every run printed the head it made; the last one names the head of the whole chain.
+    heads = [line for out, _ in outputs for line in out.decode().splitlines() if "chain head of" in line]
+    assert len(heads) == 20 and any(found[-1]["sha256"] in h and "#20" in h for h in heads)
+
+
+def test_a_push_rejected_mid_way_is_rebuilt_on_the_new_head_and_retried(
+        tmp_path: Path, remote: Path, keys: tuple[Path, Path]) -> None:
+    url, env = url_of(remote), env_for(tmp_path)
+    first = subprocess.run(check_cmd(url, keys[0]), capture_output=True, env=env, timeout=120, check=False)
+    assert first.returncode == 0, first.stderr
+    gate = tmp_path / "go"
+    slow = subprocess.Popen(check_cmd(url, keys[0], "--json", str(tmp_path / "slow.json")), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, env={**env, "POLICYENGINE_TEST_GIT_PAUSE": str(gate)})
+    deadline = time.monotonic() + 120
+    while not Path(f"{gate}.ready").exists():
+        assert slow.poll() is None and time.monotonic() < deadline, slow.communicate()
+        time.sleep(0.05)
+    # The slow writer has fetched the chain at #1; another writer now moves the ref to #2.
+    fast = subprocess.run(check_cmd(url, keys[0], "--json", str(tmp_path / "fast.json")), capture_output=True,
+                          env=env, timeout=120, check=False)
+    assert fast.returncode == 0, fast.stderr
+    gate.write_text("go")
+    out, err = slow.communicate(timeout=120)
+    assert slow.returncode == 0, out + err
+    found = records(url, env)
+    assert [r["sequence"] for r in found] == [1, 2, 3]
+    fast_doc = json.loads((tmp_path / "fast.json").read_text())
+    slow_doc = json.loads((tmp_path / "slow.json").read_text())
+    assert found[1]["id"] == fast_doc["evidence"]["bundle_id"]
+    assert found[2]["id"] == slow_doc["evidence"]["bundle_id"]
+    assert found[2]["previous_sha256"] == found[1]["sha256"]
+    assert slow_doc["evidence"]["chain"] == {"repository": found[2]["repository"],
+                                             "environment": found[2]["environment"], "sequence": 3,
+                                             "head_sha256": found[2]["sha256"]}
+    # The rebuilt bundle was signed again: its statement names the new link.
+    verified = cli(env, "evidence", "verify", "--archive", url, "--public-key", str(keys[1]))
+    assert verified.returncode == 0, verified.stdout
+
+
+def test_a_rejected_push_is_retried_in_process(tmp_path: Path, remote: Path, keys: tuple[Path, Path],
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    from test_evidence import CHANGE, POLICY
+
+    from policyengine.evidence import gitstore
+    from policyengine.evidence.signing import load_signing_key
+
+    url, env = url_of(remote), env_for(tmp_path)
+    key = load_signing_key(str(keys[0]))
+    kwargs: dict[str, Any] = {"decision": {"decision": "allow", "rules": []}, "change": CHANGE,
+                              "policy_filename": "p.yml", "policy_bytes": POLICY, "files": [], "signing_key": key}
+    GitArchive(url, env=env).write_bundle(**kwargs)
+    real_push = gitstore.GitArchive._push
+    calls: list[str | None] = []
+
+    def push_after_a_rival(self: GitArchive, g: Any, new: str, old: str | None) -> tuple[bool, str]:
+        calls.append(old)
+        if len(calls) == 1:  # a rival lands first
+            GitArchive(url, env=env).write_bundle(**kwargs)
+        return real_push(self, g, new, old)
+
+    monkeypatch.setattr(gitstore.GitArchive, "_push", push_after_a_rival)
+    ref = GitArchive(url, env=env).write_bundle(**kwargs)
+    assert len(calls) == 3 and calls[0] != calls[2]  # the rival's own push, then ours twice
+    assert ref.sequence == 3
+    found = records(url, env)
+    assert [r["sequence"] for r in found] == [1, 2, 3] and found[2]["id"] == ref.id
+
+
+def _commit_ids(remote: Path) -> list[str]:
+    return git("-C", str(remote), "rev-list", REF).decode().split()
+
+
+def test_a_force_pushed_history_without_the_newest_bundle_fails_verify_head(
+        tmp_path: Path, remote: Path, keys: tuple[Path, Path]) -> None:
+    url, env = url_of(remote), env_for(tmp_path)
+    heads = []
+    for _ in range(3):
+        run = subprocess.run(check_cmd(url, keys[0], "--json", str(tmp_path / "d.json")), capture_output=True,
+                             env=env, timeout=120, check=False)
+        assert run.returncode == 0, run.stderr
+        heads.append(json.loads((tmp_path / "d.json").read_text())["evidence"]["chain"]["head_sha256"])
+    ok = cli(env, "evidence", "verify", "--archive", url, "--public-key", str(keys[1]), "--head", heads[-1])
+    assert ok.returncode == 0, ok.stdout
+    assert "1 anchored head found" in ok.stdout
+
+    # Whoever can force-push drops the newest commit: the archive is consistent without it.
+    newest, parent = _commit_ids(remote)[:2]
+    git("-C", str(remote), "update-ref", REF, parent, newest)
+    plain = cli(env, "evidence", "verify", "--archive", url, "--public-key", str(keys[1]))
+    assert plain.returncode == 0  # without an anchored head, nothing can tell
+    caught = cli(env, "evidence", "verify", "--archive", url, "--public-key", str(keys[1]), "--head", heads[-1])
+    assert caught.returncode == 1, caught.stdout
+    assert f"the anchored chain head sha256 {heads[-1]} is not in the archive" in caught.stdout
+    # An older head still anchored is found: it was not rewritten.
+    older = cli(env, "evidence", "verify", "--archive", url, "--public-key", str(keys[1]), "--head", heads[1])
+    assert older.returncode == 0, older.stdout
+
+
+def test_a_rewritten_bundle_in_a_rewritten_history_fails_verify_head(
+        tmp_path: Path, remote: Path, keys: tuple[Path, Path]) -> None:
+    url, env = url_of(remote), env_for(tmp_path)
+    for _ in range(2):
+        assert subprocess.run(check_cmd(url, keys[0], "--json", str(tmp_path / "d.json")), capture_output=True,
+                              env=env, timeout=120, check=False).returncode == 0
+    head = json.loads((tmp_path / "d.json").read_text())["evidence"]["chain"]["head_sha256"]
+    found = records(url, env)
+    # Rewrite the newest bundle's bytes and every record naming its digest, then force-push that tree.
+    work = tmp_path / "work"
+    git("clone", "--quiet", "--branch", REF.removeprefix("refs/heads/"), str(remote), str(work))
+    bundle = work / found[-1]["path"]
+    data = bytearray(bundle.read_bytes())
+    data[-30] ^= 1
+    bundle.write_bytes(bytes(data))
+    import hashlib
+
+    forged = hashlib.sha256(bytes(data)).hexdigest()
+    for path in [*work.joinpath("index").iterdir(), *work.joinpath("chains").rglob("head.json")]:
+        path.write_text(path.read_text().replace(head, forged))
+    git("add", "-A", cwd=work)
+    git("commit", "--quiet", "--amend", "-m", "rewritten", cwd=work)
+    git("push", "--quiet", "--force", "origin", f"HEAD:{REF}", cwd=work)
+    caught = cli(env, "evidence", "verify", "--archive", url, "--public-key", str(keys[1]), "--head", head)
+    assert caught.returncode == 1
+    assert "is not in the archive" in caught.stdout
+
+
+def test_deleting_the_newest_bundles_of_a_local_folder_is_caught_with_the_head(
+        tmp_path: Path, keys: tuple[Path, Path]) -> None:
+    """``--head`` works for every store: the local folder too (S3: test_evidence_s3)."""
+    folder, env = tmp_path / "evidence", env_for(tmp_path)
+    heads = []
+    for _ in range(3):
+        cmd = [c for c in check_cmd("x", keys[0], "--json", str(tmp_path / "d.json"))]
+        cmd[cmd.index("--evidence-store"):cmd.index("--evidence-store") + 2] = ["--evidence-dir", str(folder)]
+        assert subprocess.run(cmd, capture_output=True, env=env, timeout=120, check=False).returncode == 0
+        heads.append(json.loads((tmp_path / "d.json").read_text())["evidence"]["chain"]["head_sha256"])
+    lines = (folder / "index.jsonl").read_text().splitlines(keepends=True)
+    (folder / "index.jsonl").write_text("".join(lines[:-1]))
+    (folder / json.loads(lines[-1])["path"]).unlink()
+    plain = cli(env, "evidence", "verify", "--archive", str(folder), "--public-key", str(keys[1]))
+    assert plain.returncode == 0
+    caught = cli(env, "evidence", "verify", "--archive", str(folder), "--public-key", str(keys[1]),
+                 "--head", heads[-1])
+    assert caught.returncode == 1 and "is not in the archive" in caught.stdout
+    assert cli(env, "evidence", "verify", "--archive", str(folder), "--head", "abc").returncode == 2
+
+
+def test_the_token_reaches_no_output_no_command_line_and_no_object_of_the_repository(
+        tmp_path: Path, remote: Path, keys: tuple[Path, Path]) -> None:
+    url = url_of(remote)
+    workspace = tmp_path / "ws"
+    subprocess.run(["cp", "-r", str(FIXTURES / "workspace"), str(workspace)], check=True)
+    for report in workspace.rglob("*.xml"):  # a file a rule reads echoes the token
+        report.write_text(report.read_text().replace("</testsuite>", f"<system-out>{TOKEN}</system-out></testsuite>",
+                                                     1))
+    env = env_for(tmp_path, POLICYENGINE_EVIDENCE_TOKEN=TOKEN)
+    cmd = check_cmd(url, keys[0], "--json", str(tmp_path / "d.json"), "--junit", str(tmp_path / "j.xml"))
+    cmd[cmd.index("--workspace") + 1] = str(workspace)
+    run = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=120, check=False)
+    assert run.returncode == 0, run.stderr
+    basic = base64.b64encode(f"x-access-token:{TOKEN}".encode()).decode()
+    listed = cli(env, "evidence", "list", "--archive", url, "--json")
+    shown = cli(env, "evidence", "show", "--archive", url, records(url, env)[0]["id"], "--public-key", str(keys[1]))
+    verified = cli(env, "evidence", "verify", "--archive", url, "--public-key", str(keys[1]))
+    assert listed.returncode == shown.returncode == verified.returncode == 0
+    texts = [run.stdout, run.stderr, listed.stdout, listed.stderr, shown.stdout, shown.stderr, verified.stdout,
+             (tmp_path / "d.json").read_text(), (tmp_path / "j.xml").read_text()]
+    for text in texts:
+        assert TOKEN not in text and basic not in text
+    every_object = git("-C", str(remote), "cat-file", "--batch-all-objects", "--batch")
+    assert every_object  # the repository holds the bundle, so the grep means something
+    assert TOKEN.encode() not in every_object and basic.encode() not in every_object
+    # Inside the zip the member is deflated: look at the bundle's own members too.
+    import io
+    import zipfile
+
+    record = records(url, env)[0]
+    blob = git("-C", str(remote), "cat-file", "blob", f"{REF}:{record['path']}")
+    with zipfile.ZipFile(io.BytesIO(blob)) as zf:
+        for name in zf.namelist():
+            assert TOKEN.encode() not in zf.read(name), name
+
+
+def test_the_token_travels_in_the_environment_never_in_arguments(
+        tmp_path: Path, keys: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    """Over HTTP the token is an extraHeader given by GIT_CONFIG_* variables, scoped to the host."""
+    from policyengine.evidence import gitstore
+
+    seen: list[tuple[list[str], dict[str, str]]] = []
+
+    def fake_run(args: list[str], **kwargs: Any) -> subprocess.CompletedProcess[bytes]:
+        seen.append((list(args), dict(kwargs["env"])))
+        return subprocess.CompletedProcess(args, 128, b"", f"fatal: unable to access: 403 {TOKEN}".encode())
+
+    monkeypatch.setattr(gitstore.subprocess, "run", fake_run)
+    env = env_for(tmp_path, POLICYENGINE_EVIDENCE_TOKEN=TOKEN)
+    store = GitArchive("git+https://git.example.com/acme/evidence.git#refs/heads/ev", env=env)
+    with pytest.raises(EvidenceError) as caught:
+        store.read_index()
+    assert TOKEN not in caught.value.message and "[REDACTED]" in caught.value.message
+    args, run_env = seen[0]
+    assert all(TOKEN not in a and "Authorization" not in a for a in args)
+    basic = base64.b64encode(f"x-access-token:{TOKEN}".encode()).decode()
+    assert run_env["GIT_CONFIG_COUNT"] == "1"
+    assert run_env["GIT_CONFIG_KEY_0"] == "http.https://git.example.com/.extraHeader"
+    assert run_env["GIT_CONFIG_VALUE_0"] == f"Authorization: Basic {basic}"
+    assert "GIT_TRACE" not in run_env and run_env["GIT_ALLOW_PROTOCOL"] == "file:https:http:ssh"
+
+
+@pytest.mark.parametrize("url", [
+    "git+https://user:ghp_abcdefghijklmnopqrstuvwxyz0123456789@github.com/acme/ev.git#refs/heads/ev",
+    "git+https://oauth2@gitlab.example.com/acme/ev.git#refs/heads/ev",
+])
+def test_a_url_holding_credentials_is_refused_without_printing_them(tmp_path: Path, keys: tuple[Path, Path],
+                                                                    url: str) -> None:
+    run = subprocess.run(check_cmd(url, keys[0]), capture_output=True, text=True, env=env_for(tmp_path),
+                         timeout=120, check=False)
+    assert run.returncode == 2
+    assert "holds credentials" in run.stderr
+    assert "ghp_" not in run.stdout + run.stderr and "oauth2" not in run.stdout + run.stderr
+
+
+@pytest.mark.parametrize("url", ["git+ext::sh -c evil#refs/heads/x", "git+/srv/x.git#refs/heads/x",
+                                 "git:refs/heads/../x", "git:-x", "git+file:///srv/e.git", "git:refs/heads/a b"])
+def test_malformed_git_store_urls_are_invalid_input(url: str) -> None:
+    with pytest.raises(UsageError):
+        parse_git_url(url)
+
+
+def test_an_unsigned_write_is_refused_before_anything_is_judged(tmp_path: Path, remote: Path) -> None:
+    url, env = url_of(remote), env_for(tmp_path)
+    run = subprocess.run(check_cmd(url, None, "--json", str(tmp_path / "d.json")), capture_output=True, text=True,
+                         env=env, timeout=120, check=False)
+    assert run.returncode == 2
+    assert "a git evidence store keeps signed bundles only" in run.stderr and "--signing-key" in run.stderr
+    assert not (tmp_path / "d.json").exists()
+    assert git("-C", str(remote), "for-each-ref") == b""  # nothing pushed
+    with pytest.raises(EvidenceError):  # the store itself refuses too, whoever calls it
+        from test_evidence import CHANGE, POLICY
+
+        GitArchive(url, env=env).write_bundle(decision={"decision": "allow"}, change=CHANGE, policy_filename="p",
+                                              policy_bytes=POLICY, files=[])
+
+
+def test_verify_without_the_public_key_is_refused(tmp_path: Path, remote: Path, keys: tuple[Path, Path]) -> None:
+    url, env = url_of(remote), env_for(tmp_path)
+    assert subprocess.run(check_cmd(url, keys[0]), capture_output=True, env=env, timeout=120,
+                          check=False).returncode == 0
+    run = cli(env, "evidence", "verify", "--archive", url)
+    assert run.returncode == 2
+    assert "verified only with the team's public key" in run.stderr
+    assert "ok" not in run.stdout
+
+
+def test_list_show_get_replay_and_export_read_the_git_store(tmp_path: Path, remote: Path,
+                                                            keys: tuple[Path, Path]) -> None:
+    url, env = url_of(remote), env_for(tmp_path)
+    for _ in range(2):
+        assert subprocess.run(check_cmd(url, keys[0]), capture_output=True, env=env, timeout=120,
+                              check=False).returncode == 0
+    listed = cli(env, "evidence", "list", "--archive", url, "--json", "--since", "2020-01-01")
+    assert listed.returncode == 0, listed.stderr
+    rows = json.loads(listed.stdout)
+    assert len(rows) == 2 and rows[0]["path"].startswith("bundles/")
+    assert json.loads(cli(env, "evidence", "list", "--archive", url, "--json", "--until", "2020-01-01").stdout) == []
+    some = rows[1]["id"]
+    got = cli(env, "evidence", "get", "--archive", url, some, "-o", str(tmp_path / "b.zip"))
+    assert got.returncode == 0 and rows[1]["sha256"] in got.stdout
+    shown = cli(env, "evidence", "show", "--archive", url, some, "--public-key", str(keys[1]))
+    assert shown.returncode == 0 and "#2, previous" in shown.stdout, shown.stdout + shown.stderr
+    replayed = cli(env, "evidence", "replay", "--archive", url, some)
+    assert replayed.returncode == 0, replayed.stdout
+    exported = cli(env, "audit", "export", "--archive", url, "--since", "2020-01-01", "--until", "2099-12-31",
+                   "--public-key", str(keys[1]), "-o", str(tmp_path / "audit.zip"))
+    assert exported.returncode == 0, exported.stdout + exported.stderr
+
+
+def test_git_ref_uses_the_origin_of_the_checkout(tmp_path: Path, remote: Path, keys: tuple[Path, Path]) -> None:
+    checkout = tmp_path / "checkout"
+    git("init", "--quiet", str(checkout))
+    git("-C", str(checkout), "remote", "add", "origin", f"file://{remote}")
+    env = env_for(tmp_path)
+    run = subprocess.run(check_cmd(f"git:{REF}", keys[0]), capture_output=True, text=True, env=env, cwd=checkout,
+                         timeout=120, check=False)
+    assert run.returncode == 0, run.stderr
+    assert git("-C", str(remote), "rev-list", "--count", REF).strip() == b"1"
+    outside = tmp_path / "nowhere"
+    outside.mkdir()
+    refused = subprocess.run(check_cmd(f"git:{REF}", keys[0]), capture_output=True, text=True, env=env, cwd=outside,
+                             timeout=120, check=False)
+    assert refused.returncode == 2 and "with a remote 'origin'" in refused.stderr
+
+
+def test_query_reads_only_the_shards_of_the_period(tmp_path: Path, remote: Path) -> None:
+    """Shards of other months are never read: a corrupt one outside the period does not matter."""
+    from test_evidence import CHANGE
+
+    env = env_for(tmp_path)
+    tree_input = b""
+    lines = {"2026-01": [], "2026-02": []}
+    for month, day in (("2026-01", "15"), ("2026-02", "03")):
+        bid = f"{month.replace('-', '')}{day}T100000Z-0123456789ab"
+        record = {"commit": CHANGE["commit"], "created_at": f"{month}-{day}T10:00:00Z", "decision": "allow",
+                  "environment": "production", "id": bid, "path": f"bundles/{bid[:4]}/{bid[4:6]}/{bid}.zip",
+                  "policy_sha256": "0" * 64, "previous_sha256": None, "repository": "acme/shop", "sequence": 1,
+                  "sha256": "1" * 64, "signed_by": None}
+        lines[month].append(json.dumps(record, sort_keys=True))
+    shards = {"2026-01.jsonl": b"not json\n", "2026-02.jsonl": ("\n".join(lines["2026-02"]) + "\n").encode()}
+    for name, data in shards.items():
+        oid = git("-C", str(remote), "hash-object", "-w", "--stdin", stdin=data).decode().strip()
+        tree_input += f"100644 blob {oid}\t{name}\n".encode()
+    index_tree = git("-C", str(remote), "mktree", stdin=tree_input).decode().strip()
+    root = git("-C", str(remote), "mktree", stdin=f"040000 tree {index_tree}\tindex\n".encode()).decode().strip()
+    commit = git("-C", str(remote), "commit-tree", root, "-m", "synthetic").decode().strip()
+    git("-C", str(remote), "update-ref", REF, commit)
+    store = open_store(url_of(remote))
+    assert isinstance(store, GitArchive)
+    store._env = env
+    rows, bad = store.query(Query(since="2026-02-01T00:00:00Z", until="2026-03-01T00:00:00Z"))
+    assert [r["id"] for r in rows] == [json.loads(lines["2026-02"][0])["id"]] and bad == 0
+    _, bad_all = GitArchive(url_of(remote), env=env).query(Query())
+    assert bad_all == 1
+
+
+def test_an_outcome_is_appended_to_a_git_store_and_verifies(tmp_path: Path, remote: Path,
+                                                            keys: tuple[Path, Path]) -> None:
+    """Linked records go through the same compare-and-swap commit as evaluations."""
+    env = env_for(tmp_path)
+    url = url_of(remote)
+    first = subprocess.run(check_cmd(url, keys[0]), capture_output=True, text=True, env=env, timeout=300, check=False)
+    assert first.returncode in (0, 1), first.stderr
+    [evaluation] = records(url, env)
+    run = cli(env, "evidence", "record-outcome", "--archive", url, "--status", "deployed", "--by", "dana",
+              "--signing-key", str(keys[0]), evaluation["id"])
+    assert run.returncode == 0, run.stdout + run.stderr
+    both = records(url, env)
+    assert [r.get("kind") for r in both] == [None, "outcome"]
+    assert both[1]["about_id"] == evaluation["id"] and both[1]["previous_sha256"] == evaluation["sha256"]
+    verified = cli(env, "evidence", "verify", "--archive", url, "--public-key", str(keys[1]))
+    assert verified.returncode == 0, verified.stdout + verified.stderr
