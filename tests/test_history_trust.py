@@ -333,3 +333,38 @@ def test_a_signed_simulation_is_never_the_previous_deploy(tmp_path: Path) -> Non
     record_deploy(tmp_path / "ev", PLANTED, key=key, simulated=True, created_at="2026-11-21T20:00:00Z")
     found = latest(tmp_path / "ev", trusted(tmp_path, key))
     assert found is not None and found["sha"] == PREV
+
+
+@pytest.mark.parametrize(("status", "counts"), [("deployed", True), ("not_deployed", False), ("failed", False),
+                                                ("rolled_back", False)])
+def test_an_outcome_decides_whether_the_latest_allow_is_the_previous_deploy(tmp_path: Path, status: str,
+                                                                             counts: bool) -> None:
+    """One definition of the previous deploy: a deployment whose outcome is not a failure."""
+    from policyengine.evidence.archive import LocalArchive
+    from policyengine.evidence.records import Actor
+
+    key = new_signing_key()
+    record_deploy(tmp_path / "ev", PREV, key=key)
+    later = record_deploy(tmp_path / "ev", PLANTED, key=key, created_at="2026-11-21T20:00:00Z")
+    from policyengine.evidence.outcomes import record_outcome
+
+    store = LocalArchive(tmp_path / "ev")
+    record_outcome(store, later.id, status=status, actor=Actor("dana", False, "--by"), signing_key=key, env={})
+    found = latest(tmp_path / "ev", trusted(tmp_path, key))
+    assert found is not None and found["sha"] == (PLANTED if counts else PREV)
+
+
+def test_a_signed_advisory_deny_is_a_deployment_and_can_start_the_range(tmp_path: Path) -> None:
+    from datetime import datetime
+
+    from policyengine.evidence.archive import LocalArchive
+
+    key = new_signing_key()
+    record_deploy(tmp_path / "ev", PREV, key=key)
+    LocalArchive(tmp_path / "ev").write_bundle(
+        decision={"decision": "deny", "advisory": True, "evaluated_at": "2026-11-21T20:00:00Z"},
+        change={"repository": REPO, "environment": ENV, "commit": PLANTED}, policy_filename="p.yml",
+        policy_bytes=b"version: 1\n", files=[], created_at=datetime.fromisoformat("2026-11-21T20:00:00+00:00"),
+        signing_key=key)
+    found = latest(tmp_path / "ev", trusted(tmp_path, key))
+    assert found is not None and found["sha"] == PLANTED

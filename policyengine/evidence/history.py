@@ -93,12 +93,23 @@ class VerifiedHistory:
         except (EvidenceError, OSError, ValueError) as exc:
             raise HistoryUnavailable(f"the evidence store {self.store_url} could not be read: "
                                      f"{getattr(exc, 'message', None) or exc}") from None
-        candidates = [r for r in records
-                      if r.get("decision") == "allow" and r.get("simulated") is not True
-                      and isinstance(r.get("commit"), str)
-                      and r.get("repository") == repository
-                      and isinstance(r.get("environment"), str)
-                      and r["environment"].casefold() == environment.casefold()]
+        # One definition everywhere (records.latest_deploy): an evaluation the population counts
+        # as a deployment (allowed, or advisory), not simulated, whose latest outcome is not
+        # not_deployed, failed or rolled_back. An outcome line can only move the start earlier
+        # (a longer range, judged more strictly), so outcomes need no signature here; the
+        # candidate evaluation itself must verify below.
+        from policyengine.evidence.records import NOT_THE_PREVIOUS_DEPLOY, is_deployment, latest_outcome
+
+        candidates = []
+        for r in records:
+            if not (is_deployment(r, records) and isinstance(r.get("commit"), str)
+                    and r.get("repository") == repository and isinstance(r.get("environment"), str)
+                    and r["environment"].casefold() == environment.casefold()):
+                continue
+            last = latest_outcome(r, records)
+            if last is not None and last.get("decision") in NOT_THE_PREVIOUS_DEPLOY:
+                continue
+            candidates.append(r)
         candidates.sort(key=lambda r: (r.get("sequence") if isinstance(r.get("sequence"), int) else 0,
                                        str(r.get("created_at"))), reverse=True)
         best: tuple[tuple[int, str], dict[str, Any]] | None = None
@@ -155,7 +166,9 @@ class VerifiedHistory:
             (predicate.get("repository") == repository, "the signed statement names another repository"),
             (isinstance(env_stated, str) and env_stated.casefold() == environment.casefold(),
              "the signed statement names another environment"),
-            (predicate.get("decision") == "allow", "the signed decision is not allow"),
+            (predicate.get("decision") == "allow" or (predicate.get("decision") == "deny"
+                                                       and predicate.get("advisory") is True),
+             "the signed decision is neither allow nor an advisory deny (not a deployment)"),
             (predicate.get("simulated") is not True, "the signed evaluation was a simulation, not a deploy"),
             (predicate.get("bundle_id") == bundle_id, "the signed statement names another bundle"),
             ((f"git+{repository}@{commit}", commit) in named, "the signed statement names another commit"),
