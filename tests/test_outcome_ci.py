@@ -7,7 +7,8 @@ import zipfile
 from pathlib import Path
 
 import pytest
-from fake_servers import FakeAPI, gitlab_env
+from fake_servers import FakeAPI, gitlab_env, trusted_history
+from test_provider_gitlab import PREV as GL_PREV
 from test_provider_gitlab import SQUASH, approved_mr
 from test_provider_github import POLICY
 from test_provider_integration_files import GITLAB, load, run_template
@@ -18,7 +19,10 @@ from policyengine.evidence.archive import LocalArchive
 def _gate(tmp_path: Path) -> tuple[str, dict[str, str | bytes]]:
     with FakeAPI("/api/v4") as api:
         approved_mr(api)
-        env = {**gitlab_env(api, SQUASH), "POLICYENGINE_POLICY": str(POLICY)}
+        # Trusted history: without it the range, and so the changed files, are unknown and the
+        # policy's when.paths rule applies (fail closed).
+        history = trusted_history(tmp_path, GL_PREV, store=tmp_path / "gate" / "project" / "policyengine-evidence")
+        env = {**gitlab_env(api, SQUASH), **history, "POLICYENGINE_POLICY": str(POLICY)}
         res = run_template(tmp_path / "gate", env)
     assert res.returncode == 0, res.stdout + res.stderr
     project = tmp_path / "gate" / "project"
@@ -43,8 +47,8 @@ def test_the_outcome_job_records_the_deploy_jobs_status(tmp_path: Path, deploy_s
     assert res.returncode == 0, res.stdout + res.stderr
     archive = LocalArchive(tmp_path / "outcome" / "project" / "policyengine-evidence")
     records, _ = archive.read_index()
-    assert [r.get("kind") for r in records] == [None, "outcome"]
-    outcome = records[1]
+    assert [r.get("kind") for r in records] == [None, None, "outcome"]  # the trusted previous deploy, then this one
+    outcome = records[2]
     assert outcome["about_id"] == bundle_id and outcome["decision"] == expected
     with zipfile.ZipFile(archive.root / outcome["path"]) as zf:
         doc = json.loads(zf.read("record.json"))

@@ -83,7 +83,9 @@ def test_validators_would_catch_a_broken_file(tmp_path: Path) -> None:
 def test_action_inputs_outputs_and_env_only_inputs() -> None:
     action = load(ACTION)
     assert set(action["inputs"]) == {"policy", "environment", "github-token", "evidence-dir", "junit-path",
-                                     "fail-on-deny", "version", "evidence-store", "evidence-token", "signing-key"}
+                                     "fail-on-deny", "version", "evidence-store", "evidence-token", "signing-key",
+                                     "policy-source"}
+    assert action["inputs"]["policy-source"]["default"] == "previous-deploy"
     assert action["inputs"]["github-token"]["default"] == "${{ github.token }}"
     assert set(action["outputs"]) == {"decision", "bundle-id", "bundle-path", "junit-path", "chain-head"}
     steps = action["runs"]["steps"]
@@ -242,6 +244,7 @@ def run_action(tmp_path: Path, env: dict[str, str], fail_on_deny: str = "true", 
         # What the `${{ }}` expressions of the step's env: evaluate to.
         "PE_DIR": installed_outputs.get("dir", ""),
         "POLICYENGINE_POLICY": str(policy),
+        "PE_POLICY_SOURCE": env.get("PE_POLICY_SOURCE", "checkout"),  # the tests' workspaces are not git checkouts
         "POLICYENGINE_ENVIRONMENT": "production",
         "POLICYENGINE_EVIDENCE_DIR": str(tmp_path / "evidence"),
         "POLICYENGINE_JUNIT": str(tmp_path / "junit.xml"),
@@ -283,6 +286,7 @@ def run_template(tmp_path: Path, env: dict[str, str], installed: str = REAL_POLI
         "PATH": f"{fakebin}:{os.environ.get('PATH', '/usr/bin:/bin')}", "HOME": str(tmp_path), "TMPDIR": str(tmp),
         "CI_PROJECT_DIR": str(project),
         **{k: str(v) for k, v in job["variables"].items() if "$" not in str(v)},
+        "POLICYENGINE_POLICY_SOURCE": "checkout",  # the tests' projects are not git checkouts
         **env,
     }
     args = ["bash", "-eo", "pipefail"] if shell == "bash" else [shell, "-e"]
@@ -580,3 +584,74 @@ def test_the_documented_gitlab_example_installs_as_written(tmp_path: Path, doc: 
                        installed=FAKE_POLICYENGINE, lock=lock)
     assert res.returncode == 0, res.stdout + res.stderr
     assert f"-r {lock_name} " in (tmp_path / "job" / "toolchain" / "pip.log").read_text()
+
+
+# -- the action reads the policy from git by default ---------------------------------------------
+
+
+@pytest.mark.parametrize(("source", "policy", "code", "message"), [
+    ("previous-deploy", "policy.yml", 3, "the workspace is not a git checkout"),
+    ("previous-deploy", "/etc/policy.yml", 2, "needs the policy input as a path relative to the repository root"),
+    ("from-the-moon", "policy.yml", 2, "policy-source must be previous-deploy, checkout"),
+])
+def test_the_action_refuses_a_policy_source_it_cannot_trust(tmp_path: Path, source: str, policy: str, code: int,
+                                                            message: str) -> None:
+    res, _, _ = run_action(tmp_path, {"PE_POLICY_SOURCE": source}, policy=Path(policy))
+    assert res.returncode == code, res.stdout + res.stderr
+    assert message in res.stdout
+    assert not (tmp_path / "evidence").exists()  # nothing judged, nothing recorded
+
+
+def test_the_action_reads_the_policy_as_of_the_merge_base_by_default(tmp_path: Path) -> None:
+    import shutil
+
+    git_env = {**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.com", "GIT_COMMITTER_NAME": "t",
+               "GIT_COMMITTER_EMAIL": "t@example.com", "GIT_CONFIG_GLOBAL": "/dev/null"}
+
+    def git(*args: str, cwd: Path = tmp_path) -> str:
+        return subprocess.run(["git", *args], cwd=cwd, env=git_env, capture_output=True, text=True,
+                              check=True).stdout.strip()
+
+    seed = tmp_path / "seed"
+    seed.mkdir()
+    git("init", "-q", "-b", "main", cwd=seed)
+    shutil.copy(POLICY, seed / "policy.yml")
+    git("add", ".", cwd=seed)
+    git("commit", "-q", "-m", "policy", cwd=seed)
+    git("clone", "-q", "--bare", str(seed), str(tmp_path / "origin.git"))
+    work = tmp_path / "work"
+    git("clone", "-q", str(tmp_path / "origin.git"), str(work))
+    (work / "policy.yml").write_text("version: 1\nname: weakened\nrules:\n  - id: x\n    type: checks_passed\n"
+                                     "    checks: []\n", encoding="utf-8")  # the checkout's copy: never read
+    with FakeAPI("/api/v3") as api:
+        reviewed_world(api)
+        env = {**github_env(api, MERGE), "PE_POLICY_SOURCE": "previous-deploy",
+               "POLICYENGINE_DEFAULT_BRANCH": "main", "POLICYENGINE_WORKSPACE": str(work), **{
+                   k: git_env[k] for k in ("GIT_CONFIG_GLOBAL",)}}
+        res, _, _ = run_action(tmp_path / "run", env, policy=Path("policy.yml"))
+    found = list((tmp_path / "run" / "runner-temp").rglob("decision.json"))
+    assert found, res.stdout + res.stderr
+    doc = json.loads(found[0].read_text())
+    assert doc["policy"]["name"] == "provider-e2e"  # origin/main's policy, not the checkout's
+    assert doc["policy"]["source"]["ref"].startswith("@previous-deploy (the merge-base with origin/main)")
+
+
+@pytest.mark.parametrize(("source", "code", "message"), [
+    ("previous-deploy", 3, "reads the policy from git, but git or the checkout is missing"),
+    ("somewhere", 2, "POLICYENGINE_POLICY_SOURCE must be previous-deploy, checkout"),
+])
+def test_the_template_refuses_a_policy_source_it_cannot_trust(tmp_path: Path, source: str, code: int,
+                                                              message: str) -> None:
+    env = {"POLICYENGINE_POLICY_SOURCE": source, "POLICYENGINE_POLICY": "policy.yml",
+           "GIT_CEILING_DIRECTORIES": str(tmp_path)}
+    res = run_template(tmp_path, env)
+    assert res.returncode == code, res.stdout + res.stderr
+    assert message in res.stderr
+    assert not (tmp_path / "project" / "policyengine-evidence").exists()
+
+
+def test_both_integration_files_default_to_the_policy_as_of_the_previous_deploy() -> None:
+    assert load(ACTION)["inputs"]["policy-source"]["default"] == "previous-deploy"
+    job = load(GITLAB)[".policyengine-gate"]
+    assert job["variables"]["POLICYENGINE_POLICY_SOURCE"] == "previous-deploy"
+    assert not str(job["image"]).endswith("-slim")  # the default reads git: the image must have it
