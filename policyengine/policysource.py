@@ -39,7 +39,6 @@ from policyengine.errors import (
 )
 from policyengine.loader import MAX_FILE_BYTES, read_user_file
 from policyengine.policy import Policy, parse_policy
-from policyengine.policydiff import UNDECIDED, WEAKER, Finding, diff
 
 _SHA = re.compile(r"^[0-9a-f]{40}([0-9a-f]{24})?$")
 _GIT_TIMEOUT = 120
@@ -291,6 +290,8 @@ def load(spec: str, *, repo: str | Path = ".", env: Mapping[str, str] | None = N
     if source.kind == "git":
         policy = dataclasses.replace(policy, source=source.to_json())
     if base is not None:
+        from policyengine.policydiff import UNDECIDED, WEAKER, diff
+
         weaker = [f for f in diff(base.document, policy.document) if f.direction in (WEAKER, UNDECIDED)]
         if weaker:
             raise InvalidInputError([_extension_problem(display, positions, data, f, base.path) for f in weaker],
@@ -299,7 +300,7 @@ def load(spec: str, *, repo: str | Path = ".", env: Mapping[str, str] | None = N
     return policy
 
 
-def _extension_problem(file: str, positions: loader.Positions, data: dict[str, Any], finding: Finding,
+def _extension_problem(file: str, positions: loader.Positions, data: dict[str, Any], finding: Any,
                        base: str) -> Problem:
     """Locate a weakening in the extension: at the rule key that makes it, else at ``extends``."""
     path: tuple[str | int, ...] = ("extends",)
@@ -313,6 +314,6 @@ def _extension_problem(file: str, positions: loader.Positions, data: dict[str, A
     elif finding.path.split(".")[0] in data:
         path = (finding.path.split(".")[0],)
     line, column = positions.locate(path, key=True)
-    what = "may be weaker" if finding.direction == UNDECIDED else "weakens"
+    what = "may be weaker" if finding.direction == "undecided" else "weakens"
     return Problem(file, line, column, finding.path,
                    f"{finding.message}: this {what} the base policy {base}; an extension may only tighten it")

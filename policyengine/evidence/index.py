@@ -16,11 +16,13 @@ from __future__ import annotations
 import contextlib
 import json
 import re
-import sqlite3
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # sqlite3 costs ~30 ms to import: only `evidence list`/export need it
+    import sqlite3
 
 COLUMNS = ("id", "created_at", "decision", "environment", "repository", "commit", "path", "sha256",
            "policy_sha256", "sequence", "previous_sha256", "signed_by", "kind", "about_id")
@@ -93,6 +95,8 @@ class Query:
 
 
 def _connect(path: Path | None) -> sqlite3.Connection:
+    import sqlite3
+
     if path is not None:
         try:
             conn = sqlite3.connect(path, timeout=30, isolation_level=None)
