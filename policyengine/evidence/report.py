@@ -54,6 +54,7 @@ td.num,th.num{text-align:right;font-variant-numeric:tabular-nums}
 .s-warn{color:#7d4e00;border-color:#bf8700;background:#fff8e5}
 .s-skipped,.s-unknown,.s-other{color:#57606a;border-color:#8c959f;background:#f6f8fa}
 .note{color:#57606a;font-size:13px}
+pre.plan{white-space:pre-wrap;border:1px solid #d0d7de;background:#f6f8fa;padding:8px 12px;margin:6px 0}
 .warnbox{border:1px solid #bf8700;background:#fff8e5;padding:8px 12px;border-radius:6px;margin:8px 0}
 footer{margin-top:32px;color:#57606a;font-size:12px;border-top:1px solid #d0d7de;padding-top:8px}
 @media print{
@@ -214,6 +215,10 @@ def _change_section(decision: Mapping[str, Any]) -> str:
             ("PR author", _or_dash(pr.get("author"))),
             ("PR head commit", _hash(pr.get("head_commit"))),
         ]
+        if pr.get("url"):  # text, never a link: the URL came from the code host or a change file
+            rows.append(("Request URL", _mono(pr.get("url"))))
+        if _seq(pr.get("labels")):
+            rows.append(("Labels", ", ".join(_badge_text(label) for label in _seq(pr.get("labels")))))
         if pr.get("head_commit") and change.get("commit") and pr.get("head_commit") != change.get("commit"):
             rows.append(("", "<strong>The PR head commit is not the deployed commit.</strong>"))
     else:
@@ -224,6 +229,17 @@ def _change_section(decision: Mapping[str, Any]) -> str:
         url = _e(pipeline.get("url"))
         rows.append(("Pipeline", where + (f' <span class="mono">{url}</span>' if url else "")))
     rows.append(("Evaluated at", _time(decision.get("evaluated_at"))))
+    rng = _mapping(change.get("range"))
+    if rng:
+        previous = _mapping(rng.get("previous_deployment"))
+        shipped = (f"{len(_seq(rng.get('commits')))} commit(s), {len(_seq(rng.get('pull_requests')))} request(s)"
+                   + (f", {_e(rng.get('status'))}" if rng.get("status") else ""))
+        rows.append(("Change range", (f"{_hash(rng.get('previous_commit'))} &rarr; {_hash(change.get('commit'))}"
+                                      if rng.get("previous_commit") else "no previous deploy known: the range "
+                                      "cannot be listed") + f"<br>{shipped}"))
+        if previous:
+            rows.append(("Previous deploy", f"{_time(previous.get('created_at'))} "
+                                            f"({_e(previous.get('source'))}) {_mono(previous.get('id'))}"))
     commits = _seq(change.get("commits"))
     files = _seq(change.get("files_changed"))
     out = "<h2>The change</h2>" + _kv_table(rows)
@@ -237,6 +253,61 @@ def _change_section(decision: Mapping[str, Any]) -> str:
         shown = ", ".join(f'<span class="mono">{_e(f)}</span>' for f in files[:200])
         more = f" &hellip; and {len(files) - 200} more" if len(files) > 200 else ""
         out += f"<h3>Files changed ({len(files)})</h3><p>{shown}{more}</p>"
+    return out
+
+
+def _badge_text(value: Any) -> str:
+    return f'<span class="badge s-other">{_e(value)}</span>'
+
+
+def _facts_note(change: Mapping[str, Any]) -> str:
+    """Say plainly when the facts come from a change file rather than from a code host's API."""
+    if change.get("facts_source") != "self-declared":
+        return ""
+    return ('<p class="warnbox"><strong>Self-declared facts.</strong> This change was read from a change file '
+            "(<code>facts_source: self-declared</code>), not from a CI provider's API: who approved, who "
+            "committed and which checks ran are what the file's author wrote, vouched for by nobody else.</p>")
+
+
+def _gap_text(evaluated_at: Any, created_at: Any) -> str:
+    """How long after the evaluated time the bundle was written (a large gap: judged at another time)."""
+    from datetime import datetime
+
+    try:
+        evaluated = datetime.fromisoformat(str(evaluated_at).replace("Z", "+00:00"))
+        created = datetime.fromisoformat(str(created_at).replace("Z", "+00:00"))
+        seconds = round((created - evaluated).total_seconds())
+    except (ValueError, TypeError):
+        return ""
+    # Beyond the 15-minute bound only the direction is shown: the evaluated time was given (--now or
+    # --simulate), and the page stays the same whenever the same decision is recorded.
+    if seconds < 0:
+        return " <strong>(before the evaluated time: judged at another time than it ran)</strong>"
+    if seconds > 15 * 60:
+        return " <strong>(more than 15 minutes after the evaluated time: judged at another time than it ran)</strong>"
+    return f' <span class="note">({seconds} s after the evaluated time)</span>'
+
+
+PLAN_CHARS = 20000
+"""The page shows at most this many characters of the rollback plan (the bundle holds all of it)."""
+
+
+def _rollback_section(decision: Mapping[str, Any], texts: Mapping[str, bytes] | None) -> str:
+    rules = _rules_of_type(decision, "rollback_plan")
+    if not rules:
+        return ""
+    out = "<h2>Rollback plan</h2>"
+    for rule in rules:
+        path = _mapping(rule.get("details")).get("path")
+        raw = (texts or {}).get(str(path)) if path else None
+        out += f'<p><span class="mono">{_e(path)}</span> {_badge(rule.get("status"))}</p>'
+        if raw is None:
+            out += '<p class="note">The plan\'s text is not shown here (absent, not read, or too large): see the ' \
+                   "bundle's files/ member.</p>"
+            continue
+        text = raw.decode("utf-8", errors="replace")
+        more = f"\n\u2026 ({len(text) - PLAN_CHARS} more characters in the bundle)" if len(text) > PLAN_CHARS else ""
+        out += f'<pre class="mono plan">{_e(text[:PLAN_CHARS] + more)}</pre>'
     return out
 
 
@@ -379,7 +450,7 @@ def _evidence_section(
     )
     rows = [
         ("Bundle id", _mono(bundle_id)),
-        ("Bundle created at", _time(created_at)),
+        ("Bundle created at", _time(created_at) + _gap_text(decision.get("evaluated_at"), created_at)),
         ("Previous bundle SHA-256", _hash(previous_sha256) if previous_sha256
          else "none (first bundle of this repository and environment)"),
         ("Signature", signature),
@@ -408,10 +479,14 @@ def render_report(
     created_at: str,
     previous_sha256: str | None,
     signed: bool,
+    texts: Mapping[str, bytes] | None = None,
 ) -> str:
     """Render a bundle's ``report.html`` from its decision, member list and chain facts.
 
-    Deterministic and pure; every value from ``decision`` and ``members`` is escaped.
+    ``texts`` holds small text files the rules read, as stored (redacted), by workspace path:
+    the rollback plan's text is shown from it. Deterministic and pure; every value is escaped.
+    The page is a member of the bundle, which is never edited: it cannot show outcomes and
+    reviews recorded later, and says where they are.
     """
     change = _mapping(decision.get("change"))
     verdict = str(decision.get("decision", "unknown")).upper()
@@ -422,11 +497,17 @@ def render_report(
         f'commit <span class="mono">{_e(change.get("commit"))}</span> &middot; bundle '
         f'<span class="mono">{_e(bundle_id)}</span></p></header>'
         + _verdict_section(decision)
+        + _facts_note(change)
+        + '<p class="note">Outcome and review: this page is part of the evidence bundle, which is never edited, so '
+        "it cannot show what was recorded later (the deploy's outcome, the post-implementation review). See them "
+        "with <code>policyengine evidence show " + _e(bundle_id) + "</code>, or in the audit export's "
+        "index.html.</p>"
         + _change_section(decision)
         + _rules_section(decision)
         + _approvals_section(decision)
         + _tests_section(decision)
         + _window_section(decision)
+        + _rollback_section(decision, texts)
         + _evidence_section(decision, members, bundle_id, created_at, previous_sha256, signed)
         + "<footer>Generated by policyengine from the bundle's decision.json. SOC 2 CC8.1 change management "
         "evidence. Verify offline with <code>policyengine evidence verify</code>; re-evaluate with "
