@@ -216,3 +216,15 @@ def test_export_verify_checks_every_new_column(mixed: tuple[LocalArchive, dict[s
     assert result.returncode == 1
     assert any(ids[who] in line and says in line for line in result.stdout.splitlines() if line.startswith("FAIL")), \
         result.stdout
+
+
+def test_evidence_list_csv_neutralises_cells_and_refuses_an_inverted_period(tmp_path: Path) -> None:
+    archive = LocalArchive(tmp_path / "archive")
+    write(archive, 0, repo="=evil/x")
+    listed = cli("evidence", "list", "--archive", str(archive.root), "--csv")
+    assert listed.returncode == 0, listed.stderr
+    row = next(csv.DictReader(io.StringIO(listed.stdout)))
+    assert row["repository"] == "'=evil/x"
+    inverted = cli("evidence", "list", "--archive", str(archive.root), "--since", "2026-11-01", "--until",
+                   "2026-10-01")
+    assert inverted.returncode == 2 and "later than --until" in inverted.stderr
