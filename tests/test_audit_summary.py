@@ -122,7 +122,7 @@ def year(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Year]:
             when = START + i * STEP
             repo, env = chain_of(i)
             commit = f"{i:040x}"
-            common = {"repo": repo, "env": env, "commit": commit, "pipeline": f"run-{i}"}
+            common: dict[str, Any] = {"repo": repo, "env": env, "commit": commit, "pipeline": f"run-{i}"}
             if i in RERUN:  # the first attempt of the same pipeline, allowed, a minute earlier
                 y.write(when=when - timedelta(minutes=1), **common)
             kw: dict[str, Any] = {}

@@ -698,9 +698,24 @@ def render_export_index(
 # audit summary
 
 
-def _duration(seconds: Any) -> str:
-    from policyengine.evidence.summary import duration
+def duration(seconds: float | None) -> str:
+    """A duration a person reads: ``3d 4h``, ``5h 12m``, ``42m``, ``12s``; ``-`` for none."""
+    if seconds is None:
+        return "-"
+    total = round(seconds)
+    d, rest = divmod(total, 86400)
+    h, rest = divmod(rest, 3600)
+    m, s = divmod(rest, 60)
+    if d:
+        return f"{d}d {h}h"
+    if h:
+        return f"{h}h {m}m"
+    if m:
+        return f"{m}m"
+    return f"{s}s"
 
+
+def _duration(seconds: Any) -> str:
     return _e(duration(seconds if isinstance(seconds, (int, float)) else None))
 
 

@@ -63,6 +63,7 @@ from policyengine.evidence.audit import (
     policy_changes,
 )
 from policyengine.evidence.records import is_deployment, is_evaluation, kind_of
+from policyengine.evidence.report import duration, render_summary
 from policyengine.evidence.store import EvidenceStore
 
 FAILED = frozenset({"failed", "rolled_back"})
@@ -258,23 +259,6 @@ def _emergencies(rows: Sequence[Mapping[str, Any]], records: Sequence[Mapping[st
 # -- rendering ------------------------------------------------------------------------------------
 
 
-def duration(seconds: float | None) -> str:
-    """A duration a person reads: ``3d 4h``, ``5h 12m``, ``42m``, ``12s``; ``-`` for none."""
-    if seconds is None:
-        return "-"
-    total = round(seconds)
-    d, rest = divmod(total, 86400)
-    h, rest = divmod(rest, 3600)
-    m, s = divmod(rest, 60)
-    if d:
-        return f"{d}d {h}h"
-    if h:
-        return f"{h}h {m}m"
-    if m:
-        return f"{m}m"
-    return f"{s}s"
-
-
 LIST_LIMIT = 50
 """Markdown and HTML list at most this many items of a list (the JSON has every one)."""
 
@@ -381,8 +365,6 @@ def render(summary: Mapping[str, Any], fmt: str) -> str:
     if fmt == "json":
         return json.dumps(summary, indent=2, sort_keys=True) + "\n"
     if fmt == "html":
-        from policyengine.evidence.report import render_summary
-
         return render_summary(summary)
     return render_markdown(summary)
 
