@@ -8,7 +8,8 @@ as its source. The evidence bundle keeps it,
 so an auditor sees which decisions rest on a file rather than on a code host's API.
 
 Times (``submitted_at`` of reviews, ``completed_at`` of checks, ``created_at`` of the previous
-deployment) must be ISO 8601 with a zone (``Z`` or an offset): a time that cannot be parsed or
+deployment, the optional ``committed_at`` of commits, which ``audit summary`` measures lead time
+for changes from) must be ISO 8601 with a zone (``Z`` or an offset): a time that cannot be parsed or
 that has no zone is invalid input (one problem each, ``file:line:column``), because the order of
 reviews, and so whether changes were requested after an approval, depends on it.
 """
@@ -54,6 +55,10 @@ def _times(data: dict[str, Any]) -> Iterator[tuple[loader.JsonPath, Any]]:
                 yield (*base, i, "submitted_at"), r["submitted_at"]
 
     yield from reviews(("reviews",), data.get("reviews"))
+    commits = data.get("commits")
+    for i, c in enumerate(commits if isinstance(commits, list) else []):
+        if isinstance(c, dict) and "committed_at" in c:
+            yield ("commits", i, "committed_at"), c["committed_at"]
     checks = data.get("checks")
     for i, c in enumerate(checks if isinstance(checks, list) else []):
         if isinstance(c, dict) and "completed_at" in c:
@@ -63,6 +68,10 @@ def _times(data: dict[str, Any]) -> Iterator[tuple[loader.JsonPath, Any]]:
         prev = rng.get("previous_deployment")
         if isinstance(prev, dict) and "created_at" in prev:
             yield ("range", "previous_deployment", "created_at"), prev["created_at"]
+        shipped = rng.get("commits")
+        for i, c in enumerate(shipped if isinstance(shipped, list) else []):
+            if isinstance(c, dict) and "committed_at" in c:
+                yield ("range", "commits", i, "committed_at"), c["committed_at"]
         prs = rng.get("pull_requests")
         for j, pr in enumerate(prs if isinstance(prs, list) else []):
             if isinstance(pr, dict):

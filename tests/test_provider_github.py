@@ -155,7 +155,8 @@ def test_direct_push_is_denied(api: FakeAPI, monkeypatch: pytest.MonkeyPatch, ca
     change = run.decision["change"]
     assert change["pull_request"] is None and change["reviews"] == []
     assert change["commits"] == [{"sha": pushed, "author": "mallory", "committer": "mallory", "co_authors": [],
-                                  "message": "change", "pull_request": None}]
+                                  "message": "change", "pull_request": None,
+                                  "committed_at": change["commits"][0]["committed_at"]}]
     # No verified previous deploy: the range is unknown, so the files it ships are too (fail closed).
     assert "files_changed" not in change and "files_changed" in change["unavailable"]
     assert any("pushed without one" in n for n in change["notes"])

@@ -1,4 +1,5 @@
-"""`policyengine audit export`: hand an auditor a period's population, a sample and its bundles."""
+"""`policyengine audit export` and `audit summary`: hand an auditor a period's population, a sample
+and its bundles; give the control owner the period on one page."""
 
 from __future__ import annotations
 
@@ -24,6 +25,11 @@ def audit() -> None:
 @click.option("--since", required=True, metavar="DATE|TIME", help="Start of the period (inclusive).")
 @click.option("--until", required=True, metavar="DATE|TIME", help="End of the period (a date includes the day).")
 @click.option("--environment", metavar="NAME", help="Only this environment.")
+@click.option("--repository", metavar="OWNER/NAME", help="Only this repository.")
+@click.option("--decision", type=click.Choice(["allow", "deny", "not_applicable"]),
+              help="List only evaluations with this decision.")
+@click.option("--deployments-only", is_flag=True,
+              help="List only the evaluations counted as deployments (see the deployment column).")
 @click.option("--sample", type=click.IntRange(min=1), metavar="N", help="Draw a random sample of N bundles.")
 @click.option("--seed", type=int, metavar="S",
               help="Seed of the sample (recorded in the export; a random one is chosen and recorded when omitted).")
@@ -33,7 +39,8 @@ def audit() -> None:
               help="Sign the export's listing (population.csv, export.json, the bundles' digests) with this "
                    "Ed25519 private key (PEM), so that `evidence verify --archive EXPORT --public-key` proves it.")
 @click.option("-o", "--output", required=True, metavar="FILE.zip", help="The export to write.")
-def audit_export(archive: str, since: str, until: str, environment: str | None, sample: int | None,
+def audit_export(archive: str, since: str, until: str, environment: str | None, repository: str | None,
+                 decision: str | None, deployments_only: bool, sample: int | None,
                  seed: int | None, public_key: str | None, signing_key: str | None, output: str) -> int:
     """Verify a period's bundles, then export every evaluation (allowed and denied) with a reproducible sample.
 
@@ -53,10 +60,14 @@ def audit_export(archive: str, since: str, until: str, environment: str | None, 
           --signing-key signing.pem -o audit-2026.zip
     """
     from policyengine.cli.evidence import load_key
-    from policyengine.evidence.audit import ExportRefused, export
+    from policyengine.evidence.audit import ExportRefused, check_bounds, export
 
     if seed is not None and not sample:
         raise UsageError("--seed needs --sample N")
+    start = parse_bound(since, "--since", end=False)
+    end = parse_bound(until, "--until", end=True)
+    assert start is not None and end is not None
+    check_bounds(start, end)
     if sample and seed is None:
         seed = secrets.randbelow(2**31)
     key = load_key(public_key)
@@ -66,9 +77,6 @@ def audit_export(archive: str, since: str, until: str, environment: str | None, 
 
         signer = load_signing_key(signing_key)
     store = open_archive(archive)
-    start = parse_bound(since, "--since", end=False)
-    end = parse_bound(until, "--until", end=True)
-    assert start is not None and end is not None  # noqa: S101 - both options are required
     with contextlib.ExitStack() as stack:
         bars: list[Any] = []
 
@@ -84,7 +92,8 @@ def audit_export(archive: str, since: str, until: str, environment: str | None, 
 
         try:
             result = export(store, since=start, until=end, environment=environment, sample=sample, seed=seed,
-                            out=output, progress=progress, on_start=on_start, public_key=key, signing_key=signer)
+                            out=output, progress=progress, on_start=on_start, public_key=key, signing_key=signer,
+                            repository=repository, decision=decision, deployments_only=deployments_only)
         except ExportRefused as exc:
             for p in exc.problems:
                 where = f"bundle {p.bundle_id or '?'}" + (f" member {p.member}" if p.member else "")
@@ -92,9 +101,64 @@ def audit_export(archive: str, since: str, until: str, environment: str | None, 
             raise
     for note in getattr(store, "notes", []):
         click.echo(f"warning: {note}", err=True)
-    click.echo(f"wrote {result.path}: {result.population} evaluation(s) from {start} to {end}"
+    for note in result.notes:
+        click.echo(f"note: {note}", err=True)
+    click.echo(f"wrote {result.path}: {result.population} evaluation(s), {result.deployments} deployment(s), "
+               f"from {start} to {end}"
                + (f", sample of {len(result.sample_ids)} with seed {result.seed}" if sample else "")
                + (f"; listing signed by key {result.signed_by}" if result.signed_by else "; listing unsigned"))
     click.echo(f"verify it: policyengine evidence verify --archive {output}"
                + (" --public-key <the public key>" if result.signed_by else ""))
     return EXIT_ALLOW
+
+
+@audit.command("summary", context_settings=CONTEXT)
+@archive_option
+@click.option("--since", required=True, metavar="DATE|TIME", help="Start of the period (inclusive).")
+@click.option("--until", required=True, metavar="DATE|TIME", help="End of the period (a date includes the day).")
+@click.option("--environment", metavar="NAME", help="Only this environment.")
+@click.option("--repository", metavar="OWNER/NAME", help="Only this repository.")
+@click.option("--format", "fmt", type=click.Choice(["md", "html", "json"]), default="md", show_default=True,
+              help="Markdown, a self-contained HTML page, or JSON.")
+@click.option("--public-key", metavar="FILE",
+              help="Require every bundle of the period to be signed by this Ed25519 public key (PEM).")
+@click.option("-o", "--output", metavar="FILE", help="Write the summary to FILE instead of standard output.")
+def audit_summary(archive: str, since: str, until: str, environment: str | None, repository: str | None,
+                  fmt: str, public_key: str | None, output: str | None) -> int:
+    """The period on one page for the control owner: deployments, denials, overrides, policy changes,
+    chain status, missing outcomes and reviews, the four DORA figures, emergencies.
+
+    The period is verified as `audit export` verifies it; a summary is still written when it does
+    not verify, with the problems in its chain status, and the exit code is then 1.
+
+    \b
+    Examples:
+      policyengine audit summary --archive evidence --since 2026-01-01 --until 2026-12-31
+      policyengine audit summary --archive evidence --since 2026-01-01 --until 2026-12-31 \\
+          --format html --public-key signing.pub -o summary-2026.html
+    """
+    from policyengine.cli.evidence import load_key
+    from policyengine.errors import EXIT_DENY
+    from policyengine.evidence.audit import check_bounds
+    from policyengine.evidence.summary import render, summarize
+
+    start = parse_bound(since, "--since", end=False)
+    end = parse_bound(until, "--until", end=True)
+    assert start is not None and end is not None
+    check_bounds(start, end)
+    key = load_key(public_key)
+    store = open_archive(archive)
+    result = summarize(store, since=start, until=end, environment=environment, repository=repository,
+                       public_key=key)
+    text = render(result, fmt)
+    if output:
+        from policyengine.evidence.summary import write_atomically
+
+        write_atomically(output, text)
+        click.echo(f"wrote {output}: {result['deployments']['total']} deployment(s) from {start} to {end}; "
+                   f"chain {result['chain']['status']}")
+    else:
+        click.echo(text, nl=False)
+    for note in getattr(store, "notes", []):
+        click.echo(f"warning: {note}", err=True)
+    return EXIT_ALLOW if result["chain"]["status"] == "ok" else EXIT_DENY

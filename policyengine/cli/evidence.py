@@ -94,9 +94,13 @@ def evidence_list(archive: str, since: str | None, until: str | None, environmen
     from policyengine.cli.common import err
     from policyengine.evidence.index import COLUMNS, Query
 
+    from policyengine.evidence.audit import check_bounds, csv_cell
+
+    start, end = parse_bound(since, "--since", end=False), parse_bound(until, "--until", end=True)
+    if start is not None and end is not None:
+        check_bounds(start, end)
     store = open_archive(archive)
-    q = Query(since=parse_bound(since, "--since", end=False), until=parse_bound(until, "--until", end=True),
-              environment=environment, repository=repository, decision=decision, kind=kind)
+    q = Query(since=start, until=end, environment=environment, repository=repository, decision=decision, kind=kind)
     rows, bad = store.query(q)
     for note in getattr(store, "notes", []):
         err(f"warning: {note}")
@@ -113,7 +117,9 @@ def evidence_list(archive: str, since: str | None, until: str | None, environmen
         buf = io.StringIO()
         w = csv.writer(buf, lineterminator="\n")
         w.writerow(COLUMNS)
-        w.writerows([["" if r[c] is None else r[c] for c in COLUMNS] for r in rows])
+        # Text a spreadsheet would run as a formula is neutralised, as in the audit export.
+        w.writerows([[csv_cell(r[c]) if isinstance(r[c], str) else "" if r[c] is None else r[c] for c in COLUMNS]
+                     for r in rows])
         click.echo(buf.getvalue(), nl=False)
         return EXIT_ALLOW
     if not rows:

@@ -16,7 +16,7 @@ import tempfile
 import zipfile
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +35,13 @@ from policyengine.evidence.bundle import (
     member_source,
 )
 from policyengine.evidence.index import COLUMNS
-from policyengine.evidence.records import RECORD, RECORD_KINDS, is_evaluation, kind_of
+from policyengine.evidence.records import (
+    RECORD,
+    RECORD_KINDS,
+    is_deployment,
+    is_evaluation,
+    kind_of,
+)
 from policyengine.evidence.signing import STATEMENT_TYPE, SigningKey, envelope
 from policyengine.evidence.store import EvidenceStore
 
@@ -155,13 +161,27 @@ def unpack_for_replay(store: EvidenceStore, bundle_id: str, workspace: Path) -> 
 # code) over the digests of population.csv, export.json and every included bundle, signed with
 # ``signing_key`` when given; ``evidence.export_verify`` checks an export from its files alone.
 
-POPULATION_COLUMNS = ("id", "created_at", "environment", "repository", "commit", "decision", "sha256",
-                      "sequence", "previous_sha256", "signed_by", "policy_sha256", "path")
+LEGACY_POPULATION_COLUMNS = ("id", "created_at", "environment", "repository", "commit", "decision", "sha256",
+                             "sequence", "previous_sha256", "signed_by", "policy_sha256", "path")
+"""The columns of population.csv before the deployment columns (exports written by older versions)."""
+POPULATION_COLUMNS = (
+    "id", "created_at", "evaluated_at", "clock_source", "environment", "repository", "commit",
+    "request_url", "request_title", "author", "approvers_counted", "deployer", "facts_source", "pipeline",
+    "decision", "deployment", "deployment_note", "advisory", "simulated", "emergency", "waived_rules",
+    "policy_name", "policy_sha256", "policy_source", "signed_by", "outcome", "review",
+    "sha256", "sequence", "previous_sha256", "path",
+)
+"""The columns of population.csv (then ``sampled``). See ``describe_bundle`` and ``mark_deployments``."""
+BUNDLE_FACT_COLUMNS = ("evaluated_at", "clock_source", "request_url", "request_title", "author", "approvers_counted",
+                       "deployer", "facts_source", "pipeline", "advisory", "simulated", "emergency", "waived_rules",
+                       "policy_name", "policy_source")
+"""The columns read from a bundle's decision.json, change.json and ci.json (``bundle_facts``)."""
 POPULATION_CSV = "population.csv"
 EXPORT_JSON = "export.json"
 INDEX_HTML = "index.html"
 EXPORT_STATEMENT = "export.intoto.json"
 EXPORT_PREDICATE_TYPE = "https://policyengine.dev/attestation/export/v1"
+CI_JSON = "ci.json"
 SAMPLE_METHOD = "random.Random(seed).sample(sorted(population ids), size), then sorted"
 
 
@@ -200,6 +220,54 @@ class ExportResult:
     sample_ids: list[str]
     seed: int | None
     signed_by: str | None = None
+    deployments: int = 0
+    notes: tuple[str, ...] = ()
+
+
+DECISION_FILTERS = ("allow", "deny", "not_applicable")
+
+
+@dataclass(frozen=True)
+class Population:
+    """The period's evaluations as an export lists them: described, marked, filtered."""
+
+    records: list[dict[str, Any]]
+    """Every index record of the archive."""
+    period: list[dict[str, Any]]
+    """Every evaluation of the period (environment, repository), described and marked."""
+    rows: list[dict[str, Any]]
+    """``period`` after the decision and deployments-only filters: what the export lists."""
+    problems: list[VerifyProblem]
+
+
+def load_population(store: EvidenceStore, *, since: str, until: str, environment: str | None = None,
+                    repository: str | None = None, decision: str | None = None, deployments_only: bool = False,
+                    public_key: tuple[Any, str] | None = None, describe: bool = True) -> Population:
+    """Read the index, verify the period (``check_period``), then describe and mark its evaluations.
+
+    Deployments are marked over the whole period of the environment and repository before the
+    ``decision`` and ``deployments_only`` filters apply, so a re-run is superseded by its latest
+    attempt whatever the filter shows. When the period does not verify, ``problems`` names each
+    problem and nothing is described (``rows`` and ``period`` are the bare index records).
+    """
+    check_bounds(since, until)
+    if decision is not None and decision not in DECISION_FILTERS:
+        from policyengine.errors import UsageError
+
+        raise UsageError(f"--decision {decision!r} is not one of {', '.join(DECISION_FILTERS)}")
+    records, bad = store.read_index()
+    if bad:
+        return Population(records, [], [], list(bad))
+    period = period_population(records, since=since, until=until, environment=environment, repository=repository)
+    problems = check_period(store, records, period, since=since, until=until, environment=environment,
+                            public_key=public_key, repository=repository)
+    if problems or not describe:
+        return Population(records, period, period, problems)
+    period = describe_population(store, period)
+    mark_deployments(period, records)
+    rows = [r for r in period if (decision is None or r["decision"] == decision)
+            and (not deployments_only or r["deployment"] == "yes")]
+    return Population(records, period, rows, [])
 
 
 def _id_time(bundle_id: str) -> str | None:
@@ -212,21 +280,253 @@ def _id_time(bundle_id: str) -> str | None:
 
 
 def period_population(records: Sequence[Mapping[str, Any]], *, since: str, until: str,
-                      environment: str | None) -> list[dict[str, Any]]:
-    """The evaluations created in ``[since, until)`` (of ``environment``), oldest first, as the query orders them.
+                      environment: str | None, repository: str | None = None) -> list[dict[str, Any]]:
+    """The evaluations created in ``[since, until)`` (of ``environment`` and ``repository``), oldest
+    first, as the query orders them.
 
     Linked records (outcomes, reviews) are not evaluations: they are exported beside the
     population (``records.csv``), not in it.
     """
     rows = [dict(r) for r in records if is_evaluation(r)
-            and since <= r["created_at"] < until and (environment is None or r["environment"] == environment)]
+            and since <= r["created_at"] < until and (environment is None or r["environment"] == environment)
+            and (repository is None or r["repository"] == repository)]
     rows.sort(key=lambda r: (r["created_at"], r["sequence"] if isinstance(r["sequence"], int) else -1, r["id"]))
     return rows
 
 
+def check_bounds(since: str, until: str) -> None:
+    """Refuse a period whose start is after its end (UsageError, exit 2): it would select nothing, silently."""
+    if since > until:
+        from policyengine.errors import UsageError
+
+        raise UsageError(f"--since {since} is later than --until {until}: the period is empty",
+                         hint="swap the two dates")
+
+
+CSV_TRIGGERS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_cell(value: Any) -> str:
+    """A value as an export's CSV files write it: None is empty; text a spreadsheet would run as a
+    formula (starting with ``=``, ``+``, ``-``, ``@``, a tab or a carriage return) is prefixed with
+    ``'`` so it stays text. Every cell goes through here; ``export_verify`` compares through it too."""
+    text = "" if value is None else ("yes" if value is True else "no" if value is False else str(value))
+    return "'" + text if text.startswith(CSV_TRIGGERS) else text
+
+
+def _json_member(zf: zipfile.ZipFile, name: str) -> dict[str, Any]:
+    if name not in zf.namelist():
+        return {}
+    value = json.loads(zf.read(name))
+    return value if isinstance(value, dict) else {}
+
+
+def _mapping(value: Any) -> Mapping[str, Any]:
+    return value if isinstance(value, Mapping) else {}
+
+
+def _list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else []
+
+
+def pipeline_key(change: Mapping[str, Any], ci: Mapping[str, Any]) -> str:
+    """Which CI run asked for this evaluation, as ``provider:id`` ("" when none is known).
+
+    The allowlisted CI variables (``ci.json``: ``GITHUB_RUN_ID``, ``CI_PIPELINE_ID``) come first,
+    since they are what the CI itself said; else the change's ``pipeline`` (provider and id; an id
+    of ``unknown`` names nothing). A re-run (GitHub's run attempt, a retried GitLab job) keeps its id.
+    """
+    if ci.get("GITHUB_RUN_ID"):
+        return f"github:{ci.get('GITHUB_REPOSITORY') or ''}:{ci['GITHUB_RUN_ID']}"
+    if ci.get("CI_PIPELINE_ID"):
+        return f"gitlab:{ci.get('CI_PROJECT_PATH') or ''}:{ci['CI_PIPELINE_ID']}"
+    pipeline = _mapping(change.get("pipeline"))
+    pid = pipeline.get("id")
+    if pid is None or str(pid).strip() in ("", "unknown"):
+        return ""
+    return f"{pipeline.get('provider') or 'ci'}:{pid}"
+
+
+def policy_source(policy: Mapping[str, Any]) -> str:
+    """Where the policy was read: ``file:<path>``, or ``git:<url or ref>@<commit>:<path>``."""
+    source = _mapping(policy.get("source"))
+    if source.get("kind") == "git":
+        where = source.get("url") or source.get("ref") or ""
+        return f"git:{where}@{source.get('commit') or '?'}:{source.get('path') or ''}"
+    path = policy.get("path")
+    return f"file:{path}" if path else ""
+
+
+def earliest_commit_time(change: Mapping[str, Any]) -> str | None:
+    """The earliest ``committed_at`` of the commits the deploy ships (``range.commits``, else
+    ``commits``), normalized to ``YYYY-MM-DDTHH:MM:SSZ``; None when no commit carries a readable time."""
+    rng = _mapping(change.get("range"))
+    commits = _list(rng.get("commits")) or _list(change.get("commits"))
+    times = []
+    for c in commits:
+        value = _mapping(c).get("committed_at")
+        if isinstance(value, str):
+            with contextlib.suppress(ValueError):
+                moment = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
+                if moment.tzinfo is not None:
+                    times.append(moment.astimezone(timezone.utc))
+    return min(times).strftime("%Y-%m-%dT%H:%M:%SZ") if times else None
+
+
+def bundle_facts(decision: Mapping[str, Any], change: Mapping[str, Any], ci: Mapping[str, Any]) -> dict[str, str]:
+    """The population columns a bundle itself states (``BUNDLE_FACT_COLUMNS``), as CSV text.
+
+    One function for writing population.csv and for checking it (``export_verify``), so a row
+    and its bundle are compared field by field.
+    """
+    return {k: csv_cell(v) for k, v in bundle_values(decision, change, ci).items()}
+
+
+def bundle_values(decision: Mapping[str, Any], change: Mapping[str, Any], ci: Mapping[str, Any]) -> dict[str, Any]:
+    """The values of ``BUNDLE_FACT_COLUMNS`` (flags as booleans), read from a bundle's members."""
+    pr = _mapping(change.get("pull_request"))
+    counted: list[str] = []
+    for raw in _list(decision.get("rules")):
+        rule = _mapping(raw)
+        if rule.get("type") == "approvals" and rule.get("status") not in ("skipped", None):
+            counted += [str(u) for u in _list(_mapping(rule.get("details")).get("counted"))]
+    waived = [str(_mapping(r).get("id")) for r in _list(decision.get("rules")) if _mapping(r).get("status") == "waived"]
+    emergency = decision.get("emergency")
+    values: dict[str, Any] = {
+        "evaluated_at": decision.get("evaluated_at"),
+        "clock_source": _mapping(decision.get("clock")).get("source"),
+        "request_url": pr.get("url"),
+        "request_title": pr.get("title"),
+        "author": pr.get("author"),
+        "approvers_counted": " ".join(sorted(set(counted))),
+        "deployer": change.get("deployer"),
+        "facts_source": change.get("facts_source"),
+        "pipeline": pipeline_key(change, ci),
+        "advisory": decision.get("advisory") is True,
+        "simulated": decision.get("simulated") is True,
+        "emergency": isinstance(emergency, Mapping) and bool(emergency),
+        "waived_rules": " ".join(waived),
+        "policy_name": _mapping(decision.get("policy")).get("name"),
+        "policy_source": policy_source(_mapping(decision.get("policy"))),
+    }
+    return values
+
+
+def describe_population(store: EvidenceStore, rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Each evaluation of ``rows`` with the facts its bundle states (``bundle_facts``) and, for the
+    period summary, the rules that denied it, the earliest commit time and its emergency object.
+
+    Bundles are read one at a time and only these fields are kept: memory grows with the number
+    of rows, not with the bundles' size. Raises EvidenceError for a bundle that cannot be read
+    (the period was verified first).
+    """
+    out: list[dict[str, Any]] = []
+    for r in rows:
+        try:
+            with store.open_bundle(r) as fh, zipfile.ZipFile(fh) as zf:
+                decision = _json_member(zf, DECISION)
+                change = _json_member(zf, CHANGE)
+                ci = _json_member(zf, CI_JSON)
+        except (*ZIP_READ_ERRORS, OSError, ValueError) as exc:
+            raise EvidenceError(f"bundle {r.get('id')} cannot be read: {exc}",
+                                hint=f"run `policyengine evidence verify {r.get('id')}`") from exc
+        row = dict(r)
+        row.update(bundle_values(decision, change, ci))
+        row["_denied_by"] = [str(_mapping(x).get("id")) for x in _list(decision.get("rules"))
+                             if _mapping(x).get("enforcement") == "deny"
+                             and _mapping(x).get("status") in ("fail", "error")]
+        row["_first_commit_at"] = earliest_commit_time(change)
+        emergency = decision.get("emergency")
+        row["_emergency"] = dict(emergency) if isinstance(emergency, Mapping) and emergency else None
+        out.append(row)
+    return out
+
+
+def _order_key(r: Mapping[str, Any]) -> tuple[str, int, str]:
+    seq = r.get("sequence")
+    return (str(r.get("created_at") or ""), seq if type(seq) is int else -1, str(r.get("id") or ""))
+
+
+def linked_latest(records: Sequence[Mapping[str, Any]], kind: str) -> dict[str, Mapping[str, Any]]:
+    """Evaluation id -> its latest record of ``kind`` (greatest created_at, sequence, id). The
+    record must name the evaluation's id; its SHA-256 is checked by the caller (``mark_deployments``)."""
+    latest: dict[str, Mapping[str, Any]] = {}
+    for r in records:
+        if kind_of(r) != kind or not isinstance(r.get("about_id"), str):
+            continue
+        seen = latest.get(r["about_id"])
+        if seen is None or _order_key(r) > _order_key(seen):
+            latest[r["about_id"]] = r
+    return latest
+
+
+def _about(record: Mapping[str, Any] | None, evaluation: Mapping[str, Any]) -> Mapping[str, Any] | None:
+    return record if record is not None and record.get("about_sha256") == evaluation.get("sha256") else None
+
+
+def mark_deployments(rows: list[dict[str, Any]], records: Sequence[Mapping[str, Any]]) -> None:
+    """Set ``outcome``, ``review``, ``deployment`` (``yes``/``no``) and ``deployment_note`` of each row.
+
+    A row is a deployment when ``records.is_deployment`` says so (allowed, emergency allows
+    included, or advisory; not simulated, not not_applicable; latest outcome not ``not_deployed``;
+    only records naming the evaluation's id and SHA-256 count). Re-runs of one pipeline
+    (``pipeline``, the same non-empty CI run) for the same repository, environment and commit
+    count once: the latest (created_at, sequence, id) of them that is a deployment; the others say
+    ``superseded by <id>``. Without a known pipeline id two evaluations are never taken for re-runs.
+    """
+    outcomes = [r for r in records if kind_of(r) == "outcome"]
+    by_about: dict[str, list[Mapping[str, Any]]] = {}
+    for o in outcomes:
+        by_about.setdefault(str(o.get("about_id")), []).append(o)
+    latest_outcome = linked_latest(records, "outcome")
+    latest_review = linked_latest(records, "review")
+    groups: dict[tuple[Any, ...], list[dict[str, Any]]] = {}
+    for row in rows:
+        outcome = _about(latest_outcome.get(row["id"]), row)
+        review = _about(latest_review.get(row["id"]), row)
+        row["outcome"] = outcome.get("decision") if outcome else None
+        row["review"] = review.get("decision") if review else None
+        deployed = is_deployment(row, by_about.get(row["id"], []))
+        row["deployment"] = "yes" if deployed else "no"
+        row["deployment_note"] = "" if deployed else _why_not(row)
+        if deployed and row.get("pipeline"):
+            groups.setdefault((row["repository"], row["environment"], row["commit"], row["pipeline"]), []).append(row)
+    for group in groups.values():
+        if len(group) < 2:
+            continue
+        group.sort(key=_order_key)
+        last = group[-1]
+        for row in group[:-1]:
+            row["deployment"] = "no"
+            row["deployment_note"] = f"superseded by {last['id']}"
+
+
+def _why_not(row: Mapping[str, Any]) -> str:
+    if row.get("simulated") is True:
+        return "simulated"
+    decision = row.get("decision")
+    if decision == "not_applicable":
+        return "not_applicable"
+    if decision == "deny" and row.get("advisory") is not True:
+        return "denied"
+    if decision not in ("allow", "deny"):
+        return str(decision)
+    return "outcome not_deployed"
+
+
+def population_csv_rows(rows: Sequence[Mapping[str, Any]], sampled: set[str]) -> str:
+    """population.csv: the header, then one row per evaluation; every cell through ``csv_cell``."""
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow([*POPULATION_COLUMNS, "sampled"])
+    for r in rows:
+        writer.writerow([*(csv_cell(r.get(c)) for c in POPULATION_COLUMNS), "yes" if r["id"] in sampled else "no"])
+    return out.getvalue()
+
+
 def check_period(store: EvidenceStore, records: Sequence[Mapping[str, Any]], rows: Sequence[Mapping[str, Any]], *,
                  since: str, until: str, environment: str | None,
-                 public_key: tuple[Any, str] | None) -> list[VerifyProblem]:
+                 public_key: tuple[Any, str] | None, repository: str | None = None) -> list[VerifyProblem]:
     """Verify the bundles an export of ``rows`` stands on; return every problem (none: export).
 
     See the comment at the top of this section for what is checked and why.
@@ -241,7 +541,8 @@ def check_period(store: EvidenceStore, records: Sequence[Mapping[str, Any]], row
     # ``environment``, so that a chain whose every bundle of the period was removed shows too).
     after: dict[tuple[Any, Any], str] = {}
     for r in records:
-        if r["created_at"] >= until and (environment is None or r["environment"] == environment):
+        if r["created_at"] >= until and (environment is None or r["environment"] == environment) \
+                and (repository is None or r["repository"] == repository):
             after.setdefault(key_of(r), r["id"])
     checked = list(dict.fromkeys([*ids, *after.values()]))
     problems: list[VerifyProblem] = []
@@ -285,33 +586,35 @@ def export(
     on_start: Callable[[int], None] | None = None,
     public_key: tuple[Any, str] | None = None,
     signing_key: SigningKey | None = None,
+    repository: str | None = None,
+    decision: str | None = None,
+    deployments_only: bool = False,
 ) -> ExportResult:
     """Verify the period, then write an audit export zip: population.csv, the sample and its bundles,
     index.html, export.json and the statement export.intoto.json.
 
-    Raises ``ExportRefused`` (and writes nothing) when the period does not verify. The zip is
-    written to a temporary file beside ``out`` and renamed into place when whole.
-    ``on_start(n)`` is called with the number of bundles to copy, ``progress(1)`` after each.
+    Raises ``ExportRefused`` (and writes nothing) when the period does not verify, UsageError
+    when ``since`` is after ``until``. The zip is written to a temporary file beside ``out`` and
+    renamed into place when whole. ``on_start(n)`` is called with the number of bundles to copy,
+    ``progress(1)`` after each. ``repository``, ``decision`` and ``deployments_only`` narrow what
+    is listed (and sampled); the filters are recorded in export.json.
     """
     from policyengine.evidence.report import render_export_index
 
-    records, bad = store.read_index()
-    if bad:
-        raise ExportRefused(bad)
-    rows = period_population(records, since=since, until=until, environment=environment)
-    problems = check_period(store, records, rows, since=since, until=until, environment=environment,
-                            public_key=public_key)
-    if problems:
-        raise ExportRefused(problems)
+    population = load_population(store, since=since, until=until, environment=environment, repository=repository,
+                                 decision=decision, deployments_only=deployments_only, public_key=public_key)
+    if population.problems:
+        raise ExportRefused(population.problems)
+    records, rows = population.records, population.rows
+    notes: list[str] = []
+    if sample and sample > len(rows):
+        notes.append(f"the sample of {sample} asked for is larger than the population of {len(rows)} "
+                     f"evaluation(s): every one of them is in the sample")
     sample_ids = draw_sample([r["id"] for r in rows], sample, seed if seed is not None else 0) if sample else []
-    population_csv = io.StringIO()
-    writer = csv.writer(population_csv, lineterminator="\n")
-    writer.writerow([*POPULATION_COLUMNS, "sampled"])
     chosen = set(sample_ids)
-    for r in rows:
-        writer.writerow([*("" if r.get(c) is None else r.get(c) for c in POPULATION_COLUMNS),
-                         "yes" if r["id"] in chosen else "no"])
+    population_text = population_csv_rows(rows, chosen)
     by_id = {r["id"]: r for r in rows}
+    deployments = sum(r["deployment"] == "yes" for r in rows)
     folder = os.path.dirname(os.path.abspath(out)) or "."
     fd, tmp = tempfile.mkstemp(dir=folder, prefix=".policyengine-export-", suffix=".part")
     digests: dict[str, str] = {}
@@ -321,7 +624,8 @@ def export(
                 zf.writestr(zipfile.ZipInfo(name, date_time=_zip_time()), data, compress_type=compress)
                 digests[name] = hashlib.sha256(data).hexdigest()
 
-            put(POPULATION_CSV, population_csv.getvalue().encode("utf-8"))
+            put(POPULATION_CSV, population_text.encode("utf-8"))
+            del population_text
             if on_start:
                 on_start(len(sample_ids))
             for bundle_id in sample_ids:
@@ -355,17 +659,19 @@ def export(
                 put(f"{CONTROLS_DIR}{_safe_name(policy.name)}-{resolved[:12]}.md",
                     render_matrix(policy, "md").encode("utf-8"))
             put(INDEX_HTML, render_export_index(
-                [{c: r.get(c) for c in COLUMNS} for r in rows], since=since, until=until,
+                [{c: r.get(c) for c in (*COLUMNS, *POPULATION_COLUMNS)} for r in rows], since=since, until=until,
                 seed=seed if sample else None, sample_ids=sample_ids, export_name=os.path.basename(out),
-                signed_by=signing_key.keyid if signing_key else None).encode("utf-8"))
+                signed_by=signing_key.keyid if signing_key else None, notes=notes).encode("utf-8"))
             export_doc = {
                 "policy_changes": {"count": len(changes), "weaker": sum(c["verdict"] == "weaker" for c in changes)},
                 "archive": store.url, "since": since, "until": until, "environment": environment,
+                "filters": {"repository": repository, "decision": decision, "deployments_only": deployments_only},
                 "population": len(rows),
                 "allowed": sum(r["decision"] == "allow" for r in rows),
                 "denied": sum(r["decision"] == "deny" for r in rows),
+                "deployments": deployments,
                 "sample": {"size": len(sample_ids), "requested": sample, "seed": seed if sample else None,
-                           "method": SAMPLE_METHOD, "ids": sample_ids},
+                           "method": SAMPLE_METHOD, "ids": sample_ids, "notes": notes},
                 "files": digests,
             }
             put(EXPORT_JSON, (json.dumps(export_doc, indent=2, sort_keys=True) + "\n").encode("utf-8"))
@@ -384,7 +690,8 @@ def export(
             os.unlink(tmp)
         raise
     return ExportResult(path=out, population=len(rows), sample_ids=sample_ids, seed=seed if sample else None,
-                        signed_by=signing_key.keyid if signing_key else None)
+                        signed_by=signing_key.keyid if signing_key else None, deployments=deployments,
+                        notes=tuple(notes))
 
 
 # -- policy changes ---------------------------------------------------------------------------
@@ -392,7 +699,7 @@ def export(
 POLICY_CHANGES_JSON = "policy-changes.json"
 RECORDS_CSV = "records.csv"
 RECORD_COLUMNS = ("id", "kind", "about_id", "about_sha256", "value", "claimed_at", "recorded_at", "by",
-                  "by_verified", "note", "sha256", "signed_by")
+                  "by_verified", "note", "sha256", "signed_by", "sequence")
 
 
 def records_csv(store: EvidenceStore, records: Sequence[Mapping[str, Any]], rows: Sequence[Mapping[str, Any]]) -> str:
@@ -410,12 +717,13 @@ def records_csv(store: EvidenceStore, records: Sequence[Mapping[str, Any]], rows
             continue
         with store.open_bundle(r) as fh, zipfile.ZipFile(fh) as zf:
             doc = json.loads(zf.read(RECORD))
-        spec = RECORD_KINDS[kind_of(r)]
-        writer.writerow(["" if v is None else v for v in (
-            r["id"], kind_of(r), r.get("about_id"), r.get("about_sha256"), doc.get(spec.field),
+        spec = RECORD_KINDS.get(kind_of(r))
+        writer.writerow([csv_cell(v) for v in (
+            r["id"], kind_of(r), r.get("about_id"), r.get("about_sha256"),
+            doc.get(spec.field) if spec else r.get("decision"),
             doc.get("claimed_at"), doc.get("recorded_at"), doc.get("by"),
             "yes" if doc.get("by_verified") is True else "no (self-asserted)", doc.get("note"), r["sha256"],
-            r.get("signed_by"))])
+            r.get("signed_by"), r.get("sequence"))])
     return out.getvalue()
 CONTROLS_DIR = "controls/"
 

@@ -40,6 +40,8 @@ from policyengine.redact import DEFAULT, EvidenceRedactor, looks_binary
 SCHEMA_VERSION = 2
 READABLE_SCHEMA_VERSIONS = (1, 2)
 MANIFEST = "manifest.json"
+PAGE_TEXT_LIMIT = 64 * 1024
+"""Text files up to this size (the rollback plan) are kept for the bundle's page, which shows them."""
 REPORT = "report.html"
 ATTESTATION = "attestation.intoto.json"
 DECISION = "decision.json"
@@ -301,6 +303,8 @@ class BundleWriter:
         self.created_at = created_at
         self.date_time = created_at.astimezone(timezone.utc).timetuple()[:6]
         self.entries: list[dict[str, Any]] = []
+        self.texts: dict[str, bytes] = {}
+        """Small text files as stored (redacted), by workspace path: the page shows the rollback plan."""
 
     def _info(self, name: str, size: int) -> zipfile.ZipInfo:
         info = zipfile.ZipInfo(name, date_time=self.date_time)
@@ -357,12 +361,15 @@ class BundleWriter:
 
         redacted = self.redactor.stream(all_chunks())
         out = all_chunks() if binary else iter(redacted)
+        kept: list[bytes] | None = [] if not binary and file.size <= PAGE_TEXT_LIMIT else None
         try:
             with self.zf.open(info, "w", force_zip64=info.file_size >= _ZIP64_THRESHOLD) as dst:
                 for chunk in out:
                     stored.update(chunk)
                     stored_size += len(chunk)
                     dst.write(chunk)
+                    if kept is not None:
+                        kept.append(chunk)
         finally:
             stored.hexdigest()  # waits for (and stops) the hashing thread
         was_redacted = not binary and redacted.count > 0
@@ -384,6 +391,8 @@ class BundleWriter:
         if was_redacted:
             entry["redacted"] = {"count": redacted.count, "original_size": size, "original_sha256": file.sha256}
         self.entries.append(entry)
+        if kept is not None and stored_size <= PAGE_TEXT_LIMIT:
+            self.texts[file.relpath] = b"".join(kept)
 
     # -- the chained tail --------------------------------------------------------------
 
@@ -401,7 +410,7 @@ class BundleWriter:
         created = format_timestamp(self.created_at)
         shown = json.loads(self.redactor.text(json.dumps(decision)))  # the page shows what the bundle stores
         report = _render_report(shown, self.entries, self.bundle_id, created,
-                                chain.get("previous_sha256"), signing_key is not None)
+                                chain.get("previous_sha256"), signing_key is not None, self.texts)
 
         def statement_for(manifest_sha256: str) -> dict[str, Any]:
             statement = build_statement(
@@ -513,11 +522,11 @@ class Finished:
 
 
 def _render_report(decision: Mapping[str, Any], members: list[dict[str, Any]], bundle_id: str, created_at: str,
-                   previous: Any, signed: bool) -> str | None:
+                   previous: Any, signed: bool, texts: Mapping[str, bytes] | None = None) -> str | None:
     from policyengine.evidence.report import render_report
 
     return render_report(dict(decision), [dict(m) for m in members], bundle_id, created_at,
-                         previous if isinstance(previous, str) else None, signed)
+                         previous if isinstance(previous, str) else None, signed, texts=texts)
 
 
 def write_bundle_zip(

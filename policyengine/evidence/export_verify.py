@@ -55,18 +55,26 @@ from typing import IO, Any
 
 from policyengine.errors import UsageError
 from policyengine.evidence.audit import (
+    BUNDLE_FACT_COLUMNS,
+    CI_JSON,
     EXPORT_JSON,
     EXPORT_PREDICATE_TYPE,
     EXPORT_STATEMENT,
+    LEGACY_POPULATION_COLUMNS,
     POPULATION_COLUMNS,
     POPULATION_CSV,
+    RECORD_COLUMNS,
+    RECORDS_CSV,
+    bundle_facts,
     bundle_member,
+    csv_cell,
     draw_sample,
     report_member,
 )
 from policyengine.evidence.bundle import (
     ATTESTATION,
     CHANGE,
+    DECISION,
     CHUNK,
     REPORT,
     ZIP_READ_ERRORS,
@@ -249,8 +257,8 @@ def verify_export(path: str, public_key: tuple[Any, str] | None = None) -> Expor
 
 
 def _text(value: Any) -> str:
-    """A value as population.csv writes it: None is empty."""
-    return "" if value is None else str(value)
+    """A value as population.csv writes it: None is empty, formula-like text is neutralised (``csv_cell``)."""
+    return csv_cell(value)
 
 
 class _Verifier:
@@ -259,6 +267,7 @@ class _Verifier:
         self.report = report
         self.public_key = public_key
         self.digests: dict[str, str] = {}
+        self.columns: list[str] = []
 
     def add(self, check: str, where: str, message: str) -> None:
         self.report.add(check, where, message)
@@ -281,6 +290,8 @@ class _Verifier:
         self._statement(doc, sample_ids)
         if rows is not None:
             self._chains(rows)
+            self._records(rows)
+            self._deployments(doc, rows)
 
     # -- files ---------------------------------------------------------------------------------
 
@@ -325,9 +336,12 @@ class _Verifier:
             self.add("listing", where, f"{POPULATION_CSV} cannot be read: {exc}")
             return None
         header = [*POPULATION_COLUMNS, "sampled"]
+        if table and table[0] == [*LEGACY_POPULATION_COLUMNS, "sampled"]:
+            header = table[0]  # an export written before the deployment columns: their checks do not apply
         if not table or table[0] != header:
             self.add("listing", where, f"{POPULATION_CSV} does not start with the header {','.join(header)}")
             return None
+        self.columns = header
         rows: dict[str, dict[str, str]] = {}
         for number, cells in enumerate(table[1:], 2):
             at = f"file {POPULATION_CSV} line {number}"
@@ -359,6 +373,11 @@ class _Verifier:
                 if doc["environment"] is not None and row["environment"] != doc["environment"]:
                     self.add("listing", at, f"bundle {rid} is of environment {row['environment']!r}, but the export "
                              f"is of {doc['environment']!r}")
+                filters = doc.get("filters") or {}
+                for key in ("repository", "decision"):
+                    if filters.get(key) is not None and row[key] != csv_cell(filters[key]):
+                        self.add("listing", at, f"bundle {rid} has {key} {row[key]!r}, but the export lists only "
+                                 f"{key} {filters[key]!r}")
             decisions = Counter(row["decision"] for row in rows.values())
             for what, stated, actual in (("evaluations", doc["population"], len(rows)),
                                          ("allowed", doc["allowed"], decisions["allow"]),
@@ -485,6 +504,16 @@ class _Verifier:
             with contextlib.suppress(*ZIP_READ_ERRORS, ValueError):
                 value = json.loads(zf.read(CHANGE))
                 change = value if isinstance(value, dict) else {}
+        decision: Mapping[str, Any] = {}
+        ci: Mapping[str, Any] = {}
+        if DECISION in names and DECISION not in bad_members and found.manifest is not None:
+            with contextlib.suppress(*ZIP_READ_ERRORS, ValueError):
+                value = json.loads(zf.read(DECISION))
+                decision = value if isinstance(value, dict) else {}
+        if CI_JSON in names and CI_JSON not in bad_members and found.manifest is not None:
+            with contextlib.suppress(*ZIP_READ_ERRORS, ValueError):
+                value = json.loads(zf.read(CI_JSON))
+                ci = value if isinstance(value, dict) else {}
         signed_by: Any = None
         if ATTESTATION in names:
             with contextlib.suppress(*ZIP_READ_ERRORS, ValueError, TypeError, AttributeError, KeyError, IndexError):
@@ -522,12 +551,127 @@ class _Verifier:
             facts += [("sequence", chain.get("sequence"), True), ("previous_sha256", chain.get("previous_sha256"), True),
                       ("repository", chain.get("repository"), "repository" in chain),
                       ("environment", chain.get("environment"), "environment" in chain)]
+        if decision and change:
+            # Every column the bundle states (request, author, approvers, flags, policy, ...),
+            # computed by the function that wrote the row.
+            facts += [(key, value, True) for key, value in bundle_facts(decision, change, ci).items()
+                      if key in row]
         reported: set[str] = set()
         for key, value, known in facts:
             if known and key not in reported and _text(value) != row[key]:
                 reported.add(key)
                 self.add("listing", where, f"bundle {bundle_id} has {key} {value!r} but {POPULATION_CSV} line "
                          f"{row['line']} records {row[key]!r}")
+
+    # -- outcomes, reviews and the deployment column ------------------------------------------
+
+    def _records(self, rows: Mapping[str, Mapping[str, str]]) -> None:
+        """The outcome and review columns name each evaluation's latest record in records.csv.
+
+        records.csv is listed (and digest-checked) by export.json; each of its records names the
+        evaluation by id and SHA-256, and the latest is the greatest (recorded_at, sequence, id).
+        """
+        if "outcome" not in self.columns or RECORDS_CSV not in self.files.names:
+            if "outcome" in self.columns:
+                self.add("missing", f"file {RECORDS_CSV}", f"{RECORDS_CSV} is missing: the outcome and review "
+                         f"columns of {POPULATION_CSV} cannot be checked")
+            return
+        where = f"file {RECORDS_CSV}"
+        try:
+            table = list(csv.reader(io.StringIO(self.files.read(RECORDS_CSV).decode("utf-8"), newline="")))
+        except (*ZIP_READ_ERRORS, UnicodeDecodeError, csv.Error) as exc:
+            self.add("listing", where, f"{RECORDS_CSV} cannot be read: {exc}")
+            return
+        if not table or table[0] != list(RECORD_COLUMNS):
+            self.add("listing", where, f"{RECORDS_CSV} does not start with the header {','.join(RECORD_COLUMNS)}")
+            return
+        latest: dict[tuple[str, str], tuple[tuple[str, int, str], str]] = {}
+        for number, cells in enumerate(table[1:], 2):
+            if len(cells) != len(RECORD_COLUMNS):
+                self.add("listing", f"{where} line {number}", f"the row has {len(cells)} fields, expected "
+                         f"{len(RECORD_COLUMNS)}")
+                continue
+            rec = dict(zip(RECORD_COLUMNS, cells, strict=True))
+            row = rows.get(rec["about_id"])
+            if row is None:
+                self.add("listing", f"{where} line {number}", f"record {rec['id']} is about bundle "
+                         f"{rec['about_id']!r}, which is not in {POPULATION_CSV}")
+                continue
+            if rec["about_sha256"] != row["sha256"]:
+                continue  # names another bundle under that id: it is not this evaluation's record
+            try:
+                order = (rec["recorded_at"], int(rec["sequence"]), rec["id"])
+            except ValueError:
+                self.add("listing", f"{where} line {number}", f"record {rec['id']}: sequence "
+                         f"{rec['sequence']!r} is not a number")
+                continue
+            key = (rec["about_id"], rec["kind"])
+            if key not in latest or order > latest[key][0]:
+                latest[key] = (order, rec["value"])
+        for rid, row in rows.items():
+            for column in ("outcome", "review"):
+                expected = latest.get((rid, column), (None, ""))[1]
+                if row[column] != expected:
+                    self.add("listing", f"file {POPULATION_CSV} line {row['line']}",
+                             f"bundle {rid}: {column} is {row[column]!r} but the latest {column} record about it in "
+                             f"{RECORDS_CSV} says {expected!r}")
+
+    def _deployments(self, doc: Mapping[str, Any], rows: Mapping[str, Mapping[str, str]]) -> None:
+        """The deployment column follows from the rows themselves (``audit.mark_deployments``)."""
+        if "deployment" not in self.columns:
+            return
+        raw_filters = doc.get("filters")
+        filters: Mapping[str, Any] = raw_filters if isinstance(raw_filters, dict) else {}
+        groups: dict[tuple[str, ...], list[Mapping[str, str]]] = defaultdict(list)
+        counted = 0
+        for rid, row in rows.items():
+            at = f"file {POPULATION_CSV} line {row['line']}"
+            if row["deployment"] not in ("yes", "no"):
+                self.add("listing", at, f"bundle {rid}: deployment is {row['deployment']!r}, expected yes or no")
+                continue
+            counted += row["deployment"] == "yes"
+            reason = _not_a_deployment(row)
+            if reason is not None:
+                if row["deployment"] != "no" or row["deployment_note"] != reason:
+                    self.add("listing", at, f"bundle {rid}: deployment is {row['deployment']!r} "
+                             f"({row['deployment_note'] or 'no note'}), but its row makes it no deployment ({reason})")
+                continue
+            if row["pipeline"]:
+                groups[(row["repository"], row["environment"], row["commit"], row["pipeline"])].append(row)
+            elif row["deployment"] != "yes":
+                self.add("listing", at, f"bundle {rid}: deployment is 'no' ({row['deployment_note'] or 'no note'}), "
+                         "but it is an allowed or advisory evaluation and no pipeline makes it a re-run")
+        for group in groups.values():
+            group.sort(key=lambda r: (r["created_at"], int(r["sequence"]) if r["sequence"].isdigit() else -1, r["id"]))
+            for i, row in enumerate(group):
+                at = f"file {POPULATION_CSV} line {row['line']}"
+                later = group[i + 1:]
+                if row["deployment"] == "yes":
+                    if later:
+                        self.add("listing", at, f"bundle {row['id']}: counted as a deployment, but bundle "
+                                 f"{later[-1]['id']} is a later run of the same pipeline {row['pipeline']!r}")
+                    continue
+                note = row["deployment_note"]
+                target = note.removeprefix("superseded by ") if note.startswith("superseded by ") else None
+                if target is None:
+                    self.add("listing", at, f"bundle {row['id']}: deployment is 'no' ({note or 'no note'}), but it "
+                             "is an allowed or advisory evaluation")
+                elif target in rows:
+                    if not any(r["id"] == target for r in later):
+                        self.add("listing", at, f"bundle {row['id']} is marked superseded by {target}, which is "
+                                 "not a later run of the same pipeline")
+                elif not filters.get("decision"):
+                    self.add("listing", at, f"bundle {row['id']} is marked superseded by {target}, which is not in "
+                             f"{POPULATION_CSV}")
+        if filters.get("deployments_only"):
+            for rid, row in rows.items():
+                if row["deployment"] != "yes":
+                    self.add("listing", f"file {POPULATION_CSV} line {row['line']}", f"bundle {rid} is not a "
+                             f"deployment, but the export lists deployments only")
+        stated = doc.get("deployments")
+        if stated is not None and stated != counted:
+            self.add("listing", f"file {POPULATION_CSV}", f"{POPULATION_CSV} holds {counted} deployments but "
+                     f"{EXPORT_JSON} says {stated}")
 
     # -- the statement -------------------------------------------------------------------------
 
@@ -611,6 +755,21 @@ class _Verifier:
                              f"{seq - 1}) has sha256 {before['sha256']} in {POPULATION_CSV}")
 
 
+def _not_a_deployment(row: Mapping[str, str]) -> str | None:
+    """Why a population row is no deployment whatever else is listed (None: it may be one)."""
+    if row["simulated"] == "yes":
+        return "simulated"
+    if row["decision"] == "not_applicable":
+        return "not_applicable"
+    if row["decision"] == "deny" and row["advisory"] != "yes":
+        return "denied"
+    if row["decision"] not in ("allow", "deny"):
+        return row["decision"]
+    if row["outcome"] == "not_deployed":
+        return "outcome not_deployed"
+    return None
+
+
 def _doc_problem(doc: Any) -> str | None:
     """Say what is wrong with the shape of export.json, or None."""
     if not isinstance(doc, dict):
@@ -623,6 +782,13 @@ def _doc_problem(doc: Any) -> str | None:
     for key in ("population", "allowed", "denied"):
         if not isinstance(doc.get(key), int) or isinstance(doc.get(key), bool):
             return f"{key!r} must be a number"
+    if "deployments" in doc and (not isinstance(doc["deployments"], int) or isinstance(doc["deployments"], bool)):
+        return "'deployments' must be a number"
+    filters = doc.get("filters")
+    if filters is not None and not (isinstance(filters, dict) and all(
+            isinstance(filters.get(k), (str, type(None))) for k in ("repository", "decision"))
+            and isinstance(filters.get("deployments_only", False), bool)):
+        return "'filters' must be {repository, decision, deployments_only}"
     sample = doc.get("sample")
     if not isinstance(sample, dict):
         return "'sample' must be an object"

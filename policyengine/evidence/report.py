@@ -16,7 +16,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 from urllib.parse import quote
 
-__all__ = ["render_export_index", "render_record_report", "render_report"]
+__all__ = ["render_export_index", "render_record_report", "render_report", "render_summary"]
 
 CSP = "default-src 'none'; style-src 'unsafe-inline'"
 
@@ -54,6 +54,7 @@ td.num,th.num{text-align:right;font-variant-numeric:tabular-nums}
 .s-warn{color:#7d4e00;border-color:#bf8700;background:#fff8e5}
 .s-skipped,.s-unknown,.s-other{color:#57606a;border-color:#8c959f;background:#f6f8fa}
 .note{color:#57606a;font-size:13px}
+pre.plan{white-space:pre-wrap;border:1px solid #d0d7de;background:#f6f8fa;padding:8px 12px;margin:6px 0}
 .warnbox{border:1px solid #bf8700;background:#fff8e5;padding:8px 12px;border-radius:6px;margin:8px 0}
 footer{margin-top:32px;color:#57606a;font-size:12px;border-top:1px solid #d0d7de;padding-top:8px}
 @media print{
@@ -214,6 +215,10 @@ def _change_section(decision: Mapping[str, Any]) -> str:
             ("PR author", _or_dash(pr.get("author"))),
             ("PR head commit", _hash(pr.get("head_commit"))),
         ]
+        if pr.get("url"):  # text, never a link: the URL came from the code host or a change file
+            rows.append(("Request URL", _mono(pr.get("url"))))
+        if _seq(pr.get("labels")):
+            rows.append(("Labels", ", ".join(_badge_text(label) for label in _seq(pr.get("labels")))))
         if pr.get("head_commit") and change.get("commit") and pr.get("head_commit") != change.get("commit"):
             rows.append(("", "<strong>The PR head commit is not the deployed commit.</strong>"))
     else:
@@ -224,6 +229,17 @@ def _change_section(decision: Mapping[str, Any]) -> str:
         url = _e(pipeline.get("url"))
         rows.append(("Pipeline", where + (f' <span class="mono">{url}</span>' if url else "")))
     rows.append(("Evaluated at", _time(decision.get("evaluated_at"))))
+    rng = _mapping(change.get("range"))
+    if rng:
+        previous = _mapping(rng.get("previous_deployment"))
+        shipped = (f"{len(_seq(rng.get('commits')))} commit(s), {len(_seq(rng.get('pull_requests')))} request(s)"
+                   + (f", {_e(rng.get('status'))}" if rng.get("status") else ""))
+        rows.append(("Change range", (f"{_hash(rng.get('previous_commit'))} &rarr; {_hash(change.get('commit'))}"
+                                      if rng.get("previous_commit") else "no previous deploy known: the range "
+                                      "cannot be listed") + f"<br>{shipped}"))
+        if previous:
+            rows.append(("Previous deploy", f"{_time(previous.get('created_at'))} "
+                                            f"({_e(previous.get('source'))}) {_mono(previous.get('id'))}"))
     commits = _seq(change.get("commits"))
     files = _seq(change.get("files_changed"))
     out = "<h2>The change</h2>" + _kv_table(rows)
@@ -237,6 +253,61 @@ def _change_section(decision: Mapping[str, Any]) -> str:
         shown = ", ".join(f'<span class="mono">{_e(f)}</span>' for f in files[:200])
         more = f" &hellip; and {len(files) - 200} more" if len(files) > 200 else ""
         out += f"<h3>Files changed ({len(files)})</h3><p>{shown}{more}</p>"
+    return out
+
+
+def _badge_text(value: Any) -> str:
+    return f'<span class="badge s-other">{_e(value)}</span>'
+
+
+def _facts_note(change: Mapping[str, Any]) -> str:
+    """Say plainly when the facts come from a change file rather than from a code host's API."""
+    if change.get("facts_source") != "self-declared":
+        return ""
+    return ('<p class="warnbox"><strong>Self-declared facts.</strong> This change was read from a change file '
+            "(<code>facts_source: self-declared</code>), not from a CI provider's API: who approved, who "
+            "committed and which checks ran are what the file's author wrote, vouched for by nobody else.</p>")
+
+
+def _gap_text(evaluated_at: Any, created_at: Any) -> str:
+    """How long after the evaluated time the bundle was written (a large gap: judged at another time)."""
+    from datetime import datetime
+
+    try:
+        evaluated = datetime.fromisoformat(str(evaluated_at).replace("Z", "+00:00"))
+        created = datetime.fromisoformat(str(created_at).replace("Z", "+00:00"))
+        seconds = round((created - evaluated).total_seconds())
+    except (ValueError, TypeError):
+        return ""
+    # Beyond the 15-minute bound only the direction is shown: the evaluated time was given (--now or
+    # --simulate), and the page stays the same whenever the same decision is recorded.
+    if seconds < 0:
+        return " <strong>(before the evaluated time: judged at another time than it ran)</strong>"
+    if seconds > 15 * 60:
+        return " <strong>(more than 15 minutes after the evaluated time: judged at another time than it ran)</strong>"
+    return f' <span class="note">({seconds} s after the evaluated time)</span>'
+
+
+PLAN_CHARS = 20000
+"""The page shows at most this many characters of the rollback plan (the bundle holds all of it)."""
+
+
+def _rollback_section(decision: Mapping[str, Any], texts: Mapping[str, bytes] | None) -> str:
+    rules = _rules_of_type(decision, "rollback_plan")
+    if not rules:
+        return ""
+    out = "<h2>Rollback plan</h2>"
+    for rule in rules:
+        path = _mapping(rule.get("details")).get("path")
+        raw = (texts or {}).get(str(path)) if path else None
+        out += f'<p><span class="mono">{_e(path)}</span> {_badge(rule.get("status"))}</p>'
+        if raw is None:
+            out += '<p class="note">The plan\'s text is not shown here (absent, not read, or too large): see the ' \
+                   "bundle's files/ member.</p>"
+            continue
+        text = raw.decode("utf-8", errors="replace")
+        more = f"\n\u2026 ({len(text) - PLAN_CHARS} more characters in the bundle)" if len(text) > PLAN_CHARS else ""
+        out += f'<pre class="mono plan">{_e(text[:PLAN_CHARS] + more)}</pre>'
     return out
 
 
@@ -379,7 +450,7 @@ def _evidence_section(
     )
     rows = [
         ("Bundle id", _mono(bundle_id)),
-        ("Bundle created at", _time(created_at)),
+        ("Bundle created at", _time(created_at) + _gap_text(decision.get("evaluated_at"), created_at)),
         ("Previous bundle SHA-256", _hash(previous_sha256) if previous_sha256
          else "none (first bundle of this repository and environment)"),
         ("Signature", signature),
@@ -408,10 +479,14 @@ def render_report(
     created_at: str,
     previous_sha256: str | None,
     signed: bool,
+    texts: Mapping[str, bytes] | None = None,
 ) -> str:
     """Render a bundle's ``report.html`` from its decision, member list and chain facts.
 
-    Deterministic and pure; every value from ``decision`` and ``members`` is escaped.
+    ``texts`` holds small text files the rules read, as stored (redacted), by workspace path:
+    the rollback plan's text is shown from it. Deterministic and pure; every value is escaped.
+    The page is a member of the bundle, which is never edited: it cannot show outcomes and
+    reviews recorded later, and says where they are.
     """
     change = _mapping(decision.get("change"))
     verdict = str(decision.get("decision", "unknown")).upper()
@@ -422,11 +497,17 @@ def render_report(
         f'commit <span class="mono">{_e(change.get("commit"))}</span> &middot; bundle '
         f'<span class="mono">{_e(bundle_id)}</span></p></header>'
         + _verdict_section(decision)
+        + _facts_note(change)
+        + '<p class="note">Outcome and review: this page is part of the evidence bundle, which is never edited, so '
+        "it cannot show what was recorded later (the deploy's outcome, the post-implementation review). See them "
+        "with <code>policyengine evidence show " + _e(bundle_id) + "</code>, or in the audit export's "
+        "index.html.</p>"
         + _change_section(decision)
         + _rules_section(decision)
         + _approvals_section(decision)
         + _tests_section(decision)
         + _window_section(decision)
+        + _rollback_section(decision, texts)
         + _evidence_section(decision, members, bundle_id, created_at, previous_sha256, signed)
         + "<footer>Generated by policyengine from the bundle's decision.json. SOC 2 CC8.1 change management "
         "evidence. Verify offline with <code>policyengine evidence verify</code>; re-evaluate with "
@@ -518,11 +599,15 @@ def render_export_index(
     sample_ids: list[str],
     export_name: str | None = None,
     signed_by: str | None = None,
+    notes: Sequence[str] = (),
 ) -> str:
     """Render an audit export's ``index.html``: the period, the population and links to the sample.
 
     ``export_name`` is the export's file name, for the command that verifies it; ``signed_by``
     the key id that signed its listing (None: unsigned), which decides what that command is.
+    The population table shows population.csv's columns for a person: evaluated and created
+    time, the request, author, approvers counted, deployer, flags, deployment, outcome, review.
+    Outcomes and reviews recorded later are shown here (a bundle's own page cannot show them).
     """
     sampled = {str(s) for s in sample_ids}
     decisions = [str(_mapping(r).get("decision")) for r in rows]
@@ -537,6 +622,9 @@ def render_export_index(
     ]
     if other:
         summary.append(("Other", str(other)))
+    deployments = sum(1 for r in rows if _mapping(r).get("deployment") == "yes")
+    summary.append(("Deployments", f"{deployments} (allowed or advisory, not simulated, not recorded as "
+                    "not deployed; re-runs of one pipeline counted once)"))
     summary += [
         ("Sample size", str(len(sample_ids))),
         ("Sample seed", _mono(seed) if seed is not None else "none (no sample drawn)"),
@@ -546,6 +634,9 @@ def render_export_index(
         '<p class="sub">The complete population of evaluations in the period, and the sampled bundles.</p>'
         "</header>" + _kv_table(summary)
     )
+    for note in notes:
+        body += f'<p class="warnbox">{_e(note)}</p>'
+
     by_id = {str(_mapping(r).get("id")): _mapping(r) for r in rows}
     if sample_ids:
         sample_rows = []
@@ -569,12 +660,147 @@ def render_export_index(
             f'<a href="{_href(rid, "/report.html")}">report</a> &middot; <a href="{_href(rid, ".zip")}">zip</a>'
             if is_sampled else ""
         )
+        request = _e(r.get("request_title"))
+        if r.get("request_url"):  # text, never a link: the URL came from the code host or a change file
+            request += f'<br><span class="mono">{_e(r.get("request_url"))}</span>'
+        flags = [name for name in ("advisory", "simulated", "emergency") if r.get(name) in (True, "yes")]
+        if r.get("waived_rules"):
+            flags.append(f"waived: {r.get('waived_rules')}")
+        if r.get("facts_source") == "self-declared":
+            flags.append("self-declared facts")
+        if r.get("signed_by") in (None, ""):
+            flags.append("unsigned")
+        deployment = _e(r.get("deployment"))
+        if r.get("deployment_note"):
+            deployment += f' <span class="note">({_e(r.get("deployment_note"))})</span>'
         pop_rows.append([
-            _mono(rid), _time(r.get("created_at")), _or_dash(r.get("environment")), _or_dash(r.get("repository")),
-            _hash(r.get("commit")), _badge(r.get("decision")),
+            _mono(rid),
+            f'{_time(r.get("evaluated_at"))}<br><span class="note">created</span> {_time(r.get("created_at"))}',
+            _or_dash(r.get("environment")), _or_dash(r.get("repository")), _hash(r.get("commit")),
+            request or "&mdash;", _or_dash(r.get("author")), _or_dash(r.get("approvers_counted")),
+            _or_dash(r.get("deployer")), _badge(r.get("decision")), _or_dash(", ".join(flags)),
+            deployment or "&mdash;", _or_dash(r.get("outcome")), _or_dash(r.get("review")),
+            _or_dash(r.get("policy_name")),
             ("yes " + links) if is_sampled else "no",
         ])
     body += f"<h2>Population ({len(rows)})</h2>"
-    body += _table(["Bundle", "Created at", "Environment", "Repository", "Commit", "Decision", "Sampled"], pop_rows)
+    body += _table(["Bundle", "Evaluated at", "Environment", "Repository", "Commit", "Request", "Author",
+                    "Approvers counted", "Deployer", "Decision", "Flags", "Deployment", "Outcome", "Review",
+                    "Policy", "Sampled"], pop_rows)
+    body += ('<p class="note">Outcomes and reviews are records appended after the evaluation; each bundle\'s '
+             "own report.html is never edited and cannot show them, so they are listed here (and by "
+             "<code>policyengine evidence show ID</code>).</p>")
     body += "<footer>Generated by policyengine from the archive's records of the period.</footer>"
     return _page(f"Audit export {_e(since)} to {_e(until)} - policyengine", body)
+
+
+# ---------------------------------------------------------------------------------------------
+# audit summary
+
+
+def duration(seconds: float | None) -> str:
+    """A duration a person reads: ``3d 4h``, ``5h 12m``, ``42m``, ``12s``; ``-`` for none."""
+    if seconds is None:
+        return "-"
+    total = round(seconds)
+    d, rest = divmod(total, 86400)
+    h, rest = divmod(rest, 3600)
+    m, s = divmod(rest, 60)
+    if d:
+        return f"{d}d {h}h"
+    if h:
+        return f"{h}h {m}m"
+    if m:
+        return f"{m}m"
+    return f"{s}s"
+
+
+def _duration(seconds: Any) -> str:
+    return _e(duration(seconds if isinstance(seconds, (int, float)) else None))
+
+
+def _items_table(title: str, items: Sequence[Mapping[str, Any]], limit: int = 50) -> str:
+    out = f"<h2>{title} ({len(items)})</h2>"
+    if not items:
+        return out + "<p>None.</p>"
+    rows = [[_mono(i.get("id")), _time(i.get("created_at")), _or_dash(i.get("repository")),
+             _or_dash(i.get("environment")), _hash(i.get("commit"))] for i in items[:limit]]
+    out += _table(["Bundle", "Created at", "Repository", "Environment", "Commit"], rows)
+    if len(items) > limit:
+        out += f'<p class="note">&hellip; and {len(items) - limit} more (<code>--format json</code> lists every one).</p>'
+    return out
+
+
+def render_summary(s: Mapping[str, Any]) -> str:
+    """Render ``audit summary`` as a self-contained page (the dict ``evidence.summary.summarize`` returns)."""
+    p, dora, chain = _mapping(s.get("period")), _mapping(s.get("dora")), _mapping(s.get("chain"))
+    freq, lead = _mapping(dora.get("deployment_frequency")), _mapping(dora.get("lead_time"))
+    cfr, ttr = _mapping(dora.get("change_failure_rate")), _mapping(dora.get("time_to_restore"))
+    deployments = _mapping(s.get("deployments"))
+    denials = _mapping(s.get("denials"))
+    overrides = _mapping(s.get("overrides"))
+    status = "pass" if chain.get("status") == "ok" else "fail"
+    head = [
+        ("Period", f"{_mono(p.get('since'))} to {_mono(p.get('until'))}"),
+        ("Scope", _e(", ".join(x for x in (p.get("environment") and f"environment {p.get('environment')}",
+                                          p.get("repository") and f"repository {p.get('repository')}") if x))
+         or "every repository and environment"),
+        ("Evaluations", _e(s.get("evaluations"))),
+        ("Deployments", _e(deployments.get("total"))),
+        ("Denials", _e(denials.get("total"))),
+        ("Chain", f'{_badge(status)} {_e(chain.get("status"))}: {_e(len(_seq(chain.get("problems"))))} problem(s), '
+                  f'{_e(chain.get("left_out"))} evaluation(s) left out of the figures'),
+    ]
+    rate = cfr.get("rate")
+    dora_rows = [
+        ("Deployment frequency", f"{_e(freq.get('deployments'))} deployments in {_e(freq.get('days'))} days "
+                                 f"({_e(freq.get('per_week'))} per week)"),
+        ("Lead time for changes", f"median {_duration(lead.get('median_seconds'))}, mean "
+                                  f"{_duration(lead.get('mean_seconds'))} ({_e(lead.get('measured'))} measured, "
+                                  f"{_e(lead.get('not_measured'))} without commit times, "
+                                  f"{_e(lead.get('inconsistent'))} inconsistent)"),
+        ("Change failure rate", f"{_e(cfr.get('failed'))} of {_e(cfr.get('deployments'))}"
+                                + (f" ({rate * 100:.1f}%)" if isinstance(rate, (int, float)) else "")),
+        ("Time to restore", f"median {_duration(ttr.get('median_seconds'))}, mean {_duration(ttr.get('mean_seconds'))} "
+                            f"({_e(ttr.get('restored'))} restored, {_e(ttr.get('not_restored'))} not restored)"),
+    ]
+    body = (
+        f"<header><h1>Change-control summary</h1><p class=\"sub\">{_e(p.get('since'))} to {_e(p.get('until'))}</p>"
+        "</header>" + _kv_table(head) + "<h2>DORA figures</h2>" + _kv_table(dora_rows)
+        + "<h2>Deployments per repository and environment</h2>"
+        + _table(["Repository", "Environment", "Deployments"],
+                 [[_e(_mapping(d).get("repository")), _e(_mapping(d).get("environment")), _e(_mapping(d).get("count"))]
+                  for d in _seq(deployments.get("by"))], num_cols=(2,))
+        + "<h2>Denials by rule</h2>"
+        + (_table(["Rule", "Denied evaluations"], [[_mono(_mapping(d).get("rule")), _e(_mapping(d).get("count"))]
+                                                   for d in _seq(denials.get("by_rule"))], num_cols=(1,))
+           if _seq(denials.get("by_rule")) else "<p>None.</p>")
+        + _items_table("Advisory overrides (denied, not stopped)", _seq(overrides.get("advisory")))
+        + _items_table("Emergency deployments", _seq(overrides.get("emergency")))
+        + _items_table("Simulated evaluations", _seq(overrides.get("simulated")))
+        + _items_table("Unsigned bundles", _seq(s.get("unsigned")))
+    )
+    changes = [_mapping(c) for c in _seq(s.get("policy_changes"))]
+    body += f"<h2>Policy changes ({len(changes)})</h2>"
+    body += _table(["Repository", "Environment", "First bundle", "Created at", "Policy", "Resolved digest", "Verdict"],
+                   [[_e(c.get("repository")), _e(c.get("environment")), _mono(c.get("bundle_id")),
+                     _time(c.get("created_at")), _or_dash(c.get("policy")), _hash(c.get("resolved_sha256")),
+                     _e(c.get("verdict"))] for c in changes]) if changes else "<p>None.</p>"
+    body += _items_table("Deployments without an outcome", _seq(s.get("without_outcome")))
+    body += _items_table("Deployments without a review", _seq(s.get("without_review")))
+    emergencies = [_mapping(e) for e in _seq(s.get("emergencies"))]
+    if emergencies:
+        body += f"<h2>Emergencies ({len(emergencies)})</h2>" + _table(
+            ["Bundle", "Declared by", "Reason", "Incident", "Waived rules", "Due", "Status"],
+            [[_mono(e.get("id")), _or_dash(e.get("declared_by")), _or_dash(e.get("reason")),
+              _or_dash(e.get("incident")),
+              _or_dash(" ".join(str(w) for w in _seq(e.get("waived_rules"))) or e.get("waived_rules")),
+              _time(e.get("due")), _e(e.get("status"))] for e in emergencies])
+    problems = [_mapping(x) for x in _seq(chain.get("problems"))]
+    if problems:
+        body += "<h2>Chain problems</h2>" + _table(
+            ["Check", "Bundle", "Problem"],
+            [[_mono(x.get("check")), _mono(x.get("bundle_id")), _e(x.get("message"))] for x in problems[:200]])
+    body += ("<footer>Generated by policyengine <code>audit summary</code> from the archive's verified bundles and "
+             "their outcome and review records.</footer>")
+    return _page(f"Change-control summary {_e(p.get('since'))} to {_e(p.get('until'))} - policyengine", body)

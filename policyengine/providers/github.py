@@ -41,6 +41,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import quote
 
+from policyengine.change import time_problem
 from policyengine.errors import UsageError
 from policyengine.providers import shapes
 from policyengine.providers.base import Gathered, HistoryUnavailable, PreviousDeploys
@@ -482,6 +483,17 @@ def record_permissions(reviews: list[dict[str, Any]], key: Callable[[dict[str, A
             review["permission"], review["role"] = got
 
 
+def _commit_time(commit: Mapping[str, Any]) -> str | None:
+    """``commit.committer.date``, else ``commit.author.date``: a time with a zone, or None (lead time is
+    then not measured for this commit; the change is still valid)."""
+    for kind in ("committer", "author"):
+        person = commit.get(kind)
+        value = person.get("date") if isinstance(person, Mapping) else None
+        if isinstance(value, str) and time_problem(value) is None:
+            return value
+    return None
+
+
 def map_commit(item: dict[str, Any], pull_request: int | None) -> dict[str, Any]:
     """One commit: GitHub logins when GitHub knows the e-mail, else the e-mail; co-authors."""
     commit = item.get("commit") or {}
@@ -501,6 +513,7 @@ def map_commit(item: dict[str, Any], pull_request: int | None) -> dict[str, Any]
         "sha": str(item["sha"]).lower(),
         "author": who("author"),
         "committer": who("committer"),
+        "committed_at": _commit_time(commit),
         "co_authors": co_authors(commit.get("message")),
         "message": first_line(commit.get("message")),
         "pull_request": pull_request,

@@ -36,6 +36,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
+from policyengine.change import time_problem
 from policyengine.errors import UsageError
 from policyengine.providers import shapes
 from policyengine.providers.base import Gathered, PreviousDeploys
@@ -215,6 +216,8 @@ def map_commit(c: dict[str, Any], pull_request: int | None) -> dict[str, Any]:
         "sha": str(c["id"]).lower(),
         "author": _person(c.get("author_email"), c.get("author_name")),
         "committer": _person(c.get("committer_email"), c.get("committer_name")),
+        "committed_at": next((v for v in (c.get("committed_date"), c.get("authored_date"))
+                              if isinstance(v, str) and time_problem(v) is None), None),
         "co_authors": co_authors(message, _GITLAB_NOREPLY_RE),
         "message": first_line(message),
         "pull_request": pull_request,
