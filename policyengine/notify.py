@@ -190,10 +190,10 @@ def _text(value: Any, limit: int = MAX_TEXT) -> str | None:
 def message_document(document: Mapping[str, Any], bundle: Mapping[str, Any], exit_code: int) -> dict[str, Any]:
     """The generic (``json``) message: what was decided, about which change, recorded where."""
     change = document.get("change") if isinstance(document.get("change"), dict) else {}
-    assert isinstance(change, dict)  # noqa: S101 - for mypy
+    assert isinstance(change, dict)
     pr = change.get("pull_request")
     policy = document.get("policy") if isinstance(document.get("policy"), dict) else {}
-    assert isinstance(policy, dict)  # noqa: S101
+    assert isinstance(policy, dict)
     rules = [r for r in document.get("rules") or [] if isinstance(r, dict)]
     return {
         "schema": "https://policyengine.dev/notification/v1",
@@ -231,7 +231,8 @@ def slack_message(doc: Mapping[str, Any]) -> dict[str, Any]:
     verdict = str(doc.get("verdict") or "unknown").upper() + "".join(f" {f}" for f in flags)
     commit = str(doc.get("commit") or "?")
     pr = doc.get("pull_request")
-    pr_text = f"#{pr.get('number')} {e(pr.get('title') or '')}".strip() if isinstance(pr, dict) else "none (direct push)"
+    pr_text = (f"#{pr.get('number')} {e(pr.get('title') or '')}".strip() if isinstance(pr, dict)
+               else "none (direct push)")
     bundle = doc.get("bundle_id") or f"NOT RECORDED ({e(doc.get('evidence_error') or 'unknown error')})"
     policy = (doc.get("policy") or {}).get("name")
     text = (f"[{verdict}] {e(doc.get('repository') or '?')} to {e(doc.get('environment') or '?')} at "
@@ -260,7 +261,7 @@ def build_message(fmt: str, document: Mapping[str, Any], bundle: Mapping[str, An
     """The message of ``fmt`` (``slack`` or ``json``), every string redacted."""
     doc = message_document(document, bundle, exit_code)
     message = slack_message(doc) if fmt == "slack" else doc
-    return _redact(message, redactor)
+    return {k: _redact(v, redactor) for k, v in message.items()}
 
 
 def _redact(value: Any, redactor: Redactor) -> Any:
@@ -282,15 +283,21 @@ def send(target: Target, message: Mapping[str, Any], env: Mapping[str, str], red
         return redactor.text(target.problem or "no URL")
     import requests
 
-    from policyengine.providers.http import ApiError, HttpSession, HttpSettings, TokenInfo
+    from policyengine.providers.http import (
+        ApiError,
+        HttpSession,
+        HttpSettings,
+        TokenInfo,
+    )
 
     parts = urlsplit(target.url)
     # The session's own redactor also knows the URL's path: its messages name the path it asked.
     path = parts.path + (f"?{parts.query}" if parts.query else "")
     quiet = Redactor([*secret_values(env), *webhook_secrets([target.url]), path])
     try:
-        session = HttpSession(f"{parts.scheme}://{parts.netloc}", token=TokenInfo("", "", f"the webhook {target.label}"),
-                              provider="notify", settings=HttpSettings.from_env(env), redactor=quiet)
+        session = HttpSession(f"{parts.scheme}://{parts.netloc}",
+                              token=TokenInfo("", "", f"the webhook {target.label}"), provider="notify",
+                              settings=HttpSettings.from_env(env), redactor=quiet)
         try:
             session.post_json(target.url, message)
         finally:

@@ -22,7 +22,6 @@ from conftest import FIXTURES
 from webhook_server import Webhook, closed_port
 
 from policyengine.cli import main
-from policyengine.evidence.archive import LocalArchive
 from policyengine.evidence.records import is_deployment, latest_deploy
 
 ACC = FIXTURES / "acceptance"
@@ -111,6 +110,7 @@ def test_slack_payload_carries_verdict_change_deployer_and_bundle_with_secrets_r
     post = hook.posts[0]
     assert post.path == f"/services/{hook.secret}"
     assert post.headers["Content-Type"].startswith("application/json")
+    assert not {"Authorization", "PRIVATE-TOKEN"} & set(post.headers)  # the URL is the credential; nothing else
     body = post.json()
     assert set(body) == {"text", "blocks"}
     assert isinstance(body["blocks"], list) and body["blocks"]
@@ -208,7 +208,7 @@ def test_notify_specs_that_are_no_target_are_refused_without_echoing_them(
                  "http://hooks.example.com/services/T0/B0/s3cr3tvalue"):
         code, out, err = run_check(tmp_path, ws, capsys, "--notify", spec, policy=policy)
         assert code == 2, (spec, out, err)
-        assert "--notify" in err
+        assert "--notify #1" in err and "env:NAME" in err
         assert "s3cr3tvalue" not in out + err
     assert not (tmp_path / "evidence" / "index.jsonl").exists()  # refused before anything was judged
 
@@ -277,6 +277,9 @@ def test_a_failed_notification_is_a_linked_record_verify_accepts_and_the_exit_is
              "unset-variable": "DEPLOY_HOOK is not set"}[failure]
     assert cause in doc["cause"]
     assert (doc["by"], doc["by_verified"], doc["by_source"]) == ("policyengine", True, "gate")
+    jsonschema = pytest.importorskip("jsonschema")
+    jsonschema.validate(doc, json.loads((Path(__file__).resolve().parents[1] / "schemas" / "record.schema.json")
+                                        .read_text()))
     assert "notify: FAILED" in out and failed["id"] in out
     for where, text in every_output(tmp_path, out, err).items():
         assert hook.secret not in text, where
@@ -307,9 +310,15 @@ def test_a_required_notification_that_fails_appends_not_deployed_and_exits_3(
     # The population and the next change range stay true: this allow is no deployment.
     assert not is_deployment(evaluation, lines)
     assert latest_deploy(lines, "acme/payments", "production") is None
-    assert "exit 3" in out or "not deployed" in out.lower()
+    assert "exit 3" in out
     verified, report = _verify(tmp_path, pub, capsys)
     assert verified == 0, report
+    with pytest.raises(SystemExit) as info:
+        main(["evidence", "show", "--archive", str(tmp_path / "evidence"), "--public-key", str(pub), evaluation["id"]])
+    shown, _ = capsys.readouterr()
+    assert info.value.code == 0, shown
+    assert "notification-failure FAILED (DEPLOY_HOOK: HTTP 500" in shown
+    assert "NOT_DEPLOYED" in shown and "written by the gate" in shown
 
 
 def test_a_required_notification_that_succeeds_releases_the_deploy(
@@ -396,7 +405,14 @@ def test_invalid_notify_keys_are_named_with_file_line_col(tmp_path: Path, capsys
 
 
 def test_policy_diff_directions_of_notify() -> None:
-    from policyengine.policydiff import NEUTRAL, STRONGER, UNDECIDED, WEAKER, diff, weakened
+    from policyengine.policydiff import (
+        NEUTRAL,
+        STRONGER,
+        UNDECIDED,
+        WEAKER,
+        diff,
+        weakened,
+    )
 
     base = yaml.safe_load((ACC / "policy.yml").read_text())
 

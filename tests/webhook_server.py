@@ -14,7 +14,7 @@ import socket
 import threading
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, Self
 
 
 @dataclass
@@ -37,11 +37,11 @@ class Webhook:
     received: list[Received] = field(default_factory=list)
     secret: str = field(default_factory=lambda: "T0NOTIFY/B0TEST/" + secrets.token_hex(12))
 
-    def __enter__(self) -> Webhook:
+    def __enter__(self) -> Self:
         hook = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802 - the http.server API
+            def do_POST(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length)
                 hook.received.append(Received("POST", self.path, dict(self.headers.items()), body))
@@ -53,13 +53,13 @@ class Webhook:
                 self.end_headers()
                 self.wfile.write(payload)
 
-            def do_GET(self) -> None:  # noqa: N802
+            def do_GET(self) -> None:
                 hook.received.append(Received("GET", self.path, dict(self.headers.items()), b""))
                 self.send_response(405)
                 self.send_header("Content-Length", "0")
                 self.end_headers()
 
-            def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+            def log_message(self, format: str, *args: Any) -> None:
                 pass
 
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
