@@ -343,6 +343,37 @@ def test_a_redirecting_webhook_is_a_failure_and_not_followed(
     assert "HTTP 307" in record_doc(tmp_path, index(tmp_path)[1])["cause"]
 
 
+def test_a_hanging_webhook_is_cut_off_by_the_deadline_and_recorded(
+        tmp_path: Path, ws: Path, capsys: pytest.CaptureFixture[str], env: pytest.MonkeyPatch) -> None:
+    import time
+
+    env.setenv("POLICYENGINE_HTTP_RETRIES", "0")
+    env.setenv("POLICYENGINE_HTTP_DEADLINE", "1")
+    with Webhook(delay=6) as hook:
+        env.setenv("DEPLOY_HOOK", hook.url)
+        policy = write_policy(tmp_path, {"url_env": "DEPLOY_HOOK"})
+        started = time.monotonic()
+        code, out, err = run_check(tmp_path, ws, capsys, policy=policy)
+        took = time.monotonic() - started
+    assert code == 0, out + err
+    assert took < 5, f"the gate waited {took:.1f} s for the webhook"
+    cause = record_doc(tmp_path, index(tmp_path)[1])["cause"]
+    assert "1 s" in cause and hook.secret not in cause
+
+
+def test_a_decision_whose_evidence_failed_is_still_notified_with_no_bundle(
+        tmp_path: Path, ws: Path, capsys: pytest.CaptureFixture[str], env: pytest.MonkeyPatch) -> None:
+    blocked = tmp_path / "evidence"
+    blocked.write_text("a file where the archive should be\n")
+    with Webhook() as hook:
+        env.setenv("DEPLOY_HOOK", hook.url)
+        policy = write_policy(tmp_path, {"url_env": "DEPLOY_HOOK", "format": "json", "required": True})
+        code, out, err = run_check(tmp_path, ws, capsys, policy=policy)
+    assert code == 3, out + err  # the evidence could not be recorded: the gate denies
+    body = hook.posts[0].json()
+    assert body["verdict"] == "deny" and body["bundle_id"] is None and body["evidence_error"]
+
+
 # -- which decisions ------------------------------------------------------------------------------
 
 

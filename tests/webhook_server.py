@@ -12,6 +12,7 @@ import json
 import secrets
 import socket
 import threading
+import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Self
@@ -34,6 +35,8 @@ class Webhook:
 
     statuses: list[int] = field(default_factory=list)
     default_status: int = 200
+    delay: float = 0.0
+    """Seconds to wait before answering (a slow or hanging receiver)."""
     received: list[Received] = field(default_factory=list)
     secret: str = field(default_factory=lambda: "T0NOTIFY/B0TEST/" + secrets.token_hex(12))
 
@@ -45,6 +48,8 @@ class Webhook:
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length)
                 hook.received.append(Received("POST", self.path, dict(self.headers.items()), body))
+                if hook.delay:
+                    time.sleep(hook.delay)
                 status = hook.statuses.pop(0) if hook.statuses else hook.default_status
                 payload = b"ok" if status < 300 else b"internal_error"
                 self.send_response(status)
