@@ -24,6 +24,11 @@ Checked here, once, before anything is judged:
   simulated evaluation exits 1 whatever its verdict, so it can never release a deploy. Every
   decision records the wall-clock time (read once, by the CLI) and the clock source.
 
+After recording, the decision is posted to the notification targets (the policy's ``notify:``
+and ``--notify``; ``policyengine.notify``): a failure is appended as a record linked to the
+bundle, and a ``required`` one that fails stops a released deploy (exit 3). The webhook URLs
+in use join the redactor's literals before anything is recorded or shown.
+
 Every output (console, JSON, JUnit) goes through one redactor (``redact.Redactor.from_env``):
 ``CheckResult.decision`` and ``document`` are already redacted, and ``CheckResult.redact``
 is run over each rendered text once more.
