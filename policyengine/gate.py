@@ -24,6 +24,11 @@ Checked here, once, before anything is judged:
   simulated evaluation exits 1 whatever its verdict, so it can never release a deploy. Every
   decision records the wall-clock time (read once, by the CLI) and the clock source.
 
+After recording, the decision is posted to the notification targets (the policy's ``notify:``
+and ``--notify``; ``policyengine.notify``): a failure is appended as a record linked to the
+bundle, and a ``required`` one that fails stops a released deploy (exit 3). The webhook URLs
+in use join the redactor's literals before anything is recorded or shown.
+
 Every output (console, JSON, JUnit) goes through one redactor (``redact.Redactor.from_env``):
 ``CheckResult.decision`` and ``document`` are already redacted, and ``CheckResult.redact``
 is run over each rendered text once more.
@@ -90,6 +95,10 @@ class CheckRequest:
     """``--simulate``: a what-if evaluation; marked everywhere, never a deployment."""
     waivers_path: str | None = None
     """``--waivers`` / ``POLICYENGINE_WAIVERS``: a waivers file, ``git:REF:PATH`` or ``git+URL#REF:PATH``."""
+    notify: Sequence[str] = ()
+    """``--notify``: more notification targets (``env:NAME`` or a URL), beside the policy's ``notify:``."""
+    extra_secrets: Sequence[str] = ()
+    """More literal values redacted from every output and from the evidence (the webhook URLs in use)."""
 
 
 CI_VARIABLES = ("CI", "GITHUB_ACTIONS", "GITLAB_CI")
@@ -198,6 +207,8 @@ class CheckResult:
     notes: list[str] = field(default_factory=list)
     redactor: Redactor = field(default_factory=Redactor)
     simulated_under_ci: bool = False
+    notifications: list[str] = field(default_factory=list)
+    """One line per notification target: sent, or FAILED and how it was recorded (``notify.deliver``)."""
 
     def redact(self, text: str) -> str:
         """Run the one redactor over a rendered output (console text, JSON, JUnit XML)."""
@@ -383,7 +394,7 @@ def _record(request: CheckRequest, policy: Policy, gathered: Any, decision: Deci
         source = policy.waivers_file.get("source") or {}
         name = Path(str(source.get("path") or policy.waivers_file["path"])).name or "waivers.yml"
         extra[f"{WAIVERS_MEMBER}{member_path(name)}"] = policy.waivers_raw
-    redactor = EvidenceRedactor.from_env(request.env)
+    redactor = EvidenceRedactor.from_env(request.env, request.extra_secrets)
     ci = ci_variables(request.env, redactor)
     if ci:
         extra["ci.json"] = (json.dumps(ci, indent=2, sort_keys=True) + "\n").encode("utf-8")
@@ -453,9 +464,14 @@ def check(request: CheckRequest) -> CheckResult:
         from policyengine.evidence.stores import open_store
 
         open_store(request.evidence_store).check_write(request.signing_key)
+    from policyengine import notify
+
+    notify_cli = notify.parse_cli(request.notify)  # a bad --notify is refused before anything is judged
     if request.wall_time is None:
         request = dataclasses.replace(request, wall_time=datetime.now(timezone.utc))
     policy, gathered = _load(request)
+    targets = notify.resolve(policy.notify, notify_cli, request.env)
+    request = dataclasses.replace(request, extra_secrets=(*request.extra_secrets, *notify.secrets(targets)))
     _check_environments(request, gathered.change)
     _check_applies(policy, gathered.change)
     _check_waiver_approvers(policy, gathered.change)
@@ -483,14 +499,18 @@ def check(request: CheckRequest) -> CheckResult:
     simulated_under_ci = request.simulate and running_in_ci(request.env)
     if simulated_under_ci and final == EXIT_ALLOW:
         final = EXIT_DENY
-    redactor = Redactor.from_env(request.env)
+    redactor = Redactor.from_env(request.env, request.extra_secrets)
     shown = redact_decision(decision, redactor)
     doc = redact_value(decision_to_json(shown, advisory=request.advisory), redactor)
     doc["evidence"] = redact_value(bundle, redactor)
+    # After the evidence is recorded: post the decision; a failure is recorded, linked to the bundle.
+    delivered = notify.deliver(targets, document=doc, bundle=bundle, exit_code=final, store_url=store_url,
+                               env=request.env, redactor=redactor, signing_key=request.signing_key,
+                               retention=policy.retention, extra_secrets=request.extra_secrets)
     return CheckResult(decision=shown, document=doc, evidence=bundle, store_url=store_url,
-                       verdict_code=code, exit_code=final, advisory=request.advisory,
+                       verdict_code=code, exit_code=delivered.exit_code, advisory=request.advisory,
                        notes=list(bundle.get("notes", [])), redactor=redactor,
-                       simulated_under_ci=simulated_under_ci)
+                       simulated_under_ci=simulated_under_ci, notifications=delivered.lines)
 
 
 # -- replay -----------------------------------------------------------------------------------

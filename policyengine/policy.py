@@ -42,6 +42,19 @@ COMMON_KEYS = frozenset({"id", "type", "description", "enforcement", "controls",
 _POLICY_HINT = "`policyengine policy schema` prints the JSON Schema of policies (for editors)"
 
 
+NOTIFY_FORMATS = ("slack", "json")
+
+
+@dataclass(frozen=True)
+class NotifyTarget:
+    """One ``notify:`` target of a policy: the variable holding the webhook URL (never the URL)."""
+
+    url_env: str
+    format: str = "slack"
+    required: bool = False
+    include_not_applicable: bool = False
+
+
 @dataclass(frozen=True)
 class Policy:
     """A validated policy, with the exact bytes it was read from."""
@@ -74,6 +87,8 @@ class Policy:
     """The waivers file given with ``--waivers``: ``{"path", "sha256", "source"?}``."""
     waivers_raw: bytes = field(default=b"", compare=False, repr=False)
     """The waivers file's bytes, as read (recorded in the bundle)."""
+    notify: tuple[NotifyTarget, ...] = ()
+    """``notify:``: where every recorded decision is posted (``policyengine.notify``)."""
 
 
 def load_policy(path: str | Path) -> Policy:
@@ -103,7 +118,7 @@ def parse_policy(raw: bytes, *, file: str, base: Policy | None = None) -> Policy
             data, positions = merge_extension(base.document, data, positions)
     schema_problems = loader.validate(data, positions, loader.load_schema(POLICY_SCHEMA), file=file)
     problems = problems + _check_rules(data, positions, schema_problems, file) + _check_environments(
-        data, positions, file) + _check_policy_waivers(data, positions, file)
+        data, positions, file) + _check_policy_waivers(data, positions, file) + _check_notify(data, positions, file)
     if problems:
         raise InvalidInputError(sorted(problems, key=loader.problem_order), what="policy", hint=_POLICY_HINT)
     policy = _build(data, positions, raw, file)
@@ -299,6 +314,40 @@ def _check_environments(data: Any, positions: loader.Positions, file: str) -> li
     return out
 
 
+def notify_targets(value: Any) -> list[dict[str, Any]]:
+    """A ``notify:`` value as a list of target mappings (one target may be written without a list)."""
+    if isinstance(value, dict):
+        return [value]
+    return [t for t in value if isinstance(t, dict)] if isinstance(value, list) else []
+
+
+def _check_notify(data: Any, positions: loader.Positions, file: str) -> list[Problem]:
+    """Each ``url_env`` at most once: two targets reading one variable post everything twice."""
+    value = data.get("notify") if isinstance(data, dict) else None
+    if not isinstance(value, list):
+        return []
+    out: list[Problem] = []
+    seen: set[str] = set()
+    for j, target in enumerate(value):
+        name = target.get("url_env") if isinstance(target, dict) else None
+        if not isinstance(name, str):
+            continue
+        if name in seen:
+            path: tuple[str | int, ...] = ("notify", j, "url_env")
+            line, column = positions.locate(path)
+            out.append(Problem(file, line, column, loader.format_path(path),
+                               f"{name} is already a notification target of this policy"))
+        seen.add(name)
+    return out
+
+
+def _notify(value: Any) -> tuple[NotifyTarget, ...]:
+    return tuple(NotifyTarget(url_env=str(t["url_env"]), format=str(t.get("format", "slack")),
+                              required=t.get("required") is True,
+                              include_not_applicable=t.get("include_not_applicable") is True)
+                 for t in notify_targets(value))
+
+
 def _max_days(data: Any) -> int:
     value = data.get("waiver_max_days") if isinstance(data, dict) else None
     return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else DEFAULT_MAX_DAYS
@@ -411,4 +460,5 @@ def _build(data: dict[str, Any], positions: loader.Positions, raw: bytes, file: 
         waivers=build_waivers(data.get("waivers"), positions, prefix=("waivers",), source=Path(
             file.rpartition(":")[2] if file.startswith("git") else file).name or "policy", file=file),
         waiver_max_days=_max_days(data),
+        notify=_notify(data.get("notify")),
     )

@@ -11,6 +11,11 @@
 * ``stronger``: the opposite of weaker;
 * ``neutral``: nothing a change is judged by (descriptions, controls, names, order).
 
+Notification targets (``notify:``, one or a list) are matched by ``url_env``: a target removed
+(or renamed), ``required`` or ``include_not_applicable`` turned off weaken; a target added or
+turned required strengthens; another ``format`` is undecided (the receiver may no longer
+understand it).
+
 Waivers are matched by rule and scope: a new waiver (or a new scope) and a later expiry
 weaken; a removed waiver and an earlier expiry strengthen; a higher ``waiver_max_days``
 weakens. Reordering rules or list items is not an edit. ``weakened(findings)`` says whether any finding
@@ -595,6 +600,40 @@ def _waiver_findings(old: Any, new: Any) -> list[Finding]:
     return out
 
 
+def _notify_findings(old: Any, new: Any) -> list[Finding]:
+    """Notification targets, matched by ``url_env`` (one target may be written without a list)."""
+    from policyengine.policy import notify_targets
+
+    def targets(value: Any) -> dict[str, dict[str, Any]]:
+        if value is _MISSING:
+            return {}
+        return {str(t.get("url_env")): t for t in notify_targets(value)}
+
+    a, b = targets(old), targets(new)
+    out: list[Finding] = []
+    for name, t in a.items():
+        path = f"notify[{name}]"
+        if name not in b:
+            out.append(Finding(path, WEAKER, f"notification target {name} removed: decisions are no longer posted "
+                                             "there" + (" (it was required)" if t.get("required") is True else "")))
+            continue
+        u = b[name]
+        for key, what in (("required", f"notification to {name} required"),
+                          ("include_not_applicable", f"notification of not_applicable decisions to {name}")):
+            direction, message = _true_is_stronger(what, False)(t.get(key, _MISSING), u.get(key, _MISSING))
+            if direction != NEUTRAL:
+                out.append(Finding(f"{path}.{key}", direction, message))
+        fa, fb = t.get("format", "slack"), u.get("format", "slack")
+        if fa != fb:
+            out.append(Finding(f"{path}.format", UNDECIDED, f"notification format to {name} changed ({fa} -> {fb}): "
+                                                            "cannot tell whether the receiver still understands it"))
+    for name, u in b.items():
+        if name not in a:
+            out.append(Finding(f"notify[{name}]", STRONGER, f"notification target {name} added"
+                                                            + (" (required)" if u.get("required") is True else "")))
+    return out
+
+
 _TOP_KEYS: dict[str, Compare] = {
     "waiver_max_days": _more_is_weaker_number("waiver_max_days (the longest a waiver may last)", 90),
     "not_applicable": _not_applicable,
@@ -631,6 +670,9 @@ def diff(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[Finding]:
             continue
         if key == "waivers":
             out += _waiver_findings(a, b)
+            continue
+        if key == "notify":
+            out += _notify_findings(a, b)
             continue
         if key == "evidence":
             ra = a.get("retention", _MISSING) if isinstance(a, dict) else _MISSING

@@ -4,10 +4,13 @@ Two kinds of secret are removed:
 
 * token-shaped values, whoever they belong to: GitHub (``ghp_``, ``gho_``, ``ghs_``, ``ghu_``,
   ``ghr_``, ``github_pat_``), GitLab (``glpat-``, ``glcbt-``, ``gldt-``, ``glptt-``, ``glrt-``,
-  ``gloas-``), AWS access key ids (``AKIA...``, ``ASIA...``), ``Bearer ...`` credentials and the
-  values of ``Authorization``, ``PRIVATE-TOKEN`` and ``JOB-TOKEN`` headers;
+  ``gloas-``), AWS access key ids (``AKIA...``, ``ASIA...``), ``Bearer ...`` credentials, the
+  values of ``Authorization``, ``PRIVATE-TOKEN`` and ``JOB-TOKEN`` headers, and the path of a
+  Slack incoming-webhook URL (``hooks.slack.com/services/...``);
 * the literal values of the tokens policyengine was given (``GITHUB_TOKEN``, ``GITLAB_TOKEN``,
-  ``CI_JOB_TOKEN``), whatever their shape, and their URL-encoded forms.
+  ``CI_JOB_TOKEN``), whatever their shape, and their URL-encoded forms; webhook URLs (any
+  variable named ``*WEBHOOK``, ``*WEBHOOK_URL``, ``*HOOK_URL``, and the notification targets in
+  use: ``webhook_secrets``, passed as ``extra``).
 
 Every secret becomes ``[REDACTED]``, which contains no quote or backslash, so redacting a JSON
 document leaves it valid JSON. The providers redact every response body *before* parsing it,
@@ -50,6 +53,12 @@ _BASIC_PAIRS = (("JIRA_EMAIL", "JIRA_API_TOKEN"), ("SERVICENOW_USER", "SERVICENO
 SECRET_SUFFIXES = ("_TOKEN", "_SECRET", "_PASSWORD", "_WEBHOOK_URL", "_WEBHOOK")
 """A ``POLICYENGINE_*`` variable whose name ends so holds a secret too (e.g. a webhook URL)."""
 
+WEBHOOK_SUFFIXES = ("WEBHOOK", "WEBHOOK_URL", "HOOK_URL")
+"""Any variable whose name ends so holds a webhook URL, a secret (``DEPLOY_WEBHOOK``,
+``SLACK_WEBHOOK_URL``): its value is redacted wherever it appears. A webhook named by a policy's
+``notify: {url_env: NAME}`` or ``check --notify env:NAME`` is redacted whatever its name
+(``webhook_secrets``), and so is a URL given as ``--notify URL``."""
+
 
 def secret_values(env: Mapping[str, str]) -> list[str]:
     """The secret values ``env`` holds: ``SECRET_VARIABLES``, ``POLICYENGINE_*`` secrets, and
@@ -62,12 +71,32 @@ def secret_values(env: Mapping[str, str]) -> list[str]:
         if env.get(user) and env.get(secret):
             values.append(base64.b64encode(f"{env[user].strip()}:{env[secret]}".encode()).decode("ascii"))
     values += [v for k, v in env.items() if k.startswith("POLICYENGINE_") and k.endswith(SECRET_SUFFIXES)]
+    # Only values that are URLs: a hostile variable could otherwise blank out ordinary evidence.
+    values += webhook_secrets(v for k, v in env.items() if k.upper().endswith(WEBHOOK_SUFFIXES)
+                              and v.strip().lower().startswith(("http://", "https://")))
     key = env.get("POLICYENGINE_SIGNING_KEY", "")
     if key.startswith("env:"):
         values.append(env.get(key[4:], ""))
     elif "PRIVATE KEY" in key or "\n" in key:
         values.append(key)
     return [v for v in values if v]
+
+
+def webhook_secrets(urls: Iterable[str]) -> list[str]:
+    """The literal values to redact for webhook URLs in use: each URL, and the URL without its
+    scheme (``hooks.example.com/services/...``). The host alone is no secret and the path alone
+    is not added either: a hostile value could otherwise blank out ordinary evidence."""
+    out: list[str] = []
+    for url in urls:
+        url = url.strip()
+        if not url:
+            continue
+        out.append(url)
+        rest = url.split("://", 1)[1] if "://" in url else ""
+        if len(rest) >= MIN_LITERAL:
+            out.append(rest)
+    return out
+
 
 # A literal value shorter than this is not redacted everywhere: replacing every "1" or "true"
 # in the evidence would destroy it, and so short a value is no real token anyway.
@@ -91,6 +120,8 @@ _PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
     (re.compile(r"gh[pousr]_[A-Za-z0-9]{20,}"), REDACTED),
     (re.compile(r"gl(?:pat|cbt|dt|ptt|rt|oas|soat|ft|imt|agent|wt)-[A-Za-z0-9_-]{16,}"), REDACTED),
     (re.compile(r"(?:AKIA|ASIA)[0-9A-Z]{16}"), REDACTED),
+    # Slack's incoming webhooks (and workflow triggers): the path is the credential.
+    (re.compile(r"(?i)(hooks\.slack\.com/)(?:services|workflows|triggers)/[A-Za-z0-9/_-]{8,}"), r"\1" + REDACTED),
     # A private key in PEM form, whole (the literal-value pass also removes each of its lines).
     (re.compile(r"-----BEGIN [A-Z0-9 ]*PRIVATE KEY-----.*?-----END [A-Z0-9 ]*PRIVATE KEY-----", re.DOTALL), REDACTED),
 )
@@ -208,7 +239,7 @@ _PREFILTER_RE = re.compile(rb"g(?:h[pousr]_|ithub_pat_|l[a-z]{1,6}-)")
 # A JSON unicode escape may hide any of them (``\u0067hp_``), and a PEM key has its own marker.
 _ESCAPE_MARKS = (b"\\u", b"PRIVATE KEY")
 _AWS_RE = re.compile(rb"A[KS]IA")  # one pass for both, faster than two substring tests
-_LOWER = (b"bearer", b"authoriz", b"-token", b"x-api-key")
+_LOWER = (b"bearer", b"authoriz", b"-token", b"x-api-key", b"hooks.slack.com")
 # A chunk is cut after its last newline; a line longer than _MAX_LINE is cut after its last
 # whitespace, and a run of _MAX_CARRY bytes without any is cut regardless.
 _MAX_LINE = 1 << 20

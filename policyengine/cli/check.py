@@ -64,6 +64,10 @@ from policyengine.errors import EXIT_DENY, UsageError
               "signed by it. Without it the change range is unknown (cover_range fails, when.paths rules apply).")
 @click.option("--subject", "subjects", multiple=True, metavar="NAME=sha256:HEX",
               help="An artifact this deploy ships, named in the signed statement (repeatable).")
+@click.option("--notify", "notify", multiple=True, metavar="env:NAME|URL",
+              help="Also post the decision to this webhook (repeatable), beside the policy's notify: targets. "
+              "env:NAME reads the URL from a variable (recommended: a webhook URL is a secret); a URL given here "
+              "is allowed but discouraged. Redacted everywhere; a failure is recorded, never blocking.")
 @click.option("--advisory", is_flag=True, envvar="POLICYENGINE_ADVISORY", show_envvar=True,
               help="Evaluate and record everything, but exit 0 when a rule denies (for rollouts).")
 @click.option("--color", type=click.Choice(["auto", "always", "never"]), default="auto", show_default=True,
@@ -71,7 +75,8 @@ from policyengine.errors import EXIT_DENY, UsageError
 def check(policy_path: str, waivers_path: str | None, change_path: str | None, provider: str | None, environment: str | None, workspace: str,
           now: str | None, simulate: bool, json_path: str | None,
           junit_path: str | None, evidence_dir: str, evidence_store: str | None, signing_key: str | None,
-          trust_key: str | None, subjects: tuple[str, ...], advisory: bool, color: str) -> int:
+          trust_key: str | None, subjects: tuple[str, ...], notify: tuple[str, ...], advisory: bool,
+          color: str) -> int:
     """Decide whether one change may be deployed, and record the evidence.
 
     \b
@@ -106,7 +111,7 @@ def check(policy_path: str, waivers_path: str | None, change_path: str | None, p
         environment=environment, workspace=workspace, evidence_dir=evidence_dir, evidence_store=evidence_store,
         signing_key=key, trust_key=trusted, subjects=subject_digests, advisory=advisory,
         environment_source=env_source, wall_time=wall, clock_override=bool(now), simulate=simulate,
-        waivers_path=waivers_path or None,
+        waivers_path=waivers_path or None, notify=notify,
     ))
     # Every output goes through the one redactor: the decision is redacted, and so is each text.
     decision, bundle, code, shown = result.decision, result.evidence, result.verdict_code, result.redact
@@ -132,6 +137,8 @@ def check(policy_path: str, waivers_path: str | None, change_path: str | None, p
         click.echo(shown(f"evidence: {where} (bundle {bundle['bundle_id']}){head}"), file=stream)
         for note in result.notes:
             click.echo(shown(f"evidence: note: {note}"), file=stream)
+    for line in result.notifications:
+        click.echo(shown(line), file=stream)
     return result.exit_code
 
 

@@ -75,7 +75,7 @@ _LIST_COLS = ("id", "created_at", "environment", "repository", "commit", "kind",
 @click.option("--environment", metavar="NAME", help="Only this environment.")
 @click.option("--repository", metavar="OWNER/NAME", help="Only this repository.")
 @click.option("--decision", type=click.Choice(["allow", "deny"]), help="Only this decision.")
-@click.option("--kind", type=click.Choice(["evaluation", "outcome", "review"]),
+@click.option("--kind", type=click.Choice(["evaluation", "outcome", "review", "notification-failure"]),
               help="Only evaluations, or only linked records of this kind.")
 @click.option("--json", "fmt", flag_value="json", help="Print JSON.")
 @click.option("--csv", "fmt", flag_value="csv", help="Print CSV.")
@@ -231,6 +231,8 @@ def _integrity_lines(report: Any, bundle_id: str, key: Any, what: str) -> list[s
 
 def _who(doc: dict[str, Any]) -> str:
     """Who recorded a record, and whether the CI vouches for it."""
+    if doc.get("by_verified") is True and doc.get("by_source") == "gate":
+        return f"{doc.get('by')} (verified: written by the gate in the run that recorded the evaluation)"
     if doc.get("by_verified") is True:
         return f"{doc.get('by')} (verified: the CI actor, {doc.get('by_source')})"
     return f"{doc.get('by')} (SELF-ASSERTED: recorded outside CI, not verified)"
@@ -254,7 +256,9 @@ def _linked_lines(store: Any, key: Any, record: dict[str, Any]) -> tuple[list[st
         doc = read_record(store, record)
     except EvidenceError as exc:
         return [f"{kind:11} record {record['id']}: {exc.message}", f"            integrity: {state}"], False
-    value = doc.get("status", doc.get("result"))
+    value = doc.get("status", doc.get("result", doc.get("notification")))
+    if doc.get("target"):  # a notification-failure: which target, and why
+        value = f"{value} ({doc.get('target')}: {doc.get('cause')})"
     when = f" at {doc.get('claimed_at')} (claimed)" if doc.get("claimed_at") else ""
     lines = [f"{kind:11} {str(value).upper()}{when} by {_who(doc)}",
              f"            record {record['id']}, recorded {doc.get('recorded_at')}"]

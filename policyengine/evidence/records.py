@@ -65,6 +65,10 @@ EVALUATION = "evaluation"
 
 OUTCOME_STATUSES = ("deployed", "failed", "rolled_back", "not_deployed")
 REVIEW_RESULTS = ("ok", "issues")
+NOTIFICATION_FAILURE = "notification-failure"
+NOTIFICATION_RESULTS = ("failed",)
+"""A ``notification-failure`` record (``policyengine.notify``): a notification of the evaluation
+could not be delivered; ``target`` names the variable (never the URL), ``cause`` says why."""
 NOT_A_DEPLOYMENT = frozenset({"not_deployed"})
 """Outcomes that make an evaluation no deployment at all (the population does not count it)."""
 NOT_THE_PREVIOUS_DEPLOY = frozenset({"not_deployed", "failed", "rolled_back"})
@@ -86,6 +90,7 @@ class RecordKind:
 RECORD_KINDS: dict[str, RecordKind] = {
     "outcome": RecordKind("outcome", "status", OUTCOME_STATUSES),
     "review": RecordKind("review", "result", REVIEW_RESULTS),
+    NOTIFICATION_FAILURE: RecordKind(NOTIFICATION_FAILURE, "notification", NOTIFICATION_RESULTS),
 }
 
 

@@ -524,9 +524,11 @@ def render_record_report(document: Mapping[str, Any], members: Sequence[Mapping[
     this page, naming the evaluation it is about by id and SHA-256. Pure; every value escaped.
     """
     kind = str(document.get("kind") or "record")
-    value = document.get("status", document.get("result"))
+    value = document.get("status", document.get("result", document.get("notification")))
     about = _mapping(document.get("about"))
-    who = _e(document.get("by")) + (" (verified: the CI actor)" if document.get("by_verified") is True
+    verified = (" (verified: written by the gate in the run that recorded the evaluation)"
+                if document.get("by_source") == "gate" else " (verified: the CI actor)")
+    who = _e(document.get("by")) + (verified if document.get("by_verified") is True
                                      else " (SELF-ASSERTED: recorded outside CI, not verified)")
     rows = [
         ("Kind", _e(kind)),
@@ -539,6 +541,9 @@ def render_record_report(document: Mapping[str, Any], members: Sequence[Mapping[
         ("Recorded at", _time(document.get("recorded_at"))),
         ("Claimed time", _time(document.get("claimed_at")) if document.get("claimed_at") else "&mdash;"),
         ("Note", _or_dash(document.get("note"))),
+        *[(label, _e(document.get(key))) for label, key in (("Notification target", "target"), ("Format", "format"),
+                                                             ("Required", "required"), ("Cause", "cause"))
+          if key in document],
     ]
     files = _table(["Member", "Bytes", "SHA-256"],
                    [[_mono(m.get("path")), _e(m.get("size")), _hash(m.get("sha256"))] for m in members], (1,))

@@ -364,11 +364,12 @@ class HttpSession:
 
     # -- one request ----------------------------------------------------------------------
 
-    def _request(self, url: str) -> tuple[bytes, Mapping[str, str]]:
-        """GET ``url`` with retries; return the redacted body and the headers of a 2xx answer."""
+    def _request(self, url: str, *, method: str = "GET",
+                 body: bytes | None = None) -> tuple[bytes, Mapping[str, str]]:
+        """GET ``url`` (or send ``body`` with ``method``) with retries; return the redacted body
+        and the headers of a 2xx answer. Only a GET follows redirects (within the origin)."""
         requests = self._requests
         shown = self.display_path(url)
-        method = "GET"
         if not self._same_origin(url):
             raise ApiError(method, shown, None, f"refused to send {self.token.name} to another host "
                            f"({urlsplit(url).netloc}); the API base is {self._origin[1]}")
@@ -387,10 +388,15 @@ class HttpSession:
             started = time.monotonic()
             deadline = started + s.deadline
             resp = None
+            sent = {self.token.header: self.token.value} if self.token.header else {}
+            if body is not None:
+                sent["Content-Type"] = "application/json; charset=utf-8"
             try:
-                resp = self._session.get(
+                resp = self._session.request(
+                    method,
                     url,
-                    headers={self.token.header: self.token.value},
+                    data=body,
+                    headers=sent,
                     timeout=(min(s.timeout, 10.0, s.deadline), min(s.timeout, s.deadline)),
                     # Redirects are followed below, and only within the API's origin: requests
                     # would forward a PRIVATE-TOKEN header to any host a redirect names.
@@ -427,8 +433,12 @@ class HttpSession:
                 status = None
             else:
                 status = resp.status_code
-                log.debug("GET %s -> %s in %.3fs (attempt %d)", shown, status, time.monotonic() - started, attempt)
+                log.debug("%s %s -> %s in %.3fs (attempt %d)", method, shown, status, time.monotonic() - started,
+                          attempt)
                 headers = resp.headers
+                if status in (301, 302, 303, 307, 308) and method != "GET":
+                    raise ApiError(method, shown, status, f"HTTP {status} {_reason(status)}: redirected; a {method} "
+                                   "is not sent again to another address")
                 if status in (301, 302, 303, 307, 308) and headers.get("Location"):
                     target = urljoin(url, headers["Location"])
                     redirects += 1
@@ -447,7 +457,7 @@ class HttpSession:
                     if attempt > s.retries:
                         raise ApiError(method, shown, status, f"HTTP {status} {_reason(status)}: still "
                                        f"rate limited after {attempt} attempts")
-                    log.debug("GET %s: rate limited, waiting %.1fs", shown, wait)
+                    log.debug("%s %s: rate limited, waiting %.1fs", method, shown, wait)
                     self._sleep(wait)
                     continue
                 if status in (401, 403, 404):
@@ -464,7 +474,7 @@ class HttpSession:
                 if retry_after is not None and retry_after > s.max_wait:
                     raise ApiError(method, shown, status, f"{last}: the API asks to retry after "
                                    f"{retry_after:.0f} s, more than the {s.max_wait:g} s policyengine waits")
-            log.debug("GET %s: %s (attempt %d)", shown, last, attempt)
+            log.debug("%s %s: %s (attempt %d)", method, shown, last, attempt)
             if attempt > s.retries:
                 noun = "attempt" if attempt == 1 else "attempts"
                 raise ApiError(method, shown, status, f"{last} ({attempt} {noun})")
@@ -547,6 +557,16 @@ class HttpSession:
         with self._lock:
             self._cache[url] = data
         return data
+
+    def post_json(self, url: str, document: Any) -> None:
+        """POST ``document`` as JSON to ``url`` (of this session's origin); return on a 2xx answer.
+
+        The same limits as a GET (timeouts, the deadline, the body cap, bounded retries on 5xx,
+        connection errors and rate limits); a redirect is an error, never followed. Raises
+        ``ApiError``. Used for notifications (``policyengine.notify``).
+        """
+        data = json.dumps(document, ensure_ascii=False).encode("utf-8")
+        self._request(url, method="POST", body=data)
 
     def iter_pages(self, path: str, params: Mapping[str, Any] | None = None, *,
                    name: str | None = None) -> Iterator[Any]:
