@@ -74,7 +74,7 @@ _LIST_COLS = ("id", "created_at", "environment", "repository", "commit", "kind",
 @click.option("--environment", metavar="NAME", help="Only this environment.")
 @click.option("--repository", metavar="OWNER/NAME", help="Only this repository.")
 @click.option("--decision", type=click.Choice(["allow", "deny"]), help="Only this decision.")
-@click.option("--kind", type=click.Choice(["evaluation", "outcome", "review"]),
+@click.option("--kind", type=click.Choice(["evaluation", "outcome", "review", "emergency-approval"]),
               help="Only evaluations, or only linked records of this kind.")
 @click.option("--json", "fmt", flag_value="json", help="Print JSON.")
 @click.option("--csv", "fmt", flag_value="csv", help="Print CSV.")
@@ -247,7 +247,7 @@ def _linked_lines(store: Any, key: Any, record: dict[str, Any]) -> tuple[list[st
         doc = read_record(store, record)
     except EvidenceError as exc:
         return [f"{kind:11} record {record['id']}: {exc.message}", f"            integrity: {state}"], False
-    value = doc.get("status", doc.get("result"))
+    value = doc.get("status", doc.get("result", doc.get("approval")))
     when = f" at {doc.get('claimed_at')} (claimed)" if doc.get("claimed_at") else ""
     lines = [f"{kind:11} {str(value).upper()}{when} by {_who(doc)}",
              f"            record {record['id']}, recorded {doc.get('recorded_at')}"]
@@ -266,7 +266,7 @@ def _show_record(store: Any, key: Any, bundle_id: str) -> int:
     doc = read_record(store, record)
     raw_about = doc.get("about")
     about: dict[str, Any] = raw_about if isinstance(raw_about, dict) else {}
-    value = doc.get("status", doc.get("result"))
+    value = doc.get("status", doc.get("result", doc.get("approval")))
     out = [
         f"record      {bundle_id} ({record.get('kind')})",
         f"stored at   {store.location(record)}",
@@ -281,7 +281,7 @@ def _show_record(store: Any, key: Any, bundle_id: str) -> int:
     except (EvidenceError, UsageError):
         out.append("            its evaluation is NOT in the archive")
     out += [
-        f"{'status' if record.get('kind') == 'outcome' else 'result':11} {value}",
+        f"{'status' if record.get('kind') == 'outcome' else 'approval' if record.get('kind') == 'emergency-approval' else 'result':11} {value}",
         f"claimed at  {doc.get('claimed_at') or '(no time claimed)'}",
         f"by          {_who(doc)}",
         f"note        {doc.get('note') or '(none)'}",
