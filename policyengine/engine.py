@@ -6,6 +6,8 @@ from __future__ import annotations
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+from policyengine.emergency import EmergencyRequest
+from policyengine.emergency import apply as apply_emergency
 from policyengine.facts import Facts
 from policyengine.models import (
     NOT_APPLICABLE,
@@ -16,8 +18,6 @@ from policyengine.models import (
     Status,
     iso_utc,
 )
-from policyengine.emergency import EmergencyRequest
-from policyengine.emergency import apply as apply_emergency
 from policyengine.policy import policy_applies, when_skip
 from policyengine.rules.base import Context
 from policyengine.waivers import apply as apply_waivers

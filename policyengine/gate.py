@@ -50,7 +50,13 @@ from policyengine.errors import (
     PolicyEngineError,
     UsageError,
 )
-from policyengine.gather import LiveTickets, RecordedTickets, SuppliedTickets, gather_facts, ticket_records
+from policyengine.gather import (
+    LiveTickets,
+    RecordedTickets,
+    SuppliedTickets,
+    gather_facts,
+    ticket_records,
+)
 from policyengine.models import (
     Decision,
     Enforcement,

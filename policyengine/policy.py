@@ -21,11 +21,22 @@ from typing import TYPE_CHECKING, Any
 
 from policyengine import loader
 from policyengine.change import load_change
+from policyengine.emergency import (
+    EmergencyPolicy,
+    build_policy,
+    check_rule_ids,
+    check_section,
+)
 from policyengine.errors import InvalidInputError, Problem
 from policyengine.globs import glob_match, static_path_problem
 from policyengine.models import Enforcement, environment_problem
-from policyengine.emergency import EmergencyPolicy, build_policy, check_rule_ids, check_section
-from policyengine.waivers import DEFAULT_MAX_DAYS, Waiver, build_waivers, check_waivers, owners_of
+from policyengine.waivers import (
+    DEFAULT_MAX_DAYS,
+    Waiver,
+    build_waivers,
+    check_waivers,
+    owners_of,
+)
 
 if TYPE_CHECKING:
     # Imported lazily at run time: importing ``policyengine.rules`` loads every rule type.

@@ -41,8 +41,19 @@ from policyengine.emergency import (
 from policyengine.errors import EvidenceError, UsageError
 from policyengine.evidence.audit import read_bundle
 from policyengine.evidence.bundle import DECISION, ZIP_READ_ERRORS
-from policyengine.evidence.outcomes import _evaluation, _payload, _retention, read_record
-from policyengine.evidence.records import EMERGENCY_APPROVAL, Actor, is_deployment, is_evaluation, kind_of
+from policyengine.evidence.outcomes import (
+    _evaluation,
+    _payload,
+    _retention,
+    read_record,
+)
+from policyengine.evidence.records import (
+    EMERGENCY_APPROVAL,
+    Actor,
+    is_deployment,
+    is_evaluation,
+    kind_of,
+)
 from policyengine.evidence.signing import SigningKey
 from policyengine.evidence.store import BundleRef, EvidenceStore
 from policyengine.redact import EvidenceRedactor
