@@ -507,12 +507,14 @@ def _emergency_of(value: Mapping[str, Any]) -> Mapping[str, Any]:
     return inner if isinstance(inner, Mapping) else value
 
 
-def counted_approvals(decision_or_emergency: Mapping[str, Any],
-                      approvals: Iterable[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+def counted_approvals(decision_or_emergency: Mapping[str, Any], approvals: Iterable[Mapping[str, Any]],
+                      deployers: Iterable[str] = ()) -> list[Mapping[str, Any]]:
     """The approval records (``record.json`` documents of kind ``emergency-approval``) that count,
     in recorded order: verified (made by the CI actor; a self-asserted approval never counts),
-    by someone allowed to approve, one per person (the first)."""
+    by someone allowed to approve, one per person (the first). ``deployers``: whoever recorded
+    an outcome of the evaluation (excluded with the deployer)."""
     emergency = _emergency_of(decision_or_emergency)
+    deployers = list(deployers)
     seen: set[str] = set()
     out = []
     for doc in sorted(approvals, key=lambda d: str(d.get("recorded_at") or "")):
@@ -521,7 +523,7 @@ def counted_approvals(decision_or_emergency: Mapping[str, Any],
         login = doc.get("by")
         if doc.get("by_verified") is not True or not isinstance(login, str) or _key(login) in seen:
             continue
-        if approver_problems(emergency, login):
+        if approver_problems(emergency, login, deployers):
             continue
         seen.add(_key(login))
         out.append(doc)
@@ -529,13 +531,13 @@ def counted_approvals(decision_or_emergency: Mapping[str, Any],
 
 
 def emergency_status(decision_or_emergency: Mapping[str, Any], approval_records: Iterable[Mapping[str, Any]],
-                     now: datetime) -> str:
+                     now: datetime, deployers: Iterable[str] = ()) -> str:
     """Where an allowed emergency stands: ``approved on time``, ``approved late``, ``open`` or ``overdue``.
 
     ``decision_or_emergency``: a decision document (``decision.json``) holding an ``emergency``
     object, or that object itself. ``approval_records``: the ``record.json`` documents of the
     ``emergency-approval`` records about it (the caller selects them by the evaluation's id and
-    SHA-256, and verifies them). Only verified approvals by eligible people count (``counted_approvals``);
+    SHA-256, and verifies them); ``deployers``: who recorded an outcome of it. Only verified approvals by eligible people count (``counted_approvals``);
     it is approved when ``approvers.min_approvals`` of them are recorded, on time when the last
     of those was recorded at or before ``due_at``. Raises ValueError for a decision that is not
     an allowed emergency (nothing to approve).
@@ -547,7 +549,7 @@ def emergency_status(decision_or_emergency: Mapping[str, Any], approval_records:
     approvers = emergency.get("approvers") if isinstance(emergency.get("approvers"), Mapping) else {}
     need = approvers.get("min_approvals", 1) if isinstance(approvers, Mapping) else 1
     need = need if isinstance(need, int) and need > 0 else 1
-    counted = counted_approvals(decision_or_emergency, approval_records)
+    counted = counted_approvals(decision_or_emergency, approval_records, deployers)
     if len(counted) >= need:
         closed = parse_instant(str(counted[need - 1].get("recorded_at")), option="recorded_at")
         return APPROVED_ON_TIME if closed <= due else APPROVED_LATE

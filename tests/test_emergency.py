@@ -494,7 +494,7 @@ def test_pending_refuses_a_clock_override_under_ci(declared: Path, capsys: pytes
 
 # -- emergency_status (pure: for the audit summary) -------------------------------------------------
 
-EMERGENCY = {"declarer": "dana", "approval_required": True, "due_at": "2026-12-01T22:00:00Z",
+EMERGENCY: dict[str, Any] = {"declarer": "dana", "approval_required": True, "due_at": "2026-12-01T22:00:00Z",
              "approvers": {"min_approvals": 2, "from_teams": ["security"], "exclude": ["author"]},
              "excluded": {"dana": ["declarer"], "alice": ["author"]}, "excluded_unknown": [],
              "approver_teams": {"security": ["frank", "gina", "alice"]}}
@@ -524,6 +524,13 @@ def test_emergency_status_counts_only_verified_eligible_distinct_approvals(
         approvals: list[dict[str, Any]], now: datetime, expected: str) -> None:
     assert emergency_status({"decision": "allow", "emergency": EMERGENCY}, approvals, now) == expected
     assert emergency_status(EMERGENCY, approvals, now) == expected
+
+
+def test_emergency_status_does_not_count_whoever_recorded_an_outcome_when_deployers_are_excluded() -> None:
+    emergency = {**EMERGENCY, "approvers": {**EMERGENCY["approvers"], "min_approvals": 1, "exclude": ["deployer"]}}
+    approvals = [approval("gina", "2026-11-30T00:00:00Z")]
+    assert emergency_status(emergency, approvals, NOW) == APPROVED_ON_TIME
+    assert emergency_status(emergency, approvals, NOW, deployers=["Gina"]) == OVERDUE
 
 
 def test_emergency_status_refuses_what_is_no_allowed_emergency() -> None:
