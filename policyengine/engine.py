@@ -6,6 +6,8 @@ from __future__ import annotations
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+from policyengine.emergency import EmergencyRequest
+from policyengine.emergency import apply as apply_emergency
 from policyengine.facts import Facts
 from policyengine.models import (
     NOT_APPLICABLE,
@@ -27,10 +29,12 @@ if TYPE_CHECKING:
 SCHEMA_VERSION = 1
 
 
-def evaluate(policy: Policy, facts: Facts, now: datetime) -> Decision:
+def evaluate(policy: Policy, facts: Facts, now: datetime, emergency: EmergencyRequest | None = None) -> Decision:
     """Evaluate every rule of ``policy`` on the gathered ``facts`` at ``now``; derive the decision.
 
     Pure: the facts were gathered before (``policyengine.gather``), and ``now`` is given.
+    ``emergency``: what the command line asked for (``--emergency``, ``--reason``, ``--incident``);
+    the policy's trigger label is read from the change whatever it is (``emergency.apply``).
     """
     from policyengine.policy import build_rules
 
@@ -78,6 +82,11 @@ def evaluate(policy: Policy, facts: Facts, now: datetime) -> Decision:
         applied = apply_waivers(policy.waivers, results, change, now, owners_of(policy.document))
         results, notes = applied.results, applied.notes
         uses = tuple(u.to_json() for u in applied.uses)
+    declared: dict[str, Any] | None = None
+    if applies:
+        # After the waivers: an emergency waives what is still failing, and records it.
+        urgent = apply_emergency(policy.emergency, emergency, results, change, now)
+        results, declared = urgent.results, urgent.emergency
     deny = any(r.enforcement is Enforcement.DENY and r.status in (Status.FAIL, Status.ERROR) for r in results)
     note = "; ".join(notes) or None
     verdict = "deny" if deny else "allow"
@@ -95,6 +104,7 @@ def evaluate(policy: Policy, facts: Facts, now: datetime) -> Decision:
         applies=applies,
         note=note,
         waivers=uses,
+        emergency=declared,
     )
 
 
@@ -159,6 +169,8 @@ def decision_to_json(decision: Decision, *, advisory: bool = False) -> dict[str,
     if decision.waivers:
         out["waivers_used"] = [w for w in decision.waivers if w.get("status") == "applied"]
         out["waivers_considered"] = list(decision.waivers)
+    if decision.emergency is not None:
+        out["emergency"] = dict(decision.emergency)
     out["simulated"] = decision.simulated
     if decision.clock is not None:
         out["clock"] = dict(decision.clock)

@@ -46,6 +46,7 @@ from pathlib import Path
 from typing import Any
 
 from policyengine import policysource
+from policyengine.emergency import EmergencyRequest, requested_by
 from policyengine.engine import decision_to_json, evaluate, exit_code_for
 from policyengine.errors import (
     EXIT_ALLOW,
@@ -54,7 +55,13 @@ from policyengine.errors import (
     PolicyEngineError,
     UsageError,
 )
-from policyengine.gather import LiveTickets, RecordedTickets, SuppliedTickets, gather_facts, ticket_records
+from policyengine.gather import (
+    LiveTickets,
+    RecordedTickets,
+    SuppliedTickets,
+    gather_facts,
+    ticket_records,
+)
 from policyengine.models import (
     Decision,
     Enforcement,
@@ -99,6 +106,8 @@ class CheckRequest:
     """``--notify``: more notification targets (``env:NAME`` or a URL), beside the policy's ``notify:``."""
     extra_secrets: Sequence[str] = ()
     """More literal values redacted from every output and from the evidence (the webhook URLs in use)."""
+    emergency: EmergencyRequest | None = None
+    """``--emergency``, ``--reason``, ``--incident``: asks for the procedure; names nobody."""
 
 
 CI_VARIABLES = ("CI", "GITHUB_ACTIONS", "GITLAB_CI")
@@ -297,6 +306,8 @@ def _owner_teams(policy: Policy | None) -> list[str]:
         out += rule.params.get("from_teams", [])
         if rule.type == "policy_owners":
             out += rule.params.get("teams", [])
+    if policy is not None and policy.emergency is not None:
+        out += policy.emergency.team_names()  # who may declare one, and who may approve it
     return list(dict.fromkeys(out))
 
 
@@ -443,6 +454,20 @@ def judge(policy: Policy, change: dict[str, Any], workspace: str | Path, now: da
     return evaluate(policy, facts, now)
 
 
+def _emergency_request(request: CheckRequest, policy: Policy, change: Mapping[str, Any]) -> EmergencyRequest:
+    """The command line's emergency request (or none asked for: the trigger label may still ask),
+    with ``require_verified`` under CI whichever way it is asked for. ``--reason`` or
+    ``--incident`` without an emergency asked for (``--emergency`` or the trigger label) is a
+    usage error: they would be silently dropped."""
+    asked = dataclasses.replace(request.emergency or EmergencyRequest(), require_verified=running_in_ci(request.env))
+    if (asked.reason or asked.incident) and requested_by(policy.emergency, asked, change) is None:
+        label = policy.emergency.label if policy.emergency else None
+        raise UsageError("--reason / --incident given, but no emergency was asked for (no --emergency"
+                         + (f", no label {label!r} on the request)" if label else ")"),
+                         hint="add --emergency to ask for the emergency procedure")
+    return asked
+
+
 def _wall(request: CheckRequest) -> datetime:
     return request.wall_time if request.wall_time is not None else request.now
 
@@ -475,13 +500,14 @@ def check(request: CheckRequest) -> CheckResult:
     _check_environments(request, gathered.change)
     _check_applies(policy, gathered.change)
     _check_waiver_approvers(policy, gathered.change)
+    urgent = _emergency_request(request, policy, gathered.change)
     live = LiveTickets(request.env)
     try:
         facts = gather_facts(policy, gathered.change, Workspace(ws), tickets=live)
     finally:
         live.close()
 
-    decision = evaluate(policy, facts, request.now)
+    decision = evaluate(policy, facts, request.now, urgent)
     decision = dataclasses.replace(decision, simulated=request.simulate, clock={
         "source": clock_source(request), "wall_time": iso_utc(_wall(request).replace(microsecond=0))})
 
@@ -570,8 +596,21 @@ def replay(store: Any, bundle_id: str) -> ReplayResult:
         at = str(unpacked.recorded.get("evaluated_at"))
         tickets = RecordedTickets(_members(store, bundle_id, "raw/tickets/"))
         facts = gather_facts(policy, unpacked.change, Workspace(ws), tickets=tickets)
-        decision = evaluate(policy, facts, parse_instant(at, option="--now"))
+        decision = evaluate(policy, facts, parse_instant(at, option="--now"),
+                            recorded_emergency(unpacked.recorded))
     return compare(bundle_id, at, unpacked.recorded, decision, notes)
+
+
+def recorded_emergency(recorded: Mapping[str, Any]) -> EmergencyRequest | None:
+    """The emergency request a recorded decision was judged with (replay asks for it again)."""
+    emergency = recorded.get("emergency")
+    if not isinstance(emergency, dict):
+        return None
+    return EmergencyRequest(
+        flag=emergency.get("requested_by") == "--emergency",
+        reason=emergency.get("reason") if emergency.get("reason_source") == "--reason" else None,
+        incident=emergency.get("incident") if emergency.get("incident_source") == "--incident" else None,
+        require_verified=emergency.get("require_verified") is True)
 
 
 def _policy_bases(store: Any, bundle_id: str) -> list[tuple[str, bytes]]:

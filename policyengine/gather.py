@@ -124,7 +124,11 @@ class LiveTickets:
         self._sessions: dict[tuple[str, str | None], Any] = {}
 
     def _session(self, system: str, pinned: str | None) -> Any:
-        from policyengine.providers.ticketing import BY_NAME, NotConfigured, open_session
+        from policyengine.providers.ticketing import (
+            BY_NAME,
+            NotConfigured,
+            open_session,
+        )
 
         slot = (system, pinned)
         if slot not in self._sessions:
@@ -138,7 +142,11 @@ class LiveTickets:
 
     def lookup(self, system: str, key: str, request: TicketRequest) -> TicketAnswer:
         from policyengine.providers import jira, servicenow
-        from policyengine.providers.ticketing import encode, member_name, unavailable_record
+        from policyengine.providers.ticketing import (
+            encode,
+            member_name,
+            unavailable_record,
+        )
 
         pinned = request.jira_url if system == "jira" else request.servicenow_url
         session = self._session(system, pinned)

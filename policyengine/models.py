@@ -94,6 +94,13 @@ class Decision:
     """Set by the gate: ``{"source": "system"|"override"|"simulated", "wall_time": ISO 8601}``."""
     waivers: tuple[dict[str, Any], ...] = ()
     """Every waiver the judge considered, with what became of it (``waivers.WaiverUse.to_json``)."""
+    emergency: dict[str, Any] | None = None
+    """Set when an emergency was asked for (``emergency.apply``): who declared it, why, what it waived."""
+
+    @property
+    def is_emergency(self) -> bool:
+        """An allowed emergency: a deploy that skipped rules and awaits post-facto approval."""
+        return self.allowed and bool(self.emergency and self.emergency.get("approval_required"))
 
     @property
     def allowed(self) -> bool:

@@ -21,10 +21,22 @@ from typing import TYPE_CHECKING, Any
 
 from policyengine import loader
 from policyengine.change import load_change
+from policyengine.emergency import (
+    EmergencyPolicy,
+    build_policy,
+    check_rule_ids,
+    check_section,
+)
 from policyengine.errors import InvalidInputError, Problem
 from policyengine.globs import glob_match, static_path_problem
 from policyengine.models import Enforcement, environment_problem
-from policyengine.waivers import DEFAULT_MAX_DAYS, Waiver, build_waivers, check_waivers, owners_of
+from policyengine.waivers import (
+    DEFAULT_MAX_DAYS,
+    Waiver,
+    build_waivers,
+    check_waivers,
+    owners_of,
+)
 
 if TYPE_CHECKING:
     # Imported lazily at run time: importing ``policyengine.rules`` loads every rule type.
@@ -89,6 +101,8 @@ class Policy:
     """The waivers file's bytes, as read (recorded in the bundle)."""
     notify: tuple[NotifyTarget, ...] = ()
     """``notify:``: where every recorded decision is posted (``policyengine.notify``)."""
+    emergency: EmergencyPolicy | None = None
+    """The ``emergency:`` section (``policyengine.emergency``), or None: no emergency procedure."""
 
 
 def load_policy(path: str | Path) -> Policy:
@@ -118,7 +132,8 @@ def parse_policy(raw: bytes, *, file: str, base: Policy | None = None) -> Policy
             data, positions = merge_extension(base.document, data, positions)
     schema_problems = loader.validate(data, positions, loader.load_schema(POLICY_SCHEMA), file=file)
     problems = problems + _check_rules(data, positions, schema_problems, file) + _check_environments(
-        data, positions, file) + _check_policy_waivers(data, positions, file) + _check_notify(data, positions, file)
+        data, positions, file) + _check_policy_waivers(data, positions, file) + _check_notify(
+        data, positions, file) + _check_emergency(data, positions, file)
     if problems:
         raise InvalidInputError(sorted(problems, key=loader.problem_order), what="policy", hint=_POLICY_HINT)
     policy = _build(data, positions, raw, file)
@@ -366,6 +381,13 @@ def _check_policy_waivers(data: Any, positions: loader.Positions, file: str) -> 
                          owners=owners_of(data), max_days=_max_days(data))
 
 
+def _check_emergency(data: Any, positions: loader.Positions, file: str) -> list[Problem]:
+    """What the schema cannot check of ``emergency:`` (``emergency.check_section``), and the
+    reserved rule id ``emergency``."""
+    # check_section reads only the shapes it expects, so it runs beside the schema's problems.
+    return check_rule_ids(data, positions, file) + check_section(data, positions, file)
+
+
 def parse_waivers_file(raw: bytes, *, file: str, policy: Policy) -> tuple[Waiver, ...]:
     """Validate a waivers file (``schemas/waivers.schema.json``) against ``policy``: its rule
     ids, owners and ``waiver_max_days``. Raises ``InvalidInputError`` listing every problem."""
@@ -461,4 +483,5 @@ def _build(data: dict[str, Any], positions: loader.Positions, raw: bytes, file: 
             file.rpartition(":")[2] if file.startswith("git") else file).name or "policy", file=file),
         waiver_max_days=_max_days(data),
         notify=_notify(data.get("notify")),
+        emergency=build_policy(data),
     )

@@ -18,7 +18,9 @@ understand it).
 
 Waivers are matched by rule and scope: a new waiver (or a new scope) and a later expiry
 weaken; a removed waiver and an earlier expiry strengthen; a higher ``waiver_max_days``
-weakens. Reordering rules or list items is not an edit. ``weakened(findings)`` says whether any finding
+weakens. The emergency section: adding it weakens, removing it strengthens; inside it a wider
+``declared_by`` or ``may_waive``, fewer ``requires``, a longer ``approve_within``, fewer
+approvers, fewer excluded roles or a wider ``from_teams`` weaken (``_EMERGENCY_KEYS``). Reordering rules or list items is not an edit. ``weakened(findings)`` says whether any finding
 is weaker or undecided: ``policy diff`` exits 1 then, and ``extends`` refuses such an edit.
 The direction of each key is in ``_RULE_KEYS`` and ``_TOP_KEYS``: a new key needs an entry
 there (a test checks that every key of the policy schema has one).
@@ -634,6 +636,85 @@ def _notify_findings(old: Any, new: Any) -> list[Finding]:
     return out
 
 
+def _added_is_weaker(what: str) -> Compare:
+    """A list where each item lets more through (who may declare an emergency, what it may
+    waive): an addition weakens, a removal alone strengthens; absent = none."""
+    def compare(old: Any, new: Any) -> tuple[str, str]:
+        a, b = _set(old) or set(), _set(new) or set()
+        if a == b:
+            return NEUTRAL, "same items"
+        if b - a:
+            gone = f"; removed {', '.join(sorted(a - b))}" if a - b else ""
+            return WEAKER, f"{what} widened: {', '.join(sorted(b - a))} added{gone}"
+        return STRONGER, f"{what} narrowed: {', '.join(sorted(a - b))} removed"
+    return compare
+
+
+def _longer_is_weaker(what: str) -> Compare:
+    def compare(old: Any, new: Any) -> tuple[str, str]:
+        from policyengine.emergency import parse_duration
+
+        a, b = parse_duration(old), parse_duration(new)
+        if a is None or b is None:
+            return UNDECIDED, f"{what} changed from {_show(old)} to {_show(new)}: cannot tell whether this is weaker"
+        if b > a:
+            return WEAKER, f"{what} lengthened ({old} -> {new})"
+        return (STRONGER, f"{what} shortened ({old} -> {new})") if b < a else (NEUTRAL, "same duration")
+    return compare
+
+
+def _label(old: Any, new: Any) -> tuple[str, str]:
+    if old is _MISSING:
+        return WEAKER, f"the request label {new!r} now asks for the emergency procedure"
+    if new is _MISSING:
+        return STRONGER, f"the request label {old!r} no longer asks for the emergency procedure"
+    return UNDECIDED, f"the emergency label changed ({old} -> {new}): cannot tell whether this is weaker"
+
+
+_EMERGENCY_KEYS: dict[str, Compare] = {
+    "declared_by.users": _added_is_weaker("who may declare an emergency (users)"),
+    "declared_by.teams": _added_is_weaker("who may declare an emergency (teams)"),
+    "trigger.label": _label,
+    "requires": _more_is_stronger("what an emergency must give"),
+    "may_waive": _added_is_weaker("the rules an emergency may waive"),
+    "approve_within": _longer_is_weaker("the post-facto approval deadline (approve_within)"),
+    "approvers.min_approvals": _higher_is_stronger("emergency approvals required", 1),
+    "approvers.from_teams": _fewer_is_stronger("emergency approvers' teams"),
+    "approvers.exclude": _more_is_stronger("roles that may not approve an emergency"),
+}
+"""The direction of every key of ``emergency:`` (a dotted path below it)."""
+
+
+def _emergency_findings(old: Any, new: Any) -> list[Finding]:
+    """The emergency section: adding it weakens (rules may then be waived), removing it
+    strengthens; within it each key has its direction (``_EMERGENCY_KEYS``)."""
+    if not isinstance(new, dict):
+        return [Finding("emergency", STRONGER, "emergency procedure removed: no rule can be waived in an emergency")]
+    if not isinstance(old, dict):
+        waived = ", ".join(str(x) for x in new.get("may_waive") or []) or "nothing"
+        return [Finding("emergency", WEAKER, f"emergency procedure added: a declared emergency waives {waived}")]
+
+    def get(doc: dict[str, Any], dotted: str) -> Any:
+        value: Any = doc
+        for part in dotted.split("."):
+            value = value.get(part, _MISSING) if isinstance(value, dict) else _MISSING
+        return value
+
+    out: list[Finding] = []
+    for dotted, compare in _EMERGENCY_KEYS.items():
+        a, b = get(old, dotted), get(new, dotted)
+        if dotted == "requires":
+            a = ["reason", "incident"] if a is _MISSING else a
+            b = ["reason", "incident"] if b is _MISSING else b
+        if a == b or _same_list(a, b):
+            continue
+        direction, message = compare(a, b)
+        if dotted == "approvers.min_approvals":
+            message += f" ({_show(a)} -> {_show(b)})"
+        out.append(Finding(f"emergency.{dotted}", direction, message))
+    return out
+
+
 _TOP_KEYS: dict[str, Compare] = {
     "waiver_max_days": _more_is_weaker_number("waiver_max_days (the longest a waiver may last)", 90),
     "not_applicable": _not_applicable,
@@ -673,6 +754,9 @@ def diff(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[Finding]:
             continue
         if key == "notify":
             out += _notify_findings(a, b)
+            continue
+        if key == "emergency":
+            out += _emergency_findings(a, b)
             continue
         if key == "evidence":
             ra = a.get("retention", _MISSING) if isinstance(a, dict) else _MISSING

@@ -12,6 +12,7 @@ expect:
   decision: deny                                      # allow | deny
   rules:                                              # optional: only the rules listed are compared
     deploy-window: fail                               # pass | fail | error | warn | skipped | waived
+    emergency: pass                                   # the rule the gate adds when an emergency is asked for
 ```
 
 and optionally a ``workspace/`` folder beside ``case.yml`` with the files the rules read
@@ -191,7 +192,7 @@ def _load_case(folder: Path, policy_override: Policy | None,
     if "workspace" in data and not (folder / str(data["workspace"])).is_dir():
         raise InvalidInputError([problem(("workspace",), f"{data['workspace']} is not a folder (relative to "
                                          f"{CASE_FILE})")], what="test case")
-    known = {r.id for r in policy.rules}
+    known = {r.id for r in policy.rules} | ({"emergency"} if policy.emergency is not None else set())
     unknown = [rid for rid in (data["expect"].get("rules") or {}) if rid not in known]
     if unknown:
         raise InvalidInputError([problem(("expect", "rules", rid), f"no rule {rid!r} in policy {policy.name} "
@@ -209,8 +210,10 @@ def _compare(data: dict[str, Any], decision: Decision) -> list[str]:
         out.append(f"decision: expected {expect['decision']}, got {decision.decision}{why}")
     actual = {r.id: r for r in decision.rules}
     for rid, want in (expect.get("rules") or {}).items():
-        got = actual[rid]
-        if got.status.value != want:
+        got = actual.get(rid)
+        if got is None:  # the emergency rule is judged only when an emergency was asked for
+            out.append(f"rule {rid}: expected {want}, but it was not judged")
+        elif got.status.value != want:
             out.append(f"rule {rid}: expected {want}, got {got.status.value}: {got.message}")
     return out
 

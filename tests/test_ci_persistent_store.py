@@ -15,7 +15,7 @@ import pytest
 pytest.importorskip("cryptography")
 from fake_servers import FakeAPI, github_env, gitlab_env
 from test_evidence_git import REF, TOKEN, git, keys, remote, url_of  # noqa: F401 - fixtures
-from test_provider_github import MERGE, POLICY, reviewed_world
+from test_provider_github import MERGE, reviewed_world
 from test_provider_gitlab import SQUASH, approved_mr
 from test_provider_integration_files import run_action, run_template
 

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 from fake_servers import FakeAPI, gitlab_env, trusted_history
+from test_provider_github import POLICY
 from test_provider_gitlab import PREV as GL_PREV
 from test_provider_gitlab import SQUASH, approved_mr
-from test_provider_github import POLICY
 from test_provider_integration_files import GITLAB, load, run_template
 
 from policyengine.evidence.archive import LocalArchive

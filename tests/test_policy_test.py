@@ -134,6 +134,19 @@ def _mutations(doc: dict[str, Any]) -> Iterator[tuple[str, Callable[[dict[str, A
             yield f"{rid}: later end", lambda d, of=of: of(d)["allow"][0].update(between=["09:30", "18:00"])
             for i, _ in enumerate(rule.get("deny", [])):
                 yield f"{rid}: freeze {i} removed", lambda d, of=of, i=i: of(d)["deny"].pop(i)
+    if "emergency" in doc:
+        yield "emergency: tests waivable", lambda d: d["emergency"]["may_waive"].append("tests")
+        yield "emergency: an outsider declares", lambda d: d["emergency"]["declared_by"].setdefault(
+            "users", []).extend(["mallory", "dana"])
+        yield "emergency: no incident needed", lambda d: d["emergency"].update(requires=["reason"])
+        yield "emergency: no reason needed", lambda d: d["emergency"].update(requires=["incident"])
+        # What follows the deploy (the post-facto approval) is not judged by a case: left to diff.
+        yield "emergency: longer to approve", lambda d: d["emergency"].update(approve_within="30d")
+        yield "emergency: exclusions dropped", lambda d: d["emergency"]["approvers"].update(exclude=[])
+        if doc["emergency"]["approvers"].get("min_approvals", 1) > 1:
+            yield "emergency: fewer approvers", lambda d: d["emergency"]["approvers"].update(min_approvals=1)
+        if doc["emergency"]["approvers"].get("from_teams"):
+            yield "emergency: any approver team", lambda d: d["emergency"]["approvers"].pop("from_teams")
     yield "retention lowered", lambda d: d["evidence"].update(retention="1d")
     yield "applies_to narrowed", lambda d: d["applies_to"].update(environments=["prod-eu"])
 
@@ -159,5 +172,8 @@ def test_weakening_a_bundled_policy_is_caught(policy: str, tmp_path: Path) -> No
     assert missed_by_both == []
     # The suite itself sees every weakening of a rule's behaviour; what it cannot see from a
     # change's outcome (how long evidence is kept, where a warn-only rule points) is left to diff.
+    # Nor the post-facto approval of an emergency, which follows the deploy.
     assert set(missed_by_suite) <= {"retention lowered", "second-review: removed", "integration-tests: removed",
-                                    "integration-tests: no report needed"}, missed_by_suite
+                                    "integration-tests: no report needed", "emergency: longer to approve",
+                                    "emergency: exclusions dropped", "emergency: fewer approvers",
+                                    "emergency: any approver team"}, missed_by_suite

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 import yaml
-from fake_servers import FakeAPI, Reply
+from fake_servers import FakeAPI
 from helpers import HEAD, OLD
 
 from policyengine.gate import CheckRequest, CheckResult, check, replay

@@ -36,6 +36,8 @@ class LazyGroup(click.Group):
         "policy": ("policyengine.cli.policy:policy", "Validate policies and print the policy schema."),
         "evidence": ("policyengine.cli.evidence:evidence", "List, show, verify and replay evidence bundles."),
         "audit": ("policyengine.cli.audit:audit", "Export an audit period's population, sample and bundles."),
+        "emergency": ("policyengine.cli.emergency:emergency",
+                      "List emergency deployments awaiting approval, and approve them."),
     }
 
     def list_commands(self, ctx: click.Context) -> list[str]:

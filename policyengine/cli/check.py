@@ -44,6 +44,16 @@ from policyengine.errors import EXIT_DENY, UsageError
 @click.option("--simulate", is_flag=True,
               help="A what-if evaluation: marked simulated in every output and in the evidence, never counted "
               "as a deployment; under CI it exits 1 whatever the verdict. No environment variable sets it.")
+@click.option("--emergency", is_flag=True, envvar="POLICYENGINE_EMERGENCY", show_envvar=True,
+              help="Ask for the policy's emergency procedure (break-glass). The declarer is the deployer as the "
+              "provider verified it (the CI actor), never a name given here; it must be allowed by the policy's "
+              "emergency.declared_by. An allowed emergency exits 0 with a loud EMERGENCY verdict and needs "
+              "post-facto approval (policyengine emergency approve).")
+@click.option("--reason", envvar="POLICYENGINE_EMERGENCY_REASON", show_envvar=True, metavar="TEXT",
+              help="Why the emergency (default: 'Reason: ...' in the request's description).")
+@click.option("--incident", envvar="POLICYENGINE_EMERGENCY_INCIDENT", show_envvar=True, metavar="ID",
+              help="The incident the emergency answers (default: a request label incident:ID, or 'Incident: ID' "
+              "in the request's description).")
 @click.option("--json", "json_path", envvar="POLICYENGINE_JSON", show_envvar=True, metavar="PATH",
               help="Write the decision as JSON ('-' for standard output).")
 @click.option("--junit", "junit_path", envvar="POLICYENGINE_JUNIT", show_envvar=True, metavar="PATH",
@@ -73,7 +83,8 @@ from policyengine.errors import EXIT_DENY, UsageError
 @click.option("--color", type=click.Choice(["auto", "always", "never"]), default="auto", show_default=True,
               help="Colour the console verdict (auto: only on a terminal; NO_COLOR is honoured).")
 def check(policy_path: str, waivers_path: str | None, change_path: str | None, provider: str | None, environment: str | None, workspace: str,
-          now: str | None, simulate: bool, json_path: str | None,
+          now: str | None, simulate: bool, emergency: bool, reason: str | None, incident: str | None,
+          json_path: str | None,
           junit_path: str | None, evidence_dir: str, evidence_store: str | None, signing_key: str | None,
           trust_key: str | None, subjects: tuple[str, ...], notify: tuple[str, ...], advisory: bool,
           color: str) -> int:
@@ -85,7 +96,9 @@ def check(policy_path: str, waivers_path: str | None, change_path: str | None, p
       policyengine check --policy prod.yml --change change.yml --workspace build/ \\
           --junit policy-junit.xml --json decision.json --evidence-dir evidence
       policyengine check --policy prod.yml --change change.yml --now 2026-11-24T15:00:00Z --advisory
+      policyengine check --policy prod.yml --emergency --reason "payments down" --incident INC-4711
     """
+    from policyengine.emergency import EmergencyRequest
     from policyengine.gate import CheckRequest
     from policyengine.gate import check as run_check
     from policyengine.outputs import junit as junit_out
@@ -112,6 +125,7 @@ def check(policy_path: str, waivers_path: str | None, change_path: str | None, p
         signing_key=key, trust_key=trusted, subjects=subject_digests, advisory=advisory,
         environment_source=env_source, wall_time=wall, clock_override=bool(now), simulate=simulate,
         waivers_path=waivers_path or None, notify=notify,
+        emergency=EmergencyRequest(flag=emergency, reason=reason or None, incident=incident or None),
     ))
     # Every output goes through the one redactor: the decision is redacted, and so is each text.
     decision, bundle, code, shown = result.decision, result.evidence, result.verdict_code, result.redact

@@ -75,7 +75,8 @@ _LIST_COLS = ("id", "created_at", "environment", "repository", "commit", "kind",
 @click.option("--environment", metavar="NAME", help="Only this environment.")
 @click.option("--repository", metavar="OWNER/NAME", help="Only this repository.")
 @click.option("--decision", type=click.Choice(["allow", "deny"]), help="Only this decision.")
-@click.option("--kind", type=click.Choice(["evaluation", "outcome", "review", "notification-failure"]),
+@click.option("--kind", type=click.Choice(["evaluation", "outcome", "review", "notification-failure",
+                                           "emergency-approval"]),
               help="Only evaluations, or only linked records of this kind.")
 @click.option("--json", "fmt", flag_value="json", help="Print JSON.")
 @click.option("--csv", "fmt", flag_value="csv", help="Print CSV.")
@@ -92,9 +93,8 @@ def evidence_list(archive: str, since: str | None, until: str | None, environmen
       policyengine evidence list --archive s3://acme-evidence/prod --environment production --csv
     """
     from policyengine.cli.common import err
-    from policyengine.evidence.index import COLUMNS, Query
-
     from policyengine.evidence.audit import check_bounds, csv_cell
+    from policyengine.evidence.index import COLUMNS, Query
 
     start, end = parse_bound(since, "--since", end=False), parse_bound(until, "--until", end=True)
     if start is not None and end is not None:
@@ -256,7 +256,7 @@ def _linked_lines(store: Any, key: Any, record: dict[str, Any]) -> tuple[list[st
         doc = read_record(store, record)
     except EvidenceError as exc:
         return [f"{kind:11} record {record['id']}: {exc.message}", f"            integrity: {state}"], False
-    value = doc.get("status", doc.get("result", doc.get("notification")))
+    value = doc.get("status", doc.get("result", doc.get("notification", doc.get("approval"))))
     if doc.get("target"):  # a notification-failure: which target, and why
         value = f"{value} ({doc.get('target')}: {doc.get('cause')})"
     when = f" at {doc.get('claimed_at')} (claimed)" if doc.get("claimed_at") else ""
@@ -277,7 +277,7 @@ def _show_record(store: Any, key: Any, bundle_id: str) -> int:
     doc = read_record(store, record)
     raw_about = doc.get("about")
     about: dict[str, Any] = raw_about if isinstance(raw_about, dict) else {}
-    value = doc.get("status", doc.get("result"))
+    value = doc.get("status", doc.get("result", doc.get("approval")))
     out = [
         f"record      {bundle_id} ({record.get('kind')})",
         f"stored at   {store.location(record)}",
@@ -292,7 +292,7 @@ def _show_record(store: Any, key: Any, bundle_id: str) -> int:
     except (EvidenceError, UsageError):
         out.append("            its evaluation is NOT in the archive")
     out += [
-        f"{'status' if record.get('kind') == 'outcome' else 'result':11} {value}",
+        f"{'status' if record.get('kind') == 'outcome' else 'approval' if record.get('kind') == 'emergency-approval' else 'result':11} {value}",
         f"claimed at  {doc.get('claimed_at') or '(no time claimed)'}",
         f"by          {_who(doc)}",
         f"note        {doc.get('note') or '(none)'}",

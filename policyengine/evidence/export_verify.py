@@ -55,7 +55,6 @@ from typing import IO, Any
 
 from policyengine.errors import UsageError
 from policyengine.evidence.audit import (
-    BUNDLE_FACT_COLUMNS,
     CI_JSON,
     EXPORT_JSON,
     EXPORT_PREDICATE_TYPE,
@@ -74,8 +73,8 @@ from policyengine.evidence.audit import (
 from policyengine.evidence.bundle import (
     ATTESTATION,
     CHANGE,
-    DECISION,
     CHUNK,
+    DECISION,
     REPORT,
     ZIP_READ_ERRORS,
     inspect_bundle,

@@ -98,7 +98,11 @@ class VerifiedHistory:
         # not_deployed, failed or rolled_back. An outcome line can only move the start earlier
         # (a longer range, judged more strictly), so outcomes need no signature here; the
         # candidate evaluation itself must verify below.
-        from policyengine.evidence.records import NOT_THE_PREVIOUS_DEPLOY, is_deployment, latest_outcome
+        from policyengine.evidence.records import (
+            NOT_THE_PREVIOUS_DEPLOY,
+            is_deployment,
+            latest_outcome,
+        )
 
         candidates = []
         for r in records:

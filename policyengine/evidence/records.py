@@ -24,7 +24,10 @@ Its index line carries ``"kind"``, ``"about_id"`` and ``"about_sha256"``; its ``
 the record's status (outcome) or result (review), never ``allow``/``deny``; ``policy_sha256`` is
 null. An index line without ``kind`` (every line written before records existed) is an evaluation.
 
-New kinds (emergency approvals, failed notifications) are added to ``RECORD_KINDS`` with the
+``emergency-approval`` (``evidence.emergencies``, ``policyengine emergency approve``) holds
+``"approval": "approved"`` and ``"due_at"`` (the evaluation's ``emergency.due_at``).
+
+New kinds (failed notifications, ...) are added to ``RECORD_KINDS`` with the
 field that holds their value and the values allowed, and appended with
 ``EvidenceStore.append_record``: verification then checks them like outcomes and reviews.
 
@@ -69,6 +72,8 @@ NOTIFICATION_FAILURE = "notification-failure"
 NOTIFICATION_RESULTS = ("failed",)
 """A ``notification-failure`` record (``policyengine.notify``): a notification of the evaluation
 could not be delivered; ``target`` names the variable (never the URL), ``cause`` says why."""
+EMERGENCY_APPROVALS = ("approved",)
+EMERGENCY_APPROVAL = "emergency-approval"
 NOT_A_DEPLOYMENT = frozenset({"not_deployed"})
 """Outcomes that make an evaluation no deployment at all (the population does not count it)."""
 NOT_THE_PREVIOUS_DEPLOY = frozenset({"not_deployed", "failed", "rolled_back"})
@@ -91,6 +96,7 @@ RECORD_KINDS: dict[str, RecordKind] = {
     "outcome": RecordKind("outcome", "status", OUTCOME_STATUSES),
     "review": RecordKind("review", "result", REVIEW_RESULTS),
     NOTIFICATION_FAILURE: RecordKind(NOTIFICATION_FAILURE, "notification", NOTIFICATION_RESULTS),
+    EMERGENCY_APPROVAL: RecordKind(EMERGENCY_APPROVAL, "approval", EMERGENCY_APPROVALS),
 }
 
 

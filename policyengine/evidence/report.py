@@ -177,10 +177,22 @@ def _verdict_section(decision: Mapping[str, Any]) -> str:
         why = f"The deploy was denied by: {names}."
     else:
         why = "The decision file does not record allow or deny."
+    emergency = _mapping(decision.get("emergency"))
+    if verdict == "allow" and emergency.get("approval_required") is True:
+        word = "EMERGENCY ALLOW"
+        why = (f"An emergency change declared by {_e(emergency.get('declarer'))} "
+               f"({'verified: the CI actor' if emergency.get('declarer_verified') is True else 'NOT verified by a code host'}"
+               f"); incident {_e(emergency.get('incident') or 'none')}: {_e(emergency.get('reason') or 'no reason given')}. "
+               f"Waived: {_e(', '.join(str(w) for w in _seq(emergency.get('waived'))) or 'nothing')}. "
+               f"Post-facto approval due by {_e(emergency.get('due_at'))}.")
     parts = [
         (f'<section class="verdict {css}" aria-label="verdict"><span class="word">{word}</span>'
         f'<span class="why">{why}</span></section>')
     ]
+    if emergency and word != "EMERGENCY ALLOW":
+        state = ("refused: " + "; ".join(str(p) for p in _seq(emergency.get("problems")))
+                 if emergency.get("accepted") is not True else "declared, but rules it may not waive still denied")
+        parts.append(f'<p class="warnbox">Emergency {_e(state)}</p>')
     if decision.get("advisory") is True:
         parts.append(
             '<p class="warnbox">Advisory run: a deny was recorded but did not stop the pipeline.</p>'
@@ -524,7 +536,7 @@ def render_record_report(document: Mapping[str, Any], members: Sequence[Mapping[
     this page, naming the evaluation it is about by id and SHA-256. Pure; every value escaped.
     """
     kind = str(document.get("kind") or "record")
-    value = document.get("status", document.get("result", document.get("notification")))
+    value = document.get("status", document.get("result", document.get("notification", document.get("approval"))))
     about = _mapping(document.get("about"))
     verified = (" (verified: written by the gate in the run that recorded the evaluation)"
                 if document.get("by_source") == "gate" else " (verified: the CI actor)")
@@ -532,7 +544,7 @@ def render_record_report(document: Mapping[str, Any], members: Sequence[Mapping[
                                      else " (SELF-ASSERTED: recorded outside CI, not verified)")
     rows = [
         ("Kind", _e(kind)),
-        ("Status" if kind == "outcome" else "Result", _badge(value)),
+        ("Status" if kind == "outcome" else "Approval" if kind == "emergency-approval" else "Result", _badge(value)),
         ("About evaluation", f'<span class="mono">{_e(about.get("bundle_id"))}</span>'),
         ("Evaluation SHA-256", _hash(about.get("sha256"))),
         ("Change", f'{_e(document.get("repository"))} &rarr; {_e(document.get("environment"))} &middot; commit '

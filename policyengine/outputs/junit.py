@@ -7,7 +7,10 @@ not block); its message starts with ``warning (not enforced):``. A ``waived`` ru
 skipped testcase of type ``waived`` whose message starts with ``waived until`` and names the
 waiver's reason, approver and expiry.
 
-The suite carries properties ``decision``, ``simulated`` and ``clock_source``. A
+The suite carries properties ``decision``, ``simulated`` and ``clock_source`` (and, for an
+allowed emergency, ``emergency``, ``emergency_declarer``, ``emergency_incident``,
+``emergency_waived`` and ``emergency_due_at``; ``[EMERGENCY]`` then ends the suite name, and
+the message of every rule it waived starts with ``EMERGENCY: waived``). A
 ``not_applicable`` decision has every testcase skipped with the reason (the policy does not
 cover the environment). A simulated evaluation has ``[SIMULATED]`` in the suite name and at
 the start of every testcase message.
@@ -33,7 +36,8 @@ def render(decision: Decision) -> str:
     """Return the JUnit XML document for a decision."""
     from junit_xml import TestCase, TestSuite
 
-    suite_name = xml_safe(decision.policy["name"]) + (" [SIMULATED]" if decision.simulated else "")
+    suite_name = xml_safe(decision.policy["name"]) + (" [SIMULATED]" if decision.simulated else "") + (
+        " [EMERGENCY]" if decision.is_emergency else "")
     mark = "[SIMULATED] " if decision.simulated else ""
     cases = []
     for r in decision.rules:
@@ -62,6 +66,12 @@ def render(decision: Decision) -> str:
         cases.append(case)
     properties = {"decision": decision.decision, "simulated": str(decision.simulated).lower(),
                   "clock_source": (decision.clock or {}).get("source", "system")}
+    if decision.is_emergency and decision.emergency is not None:
+        e = decision.emergency
+        properties.update({"emergency": "true", "emergency_declarer": xml_safe(str(e.get("declarer"))),
+                           "emergency_incident": xml_safe(str(e.get("incident") or "")),
+                           "emergency_waived": xml_safe(", ".join(e.get("waived") or [])),
+                           "emergency_due_at": str(e.get("due_at"))})
     suite = TestSuite(suite_name, cases, timestamp=decision.evaluated_at, properties=properties)
     element = suite.build_xml_doc()
     element.attrib.pop("disabled", None)

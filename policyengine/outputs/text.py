@@ -25,7 +25,8 @@ def render(decision: Decision, *, color: bool = False, advisory: bool = False, e
     """Render a decision for a person reading CI logs.
 
     A ``not_applicable`` decision ends in ``NOT APPLICABLE`` (never ``ALLOW``); a simulated one
-    says ``SIMULATED`` first and last, with the clock it ran at.
+    says ``SIMULATED`` first and last, with the clock it ran at. An allowed emergency says
+    ``EMERGENCY`` first and last: who declared it, why, what it waived and when approval is due.
     """
     width = max((len(r.id) for r in decision.rules), default=0)
     label_width = 6 if any(r.status is Status.WAIVED for r in decision.rules) else 5
@@ -37,6 +38,11 @@ def render(decision: Decision, *, color: bool = False, advisory: bool = False, e
     elif clock.get("source") == "override":
         lines.append(f"note: evaluated at a given time ({decision.evaluated_at}), not the clock "
                      f"(wall clock {clock.get('wall_time', '?')})")
+    emergency = decision.emergency or {}
+    if decision.is_emergency:
+        lines.insert(0, _paint("EMERGENCY", "1;41;97", color) + f": declared by {emergency.get('declarer')} "
+                     f"(incident {emergency.get('incident') or 'none'}): rules waived: "
+                     f"{', '.join(emergency.get('waived') or []) or 'none'}")
     ch = decision.change
     pr = ch.get("pull_request")
     what = f"{ch.get('repository')} {str(ch.get('commit', ''))[:12]} -> {ch.get('environment')}"
@@ -63,12 +69,24 @@ def render(decision: Decision, *, color: bool = False, advisory: bool = False, e
         envs = decision.note or "the policy does not cover this environment"
         verdict = (_paint("NOT APPLICABLE", "1;36", color) + f": {envs}; "
                    "this is not an allow (recorded as not_applicable)")
+    elif decision.is_emergency:
+        verified = "verified" if emergency.get("declarer_verified") else "NOT verified by a code host"
+        verdict = (_paint("EMERGENCY ALLOW", "1;41;97", color) + f": an emergency change declared by "
+                   f"{emergency.get('declarer')} ({verified}); incident {emergency.get('incident') or 'none'}: "
+                   f"{emergency.get('reason') or 'no reason given'}\n"
+                   f"  waived: {', '.join(emergency.get('waived') or []) or 'nothing'}\n"
+                   f"  post-facto approval due by {emergency.get('due_at')} "
+                   "(policyengine emergency approve BUNDLE_ID --by LOGIN)")
     elif decision.allowed:
         verdict = _paint("ALLOW", "1;32", color) + ": the change may be deployed"
     else:
         blocking = [r.id for r in decision.rules if r.enforcement.value == "deny" and r.status in (Status.FAIL, Status.ERROR)]
         reason = "facts could not be read" if exit_code == 3 else "rules not met"
         verdict = _paint("DENY", "1;31", color) + f": {reason}: {', '.join(blocking)}"
+        if emergency:
+            verdict += ("\nemergency " + ("refused: " + "; ".join(emergency.get("problems") or [])
+                                          if not emergency.get("accepted") else
+                                          "declared, but rules it may not waive still deny"))
         if advisory:
             verdict += "\n" + _paint("ADVISORY MODE", "1;33", color) + ": this change WOULD HAVE BEEN DENIED; exiting 0 because --advisory is set"
     if decision.simulated:
