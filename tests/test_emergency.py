@@ -536,3 +536,15 @@ def test_emergency_status_does_not_count_whoever_recorded_an_outcome_when_deploy
 def test_emergency_status_refuses_what_is_no_allowed_emergency() -> None:
     with pytest.raises(ValueError, match="not an allowed emergency"):
         emergency_status({**EMERGENCY, "approval_required": False}, [], NOW)
+
+
+def test_the_audit_summary_agrees_with_pending_a_self_asserted_approval_leaves_it_open(
+        declared: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The period summary judges approvals by emergency pending's rules, not by counting records."""
+    from policyengine.evidence.archive import LocalArchive
+    from policyengine.evidence.summary import summarize
+
+    approve(declared, capsys, "frank")  # outside CI: self-asserted
+    summary = summarize(LocalArchive(declared / "evidence"), since="2000-01-01", until="2100-01-01")
+    [emergency] = summary["emergencies"]
+    assert emergency["status"] in ("open", "overdue")

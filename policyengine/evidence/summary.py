@@ -182,7 +182,7 @@ def summarize(store: EvidenceStore, *, since: str, until: str, environment: str 
             "time_to_restore": {"failures": len(failed), "restored": len(restore), "not_restored": unrestored,
                                 **_stats(restore)},
         },
-        "emergencies": _emergencies(readable, records),
+        "emergencies": _emergencies(readable, records, _emergency_states(store, public_key)),
     }
     return result
 
@@ -216,8 +216,22 @@ def _time_to_restore(failed: Sequence[Mapping[str, Any]], records: Sequence[Mapp
     return seconds, missing
 
 
-def _emergencies(rows: Sequence[Mapping[str, Any]], records: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
-    """Each emergency evaluation with its status from the ``emergency-approval`` records about it."""
+def _emergency_states(store: EvidenceStore, public_key: tuple[Any, str] | None) -> dict[str, str]:
+    """Each allowed emergency's status as ``emergency pending`` judges it (only verified approvals by
+    eligible people count; a self-asserted one never closes it), by bundle id; {} when unreadable."""
+    from policyengine.evidence.emergencies import pending
+
+    try:
+        states = pending(store, datetime.now(timezone.utc), public_key=public_key, include_closed=True)
+    except EvidenceError:
+        return {}
+    return {state.bundle_id: state.status for state in states}
+
+
+def _emergencies(rows: Sequence[Mapping[str, Any]], records: Sequence[Mapping[str, Any]],
+                 states: Mapping[str, str] | None = None) -> list[dict[str, Any]]:
+    """Each emergency evaluation with its status from the ``emergency-approval`` records about it
+    (``states``, from ``emergency pending``'s rules, wins over the count done here)."""
     approvals: dict[str, list[Mapping[str, Any]]] = {}
     for r in records:
         if kind_of(r) == EMERGENCY_APPROVAL and isinstance(r.get("about_id"), str):
@@ -251,7 +265,7 @@ def _emergencies(rows: Sequence[Mapping[str, Any]], records: Sequence[Mapping[st
             "due": due,
             "approved_at": first["created_at"] if first else None,
             "approval_id": first["id"] if first else None,
-            "status": status,
+            "status": (states or {}).get(row["id"], status),
         })
     return out
 
