@@ -43,7 +43,6 @@ import os
 import stat
 import zipfile
 from collections.abc import Iterator, Mapping, Sequence
-from datetime import datetime
 from pathlib import Path
 from typing import IO, Any
 
@@ -72,7 +71,6 @@ from policyengine.evidence.store import (
     ref_of,
     sha256_stream,
 )
-from policyengine.models import FileRead
 from policyengine.redact import EvidenceRedactor
 
 INDEX = "index.jsonl"
@@ -161,35 +159,6 @@ class LocalArchive(EvidenceStore):
         return self.root / INDEX
 
     # -- write -------------------------------------------------------------------------
-
-    def write_bundle(
-        self,
-        *,
-        decision: Mapping[str, Any],
-        change: Mapping[str, Any],
-        policy_filename: str,
-        policy_bytes: bytes,
-        files: Sequence[FileRead],
-        extra_members: Mapping[str, bytes] | None = None,
-        created_at: datetime | None = None,
-        subjects: Sequence[tuple[str, str]] = (),
-        signing_key: SigningKey | None = None,
-        retention: str | None = None,
-        redactor: EvidenceRedactor | None = None,
-    ) -> BundleRef:
-        """Write one bundle, chain it and record it in the index; return its reference.
-
-        Raises ValueError for an unsafe member name, a naive ``created_at`` or a decision
-        without a ``decision`` string (caller bugs), and EvidenceError when the evidence
-        cannot be written: then neither a bundle nor an index line is left behind.
-        ``retention`` is accepted for symmetry with the S3 store; a folder cannot enforce it.
-        ``redactor`` removes secrets from every member (default: token patterns only).
-        """
-        prep = self.prepare(decision=decision, change=change, policy_filename=policy_filename,
-                            policy_bytes=policy_bytes, files=files, extra_members=extra_members,
-                            created_at=created_at)
-        return self.commit(self.evaluation_job(prep, subjects), signing_key=signing_key, retention=retention,
-                           redactor=redactor)
 
     def commit(self, job: Job, *, signing_key: SigningKey | None, retention: str | None,
                redactor: EvidenceRedactor | None) -> BundleRef:

@@ -69,7 +69,6 @@ import tempfile
 import time
 import weakref
 from collections.abc import Iterator, Mapping, Sequence
-from datetime import datetime
 from pathlib import Path
 from typing import IO, Any
 from urllib.parse import urlsplit, urlunsplit
@@ -88,7 +87,6 @@ from policyengine.evidence.store import (
     pause_point,
     ref_of,
 )
-from policyengine.models import FileRead
 from policyengine.redact import EvidenceRedactor, Redactor
 
 TOKEN_ENV = "POLICYENGINE_EVIDENCE_TOKEN"
@@ -442,28 +440,6 @@ class GitArchive(EvidenceStore):
         return have if have is not None else git.rev_parse(local)
 
     # -- write -------------------------------------------------------------------------
-
-    def write_bundle(
-        self,
-        *,
-        decision: Mapping[str, Any],
-        change: Mapping[str, Any],
-        policy_filename: str,
-        policy_bytes: bytes,
-        files: Sequence[FileRead],
-        extra_members: Mapping[str, bytes] | None = None,
-        created_at: datetime | None = None,
-        subjects: Sequence[tuple[str, str]] = (),
-        signing_key: SigningKey | None = None,
-        retention: str | None = None,
-        redactor: EvidenceRedactor | None = None,
-    ) -> BundleRef:
-        """Write one signed bundle as one commit on the ref, chained by compare-and-swap."""
-        prep = self.prepare(decision=decision, change=change, policy_filename=policy_filename,
-                            policy_bytes=policy_bytes, files=files, extra_members=extra_members,
-                            created_at=created_at)
-        return self.commit(self.evaluation_job(prep, subjects), signing_key=signing_key, retention=retention,
-                           redactor=redactor)
 
     def commit(self, job: Job, *, signing_key: SigningKey | None, retention: str | None,
                redactor: EvidenceRedactor | None) -> BundleRef:

@@ -57,7 +57,6 @@ from policyengine.evidence.store import (
     pause_point,
     ref_of,
 )
-from policyengine.models import FileRead
 from policyengine.redact import EvidenceRedactor
 
 _INSTALL_HINT = "install the S3 extra: pip install 'policyengine-gate[s3]'"
@@ -224,28 +223,6 @@ class S3Archive(EvidenceStore):
         return True
 
     # -- write -------------------------------------------------------------------------
-
-    def write_bundle(
-        self,
-        *,
-        decision: Mapping[str, Any],
-        change: Mapping[str, Any],
-        policy_filename: str,
-        policy_bytes: bytes,
-        files: Sequence[FileRead],
-        extra_members: Mapping[str, bytes] | None = None,
-        created_at: datetime | None = None,
-        subjects: Sequence[tuple[str, str]] = (),
-        signing_key: SigningKey | None = None,
-        retention: str | None = None,
-        redactor: EvidenceRedactor | None = None,
-    ) -> BundleRef:
-        """Write one bundle to the bucket, chained with a conditional write; return its reference."""
-        prep = self.prepare(decision=decision, change=change, policy_filename=policy_filename,
-                            policy_bytes=policy_bytes, files=files, extra_members=extra_members,
-                            created_at=created_at)
-        return self.commit(self.evaluation_job(prep, subjects), signing_key=signing_key, retention=retention,
-                           redactor=redactor)
 
     def commit(self, job: Job, *, signing_key: SigningKey | None, retention: str | None,
                redactor: EvidenceRedactor | None) -> BundleRef:

@@ -255,9 +255,20 @@ class EvidenceStore:
         signing_key: SigningKey | None = None,
         retention: str | None = None,
         redactor: EvidenceRedactor | None = None,
-    ) -> BundleRef:  # pragma: no cover - abstract
-        """Write one bundle (decision, change, policy, the files rules read), chain and record it."""
-        raise NotImplementedError
+    ) -> BundleRef:
+        """Write one bundle (decision, change, policy, the files rules read), chain and record it.
+
+        Raises ValueError for an unsafe member name, a naive ``created_at`` or a decision without
+        a ``decision`` string (caller bugs), and EvidenceError when the evidence cannot be written:
+        then neither a bundle nor an index line is left behind. ``retention`` is applied where the
+        store can enforce it (S3 Object Lock); ``redactor`` removes secrets from every member.
+        Every store writes through its ``commit``, as linked records do.
+        """
+        prep = self.prepare(decision=decision, change=change, policy_filename=policy_filename,
+                            policy_bytes=policy_bytes, files=files, extra_members=extra_members,
+                            created_at=created_at)
+        return self.commit(self.evaluation_job(prep, subjects), signing_key=signing_key, retention=retention,
+                           redactor=redactor)
 
     def read_index(self) -> tuple[builtins.list[dict[str, Any]], builtins.list[VerifyProblem]]:
         """Return the records in chain order (oldest first) and a problem per unreadable record."""
