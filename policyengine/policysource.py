@@ -176,10 +176,15 @@ merge-base of HEAD with the freshly fetched default branch, else the gate denies
 
 
 def default_branch(env: Mapping[str, str]) -> str | None:
-    """The protected default branch, as the CI says it (never from the checkout)."""
-    for name in ("POLICYENGINE_DEFAULT_BRANCH", "CI_DEFAULT_BRANCH"):
-        if env.get(name, "").strip():
-            return env[name].strip()
+    """The protected default branch, as the CI platform says it (never from the checkout).
+
+    The platform's own value wins (GitLab's ``CI_DEFAULT_BRANCH``, the repository's
+    ``default_branch`` in GitHub's event): a pipeline variable must not move the trusted base
+    onto a branch the change controls. ``POLICYENGINE_DEFAULT_BRANCH`` names it only where the
+    platform does not (local runs, other CIs).
+    """
+    if env.get("CI_DEFAULT_BRANCH", "").strip():
+        return env["CI_DEFAULT_BRANCH"].strip()
     event = env.get("GITHUB_EVENT_PATH")
     if event:
         import json
@@ -188,9 +193,11 @@ def default_branch(env: Mapping[str, str]) -> str | None:
             with open(event, encoding="utf-8") as fh:
                 branch = ((json.load(fh) or {}).get("repository") or {}).get("default_branch")
         except (OSError, ValueError, AttributeError):
-            return None
-        return branch if isinstance(branch, str) and branch else None
-    return None
+            branch = None
+        if isinstance(branch, str) and branch:
+            return branch
+    value = env.get("POLICYENGINE_DEFAULT_BRANCH", "").strip()
+    return value or None
 
 
 def resolve_previous_deploy(repo: Path, env: Mapping[str, str] | None,

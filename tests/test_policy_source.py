@@ -210,3 +210,13 @@ def test_previous_deploy_without_history_or_default_branch_denies(world: dict[st
     code, doc, out = check(world, "git:@previous-deploy:policies/prod.yml")
     assert code == 3 and doc == {}, out
     assert "no trusted previous deploy is known and the default branch is not known" in out
+
+
+def test_the_platforms_default_branch_wins_over_a_variable(world: dict[str, Path]) -> None:
+    """A pipeline variable must not move the trusted base onto a branch the change controls:
+    CI_DEFAULT_BRANCH (set by GitLab) wins over POLICYENGINE_DEFAULT_BRANCH."""
+    git(world["work"], "push", "-q", "origin", "weaken")
+    code, doc, out = check(world, "git:@previous-deploy:policies/prod.yml",
+                           env={"CI_DEFAULT_BRANCH": "main", "POLICYENGINE_DEFAULT_BRANCH": "weaken"})
+    assert (code, doc["decision"]) == (1, "deny"), out
+    assert "merge-base with origin/main" in doc["policy"]["source"]["ref"]
