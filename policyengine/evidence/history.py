@@ -102,15 +102,20 @@ class VerifiedHistory:
             NOT_THE_PREVIOUS_DEPLOY,
             is_deployment,
             latest_outcome,
+            outcomes_by_evaluation,
         )
 
+        by_evaluation = outcomes_by_evaluation(records)
         candidates = []
         for r in records:
-            if not (is_deployment(r, records) and isinstance(r.get("commit"), str)
-                    and r.get("repository") == repository and isinstance(r.get("environment"), str)
+            if not (isinstance(r.get("commit"), str) and r.get("repository") == repository
+                    and isinstance(r.get("environment"), str)
                     and r["environment"].casefold() == environment.casefold()):
                 continue
-            last = latest_outcome(r, records)
+            mine = by_evaluation.get(str(r.get("id")), [])
+            if not is_deployment(r, mine):
+                continue
+            last = latest_outcome(r, mine)
             if last is not None and last.get("decision") in NOT_THE_PREVIOUS_DEPLOY:
                 continue
             candidates.append(r)

@@ -451,6 +451,16 @@ def latest_outcome(evaluation: Mapping[str, Any], records: Iterable[Mapping[str,
     return max(mine, key=_order) if mine else None
 
 
+def outcomes_by_evaluation(records: Iterable[Mapping[str, Any]]) -> dict[str, list[Mapping[str, Any]]]:
+    """The outcome records, grouped by the id of the evaluation they are about (one pass, so that
+    asking for each evaluation's outcomes stays linear in the archive)."""
+    out: dict[str, list[Mapping[str, Any]]] = {}
+    for r in records:
+        if kind_of(r) == "outcome" and isinstance(r.get("about_id"), str):
+            out.setdefault(r["about_id"], []).append(r)
+    return out
+
+
 def is_deployment(record: Mapping[str, Any], outcomes: Iterable[Mapping[str, Any]]) -> bool:
     """Whether the population counts this index record as a deployment.
 
@@ -481,16 +491,17 @@ def latest_deploy(records: Sequence[Mapping[str, Any]], repository: str, environ
     (a key id) only evaluations whose index line names that key count. Latest = greatest
     (created_at, sequence, id).
     """
-    pool = list(records if outcomes is None else outcomes)
+    by_evaluation = outcomes_by_evaluation(records if outcomes is None else outcomes)
     best: Mapping[str, Any] | None = None
     for r in records:
         if (kind_of(r) != EVALUATION or r.get("repository") != repository
                 or str(r.get("environment") or "").casefold() != environment.casefold()
                 or not r.get("commit") or (signed_by is not None and r.get("signed_by") != signed_by)):
             continue
-        if not is_deployment(r, pool):
+        mine = by_evaluation.get(str(r.get("id")), [])
+        if not is_deployment(r, mine):
             continue
-        last = latest_outcome(r, pool)
+        last = latest_outcome(r, mine)
         if last is not None and last.get("decision") in NOT_THE_PREVIOUS_DEPLOY:
             continue
         if best is None or _order(r) > _order(best):
