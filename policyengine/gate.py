@@ -617,11 +617,11 @@ def _policy_bases(store: Any, bundle_id: str) -> list[tuple[str, bytes]]:
     """The ``policy-base/N-name`` members of a bundle (the bases its policy extends), nearest first."""
     import zipfile
 
+    from policyengine.evidence.audit import policy_bases
+
     record = store.find(bundle_id)
     with store.open_bundle(record) as fh, zipfile.ZipFile(fh) as zf:
-        names = [n for n in zf.namelist() if n.startswith("policy-base/")]
-        ordered = sorted(names, key=lambda n: int(n.split("/", 1)[1].split("-", 1)[0] or 0))
-        return [(n, zf.read(n)) for n in ordered]
+        return [(n, zf.read(n)) for n in policy_bases(zf.namelist())]
 
 
 def _waivers_member(store: Any, bundle_id: str) -> tuple[str, bytes] | None:

@@ -728,9 +728,16 @@ def records_csv(store: EvidenceStore, records: Sequence[Mapping[str, Any]], rows
 CONTROLS_DIR = "controls/"
 
 
-def bundle_policy(store: EvidenceStore, record: Mapping[str, Any]) -> Any:
+def policy_bases(names: Sequence[str]) -> list[str]:
+    """The ``policy-base/N-name`` members among a bundle's ``names``, nearest base first."""
+    bases = [n for n in names if n.startswith("policy-base/")]
+    return sorted(bases, key=lambda n: int(n.split("/", 1)[1].split("-", 1)[0] or 0))
+
+
+def bundle_policy(store: EvidenceStore, record: Mapping[str, Any], cache: dict[str, Any] | None = None) -> Any:
     """The policy a bundle was judged by, rebuilt from its ``policy/`` and ``policy-base/``
-    members (``policy.Policy``), with the decision's ``resolved_sha256``; raises EvidenceError."""
+    members (``policy.Policy``); raises EvidenceError. ``cache`` keeps policies already rebuilt,
+    keyed by the digest of those members' bytes (a period judged by one policy parses it once)."""
     from policyengine.errors import InvalidInputError
     from policyengine.policy import parse_policy
 
@@ -738,20 +745,27 @@ def bundle_policy(store: EvidenceStore, record: Mapping[str, Any]) -> Any:
         with store.open_bundle(record) as fh, zipfile.ZipFile(fh) as zf:
             names = zf.namelist()
             member = next(n for n in names if n.startswith(POLICY_DIR))
-            bases = sorted((n for n in names if n.startswith("policy-base/")),
-                           key=lambda n: int(n.split("/", 1)[1].split("-", 1)[0] or 0))
-            base = None
-            for name in reversed(bases):
-                base = parse_policy(zf.read(name), file=name, base=base)
-            return parse_policy(zf.read(member), file=member, base=base)
-    except (*ZIP_READ_ERRORS, OSError, StopIteration, ValueError, InvalidInputError) as exc:
+            parts = [(name, zf.read(name)) for name in [*reversed(policy_bases(names)), member]]
+    except (*ZIP_READ_ERRORS, OSError, StopIteration) as exc:
         raise EvidenceError(f"the policy of bundle {record.get('id')} cannot be read: {exc}") from exc
+    key = hashlib.sha256(b"".join(hashlib.sha256(raw).digest() for _, raw in parts)).hexdigest()
+    if cache is not None and key in cache:
+        return cache[key]
+    try:
+        policy = None
+        for name, raw in parts:  # the deepest base first, the bundle's own policy last
+            policy = parse_policy(raw, file=name, base=policy)
+    except (ValueError, InvalidInputError) as exc:
+        raise EvidenceError(f"the policy of bundle {record.get('id')} cannot be read: {exc}") from exc
+    if cache is not None:
+        cache[key] = policy
+    return policy
 
 
-def _policy_or_error(store: EvidenceStore, record: Mapping[str, Any]) -> Any:
+def _policy_or_error(store: EvidenceStore, record: Mapping[str, Any], cache: dict[str, Any]) -> Any:
     """The bundle's policy, or why it cannot be read (a string): that never blocks an export."""
     try:
-        return bundle_policy(store, record)
+        return bundle_policy(store, record, cache)
     except EvidenceError as exc:
         return exc.message
 
@@ -772,6 +786,7 @@ def policy_changes(store: EvidenceStore, records: Sequence[Mapping[str, Any]],
     for r in sorted(records, key=lambda r: (r["created_at"], r["sequence"] if isinstance(r["sequence"], int) else -1)):
         chains.setdefault((r["repository"], r["environment"]), []).append(r)
     changes: list[dict[str, Any]] = []
+    parsed: dict[str, Any] = {}  # policies already rebuilt, by the digest of their bytes
     policies: dict[str, Any] = {}
     for (repository, environment), chain in chains.items():
         before = [r for r in chain if r["id"] not in in_period and r["created_at"] < min(
@@ -779,10 +794,10 @@ def policy_changes(store: EvidenceStore, records: Sequence[Mapping[str, Any]],
         current = chain and [r for r in chain if r["id"] in in_period]
         if not current:
             continue
-        previous: Any = _policy_or_error(store, before[-1]) if before else None
+        previous: Any = _policy_or_error(store, before[-1], parsed) if before else None
         previous_id = before[-1]["id"] if before else None
         for record in current:
-            policy = _policy_or_error(store, record)
+            policy = _policy_or_error(store, record, parsed)
             digest = policy.resolved_sha256 if not isinstance(policy, str) else f"unreadable:{record['policy_sha256']}"
             old = (None if previous is None else previous.resolved_sha256 if not isinstance(previous, str)
                    else f"unreadable:{before[-1]['policy_sha256'] if before else ''}")
