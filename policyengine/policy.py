@@ -125,8 +125,8 @@ def parse_policy(raw: bytes, *, file: str, base: Policy | None = None) -> Policy
     if isinstance(data, dict) and "extends" in data:
         if base is None:
             line, column = positions.locate(("extends",))
-            raise InvalidInputError([Problem(file, line, column, "extends", "the base policy was not resolved; "
-                                             "load this policy with its base (policy validate/check do)")],
+            raise InvalidInputError([Problem(file, line, column, "extends", "the base policy was not resolved: write "
+                                             "the key as plain `extends:`, not with YAML escapes")],
                                     what="policy", hint=_POLICY_HINT)
         if not problems:
             data, positions = merge_extension(base.document, data, positions)

@@ -284,7 +284,10 @@ def load(spec: str, *, repo: str | Path = ".", env: Mapping[str, str] | None = N
     raw, source = read_policy_bytes(spec, repo=repo, env=env, base_dir=_base_dir, previous=previous)
     display = spec if source.kind == "git" or _base_dir is None else source.path
     base = None
-    data, positions, _ = loader.parse_document(raw, file=display, what="policy")
+    # Peek for a base only when the bytes can name one: a policy is parsed once on the hot path.
+    # (A key spelled with YAML escapes skips the peek; parse_policy then refuses it, exit 2.)
+    data, positions = (loader.parse_document(raw, file=display, what="policy")[:2] if b"extends" in raw
+                       else (None, loader.Positions()))
     if isinstance(data, dict) and isinstance(data.get("extends"), str):
         base_spec, base_dir = _base_spec(data["extends"], spec, source)
         key = f"{base_dir}/{base_spec}" if base_dir else base_spec
@@ -296,7 +299,7 @@ def load(spec: str, *, repo: str | Path = ".", env: Mapping[str, str] | None = N
     policy = parse_policy(raw, file=display, base=base)
     if source.kind == "git":
         policy = dataclasses.replace(policy, source=source.to_json())
-    if base is not None:
+    if base is not None and isinstance(data, dict):  # a base is only loaded from a peeked document
         from policyengine.policydiff import UNDECIDED, WEAKER, diff
 
         weaker = [f for f in diff(base.document, policy.document) if f.direction in (WEAKER, UNDECIDED)]

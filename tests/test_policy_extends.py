@@ -118,3 +118,13 @@ def test_the_bundle_keeps_the_base_and_a_base_edit_changes_the_resolved_digest(f
     second = run()
     assert second["policy"]["sha256"] == first["policy"]["sha256"]
     assert second["policy"]["resolved_sha256"] != first["policy"]["resolved_sha256"]
+
+
+def test_an_extends_key_spelled_with_escapes_is_refused_never_ignored(folder: Path) -> None:
+    """The loader looks for a base only where the bytes say `extends`; a key spelled with YAML
+    escapes must then fail (exit 2), not load the extension without its base's rules."""
+    path = _write(folder, "p.yml", 'version: 1\nname: p\n"ext\\x65nds": base.yml\nrules:\n'
+                                   "  - id: c\n    type: checks_passed\n    checks: [a]\n")
+    with pytest.raises(InvalidInputError) as info:
+        load(str(path))
+    assert "the base policy was not resolved" in str(info.value.problems[0])
