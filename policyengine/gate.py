@@ -318,8 +318,14 @@ def _load(request: CheckRequest) -> tuple[Policy, Any]:
 
     problems: list[Any] = []
     policy = gathered = None
+    # The previous deploy is only ever what a bundle signed by the trusted key proves, read from
+    # the store this evaluation records into; without a trusted key there is no history. One
+    # lookup serves the policy's ref (@previous-deploy) and the provider's change range.
+    history = (VerifiedHistory(request.evidence_store or request.evidence_dir, request.trust_key)
+               if request.trust_key is not None else None)
     try:
-        previous = _previous_deploy_commit(request) if policysource.PREVIOUS_DEPLOY in request.policy_path else None
+        previous = (_previous_deploy_commit(request, history) if policysource.PREVIOUS_DEPLOY in request.policy_path
+                    else None)
         policy = policysource.load(request.policy_path, repo=request.workspace, env=request.env, previous=previous)
         if request.waivers_path:
             policy, _ = load_waivers(policy, request.waivers_path, workspace=request.workspace, env=request.env)
@@ -327,10 +333,6 @@ def _load(request: CheckRequest) -> tuple[Policy, Any]:
         problems.extend(exc.problems)
     try:
         teams = _owner_teams(policy)
-        # The previous deploy is only ever what a bundle signed by the trusted key proves, read
-        # from the store this evaluation records into; without a trusted key there is no history.
-        history = (VerifiedHistory(request.evidence_store or request.evidence_dir, request.trust_key)
-                   if request.trust_key is not None else None)
         gathered = gather(request.provider, env=request.env, change_path=request.change_path,
                           environment=request.environment, previous_deploys=history, teams=teams)
     except InvalidInputError as exc:
@@ -341,15 +343,14 @@ def _load(request: CheckRequest) -> tuple[Policy, Any]:
     return policy, gathered
 
 
-def _previous_deploy_commit(request: CheckRequest) -> str | None:
+def _previous_deploy_commit(request: CheckRequest, history: Any) -> str | None:
     """The trusted previous deploy's commit, for ``--policy git:@previous-deploy:PATH``: the policy
     as of the start of the change range. None when no trusted history names one."""
     from policyengine.errors import PolicySourceError
-    from policyengine.evidence.history import VerifiedHistory
     from policyengine.providers import detect
     from policyengine.providers.base import HistoryUnavailable
 
-    if request.trust_key is None:
+    if history is None:
         return None
     env = request.env
     name = request.provider or ("local" if request.change_path else detect(env))
@@ -369,8 +370,7 @@ def _previous_deploy_commit(request: CheckRequest) -> str | None:
     if not isinstance(repository, str) or not isinstance(environment, str):
         return None
     try:
-        found = VerifiedHistory(request.evidence_store or request.evidence_dir, request.trust_key).latest(
-            repository, environment)
+        found = history.latest(repository, environment)
     except HistoryUnavailable as exc:
         raise PolicySourceError(f"the trusted previous deploy could not be read: {exc.message}") from None
     return str(found["sha"]) if found else None

@@ -74,12 +74,21 @@ class VerifiedHistory:
         self.store_url = store_url
         self.public_key = public_key
         self.rejected: list[str] = []  # why candidate bundles did not count (for notes and tests)
+        self._found: dict[tuple[str, str], dict[str, Any] | None] = {}  # each chain is verified once a run
 
     def latest(self, repository: str, environment: str) -> dict[str, Any] | None:
         """The newest verified allowed deploy of ``repository`` to ``environment``, or None.
 
-        Raises ``HistoryUnavailable`` when the store cannot be read at all.
+        Raises ``HistoryUnavailable`` when the store cannot be read at all. The answer is kept: the
+        gate asks once for the policy's ref and the provider again for the change range.
         """
+        key = (repository, environment.casefold())
+        if key not in self._found:
+            self._found[key] = self._latest(repository, environment)
+        found = self._found[key]
+        return dict(found) if found is not None else None
+
+    def _latest(self, repository: str, environment: str) -> dict[str, Any] | None:
         from policyengine.evidence.stores import open_store
 
         if not self.store_url.startswith("s3://"):
