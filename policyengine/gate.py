@@ -122,6 +122,21 @@ def running_in_ci(env: Mapping[str, str]) -> bool:
     return any((env.get(name) or "").strip().casefold() not in _FALSE for name in CI_VARIABLES)
 
 
+OTHER_CI_MARKERS = ("JENKINS_URL", "TF_BUILD", "BUILDKITE", "CIRCLECI", "TEAMCITY_VERSION",
+                    "BITBUCKET_BUILD_NUMBER", "CODEBUILD_BUILD_ID", "DRONE", "TRAVIS")
+"""Variables other CI systems set even where ``CI`` is not: the gate's CI-only refusals (a clock
+override, waivers from the workspace, a declarer the CI did not verify) hold there too."""
+
+
+def in_any_ci(env: Mapping[str, str]) -> bool:
+    """Whether this runs in any CI: ``running_in_ci``, or another CI system's own marker. The
+    refusals that only make sense in CI (a clock override, a simulation releasing a deploy,
+    waivers read from the workspace, an unverified emergency declarer) use this; it errs
+    towards CI, which is the safe side."""
+    return running_in_ci(env) or any((env.get(name) or "").strip().casefold() not in _FALSE
+                                     for name in OTHER_CI_MARKERS)
+
+
 def clock_source(request: CheckRequest) -> str:
     """``system`` (the clock), ``override`` (a given time, outside CI) or ``simulated``."""
     if not request.clock_override:
@@ -131,8 +146,9 @@ def clock_source(request: CheckRequest) -> str:
 
 def _check_clock(request: CheckRequest) -> None:
     """Under CI a given time moves the deploy window; only a marked simulation may use one."""
-    if request.clock_override and not request.simulate and running_in_ci(request.env):
-        ci = next(n for n in CI_VARIABLES if (request.env.get(n) or "").strip().casefold() not in _FALSE)
+    if request.clock_override and not request.simulate and in_any_ci(request.env):
+        ci = next(n for n in (*CI_VARIABLES, *OTHER_CI_MARKERS)
+                  if (request.env.get(n) or "").strip().casefold() not in _FALSE)
         raise UsageError(f"--now / POLICYENGINE_NOW: refusing to evaluate a deploy at a given time under CI "
                          f"({ci}={request.env.get(ci)}): the deploy happens now",
                          hint="remove POLICYENGINE_NOW / --now, or add --simulate for a what-if run that "
@@ -249,7 +265,7 @@ def load_waivers(policy: Policy, spec: str, *, workspace: str | Path, env: Mappi
     trusted_policy = bool(policy.source and policy.source.get("kind") == "git")
     if not policysource.is_git_spec(spec):
         plain = Path(spec)
-        if trusted_policy and running_in_ci(env) and (not plain.is_absolute() or _inside(plain, Path(workspace))):
+        if trusted_policy and in_any_ci(env) and (not plain.is_absolute() or _inside(plain, Path(workspace))):
             raise UsageError(f"--waivers: {spec} is a file in the workspace, which the change being judged controls, "
                              f"while the policy comes from the trusted source {policy.path}; under CI the waivers "
                              "must come from the trusted source too",
@@ -259,7 +275,7 @@ def load_waivers(policy: Policy, spec: str, *, workspace: str | Path, env: Mappi
         record: dict[str, Any] = {"path": spec, "sha256": hashlib.sha256(raw).hexdigest()}
     else:
         ref = spec.partition("#")[2].partition(":")[0] if spec.startswith("git+") else spec[4:].partition(":")[0]
-        if running_in_ci(env) and spec.startswith("git:") and _names_the_checkout(ref):
+        if in_any_ci(env) and spec.startswith("git:") and _names_the_checkout(ref):
             raise UsageError(f"--waivers: {spec} reads the commit being deployed ({ref}), which the change being "
                              "judged controls; under CI the waivers must come from the trusted source",
                              hint="name the target branch, e.g. git:origin/main:policies/waivers.yml")
@@ -459,7 +475,7 @@ def _emergency_request(request: CheckRequest, policy: Policy, change: Mapping[st
     with ``require_verified`` under CI whichever way it is asked for. ``--reason`` or
     ``--incident`` without an emergency asked for (``--emergency`` or the trigger label) is a
     usage error: they would be silently dropped."""
-    asked = dataclasses.replace(request.emergency or EmergencyRequest(), require_verified=running_in_ci(request.env))
+    asked = dataclasses.replace(request.emergency or EmergencyRequest(), require_verified=in_any_ci(request.env))
     if (asked.reason or asked.incident) and requested_by(policy.emergency, asked, change) is None:
         label = policy.emergency.label if policy.emergency else None
         raise UsageError("--reason / --incident given, but no emergency was asked for (no --emergency"
@@ -522,7 +538,7 @@ def check(request: CheckRequest) -> CheckResult:
     code = exit_code_for(decision)
     final = EXIT_ALLOW if request.advisory and code == EXIT_DENY else code
     # Under CI a simulation never releases a deploy, whatever it decided.
-    simulated_under_ci = request.simulate and running_in_ci(request.env)
+    simulated_under_ci = request.simulate and in_any_ci(request.env)
     if simulated_under_ci and final == EXIT_ALLOW:
         final = EXIT_DENY
     redactor = Redactor.from_env(request.env, request.extra_secrets)

@@ -498,3 +498,12 @@ def test_validate_and_replay_are_unaffected_by_ci(tmp_path: Path) -> None:
     assert replayed.returncode == 0, replayed.stdout + replayed.stderr
     validated = _cli("policy", "validate", str(POLICY), cwd=tmp_path, env=ci)
     assert validated.returncode == 0, validated.stdout + validated.stderr
+
+
+@pytest.mark.parametrize("marker", [{"JENKINS_URL": "https://jenkins.example.com/"}, {"TF_BUILD": "True"},
+                                    {"BUILDKITE": "true"}, {"CIRCLECI": "true"}])
+def test_a_clock_override_is_refused_in_other_cis_that_do_not_set_ci(tmp_path: Path, marker: dict[str, str]) -> None:
+    """Jenkins and Azure Pipelines set no CI variable: their own markers count as CI too."""
+    res = _check(tmp_path, env={**_env(), **marker})
+    assert res.returncode == 2, res.stdout + res.stderr
+    assert "refusing to evaluate a deploy at a given time under CI" in res.stderr

@@ -45,10 +45,10 @@ def emergency_pending(archive: str, show_all: bool, public_key: str | None, now:
       policyengine emergency pending --archive s3://acme-evidence/prod --public-key signing.pub --json
     """
     from policyengine.evidence.emergencies import any_overdue, pending
-    from policyengine.gate import running_in_ci
+    from policyengine.gate import in_any_ci
     from policyengine.models import iso_utc, parse_instant
 
-    if now and running_in_ci(os.environ):
+    if now and in_any_ci(os.environ):
         raise UsageError("--now: refusing to judge deadlines at a given time under CI: the deadline is now",
                          hint="remove --now")
     moment = parse_instant(now, option="--now") if now else datetime.now(timezone.utc)
