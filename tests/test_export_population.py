@@ -22,7 +22,9 @@ from policyengine.evidence.archive import LocalArchive
 POLICY = b"name: prod\nrules:\n  - id: peer-review\n    type: approvals\n    min_approvals: 2\n"
 T0 = datetime(2026, 10, 5, 12, 0, tzinfo=timezone.utc)
 PERIOD = ("--since", "2026-10-01", "--until", "2026-10-31")
-HOSTILE = {"deployer": "=cmd|' /C calc'!A0", "title": "+SUM(A1:A9)", "author": "@evil", "url": "-2+3"}
+# (the title's carriage return would end the row for a spreadsheet, were the cell not quoted)
+HOSTILE = {"deployer": "=cmd|' /C calc'!A0", "title": "+SUM(A1:A9)\r20261010T120000Z-00000000 forged allow",
+           "author": "@evil", "url": "-2+3"}
 
 
 def cli(*args: str) -> subprocess.CompletedProcess[str]:
@@ -228,3 +230,34 @@ def test_evidence_list_csv_neutralises_cells_and_refuses_an_inverted_period(tmp_
     inverted = cli("evidence", "list", "--archive", str(archive.root), "--since", "2026-11-01", "--until",
                    "2026-10-01")
     assert inverted.returncode == 2 and "later than --until" in inverted.stderr
+
+
+def test_evidence_csv_reads_back_cell_for_cell_and_runs_no_formula() -> None:
+    """``csv_table``/``csv_text`` (listing, population.csv, records.csv): every cell reads back as written,
+    a carriage return inside a cell cannot split a row, and without one the text is what csv.writer writes."""
+    import random
+
+    from policyengine.evidence.tabular import csv_cell, csv_table
+
+    rng = random.Random(7)
+    alphabet = ["a", "Z", "0", ",", '"', "\n", "\r", "=", "+", "-", "@", "\t", " ", "é", "'"]
+    columns = ("id", "note", "sequence", "kind")
+    for _ in range(600):
+        records = []
+        for _ in range(rng.randrange(4)):
+            records.append({c: rng.choice([None, rng.randrange(-5, 50), True,
+                                           "".join(rng.choice(alphabet) for _ in range(rng.randrange(5)))])
+                            for c in columns if rng.random() < 0.9})
+        cells = [list(columns)] + [[str(v) if type(v) is int else csv_cell(v) for v in map(r.get, columns)]
+                                   for r in records]
+        text = csv_table(columns, records)
+        assert list(csv.reader(io.StringIO(text, newline=""))) == cells
+        assert not any(c.startswith(("=", "+", "@", "\t", "\r")) for row in cells[1:] for c in row)
+        if "\r" not in text:
+            buf = io.StringIO()
+            csv.writer(buf, lineterminator="\n").writerows(cells)
+            assert text == buf.getvalue()
+    from policyengine.evidence.tabular import csv_text
+
+    assert csv_text([["a"], [""], ["b"]]) == 'a\n""\nb\n'
+    assert list(csv.reader(io.StringIO(csv_text([["x\ry", "z"]]), newline=""))) == [["x\ry", "z"]]

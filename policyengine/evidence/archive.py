@@ -495,8 +495,8 @@ class LocalArchive(EvidenceStore):
                 problems.append(VerifyProblem(path.stem, None, "unindexed", f"{rel} is not recorded in the index"))
         return problems
 
-    def query(self, q: Query) -> tuple[builtins.list[dict[str, Any]], int]:
-        """Answer from ``index.sqlite``, brought up to date with ``index.jsonl`` first.
+    def query(self, q: Query) -> tuple[Sequence[Mapping[str, Any]], int]:
+        """Answer from ``index.sqlite``, brought up to date with ``index.jsonl`` first (rows: read with ``.get``).
 
         Without ``index.jsonl`` but with bundles, the answer is built (in memory) from the
         bundles' own manifests and decisions, and ``notes`` says so: the archive lost its index.
@@ -525,13 +525,12 @@ class LocalArchive(EvidenceStore):
         try:
             bad = index.sync_jsonl(data, _parse_line)
             rows = index.checked_query(q)
-            if rows is None:  # a row differs from its line: the cache was edited
+            if rows is None:  # the cache named a wrong line, or too few: it was edited
                 index.rebuild()
                 rows = index.checked_query(q)
+            if rows is None:  # still: answer from every line, decoded
+                rows = index.scan(q)
             self.notes.extend(index.notes)
-            if rows is None:
-                raise EvidenceError(f"the query cache {self.root / SQLITE} cannot be made to agree with "
-                                    f"{self.index_path}", hint=f"delete {self.root / SQLITE}; it is rebuilt")
             return rows, bad
         finally:
             index.close()

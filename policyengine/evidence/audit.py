@@ -6,9 +6,7 @@ No click and no printing here: the CLI renders the results and reports progress.
 from __future__ import annotations
 
 import contextlib
-import csv
 import hashlib
-import io
 import json
 import os
 import random
@@ -44,6 +42,7 @@ from policyengine.evidence.records import (
 )
 from policyengine.evidence.signing import STATEMENT_TYPE, SigningKey, envelope
 from policyengine.evidence.store import EvidenceStore
+from policyengine.evidence.tabular import check_bounds, csv_cell, csv_text
 
 
 @dataclass(frozen=True)
@@ -294,26 +293,6 @@ def period_population(records: Sequence[Mapping[str, Any]], *, since: str, until
     return rows
 
 
-def check_bounds(since: str, until: str) -> None:
-    """Refuse a period whose start is after its end (UsageError, exit 2): it would select nothing, silently."""
-    if since > until:
-        from policyengine.errors import UsageError
-
-        raise UsageError(f"--since {since} is later than --until {until}: the period is empty",
-                         hint="swap the two dates")
-
-
-CSV_TRIGGERS = ("=", "+", "-", "@", "\t", "\r")
-
-
-def csv_cell(value: Any) -> str:
-    """A value as an export's CSV files write it: None is empty; text a spreadsheet would run as a
-    formula (starting with ``=``, ``+``, ``-``, ``@``, a tab or a carriage return) is prefixed with
-    ``'`` so it stays text. Every cell goes through here; ``export_verify`` compares through it too."""
-    text = "" if value is None else ("yes" if value is True else "no" if value is False else str(value))
-    return "'" + text if text.startswith(CSV_TRIGGERS) else text
-
-
 def _json_member(zf: zipfile.ZipFile, name: str) -> dict[str, Any]:
     if name not in zf.namelist():
         return {}
@@ -516,12 +495,8 @@ def _why_not(row: Mapping[str, Any]) -> str:
 
 def population_csv_rows(rows: Sequence[Mapping[str, Any]], sampled: set[str]) -> str:
     """population.csv: the header, then one row per evaluation; every cell through ``csv_cell``."""
-    out = io.StringIO()
-    writer = csv.writer(out, lineterminator="\n")
-    writer.writerow([*POPULATION_COLUMNS, "sampled"])
-    for r in rows:
-        writer.writerow([*(csv_cell(r.get(c)) for c in POPULATION_COLUMNS), "yes" if r["id"] in sampled else "no"])
-    return out.getvalue()
+    return csv_text([[*POPULATION_COLUMNS, "sampled"]] + [
+        [*(csv_cell(r.get(c)) for c in POPULATION_COLUMNS), "yes" if r["id"] in sampled else "no"] for r in rows])
 
 
 def check_period(store: EvidenceStore, records: Sequence[Mapping[str, Any]], rows: Sequence[Mapping[str, Any]], *,
@@ -709,22 +684,22 @@ def records_csv(store: EvidenceStore, records: Sequence[Mapping[str, Any]], rows
     verified with the period (``check_period``) before this is written.
     """
     in_rows = {r["id"] for r in rows}
-    out = io.StringIO()
-    writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(RECORD_COLUMNS)
+    table = [list(RECORD_COLUMNS)]
     for r in records:
         if is_evaluation(r) or r.get("about_id") not in in_rows:
             continue
         with store.open_bundle(r) as fh, zipfile.ZipFile(fh) as zf:
             doc = json.loads(zf.read(RECORD))
         spec = RECORD_KINDS.get(kind_of(r))
-        writer.writerow([csv_cell(v) for v in (
+        table.append([csv_cell(v) for v in (
             r["id"], kind_of(r), r.get("about_id"), r.get("about_sha256"),
             doc.get(spec.field) if spec else r.get("decision"),
             doc.get("claimed_at"), doc.get("recorded_at"), doc.get("by"),
             "yes" if doc.get("by_verified") is True else "no (self-asserted)", doc.get("note"), r["sha256"],
             r.get("signed_by"), r.get("sequence"))])
-    return out.getvalue()
+    return csv_text(table)
+
+
 CONTROLS_DIR = "controls/"
 
 

@@ -2,19 +2,31 @@
 
 The index of record is the store's own (``index.jsonl`` of a folder, ``_index/`` objects of
 a bucket); this cache only makes queries fast on large archives, and is never trusted: a value
-stored beside it would prove nothing to someone able to edit it. Before each use, a folder's
-cache is compared with ``index.jsonl`` itself: the number of lines and, per line, the id and
-every field a query filters on, read from the file with one regular expression over it (our
-lines are written with sorted keys), not by JSON-decoding every line. A cache that holds
-exactly the first lines gets the new ones (an append costs only the new lines); one that
-disagrees is rebuilt and ``notes`` says so. Each row an answer returns is compared with its
-line too. Where the cache cannot be written (a read-only copy of an archive) it is built in memory.
+stored beside it would prove nothing to someone able to edit it, and neither would its own
+B-tree indexes. For a folder, three checks stand between the cache and an answer:
+
+* before each use, the cache's rows must be ``index.jsonl``'s lines: the same number, and the
+  bundle ids in line order byte for byte (read from the file with one regular expression, not
+  by JSON-decoding every line). A cache that holds exactly the first lines gets the new ones (an
+  append costs only the new lines); one that disagrees is rebuilt and ``notes`` says so. Where a
+  line is unreadable or of another shape, each line is compared field by field instead;
+* the cache only says *which lines* answer a query (their line numbers and byte offsets): the
+  rows returned are those lines, JSON-decoded from ``index.jsonl`` and filtered again;
+* the answer must be complete: the number of lines whose ``created_at`` falls in the period,
+  counted in the file with a regular expression, must equal the number of lines the cache
+  named. Other filters are applied to the decoded lines only.
+
+When a check fails the cache is rebuilt; where the count cannot be made cheaply (an unreadable
+line, an escaped character anywhere in the file) every line is decoded instead. Where the cache
+cannot be written (a read-only copy of an archive) it is built in memory.
 """
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import json
+import operator
 import re
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -28,17 +40,17 @@ COLUMNS = ("id", "created_at", "decision", "environment", "repository", "commit"
            "policy_sha256", "sequence", "previous_sha256", "signed_by", "kind", "about_id")
 # ``kind`` is null for an evaluation (lines written before linked records existed carry none);
 # ``about_id`` names the evaluation a linked record (outcome, review) is about.
-_VERSION = 3
+_VERSION = 4
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS bundles (
   id TEXT PRIMARY KEY, created_at TEXT NOT NULL, decision TEXT NOT NULL, environment TEXT, repository TEXT,
   "commit" TEXT, path TEXT NOT NULL, sha256 TEXT NOT NULL, policy_sha256 TEXT, sequence INTEGER,
-  previous_sha256 TEXT, signed_by TEXT, kind TEXT, about_id TEXT, line INTEGER
+  previous_sha256 TEXT, signed_by TEXT, kind TEXT, about_id TEXT, line INTEGER, pos INTEGER, size INTEGER
 );
 CREATE INDEX IF NOT EXISTS bundles_created ON bundles (created_at);
 CREATE INDEX IF NOT EXISTS bundles_line ON bundles (line);
 CREATE TABLE IF NOT EXISTS bad_lines (line INTEGER PRIMARY KEY);
-PRAGMA user_version = 3;
+PRAGMA user_version = 4;
 """
 _COLS_SQL = ", ".join(f'"{c}"' for c in COLUMNS)
 
@@ -65,6 +77,10 @@ _FAST_LINE = re.compile(
     rb'"policy_sha256": ' + _STR + rb', "previous_sha256": ' + _OPT + rb', "repository": (' + _OPT + rb'), '
     rb'"sequence": (?:null|[0-9]+), "sha256": ' + _STR + rb', "signed_by": ' + _OPT + rb'\}'
 )
+# The fast checks: every id in line order, and every created_at (when each line has exactly one).
+_ID_RE = re.compile(rb'"id": "([^"\\\x00-\x1f]*)"')
+_CREATED_RE = re.compile(rb'"created_at": "([^"\\\x00-\x1f]*)"')
+_UNCHECKABLE = object()
 _SPAN_RE = re.compile(rb'"created_at": ' + _STR + rb', "decision": ' + _STR + rb', "environment": ' + _OPT
                       + rb', "id": ' + _STR)
 _REPO_RE = re.compile(rb'"repository": ' + _OPT)
@@ -92,6 +108,40 @@ class Query:
     decision: str | None = None
     kind: str | None = None
     """``evaluation`` (rows without a kind too), ``outcome``, ``review``."""
+
+
+def _in_period(record: Mapping[str, Any], q: Query) -> bool:
+    created = record.get("created_at")
+    return isinstance(created, str) and (q.since is None or created >= q.since) and (
+        q.until is None or created < q.until)
+
+
+_created = operator.itemgetter("created_at")
+
+
+def _order(record: Mapping[str, Any]) -> tuple[Any, ...]:
+    """The cache's order: created_at, sequence (null first), id."""
+    seq = record.get("sequence")
+    return record["created_at"], seq is not None, seq if isinstance(seq, int) else 0, record["id"]
+
+
+def _answer(records: Iterable[Mapping[str, Any]], q: Query) -> list[Mapping[str, Any]]:
+    """The records of ``q`` among records already within their period, oldest first (in ``query``'s order).
+
+    They are the decoded lines themselves, not projected on ``COLUMNS``: read them with ``.get``.
+    """
+    kind = q.kind
+    chosen = [
+        r for r in records
+        if (q.environment is None or r.get("environment") == q.environment)
+        and (q.repository is None or r.get("repository") == q.repository)
+        and (q.decision is None or r.get("decision") == q.decision)
+        and (kind is None or (r.get("kind") in (None, "evaluation") if kind == "evaluation" else r.get("kind") == kind))
+    ]
+    chosen.sort(key=_created)  # every record here has a text created_at (``_in_period``)
+    if len({r["created_at"] for r in chosen}) != len(chosen):
+        chosen.sort(key=_order)  # ties: by sequence and id too
+    return chosen
 
 
 def _connect(path: Path | None) -> sqlite3.Connection:
@@ -127,6 +177,7 @@ class SqliteIndex:
         self.conn = _connect(path)
         self.notes: list[str] = []
         self._data = b""
+        self._count = 0
         self._split: list[bytes] | None = None
         self._parse_line: Callable[[bytes], dict[str, Any]] = _no_parser
 
@@ -166,17 +217,17 @@ class SqliteIndex:
     def sync_jsonl(self, data: bytes, parse_line: Callable[[bytes], dict[str, Any]]) -> int:
         """Make the cache agree with ``data`` (the bytes of ``index.jsonl``); return how many lines are unreadable.
 
-        The cache is never trusted: each time, its rows (count, and per line the id, created_at,
-        decision, environment and repository: what queries filter on) are compared with the
-        lines of ``index.jsonl``, which are read with one regular expression over the whole
-        file, not JSON-decoded (our lines are written with sorted keys; when that view differs
-        from the cache's, each line is looked at, and any line of another shape is decoded).
-        When the cache holds exactly a prefix of the lines, the new lines are added; when it
-        disagrees, it is rebuilt and ``notes`` says so. Only complete lines count: a torn last
-        line is unreadable.
+        The cache is never trusted: each time, its rows are compared with the lines of
+        ``index.jsonl``: the count, and the bundle ids in line order, read with one regular
+        expression over the whole file rather than by JSON-decoding it. Where the cache records an
+        unreadable line, or the ids disagree, each line is compared with its row (the id and what
+        queries filter on; a line of another shape is decoded). When the cache holds exactly a
+        prefix of the lines, the new lines are added; when it disagrees, it is rebuilt and
+        ``notes`` says so. Only complete lines count: a torn last line is unreadable.
         """
         end = data.rfind(b"\n") + 1
         self._data = data[:end]
+        self._count = self._data.count(b"\n")
         self._split = None
         self._parse_line = parse_line
         torn = 0 if end == len(data) else 1
@@ -200,17 +251,20 @@ class SqliteIndex:
 
     def _agrees(self) -> bool | int:
         """True: the cache holds exactly the lines; an int n: it holds exactly the first n; False: it disagrees."""
-        count = self._data.count(b"\n")
-        fast = self._fast_view()
+        count = self._count
+        fast = self._id_view()
         if fast is not None:
-            n, spans_blob, repos_blob = fast
+            n, ids_blob, end = fast
             if n > count:
                 return False
-            prefix = self._data if n == count else b"".join(line + b"\n" for line in self._lines[:n])
-            # One regular expression over the whole file for each span: our lines hold one match each.
-            found_spans, found_repos = _SPAN_RE.findall(prefix), _REPO_RE.findall(prefix)
-            if (len(found_spans) == len(found_repos) == n and b"\n".join(found_spans) == spans_blob
-                    and b"\n".join(found_repos) == repos_blob):
+            prefix = self._data
+            if n < count:  # where the cache says its last line ends, if that is the end of line n
+                ok = end is not None and 0 < end <= len(self._data) and self._data[end - 1] == 10
+                prefix = self._data[:end] if ok and self._data.count(b"\n", 0, end) == n else \
+                    b"".join(line + b"\n" for line in self._lines[:n])
+            # One regular expression over the file: our lines hold one id each.
+            found = _ID_RE.findall(prefix)
+            if len(found) == n and b"\n".join(found) == ids_blob:
                 return True if n == count else n
         # Unreadable or repeated lines, lines of another shape, or a disagreement: look at each line.
         view = self._cache_view()
@@ -223,18 +277,22 @@ class SqliteIndex:
                 return False
         return True if len(spans) == count else len(spans)
 
-    def _fast_view(self) -> tuple[int, bytes, bytes] | None:
-        """The cache's spans of every line joined, when it records no unreadable line (else None)."""
+    def _id_view(self) -> tuple[int, bytes, int | None] | None:
+        """The cache's ids in line order, joined, and where its last line ends; None when it records an unreadable line."""
         if self._bad_count():
             return None
-        n, low, high, spans, repos = self.conn.execute(
-            "SELECT count(*), min(line), max(line), group_concat(s, char(10)), group_concat(r, char(10)) FROM "
-            f"(SELECT line, {_SPAN_SQL} AS s, {_REPO_SQL} AS r FROM bundles ORDER BY line)"  # noqa: S608
+        n, low, high, ids = self.conn.execute(
+            "SELECT count(*), min(line), max(line), group_concat(id, char(10)) FROM "
+            "(SELECT line, id FROM bundles ORDER BY line)"
         ).fetchone()
         if n and (low != 0 or high != n - 1):
             return None
-        return (int(n), (spans or "").encode("utf-8", "surrogatepass"),
-                (repos or "").encode("utf-8", "surrogatepass"))
+        end = None
+        if n:
+            last = self.conn.execute("SELECT pos, size FROM bundles WHERE line = ?", (n - 1,)).fetchone()
+            if last is not None and type(last[0]) is int and type(last[1]) is int:
+                end = last[0] + last[1] + 1
+        return int(n), (ids if isinstance(ids, str) else "").encode("utf-8", "surrogatepass"), end
 
     def _line_spans(self, i: int, recheck: bool, seen: set[str]) -> tuple[str, str]:
         """What line ``i`` says, as the cache's spans (``!`` when it is not a readable, first record of its id)."""
@@ -257,51 +315,99 @@ class SqliteIndex:
         span = ", ".join(f'"{c}": {_tok(record.get(c))}' for c in ("created_at", "decision", "environment", "id"))
         return span, f'"repository": {_tok(record.get("repository"))}'
 
+    def _readable_lines(self, start: int = 0) -> Iterator[tuple[int, int, bytes, dict[str, Any] | None]]:
+        """Lines ``start``.., each as (number, byte offset, bytes, record); the record is None when the
+        line is unreadable or repeats an earlier line's id."""
+        seen = {row[0] for row in self.conn.execute("SELECT id FROM bundles")} if start else set()
+        lines = self._lines
+        pos = sum(len(line) + 1 for line in lines[:start])
+        for i in range(start, len(lines)):
+            raw = lines[i]
+            try:
+                record: dict[str, Any] | None = self._parse_line(raw)
+            except ValueError:
+                record = None
+            if record is not None:
+                if record["id"] in seen:
+                    record = None
+                else:
+                    seen.add(record["id"])
+            yield i, pos, raw, record
+            pos += len(raw) + 1
+
     def _add_lines(self, start: int) -> None:
         """Parse lines ``start``.. in full and add them (call inside a write)."""
-        seen = {row[0] for row in self.conn.execute("SELECT id FROM bundles")}
         records, bad = [], []
-        for i in range(start, len(self._lines)):
-            try:
-                record = self._parse_line(self._lines[i])
-            except ValueError:
+        for i, pos, raw, record in self._readable_lines(start):
+            if record is None:
                 bad.append((i,))
-                continue
-            if record["id"] in seen:
-                bad.append((i,))
-                continue
-            seen.add(record["id"])
-            records.append((i, record))
+            else:
+                records.append([*(record.get(c) for c in COLUMNS), i, pos, len(raw)])
         self.conn.executemany(
-            f"INSERT INTO bundles ({_COLS_SQL}, line) VALUES ({', '.join('?' * (len(COLUMNS) + 1))})",  # noqa: S608
-            ([*(r.get(c) for c in COLUMNS), i] for i, r in records),
+            f"INSERT INTO bundles ({_COLS_SQL}, line, pos, size) VALUES ({', '.join('?' * (len(COLUMNS) + 3))})",  # noqa: S608
+            records,
         )
         self.conn.executemany("INSERT INTO bad_lines (line) VALUES (?)", bad)
 
-    def checked_query(self, q: Query) -> list[dict[str, Any]] | None:
-        """Answer ``q`` after ``sync_jsonl``; None when a row returned differs from its line (rebuild then).
+    def checked_query(self, q: Query) -> list[Mapping[str, Any]] | None:
+        """Answer ``q`` after ``sync_jsonl``, with the lines of ``index.jsonl`` the cache names.
 
-        Only the rows returned are JSON-decoded from ``index.jsonl``, and each must be exactly its line.
+        Return None when the cache is caught naming a wrong line or too few (rebuild it then).
+
+        Complete, because every line whose decoded ``created_at`` is in the period holds the text
+        ``"created_at": "<that time>"`` as its last such key, so the regular expression counts it:
+        the cache must name at least that many lines, each checked to be in the period. That holds
+        when the file has no backslash (no escape could spell a key or hide a value from the
+        count); with one, or where the cache records unreadable lines (which the count would
+        include), ``scan`` answers instead.
         """
-        rows = self.query(q, with_line=True)
-        lines = self._lines
-        for row in rows:
-            line = row.pop("line")
-            if type(line) is not int or not 0 <= line < len(lines):
+        data = self._data
+        if self._bad_count() or b"\\" in data:
+            return self.scan(q)
+        found = _CREATED_RE.findall(data)
+        since = q.since.encode("utf-8", "surrogatepass") if q.since is not None else None
+        until = q.until.encode("utf-8", "surrogatepass") if q.until is not None else None
+        found.sort()  # (index.jsonl is nearly in time order already)
+        low = 0 if since is None else bisect.bisect_left(found, since)
+        high = len(found) if until is None else bisect.bisect_left(found, until)
+        where, args = [], []
+        if since is not None:
+            where.append("created_at >= ?")
+            args.append(q.since)
+        if until is not None:
+            where.append("created_at < ?")
+            args.append(q.until)
+        sql = "SELECT id, pos, size FROM bundles" + (" WHERE " + " AND ".join(where) if where else "")
+        named = self.conn.execute(sql, args).fetchall()
+        if len(named) != max(high - low, 0) or len({row[0] for row in named}) != len(named):
+            return None  # the cache hides a line of the period (or names one twice)
+        records = []
+        decode = json.JSONDecoder().raw_decode  # our lines have no whitespace around the object
+        for bid, pos, size in named:
+            if type(pos) is not int or type(size) is not int or pos < 0 or size < 0:
                 return None
-            raw = lines[line]
-            # An evaluation's line has no kind or about_id (nulls in the row).
-            plain = {k: v for k, v in row.items() if not (k in ("kind", "about_id") and v is None)}
-            if raw == json.dumps(plain, sort_keys=True, ensure_ascii=False).encode("utf-8", "surrogatepass"):
-                continue  # our own line, byte for byte
+            end = pos + size
+            if end >= len(data) or data[end] != 10 or (pos and data[pos - 1] != 10):
+                return None  # not a whole line
+            raw = data[pos:end]
+            if b"\n" in raw:
+                return None
+            # The line is listed as it stands (``evidence verify`` checks every field of every line);
+            # it must be an object, of the id the cache gives, and in the period.
             try:
-                record = self._parse_line(raw)
+                text = raw.decode("utf-8")
+                record, stop = decode(text)
             except ValueError:
                 return None
-            if {c: record.get(c) for c in COLUMNS} != row or any(
-                    type(record.get(c)) is not type(row[c]) for c in COLUMNS):
+            if stop != len(text) or type(record) is not dict or record.get("id") != bid or not _in_period(record, q):
                 return None
-        return rows
+            records.append(record)
+        return _answer(records, q)
+
+    def scan(self, q: Query) -> list[Mapping[str, Any]]:
+        """Answer ``q`` from every line of ``index.jsonl``, decoded (after ``sync_jsonl``), without the cache."""
+        return _answer((record for _, _, _, record in self._readable_lines() if record is not None
+                        and _in_period(record, q)), q)
 
     def rebuild(self) -> None:
         """Drop every row and parse every line again (after ``sync_jsonl``)."""

@@ -291,8 +291,12 @@ class EvidenceStore:
     def location(self, record: Mapping[str, Any]) -> str:
         return str(record["path"])
 
-    def query(self, q: Query) -> tuple[builtins.list[dict[str, Any]], int]:
-        """Return the records matching ``q`` (oldest first) and how many index records are unreadable."""
+    def query(self, q: Query) -> tuple[Sequence[Mapping[str, Any]], int]:
+        """Return the records matching ``q`` (oldest first) and how many index records are unreadable.
+
+        A record may hold more keys than ``index.COLUMNS`` and lack those that do not apply (an
+        evaluation has no ``kind``): read it with ``.get``.
+        """
         raise NotImplementedError  # pragma: no cover
 
     # -- shared ---------------------------------------------------------------------------
