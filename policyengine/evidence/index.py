@@ -1,4 +1,4 @@
-"""The SQLite query cache behind ``evidence list`` and ``audit export``.
+"""The SQLite query cache behind ``evidence list`` (``audit export`` and ``verify`` read the index itself).
 
 The index of record is the store's own (``index.jsonl`` of a folder, ``_index/`` objects of
 a bucket); this cache only makes queries fast on large archives, and is never trusted: a value
@@ -40,17 +40,17 @@ COLUMNS = ("id", "created_at", "decision", "environment", "repository", "commit"
            "policy_sha256", "sequence", "previous_sha256", "signed_by", "kind", "about_id")
 # ``kind`` is null for an evaluation (lines written before linked records existed carry none);
 # ``about_id`` names the evaluation a linked record (outcome, review) is about.
-_VERSION = 4
+_VERSION = 5
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS bundles (
   id TEXT PRIMARY KEY, created_at TEXT NOT NULL, decision TEXT NOT NULL, environment TEXT, repository TEXT,
   "commit" TEXT, path TEXT NOT NULL, sha256 TEXT NOT NULL, policy_sha256 TEXT, sequence INTEGER,
   previous_sha256 TEXT, signed_by TEXT, kind TEXT, about_id TEXT, line INTEGER, pos INTEGER, size INTEGER
 );
-CREATE INDEX IF NOT EXISTS bundles_created ON bundles (created_at);
-CREATE INDEX IF NOT EXISTS bundles_line ON bundles (line);
+CREATE INDEX IF NOT EXISTS bundles_created ON bundles (created_at, id, pos, size);
+CREATE INDEX IF NOT EXISTS bundles_line ON bundles (line, id);
 CREATE TABLE IF NOT EXISTS bad_lines (line INTEGER PRIMARY KEY);
-PRAGMA user_version = 4;
+PRAGMA user_version = 5;
 """
 _COLS_SQL = ", ".join(f'"{c}"' for c in COLUMNS)
 
