@@ -445,3 +445,61 @@ def test_an_outcome_is_appended_to_a_git_store_and_verifies(tmp_path: Path, remo
     assert both[1]["about_id"] == evaluation["id"] and both[1]["previous_sha256"] == evaluation["sha256"]
     verified = cli(env, "evidence", "verify", "--archive", url, "--public-key", str(keys[1]))
     assert verified.returncode == 0, verified.stdout + verified.stderr
+
+
+def _alter_cache_object(cache: Path, oid: str, content: bytes, kind: bytes = b"blob") -> None:
+    """Replace object ``oid`` of the cache repository ``cache`` with ``content`` (as another job on the
+    runner could): packs are unpacked to loose objects first, then the loose file is rewritten."""
+    import zlib
+
+    packs = sorted((cache / "objects" / "pack").glob("*.pack"))
+    for pack in packs:
+        moved = cache.parent / pack.name
+        pack.rename(moved)
+        pack.with_suffix(".idx").unlink()
+        for extra in pack.parent.glob(pack.stem + ".*"):
+            extra.unlink()
+        git("--git-dir", str(cache), "unpack-objects", "-q", stdin=moved.read_bytes())
+    loose = cache / "objects" / oid[:2] / oid[2:]
+    assert loose.exists(), "the object is not in the cache"
+    loose.chmod(0o644)
+    loose.write_bytes(zlib.compress(b"%s %d\0" % (kind, len(content)) + content))
+
+
+def kind_of(what: str) -> str:
+    return "blob" if what == "shard" else "tree"
+
+
+@pytest.mark.parametrize("what", ["shard", "tree"])
+def test_an_altered_cache_is_never_read_as_the_store(tmp_path: Path, remote: Path, keys: tuple[Path, Path],
+                                                     what: str) -> None:
+    """The cache lives where another job may write (a self-hosted runner's home): objects that do not
+    hash to their ids are refused, the cache dropped, and the listing read from a fresh fetch."""
+    url, env = url_of(remote), env_for(tmp_path)
+    for _ in range(3):
+        assert subprocess.run(check_cmd(url, keys[0]), capture_output=True, env=env, timeout=120,
+                              check=False).returncode == 0
+    truth = cli(env, "evidence", "list", "--archive", url, "--json")
+    assert truth.returncode == 0 and len(json.loads(truth.stdout)) == 3
+    caches = list((tmp_path / "cache").glob("git-*.git"))
+    assert len(caches) == 1
+    cache = caches[0]
+    head = git("-C", str(remote), "rev-parse", REF).decode().strip()
+    shard = git("-C", str(remote), "ls-tree", "-r", "--name-only", head, "index/").decode().split()[0]
+    if what == "shard":  # the shard without its newest line: the newest bundle hidden
+        oid = git("-C", str(remote), "rev-parse", f"{head}:{shard}").decode().strip()
+        lines = git("-C", str(remote), "cat-file", "blob", oid).splitlines(keepends=True)
+        _alter_cache_object(cache, oid, b"".join(lines[:-1]))
+    else:  # the index tree pointing at a shard of one line
+        one = git("-C", str(remote), "cat-file", "blob", f"{head}:{shard}").splitlines(keepends=True)[0]
+        fake = git("--git-dir", str(cache), "hash-object", "-w", "--stdin", stdin=one).decode().strip()
+        oid = git("-C", str(remote), "rev-parse", f"{head}:index").decode().strip()
+        entry = b"100644 " + shard.split("/")[-1].encode() + b"\0" + bytes.fromhex(fake)
+        _alter_cache_object(cache, oid, entry, b"tree")
+    assert git("--git-dir", str(cache), "cat-file", kind_of(what), oid).count(b"\n") < 3  # git reads the altered one
+    listed = cli(env, "evidence", "list", "--archive", url, "--json")
+    assert listed.returncode == 0, listed.stderr
+    assert json.loads(listed.stdout) == json.loads(truth.stdout)
+    assert "was altered" in listed.stderr and "does not hash to its id" in listed.stderr
+    again = cli(env, "evidence", "list", "--archive", url, "--json")  # the cache was rebuilt
+    assert json.loads(again.stdout) == json.loads(truth.stdout) and "altered" not in again.stderr

@@ -46,10 +46,14 @@ A URL holding a password is refused: put the token in the variable. Git's trace 
 removed from its environment; only the ``file``, ``https``, ``http`` and ``ssh`` protocols are
 allowed; hooks and fsmonitor never run.
 
-**Reading** (``list``, ``show``, ``get``, ``replay``, ``audit export``) fetches into a cache
-(``$POLICYENGINE_CACHE_DIR`` or ``~/.cache/policyengine/git-<hash>.git``); ``list`` reads only
-the index shards of the months its ``--since``/``--until`` cover. ``verify`` fetches into a
-fresh temporary repository and trusts nothing cached.
+**Reading** (``list``, ``show``, ``get``, ``replay``, ``audit export``, the previous deploy of
+``check``) fetches into a cache (``$POLICYENGINE_CACHE_DIR`` or
+``~/.cache/policyengine/git-<hash>.git``); ``list`` reads only the index shards of the months its
+``--since``/``--until`` cover. The cache is a folder another job may have written (a self-hosted
+runner's home), and git does not check an object against its id when reading it, so every
+object read (the commit ``ls-remote`` names, each tree down the path, each blob) is hashed and
+compared with its id here; on a mismatch the cache is deleted and the read done again from a
+fresh fetch, with a note. ``verify`` always fetches into a fresh temporary repository.
 """
 
 from __future__ import annotations
@@ -58,6 +62,7 @@ import base64
 import builtins
 import contextlib
 import fcntl
+import functools
 import hashlib
 import json
 import os
@@ -68,9 +73,9 @@ import subprocess
 import tempfile
 import time
 import weakref
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 from policyengine.errors import EvidenceError, UsageError
@@ -225,6 +230,10 @@ def _repository_config(start: Path) -> Path | None:
     return None
 
 
+class CacheAltered(EvidenceError):
+    """An object of the cache repository does not hash to its id: the cache was written by someone else."""
+
+
 class _Git:
     """Run git in one bare repository, with the token (if any) in the environment only."""
 
@@ -246,6 +255,8 @@ class _Git:
             secrets += [basic, f"{user}:{token}"]
         self.env = run_env
         self.redactor = Redactor.from_env(env, extra=secrets)
+        self._trees: dict[str, dict[str, tuple[bytes, str]]] = {}
+        self._roots: dict[str, str] = {}
 
     def run(self, *args: str, stdin: bytes | None = None, extra_env: Mapping[str, str] | None = None,
             check: bool = True, what: str | None = None) -> subprocess.CompletedProcess[bytes]:
@@ -300,26 +311,104 @@ class _Git:
         proc = self.run("rev-parse", "--verify", "--quiet", "--end-of-options", spec, check=False)
         return proc.stdout.decode().strip() if proc.returncode == 0 else None
 
+    def objects(self, oids: Sequence[str]) -> builtins.list[tuple[str, bytes] | None]:
+        """``(type, bytes)`` of each object (None: not there), read with one ``cat-file --batch``.
+
+        Each object must hash to its id (SHA-1, or SHA-256 for a 64-digit id). Git does not check
+        this on reading, and the cache repository lives in a folder another job may have written
+        (a self-hosted runner's home): a commit, tree or shard altered there is refused here
+        (``CacheAltered``) instead of being read as the remote's. Blobs of a blob-less fetch are
+        fetched on demand.
+        """
+        if not oids:
+            return []
+        proc = self.run("cat-file", "--batch", stdin=("\n".join(oids) + "\n").encode(), what="read objects")
+        out: list[tuple[str, bytes] | None] = []
+        pos, data = 0, proc.stdout
+        for oid in oids:
+            end = data.find(b"\n", pos)
+            header = data[pos:end].split() if end >= 0 else []
+            if len(header) == 2 and header[1] == b"missing" and header[0].decode() == oid:
+                out.append(None)
+                pos = end + 1
+                continue
+            if len(header) != 3 or header[0].decode() != oid or not header[2].isdigit():
+                raise EvidenceError(f"git evidence store: cannot read object {oid}")
+            kind, size = header[1], int(header[2])
+            content = bytes(data[end + 1:end + 1 + size])
+            algo = hashlib.sha1 if len(oid) == 40 else hashlib.sha256
+            if len(content) != size or algo(b"%s %d\0" % (kind, size) + content).hexdigest() != oid:
+                raise CacheAltered(f"git object {oid} in {self.repo} does not hash to its id")
+            out.append((kind.decode(), content))
+            pos = end + 1 + size + 1
+        return out
+
+    def _object(self, oid: str, kind: str) -> bytes | None:
+        found = self.objects([oid])[0]
+        if found is None:
+            return None
+        if found[0] != kind:
+            raise CacheAltered(f"git object {oid} in {self.repo} is a {found[0]}, not a {kind}")
+        return found[1]
+
+    def _entries(self, tree: str) -> dict[str, tuple[bytes, str]]:
+        """``{name: (mode, id)}`` of one tree object (checked; kept: an id names one content)."""
+        if tree in self._trees:
+            return self._trees[tree]
+        data = self._object(tree, "tree")
+        if data is None:
+            raise EvidenceError(f"git evidence store: tree {tree} is missing")
+        width = 20 if len(tree) == 40 else 32
+        out, pos = {}, 0
+        while pos < len(data):
+            space = data.index(b" ", pos)
+            nul = data.index(b"\0", space)
+            name = data[space + 1:nul].decode("utf-8", "surrogateescape")
+            out[name] = (data[pos:space], data[nul + 1:nul + 1 + width].hex())
+            pos = nul + 1 + width
+        self._trees[tree] = out
+        return out
+
+    def _path_id(self, commit: str, path: str) -> tuple[bytes, str] | None:
+        """``(mode, id)`` of ``path`` at ``commit``, walking checked objects (None: no such path)."""
+        root = self._roots.get(commit)
+        if root is None:
+            data = self._object(commit, "commit")
+            if data is None or not data.startswith(b"tree "):
+                raise EvidenceError(f"git evidence store: commit {commit} is missing")
+            root = self._roots[commit] = data[5:data.index(b"\n")].decode()
+        node: tuple[bytes, str] = (b"40000", root)
+        for part in [p for p in path.split("/") if p]:
+            if node[0] != b"40000":
+                return None
+            found = self._entries(node[1]).get(part)
+            if found is None:
+                return None
+            node = found
+        return node
+
     def blob(self, commit: str, path: str) -> bytes | None:
         """The bytes of ``path`` at ``commit`` (fetched on demand); None when there is no such file."""
-        oid = self.rev_parse(f"{commit}:{path}")
-        if oid is None:
+        node = self._path_id(commit, path)
+        if node is None or node[0] == b"40000":
             return None
-        proc = self.run("cat-file", "blob", oid, what=f"read {path}")
-        return bytes(proc.stdout)
+        return self._object(node[1], "blob")
 
     def tree(self, commit: str, path: str, *, recursive: bool = False) -> dict[str, str]:
-        """``{name: blob id}`` of the files under ``path`` at ``commit`` (no blob is fetched)."""
-        args = ["ls-tree", "-z", "--full-tree"] + (["-r"] if recursive else []) + [commit, "--", path + "/"]
-        proc = self.run(*args, what=f"list {path}")
+        """``{path: blob id}`` of the files under ``path`` at ``commit`` (no blob is fetched)."""
+        node = self._path_id(commit, path)
         out: dict[str, str] = {}
-        for entry in proc.stdout.split(b"\0"):
-            if not entry:
-                continue
-            meta, _, name = entry.partition(b"\t")
-            fields = meta.split()
-            if len(fields) == 3 and fields[1] == b"blob":
-                out[name.decode("utf-8", "surrogateescape")] = fields[2].decode()
+        if node is None or node[0] != b"40000":
+            return out
+        todo = [(path.strip("/"), node[1])]
+        while todo:
+            prefix, tree = todo.pop()
+            for name, (mode, oid) in self._entries(tree).items():
+                if mode == b"40000":
+                    if recursive:
+                        todo.append((f"{prefix}/{name}", oid))
+                elif mode in (b"100644", b"100755", b"120000"):  # what ls-tree calls a blob
+                    out[f"{prefix}/{name}"] = oid
         return out
 
     def hash_object(self, data: bytes | None = None, *, file: Path | None = None) -> str:
@@ -328,6 +417,21 @@ class _Git:
         else:
             proc = self.run("hash-object", "-w", "--no-filters", "--stdin", stdin=data, what="store a blob")
         return proc.stdout.decode().strip()
+
+
+_R = TypeVar("_R")
+
+
+def _fresh_if_altered(method: Callable[..., _R]) -> Callable[..., _R]:
+    """Run a read of the store; when the cache proves altered, once more from a fresh fetch."""
+    @functools.wraps(method)
+    def read(self: GitArchive, *args: Any, **kwargs: Any) -> _R:
+        try:
+            return method(self, *args, **kwargs)
+        except CacheAltered as exc:
+            self._read_fresh(exc)
+            return method(self, *args, **kwargs)
+    return read
 
 
 def _jitter(attempt: int) -> float:
@@ -396,11 +500,15 @@ class GitArchive(EvidenceStore):
         git.init()
         return git
 
+    def _cache_path(self) -> Path:
+        where = hashlib.sha256(f"{self.remote()}#{self.ref}".encode()).hexdigest()[:16]
+        return _cache_root(self._env) / f"git-{where}.git"
+
     @contextlib.contextmanager
     def _cache(self) -> Iterator[_Git]:
         """The cache repository of this store, locked while fetching (a fresh one when it cannot be made)."""
-        where = hashlib.sha256(f"{self.remote()}#{self.ref}".encode()).hexdigest()[:16]
-        path = _cache_root(self._env) / f"git-{where}.git"
+        path = self._cache_path()
+        where = path.name.removesuffix(".git").removeprefix("git-")
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             fd = os.open(path.parent / f"git-{where}.lock", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
@@ -416,6 +524,17 @@ class GitArchive(EvidenceStore):
             yield git
         finally:
             os.close(fd)
+
+    def _read_fresh(self, exc: CacheAltered) -> None:
+        """After ``exc`` in the cache: note it, drop the cache (it is fetched again next time), read fresh."""
+        if self._fresh:
+            raise exc
+        path = self._cache_path()
+        self.notes.append(f"the evidence cache {path} was altered ({exc.message}): it was deleted, and this "
+                          "read comes from a fresh fetch")
+        with contextlib.suppress(OSError), self._cache():
+            shutil.rmtree(path, ignore_errors=True)
+        self._fresh, self._snapshot = True, None
 
     def _open(self) -> tuple[_Git, str | None]:
         """The repository and commit every read of this instance uses (fetched once)."""
@@ -620,21 +739,15 @@ class GitArchive(EvidenceStore):
         return records, problems
 
     def _cat_blobs(self, git: _Git, oids: Sequence[str]) -> builtins.list[bytes]:
-        """The bytes of each blob, read with one ``cat-file --batch``."""
-        if not oids:
-            return []
-        proc = git.run("cat-file", "--batch", stdin=("\n".join(oids) + "\n").encode(), what="read the index")
-        out, pos, data = [], 0, proc.stdout
-        for oid in oids:
-            end = data.index(b"\n", pos)
-            header = data[pos:end].split()
-            if len(header) != 3 or header[0].decode() != oid:
+        """The bytes of each blob, read with one ``cat-file --batch`` and checked against its id."""
+        out = []
+        for oid, found in zip(oids, git.objects(oids), strict=True):
+            if found is None or found[0] != "blob":
                 raise EvidenceError(f"git evidence store {self.url}: cannot read object {oid}")
-            size = int(header[2])
-            out.append(bytes(data[end + 1:end + 1 + size]))
-            pos = end + 1 + size + 1
+            out.append(found[1])
         return out
 
+    @_fresh_if_altered
     def read_index(self) -> tuple[builtins.list[dict[str, Any]], builtins.list[VerifyProblem]]:
         """Every index record of the ref's newest commit, in chain order, and a problem per unreadable line."""
         git, commit = self._open()
@@ -644,6 +757,7 @@ class GitArchive(EvidenceStore):
         records.sort(key=lambda r: (r.get("sequence") or 0, r["created_at"], r["id"]))
         return records, problems
 
+    @_fresh_if_altered
     def query(self, q: Query) -> tuple[builtins.list[dict[str, Any]], int]:
         """Answer from the index shards of the months ``q`` covers (only those are fetched and read)."""
         git, commit = self._open()
@@ -676,8 +790,7 @@ class GitArchive(EvidenceStore):
 
     @contextlib.contextmanager
     def open_bundle(self, record: Mapping[str, Any]) -> Iterator[IO[bytes]]:
-        git, commit = self._open()
-        data = git.blob(commit, record["path"]) if commit is not None else None
+        data = self._bundle_bytes(record["path"])
         if data is None:
             raise FileNotFoundError(record["path"])
         with tempfile.SpooledTemporaryFile(max_size=64 << 20) as fh:
@@ -685,9 +798,15 @@ class GitArchive(EvidenceStore):
             fh.seek(0)
             yield fh
 
+    @_fresh_if_altered
+    def _bundle_bytes(self, path: str) -> bytes | None:
+        git, commit = self._open()
+        return git.blob(commit, path) if commit is not None else None
+
     def location(self, record: Mapping[str, Any]) -> str:
         return f"{self.url} {record['path']}"
 
+    @_fresh_if_altered
     def unindexed(self, records: Sequence[Mapping[str, Any]]) -> builtins.list[VerifyProblem]:
         git, commit = self._open()
         if commit is None:
@@ -700,6 +819,7 @@ class GitArchive(EvidenceStore):
                 problems.append(VerifyProblem(stem, None, "unindexed", f"{path} is not recorded in the index"))
         return problems
 
+    @_fresh_if_altered
     def head_problems(self, records: Sequence[Mapping[str, Any]]) -> builtins.list[VerifyProblem]:
         """Each chain's ``head.json`` must name its last recorded bundle (and name a recorded chain)."""
         git, commit = self._open()
