@@ -216,3 +216,39 @@ def test_signed_bundles_from_the_environment_export_and_verify_on_s3(s3: S3Serve
         assert doc["population"] == 3 and len(doc["sample"]["ids"]) == 2
         for bid in doc["sample"]["ids"]:
             assert zf.getinfo(f"bundles/{bid}.zip").file_size > 0
+
+
+@pytest.mark.parametrize("etag", ["kept", "matching the forgery"])
+def test_an_edited_cache_of_the_index_changes_no_listing(s3: S3Server, tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch, etag: str) -> None:
+    """The S3 cache lives outside the bucket, where another job may write: a record moved out of the
+    period there (and given an ETag to match) is fetched again from the bucket, never listed as cached."""
+    import hashlib
+    import sqlite3
+
+    from policyengine.evidence.index import COLUMNS
+
+    monkeypatch.setenv("POLICYENGINE_CACHE_DIR", str(tmp_path / "cache"))
+    store = _store(s3, PLAIN_BUCKET, "cache")
+    refs = [write(store, created_at=None) for _ in range(3)]
+    period = Query(since="2020-01-01T00:00:00Z")
+    truth, bad = store.query(period)
+    assert bad == 0 and [r["id"] for r in truth] == [r.id for r in refs]
+    caches = list((tmp_path / "cache").glob("s3-*.sqlite"))
+    assert caches
+    for db in caches:
+        with sqlite3.connect(db) as conn:
+            tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+            if "bundles" in tables:  # a cache of decoded rows (before the objects were kept as bytes)
+                conn.execute("UPDATE bundles SET created_at = '1999-01-01T00:00:00Z' WHERE id = ?", (refs[1].id,))
+            if "objects" in tables:
+                raw = conn.execute("SELECT raw FROM objects WHERE id = ?", (refs[1].id,)).fetchone()[0]
+                forged = {**json.loads(raw), "created_at": "1999-01-01T00:00:00Z"}
+                body = json.dumps(forged).encode()
+                conn.execute("UPDATE objects SET raw = ? WHERE id = ?", (body, refs[1].id))
+                if etag != "kept":
+                    conn.execute("UPDATE objects SET etag = ? WHERE id = ?",
+                                 (hashlib.md5(body).hexdigest(), refs[1].id))  # noqa: S324 - what S3 does
+    rows, bad = S3Archive(store.url).query(period)
+    project = [{c: r.get(c) for c in COLUMNS} for r in rows]
+    assert bad == 0 and project == [{c: r.get(c) for c in COLUMNS} for r in truth]

@@ -110,7 +110,8 @@ class Query:
     """``evaluation`` (rows without a kind too), ``outcome``, ``review``."""
 
 
-def _in_period(record: Mapping[str, Any], q: Query) -> bool:
+def in_period(record: Mapping[str, Any], q: Query) -> bool:
+    """Whether a decoded index record's ``created_at`` is text within ``q``'s period."""
     created = record.get("created_at")
     return isinstance(created, str) and (q.since is None or created >= q.since) and (
         q.until is None or created < q.until)
@@ -125,7 +126,7 @@ def _order(record: Mapping[str, Any]) -> tuple[Any, ...]:
     return record["created_at"], seq is not None, seq if isinstance(seq, int) else 0, record["id"]
 
 
-def _answer(records: Iterable[Mapping[str, Any]], q: Query) -> list[Mapping[str, Any]]:
+def answer(records: Iterable[Mapping[str, Any]], q: Query) -> list[Mapping[str, Any]]:
     """The records of ``q`` among records already within their period, oldest first (in ``query``'s order).
 
     They are the decoded lines themselves, not projected on ``COLUMNS``: read them with ``.get``.
@@ -138,7 +139,7 @@ def _answer(records: Iterable[Mapping[str, Any]], q: Query) -> list[Mapping[str,
         and (q.decision is None or r.get("decision") == q.decision)
         and (kind is None or (r.get("kind") in (None, "evaluation") if kind == "evaluation" else r.get("kind") == kind))
     ]
-    chosen.sort(key=_created)  # every record here has a text created_at (``_in_period``)
+    chosen.sort(key=_created)  # every record here has a text created_at (``in_period``)
     if len({r["created_at"] for r in chosen}) != len(chosen):
         chosen.sort(key=_order)  # ties: by sequence and id too
     return chosen
@@ -399,15 +400,16 @@ class SqliteIndex:
                 record, stop = decode(text)
             except ValueError:
                 return None
-            if stop != len(text) or type(record) is not dict or record.get("id") != bid or not _in_period(record, q):
+            if (stop != len(text) or type(record) is not dict or record.get("id") != bid
+                    or not in_period(record, q)):
                 return None
             records.append(record)
-        return _answer(records, q)
+        return answer(records, q)
 
     def scan(self, q: Query) -> list[Mapping[str, Any]]:
         """Answer ``q`` from every line of ``index.jsonl``, decoded (after ``sync_jsonl``), without the cache."""
-        return _answer((record for _, _, _, record in self._readable_lines() if record is not None
-                        and _in_period(record, q)), q)
+        return answer((record for _, _, _, record in self._readable_lines() if record is not None
+                        and in_period(record, q)), q)
 
     def rebuild(self) -> None:
         """Drop every row and parse every line again (after ``sync_jsonl``)."""
@@ -452,3 +454,63 @@ class SqliteIndex:
         sql += " ORDER BY created_at, sequence, id"
         cur = self.conn.execute(sql, args)
         return [dict(zip(cols, row, strict=True)) for row in cur]
+
+
+_OBJECTS_VERSION = 1
+_OBJECTS_SCHEMA = """
+CREATE TABLE IF NOT EXISTS objects (id TEXT PRIMARY KEY, etag TEXT NOT NULL, raw BLOB NOT NULL);
+PRAGMA user_version = 1;
+"""
+
+
+class ObjectCache:
+    """A bucket's index objects as they were fetched: ``{id: (ETag, bytes)}``, in SQLite.
+
+    Nothing here is trusted: ``S3Archive.query`` uses a cached object only when the bucket's
+    listing gives the same ETag and the bytes hash to it, and decodes every record it answers
+    with from those bytes. Where the file cannot be written the cache lives in memory.
+    """
+
+    def __init__(self, path: Path | None) -> None:
+        import sqlite3
+
+        self.conn: sqlite3.Connection | None = None
+        if path is not None:
+            try:
+                conn = sqlite3.connect(path, timeout=30, isolation_level=None)
+                if conn.execute("PRAGMA user_version").fetchone()[0] != _OBJECTS_VERSION:
+                    conn.executescript("DROP TABLE IF EXISTS objects;")
+                conn.executescript(_OBJECTS_SCHEMA)
+                self.conn = conn
+            except sqlite3.Error:
+                self.conn = None
+        if self.conn is None:
+            self.conn = sqlite3.connect(":memory:", isolation_level=None)
+            self.conn.executescript(_OBJECTS_SCHEMA)
+
+    def close(self) -> None:
+        assert self.conn is not None
+        self.conn.close()
+
+    def load(self) -> dict[str, tuple[Any, Any]]:
+        """Every cached ``id: (etag, raw)``, as stored (any types: check before use)."""
+        assert self.conn is not None
+        import sqlite3
+
+        try:
+            return {row[0]: (row[1], row[2]) for row in self.conn.execute("SELECT id, etag, raw FROM objects")}
+        except sqlite3.Error:  # a damaged cache only makes a slower run
+            return {}
+
+    def update(self, put: Sequence[tuple[str, str, bytes]], drop: Iterable[str]) -> None:
+        assert self.conn is not None
+        import sqlite3
+
+        try:
+            self.conn.execute("BEGIN IMMEDIATE")
+            self.conn.executemany("INSERT OR REPLACE INTO objects (id, etag, raw) VALUES (?, ?, ?)", put)
+            self.conn.executemany("DELETE FROM objects WHERE id = ?", ((i,) for i in drop))
+            self.conn.execute("COMMIT")
+        except sqlite3.Error:
+            with contextlib.suppress(sqlite3.Error):
+                self.conn.execute("ROLLBACK")

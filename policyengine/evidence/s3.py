@@ -45,7 +45,7 @@ from typing import IO, Any, cast
 
 from policyengine.errors import EvidenceError, UsageError
 from policyengine.evidence.bundle import CHUNK, BundleWriter, VerifyProblem
-from policyengine.evidence.index import Query, SqliteIndex
+from policyengine.evidence.index import ObjectCache, Query, answer, in_period
 from policyengine.evidence.signing import SigningKey
 from policyengine.evidence.store import (
     BundleRef,
@@ -94,6 +94,15 @@ def _status(exc: Exception) -> int:
 
 def _precondition_failed(exc: Exception) -> bool:
     return _status(exc) in (409, 412) or _code(exc) in ("PreconditionFailed", "ConditionalRequestConflict")
+
+
+_MD5 = re.compile(r"^[0-9a-f]{32}$")
+
+
+def _md5_etag(etag: Any) -> str | None:
+    """An object's ETag when it is the MD5 of its bytes (written in one piece, without KMS), else None."""
+    text = str(etag or "").strip('"').lower()
+    return text if _MD5.match(text) else None
 
 
 def _not_found(exc: Exception) -> bool:
@@ -212,6 +221,15 @@ class S3Archive(EvidenceStore):
                 return None, None
             raise self._fail(f"read {key}", exc) from exc
         return json.loads(resp["Body"].read()), str(resp.get("ETag"))
+
+    def _get_bytes(self, key: str) -> tuple[bytes | None, str | None]:
+        try:
+            resp = self.client.get_object(Bucket=self.bucket, Key=key)
+        except self._errors() as exc:
+            if _not_found(exc):
+                return None, None
+            raise self._fail(f"read {key}", exc) from exc
+        return resp["Body"].read(), str(resp.get("ETag"))
 
     def _exists(self, key: str) -> bool:
         try:
@@ -364,38 +382,56 @@ class S3Archive(EvidenceStore):
         records.sort(key=lambda r: (r.get("sequence") or 0, r["created_at"], r["id"]))
         return records, problems
 
-    def query(self, q: Query) -> tuple[builtins.list[dict[str, Any]], int]:
-        """Answer from a local SQLite cache of the index records, synced with the bucket's listing."""
+    def query(self, q: Query) -> tuple[Sequence[Mapping[str, Any]], int]:
+        """Answer from the bucket's listing and a local cache of its index objects, checked against it.
+
+        The listing (fresh on each run) names every index object and its ETag. A cached object is
+        used only when its ETag is the listed one and its bytes hash to it (the ETag of an object
+        written in one piece without KMS is its MD5); any other is fetched again. Every record
+        answered is decoded from those bytes, so an edit of the cache (``$POLICYENGINE_CACHE_DIR``,
+        else ``~/.cache/policyengine``: outside the bucket, where another job may write) costs only
+        fetches.
+        """
         cache_dir = Path(os.environ.get("POLICYENGINE_CACHE_DIR")
                          or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "policyengine")
         where = (os.environ.get("AWS_ENDPOINT_URL", "") + " " + self.url).encode("utf-8")
         try:
             cache_dir.mkdir(parents=True, exist_ok=True)
-            path: Path | None = cache_dir / f"s3-{hashlib.sha256(where).hexdigest()[:16]}.sqlite"
+            path: Path | None = cache_dir / f"s3-{hashlib.sha256(where).hexdigest()[:16]}.objects.sqlite"
         except OSError:
             path = None
-        index = SqliteIndex(path)
+        cache = ObjectCache(path)
         try:
-            known = index.known_ids()
-            listed: dict[str, str] = {}
+            listed: dict[str, tuple[str, str | None]] = {}
             for obj in self._list_keys(self._key("_index") + "/"):
-                listed[obj["Key"].rsplit("/", 1)[-1].removesuffix(".json")] = obj["Key"]
-            new, bad = [], 0
-            for bid, key in listed.items():
-                if bid in known:
-                    continue  # index records are written once, never replaced
+                listed[obj["Key"].rsplit("/", 1)[-1].removesuffix(".json")] = (obj["Key"], _md5_etag(obj.get("ETag")))
+            cached = cache.load()
+            records, fetched, bad = [], [], 0
+            for bid, (key, etag) in listed.items():
+                stored = cached.get(bid)
+                if (etag is not None and stored is not None and stored[0] == etag and isinstance(stored[1], bytes)
+                        and hashlib.md5(stored[1], usedforsecurity=False).hexdigest() == etag):
+                    raw: bytes = stored[1]
+                else:
+                    body, got = self._get_bytes(key)
+                    if body is None:
+                        continue  # deleted since the listing
+                    raw = body
+                    if etag is not None and _md5_etag(got) == etag:
+                        fetched.append((bid, etag, raw))
                 try:
-                    data, _ = self._get_json(key)
-                    new.append(self._parse(data, key))
+                    record = self._parse(json.loads(raw), key)
+                    if record["id"] != bid:
+                        raise ValueError(f"{key} names bundle {record['id']}")
                 except (ValueError, TypeError, KeyError):
                     bad += 1
-            index.add(new)
-            gone = known - set(listed)
-            if gone:
-                index.remove(gone)
-            return index.query(q), bad
+                    continue
+                if in_period(record, q):
+                    records.append(record)
+            cache.update(fetched, set(cached) - set(listed))
+            return answer(records, q), bad
         finally:
-            index.close()
+            cache.close()
 
     @contextlib.contextmanager
     def open_bundle(self, record: Mapping[str, Any]) -> Iterator[IO[bytes]]:
