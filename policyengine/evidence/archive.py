@@ -56,7 +56,7 @@ from policyengine.evidence.bundle import (
     BundleWriter,
     VerifyProblem,
 )
-from policyengine.evidence.index import Query, SqliteIndex
+from policyengine.evidence.index import Query, SqliteIndex, answer, in_period
 from policyengine.evidence.records import EVALUATION, RECORD, RECORD_KINDS
 from policyengine.evidence.signing import SigningKey
 from policyengine.evidence.store import (
@@ -504,16 +504,11 @@ class LocalArchive(EvidenceStore):
         self._check_root()
         self.recover_if_needed()
         if not self.index_path.exists() and (self.root / BUNDLES).is_dir():
-            index = SqliteIndex(None)
-            try:
-                records, bad = self._records_from_bundles()
-                if records or bad:
-                    self.notes.append(f"{self.index_path} is missing: listed from the bundles themselves; "
-                                      "run `policyengine evidence verify --all`")
-                index.add(records)
-                return index.query(q), bad
-            finally:
-                index.close()
+            records, bad = self._records_from_bundles()
+            if records or bad:
+                self.notes.append(f"{self.index_path} is missing: listed from the bundles themselves; "
+                                  "run `policyengine evidence verify --all`")
+            return answer([r for r in records if in_period(r, q)], q), bad
         try:
             with self._locked(exclusive=False), open_read(self.index_path) as f:
                 data = f.read()

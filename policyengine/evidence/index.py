@@ -1,9 +1,11 @@
-"""The SQLite query cache behind ``evidence list`` (``audit export`` and ``verify`` read the index itself).
+"""The caches behind ``evidence list`` (``audit export`` and ``verify`` read the index itself).
 
-The index of record is the store's own (``index.jsonl`` of a folder, ``_index/`` objects of
-a bucket); this cache only makes queries fast on large archives, and is never trusted: a value
+``SqliteIndex`` is a local folder's query cache ``index.sqlite``; ``ObjectCache`` keeps an S3
+bucket's index objects (see ``S3Archive.query``); ``answer`` filters and orders decoded records
+the same way for every store. The index of record is the store's own (``index.jsonl`` of a
+folder); a cache only makes queries fast on large archives, and is never trusted: a value
 stored beside it would prove nothing to someone able to edit it, and neither would its own
-B-tree indexes. For a folder, three checks stand between the cache and an answer:
+B-tree indexes. Three checks stand between ``index.sqlite`` and an answer:
 
 * before each use, the cache's rows must be ``index.jsonl``'s lines: the same number, and the
   bundle ids in line order byte for byte (read from the file with one regular expression, not
@@ -161,14 +163,6 @@ def _connect(path: Path | None) -> sqlite3.Connection:
     conn = sqlite3.connect(":memory:", isolation_level=None)
     conn.executescript(_SCHEMA)
     return conn
-
-
-def _insert(conn: sqlite3.Connection, records: Iterable[Mapping[str, Any]], first_line: int = 0) -> None:
-    conn.executemany(
-        # Column names are this module's constants; every value is a bound parameter.
-        f"INSERT OR REPLACE INTO bundles ({_COLS_SQL}, line) VALUES ({', '.join('?' * (len(COLUMNS) + 1))})",  # noqa: S608
-        ([*(r.get(c) for c in COLUMNS), first_line + i] for i, r in enumerate(records)),
-    )
 
 
 class SqliteIndex:
@@ -418,42 +412,6 @@ class SqliteIndex:
             self.conn.execute("DELETE FROM bad_lines")
             self._add_lines(0)
         self.notes.append(_REBUILT)
-
-    def known_ids(self) -> set[str]:
-        return {row[0] for row in self.conn.execute("SELECT id FROM bundles")}
-
-    def add(self, records: Sequence[Mapping[str, Any]]) -> None:
-        """Add records (a bucket's index objects not seen before)."""
-        with self._write():
-            start = self.conn.execute("SELECT COALESCE(MAX(line), -1) + 1 FROM bundles").fetchone()[0]
-            _insert(self.conn, records, start)
-
-    def remove(self, ids: Iterable[str]) -> None:
-        with self._write():
-            self.conn.executemany("DELETE FROM bundles WHERE id = ?", ((i,) for i in ids))
-
-    def query(self, q: Query, *, with_line: bool = False) -> list[dict[str, Any]]:
-        """Return the matching records, oldest first (with their ``line`` when ``with_line``)."""
-        where, args = [], []
-        for column, op, value in (
-            ("created_at", ">=", q.since), ("created_at", "<", q.until), ("environment", "=", q.environment),
-            ("repository", "=", q.repository), ("decision", "=", q.decision),
-        ):
-            if value is not None:
-                where.append(f'"{column}" {op} ?')
-                args.append(value)
-        if q.kind == "evaluation":
-            where.append("(kind IS NULL OR kind = 'evaluation')")
-        elif q.kind is not None:
-            where.append("kind = ?")
-            args.append(q.kind)
-        cols = (*COLUMNS, "line") if with_line else COLUMNS
-        sql = f"SELECT {_COLS_SQL}{', line' if with_line else ''} FROM bundles"  # noqa: S608 - constant columns
-        if where:
-            sql += " WHERE " + " AND ".join(where)
-        sql += " ORDER BY created_at, sequence, id"
-        cur = self.conn.execute(sql, args)
-        return [dict(zip(cols, row, strict=True)) for row in cur]
 
 
 _OBJECTS_VERSION = 1
