@@ -356,3 +356,17 @@ def test_an_unusually_written_index_line_is_read_in_full(archive: LocalArchive) 
     assert [r["id"] for r in _listed(archive)] == ids
     result = cli("evidence", "list", "--archive", str(archive.root))
     assert "rebuilt" not in result.stderr
+
+
+def test_an_archive_that_lost_its_index_is_listed_from_its_bundles(archive: LocalArchive) -> None:
+    ids = _populate(archive)
+    truth = _listed(archive)
+    archive.index_path.unlink()
+    (archive.root / "index.sqlite").unlink()
+    result = cli("evidence", "list", "--archive", str(archive.root), "--json", "--since", "2026-10-12",
+                 "--environment", "production")
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout) == [r for r in truth if r["created_at"] >= "2026-10-12"
+                                         and r["environment"] == "production"]
+    assert [r["id"] for r in truth] == ids
+    assert "index.jsonl is missing: listed from the bundles themselves" in result.stderr
