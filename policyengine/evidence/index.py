@@ -79,10 +79,9 @@ _FAST_LINE = re.compile(
     rb'"policy_sha256": ' + _STR + rb', "previous_sha256": ' + _OPT + rb', "repository": (' + _OPT + rb'), '
     rb'"sequence": (?:null|[0-9]+), "sha256": ' + _STR + rb', "signed_by": ' + _OPT + rb'\}'
 )
-# The fast checks: every id in line order, and every created_at (when each line has exactly one).
+# The fast checks, over the whole file: every id (in line order), and every created_at.
 _ID_RE = re.compile(rb'"id": "([^"\\\x00-\x1f]*)"')
 _CREATED_RE = re.compile(rb'"created_at": "([^"\\\x00-\x1f]*)"')
-_UNCHECKABLE = object()
 _SPAN_RE = re.compile(rb'"created_at": ' + _STR + rb', "decision": ' + _STR + rb', "environment": ' + _OPT
                       + rb', "id": ' + _STR)
 _REPO_RE = re.compile(rb'"repository": ' + _OPT)
@@ -123,13 +122,13 @@ _created = operator.itemgetter("created_at")
 
 
 def _order(record: Mapping[str, Any]) -> tuple[Any, ...]:
-    """The cache's order: created_at, sequence (null first), id."""
+    """A listing's order: created_at, sequence (null first), id."""
     seq = record.get("sequence")
     return record["created_at"], seq is not None, seq if isinstance(seq, int) else 0, record["id"]
 
 
 def answer(records: Iterable[Mapping[str, Any]], q: Query) -> list[Mapping[str, Any]]:
-    """The records of ``q`` among records already within their period, oldest first (in ``query``'s order).
+    """The records of ``q`` among records already within its period, oldest first (``_order``).
 
     They are the decoded lines themselves, not projected on ``COLUMNS``: read them with ``.get``.
     """
