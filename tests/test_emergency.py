@@ -548,3 +548,53 @@ def test_the_audit_summary_agrees_with_pending_a_self_asserted_approval_leaves_i
     summary = summarize(LocalArchive(declared / "evidence"), since="2000-01-01", until="2100-01-01")
     [emergency] = summary["emergencies"]
     assert emergency["status"] in ("open", "overdue")
+
+
+def _population(export_zip: Path) -> dict[str, dict[str, str]]:
+    import csv
+    import io
+
+    with zipfile.ZipFile(export_zip) as zf:
+        return {r["id"]: r for r in csv.DictReader(io.StringIO(zf.read("population.csv").decode(), newline=""))}
+
+
+def test_the_export_shows_each_emergency_with_its_status_and_verify_checks_it(
+        declared: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """audit export's emergency_status: open (or overdue), a self-asserted approval leaves it so, an
+    approval from the CI actor closes it; verify refuses a status the export's own records contradict."""
+    from test_export_population import _edit
+
+    archive, bid = declared / "evidence", bundle_id(declared)
+    due = datetime(2026, 12, 1, 22, tzinfo=timezone.utc)
+
+    def exported(name: str) -> tuple[Path, dict[str, str]]:
+        out = declared / name
+        code, stdout, err = run(capsys, "audit", "export", "--archive", str(archive), "--since", "2000-01-01",
+                                "--until", "2100-01-01", "-o", str(out))
+        assert code == 0, stdout + err
+        return out, _population(out)[bid]
+
+    waiting = "open" if datetime.now(timezone.utc) <= due else "overdue"
+    out, row = exported("before.zip")
+    assert row["emergency"] == "yes" and row["emergency_status"] == waiting
+    approve(declared, capsys, "frank")  # outside CI: self-asserted, never closes it
+    assert exported("self-asserted.zip")[1]["emergency_status"] == waiting
+    monkeypatch.setenv("GITHUB_ACTIONS", "true")
+    monkeypatch.setenv("GITHUB_ACTOR", "frank")
+    assert approve(declared, capsys, "frank")[0] == 0
+    monkeypatch.delenv("GITHUB_ACTIONS")
+    out, row = exported("after.zip")
+    assert row["emergency_status"] == ("approved on time" if datetime.now(timezone.utc) <= due else "approved late")
+    assert run(capsys, "evidence", "verify", "--archive", str(out))[0] == 0
+    with zipfile.ZipFile(out) as zf:
+        assert "emergency: approved" in zf.read("index.html").decode()
+
+    folder = declared / "early"  # the first export, claiming an approval its records.csv does not hold
+    with zipfile.ZipFile(declared / "before.zip") as zf:
+        zf.extractall(folder)
+    _edit(folder, bid, "emergency_status", "approved on time")
+    code, stdout, _ = run(capsys, "evidence", "verify", "--archive", str(folder))
+    assert code == 1 and "holds no verified emergency-approval record" in stdout, stdout
+    _edit(folder, bid, "emergency_status", "fine")
+    code, stdout, _ = run(capsys, "evidence", "verify", "--archive", str(folder))
+    assert code == 1 and "expected one of approved on time" in stdout, stdout

@@ -180,16 +180,41 @@ def _refresh(folder: Path) -> None:
     (folder / "export.json").write_text(json.dumps(doc, indent=2, sort_keys=True) + "\n")
 
 
+def _restate(folder: Path) -> None:
+    """Make the (unsigned) statement name the files' digests as they are now."""
+    import base64
+
+    env = json.loads((folder / "export.intoto.json").read_text())
+    assert not env.get("signatures")
+    statement = json.loads(base64.b64decode(env["payload"]))
+    for subject in statement["subject"]:
+        if (folder / subject["name"]).exists():
+            subject["digest"]["sha256"] = hashlib.sha256((folder / subject["name"]).read_bytes()).hexdigest()
+    env["payload"] = base64.b64encode(json.dumps(statement).encode()).decode()
+    (folder / "export.intoto.json").write_text(json.dumps(env, indent=2, sort_keys=True) + "\n")
+
+
+def _read_population(folder: Path) -> list[list[str]]:
+    with open(folder / "population.csv", encoding="utf-8", newline="") as f:
+        return list(csv.reader(f))
+
+
+def _write_population(folder: Path, rows: list[list[str]]) -> None:
+    """Write population.csv back as the export writes it, and update export.json's digests (the
+    statement still names the old ones: only an unsigned export's own consistency is at stake)."""
+    from policyengine.evidence.tabular import csv_text
+
+    (folder / "population.csv").write_bytes(csv_text(rows).encode("utf-8"))
+    _refresh(folder)
+
+
 def _edit(folder: Path, bundle_id: str, column: str, value: str) -> None:
-    rows = list(csv.reader(io.StringIO((folder / "population.csv").read_text())))
+    rows = _read_population(folder)
     header = rows[0]
     for row in rows[1:]:
         if row[0] == bundle_id:
             row[header.index(column)] = value
-    buf = io.StringIO()
-    csv.writer(buf, lineterminator="\n").writerows(rows)
-    (folder / "population.csv").write_text(buf.getvalue())
-    _refresh(folder)
+    _write_population(folder, rows)
 
 
 @pytest.mark.parametrize(("who", "column", "value", "says"), [
@@ -261,3 +286,22 @@ def test_evidence_csv_reads_back_cell_for_cell_and_runs_no_formula() -> None:
 
     assert csv_text([["a"], [""], ["b"]]) == 'a\n""\nb\n'
     assert list(csv.reader(io.StringIO(csv_text([["x\ry", "z"]]), newline=""))) == [["x\ry", "z"]]
+
+
+def test_an_export_written_before_the_emergency_status_column_still_verifies(
+        mixed: tuple[LocalArchive, dict[str, str]], tmp_path: Path) -> None:
+    archive, ids = mixed
+    out = tmp_path / "e.zip"
+    assert export(archive, out, "--sample", "3", "--seed", "1").returncode == 0
+    folder = tmp_path / "unzipped"
+    with zipfile.ZipFile(out) as zf:
+        zf.extractall(folder)
+    rows = _read_population(folder)
+    drop = rows[0].index("emergency_status")
+    assert all(row[drop] == "" for row in rows[1:])  # no emergency in this archive
+    _write_population(folder, [row[:drop] + row[drop + 1:] for row in rows])
+    _restate(folder)
+    result = cli("evidence", "verify", "--archive", str(folder))
+    assert result.returncode == 0, result.stdout
+    _edit(folder, ids["deny"], "deployment", "yes")  # the columns it has are still checked
+    assert cli("evidence", "verify", "--archive", str(folder)).returncode == 1

@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import secrets
 import sys
+from datetime import datetime, timezone
 from typing import Any
 
 import click
@@ -61,6 +62,7 @@ def audit_export(archive: str, since: str, until: str, environment: str | None, 
     """
     from policyengine.cli.evidence import load_key
     from policyengine.evidence.audit import ExportRefused, check_bounds, export
+    from policyengine.evidence.emergencies import period_states
 
     if seed is not None and not sample:
         raise UsageError("--seed needs --sample N")
@@ -93,7 +95,9 @@ def audit_export(archive: str, since: str, until: str, environment: str | None, 
         try:
             result = export(store, since=start, until=end, environment=environment, sample=sample, seed=seed,
                             out=output, progress=progress, on_start=on_start, public_key=key, signing_key=signer,
-                            repository=repository, decision=decision, deployments_only=deployments_only)
+                            repository=repository, decision=decision, deployments_only=deployments_only,
+                            emergency_states=lambda rows, records: period_states(
+                                store, rows, records, datetime.now(timezone.utc), public_key=key))
         except ExportRefused as exc:
             for p in exc.problems:
                 where = f"bundle {p.bundle_id or '?'}" + (f" member {p.member}" if p.member else "")

@@ -163,14 +163,23 @@ def unpack_for_replay(store: EvidenceStore, bundle_id: str, workspace: Path) -> 
 LEGACY_POPULATION_COLUMNS = ("id", "created_at", "environment", "repository", "commit", "decision", "sha256",
                              "sequence", "previous_sha256", "signed_by", "policy_sha256", "path")
 """The columns of population.csv before the deployment columns (exports written by older versions)."""
-POPULATION_COLUMNS = (
+DEPLOYMENT_POPULATION_COLUMNS = (
     "id", "created_at", "evaluated_at", "clock_source", "environment", "repository", "commit",
     "request_url", "request_title", "author", "approvers_counted", "deployer", "facts_source", "pipeline",
     "decision", "deployment", "deployment_note", "advisory", "simulated", "emergency", "waived_rules",
     "policy_name", "policy_sha256", "policy_source", "signed_by", "outcome", "review",
     "sha256", "sequence", "previous_sha256", "path",
 )
-"""The columns of population.csv (then ``sampled``). See ``describe_bundle`` and ``mark_deployments``."""
+"""The columns of population.csv before ``emergency_status`` (exports written by older versions)."""
+POPULATION_COLUMNS = (
+    *DEPLOYMENT_POPULATION_COLUMNS[:DEPLOYMENT_POPULATION_COLUMNS.index("emergency") + 1], "emergency_status",
+    *DEPLOYMENT_POPULATION_COLUMNS[DEPLOYMENT_POPULATION_COLUMNS.index("emergency") + 1:],
+)
+"""The columns of population.csv (then ``sampled``). See ``describe_bundle``, ``mark_deployments`` and
+``EMERGENCY_STATUSES``."""
+EMERGENCY_STATUSES = ("approved on time", "approved late", "open", "overdue")
+"""``emergency_status`` of an allowed emergency deployment, as ``emergency pending`` judges it when the
+export is written (``emergencies.period_states``); empty for every other row."""
 BUNDLE_FACT_COLUMNS = ("evaluated_at", "clock_source", "request_url", "request_title", "author", "approvers_counted",
                        "deployer", "facts_source", "pipeline", "advisory", "simulated", "emergency", "waived_rules",
                        "policy_name", "policy_source")
@@ -564,6 +573,8 @@ def export(
     repository: str | None = None,
     decision: str | None = None,
     deployments_only: bool = False,
+    emergency_states: Callable[[Sequence[Mapping[str, Any]], Sequence[Mapping[str, Any]]],
+                               Mapping[str, str]] | None = None,
 ) -> ExportResult:
     """Verify the period, then write an audit export zip: population.csv, the sample and its bundles,
     index.html, export.json and the statement export.intoto.json.
@@ -572,7 +583,10 @@ def export(
     when ``since`` is after ``until``. The zip is written to a temporary file beside ``out`` and
     renamed into place when whole. ``on_start(n)`` is called with the number of bundles to copy,
     ``progress(1)`` after each. ``repository``, ``decision`` and ``deployments_only`` narrow what
-    is listed (and sampled); the filters are recorded in export.json.
+    is listed (and sampled); the filters are recorded in export.json. ``emergency_states(rows,
+    records)`` gives the status of each allowed emergency deployment among the rows, by bundle id
+    (``emergencies.period_states``, which this module cannot import: it reads bundles through this
+    one); without it the ``emergency_status`` column is empty.
     """
     from policyengine.evidence.report import render_export_index
 
@@ -581,6 +595,9 @@ def export(
     if population.problems:
         raise ExportRefused(population.problems)
     records, rows = population.records, population.rows
+    states = emergency_states(rows, records) if emergency_states is not None else {}
+    for r in rows:
+        r["emergency_status"] = states.get(r["id"], "")
     notes: list[str] = []
     if sample and sample > len(rows):
         notes.append(f"the sample of {sample} asked for is larger than the population of {len(rows)} "

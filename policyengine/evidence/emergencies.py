@@ -192,6 +192,34 @@ def pending(store: EvidenceStore, now: datetime, *, public_key: tuple[Any, str] 
     return out
 
 
+def period_states(store: EvidenceStore, rows: Sequence[Mapping[str, Any]], records: Sequence[Mapping[str, Any]],
+                  now: datetime, *, public_key: tuple[Any, str] | None = None) -> dict[str, str]:
+    """The status of each allowed emergency deployment among a period's described rows, by bundle id.
+
+    ``rows``: evaluations as ``audit.describe_population`` describes them (their decision's
+    ``emergency`` object as ``_emergency``); ``records``: the archive's index. The same judgement
+    as ``pending`` (only verified approvals by eligible people count), for the rows of a period
+    only, without reading any other bundle: ``audit export`` and ``audit summary`` use it.
+    """
+    linked_by: dict[str, list[Mapping[str, Any]]] = {}
+    for r in records:
+        if not is_evaluation(r) and isinstance(r.get("about_id"), str):
+            linked_by.setdefault(r["about_id"], []).append(r)
+    out: dict[str, str] = {}
+    for row in rows:
+        emergency = allowed_emergency({"decision": row.get("decision"), "simulated": row.get("simulated"),
+                                       "emergency": row.get("_emergency")})
+        linked = linked_by.get(str(row.get("id")), [])
+        if emergency is None or not is_deployment(row, linked):
+            continue
+        _, docs = _approvals(store, row, emergency, linked, public_key)
+        try:
+            out[str(row["id"])] = emergency_status(emergency, docs, now)
+        except ValueError:
+            continue  # a malformed due time: the row shows no status rather than a wrong one
+    return out
+
+
 def _state(record: Mapping[str, Any], emergency: Mapping[str, Any], status: str,
            approvals: Sequence[Approval]) -> EmergencyState:
     approvers = emergency.get("approvers") if isinstance(emergency.get("approvers"), Mapping) else {}

@@ -59,6 +59,8 @@ from policyengine.evidence.audit import (
     EXPORT_JSON,
     EXPORT_PREDICATE_TYPE,
     EXPORT_STATEMENT,
+    DEPLOYMENT_POPULATION_COLUMNS,
+    EMERGENCY_STATUSES,
     LEGACY_POPULATION_COLUMNS,
     POPULATION_COLUMNS,
     POPULATION_CSV,
@@ -335,8 +337,8 @@ class _Verifier:
             self.add("listing", where, f"{POPULATION_CSV} cannot be read: {exc}")
             return None
         header = [*POPULATION_COLUMNS, "sampled"]
-        if table and table[0] == [*LEGACY_POPULATION_COLUMNS, "sampled"]:
-            header = table[0]  # an export written before the deployment columns: their checks do not apply
+        if table and table[0] in ([*LEGACY_POPULATION_COLUMNS, "sampled"], [*DEPLOYMENT_POPULATION_COLUMNS, "sampled"]):
+            header = table[0]  # an export written before the deployment (or emergency status) columns
         if not table or table[0] != header:
             self.add("listing", where, f"{POPULATION_CSV} does not start with the header {','.join(header)}")
             return None
@@ -585,6 +587,7 @@ class _Verifier:
             self.add("listing", where, f"{RECORDS_CSV} does not start with the header {','.join(RECORD_COLUMNS)}")
             return
         latest: dict[tuple[str, str], tuple[tuple[str, int, str], str]] = {}
+        approved: set[str] = set()
         for number, cells in enumerate(table[1:], 2):
             if len(cells) != len(RECORD_COLUMNS):
                 self.add("listing", f"{where} line {number}", f"the row has {len(cells)} fields, expected "
@@ -607,6 +610,8 @@ class _Verifier:
             key = (rec["about_id"], rec["kind"])
             if key not in latest or order > latest[key][0]:
                 latest[key] = (order, rec["value"])
+            if rec["kind"] == "emergency-approval" and rec["by_verified"] == "yes":
+                approved.add(rec["about_id"])
         for rid, row in rows.items():
             for column in ("outcome", "review"):
                 expected = latest.get((rid, column), (None, ""))[1]
@@ -614,6 +619,31 @@ class _Verifier:
                     self.add("listing", f"file {POPULATION_CSV} line {row['line']}",
                              f"bundle {rid}: {column} is {row[column]!r} but the latest {column} record about it in "
                              f"{RECORDS_CSV} says {expected!r}")
+        if "emergency_status" in self.columns:
+            self._emergency_statuses(rows, approved)
+
+    def _emergency_statuses(self, rows: Mapping[str, Mapping[str, str]], approved: set[str]) -> None:
+        """``emergency_status``: empty but for an allowed, unsimulated emergency; one of
+        ``EMERGENCY_STATUSES``; approved only with a verified approval record in records.csv.
+
+        Which approvals count (eligible people, SoD) is judged from the approval bundles, which an
+        export does not hold: the status is the exporter's judgement at the time of the export,
+        and the signed listing vouches for it; what the export's own files show is checked here.
+        """
+        for rid, row in rows.items():
+            at = f"file {POPULATION_CSV} line {row['line']}"
+            status = row["emergency_status"]
+            if not status:
+                continue
+            if status not in EMERGENCY_STATUSES:
+                self.add("listing", at, f"bundle {rid}: emergency_status is {status!r}, expected one of "
+                         f"{', '.join(EMERGENCY_STATUSES)} or empty")
+            elif row["emergency"] != "yes" or row["decision"] != "allow" or row["simulated"] != "no":
+                self.add("listing", at, f"bundle {rid}: emergency_status is {status!r}, but it is no allowed "
+                         "emergency")
+            elif status.startswith("approved") and rid not in approved:
+                self.add("listing", at, f"bundle {rid}: emergency_status is {status!r}, but {RECORDS_CSV} holds no "
+                         "verified emergency-approval record about it")
 
     def _deployments(self, doc: Mapping[str, Any], rows: Mapping[str, Mapping[str, str]]) -> None:
         """The deployment column follows from the rows themselves (``audit.mark_deployments``)."""

@@ -680,7 +680,9 @@ def render_export_index(
         request = _e(r.get("request_title"))
         if r.get("request_url"):  # text, never a link: the URL came from the code host or a change file
             request += f'<br><span class="mono">{_e(r.get("request_url"))}</span>'
-        flags = [name for name in ("advisory", "simulated", "emergency") if r.get(name) in (True, "yes")]
+        status = r.get("emergency_status")
+        flags = [f"emergency: {status}" if name == "emergency" and status else name
+                 for name in ("advisory", "simulated", "emergency") if r.get(name) in (True, "yes")]
         if r.get("waived_rules"):
             flags.append(f"waived: {r.get('waived_rules')}")
         if r.get("facts_source") == "self-declared":

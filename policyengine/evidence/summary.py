@@ -182,7 +182,7 @@ def summarize(store: EvidenceStore, *, since: str, until: str, environment: str 
             "time_to_restore": {"failures": len(failed), "restored": len(restore), "not_restored": unrestored,
                                 **_stats(restore)},
         },
-        "emergencies": _emergencies(readable, records, _emergency_states(store, public_key)),
+        "emergencies": _emergencies(readable, records, _emergency_states(store, readable, records, public_key)),
     }
     return result
 
@@ -216,16 +216,16 @@ def _time_to_restore(failed: Sequence[Mapping[str, Any]], records: Sequence[Mapp
     return seconds, missing
 
 
-def _emergency_states(store: EvidenceStore, public_key: tuple[Any, str] | None) -> dict[str, str]:
+def _emergency_states(store: EvidenceStore, rows: Sequence[Mapping[str, Any]], records: Sequence[Mapping[str, Any]],
+                      public_key: tuple[Any, str] | None) -> dict[str, str]:
     """Each allowed emergency's status as ``emergency pending`` judges it (only verified approvals by
     eligible people count; a self-asserted one never closes it), by bundle id; {} when unreadable."""
-    from policyengine.evidence.emergencies import pending
+    from policyengine.evidence.emergencies import period_states
 
     try:
-        states = pending(store, datetime.now(timezone.utc), public_key=public_key, include_closed=True)
+        return period_states(store, rows, records, datetime.now(timezone.utc), public_key=public_key)
     except EvidenceError:
         return {}
-    return {state.bundle_id: state.status for state in states}
 
 
 def _emergencies(rows: Sequence[Mapping[str, Any]], records: Sequence[Mapping[str, Any]],
