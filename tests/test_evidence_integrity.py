@@ -370,3 +370,24 @@ def test_an_archive_that_lost_its_index_is_listed_from_its_bundles(archive: Loca
                                          and r["environment"] == "production"]
     assert [r["id"] for r in truth] == ids
     assert "index.jsonl is missing: listed from the bundles themselves" in result.stderr
+
+
+def test_a_damaged_cache_file_is_rebuilt_not_a_crash(archive: LocalArchive) -> None:
+    """index.sqlite whose pages are overwritten ("database disk image is malformed"): derived data."""
+    import random
+
+    _populate(archive)
+    truth = _listed(archive, "--since", "2026-10-11")
+    db = archive.root / "index.sqlite"
+    data = bytearray(db.read_bytes())
+    page = 4096
+    assert len(data) > 2 * page
+    rng = random.Random(5)
+    data[page:] = bytes(rng.randrange(256) for _ in range(len(data) - page))  # all but the schema page
+    db.write_bytes(bytes(data))
+    result = cli("evidence", "list", "--archive", str(archive.root), "--json", "--since", "2026-10-11")
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout) == truth
+    assert "the query cache index.sqlite was damaged" in result.stderr
+    again = cli("evidence", "list", "--archive", str(archive.root), "--json", "--since", "2026-10-11")
+    assert json.loads(again.stdout) == truth and "damaged" not in again.stderr

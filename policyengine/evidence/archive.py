@@ -516,7 +516,23 @@ class LocalArchive(EvidenceStore):
             data = b""
         except OSError as exc:
             raise EvidenceError(f"cannot read the evidence index {self.index_path}: {exc.strerror or exc}") from exc
-        index = SqliteIndex(self.root / SQLITE)
+        import sqlite3  # (SqliteIndex imports it anyway)
+
+        try:
+            return self._answer_with(SqliteIndex(self.root / SQLITE), data, q)
+        except sqlite3.DatabaseError as exc:
+            # A damaged cache file ("database disk image is malformed"): it is only derived data.
+            self.notes.append(f"the query cache {SQLITE} was damaged ({exc}) and was rebuilt from {INDEX}")
+            with contextlib.suppress(OSError, EvidenceError):
+                self.refuse_links()  # (a linked cache is not deleted: the answer is then built in memory)
+                for side in ("", *SQLITE_SIDE_FILES):
+                    (self.root / (SQLITE + side)).unlink(missing_ok=True)
+            try:
+                return self._answer_with(SqliteIndex(self.root / SQLITE), data, q)
+            except sqlite3.DatabaseError:
+                return self._answer_with(SqliteIndex(None), data, q)  # in memory
+
+    def _answer_with(self, index: SqliteIndex, data: bytes, q: Query) -> tuple[Sequence[Mapping[str, Any]], int]:
         try:
             bad = index.sync_jsonl(data, _parse_line)
             rows = index.checked_query(q)
