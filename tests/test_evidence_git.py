@@ -503,3 +503,24 @@ def test_an_altered_cache_is_never_read_as_the_store(tmp_path: Path, remote: Pat
     assert "was altered" in listed.stderr and "does not hash to its id" in listed.stderr
     again = cli(env, "evidence", "list", "--archive", url, "--json")  # the cache was rebuilt
     assert json.loads(again.stdout) == json.loads(truth.stdout) and "altered" not in again.stderr
+
+
+def test_a_cache_git_cannot_read_is_replaced_and_a_remote_failure_still_says_so(
+        tmp_path: Path, remote: Path, keys: tuple[Path, Path]) -> None:
+    url, env = url_of(remote), env_for(tmp_path)
+    for _ in range(2):
+        assert subprocess.run(check_cmd(url, keys[0]), capture_output=True, env=env, timeout=120,
+                              check=False).returncode == 0
+    truth = cli(env, "evidence", "list", "--archive", url, "--json")
+    assert truth.returncode == 0
+    [cache] = list((tmp_path / "cache").glob("git-*.git"))
+    (cache / "HEAD").write_text("garbage\n")  # git no longer takes it for a repository
+    listed = cli(env, "evidence", "list", "--archive", url, "--json")
+    assert listed.returncode == 0, listed.stderr
+    assert json.loads(listed.stdout) == json.loads(truth.stdout)
+    assert "could not be read" in listed.stderr and "it was deleted" in listed.stderr
+    assert cli(env, "evidence", "list", "--archive", url).stderr == ""  # a new cache
+    # The remote itself failing is not blamed on the cache: its error is the one shown.
+    remote.rename(tmp_path / "gone.git")
+    failed = cli(env, "evidence", "list", "--archive", url)
+    assert failed.returncode == 3 and "cannot" in failed.stderr and "cache" not in failed.stderr, failed.stderr

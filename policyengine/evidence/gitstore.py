@@ -423,14 +423,20 @@ _R = TypeVar("_R")
 
 
 def _fresh_if_altered(method: Callable[..., _R]) -> Callable[..., _R]:
-    """Run a read of the store; when the cache proves altered, once more from a fresh fetch."""
+    """Run a read of the store; when it fails in the cache (an object altered there, or a cache
+    git cannot read), once more from a fresh fetch. When that works the cache was at fault: it is
+    deleted, with a note. When it fails too, its error is the remote's own and is raised."""
     @functools.wraps(method)
     def read(self: GitArchive, *args: Any, **kwargs: Any) -> _R:
         try:
             return method(self, *args, **kwargs)
-        except CacheAltered as exc:
-            self._read_fresh(exc)
-            return method(self, *args, **kwargs)
+        except EvidenceError as exc:
+            if self._fresh:
+                raise
+            self._fresh, self._snapshot = True, None
+            result = method(self, *args, **kwargs)
+            self._drop_cache(exc)
+            return result
     return read
 
 
@@ -525,16 +531,14 @@ class GitArchive(EvidenceStore):
         finally:
             os.close(fd)
 
-    def _read_fresh(self, exc: CacheAltered) -> None:
-        """After ``exc`` in the cache: note it, drop the cache (it is fetched again next time), read fresh."""
-        if self._fresh:
-            raise exc
+    def _drop_cache(self, exc: EvidenceError) -> None:
+        """A read failed in the cache (``exc``) and worked from a fresh fetch: note it, delete the cache."""
         path = self._cache_path()
-        self.notes.append(f"the evidence cache {path} was altered ({exc.message}): it was deleted, and this "
-                          "read comes from a fresh fetch")
+        what = "was altered" if isinstance(exc, CacheAltered) else "could not be read"
+        self.notes.append(f"the evidence cache {path} {what} ({exc.message}): it was deleted, and this read "
+                          "comes from a fresh fetch")
         with contextlib.suppress(OSError), self._cache():
             shutil.rmtree(path, ignore_errors=True)
-        self._fresh, self._snapshot = True, None
 
     def _open(self) -> tuple[_Git, str | None]:
         """The repository and commit every read of this instance uses (fetched once)."""
