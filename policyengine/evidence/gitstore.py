@@ -361,8 +361,9 @@ class _Git:
         width = 20 if len(tree) == 40 else 32
         out, pos = {}, 0
         while pos < len(data):
-            space = data.index(b" ", pos)
-            nul = data.index(b"\0", space)
+            space, nul = data.find(b" ", pos), data.find(b"\0", pos)
+            if space < 0 or nul < space or nul + 1 + width > len(data):
+                raise EvidenceError(f"git evidence store: tree {tree} is malformed")
             name = data[space + 1:nul].decode("utf-8", "surrogateescape")
             out[name] = (data[pos:space], data[nul + 1:nul + 1 + width].hex())
             pos = nul + 1 + width
@@ -374,8 +375,8 @@ class _Git:
         root = self._roots.get(commit)
         if root is None:
             data = self._object(commit, "commit")
-            if data is None or not data.startswith(b"tree "):
-                raise EvidenceError(f"git evidence store: commit {commit} is missing")
+            if data is None or not re.match(rb"tree [0-9a-f]{40}([0-9a-f]{24})?\n", data):
+                raise EvidenceError(f"git evidence store: commit {commit} is missing or malformed")
             root = self._roots[commit] = data[5:data.index(b"\n")].decode()
         node: tuple[bytes, str] = (b"40000", root)
         for part in [p for p in path.split("/") if p]:
