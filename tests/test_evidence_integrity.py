@@ -4,6 +4,7 @@ disagrees with its bundle, `verify` of something that is not an archive, odd bun
 from __future__ import annotations
 
 import hashlib
+import contextlib
 import json
 import os
 import sqlite3
@@ -391,3 +392,91 @@ def test_a_damaged_cache_file_is_rebuilt_not_a_crash(archive: LocalArchive) -> N
     assert "the query cache index.sqlite was damaged" in result.stderr
     again = cli("evidence", "list", "--archive", str(archive.root), "--json", "--since", "2026-10-11")
     assert json.loads(again.stdout) == truth and "damaged" not in again.stderr
+
+
+def _truth(index: Path, q: Query) -> list[dict[str, Any]]:
+    """What every line of index.jsonl says, decoded one by one (the first line of each id), filtered."""
+    from policyengine.evidence.archive import _parse_line
+
+    seen, out = set(), []
+    for raw in index.read_bytes().split(b"\n")[:-1]:
+        try:
+            record = _parse_line(raw)
+        except ValueError:
+            continue
+        if record["id"] in seen:
+            continue
+        seen.add(record["id"])
+        created = record["created_at"]
+        if ((q.since is None or created >= q.since) and (q.until is None or created < q.until)
+                and (q.environment is None or record.get("environment") == q.environment)
+                and (q.decision is None or record.get("decision") == q.decision)):
+            out.append(record)
+    out.sort(key=lambda r: (r["created_at"], r.get("sequence") is not None, r.get("sequence") or 0, r["id"]))
+    return [{c: r.get(c) for c in COLUMNS} for r in out]
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_no_edit_of_the_index_or_the_cache_changes_what_a_full_decode_lists(tmp_path: Path, seed: int) -> None:
+    """Random edits of index.jsonl (reordered, repeated, unreadable, escaped lines) and of index.sqlite
+    (rows, offsets, ids, times, whole tables): every answer equals decoding every line."""
+    import random
+    import sqlite3 as sq
+
+    rng = random.Random(seed)
+    root = tmp_path / "archive"
+    root.mkdir()
+    index = root / "index.jsonl"
+    lines = []
+    for i in range(60):
+        bid = f"202610{10 + i // 6:02d}T12{i % 6:02d}00Z-{rng.getrandbits(48):012x}"
+        record = {"commit": "a" * 40, "created_at": f"2026-10-{10 + i // 6:02d}T12:{i % 6:02d}:00Z",
+                  "decision": rng.choice(["allow", "deny"]), "environment": rng.choice(["production", "staging"]),
+                  "id": bid, "path": f"bundles/2026/10/{bid}.zip", "policy_sha256": "1" * 64,
+                  "previous_sha256": None, "repository": "acme/shop", "sequence": i + 1, "sha256": "2" * 64,
+                  "signed_by": None}
+        lines.append(json.dumps(record, sort_keys=True))
+    index.write_text("\n".join(lines) + "\n")
+    archive = LocalArchive(root)
+    queries = [Query(), Query(since="2026-10-12T00:00:00Z", until="2026-10-15T00:00:00Z"),
+               Query(since="2026-10-13T12:02:00Z", environment="staging"), Query(until="2026-10-11T00:00:00Z",
+                                                                                  decision="deny")]
+
+    def check() -> None:
+        for q in queries:
+            rows, _ = LocalArchive(root).query(q)
+            assert [{c: r.get(c) for c in COLUMNS} for r in rows] == _truth(index, q), (seed, q)
+
+    check()
+    edits_of_file = [
+        lambda ls: ls.insert(rng.randrange(len(ls)), ls[rng.randrange(len(ls))]),  # a repeated line
+        lambda ls: ls.insert(rng.randrange(len(ls)), '{"not": "a record"}'),
+        lambda ls: ls.__setitem__(rng.randrange(len(ls)), ls[rng.randrange(len(ls))].replace(
+            '"created_at": "2026-10-1', '"created_at": "2026-10-\\u0031')),  # an escape
+        lambda ls: ls.__setitem__(rng.randrange(len(ls)), ls[rng.randrange(len(ls))].replace(
+            '"decision"', '"created_at": "2026-10-12T00:00:00Z", "decision"', 1)),  # a key twice
+        lambda ls: rng.shuffle(ls),
+        lambda ls: ls.append(ls[0].replace("acme/shop", 'acme/"shop"')),
+    ]
+    edits_of_cache = [
+        "UPDATE bundles SET created_at = '1999-01-01T00:00:00Z' WHERE line = {n}",
+        "DELETE FROM bundles WHERE line = {n}",
+        "UPDATE bundles SET pos = pos + 1 WHERE line = {n}",
+        "UPDATE bundles SET id = (SELECT id FROM bundles WHERE line = 0) || 'x' WHERE line = {n}",
+        "UPDATE bundles SET environment = 'staging', decision = 'deny' WHERE line = {n}",
+        "DELETE FROM bad_lines",
+        "INSERT INTO bad_lines (line) VALUES ({n})",
+        "UPDATE bundles SET line = line + 1 WHERE line >= {n}",
+        "DROP INDEX bundles_created",
+    ]
+    for sql in rng.sample(edits_of_cache, len(edits_of_cache)):  # each edit of the cache, in some order
+        if rng.random() < 0.3:
+            current = index.read_text().splitlines()
+            rng.choice(edits_of_file)(current)
+            index.write_text("\n".join(current) + "\n")
+            check()
+        with sq.connect(root / "index.sqlite") as conn:
+            n = conn.execute("SELECT count(*) FROM bundles").fetchone()[0]
+            with contextlib.suppress(sq.Error):
+                conn.executescript(sql.format(n=rng.randrange(12, max(n, 13))))  # (a line of the periods)
+        check()
