@@ -180,6 +180,16 @@ def _refresh(folder: Path) -> None:
     (folder / "export.json").write_text(json.dumps(doc, indent=2, sort_keys=True) + "\n")
 
 
+def _exported_folder(archive: LocalArchive, tmp_path: Path, *args: str) -> Path:
+    """An export of ``archive`` (with ``args``), unzipped into a folder to edit."""
+    out = tmp_path / "e.zip"
+    assert export(archive, out, *args).returncode == 0
+    folder = tmp_path / "unzipped"
+    with zipfile.ZipFile(out) as zf:
+        zf.extractall(folder)
+    return folder
+
+
 def _restate(folder: Path) -> None:
     """Make the (unsigned) statement name the files' digests as they are now."""
     import base64
@@ -231,11 +241,7 @@ def _edit(folder: Path, bundle_id: str, column: str, value: str) -> None:
 def test_export_verify_checks_every_new_column(mixed: tuple[LocalArchive, dict[str, str]], tmp_path: Path,
                                                who: str, column: str, value: str, says: str) -> None:
     archive, ids = mixed
-    out = tmp_path / "e.zip"
-    assert export(archive, out, "--sample", "8", "--seed", "1").returncode == 0
-    folder = tmp_path / "unzipped"
-    with zipfile.ZipFile(out) as zf:
-        zf.extractall(folder)
+    folder = _exported_folder(archive, tmp_path, "--sample", "8", "--seed", "1")
     if column == "deployment" and who == "re-run":
         _edit(folder, ids[who], "deployment_note", f"superseded by {ids['first-attempt']}")
     _edit(folder, ids[who], column, value)
@@ -291,11 +297,7 @@ def test_evidence_csv_reads_back_cell_for_cell_and_runs_no_formula() -> None:
 def test_an_export_written_before_the_emergency_status_column_still_verifies(
         mixed: tuple[LocalArchive, dict[str, str]], tmp_path: Path) -> None:
     archive, ids = mixed
-    out = tmp_path / "e.zip"
-    assert export(archive, out, "--sample", "3", "--seed", "1").returncode == 0
-    folder = tmp_path / "unzipped"
-    with zipfile.ZipFile(out) as zf:
-        zf.extractall(folder)
+    folder = _exported_folder(archive, tmp_path, "--sample", "3", "--seed", "1")
     rows = _read_population(folder)
     drop = rows[0].index("emergency_status")
     assert all(row[drop] == "" for row in rows[1:])  # no emergency in this archive

@@ -214,15 +214,11 @@ class S3Archive(EvidenceStore):
         return str(self.client.put_object(**kwargs).get("ETag", ""))
 
     def _get_json(self, key: str) -> tuple[dict[str, Any] | None, str | None]:
-        try:
-            resp = self.client.get_object(Bucket=self.bucket, Key=key)
-        except self._errors() as exc:
-            if _not_found(exc):
-                return None, None
-            raise self._fail(f"read {key}", exc) from exc
-        return json.loads(resp["Body"].read()), str(resp.get("ETag"))
+        data, etag = self._get_bytes(key)
+        return (json.loads(data), etag) if data is not None else (None, None)
 
     def _get_bytes(self, key: str) -> tuple[bytes | None, str | None]:
+        """The bytes of ``key`` and its ETag; (None, None) when there is no such object."""
         try:
             resp = self.client.get_object(Bucket=self.bucket, Key=key)
         except self._errors() as exc:
