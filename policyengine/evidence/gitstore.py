@@ -79,7 +79,7 @@ from typing import IO, Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 from policyengine.errors import EvidenceError, UsageError
-from policyengine.evidence.bundle import BundleWriter, VerifyProblem
+from policyengine.evidence.bundle import VerifyProblem
 from policyengine.evidence.index import COLUMNS, Query
 from policyengine.evidence.signing import SigningKey
 from policyengine.evidence.store import (
@@ -617,14 +617,7 @@ class GitArchive(EvidenceStore):
         link = self.chain_link(head, job.key)
         zip_path = tmp / f"{job.bundle_id}.zip"
         with open(zip_path, "wb") as fh:
-            writer = BundleWriter(fh, bundle_id=job.bundle_id, created_at=job.moment, redactor=redactor)
-            try:
-                job.bulk(writer)
-                job.tail(writer, link, signing_key)
-                digest, _ = writer.close()
-            except BaseException:
-                writer.abandon()
-                raise
+            digest = job.write(fh, link, signing_key, redactor)
         record = job.index_record(link, bundle_path(job.bundle_id), digest, signing_key.keyid)
         line = (json.dumps(record, sort_keys=True, ensure_ascii=False) + "\n").encode("utf-8")
         shard = (git.blob(old, shard_path(job.bundle_id)) or b"") if old is not None else b""

@@ -44,7 +44,7 @@ from pathlib import Path
 from typing import IO, Any, cast
 
 from policyengine.errors import EvidenceError, UsageError
-from policyengine.evidence.bundle import CHUNK, BundleWriter, VerifyProblem
+from policyengine.evidence.bundle import CHUNK, VerifyProblem
 from policyengine.evidence.index import ObjectCache, Query, answer, in_period
 from policyengine.evidence.signing import SigningKey
 from policyengine.evidence.store import (
@@ -292,15 +292,7 @@ class S3Archive(EvidenceStore):
     def _build(self, path: Path, job: Job, link: Mapping[str, Any], signing_key: SigningKey | None,
                redactor: EvidenceRedactor | None) -> str:
         with open(path, "wb") as fh:
-            writer = BundleWriter(fh, bundle_id=job.bundle_id, created_at=job.moment, redactor=redactor)
-            try:
-                job.bulk(writer)
-                job.tail(writer, link, signing_key)
-                digest, _ = writer.close()
-            except BaseException:
-                writer.abandon()
-                raise
-        return digest
+            return job.write(fh, link, signing_key, redactor)
 
     def _land(self, record: Mapping[str, Any], body: IO[bytes], retain_until: datetime | None) -> None:
         """Write a claimed bundle to its final key and its index record; drop the staged copy.

@@ -135,6 +135,20 @@ class Job:
     tail: Callable[[BundleWriter, Mapping[str, Any], SigningKey | None], None]
     index_record: Callable[[Mapping[str, Any], str, str, str | None], dict[str, Any]]
 
+    def write(self, fh: IO[bytes], link: Mapping[str, Any], signing_key: SigningKey | None,
+              redactor: EvidenceRedactor | None) -> str:
+        """Write the whole bundle, chained by ``link``, to ``fh``; return its SHA-256 (a store whose
+        chain head is known before the bulk is written: git, S3). A failure abandons the writer."""
+        writer = BundleWriter(fh, bundle_id=self.bundle_id, created_at=self.moment, redactor=redactor)
+        try:
+            self.bulk(writer)
+            self.tail(writer, link, signing_key)
+            digest, _ = writer.close()
+        except BaseException:
+            writer.abandon()
+            raise
+        return digest
+
 
 _RESERVED_RECORD_FIELDS = frozenset({"schema_version", "kind", "about", "repository", "environment", "commit",
                                      "recorded_at"})
