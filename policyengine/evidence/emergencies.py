@@ -24,8 +24,6 @@ with a public key, a valid signature by it).
 
 from __future__ import annotations
 
-import json
-import zipfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -40,11 +38,12 @@ from policyengine.emergency import (
 )
 from policyengine.errors import EvidenceError, UsageError
 from policyengine.evidence.audit import read_bundle
-from policyengine.evidence.bundle import DECISION, ZIP_READ_ERRORS
+from policyengine.evidence.bundle import DECISION
 from policyengine.evidence.outcomes import (
     _evaluation,
     _payload,
     _retention,
+    read_member,
     read_record,
 )
 from policyengine.evidence.records import (
@@ -61,14 +60,7 @@ from policyengine.redact import EvidenceRedactor
 
 def _decision(store: EvidenceStore, record: Mapping[str, Any]) -> dict[str, Any]:
     """The ``decision.json`` of an evaluation bundle."""
-    try:
-        with store.open_bundle(record) as fh, zipfile.ZipFile(fh) as zf:
-            value = json.loads(zf.read(DECISION))
-    except FileNotFoundError as exc:
-        raise EvidenceError(f"bundle {record['id']} is recorded but {store.location(record)} is missing") from exc
-    except (*ZIP_READ_ERRORS, KeyError, ValueError) as exc:
-        raise EvidenceError(f"bundle {record['id']} cannot be read: {exc}",
-                            hint=f"run `policyengine evidence verify {record['id']}`") from exc
+    value = read_member(store, record, DECISION)
     return value if isinstance(value, dict) else {}
 
 

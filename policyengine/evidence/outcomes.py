@@ -32,16 +32,21 @@ from policyengine.evidence.store import BundleRef, EvidenceStore
 from policyengine.redact import EvidenceRedactor, ci_variables
 
 
-def read_record(store: EvidenceStore, record: Mapping[str, Any]) -> dict[str, Any]:
-    """The ``record.json`` of a linked record's bundle (not verified: see ``verify``)."""
+def read_member(store: EvidenceStore, record: Mapping[str, Any], member: str, noun: str = "bundle") -> Any:
+    """One JSON member of a recorded bundle (not verified: see ``verify``); EvidenceError when unreadable."""
     try:
         with store.open_bundle(record) as fh, zipfile.ZipFile(fh) as zf:
-            value = json.loads(zf.read(RECORD))
+            return json.loads(zf.read(member))
     except FileNotFoundError as exc:
-        raise EvidenceError(f"record {record['id']} is recorded but {store.location(record)} is missing") from exc
+        raise EvidenceError(f"{noun} {record['id']} is recorded but {store.location(record)} is missing") from exc
     except (*ZIP_READ_ERRORS, KeyError, ValueError) as exc:
-        raise EvidenceError(f"record {record['id']} cannot be read: {exc}",
+        raise EvidenceError(f"{noun} {record['id']} cannot be read: {exc}",
                             hint=f"run `policyengine evidence verify {record['id']}`") from exc
+
+
+def read_record(store: EvidenceStore, record: Mapping[str, Any]) -> dict[str, Any]:
+    """The ``record.json`` of a linked record's bundle (not verified: see ``verify``)."""
+    value = read_member(store, record, RECORD, "record")
     if not isinstance(value, dict):
         raise EvidenceError(f"record {record['id']}: {RECORD} is not a JSON object")
     return value
