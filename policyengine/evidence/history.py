@@ -107,27 +107,9 @@ class VerifiedHistory:
         # not_deployed, failed or rolled_back. An outcome line can only move the start earlier
         # (a longer range, judged more strictly), so outcomes need no signature here; the
         # candidate evaluation itself must verify below.
-        from policyengine.evidence.records import (
-            NOT_THE_PREVIOUS_DEPLOY,
-            is_deployment,
-            latest_outcome,
-            outcomes_by_evaluation,
-        )
+        from policyengine.evidence.records import deploy_candidates
 
-        by_evaluation = outcomes_by_evaluation(records)
-        candidates = []
-        for r in records:
-            if not (isinstance(r.get("commit"), str) and r.get("repository") == repository
-                    and isinstance(r.get("environment"), str)
-                    and r["environment"].casefold() == environment.casefold()):
-                continue
-            mine = by_evaluation.get(str(r.get("id")), [])
-            if not is_deployment(r, mine):
-                continue
-            last = latest_outcome(r, mine)
-            if last is not None and last.get("decision") in NOT_THE_PREVIOUS_DEPLOY:
-                continue
-            candidates.append(r)
+        candidates = deploy_candidates(records, repository, environment)
         candidates.sort(key=lambda r: (r.get("sequence") if isinstance(r.get("sequence"), int) else 0,
                                        str(r.get("created_at"))), reverse=True)
         best: tuple[tuple[int, str], dict[str, Any]] | None = None

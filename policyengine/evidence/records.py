@@ -491,19 +491,31 @@ def latest_deploy(records: Sequence[Mapping[str, Any]], repository: str, environ
     (a key id) only evaluations whose index line names that key count. Latest = greatest
     (created_at, sequence, id).
     """
+    found = deploy_candidates(records, repository, environment, outcomes, signed_by=signed_by)
+    return max(found, key=_order) if found else None
+
+
+def deploy_candidates(records: Sequence[Mapping[str, Any]], repository: str, environment: str,
+                      outcomes: Iterable[Mapping[str, Any]] | None = None, *,
+                      signed_by: str | None = None) -> list[Mapping[str, Any]]:
+    """Every evaluation that could be "the previous deploy" (``latest_deploy``'s rule), in index order.
+
+    ``latest_deploy`` takes the latest of them; the trusted history (``history``) takes the latest
+    of them whose bundle verifies with the trusted key.
+    """
     by_evaluation = outcomes_by_evaluation(records if outcomes is None else outcomes)
-    best: Mapping[str, Any] | None = None
+    found = []
     for r in records:
-        if (kind_of(r) != EVALUATION or r.get("repository") != repository
-                or str(r.get("environment") or "").casefold() != environment.casefold()
-                or not r.get("commit") or (signed_by is not None and r.get("signed_by") != signed_by)):
+        env, commit = r.get("environment"), r.get("commit")
+        if (r.get("repository") != repository or not isinstance(env, str)
+                or env.casefold() != environment.casefold() or not isinstance(commit, str) or not commit
+                or (signed_by is not None and r.get("signed_by") != signed_by)):
             continue
         mine = by_evaluation.get(str(r.get("id")), [])
-        if not is_deployment(r, mine):
+        if not is_deployment(r, mine):  # (an evaluation, allowed or advisory, not simulated, not not_deployed)
             continue
         last = latest_outcome(r, mine)
         if last is not None and last.get("decision") in NOT_THE_PREVIOUS_DEPLOY:
             continue
-        if best is None or _order(r) > _order(best):
-            best = r
-    return best
+        found.append(r)
+    return found
