@@ -56,11 +56,11 @@ from typing import IO, Any
 from policyengine.errors import UsageError
 from policyengine.evidence.audit import (
     CI_JSON,
+    DEPLOYMENT_POPULATION_COLUMNS,
+    EMERGENCY_STATUSES,
     EXPORT_JSON,
     EXPORT_PREDICATE_TYPE,
     EXPORT_STATEMENT,
-    DEPLOYMENT_POPULATION_COLUMNS,
-    EMERGENCY_STATUSES,
     LEGACY_POPULATION_COLUMNS,
     POPULATION_COLUMNS,
     POPULATION_CSV,
@@ -82,10 +82,9 @@ from policyengine.evidence.bundle import (
     inspect_bundle,
     member_name_problem,
 )
+from policyengine.evidence.records import ID_RE, SHA256_RE
 from policyengine.evidence.signing import PAYLOAD_TYPE, STATEMENT_TYPE, pae
 
-ID_RE = re.compile(r"^[0-9]{8}T[0-9]{6}Z-[0-9a-f]{12}$")
-SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
 BUNDLE_FILE_RE = re.compile(r"^bundles/([^/]+)\.zip$")
 ARCHIVE_INDEX = "index.jsonl"
 

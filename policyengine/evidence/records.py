@@ -79,8 +79,9 @@ NOT_A_DEPLOYMENT = frozenset({"not_deployed"})
 NOT_THE_PREVIOUS_DEPLOY = frozenset({"not_deployed", "failed", "rolled_back"})
 """Outcomes that make an evaluation no candidate for "the previous deploy"."""
 
-_ID_RE = re.compile(r"^[0-9]{8}T[0-9]{6}Z-[0-9a-f]{12}$")
-_SHA_RE = re.compile(r"^[0-9a-f]{64}$")
+ID_RE = re.compile(r"^[0-9]{8}T[0-9]{6}Z-[0-9a-f]{12}$")
+"""A bundle id: its creation time, then 48 random bits."""
+SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
 
 
 @dataclass(frozen=True)
@@ -122,7 +123,7 @@ def check_index_fields(record: Mapping[str, Any]) -> None:
         if flag in record and not isinstance(record[flag], bool):
             raise ValueError(f"{flag!r} must be true or false")
     if kind == EVALUATION:
-        if not isinstance(record.get("policy_sha256"), str) or not _SHA_RE.match(record["policy_sha256"]):
+        if not isinstance(record.get("policy_sha256"), str) or not SHA256_RE.match(record["policy_sha256"]):
             raise ValueError("'policy_sha256' is not a SHA-256 hex digest")
         for key in ("about_id", "about_sha256"):
             if key in record:
@@ -135,9 +136,9 @@ def check_index_fields(record: Mapping[str, Any]) -> None:
         raise ValueError(f"a {kind} record's 'decision' (its {spec.field}) must be one of {', '.join(spec.values)}")
     if record.get("policy_sha256") is not None:
         raise ValueError(f"a {kind} record has no 'policy_sha256'")
-    if not isinstance(record.get("about_id"), str) or not _ID_RE.match(record["about_id"]):
+    if not isinstance(record.get("about_id"), str) or not ID_RE.match(record["about_id"]):
         raise ValueError("'about_id' is not a bundle id")
-    if not isinstance(record.get("about_sha256"), str) or not _SHA_RE.match(record["about_sha256"]):
+    if not isinstance(record.get("about_sha256"), str) or not SHA256_RE.match(record["about_sha256"]):
         raise ValueError("'about_sha256' is not a SHA-256 hex digest")
 
 
@@ -158,8 +159,8 @@ def document_problems(doc: Any) -> list[str]:
     elif doc.get(spec.field) not in spec.values:
         out.append(f"{spec.field} {doc.get(spec.field)!r} is not one of {', '.join(spec.values)}")
     about = doc.get("about")
-    if not (isinstance(about, dict) and isinstance(about.get("bundle_id"), str) and _ID_RE.match(about["bundle_id"])
-            and isinstance(about.get("sha256"), str) and _SHA_RE.match(about["sha256"])):
+    if not (isinstance(about, dict) and isinstance(about.get("bundle_id"), str) and ID_RE.match(about["bundle_id"])
+            and isinstance(about.get("sha256"), str) and SHA256_RE.match(about["sha256"])):
         out.append("about must be {bundle_id, sha256} naming an evaluation bundle")
     for key in ("repository", "environment", "commit", "note", "claimed_at"):
         if not isinstance(doc.get(key), (str, type(None))):

@@ -13,7 +13,6 @@ import dataclasses
 import hashlib
 import json
 import os
-import re
 import secrets
 import sys
 import tempfile
@@ -39,9 +38,11 @@ from policyengine.evidence.bundle import (
 from policyengine.evidence.index import Query
 from policyengine.evidence.records import (
     EVALUATION,
+    ID_RE,
     RECORD,
     RECORD_KINDS,
     RECORD_SCHEMA_VERSION,
+    SHA256_RE,
     build_record_statement,
     check_claimed_at,
     check_index_fields,
@@ -55,8 +56,6 @@ from policyengine.evidence.signing import SigningKey
 from policyengine.models import FileRead, parse_instant
 from policyengine.redact import DEFAULT, EvidenceRedactor
 
-ID_RE = re.compile(r"^[0-9]{8}T[0-9]{6}Z-[0-9a-f]{12}$")
-SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
 PAUSE_ENV = "POLICYENGINE_TEST_PAUSE_AT"
 
 
