@@ -3,10 +3,14 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh test
-# The report.html browser test needs Debian's chromium; on a fresh CI machine (as root) install it,
-# otherwise leave the machine alone and let that test skip with the install command.
+# Debian packages some tests need: chromium (the report.html browser test) and faketime (the golden
+# outputs under shifted wall clocks). On a fresh CI machine (as root) install them; otherwise leave
+# the machine alone and let those tests skip, each naming the install command.
+missing=()
+[ -x /usr/bin/chromium ] || missing+=(chromium)
+command -v faketime >/dev/null 2>&1 || missing+=(faketime)
 if [ "$(id -u)" = "0" ] && { [ -n "${CI:-}" ] || [ "${POLICYENGINE_INSTALL_BROWSER:-}" = "1" ]; } \
-    && [ ! -x /usr/bin/chromium ] && command -v apt-get >/dev/null 2>&1; then
-  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+    && [ "${#missing[@]}" -gt 0 ] && command -v apt-get >/dev/null 2>&1; then
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 exec .venv/bin/python -m pytest "$@"

@@ -13,6 +13,7 @@ import hashlib
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -29,6 +30,7 @@ SCENARIOS = [
     for change in ("allowed", "denied")
 ]
 BUNDLE_ID = re.compile(r"\d{8}T\d{6}Z-[0-9a-f]{12}")
+MONTH_FOLDER = re.compile(r"bundles/\d{4}/\d{2}/<bundle-id>")
 HEX64 = re.compile(r"\b[0-9a-f]{64}\b")
 PAYLOAD = re.compile(r'("payload": )"([A-Za-z0-9+/=]+)"')
 SIG = re.compile(r'("sig": )"[A-Za-z0-9+/=_-]+"')
@@ -47,6 +49,8 @@ def _stable_digests() -> set[str]:
 def _normalize(text: str, tmp: Path, stable: set[str], created: set[str]) -> str:
     text = text.replace(str(tmp), "<tmp>")
     text = BUNDLE_ID.sub("<bundle-id>", text)
+    # The archive files a bundle by the month of its creation (the wall clock, not --now).
+    text = MONTH_FOLDER.sub("bundles/<yyyy>/<mm>/<bundle-id>", text)
     for moment in created:
         text = text.replace(moment, "<created-at>")
     text = HEX64.sub(lambda m: m.group(0) if m.group(0) in stable else "<sha256>", text)
@@ -55,11 +59,12 @@ def _normalize(text: str, tmp: Path, stable: set[str], created: set[str]) -> str
     return SIG.sub(r'\1"<signature>"', text)
 
 
-def _run(tmp: Path, policy: str, change: str, archive: Path, extra: list[str]) -> tuple[int, str]:
+def _run(tmp: Path, policy: str, change: str, archive: Path, extra: list[str],
+         wrapper: list[str]) -> tuple[int, str]:
     env = {k: v for k, v in os.environ.items()
            if not k.startswith(("GITHUB_", "GITLAB_", "CI_", "POLICYENGINE_", "RUNNER_")) and k not in {"CI", "NO_COLOR"}}
     proc = subprocess.run(
-        [sys.executable, "-m", "policyengine", "check", "--policy", f"policies/{policy}.yml",
+        [*wrapper, sys.executable, "-m", "policyengine", "check", "--policy", f"policies/{policy}.yml",
          "--change", f"examples/change-{change}.yml", "--workspace", "examples/workspace", "--now", NOW,
          "--evidence-dir", str(archive), "--json", str(tmp / "decision.json"),
          "--junit", str(tmp / "junit.xml"), *extra],
@@ -68,9 +73,10 @@ def _run(tmp: Path, policy: str, change: str, archive: Path, extra: list[str]) -
     return proc.returncode, proc.stdout + proc.stderr
 
 
-def _capture(tmp: Path, policy: str, change: str, extra: list[str]) -> dict[str, str]:
+def _capture(tmp: Path, policy: str, change: str, extra: list[str],
+             wrapper: list[str] | None = None) -> dict[str, str]:
     archive = tmp / "evidence"
-    code, console = _run(tmp, policy, change, archive, extra)
+    code, console = _run(tmp, policy, change, archive, extra, wrapper or [])
     [bundle] = sorted(archive.glob("bundles/*/*/*.zip"))
     out: dict[str, str] = {}
     with zipfile.ZipFile(bundle) as zf:
@@ -102,6 +108,13 @@ def _signing_key(tmp: Path) -> Path:
 CASES = [(p, c, False) for p, c in SCENARIOS] + [("soc2-production", "allowed", True)]
 
 
+def _compare(got: dict[str, str], folder: Path) -> None:
+    want_names = sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file())
+    assert sorted(got) == want_names
+    for name in want_names:
+        assert got[name] == (folder / name).read_text("utf-8"), f"{folder.name}/{name} differs from the golden file"
+
+
 @pytest.mark.parametrize(("policy", "change", "signed"), CASES,
                          ids=[f"{p}-{c}{'-signed' if s else ''}" for p, c, s in CASES])
 def test_check_outputs_match_the_golden_files(tmp_path: Path, policy: str, change: str, signed: bool) -> None:
@@ -112,7 +125,34 @@ def test_check_outputs_match_the_golden_files(tmp_path: Path, policy: str, chang
         for name, text in got.items():
             (folder / name).parent.mkdir(parents=True, exist_ok=True)
             (folder / name).write_text(text, encoding="utf-8")
-    want_names = sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file())
-    assert sorted(got) == want_names
-    for name in want_names:
-        assert got[name] == (folder / name).read_text("utf-8"), f"{folder.name}/{name} differs from the golden file"
+    _compare(got, folder)
+
+
+SHIFTED_DATES = ["2027-02-28", "2028-02-29"]
+"""Wall clocks the golden outputs must not notice: another year and month, and a leap day."""
+
+
+def _faketime() -> str:
+    """The libfaketime wrapper (Debian's ``faketime``; scripts/test.sh installs it under CI)."""
+    found = shutil.which("faketime")
+    if found is None:
+        pytest.skip("libfaketime is not installed (apt-get install faketime), so the golden outputs cannot be "
+                    "checked under a shifted wall clock here; scripts/test.sh installs it under CI")
+    return found
+
+
+@pytest.mark.parametrize("day", SHIFTED_DATES)
+@pytest.mark.parametrize(("policy", "change", "signed"), CASES,
+                         ids=[f"{p}-{c}{'-signed' if s else ''}" for p, c, s in CASES])
+def test_golden_outputs_are_the_same_on_any_date(tmp_path: Path, policy: str, change: str, signed: bool,
+                                                 day: str) -> None:
+    """The product reads the wall clock (bundle ids, archive month folders, created_at); run it as if
+    it were another date with libfaketime, never through a clock variable of the product's own
+    (that would be a clock override under CI that gets around the ``--now`` refusal)."""
+    wrapper = [_faketime(), "-f", f"@{day} 12:00:00"]
+    extra = ["--signing-key", str(_signing_key(tmp_path))] if signed else []
+    got = _capture(tmp_path, policy, change, extra, wrapper)
+    [bundle] = sorted((tmp_path / "evidence").glob("bundles/*/*/*.zip"))
+    assert bundle.parent.relative_to(tmp_path / "evidence").as_posix() == f"bundles/{day[:4]}/{day[5:7]}", \
+        "the wall clock was not shifted: the check proves nothing"
+    _compare(got, GOLDEN / f"{policy}-{change}{'-signed' if signed else ''}")
