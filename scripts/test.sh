@@ -13,4 +13,9 @@ if [ "$(id -u)" = "0" ] && { [ -n "${CI:-}" ] || [ "${POLICYENGINE_INSTALL_BROWS
     && [ "${#missing[@]}" -gt 0 ] && command -v apt-get >/dev/null 2>&1; then
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
-exec .venv/bin/python -m pytest "$@"
+# Most tests wait on subprocesses, git and loopback servers, so twice as many workers as cores
+# (at least 4) keeps both cores busy; each worker has its own cache folder (tests/conftest.py).
+# --durations=10 reports the ten slowest tests of every run (docs/performance.md).
+cores="$(nproc 2>/dev/null || echo 2)"
+workers="${POLICYENGINE_TEST_WORKERS:-$(( cores * 2 > 4 ? cores * 2 : 4 ))}"
+exec .venv/bin/python -m pytest -n "$workers" --durations=10 "$@"

@@ -20,9 +20,15 @@ def corpus() -> Path:
     return CORPUS
 
 
+@pytest.fixture(scope="session")
+def _worker_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A cache folder of this test process's own (one per pytest-xdist worker), never ~/.cache."""
+    return tmp_path_factory.mktemp("policyengine-cache")
+
+
 @pytest.fixture(autouse=True)
-def _clean_ci_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Tests never see the CI variables of the machine they run on."""
+def _clean_ci_env(monkeypatch: pytest.MonkeyPatch, _worker_cache: Path) -> None:
+    """Tests never see the CI variables of the machine they run on, nor another worker's cache."""
     for name in list(os.environ):
         if name.startswith(("GITHUB_", "GITLAB_", "CI_", "POLICYENGINE_", "RUNNER_")) or name in {
             "CI",
@@ -31,3 +37,4 @@ def _clean_ci_env(monkeypatch: pytest.MonkeyPatch) -> None:
             "NO_COLOR",
         }:
             monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("POLICYENGINE_CACHE_DIR", str(_worker_cache))
