@@ -311,7 +311,10 @@ def test_the_token_travels_in_the_environment_never_in_arguments(
     assert run_env["GIT_CONFIG_COUNT"] == "1"
     assert run_env["GIT_CONFIG_KEY_0"] == "http.https://git.example.com/.extraHeader"
     assert run_env["GIT_CONFIG_VALUE_0"] == f"Authorization: Basic {basic}"
-    assert "GIT_TRACE" not in run_env and run_env["GIT_ALLOW_PROTOCOL"] == "file:https:http:ssh"
+    # Only the store's own transport; no system or global configuration; no replace refs.
+    assert "GIT_TRACE" not in run_env and run_env["GIT_ALLOW_PROTOCOL"] == "https"
+    assert run_env["GIT_CONFIG_GLOBAL"] == os.devnull and run_env["GIT_CONFIG_NOSYSTEM"] == "1"
+    assert run_env["GIT_NO_REPLACE_OBJECTS"] == "1"
 
 
 @pytest.mark.parametrize("url", [
@@ -328,10 +331,24 @@ def test_a_url_holding_credentials_is_refused_without_printing_them(tmp_path: Pa
 
 
 @pytest.mark.parametrize("url", ["git+ext::sh -c evil#refs/heads/x", "git+/srv/x.git#refs/heads/x",
-                                 "git:refs/heads/../x", "git:-x", "git+file:///srv/e.git", "git:refs/heads/a b"])
+                                 "git:refs/heads/../x", "git:-x", "git+file:///srv/e.git", "git:refs/heads/a b",
+                                 "git+http://git.example.com/e.git#refs/heads/x",
+                                 "git+ssh://-oProxyCommand=touch%20pwned/e.git#refs/heads/x",
+                                 "git+ssh://-oProxyCommand=x@host/e.git#refs/heads/x",
+                                 "git+git@-oProxyCommand=x:e.git#refs/heads/x", "git+-upload-pack=x#refs/heads/x",
+                                 "git+file:///srv/e.git#-x", "git+file:///srv/e.git#refs/heads/-x",
+                                 "git+git://git.example.com/e.git#refs/heads/x"])
 def test_malformed_git_store_urls_are_invalid_input(url: str) -> None:
     with pytest.raises(UsageError):
         parse_git_url(url)
+
+
+@pytest.mark.parametrize("url", ["git+http://127.0.0.1:8080/e.git#refs/heads/x", "git+http://localhost/e.git#x",
+                                 "git+http://[::1]:9/e.git#x", "git+git@github.com:acme/e.git#x",
+                                 "git+ssh://git@github.com/acme/e.git#x", "git+https://github.com/acme/e.git#x"])
+def test_plain_http_only_to_this_machine(url: str) -> None:
+    remote, ref = parse_git_url(url)
+    assert remote and ref.startswith("refs/")
 
 
 def test_an_unsigned_write_is_refused_before_anything_is_judged(tmp_path: Path, remote: Path) -> None:
@@ -524,3 +541,110 @@ def test_a_cache_git_cannot_read_is_replaced_and_a_remote_failure_still_says_so(
     remote.rename(tmp_path / "gone.git")
     failed = cli(env, "evidence", "list", "--archive", url)
     assert failed.returncode == 3 and "cannot" in failed.stderr and "cache" not in failed.stderr, failed.stderr
+
+
+# -- the read cache: nothing in it is trusted but object bytes checked against their ids ----------------
+
+
+def _three_bundles_and_an_older_copy(tmp_path: Path, remote: Path, keys: tuple[Path, Path],
+                                     env: dict[str, str]) -> tuple[Path, list[Any], Path]:
+    """Record two bundles, copy the store aside (an older copy), record a third; list once (the cache)."""
+    import shutil
+
+    url = url_of(remote)
+    for n in range(3):
+        if n == 2:
+            shutil.copytree(remote, tmp_path / "older.git")
+        assert subprocess.run(check_cmd(url, keys[0]), capture_output=True, env=env, timeout=120,
+                              check=False).returncode == 0
+    truth = cli(env, "evidence", "list", "--archive", url, "--json")
+    assert truth.returncode == 0 and len(json.loads(truth.stdout)) == 3
+    [cache] = list((tmp_path / "cache").glob("git-*.git"))
+    return cache, json.loads(truth.stdout), tmp_path / "older.git"
+
+
+@pytest.mark.parametrize("plant", ["uploadpack", "include", "url", "insteadof", "url-and-uploadpack", "fsmonitor"])
+def test_a_planted_cache_config_runs_nothing_and_hides_nothing(tmp_path: Path, remote: Path,
+                                                               keys: tuple[Path, Path], plant: str) -> None:
+    """The cache's own config is another job's to write: a command it names never runs, a remote it
+    names is never read as the store; the listing is the remote's, the cache is rebuilt."""
+    env = env_for(tmp_path)
+    url = url_of(remote)
+    cache, truth, older = _three_bundles_and_an_older_copy(tmp_path, remote, keys, env)
+    marker = tmp_path / "pwned"
+    command = f"touch {marker}; git-upload-pack"
+    config = cache / "config"
+    text = config.read_text()
+    if plant == "uploadpack":
+        text += f'[remote "origin"]\n\tuploadpack = {command}\n'
+    elif plant == "include":
+        (tmp_path / "evil.cfg").write_text(f'[remote "origin"]\n\tuploadpack = {command}\n'
+                                           f'[uploadpack]\n\tpackObjectsHook = touch {marker}; git\n')
+        text += f"[include]\n\tpath = {tmp_path / 'evil.cfg'}\n"
+    elif plant in ("url", "url-and-uploadpack"):  # the remote of the cache's config: an older copy of the store
+        text = (text.replace(f"file://{remote}", f"file://{older}") if f"file://{remote}" in text
+                else text + f'[remote "origin"]\n\turl = file://{older}\n')
+        if plant == "url-and-uploadpack":
+            text += f'[remote "origin"]\n\tuploadpack = {command}\n'
+    elif plant == "insteadof":
+        text += f'[url "file://{older}"]\n\tinsteadOf = file://{remote}\n'
+    else:
+        text += f"[core]\n\tfsmonitor = touch {marker}\n\thooksPath = {tmp_path}\n"
+    summary = ("audit", "summary", "--archive", url, "--since", "2020-01-01", "--until", "2099-12-31",
+               "--format", "json", "--public-key", str(keys[1]))
+    true_summary = cli(env, *summary)
+    assert true_summary.returncode == 0, true_summary.stdout + true_summary.stderr
+    config.write_text(text)
+    for args in (("evidence", "list", "--archive", url, "--json"), summary):
+        run = cli(env, *args)
+        assert run.returncode == 0, run.stdout + run.stderr
+        assert not marker.exists(), f"{args[0]} ran a command the cache's config names"
+        if args[0] == "evidence":
+            assert json.loads(run.stdout) == truth
+        else:
+            assert json.loads(run.stdout) == json.loads(true_summary.stdout)
+        config.write_text(text)  # planted again for the next command
+    cli(env, "evidence", "list", "--archive", url, "--json")
+    assert f"file://{older}" not in config.read_text() and "uploadpack" not in config.read_text()
+
+
+@pytest.mark.parametrize("plant", ["alternates", "info-alternates", "hook", "replace", "shallow", "packed-ref"])
+def test_a_cache_with_planted_files_is_rebuilt_or_ignored(tmp_path: Path, remote: Path, keys: tuple[Path, Path],
+                                                          plant: str) -> None:
+    env = env_for(tmp_path)
+    url = url_of(remote)
+    cache, truth, older = _three_bundles_and_an_older_copy(tmp_path, remote, keys, env)
+    marker = tmp_path / "pwned"
+    planted: Path
+    if plant == "alternates":
+        planted = cache / "objects" / "info" / "alternates"
+        planted.write_text(f"{older / 'objects'}\n")
+    elif plant == "info-alternates":
+        planted = cache / "info" / "alternates"
+        planted.parent.mkdir(exist_ok=True)
+        planted.write_text(f"{older / 'objects'}\n")
+    elif plant == "hook":
+        planted = cache / "hooks" / "reference-transaction"
+        planted.parent.mkdir(exist_ok=True)
+        planted.write_text(f"#!/bin/sh\ntouch {marker}\n")
+        planted.chmod(0o755)
+    elif plant == "replace":  # the newest commit replaced by the older copy's tip
+        new = git("-C", str(remote), "rev-parse", REF).decode().strip()
+        old = git("-C", str(older), "rev-parse", REF).decode().strip()
+        git("--git-dir", str(cache), "fetch", "--quiet", f"file://{older}", f"+{REF}:refs/older")
+        git("--git-dir", str(cache), "update-ref", f"refs/replace/{new}", old)
+        planted = cache / "refs" / "replace" / new
+    elif plant == "shallow":
+        planted = cache / "shallow"
+        planted.write_text("0" * 40 + "\n")
+    else:  # the snapshot ref pointed at the older tip
+        old = git("-C", str(older), "rev-parse", REF).decode().strip()
+        git("--git-dir", str(cache), "fetch", "--quiet", f"file://{older}", f"+{REF}:refs/older")
+        planted = cache / "packed-refs"
+        planted.write_text(f"{old} refs/policyengine/snapshot\n")
+    listed = cli(env, "evidence", "list", "--archive", url, "--json")
+    assert listed.returncode == 0, listed.stdout + listed.stderr
+    assert json.loads(listed.stdout) == truth
+    assert not marker.exists()
+    if plant in ("alternates", "info-alternates", "hook", "shallow"):
+        assert not planted.exists(), "the cache was not rebuilt"

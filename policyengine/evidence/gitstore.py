@@ -107,9 +107,17 @@ CHAINS = "chains"
 _COLUMN_SET = frozenset(COLUMNS)
 _SHARD_RE = re.compile(r"^([0-9]{4})-([0-9]{2})\.jsonl$")
 _OID_RE = re.compile(r"^[0-9a-f]{40}([0-9a-f]{24})?$")
-# Settings that keep git from running anything a repository's configuration names.
+# Settings that keep git from running anything a configuration names. Every repository git runs in
+# is one this module created a moment before (the cache lends only its objects, see ``_cache``), the
+# system and global configurations are not read (``_Git``): these are a second fence. They reach
+# the git processes git itself starts (a lazy fetch) through GIT_CONFIG_PARAMETERS.
 _SAFE = ["-c", "core.hooksPath=/dev/null", "-c", "core.fsmonitor=false", "-c", "protocol.ext.allow=never",
-         "-c", "core.sshCommand=ssh", "-c", "gc.auto=0", "-c", "maintenance.auto=false"]
+         "-c", "core.sshCommand=ssh", "-c", "gc.auto=0", "-c", "maintenance.auto=false",
+         "-c", "remote.origin.uploadpack=git-upload-pack", "-c", "remote.origin.receivepack=git-receive-pack",
+         "-c", "credential.helper=", "-c", "core.askPass=", "-c", "core.alternateRefsCommand=",
+         "-c", "core.commitGraph=false", "-c", "fetch.writeCommitGraph=false", "-c", "fetch.recurseSubmodules=false",
+         "-c", "commit.gpgSign=false", "-c", "core.quotePath=true"]
+_LOOPBACK = ("localhost", "127.0.0.1", "::1")
 # Environment variables of the caller that git may keep: the SSH command (a deploy key) and TLS roots.
 _GIT_ENV_KEPT = ("GIT_SSH", "GIT_SSH_COMMAND", "GIT_SSL_CAINFO", "GIT_SSL_CAPATH")
 # A rejected compare-and-swap (another writer moved the ref, or held its lock): build again.
@@ -162,19 +170,37 @@ def parse_git_url(url: str) -> tuple[str | None, str]:
     if not url.startswith("git+") or not sep or not remote or not ref:
         raise UsageError(f"--evidence-store: {_public_url(url)!r} is not git:REF or git+URL#REF",
                          hint="e.g. git+https://github.com/acme/evidence.git#refs/heads/evidence")
-    scheme = remote.split("://", 1)[0].lower() if "://" in remote else ("ssh" if re.match(r"^[\w.-]+@[\w.-]+:", remote)
-                                                                        else "")
+    if remote.startswith("-"):
+        raise UsageError(f"--evidence-store: {remote!r} is not a repository URL")
+    scheme = _scheme(remote)
     if scheme not in ("https", "http", "ssh", "file"):
         raise UsageError(f"--evidence-store: {_public_url(url)!r}: the repository must be an https://, ssh://, "
                          "file:// or user@host:path URL")
     if "://" in remote:
-        parts = urlsplit(remote)
+        try:
+            parts = urlsplit(remote)
+            host = parts.hostname or ""
+        except ValueError:
+            raise UsageError(f"--evidence-store: {_public_url(url)!r} is not a repository URL") from None
         if parts.password is not None or (parts.username and scheme in ("https", "http")):
             raise UsageError("--evidence-store: the repository URL holds credentials; never put a token in a URL",
                              hint=f"give the token in {TOKEN_ENV} (it is sent as an HTTP header, never printed)")
-    if remote.startswith("-"):
-        raise UsageError(f"--evidence-store: {remote!r} is not a repository URL")
+        # An option-shaped host or user (ssh://-oProxyCommand=...) would reach ssh's command line.
+        if host.startswith("-") or (parts.username or "").startswith("-"):
+            raise UsageError(f"--evidence-store: {_public_url(url)!r}: a host or user may not begin with '-'")
+        if scheme == "http" and host not in _LOOPBACK:
+            raise UsageError(f"--evidence-store: {_public_url(url)!r}: plain http is allowed only to this machine "
+                             "(localhost, 127.0.0.1, ::1)", hint="use https:// or ssh://")
+    elif scheme == "ssh" and remote.split("@", 1)[-1].startswith("-"):
+        raise UsageError(f"--evidence-store: {remote!r}: a host may not begin with '-'")
     return remote, _check_ref(ref, _public_url(url))
+
+
+def _scheme(remote: str) -> str:
+    """The transport of a repository URL (``user@host:path`` is ssh; "" when none is recognised)."""
+    if "://" in remote:
+        return remote.split("://", 1)[0].lower()
+    return "ssh" if re.match(r"^[\w.-]+@[\w.-]+:", remote) else ""
 
 
 def _public_url(url: str) -> str:
@@ -237,14 +263,19 @@ class CacheAltered(EvidenceError):
 class _Git:
     """Run git in one bare repository, with the token (if any) in the environment only."""
 
-    def __init__(self, repo: Path, remote: str, env: Mapping[str, str]) -> None:
+    def __init__(self, repo: Path, remote: str, env: Mapping[str, str], *, objects: Path | None = None) -> None:
         self.repo = repo
         self.remote = remote
         token = env.get(TOKEN_ENV, "")
         user = env.get(TOKEN_USER_ENV, "") or "x-access-token"
         run_env = {k: v for k, v in env.items() if not k.startswith("GIT_") or k in _GIT_ENV_KEPT}
-        run_env.update({"GIT_TERMINAL_PROMPT": "0", "GIT_CONFIG_NOSYSTEM": "1", "LC_ALL": "C",
-                        "GIT_ALLOW_PROTOCOL": "file:https:http:ssh", "GIT_DIR": str(repo), **_AUTHOR})
+        # No system or global configuration, no replace refs; only the transport of the store's own
+        # URL (a redirect to another protocol is refused by git).
+        run_env.update({"GIT_TERMINAL_PROMPT": "0", "GIT_CONFIG_NOSYSTEM": "1", "GIT_CONFIG_GLOBAL": os.devnull,
+                        "GIT_NO_REPLACE_OBJECTS": "1", "LC_ALL": "C",
+                        "GIT_ALLOW_PROTOCOL": _scheme(remote) or "none", "GIT_DIR": str(repo), **_AUTHOR})
+        if objects is not None:
+            run_env["GIT_OBJECT_DIRECTORY"] = str(objects)  # the cache: its objects only
         secrets = [token] if token else []
         if token and "://" in remote and urlsplit(remote).scheme.lower() in ("https", "http"):
             parts = urlsplit(remote)
@@ -281,25 +312,29 @@ class _Git:
         return self.redactor.text(lines[-1] if lines else "no message")[:400]
 
     def init(self) -> None:
-        self.run("init", "--quiet", "--bare", str(self.repo), what="create a repository")
-        self.run("config", "remote.origin.url", self.remote, what="configure the remote")
-        self.run("config", "remote.origin.fetch", "+refs/heads/*:refs/remotes/origin/*", what="configure the remote")
+        """Create the repository (no template: no hooks) with the store as ``origin``, its promisor remote."""
+        self.run("init", "--quiet", "--bare", "--template=", str(self.repo), what="create a repository")
+        for key, value in (("core.repositoryformatversion", "1"), ("extensions.partialClone", "origin"),
+                           ("remote.origin.url", self.remote), ("remote.origin.promisor", "true"),
+                           ("remote.origin.partialclonefilter", "blob:none")):
+            self.run("config", "--end-of-options", key, value, what="configure the remote")
 
     def ls_remote(self, ref: str) -> str | None:
         """The commit the remote's ``ref`` points at (None: no such ref)."""
-        proc = self.run("ls-remote", "origin", ref, what=f"read {ref} of the evidence repository")
+        proc = self.run("ls-remote", "--end-of-options", "origin", ref, what=f"read {ref} of the evidence repository")
         for line in proc.stdout.decode("utf-8", "replace").splitlines():
             oid, _, name = line.partition("\t")
             if name == ref and _OID_RE.match(oid):
                 return oid
         return None
 
-    def fetch(self, ref: str, local: str, *, blobs: bool) -> bool:
-        """Fetch the newest commit of ``ref`` into ``local``; False when the ref is gone."""
-        args = ["fetch", "--quiet", "--no-tags", "--depth=1", "--no-write-fetch-head"]
+    def fetch(self, ref: str, local: str, *, blobs: bool, history: bool = False) -> bool:
+        """Fetch the newest commit of ``ref`` (``history``: with all its history) into ``local``; False
+        when the ref is gone."""
+        args = ["fetch", "--quiet", "--no-tags", "--no-write-fetch-head", *([] if history else ["--depth=1"])]
         if not blobs:
             args.append("--filter=blob:none")
-        proc = self.run(*args, "origin", f"+{ref}:{local}", check=False)
+        proc = self.run(*args, "--end-of-options", "origin", f"+{ref}:{local}", check=False)
         if proc.returncode != 0:
             if b"couldn't find remote ref" in proc.stderr:
                 return False
@@ -445,6 +480,59 @@ def _jitter(attempt: int) -> float:
     return random.uniform(0, min(2.0, 0.05 * (2 ** min(attempt, 6))))
 
 
+_CACHE_HEAD = b"ref: refs/heads/main\n"
+_CACHE_CONFIG = (b"# policyengine's cache of a git evidence store: only objects/ is read, each object checked\n"
+                 b"# against its id. A folder holding anything else is deleted and made again.\n"
+                 b"[core]\n\trepositoryformatversion = 0\n\tbare = true\n")
+_OBJECT_DIR_RE = re.compile(r"^(?:[0-9a-f]{2}|pack|info)$")
+
+
+def _make_cache(path: Path) -> None:
+    """Write an empty cache folder (a bare repository's skeleton: the objects folder is what is used)."""
+    path.mkdir(mode=0o700)
+    (path / "HEAD").write_bytes(_CACHE_HEAD)
+    (path / "config").write_bytes(_CACHE_CONFIG)
+    (path / "refs").mkdir()
+    (path / "objects" / "pack").mkdir(parents=True)
+    (path / "objects" / "info").mkdir()
+
+
+def _cache_problem(path: Path) -> str | None:
+    """What in the cache folder ``path`` policyengine did not write (None: nothing)."""
+    try:
+        if path.is_symlink() or not path.is_dir():
+            return "it is not a folder"
+        extra = sorted({e.name for e in os.scandir(path)} - {"HEAD", "config", "refs", "objects"})
+        if extra:
+            return f"it holds {extra[0]}"
+        for name, want in (("HEAD", _CACHE_HEAD), ("config", _CACHE_CONFIG)):
+            member = path / name
+            if member.is_symlink() or not member.is_file() or member.read_bytes() != want:
+                return f"its {name} is not the one policyengine writes"
+        refs, objects = path / "refs", path / "objects"
+        if refs.is_symlink() or not refs.is_dir() or any(refs.iterdir()):
+            return "its refs/ is not empty"
+        if objects.is_symlink() or not objects.is_dir():
+            return "its objects/ is not a folder"
+        for entry in os.scandir(objects):
+            if entry.is_symlink() or not entry.is_dir() or not _OBJECT_DIR_RE.match(entry.name):
+                return f"it holds objects/{entry.name}"
+        info = objects / "info"
+        if info.is_dir() and any(info.iterdir()):  # alternates, http-alternates, a commit-graph
+            return f"it holds objects/info/{sorted(os.listdir(info))[0]}"
+    except OSError as exc:
+        return f"it cannot be read: {exc.strerror or exc}"
+    return None
+
+
+def _remove(path: Path) -> None:
+    """Delete the cache folder ``path`` (a link in its place: the link only)."""
+    if path.is_symlink() or path.is_file():
+        path.unlink()
+    else:
+        shutil.rmtree(path, ignore_errors=True)
+
+
 def _cache_root(env: Mapping[str, str]) -> Path:
     base = env.get("POLICYENGINE_CACHE_DIR") or str(Path(env.get("XDG_CACHE_HOME") or Path.home() / ".cache")
                                                    / "policyengine")
@@ -465,6 +553,8 @@ class GitArchive(EvidenceStore):
         self.notes: builtins.list[str] = []
         self._snapshot: tuple[_Git, str | None] | None = None
         self._fresh = False
+        self._history_wanted = False  # a fresh snapshot fetches the ref's whole history (verify)
+        self._history: tuple[str, builtins.list[VerifyProblem]] | None = None
         self._tmp: tempfile.TemporaryDirectory[str] | None = None
 
     # -- plumbing ----------------------------------------------------------------------
@@ -498,12 +588,13 @@ class GitArchive(EvidenceStore):
                                   "scoped to the protected environment")
         self.remote()
 
-    def _new_repo(self) -> _Git:
+    def _new_repo(self, objects: Path | None = None) -> _Git:
+        """A repository made now in a private temporary folder (``objects``: whose objects live there)."""
         if self._tmp is None:
             self._tmp = tempfile.TemporaryDirectory(prefix="policyengine-git-")
             weakref.finalize(self, self._tmp.cleanup)
         path = Path(tempfile.mkdtemp(dir=self._tmp.name, suffix=".git"))
-        git = _Git(path, self.remote(), self._env)
+        git = _Git(path, self.remote(), self._env, objects=objects)
         git.init()
         return git
 
@@ -512,25 +603,46 @@ class GitArchive(EvidenceStore):
         return _cache_root(self._env) / f"git-{where}.git"
 
     @contextlib.contextmanager
-    def _cache(self) -> Iterator[_Git]:
-        """The cache repository of this store, locked while fetching (a fresh one when it cannot be made)."""
+    def _cache_lock(self) -> Iterator[Path]:
+        """Hold the lock of this store's cache folder (OSError when it cannot be taken); yield the folder."""
         path = self._cache_path()
         where = path.name.removesuffix(".git").removeprefix("git-")
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(path.parent / f"git-{where}.lock", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
-        except OSError:
-            yield self._new_repo()
-            return
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path.parent / f"git-{where}.lock", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
-            git = _Git(path, self.remote(), self._env)
-            if not (path / "HEAD").is_file():
-                shutil.rmtree(path, ignore_errors=True)
-                git.init()
-            yield git
+            yield path
         finally:
             os.close(fd)
+
+    @contextlib.contextmanager
+    def _cache(self) -> Iterator[_Git]:
+        """A new repository whose objects are the cache's, locked while fetching (a fresh one when the
+        cache cannot be made).
+
+        The cache folder lends its objects and nothing else: git runs in a repository made now, with
+        a configuration written now, naming the store's URL as given; the cache's config, hooks,
+        refs, packed refs, replace refs and shallow list are never read. Each object read is hashed
+        against its id (``_Git.objects``), and the commit read is the one ``ls-remote`` names. A
+        cache folder holding anything else than what ``_make_cache`` writes and git's objects (an
+        ``objects/info/alternates``, a hook, a config of its own) is deleted and made again, with a
+        note.
+        """
+        try:
+            with self._cache_lock() as path:
+                why = _cache_problem(path) if os.path.lexists(path) else None
+                if why is not None:
+                    self.notes.append(f"the evidence cache {path} could not be read as policyengine wrote it "
+                                      f"({why}): it was deleted and made again")
+                    _remove(path)
+                if not os.path.lexists(path):
+                    _make_cache(path)
+                git = self._new_repo(objects=path / "objects")
+                yield git
+                return
+        except OSError:
+            pass
+        yield self._new_repo()
 
     def _drop_cache(self, exc: EvidenceError) -> None:
         """A read failed in the cache (``exc``) and worked from a fresh fetch: note it, delete the cache."""
@@ -538,8 +650,8 @@ class GitArchive(EvidenceStore):
         what = "was altered" if isinstance(exc, CacheAltered) else "could not be read"
         self.notes.append(f"the evidence cache {path} {what} ({exc.message}): it was deleted, and this read "
                           "comes from a fresh fetch")
-        with contextlib.suppress(OSError), self._cache():
-            shutil.rmtree(path, ignore_errors=True)
+        with contextlib.suppress(OSError), self._cache_lock():
+            _remove(path)
 
     def _open(self) -> tuple[_Git, str | None]:
         """The repository and commit every read of this instance uses (fetched once)."""
@@ -547,21 +659,28 @@ class GitArchive(EvidenceStore):
             local = "refs/policyengine/snapshot"
             if self._fresh:
                 git = self._new_repo()
-                commit = self._fetch_snapshot(git, local, blobs=True)
+                commit = self._fetch_snapshot(git, local, blobs=True, history=self._history_wanted)
             else:
                 with self._cache() as git:
                     commit = self._fetch_snapshot(git, local, blobs=False)
             self._snapshot = (git, commit)
         return self._snapshot
 
-    def _fetch_snapshot(self, git: _Git, local: str, *, blobs: bool) -> str | None:
+    def _fetch_snapshot(self, git: _Git, local: str, *, blobs: bool, history: bool = False) -> str | None:
+        """The commit the remote's ref names now, with what reading it needs (None: no such ref).
+
+        Its id is the one ``ls-remote`` of the store's URL gives: never a ref of the cache. Only
+        when the ref moved between the two calls is the fetched commit (this run's own ref) read.
+        """
         oid = git.ls_remote(self.ref)
         if oid is None:
             return None
-        if git.rev_parse(f"{oid}^{{commit}}") is None and not git.fetch(self.ref, local, blobs=blobs):
-            return None
-        have = git.rev_parse(f"{oid}^{{commit}}")
-        return have if have is not None else git.rev_parse(local)
+        if history or git.rev_parse(f"{oid}^{{commit}}") != oid:
+            if not git.fetch(self.ref, local, blobs=blobs, history=history):
+                return None
+            if git.rev_parse(f"{oid}^{{commit}}") != oid:
+                return git.rev_parse(local)
+        return oid
 
     # -- write -------------------------------------------------------------------------
 
@@ -645,14 +764,15 @@ class GitArchive(EvidenceStore):
                    f"{repo} / {env} #{record['sequence']}\n\nsha256 {digest}\n")
         if redactor is not None:
             message = redactor.text(message)
-        args = ["commit-tree", tree.stdout.decode().strip(), *(["-p", old] if old else []), "-F", "-"]
+        args = ["commit-tree", "--no-gpg-sign", tree.stdout.decode().strip(), *(["-p", old] if old else []), "-F", "-"]
         commit = git.run(*args, stdin=message.encode("utf-8"), what="commit the bundle")
         return record, commit.stdout.decode().strip()
 
     def _push(self, git: _Git, new: str, old: str | None) -> tuple[bool, str]:
         """Compare-and-swap the remote ref from ``old`` to ``new``; (True, "") or (False, why) when rejected."""
         lease = f"--force-with-lease={self.ref}:{old or ''}"
-        proc = git.run("push", "--porcelain", "--quiet", lease, "origin", f"{new}:{self.ref}", check=False)
+        proc = git.run("push", "--porcelain", "--quiet", lease, "--end-of-options", "origin", f"{new}:{self.ref}",
+                       check=False)
         if proc.returncode == 0:
             return True, ""
         output = proc.stdout + b"\n" + proc.stderr
