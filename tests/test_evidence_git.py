@@ -648,3 +648,166 @@ def test_a_cache_with_planted_files_is_rebuilt_or_ignored(tmp_path: Path, remote
     assert not marker.exists()
     if plant in ("alternates", "info-alternates", "hook", "shallow"):
         assert not planted.exists(), "the cache was not rebuilt"
+
+
+# -- the ref's history: each commit adds one record, and nothing else ------------------------------
+
+
+def _write_records(url: str, env: dict[str, str], keys: tuple[Path, Path], n: int) -> None:
+    from test_evidence import CHANGE, POLICY
+
+    from policyengine.evidence.signing import load_signing_key
+
+    key = load_signing_key(str(keys[0]))
+    for _ in range(n):
+        GitArchive(url, env=env).write_bundle(decision={"decision": "allow", "rules": []}, change=CHANGE,
+                                              policy_filename="p.yml", policy_bytes=POLICY, files=[],
+                                              signing_key=key)
+
+
+def _plain_commit(tmp_path: Path, remote: Path, edit: Any, message: str = "maintenance") -> str:
+    """Clone the ref, let ``edit`` change the checkout, commit and push WITHOUT force; return the commit."""
+    import shutil
+
+    work = tmp_path / "work"
+    shutil.rmtree(work, ignore_errors=True)
+    git("clone", "--quiet", "--branch", REF.removeprefix("refs/heads/"), str(remote), str(work))
+    edit(work)
+    git("add", "-A", cwd=work)
+    git("commit", "--quiet", "--allow-empty", "-m", message, cwd=work)
+    git("push", "--quiet", "origin", f"HEAD:{REF}", cwd=work)  # a fast-forward: no force needed
+    return git("rev-parse", "HEAD", cwd=work).decode().strip()
+
+
+def _verify(env: dict[str, str], url: str, keys: tuple[Path, Path], *extra: str) -> subprocess.CompletedProcess[str]:
+    return cli(env, "evidence", "verify", "--archive", url, "--public-key", str(keys[1]), *extra)
+
+
+def test_a_plain_commit_that_deletes_the_newest_record_fails_verify(tmp_path: Path, remote: Path,
+                                                                    keys: tuple[Path, Path]) -> None:
+    """Deleting the newest bundle and its index line, and pointing head.json back, leaves a consistent
+    tree that append-only branch protection accepts: the history shows it, without --head."""
+    url, env = url_of(remote), env_for(tmp_path)
+    _write_records(url, env, keys, 3)
+    found = records(url, env)
+    assert _verify(env, url, keys).returncode == 0
+    newest, before = found[-1], found[-2]
+
+    def delete_newest(work: Path) -> None:
+        (work / newest["path"]).unlink()
+        shard = work / f"index/{newest['id'][:4]}-{newest['id'][4:6]}.jsonl"
+        lines = shard.read_bytes().splitlines(keepends=True)
+        assert json.loads(lines[-1])["id"] == newest["id"]
+        shard.write_bytes(b"".join(lines[:-1]))
+        [head] = list((work / "chains").rglob("head.json"))
+        head.write_text(json.dumps(before, sort_keys=True, ensure_ascii=False) + "\n")
+
+    commit = _plain_commit(tmp_path, remote, delete_newest)
+    assert len(records(url, env)) == 2  # the store now looks whole without it
+    caught = _verify(env, url, keys)
+    assert caught.returncode == 1, caught.stdout + caught.stderr
+    assert "FAIL  history" in caught.stdout
+    assert f"commit {commit} deletes {newest['path']}" in caught.stdout
+    assert f"commit {commit} rewrites index/" in caught.stdout
+    assert "ok:" not in caught.stdout
+
+
+@pytest.mark.parametrize("variant", ["rewrite-old-bundle", "two-records", "edit-index-line", "merge",
+                                     "unrelated-file", "empty", "head-only", "delete-head"])
+def test_every_commit_adds_exactly_one_record(tmp_path: Path, remote: Path, keys: tuple[Path, Path],
+                                              variant: str) -> None:
+    import shutil
+
+    url, env = url_of(remote), env_for(tmp_path)
+    _write_records(url, env, keys, 2)
+    found = records(url, env)
+    shard_path = f"index/{found[0]['id'][:4]}-{found[0]['id'][4:6]}.jsonl"
+    expected: str
+    if variant == "two-records":
+        # Two genuine records written on a copy of the store, brought over in one fast-forward commit.
+        side = tmp_path / "side.git"
+        shutil.copytree(remote, side)
+        _write_records(url_of(side), env, keys, 2)
+        git("-C", str(remote), "fetch", "--quiet", str(side), f"{REF}:refs/side")
+        tip = git("-C", str(remote), "rev-parse", REF).decode().strip()
+        commit = git("-C", str(remote), "commit-tree", "refs/side^{tree}", "-p", tip, "-m", "both").decode().strip()
+        git("-C", str(remote), "update-ref", "-d", "refs/side")
+        git("-C", str(remote), "update-ref", REF, commit, tip)
+        expected = f"commit {commit} adds 2 bundles"
+        assert len(records(url, env)) == 4
+    elif variant == "merge":
+        tip = git("-C", str(remote), "rev-parse", REF).decode().strip()
+        other = git("-C", str(remote), "commit-tree", f"{tip}^{{tree}}", "-m", "unrelated root").decode().strip()
+        commit = git("-C", str(remote), "commit-tree", f"{tip}^{{tree}}", "-p", tip, "-p", other,
+                     "-m", "merge").decode().strip()
+        git("-C", str(remote), "update-ref", REF, commit, tip)
+        expected = f"commit {commit} is a merge"
+    else:
+        def edit(work: Path) -> None:
+            if variant == "rewrite-old-bundle":
+                bundle = work / found[0]["path"]
+                data = bytearray(bundle.read_bytes())
+                data[-30] ^= 1
+                bundle.write_bytes(bytes(data))
+            elif variant == "edit-index-line":  # the same record, spelled differently: every field still agrees
+                shard = work / shard_path
+                lines = shard.read_text().splitlines(keepends=True)
+                lines[0] = json.dumps(json.loads(lines[0]), sort_keys=True, indent=None, separators=(", ", ":")) + "\n"
+                shard.write_text("".join(lines))
+            elif variant == "unrelated-file":
+                (work / "README.md").write_text("evidence\n")
+            elif variant == "head-only":
+                [head] = list((work / "chains").rglob("head.json"))
+                head.write_text(head.read_text().replace('"sequence": 2', '"sequence":2'))
+            elif variant == "delete-head":
+                [head] = list((work / "chains").rglob("head.json"))
+                head.unlink()
+
+        commit = _plain_commit(tmp_path, remote, edit)
+        expected = {"rewrite-old-bundle": f"commit {commit} rewrites {found[0]['path']}",
+                    "edit-index-line": f"commit {commit} rewrites {shard_path}",
+                    "unrelated-file": f"commit {commit} changes README.md",
+                    "empty": f"commit {commit} adds no record",
+                    "head-only": f"commit {commit} adds no record",
+                    "delete-head": f"commit {commit} deletes chains/"}[variant]
+    caught = _verify(env, url, keys)
+    assert caught.returncode == 1, caught.stdout + caught.stderr
+    assert "FAIL  history" in caught.stdout and expected in caught.stdout, caught.stdout
+
+
+def test_a_force_push_of_a_rewritten_history_needs_the_anchored_head(tmp_path: Path, remote: Path,
+                                                                      keys: tuple[Path, Path]) -> None:
+    """A history rewritten whole (force-push) is consistent: only an anchored head shows it."""
+    url, env = url_of(remote), env_for(tmp_path)
+    _write_records(url, env, keys, 3)
+    head = records(url, env)[-1]["sha256"]
+    newest, parent = _commit_ids(remote)[:2]
+    git("-C", str(remote), "update-ref", REF, parent, newest)
+    assert _verify(env, url, keys).returncode == 0  # documented: undetectable without --head
+    caught = _verify(env, url, keys, "--head", head)
+    assert caught.returncode == 1 and "is not in the archive" in caught.stdout
+
+
+def test_the_history_is_read_in_one_pass(tmp_path: Path, remote: Path, keys: tuple[Path, Path],
+                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """verify fetches the whole history once and reads it with one `git log`, whatever its length."""
+    from policyengine.evidence import gitstore
+
+    url, env = url_of(remote), env_for(tmp_path)
+    _write_records(url, env, keys, 6)
+    calls: list[list[str]] = []
+    real = gitstore._Git.run
+
+    def counting(self: Any, *args: str, **kwargs: Any) -> Any:
+        calls.append(list(args))
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(gitstore._Git, "run", counting)
+    from policyengine.evidence.signing import load_public_key
+
+    report = GitArchive(url, env=env).verify(public_key=load_public_key(str(keys[1])))
+    assert report.ok, report.problems
+    commands = [c[0] for c in calls]
+    assert commands.count("log") == 1 and commands.count("fetch") == 1
+    fetch = next(c for c in calls if c[0] == "fetch")
+    assert not any(a.startswith("--depth") for a in fetch)  # the whole history

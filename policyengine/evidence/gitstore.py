@@ -74,6 +74,7 @@ import tempfile
 import time
 import weakref
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import IO, Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
@@ -144,6 +145,41 @@ def shard_path(bundle_id: str) -> str:
 
 def head_path(key: tuple[str | None, str | None]) -> str:
     return f"{CHAINS}/{chain_key(*key)}/head.json"
+
+
+# -- what a commit of the evidence ref may change ------------------------------------------------
+
+_BUNDLE_PATH_RE = re.compile(r"^bundles/([0-9]{4})/([0-9]{2})/([^/]+)\.zip$")
+_SHARD_PATH_RE = re.compile(r"^index/([0-9]{4})-([0-9]{2})\.jsonl$")
+_HEAD_PATH_RE = re.compile(r"^chains/[^/]+/[^/]+/head\.json$")
+_NULL_OID_RE = re.compile(r"^0+$")
+
+
+@dataclass(frozen=True)
+class CommitKind:
+    """What one commit of the evidence ref may change; ``history_problems`` holds every commit to it.
+
+    ``adds``: files it creates (that never existed); ``appends``: files it creates or extends by
+    exactly one line; ``sets``: files naming heads, which it creates or replaces. Nothing else
+    may change: no file is deleted, and no other file is rewritten.
+    """
+
+    name: str
+    adds: re.Pattern[str]
+    appends: re.Pattern[str]
+    sets: re.Pattern[str]
+    description: str
+
+
+RECORD_COMMIT = CommitKind(
+    "record", _BUNDLE_PATH_RE, _SHARD_PATH_RE, _HEAD_PATH_RE,
+    "adds one bundle bundles/YYYY/MM/<id>.zip, appends its index line to index/YYYY-MM.jsonl (the month of "
+    "its id) and sets chains/<chain key>/head.json, the head of its chain, to that same line")
+COMMIT_KINDS: dict[str, CommitKind] = {"record": RECORD_COMMIT}
+"""Every kind of commit the git store writes. Every bundle (an evaluation, and each linked record:
+outcome, review, emergency approval, ...) is written by ``GitArchive._commit`` as a ``record``
+commit. A feature that writes other files (shards, catalogues) adds its kind here, with what its
+commits may change, and its check to ``history_problems``."""
 
 
 def _check_ref(ref: str, where: str) -> str:
@@ -453,6 +489,196 @@ class _Git:
         else:
             proc = self.run("hash-object", "-w", "--no-filters", "--stdin", stdin=data, what="store a blob")
         return proc.stdout.decode().strip()
+
+
+@dataclass(frozen=True)
+class _Change:
+    """One line of ``git log --raw``: a file a commit added (A), modified (M), deleted (D) or retyped (T)."""
+
+    status: str
+    new_mode: str
+    old: str
+    new: str
+    path: str
+
+
+_VERB = {"D": "deletes", "M": "rewrites", "T": "changes the type of"}
+
+
+def _blob_id(data: bytes, like: str) -> str:
+    """The git id of a blob holding ``data`` (SHA-1, or SHA-256 when ``like`` is a 64-digit id)."""
+    algo = hashlib.sha1 if len(like) == 40 else hashlib.sha256
+    return algo(b"blob %d\0" % len(data) + data).hexdigest()
+
+
+def _log(git: _Git, tip: str) -> builtins.list[tuple[str, builtins.list[str], builtins.list[_Change]]]:
+    """(commit, parents, changes) of every commit reachable from ``tip``, oldest first: one ``git log``."""
+    proc = git.run("log", "-z", "--raw", "--no-renames", "--no-abbrev", "--diff-merges=off", "--topo-order",
+                   "--reverse", "--format=%H %P", "--end-of-options", tip, "--",
+                   what="read the history of the evidence ref")
+    tokens = proc.stdout.split(b"\0")
+    commits: list[tuple[str, list[str], list[_Change]]] = []
+    i = 0
+    while i < len(tokens):
+        token = tokens[i].lstrip(b"\n")
+        i += 1
+        if not token:
+            continue
+        if token.startswith(b":"):
+            meta = token[1:].decode("ascii", "replace").split()
+            if not commits or i >= len(tokens) or len(meta) != 5:
+                raise EvidenceError("git evidence store: cannot read the history of the ref (git log)")
+            path = tokens[i].decode("utf-8", "surrogateescape")
+            i += 1
+            commits[-1][2].append(_Change(meta[4][:1], meta[1], meta[2], meta[3], path))
+            continue
+        ids = token.decode("ascii", "replace").split()
+        if not ids or not all(_OID_RE.match(oid) for oid in ids):
+            raise EvidenceError("git evidence store: cannot read the history of the ref (git log)")
+        commits.append((ids[0], ids[1:], []))
+    return commits
+
+
+def history_problems(git: _Git, tip: str) -> builtins.list[VerifyProblem]:
+    """Hold every commit of the ref's history (fetched whole into ``git``) to ``COMMIT_KINDS``.
+
+    Each commit but an empty first one is a ``record`` commit: it adds one bundle, appends that
+    bundle's index line to its month's shard (the shard before it plus exactly that line: its
+    id is compared with the id of that prefix of the newest shard, so no older version is read),
+    and sets its chain's ``head.json`` to the same line, moving the head forward by exactly that
+    record (the old ``head.json`` is the chain's previous record, the new line's sequence and
+    previous_sha256 follow it). A merge, a deletion, a rewrite, a second record or any other file
+    is a ``history`` problem naming the commit. One ``git log --raw`` reads the history; one
+    ``cat-file --batch`` the newest version of each shard (an older one only where a commit
+    rewrote the shard). A force-push that replaces the whole history is not seen here: that
+    needs a head anchored elsewhere (``verify --head``).
+    """
+    problems: list[VerifyProblem] = []
+
+    def fail(commit: str, message: str, bundle_id: str = "") -> None:
+        problems.append(VerifyProblem(bundle_id, None, "history", f"commit {commit} {message}"))
+
+    if (git.repo / "shallow").exists():
+        problems.append(VerifyProblem("", None, "history", "the store's history could not be fetched whole (the "
+                                      "repository is shallow): its commits cannot be checked"))
+    commits = _log(git, tip)
+    plans: dict[int, tuple[_Change, _Change, _Change]] = {}
+    versions: dict[str, list[tuple[int, _Change]]] = {}
+    for n, (commit, parents, changes) in enumerate(commits):
+        for change in changes:
+            if RECORD_COMMIT.appends.match(change.path):
+                versions.setdefault(change.path, []).append((n, change))
+        if len(parents) > 1:
+            fail(commit, f"is a merge commit ({len(parents)} parents): the evidence ref is one line of commits, "
+                         "each adding one record")
+            continue
+        if not changes and n == 0:
+            continue  # an empty first commit only creates the ref
+        adds, appends, sets, wrong = [], [], [], False
+        for change in changes:
+            stem = change.path.rsplit("/", 1)[-1].removesuffix(".zip")
+            if change.status not in ("A", "M") or (change.new_mode != "100644"):
+                verb = _VERB.get(change.status, "changes the mode of")
+                fail(commit, f"{verb} {change.path}: a commit of the evidence ref may only add one record (a "
+                             "bundle, its index line, its chain's head)",
+                     stem if RECORD_COMMIT.adds.match(change.path) else "")
+                wrong = True
+            elif RECORD_COMMIT.adds.match(change.path):
+                if change.status == "A":
+                    adds.append(change)
+                else:
+                    fail(commit, f"rewrites {change.path}: a bundle, once added, is never changed", stem)
+                    wrong = True
+            elif RECORD_COMMIT.appends.match(change.path):
+                appends.append(change)
+            elif RECORD_COMMIT.sets.match(change.path):
+                sets.append(change)
+            else:
+                fail(commit, f"changes {change.path}, which is no part of the evidence store (a commit adds a "
+                             "bundle, its index line and its chain's head, nothing else)")
+                wrong = True
+        if not adds:
+            fail(commit, "adds no record (each commit of the evidence ref adds exactly one); it changes "
+                         f"{', '.join(c.path for c in changes) or 'nothing'}")
+        elif len(adds) > 1:
+            fail(commit, f"adds {len(adds)} bundles ({', '.join(c.path for c in adds)}): each commit of the "
+                         "evidence ref adds exactly one record")
+        elif len(appends) != 1 or len(sets) != 1:
+            fail(commit, f"adds {adds[0].path} but changes {len(appends)} index shards and {len(sets)} chain heads "
+                         "(one of each)", _BUNDLE_PATH_RE.match(adds[0].path)[3])  # type: ignore[index]
+        elif not wrong:
+            plans[n] = (adds[0], appends[0], sets[0])
+
+    # Each shard, newest version first: the version before a commit is this one less its last line.
+    cache: dict[str, bytes] = {}
+    wanted = [(c.old if c.status == "D" else c.new) for shard in versions.values() for _, c in shard[-1:]]
+    for oid, found in zip(wanted, git.objects(wanted), strict=True):
+        if found is not None and found[0] == "blob":
+            cache[oid] = found[1]
+
+    def content(oid: str) -> bytes:
+        if oid not in cache:
+            found = git.objects([oid])[0]
+            if found is None or found[0] != "blob":
+                raise EvidenceError(f"git evidence store: cannot read object {oid} of the ref's history")
+            cache[oid] = found[1]
+        return cache[oid]
+
+    added: dict[int, bytes] = {}
+    for path, shard in versions.items():
+        after = b""
+        for position, (n, change) in enumerate(reversed(shard)):
+            if change.status == "D":
+                after = content(change.old)  # (the deletion is reported above)
+                continue
+            if position == 0:
+                after = content(change.new)
+            cut = after.rfind(b"\n", 0, len(after) - 1) + 1
+            before, line = after[:cut], after[cut:]
+            if after.endswith(b"\n") and ((change.status == "A" and before == b"")
+                                          or (change.status == "M" and _blob_id(before, change.old) == change.old)):
+                added[n] = line
+                after = before
+            else:
+                fail(commits[n][0], f"rewrites {path}: the shard after it is not the shard before it plus "
+                                    "exactly one line (an index line was added, deleted or changed)")
+                after = content(change.old) if change.status == "M" else b""
+
+    last: dict[tuple[str | None, str | None], tuple[dict[str, Any], bytes]] = {}
+    for n, (bundle, shard, head) in sorted(plans.items()):
+        commit, line = commits[n][0], added.get(n)
+        bundle_id = _BUNDLE_PATH_RE.match(bundle.path)[3]  # type: ignore[index]
+        if line is None:
+            continue  # its shard was rewritten: reported
+        try:
+            record = parse_record(json.loads(line), path_for=lambda r: bundle_path(r["id"]))
+        except (ValueError, TypeError, KeyError) as exc:
+            fail(commit, f"appends a line to {shard.path} that is not an index record ({exc})", bundle_id)
+            continue
+        if record["path"] != bundle.path or shard_path(record["id"]) != shard.path:
+            fail(commit, f"adds {bundle.path} but appends the index line of bundle {record['id']} to {shard.path}",
+                 bundle_id)
+            continue
+        key = (record["repository"], record["environment"])
+        if head.path != head_path(key) or head.new != _blob_id(line, head.new):
+            fail(commit, f"sets {head.path} to something else than the record it adds (the head of the chain of "
+                         f"{key[0]} / {key[1]} is {head_path(key)}, set to that record's index line)", bundle_id)
+            continue
+        previous = last.get(key)
+        if previous is None:
+            moved = head.status == "A"
+            want: tuple[Any, Any] = (1, None)
+        else:
+            moved = head.status == "M" and head.old == _blob_id(previous[1], head.old)
+            seq = previous[0].get("sequence")
+            want = (seq + 1 if isinstance(seq, int) else None, previous[0]["sha256"])
+        if not moved or (record.get("sequence"), record.get("previous_sha256")) != want:
+            before = f"bundle {previous[0]['id']} (#{previous[0].get('sequence')})" if previous else "no record"
+            fail(commit, f"adds bundle {record['id']} as #{record.get('sequence')} of the chain of {key[0]} / "
+                         f"{key[1]}, whose last record was {before}: the head moves forward by exactly one record",
+                 bundle_id)
+        last[key] = (record, line)
+    return problems
 
 
 _R = TypeVar("_R")
@@ -969,6 +1195,14 @@ class GitArchive(EvidenceStore):
             raise UsageError(f"{self.url}: a git evidence store is verified only with the team's public key: "
                              "anyone who can push to the ref can append bundles to it",
                              hint="give --public-key FILE (the key that signs the bundles)")
-        if not self._fresh:
-            self._fresh, self._snapshot = True, None
-        return super().verify(ids, public_key, heads=heads)
+        if not self._fresh or not self._history_wanted:
+            self._fresh, self._history_wanted, self._snapshot = True, True, None
+        report = super().verify(ids, public_key, heads=heads)
+        git, commit = self._open()
+        if commit is None:
+            return report
+        if self._history is None or self._history[0] != commit:
+            self._history = (commit, history_problems(git, commit))
+        if not self._history[1]:
+            return report
+        return replace(report, problems=(*report.problems, *self._history[1]))
