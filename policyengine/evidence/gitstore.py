@@ -43,17 +43,27 @@ accepts any). It reaches git only through the environment (``GIT_CONFIG_COUNT`` 
 HTTP basic authorization), never on a command line that ``ps`` shows, and is redacted from
 every message (as the value of a ``POLICYENGINE_*_TOKEN`` variable, and in its base64 form).
 A URL holding a password is refused: put the token in the variable. Git's trace variables are
-removed from its environment; only the ``file``, ``https``, ``http`` and ``ssh`` protocols are
-allowed; hooks and fsmonitor never run.
+removed from its environment, the system and global configurations are not read, replace refs
+are ignored, only the store URL's own transport is allowed (``https``, ``ssh``, ``file``, and
+``http`` only to this machine); hooks, fsmonitor, credential helpers and upload-pack commands
+never run; a URL, host, user or ref that begins with ``-`` is refused.
 
 **Reading** (``list``, ``show``, ``get``, ``replay``, ``audit export``, the previous deploy of
 ``check``) fetches into a cache (``$POLICYENGINE_CACHE_DIR`` or
 ``~/.cache/policyengine/git-<hash>.git``); ``list`` reads only the index shards of the months its
 ``--since``/``--until`` cover. The cache is a folder another job may have written (a self-hosted
-runner's home), and git does not check an object against its id when reading it, so every
-object read (the commit ``ls-remote`` names, each tree down the path, each blob) is hashed and
-compared with its id here; on a mismatch the cache is deleted and the read done again from a
-fresh fetch, with a note. ``verify`` always fetches into a fresh temporary repository.
+runner's home), so nothing in it is trusted but object bytes checked against their ids: git
+runs in a repository made for each read, with a configuration written here, and borrows only
+the cache's objects (``_cache``); the commit read is the one ``ls-remote`` of the given URL
+names; every object read (that commit, each tree down the path, each blob) is hashed and
+compared with its id here (git does not do that when reading); on a mismatch the cache is
+deleted and the read done again from a fresh fetch, with a note. A cache folder holding
+anything this module does not write there is deleted and made again.
+
+**Verifying** fetches the ref's whole history into a fresh temporary repository and holds every
+commit to ``COMMIT_KINDS`` (``history_problems``): a plain commit that deletes or rewrites a
+record fails ``verify`` without an anchored head. A force-push of a consistent history does not:
+that needs ``verify --head``.
 """
 
 from __future__ import annotations
@@ -746,6 +756,10 @@ def _cache_problem(path: Path) -> str | None:
         info = objects / "info"
         if info.is_dir() and any(info.iterdir()):  # alternates, http-alternates, a commit-graph
             return f"it holds objects/info/{sorted(os.listdir(info))[0]}"
+        pack = objects / "pack"
+        for entry in os.scandir(pack) if pack.is_dir() else ():
+            if not entry.is_file(follow_symlinks=False):  # a link, a folder, a pipe that would block git
+                return f"objects/pack/{entry.name} is not a file"
     except OSError as exc:
         return f"it cannot be read: {exc.strerror or exc}"
     return None
@@ -854,8 +868,9 @@ class GitArchive(EvidenceStore):
         ``objects/info/alternates``, a hook, a config of its own) is deleted and made again, with a
         note.
         """
-        try:
-            with self._cache_lock() as path:
+        with contextlib.ExitStack() as lock:
+            try:
+                path = lock.enter_context(self._cache_lock())
                 why = _cache_problem(path) if os.path.lexists(path) else None
                 if why is not None:
                     self.notes.append(f"the evidence cache {path} could not be read as policyengine wrote it "
@@ -863,12 +878,11 @@ class GitArchive(EvidenceStore):
                     _remove(path)
                 if not os.path.lexists(path):
                     _make_cache(path)
-                git = self._new_repo(objects=path / "objects")
-                yield git
-                return
-        except OSError:
-            pass
-        yield self._new_repo()
+                objects: Path | None = path / "objects"
+            except OSError:  # no cache folder can be kept: read from a fresh fetch
+                lock.close()
+                objects = None
+            yield self._new_repo(objects=objects)
 
     def _drop_cache(self, exc: EvidenceError) -> None:
         """A read failed in the cache (``exc``) and worked from a fresh fetch: note it, delete the cache."""
