@@ -515,6 +515,11 @@ class _Change:
 _VERB = {"D": "deletes", "M": "rewrites", "T": "changes the type of"}
 
 
+def _stem(path: str) -> str:
+    """The bundle id a bundle path names (its file name without ``.zip``)."""
+    return path.rsplit("/", 1)[-1].removesuffix(".zip")
+
+
 def _blob_id(data: bytes, like: str) -> str:
     """The git id of a blob holding ``data`` (SHA-1, or SHA-256 when ``like`` is a 64-digit id)."""
     algo = hashlib.sha1 if len(like) == 40 else hashlib.sha256
@@ -586,7 +591,7 @@ def history_problems(git: _Git, tip: str) -> builtins.list[VerifyProblem]:
             continue  # an empty first commit only creates the ref
         adds, appends, sets, wrong = [], [], [], False
         for change in changes:
-            stem = change.path.rsplit("/", 1)[-1].removesuffix(".zip")
+            stem = _stem(change.path)
             if change.status not in ("A", "M") or (change.new_mode != "100644"):
                 verb = _VERB.get(change.status, "changes the mode of")
                 fail(commit, f"{verb} {change.path}: a commit of the evidence ref may only add one record (a "
@@ -615,7 +620,7 @@ def history_problems(git: _Git, tip: str) -> builtins.list[VerifyProblem]:
                          "evidence ref adds exactly one record")
         elif len(appends) != 1 or len(sets) != 1:
             fail(commit, f"adds {adds[0].path} but changes {len(appends)} index shards and {len(sets)} chain heads "
-                         "(one of each)", _BUNDLE_PATH_RE.match(adds[0].path)[3])  # type: ignore[index]
+                         "(one of each)", _stem(adds[0].path))
         elif not wrong:
             plans[n] = (adds[0], appends[0], sets[0])
 
@@ -657,7 +662,7 @@ def history_problems(git: _Git, tip: str) -> builtins.list[VerifyProblem]:
     last: dict[tuple[str | None, str | None], tuple[dict[str, Any], bytes]] = {}
     for n, (bundle, shard, head) in sorted(plans.items()):
         commit, line = commits[n][0], added.get(n)
-        bundle_id = _BUNDLE_PATH_RE.match(bundle.path)[3]  # type: ignore[index]
+        bundle_id = _stem(bundle.path)
         if line is None:
             continue  # its shard was rewritten: reported
         try:
