@@ -395,10 +395,18 @@ def _store_url(kind: str, tmp_path: Path, request: pytest.FixtureRequest) -> str
     remote = tmp_path / "evidence.git"
     clean = {k: v for k, v in os.environ.items() if not k.startswith("GIT_")}
     subprocess.run(["git", "init", "--quiet", "--bare", str(remote)], check=True, env=clean, timeout=60)
-    return f"git+file://{remote}#refs/heads/policyengine-evidence"
+    if kind == "git":
+        return f"git+file://{remote}#refs/heads/policyengine-evidence"
+    # git:REF: the ref of the origin of the checkout the job runs in
+    checkout = tmp_path / "checkout"
+    subprocess.run(["git", "init", "--quiet", str(checkout)], check=True, env=clean, timeout=60)
+    subprocess.run(["git", "-C", str(checkout), "remote", "add", "origin", f"file://{remote}"], check=True,
+                   env=clean, timeout=60)
+    request.getfixturevalue("monkeypatch").chdir(checkout)
+    return "git:policyengine-evidence"
 
 
-@pytest.mark.parametrize("kind", ["folder", "s3", "git"])
+@pytest.mark.parametrize("kind", ["folder", "s3", "git", "git-origin"])
 def test_the_same_signed_deploy_gives_the_same_decision_on_every_store(
         api: FakeAPI, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path,
         request: pytest.FixtureRequest, kind: str) -> None:
