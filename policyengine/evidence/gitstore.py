@@ -162,7 +162,6 @@ def head_path(key: tuple[str | None, str | None]) -> str:
 _BUNDLE_PATH_RE = re.compile(r"^bundles/([0-9]{4})/([0-9]{2})/([^/]+)\.zip$")
 _SHARD_PATH_RE = re.compile(r"^index/([0-9]{4})-([0-9]{2})\.jsonl$")
 _HEAD_PATH_RE = re.compile(r"^chains/[^/]+/[^/]+/head\.json$")
-_NULL_OID_RE = re.compile(r"^0+$")
 
 
 @dataclass(frozen=True)
