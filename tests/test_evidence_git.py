@@ -311,7 +311,10 @@ def test_the_token_travels_in_the_environment_never_in_arguments(
     assert run_env["GIT_CONFIG_COUNT"] == "1"
     assert run_env["GIT_CONFIG_KEY_0"] == "http.https://git.example.com/.extraHeader"
     assert run_env["GIT_CONFIG_VALUE_0"] == f"Authorization: Basic {basic}"
-    assert "GIT_TRACE" not in run_env and run_env["GIT_ALLOW_PROTOCOL"] == "file:https:http:ssh"
+    # Only the store's own transport; no system or global configuration; no replace refs.
+    assert "GIT_TRACE" not in run_env and run_env["GIT_ALLOW_PROTOCOL"] == "https"
+    assert run_env["GIT_CONFIG_GLOBAL"] == os.devnull and run_env["GIT_CONFIG_NOSYSTEM"] == "1"
+    assert run_env["GIT_NO_REPLACE_OBJECTS"] == "1"
 
 
 @pytest.mark.parametrize("url", [
@@ -328,10 +331,24 @@ def test_a_url_holding_credentials_is_refused_without_printing_them(tmp_path: Pa
 
 
 @pytest.mark.parametrize("url", ["git+ext::sh -c evil#refs/heads/x", "git+/srv/x.git#refs/heads/x",
-                                 "git:refs/heads/../x", "git:-x", "git+file:///srv/e.git", "git:refs/heads/a b"])
+                                 "git:refs/heads/../x", "git:-x", "git+file:///srv/e.git", "git:refs/heads/a b",
+                                 "git+http://git.example.com/e.git#refs/heads/x",
+                                 "git+ssh://-oProxyCommand=touch%20pwned/e.git#refs/heads/x",
+                                 "git+ssh://-oProxyCommand=x@host/e.git#refs/heads/x",
+                                 "git+git@-oProxyCommand=x:e.git#refs/heads/x", "git+-upload-pack=x#refs/heads/x",
+                                 "git+file:///srv/e.git#-x", "git+file:///srv/e.git#refs/heads/-x",
+                                 "git+git://git.example.com/e.git#refs/heads/x"])
 def test_malformed_git_store_urls_are_invalid_input(url: str) -> None:
     with pytest.raises(UsageError):
         parse_git_url(url)
+
+
+@pytest.mark.parametrize("url", ["git+http://127.0.0.1:8080/e.git#refs/heads/x", "git+http://localhost/e.git#x",
+                                 "git+http://[::1]:9/e.git#x", "git+git@github.com:acme/e.git#x",
+                                 "git+ssh://git@github.com/acme/e.git#x", "git+https://github.com/acme/e.git#x"])
+def test_plain_http_only_to_this_machine(url: str) -> None:
+    remote, ref = parse_git_url(url)
+    assert remote and ref.startswith("refs/")
 
 
 def test_an_unsigned_write_is_refused_before_anything_is_judged(tmp_path: Path, remote: Path) -> None:
@@ -524,3 +541,273 @@ def test_a_cache_git_cannot_read_is_replaced_and_a_remote_failure_still_says_so(
     remote.rename(tmp_path / "gone.git")
     failed = cli(env, "evidence", "list", "--archive", url)
     assert failed.returncode == 3 and "cannot" in failed.stderr and "cache" not in failed.stderr, failed.stderr
+
+
+# -- the read cache: nothing in it is trusted but object bytes checked against their ids ----------------
+
+
+def _three_bundles_and_an_older_copy(tmp_path: Path, remote: Path, keys: tuple[Path, Path],
+                                     env: dict[str, str]) -> tuple[Path, list[Any], Path]:
+    """Record two bundles, copy the store aside (an older copy), record a third; list once (the cache)."""
+    import shutil
+
+    url = url_of(remote)
+    for n in range(3):
+        if n == 2:
+            shutil.copytree(remote, tmp_path / "older.git")
+        assert subprocess.run(check_cmd(url, keys[0]), capture_output=True, env=env, timeout=120,
+                              check=False).returncode == 0
+    truth = cli(env, "evidence", "list", "--archive", url, "--json")
+    assert truth.returncode == 0 and len(json.loads(truth.stdout)) == 3
+    [cache] = list((tmp_path / "cache").glob("git-*.git"))
+    return cache, json.loads(truth.stdout), tmp_path / "older.git"
+
+
+@pytest.mark.parametrize("plant", ["uploadpack", "include", "url", "insteadof", "url-and-uploadpack", "fsmonitor"])
+def test_a_planted_cache_config_runs_nothing_and_hides_nothing(tmp_path: Path, remote: Path,
+                                                               keys: tuple[Path, Path], plant: str) -> None:
+    """The cache's own config is another job's to write: a command it names never runs, a remote it
+    names is never read as the store; the listing is the remote's, the cache is rebuilt."""
+    env = env_for(tmp_path)
+    url = url_of(remote)
+    cache, truth, older = _three_bundles_and_an_older_copy(tmp_path, remote, keys, env)
+    marker = tmp_path / "pwned"
+    command = f"touch {marker}; git-upload-pack"
+    config = cache / "config"
+    text = config.read_text()
+    if plant == "uploadpack":
+        text += f'[remote "origin"]\n\tuploadpack = {command}\n'
+    elif plant == "include":
+        (tmp_path / "evil.cfg").write_text(f'[remote "origin"]\n\tuploadpack = {command}\n'
+                                           f'[uploadpack]\n\tpackObjectsHook = touch {marker}; git\n')
+        text += f"[include]\n\tpath = {tmp_path / 'evil.cfg'}\n"
+    elif plant in ("url", "url-and-uploadpack"):  # the remote of the cache's config: an older copy of the store
+        text = (text.replace(f"file://{remote}", f"file://{older}") if f"file://{remote}" in text
+                else text + f'[remote "origin"]\n\turl = file://{older}\n')
+        if plant == "url-and-uploadpack":
+            text += f'[remote "origin"]\n\tuploadpack = {command}\n'
+    elif plant == "insteadof":
+        text += f'[url "file://{older}"]\n\tinsteadOf = file://{remote}\n'
+    else:
+        text += f"[core]\n\tfsmonitor = touch {marker}\n\thooksPath = {tmp_path}\n"
+    summary = ("audit", "summary", "--archive", url, "--since", "2020-01-01", "--until", "2099-12-31",
+               "--format", "json", "--public-key", str(keys[1]))
+    true_summary = cli(env, *summary)
+    assert true_summary.returncode == 0, true_summary.stdout + true_summary.stderr
+    config.write_text(text)
+    for args in (("evidence", "list", "--archive", url, "--json"), summary):
+        run = cli(env, *args)
+        assert run.returncode == 0, run.stdout + run.stderr
+        assert not marker.exists(), f"{args[0]} ran a command the cache's config names"
+        if args[0] == "evidence":
+            assert json.loads(run.stdout) == truth
+        else:
+            assert json.loads(run.stdout) == json.loads(true_summary.stdout)
+        config.write_text(text)  # planted again for the next command
+    cli(env, "evidence", "list", "--archive", url, "--json")
+    assert f"file://{older}" not in config.read_text() and "uploadpack" not in config.read_text()
+
+
+@pytest.mark.parametrize("plant", ["alternates", "info-alternates", "hook", "replace", "shallow", "packed-ref"])
+def test_a_cache_with_planted_files_is_rebuilt_or_ignored(tmp_path: Path, remote: Path, keys: tuple[Path, Path],
+                                                          plant: str) -> None:
+    env = env_for(tmp_path)
+    url = url_of(remote)
+    cache, truth, older = _three_bundles_and_an_older_copy(tmp_path, remote, keys, env)
+    marker = tmp_path / "pwned"
+    planted: Path
+    if plant == "alternates":
+        planted = cache / "objects" / "info" / "alternates"
+        planted.write_text(f"{older / 'objects'}\n")
+    elif plant == "info-alternates":
+        planted = cache / "info" / "alternates"
+        planted.parent.mkdir(exist_ok=True)
+        planted.write_text(f"{older / 'objects'}\n")
+    elif plant == "hook":
+        planted = cache / "hooks" / "reference-transaction"
+        planted.parent.mkdir(exist_ok=True)
+        planted.write_text(f"#!/bin/sh\ntouch {marker}\n")
+        planted.chmod(0o755)
+    elif plant == "replace":  # the newest commit replaced by the older copy's tip
+        new = git("-C", str(remote), "rev-parse", REF).decode().strip()
+        old = git("-C", str(older), "rev-parse", REF).decode().strip()
+        git("--git-dir", str(cache), "fetch", "--quiet", f"file://{older}", f"+{REF}:refs/older")
+        git("--git-dir", str(cache), "update-ref", f"refs/replace/{new}", old)
+        planted = cache / "refs" / "replace" / new
+    elif plant == "shallow":
+        planted = cache / "shallow"
+        planted.write_text("0" * 40 + "\n")
+    else:  # the snapshot ref pointed at the older tip
+        old = git("-C", str(older), "rev-parse", REF).decode().strip()
+        git("--git-dir", str(cache), "fetch", "--quiet", f"file://{older}", f"+{REF}:refs/older")
+        planted = cache / "packed-refs"
+        planted.write_text(f"{old} refs/policyengine/snapshot\n")
+    listed = cli(env, "evidence", "list", "--archive", url, "--json")
+    assert listed.returncode == 0, listed.stdout + listed.stderr
+    assert json.loads(listed.stdout) == truth
+    assert not marker.exists()
+    if plant in ("alternates", "info-alternates", "hook", "shallow"):
+        assert not planted.exists(), "the cache was not rebuilt"
+
+
+# -- the ref's history: each commit adds one record, and nothing else ------------------------------
+
+
+def _write_records(url: str, env: dict[str, str], keys: tuple[Path, Path], n: int) -> None:
+    from test_evidence import CHANGE, POLICY
+
+    from policyengine.evidence.signing import load_signing_key
+
+    key = load_signing_key(str(keys[0]))
+    for _ in range(n):
+        GitArchive(url, env=env).write_bundle(decision={"decision": "allow", "rules": []}, change=CHANGE,
+                                              policy_filename="p.yml", policy_bytes=POLICY, files=[],
+                                              signing_key=key)
+
+
+def _plain_commit(tmp_path: Path, remote: Path, edit: Any, message: str = "maintenance") -> str:
+    """Clone the ref, let ``edit`` change the checkout, commit and push WITHOUT force; return the commit."""
+    import shutil
+
+    work = tmp_path / "work"
+    shutil.rmtree(work, ignore_errors=True)
+    git("clone", "--quiet", "--branch", REF.removeprefix("refs/heads/"), str(remote), str(work))
+    edit(work)
+    git("add", "-A", cwd=work)
+    git("commit", "--quiet", "--allow-empty", "-m", message, cwd=work)
+    git("push", "--quiet", "origin", f"HEAD:{REF}", cwd=work)  # a fast-forward: no force needed
+    return git("rev-parse", "HEAD", cwd=work).decode().strip()
+
+
+def _verify(env: dict[str, str], url: str, keys: tuple[Path, Path], *extra: str) -> subprocess.CompletedProcess[str]:
+    return cli(env, "evidence", "verify", "--archive", url, "--public-key", str(keys[1]), *extra)
+
+
+def test_a_plain_commit_that_deletes_the_newest_record_fails_verify(tmp_path: Path, remote: Path,
+                                                                    keys: tuple[Path, Path]) -> None:
+    """Deleting the newest bundle and its index line, and pointing head.json back, leaves a consistent
+    tree that append-only branch protection accepts: the history shows it, without --head."""
+    url, env = url_of(remote), env_for(tmp_path)
+    _write_records(url, env, keys, 3)
+    found = records(url, env)
+    assert _verify(env, url, keys).returncode == 0
+    newest, before = found[-1], found[-2]
+
+    def delete_newest(work: Path) -> None:
+        (work / newest["path"]).unlink()
+        shard = work / f"index/{newest['id'][:4]}-{newest['id'][4:6]}.jsonl"
+        lines = shard.read_bytes().splitlines(keepends=True)
+        assert json.loads(lines[-1])["id"] == newest["id"]
+        shard.write_bytes(b"".join(lines[:-1]))
+        [head] = list((work / "chains").rglob("head.json"))
+        head.write_text(json.dumps(before, sort_keys=True, ensure_ascii=False) + "\n")
+
+    commit = _plain_commit(tmp_path, remote, delete_newest)
+    assert len(records(url, env)) == 2  # the store now looks whole without it
+    caught = _verify(env, url, keys)
+    assert caught.returncode == 1, caught.stdout + caught.stderr
+    assert "FAIL  history" in caught.stdout
+    assert f"commit {commit} deletes {newest['path']}" in caught.stdout
+    assert f"commit {commit} rewrites index/" in caught.stdout
+    assert "ok:" not in caught.stdout
+
+
+@pytest.mark.parametrize("variant", ["rewrite-old-bundle", "two-records", "edit-index-line", "merge",
+                                     "unrelated-file", "empty", "head-only", "delete-head"])
+def test_every_commit_adds_exactly_one_record(tmp_path: Path, remote: Path, keys: tuple[Path, Path],
+                                              variant: str) -> None:
+    import shutil
+
+    url, env = url_of(remote), env_for(tmp_path)
+    _write_records(url, env, keys, 2)
+    found = records(url, env)
+    shard_path = f"index/{found[0]['id'][:4]}-{found[0]['id'][4:6]}.jsonl"
+    expected: str
+    if variant == "two-records":
+        # Two genuine records written on a copy of the store, brought over in one fast-forward commit.
+        side = tmp_path / "side.git"
+        shutil.copytree(remote, side)
+        _write_records(url_of(side), env, keys, 2)
+        git("-C", str(remote), "fetch", "--quiet", str(side), f"{REF}:refs/side")
+        tip = git("-C", str(remote), "rev-parse", REF).decode().strip()
+        commit = git("-C", str(remote), "commit-tree", "refs/side^{tree}", "-p", tip, "-m", "both").decode().strip()
+        git("-C", str(remote), "update-ref", "-d", "refs/side")
+        git("-C", str(remote), "update-ref", REF, commit, tip)
+        expected = f"commit {commit} adds 2 bundles"
+        assert len(records(url, env)) == 4
+    elif variant == "merge":
+        tip = git("-C", str(remote), "rev-parse", REF).decode().strip()
+        other = git("-C", str(remote), "commit-tree", f"{tip}^{{tree}}", "-m", "unrelated root").decode().strip()
+        commit = git("-C", str(remote), "commit-tree", f"{tip}^{{tree}}", "-p", tip, "-p", other,
+                     "-m", "merge").decode().strip()
+        git("-C", str(remote), "update-ref", REF, commit, tip)
+        expected = f"commit {commit} is a merge"
+    else:
+        def edit(work: Path) -> None:
+            if variant == "rewrite-old-bundle":
+                bundle = work / found[0]["path"]
+                data = bytearray(bundle.read_bytes())
+                data[-30] ^= 1
+                bundle.write_bytes(bytes(data))
+            elif variant == "edit-index-line":  # the same record, spelled differently: every field still agrees
+                shard = work / shard_path
+                lines = shard.read_text().splitlines(keepends=True)
+                lines[0] = json.dumps(json.loads(lines[0]), sort_keys=True, indent=None, separators=(", ", ":")) + "\n"
+                shard.write_text("".join(lines))
+            elif variant == "unrelated-file":
+                (work / "README.md").write_text("evidence\n")
+            elif variant == "head-only":
+                [head] = list((work / "chains").rglob("head.json"))
+                head.write_text(head.read_text().replace('"sequence": 2', '"sequence":2'))
+            elif variant == "delete-head":
+                [head] = list((work / "chains").rglob("head.json"))
+                head.unlink()
+
+        commit = _plain_commit(tmp_path, remote, edit)
+        expected = {"rewrite-old-bundle": f"commit {commit} rewrites {found[0]['path']}",
+                    "edit-index-line": f"commit {commit} rewrites {shard_path}",
+                    "unrelated-file": f"commit {commit} changes README.md",
+                    "empty": f"commit {commit} adds no record",
+                    "head-only": f"commit {commit} adds no record",
+                    "delete-head": f"commit {commit} deletes chains/"}[variant]
+    caught = _verify(env, url, keys)
+    assert caught.returncode == 1, caught.stdout + caught.stderr
+    assert "FAIL  history" in caught.stdout and expected in caught.stdout, caught.stdout
+
+
+def test_a_force_push_of_a_rewritten_history_needs_the_anchored_head(tmp_path: Path, remote: Path,
+                                                                      keys: tuple[Path, Path]) -> None:
+    """A history rewritten whole (force-push) is consistent: only an anchored head shows it."""
+    url, env = url_of(remote), env_for(tmp_path)
+    _write_records(url, env, keys, 3)
+    head = records(url, env)[-1]["sha256"]
+    newest, parent = _commit_ids(remote)[:2]
+    git("-C", str(remote), "update-ref", REF, parent, newest)
+    assert _verify(env, url, keys).returncode == 0  # documented: undetectable without --head
+    caught = _verify(env, url, keys, "--head", head)
+    assert caught.returncode == 1 and "is not in the archive" in caught.stdout
+
+
+def test_the_history_is_read_in_one_pass(tmp_path: Path, remote: Path, keys: tuple[Path, Path],
+                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """verify fetches the whole history once and reads it with one `git log`, whatever its length."""
+    from policyengine.evidence import gitstore
+
+    url, env = url_of(remote), env_for(tmp_path)
+    _write_records(url, env, keys, 6)
+    calls: list[list[str]] = []
+    real = gitstore._Git.run
+
+    def counting(self: Any, *args: str, **kwargs: Any) -> Any:
+        calls.append(list(args))
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(gitstore._Git, "run", counting)
+    from policyengine.evidence.signing import load_public_key
+
+    report = GitArchive(url, env=env).verify(public_key=load_public_key(str(keys[1])))
+    assert report.ok, report.problems
+    commands = [c[0] for c in calls]
+    assert commands.count("log") == 1 and commands.count("fetch") == 1
+    fetch = next(c for c in calls if c[0] == "fetch")
+    assert not any(a.startswith("--depth") for a in fetch)  # the whole history

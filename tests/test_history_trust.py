@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import s3_server
 from fake_servers import (
     FakeAPI,
     GitHubWorld,
@@ -34,6 +35,8 @@ from policyengine.providers.github import gather_github
 from policyengine.providers.gitlab import gather_gitlab
 
 REPO, ENV = "acme/payments", "production"
+s3_session = s3_server.s3_session  # the local S3 server (moto), for the every-store test
+s3 = s3_server.s3
 PLANTED = sha_of("planted-by-the-change")
 
 
@@ -368,3 +371,81 @@ def test_a_signed_advisory_deny_is_a_deployment_and_can_start_the_range(tmp_path
         signing_key=key)
     found = latest(tmp_path / "ev", trusted(tmp_path, key))
     assert found is not None and found["sha"] == PLANTED
+
+
+# -- the same trusted history on every store: folder, S3, git --------------------------------------
+
+STORES_POLICY = RANGE_POLICY + ("  - id: infra-review\n    type: approvals\n    min_approvals: 1\n"
+                                "    from_teams: [security]\n    when:\n      paths: [\"infra/**\"]\n")
+
+
+def _store_url(kind: str, tmp_path: Path, request: pytest.FixtureRequest) -> str:
+    """A fresh, empty store of ``kind``: a folder, a prefix of the local S3 server, a bare git repository."""
+    if kind == "folder":
+        return str(tmp_path / "store")
+    if kind == "s3":
+        pytest.importorskip("moto")
+        from s3_server import PLAIN_BUCKET
+
+        request.getfixturevalue("s3")
+        return f"s3://{PLAIN_BUCKET}/history-{secrets.token_hex(4)}"
+    import os
+    import subprocess
+
+    remote = tmp_path / "evidence.git"
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("GIT_")}
+    subprocess.run(["git", "init", "--quiet", "--bare", str(remote)], check=True, env=clean, timeout=60)
+    if kind == "git":
+        return f"git+file://{remote}#refs/heads/policyengine-evidence"
+    # git:REF: the ref of the origin of the checkout the job runs in
+    checkout = tmp_path / "checkout"
+    subprocess.run(["git", "init", "--quiet", str(checkout)], check=True, env=clean, timeout=60)
+    subprocess.run(["git", "-C", str(checkout), "remote", "add", "origin", f"file://{remote}"], check=True,
+                   env=clean, timeout=60)
+    request.getfixturevalue("monkeypatch").chdir(checkout)
+    return "git:policyengine-evidence"
+
+
+@pytest.mark.parametrize("kind", ["folder", "s3", "git", "git-origin"])
+def test_the_same_signed_deploy_gives_the_same_decision_on_every_store(
+        api: FakeAPI, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path,
+        request: pytest.FixtureRequest, kind: str) -> None:
+    """One scenario, three stores: the deploy recorded and signed before is the previous deploy, so
+    ``cover_range`` passes and the ``when.paths`` rule (infra only) is skipped, on each of them."""
+    from datetime import datetime
+
+    from cryptography.hazmat.primitives import serialization
+
+    from policyengine.evidence.stores import open_store
+
+    monkeypatch.setenv("POLICYENGINE_CACHE_DIR", str(tmp_path / "cache"))
+    url = _store_url(kind, tmp_path, request)
+    range_world(api)
+    key = new_signing_key()
+    first = open_store(url).write_bundle(
+        decision={"decision": "allow", "evaluated_at": "2026-11-20T20:00:00Z"},
+        change={"repository": REPO, "environment": ENV, "commit": PREV}, policy_filename="p.yml",
+        policy_bytes=b"version: 1\n", files=[], signing_key=key,
+        created_at=datetime.fromisoformat("2026-11-20T20:00:00+00:00"))
+    history = VerifiedHistory(url, trusted(tmp_path, key))
+    found = history.latest(REPO, ENV)
+    assert found is not None and found["sha"] == PREV and found["id"] == first.id, history.rejected
+
+    policy = tmp_path / "range.yml"
+    policy.write_text(STORES_POLICY)
+    private = tmp_path / "signing.pem"
+    private.write_bytes(key.private_key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                                      serialization.NoEncryption()))
+    run = run_check(monkeypatch, capsys, tmp_path, github_env(
+        api, MERGE, POLICYENGINE_TRUST_KEY=str(tmp_path / "trust.pub"), POLICYENGINE_EVIDENCE_STORE=url,
+        POLICYENGINE_SIGNING_KEY=str(private)), policy=policy)
+    assert run.code == 0, run.out + run.err
+    assert run.decision is not None and run.decision["decision"] == "allow"
+    assert run.decision["change"]["range"]["previous_commit"] == PREV
+    assert [c["sha"] for c in run.decision["change"]["range"]["commits"]] == [OLD, HEAD, MERGE]
+    assert run.rule("every-change-reviewed")["status"] == "pass"
+    assert run.rule("infra-review")["status"] == "skipped"
+    # The second evaluation went to the same store, after the first.
+    records, _ = open_store(url).read_index()
+    assert [r["commit"] for r in records] == [PREV, MERGE]
+    assert not (tmp_path / "evidence").exists()

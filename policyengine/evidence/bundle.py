@@ -552,8 +552,9 @@ class VerifyProblem:
     """One thing wrong in the archive, named so that an auditor can act on it.
 
     ``check`` is one of ``index``, ``bundle-digest``, ``manifest``, ``member-digest``,
-    ``missing``, ``unindexed``, ``unreadable``, ``statement``, ``signature``, ``replay`` or
-    ``chain``. ``bundle_id`` is empty for an index line that cannot be parsed at all.
+    ``missing``, ``unindexed``, ``unreadable``, ``statement``, ``signature``, ``replay``,
+    ``chain`` or ``history`` (a commit of a git store's ref that does more than add one record).
+    ``bundle_id`` is empty for an index line that cannot be parsed at all.
     """
 
     bundle_id: str

@@ -43,17 +43,27 @@ accepts any). It reaches git only through the environment (``GIT_CONFIG_COUNT`` 
 HTTP basic authorization), never on a command line that ``ps`` shows, and is redacted from
 every message (as the value of a ``POLICYENGINE_*_TOKEN`` variable, and in its base64 form).
 A URL holding a password is refused: put the token in the variable. Git's trace variables are
-removed from its environment; only the ``file``, ``https``, ``http`` and ``ssh`` protocols are
-allowed; hooks and fsmonitor never run.
+removed from its environment, the system and global configurations are not read, replace refs
+are ignored, only the store URL's own transport is allowed (``https``, ``ssh``, ``file``, and
+``http`` only to this machine); hooks, fsmonitor, credential helpers and upload-pack commands
+never run; a URL, host, user or ref that begins with ``-`` is refused.
 
 **Reading** (``list``, ``show``, ``get``, ``replay``, ``audit export``, the previous deploy of
 ``check``) fetches into a cache (``$POLICYENGINE_CACHE_DIR`` or
 ``~/.cache/policyengine/git-<hash>.git``); ``list`` reads only the index shards of the months its
 ``--since``/``--until`` cover. The cache is a folder another job may have written (a self-hosted
-runner's home), and git does not check an object against its id when reading it, so every
-object read (the commit ``ls-remote`` names, each tree down the path, each blob) is hashed and
-compared with its id here; on a mismatch the cache is deleted and the read done again from a
-fresh fetch, with a note. ``verify`` always fetches into a fresh temporary repository.
+runner's home), so nothing in it is trusted but object bytes checked against their ids: git
+runs in a repository made for each read, with a configuration written here, and borrows only
+the cache's objects (``_cache``); the commit read is the one ``ls-remote`` of the given URL
+names; every object read (that commit, each tree down the path, each blob) is hashed and
+compared with its id here (git does not do that when reading); on a mismatch the cache is
+deleted and the read done again from a fresh fetch, with a note. A cache folder holding
+anything this module does not write there is deleted and made again.
+
+**Verifying** fetches the ref's whole history into a fresh temporary repository and holds every
+commit to ``COMMIT_KINDS`` (``history_problems``): a plain commit that deletes or rewrites a
+record fails ``verify`` without an anchored head. A force-push of a consistent history does not:
+that needs ``verify --head``.
 """
 
 from __future__ import annotations
@@ -74,6 +84,7 @@ import tempfile
 import time
 import weakref
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import IO, Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
@@ -107,9 +118,17 @@ CHAINS = "chains"
 _COLUMN_SET = frozenset(COLUMNS)
 _SHARD_RE = re.compile(r"^([0-9]{4})-([0-9]{2})\.jsonl$")
 _OID_RE = re.compile(r"^[0-9a-f]{40}([0-9a-f]{24})?$")
-# Settings that keep git from running anything a repository's configuration names.
+# Settings that keep git from running anything a configuration names. Every repository git runs in
+# is one this module created a moment before (the cache lends only its objects, see ``_cache``), the
+# system and global configurations are not read (``_Git``): these are a second fence. They reach
+# the git processes git itself starts (a lazy fetch) through GIT_CONFIG_PARAMETERS.
 _SAFE = ["-c", "core.hooksPath=/dev/null", "-c", "core.fsmonitor=false", "-c", "protocol.ext.allow=never",
-         "-c", "core.sshCommand=ssh", "-c", "gc.auto=0", "-c", "maintenance.auto=false"]
+         "-c", "core.sshCommand=ssh", "-c", "gc.auto=0", "-c", "maintenance.auto=false",
+         "-c", "remote.origin.uploadpack=git-upload-pack", "-c", "remote.origin.receivepack=git-receive-pack",
+         "-c", "credential.helper=", "-c", "core.askPass=", "-c", "core.alternateRefsCommand=",
+         "-c", "core.commitGraph=false", "-c", "fetch.writeCommitGraph=false", "-c", "fetch.recurseSubmodules=false",
+         "-c", "commit.gpgSign=false", "-c", "core.quotePath=true"]
+_LOOPBACK = ("localhost", "127.0.0.1", "::1")
 # Environment variables of the caller that git may keep: the SSH command (a deploy key) and TLS roots.
 _GIT_ENV_KEPT = ("GIT_SSH", "GIT_SSH_COMMAND", "GIT_SSL_CAINFO", "GIT_SSL_CAPATH")
 # A rejected compare-and-swap (another writer moved the ref, or held its lock): build again.
@@ -138,6 +157,40 @@ def head_path(key: tuple[str | None, str | None]) -> str:
     return f"{CHAINS}/{chain_key(*key)}/head.json"
 
 
+# -- what a commit of the evidence ref may change ------------------------------------------------
+
+_BUNDLE_PATH_RE = re.compile(r"^bundles/([0-9]{4})/([0-9]{2})/([^/]+)\.zip$")
+_SHARD_PATH_RE = re.compile(r"^index/([0-9]{4})-([0-9]{2})\.jsonl$")
+_HEAD_PATH_RE = re.compile(r"^chains/[^/]+/[^/]+/head\.json$")
+
+
+@dataclass(frozen=True)
+class CommitKind:
+    """What one commit of the evidence ref may change; ``history_problems`` holds every commit to it.
+
+    ``adds``: files it creates (that never existed); ``appends``: files it creates or extends by
+    exactly one line; ``sets``: files naming heads, which it creates or replaces. Nothing else
+    may change: no file is deleted, and no other file is rewritten.
+    """
+
+    name: str
+    adds: re.Pattern[str]
+    appends: re.Pattern[str]
+    sets: re.Pattern[str]
+    description: str
+
+
+RECORD_COMMIT = CommitKind(
+    "record", _BUNDLE_PATH_RE, _SHARD_PATH_RE, _HEAD_PATH_RE,
+    "adds one bundle bundles/YYYY/MM/<id>.zip, appends its index line to index/YYYY-MM.jsonl (the month of "
+    "its id) and sets chains/<chain key>/head.json, the head of its chain, to that same line")
+COMMIT_KINDS: dict[str, CommitKind] = {"record": RECORD_COMMIT}
+"""Every kind of commit the git store writes. Every bundle (an evaluation, and each linked record:
+outcome, review, emergency approval, ...) is written by ``GitArchive._commit`` as a ``record``
+commit. A feature that writes other files (shards, catalogues) adds its kind here, with what its
+commits may change, and its check to ``history_problems``."""
+
+
 def _check_ref(ref: str, where: str) -> str:
     if not ref.startswith("refs/"):
         ref = f"refs/heads/{ref}"
@@ -162,19 +215,37 @@ def parse_git_url(url: str) -> tuple[str | None, str]:
     if not url.startswith("git+") or not sep or not remote or not ref:
         raise UsageError(f"--evidence-store: {_public_url(url)!r} is not git:REF or git+URL#REF",
                          hint="e.g. git+https://github.com/acme/evidence.git#refs/heads/evidence")
-    scheme = remote.split("://", 1)[0].lower() if "://" in remote else ("ssh" if re.match(r"^[\w.-]+@[\w.-]+:", remote)
-                                                                        else "")
+    if remote.startswith("-"):
+        raise UsageError(f"--evidence-store: {remote!r} is not a repository URL")
+    scheme = _scheme(remote)
     if scheme not in ("https", "http", "ssh", "file"):
         raise UsageError(f"--evidence-store: {_public_url(url)!r}: the repository must be an https://, ssh://, "
                          "file:// or user@host:path URL")
     if "://" in remote:
-        parts = urlsplit(remote)
+        try:
+            parts = urlsplit(remote)
+            host = parts.hostname or ""
+        except ValueError:
+            raise UsageError(f"--evidence-store: {_public_url(url)!r} is not a repository URL") from None
         if parts.password is not None or (parts.username and scheme in ("https", "http")):
             raise UsageError("--evidence-store: the repository URL holds credentials; never put a token in a URL",
                              hint=f"give the token in {TOKEN_ENV} (it is sent as an HTTP header, never printed)")
-    if remote.startswith("-"):
-        raise UsageError(f"--evidence-store: {remote!r} is not a repository URL")
+        # An option-shaped host or user (ssh://-oProxyCommand=...) would reach ssh's command line.
+        if host.startswith("-") or (parts.username or "").startswith("-"):
+            raise UsageError(f"--evidence-store: {_public_url(url)!r}: a host or user may not begin with '-'")
+        if scheme == "http" and host not in _LOOPBACK:
+            raise UsageError(f"--evidence-store: {_public_url(url)!r}: plain http is allowed only to this machine "
+                             "(localhost, 127.0.0.1, ::1)", hint="use https:// or ssh://")
+    elif scheme == "ssh" and remote.split("@", 1)[-1].startswith("-"):
+        raise UsageError(f"--evidence-store: {remote!r}: a host may not begin with '-'")
     return remote, _check_ref(ref, _public_url(url))
+
+
+def _scheme(remote: str) -> str:
+    """The transport of a repository URL (``user@host:path`` is ssh; "" when none is recognised)."""
+    if "://" in remote:
+        return remote.split("://", 1)[0].lower()
+    return "ssh" if re.match(r"^[\w.-]+@[\w.-]+:", remote) else ""
 
 
 def _public_url(url: str) -> str:
@@ -237,14 +308,19 @@ class CacheAltered(EvidenceError):
 class _Git:
     """Run git in one bare repository, with the token (if any) in the environment only."""
 
-    def __init__(self, repo: Path, remote: str, env: Mapping[str, str]) -> None:
+    def __init__(self, repo: Path, remote: str, env: Mapping[str, str], *, objects: Path | None = None) -> None:
         self.repo = repo
         self.remote = remote
         token = env.get(TOKEN_ENV, "")
         user = env.get(TOKEN_USER_ENV, "") or "x-access-token"
         run_env = {k: v for k, v in env.items() if not k.startswith("GIT_") or k in _GIT_ENV_KEPT}
-        run_env.update({"GIT_TERMINAL_PROMPT": "0", "GIT_CONFIG_NOSYSTEM": "1", "LC_ALL": "C",
-                        "GIT_ALLOW_PROTOCOL": "file:https:http:ssh", "GIT_DIR": str(repo), **_AUTHOR})
+        # No system or global configuration, no replace refs; only the transport of the store's own
+        # URL (a redirect to another protocol is refused by git).
+        run_env.update({"GIT_TERMINAL_PROMPT": "0", "GIT_CONFIG_NOSYSTEM": "1", "GIT_CONFIG_GLOBAL": os.devnull,
+                        "GIT_NO_REPLACE_OBJECTS": "1", "LC_ALL": "C",
+                        "GIT_ALLOW_PROTOCOL": _scheme(remote) or "none", "GIT_DIR": str(repo), **_AUTHOR})
+        if objects is not None:
+            run_env["GIT_OBJECT_DIRECTORY"] = str(objects)  # the cache: its objects only
         secrets = [token] if token else []
         if token and "://" in remote and urlsplit(remote).scheme.lower() in ("https", "http"):
             parts = urlsplit(remote)
@@ -281,25 +357,29 @@ class _Git:
         return self.redactor.text(lines[-1] if lines else "no message")[:400]
 
     def init(self) -> None:
-        self.run("init", "--quiet", "--bare", str(self.repo), what="create a repository")
-        self.run("config", "remote.origin.url", self.remote, what="configure the remote")
-        self.run("config", "remote.origin.fetch", "+refs/heads/*:refs/remotes/origin/*", what="configure the remote")
+        """Create the repository (no template: no hooks) with the store as ``origin``, its promisor remote."""
+        self.run("init", "--quiet", "--bare", "--template=", str(self.repo), what="create a repository")
+        for key, value in (("core.repositoryformatversion", "1"), ("extensions.partialClone", "origin"),
+                           ("remote.origin.url", self.remote), ("remote.origin.promisor", "true"),
+                           ("remote.origin.partialclonefilter", "blob:none")):
+            self.run("config", "--end-of-options", key, value, what="configure the remote")
 
     def ls_remote(self, ref: str) -> str | None:
         """The commit the remote's ``ref`` points at (None: no such ref)."""
-        proc = self.run("ls-remote", "origin", ref, what=f"read {ref} of the evidence repository")
+        proc = self.run("ls-remote", "--end-of-options", "origin", ref, what=f"read {ref} of the evidence repository")
         for line in proc.stdout.decode("utf-8", "replace").splitlines():
             oid, _, name = line.partition("\t")
             if name == ref and _OID_RE.match(oid):
                 return oid
         return None
 
-    def fetch(self, ref: str, local: str, *, blobs: bool) -> bool:
-        """Fetch the newest commit of ``ref`` into ``local``; False when the ref is gone."""
-        args = ["fetch", "--quiet", "--no-tags", "--depth=1", "--no-write-fetch-head"]
+    def fetch(self, ref: str, local: str, *, blobs: bool, history: bool = False) -> bool:
+        """Fetch the newest commit of ``ref`` (``history``: with all its history) into ``local``; False
+        when the ref is gone."""
+        args = ["fetch", "--quiet", "--no-tags", "--no-write-fetch-head", *([] if history else ["--depth=1"])]
         if not blobs:
             args.append("--filter=blob:none")
-        proc = self.run(*args, "origin", f"+{ref}:{local}", check=False)
+        proc = self.run(*args, "--end-of-options", "origin", f"+{ref}:{local}", check=False)
         if proc.returncode != 0:
             if b"couldn't find remote ref" in proc.stderr:
                 return False
@@ -420,6 +500,201 @@ class _Git:
         return proc.stdout.decode().strip()
 
 
+@dataclass(frozen=True)
+class _Change:
+    """One line of ``git log --raw``: a file a commit added (A), modified (M), deleted (D) or retyped (T)."""
+
+    status: str
+    new_mode: str
+    old: str
+    new: str
+    path: str
+
+
+_VERB = {"D": "deletes", "M": "rewrites", "T": "changes the type of"}
+
+
+def _stem(path: str) -> str:
+    """The bundle id a bundle path names (its file name without ``.zip``)."""
+    return path.rsplit("/", 1)[-1].removesuffix(".zip")
+
+
+def _blob_id(data: bytes, like: str) -> str:
+    """The git id of a blob holding ``data`` (SHA-1, or SHA-256 when ``like`` is a 64-digit id)."""
+    algo = hashlib.sha1 if len(like) == 40 else hashlib.sha256
+    return algo(b"blob %d\0" % len(data) + data).hexdigest()
+
+
+def _log(git: _Git, tip: str) -> builtins.list[tuple[str, builtins.list[str], builtins.list[_Change]]]:
+    """(commit, parents, changes) of every commit reachable from ``tip``, oldest first: one ``git log``."""
+    proc = git.run("log", "-z", "--raw", "--no-renames", "--no-abbrev", "--diff-merges=off", "--topo-order",
+                   "--reverse", "--format=%H %P", "--end-of-options", tip, "--",
+                   what="read the history of the evidence ref")
+    tokens = proc.stdout.split(b"\0")
+    commits: list[tuple[str, list[str], list[_Change]]] = []
+    i = 0
+    while i < len(tokens):
+        token = tokens[i].lstrip(b"\n")
+        i += 1
+        if not token:
+            continue
+        if token.startswith(b":"):
+            meta = token[1:].decode("ascii", "replace").split()
+            if not commits or i >= len(tokens) or len(meta) != 5:
+                raise EvidenceError("git evidence store: cannot read the history of the ref (git log)")
+            path = tokens[i].decode("utf-8", "surrogateescape")
+            i += 1
+            commits[-1][2].append(_Change(meta[4][:1], meta[1], meta[2], meta[3], path))
+            continue
+        ids = token.decode("ascii", "replace").split()
+        if not ids or not all(_OID_RE.match(oid) for oid in ids):
+            raise EvidenceError("git evidence store: cannot read the history of the ref (git log)")
+        commits.append((ids[0], ids[1:], []))
+    return commits
+
+
+def history_problems(git: _Git, tip: str) -> builtins.list[VerifyProblem]:
+    """Hold every commit of the ref's history (fetched whole into ``git``) to ``COMMIT_KINDS``.
+
+    Each commit but an empty first one is a ``record`` commit: it adds one bundle, appends that
+    bundle's index line to its month's shard (the shard before it plus exactly that line: its
+    id is compared with the id of that prefix of the newest shard, so no older version is read),
+    and sets its chain's ``head.json`` to the same line, moving the head forward by exactly that
+    record (the old ``head.json`` is the chain's previous record, the new line's sequence and
+    previous_sha256 follow it). A merge, a deletion, a rewrite, a second record or any other file
+    is a ``history`` problem naming the commit. One ``git log --raw`` reads the history; one
+    ``cat-file --batch`` the newest version of each shard (an older one only where a commit
+    rewrote the shard). A force-push that replaces the whole history is not seen here: that
+    needs a head anchored elsewhere (``verify --head``).
+    """
+    problems: list[VerifyProblem] = []
+
+    def fail(commit: str, message: str, bundle_id: str = "") -> None:
+        problems.append(VerifyProblem(bundle_id, None, "history", f"commit {commit} {message}"))
+
+    if (git.repo / "shallow").exists():
+        problems.append(VerifyProblem("", None, "history", "the store's history could not be fetched whole (the "
+                                      "repository is shallow): its commits cannot be checked"))
+    commits = _log(git, tip)
+    plans: dict[int, tuple[_Change, _Change, _Change]] = {}
+    versions: dict[str, list[tuple[int, _Change]]] = {}
+    for n, (commit, parents, changes) in enumerate(commits):
+        for change in changes:
+            if RECORD_COMMIT.appends.match(change.path):
+                versions.setdefault(change.path, []).append((n, change))
+        if len(parents) > 1:
+            fail(commit, f"is a merge commit ({len(parents)} parents): the evidence ref is one line of commits, "
+                         "each adding one record")
+            continue
+        if not changes and n == 0:
+            continue  # an empty first commit only creates the ref
+        adds, appends, sets, wrong = [], [], [], False
+        for change in changes:
+            stem = _stem(change.path)
+            if change.status not in ("A", "M") or (change.new_mode != "100644"):
+                verb = _VERB.get(change.status, "changes the mode of")
+                fail(commit, f"{verb} {change.path}: a commit of the evidence ref may only add one record (a "
+                             "bundle, its index line, its chain's head)",
+                     stem if RECORD_COMMIT.adds.match(change.path) else "")
+                wrong = True
+            elif RECORD_COMMIT.adds.match(change.path):
+                if change.status == "A":
+                    adds.append(change)
+                else:
+                    fail(commit, f"rewrites {change.path}: a bundle, once added, is never changed", stem)
+                    wrong = True
+            elif RECORD_COMMIT.appends.match(change.path):
+                appends.append(change)
+            elif RECORD_COMMIT.sets.match(change.path):
+                sets.append(change)
+            else:
+                fail(commit, f"changes {change.path}, which is no part of the evidence store (a commit adds a "
+                             "bundle, its index line and its chain's head, nothing else)")
+                wrong = True
+        if not adds:
+            fail(commit, "adds no record (each commit of the evidence ref adds exactly one); it changes "
+                         f"{', '.join(c.path for c in changes) or 'nothing'}")
+        elif len(adds) > 1:
+            fail(commit, f"adds {len(adds)} bundles ({', '.join(c.path for c in adds)}): each commit of the "
+                         "evidence ref adds exactly one record")
+        elif len(appends) != 1 or len(sets) != 1:
+            fail(commit, f"adds {adds[0].path} but changes {len(appends)} index shards and {len(sets)} chain heads "
+                         "(one of each)", _stem(adds[0].path))
+        elif not wrong:
+            plans[n] = (adds[0], appends[0], sets[0])
+
+    # Each shard, newest version first: the version before a commit is this one less its last line.
+    cache: dict[str, bytes] = {}
+    wanted = [(c.old if c.status == "D" else c.new) for shard in versions.values() for _, c in shard[-1:]]
+    for oid, found in zip(wanted, git.objects(wanted), strict=True):
+        if found is not None and found[0] == "blob":
+            cache[oid] = found[1]
+
+    def content(oid: str) -> bytes:
+        if oid not in cache:
+            found = git.objects([oid])[0]
+            if found is None or found[0] != "blob":
+                raise EvidenceError(f"git evidence store: cannot read object {oid} of the ref's history")
+            cache[oid] = found[1]
+        return cache[oid]
+
+    added: dict[int, bytes] = {}
+    for path, shard in versions.items():
+        after = b""
+        for position, (n, change) in enumerate(reversed(shard)):
+            if change.status == "D":
+                after = content(change.old)  # (the deletion is reported above)
+                continue
+            if position == 0:
+                after = content(change.new)
+            cut = after.rfind(b"\n", 0, len(after) - 1) + 1
+            before, line = after[:cut], after[cut:]
+            if after.endswith(b"\n") and ((change.status == "A" and before == b"")
+                                          or (change.status == "M" and _blob_id(before, change.old) == change.old)):
+                added[n] = line
+                after = before
+            else:
+                fail(commits[n][0], f"rewrites {path}: the shard after it is not the shard before it plus "
+                                    "exactly one line (an index line was added, deleted or changed)")
+                after = content(change.old) if change.status == "M" else b""
+
+    last: dict[tuple[str | None, str | None], tuple[dict[str, Any], bytes]] = {}
+    for n, (bundle, shard, head) in sorted(plans.items()):
+        commit, line = commits[n][0], added.get(n)
+        bundle_id = _stem(bundle.path)
+        if line is None:
+            continue  # its shard was rewritten: reported
+        try:
+            record = parse_record(json.loads(line), path_for=lambda r: bundle_path(r["id"]))
+        except (ValueError, TypeError, KeyError) as exc:
+            fail(commit, f"appends a line to {shard.path} that is not an index record ({exc})", bundle_id)
+            continue
+        if record["path"] != bundle.path or shard_path(record["id"]) != shard.path:
+            fail(commit, f"adds {bundle.path} but appends the index line of bundle {record['id']} to {shard.path}",
+                 bundle_id)
+            continue
+        key = (record["repository"], record["environment"])
+        if head.path != head_path(key) or head.new != _blob_id(line, head.new):
+            fail(commit, f"sets {head.path} to something else than the record it adds (the head of the chain of "
+                         f"{key[0]} / {key[1]} is {head_path(key)}, set to that record's index line)", bundle_id)
+            continue
+        previous = last.get(key)
+        if previous is None:
+            moved = head.status == "A"
+            want: tuple[Any, Any] = (1, None)
+        else:
+            moved = head.status == "M" and head.old == _blob_id(previous[1], head.old)
+            seq = previous[0].get("sequence")
+            want = (seq + 1 if isinstance(seq, int) else None, previous[0]["sha256"])
+        if not moved or (record.get("sequence"), record.get("previous_sha256")) != want:
+            before = f"bundle {previous[0]['id']} (#{previous[0].get('sequence')})" if previous else "no record"
+            fail(commit, f"adds bundle {record['id']} as #{record.get('sequence')} of the chain of {key[0]} / "
+                         f"{key[1]}, whose last record was {before}: the head moves forward by exactly one record",
+                 bundle_id)
+        last[key] = (record, line)
+    return problems
+
+
 _R = TypeVar("_R")
 
 
@@ -445,6 +720,63 @@ def _jitter(attempt: int) -> float:
     return random.uniform(0, min(2.0, 0.05 * (2 ** min(attempt, 6))))
 
 
+_CACHE_HEAD = b"ref: refs/heads/main\n"
+_CACHE_CONFIG = (b"# policyengine's cache of a git evidence store: only objects/ is read, each object checked\n"
+                 b"# against its id. A folder holding anything else is deleted and made again.\n"
+                 b"[core]\n\trepositoryformatversion = 0\n\tbare = true\n")
+_OBJECT_DIR_RE = re.compile(r"^(?:[0-9a-f]{2}|pack|info)$")
+
+
+def _make_cache(path: Path) -> None:
+    """Write an empty cache folder (a bare repository's skeleton: the objects folder is what is used)."""
+    path.mkdir(mode=0o700)
+    (path / "HEAD").write_bytes(_CACHE_HEAD)
+    (path / "config").write_bytes(_CACHE_CONFIG)
+    (path / "refs").mkdir()
+    (path / "objects" / "pack").mkdir(parents=True)
+    (path / "objects" / "info").mkdir()
+
+
+def _cache_problem(path: Path) -> str | None:
+    """What in the cache folder ``path`` policyengine did not write (None: nothing)."""
+    try:
+        if path.is_symlink() or not path.is_dir():
+            return "it is not a folder"
+        extra = sorted({e.name for e in os.scandir(path)} - {"HEAD", "config", "refs", "objects"})
+        if extra:
+            return f"it holds {extra[0]}"
+        for name, want in (("HEAD", _CACHE_HEAD), ("config", _CACHE_CONFIG)):
+            member = path / name
+            if member.is_symlink() or not member.is_file() or member.read_bytes() != want:
+                return f"its {name} is not the one policyengine writes"
+        refs, objects = path / "refs", path / "objects"
+        if refs.is_symlink() or not refs.is_dir() or any(refs.iterdir()):
+            return "its refs/ is not empty"
+        if objects.is_symlink() or not objects.is_dir():
+            return "its objects/ is not a folder"
+        for entry in os.scandir(objects):
+            if entry.is_symlink() or not entry.is_dir() or not _OBJECT_DIR_RE.match(entry.name):
+                return f"it holds objects/{entry.name}"
+        info = objects / "info"
+        if info.is_dir() and any(info.iterdir()):  # alternates, http-alternates, a commit-graph
+            return f"it holds objects/info/{sorted(os.listdir(info))[0]}"
+        pack = objects / "pack"
+        for entry in os.scandir(pack) if pack.is_dir() else ():
+            if not entry.is_file(follow_symlinks=False):  # a link, a folder, a pipe that would block git
+                return f"objects/pack/{entry.name} is not a file"
+    except OSError as exc:
+        return f"it cannot be read: {exc.strerror or exc}"
+    return None
+
+
+def _remove(path: Path) -> None:
+    """Delete the cache folder ``path`` (a link in its place: the link only)."""
+    if path.is_symlink() or path.is_file():
+        path.unlink()
+    else:
+        shutil.rmtree(path, ignore_errors=True)
+
+
 def _cache_root(env: Mapping[str, str]) -> Path:
     base = env.get("POLICYENGINE_CACHE_DIR") or str(Path(env.get("XDG_CACHE_HOME") or Path.home() / ".cache")
                                                    / "policyengine")
@@ -465,6 +797,8 @@ class GitArchive(EvidenceStore):
         self.notes: builtins.list[str] = []
         self._snapshot: tuple[_Git, str | None] | None = None
         self._fresh = False
+        self._history_wanted = False  # a fresh snapshot fetches the ref's whole history (verify)
+        self._history: tuple[str, builtins.list[VerifyProblem]] | None = None
         self._tmp: tempfile.TemporaryDirectory[str] | None = None
 
     # -- plumbing ----------------------------------------------------------------------
@@ -498,12 +832,13 @@ class GitArchive(EvidenceStore):
                                   "scoped to the protected environment")
         self.remote()
 
-    def _new_repo(self) -> _Git:
+    def _new_repo(self, objects: Path | None = None) -> _Git:
+        """A repository made now in a private temporary folder (``objects``: whose objects live there)."""
         if self._tmp is None:
             self._tmp = tempfile.TemporaryDirectory(prefix="policyengine-git-")
             weakref.finalize(self, self._tmp.cleanup)
         path = Path(tempfile.mkdtemp(dir=self._tmp.name, suffix=".git"))
-        git = _Git(path, self.remote(), self._env)
+        git = _Git(path, self.remote(), self._env, objects=objects)
         git.init()
         return git
 
@@ -512,25 +847,46 @@ class GitArchive(EvidenceStore):
         return _cache_root(self._env) / f"git-{where}.git"
 
     @contextlib.contextmanager
-    def _cache(self) -> Iterator[_Git]:
-        """The cache repository of this store, locked while fetching (a fresh one when it cannot be made)."""
+    def _cache_lock(self) -> Iterator[Path]:
+        """Hold the lock of this store's cache folder (OSError when it cannot be taken); yield the folder."""
         path = self._cache_path()
         where = path.name.removesuffix(".git").removeprefix("git-")
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(path.parent / f"git-{where}.lock", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
-        except OSError:
-            yield self._new_repo()
-            return
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path.parent / f"git-{where}.lock", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
-            git = _Git(path, self.remote(), self._env)
-            if not (path / "HEAD").is_file():
-                shutil.rmtree(path, ignore_errors=True)
-                git.init()
-            yield git
+            yield path
         finally:
             os.close(fd)
+
+    @contextlib.contextmanager
+    def _cache(self) -> Iterator[_Git]:
+        """A new repository whose objects are the cache's, locked while fetching (a fresh one when the
+        cache cannot be made).
+
+        The cache folder lends its objects and nothing else: git runs in a repository made now, with
+        a configuration written now, naming the store's URL as given; the cache's config, hooks,
+        refs, packed refs, replace refs and shallow list are never read. Each object read is hashed
+        against its id (``_Git.objects``), and the commit read is the one ``ls-remote`` names. A
+        cache folder holding anything else than what ``_make_cache`` writes and git's objects (an
+        ``objects/info/alternates``, a hook, a config of its own) is deleted and made again, with a
+        note.
+        """
+        with contextlib.ExitStack() as lock:
+            try:
+                path = lock.enter_context(self._cache_lock())
+                why = _cache_problem(path) if os.path.lexists(path) else None
+                if why is not None:
+                    self.notes.append(f"the evidence cache {path} could not be read as policyengine wrote it "
+                                      f"({why}): it was deleted and made again")
+                    _remove(path)
+                if not os.path.lexists(path):
+                    _make_cache(path)
+                objects: Path | None = path / "objects"
+            except OSError:  # no cache folder can be kept: read from a fresh fetch
+                lock.close()
+                objects = None
+            yield self._new_repo(objects=objects)
 
     def _drop_cache(self, exc: EvidenceError) -> None:
         """A read failed in the cache (``exc``) and worked from a fresh fetch: note it, delete the cache."""
@@ -538,8 +894,8 @@ class GitArchive(EvidenceStore):
         what = "was altered" if isinstance(exc, CacheAltered) else "could not be read"
         self.notes.append(f"the evidence cache {path} {what} ({exc.message}): it was deleted, and this read "
                           "comes from a fresh fetch")
-        with contextlib.suppress(OSError), self._cache():
-            shutil.rmtree(path, ignore_errors=True)
+        with contextlib.suppress(OSError), self._cache_lock():
+            _remove(path)
 
     def _open(self) -> tuple[_Git, str | None]:
         """The repository and commit every read of this instance uses (fetched once)."""
@@ -547,21 +903,28 @@ class GitArchive(EvidenceStore):
             local = "refs/policyengine/snapshot"
             if self._fresh:
                 git = self._new_repo()
-                commit = self._fetch_snapshot(git, local, blobs=True)
+                commit = self._fetch_snapshot(git, local, blobs=True, history=self._history_wanted)
             else:
                 with self._cache() as git:
                     commit = self._fetch_snapshot(git, local, blobs=False)
             self._snapshot = (git, commit)
         return self._snapshot
 
-    def _fetch_snapshot(self, git: _Git, local: str, *, blobs: bool) -> str | None:
+    def _fetch_snapshot(self, git: _Git, local: str, *, blobs: bool, history: bool = False) -> str | None:
+        """The commit the remote's ref names now, with what reading it needs (None: no such ref).
+
+        Its id is the one ``ls-remote`` of the store's URL gives: never a ref of the cache. Only
+        when the ref moved between the two calls is the fetched commit (this run's own ref) read.
+        """
         oid = git.ls_remote(self.ref)
         if oid is None:
             return None
-        if git.rev_parse(f"{oid}^{{commit}}") is None and not git.fetch(self.ref, local, blobs=blobs):
-            return None
-        have = git.rev_parse(f"{oid}^{{commit}}")
-        return have if have is not None else git.rev_parse(local)
+        if history or git.rev_parse(f"{oid}^{{commit}}") != oid:
+            if not git.fetch(self.ref, local, blobs=blobs, history=history):
+                return None
+            if git.rev_parse(f"{oid}^{{commit}}") != oid:
+                return git.rev_parse(local)
+        return oid
 
     # -- write -------------------------------------------------------------------------
 
@@ -645,14 +1008,15 @@ class GitArchive(EvidenceStore):
                    f"{repo} / {env} #{record['sequence']}\n\nsha256 {digest}\n")
         if redactor is not None:
             message = redactor.text(message)
-        args = ["commit-tree", tree.stdout.decode().strip(), *(["-p", old] if old else []), "-F", "-"]
+        args = ["commit-tree", "--no-gpg-sign", tree.stdout.decode().strip(), *(["-p", old] if old else []), "-F", "-"]
         commit = git.run(*args, stdin=message.encode("utf-8"), what="commit the bundle")
         return record, commit.stdout.decode().strip()
 
     def _push(self, git: _Git, new: str, old: str | None) -> tuple[bool, str]:
         """Compare-and-swap the remote ref from ``old`` to ``new``; (True, "") or (False, why) when rejected."""
         lease = f"--force-with-lease={self.ref}:{old or ''}"
-        proc = git.run("push", "--porcelain", "--quiet", lease, "origin", f"{new}:{self.ref}", check=False)
+        proc = git.run("push", "--porcelain", "--quiet", lease, "--end-of-options", "origin", f"{new}:{self.ref}",
+                       check=False)
         if proc.returncode == 0:
             return True, ""
         output = proc.stdout + b"\n" + proc.stderr
@@ -849,6 +1213,14 @@ class GitArchive(EvidenceStore):
             raise UsageError(f"{self.url}: a git evidence store is verified only with the team's public key: "
                              "anyone who can push to the ref can append bundles to it",
                              hint="give --public-key FILE (the key that signs the bundles)")
-        if not self._fresh:
-            self._fresh, self._snapshot = True, None
-        return super().verify(ids, public_key, heads=heads)
+        if not self._fresh or not self._history_wanted:
+            self._fresh, self._history_wanted, self._snapshot = True, True, None
+        report = super().verify(ids, public_key, heads=heads)
+        git, commit = self._open()
+        if commit is None:
+            return report
+        if self._history is None or self._history[0] != commit:
+            self._history = (commit, history_problems(git, commit))
+        if not self._history[1]:
+            return report
+        return replace(report, problems=(*report.problems, *self._history[1]))

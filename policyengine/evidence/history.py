@@ -89,9 +89,11 @@ class VerifiedHistory:
         return dict(found) if found is not None else None
 
     def _latest(self, repository: str, environment: str) -> dict[str, Any] | None:
-        from policyengine.evidence.stores import open_store
+        from policyengine.evidence.stores import is_folder_url, open_store
 
-        if not self.store_url.startswith("s3://"):
+        # A folder that holds no index yet records no deploy (the first run). Every other store
+        # (S3, git) answers that itself: an empty bucket prefix or a ref not created yet.
+        if is_folder_url(self.store_url):
             from pathlib import Path
 
             if not (Path(self.store_url) / "index.jsonl").is_file():

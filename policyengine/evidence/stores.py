@@ -6,6 +6,11 @@ from __future__ import annotations
 from policyengine.evidence.store import EvidenceStore
 
 
+def is_folder_url(url: str) -> bool:
+    """Whether ``url`` names a local folder (the one place that tells store URLs apart, with ``open_store``)."""
+    return not url.startswith(("git:", "git+", "s3://"))
+
+
 def open_store(url: str) -> EvidenceStore:
     """Return the store at ``url``: ``s3://bucket/prefix``, ``git:REF``, ``git+URL#REF`` or a local folder."""
     if url.startswith(("git:", "git+")):
