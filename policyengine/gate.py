@@ -56,7 +56,9 @@ from policyengine.errors import (
     UsageError,
 )
 from policyengine.gather import (
+    LivePipeline,
     LiveTickets,
+    RecordedPipeline,
     RecordedTickets,
     SuppliedTickets,
     gather_facts,
@@ -519,7 +521,8 @@ def check(request: CheckRequest) -> CheckResult:
     urgent = _emergency_request(request, policy, gathered.change)
     live = LiveTickets(request.env)
     try:
-        facts = gather_facts(policy, gathered.change, Workspace(ws), tickets=live)
+        facts = gather_facts(policy, gathered.change, Workspace(ws), tickets=live,
+                             pipeline=LivePipeline(request.env))
     finally:
         live.close()
 
@@ -611,7 +614,8 @@ def replay(store: Any, bundle_id: str) -> ReplayResult:
                                   record=dict(recorded_file), spec=spec, raw=raw)
         at = str(unpacked.recorded.get("evaluated_at"))
         tickets = RecordedTickets(_members(store, bundle_id, "raw/tickets/"))
-        facts = gather_facts(policy, unpacked.change, Workspace(ws), tickets=tickets)
+        facts = gather_facts(policy, unpacked.change, Workspace(ws), tickets=tickets,
+                             pipeline=RecordedPipeline(_members(store, bundle_id, "raw/pipeline.json")))
         decision = evaluate(policy, facts, parse_instant(at, option="--now"),
                             recorded_emergency(unpacked.recorded))
     return compare(bundle_id, at, unpacked.recorded, decision, notes)

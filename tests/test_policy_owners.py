@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from helpers import HEAD, OLD, change, review
 
-from policyengine.facts import Facts
+from policyengine.facts import Facts, PipelineFact, PipelineRequest
 from policyengine.models import Status
 from policyengine.policy import parse_policy
 from policyengine.rules.base import Context
@@ -24,13 +24,18 @@ rules:
 """
 
 
+def facts(ch: dict[str, Any], pipeline: PipelineFact | None = PipelineFact(source="git")) -> Facts:
+    """The facts the gate gathers for the rule: the change, and the guarded pipeline files."""
+    return Facts(change=ch, answers={PipelineRequest(): pipeline} if pipeline is not None else {})
+
+
 def judge(ch: dict[str, Any], file: str = "policies/prod.yml") -> Any:
     from helpers import NOW
 
     policy = parse_policy(POLICY, file=file)
     [owners] = [r for r in __import__("policyengine.policy", fromlist=["build_rules"]).build_rules(policy)
                 if r.spec.id == "policy-owners"]
-    return owners.evaluate(Context(change=ch, facts=Facts(change=ch), now=NOW))
+    return owners.evaluate(Context(change=ch, facts=facts(ch), now=NOW))
 
 
 def test_the_rule_is_added_with_its_own_id_and_guards_the_policy_itself() -> None:
@@ -147,10 +152,10 @@ def test_a_change_to_the_base_a_policy_extends_needs_an_owner(tmp_path: Path, mo
     rule = _owners_rule_of(policy)
     assert {"policies/prod.yml", "policies/base.yml"} <= set(rule.params["guard"])
     ch = change(files_changed=["policies/base.yml"], reviews=[review("bob")])
-    out = rule.evaluate(Context(change=ch, facts=Facts(change=ch), now=__import__("helpers").NOW))
+    out = rule.evaluate(Context(change=ch, facts=facts(ch), now=__import__("helpers").NOW))
     assert out.status is Status.FAIL and "policies/base.yml" in out.message
     ok = change(files_changed=["policies/base.yml"], reviews=[review("carol")])
-    assert rule.evaluate(Context(change=ok, facts=Facts(change=ok), now=__import__("helpers").NOW)).status \
+    assert rule.evaluate(Context(change=ok, facts=facts(ok), now=__import__("helpers").NOW)).status \
         is Status.PASS
 
 
