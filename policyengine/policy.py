@@ -472,8 +472,9 @@ def _owners_rule(data: dict[str, Any], file: str, base_paths: list[str]) -> tupl
               "guard": guarded_paths(_policy_paths(file) + base_paths,
                                      list(owners.get("guard", [])))}
     return (RuleSpec(id=OWNERS_RULE_ID, type="policy_owners", enforcement=Enforcement.DENY, controls=("CC8.1",),
-                     description="Changes to the policy, CODEOWNERS and the CI configuration are approved by a "
-                                 "policy owner (added by the gate; never waivable).", params=params),)
+                     description="Changes to the files that decide the verdict (the policy, its bases and waivers, "
+                                 "CODEOWNERS, the pipeline definitions, the install lock) are approved by a policy "
+                                 "owner (added by the gate; never waivable).", params=params),)
 
 
 def _build(data: dict[str, Any], positions: loader.Positions, raw: bytes, file: str,

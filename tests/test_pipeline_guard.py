@@ -349,3 +349,31 @@ def test_check_records_the_pipeline_files_and_replay_reads_them(repo: Path, tmp_
     replay = subprocess.run([sys.executable, "-m", "policyengine", "evidence", "replay", doc["evidence"]["bundle_id"],
                              "--archive", str(evidence)], capture_output=True, text=True, env=env, timeout=120)
     assert replay.returncode == 0, replay.stdout + replay.stderr
+
+
+def test_check_warns_on_every_run_that_a_policy_without_owners_guards_nothing(tmp_path: Path) -> None:
+    repo_root = Path(__file__).resolve().parents[1]
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("GITHUB_", "GITLAB_", "CI_", "POLICYENGINE_"))
+           and k != "CI"}
+    unowned = tmp_path / "unowned.yml"
+    unowned.write_bytes(POLICY.replace(b"policy_owners: {users: [carol]}\n", b""))
+
+    def run(policy: Path) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "policyengine", "check", "--policy", str(policy),
+                               "--change", str(repo_root / "examples" / "change-allowed.yml"),
+                               "--workspace", str(repo_root / "examples" / "workspace"), "--now", "2026-11-24T15:00:00Z",
+                               "--evidence-dir", str(tmp_path / "evidence")], capture_output=True, text=True, env=env,
+                              timeout=120)
+
+    res = run(unowned)
+    lines = [line for line in res.stderr.splitlines() if line.startswith("warning: the policy names no policy_owners")]
+    assert len(lines) == 1, res.stdout + res.stderr
+    assert "pipeline definitions" in lines[0] and "unguarded" in lines[0]
+    owned = tmp_path / "owned.yml"
+    owned.write_bytes(POLICY)
+    res = run(owned)
+    assert "policy_owners" not in res.stdout + res.stderr, res.stdout + res.stderr
+    for bundled in ("soc2-production", "soc2-small-team"):
+        res = run(repo_root / "policies" / f"{bundled}.yml")
+        assert "PASS  policy-owners" in res.stdout, res.stdout + res.stderr
+        assert "warning: the policy names no policy_owners" not in res.stderr, res.stderr
