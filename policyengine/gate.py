@@ -533,7 +533,7 @@ def check(request: CheckRequest) -> CheckResult:
     live = LiveTickets(request.env)
     try:
         facts = gather_facts(policy, gathered.change, Workspace(ws), tickets=live,
-                             pipeline=LivePipeline(request.env))
+                             pipeline=LivePipeline(request.env, fetch=True))
     finally:
         live.close()
 

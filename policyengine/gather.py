@@ -187,13 +187,16 @@ class LivePipeline:
     workspace's git repository (``policyengine.pipelines``); ``env`` names CI_CONFIG_PATH,
     CI_PROJECT_PATH and POLICYENGINE_REQUIREMENTS."""
 
-    def __init__(self, env: Mapping[str, str] | None = None) -> None:
+    def __init__(self, env: Mapping[str, str] | None = None, *, fetch: bool = False) -> None:
         self.env = env or {}
+        self.fetch = fetch
+        """Fetch a commit missing from a shallow clone from origin (``check``); off by default,
+        so that judging a policy test case never touches the network."""
 
     def files(self, workspace: Workspace, change: Mapping[str, Any], trusted_commit: str | None) -> PipelineFact:
         from policyengine import pipelines
 
-        record = pipelines.read_pipeline(workspace, change, trusted_commit, self.env)
+        record = pipelines.read_pipeline(workspace, change, trusted_commit, self.env, fetch=self.fetch)
         return _pipeline_fact(record, pipelines.encode(record), record.get("source"))
 
 

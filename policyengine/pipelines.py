@@ -248,7 +248,7 @@ def gitlab_includes(nodes: list[Node], projects: frozenset[str]) -> list[str]:
 
 def local_uses(nodes: list[Node]) -> list[str]:
     """Every ``uses: ./PATH`` of a workflow or an action, as written."""
-    return [v.value for k, v in _walk(nodes) if k == "uses" and isinstance(v, ScalarNode)
+    return [v.value.strip() for k, v in _walk(nodes) if k == "uses" and isinstance(v, ScalarNode)
             and v.value.strip().startswith("./")]
 
 
@@ -367,7 +367,8 @@ def _lock_paths(env: Mapping[str, str]) -> list[str]:
     out = [INSTALL_LOCK]
     named = (env.get("POLICYENGINE_REQUIREMENTS") or "").strip()
     if named:
-        path = include_glob(named.removeprefix("./"))
+        # An absolute path or one outside the checkout: guard the file's name wherever it is.
+        path = None if named.startswith("/") else include_glob(named.removeprefix("./"))
         out.append(path if path is not None else f"**/{posixpath.basename(named)}")
     return list(dict.fromkeys(out))
 
@@ -385,22 +386,26 @@ def _git_checkout(root: Path) -> tuple[bool, str]:
     return (True, "") if same else (False, f"the workspace is not the top of its git checkout ({top})")
 
 
-def _has_commit(root: Path, sha: str) -> bool:
-    """Whether the commit is in the repository; a shallow clone fetches exactly that one first."""
+def _has_commit(root: Path, sha: str, fetch: bool) -> bool:
+    """Whether the commit is in the repository; with ``fetch``, a shallow clone fetches exactly
+    that one from origin first."""
     def present() -> bool:
         proc = _git(root, "rev-parse", "--verify", "--quiet", "--end-of-options", f"{sha}^{{commit}}")
         return proc.returncode == 0 and proc.stdout.decode().strip() == sha
 
     if present():
         return True
+    if not fetch:
+        return False
     _git(root, "fetch", "--no-tags", "--quiet", "--depth=1", "origin", sha)
     return present()
 
 
 def read_pipeline(workspace: Workspace, change: Mapping[str, Any], trusted_commit: str | None,
-                  env: Mapping[str, str]) -> dict[str, Any]:
+                  env: Mapping[str, str], *, fetch: bool = False) -> dict[str, Any]:
     """The record of the pipeline files guarded for ``change`` (JSON-ready; ``error`` when they
-    cannot be computed). ``trusted_commit``: the commit the trusted policy was read from."""
+    cannot be computed). ``trusted_commit``: the commit the trusted policy was read from.
+    ``fetch``: a commit missing from a shallow clone is fetched from origin (``check`` only)."""
     roots, notes = _ci_config_roots(env)
     from_platform = change.get("facts_source") in ("github", "gitlab")
     projects = frozenset(str(p).strip().strip("/").casefold() for p in (change.get("repository"),
@@ -421,11 +426,11 @@ def read_pipeline(workspace: Workspace, change: Mapping[str, Any], trusted_commi
         checkout, why = _git_checkout(workspace.root)
         trees: list[Tree] = []
         if checkout and isinstance(deployed, str) and _SHA.fullmatch(deployed) and _has_commit(workspace.root,
-                                                                                               deployed):
+                                                                                               deployed, fetch):
             trees.append(GitTree(workspace.root, deployed, f"the deployed commit {deployed[:12]}"))
             record.update(deployed=deployed, source="git")
         elif from_platform:
-            cause = why or "the commit is not in the repository, even after fetching it"
+            cause = why or "the commit is not in the repository" + (", even after fetching it" if fetch else "")
             return fail(f"the deployed commit {str(deployed)[:12]} cannot be read from git: {cause}")
         else:
             trees.append(WorkspaceTree(workspace))
@@ -435,18 +440,19 @@ def read_pipeline(workspace: Workspace, change: Mapping[str, Any], trusted_commi
             if from_platform:
                 return fail("no trusted base is known (no previous deploy in the change range, and the policy "
                             "was not read from git), so the pipeline configuration before the change cannot "
-                            "be read")
+                            "be read; read the policy from git (policy-source / POLICYENGINE_POLICY_SOURCE "
+                            "previous-deploy) or give a trust key and a persistent evidence store")
             notes.append("the change file names no previous deploy and the policy was not read from git: "
                          "the pipeline configuration before the change was not read")
         elif base != deployed:
             if not (isinstance(base, str) and _SHA.fullmatch(base)):
                 return fail(f"the trusted base {str(base)[:40]!r} is not a commit id")
-            if checkout and _has_commit(workspace.root, base):
+            if checkout and _has_commit(workspace.root, base, fetch):
                 trees.append(GitTree(workspace.root, base, f"the trusted base {base[:12]} ({base_from})"))
                 record["base"] = base
             elif checkout or from_platform:
-                return fail(f"the trusted base {base[:12]} ({base_from}) is not in the repository, even after "
-                            "fetching it")
+                return fail(f"the trusted base {base[:12]} ({base_from}) is not in the repository"
+                            + (", even after fetching it" if fetch else ""))
             else:
                 notes.append(f"the trusted base {base[:12]} was not read: {why}")
         guard: list[str] = list(record["guard"])

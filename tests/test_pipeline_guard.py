@@ -74,7 +74,7 @@ def owners(ch: dict[str, Any], root: Path, env: dict[str, str] | None = None,
     from policyengine.gather import LivePipeline
 
     policy = parse_policy(POLICY, file=policy_file)
-    facts = gather_facts(policy, ch, Workspace(root), pipeline=LivePipeline(env or {}))
+    facts = gather_facts(policy, ch, Workspace(root), pipeline=LivePipeline(env or {}, fetch=True))
     return next(r for r in evaluate(policy, facts, NOW).rules if r.id == "policy-owners")
 
 
@@ -316,6 +316,11 @@ def test_a_shallow_clone_fetches_the_base_by_id(repo: Path, tmp_path: Path) -> N
     assert subprocess.run(["git", "cat-file", "-e", base], cwd=shallow, capture_output=True).returncode != 0
     out = owners(deploy(base, head, ["ci/old.yml"]), shallow)
     assert out.status is Status.FAIL and "ci/old.yml" in out.message
+    # Judging without fetching (policy test, dry runs) never touches the network: the base is then missing.
+    shallow2 = tmp_path / "shallow2"
+    git(tmp_path, "clone", "-q", "--depth=1", f"file://{repo}", str(shallow2))
+    record = read_pipeline(Workspace(shallow2), deploy(base, head, ["ci/old.yml"]), None, {})
+    assert record["error"] and "not in the repository" in record["error"]
 
 
 # -- check: recorded in the bundle, replayed from it -------------------------------------------------
