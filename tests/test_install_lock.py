@@ -10,6 +10,7 @@ POLICYENGINE_GATE_SHA256 set, the hash of policyengine-gate must be that one.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 from test_provider_integration_files import FAKE_POLICYENGINE, REPO, run_template
@@ -124,3 +125,77 @@ def test_the_git_url_install_is_unchanged(tmp_path: Path) -> None:
                        installed=FAKE_POLICYENGINE, lock="--find-links /tmp/never-read")
     assert res.returncode == 0, res.stdout + res.stderr
     assert (tmp_path / "toolchain" / "pip.log").read_text() == f"pip install --quiet -- {url} PIP_NO_CACHE_DIR=1\n"
+
+
+# -- our reading against pip's own -------------------------------------------------------------------
+
+
+def _lock_script() -> str:
+    import yaml
+
+    install = yaml.safe_load((REPO / ".gitlab-ci-template.yml").read_text(encoding="utf-8"))[
+        ".policyengine-gate"]["script"][0]
+    body = install[install.index("<<'PY'\n") + len("<<'PY'\n"):]
+    return body[:body.index("\nPY\n")]
+
+
+def _we_accept(script: Any, lock: Path, monkeypatch: pytest.MonkeyPatch) -> bool:
+    import sys
+
+    monkeypatch.setattr(sys, "argv", ["-", str(lock)])
+    try:
+        exec(script, {"__name__": "__main__"})  # noqa: S102 - the template's own script
+    except SystemExit as exc:
+        assert exc.code == 2
+        return False
+    return True
+
+
+def _pip_installs_only_hashed_pins(text: str) -> bool:
+    """What pip 'install -r' would do with the text: only pinned, hashed requirements, no option?"""
+    from packaging.requirements import InvalidRequirement, Requirement
+    from pip._internal.req import req_file
+
+    parse = req_file.get_line_parser(None)
+    try:
+        for _number, line in req_file.preprocess(text):
+            args, opts = parse(line)
+            # Defaults that are objects: an option on the line fills them in.
+            empty = {"FormatControl(set(), set())", "ReleaseControl(all_releases=set(), only_final=set())"}
+            extra = {k: v for k, v in vars(opts).items() if v not in (None, [], False) and k != "hashes"
+                     and repr(v) not in empty}
+            if not args or extra or not opts.hashes:
+                return False
+            req = Requirement(args)
+            if req.url or [s.operator for s in req.specifier] != ["=="] or "*" in str(req.specifier):
+                return False
+    except (req_file.RequirementsFileParseError, InvalidRequirement, SystemExit, ValueError):
+        return True  # pip refuses it too: nothing is installed
+    return True
+
+
+def test_what_the_template_accepts_pip_reads_as_hashed_pins_only(tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """A seeded random search over the pieces that make pip and a naive reader disagree."""
+    import random
+
+    # The oracle sees what the hostile locks above do to pip (it is not blind to options).
+    for case in ("find-links", "index-url with =", "editable", "an option after a comment that ends a continuation",
+                 "CRLF line endings hiding an option", "a URL requirement", "a form feed"):
+        assert not _pip_installs_only_hashed_pins(HOSTILE[case]), case
+    script = compile(_lock_script(), "lock-check", "exec")
+    monkeypatch.delenv("POLICYENGINE_GATE_SHA256", raising=False)
+    pieces = [GATE.strip(), f"click==8.1.7 --hash=sha256:{OTHER}", " \\", "\\", "\n", "\r\n", "\r", "\f", " ",
+              "# c", " #x", "#", "--no-index", " --find-links /w", "-e .", "-r x.txt", "--hash=sha256:" + GOOD,
+              "name @ file:///w.whl", "./w.whl", "; python_version < \"4\"", "==1.0", "policyengine-gate",
+              "\t", "${X}", "--index-url=https://e.example/s"]
+    rng = random.Random(20261124)
+    lock = tmp_path / "policyengine-gate.lock"
+    accepted = 0
+    for _ in range(1500):
+        text = "".join(rng.choice(pieces) for _ in range(rng.randint(1, 9)))
+        lock.write_text(GATE + text + "\n", encoding="utf-8", newline="")
+        if _we_accept(script, lock, monkeypatch):
+            accepted += 1
+            assert _pip_installs_only_hashed_pins(lock.read_bytes().decode("utf-8")), repr(text)
+    assert accepted > 50  # the search reached accepted locks, not only refusals
