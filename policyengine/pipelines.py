@@ -418,8 +418,8 @@ def read_pipeline(workspace: Workspace, change: Mapping[str, Any], trusted_commi
         return record
 
     deployed = change.get("commit")
-    rng = change.get("range") if isinstance(change.get("range"), dict) else {}
-    base, base_from = rng.get("previous_commit"), "the previous deploy"
+    rng = change.get("range")
+    base, base_from = (rng.get("previous_commit") if isinstance(rng, dict) else None), "the previous deploy"
     if not base and trusted_commit:
         base, base_from = trusted_commit, "the commit the trusted policy was read from"
     try:

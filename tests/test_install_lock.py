@@ -189,7 +189,7 @@ def test_what_the_template_accepts_pip_reads_as_hashed_pins_only(tmp_path: Path,
               "# c", " #x", "#", "--no-index", " --find-links /w", "-e .", "-r x.txt", "--hash=sha256:" + GOOD,
               "name @ file:///w.whl", "./w.whl", "; python_version < \"4\"", "==1.0", "policyengine-gate",
               "\t", "${X}", "--index-url=https://e.example/s"]
-    rng = random.Random(20261124)
+    rng = random.Random(20261124)  # noqa: S311 - a reproducible search, not a secret
     lock = tmp_path / "policyengine-gate.lock"
     accepted = 0
     for _ in range(1500):
