@@ -382,3 +382,31 @@ def test_check_warns_on_every_run_that_a_policy_without_owners_guards_nothing(tm
         res = run(repo_root / "policies" / f"{bundled}.yml")
         assert "PASS  policy-owners" in res.stdout, res.stdout + res.stderr
         assert "warning: the policy names no policy_owners" not in res.stderr, res.stderr
+
+
+def test_check_reads_the_old_configuration_at_the_commit_of_the_trusted_policy(repo: Path, tmp_path: Path) -> None:
+    """`--policy git:origin/main:...` names the trusted base: a dropped include still guards its file."""
+    commit(repo, {"policies/prod.yml": POLICY.decode(), ".gitlab-ci.yml": "include: ci/old.yml\n",
+                  "ci/old.yml": "gate:\n  script: policyengine check\n"})
+    origin = tmp_path / "origin.git"
+    git(tmp_path, "clone", "-q", "--bare", str(repo), str(origin))
+    work = tmp_path / "work"
+    git(tmp_path, "clone", "-q", str(origin), str(work))
+    git(work, "checkout", "-q", "-b", "change")
+    head = commit(work, {".gitlab-ci.yml": "deploy:\n  script: ./deploy.sh\n",
+                         "ci/old.yml": "gate:\n  script: echo ALLOW\n"})
+    ch = deploy(None, head, ["ci/old.yml", ".gitlab-ci.yml"], reviewers=("bob",), platform=False)
+    ch.pop("facts_source")
+    (tmp_path / "change.json").write_text(json.dumps(ch))
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("GITHUB_", "GITLAB_", "CI_", "POLICYENGINE_"))
+           and k != "CI"}
+    env.update(GIT_ENV)
+    proc = subprocess.run([sys.executable, "-m", "policyengine", "check", "--policy", "git:origin/main:policies/prod.yml",
+                           "--change", str(tmp_path / "change.json"), "--workspace", str(work),
+                           "--now", "2026-11-24T15:00:00Z", "--evidence-dir", str(tmp_path / "evidence"),
+                           "--json", str(tmp_path / "d.json")], capture_output=True, text=True, env=env, timeout=120,
+                          cwd=work)
+    doc = json.loads((tmp_path / "d.json").read_text())
+    rule = next(r for r in doc["rules"] if r["id"] == "policy-owners")
+    assert rule["status"] == "fail", proc.stdout + proc.stderr
+    assert "ci/old.yml" in rule["message"] and "ci/old.yml" in rule["details"]["guarded"]
