@@ -112,6 +112,7 @@ class GitTree:
         self.commit = commit
         self.where = where
         self._files: list[str] | None = None
+        self._present: frozenset[str] = frozenset()
 
     def files(self) -> list[str]:
         if self._files is None:
@@ -119,10 +120,12 @@ class GitTree:
             if proc.returncode != 0:
                 raise PipelineError(f"cannot list the files of {self.where}: {_first_line(proc.stderr)}")
             self._files = sorted(p for p in proc.stdout.decode("utf-8", "surrogateescape").split("\0") if p)
+            self._present = frozenset(self._files)
         return self._files
 
     def read(self, path: str) -> bytes | None:
-        if path not in set(self.files()):
+        self.files()
+        if path not in self._present:
             return None
         size = _git(self.repo, "cat-file", "-s", f"{self.commit}:{path}")
         text = size.stdout.decode().strip()
