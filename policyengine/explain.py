@@ -156,13 +156,16 @@ def _window(p: dict[str, Any]) -> tuple[str, list[str], list[str], list[str]]:
 
 def _owners(p: dict[str, Any]) -> tuple[str, list[str], list[str], list[str]]:
     owners = _list([*p.get("users", []), *(f"members of {t}" for t in p.get("teams", []))], "or")
-    text = (f"Every request of the change that modifies a guarded file ({_list(p['guard'])}) is approved by a policy "
-            f"owner ({owners}) other than its author and committers, on its head commit. Added by the gate; never "
-            "waivable.")
+    text = (f"Every request of the change that modifies a guarded file ({_list(p['guard'])}, and the pipeline "
+            "files the CI configuration runs at the trusted base or the deployed commit: local actions, included "
+            f"GitLab files) is approved by a policy owner ({owners}) other than its author and committers, on its "
+            "head commit. Added by the gate; never waivable.")
     fails = ["a request changed a guarded file without an owner's approval",
              "a request's file list is unknown and no owner approved it",
              "a commit of the change range came through no request"]
-    errors = ["the reviews or teams could not be read from the code host"]
+    errors = ["the reviews or teams could not be read from the code host",
+              "the pipeline files could not be determined (a configuration that does not parse, a commit or "
+              "trusted base that cannot be read)"]
     keeps = ["each request of the change, the guarded files it touched and whether an owner approved it"]
     return text, fails, errors, keeps
 

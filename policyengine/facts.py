@@ -210,7 +210,30 @@ MAX_TICKET_KEYS = 20
 """The most keys asked for one change; more are reported as not verified (never as passing)."""
 
 
-FactRequest = Union[ReportsRequest, DocumentRequest, TicketRequest]
+# -- the pipeline files (the policy owners guard them) -----------------------------------------
+
+
+@dataclass(frozen=True)
+class PipelineRequest:
+    """The files that define the pipelines of the change's repository, beyond the fixed names:
+    local actions, included GitLab files, the install lock (``policyengine.pipelines``)."""
+
+
+@dataclass(frozen=True)
+class PipelineFact:
+    """The answer to a ``PipelineRequest``: guard globs, read at the trusted base and at the
+    deployed commit; or ``error`` when they cannot be computed (the rule is then an error).
+    ``record`` is kept in the evidence (``raw/pipeline.json``) and read again on replay."""
+
+    guard: tuple[str, ...] = ()
+    error: str | None = None
+    notes: tuple[str, ...] = ()
+    source: str | None = None
+    """git (read at commits), workspace (a change file's workspace) or recorded (a bundle's record)."""
+    record: bytes = b""
+
+
+FactRequest = Union[ReportsRequest, DocumentRequest, TicketRequest, PipelineRequest]
 """Every kind of fact a rule may ask for. A new kind adds a request here and a gatherer in
 ``policyengine.gather.GATHERERS``."""
 
@@ -236,6 +259,11 @@ class Facts:
         """The document fact for ``request``, or None when it was not gathered."""
         fact = self.answers.get(request)
         return fact if isinstance(fact, DocumentFact) else None
+
+    def pipeline(self, request: PipelineRequest) -> PipelineFact | None:
+        """The pipeline files fact for ``request``, or None when it was not gathered."""
+        fact = self.answers.get(request)
+        return fact if isinstance(fact, PipelineFact) else None
 
     def tickets(self, request: TicketRequest) -> TicketsFact | None:
         """The tickets fact for ``request``, or None when it was not gathered."""

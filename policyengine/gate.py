@@ -56,7 +56,9 @@ from policyengine.errors import (
     UsageError,
 )
 from policyengine.gather import (
+    LivePipeline,
     LiveTickets,
+    RecordedPipeline,
     RecordedTickets,
     SuppliedTickets,
     gather_facts,
@@ -234,6 +236,8 @@ class CheckResult:
     simulated_under_ci: bool = False
     notifications: list[str] = field(default_factory=list)
     """One line per notification target: sent, or FAILED and how it was recorded (``notify.deliver``)."""
+    warnings: list[str] = field(default_factory=list)
+    """Lines the CLI prints on every run (a policy without ``policy_owners``: nothing is guarded)."""
 
     def redact(self, text: str) -> str:
         """Run the one redactor over a rendered output (console text, JSON, JUnit XML)."""
@@ -484,6 +488,15 @@ def _emergency_request(request: CheckRequest, policy: Policy, change: Mapping[st
     return asked
 
 
+UNGUARDED = ("the policy names no policy_owners: the policy, its bases, the waivers file, CODEOWNERS, the pipeline "
+             "definitions and the install lock are unguarded; a change can edit them without an owner's approval")
+
+
+def unguarded_warning(policy: Policy) -> list[str]:
+    """The warning printed on every run of a policy without ``policy_owners`` (else none)."""
+    return [] if any(r.type == "policy_owners" for r in policy.rules) else [UNGUARDED]
+
+
 def _wall(request: CheckRequest) -> datetime:
     return request.wall_time if request.wall_time is not None else request.now
 
@@ -519,7 +532,8 @@ def check(request: CheckRequest) -> CheckResult:
     urgent = _emergency_request(request, policy, gathered.change)
     live = LiveTickets(request.env)
     try:
-        facts = gather_facts(policy, gathered.change, Workspace(ws), tickets=live)
+        facts = gather_facts(policy, gathered.change, Workspace(ws), tickets=live,
+                             pipeline=LivePipeline(request.env, fetch=True))
     finally:
         live.close()
 
@@ -552,7 +566,8 @@ def check(request: CheckRequest) -> CheckResult:
     return CheckResult(decision=shown, document=doc, evidence=bundle, store_url=store_url,
                        verdict_code=code, exit_code=delivered.exit_code, advisory=request.advisory,
                        notes=list(bundle.get("notes", [])), redactor=redactor,
-                       simulated_under_ci=simulated_under_ci, notifications=delivered.lines)
+                       simulated_under_ci=simulated_under_ci, notifications=delivered.lines,
+                       warnings=unguarded_warning(policy))
 
 
 # -- replay -----------------------------------------------------------------------------------
@@ -611,7 +626,8 @@ def replay(store: Any, bundle_id: str) -> ReplayResult:
                                   record=dict(recorded_file), spec=spec, raw=raw)
         at = str(unpacked.recorded.get("evaluated_at"))
         tickets = RecordedTickets(_members(store, bundle_id, "raw/tickets/"))
-        facts = gather_facts(policy, unpacked.change, Workspace(ws), tickets=tickets)
+        facts = gather_facts(policy, unpacked.change, Workspace(ws), tickets=tickets,
+                             pipeline=RecordedPipeline(_members(store, bundle_id, "raw/pipeline.json")))
         decision = evaluate(policy, facts, parse_instant(at, option="--now"),
                             recorded_emergency(unpacked.recorded))
     return compare(bundle_id, at, unpacked.recorded, decision, notes)

@@ -21,6 +21,8 @@ from policyengine.facts import (
     DocumentRequest,
     FactRequest,
     Facts,
+    PipelineFact,
+    PipelineRequest,
     ReportFact,
     ReportsFact,
     ReportsRequest,
@@ -165,6 +167,58 @@ class LiveTickets:
                 session.close()
 
 
+PIPELINE_MEMBER = "pipeline.json"
+"""The record of the guarded pipeline files, under ``raw/`` in the bundle."""
+
+
+def _pipeline_fact(record: Mapping[str, Any], data: bytes, origin: str | None) -> PipelineFact:
+    guard = record.get("guard")
+    notes = record.get("notes")
+    error = record.get("error")
+    if not isinstance(guard, list) or not all(isinstance(g, str) for g in guard):
+        return PipelineFact(error="the record of the pipeline files holds no list of guarded files", source=origin,
+                            record=data)
+    return PipelineFact(guard=tuple(guard), error=str(error) if error else None, source=origin, record=data,
+                        notes=tuple(str(n) for n in notes) if isinstance(notes, list) else ())
+
+
+class LivePipeline:
+    """Read the pipeline configuration at the trusted base and the deployed commit from the
+    workspace's git repository (``policyengine.pipelines``); ``env`` names CI_CONFIG_PATH,
+    CI_PROJECT_PATH and POLICYENGINE_REQUIREMENTS."""
+
+    def __init__(self, env: Mapping[str, str] | None = None, *, fetch: bool = False) -> None:
+        self.env = env or {}
+        self.fetch = fetch
+        """Fetch a commit missing from a shallow clone from origin (``check``); off by default,
+        so that judging a policy test case never touches the network."""
+
+    def files(self, workspace: Workspace, change: Mapping[str, Any], trusted_commit: str | None) -> PipelineFact:
+        from policyengine import pipelines
+
+        record = pipelines.read_pipeline(workspace, change, trusted_commit, self.env, fetch=self.fetch)
+        return _pipeline_fact(record, pipelines.encode(record), record.get("source"))
+
+
+class RecordedPipeline:
+    """The record an evidence bundle keeps (``raw/pipeline.json``): replay reads it, never git."""
+
+    def __init__(self, members: Mapping[str, bytes]) -> None:
+        self.data = members.get(f"raw/{PIPELINE_MEMBER}")
+
+    def files(self, workspace: Workspace, change: Mapping[str, Any], trusted_commit: str | None) -> PipelineFact:
+        if self.data is None:
+            return PipelineFact(error=f"the bundle records no pipeline files (raw/{PIPELINE_MEMBER})",
+                                source="recorded")
+        try:
+            record = json.loads(self.data.decode("utf-8"))
+        except (UnicodeDecodeError, ValueError):
+            record = None
+        if not isinstance(record, dict):
+            return PipelineFact(error=f"raw/{PIPELINE_MEMBER} in the bundle is not a JSON object", source="recorded")
+        return _pipeline_fact(record, self.data, "recorded")
+
+
 NO_TICKETS = OfflineTickets(missing="the ticket system is not asked here (no ticket answers were given)")
 
 
@@ -177,6 +231,11 @@ class GatherContext:
     change: Mapping[str, Any] = field(default_factory=dict)
     tickets: Any = NO_TICKETS
     """A ``TicketSource``; the default never touches the network."""
+    pipeline: Any = None
+    """Where the pipeline files come from (``LivePipeline``, ``RecordedPipeline``); None: the
+    workspace's git repository, without the CI variables."""
+    trusted_commit: str | None = None
+    """The commit the trusted policy was read from (``git:`` in this repository): a base."""
 
 
 def _reports(request: ReportsRequest, ctx: GatherContext) -> ReportsFact:
@@ -254,10 +313,18 @@ def _tickets(request: TicketRequest, ctx: GatherContext) -> TicketsFact:
     return TicketsFact(answers=answers, records=records, skipped=tuple(k for _s, k, _w in keys[MAX_TICKET_KEYS:]))
 
 
+def _pipeline(request: PipelineRequest, ctx: GatherContext) -> PipelineFact:
+    """The guarded pipeline files, at the trusted base and at the deployed commit."""
+    source = ctx.pipeline if ctx.pipeline is not None else LivePipeline()
+    fact: PipelineFact = source.files(ctx.workspace, ctx.change, ctx.trusted_commit)
+    return fact
+
+
 GATHERERS: Mapping[type, Callable[[Any, GatherContext], Any]] = {
     ReportsRequest: _reports,
     DocumentRequest: _document,
     TicketRequest: _tickets,
+    PipelineRequest: _pipeline,
 }
 """One gatherer per kind of fact request."""
 
@@ -274,20 +341,33 @@ def needed(policy: Policy, change: Mapping[str, Any]) -> list[FactRequest]:
     return wanted
 
 
-def gather_facts(policy: Policy, change: dict[str, Any], workspace: Workspace, tickets: Any = None) -> Facts:
+def trusted_commit(policy: Policy) -> str | None:
+    """The commit the policy was read from, when it came from this repository's git (``git:``)."""
+    source = policy.source or {}
+    commit = source.get("commit")
+    return commit if source.get("kind") == "git" and not source.get("url") and isinstance(commit, str) else None
+
+
+def gather_facts(policy: Policy, change: dict[str, Any], workspace: Workspace, tickets: Any = None,
+                 pipeline: Any = None) -> Facts:
     """Gather every fact the applicable rules of ``policy`` need for ``change``.
 
     ``tickets``: where ticket answers come from (a ``TicketSource``); None never asks anyone,
-    so a ticket rule then errors: only ``check`` passes ``LiveTickets``."""
-    ctx = GatherContext(workspace=workspace, change=change, tickets=tickets if tickets is not None else NO_TICKETS)
+    so a ticket rule then errors: only ``check`` passes ``LiveTickets``. ``pipeline``: where the
+    pipeline files come from (None: ``LivePipeline`` without CI variables)."""
+    ctx = GatherContext(workspace=workspace, change=change, tickets=tickets if tickets is not None else NO_TICKETS,
+                        pipeline=pipeline, trusted_commit=trusted_commit(policy))
     answers = {request: GATHERERS[type(request)](request, ctx) for request in needed(policy, change)}
     return Facts(change=change, answers=answers)
 
 
 def ticket_records(facts: Facts) -> dict[str, bytes]:
-    """The raw ticket records of ``facts``, by bundle member name under ``raw/``."""
+    """The raw ticket records of ``facts``, by bundle member name under ``raw/``, and the record
+    of the guarded pipeline files (``pipeline.json``): replay reads both, never asks again."""
     out: dict[str, bytes] = {}
     for fact in facts.answers.values():
         if isinstance(fact, TicketsFact):
             out.update(fact.records)
+        elif isinstance(fact, PipelineFact) and fact.record and fact.source != "recorded":
+            out[PIPELINE_MEMBER] = fact.record
     return out

@@ -461,6 +461,27 @@ def parse_document(raw: bytes, *, file: str, what: str) -> tuple[Any, Positions,
     return data, builder.positions, sorted(builder.problems, key=problem_order)
 
 
+def compose_all(text: str) -> list[Node]:
+    """Compose every YAML document of ``text`` into node graphs, building no values.
+
+    For files that are not ours to validate (CI configurations): custom tags (GitLab's
+    ``!reference``) are kept as tags, aliases stay shared nodes (never expanded), and the depth
+    and size limits hold. Raises ``yaml.YAMLError`` (``RecursionError`` is turned into one).
+    """
+    composer = _SafeComposer(text)
+    try:
+        nodes: list[Node] = []
+        while composer.check_node():
+            node = composer.get_node()
+            if node is not None:
+                nodes.append(node)
+        return nodes
+    except RecursionError:
+        raise YAMLError("the document is nested too deeply") from None
+    finally:
+        composer.dispose()
+
+
 def load_document(path: str | Path, *, what: str) -> tuple[Any, Positions]:
     """Read and parse a YAML or JSON file; raise ``InvalidInputError`` listing every problem."""
     raw = read_user_file(path, what=what)

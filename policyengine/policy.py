@@ -136,7 +136,7 @@ def parse_policy(raw: bytes, *, file: str, base: Policy | None = None) -> Policy
         data, positions, file) + _check_emergency(data, positions, file)
     if problems:
         raise InvalidInputError(sorted(problems, key=loader.problem_order), what="policy", hint=_POLICY_HINT)
-    policy = _build(data, positions, raw, file)
+    policy = _build(data, positions, raw, file, base_paths=_base_paths(base))
     return dataclasses.replace(policy, base=base) if base is not None else policy
 
 
@@ -447,7 +447,20 @@ def _policy_paths(file: str) -> list[str]:
     return [path.as_posix().removeprefix("./")]
 
 
-def _owners_rule(data: dict[str, Any], file: str) -> tuple[RuleSpec, ...]:
+def _base_paths(base: Policy | None) -> list[str]:
+    """How every base the policy extends (a base's base too) appears in a change's file list.
+
+    A base read from another repository (``git+URL``) is left out: a change of this repository
+    cannot edit it, and that repository's own controls guard it."""
+    out: list[str] = []
+    while base is not None:
+        if not base.path.startswith("git+"):
+            out += _policy_paths(base.path)
+        base = base.base
+    return out
+
+
+def _owners_rule(data: dict[str, Any], file: str, base_paths: list[str]) -> tuple[RuleSpec, ...]:
     """The implicit ``policy-owners`` rule, when the policy names owners."""
     owners = data.get("policy_owners")
     if not isinstance(owners, dict):
@@ -456,14 +469,16 @@ def _owners_rule(data: dict[str, Any], file: str) -> tuple[RuleSpec, ...]:
     from policyengine.rules.policy_owners import guarded_paths
 
     params = {"users": list(owners.get("users", [])), "teams": list(owners.get("teams", [])),
-              "guard": guarded_paths(_policy_paths(file) + list(data.get("_base_paths", [])),
+              "guard": guarded_paths(_policy_paths(file) + base_paths,
                                      list(owners.get("guard", [])))}
     return (RuleSpec(id=OWNERS_RULE_ID, type="policy_owners", enforcement=Enforcement.DENY, controls=("CC8.1",),
-                     description="Changes to the policy, CODEOWNERS and the CI configuration are approved by a "
-                                 "policy owner (added by the gate; never waivable).", params=params),)
+                     description="Changes to the files that decide the verdict (the policy, its bases and waivers, "
+                                 "CODEOWNERS, the pipeline definitions, the install lock) are approved by a policy "
+                                 "owner (added by the gate; never waivable).", params=params),)
 
 
-def _build(data: dict[str, Any], positions: loader.Positions, raw: bytes, file: str) -> Policy:
+def _build(data: dict[str, Any], positions: loader.Positions, raw: bytes, file: str,
+           base_paths: list[str] | None = None) -> Policy:
     applies_to = data.get("applies_to")
     evidence = data.get("evidence")
     return Policy(
@@ -471,7 +486,8 @@ def _build(data: dict[str, Any], positions: loader.Positions, raw: bytes, file: 
         version=data["version"],
         description=data.get("description"),
         environments=tuple(applies_to["environments"]) if isinstance(applies_to, dict) else None,
-        rules=tuple(_spec(rule, i, positions) for i, rule in enumerate(data["rules"])) + _owners_rule(data, file),
+        rules=tuple(_spec(rule, i, positions) for i, rule in enumerate(data["rules"]))
+        + _owners_rule(data, file, base_paths or []),
         path=file,
         sha256=hashlib.sha256(raw).hexdigest(),
         raw=raw,

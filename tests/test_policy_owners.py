@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
 from helpers import HEAD, OLD, change, review
 
-from policyengine.facts import Facts
+from policyengine.facts import Facts, PipelineFact, PipelineRequest
 from policyengine.models import Status
 from policyengine.policy import parse_policy
 from policyengine.rules.base import Context
@@ -23,13 +24,18 @@ rules:
 """
 
 
+def facts(ch: dict[str, Any]) -> Facts:
+    """The facts the gate gathers for the rule: the change, and the guarded pipeline files (none more)."""
+    return Facts(change=ch, answers={PipelineRequest(): PipelineFact(source="git")})
+
+
 def judge(ch: dict[str, Any], file: str = "policies/prod.yml") -> Any:
     from helpers import NOW
 
     policy = parse_policy(POLICY, file=file)
     [owners] = [r for r in __import__("policyengine.policy", fromlist=["build_rules"]).build_rules(policy)
                 if r.spec.id == "policy-owners"]
-    return owners.evaluate(Context(change=ch, facts=Facts(change=ch), now=NOW))
+    return owners.evaluate(Context(change=ch, facts=facts(ch), now=NOW))
 
 
 def test_the_rule_is_added_with_its_own_id_and_guards_the_policy_itself() -> None:
@@ -108,3 +114,67 @@ def test_teams_that_cannot_be_read_are_an_error() -> None:
     ch = change(files_changed=["CODEOWNERS"], reviews=[review("frank")], unavailable={"teams": "HTTP 403"})
     assert judge(ch).status in (Status.ERROR, Status.FAIL)
     assert judge(ch).status is not Status.PASS
+
+
+# -- the bases a policy extends are guarded too ---------------------------------------------------
+
+BASE_POLICY = b"""version: 1
+name: org-base
+policy_owners: {users: [carol]}
+rules:
+  - id: peer-review
+    type: approvals
+    min_approvals: 1
+    exclude: [author]
+"""
+
+
+def _owners_rule_of(policy: Any) -> Any:
+    from policyengine.policy import build_rules
+
+    return next(r for r in build_rules(policy) if r.spec.id == "policy-owners")
+
+
+def _extending(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, extends: str = "base.yml") -> Any:
+    from policyengine.policysource import load
+
+    (tmp_path / "policies" / "org").mkdir(parents=True)
+    (tmp_path / "policies" / "base.yml").write_bytes(BASE_POLICY)
+    (tmp_path / "policies" / "org" / "root.yml").write_bytes(BASE_POLICY.replace(b"org-base", b"org-root"))
+    (tmp_path / "policies" / "prod.yml").write_text(
+        f"version: 1\nname: prod\nextends: {extends}\nrules:\n  - id: peer-review\n    min_approvals: 2\n")
+    monkeypatch.chdir(tmp_path)
+    return load("policies/prod.yml")
+
+
+def test_a_change_to_the_base_a_policy_extends_needs_an_owner(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    policy = _extending(tmp_path, monkeypatch)
+    rule = _owners_rule_of(policy)
+    assert {"policies/prod.yml", "policies/base.yml"} <= set(rule.params["guard"])
+    ch = change(files_changed=["policies/base.yml"], reviews=[review("bob")])
+    out = rule.evaluate(Context(change=ch, facts=facts(ch), now=__import__("helpers").NOW))
+    assert out.status is Status.FAIL and "policies/base.yml" in out.message
+    ok = change(files_changed=["policies/base.yml"], reviews=[review("carol")])
+    assert rule.evaluate(Context(change=ok, facts=facts(ok), now=__import__("helpers").NOW)).status \
+        is Status.PASS
+
+
+def test_every_base_of_a_chain_is_guarded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from policyengine.policysource import load
+
+    policy = _extending(tmp_path, monkeypatch)
+    (tmp_path / "policies" / "base.yml").write_bytes(b"extends: org/root.yml\n" + BASE_POLICY.replace(
+        b"min_approvals: 1", b"min_approvals: 2"))
+    policy = load("policies/prod.yml")
+    assert {"policies/base.yml", "policies/org/root.yml"} <= set(_owners_rule_of(policy).params["guard"])
+
+
+def test_a_base_from_git_is_guarded_by_its_path_and_one_from_another_repository_is_not() -> None:
+    base = parse_policy(BASE_POLICY, file="git:" + "a" * 40 + ":policies/base.yml")
+    ext = b"version: 1\nname: prod\nextends: base.yml\nrules: []\n"
+    policy = parse_policy(ext, file="git:origin/main:policies/prod.yml", base=base)
+    assert "policies/base.yml" in _owners_rule_of(policy).params["guard"]
+    other = parse_policy(BASE_POLICY, file="git+https://git.example.com/org/policies.git#main:base.yml")
+    policy = parse_policy(ext, file="policies/prod.yml", base=other)
+    guard = _owners_rule_of(policy).params["guard"]
+    assert "base.yml" not in guard and not any("example.com" in g for g in guard)

@@ -2,9 +2,13 @@
 
 Not written in ``rules:``. When a policy names ``policy_owners`` (``users`` and/or ``teams``),
 the loader adds this rule with the id ``policy-owners``; it is never waivable. Guarded files
-are the policy itself (and its base, when it extends one), CODEOWNERS files,
-``.github/workflows/**``, ``.gitlab-ci.yml``, and the extra globs in ``policy_owners.guard``
-(a waivers file, for example).
+are the files that decide the verdict: the policy itself and every local base it extends (a
+``git+URL`` base lives in another repository, guarded by that repository's controls), the
+waivers file, CODEOWNERS files, the install lock (``policyengine-gate.lock``), the pipeline
+definitions (``.github/workflows/**``, ``.gitlab-ci.yml``, and what the gathered
+``PipelineFact`` adds: local actions, included GitLab files, a custom CI config path, read at
+the trusted base and at the deployed commit) and the extra globs in ``policy_owners.guard``.
+Pipeline files that could not be computed make the rule an error (fail closed).
 
 Every request of the change is checked: the deployed pull request and, when the change range
 is known, every pull request in it. Each one that touched a guarded file needs its own
@@ -19,6 +23,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from policyengine.facts import FactRequest, PipelineRequest
 from policyengine.globs import glob_match
 from policyengine.models import Outcome, Status
 from policyengine.rules.approvals import ApprovalsRule
@@ -26,7 +31,8 @@ from policyengine.rules.base import Context, RuleSpec, RuleType, unavailable
 
 RULE_ID = "policy-owners"
 GUARDED = ("CODEOWNERS", ".github/CODEOWNERS", "docs/CODEOWNERS", ".gitlab/CODEOWNERS", ".github/workflows/**",
-           ".gitlab-ci.yml")
+           ".gitlab-ci.yml", "policyengine-gate.lock")
+PIPELINE = PipelineRequest()
 
 
 def guarded_paths(policy_paths: list[str], extra: list[str]) -> list[str]:
@@ -49,17 +55,27 @@ class PolicyOwnersRule(RuleType):
         spec = RuleSpec(id=self.spec.id, type="approvals", params=params)
         return ApprovalsRule(spec).evaluate(Context(change=sub_change, facts=ctx.facts, now=ctx.now))
 
-    def _touched(self, files: Any) -> list[str] | None:
+    def needs(self) -> list[FactRequest]:
+        return [PIPELINE]
+
+    @staticmethod
+    def _touched(files: Any, globs: list[str]) -> list[str] | None:
         """The guarded files among ``files``; None when the file list is unknown."""
         if not isinstance(files, list):
             return None
-        globs = list(self.params["guard"])
         return [f for f in files if isinstance(f, str) and any(glob_match(g, f) for g in globs)]
 
     def evaluate(self, ctx: Context) -> Outcome:
         change = ctx.change
         owners = ", ".join([*self.params.get("users", []), *(f"team {t}" for t in self.params.get("teams", []))])
-        details: dict[str, Any] = {"owners": owners, "guarded": list(self.params["guard"]), "requests": []}
+        pipeline = ctx.facts.pipeline(PIPELINE)
+        globs = list(dict.fromkeys([*self.params["guard"], *(pipeline.guard if pipeline else ())]))
+        details: dict[str, Any] = {"owners": owners, "guarded": globs, "requests": []}
+        if pipeline is None:  # fail closed: a judge without the facts it needs cannot pass
+            pipeline_error: str | None = "the pipeline files were not gathered"
+        else:
+            pipeline_error = pipeline.error
+            details["pipeline"] = {"source": pipeline.source, "notes": list(pipeline.notes)}
         cause = unavailable(change, "pull_request")
         if cause:
             return Outcome(Status.ERROR, f"the policy owners' approval could not be checked: {cause}", details)
@@ -67,9 +83,9 @@ class PolicyOwnersRule(RuleType):
         pr = change.get("pull_request")
         deployed_files = None if "files_changed" in (change.get("unavailable") or {}) else change.get("files_changed")
         if pr:
-            requests.append((f"#{pr.get('number')}", self._touched(deployed_files), dict(change)))
+            requests.append((f"#{pr.get('number')}", self._touched(deployed_files, globs), dict(change)))
         else:
-            requests.append(("the deployed commit (no pull request)", self._touched(deployed_files), None))
+            requests.append(("the deployed commit (no pull request)", self._touched(deployed_files, globs), None))
         rng = change.get("range") or {}
         deployed_number = pr.get("number") if pr else None
         for other in rng.get("pull_requests") or []:
@@ -81,7 +97,7 @@ class PolicyOwnersRule(RuleType):
                                         "head_commit": other.get("head_commit")},
                        "reviews": other.get("reviews") or [], "commits": commits, "teams": change.get("teams"),
                        "commit": other.get("head_commit"), "deployer": change.get("deployer")}
-            requests.append((f"#{other.get('number')}", self._touched(other.get("files")), request))
+            requests.append((f"#{other.get('number')}", self._touched(other.get("files"), globs), request))
         orphans = [c.get("sha", "?")[:7] for c in rng.get("commits") or []
                    if isinstance(c, dict) and c.get("pull_request") is None and c.get("sha") != change.get("commit")]
         if orphans:
@@ -106,6 +122,8 @@ class PolicyOwnersRule(RuleType):
             elif outcome.status is not Status.PASS:
                 problems.append(f"{name}: {what}, without an approval from a policy owner ({owners}): "
                                 f"{outcome.message}")
+        if pipeline_error:
+            errors.append(f"the guarded pipeline files could not be determined: {pipeline_error}")
         if problems:
             return Outcome(Status.FAIL, "; ".join(problems), details)
         if errors:
@@ -114,4 +132,5 @@ class PolicyOwnersRule(RuleType):
         if approved:
             return Outcome(Status.PASS, f"guarded files changed by {', '.join(approved)}, approved by a policy owner",
                            details)
-        return Outcome(Status.PASS, "no guarded file changed (the policy, CODEOWNERS, CI configuration)", details)
+        return Outcome(Status.PASS, "no guarded file changed (the policy, its bases and waivers, CODEOWNERS, the "
+                                    "pipeline definitions, the install lock)", details)
