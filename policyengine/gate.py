@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -110,31 +109,12 @@ class CheckRequest:
     """``--emergency``, ``--reason``, ``--incident``: asks for the procedure; names nobody."""
 
 
-CI_VARIABLES = ("CI", "GITHUB_ACTIONS", "GITLAB_CI")
 WAIVERS_MEMBER = "waivers/"
 """The bundle member (``waivers/<name>``) that holds the waivers file used, byte for byte."""
-_FALSE = frozenset({"", "0", "false", "no", "off"})
-
-
-def running_in_ci(env: Mapping[str, str]) -> bool:
-    """Whether ``env`` is a CI job: ``CI``, ``GITHUB_ACTIONS`` or ``GITLAB_CI`` set to anything
-    but an empty or false value (both code hosts set ``true``; erring towards CI is safe)."""
-    return any((env.get(name) or "").strip().casefold() not in _FALSE for name in CI_VARIABLES)
-
-
-OTHER_CI_MARKERS = ("JENKINS_URL", "TF_BUILD", "BUILDKITE", "CIRCLECI", "TEAMCITY_VERSION",
-                    "BITBUCKET_BUILD_NUMBER", "CODEBUILD_BUILD_ID", "DRONE", "TRAVIS")
-"""Variables other CI systems set even where ``CI`` is not: the gate's CI-only refusals (a clock
-override, waivers from the workspace, a declarer the CI did not verify) hold there too."""
-
-
-def in_any_ci(env: Mapping[str, str]) -> bool:
-    """Whether this runs in any CI: ``running_in_ci``, or another CI system's own marker. The
-    refusals that only make sense in CI (a clock override, a simulation releasing a deploy,
-    waivers read from the workspace, an unverified emergency declarer) use this; it errs
-    towards CI, which is the safe side."""
-    return running_in_ci(env) or any((env.get(name) or "").strip().casefold() not in _FALSE
-                                     for name in OTHER_CI_MARKERS)
+# Where a run is CI lives with the policy source (which refuses the change range under CI).
+CI_VARIABLES, OTHER_CI_MARKERS = policysource.CI_VARIABLES, policysource.OTHER_CI_MARKERS
+_FALSE = policysource._FALSE
+running_in_ci, in_any_ci = policysource.running_in_ci, policysource.in_any_ci
 
 
 def clock_source(request: CheckRequest) -> str:
@@ -234,6 +214,8 @@ class CheckResult:
     simulated_under_ci: bool = False
     notifications: list[str] = field(default_factory=list)
     """One line per notification target: sent, or FAILED and how it was recorded (``notify.deliver``)."""
+    sources: list[str] = field(default_factory=list)
+    """One line per policy, base or waivers file read from git: where, which trusted base, its note."""
 
     def redact(self, text: str) -> str:
         """Run the one redactor over a rendered output (console text, JSON, JUnit XML)."""
@@ -248,14 +230,17 @@ def _inside(path: Path, root: Path) -> bool:
     return True
 
 
-def load_waivers(policy: Policy, spec: str, *, workspace: str | Path, env: Mapping[str, str]) -> tuple[Policy, bytes]:
+def load_waivers(policy: Policy, spec: str, *, workspace: str | Path, env: Mapping[str, str],
+                 sources: policysource.GitSources | None = None) -> tuple[Policy, bytes]:
     """Read the waivers file named by ``spec`` (a file, ``git:REF:PATH`` or ``git+URL#REF:PATH``,
     read as ``--policy`` is), validate it against ``policy``, and return the policy with its
     waivers added (the file joins the files ``policy-owners`` guards) and the file's bytes.
 
     Under CI, when the policy comes from git (the trusted source), a waivers file that is a
     plain path inside the workspace (relative, or absolute into it) is refused: the change
-    being judged controls the workspace, so it could waive its own rules.
+    being judged controls the workspace, so it could waive its own rules. A git source obeys
+    the policy's rule (``sources``, shared with the policy): never read from inside the change
+    range.
     """
     import hashlib
 
@@ -280,7 +265,8 @@ def load_waivers(policy: Policy, spec: str, *, workspace: str | Path, env: Mappi
                              "judged controls; under CI the waivers must come from the trusted source",
                              hint="name the target branch, e.g. git:origin/main:policies/waivers.yml")
         try:
-            raw, source = policysource.read_policy_bytes(spec, repo=workspace, env=env)
+            raw, source = policysource.read_policy_bytes(spec, repo=workspace, env=env, sources=sources,
+                                                         what="--waivers")
         except UsageError as exc:
             raise UsageError(exc.message.replace("--policy:", "--waivers:", 1), hint=exc.hint) from None
         record = {"path": spec, "sha256": hashlib.sha256(raw).hexdigest(), "source": source.to_json()}
@@ -288,12 +274,33 @@ def load_waivers(policy: Policy, spec: str, *, workspace: str | Path, env: Mappi
     return with_waivers(policy, waivers, record=record, spec=spec, raw=raw), raw
 
 
-_CHECKOUT_REFS = re.compile(r"^(?:HEAD|@|ORIG_HEAD|FETCH_HEAD|MERGE_HEAD)(?:[~^].*|@\{.*)?$")
+_names_the_checkout = policysource.names_the_checkout
 
 
-def _names_the_checkout(ref: str) -> bool:
-    """Whether a git ref names the checked-out commit (or one relative to it)."""
-    return bool(_CHECKOUT_REFS.match(ref.strip()))
+def source_lines(policy: Policy) -> list[str]:
+    """What the output says of every git source used (the policy, its bases, the waivers file):
+    the commit read, the trusted base the change range starts after (and which fallback gave
+    it), and what the source does not guarantee."""
+    found: list[tuple[str, dict[str, Any]]] = []
+    node: Policy | None = policy
+    while node is not None:
+        if node.source and node.source.get("kind") == "git":
+            found.append(("policy" if node is policy else "policy base", node.source))
+        node = node.base
+    waivers = (policy.waivers_file or {}).get("source")
+    if isinstance(waivers, dict) and waivers.get("kind") == "git":
+        found.append(("waivers", waivers))
+    lines: list[str] = []
+    for what, source in found:
+        where = f"{source.get('url')}#" if source.get("url") else "git:"
+        line = f"{what}: {where}{source.get('ref')}:{source.get('path')} read at {str(source.get('commit'))[:12]}"
+        base = source.get("trusted_base")
+        if isinstance(base, dict):
+            line += f"; the change range starts after {base.get('how')} {str(base.get('commit'))[:12]}"
+        lines.append(line)
+        if source.get("note"):
+            lines.append(f"{what}: note: {source['note']}")
+    return list(dict.fromkeys(lines))
 
 
 def _check_waiver_approvers(policy: Policy, change: Mapping[str, Any]) -> None:
@@ -340,11 +347,17 @@ def _load(request: CheckRequest) -> tuple[Policy, Any]:
     history = (VerifiedHistory(request.evidence_store or request.evidence_dir, request.trust_key)
                if request.trust_key is not None else None)
     try:
-        previous = (_previous_deploy_commit(request, history) if policysource.PREVIOUS_DEPLOY in request.policy_path
-                    else None)
-        policy = policysource.load(request.policy_path, repo=request.workspace, env=request.env, previous=previous)
-        if request.waivers_path:
-            policy, _ = load_waivers(policy, request.waivers_path, workspace=request.workspace, env=request.env)
+        # The trusted previous deploy starts the change range: the policy, its bases and the
+        # waivers are never read from inside it (under CI), and @previous-deploy reads at it.
+        git_specs = [s for s in (request.policy_path, request.waivers_path or "") if policysource.is_git_spec(s)]
+        previous = (_previous_deploy_commit(request, history)
+                    if any(policysource.PREVIOUS_DEPLOY in s for s in git_specs) or in_any_ci(request.env) else None)
+        with policysource.GitSources(request.workspace, request.env, previous) as sources:
+            policy = policysource.load(request.policy_path, repo=request.workspace, env=request.env,
+                                       previous=previous, sources=sources)
+            if request.waivers_path:
+                policy, _ = load_waivers(policy, request.waivers_path, workspace=request.workspace, env=request.env,
+                                         sources=sources)
     except InvalidInputError as exc:
         problems.extend(exc.problems)
     try:
@@ -552,7 +565,8 @@ def check(request: CheckRequest) -> CheckResult:
     return CheckResult(decision=shown, document=doc, evidence=bundle, store_url=store_url,
                        verdict_code=code, exit_code=delivered.exit_code, advisory=request.advisory,
                        notes=list(bundle.get("notes", [])), redactor=redactor,
-                       simulated_under_ci=simulated_under_ci, notifications=delivered.lines)
+                       simulated_under_ci=simulated_under_ci, notifications=delivered.lines,
+                       sources=source_lines(policy))
 
 
 # -- replay -----------------------------------------------------------------------------------
