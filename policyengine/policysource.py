@@ -93,9 +93,11 @@ def in_any_ci(env: Mapping[str, str]) -> bool:
 
 UNTRUSTED_OUTSIDE_CI = ("not a trusted source: outside CI a git source is read from the workspace as given "
                         "(its refs and objects are whatever this machine holds), as a checkout file is")
-FALLBACK_LIMIT = ("no trust key: the trusted base is the default branch before this change, which may never have "
-                  "been gated (a policy-weakening commit that was denied still becomes the base of the next push); "
-                  "only a trust key (--trust-key with a persistent evidence store) closes this")
+FALLBACK_LIMIT = ("no trust key (or no trusted previous deploy yet): the trusted base is the default branch before "
+                  "this change, which may never have been gated (a policy-weakening commit that was denied still "
+                  "becomes the base of the next push); only a trust key (--trust-key with a persistent evidence "
+                  "store) closes this")
+_FETCH_TIMEOUT = 600  # the platform's repository is fetched with its history
 
 
 @dataclass(frozen=True)
@@ -415,7 +417,7 @@ class GitSources:
         self._refs += 1
         local = f"refs/policyengine/{self._refs}"
         fetched = gitsafe.run(repo, ["fetch", "--no-tags", "--quiet", "--no-write-fetch-head", "--end-of-options",
-                                     url, f"+{source}:{local}"], env)
+                                     url, f"+{source}:{local}"], env, timeout=_FETCH_TIMEOUT)
         if fetched.returncode != 0:
             raise PolicySourceError(f"could not fetch {what} from {url}: "
                                     f"{gitsafe.first_line(fetched.stderr, env, self._remote[2] if self._remote else ())}")
