@@ -341,7 +341,11 @@ class GitSources:
                                   blob=blob, note=UNTRUSTED_OUTSIDE_CI if how != "the trusted previous deploy" else None)
 
     def _workspace_url(self, remote: str) -> str:
-        """The URL of a remote of the workspace (outside CI the user's own configuration)."""
+        """The URL of a remote of the workspace: ``POLICYENGINE_REPOSITORY_URL`` for origin when it
+        is configured, else (outside CI) the user's own configuration of the remote."""
+        configured = self.env.get("POLICYENGINE_REPOSITORY_URL", "").strip()
+        if remote == "origin" and configured:
+            return configured
         env = gitsafe.environment(self.env)
         proc = gitsafe.run(self.repo, ["config", "--get", "--end-of-options", f"remote.{remote}.url"], env)
         url = proc.stdout.decode("utf-8", "replace").strip()

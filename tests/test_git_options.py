@@ -209,3 +209,15 @@ def test_the_ci_token_reaches_git_as_a_header_in_its_environment() -> None:
                                             "CI_JOB_TOKEN": "glcbt-abc"})
     assert url == "https://gl.example/a/b.git" and "glcbt-abc" not in url
     assert header["GIT_CONFIG_KEY_0"] == "http.https://gl.example/.extraHeader" and "glcbt-abc" in secrets
+
+
+def test_outside_ci_the_configured_repository_url_wins_over_the_workspace_remote(tmp_path: Path) -> None:
+    world = deploy_world(tmp_path, "request")
+    evil = tmp_path / "evil"
+    git(tmp_path, "clone", "-q", "--bare", str(world["origin"]), str(evil))
+    git(evil, "update-ref", "refs/heads/main", world["weak"])
+    git(world["work"], "config", "remote.origin.url", str(evil))
+    code, doc, out = run_check(world, "git:origin/main:policies/prod.yml",
+                               env={"POLICYENGINE_REPOSITORY_URL": f"file://{world['origin']}"})
+    assert (code, doc.get("decision")) == (1, "deny"), out
+    assert doc["policy"]["source"]["commit"] == world["strict"]
