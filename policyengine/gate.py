@@ -254,7 +254,7 @@ def load_waivers(policy: Policy, spec: str, *, workspace: str | Path, env: Mappi
             raise UsageError(f"--waivers: {spec} is a file in the workspace, which the change being judged controls, "
                              f"while the policy comes from the trusted source {policy.path}; under CI the waivers "
                              "must come from the trusted source too",
-                             hint="give the waivers as git:REF:PATH (e.g. git:origin/main:policies/waivers.yml) or "
+                             hint="give the waivers as git:REF:PATH (e.g. git:@previous-deploy:policies/waivers.yml) or "
                                   "git+URL#REF:PATH, like --policy")
         raw = read_user_file(plain, what="waivers file")
         record: dict[str, Any] = {"path": spec, "sha256": hashlib.sha256(raw).hexdigest()}
@@ -263,7 +263,7 @@ def load_waivers(policy: Policy, spec: str, *, workspace: str | Path, env: Mappi
         if in_any_ci(env) and spec.startswith("git:") and _names_the_checkout(ref):
             raise UsageError(f"--waivers: {spec} reads the commit being deployed ({ref}), which the change being "
                              "judged controls; under CI the waivers must come from the trusted source",
-                             hint="name the target branch, e.g. git:origin/main:policies/waivers.yml")
+                             hint="read them as of the previous deploy, e.g. git:@previous-deploy:policies/waivers.yml")
         try:
             raw, source = policysource.read_policy_bytes(spec, repo=workspace, env=env, sources=sources,
                                                          what="--waivers")
@@ -349,12 +349,11 @@ def _load(request: CheckRequest) -> tuple[Policy, Any]:
     try:
         # The trusted previous deploy starts the change range: the policy, its bases and the
         # waivers are never read from inside it (under CI), and @previous-deploy reads at it.
-        git_specs = [s for s in (request.policy_path, request.waivers_path or "") if policysource.is_git_spec(s)]
-        previous = (_previous_deploy_commit(request, history)
-                    if any(policysource.PREVIOUS_DEPLOY in s for s in git_specs) or in_any_ci(request.env) else None)
-        with policysource.GitSources(request.workspace, request.env, previous) as sources:
+        # It is looked up only when a git source needs it.
+        with policysource.GitSources(request.workspace, request.env,
+                                     lambda: _previous_deploy_commit(request, history)) as sources:
             policy = policysource.load(request.policy_path, repo=request.workspace, env=request.env,
-                                       previous=previous, sources=sources)
+                                       sources=sources)
             if request.waivers_path:
                 policy, _ = load_waivers(policy, request.waivers_path, workspace=request.workspace, env=request.env,
                                          sources=sources)

@@ -50,7 +50,7 @@ import json
 import re
 import shutil
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -252,18 +252,30 @@ class GitSources:
     """
 
     def __init__(self, repo: str | Path = ".", env: Mapping[str, str] | None = None,
-                 previous: str | None = None) -> None:
+                 previous: str | Callable[[], str | None] | None = None) -> None:
         import os
 
         self.repo = Path(repo)
         self.env: Mapping[str, str] = os.environ if env is None else env
-        self.previous = previous
+        # The trusted previous deploy's commit, or a function that looks it up (once, when a git
+        # source first needs it: a run with no git source never reads the history for it).
+        self._previous = previous
+        self._previous_known = not callable(previous)
         self.ci = in_any_ci(self.env)
         self._tmp: Path | None = None
         self._remote: tuple[str, dict[str, str], list[str]] | None = None
         self._deployed: str | None = None
         self._base: tuple[str, str] | None = None
         self._refs = 0
+
+    @property
+    def previous(self) -> str | None:
+        """The trusted previous deploy's commit, or None."""
+        if not self._previous_known:
+            assert callable(self._previous)  # noqa: S101
+            self._previous = self._previous()
+            self._previous_known = True
+        return self._previous if isinstance(self._previous, str) and self._previous else None
 
     def __enter__(self) -> GitSources:
         return self
@@ -357,8 +369,9 @@ class GitSources:
         url = self._workspace_url(remote)
         env = gitsafe.environment(self.env, protocols=gitsafe.allowed_protocols(url, f"remote {remote}"))
         shallow = gitsafe.run(self.repo, ["rev-parse", "--is-shallow-repository"], env).stdout.strip() == b"true"
-        args = ["fetch", "--no-tags", "--quiet", *(["--depth=1"] if shallow or depth else []), "--end-of-options",
-                url, *refspecs]
+        # A fixed upload-pack: a [remote "<the URL>"] section of the config must not name one.
+        args = ["fetch", "--no-tags", "--quiet", "--upload-pack=git-upload-pack",
+                *(["--depth=1"] if shallow or depth else []), "--end-of-options", url, *refspecs]
         fetched = gitsafe.run(self.repo, args, env)
         if fetched.returncode != 0:
             raise PolicySourceError(f"could not fetch {what or ' '.join(refspecs)} fresh from {remote}: "

@@ -161,6 +161,8 @@ def test_outside_ci_an_uploadpack_in_the_workspace_config_never_runs(tmp_path: P
     world = deploy_world(tmp_path, "request")
     marker = tmp_path / "PWNED"
     git(world["work"], "config", "remote.origin.uploadpack", f"touch {marker}; git-upload-pack")
+    # A remote named by the URL itself: git would take its uploadpack for a fetch of that URL.
+    git(world["work"], "config", f"remote.file://{world['origin']}.uploadpack", f"touch {marker}; git-upload-pack")
     git(world["work"], "config", "core.hooksPath", str(tmp_path / "hooks"))
     git(world["work"], "config", "core.fsmonitor", f"touch {marker}")
     code, doc, out = run_check(world, "git:origin/main:policies/prod.yml")
