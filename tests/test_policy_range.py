@@ -215,3 +215,30 @@ def test_the_ci_token_never_reaches_a_url_or_the_output(tmp_path) -> None:
     assert code == 1, out
     assert env["CI_JOB_TOKEN"] not in out and env["CI_JOB_TOKEN"] not in str(doc)
     assert WEAK not in str(doc)
+
+
+@pytest.mark.parametrize("platform", ["github", "gitlab"])
+def test_the_limit_without_a_trust_key_is_stated_and_a_trust_key_closes_it(tmp_path, platform: str) -> None:
+    """Commit A weakens the policy (denied: judged by the policy before it); commit B, pushed next,
+    is judged by A's policy without a trust key (the stated limit), and by the last allowed deploy
+    with one."""
+    world = deploy_world(tmp_path, "push")  # A = world["weak"], pushed onto main after `strict`
+    code, doc, out = run_check(world, PREVIOUS, env=ci_env(world, platform))
+    assert (code, doc["decision"]) == (1, "deny"), out  # A is denied
+    seed = tmp_path / "seed"
+    (seed / "app.py").write_text("print('b')\n", encoding="utf-8")
+    git(seed, "add", "app.py")
+    git(seed, "commit", "-q", "-m", "B")
+    b = git(seed, "rev-parse", "HEAD")
+    git(seed, "push", "-q", str(world["origin"]), "main")
+    git(world["work"], "fetch", "-q", "origin")
+    git(world["work"], "checkout", "-q", b)
+    after = {**world, "strict": world["weak"], "deployed": b}  # B's push: before = A
+    code, doc, out = run_check(after, PREVIOUS, env=ci_env(after, platform))
+    assert (code, doc["decision"]) == (0, "allow"), out  # judged by A's weakened policy ...
+    assert doc["policy"]["source"]["commit"] == world["weak"]
+    assert "may never have been gated" in out and "only a trust key" in out  # ... and the run says so
+    key = trusted_history(tmp_path, world["strict"], store=tmp_path / "evidence")["POLICYENGINE_TRUST_KEY"]
+    code, doc, out = run_check(after, PREVIOUS, "--trust-key", key, env=ci_env(after, platform))
+    assert (code, doc["decision"]) == (1, "deny"), out  # the last allowed deploy's policy
+    assert doc["policy"]["source"]["commit"] == world["strict"]
