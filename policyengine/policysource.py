@@ -310,8 +310,9 @@ class GitSources:
             fetched = gitsafe.run(bare, ["fetch", "--no-tags", "--quiet", "--depth=1", "--end-of-options", url, ref],
                                   env)
             if fetched.returncode != 0:
+                password = urlsplit(url).password if "://" in url else None
                 raise PolicySourceError(f"could not fetch {ref} from {_public_url(url)}: "
-                                        f"{gitsafe.first_line(fetched.stderr, env)}")
+                                        f"{gitsafe.first_line(fetched.stderr, env, [password] if password else [])}")
             commit = self._rev(bare, "FETCH_HEAD", env)
             if commit is None:
                 raise PolicySourceError(f"{ref} from {_public_url(url)} is not a commit")
@@ -422,7 +423,9 @@ class GitSources:
                                   extra=header)
         if self._tmp is None:
             self._tmp = Path(tempfile.mkdtemp(prefix="policyengine-range-"))
-            init = gitsafe.run(self._tmp, ["init", "--quiet", "--bare"], env)
+            known = _sha(self.env.get("GITHUB_SHA")) or _sha(self.env.get("CI_COMMIT_SHA")) or ""
+            sha256 = ["--object-format=sha256"] if len(known) == 64 else []  # the platform's object format
+            init = gitsafe.run(self._tmp, ["init", "--quiet", "--bare", *sha256], env)
             if init.returncode != 0:
                 raise PolicySourceError(f"cannot create a temporary repository: {gitsafe.first_line(init.stderr, env)}")
         return self._tmp, env, url
