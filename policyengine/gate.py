@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -112,31 +111,12 @@ class CheckRequest:
     """``--emergency``, ``--reason``, ``--incident``: asks for the procedure; names nobody."""
 
 
-CI_VARIABLES = ("CI", "GITHUB_ACTIONS", "GITLAB_CI")
 WAIVERS_MEMBER = "waivers/"
 """The bundle member (``waivers/<name>``) that holds the waivers file used, byte for byte."""
-_FALSE = frozenset({"", "0", "false", "no", "off"})
-
-
-def running_in_ci(env: Mapping[str, str]) -> bool:
-    """Whether ``env`` is a CI job: ``CI``, ``GITHUB_ACTIONS`` or ``GITLAB_CI`` set to anything
-    but an empty or false value (both code hosts set ``true``; erring towards CI is safe)."""
-    return any((env.get(name) or "").strip().casefold() not in _FALSE for name in CI_VARIABLES)
-
-
-OTHER_CI_MARKERS = ("JENKINS_URL", "TF_BUILD", "BUILDKITE", "CIRCLECI", "TEAMCITY_VERSION",
-                    "BITBUCKET_BUILD_NUMBER", "CODEBUILD_BUILD_ID", "DRONE", "TRAVIS")
-"""Variables other CI systems set even where ``CI`` is not: the gate's CI-only refusals (a clock
-override, waivers from the workspace, a declarer the CI did not verify) hold there too."""
-
-
-def in_any_ci(env: Mapping[str, str]) -> bool:
-    """Whether this runs in any CI: ``running_in_ci``, or another CI system's own marker. The
-    refusals that only make sense in CI (a clock override, a simulation releasing a deploy,
-    waivers read from the workspace, an unverified emergency declarer) use this; it errs
-    towards CI, which is the safe side."""
-    return running_in_ci(env) or any((env.get(name) or "").strip().casefold() not in _FALSE
-                                     for name in OTHER_CI_MARKERS)
+# Where a run is CI lives with the policy source (which refuses the change range under CI).
+CI_VARIABLES, OTHER_CI_MARKERS = policysource.CI_VARIABLES, policysource.OTHER_CI_MARKERS
+_FALSE = policysource._FALSE
+running_in_ci, in_any_ci = policysource.running_in_ci, policysource.in_any_ci
 
 
 def clock_source(request: CheckRequest) -> str:
@@ -238,6 +218,8 @@ class CheckResult:
     """One line per notification target: sent, or FAILED and how it was recorded (``notify.deliver``)."""
     warnings: list[str] = field(default_factory=list)
     """Lines the CLI prints on every run (a policy without ``policy_owners``: nothing is guarded)."""
+    sources: list[str] = field(default_factory=list)
+    """One line per policy, base or waivers file read from git: where, which trusted base, its note."""
 
     def redact(self, text: str) -> str:
         """Run the one redactor over a rendered output (console text, JSON, JUnit XML)."""
@@ -252,14 +234,17 @@ def _inside(path: Path, root: Path) -> bool:
     return True
 
 
-def load_waivers(policy: Policy, spec: str, *, workspace: str | Path, env: Mapping[str, str]) -> tuple[Policy, bytes]:
+def load_waivers(policy: Policy, spec: str, *, workspace: str | Path, env: Mapping[str, str],
+                 sources: policysource.GitSources | None = None) -> tuple[Policy, bytes]:
     """Read the waivers file named by ``spec`` (a file, ``git:REF:PATH`` or ``git+URL#REF:PATH``,
     read as ``--policy`` is), validate it against ``policy``, and return the policy with its
     waivers added (the file joins the files ``policy-owners`` guards) and the file's bytes.
 
     Under CI, when the policy comes from git (the trusted source), a waivers file that is a
     plain path inside the workspace (relative, or absolute into it) is refused: the change
-    being judged controls the workspace, so it could waive its own rules.
+    being judged controls the workspace, so it could waive its own rules. A git source obeys
+    the policy's rule (``sources``, shared with the policy): never read from inside the change
+    range.
     """
     import hashlib
 
@@ -273,7 +258,7 @@ def load_waivers(policy: Policy, spec: str, *, workspace: str | Path, env: Mappi
             raise UsageError(f"--waivers: {spec} is a file in the workspace, which the change being judged controls, "
                              f"while the policy comes from the trusted source {policy.path}; under CI the waivers "
                              "must come from the trusted source too",
-                             hint="give the waivers as git:REF:PATH (e.g. git:origin/main:policies/waivers.yml) or "
+                             hint="give the waivers as git:REF:PATH (e.g. git:@previous-deploy:policies/waivers.yml) or "
                                   "git+URL#REF:PATH, like --policy")
         raw = read_user_file(plain, what="waivers file")
         record: dict[str, Any] = {"path": spec, "sha256": hashlib.sha256(raw).hexdigest()}
@@ -282,9 +267,10 @@ def load_waivers(policy: Policy, spec: str, *, workspace: str | Path, env: Mappi
         if in_any_ci(env) and spec.startswith("git:") and _names_the_checkout(ref):
             raise UsageError(f"--waivers: {spec} reads the commit being deployed ({ref}), which the change being "
                              "judged controls; under CI the waivers must come from the trusted source",
-                             hint="name the target branch, e.g. git:origin/main:policies/waivers.yml")
+                             hint="read them as of the previous deploy, e.g. git:@previous-deploy:policies/waivers.yml")
         try:
-            raw, source = policysource.read_policy_bytes(spec, repo=workspace, env=env)
+            raw, source = policysource.read_policy_bytes(spec, repo=workspace, env=env, sources=sources,
+                                                         what="--waivers")
         except UsageError as exc:
             raise UsageError(exc.message.replace("--policy:", "--waivers:", 1), hint=exc.hint) from None
         record = {"path": spec, "sha256": hashlib.sha256(raw).hexdigest(), "source": source.to_json()}
@@ -292,12 +278,33 @@ def load_waivers(policy: Policy, spec: str, *, workspace: str | Path, env: Mappi
     return with_waivers(policy, waivers, record=record, spec=spec, raw=raw), raw
 
 
-_CHECKOUT_REFS = re.compile(r"^(?:HEAD|@|ORIG_HEAD|FETCH_HEAD|MERGE_HEAD)(?:[~^].*|@\{.*)?$")
+_names_the_checkout = policysource.names_the_checkout
 
 
-def _names_the_checkout(ref: str) -> bool:
-    """Whether a git ref names the checked-out commit (or one relative to it)."""
-    return bool(_CHECKOUT_REFS.match(ref.strip()))
+def source_lines(policy: Policy) -> list[str]:
+    """What the output says of every git source used (the policy, its bases, the waivers file):
+    the commit read, the trusted base the change range starts after (and which fallback gave
+    it), and what the source does not guarantee."""
+    found: list[tuple[str, dict[str, Any]]] = []
+    node: Policy | None = policy
+    while node is not None:
+        if node.source and node.source.get("kind") == "git":
+            found.append(("policy" if node is policy else "policy base", node.source))
+        node = node.base
+    waivers = (policy.waivers_file or {}).get("source")
+    if isinstance(waivers, dict) and waivers.get("kind") == "git":
+        found.append(("waivers", waivers))
+    lines: list[str] = []
+    for what, source in found:
+        where = f"{source.get('url')}#" if source.get("url") else "git:"
+        line = f"{what}: {where}{source.get('ref')}:{source.get('path')} read at {str(source.get('commit'))[:12]}"
+        base = source.get("trusted_base")
+        if isinstance(base, dict):
+            line += f"; the change range starts after {base.get('how')} {str(base.get('commit'))[:12]}"
+        lines.append(line)
+        if source.get("note"):
+            lines.append(f"{what}: note: {source['note']}")
+    return list(dict.fromkeys(lines))
 
 
 def _check_waiver_approvers(policy: Policy, change: Mapping[str, Any]) -> None:
@@ -344,11 +351,16 @@ def _load(request: CheckRequest) -> tuple[Policy, Any]:
     history = (VerifiedHistory(request.evidence_store or request.evidence_dir, request.trust_key)
                if request.trust_key is not None else None)
     try:
-        previous = (_previous_deploy_commit(request, history) if policysource.PREVIOUS_DEPLOY in request.policy_path
-                    else None)
-        policy = policysource.load(request.policy_path, repo=request.workspace, env=request.env, previous=previous)
-        if request.waivers_path:
-            policy, _ = load_waivers(policy, request.waivers_path, workspace=request.workspace, env=request.env)
+        # The trusted previous deploy starts the change range: the policy, its bases and the
+        # waivers are never read from inside it (under CI), and @previous-deploy reads at it.
+        # It is looked up only when a git source needs it.
+        with policysource.GitSources(request.workspace, request.env,
+                                     lambda: _previous_deploy_commit(request, history)) as sources:
+            policy = policysource.load(request.policy_path, repo=request.workspace, env=request.env,
+                                       sources=sources)
+            if request.waivers_path:
+                policy, _ = load_waivers(policy, request.waivers_path, workspace=request.workspace, env=request.env,
+                                         sources=sources)
     except InvalidInputError as exc:
         problems.extend(exc.problems)
     try:
@@ -567,7 +579,7 @@ def check(request: CheckRequest) -> CheckResult:
                        verdict_code=code, exit_code=delivered.exit_code, advisory=request.advisory,
                        notes=list(bundle.get("notes", [])), redactor=redactor,
                        simulated_under_ci=simulated_under_ci, notifications=delivered.lines,
-                       warnings=unguarded_warning(policy))
+                       warnings=unguarded_warning(policy), sources=source_lines(policy))
 
 
 # -- replay -----------------------------------------------------------------------------------

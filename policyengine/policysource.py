@@ -1,36 +1,62 @@
 """Where a policy comes from: a file, or a trusted git source no change can weaken.
 
-``--policy`` takes:
+``--policy`` (and ``--waivers``, and a policy's ``extends``) takes:
 
 * ``PATH``: a file (in CI usually the checkout's, which the change being judged controls);
-* ``git:REF:PATH``: the blob at ``REF:PATH`` in the repository's object store (the
-  workspace's git repository), never the checked-out file. A remote-tracking ref
-  (``origin/main``) is fetched fresh from its remote first, because earlier steps of a job can
-  rewrite local refs; a commit missing from a shallow clone is fetched by id;
+* ``git:REF:PATH``: the blob at ``REF:PATH`` in the repository being deployed, never the
+  checked-out file;
+* ``git:@previous-deploy:PATH``: the same, at the start of the change range (below);
 * ``git+URL#REF:PATH``: the same in another repository (a separate policy repository, the
   stronger setup), fetched into a temporary bare repository; ``git+file:///srv/policies.git``
   works for tests and on-prem.
 
+**Under CI a change is never judged by its own policy.** The policy, the waivers and every
+base a policy extends are never read from a commit inside the change range: after the trusted
+base and up to and including the deployed commit. The trusted base is the trusted previous
+deploy (a bundle signed by the trust key); without one, the default branch as it was before
+this change, as the platform recorded it, in this order: the ``before`` commit of a push
+(GitHub's event ``before``, GitLab's ``CI_COMMIT_BEFORE_SHA``), the first parent of a merge
+commit, the target branch's head of a pull or merge request pipeline (GitHub's
+``pull_request.base.sha``, GitLab's ``CI_MERGE_REQUEST_TARGET_BRANCH_SHA``). Manual, scheduled
+and API runs have none: the gate denies and asks for a trust key. Without a trusted previous
+deploy a commit counts as inside the range unless it is the fallback commit or one of its
+ancestors; with one, a commit is inside when it is the deployed commit's ancestor (or a
+descendant of the previous deploy) but not the previous deploy's ancestor. This is decided by
+ancestry, in a temporary repository fetched from the platform's URL (``GITHUB_SERVER_URL`` and
+``GITHUB_REPOSITORY``, ``CI_REPOSITORY_URL``, or ``POLICYENGINE_REPOSITORY_URL``) with its
+whole history, never by comparing names and never through the workspace's ``.git``, whose
+config, refs, replace objects and object store an earlier step may have rewritten. The CI
+token reaches git as an HTTP header in git's environment (``gitsafe.auth_header``).
+
+The limit, stated in every run that uses the fallback: without a trust key the fallback is
+the branch before this push, which may never have been gated (commit A weakens the policy and
+is denied; commit B, pushed next, is judged by A's policy). Only a trust key closes this.
+
+Outside CI a ``git:`` source is read from the workspace as given, and the source says it is not
+a trusted source (as a checkout file is not).
+
 A git source that cannot be read (no repository, a fetch that fails, a missing ref or path, a
-path that is not a file) raises ``PolicySourceError``: the gate denies, and never falls back to
-the checkout. Where the policy came from (ref, commit, path, blob id) is recorded in the
-decision and the bundle.
+path that is not a file, an object whose bytes do not hash to its id) raises
+``PolicySourceError``: the gate denies, and never falls back to the checkout. Where the policy
+came from (ref, commit, path, blob id, the trusted base) is recorded in the decision and the
+bundle. Git runs through ``gitsafe``: no value can become an option, no configuration of the
+workspace can run a program.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import os
+import json
 import re
-import subprocess  # noqa: S404 - git is run with fixed argument lists, never a shell
+import shutil
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from policyengine import loader
+from policyengine import gitsafe, loader
 from policyengine.errors import (
     InvalidInputError,
     PolicySourceError,
@@ -40,11 +66,38 @@ from policyengine.errors import (
 from policyengine.loader import MAX_FILE_BYTES, read_user_file
 from policyengine.policy import Policy, parse_policy
 
-_SHA = re.compile(r"^[0-9a-f]{40}([0-9a-f]{24})?$")
-_GIT_TIMEOUT = 120
-# Settings that keep git from running anything a repository's configuration names.
-_SAFE = ["-c", "core.hooksPath=/dev/null", "-c", "core.fsmonitor=false", "-c", "protocol.ext.allow=never",
-         "-c", "core.sshCommand=ssh"]
+_SHA = gitsafe.SHA
+
+CI_VARIABLES = ("CI", "GITHUB_ACTIONS", "GITLAB_CI")
+_FALSE = frozenset({"", "0", "false", "no", "off"})
+OTHER_CI_MARKERS = ("JENKINS_URL", "TF_BUILD", "BUILDKITE", "CIRCLECI", "TEAMCITY_VERSION",
+                    "BITBUCKET_BUILD_NUMBER", "CODEBUILD_BUILD_ID", "DRONE", "TRAVIS")
+"""Variables other CI systems set even where ``CI`` is not: the gate's CI-only refusals (a clock
+override, waivers from the workspace, a declarer the CI did not verify) hold there too."""
+
+
+def running_in_ci(env: Mapping[str, str]) -> bool:
+    """Whether ``env`` is a CI job: ``CI``, ``GITHUB_ACTIONS`` or ``GITLAB_CI`` set to anything
+    but an empty or false value (both code hosts set ``true``; erring towards CI is safe)."""
+    return any((env.get(name) or "").strip().casefold() not in _FALSE for name in CI_VARIABLES)
+
+
+def in_any_ci(env: Mapping[str, str]) -> bool:
+    """Whether this runs in any CI: ``running_in_ci``, or another CI system's own marker. The
+    refusals that only make sense in CI (a clock override, a simulation releasing a deploy,
+    waivers read from the workspace, an unverified emergency declarer, a policy read from the
+    change range) use this; it errs towards CI, which is the safe side."""
+    return running_in_ci(env) or any((env.get(name) or "").strip().casefold() not in _FALSE
+                                     for name in OTHER_CI_MARKERS)
+
+
+UNTRUSTED_OUTSIDE_CI = ("not a trusted source: outside CI a git source is read from the workspace as given "
+                        "(its refs and objects are whatever this machine holds), as a checkout file is")
+FALLBACK_LIMIT = ("no trust key (or no trusted previous deploy yet): the trusted base is the default branch before "
+                  "this change, which may never have been gated (a policy-weakening commit that was denied still "
+                  "becomes the base of the next push); only a trust key (--trust-key with a persistent evidence "
+                  "store) closes this")
+_FETCH_TIMEOUT = 600  # the platform's repository is fetched with its history
 
 
 @dataclass(frozen=True)
@@ -57,10 +110,12 @@ class PolicySource:
     commit: str | None = None
     blob: str | None = None
     url: str | None = None  # another repository's URL, without credentials
+    trusted_base: dict[str, str] | None = None  # under CI: {"commit", "how"} the range starts after
+    note: str | None = None  # what this source does not guarantee
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {"kind": self.kind, "path": self.path}
-        for key in ("ref", "commit", "blob", "url"):
+        for key in ("ref", "commit", "blob", "url", "trusted_base", "note"):
             value = getattr(self, key)
             if value is not None:
                 out[key] = value
@@ -76,23 +131,29 @@ def is_git_spec(spec: str) -> bool:
     return spec.startswith(("git:", "git+"))
 
 
-def parse_spec(spec: str) -> tuple[str | None, str, str]:
-    """``git:REF:PATH`` -> (None, REF, PATH); ``git+URL#REF:PATH`` -> (URL, REF, PATH)."""
+def parse_spec(spec: str, what: str = "--policy") -> tuple[str | None, str, str]:
+    """``git:REF:PATH`` -> (None, REF, PATH); ``git+URL#REF:PATH`` -> (URL, REF, PATH).
+
+    A URL, ref or path that starts with ``-`` is refused (git would read it as an option), and
+    so is a URL whose transport is not https, ssh or file (http only to this host)."""
     if spec.startswith("git+"):
         url, sep, rest = spec[4:].partition("#")
         if not sep or not url:
-            raise UsageError(f"--policy: {spec!r} is not git+URL#REF:PATH",
+            raise UsageError(f"{what}: {spec!r} is not git+URL#REF:PATH",
                              hint="e.g. git+https://gitlab.example.com/acme/policies.git#main:prod.yml")
+        gitsafe.allowed_protocols(url, what)
     elif spec.startswith("git:"):
         url, rest = None, spec[4:]
     else:
-        raise UsageError(f"--policy: {spec!r} is not a git source")
+        raise UsageError(f"{what}: {spec!r} is not a git source")
     ref, sep, path = rest.partition(":")
     if not sep or not ref or not path or path.startswith("/") or ".." in path.split("/"):
-        raise UsageError(f"--policy: {spec!r} needs a ref and a relative path: git:REF:PATH",
-                         hint="e.g. git:origin/main:policies/prod.yml")
-    if ref.startswith("-") or any(c.isspace() or ord(c) < 32 or c in "~^?*[\\" for c in ref):
-        raise UsageError(f"--policy: {ref!r} is not a git ref")
+        raise UsageError(f"{what}: {spec!r} needs a ref and a relative path: git:REF:PATH",
+                         hint="e.g. git:@previous-deploy:policies/prod.yml")
+    gitsafe.refuse_option(ref, what)
+    gitsafe.refuse_option(path, what)
+    if any(c.isspace() or ord(c) < 32 or c in "~^?*[\\" for c in ref) or any(ord(c) < 32 for c in path):
+        raise UsageError(f"{what}: {ref!r} is not a git ref")
     return url, ref, path
 
 
@@ -101,78 +162,29 @@ def _public_url(url: str) -> str:
     parts = urlsplit(url)
     if parts.username or parts.password:
         host = parts.hostname or ""
+        if ":" in host:
+            host = f"[{host}]"
         if parts.port:
             host += f":{parts.port}"
         return urlunsplit((parts.scheme, host, parts.path, parts.query, parts.fragment))
     return url
 
 
-def _git(repo: Path, *args: str, env: Mapping[str, str] | None = None, binary: bool = False) -> Any:
-    run_env = dict(os.environ if env is None else env)
-    run_env.update({"GIT_TERMINAL_PROMPT": "0", "GIT_CONFIG_NOSYSTEM": "1", "LC_ALL": "C"})
-    try:
-        proc = subprocess.run(["git", *_SAFE, "-C", str(repo), *args], capture_output=True,  # noqa: S603,S607
-                              timeout=_GIT_TIMEOUT, env=run_env, check=False)
-    except FileNotFoundError:
-        raise PolicySourceError("git is not installed, so the trusted policy cannot be read") from None
-    except subprocess.TimeoutExpired:
-        raise PolicySourceError(f"git {args[0]} took longer than {_GIT_TIMEOUT} s") from None
-    return proc
-
-
-def _first_line(data: bytes) -> str:
-    from policyengine.redact import Redactor
-
-    text = data.decode("utf-8", "replace").strip().splitlines()
-    return Redactor.from_env(os.environ).text(text[-1] if text else "no message")[:300]
-
-
-def _fetch_remote_tracking(repo: Path, ref: str, env: Mapping[str, str] | None) -> None:
-    """Fetch ``remote/branch`` fresh from its remote when ``ref`` names a remote-tracking branch."""
-    remotes = _git(repo, "remote", env=env)
-    names = remotes.stdout.decode("utf-8", "replace").split() if remotes.returncode == 0 else []
-    short = ref.removeprefix("refs/remotes/")
-    remote = next((r for r in names if short.startswith(r + "/")), None)
-    if remote is None:
-        return
-    branch = short[len(remote) + 1:]
-    shallow = _git(repo, "rev-parse", "--is-shallow-repository", env=env).stdout.strip() == b"true"
-    args = ["fetch", "--no-tags", "--quiet", *(["--depth=1"] if shallow else []), remote,
-            f"+refs/heads/{branch}:refs/remotes/{remote}/{branch}"]
-    fetched = _git(repo, *args, env=env)
-    if fetched.returncode != 0:
-        raise PolicySourceError(f"could not fetch {remote}/{branch} fresh from {remote}: {_first_line(fetched.stderr)}",
-                                hint="the policy is read from the remote's branch, never from the checkout")
-
-
-def _read_blob(repo: Path, ref: str, path: str, env: Mapping[str, str] | None) -> tuple[bytes, str, str]:
-    commit_p = _git(repo, "rev-parse", "--verify", "--quiet", "--end-of-options", f"{ref}^{{commit}}", env=env)
-    if commit_p.returncode != 0 and _SHA.match(ref):
-        # A shallow clone may lack an older commit: fetch exactly that one.
-        _git(repo, "fetch", "--no-tags", "--quiet", "--depth=1", "origin", ref, env=env)
-        commit_p = _git(repo, "rev-parse", "--verify", "--quiet", "--end-of-options", f"{ref}^{{commit}}", env=env)
-    if commit_p.returncode != 0:
-        raise PolicySourceError(f"git ref {ref!r} does not name a commit in {repo}")
-    commit = commit_p.stdout.decode().strip()
-    blob_p = _git(repo, "rev-parse", "--verify", "--quiet", "--end-of-options", f"{commit}:{path}", env=env)
-    if blob_p.returncode != 0:
-        raise PolicySourceError(f"{path} does not exist at {ref} ({commit[:12]})")
-    blob = blob_p.stdout.decode().strip()
-    kind = _git(repo, "cat-file", "-t", blob, env=env).stdout.decode().strip()
-    if kind != "blob":
-        raise PolicySourceError(f"{path} at {ref} is a {kind or 'missing object'}, not a file")
-    size = _git(repo, "cat-file", "-s", blob, env=env).stdout.decode().strip()
-    if not size.isdigit() or int(size) > MAX_FILE_BYTES:
-        raise PolicySourceError(f"{path} at {ref} is larger than {MAX_FILE_BYTES} bytes; refusing to read it")
-    data = _git(repo, "cat-file", "blob", blob, env=env)
-    if data.returncode != 0:
-        raise PolicySourceError(f"cannot read {path} at {ref}: {_first_line(data.stderr)}")
-    return bytes(data.stdout), commit, blob
-
-
 PREVIOUS_DEPLOY = "@previous-deploy"
-"""The ref of ``git:@previous-deploy:PATH``: the commit of the trusted previous deploy, else the
-merge-base of HEAD with the freshly fetched default branch, else the gate denies."""
+"""The ref of ``git:@previous-deploy:PATH``: the commit of the trusted previous deploy; else,
+under CI, the platform's record of the default branch before this change (else the gate
+denies); outside CI, the merge-base of HEAD with the freshly fetched default branch."""
+
+_CHECKOUT_REFS = re.compile(r"^(?:HEAD|@|ORIG_HEAD|FETCH_HEAD|MERGE_HEAD)(?:[~^].*|@\{.*)?$")
+MANUAL_EVENTS = frozenset({"workflow_dispatch", "schedule", "repository_dispatch", "workflow_run", "workflow_call",
+                           "web", "api", "trigger", "pipeline", "parent_pipeline", "chat", "webide", "ondemand_dast_scan",
+                           "security_orchestration_policy", "external"})
+"""GitHub events and GitLab pipeline sources that record no earlier state of the default branch."""
+
+
+def names_the_checkout(ref: str) -> bool:
+    """Whether a git ref names the checked-out commit (or one relative to it)."""
+    return bool(_CHECKOUT_REFS.match(ref.strip()))
 
 
 def default_branch(env: Mapping[str, str]) -> str | None:
@@ -185,78 +197,385 @@ def default_branch(env: Mapping[str, str]) -> str | None:
     """
     if env.get("CI_DEFAULT_BRANCH", "").strip():
         return env["CI_DEFAULT_BRANCH"].strip()
-    event = env.get("GITHUB_EVENT_PATH")
-    if event:
-        import json
-
-        try:
-            with open(event, encoding="utf-8") as fh:
-                branch = ((json.load(fh) or {}).get("repository") or {}).get("default_branch")
-        except (OSError, ValueError, AttributeError):
-            branch = None
-        if isinstance(branch, str) and branch:
-            return branch
+    branch = (_event(env).get("repository") or {}).get("default_branch")
+    if isinstance(branch, str) and branch:
+        return branch
     value = env.get("POLICYENGINE_DEFAULT_BRANCH", "").strip()
     return value or None
 
 
-def resolve_previous_deploy(repo: Path, env: Mapping[str, str] | None,
-                            previous: str | None) -> tuple[str, str]:
-    """``(commit, how)`` for ``@previous-deploy``: the trusted previous deploy's commit, else the
-    merge-base with the freshly fetched default branch. Raises PolicySourceError (deny)."""
-    if previous:
-        return previous, "the trusted previous deploy"
-    values = os.environ if env is None else env
-    branch = default_branch(values)
-    if not branch:
-        raise PolicySourceError("no trusted previous deploy is known and the default branch is not known "
-                                "(set POLICYENGINE_DEFAULT_BRANCH), so there is no trusted policy to read",
-                                hint="give --trust-key and a persistent evidence store, or name the policy's ref")
-    _fetch_remote_tracking(repo, f"origin/{branch}", env)
-    base = _git(repo, "merge-base", "HEAD", f"refs/remotes/origin/{branch}", env=env)
-    if base.returncode != 0:
-        raise PolicySourceError(f"no trusted previous deploy is known, and HEAD has no merge-base with origin/{branch} "
-                                f"(a shallow clone needs more history): {_first_line(base.stderr)}")
-    return base.stdout.decode().strip(), f"the merge-base with origin/{branch}"
+def _event(env: Mapping[str, str]) -> dict[str, Any]:
+    """GitHub's event payload (``GITHUB_EVENT_PATH``), or {} (unreadable: no fallback from it)."""
+    path = env.get("GITHUB_EVENT_PATH")
+    if not path:
+        return {}
+    try:
+        with open(path, encoding="utf-8") as fh:
+            data = json.load(fh)
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
 
 
-def read_policy_bytes(spec: str, *, repo: str | Path = ".", env: Mapping[str, str] | None = None,
-                      base_dir: Path | None = None, previous: str | None = None) -> tuple[bytes, PolicySource]:
-    """Read the policy named by ``spec`` (a file, ``git:REF:PATH`` or ``git+URL#REF:PATH``).
+def _sha(value: Any) -> str | None:
+    """A commit id the platform gave, or None (missing, malformed, or all zeros)."""
+    if isinstance(value, str) and _SHA.match(value.strip()) and not gitsafe.ZERO_SHA.match(value.strip()):
+        return value.strip()
+    return None
 
-    ``repo`` is the repository ``git:`` sources read from (the workspace). ``base_dir``
-    resolves a relative file path (an ``extends`` names its base relative to the policy).
-    ``previous`` is the trusted previous deploy's commit, for ``git:@previous-deploy:PATH``.
+
+def platform_remote(env: Mapping[str, str]) -> tuple[str, dict[str, str], list[str]] | None:
+    """``(url, git environment with the token, secrets)`` of the repository being deployed, as
+    the platform names it (never the workspace's ``.git/config``), or None when none is named."""
+    server, repository = env.get("GITHUB_SERVER_URL", "").strip(), env.get("GITHUB_REPOSITORY", "").strip()
+    if server and repository:
+        url, user, token = f"{server.rstrip('/')}/{repository}", "x-access-token", env.get("GITHUB_TOKEN", "")
+    elif env.get("CI_REPOSITORY_URL", "").strip():
+        raw = env["CI_REPOSITORY_URL"].strip()
+        url, user = _public_url(raw), "gitlab-ci-token"
+        token = env.get("CI_JOB_TOKEN", "") or (urlsplit(raw).password or "" if "://" in raw else "")
+    elif env.get("POLICYENGINE_REPOSITORY_URL", "").strip():
+        url, user, token = _public_url(env["POLICYENGINE_REPOSITORY_URL"].strip()), "x-access-token", ""
+    else:
+        return None
+    header = gitsafe.auth_header(url, user, token)
+    secrets = [token, header.get("GIT_CONFIG_VALUE_0", "").rpartition(" ")[2]] if header else []
+    return url, header, [s for s in secrets if s]
+
+
+class GitSources:
+    """One evaluation's git reads (the policy, its bases, the waivers), sharing one trusted range.
+
+    Under CI the reads go to a temporary repository fetched from the platform's URL, and a
+    commit inside the change range is refused; outside CI they go to the workspace as given.
+    Use as a context manager (the temporary repository is removed on exit).
     """
-    if not is_git_spec(spec):
-        file = Path(spec) if base_dir is None or Path(spec).is_absolute() else base_dir / spec
-        return read_user_file(file, what="policy"), PolicySource(kind="file", path=str(file))
-    url, ref, path = parse_spec(spec)
-    if url is None:
-        root = Path(repo)
-        top = _git(root, "rev-parse", "--show-toplevel", env=env)
+
+    def __init__(self, repo: str | Path = ".", env: Mapping[str, str] | None = None,
+                 previous: str | Callable[[], str | None] | None = None) -> None:
+        import os
+
+        self.repo = Path(repo)
+        self.env: Mapping[str, str] = os.environ if env is None else env
+        # The trusted previous deploy's commit, or a function that looks it up (once, when a git
+        # source first needs it: a run with no git source never reads the history for it).
+        self._previous = previous
+        self._previous_known = not callable(previous)
+        self.ci = in_any_ci(self.env)
+        self._tmp: Path | None = None
+        self._remote: tuple[str, dict[str, str], list[str]] | None = None
+        self._deployed: str | None = None
+        self._base: tuple[str, str] | None = None
+        self._refs = 0
+
+    @property
+    def previous(self) -> str | None:
+        """The trusted previous deploy's commit, or None."""
+        if not self._previous_known:
+            assert callable(self._previous)  # noqa: S101
+            self._previous = self._previous()
+            self._previous_known = True
+        return self._previous if isinstance(self._previous, str) and self._previous else None
+
+    def __enter__(self) -> GitSources:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self._tmp is not None:
+            shutil.rmtree(self._tmp, ignore_errors=True)
+            self._tmp = None
+
+    # -- reading ---------------------------------------------------------------------------
+
+    def read(self, spec: str, what: str = "--policy") -> tuple[bytes, PolicySource]:
+        """The bytes of ``spec`` (a git source) and where they came from."""
+        url, ref, path = parse_spec(spec, what)
+        if url is not None:
+            return self._read_other_repository(url, ref, path, what)
+        if self.ci:
+            return self._read_in_ci(spec, ref, path, what)
+        return self._read_workspace(spec, ref, path)
+
+    def _read_other_repository(self, url: str, ref: str, path: str, what: str) -> tuple[bytes, PolicySource]:
+        protocols = gitsafe.allowed_protocols(url, what)
+        env = gitsafe.environment(self.env, protocols=protocols)
+        with tempfile.TemporaryDirectory(prefix="policyengine-policy-") as tmp:
+            bare = Path(tmp)
+            init = gitsafe.run(bare, ["init", "--quiet", "--bare"], env)
+            if init.returncode != 0:
+                raise PolicySourceError(f"cannot create a temporary repository: {gitsafe.first_line(init.stderr, env)}")
+            fetched = gitsafe.run(bare, ["fetch", "--no-tags", "--quiet", "--depth=1", "--end-of-options", url, ref],
+                                  env)
+            if fetched.returncode != 0:
+                password = urlsplit(url).password if "://" in url else None
+                raise PolicySourceError(f"could not fetch {ref} from {_public_url(url)}: "
+                                        f"{gitsafe.first_line(fetched.stderr, env, [password] if password else [])}")
+            commit = self._rev(bare, "FETCH_HEAD", env)
+            if commit is None:
+                raise PolicySourceError(f"{ref} from {_public_url(url)} is not a commit")
+            data, blob = gitsafe.read_path(bare, commit, path, env, limit=MAX_FILE_BYTES, where=ref)
+        return data, PolicySource(kind="git", path=path, ref=ref, commit=commit, blob=blob, url=_public_url(url))
+
+    @staticmethod
+    def _rev(repo: Path, name: str, env: Mapping[str, str]) -> str | None:
+        proc = gitsafe.run(repo, ["rev-parse", "--verify", "--quiet", "--end-of-options", f"{name}^{{commit}}"], env)
+        value = proc.stdout.decode().strip()
+        return value if proc.returncode == 0 and _SHA.match(value) else None
+
+    # -- outside CI: the workspace, as given ---------------------------------------------------
+
+    def _read_workspace(self, spec: str, ref: str, path: str) -> tuple[bytes, PolicySource]:
+        env = gitsafe.environment(self.env)
+        top = gitsafe.run(self.repo, ["rev-parse", "--show-toplevel"], env)
         if top.returncode != 0:
-            raise PolicySourceError(f"{root} is not in a git repository, so {spec} cannot be read",
+            raise PolicySourceError(f"{self.repo} is not in a git repository, so {spec} cannot be read",
                                     hint="check out the repository with git, or give the policy as a file")
         how = None
         read_ref = ref
         if ref == PREVIOUS_DEPLOY:
-            read_ref, how = resolve_previous_deploy(root, env, previous)
+            if self.previous:
+                read_ref, how = self.previous, "the trusted previous deploy"
+            else:
+                read_ref, how = self._merge_base(env)
         else:
-            _fetch_remote_tracking(root, ref, env)
-        data, commit, blob = _read_blob(root, read_ref, path, env)
+            self._fetch_remote_tracking(ref, env)
+        commit = self._rev(self.repo, read_ref, env)
+        if commit is None and _SHA.match(read_ref):
+            # A shallow clone may lack an older commit: fetch exactly that one.
+            self._fetch_workspace("origin", [read_ref], depth=True)
+            commit = self._rev(self.repo, read_ref, env)
+        if commit is None:
+            raise PolicySourceError(f"git ref {read_ref!r} does not name a commit in {self.repo}")
+        data, blob = gitsafe.read_path(self.repo, commit, path, env, limit=MAX_FILE_BYTES, where=ref)
         return data, PolicySource(kind="git", path=path, ref=ref if how is None else f"{ref} ({how})", commit=commit,
-                                  blob=blob)
-    with tempfile.TemporaryDirectory(prefix="policyengine-policy-") as tmp:
-        bare = Path(tmp)
-        init = _git(bare, "init", "--quiet", "--bare", env=env)
-        if init.returncode != 0:
-            raise PolicySourceError(f"cannot create a temporary repository: {_first_line(init.stderr)}")
-        fetched = _git(bare, "fetch", "--no-tags", "--quiet", "--depth=1", url, ref, env=env)
+                                  blob=blob, note=UNTRUSTED_OUTSIDE_CI if how != "the trusted previous deploy" else None)
+
+    def _workspace_url(self, remote: str) -> str:
+        """The URL of a remote of the workspace: ``POLICYENGINE_REPOSITORY_URL`` for origin when it
+        is configured, else (outside CI) the user's own configuration of the remote."""
+        configured = self.env.get("POLICYENGINE_REPOSITORY_URL", "").strip()
+        if remote == "origin" and configured:
+            return configured
+        env = gitsafe.environment(self.env)
+        proc = gitsafe.run(self.repo, ["config", "--get", "--end-of-options", f"remote.{remote}.url"], env)
+        url = proc.stdout.decode("utf-8", "replace").strip()
+        if proc.returncode != 0 or not url:
+            raise PolicySourceError(f"the workspace has no URL for the remote {remote}")
+        return url
+
+    def _fetch_workspace(self, remote: str, refspecs: list[str], depth: bool = False, what: str = "") -> None:
+        url = self._workspace_url(remote)
+        env = gitsafe.environment(self.env, protocols=gitsafe.allowed_protocols(url, f"remote {remote}"))
+        shallow = gitsafe.run(self.repo, ["rev-parse", "--is-shallow-repository"], env).stdout.strip() == b"true"
+        # A fixed upload-pack: a [remote "<the URL>"] section of the config must not name one.
+        args = ["fetch", "--no-tags", "--quiet", "--upload-pack=git-upload-pack",
+                *(["--depth=1"] if shallow or depth else []), "--end-of-options", url, *refspecs]
+        fetched = gitsafe.run(self.repo, args, env)
         if fetched.returncode != 0:
-            raise PolicySourceError(f"could not fetch {ref} from {_public_url(url)}: {_first_line(fetched.stderr)}")
-        data, commit, blob = _read_blob(bare, "FETCH_HEAD", path, env)
-    return data, PolicySource(kind="git", path=path, ref=ref, commit=commit, blob=blob, url=_public_url(url))
+            raise PolicySourceError(f"could not fetch {what or ' '.join(refspecs)} fresh from {remote}: "
+                                    f"{gitsafe.first_line(fetched.stderr, env)}",
+                                    hint="the policy is read from the remote's branch, never from the checkout")
+
+    def _fetch_remote_tracking(self, ref: str, env: Mapping[str, str]) -> None:
+        """Fetch ``remote/branch`` fresh from its remote's URL when ``ref`` names one."""
+        remotes = gitsafe.run(self.repo, ["remote"], env)
+        names = remotes.stdout.decode("utf-8", "replace").split() if remotes.returncode == 0 else []
+        short = ref.removeprefix("refs/remotes/")
+        remote = next((r for r in names if short.startswith(r + "/")), None)
+        if remote is None:
+            return
+        branch = short[len(remote) + 1:]
+        self._fetch_workspace(remote, [f"+refs/heads/{branch}:refs/remotes/{remote}/{branch}"],
+                              what=f"{remote}/{branch}")
+
+    def _merge_base(self, env: Mapping[str, str]) -> tuple[str, str]:
+        branch = default_branch(self.env)
+        if not branch:
+            raise PolicySourceError("no trusted previous deploy is known and the default branch is not known "
+                                    "(set POLICYENGINE_DEFAULT_BRANCH), so there is no trusted policy to read",
+                                    hint="give --trust-key and a persistent evidence store, or name the policy's ref")
+        gitsafe.refuse_option(branch, "the default branch")
+        self._fetch_workspace("origin", [f"+refs/heads/{branch}:refs/remotes/origin/{branch}"],
+                              what=f"origin/{branch}")
+        base = gitsafe.run(self.repo, ["merge-base", "--end-of-options", "HEAD", f"refs/remotes/origin/{branch}"], env)
+        if base.returncode != 0:
+            raise PolicySourceError(f"no trusted previous deploy is known, and HEAD has no merge-base with "
+                                    f"origin/{branch} (a shallow clone needs more history): "
+                                    f"{gitsafe.first_line(base.stderr, env)}")
+        return base.stdout.decode().strip(), f"the merge-base with origin/{branch}"
+
+    # -- under CI: the platform's repository, and the change range -------------------------------
+
+    def _clean(self) -> tuple[Path, dict[str, str], str]:
+        """The temporary repository (our own configuration), its git environment and the URL."""
+        if self._remote is None:
+            self._remote = platform_remote(self.env)
+            if self._remote is None:
+                raise PolicySourceError("under CI the repository to read the policy from must be named by the "
+                                        "platform (GITHUB_SERVER_URL and GITHUB_REPOSITORY, or CI_REPOSITORY_URL) "
+                                        "or by POLICYENGINE_REPOSITORY_URL; the workspace's .git/config is not "
+                                        "trusted", hint="set POLICYENGINE_REPOSITORY_URL, or use git+URL#REF:PATH")
+        url, header, secrets = self._remote
+        env = gitsafe.environment(self.env, protocols=gitsafe.allowed_protocols(url, "the repository URL"),
+                                  extra=header)
+        if self._tmp is None:
+            self._tmp = Path(tempfile.mkdtemp(prefix="policyengine-range-"))
+            known = _sha(self.env.get("GITHUB_SHA")) or _sha(self.env.get("CI_COMMIT_SHA")) or ""
+            sha256 = ["--object-format=sha256"] if len(known) == 64 else []  # the platform's object format
+            init = gitsafe.run(self._tmp, ["init", "--quiet", "--bare", *sha256], env)
+            if init.returncode != 0:
+                raise PolicySourceError(f"cannot create a temporary repository: {gitsafe.first_line(init.stderr, env)}")
+        return self._tmp, env, url
+
+    def _fetch(self, source: str, what: str) -> str:
+        """Fetch ``source`` (a commit id or a ref of the platform's repository) with its whole
+        history; return the commit. Raises PolicySourceError."""
+        repo, env, url = self._clean()
+        self._refs += 1
+        local = f"refs/policyengine/{self._refs}"
+        fetched = gitsafe.run(repo, ["fetch", "--no-tags", "--quiet", "--no-write-fetch-head", "--end-of-options",
+                                     url, f"+{source}:{local}"], env, timeout=_FETCH_TIMEOUT)
+        if fetched.returncode != 0:
+            raise PolicySourceError(f"could not fetch {what} from {url}: "
+                                    f"{gitsafe.first_line(fetched.stderr, env, self._remote[2] if self._remote else ())}")
+        commit = self._rev(repo, local, env)
+        if commit is None:
+            raise PolicySourceError(f"{what} is not a commit in {url}")
+        return commit
+
+    def deployed(self) -> str:
+        """The commit being deployed: the platform's (``GITHUB_SHA``, ``CI_COMMIT_SHA``), else HEAD."""
+        if self._deployed is None:
+            sha = _sha(self.env.get("GITHUB_SHA")) or _sha(self.env.get("CI_COMMIT_SHA"))
+            if sha is None:
+                env = gitsafe.environment(self.env)
+                sha = self._rev(self.repo, "HEAD", env)
+                if sha is None:
+                    raise PolicySourceError(f"the commit being deployed is not known (no GITHUB_SHA or CI_COMMIT_SHA, "
+                                            f"and {self.repo} has no HEAD)")
+            self._deployed = self._fetch(sha, f"the commit being deployed ({sha[:12]})")
+        return self._deployed
+
+    def _parents(self, commit: str) -> list[str]:
+        repo, env, _ = self._clean()
+        body = gitsafe.read_object(repo, "commit", commit, env)
+        head = body.split(b"\n\n", 1)[0]
+        return [line[7:].decode() for line in head.split(b"\n") if line.startswith(b"parent ")]
+
+    def trusted_base(self) -> tuple[str, str]:
+        """``(commit, how)``: where the change range starts. Raises PolicySourceError (deny)."""
+        if self._base is not None:
+            return self._base
+        deployed = self.deployed()
+        if self.previous:
+            self._base = (self._fetch(self.previous, "the trusted previous deploy"), "the trusted previous deploy")
+            return self._base
+        env = self.env
+        event, name = _event(env), env.get("GITHUB_EVENT_NAME", "").strip()
+        source = env.get("CI_PIPELINE_SOURCE", "").strip()
+        github = bool(name or env.get("GITHUB_EVENT_PATH"))
+        candidates: list[tuple[str | None, str]] = []
+        if github and name in ("push", ""):
+            candidates.append((_sha(event.get("before")), "the push's before commit (GitHub event before)"))
+        if source in ("push", ""):
+            candidates.append((_sha(env.get("CI_COMMIT_BEFORE_SHA")),
+                               "the push's before commit (GitLab CI_COMMIT_BEFORE_SHA)"))
+        manual = name in MANUAL_EVENTS or source in MANUAL_EVENTS
+        found = next(((sha, how) for sha, how in candidates if sha), None)
+        if found is None and not manual:
+            parents = self._parents(deployed)
+            if len(parents) >= 2:
+                found = (parents[0], "the first parent of the merge commit being deployed")
+        if found is None and not manual:
+            base = (event.get("pull_request") or {}).get("base") if isinstance(event.get("pull_request"), dict) else None
+            for sha, how in ((_sha((base or {}).get("sha")) if isinstance(base, dict) else None,
+                              "the target branch head of the pull request (GitHub pull_request.base.sha)"),
+                             (_sha(env.get("CI_MERGE_REQUEST_TARGET_BRANCH_SHA")),
+                              "the target branch head of the merge request (GitLab CI_MERGE_REQUEST_TARGET_BRANCH_SHA)")):
+                if sha:
+                    found = (sha, how)
+                    break
+        if found is None:
+            kind = f"GITHUB_EVENT_NAME={name}" if name else (f"CI_PIPELINE_SOURCE={source}" if source else "this run")
+            raise PolicySourceError(
+                f"no trusted previous deploy is known, and {kind} records no state of the default branch before this "
+                "change (no push before commit, no merge commit, no pull or merge request target), so there is no "
+                "policy the change being deployed did not write",
+                hint="configure a trust key: --trust-key / POLICYENGINE_TRUST_KEY (the public key whose signed "
+                     "bundles in a persistent evidence store name the previous deploy)")
+        self._base = (self._fetch(found[0], found[1]), found[1])
+        return self._base
+
+    def _ancestor(self, older: str, newer: str) -> bool:
+        repo, env, _ = self._clean()
+        proc = gitsafe.run(repo, ["merge-base", "--is-ancestor", "--end-of-options", older, newer], env)
+        if proc.returncode not in (0, 1):
+            raise PolicySourceError(f"cannot tell whether {older[:12]} is an ancestor of {newer[:12]}: "
+                                    f"{gitsafe.first_line(proc.stderr, env)}")
+        return proc.returncode == 0
+
+    def _resolve(self, ref: str) -> str:
+        """The commit ``ref`` names in the platform's repository (never the workspace's refs)."""
+        if ref == PREVIOUS_DEPLOY:
+            return self.trusted_base()[0]
+        if names_the_checkout(ref):
+            return self.deployed()
+        if _SHA.match(ref):
+            return self._fetch(ref, ref)
+        short = ref.removeprefix("refs/remotes/")
+        if short.startswith("origin/"):
+            return self._fetch(f"refs/heads/{short[len('origin/'):]}", ref)
+        if ref.startswith(("refs/heads/", "refs/tags/")):
+            return self._fetch(ref, ref)
+        try:
+            return self._fetch(f"refs/heads/{ref}", ref)
+        except PolicySourceError:
+            return self._fetch(f"refs/tags/{ref}", ref)
+
+    def _read_in_ci(self, spec: str, ref: str, path: str, what: str) -> tuple[bytes, PolicySource]:
+        base, how = self.trusted_base()
+        deployed = self.deployed()
+        commit = self._resolve(ref)
+        if self.previous:
+            inside = not self._ancestor(commit, base) and (self._ancestor(commit, deployed)
+                                                           or self._ancestor(base, commit))
+            rule = "after the trusted previous deploy"
+        else:
+            inside = not self._ancestor(commit, base)
+            rule = f"not {how} nor one of its ancestors"
+        if inside:
+            raise PolicySourceError(
+                f"{what}: {spec} resolves to {commit[:12]}, inside the change being deployed ({rule} "
+                f"{base[:12]}, up to {deployed[:12]}): a change is never judged by a policy, waivers or base it wrote",
+                hint="use git:@previous-deploy:PATH, or a policy repository of its own (git+URL#REF:PATH)")
+        repo, env, _ = self._clean()
+        data, blob = gitsafe.read_path(repo, commit, path, env, limit=MAX_FILE_BYTES, where=ref)
+        shown = f"{ref} ({how})" if ref == PREVIOUS_DEPLOY else ref
+        return data, PolicySource(kind="git", path=path, ref=shown, commit=commit, blob=blob,
+                                  trusted_base={"commit": base, "how": how},
+                                  note=None if self.previous else FALLBACK_LIMIT)
+
+
+def read_policy_bytes(spec: str, *, repo: str | Path = ".", env: Mapping[str, str] | None = None,
+                      base_dir: Path | None = None, previous: str | None = None,
+                      sources: GitSources | None = None, what: str = "--policy") -> tuple[bytes, PolicySource]:
+    """Read the policy named by ``spec`` (a file, ``git:REF:PATH`` or ``git+URL#REF:PATH``).
+
+    ``repo`` is the repository ``git:`` sources read from outside CI (the workspace).
+    ``base_dir`` resolves a relative file path (an ``extends`` names its base relative to the
+    policy). ``previous`` is the trusted previous deploy's commit. ``sources`` shares one
+    trusted range (and its fetched repository) between the reads of one evaluation.
+    """
+    if not is_git_spec(spec):
+        file = Path(spec) if base_dir is None or Path(spec).is_absolute() else base_dir / spec
+        return read_user_file(file, what="policy"), PolicySource(kind="file", path=str(file))
+    if sources is not None:
+        return sources.read(spec, what)
+    with GitSources(repo, env, previous) as own:
+        return own.read(spec, what)
 
 
 MAX_EXTENDS_DEPTH = 5
@@ -268,7 +587,7 @@ def _base_spec(base: str, spec: str, source: PolicySource) -> tuple[str, Path | 
     if is_git_spec(base) or Path(base).is_absolute():
         return base, None
     if source.kind == "git":
-        url, ref, path = parse_spec(spec)
+        url, ref, path = parse_spec(spec, "extends")
         inside = (Path(path).parent / base).as_posix()
         if ".." in Path(inside).parts:
             raise UsageError(f"extends: {base!r} leads outside the repository of {spec}")
@@ -278,10 +597,17 @@ def _base_spec(base: str, spec: str, source: PolicySource) -> tuple[str, Path | 
 
 
 def load(spec: str, *, repo: str | Path = ".", env: Mapping[str, str] | None = None, previous: str | None = None,
-         _base_dir: Path | None = None, _seen: tuple[str, ...] = ()) -> Policy:
+         sources: GitSources | None = None, _base_dir: Path | None = None, _seen: tuple[str, ...] = ()) -> Policy:
     """Read and validate the policy named by ``spec``, with the bases it ``extends``; the
-    result records its source. An extension that weakens its base is invalid (exit 2)."""
-    raw, source = read_policy_bytes(spec, repo=repo, env=env, base_dir=_base_dir, previous=previous)
+    result records its source. An extension that weakens its base is invalid (exit 2).
+
+    The policy and every base are read through one ``GitSources`` (``sources``, else one of its
+    own): under CI none of them may come from inside the change range."""
+    if sources is None:
+        with GitSources(repo, env, previous) as own:
+            return load(spec, repo=repo, env=env, previous=previous, sources=own, _base_dir=_base_dir, _seen=_seen)
+    raw, source = read_policy_bytes(spec, repo=repo, env=env, base_dir=_base_dir, previous=previous,
+                                    sources=sources, what="--policy" if not _seen else "extends")
     display = spec if source.kind == "git" or _base_dir is None else source.path
     base = None
     # Peek for a base only when the bytes can name one: a policy is parsed once on the hot path.
@@ -289,13 +615,20 @@ def load(spec: str, *, repo: str | Path = ".", env: Mapping[str, str] | None = N
     data, positions = (loader.parse_document(raw, file=display, what="policy")[:2] if b"extends" in raw
                        else (None, loader.Positions()))
     if isinstance(data, dict) and isinstance(data.get("extends"), str):
-        base_spec, base_dir = _base_spec(data["extends"], spec, source)
-        key = f"{base_dir}/{base_spec}" if base_dir else base_spec
         line, column = positions.locate(("extends",))
+        try:
+            base_spec, base_dir = _base_spec(data["extends"], spec, source)
+            if is_git_spec(base_spec):
+                parse_spec(base_spec, "extends")  # an option-shaped URL, ref or path never reaches git
+        except UsageError as exc:
+            raise InvalidInputError([Problem(display, line, column, "extends", exc.message)], what="policy",
+                                    hint=exc.hint) from None
+        key = f"{base_dir}/{base_spec}" if base_dir else base_spec
         if key in _seen or len(_seen) >= MAX_EXTENDS_DEPTH:
             why = "extends itself (a loop)" if key in _seen else f"extends more than {MAX_EXTENDS_DEPTH} levels deep"
             raise InvalidInputError([Problem(display, line, column, "extends", f"the policy {why}")], what="policy")
-        base = load(base_spec, repo=repo, env=env, _base_dir=base_dir, _seen=(*_seen, key))
+        base = load(base_spec, repo=repo, env=env, previous=previous, sources=sources, _base_dir=base_dir,
+                    _seen=(*_seen, key))
     policy = parse_policy(raw, file=display, base=base)
     if source.kind == "git":
         policy = dataclasses.replace(policy, source=source.to_json())

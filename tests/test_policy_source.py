@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from policyengine.policysource import _public_url, parse_spec
+from policyengine.policysource import UNTRUSTED_OUTSIDE_CI, _public_url, parse_spec
 
 REPO = Path(__file__).resolve().parents[1]
 POLICY = """version: 1
@@ -87,7 +87,9 @@ def test_a_change_that_edits_its_own_policy_is_judged_by_the_target_branch(world
     blob = git(world["origin"], "rev-parse", "main:policies/prod.yml")
     source = doc["policy"]["source"]
     assert source == {"kind": "git", "path": "policies/prod.yml", "ref": "origin/main",
-                      "commit": git(world["origin"], "rev-parse", "main"), "blob": blob}
+                      "commit": git(world["origin"], "rev-parse", "main"), "blob": blob,
+                      "note": UNTRUSTED_OUTSIDE_CI}  # outside CI: read as given, and said so
+    assert "policy: note: not a trusted source" in out
     bundle = next((world["tmp"] / "evidence").glob("bundles/*/*/*.zip"))
     import zipfile
 

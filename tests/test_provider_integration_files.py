@@ -210,7 +210,7 @@ def action_step(step_id: str) -> dict[str, Any]:
 
 
 def run_action(tmp_path: Path, env: dict[str, str], fail_on_deny: str = "true", installed: str = REAL_POLICYENGINE,
-               version: str = "", plant: bool = False, policy: Path = POLICY
+               version: str = "", plant: bool = False, policy: Path = POLICY, now: str | None = "2026-11-24T15:00:00Z"
                ) -> tuple[subprocess.CompletedProcess[str], dict[str, str], str]:
     """Run the action's install step, then its gate step, as GitHub would (bash, env only)."""
     runner_temp = tmp_path / "runner-temp"
@@ -249,7 +249,7 @@ def run_action(tmp_path: Path, env: dict[str, str], fail_on_deny: str = "true", 
         "POLICYENGINE_EVIDENCE_DIR": str(tmp_path / "evidence"),
         "POLICYENGINE_JUNIT": str(tmp_path / "junit.xml"),
         "POLICYENGINE_ADVISORY": "true" if fail_on_deny == "false" else "false",
-        "POLICYENGINE_NOW": "2026-11-24T15:00:00Z",
+        **({"POLICYENGINE_NOW": now} if now else {}),  # None: the clock, as a CI run must
     }
     script = tmp_path / "gate.sh"
     script.write_text(step["run"])

@@ -72,8 +72,17 @@ def world(tmp_path: Path) -> dict[str, Path]:
     git(work, "checkout", "-q", "-b", "self-waiver")
     (work / "policies" / "waivers.yml").write_text(WAIVERS_CHANGE, encoding="utf-8")
     git(work, "commit", "-q", "-am", "waive my own review")
+    git(work, "push", "-q", "origin", "self-waiver")  # a merge request pipeline deploys the pushed branch
     (tmp_path / "change.yml").write_text(CHANGE, encoding="utf-8")
     return {"tmp": tmp_path, "origin": origin, "work": work, "change": tmp_path / "change.yml"}
+
+
+def request_pipeline(world: dict[str, Path]) -> dict[str, str]:
+    """What the platform says of a merge request pipeline: its repository, the deployed commit
+    (the branch head) and the target branch's head (main before the change)."""
+    return {"CI_REPOSITORY_URL": f"file://{world['origin']}", "CI_COMMIT_SHA": git(world["work"], "rev-parse", "HEAD"),
+            "CI_PIPELINE_SOURCE": "merge_request_event",
+            "CI_MERGE_REQUEST_TARGET_BRANCH_SHA": git(world["origin"], "rev-parse", "main")}
 
 
 def check(world: dict[str, Path], policy: str, waivers: str, ci: dict[str, str] | None = None,
@@ -84,13 +93,13 @@ def check(world: dict[str, Path], policy: str, waivers: str, ci: dict[str, str] 
     if change is not None:
         world["change"].write_text(change, encoding="utf-8")
     env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("POLICYENGINE_", "GITHUB_", "GITLAB_")) and k != "CI"}
+           if not k.startswith(("POLICYENGINE_", "GITHUB_", "GITLAB_", "CI_")) and k != "CI"}
     proc = subprocess.run(
         [sys.executable, "-m", "policyengine", "check", "--policy", policy, "--waivers", waivers,
          "--change", str(world["change"]), "--workspace", str(world["work"]),
          "--evidence-dir", str(world["tmp"] / "evidence"), "--json", str(out)],
         cwd=world["work"], capture_output=True, text=True, timeout=120, check=False,
-        env={**env, **GIT_ENV, **(ci or {})})
+        env={**env, **GIT_ENV, **({**request_pipeline(world), **ci} if ci else {})})
     doc = json.loads(out.read_text("utf-8")) if out.exists() else {}
     return proc.returncode, doc, proc.stdout + proc.stderr
 

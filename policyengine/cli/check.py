@@ -153,6 +153,8 @@ def check(policy_path: str, waivers_path: str | None, change_path: str | None, p
             click.echo(shown(f"evidence: note: {note}"), file=stream)
     for line in result.notifications:
         click.echo(shown(line), file=stream)
+    for line in result.sources:
+        click.echo(shown(line), file=stream)
     for line in result.warnings:
         click.echo(shown(f"warning: {line}"), file=sys.stderr)
     return result.exit_code
