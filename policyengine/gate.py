@@ -48,6 +48,7 @@ from typing import Any
 from policyengine import policysource
 from policyengine.emergency import EmergencyRequest, requested_by
 from policyengine.engine import decision_to_json, evaluate, exit_code_for
+from policyengine.facts import Facts, facts_to_json
 from policyengine.errors import (
     EXIT_ALLOW,
     EXIT_DENY,
@@ -113,6 +114,8 @@ class CheckRequest:
 CI_VARIABLES = ("CI", "GITHUB_ACTIONS", "GITLAB_CI")
 WAIVERS_MEMBER = "waivers/"
 """The bundle member (``waivers/<name>``) that holds the waivers file used, byte for byte."""
+FACTS_MEMBER = "facts.json"
+"""The bundle member that holds the facts as judged (``facts.facts_to_json``); replay judges from it."""
 _FALSE = frozenset({"", "0", "false", "no", "off"})
 
 
@@ -402,15 +405,21 @@ def _evidence_failed(decision: Decision, store_url: str, exc: PolicyEngineError)
 
 
 def _record(request: CheckRequest, policy: Policy, gathered: Any, decision: Decision,
-            store_url: str, raw: Mapping[str, bytes] | None = None) -> dict[str, Any]:
+            store_url: str, raw: Mapping[str, bytes] | None = None, facts: Facts | None = None) -> dict[str, Any]:
     """Write the bundle; return what the decision JSON says of it. Raises PolicyEngineError.
 
-    ``raw``: more raw answers to keep under ``raw/`` (the ticket systems' records)."""
+    ``raw``: more raw answers to keep under ``raw/`` (the ticket systems' records). ``facts``:
+    the facts judged, kept as ``facts.json`` (``facts.facts_to_json``) so that replay judges
+    what was judged, not the redacted copies of the files."""
     from policyengine.evidence.bundle import member_path
     from policyengine.evidence.stores import open_store
     from policyengine.redact import EvidenceRedactor, ci_variables
 
+    redactor = EvidenceRedactor.from_env(request.env, request.extra_secrets)
     extra = {f"raw/{name}": data for name, data in {**gathered.raw, **(raw or {})}.items()}
+    if facts is not None:
+        extra[FACTS_MEMBER] = (json.dumps(facts_to_json(facts, redactor.text), indent=2, sort_keys=True,
+                                          ensure_ascii=False) + "\n").encode("utf-8")
     base, depth = policy.base, 0
     while base is not None:  # the bases a policy extends are evidence too: replay needs them
         depth += 1
@@ -421,7 +430,6 @@ def _record(request: CheckRequest, policy: Policy, gathered: Any, decision: Deci
         source = policy.waivers_file.get("source") or {}
         name = Path(str(source.get("path") or policy.waivers_file["path"])).name or "waivers.yml"
         extra[f"{WAIVERS_MEMBER}{member_path(name)}"] = policy.waivers_raw
-    redactor = EvidenceRedactor.from_env(request.env, request.extra_secrets)
     ci = ci_variables(request.env, redactor)
     if ci:
         extra["ci.json"] = (json.dumps(ci, indent=2, sort_keys=True) + "\n").encode("utf-8")
@@ -530,7 +538,7 @@ def check(request: CheckRequest) -> CheckResult:
     # Record: a denied attempt is evidence too. If it cannot be recorded, the gate denies (exit 3).
     store_url = request.evidence_store or request.evidence_dir
     try:
-        bundle = _record(request, policy, gathered, decision, store_url, ticket_records(facts))
+        bundle = _record(request, policy, gathered, decision, store_url, ticket_records(facts), facts)
     except PolicyEngineError as exc:
         decision = _evidence_failed(decision, store_url, exc)
         bundle = {"error": exc.message}
@@ -612,9 +620,66 @@ def replay(store: Any, bundle_id: str) -> ReplayResult:
         at = str(unpacked.recorded.get("evaluated_at"))
         tickets = RecordedTickets(_members(store, bundle_id, "raw/tickets/"))
         facts = gather_facts(policy, unpacked.change, Workspace(ws), tickets=tickets)
+        facts, mismatches = _recorded_facts(store, bundle_id, facts, unpacked.redacted, notes)
         decision = evaluate(policy, facts, parse_instant(at, option="--now"),
                             recorded_emergency(unpacked.recorded))
-    return compare(bundle_id, at, unpacked.recorded, decision, notes)
+    result = compare(bundle_id, at, unpacked.recorded, decision, notes)
+    result.differences.extend(mismatches)
+    return result
+
+
+def _recorded_facts(store: Any, bundle_id: str, reread: Facts, redacted: Sequence[str],
+                    notes: list[str]) -> tuple[Facts, list[str]]:
+    """The facts to judge on replay: those the bundle recorded as judged (``facts.json``), and
+    for a request it did not record (a bundle written before ``facts.json`` existed), the facts
+    re-read from its stored files, as before.
+
+    The stored files are redacted copies: a redaction may rewrite a report (``Authorization:x``
+    becomes ``Authorization:[REDACTED]``), merge two test names that differ by a token only, or
+    shorten a plan, so the recorded facts, not a re-reading, are what was judged. Where every
+    file a recorded fact names was stored unredacted, the re-reading must give the same facts:
+    a difference (a recorded fact that its own file contradicts, or a reader that changed) is
+    reported as a replay difference. A ``facts.json`` that cannot be read refuses the replay.
+    """
+    from policyengine.errors import EvidenceError
+    from policyengine.evidence.bundle import FILES_DIR, member_path
+    from policyengine.facts import RecordedFactsError, fact_to_json, facts_from_json
+    from policyengine.redact import REDACTED, EvidenceRedactor
+
+    members = _members(store, bundle_id, FACTS_MEMBER)
+    if FACTS_MEMBER not in members:
+        notes.append(f"the bundle has no {FACTS_MEMBER} (written before it existed): the facts are re-read "
+                     "from its stored files, which may be redacted copies")
+        return reread, []
+    try:
+        recorded = facts_from_json(json.loads(members[FACTS_MEMBER].decode("utf-8")))
+    except (UnicodeDecodeError, ValueError) as exc:  # RecordedFactsError is a ValueError
+        why = str(exc) if isinstance(exc, RecordedFactsError) else f"not JSON: {exc}"
+        raise EvidenceError(f"bundle {bundle_id} cannot be replayed: its {FACTS_MEMBER} cannot be read ({why})",
+                            hint=f"run `policyengine evidence verify {bundle_id}`") from None
+    stored_redacted = set(redacted)
+    redactor = EvidenceRedactor()
+    answers = dict(reread.answers)
+    mismatches: list[str] = []
+    used = 0
+    for request, live in reread.answers.items():
+        fact = recorded.get(request)
+        if fact is None:
+            continue
+        answers[request] = fact
+        used += 1
+        files = [r.file for r in getattr(fact, "reports", ())] + ([fact.file] if hasattr(fact, "sections") else [])
+        if not files or any(f is None or REDACTED in f.relpath or FILES_DIR + member_path(f.relpath) in stored_redacted
+                            for f in files):
+            continue  # a redacted copy (or no copy): only the recorded fact says what was judged
+        if fact_to_json(request, live, redactor.text) != fact_to_json(request, fact, redactor.text):
+            what = getattr(request, "path", None) or ", ".join(getattr(request, "globs", ()))
+            mismatches.append(f"facts of {what}: the stored files, read again, do not give the facts recorded "
+                              f"in {FACTS_MEMBER}")
+    if used:
+        notes.append(f"judged from the facts recorded in {FACTS_MEMBER} ({used} of {len(reread.answers)} "
+                     "fact requests), not from the stored copies of the files")
+    return Facts(change=reread.change, answers=answers), mismatches
 
 
 def recorded_emergency(recorded: Mapping[str, Any]) -> EmergencyRequest | None:
