@@ -52,6 +52,7 @@ from policyengine.facts import Facts, facts_to_json
 from policyengine.errors import (
     EXIT_ALLOW,
     EXIT_DENY,
+    EXIT_FACTS,
     InvalidInputError,
     PolicyEngineError,
     UsageError,
@@ -404,6 +405,18 @@ def _evidence_failed(decision: Decision, store_url: str, exc: PolicyEngineError)
     return dataclasses.replace(decision, decision="deny", rules=decision.rules + (failed,))
 
 
+def _deadline_passed(decision: Decision, run: Any) -> Decision:
+    """Deny, with a rule result that says the run deadline passed and what it was waiting for."""
+    from policyengine.deadline import ENV
+
+    passed = RuleResult(id="run-deadline", type="run_deadline", status=Status.ERROR, enforcement=Enforcement.DENY,
+                        message=f"the run deadline ({ENV}={run.seconds:g} s) passed while waiting for "
+                                f"{run.passed_while}: what was not answered in time counts as no answer",
+                        controls=("CC8.1",), description="The evaluation finished within the run deadline.",
+                        details={"deadline_seconds": run.seconds, "waiting_for": run.passed_while})
+    return dataclasses.replace(decision, decision="deny", rules=decision.rules + (passed,))
+
+
 def _record(request: CheckRequest, policy: Policy, gathered: Any, decision: Decision,
             store_url: str, raw: Mapping[str, bytes] | None = None, facts: Facts | None = None) -> dict[str, Any]:
     """Write the bundle; return what the decision JSON says of it. Raises PolicyEngineError.
@@ -502,7 +515,21 @@ def check(request: CheckRequest) -> CheckResult:
     Raises ``InvalidInputError`` (every problem of the policy and change files) or
     ``UsageError`` before anything is judged; once judged, the evaluation is always recorded
     or denied.
+
+    The whole run has one deadline (``POLICYENGINE_RUN_DEADLINE``, ``policyengine.deadline``),
+    started here before anything is read: every HTTP request and git command waits at most the
+    time left. Past it, the evaluation is denied with a ``run-deadline`` result naming what was
+    waited for, recorded in the time kept for that (the reserve), and the exit code is 3.
     """
+    from policyengine import deadline
+
+    run = deadline.RunDeadline(deadline.seconds_from_env(request.env))
+    with deadline.running(run):
+        return _check(request, run)
+
+
+def _check(request: CheckRequest, run: Any) -> CheckResult:
+    """``check`` under the run deadline ``run`` (a ``deadline.RunDeadline``)."""
     ws = Path(request.workspace)
     if not ws.is_dir():
         raise UsageError(f"--workspace: {request.workspace} is not a directory")
@@ -534,16 +561,22 @@ def check(request: CheckRequest) -> CheckResult:
     decision = evaluate(policy, facts, request.now, urgent)
     decision = dataclasses.replace(decision, simulated=request.simulate, clock={
         "source": clock_source(request), "wall_time": iso_utc(_wall(request).replace(microsecond=0))})
+    if run.passed_while is not None:  # fail closed: what was not answered in time is no answer
+        decision = _deadline_passed(decision, run)
 
     # Record: a denied attempt is evidence too. If it cannot be recorded, the gate denies (exit 3).
+    # Recording may use the reserve of the run's deadline, kept for it.
     store_url = request.evidence_store or request.evidence_dir
-    try:
-        bundle = _record(request, policy, gathered, decision, store_url, ticket_records(facts), facts)
-    except PolicyEngineError as exc:
-        decision = _evidence_failed(decision, store_url, exc)
-        bundle = {"error": exc.message}
+    with run.recording():
+        try:
+            bundle = _record(request, policy, gathered, decision, store_url, ticket_records(facts), facts)
+        except PolicyEngineError as exc:
+            decision = _evidence_failed(decision, store_url, exc)
+            bundle = {"error": exc.message}
 
     code = exit_code_for(decision)
+    if run.passed_while is not None:
+        code = EXIT_FACTS  # the deadline passed: exit 3, whatever else failed
     final = EXIT_ALLOW if request.advisory and code == EXIT_DENY else code
     # Under CI a simulation never releases a deploy, whatever it decided.
     simulated_under_ci = request.simulate and in_any_ci(request.env)
@@ -554,9 +587,10 @@ def check(request: CheckRequest) -> CheckResult:
     doc = redact_value(decision_to_json(shown, advisory=request.advisory), redactor)
     doc["evidence"] = redact_value(bundle, redactor)
     # After the evidence is recorded: post the decision; a failure is recorded, linked to the bundle.
-    delivered = notify.deliver(targets, document=doc, bundle=bundle, exit_code=final, store_url=store_url,
-                               env=request.env, redactor=redactor, signing_key=request.signing_key,
-                               retention=policy.retention, extra_secrets=request.extra_secrets)
+    with run.recording():
+        delivered = notify.deliver(targets, document=doc, bundle=bundle, exit_code=final, store_url=store_url,
+                                   env=request.env, redactor=redactor, signing_key=request.signing_key,
+                                   retention=policy.retention, extra_secrets=request.extra_secrets)
     return CheckResult(decision=shown, document=doc, evidence=bundle, store_url=store_url,
                        verdict_code=code, exit_code=delivered.exit_code, advisory=request.advisory,
                        notes=list(bundle.get("notes", [])), redactor=redactor,
@@ -623,6 +657,7 @@ def replay(store: Any, bundle_id: str) -> ReplayResult:
         facts, mismatches = _recorded_facts(store, bundle_id, facts, unpacked.redacted, notes)
         decision = evaluate(policy, facts, parse_instant(at, option="--now"),
                             recorded_emergency(unpacked.recorded))
+        decision = _recorded_deadline(unpacked.recorded, decision, notes)
     result = compare(bundle_id, at, unpacked.recorded, decision, notes)
     result.differences.extend(mismatches)
     return result
@@ -680,6 +715,21 @@ def _recorded_facts(store: Any, bundle_id: str, reread: Facts, redacted: Sequenc
         notes.append(f"judged from the facts recorded in {FACTS_MEMBER} ({used} of {len(reread.answers)} "
                      "fact requests), not from the stored copies of the files")
     return Facts(change=reread.change, answers=answers), mismatches
+
+
+def _recorded_deadline(recorded: Mapping[str, Any], decision: Decision, notes: list[str]) -> Decision:
+    """A run whose deadline passed was denied for it (``run-deadline``): a fact of that run, not
+    judged again, so replay denies the same way and says so."""
+    old = next((r for r in recorded.get("rules", []) if isinstance(r, dict) and r.get("id") == "run-deadline"
+                and r.get("type") == "run_deadline"), None)
+    if old is None:
+        return decision
+    notes.append("the run deadline passed when this was checked (rule run-deadline): replay denies for it too")
+    result = RuleResult(id="run-deadline", type="run_deadline", status=Status.ERROR, enforcement=Enforcement.DENY,
+                        message=str(old.get("message") or "the run deadline passed"), controls=("CC8.1",),
+                        description="The evaluation finished within the run deadline.",
+                        details=dict(old.get("details") or {}) if isinstance(old.get("details"), dict) else {})
+    return dataclasses.replace(decision, decision="deny", rules=decision.rules + (result,))
 
 
 def recorded_emergency(recorded: Mapping[str, Any]) -> EmergencyRequest | None:

@@ -108,14 +108,20 @@ def _public_url(url: str) -> str:
 
 
 def _git(repo: Path, *args: str, env: Mapping[str, str] | None = None, binary: bool = False) -> Any:
+    from policyengine import deadline
+
     run_env = dict(os.environ if env is None else env)
     run_env.update({"GIT_TERMINAL_PROMPT": "0", "GIT_CONFIG_NOSYSTEM": "1", "LC_ALL": "C"})
+    remote = next((_public_url(a) for a in args if "://" in a), None)
+    what = f"git {args[0]}" + (f" from {remote}" if remote else "") + " (the policy source)"
+    timeout = deadline.limit(_GIT_TIMEOUT, what)  # the run's deadline counts: git waits no longer
     try:
         proc = subprocess.run(["git", *_SAFE, "-C", str(repo), *args], capture_output=True,  # noqa: S603,S607
-                              timeout=_GIT_TIMEOUT, env=run_env, check=False)
+                              timeout=timeout, env=run_env, check=False)
     except FileNotFoundError:
         raise PolicySourceError("git is not installed, so the trusted policy cannot be read") from None
     except subprocess.TimeoutExpired:
+        deadline.check(what)  # cut short by the run's deadline: say so
         raise PolicySourceError(f"git {args[0]} took longer than {_GIT_TIMEOUT} s") from None
     return proc
 
