@@ -46,9 +46,9 @@ from pathlib import Path
 from typing import Any
 
 from policyengine import policysource
+from policyengine.deadline import RunDeadline, running, seconds_from_env
 from policyengine.emergency import EmergencyRequest, requested_by
 from policyengine.engine import decision_to_json, evaluate, exit_code_for
-from policyengine.facts import Facts, facts_to_json
 from policyengine.errors import (
     EXIT_ALLOW,
     EXIT_DENY,
@@ -57,6 +57,7 @@ from policyengine.errors import (
     PolicyEngineError,
     UsageError,
 )
+from policyengine.facts import Facts, facts_to_json
 from policyengine.gather import (
     LiveTickets,
     RecordedTickets,
@@ -405,7 +406,7 @@ def _evidence_failed(decision: Decision, store_url: str, exc: PolicyEngineError)
     return dataclasses.replace(decision, decision="deny", rules=decision.rules + (failed,))
 
 
-def _deadline_passed(decision: Decision, run: Any) -> Decision:
+def _deadline_passed(decision: Decision, run: RunDeadline) -> Decision:
     """Deny, with a rule result that says the run deadline passed and what it was waiting for."""
     from policyengine.deadline import ENV
 
@@ -521,15 +522,13 @@ def check(request: CheckRequest) -> CheckResult:
     time left. Past it, the evaluation is denied with a ``run-deadline`` result naming what was
     waited for, recorded in the time kept for that (the reserve), and the exit code is 3.
     """
-    from policyengine import deadline
-
-    run = deadline.RunDeadline(deadline.seconds_from_env(request.env))
-    with deadline.running(run):
+    run = RunDeadline(seconds_from_env(request.env))
+    with running(run):
         return _check(request, run)
 
 
-def _check(request: CheckRequest, run: Any) -> CheckResult:
-    """``check`` under the run deadline ``run`` (a ``deadline.RunDeadline``)."""
+def _check(request: CheckRequest, run: RunDeadline) -> CheckResult:
+    """``check`` under the run deadline ``run``."""
     ws = Path(request.workspace)
     if not ws.is_dir():
         raise UsageError(f"--workspace: {request.workspace} is not a directory")

@@ -190,3 +190,26 @@ def test_the_reserve_records_the_deny_in_s3(tmp_path: Path, slow: RawServer) -> 
         assert any(o["Key"].endswith(".zip") for o in listed.get("Contents", []))
     finally:
         server.stop()
+
+
+def test_the_deadline_keeps_a_reserve_for_recording_and_remembers_what_it_waited_for() -> None:
+    """With an injected clock: gathering ends a third before the deadline (at most 60 s before);
+    recording may use the rest; the first thing waited for past it is what is reported."""
+    from policyengine.deadline import RunDeadline, RunDeadlineError
+
+    now = [100.0]
+    run = RunDeadline(9.0, clock=lambda: now[0])
+    assert run.reserve == 3.0 and RunDeadline(600.0, clock=lambda: 0.0).reserve == 60.0
+    assert run.limit(30.0, "a") == 6.0 and run.limit(2.0, "a") == 2.0
+    now[0] = 106.0
+    with pytest.raises(RunDeadlineError, match="passed while waiting for the jira API"):
+        run.limit(30.0, "the jira API")
+    with pytest.raises(RunDeadlineError):
+        run.check("git fetch")
+    assert run.passed_while == "the jira API"
+    with run.recording():
+        assert run.limit(30.0, "git push") == 3.0
+        now[0] = 109.5
+        with pytest.raises(RunDeadlineError, match="git push"):
+            run.limit(30.0, "git push")
+    assert run.passed_while == "the jira API"
