@@ -352,3 +352,45 @@ def test_a_header_value_never_eats_the_structure_after_it(text: str, want: str) 
     assert Redactor().text(text) == want
     assert Redactor().text(want) == want
     assert EvidenceRedactor().redact(text.encode())[0] == want.encode()
+
+
+s3_server = pytest.importorskip("s3_server")
+s3_session = s3_server.s3_session  # the fixtures of the local S3 server
+s3 = s3_server.s3
+
+
+@pytest.mark.parametrize("kind", ["git", "s3"])
+def test_bundles_with_tokens_replay_as_recorded_from_the_git_and_s3_stores(
+        tmp_path: Path, kind: str, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The same redaction and the same recorded facts whatever the store: the issue's report and
+    two test names merged by redaction, recorded in a git store or in S3, replay as recorded."""
+    import subprocess
+    import uuid
+
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ed25519
+
+    from policyengine.evidence.signing import load_signing_key
+    from policyengine.evidence.stores import open_store
+
+    monkeypatch.setenv("POLICYENGINE_CACHE_DIR", str(tmp_path / "cache"))
+    key_path = tmp_path / "signing.pem"
+    key_path.write_bytes(ed25519.Ed25519PrivateKey.generate().private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+    if kind == "git":
+        remote = tmp_path / "evidence.git"
+        subprocess.run(["git", "init", "--quiet", "--bare", str(remote)], check=True, timeout=60)
+        url = f"git+file://{remote}#refs/heads/evidence"
+    else:
+        request.getfixturevalue("s3")
+        url = f"s3://{s3_server.PLAIN_BUCKET}/replay-{uuid.uuid4().hex[:8]}"
+    report = _report(f'<testcase classname="t" name="test_login[{TOKEN_A}]"><failure>boom</failure></testcase>',
+                     f'<testcase classname="t" name="test_login[{TOKEN_B}]"/>', system_out="Authorization:x")
+    ws = _workspace(tmp_path, report)
+    result = check(CheckRequest(policy_path=str(ACCEPTANCE / "policy.yml"), now=NOW,
+                                env={"POLICYENGINE_CACHE_DIR": str(tmp_path / "cache")},
+                                change_path=str(ACCEPTANCE / "change.yml"), workspace=str(ws), evidence_store=url,
+                                signing_key=load_signing_key(str(key_path)), wall_time=NOW, clock_override=True))
+    assert result.evidence.get("bundle_id"), result.evidence
+    assert _statuses(result)["tests"] == "fail"
+    _assert_same(result, replay(open_store(url), result.evidence["bundle_id"]))

@@ -213,3 +213,36 @@ def test_the_deadline_keeps_a_reserve_for_recording_and_remembers_what_it_waited
         with pytest.raises(RunDeadlineError, match="git push"):
             run.limit(30.0, "git push")
     assert run.passed_while == "the jira API"
+
+
+@pytest.mark.parametrize("provider", ["github", "gitlab"])
+def test_a_slow_code_host_ends_the_run_at_its_deadline_with_a_recorded_deny(
+        tmp_path: Path, slow: RawServer, provider: str) -> None:
+    """The code host's API dribbles: the facts it owes are unavailable (naming the run deadline),
+    the deny is recorded and the exit code is 3."""
+    from datetime import datetime, timezone
+
+    from policyengine.gate import CheckRequest, check
+
+    sha = "a" * 40
+    if provider == "github":
+        env = {"GITHUB_ACTIONS": "true", "GITHUB_REPOSITORY": "acme/payments", "GITHUB_SHA": sha,
+               "GITHUB_TOKEN": "ghs_" + "Q" * 36, "GITHUB_API_URL": slow.url}
+    else:
+        env = {"GITLAB_CI": "true", "CI_PROJECT_ID": "278964", "CI_PROJECT_PATH": "acme/payments",
+               "CI_COMMIT_SHA": sha, "CI_COMMIT_REF_NAME": "main", "CI_PIPELINE_ID": "61",
+               "CI_ENVIRONMENT_NAME": "production", "CI_API_V4_URL": slow.url, "GITLAB_TOKEN": "glpat-" + "T" * 20}
+    env.update(CI="true", POLICYENGINE_RUN_DEADLINE="3")
+    started = time.monotonic()
+    result = check(CheckRequest(policy_path=str(FIXTURES / "policy.yml"), now=datetime.now(timezone.utc), env=env,
+                                provider=provider, environment="production", workspace=str(FIXTURES / "workspace"),
+                                evidence_dir=str(tmp_path / "ev")))
+    assert time.monotonic() - started < 20
+    assert result.exit_code == 3 and result.decision.decision == "deny"
+    rules = {r.id: r for r in result.decision.rules}
+    host = slow.url.split("//", 1)[1]
+    assert rules["run-deadline"].message.startswith(
+        f"the run deadline (POLICYENGINE_RUN_DEADLINE=3 s) passed while waiting for the {provider} API at {host} (GET /")
+    assert rules["peer-review"].status.value == "error" and "run deadline" in rules["peer-review"].message
+    [record] = LocalArchive(tmp_path / "ev").list()
+    assert record.id == result.evidence["bundle_id"] and record.decision == "deny"
