@@ -13,9 +13,10 @@ timeouts), and together they could add up to hours; the run deadline bounds thei
 * gathering and judging may use the deadline less a **reserve** (a third, at most 60 s): the
   rest is kept to record the deny. ``recording()`` then opens the reserve, so the evidence
   store's own retries and git's timeouts count against the whole deadline, never beyond it;
-* past it, whatever was waited for fails (``RunDeadlineError``, exit 3), the deadline remembers
-  what it was (``passed_while``), and ``check`` denies with a rule result that says so, records
-  that deny, and exits 3.
+* past it, whatever was waited for fails with the message of ``RunDeadlineError`` (as the
+  caller's own error: ``ApiError``, so the fact is unavailable; ``EvidenceError``;
+  ``PolicySourceError``; all exit 3), the deadline remembers what it was (``passed_while``), and
+  ``check`` denies with a rule result that says so, records that deny, and exits 3.
 
 Only code that waits reads this module; the judge never does (it reads no clock).
 """

@@ -114,15 +114,18 @@ def _git(repo: Path, *args: str, env: Mapping[str, str] | None = None, binary: b
     run_env.update({"GIT_TERMINAL_PROMPT": "0", "GIT_CONFIG_NOSYSTEM": "1", "LC_ALL": "C"})
     remote = next((_public_url(a) for a in args if "://" in a), None)
     what = f"git {args[0]}" + (f" from {remote}" if remote else "") + " (the policy source)"
-    timeout = deadline.limit(_GIT_TIMEOUT, what)  # the run's deadline counts: git waits no longer
     try:
-        proc = subprocess.run(["git", *_SAFE, "-C", str(repo), *args], capture_output=True,  # noqa: S603,S607
-                              timeout=timeout, env=run_env, check=False)
+        timeout = deadline.limit(_GIT_TIMEOUT, what)  # the run's deadline counts: git waits no longer
+        try:
+            proc = subprocess.run(["git", *_SAFE, "-C", str(repo), *args], capture_output=True,  # noqa: S603,S607
+                                  timeout=timeout, env=run_env, check=False)
+        except subprocess.TimeoutExpired:
+            deadline.check(what)  # cut short by the run's deadline: say so
+            raise PolicySourceError(f"git {args[0]} took longer than {_GIT_TIMEOUT} s") from None
     except FileNotFoundError:
         raise PolicySourceError("git is not installed, so the trusted policy cannot be read") from None
-    except subprocess.TimeoutExpired:
-        deadline.check(what)  # cut short by the run's deadline: say so
-        raise PolicySourceError(f"git {args[0]} took longer than {_GIT_TIMEOUT} s") from None
+    except deadline.RunDeadlineError as exc:  # the trusted policy could not be read in time: deny, exit 3
+        raise PolicySourceError(exc.message, hint=exc.hint) from None
     return proc
 
 

@@ -264,15 +264,20 @@ class _Git:
 
         env = {**self.env, **(extra_env or {})}
         waiting_for = f"git {args[0]} ({what or args[0]}) of the git evidence store"
-        timeout = deadline.limit(GIT_TIMEOUT, waiting_for)  # the run's deadline counts: git waits no longer
         try:
-            proc = subprocess.run(["git", *_SAFE, *args], input=stdin, capture_output=True,
-                                  timeout=timeout, env=env, check=False)
+            # The run's deadline counts: git waits no longer than the time left; past it, an
+            # EvidenceError like any other failure of the store (the gate notes the deadline).
+            timeout = deadline.limit(GIT_TIMEOUT, waiting_for)
+            try:
+                proc = subprocess.run(["git", *_SAFE, *args], input=stdin, capture_output=True,
+                                      timeout=timeout, env=env, check=False)
+            except subprocess.TimeoutExpired:
+                deadline.check(waiting_for)  # cut short by the run's deadline: say so
+                raise EvidenceError(f"git {args[0]} took longer than {GIT_TIMEOUT} s (git evidence store)") from None
         except FileNotFoundError:
             raise EvidenceError("git is not installed, so the git evidence store cannot be used") from None
-        except subprocess.TimeoutExpired:
-            deadline.check(waiting_for)  # cut short by the run's deadline: say so
-            raise EvidenceError(f"git {args[0]} took longer than {GIT_TIMEOUT} s (git evidence store)") from None
+        except deadline.RunDeadlineError as exc:
+            raise EvidenceError(exc.message, hint=exc.hint) from None
         if check and proc.returncode != 0:
             raise EvidenceError(f"git evidence store: cannot {what or args[0]}: {self.message(proc.stderr)}",
                                 hint="check the store URL, that the ref exists or may be created, and "
@@ -596,8 +601,11 @@ class GitArchive(EvidenceStore):
                 if pushed:
                     return ref_of(record)
                 # Retries count against the run's deadline too: no wait past it.
-                time.sleep(deadline.limit(_jitter(attempt), f"a retry of the push to the git evidence store "
-                                                            f"({last_error})"))
+                try:
+                    time.sleep(deadline.limit(_jitter(attempt), "a retry of a rejected push to the git evidence "
+                                                                f"store ({last_error})"))
+                except deadline.RunDeadlineError as exc:
+                    raise EvidenceError(exc.message, hint=exc.hint) from None
         raise EvidenceError(f"git evidence store {self.url}: bundle {job.bundle_id} could not be chained after "
                             f"{MAX_ATTEMPTS} attempts ({last_error})", hint="retry the job")
 
