@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import s3_server
 
 from policyengine.evidence.archive import LocalArchive
 from policyengine.gate import CheckRequest, check, replay
@@ -251,7 +252,7 @@ def _bundle_with_facts(tmp: Path, facts: bytes | None) -> tuple[LocalArchive, st
     archive = LocalArchive(tmp / "forged")
     ws = Workspace(ACCEPTANCE / "workspace")
     files = [ws.describe(p) for p in ("ROLLBACK.md", "reports/unit.xml", "reports/integration/api.xml")]
-    result, _, real = _check_and_replay(tmp, ACCEPTANCE / "workspace")
+    result, _, _ = _check_and_replay(tmp, ACCEPTANCE / "workspace")
     ref = archive.write_bundle(
         decision=result.document, change=load_change(ACCEPTANCE / "change.yml"), policy_filename="policy.yml",
         policy_bytes=(ACCEPTANCE / "policy.yml").read_bytes(), files=files,
@@ -260,7 +261,7 @@ def _bundle_with_facts(tmp: Path, facts: bytes | None) -> tuple[LocalArchive, st
 
 
 def _recorded_facts(tmp: Path) -> dict[str, Any]:
-    result, _, archive = _check_and_replay(tmp / "real", ACCEPTANCE / "workspace")
+    _, _, archive = _check_and_replay(tmp / "real", ACCEPTANCE / "workspace")
     with zipfile.ZipFile(archive.root / archive.list()[-1].path) as zf:
         return json.loads(zf.read("facts.json"))  # type: ignore[no-any-return]
 
@@ -354,8 +355,7 @@ def test_a_header_value_never_eats_the_structure_after_it(text: str, want: str) 
     assert EvidenceRedactor().redact(text.encode())[0] == want.encode()
 
 
-s3_server = pytest.importorskip("s3_server")
-s3_session = s3_server.s3_session  # the fixtures of the local S3 server
+s3_session = s3_server.s3_session  # the fixtures of the local S3 server (skipped without moto)
 s3 = s3_server.s3
 
 

@@ -178,7 +178,8 @@ def test_the_reserve_records_the_deny_in_a_git_store(tmp_path: Path, slow: RawSe
 
 
 def test_the_reserve_records_the_deny_in_s3(tmp_path: Path, slow: RawServer) -> None:
-    s3_server = pytest.importorskip("s3_server")
+    import s3_server
+
     server, s3 = s3_server.start()
     try:
         env = _jira(slow, tmp_path, **s3.env)
