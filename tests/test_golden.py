@@ -149,7 +149,8 @@ def test_golden_outputs_are_the_same_on_any_date(tmp_path: Path, policy: str, ch
     """The product reads the wall clock (bundle ids, archive month folders, created_at); run it as if
     it were another date with libfaketime, never through a clock variable of the product's own
     (that would be a clock override under CI that gets around the ``--now`` refusal)."""
-    wrapper = [_faketime(), "-f", f"@{day} 12:00:00"]
+    # Only the wall clock moves: a faked monotonic clock can stall timed waits of threads.
+    wrapper = ["env", "FAKETIME_DONT_FAKE_MONOTONIC=1", _faketime(), "-f", f"@{day} 12:00:00"]
     extra = ["--signing-key", str(_signing_key(tmp_path))] if signed else []
     got = _capture(tmp_path, policy, change, extra, wrapper)
     [bundle] = sorted((tmp_path / "evidence").glob("bundles/*/*/*.zip"))
