@@ -355,6 +355,14 @@ def test_a_header_value_never_eats_the_structure_after_it(text: str, want: str) 
     assert EvidenceRedactor().redact(text.encode())[0] == want.encode()
 
 
+def test_a_header_value_starting_with_a_literal_secret_is_redacted_whole() -> None:
+    """The literal pass runs first: the rest of the header value after it must not be left."""
+    from policyengine.redact import Redactor
+
+    r = Redactor(["abcdefgh"])
+    assert r.text("<x>Authorization: abcdefghSECRETMORE</x>") == "<x>Authorization: [REDACTED]</x>"
+
+
 s3_session = s3_server.s3_session  # the fixtures of the local S3 server (skipped without moto)
 s3 = s3_server.s3
 
