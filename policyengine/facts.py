@@ -13,8 +13,9 @@ the rule that needs it turns that into ``error`` or ``fail``; never into ``pass`
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Union
 
 from policyengine.models import FileRead
@@ -100,6 +101,16 @@ class ReportsFact:
 # -- documents (the rollback plan) ------------------------------------------------------------
 
 
+_COMMENT = re.compile(r"<!--.*?-->", re.DOTALL)
+_TAG = re.compile(r"</?[A-Za-z][^<>]*>")
+
+
+def readable(content: str) -> str:
+    """``content`` as a reader sees it: without HTML comments and HTML tags, stripped (a
+    placeholder comment, or a bare ``</details>``, is no text)."""
+    return _TAG.sub("", _COMMENT.sub("", content)).strip()
+
+
 @dataclass(frozen=True)
 class Section:
     """One heading of a Markdown document and the text under it (up to the next heading of
@@ -108,6 +119,16 @@ class Section:
     level: int
     title: str
     content: str
+    recorded_has_text: bool | None = None
+    """Replayed from ``facts.json``: whether the content held readable text when it was judged
+    (the content itself is not kept there). None: computed from ``content``."""
+
+    @property
+    def has_text(self) -> bool:
+        """Whether the section holds text a reader sees (``readable``)."""
+        if self.recorded_has_text is not None:
+            return self.recorded_has_text
+        return bool(readable(self.content))
 
 
 @dataclass(frozen=True)
@@ -134,6 +155,15 @@ class DocumentFact:
     sections: tuple[Section, ...] = ()
     problem: str | None = None
     message: str | None = None
+    recorded_length: int | None = None
+    """Replayed from ``facts.json``: ``length`` as judged (the text itself is not kept there)."""
+
+    @property
+    def length(self) -> int | None:
+        """The characters of the document without surrounding whitespace; None when it was not read."""
+        if self.recorded_length is not None:
+            return self.recorded_length
+        return None if self.text is None else len(self.text.strip())
 
 
 # -- tickets (Jira, ServiceNow) ----------------------------------------------------------------
@@ -269,3 +299,206 @@ class Facts:
         """The tickets fact for ``request``, or None when it was not gathered."""
         fact = self.answers.get(request)
         return fact if isinstance(fact, TicketsFact) else None
+
+
+# -- the facts as judged, kept in the evidence -------------------------------------------------
+#
+# A bundle stores the workspace files a rule read *redacted* (no token reaches the evidence),
+# so the stored copy of a report or a plan is not always what was judged: ``Authorization:x``
+# became ``Authorization:[REDACTED]``, two test names that differed only by a token became one,
+# a plan lost the characters of its token. ``facts_to_json`` keeps, beside those copies, the
+# facts the judge read, as it read them: for test reports the totals, the suite count, the
+# failing and flaky test names and the notes (retries already paired on the real names); for a
+# document its length and each section's level, title and whether it held text; for tickets
+# the answers. Every string in it is redacted (names are for people; no verdict is derived from
+# them again); the numbers and flags that decide are kept as computed. ``facts_from_json``
+# reads them back for replay, which judges from them instead of re-reading the redacted copies.
+
+FACTS_FORMAT = 1
+
+
+def _file_json(file: FileRead | None, redact: Callable[[str], str]) -> dict[str, Any] | None:
+    if file is None:
+        return None
+    return {"relpath": redact(file.relpath), "sha256": file.sha256, "size": file.size}
+
+
+def fact_to_json(request: Any, fact: Any, redact: Callable[[str], str]) -> dict[str, Any] | None:
+    """One answer as ``facts.json`` keeps it (every string through ``redact``); None for a kind it does not keep."""
+    r = redact
+    if isinstance(request, ReportsRequest) and isinstance(fact, ReportsFact):
+        reports = []
+        for rep in fact.reports:
+            summary = None
+            if rep.summary is not None:
+                s = rep.summary
+                summary = {"totals": s.totals.to_json(), "suites": s.suites,
+                           "failed_tests": [r(n) for n in s.failed_tests], "flaky_tests": [r(n) for n in s.flaky_tests],
+                           "notes": [r(n) for n in s.notes]}
+            reports.append({"path": r(rep.path), "file": _file_json(rep.file, r),
+                            "error": None if rep.error is None else r(rep.error), "summary": summary})
+        return {"kind": "reports", "globs": [r(g) for g in request.globs], "reports": reports,
+                "outside": [r(o) for o in fact.outside],
+                "list_error": None if fact.list_error is None else r(fact.list_error)}
+    if isinstance(request, DocumentRequest) and isinstance(fact, DocumentFact):
+        return {"kind": "document", "path": r(request.path), "max_bytes": request.max_bytes,
+                "file": _file_json(fact.file, r), "problem": fact.problem,
+                "message": None if fact.message is None else r(fact.message), "length": fact.length,
+                "sections": [{"level": sec.level, "title": r(sec.title), "has_text": sec.has_text}
+                             for sec in fact.sections]}
+    if isinstance(request, TicketRequest) and isinstance(fact, TicketsFact):
+        def text(value: Any) -> Any:
+            return r(value) if isinstance(value, str) else value
+
+        return {"kind": "tickets",
+                "request": {k: ([text(x) for x in v] if isinstance(v, tuple) else text(v))
+                            for k, v in asdict(request).items()},
+                "answers": [{k: text(v) for k, v in asdict(a).items()} for a in fact.answers],
+                "skipped": [r(k) for k in fact.skipped]}
+    return None
+
+
+def facts_to_json(facts: Facts, redact: Callable[[str], str]) -> dict[str, Any]:
+    """The facts of one evaluation as the bundle keeps them (``facts.json``), strings redacted."""
+    kept = [doc for request, fact in facts.answers.items() if (doc := fact_to_json(request, fact, redact)) is not None]
+    return {"format": FACTS_FORMAT, "facts": kept}
+
+
+class RecordedFactsError(ValueError):
+    """``facts.json`` is not the shape ``facts_to_json`` writes."""
+
+
+def _want(value: Any, kind: type | tuple[type, ...], where: str) -> Any:
+    # bool is an int in Python: a count or a level must be a real integer.
+    if isinstance(value, bool) and kind in (int, (int, type(None))):
+        raise RecordedFactsError(f"{where}: expected an integer, got {value!r}")
+    if not isinstance(value, kind):
+        raise RecordedFactsError(f"{where}: unexpected {type(value).__name__} {value!r:.60}")
+    return value
+
+
+def _strings(value: Any, where: str) -> tuple[str, ...]:
+    return tuple(_want(v, str, where) for v in _want(value, list, where))
+
+
+def _optional_str(value: Any, where: str) -> str | None:
+    return None if value is None else _want(value, str, where)
+
+
+def _file_from(value: Any, where: str) -> FileRead | None:
+    if value is None:
+        return None
+    _want(value, dict, where)
+    size = _want(value.get("size"), int, where + ".size")
+    if size < 0:
+        raise RecordedFactsError(f"{where}.size: negative")
+    return FileRead(relpath=_want(value.get("relpath"), str, where + ".relpath"), abspath="",
+                    sha256=_want(value.get("sha256"), str, where + ".sha256"), size=size)
+
+
+def _count(value: Any, where: str) -> int:
+    n = _want(value, int, where)
+    if n < 0:
+        raise RecordedFactsError(f"{where}: negative")
+    return int(n)
+
+
+def _reports_from(doc: dict[str, Any], where: str) -> tuple[ReportsRequest, ReportsFact]:
+    reports = []
+    for i, rep in enumerate(_want(doc.get("reports"), list, where + ".reports")):
+        at = f"{where}.reports[{i}]"
+        _want(rep, dict, at)
+        summary = None
+        if rep.get("summary") is not None:
+            s = _want(rep["summary"], dict, at + ".summary")
+            t = _want(s.get("totals"), dict, at + ".summary.totals")
+            totals = Totals(*(_count(t.get(k), f"{at}.summary.totals.{k}")
+                              for k in ("tests", "passed", "failures", "errors", "skipped", "flaky")))
+            summary = ReportSummary(totals, _count(s.get("suites"), at + ".summary.suites"),
+                                    _strings(s.get("failed_tests"), at + ".summary.failed_tests"),
+                                    _strings(s.get("flaky_tests"), at + ".summary.flaky_tests"),
+                                    _strings(s.get("notes"), at + ".summary.notes"))
+        file = _file_from(rep.get("file"), at + ".file")
+        error = _optional_str(rep.get("error"), at + ".error")
+        if summary is None and error is None:  # fail closed: nothing says what the report showed
+            raise RecordedFactsError(f"{at}: neither a summary nor an error")
+        if summary is not None and file is None:
+            raise RecordedFactsError(f"{at}: a summary without the file it was read from")
+        reports.append(ReportFact(_want(rep.get("path"), str, at + ".path"), file, summary, error))
+    globs = _strings(doc.get("globs"), where + ".globs")
+    fact = ReportsFact(globs, tuple(reports), _strings(doc.get("outside"), where + ".outside"),
+                       _optional_str(doc.get("list_error"), where + ".list_error"))
+    return ReportsRequest(globs), fact
+
+
+def _document_from(doc: dict[str, Any], where: str) -> tuple[DocumentRequest, DocumentFact]:
+    path = _want(doc.get("path"), str, where + ".path")
+    request = DocumentRequest(path, _count(doc.get("max_bytes"), where + ".max_bytes"))
+    problem = _optional_str(doc.get("problem"), where + ".problem")
+    if problem is not None and problem not in DOCUMENT_PROBLEMS:
+        raise RecordedFactsError(f"{where}.problem: unknown problem {problem!r}")
+    sections = []
+    for i, sec in enumerate(_want(doc.get("sections"), list, where + ".sections")):
+        at = f"{where}.sections[{i}]"
+        _want(sec, dict, at)
+        sections.append(Section(_count(sec.get("level"), at + ".level"), _want(sec.get("title"), str, at + ".title"),
+                                "", recorded_has_text=_want(sec.get("has_text"), bool, at + ".has_text")))
+    length = doc.get("length")
+    file = _file_from(doc.get("file"), where + ".file")
+    if problem is None and (file is None or length is None):  # fail closed: a plan read must say what it held
+        raise RecordedFactsError(f"{where}: a document read without its file or length")
+    return request, DocumentFact(path, file, None, tuple(sections), problem,
+                                 _optional_str(doc.get("message"), where + ".message"),
+                                 recorded_length=None if length is None else _count(length, where + ".length"))
+
+
+def _tickets_from(doc: dict[str, Any], where: str) -> tuple[TicketRequest, TicketsFact]:
+    def tuples(d: dict[str, Any]) -> dict[str, Any]:
+        return {k: tuple(v) if isinstance(v, list) else v for k, v in d.items()}
+
+    raw = _want(doc.get("request"), dict, where + ".request")
+    names = {f.name for f in fields(TicketRequest)}
+    if set(raw) - names:
+        raise RecordedFactsError(f"{where}.request: unknown keys {sorted(set(raw) - names)}")
+    try:
+        request = TicketRequest(**tuples(raw))
+        answer_names = {f.name for f in fields(TicketAnswer)}
+        answers = []
+        for i, a in enumerate(_want(doc.get("answers"), list, where + ".answers")):
+            _want(a, dict, f"{where}.answers[{i}]")
+            if set(a) - answer_names:
+                raise RecordedFactsError(f"{where}.answers[{i}]: unknown keys {sorted(set(a) - answer_names)}")
+            answer = TicketAnswer(**{**a, "origin": "recorded"})
+            if answer.outcome not in TICKET_OUTCOMES:
+                raise RecordedFactsError(f"{where}.answers[{i}].outcome: unknown outcome {answer.outcome!r}")
+            answers.append(answer)
+    except TypeError as exc:
+        raise RecordedFactsError(f"{where}: {exc}") from None
+    return request, TicketsFact(tuple(answers), (), _strings(doc.get("skipped", []), where + ".skipped"))
+
+
+_READERS: Mapping[str, Callable[[dict[str, Any], str], tuple[Any, Any]]] = {
+    "reports": _reports_from,
+    "document": _document_from,
+    "tickets": _tickets_from,
+}
+
+
+def facts_from_json(doc: Any) -> dict[Any, Any]:
+    """Read ``facts.json`` back: request -> the fact as judged. Raises ``RecordedFactsError`` for
+    anything but the shape ``facts_to_json`` writes (replay then refuses, never guesses)."""
+    _want(doc, dict, "facts.json")
+    if doc.get("format") != FACTS_FORMAT:
+        raise RecordedFactsError(f"facts.json: format {doc.get('format')!r} is not {FACTS_FORMAT}")
+    out: dict[Any, Any] = {}
+    for i, entry in enumerate(_want(doc.get("facts"), list, "facts.json: facts")):
+        where = f"facts[{i}]"
+        _want(entry, dict, where)
+        reader = _READERS.get(entry.get("kind"))  # type: ignore[arg-type]
+        if reader is None:
+            raise RecordedFactsError(f"{where}.kind: unknown kind {entry.get('kind')!r}")
+        request, fact = reader(entry, where)
+        if request in out:
+            raise RecordedFactsError(f"{where}: the same request is recorded twice")
+        out[request] = fact
+    return out

@@ -45,15 +45,18 @@ from pathlib import Path
 from typing import Any
 
 from policyengine import policysource
+from policyengine.deadline import RunDeadline, running, seconds_from_env
 from policyengine.emergency import EmergencyRequest, requested_by
 from policyengine.engine import decision_to_json, evaluate, exit_code_for
 from policyengine.errors import (
     EXIT_ALLOW,
     EXIT_DENY,
+    EXIT_FACTS,
     InvalidInputError,
     PolicyEngineError,
     UsageError,
 )
+from policyengine.facts import Facts, facts_to_json
 from policyengine.gather import (
     LivePipeline,
     LiveTickets,
@@ -117,6 +120,8 @@ WAIVERS_MEMBER = "waivers/"
 CI_VARIABLES, OTHER_CI_MARKERS = policysource.CI_VARIABLES, policysource.OTHER_CI_MARKERS
 _FALSE = policysource._FALSE
 running_in_ci, in_any_ci = policysource.running_in_ci, policysource.in_any_ci
+FACTS_MEMBER = "facts.json"
+"""The bundle member that holds the facts as judged (``facts.facts_to_json``); replay judges from it."""
 
 
 def clock_source(request: CheckRequest) -> str:
@@ -417,16 +422,34 @@ def _evidence_failed(decision: Decision, store_url: str, exc: PolicyEngineError)
     return dataclasses.replace(decision, decision="deny", rules=decision.rules + (failed,))
 
 
+def _deadline_passed(decision: Decision, run: RunDeadline) -> Decision:
+    """Deny, with a rule result that says the run deadline passed and what it was waiting for."""
+    from policyengine.deadline import ENV
+
+    passed = RuleResult(id="run-deadline", type="run_deadline", status=Status.ERROR, enforcement=Enforcement.DENY,
+                        message=f"the run deadline ({ENV}={run.seconds:g} s) passed while waiting for "
+                                f"{run.passed_while}: what was not answered in time counts as no answer",
+                        controls=("CC8.1",), description="The evaluation finished within the run deadline.",
+                        details={"deadline_seconds": run.seconds, "waiting_for": run.passed_while})
+    return dataclasses.replace(decision, decision="deny", rules=decision.rules + (passed,))
+
+
 def _record(request: CheckRequest, policy: Policy, gathered: Any, decision: Decision,
-            store_url: str, raw: Mapping[str, bytes] | None = None) -> dict[str, Any]:
+            store_url: str, raw: Mapping[str, bytes] | None = None, facts: Facts | None = None) -> dict[str, Any]:
     """Write the bundle; return what the decision JSON says of it. Raises PolicyEngineError.
 
-    ``raw``: more raw answers to keep under ``raw/`` (the ticket systems' records)."""
+    ``raw``: more raw answers to keep under ``raw/`` (the ticket systems' records). ``facts``:
+    the facts judged, kept as ``facts.json`` (``facts.facts_to_json``) so that replay judges
+    what was judged, not the redacted copies of the files."""
     from policyengine.evidence.bundle import member_path
     from policyengine.evidence.stores import open_store
     from policyengine.redact import EvidenceRedactor, ci_variables
 
+    redactor = EvidenceRedactor.from_env(request.env, request.extra_secrets)
     extra = {f"raw/{name}": data for name, data in {**gathered.raw, **(raw or {})}.items()}
+    if facts is not None:
+        extra[FACTS_MEMBER] = (json.dumps(facts_to_json(facts, redactor.text), indent=2, sort_keys=True,
+                                          ensure_ascii=False) + "\n").encode("utf-8")
     base, depth = policy.base, 0
     while base is not None:  # the bases a policy extends are evidence too: replay needs them
         depth += 1
@@ -437,7 +460,6 @@ def _record(request: CheckRequest, policy: Policy, gathered: Any, decision: Deci
         source = policy.waivers_file.get("source") or {}
         name = Path(str(source.get("path") or policy.waivers_file["path"])).name or "waivers.yml"
         extra[f"{WAIVERS_MEMBER}{member_path(name)}"] = policy.waivers_raw
-    redactor = EvidenceRedactor.from_env(request.env, request.extra_secrets)
     ci = ci_variables(request.env, redactor)
     if ci:
         extra["ci.json"] = (json.dumps(ci, indent=2, sort_keys=True) + "\n").encode("utf-8")
@@ -519,7 +541,19 @@ def check(request: CheckRequest) -> CheckResult:
     Raises ``InvalidInputError`` (every problem of the policy and change files) or
     ``UsageError`` before anything is judged; once judged, the evaluation is always recorded
     or denied.
+
+    The whole run has one deadline (``POLICYENGINE_RUN_DEADLINE``, ``policyengine.deadline``),
+    started here before anything is read: every HTTP request and git command waits at most the
+    time left. Past it, the evaluation is denied with a ``run-deadline`` result naming what was
+    waited for, recorded in the time kept for that (the reserve), and the exit code is 3.
     """
+    run = RunDeadline(seconds_from_env(request.env))
+    with running(run):
+        return _check(request, run)
+
+
+def _check(request: CheckRequest, run: RunDeadline) -> CheckResult:
+    """``check`` under the run deadline ``run``."""
     ws = Path(request.workspace)
     if not ws.is_dir():
         raise UsageError(f"--workspace: {request.workspace} is not a directory")
@@ -552,16 +586,22 @@ def check(request: CheckRequest) -> CheckResult:
     decision = evaluate(policy, facts, request.now, urgent)
     decision = dataclasses.replace(decision, simulated=request.simulate, clock={
         "source": clock_source(request), "wall_time": iso_utc(_wall(request).replace(microsecond=0))})
+    if run.passed_while is not None:  # fail closed: what was not answered in time is no answer
+        decision = _deadline_passed(decision, run)
 
     # Record: a denied attempt is evidence too. If it cannot be recorded, the gate denies (exit 3).
+    # Recording may use the reserve of the run's deadline, kept for it.
     store_url = request.evidence_store or request.evidence_dir
-    try:
-        bundle = _record(request, policy, gathered, decision, store_url, ticket_records(facts))
-    except PolicyEngineError as exc:
-        decision = _evidence_failed(decision, store_url, exc)
-        bundle = {"error": exc.message}
+    with run.recording():
+        try:
+            bundle = _record(request, policy, gathered, decision, store_url, ticket_records(facts), facts)
+        except PolicyEngineError as exc:
+            decision = _evidence_failed(decision, store_url, exc)
+            bundle = {"error": exc.message}
 
     code = exit_code_for(decision)
+    if run.passed_while is not None:
+        code = EXIT_FACTS  # the deadline passed: exit 3, whatever else failed
     final = EXIT_ALLOW if request.advisory and code == EXIT_DENY else code
     # Under CI a simulation never releases a deploy, whatever it decided.
     simulated_under_ci = request.simulate and in_any_ci(request.env)
@@ -572,9 +612,10 @@ def check(request: CheckRequest) -> CheckResult:
     doc = redact_value(decision_to_json(shown, advisory=request.advisory), redactor)
     doc["evidence"] = redact_value(bundle, redactor)
     # After the evidence is recorded: post the decision; a failure is recorded, linked to the bundle.
-    delivered = notify.deliver(targets, document=doc, bundle=bundle, exit_code=final, store_url=store_url,
-                               env=request.env, redactor=redactor, signing_key=request.signing_key,
-                               retention=policy.retention, extra_secrets=request.extra_secrets)
+    with run.recording():
+        delivered = notify.deliver(targets, document=doc, bundle=bundle, exit_code=final, store_url=store_url,
+                                   env=request.env, redactor=redactor, signing_key=request.signing_key,
+                                   retention=policy.retention, extra_secrets=request.extra_secrets)
     return CheckResult(decision=shown, document=doc, evidence=bundle, store_url=store_url,
                        verdict_code=code, exit_code=delivered.exit_code, advisory=request.advisory,
                        notes=list(bundle.get("notes", [])), redactor=redactor,
@@ -640,9 +681,82 @@ def replay(store: Any, bundle_id: str) -> ReplayResult:
         tickets = RecordedTickets(_members(store, bundle_id, "raw/tickets/"))
         facts = gather_facts(policy, unpacked.change, Workspace(ws), tickets=tickets,
                              pipeline=RecordedPipeline(_members(store, bundle_id, "raw/pipeline.json")))
+        facts, mismatches = _recorded_facts(store, bundle_id, facts, unpacked.redacted, notes)
         decision = evaluate(policy, facts, parse_instant(at, option="--now"),
                             recorded_emergency(unpacked.recorded))
-    return compare(bundle_id, at, unpacked.recorded, decision, notes)
+        decision = _recorded_deadline(unpacked.recorded, decision, notes)
+    result = compare(bundle_id, at, unpacked.recorded, decision, notes)
+    result.differences.extend(mismatches)
+    return result
+
+
+def _recorded_facts(store: Any, bundle_id: str, reread: Facts, redacted: Sequence[str],
+                    notes: list[str]) -> tuple[Facts, list[str]]:
+    """The facts to judge on replay: those the bundle recorded as judged (``facts.json``), and
+    for a request it did not record (a bundle written before ``facts.json`` existed), the facts
+    re-read from its stored files, as before.
+
+    The stored files are redacted copies: a redaction may rewrite a report (``Authorization:x``
+    becomes ``Authorization:[REDACTED]``), merge two test names that differ by a token only, or
+    shorten a plan, so the recorded facts, not a re-reading, are what was judged. Where every
+    file a recorded fact names was stored unredacted, the re-reading must give the same facts:
+    a difference (a recorded fact that its own file contradicts, or a reader that changed) is
+    reported as a replay difference. A ``facts.json`` that cannot be read refuses the replay.
+    """
+    from policyengine.errors import EvidenceError
+    from policyengine.evidence.bundle import FILES_DIR, member_path
+    from policyengine.facts import RecordedFactsError, fact_to_json, facts_from_json
+    from policyengine.redact import REDACTED, EvidenceRedactor
+
+    members = _members(store, bundle_id, FACTS_MEMBER)
+    if FACTS_MEMBER not in members:
+        notes.append(f"the bundle has no {FACTS_MEMBER} (written before it existed): the facts are re-read "
+                     "from its stored files, which may be redacted copies")
+        return reread, []
+    try:
+        recorded = facts_from_json(json.loads(members[FACTS_MEMBER].decode("utf-8")))
+    except (UnicodeDecodeError, ValueError) as exc:  # RecordedFactsError is a ValueError
+        why = str(exc) if isinstance(exc, RecordedFactsError) else f"not JSON: {exc}"
+        raise EvidenceError(f"bundle {bundle_id} cannot be replayed: its {FACTS_MEMBER} cannot be read ({why})",
+                            hint=f"run `policyengine evidence verify {bundle_id}`") from None
+    stored_redacted = set(redacted)
+    redactor = EvidenceRedactor()
+    answers = dict(reread.answers)
+    mismatches: list[str] = []
+    used = 0
+    for request, live in reread.answers.items():
+        fact = recorded.get(request)
+        if fact is None:
+            continue
+        answers[request] = fact
+        used += 1
+        files = [r.file for r in getattr(fact, "reports", ())] + ([fact.file] if hasattr(fact, "sections") else [])
+        if not files or any(f is None or REDACTED in f.relpath or FILES_DIR + member_path(f.relpath) in stored_redacted
+                            for f in files):
+            continue  # a redacted copy (or no copy): only the recorded fact says what was judged
+        if fact_to_json(request, live, redactor.text) != fact_to_json(request, fact, redactor.text):
+            what = getattr(request, "path", None) or ", ".join(getattr(request, "globs", ()))
+            mismatches.append(f"facts of {what}: the stored files, read again, do not give the facts recorded "
+                              f"in {FACTS_MEMBER}")
+    if used:
+        notes.append(f"judged from the facts recorded in {FACTS_MEMBER} ({used} of {len(reread.answers)} "
+                     "fact requests), not from the stored copies of the files")
+    return Facts(change=reread.change, answers=answers), mismatches
+
+
+def _recorded_deadline(recorded: Mapping[str, Any], decision: Decision, notes: list[str]) -> Decision:
+    """A run whose deadline passed was denied for it (``run-deadline``): a fact of that run, not
+    judged again, so replay denies the same way and says so."""
+    old = next((r for r in recorded.get("rules", []) if isinstance(r, dict) and r.get("id") == "run-deadline"
+                and r.get("type") == "run_deadline"), None)
+    if old is None:
+        return decision
+    notes.append("the run deadline passed when this was checked (rule run-deadline): replay denies for it too")
+    result = RuleResult(id="run-deadline", type="run_deadline", status=Status.ERROR, enforcement=Enforcement.DENY,
+                        message=str(old.get("message") or "the run deadline passed"), controls=("CC8.1",),
+                        description="The evaluation finished within the run deadline.",
+                        details=dict(old.get("details") or {}) if isinstance(old.get("details"), dict) else {})
+    return dataclasses.replace(decision, decision="deny", rules=decision.rules + (result,))
 
 
 def recorded_emergency(recorded: Mapping[str, Any]) -> EmergencyRequest | None:

@@ -100,14 +100,42 @@ def environment(env: Mapping[str, str], *, protocols: str = "https:ssh:file",
 
 def run(repo: Path, args: Sequence[str], env: Mapping[str, str],
         timeout: int = GIT_TIMEOUT) -> subprocess.CompletedProcess[bytes]:
-    """Run ``git -C repo ARGS`` with the safe settings; ``env`` is already ``environment()``."""
+    """Run ``git -C repo ARGS`` with the safe settings; ``env`` is already ``environment()``.
+
+    The run's deadline counts (``deadline``): git waits no longer than the time the run has left,
+    and a policy source that could not be read in time denies (exit 3) naming the git command."""
+    from policyengine import deadline
+
+    command = args[0] if args else ""
+    remote = next((a for a in args if "://" in a), None)
+    what = f"git {command}" + (f" from {_without_credentials(remote)}" if remote else "") + " (the policy source)"
     try:
-        return subprocess.run(["git", "--no-pager", *SAFE_CONFIG, "-C", str(repo), *args],  # noqa: S603,S607
-                              capture_output=True, timeout=timeout, env=dict(env), check=False)
+        limit = deadline.limit(timeout, what)
+        try:
+            return subprocess.run(["git", "--no-pager", *SAFE_CONFIG, "-C", str(repo), *args],  # noqa: S603,S607
+                                  capture_output=True, timeout=limit, env=dict(env), check=False)
+        except subprocess.TimeoutExpired:
+            deadline.check(what)  # cut short by the run's deadline: say so
+            raise PolicySourceError(f"git {command} took longer than {timeout} s") from None
     except FileNotFoundError:
         raise PolicySourceError("git is not installed, so the trusted policy cannot be read") from None
-    except subprocess.TimeoutExpired:
-        raise PolicySourceError(f"git {args[0] if args else ''} took longer than {timeout} s") from None
+    except deadline.RunDeadlineError as exc:  # the trusted policy could not be read in time: deny, exit 3
+        raise PolicySourceError(exc.message, hint=exc.hint) from None
+
+
+def _without_credentials(url: str) -> str:
+    """``url`` without its user and password (error messages never show a token)."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(url)
+    if not (parts.username or parts.password):
+        return url
+    host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"
+    if parts.port:
+        host += f":{parts.port}"
+    return urlunsplit((parts.scheme, host, parts.path, parts.query, parts.fragment))
 
 
 def object_id(kind: str, data: bytes, like: str) -> str:

@@ -108,10 +108,16 @@ MIN_LITERAL = 8
 # few look-alikes costs nothing, a missed token leaks it.
 _PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
     # Header-like "name: value" / "name=value" pairs, also inside JSON ("Authorization": "token x").
+    # The value never takes a character that gives the text around it its structure (XML's
+    # ``<``/``>``, a comment's ``-->``, ``&`` of an entity, quotes, a JSON escape's backslash,
+    # Markdown's backtick, brackets): ``<system-out>Authorization:x</system-out>`` stays
+    # well-formed XML once redacted. ``[REDACTED]`` (a literal secret already removed) is part
+    # of a value, so the rest of the value goes too, and redacting twice changes nothing.
     (
         re.compile(
             r"(?i)((?:authorization|private-token|job-token|x-api-key)[\"']?\s*[:=]\s*[\"']?)"
-            r"(?:(?:bearer|token|basic)\s+)?[^\s\"',;&]+"
+            r"(?:(?:bearer|token|basic)\s+)?"
+            r"(?:\[REDACTED\]|(?!-->)[^\s\"'`,;&<>(){}\[\]\\]|\\(?![\\\"'/bfnrtu]))+"
         ),
         r"\1" + REDACTED,
     ),

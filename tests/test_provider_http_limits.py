@@ -152,3 +152,90 @@ def test_settings_read_the_deadline_and_the_cap() -> None:
 
     with pytest.raises(UsageError):
         HttpSettings.from_env({"POLICYENGINE_HTTP_DEADLINE": "0"})
+
+
+# -- issue 15: time limits a person expects ------------------------------------------------------
+
+
+@pytest.fixture
+def slow_drip() -> Iterator[RawServer]:
+    """One byte every 0.5 s (well inside any read timeout), for at most 15 s per connection."""
+    def serve(conn: socket.socket) -> None:
+        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 100000\r\n\r\n[")
+        for _ in range(30):
+            time.sleep(0.5)
+            conn.sendall(b" ")
+
+    with RawServer(serve) as server:
+        yield server
+
+
+def _env_session(url: str, env: dict[str, str]) -> HttpSession:
+    return HttpSession(url, token=TokenInfo("Authorization", f"Bearer {TOKEN}", "GITHUB_TOKEN"), provider="github",
+                       settings=HttpSettings.from_env(env), redactor=Redactor([TOKEN]), sleep=lambda s: None)
+
+
+def test_the_per_attempt_deadline_defaults_to_a_small_multiple_of_the_timeout(slow_drip: RawServer) -> None:
+    """POLICYENGINE_HTTP_TIMEOUT=1 with one retry: a server sending one byte every 0.5 s (never
+    a read timeout) holds each attempt 2 s (twice the timeout), not the fixed 60 s it used to."""
+    started = time.monotonic()
+    with pytest.raises(ApiError) as exc:
+        _env_session(slow_drip.url, {"POLICYENGINE_HTTP_TIMEOUT": "1", "POLICYENGINE_HTTP_RETRIES": "1"}).get_json("/s")
+    elapsed = time.monotonic() - started
+    assert elapsed < 12, elapsed  # 2 attempts of 2 s; generous for a loaded machine
+    assert str(exc.value) == "GET /s: the answer took longer than the 2 s deadline (2 attempts)"
+
+
+@pytest.mark.parametrize(("env", "deadline"), [
+    ({}, 60.0), ({"POLICYENGINE_HTTP_TIMEOUT": "2"}, 4.0), ({"POLICYENGINE_HTTP_TIMEOUT": "0.5"}, 1.0),
+    ({"POLICYENGINE_HTTP_TIMEOUT": "2", "POLICYENGINE_HTTP_DEADLINE": "30"}, 30.0),
+    ({"POLICYENGINE_HTTP_TIMEOUT": "10", "POLICYENGINE_HTTP_DEADLINE": "3"}, 3.0),
+    ({"POLICYENGINE_HTTP_TIMEOUT": " ", "POLICYENGINE_HTTP_DEADLINE": ""}, 60.0),
+])
+def test_the_deadline_setting_follows_the_timeout_unless_given(env: dict[str, str], deadline: float) -> None:
+    assert HttpSettings.from_env(env).deadline == deadline
+    assert HttpSettings(timeout=float(env.get("POLICYENGINE_HTTP_TIMEOUT", "").strip() or 30)).deadline == (
+        2 * float(env.get("POLICYENGINE_HTTP_TIMEOUT", "").strip() or 30))
+
+
+def test_the_run_deadline_bounds_every_attempt_and_retry(slow_drip: RawServer) -> None:
+    """Default timeouts (30 s, 60 s per attempt, 3 retries: minutes) inside a 3 s run: the request
+    ends when the run's gathering time ends (3 s less the reserve), naming the endpoint."""
+    from policyengine import deadline
+
+    run = deadline.RunDeadline(3.0)
+    started = time.monotonic()
+    with deadline.running(run), pytest.raises(ApiError) as exc:
+        _env_session(slow_drip.url, {}).get_json("/repos/acme/payments/pulls/42")
+    elapsed = time.monotonic() - started
+    assert elapsed < 8, elapsed
+    host = slow_drip.url.split("//", 1)[1]
+    assert str(exc.value) == ("GET /repos/acme/payments/pulls/42: the run deadline (POLICYENGINE_RUN_DEADLINE=3 s) "
+                              f"passed while waiting for the github API at {host} (GET /repos/acme/payments/pulls/42)")
+    assert run.passed_while == f"the github API at {host} (GET /repos/acme/payments/pulls/42)"
+    # Once passed, nothing more is asked: the next request fails at once.
+    started = time.monotonic()
+    with deadline.running(run), pytest.raises(ApiError, match="run deadline"):
+        _env_session(slow_drip.url, {}).get_json("/other")
+    assert time.monotonic() - started < 1
+    assert deadline.active() is None
+
+
+def test_the_run_deadline_cuts_backoff_and_rate_limit_waits() -> None:
+    """A server that answers 503 with Retry-After: 50 (under POLICYENGINE_HTTP_MAX_WAIT=60): the
+    wait is cut to the run's time left, and the request fails naming the run deadline."""
+    from policyengine import deadline
+
+    def serve(conn: socket.socket) -> None:
+        conn.sendall(b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 50\r\nContent-Length: 0\r\n\r\n")
+
+    slept: list[float] = []
+    with RawServer(serve) as server:
+        s = HttpSession(server.url, token=TokenInfo("Authorization", f"Bearer {TOKEN}", "GITHUB_TOKEN"),
+                        provider="github", settings=HttpSettings(retries=3, max_wait=60.0), redactor=Redactor([TOKEN]),
+                        sleep=lambda seconds: (slept.append(seconds), time.sleep(seconds)))
+        started = time.monotonic()
+        with deadline.running(deadline.RunDeadline(3.0)), pytest.raises(ApiError, match="run deadline"):
+            s.get_json("/busy")
+    assert time.monotonic() - started < 8
+    assert slept and max(slept) <= 2.0

@@ -336,14 +336,24 @@ class _Git:
 
     def run(self, *args: str, stdin: bytes | None = None, extra_env: Mapping[str, str] | None = None,
             check: bool = True, what: str | None = None) -> subprocess.CompletedProcess[bytes]:
+        from policyengine import deadline
+
         env = {**self.env, **(extra_env or {})}
+        waiting_for = f"git {args[0]} ({what or args[0]}) of the git evidence store"
         try:
-            proc = subprocess.run(["git", *_SAFE, *args], input=stdin, capture_output=True,
-                                  timeout=GIT_TIMEOUT, env=env, check=False)
+            # The run's deadline counts: git waits no longer than the time left; past it, an
+            # EvidenceError like any other failure of the store (the gate notes the deadline).
+            timeout = deadline.limit(GIT_TIMEOUT, waiting_for)
+            try:
+                proc = subprocess.run(["git", *_SAFE, *args], input=stdin, capture_output=True,
+                                      timeout=timeout, env=env, check=False)
+            except subprocess.TimeoutExpired:
+                deadline.check(waiting_for)  # cut short by the run's deadline: say so
+                raise EvidenceError(f"git {args[0]} took longer than {GIT_TIMEOUT} s (git evidence store)") from None
         except FileNotFoundError:
             raise EvidenceError("git is not installed, so the git evidence store cannot be used") from None
-        except subprocess.TimeoutExpired:
-            raise EvidenceError(f"git {args[0]} took longer than {GIT_TIMEOUT} s (git evidence store)") from None
+        except deadline.RunDeadlineError as exc:
+            raise EvidenceError(exc.message, hint=exc.hint) from None
         if check and proc.returncode != 0:
             raise EvidenceError(f"git evidence store: cannot {what or args[0]}: {self.message(proc.stderr)}",
                                 hint="check the store URL, that the ref exists or may be created, and "
@@ -934,6 +944,8 @@ class GitArchive(EvidenceStore):
         by compare-and-swap: a rejected push rebuilds the bundle on the new head and retries."""
         if signing_key is None:  # check_write refused already; never push an unsigned bundle
             raise EvidenceError(f"{self.url}: a git evidence store keeps signed bundles only (give --signing-key)")
+        from policyengine import deadline
+
         git = self._new_repo()
         base = "refs/policyengine/base"
         last_error = ""
@@ -951,7 +963,12 @@ class GitArchive(EvidenceStore):
                 pushed, last_error = self._push(git, new, old)
                 if pushed:
                     return ref_of(record)
-                time.sleep(_jitter(attempt))
+                # Retries count against the run's deadline too: no wait past it.
+                try:
+                    time.sleep(deadline.limit(_jitter(attempt), "a retry of a rejected push to the git evidence "
+                                                                f"store ({last_error})"))
+                except deadline.RunDeadlineError as exc:
+                    raise EvidenceError(exc.message, hint=exc.hint) from None
         raise EvidenceError(f"git evidence store {self.url}: bundle {job.bundle_id} could not be chained after "
                             f"{MAX_ATTEMPTS} attempts ({last_error})", hint="retry the job")
 

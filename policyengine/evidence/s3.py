@@ -43,6 +43,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import IO, Any, cast
 
+from policyengine import deadline
 from policyengine.errors import EvidenceError, UsageError
 from policyengine.evidence.bundle import CHUNK, VerifyProblem
 from policyengine.evidence.index import ObjectCache, Query, answer, in_period
@@ -134,8 +135,13 @@ class S3Archive(EvidenceStore):
             except ImportError as exc:
                 raise UsageError("the S3 evidence store needs boto3", hint=_INSTALL_HINT) from exc
             region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
+            # The run's deadline counts (POLICYENGINE_RUN_DEADLINE): no read waits past the time left.
+            try:
+                read = deadline.limit(60.0, f"the S3 store {self.url}")
+            except deadline.RunDeadlineError as exc:
+                raise EvidenceError(exc.message, hint=exc.hint) from None
             self._client = boto3.client("s3", region_name=region, config=Config(
-                retries={"max_attempts": 5, "mode": "standard"}, connect_timeout=10, read_timeout=60))
+                retries={"max_attempts": 5, "mode": "standard"}, connect_timeout=min(10.0, read), read_timeout=read))
         return self._client
 
     def _key(self, *parts: str) -> str:
@@ -269,7 +275,11 @@ class S3Archive(EvidenceStore):
                         # Another writer moved the head: rebuild on the new head.
                         with contextlib.suppress(*self._errors()):
                             self.client.delete_object(Bucket=self.bucket, Key=staging)
-                        time.sleep(min(0.05 * (attempt + 1), 1.0))
+                        try:
+                            time.sleep(deadline.limit(min(0.05 * (attempt + 1), 1.0),
+                                                      f"a retry of the write to the S3 store {self.url}"))
+                        except deadline.RunDeadlineError as exc:
+                            raise EvidenceError(exc.message, hint=exc.hint) from None
                         continue
                     pause_point("claimed")
                     with open(path, "rb") as body:

@@ -2,10 +2,15 @@
 
 What every request gets:
 
-* a timeout (connect and each read), always, and a total deadline per attempt
-  (``POLICYENGINE_HTTP_DEADLINE``, default 60 s) covering the connection and every read of the
-  body: the body is streamed, the deadline checked between chunks, and no single read may wait
-  longer than the time left, so a server that dribbles bytes cannot hold the gate;
+* a timeout (connect and each read: ``POLICYENGINE_HTTP_TIMEOUT``, default 30 s), always, and a
+  total deadline per attempt (``POLICYENGINE_HTTP_DEADLINE``, default twice the timeout: 60 s, or
+  4 s with a 2 s timeout) covering the connection and every read of the body: the body is
+  streamed, the deadline checked between chunks, and no single read may wait longer than the
+  time left, so a server that dribbles bytes cannot hold the gate longer than the deadline per
+  attempt (at most ``retries + 1`` attempts);
+* the run's deadline (``policyengine.deadline``, ``POLICYENGINE_RUN_DEADLINE``) above all that:
+  no attempt, read, backoff or rate-limit wait goes past it; once it passed, the request fails
+  (``ApiError``, naming the run deadline and the endpoint) without another attempt;
 * a body size cap (``POLICYENGINE_HTTP_MAX_BYTES``, default 32 MiB) enforced while streaming: a
   larger ``Content-Length`` is refused before the body is read, and a body without one is
   counted as it arrives and abandoned at the cap (memory stays bounded);
@@ -42,6 +47,7 @@ from typing import Any
 from urllib.parse import urlencode, urljoin, urlsplit
 
 from policyengine import __version__
+from policyengine import deadline as run_deadline
 from policyengine.errors import EXIT_FACTS, PolicyEngineError
 from policyengine.redact import Redactor
 
@@ -53,7 +59,9 @@ DEFAULT_TIMEOUT = 30.0
 DEFAULT_RETRIES = 3
 DEFAULT_MAX_WAIT = 60.0
 DEFAULT_MAX_PAGES = 50
-DEFAULT_DEADLINE = 60.0
+DEADLINE_FACTOR = 2.0
+"""The per-attempt deadline, unless ``POLICYENGINE_HTTP_DEADLINE`` is given, is this many timeouts."""
+DEFAULT_DEADLINE = DEADLINE_FACTOR * DEFAULT_TIMEOUT
 CHUNK = 64 * 1024
 BACKOFF_BASE = 0.5
 BACKOFF_CAP = 8.0
@@ -103,8 +111,13 @@ class HttpSettings:
     retries: int = DEFAULT_RETRIES
     max_wait: float = DEFAULT_MAX_WAIT
     max_pages: int = DEFAULT_MAX_PAGES
-    deadline: float = DEFAULT_DEADLINE
+    deadline: float = 0.0
+    """Total seconds per attempt; 0 (the default): ``DEADLINE_FACTOR`` times ``timeout``."""
     max_bytes: int = MAX_BODY
+
+    def __post_init__(self) -> None:
+        if not self.deadline or self.deadline <= 0:
+            object.__setattr__(self, "deadline", DEADLINE_FACTOR * self.timeout)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> HttpSettings:
@@ -129,7 +142,7 @@ class HttpSettings:
             retries=number("POLICYENGINE_HTTP_RETRIES", DEFAULT_RETRIES, int),
             max_wait=number("POLICYENGINE_HTTP_MAX_WAIT", DEFAULT_MAX_WAIT, float),
             max_pages=max(1, number("POLICYENGINE_HTTP_MAX_PAGES", DEFAULT_MAX_PAGES, int)),
-            deadline=number("POLICYENGINE_HTTP_DEADLINE", DEFAULT_DEADLINE, float),
+            deadline=number("POLICYENGINE_HTTP_DEADLINE", 0.0, float),  # 0: DEADLINE_FACTOR x the timeout
             max_bytes=number("POLICYENGINE_HTTP_MAX_BYTES", MAX_BODY, int),
         )
 
@@ -317,6 +330,16 @@ class HttpSession:
     def _now(self) -> float:
         return (self._clock_fn or CLOCK)()
 
+    def _run_left(self, method: str, shown: str) -> float:
+        """Seconds the run's deadline leaves (inf without one); past it, the ``ApiError`` that says so."""
+        try:
+            return run_deadline.limit(float("inf"), self._waiting_for(method, shown))
+        except run_deadline.RunDeadlineError as exc:
+            raise ApiError(method, shown, None, exc.message, hint=exc.hint) from None
+
+    def _waiting_for(self, method: str, shown: str) -> str:
+        return self.redactor.text(f"the {self.provider} API at {self._origin[1]} ({method} {shown})")
+
     def _url(self, path: str, params: Mapping[str, Any] | None) -> str:
         url = path if path.startswith(("http://", "https://")) else self.base_url + path
         if params:
@@ -383,10 +406,11 @@ class HttpSession:
         last: str = ""
         while True:
             attempt += 1
+            left = self._run_left(method, shown)  # the run's deadline first: past it, no attempt starts
             with self._lock:
                 self.requests_made += 1
             started = time.monotonic()
-            deadline = started + s.deadline
+            deadline = started + min(s.deadline, left)
             resp = None
             sent = {self.token.header: self.token.value} if self.token.header else {}
             if body is not None:
@@ -397,7 +421,7 @@ class HttpSession:
                     url,
                     data=body,
                     headers=sent,
-                    timeout=(min(s.timeout, 10.0, s.deadline), min(s.timeout, s.deadline)),
+                    timeout=(min(s.timeout, 10.0, s.deadline, left), min(s.timeout, s.deadline, left)),
                     # Redirects are followed below, and only within the API's origin: requests
                     # would forward a PRIVATE-TOKEN header to any host a redirect names.
                     allow_redirects=False,
@@ -458,7 +482,7 @@ class HttpSession:
                         raise ApiError(method, shown, status, f"HTTP {status} {_reason(status)}: still "
                                        f"rate limited after {attempt} attempts")
                     log.debug("%s %s: rate limited, waiting %.1fs", method, shown, wait)
-                    self._sleep(wait)
+                    self._sleep(min(wait, max(0.0, self._run_left(method, shown))))
                     continue
                 if status in (401, 403, 404):
                     err = self._denied(method, shown, status, body_text, headers)
@@ -475,6 +499,7 @@ class HttpSession:
                     raise ApiError(method, shown, status, f"{last}: the API asks to retry after "
                                    f"{retry_after:.0f} s, more than the {s.max_wait:g} s policyengine waits")
             log.debug("%s %s: %s (attempt %d)", method, shown, last, attempt)
+            left = self._run_left(method, shown)  # an attempt cut short by the run's deadline ends here
             if attempt > s.retries:
                 noun = "attempt" if attempt == 1 else "attempts"
                 raise ApiError(method, shown, status, f"{last} ({attempt} {noun})")
@@ -483,7 +508,7 @@ class HttpSession:
                 ra = _retry_after(resp.headers.get("Retry-After"), self._now())
                 if ra is not None:
                     backoff = max(backoff, ra)
-            self._sleep(backoff)
+            self._sleep(min(backoff, left))
 
     def _rate_limit_wait(self, method: str, shown: str, status: int, headers: Mapping[str, str],
                          body: str) -> float | None:

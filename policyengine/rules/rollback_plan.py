@@ -12,7 +12,6 @@ without surrounding whitespace.
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 from policyengine.facts import DocumentRequest, FactRequest
@@ -20,8 +19,6 @@ from policyengine.models import Outcome, Status
 from policyengine.rules.base import Context, RuleType
 
 MAX_PLAN_BYTES = 4 * 1024 * 1024
-COMMENT = re.compile(r"<!--.*?-->", re.DOTALL)
-TAG = re.compile(r"</?[A-Za-z][^<>]*>")
 
 
 def _norm(title: str) -> str:
@@ -50,13 +47,16 @@ class RollbackPlanRule(RuleType):
             return Outcome(Status.FAIL, f"no rollback plan: {doc.message}", {"path": rel})
         if doc.problem == "not_utf8":
             return Outcome(Status.ERROR, f"{doc.message}: cannot read the plan", {"path": rel})
-        if doc.problem is not None or doc.text is None or doc.file is None:
+        length = doc.length
+        if doc.problem is not None or length is None or doc.file is None:
             return Outcome(Status.ERROR, str(doc.message or f"cannot read {rel}"), {"path": rel})
-        text, info = doc.text, doc.file
+        info = doc.file
 
-        found: dict[str, list[str]] = {}
+        # Replay judges from the facts as recorded (``facts.json``): a section's text and the
+        # plan's length as read, never the redacted copy in the bundle.
+        found: dict[str, list[bool]] = {}
         for section in doc.sections:
-            found.setdefault(_norm(section.title), []).append(TAG.sub("", COMMENT.sub("", section.content)).strip())
+            found.setdefault(_norm(section.title), []).append(section.has_text)
         missing, empty = [], []
         for want in self.params.get("required_sections", []):
             contents = found.get(_norm(want))
@@ -64,7 +64,6 @@ class RollbackPlanRule(RuleType):
                 missing.append(want)
             elif not any(contents):
                 empty.append(want)
-        length = len(text.strip())
         details: dict[str, Any] = {
             "path": rel,
             "sha256": info.sha256,
