@@ -18,7 +18,7 @@ from policyengine.errors import EXIT_ALLOW, UsageError
 
 @click.group(context_settings=CONTEXT)
 def audit() -> None:
-    """Prepare evidence for an audit."""
+    """Prepare evidence for an audit: export a period, or summarize it on one page (summary)."""
 
 
 @audit.command("export", context_settings=CONTEXT)

@@ -15,7 +15,7 @@ from policyengine.errors import EXIT_ALLOW, EXIT_DENY, UsageError
 
 @click.group(context_settings=CONTEXT)
 def emergency() -> None:
-    """Emergency (break-glass) deployments: which await post-facto approval, and approving them.
+    """Emergency (break-glass) deployments: which await post-facto approval (pending), and approve them.
 
     \b
     `emergency reconcile` is deliberately absent: an emergency fix is often a direct push with

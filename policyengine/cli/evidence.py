@@ -65,7 +65,10 @@ def load_key(public_key: str | None) -> Any:
 
 @click.group(context_settings=CONTEXT)
 def evidence() -> None:
-    """List, show, fetch, verify and replay evidence bundles (a folder or an S3 bucket)."""
+    """List, show, get, verify and replay evidence bundles; record-outcome and review append records.
+
+    The archive is a folder, an S3 bucket or a git ref (--archive).
+    """
 
 
 _LIST_COLS = ("id", "created_at", "environment", "repository", "commit", "kind", "decision", "signed")
