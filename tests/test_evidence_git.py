@@ -328,7 +328,7 @@ def test_a_url_holding_credentials_is_refused_without_printing_them(tmp_path: Pa
 
 
 @pytest.mark.parametrize("url", ["git+ext::sh -c evil#refs/heads/x", "git+/srv/x.git#refs/heads/x",
-                                 "git:refs/heads/../x", "git:-x", "git+file:///srv/e.git", "git:refs/heads/a b"])
+                                 "git:refs/heads/../x", "git:-x", "git+file:///srv/e.git#", "git:refs/heads/a b"])
 def test_malformed_git_store_urls_are_invalid_input(url: str) -> None:
     with pytest.raises(UsageError):
         parse_git_url(url)
