@@ -74,3 +74,57 @@ def test_policy_init_comments_name_the_file_it_wrote(tmp_path: Path, template: s
     assert _cli("policy", "validate", "conf/prod.yml", cwd=tmp_path).returncode == 0
     piped = _cli("policy", "init", "--template", template, "-o", "-", cwd=tmp_path).stdout
     assert not re.search(r"soc2-(production|small-team)\.yml", piped)
+
+
+def _options(command: click.Command, path: tuple[str, ...]) -> list[tuple[str, click.Option]]:
+    return [(" ".join(path), p) for p in command.params if isinstance(p, click.Option)]
+
+
+def _all_options() -> list[tuple[str, click.Option]]:
+    out: list[tuple[str, click.Option]] = []
+    for words in _commands(cli):
+        group: click.Command = cli
+        for word in words:
+            assert isinstance(group, click.Group)
+            nxt = group.get_command(click.Context(group), word)
+            assert nxt is not None
+            group = nxt
+        out += _options(group, words)
+    return out
+
+
+def test_every_period_option_says_it_selects_by_creation_time() -> None:
+    periods = [(cmd, o) for cmd, o in _all_options() if {"--since", "--until"} & set(o.opts)]
+    assert {cmd for cmd, _ in periods} >= {"evidence list", "audit export", "audit summary"}
+    for cmd, option in periods:
+        assert "created" in (option.help or ""), f"{cmd} {option.opts[0]}: {option.help}"
+
+
+def test_every_decision_filter_says_what_deny_holds() -> None:
+    filters = [(cmd, o) for cmd, o in _all_options() if "--decision" in o.opts]
+    assert {cmd for cmd, _ in filters} >= {"evidence list", "audit export"}
+    for cmd, option in filters:
+        assert "advisory" in (option.help or ""), f"{cmd} --decision: {option.help}"
+
+
+def test_evidence_list_shows_an_advisory_deny_as_such(tmp_path: Path) -> None:
+    archive = tmp_path / "ev"
+    for change, extra in (("change-denied.yml", ["--advisory"]), ("change-denied.yml", []),
+                          ("change-allowed.yml", [])):
+        run = _cli("check", "--policy", str(REPO / "policies" / "soc2-production.yml"), "--change",
+                   str(REPO / "examples" / change), "--workspace", str(REPO / "examples" / "workspace"),
+                   "--now", "2026-11-24T15:00:00Z", "--evidence-dir", str(archive), *extra, cwd=tmp_path)
+        assert run.returncode in (0, 1), run.stderr
+    table = _cli("evidence", "list", "--archive", str(archive), cwd=tmp_path).stdout.splitlines()
+    decisions = [re.split(r"\s{2,}", line)[6] for line in table[1:]]
+    assert decisions == ["deny (advisory)", "deny", "allow"], table
+    denied = _cli("evidence", "list", "--archive", str(archive), "--decision", "deny", "--json", cwd=tmp_path)
+    import json
+
+    rows = json.loads(denied.stdout)
+    assert [(r["decision"], r["advisory"]) for r in rows] == [("deny", True), ("deny", False)]
+    csv_text = _cli("evidence", "list", "--archive", str(archive), "--csv", cwd=tmp_path).stdout
+    import csv
+    import io
+
+    assert [r["advisory"] for r in csv.DictReader(io.StringIO(csv_text))] == ["true", "false", "false"]

@@ -23,12 +23,13 @@ def audit() -> None:
 
 @audit.command("export", context_settings=CONTEXT)
 @archive_option
-@click.option("--since", required=True, metavar="DATE|TIME", help="Start of the period (inclusive).")
-@click.option("--until", required=True, metavar="DATE|TIME", help="End of the period (a date includes the day).")
+@click.option("--since", required=True, metavar="DATE|TIME", help="Start of the period (inclusive): bundles created (recorded) at or after this, not their evaluation time.")
+@click.option("--until", required=True, metavar="DATE|TIME", help="End of the period: bundles created (recorded) before this; a date includes the day.")
 @click.option("--environment", metavar="NAME", help="Only this environment.")
 @click.option("--repository", metavar="OWNER/NAME", help="Only this repository.")
 @click.option("--decision", type=click.Choice(["allow", "deny", "not_applicable"]),
-              help="List only evaluations with this decision.")
+              help="List only evaluations with this decision: deny includes advisory denials (they did not "
+              "block the deploy: the advisory column flags them; --deployments-only leaves them in).")
 @click.option("--deployments-only", is_flag=True,
               help="List only the evaluations counted as deployments (see the deployment column).")
 @click.option("--sample", type=click.IntRange(min=1), metavar="N", help="Draw a random sample of N bundles.")
@@ -118,8 +119,8 @@ def audit_export(archive: str, since: str, until: str, environment: str | None, 
 
 @audit.command("summary", context_settings=CONTEXT)
 @archive_option
-@click.option("--since", required=True, metavar="DATE|TIME", help="Start of the period (inclusive).")
-@click.option("--until", required=True, metavar="DATE|TIME", help="End of the period (a date includes the day).")
+@click.option("--since", required=True, metavar="DATE|TIME", help="Start of the period (inclusive): bundles created (recorded) at or after this, not their evaluation time.")
+@click.option("--until", required=True, metavar="DATE|TIME", help="End of the period: bundles created (recorded) before this; a date includes the day.")
 @click.option("--environment", metavar="NAME", help="Only this environment.")
 @click.option("--repository", metavar="OWNER/NAME", help="Only this repository.")
 @click.option("--format", "fmt", type=click.Choice(["md", "html", "json"]), default="md", show_default=True,

@@ -76,11 +76,13 @@ _LIST_COLS = ("id", "created_at", "environment", "repository", "commit", "kind",
 
 @evidence.command("list", context_settings=CONTEXT)
 @archive_option
-@click.option("--since", metavar="DATE|TIME", help="Only bundles created at or after this (2026-11-01 or ISO time).")
-@click.option("--until", metavar="DATE|TIME", help="Only bundles created before this (a date includes the day).")
+@click.option("--since", metavar="DATE|TIME", help="Only bundles created (recorded) at or after this (2026-11-01 or ISO time), whatever their evaluation time.")
+@click.option("--until", metavar="DATE|TIME", help="Only bundles created (recorded) before this (a date includes the day).")
 @click.option("--environment", metavar="NAME", help="Only this environment.")
 @click.option("--repository", metavar="OWNER/NAME", help="Only this repository.")
-@click.option("--decision", type=click.Choice(["allow", "deny"]), help="Only this decision.")
+@click.option("--decision", type=click.Choice(["allow", "deny"]),
+              help="Only evaluations the gate decided so: deny includes advisory denials (listed as "
+              "'deny (advisory)': they did not block the deploy); allow includes emergency allows.")
 @click.option("--kind", type=click.Choice(["evaluation", "outcome", "review", "notification-failure",
                                            "emergency-approval"]),
               help="Only evaluations, or only linked records of this kind.")
@@ -135,24 +137,33 @@ def _print_list(archive: str, q: Any, rows: Sequence[Mapping[str, Any]], bad: in
     if bad:
         err(f"warning: {bad} index record(s) cannot be read and are not listed; "
             "run `policyengine evidence verify --all`")
+    flags = ("advisory", "simulated")  # on the index line only when true: an advisory deny let the deploy go
     if fmt == "json":
-        click.echo(json.dumps([{c: r.get(c) for c in COLUMNS} for r in rows], indent=2))
+        click.echo(json.dumps([{**{c: r.get(c) for c in COLUMNS}, **{f: r.get(f) is True for f in flags}}
+                               for r in rows], indent=2))
         return EXIT_ALLOW
     if fmt == "csv":
         # Text a spreadsheet would run as a formula is neutralised, as in the audit export.
-        click.echo(csv_table(COLUMNS, rows), nl=False)
+        click.echo(csv_table((*COLUMNS, *flags), [{**r, **{f: "true" if r.get(f) is True else "false" for f in flags}}
+                                                  for r in rows]), nl=False)
         return EXIT_ALLOW
     if not rows:
         click.echo(f"no bundles in {archive}" + (" match" if any(vars(q).values()) else ""))
         return EXIT_ALLOW
     cells = [[str(r.get("id")), str(r.get("created_at")), str(r.get("environment") or ""),
               str(r.get("repository") or ""), str(r.get("commit") or "")[:12], str(r.get("kind") or "evaluation"),
-              str(r.get("decision")), "yes" if r.get("signed_by") else "no"] for r in rows]
+              _decision_cell(r), "yes" if r.get("signed_by") else "no"] for r in rows]
     widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(_LIST_COLS)]
     lines = ["  ".join(c.upper().ljust(w) for c, w in zip(_LIST_COLS, widths, strict=True)).rstrip()]
     lines += ["  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip() for row in cells]
     click.echo("\n".join(lines))
     return EXIT_ALLOW
+
+
+def _decision_cell(record: Mapping[str, Any]) -> str:
+    """The decision as a person must read it: an advisory deny did not stop the deploy."""
+    flags = [f for f in ("advisory", "simulated") if record.get(f) is True]
+    return f"{record.get('decision')}" + (f" ({', '.join(flags)})" if flags else "")
 
 
 @evidence.command("show", context_settings=CONTEXT)
