@@ -128,3 +128,21 @@ def test_evidence_list_shows_an_advisory_deny_as_such(tmp_path: Path) -> None:
     import io
 
     assert [r["advisory"] for r in csv.DictReader(io.StringIO(csv_text))] == ["true", "false", "false"]
+
+
+def test_evidence_show_says_which_approvals_did_not_count(tmp_path: Path) -> None:
+    archive = tmp_path / "ev"
+    run = _cli("check", "--policy", str(REPO / "policies" / "soc2-production.yml"), "--change",
+               str(REPO / "examples" / "change-denied.yml"), "--workspace", str(REPO / "examples" / "workspace"),
+               "--now", "2026-11-24T15:00:00Z", "--evidence-dir", str(archive), cwd=tmp_path)
+    assert run.returncode == 1, run.stderr
+    bundle = re.search(r"\(bundle (\S+)\)", run.stdout)
+    assert bundle
+    shown = _cli("evidence", "show", "--archive", str(archive), bundle[1], cwd=tmp_path).stdout
+    approvals = shown.split("\napprovals:\n", 1)[1].split("\nsubject", 1)[0].splitlines()
+    assert len(approvals) == 2
+    bob = next(line for line in approvals if line.strip().startswith("bob "))
+    assert "NOT COUNTED by peer-review: approved 1b2c3d4, not the current commit 7a6b5c4 (stale)" in bob
+    assert "NOT COUNTED by security-review: not in team security" in bob
+    mallory = next(line for line in approvals if line.strip().startswith("Mallory "))
+    assert "NOT COUNTED by peer-review: deployer, author of the pull request" in mallory

@@ -211,7 +211,8 @@ def evidence_show(archive: str, public_key: str | None, bundle_id: str) -> int:
     approvals = [rv for rv in c.get("reviews") or [] if rv.get("state") == "approved"]
     if approvals:
         out.append("approvals:")
-        out += [f"  {rv.get('user')} at {rv.get('submitted_at')} on {str(rv.get('commit'))[:12]}" for rv in approvals]
+        out += [f"  {rv.get('user')} at {rv.get('submitted_at')} on {str(rv.get('commit'))[:12]}"
+                + _counted_by(d.get("rules") or [], str(rv.get("user") or "")) for rv in approvals]
     statement = _statement(b.envelope)
     for subject in statement.get("subject", []) if isinstance(statement.get("subject"), list) else []:
         digest = ", ".join(f"{k}:{v}" for k, v in (subject.get("digest") or {}).items())
@@ -223,6 +224,9 @@ def evidence_show(archive: str, public_key: str | None, bundle_id: str) -> int:
                + (f"; redacted: {', '.join(redacted)}" if redacted else ""))
     linked_ok = True
     linked = store.linked_records(bundle_id)
+    from policyengine.evidence.emergencies import judged_approvals
+
+    judged = judged_approvals(store, r, d, linked, key)
     for kind in ("outcome", "review"):
         mine = [r for r in linked if r.get("kind") == kind]
         if not mine:
@@ -234,12 +238,34 @@ def evidence_show(archive: str, public_key: str | None, bundle_id: str) -> int:
     for r in linked:
         if r.get("kind") not in ("outcome", "review"):
             lines, ok = _linked_lines(store, key, r)
+            if r.get("kind") == "emergency-approval":
+                verdict = judged.get(str(r.get("id")))
+                why = verdict.why_not if verdict else "the evaluation is no allowed emergency awaiting approval"
+                lines.insert(-1, "            counts toward the emergency's approval" if verdict and verdict.counts
+                             else f"            NOT COUNTED: {why}")
             out += lines
             linked_ok = linked_ok and ok
     report = store.verify([bundle_id], key)
     out += _integrity_lines(report, bundle_id, key, "bundle")
     click.echo("\n".join(out))
     return EXIT_ALLOW if report.ok and linked_ok else EXIT_DENY
+
+
+def _counted_by(rules: Sequence[Mapping[str, Any]], user: str) -> str:
+    """What each approvals rule made of ``user``'s approval: counted, or not counted and why."""
+    said: list[str] = []
+    for rule in rules:
+        details = rule.get("details") if isinstance(rule.get("details"), Mapping) else {}
+        if not isinstance(details, Mapping) or rule.get("type") != "approvals":
+            continue
+        counted = [str(u).casefold() for u in details.get("counted") or [] if isinstance(u, str)]
+        why = next((str(n.get("reason")) for n in details.get("not_counted") or []
+                    if isinstance(n, Mapping) and str(n.get("user", "")).casefold() == user.casefold()), None)
+        if user.casefold() in counted:
+            said.append(f"counted by {rule.get('id')}")
+        elif why is not None:
+            said.append(f"NOT COUNTED by {rule.get('id')}: {why}")
+    return f": {'; '.join(said)}" if said else ""
 
 
 def _integrity_lines(report: Any, bundle_id: str, key: Any, what: str) -> list[str]:
