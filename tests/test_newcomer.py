@@ -146,3 +146,16 @@ def test_evidence_show_says_which_approvals_did_not_count(tmp_path: Path) -> Non
     assert "NOT COUNTED by security-review: not in team security" in bob
     mallory = next(line for line in approvals if line.strip().startswith("Mallory "))
     assert "NOT COUNTED by peer-review: deployer, author of the pull request" in mallory
+
+
+def test_full_day_name_ranges_are_documented_and_work(tmp_path: Path) -> None:
+    for doc in ("README.md", "docs/deploy-windows.md"):
+        assert "Monday-Friday" in (REPO / doc).read_text("utf-8"), doc
+    from policyengine.rules.deploy_window import DAY_HELP, _compile
+
+    assert "Monday-Friday" in DAY_HELP
+    plan, problems = _compile({"timezone": "UTC", "allow": [{"days": ["Monday-Friday"], "between": ["09:00", "17:00"]}]})
+    assert problems == [] and plan is not None
+    assert plan.allow[0].days == frozenset(range(5))
+    _, problems = _compile({"timezone": "UTC", "allow": [{"days": ["Monday-Fryday"]}]})
+    assert problems and "Fryday".lower() in problems[0][1]
