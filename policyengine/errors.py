@@ -120,3 +120,14 @@ def explain_git_error(stderr: bytes | str, *, limit: int = 300) -> str:
             hit = f"{meaningful[index - 1]}; {hit}"
         return hit[:limit]
     return meaningful[0][:limit]
+
+
+def command(*words: str) -> str:
+    """A command line a person can paste into a POSIX shell: each word quoted when it needs it.
+
+    Hints name real ids and the real store; a word only a person can choose is an upper-case
+    placeholder (``LOGIN``), which needs no quoting and is documented where it appears.
+    """
+    import shlex
+
+    return " ".join(shlex.quote(str(w)) for w in words)

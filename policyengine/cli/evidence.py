@@ -76,8 +76,11 @@ _LIST_COLS = ("id", "created_at", "environment", "repository", "commit", "kind",
 
 @evidence.command("list", context_settings=CONTEXT)
 @archive_option
-@click.option("--since", metavar="DATE|TIME", help="Only bundles created (recorded) at or after this (2026-11-01 or ISO time), whatever their evaluation time.")
-@click.option("--until", metavar="DATE|TIME", help="Only bundles created (recorded) before this (a date includes the day).")
+@click.option("--since", metavar="DATE|TIME",
+              help="Only bundles created (recorded) at or after this (2026-11-01 or ISO time), whatever their "
+              "evaluation time.")
+@click.option("--until", metavar="DATE|TIME",
+              help="Only bundles created (recorded) before this (a date includes the day).")
 @click.option("--environment", metavar="NAME", help="Only this environment.")
 @click.option("--repository", metavar="OWNER/NAME", help="Only this repository.")
 @click.option("--decision", type=click.Choice(["allow", "deny"]),
@@ -135,8 +138,10 @@ def _print_list(archive: str, q: Any, rows: Sequence[Mapping[str, Any]], bad: in
     for note in notes:
         err(f"warning: {note}")
     if bad:
+        from policyengine.errors import command
+
         err(f"warning: {bad} index record(s) cannot be read and are not listed; "
-            "run `policyengine evidence verify --all`")
+            f"run `{command('policyengine', 'evidence', 'verify', '--archive', archive, '--all')}`")
     flags = ("advisory", "simulated")  # on the index line only when true: an advisory deny let the deploy go
     if fmt == "json":
         click.echo(json.dumps([{**{c: r.get(c) for c in COLUMNS}, **{f: r.get(f) is True for f in flags}}

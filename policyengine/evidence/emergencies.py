@@ -174,7 +174,8 @@ def pending(store: EvidenceStore, now: datetime, *, public_key: tuple[Any, str] 
     deployed) still awaiting approval (or, with ``include_closed``, every one), oldest first."""
     records, problems = store.read_index()
     if problems:
-        raise EvidenceError(problems[0].message, hint="run `policyengine evidence verify` to see every problem")
+        raise EvidenceError(problems[0].message,
+                            hint=f"run `{store.command('evidence', 'verify', '--all')}` to see every problem")
     linked_by: dict[str, list[Mapping[str, Any]]] = {}
     for r in records:
         if not is_evaluation(r) and isinstance(r.get("about_id"), str):
@@ -274,7 +275,7 @@ def approve(store: EvidenceStore, bundle_id: str, *, actor: Actor, note: str | N
                          f"{contents.decision.get('decision')}"
                          + (", no emergency declared" if not contents.decision.get("emergency") else "")
                          + "): there is nothing to approve",
-                         hint="`policyengine emergency pending --all` lists the emergencies")
+                         hint=f"`{store.command('emergency', 'pending', '--all')}` lists the emergencies")
     linked = store.linked_records(bundle_id)
     deployers = [str(read_record(store, r).get("by") or "") for r in linked if kind_of(r) == "outcome"]
     problems = approver_problems(emergency, actor.login, [d for d in deployers if d])

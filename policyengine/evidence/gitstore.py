@@ -620,7 +620,7 @@ class GitArchive(EvidenceStore):
                 except ValueError as exc:
                     raise EvidenceError(f"git evidence store {self.url}: {head_path(job.key)} is not a bundle "
                                         f"record ({exc}): the chain head cannot be read",
-                                        hint="verify the store: policyengine evidence verify --archive ...") from exc
+                                        hint=f"verify the store: {self.command('evidence', 'verify', '--all')}") from exc
         link = self.chain_link(head, job.key)
         zip_path = tmp / f"{job.bundle_id}.zip"
         with open(zip_path, "wb") as fh:
