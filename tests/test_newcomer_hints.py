@@ -223,3 +223,23 @@ def test_the_readme_record_outcome_command_runs_without_a_user_name(tmp_path: Pa
     recorded = _run(words, tmp_path)
     assert recorded.returncode == 0, recorded.stdout + recorded.stderr
     assert f"recorded outcome deployed of bundle {bundle}" in recorded.stdout
+
+
+def test_the_actions_job_summary_names_a_runnable_approve_command(tmp_path: Path) -> None:
+    """The GitHub action's job summary of an emergency allow: the approve command, real id and store."""
+    _setup(tmp_path)
+    declared = _declare(tmp_path, "--evidence-dir", "ev", "--json", "d.json")
+    assert declared.returncode == 0, declared.stdout + declared.stderr
+    step = next(s for s in yaml.safe_load((REPO / "action.yml").read_text("utf-8"))["runs"]["steps"]
+                if s.get("id") == "gate")
+    body = step["run"][step["run"].index("<<'PY'") + 7: step["run"].index("\nPY\n")]
+    summary, outputs = tmp_path / "summary.md", tmp_path / "outputs.txt"
+    env = {**_env(tmp_path), "PE_EXIT_CODE": "0", "PE_DECISION_JSON": "d.json", "POLICYENGINE_EVIDENCE_DIR": "ev",
+           "POLICYENGINE_POLICY": "policy.yml", "GITHUB_STEP_SUMMARY": str(summary), "GITHUB_OUTPUT": str(outputs)}
+    ran = subprocess.run([sys.executable, "-c", body], cwd=tmp_path, env=env, capture_output=True, text=True,
+                         timeout=120, check=False)
+    assert ran.returncode == 0, ran.stdout + ran.stderr
+    [hint] = re.findall(r"`(policyengine emergency approve [^`]+)`", summary.read_text("utf-8"))
+    assert _bundle(declared.stdout) in hint
+    approved = _run(_as_printed(hint, LOGIN="frank"), tmp_path)
+    assert approved.returncode == 0, approved.stdout + approved.stderr
