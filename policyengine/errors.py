@@ -86,3 +86,48 @@ class WorkspaceError(Exception):
     def __init__(self, message: str, *, outside: bool = False) -> None:
         super().__init__(message)
         self.outside = outside
+
+
+_GIT_EXPLAINING = ("remote: error:", "remote: fatal:", "ERROR:", "fatal:", "! [", "error:", "remote:")
+"""Where git and the servers behind it put the reason, most telling first."""
+_GIT_NOISE = ("hint:", "To ", "From ", "Done", "warning: redirecting", "Cloning into", "remote: Enumerating",
+              "remote: Counting", "remote: Compressing", "remote: Total", "Please make sure you have",
+              "and the repository exists")
+_GIT_ONLY_CONSEQUENCE = "fatal: could not read from remote repository"
+
+
+def explain_git_error(stderr: bytes | str, *, limit: int = 300) -> str:
+    """The line of git's standard error that explains a failure, not merely its last line.
+
+    git often ends with lines that only make sense after the one before them (``fatal: Could
+    not read from remote repository.``, ``Please make sure you have the correct access rights``,
+    ``and the repository exists.``): the first ``fatal:`` / ``error:`` line is the explanation,
+    a server's ``remote: error:`` line before it, and the line before ``Could not read from
+    remote repository`` (ssh's ``Permission denied (publickey)``) is kept with it. Progress and
+    ``hint:`` lines are skipped. Not redacted: the caller redacts.
+    """
+    text = stderr.decode("utf-8", "replace") if isinstance(stderr, bytes) else stderr
+    lines = [ln.strip() for ln in text.replace("\r", "\n").splitlines() if ln.strip()]
+    meaningful = [ln for ln in lines if not ln.startswith(_GIT_NOISE)]
+    if not meaningful:
+        return (lines[0] if lines else "no message")[:limit]
+    for prefix in _GIT_EXPLAINING:
+        index = next((i for i, ln in enumerate(meaningful) if ln.startswith(prefix)), None)
+        if index is None:
+            continue
+        hit = meaningful[index]
+        if hit.lower().startswith(_GIT_ONLY_CONSEQUENCE) and index > 0:
+            hit = f"{meaningful[index - 1]}; {hit}"
+        return hit[:limit]
+    return meaningful[0][:limit]
+
+
+def command(*words: str) -> str:
+    """A command line a person can paste into a POSIX shell: each word quoted when it needs it.
+
+    Hints name real ids and the real store; a word only a person can choose is an upper-case
+    placeholder (``LOGIN``), which needs no quoting and is documented where it appears.
+    """
+    import shlex
+
+    return " ".join(shlex.quote(str(w)) for w in words)

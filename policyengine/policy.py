@@ -294,11 +294,24 @@ def _check_rules(data: Any, positions: loader.Positions, schema_problems: list[P
                 if trouble:
                     extra.append(problem(path, trouble))
 
-        # The rule type's own checks assume the schema's shapes: only for rules the schema accepted.
-        if not type_known or any(_under(p.path, prefix) for p in kept):
+        if not type_known:
             continue
         rule_cls = RULE_TYPES[str(rule_type)]
         params = {k: v for k, v in rule.items() if k not in COMMON_KEYS}
+        flagged = [p.path for p in kept if _under(p.path, prefix)]
+        if flagged:
+            # The rule type's own checks assume the schema's shapes, yet every problem belongs in one
+            # run (a bad time zone beside a bad time): run them, keep what they find away from the
+            # values the schema already named, and let a shape they cannot read pass silently.
+            try:
+                found = rule_cls.check_params(params)
+            except Exception:  # noqa: BLE001 - a shape the schema already refused; its problem is listed
+                found = []
+            for sub, message in found:
+                where = problem(base + _parse_subpath(sub), message)
+                if not any(_under(where.path, f) or _under(f, where.path) for f in flagged):
+                    extra.append(where)
+            continue
         for sub, message in rule_cls.check_params(params):
             extra.append(problem(base + _parse_subpath(sub), message))
         try:

@@ -201,37 +201,6 @@ def _when(old: Any, new: Any) -> tuple[str, str]:
 
 # -- deploy windows -----------------------------------------------------------------------------
 
-_DAY_ORDER = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
-
-
-def _minutes(text: Any) -> int | None:
-    m = re.match(r"^(\d{1,2}):(\d{2})$", str(text))
-    return int(m.group(1)) * 60 + int(m.group(2)) if m else None
-
-
-def _window_contains(outer: Mapping[str, Any], inner: Mapping[str, Any]) -> bool | None:
-    """Whether allow window ``inner`` lies inside ``outer`` (None: cannot tell)."""
-    days_out, days_in = _set(outer.get("days")), _set(inner.get("days"))
-    if days_out is not None and (days_in is None or not days_in <= days_out):
-        return False
-    b_out, b_in = outer.get("between"), inner.get("between")
-    if b_out is None:
-        return True
-    if b_in is None:
-        return False
-    try:
-        s_out, e_out = _minutes(b_out[0]), _minutes(b_out[1])
-        s_in, e_in = _minutes(b_in[0]), _minutes(b_in[1])
-    except (IndexError, TypeError):
-        return None
-    if None in (s_out, e_out, s_in, e_in):
-        return None
-    assert s_out is not None and e_out is not None and s_in is not None and e_in is not None  # noqa: S101
-    if s_out >= e_out or s_in >= e_in:  # windows across midnight: not compared here
-        return None if (s_out, e_out) != (s_in, e_in) else True
-    return s_out <= s_in and e_in <= e_out
-
-
 def _canon(window: Mapping[str, Any]) -> dict[str, Any]:
     """A window with its day list in a fixed order, so reordering days is no edit."""
     out = dict(window)
@@ -240,8 +209,34 @@ def _canon(window: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
+_WEEK = 7 * 1440
+
+
+def _coverage(window: Mapping[str, Any]) -> tuple[frozenset[int], str] | None:
+    """The minutes of the week an allow window opens (0 = Monday 00:00) and its label (None: not readable)."""
+    from policyengine.rules.deploy_window import _parse_allow
+
+    problems: list[tuple[str, str]] = []
+    parsed = _parse_allow(dict(window), "allow", problems)
+    if parsed is None or problems:
+        return None
+    start, end = parsed.start // 60, parsed.end // 60
+    length = end - start if start < end else 1440 - start + end  # start > end: across midnight
+    minutes = frozenset((d * 1440 + start + k) % _WEEK for d in parsed.days for k in range(length))
+    return minutes, parsed.label
+
+
+def _window_label(w: Mapping[str, Any]) -> str:
+    return str(w.get("name") or w.get("days") or "window")
+
+
 def _allow_windows(old: Any, new: Any) -> list[tuple[str, str, str]]:
-    """Allow windows: a new or wider one weakens; a removed or narrower one strengthens."""
+    """Allow windows: a new or wider one weakens; a removed or narrower one strengthens.
+
+    An edited window (the same name in both, or the one unnamed window edited in place) is one
+    finding with its old and new times, never a widening and a removal; its direction comes from
+    the minutes of the week it opens.
+    """
     a = [_canon(w) for w in old if isinstance(w, dict)] if isinstance(old, list) else None
     b = [_canon(w) for w in new if isinstance(w, dict)] if isinstance(new, list) else None
     if a is None and b is None:
@@ -250,25 +245,73 @@ def _allow_windows(old: Any, new: Any) -> list[tuple[str, str, str]]:
         return [("allow", STRONGER, "deploys restricted to allow windows")]
     if b is None:
         return [("allow", WEAKER, "allow windows removed: deploys allowed at any time")]
+    gone = [w for w in a if w not in b]
+    came = [w for w in b if w not in a]
+    pairs: list[tuple[dict[str, Any], dict[str, Any]]] = []
+    for w in list(gone):
+        twin = next((n for n in came if w.get("name") and n.get("name") == w.get("name")), None)
+        if twin is not None:
+            pairs.append((w, twin))
+            gone.remove(w)
+            came.remove(twin)
+    unnamed_gone = [w for w in gone if not w.get("name")]
+    unnamed_came = [w for w in came if not w.get("name")]
+    if len(unnamed_gone) == len(unnamed_came):  # unnamed windows edited in place, in their order
+        pairs += list(zip(unnamed_gone, unnamed_came, strict=True))
+        gone = [w for w in gone if w.get("name")]
+        came = [w for w in came if w.get("name")]
     out: list[tuple[str, str, str]] = []
-    for w in b:
-        label = str(w.get("name") or w.get("days") or "window")
-        if w in a:
+    for w_old, w_new in pairs:
+        label = _window_label(w_new)
+        c_old, c_new = _coverage(w_old), _coverage(w_new)
+        if c_old is None or c_new is None:
+            out.append((f"allow[{label}]", UNDECIDED, f"allow window {label!r} changed: cannot tell whether it is "
+                                                      f"wider ({_show(w_old)} -> {_show(w_new)})"))
             continue
-        inside = [_window_contains(o, w) for o in a]
-        if any(inside):
-            out.append((f"allow[{label}]", STRONGER, f"allow window {label!r} narrowed"))
-        elif any(x is None for x in inside):
-            out.append((f"allow[{label}]", UNDECIDED, f"allow window {label!r} changed: cannot tell whether "
-                                                      "it is wider"))
+        (m_old, l_old), (m_new, l_new) = c_old, c_new
+        values = f"{l_old} -> {l_new}"
+        if m_new == m_old:
+            out.append((f"allow[{label}]", NEUTRAL, f"allow window {label!r} rewritten, same times ({values})"))
+        elif m_new < m_old:
+            out.append((f"allow[{label}]", STRONGER, f"allow window {label!r} narrowed: {values}"))
+        elif m_new > m_old:
+            out.append((f"allow[{label}]", WEAKER, f"allow window {label!r} widened: {values}"))
         else:
-            out.append((f"allow[{label}]", WEAKER, f"allow window {label!r} widened or added"))
-    for w in a:
-        label = str(w.get("name") or w.get("days") or "window")
-        if w not in b and not any(_window_contains(n, w) for n in b):
-            if not any(_window_contains(w, n) for n in b):
-                out.append((f"allow[{label}]", STRONGER, f"allow window {label!r} removed"))
+            out.append((f"allow[{label}]", WEAKER, f"allow window {label!r} moved: {values} (it now opens at "
+                                                   "times it did not)"))
+    covered_old = _union(a)
+    covered_new = _union(b)
+    for w in came:
+        label, c = _window_label(w), _coverage(w)
+        shown = c[1] if c else _show(w)
+        if c is None or covered_old is None:
+            out.append((f"allow[{label}]", UNDECIDED, f"allow window {label!r} added ({shown}): cannot tell "
+                                                      "whether it is wider"))
+        elif c[0] <= covered_old:
+            out.append((f"allow[{label}]", NEUTRAL, f"allow window {label!r} added ({shown}): no time that was "
+                                                    "not already allowed"))
+        else:
+            out.append((f"allow[{label}]", WEAKER, f"allow window {label!r} added: {shown}"))
+    for w in gone:
+        label, c = _window_label(w), _coverage(w)
+        shown = c[1] if c else _show(w)
+        if c is not None and covered_new is not None and c[0] <= covered_new:
+            out.append((f"allow[{label}]", NEUTRAL, f"allow window {label!r} removed ({shown}): its times are "
+                                                    "still allowed"))
+        else:
+            out.append((f"allow[{label}]", STRONGER, f"allow window {label!r} removed: {shown}"))
     return out
+
+
+def _union(windows: Sequence[Mapping[str, Any]]) -> frozenset[int] | None:
+    """Every minute of the week some window opens (None: a window cannot be read)."""
+    total: set[int] = set()
+    for w in windows:
+        c = _coverage(w)
+        if c is None:
+            return None
+        total |= c[0]
+    return frozenset(total)
 
 
 def _deny_windows(old: Any, new: Any) -> list[tuple[str, str, str]]:

@@ -147,57 +147,77 @@ def _sub_positions(positions: loader.Positions, key: str) -> loader.Positions:
 
 def _load_case(folder: Path, policy_override: Policy | None,
                cache: dict[str, Any] | None = None) -> tuple[dict[str, Any], Policy, dict[str, Any]]:
-    """Read and validate one case: its document, its policy and its change. Raises InvalidInputError."""
+    """Read and validate one case: its document, its policy and its change. Raises InvalidInputError
+    listing every problem of the case (and of its policy and change files), not only the first."""
     path = folder / CASE_FILE
     file = str(path)
     raw = loader.read_user_file(path, what="test case")
     data, positions, problems = loader.parse_document(raw, file=file, what="test case")
-    problems = problems + loader.validate(data, positions, CASE_SCHEMA, file=file)
-    if problems:
-        raise InvalidInputError(problems, what="test case")
+    if problems or not isinstance(data, dict):
+        raise InvalidInputError(problems or [Problem(file, None, None, "", "expected a mapping")], what="test case")
+    problems = loader.validate(data, positions, CASE_SCHEMA, file=file)
+    flagged = {p.path.split(".", 1)[0].split("[", 1)[0] for p in problems}
 
     def problem(where: tuple[str, ...], message: str) -> Problem:
         line, column = positions.locate(where)
         return Problem(file, line, column, loader.format_path(where), message)
 
-    try:
-        parse_instant(str(data["now"]), option=f"{file}: now")
-    except UsageError as exc:
-        raise InvalidInputError([problem(("now",), exc.message.split(": ", 2)[-1])], what="test case",
-                                hint=exc.hint) from None
+    if "now" in data and "now" not in flagged:
+        try:
+            parse_instant(str(data["now"]), option=f"{file}: now")
+        except UsageError as exc:
+            problems.append(problem(("now",), exc.message.split(": ", 2)[-1]))
+    policy: Policy | None = None
     if policy_override is not None:
         policy = policy_override
-    elif "policy" in data:
+    elif "policy" in data and "policy" not in flagged:
         key = str((folder / str(data["policy"])).resolve())
         cached = (cache or {}).get(key)
-        policy = cached if isinstance(cached, Policy) else load_policy(str(folder / str(data["policy"])))
-        if cache is not None:
-            cache[key] = policy
-    else:
-        raise InvalidInputError([problem((), "no policy: write `policy: PATH` in the case, or give --policy")],
-                                what="test case")
-    change_value = data["change"]
-    if isinstance(change_value, str):
+        if isinstance(cached, Policy):
+            policy = cached
+        elif isinstance(cached, str):  # the policy's own problems were listed with the first case naming it
+            problems.append(problem(("policy",), cached))
+        else:
+            try:
+                policy = load_policy(str(folder / str(data["policy"])))
+            except InvalidInputError as exc:
+                problems += exc.problems
+                cached = f"{data['policy']} is not a valid policy (its problems are listed above)"
+            except UsageError as exc:
+                problems.append(problem(("policy",), exc.message))
+                cached = exc.message
+            if cache is not None:
+                cache[key] = policy if policy is not None else cached
+    elif "policy" not in data:
+        problems.append(problem((), "no policy: write `policy: PATH` in the case, or give --policy"))
+    change: Any = None
+    change_value = data.get("change")
+    if "change" not in flagged and isinstance(change_value, str):
         from policyengine.change import load_change
 
-        change = load_change(folder / change_value)
-    else:
+        try:
+            change = load_change(folder / change_value)
+        except InvalidInputError as exc:
+            problems += exc.problems
+        except UsageError as exc:
+            problems.append(problem(("change",), exc.message))
+    elif "change" not in flagged and change_value is not None:
         change = change_value
         sub = _sub_positions(positions, "change")
         change_problems = loader.validate(change, sub, loader.load_schema("change.schema.json"), file=file)
-        if change_problems:
-            raise InvalidInputError([p._replace(path="change" + ("." + p.path if p.path and
-                                                                  not p.path.startswith("[") else p.path))
-                                     for p in change_problems], what="test case")
-    if "workspace" in data and not (folder / str(data["workspace"])).is_dir():
-        raise InvalidInputError([problem(("workspace",), f"{data['workspace']} is not a folder (relative to "
-                                         f"{CASE_FILE})")], what="test case")
-    known = {r.id for r in policy.rules} | ({"emergency"} if policy.emergency is not None else set())
-    unknown = [rid for rid in (data["expect"].get("rules") or {}) if rid not in known]
-    if unknown:
-        raise InvalidInputError([problem(("expect", "rules", rid), f"no rule {rid!r} in policy {policy.name} "
-                                         f"(its rules: {', '.join(sorted(known))})") for rid in unknown],
-                                what="test case")
+        problems += [p._replace(path="change" + ("." + p.path if p.path and not p.path.startswith("[") else p.path))
+                     for p in change_problems]
+    if "workspace" in data and "workspace" not in flagged and not (folder / str(data["workspace"])).is_dir():
+        problems.append(problem(("workspace",), f"{data['workspace']} is not a folder (relative to {CASE_FILE})"))
+    expect = data.get("expect")
+    if policy is not None and isinstance(expect, dict) and isinstance(expect.get("rules"), dict):
+        known = {r.id for r in policy.rules} | ({"emergency"} if policy.emergency is not None else set())
+        problems += [problem(("expect", "rules", rid), f"no rule {rid!r} in policy {policy.name} "
+                             f"(its rules: {', '.join(sorted(known))})")
+                     for rid in expect["rules"] if rid not in known]
+    if problems:
+        raise InvalidInputError(problems, what="test case")
+    assert policy is not None  # noqa: S101 - no problem listed means the policy loaded
     return data, policy, change
 
 
@@ -232,6 +252,8 @@ def run_suite(root: str | Path, *, policy_path: str | None = None) -> SuiteResul
             loaded.append((folder, *_load_case(folder, override, policies)))
         except InvalidInputError as exc:
             problems.extend(exc.problems)
+        except UsageError as exc:  # an unreadable case file: listed with the others, not alone
+            problems.append(Problem(str(folder / CASE_FILE), None, None, "", exc.message))
     if problems:
         raise InvalidInputError(problems, what="test cases", hint="fix every line above, then run again")
     result = SuiteResult(root=str(root))

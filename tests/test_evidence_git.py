@@ -331,7 +331,7 @@ def test_a_url_holding_credentials_is_refused_without_printing_them(tmp_path: Pa
 
 
 @pytest.mark.parametrize("url", ["git+ext::sh -c evil#refs/heads/x", "git+/srv/x.git#refs/heads/x",
-                                 "git:refs/heads/../x", "git:-x", "git+file:///srv/e.git", "git:refs/heads/a b",
+                                 "git:refs/heads/../x", "git:-x", "git+file:///srv/e.git#", "git:refs/heads/a b",
                                  "git+http://git.example.com/e.git#refs/heads/x",
                                  "git+ssh://-oProxyCommand=touch%20pwned/e.git#refs/heads/x",
                                  "git+ssh://-oProxyCommand=x@host/e.git#refs/heads/x",

@@ -317,7 +317,8 @@ def test_a_cache_edited_in_place_is_noticed_and_rebuilt(archive: LocalArchive, s
     assert _listed(archive, "--decision", "deny") == [r for r in truth if r["decision"] == "deny"]
     assert _listed(archive, "--environment", "staging") == [r for r in truth if r["environment"] == "staging"]
     rows, bad = archive.query(Query())
-    assert [{c: r.get(c) for c in COLUMNS} for r in rows] == truth and bad == 0
+    # The listing adds the advisory and simulated flags to the index columns (`evidence list --json`).
+    assert [{c: r.get(c) for c in COLUMNS} for r in rows] == [{c: t[c] for c in COLUMNS} for t in truth] and bad == 0
 
 
 def test_the_cache_follows_appends_and_keeps_counting_unreadable_lines(archive: LocalArchive) -> None:

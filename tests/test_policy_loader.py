@@ -210,11 +210,16 @@ def test_check_params_problems_are_placed_at_their_sub_path(tmp_path: Path, monk
     ]
 
 
-def test_check_params_is_not_run_on_a_rule_the_schema_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_check_params_adds_what_the_schema_cannot_see_to_a_rule_it_refused(tmp_path: Path,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every problem in one run (issue 18): a bad time zone beside a bad duration is named too, and
+    the duration the schema named is not named twice."""
     text = edited("timezone: America/New_York", "timezone: America/NewYork").replace("duration: 1h", "duration: 1x")
     assert problems_of(tmp_path, monkeypatch, text) == [
+        "acceptance.yml:38:15: rules[5].timezone: unknown time zone 'America/NewYork'; did you mean "
+        "'America/New_York', 'America/Nuuk', 'America/Nome'?",
         "acceptance.yml:48:19: rules[5].deny[1].duration: expected a duration of numbers followed by d, h, m or s "
-        '(for example "1h"), got "1x"'
+        '(for example "1h"), got "1x"',
     ]
 
 

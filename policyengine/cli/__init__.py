@@ -33,11 +33,11 @@ class LazyGroup(click.Group):
 
     COMMANDS: dict[str, tuple[str, str]] = {
         "check": ("policyengine.cli.check:check", "Decide whether one change may be deployed, and record the evidence."),
-        "policy": ("policyengine.cli.policy:policy", "Validate policies and print the policy schema."),
-        "evidence": ("policyengine.cli.evidence:evidence", "List, show, verify and replay evidence bundles."),
-        "audit": ("policyengine.cli.audit:audit", "Export an audit period's population, sample and bundles."),
+        "policy": ("policyengine.cli.policy:policy", "Write (init), validate, test, explain and diff policies; print their schema."),
+        "evidence": ("policyengine.cli.evidence:evidence", "List, show, get, verify and replay evidence bundles; record-outcome and review."),
+        "audit": ("policyengine.cli.audit:audit", "Export an audit period (export), or summarize it on one page (summary)."),
         "emergency": ("policyengine.cli.emergency:emergency",
-                      "List emergency deployments awaiting approval, and approve them."),
+                      "List emergency deployments awaiting approval (pending), and approve them."),
     }
 
     def list_commands(self, ctx: click.Context) -> list[str]:

@@ -16,19 +16,24 @@ from policyengine.cli.evidence import archive_option, open_archive, parse_bound
 from policyengine.errors import EXIT_ALLOW, UsageError
 
 
+SINCE_HELP = "Start of the period (inclusive): bundles created (recorded) at or after this, not their evaluation time."
+UNTIL_HELP = "End of the period: bundles created (recorded) before this; a date includes the day."
+
+
 @click.group(context_settings=CONTEXT)
 def audit() -> None:
-    """Prepare evidence for an audit."""
+    """Prepare evidence for an audit: export a period, or summarize it on one page (summary)."""
 
 
 @audit.command("export", context_settings=CONTEXT)
 @archive_option
-@click.option("--since", required=True, metavar="DATE|TIME", help="Start of the period (inclusive).")
-@click.option("--until", required=True, metavar="DATE|TIME", help="End of the period (a date includes the day).")
+@click.option("--since", required=True, metavar="DATE|TIME", help=SINCE_HELP)
+@click.option("--until", required=True, metavar="DATE|TIME", help=UNTIL_HELP)
 @click.option("--environment", metavar="NAME", help="Only this environment.")
 @click.option("--repository", metavar="OWNER/NAME", help="Only this repository.")
 @click.option("--decision", type=click.Choice(["allow", "deny", "not_applicable"]),
-              help="List only evaluations with this decision.")
+              help="List only evaluations with this decision: deny includes advisory denials (they did not "
+              "block the deploy: the advisory column flags them; --deployments-only leaves them in).")
 @click.option("--deployments-only", is_flag=True,
               help="List only the evaluations counted as deployments (see the deployment column).")
 @click.option("--sample", type=click.IntRange(min=1), metavar="N", help="Draw a random sample of N bundles.")
@@ -111,15 +116,19 @@ def audit_export(archive: str, since: str, until: str, environment: str | None, 
                f"from {start} to {end}"
                + (f", sample of {len(result.sample_ids)} with seed {result.seed}" if sample else "")
                + (f"; listing signed by key {result.signed_by}" if result.signed_by else "; listing unsigned"))
-    click.echo(f"verify it: policyengine evidence verify --archive {output}"
-               + (" --public-key <the public key>" if result.signed_by else ""))
+    from policyengine.errors import command
+
+    # A hint that runs as printed: the public key given here, else PUBLIC_KEY for the one that signed it.
+    key_words = ["--public-key", public_key or "PUBLIC_KEY"] if result.signed_by else []
+    click.echo(f"verify it: {command('policyengine', 'evidence', 'verify', '--archive', output, *key_words)}"
+               + ("  (PUBLIC_KEY: the public key of the signing key)" if result.signed_by and not public_key else ""))
     return EXIT_ALLOW
 
 
 @audit.command("summary", context_settings=CONTEXT)
 @archive_option
-@click.option("--since", required=True, metavar="DATE|TIME", help="Start of the period (inclusive).")
-@click.option("--until", required=True, metavar="DATE|TIME", help="End of the period (a date includes the day).")
+@click.option("--since", required=True, metavar="DATE|TIME", help=SINCE_HELP)
+@click.option("--until", required=True, metavar="DATE|TIME", help=UNTIL_HELP)
 @click.option("--environment", metavar="NAME", help="Only this environment.")
 @click.option("--repository", metavar="OWNER/NAME", help="Only this repository.")
 @click.option("--format", "fmt", type=click.Choice(["md", "html", "json"]), default="md", show_default=True,

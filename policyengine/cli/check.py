@@ -6,8 +6,10 @@ import json
 import os
 import re
 import sys
+from collections.abc import Mapping
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
 import click
 from click.core import ParameterSource
@@ -136,7 +138,9 @@ def check(policy_path: str, waivers_path: str | None, change_path: str | None, p
     stream = sys.stderr if json_path == "-" else sys.stdout
     click.echo(shown(text_out.render(decision, color=use_color(color, stream),
                                      advisory=advisory and code == EXIT_DENY, exit_code=code,
-                                     simulated_under_ci=result.simulated_under_ci)), nl=False, file=stream)
+                                     simulated_under_ci=result.simulated_under_ci,
+                                     approve_command=_approve_command(result.store_url, bundle))),
+               nl=False, file=stream)
     if bundle.get("bundle_id"):
         store_url = result.store_url
         if store_url.startswith(("git:", "git+")):
@@ -158,6 +162,20 @@ def check(policy_path: str, waivers_path: str | None, change_path: str | None, p
     for line in result.warnings:
         click.echo(shown(f"warning: {line}"), file=sys.stderr)
     return result.exit_code
+
+
+def _approve_command(store_url: str, bundle: Mapping[str, Any]) -> str | None:
+    """The `emergency approve` hint of an emergency allow, runnable as printed but for LOGIN (the approver)."""
+    if not bundle.get("bundle_id"):
+        return None
+    from policyengine.errors import command
+
+    words = ["policyengine", "emergency", "approve", "--archive", store_url, str(bundle["bundle_id"]), "--by", "LOGIN"]
+    explained = "LOGIN: the approver's login, the CI actor inside CI"
+    if store_url.startswith(("git:", "git+")) and not os.environ.get("POLICYENGINE_SIGNING_KEY"):
+        words += ["--signing-key", "KEY"]  # a git store keeps signed records only; the key is never echoed
+        explained += "; KEY: the signing key, a file or env:VAR"
+    return f"{command(*words)}  ({explained})"
 
 
 _SUBJECT_RE = re.compile(r"^(?P<name>[^=\s][^=]*)=sha256:(?P<hex>[0-9a-fA-F]{64})$")

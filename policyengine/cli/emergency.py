@@ -15,7 +15,7 @@ from policyengine.errors import EXIT_ALLOW, EXIT_DENY, UsageError
 
 @click.group(context_settings=CONTEXT)
 def emergency() -> None:
-    """Emergency (break-glass) deployments: which await post-facto approval, and approving them.
+    """Emergency (break-glass) deployments: which await post-facto approval (pending), and approve them.
 
     \b
     `emergency reconcile` is deliberately absent: an emergency fix is often a direct push with
@@ -73,6 +73,11 @@ def emergency_pending(archive: str, show_all: bool, public_key: str | None, now:
                 state = "counts" if a.counts else f"does not count: {a.why_not}"
                 click.echo(f"{'':17} approval {a.record_id} by {a.by} "
                            f"({'the CI actor' if a.verified else 'SELF-ASSERTED'}) at {a.recorded_at}: {state}")
+            if not s.closed:  # a hint that runs as printed, but for LOGIN: the approver
+                key = (["--signing-key", "KEY"] if getattr(store, "requires_signatures", False)
+                       and not os.environ.get("POLICYENGINE_SIGNING_KEY") else [])
+                hint = store.command("emergency", "approve", s.bundle_id, "--by", "LOGIN", *key)
+                click.echo(f"{'':17} approve: {hint}")
         if overdue:
             click.echo(f"OVERDUE: {sum(s.status == 'overdue' for s in states)} emergency deployment(s) passed their "
                        "approval deadline")

@@ -65,7 +65,10 @@ def load_key(public_key: str | None) -> Any:
 
 @click.group(context_settings=CONTEXT)
 def evidence() -> None:
-    """List, show, fetch, verify and replay evidence bundles (a folder or an S3 bucket)."""
+    """List, show, get, verify and replay evidence bundles; record-outcome and review append records.
+
+    The archive is a folder, an S3 bucket or a git ref (--archive).
+    """
 
 
 _LIST_COLS = ("id", "created_at", "environment", "repository", "commit", "kind", "decision", "signed")
@@ -73,11 +76,16 @@ _LIST_COLS = ("id", "created_at", "environment", "repository", "commit", "kind",
 
 @evidence.command("list", context_settings=CONTEXT)
 @archive_option
-@click.option("--since", metavar="DATE|TIME", help="Only bundles created at or after this (2026-11-01 or ISO time).")
-@click.option("--until", metavar="DATE|TIME", help="Only bundles created before this (a date includes the day).")
+@click.option("--since", metavar="DATE|TIME",
+              help="Only bundles created (recorded) at or after this (2026-11-01 or ISO time), whatever their "
+              "evaluation time.")
+@click.option("--until", metavar="DATE|TIME",
+              help="Only bundles created (recorded) before this (a date includes the day).")
 @click.option("--environment", metavar="NAME", help="Only this environment.")
 @click.option("--repository", metavar="OWNER/NAME", help="Only this repository.")
-@click.option("--decision", type=click.Choice(["allow", "deny"]), help="Only this decision.")
+@click.option("--decision", type=click.Choice(["allow", "deny"]),
+              help="Only evaluations the gate decided so: deny includes advisory denials (listed as "
+              "'deny (advisory)': they did not block the deploy); allow includes emergency allows.")
 @click.option("--kind", type=click.Choice(["evaluation", "outcome", "review", "notification-failure",
                                            "emergency-approval"]),
               help="Only evaluations, or only linked records of this kind.")
@@ -130,26 +138,37 @@ def _print_list(archive: str, q: Any, rows: Sequence[Mapping[str, Any]], bad: in
     for note in notes:
         err(f"warning: {note}")
     if bad:
+        from policyengine.errors import command
+
         err(f"warning: {bad} index record(s) cannot be read and are not listed; "
-            "run `policyengine evidence verify --all`")
+            f"run `{command('policyengine', 'evidence', 'verify', '--archive', archive, '--all')}`")
+    flags = ("advisory", "simulated")  # on the index line only when true: an advisory deny let the deploy go
     if fmt == "json":
-        click.echo(json.dumps([{c: r.get(c) for c in COLUMNS} for r in rows], indent=2))
+        click.echo(json.dumps([{**{c: r.get(c) for c in COLUMNS}, **{f: r.get(f) is True for f in flags}}
+                               for r in rows], indent=2))
         return EXIT_ALLOW
     if fmt == "csv":
         # Text a spreadsheet would run as a formula is neutralised, as in the audit export.
-        click.echo(csv_table(COLUMNS, rows), nl=False)
+        click.echo(csv_table((*COLUMNS, *flags), [{**r, **{f: "true" if r.get(f) is True else "false" for f in flags}}
+                                                  for r in rows]), nl=False)
         return EXIT_ALLOW
     if not rows:
         click.echo(f"no bundles in {archive}" + (" match" if any(vars(q).values()) else ""))
         return EXIT_ALLOW
     cells = [[str(r.get("id")), str(r.get("created_at")), str(r.get("environment") or ""),
               str(r.get("repository") or ""), str(r.get("commit") or "")[:12], str(r.get("kind") or "evaluation"),
-              str(r.get("decision")), "yes" if r.get("signed_by") else "no"] for r in rows]
+              _decision_cell(r), "yes" if r.get("signed_by") else "no"] for r in rows]
     widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(_LIST_COLS)]
     lines = ["  ".join(c.upper().ljust(w) for c, w in zip(_LIST_COLS, widths, strict=True)).rstrip()]
     lines += ["  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip() for row in cells]
     click.echo("\n".join(lines))
     return EXIT_ALLOW
+
+
+def _decision_cell(record: Mapping[str, Any]) -> str:
+    """The decision as a person must read it: an advisory deny did not stop the deploy."""
+    flags = [f for f in ("advisory", "simulated") if record.get(f) is True]
+    return f"{record.get('decision')}" + (f" ({', '.join(flags)})" if flags else "")
 
 
 @evidence.command("show", context_settings=CONTEXT)
@@ -197,7 +216,8 @@ def evidence_show(archive: str, public_key: str | None, bundle_id: str) -> int:
     approvals = [rv for rv in c.get("reviews") or [] if rv.get("state") == "approved"]
     if approvals:
         out.append("approvals:")
-        out += [f"  {rv.get('user')} at {rv.get('submitted_at')} on {str(rv.get('commit'))[:12]}" for rv in approvals]
+        out += [f"  {rv.get('user')} at {rv.get('submitted_at')} on {str(rv.get('commit'))[:12]}"
+                + _counted_by(d.get("rules") or [], str(rv.get("user") or "")) for rv in approvals]
     statement = _statement(b.envelope)
     for subject in statement.get("subject", []) if isinstance(statement.get("subject"), list) else []:
         digest = ", ".join(f"{k}:{v}" for k, v in (subject.get("digest") or {}).items())
@@ -209,6 +229,9 @@ def evidence_show(archive: str, public_key: str | None, bundle_id: str) -> int:
                + (f"; redacted: {', '.join(redacted)}" if redacted else ""))
     linked_ok = True
     linked = store.linked_records(bundle_id)
+    from policyengine.evidence.emergencies import judged_approvals
+
+    judged = judged_approvals(store, r, d, linked, key)
     for kind in ("outcome", "review"):
         mine = [r for r in linked if r.get("kind") == kind]
         if not mine:
@@ -220,12 +243,34 @@ def evidence_show(archive: str, public_key: str | None, bundle_id: str) -> int:
     for r in linked:
         if r.get("kind") not in ("outcome", "review"):
             lines, ok = _linked_lines(store, key, r)
+            if r.get("kind") == "emergency-approval":
+                verdict = judged.get(str(r.get("id")))
+                why = verdict.why_not if verdict else "the evaluation is no allowed emergency awaiting approval"
+                lines.insert(-1, "            counts toward the emergency's approval" if verdict and verdict.counts
+                             else f"            NOT COUNTED: {why}")
             out += lines
             linked_ok = linked_ok and ok
     report = store.verify([bundle_id], key)
     out += _integrity_lines(report, bundle_id, key, "bundle")
     click.echo("\n".join(out))
     return EXIT_ALLOW if report.ok and linked_ok else EXIT_DENY
+
+
+def _counted_by(rules: Sequence[Mapping[str, Any]], user: str) -> str:
+    """What each approvals rule made of ``user``'s approval: counted, or not counted and why."""
+    said: list[str] = []
+    for rule in rules:
+        details = rule.get("details") if isinstance(rule.get("details"), Mapping) else {}
+        if not isinstance(details, Mapping) or rule.get("type") != "approvals":
+            continue
+        counted = [str(u).casefold() for u in details.get("counted") or [] if isinstance(u, str)]
+        why = next((str(n.get("reason")) for n in details.get("not_counted") or []
+                    if isinstance(n, Mapping) and str(n.get("user", "")).casefold() == user.casefold()), None)
+        if user.casefold() in counted:
+            said.append(f"counted by {rule.get('id')}")
+        elif why is not None:
+            said.append(f"NOT COUNTED by {rule.get('id')}: {why}")
+    return f": {'; '.join(said)}" if said else ""
 
 
 def _integrity_lines(report: Any, bundle_id: str, key: Any, what: str) -> list[str]:

@@ -1,4 +1,4 @@
-"""`policyengine policy`: validate policies, print the schema."""
+"""`policyengine policy`: write, validate, test, explain and diff policies; print the schema."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from policyengine.errors import (
 
 @click.group(context_settings=CONTEXT)
 def policy() -> None:
-    """Validate, compare and print policies and their schema."""
+    """Write (init), validate, test, explain and diff policies; print their schema."""
 
 
 @policy.command("validate", context_settings=CONTEXT)
@@ -86,7 +86,7 @@ def policy_init(template: str, output: str, force: bool) -> int:
 
     from policyengine.loader import bundled_policy_text, schema_text
 
-    text = f"# yaml-language-server: $schema=policy.schema.json\n{bundled_policy_text(template)}"
+    text = f"# yaml-language-server: $schema=policy.schema.json\n{_starter(bundled_policy_text(template), output)}"
     if output == "-":
         click.echo(text, nl=False)
         return EXIT_ALLOW
@@ -101,6 +101,20 @@ def policy_init(template: str, output: str, force: bool) -> int:
     click.echo(f"wrote {target} (template {template}) and {schema}")
     click.echo(f"next: adapt the values marked ADAPT, then: policyengine policy validate {target}")
     return EXIT_ALLOW
+
+
+def _starter(text: str, output: str) -> str:
+    """The bundled policy's text with its comments pointing at the file written, not at the bundled one."""
+    import re
+
+    target = "FILE (the file you saved this as)" if output == "-" else output
+    if not re.fullmatch(r"[\w./@+,:=-]+", target) and output != "-":
+        import shlex
+
+        target = shlex.quote(target)
+    text = re.sub(r"^(# Validate after editing: +policyengine policy validate ).*$", lambda m: m.group(1) + target,
+                  text, count=1, flags=re.M)
+    return text.replace("see soc2-small-team.yml", "see `policy init --template soc2-small-team`")
 
 
 @policy.command("test", context_settings=CONTEXT)

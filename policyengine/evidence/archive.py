@@ -507,7 +507,7 @@ class LocalArchive(EvidenceStore):
             records, bad = self._records_from_bundles()
             if records or bad:
                 self.notes.append(f"{self.index_path} is missing: listed from the bundles themselves; "
-                                  "run `policyengine evidence verify --all`")
+                                  f"run `{self.command('evidence', 'verify', '--all')}`")
             return answer([r for r in records if in_period(r, q)], q), bad
         try:
             with self._locked(exclusive=False), open_read(self.index_path) as f:

@@ -76,7 +76,7 @@ def read_bundle(store: EvidenceStore, bundle_id: str) -> BundleContents:
         raise EvidenceError(f"bundle {bundle_id} is recorded but {store.location(record)} is missing") from exc
     except (*ZIP_READ_ERRORS, KeyError, ValueError) as exc:
         raise EvidenceError(f"bundle {bundle_id} cannot be read: {exc}",
-                            hint=f"run `policyengine evidence verify {bundle_id}`") from exc
+                            hint=f"run `{store.command('evidence', 'verify', bundle_id)}`") from exc
 
 
 # -- replay (the gate judges; this only unpacks) ----------------------------------------------
@@ -130,7 +130,7 @@ def unpack_for_replay(store: EvidenceStore, bundle_id: str, workspace: Path) -> 
         raise EvidenceError(f"bundle {bundle_id} is recorded but {store.location(record)} is missing") from exc
     except (*ZIP_READ_ERRORS, KeyError, ValueError, StopIteration) as exc:
         raise EvidenceError(f"bundle {bundle_id} cannot be replayed: {exc}",
-                            hint=f"run `policyengine evidence verify {bundle_id}`") from exc
+                            hint=f"run `{store.command('evidence', 'verify', bundle_id)}`") from exc
     redacted = [m["path"] for m in manifest.get("members", []) if isinstance(m, dict) and m.get("redacted")]
     return Unpacked(recorded=recorded, change=change, policy_member=policy_member, policy_raw=policy_raw,
                     redacted=redacted)
@@ -214,11 +214,12 @@ class ExportRefused(PolicyEngineError):
 
     exit_code = EXIT_DENY
 
-    def __init__(self, problems: Sequence[VerifyProblem]) -> None:
+    def __init__(self, problems: Sequence[VerifyProblem], *, verify_command: str | None = None) -> None:
         self.problems = list(problems)
+        command = verify_command or "policyengine evidence verify --archive ARCHIVE --all"
         super().__init__(f"the archive's bundles of the period do not verify ({len(self.problems)} problem(s)): "
                          "no export was written",
-                         hint="run `policyengine evidence verify --all` on the archive to see every problem")
+                         hint=f"run `{command}` to see every problem")
 
 
 @dataclass(frozen=True)
@@ -417,7 +418,7 @@ def describe_population(store: EvidenceStore, rows: Sequence[Mapping[str, Any]])
                 ci = _json_member(zf, CI_JSON)
         except (*ZIP_READ_ERRORS, OSError, ValueError) as exc:
             raise EvidenceError(f"bundle {r.get('id')} cannot be read: {exc}",
-                                hint=f"run `policyengine evidence verify {r.get('id')}`") from exc
+                                hint=f"run `{store.command('evidence', 'verify', str(r.get('id')))}`") from exc
         row = dict(r)
         row.update(bundle_values(decision, change, ci))
         row["_denied_by"] = [str(_mapping(x).get("id")) for x in _list(decision.get("rules"))
@@ -593,7 +594,7 @@ def export(
     population = load_population(store, since=since, until=until, environment=environment, repository=repository,
                                  decision=decision, deployments_only=deployments_only, public_key=public_key)
     if population.problems:
-        raise ExportRefused(population.problems)
+        raise ExportRefused(population.problems, verify_command=store.command("evidence", "verify", "--all"))
     records, rows = population.records, population.rows
     states = emergency_states(rows, records) if emergency_states is not None else {}
     for r in rows:
@@ -634,7 +635,8 @@ def export(
                         raise ExportRefused([VerifyProblem(
                             bundle_id, None, "bundle-digest",
                             f"bundle {bundle_id} changed while it was being exported (recorded sha256 "
-                            f"{record['sha256']}, copied sha256 {digest.hexdigest()})")])
+                            f"{record['sha256']}, copied sha256 {digest.hexdigest()})")],
+                            verify_command=store.command("evidence", "verify", "--all"))
                     digests[name] = digest.hexdigest()
                     src.seek(0)
                     with zipfile.ZipFile(src) as bundle:

@@ -157,13 +157,25 @@ def _approvals(store: EvidenceStore, evaluation: Mapping[str, Any], emergency: M
     return shown, docs
 
 
+def judged_approvals(store: EvidenceStore, evaluation: Mapping[str, Any], decision: Mapping[str, Any],
+                     linked: Sequence[Mapping[str, Any]], public_key: tuple[Any, str] | None) -> dict[str, Approval]:
+    """Each emergency approval record about ``evaluation``, by record id, judged as ``pending`` judges it
+    (empty when the evaluation is no allowed emergency needing approval)."""
+    emergency = allowed_emergency(decision)
+    if emergency is None:
+        return {}
+    approvals, _ = _approvals(store, evaluation, emergency, linked, public_key)
+    return {a.record_id: a for a in approvals}
+
+
 def pending(store: EvidenceStore, now: datetime, *, public_key: tuple[Any, str] | None = None,
             include_closed: bool = False) -> list[EmergencyState]:
     """Every allowed emergency deployment of the archive (not simulated, not recorded as not
     deployed) still awaiting approval (or, with ``include_closed``, every one), oldest first."""
     records, problems = store.read_index()
     if problems:
-        raise EvidenceError(problems[0].message, hint="run `policyengine evidence verify` to see every problem")
+        raise EvidenceError(problems[0].message,
+                            hint=f"run `{store.command('evidence', 'verify', '--all')}` to see every problem")
     linked_by: dict[str, list[Mapping[str, Any]]] = {}
     for r in records:
         if not is_evaluation(r) and isinstance(r.get("about_id"), str):
@@ -186,6 +198,22 @@ def pending(store: EvidenceStore, now: datetime, *, public_key: tuple[Any, str] 
 
 def period_states(store: EvidenceStore, rows: Sequence[Mapping[str, Any]], records: Sequence[Mapping[str, Any]],
                   now: datetime, *, public_key: tuple[Any, str] | None = None) -> dict[str, str]:
+    """The status of each allowed emergency deployment among a period's rows, by bundle id (``period_judgements``)."""
+    return {k: status for k, (status, _) in period_judgements(store, rows, records, now, public_key=public_key).items()}
+
+
+def closing_approval(status: str, approvals: Sequence[Approval], min_approvals: int) -> Approval | None:
+    """The approval that closed an emergency (the ``min_approvals``-th that counts), or None while it is open
+    or overdue: a self-asserted, ineligible or unverifiable approval never closes one."""
+    if status not in (APPROVED_ON_TIME, APPROVED_LATE):
+        return None
+    counting = sorted((a for a in approvals if a.counts), key=lambda a: (a.recorded_at, a.record_id))
+    return counting[max(1, min_approvals) - 1] if len(counting) >= max(1, min_approvals) else None
+
+
+def period_judgements(store: EvidenceStore, rows: Sequence[Mapping[str, Any]], records: Sequence[Mapping[str, Any]],
+                      now: datetime, *, public_key: tuple[Any, str] | None = None,
+                      ) -> dict[str, tuple[str, list[Approval]]]:
     """The status of each allowed emergency deployment among a period's described rows, by bundle id.
 
     ``rows``: evaluations as ``audit.describe_population`` describes them (their decision's
@@ -197,16 +225,16 @@ def period_states(store: EvidenceStore, rows: Sequence[Mapping[str, Any]], recor
     for r in records:
         if not is_evaluation(r) and isinstance(r.get("about_id"), str):
             linked_by.setdefault(r["about_id"], []).append(r)
-    out: dict[str, str] = {}
+    out: dict[str, tuple[str, list[Approval]]] = {}
     for row in rows:
         emergency = allowed_emergency({"decision": row.get("decision"), "simulated": row.get("simulated"),
                                        "emergency": row.get("_emergency")})
         linked = linked_by.get(str(row.get("id")), [])
         if emergency is None or not is_deployment(row, linked):
             continue
-        _, docs = _approvals(store, row, emergency, linked, public_key)
+        approvals, docs = _approvals(store, row, emergency, linked, public_key)
         try:
-            out[str(row["id"])] = emergency_status(emergency, docs, now)
+            out[str(row["id"])] = (emergency_status(emergency, docs, now), approvals)
         except ValueError:
             continue  # a malformed due time: the row shows no status rather than a wrong one
     return out
@@ -247,7 +275,7 @@ def approve(store: EvidenceStore, bundle_id: str, *, actor: Actor, note: str | N
                          f"{contents.decision.get('decision')}"
                          + (", no emergency declared" if not contents.decision.get("emergency") else "")
                          + "): there is nothing to approve",
-                         hint="`policyengine emergency pending --all` lists the emergencies")
+                         hint=f"`{store.command('emergency', 'pending', '--all')}` lists the emergencies")
     linked = store.linked_records(bundle_id)
     deployers = [str(read_record(store, r).get("by") or "") for r in linked if kind_of(r) == "outcome"]
     problems = approver_problems(emergency, actor.login, [d for d in deployers if d])

@@ -203,8 +203,13 @@ def _check_ref(ref: str, where: str) -> str:
     return ref
 
 
+DEFAULT_REF = "refs/heads/policyengine-evidence"
+"""The ref of ``git+URL`` without ``#REF``."""
+
+
 def parse_git_url(url: str) -> tuple[str | None, str]:
-    """``git:REF`` -> (None, REF); ``git+URL#REF`` -> (URL, REF). UsageError when malformed.
+    """``git:REF`` -> (None, REF); ``git+URL#REF`` -> (URL, REF); ``git+URL`` -> (URL, ``DEFAULT_REF``).
+    UsageError when malformed.
 
     A URL holding a password (``https://user:token@host/...``) is refused: the token would be
     printed wherever the store's URL is.
@@ -212,6 +217,8 @@ def parse_git_url(url: str) -> tuple[str | None, str]:
     if url.startswith("git:"):
         return None, _check_ref(url[4:], url)
     remote, sep, ref = url[4:].partition("#")
+    if url.startswith("git+") and not sep:  # no #REF: the documented default, the ref git: examples use
+        sep, ref = "#", DEFAULT_REF
     if not url.startswith("git+") or not sep or not remote or not ref:
         raise UsageError(f"--evidence-store: {_public_url(url)!r} is not git:REF or git+URL#REF",
                          hint="e.g. git+https://github.com/acme/evidence.git#refs/heads/evidence")
@@ -993,7 +1000,7 @@ class GitArchive(EvidenceStore):
                 except ValueError as exc:
                     raise EvidenceError(f"git evidence store {self.url}: {head_path(job.key)} is not a bundle "
                                         f"record ({exc}): the chain head cannot be read",
-                                        hint="verify the store: policyengine evidence verify --archive ...") from exc
+                                        hint=f"verify the store: {self.command('evidence', 'verify', '--all')}") from exc
         link = self.chain_link(head, job.key)
         zip_path = tmp / f"{job.bundle_id}.zip"
         with open(zip_path, "wb") as fh:

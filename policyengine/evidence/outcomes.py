@@ -41,7 +41,7 @@ def read_member(store: EvidenceStore, record: Mapping[str, Any], member: str, no
         raise EvidenceError(f"{noun} {record['id']} is recorded but {store.location(record)} is missing") from exc
     except (*ZIP_READ_ERRORS, KeyError, ValueError) as exc:
         raise EvidenceError(f"{noun} {record['id']} cannot be read: {exc}",
-                            hint=f"run `policyengine evidence verify {record['id']}`") from exc
+                            hint=f"run `{store.command('evidence', 'verify', record['id'])}`") from exc
 
 
 def read_record(store: EvidenceStore, record: Mapping[str, Any]) -> dict[str, Any]:
@@ -57,7 +57,7 @@ def _evaluation(store: EvidenceStore, bundle_id: str) -> dict[str, Any]:
     if not is_evaluation(about):
         raise UsageError(f"bundle {bundle_id} is a {kind_of(about)} record, not an evaluation: outcomes and "
                          "reviews are recorded about the bundle `check` wrote",
-                         hint="`policyengine evidence list --kind evaluation` shows the evaluations")
+                         hint=f"`{store.command('evidence', 'list', '--kind', 'evaluation')}` shows the evaluations")
     return about
 
 

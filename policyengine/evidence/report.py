@@ -795,7 +795,6 @@ def render_summary(s: Mapping[str, Any]) -> str:
                                                    for d in _seq(denials.get("by_rule"))], num_cols=(1,))
            if _seq(denials.get("by_rule")) else "<p>None.</p>")
         + _items_table("Advisory overrides (denied, not stopped)", _seq(overrides.get("advisory")))
-        + _items_table("Emergency deployments", _seq(overrides.get("emergency")))
         + _items_table("Simulated evaluations", _seq(overrides.get("simulated")))
         + _items_table("Unsigned bundles", _seq(s.get("unsigned")))
     )
@@ -808,13 +807,18 @@ def render_summary(s: Mapping[str, Any]) -> str:
     body += _items_table("Deployments without an outcome", _seq(s.get("without_outcome")))
     body += _items_table("Deployments without a review", _seq(s.get("without_review")))
     emergencies = [_mapping(e) for e in _seq(s.get("emergencies"))]
+    body += f"<h2>Emergencies ({len(emergencies)})</h2>"  # the one section of emergency deployments
     if emergencies:
-        body += f"<h2>Emergencies ({len(emergencies)})</h2>" + _table(
-            ["Bundle", "Declared by", "Reason", "Incident", "Waived rules", "Due", "Status"],
-            [[_mono(e.get("id")), _or_dash(e.get("declared_by")), _or_dash(e.get("reason")),
+        body += _table(
+            ["Bundle", "Created at", "Repository", "Environment", "Declared by", "Reason", "Incident", "Waived rules",
+             "Due", "Status", "Approved by record"],
+            [[_mono(e.get("id")), _time(e.get("created_at")), _or_dash(e.get("repository")),
+              _or_dash(e.get("environment")), _or_dash(e.get("declared_by")), _or_dash(e.get("reason")),
               _or_dash(e.get("incident")),
               _or_dash(" ".join(str(w) for w in _seq(e.get("waived_rules"))) or e.get("waived_rules")),
-              _time(e.get("due")), _e(e.get("status"))] for e in emergencies])
+              _time(e.get("due")), _e(e.get("status")), _or_dash(e.get("approval_id"))] for e in emergencies])
+    else:
+        body += "<p>None.</p>"
     problems = [_mapping(x) for x in _seq(chain.get("problems"))]
     if problems:
         body += "<h2>Chain problems</h2>" + _table(

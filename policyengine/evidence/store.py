@@ -432,12 +432,12 @@ class EvidenceStore:
         if not is_evaluation(about):
             raise UsageError(f"bundle {about['id']} is a {kind_of(about)} record, not an evaluation: records are "
                              "about the evaluation bundle `check` wrote",
-                             hint="`policyengine evidence list --kind evaluation` shows the evaluations")
+                             hint=f"`{self.command('evidence', 'list', '--kind', 'evaluation')}` shows the evaluations")
         digest, inspection, problems = self._check_bundle(about, None)
         if problems or inspection is None or digest != about["sha256"]:
             first = problems[0].message if problems else "it cannot be read"
             raise EvidenceError(f"bundle {about['id']} does not verify ({first}): refusing to link a record to it",
-                                hint=f"run `policyengine evidence verify {about['id']}`")
+                                hint=f"run `{self.command('evidence', 'verify', about['id'])}`")
         moment = created_at or datetime.now(timezone.utc)
         recorded = format_timestamp(moment)
         claimed = payload.get("claimed_at")
@@ -504,7 +504,13 @@ class EvidenceStore:
             if r["id"] == bundle_id:
                 return r
         raise UsageError(f"bundle {bundle_id} is not in the archive {self.url}",
-                         hint="`policyengine evidence list` shows the recorded bundles")
+                         hint=f"`{self.command('evidence', 'list')}` shows the recorded bundles")
+
+    def command(self, group: str, name: str, *words: str) -> str:
+        """``policyengine GROUP NAME --archive THIS-STORE WORDS...``: a hint a person can paste as printed."""
+        from policyengine.errors import command
+
+        return command("policyengine", group, name, "--archive", self.url, *words)
 
     def verify(self, ids: Sequence[str] = (), public_key: tuple[Any, str] | None = None,
                heads: Sequence[str] = ()) -> VerifyReport:

@@ -217,21 +217,34 @@ def _time_to_restore(failed: Sequence[Mapping[str, Any]], records: Sequence[Mapp
 
 
 def _emergency_states(store: EvidenceStore, rows: Sequence[Mapping[str, Any]], records: Sequence[Mapping[str, Any]],
-                      public_key: tuple[Any, str] | None) -> dict[str, str]:
+                      public_key: tuple[Any, str] | None) -> dict[str, tuple[str, Any]]:
     """Each allowed emergency's status as ``emergency pending`` judges it (only verified approvals by
-    eligible people count; a self-asserted one never closes it), by bundle id; {} when unreadable."""
-    from policyengine.evidence.emergencies import period_states
+    eligible people count; a self-asserted one never closes it) and the approval that closed it, by
+    bundle id; {} when unreadable."""
+    from policyengine.evidence.emergencies import closing_approval, period_judgements
 
     try:
-        return period_states(store, rows, records, datetime.now(timezone.utc), public_key=public_key)
+        judged = period_judgements(store, rows, records, datetime.now(timezone.utc), public_key=public_key)
     except EvidenceError:
         return {}
+    need = {str(r["id"]): _min_approvals(r.get("_emergency")) for r in rows}
+    return {k: (status, closing_approval(status, approvals, need.get(k, 1)))
+            for k, (status, approvals) in judged.items()}
+
+
+def _min_approvals(emergency: Any) -> int:
+    approvers = emergency.get("approvers") if isinstance(emergency, Mapping) else None
+    need = approvers.get("min_approvals", 1) if isinstance(approvers, Mapping) else 1
+    return need if isinstance(need, int) and need >= 1 else 1
 
 
 def _emergencies(rows: Sequence[Mapping[str, Any]], records: Sequence[Mapping[str, Any]],
-                 states: Mapping[str, str] | None = None) -> list[dict[str, Any]]:
-    """Each emergency evaluation with its status from the ``emergency-approval`` records about it
-    (``states``, from ``emergency pending``'s rules, wins over the count done here)."""
+                 states: Mapping[str, tuple[str, Any]] | None = None) -> list[dict[str, Any]]:
+    """Each emergency evaluation with its status from the ``emergency-approval`` records about it.
+
+    ``states``, from ``emergency pending``'s rules, wins over the count done here, and then names
+    as ``approval_id`` / ``approved_at`` only the approval that closed it (none while it is open or
+    overdue). The count done here serves only emergency objects those rules do not judge."""
     approvals: dict[str, list[Mapping[str, Any]]] = {}
     for r in records:
         if kind_of(r) == EMERGENCY_APPROVAL and isinstance(r.get("about_id"), str):
@@ -255,6 +268,12 @@ def _emergencies(rows: Sequence[Mapping[str, Any]], records: Sequence[Mapping[st
                 status = "approved on time" if _time(first["created_at"]) <= _time(due) else "approved late"
             except ValueError:
                 status = "approved"
+        judged = (states or {}).get(row["id"])
+        if judged is not None:
+            status, closer = judged
+            approved_at, approval_id = (closer.recorded_at, closer.record_id) if closer is not None else (None, None)
+        else:
+            approved_at, approval_id = (first["created_at"], first["id"]) if first else (None, None)
         waived = _first(emergency, "waived_rules", "waived", "rules")
         out.append({
             **_item(row),
@@ -263,9 +282,9 @@ def _emergencies(rows: Sequence[Mapping[str, Any]], records: Sequence[Mapping[st
             "incident": _first(emergency, "incident", "incident_url", "ticket"),
             "waived_rules": [str(w) for w in waived] if isinstance(waived, list) else waived,
             "due": due,
-            "approved_at": first["created_at"] if first else None,
-            "approval_id": first["id"] if first else None,
-            "status": (states or {}).get(row["id"], status),
+            "approved_at": approved_at,
+            "approval_id": approval_id,
+            "status": status,
         })
     return out
 
@@ -341,7 +360,6 @@ def render_markdown(s: Mapping[str, Any]) -> str:
     else:
         lines += ["None.", ""]
     lines += _md_items("Advisory overrides (denied, not stopped)", s["overrides"]["advisory"])
-    lines += _md_items("Emergency deployments", s["overrides"]["emergency"])
     lines += _md_items("Simulated evaluations", s["overrides"]["simulated"])
     lines += _md_items("Unsigned bundles", s["unsigned"])
     lines += [f"## Policy changes ({len(s['policy_changes'])})", ""]
@@ -356,16 +374,23 @@ def render_markdown(s: Mapping[str, Any]) -> str:
         lines += ["None.", ""]
     lines += _md_items("Deployments without an outcome", s["without_outcome"])
     lines += _md_items("Deployments without a review", s["without_review"])
+    # One section for the emergency deployments (the overrides' list is the same rows, with less).
+    lines += [f"## Emergencies ({len(s['emergencies'])})", ""]
     if s["emergencies"]:
-        lines += [f"## Emergencies ({len(s['emergencies'])})", "",
-                  "| Bundle | Declared by | Reason | Incident | Waived rules | Due | Status |",
-                  "|---|---|---|---|---|---|---|"]
-        for e in s["emergencies"]:
+        lines += ["| Bundle | Created at | Repository | Environment | Declared by | Reason | Incident | Waived rules "
+                  "| Due | Status | Approved by record |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|"]
+        for e in s["emergencies"][:LIST_LIMIT]:
             waived = " ".join(e["waived_rules"]) if isinstance(e["waived_rules"], list) else e["waived_rules"]
-            lines.append(f"| {_md_cell(e['id'])} | {_md_cell(e['declared_by'])} | {_md_cell(e['reason'])} | "
+            lines.append(f"| {_md_cell(e['id'])} | {_md_cell(e['created_at'])} | {_md_cell(e['repository'])} | "
+                         f"{_md_cell(e['environment'])} | {_md_cell(e['declared_by'])} | {_md_cell(e['reason'])} | "
                          f"{_md_cell(e['incident'])} | {_md_cell(waived)} | {_md_cell(e['due'])} | "
-                         f"{_md_cell(e['status'])} |")
+                         f"{_md_cell(e['status'])} | {_md_cell(e['approval_id'] or '-')} |")
+        if len(s["emergencies"]) > LIST_LIMIT:
+            lines.append(f"\n... and {len(s['emergencies']) - LIST_LIMIT} more (`--format json` lists every one).")
         lines.append("")
+    else:
+        lines += ["None.", ""]
     if chain["problems"]:
         lines += ["## Chain problems", ""]
         lines += [f"- `{_md_cell(x['check'])}` bundle {_md_cell(x['bundle_id'])}: {_md_cell(x['message'])}"

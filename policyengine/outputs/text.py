@@ -21,12 +21,13 @@ def _paint(text: str, code: str, color: bool) -> str:
 
 
 def render(decision: Decision, *, color: bool = False, advisory: bool = False, exit_code: int = 0,
-           simulated_under_ci: bool = False) -> str:
+           simulated_under_ci: bool = False, approve_command: str | None = None) -> str:
     """Render a decision for a person reading CI logs.
 
     A ``not_applicable`` decision ends in ``NOT APPLICABLE`` (never ``ALLOW``); a simulated one
     says ``SIMULATED`` first and last, with the clock it ran at. An allowed emergency says
-    ``EMERGENCY`` first and last: who declared it, why, what it waived and when approval is due.
+    ``EMERGENCY`` first and last: who declared it, why, what it waived and when approval is due,
+    with ``approve_command``: the command that approves it, naming the real bundle and store.
     """
     width = max((len(r.id) for r in decision.rules), default=0)
     label_width = 6 if any(r.status is Status.WAIVED for r in decision.rules) else 5
@@ -75,8 +76,8 @@ def render(decision: Decision, *, color: bool = False, advisory: bool = False, e
                    f"{emergency.get('declarer')} ({verified}); incident {emergency.get('incident') or 'none'}: "
                    f"{emergency.get('reason') or 'no reason given'}\n"
                    f"  waived: {', '.join(emergency.get('waived') or []) or 'nothing'}\n"
-                   f"  post-facto approval due by {emergency.get('due_at')} "
-                   "(policyengine emergency approve BUNDLE_ID --by LOGIN)")
+                   f"  post-facto approval due by {emergency.get('due_at')}: "
+                   f"{approve_command or 'policyengine emergency approve --archive ARCHIVE BUNDLE_ID --by LOGIN'}")
     elif decision.allowed:
         verdict = _paint("ALLOW", "1;32", color) + ": the change may be deployed"
     else:

@@ -8,7 +8,7 @@ Semantics (the README and the JSON Schema describe the same thing):
   When absent, any time that is not denied is allowed.
 
   - ``days``: list of ``mon`` .. ``sun`` or ``monday`` .. ``sunday`` (case-insensitive), ranges
-    such as ``mon-fri`` (a range may wrap: ``fri-mon`` is fri, sat, sun, mon), ``weekdays`` (mon-fri)
+    such as ``mon-fri`` or ``Monday-Friday`` (a range may wrap: ``fri-mon`` is fri, sat, sun, mon), ``weekdays`` (mon-fri)
     and ``weekends`` (sat, sun); a single string is read as a one-item list. Omitted: every
     day. An empty list is a load-time error.
   - ``between``: ``["HH:MM", "HH:MM"]``, two-digit hours and minutes, start ``00:00``-``23:59``,
@@ -93,7 +93,7 @@ WEEKDAY_NAMES = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturd
 DAY_WORDS = {"weekdays": frozenset(range(5)), "weekends": frozenset({5, 6})}
 # Full names are accepted too ("monday"), as the schema's description promises.
 DAY_INDEX = {**{d: i for i, d in enumerate(DAY_NAMES)}, **{d.lower(): i for i, d in enumerate(WEEKDAY_NAMES)}}
-DAY_HELP = "expected mon..sun, a range like mon-fri, weekdays or weekends"
+DAY_HELP = "expected mon..sun or monday..sunday, a range like mon-fri or Monday-Friday, weekdays or weekends"
 
 _HHMM = re.compile(r"^(\d{2}):(\d{2})$")
 _DURATION = re.compile(r"^(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$")
