@@ -21,9 +21,9 @@ import re
 import subprocess  # noqa: S404 - git is run with fixed argument lists, never a shell
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from urllib.parse import urlsplit
+from urllib.parse import urlsplit, urlunsplit
 
-from policyengine.errors import PolicySourceError, UsageError
+from policyengine.errors import PolicySourceError, UsageError, explain_git_error
 
 GIT_TIMEOUT = 120
 LOOPBACK = frozenset({"127.0.0.1", "localhost", "::1"})
@@ -108,7 +108,7 @@ def run(repo: Path, args: Sequence[str], env: Mapping[str, str],
 
     command = args[0] if args else ""
     remote = next((a for a in args if "://" in a), None)
-    what = f"git {command}" + (f" from {_without_credentials(remote)}" if remote else "") + " (the policy source)"
+    what = f"git {command}" + (f" from {public_url(remote)}" if remote else "") + " (the policy source)"
     try:
         limit = deadline.limit(timeout, what)
         try:
@@ -122,20 +122,6 @@ def run(repo: Path, args: Sequence[str], env: Mapping[str, str],
     except deadline.RunDeadlineError as exc:  # the trusted policy could not be read in time: deny, exit 3
         raise PolicySourceError(exc.message, hint=exc.hint) from None
 
-
-def _without_credentials(url: str) -> str:
-    """``url`` without its user and password (error messages never show a token)."""
-    from urllib.parse import urlsplit, urlunsplit
-
-    parts = urlsplit(url)
-    if not (parts.username or parts.password):
-        return url
-    host = parts.hostname or ""
-    if ":" in host:
-        host = f"[{host}]"
-    if parts.port:
-        host += f":{parts.port}"
-    return urlunsplit((parts.scheme, host, parts.path, parts.query, parts.fragment))
 
 
 def object_id(kind: str, data: bytes, like: str) -> str:
@@ -201,9 +187,40 @@ def read_path(repo: Path, commit: str, path: str, env: Mapping[str, str], *, lim
 
 
 def first_line(data: bytes, env: Mapping[str, str], secrets: Sequence[str] = ()) -> str:
-    """Git's last line of error output, redacted, for a one-line message."""
+    """The line of git's error output that explains the failure (``errors.explain_git_error``),
+    redacted, for a one-line message."""
     from policyengine.redact import Redactor
 
-    text = data.decode("utf-8", "replace").strip().splitlines()
-    return Redactor.from_env(env, extra=secrets).text(text[-1] if text else "no message")[:300]
+    return Redactor.from_env(env, extra=secrets).text(explain_git_error(data, limit=300))
 
+
+def public_url(url: str) -> str:
+    """The URL without user or password (a token in a URL must never reach the evidence)."""
+    parts = urlsplit(url)
+    if parts.username or parts.password:
+        host = parts.hostname or ""
+        if ":" in host:
+            host = f"[{host}]"
+        if parts.port:
+            host += f":{parts.port}"
+        return urlunsplit((parts.scheme, host, parts.path, parts.query, parts.fragment))
+    return url
+
+
+def platform_remote(env: Mapping[str, str]) -> tuple[str, dict[str, str], list[str]] | None:
+    """``(url, git environment with the token, secrets)`` of the repository being deployed, as
+    the platform names it (never the workspace's ``.git/config``), or None when none is named."""
+    server, repository = env.get("GITHUB_SERVER_URL", "").strip(), env.get("GITHUB_REPOSITORY", "").strip()
+    if server and repository:
+        url, user, token = f"{server.rstrip('/')}/{repository}", "x-access-token", env.get("GITHUB_TOKEN", "")
+    elif env.get("CI_REPOSITORY_URL", "").strip():
+        raw = env["CI_REPOSITORY_URL"].strip()
+        url, user = public_url(raw), "gitlab-ci-token"
+        token = env.get("CI_JOB_TOKEN", "") or (urlsplit(raw).password or "" if "://" in raw else "")
+    elif env.get("POLICYENGINE_REPOSITORY_URL", "").strip():
+        url, user, token = public_url(env["POLICYENGINE_REPOSITORY_URL"].strip()), "x-access-token", ""
+    else:
+        return None
+    header = auth_header(url, user, token)
+    secrets = [token, header.get("GIT_CONFIG_VALUE_0", "").rpartition(" ")[2]] if header else []
+    return url, header, [s for s in secrets if s]

@@ -29,6 +29,7 @@ noted, not an error.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import posixpath
@@ -41,7 +42,8 @@ from typing import Any, Protocol
 from yaml.error import YAMLError
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
-from policyengine.errors import WorkspaceError
+from policyengine import gitsafe
+from policyengine.errors import PolicySourceError, WorkspaceError
 from policyengine.globs import compile_glob, relative_path_problem
 from policyengine.loader import MAX_FILE_BYTES, compose_all
 from policyengine.workspace import Workspace
@@ -56,8 +58,7 @@ RECORD_VERSION = 1
 
 _GIT_TIMEOUT = 60
 # Settings that keep git from running anything a repository's configuration names.
-_SAFE = ["-c", "core.hooksPath=/dev/null", "-c", "core.fsmonitor=false", "-c", "protocol.ext.allow=never",
-         "-c", "core.sshCommand=ssh", "-c", "remote.origin.uploadpack=git-upload-pack", "--no-replace-objects"]
+_SAFE = ["--no-replace-objects"]  # beside gitsafe.SAFE_CONFIG; fetches name --upload-pack themselves
 _SHA = re.compile(r"[0-9a-f]{40}(?:[0-9a-f]{24})?")
 _URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")
 _VARIABLE = re.compile(r"\$(?:\{[A-Za-z_][A-Za-z0-9_]*\}|[A-Za-z_][A-Za-z0-9_]*)")
@@ -91,8 +92,8 @@ def _git_env() -> dict[str, str]:
 
 def _git(repo: Path, *args: str) -> subprocess.CompletedProcess[bytes]:
     try:
-        return subprocess.run(["git", *_SAFE, "-C", str(repo), *args], capture_output=True,  # noqa: S603,S607
-                              timeout=_GIT_TIMEOUT, env=_git_env(), check=False)
+        return subprocess.run(["git", *gitsafe.SAFE_CONFIG, *_SAFE, "-C", str(repo), *args],  # noqa: S603,S607
+                              capture_output=True, timeout=_GIT_TIMEOUT, env=_git_env(), check=False)
     except FileNotFoundError:
         raise PipelineError("git is not installed") from None
     except subprocess.TimeoutExpired:
@@ -127,16 +128,14 @@ class GitTree:
         self.files()
         if path not in self._present:
             return None
-        size = _git(self.repo, "cat-file", "-s", f"{self.commit}:{path}")
-        text = size.stdout.decode().strip()
-        if size.returncode != 0 or not text.isdigit():
-            raise PipelineError(f"cannot read {path} at {self.where}: {_first_line(size.stderr)}")
-        if int(text) > MAX_FILE_BYTES:
-            raise PipelineError(f"{path} at {self.where} is larger than {MAX_FILE_BYTES} bytes")
-        proc = _git(self.repo, "cat-file", "blob", f"{self.commit}:{path}")
-        if proc.returncode != 0:
-            raise PipelineError(f"cannot read {path} at {self.where}: {_first_line(proc.stderr)}")
-        return bytes(proc.stdout)
+        # Every object on the way (commit, trees, blob) is hashed and compared with its id: an
+        # earlier step may have planted loose objects that git would return without checking.
+        try:
+            data, _blob = gitsafe.read_path(self.repo, self.commit, path, gitsafe.environment(os.environ),
+                                            limit=MAX_FILE_BYTES, where=self.where)
+        except PolicySourceError as exc:
+            raise PipelineError(f"cannot read {path} at {self.where}: {exc.message}") from None
+        return data
 
     def glob(self, pattern: str) -> list[str]:
         regex = compile_glob(pattern)
@@ -389,9 +388,9 @@ def _git_checkout(root: Path) -> tuple[bool, str]:
     return (True, "") if same else (False, f"the workspace is not the top of its git checkout ({top})")
 
 
-def _has_commit(root: Path, sha: str, fetch: bool) -> bool:
+def _has_commit(root: Path, sha: str, fetch: bool, env: Mapping[str, str]) -> bool:
     """Whether the commit is in the repository; with ``fetch``, a shallow clone fetches exactly
-    that one from origin first."""
+    that one first, from the repository the platform names."""
     def present() -> bool:
         proc = _git(root, "rev-parse", "--verify", "--quiet", "--end-of-options", f"{sha}^{{commit}}")
         return proc.returncode == 0 and proc.stdout.decode().strip() == sha
@@ -400,7 +399,18 @@ def _has_commit(root: Path, sha: str, fetch: bool) -> bool:
         return True
     if not fetch:
         return False
-    _git(root, "fetch", "--no-tags", "--quiet", "--depth=1", "origin", sha)
+    # From the repository the platform names, never the workspace's own remote (an earlier step
+    # may point remote.origin.url elsewhere or give it an uploadpack command: git runs the first
+    # uploadpack it is given, so only the command line's --upload-pack is safe).
+    remote = gitsafe.platform_remote(env)
+    if remote is None:
+        return False
+    url, header, _secrets = remote
+    gitsafe.refuse_option(url, "the repository URL")
+    run_env = gitsafe.environment(env, protocols=gitsafe.allowed_protocols(url, "the repository URL"), extra=header)
+    with contextlib.suppress(PolicySourceError):
+        gitsafe.run(root, ["fetch", "--no-tags", "--quiet", "--depth=1", "--no-write-fetch-head",
+                           "--upload-pack=git-upload-pack", "--end-of-options", url, sha], run_env)
     return present()
 
 
@@ -429,7 +439,7 @@ def read_pipeline(workspace: Workspace, change: Mapping[str, Any], trusted_commi
         checkout, why = _git_checkout(workspace.root)
         trees: list[Tree] = []
         if checkout and isinstance(deployed, str) and _SHA.fullmatch(deployed) and _has_commit(workspace.root,
-                                                                                               deployed, fetch):
+                                                                                               deployed, fetch, env):
             trees.append(GitTree(workspace.root, deployed, f"the deployed commit {deployed[:12]}"))
             record.update(deployed=deployed, source="git")
         elif from_platform:
@@ -450,7 +460,7 @@ def read_pipeline(workspace: Workspace, change: Mapping[str, Any], trusted_commi
         elif base != deployed:
             if not (isinstance(base, str) and _SHA.fullmatch(base)):
                 return fail(f"the trusted base {str(base)[:40]!r} is not a commit id")
-            if checkout and _has_commit(workspace.root, base, fetch):
+            if checkout and _has_commit(workspace.root, base, fetch, env):
                 trees.append(GitTree(workspace.root, base, f"the trusted base {base[:12]} ({base_from})"))
                 record["base"] = base
             elif checkout or from_platform:

@@ -157,17 +157,7 @@ def parse_spec(spec: str, what: str = "--policy") -> tuple[str | None, str, str]
     return url, ref, path
 
 
-def _public_url(url: str) -> str:
-    """The URL without user or password (a token in a URL must never reach the evidence)."""
-    parts = urlsplit(url)
-    if parts.username or parts.password:
-        host = parts.hostname or ""
-        if ":" in host:
-            host = f"[{host}]"
-        if parts.port:
-            host += f":{parts.port}"
-        return urlunsplit((parts.scheme, host, parts.path, parts.query, parts.fragment))
-    return url
+_public_url = gitsafe.public_url
 
 
 PREVIOUS_DEPLOY = "@previous-deploy"
@@ -224,23 +214,7 @@ def _sha(value: Any) -> str | None:
     return None
 
 
-def platform_remote(env: Mapping[str, str]) -> tuple[str, dict[str, str], list[str]] | None:
-    """``(url, git environment with the token, secrets)`` of the repository being deployed, as
-    the platform names it (never the workspace's ``.git/config``), or None when none is named."""
-    server, repository = env.get("GITHUB_SERVER_URL", "").strip(), env.get("GITHUB_REPOSITORY", "").strip()
-    if server and repository:
-        url, user, token = f"{server.rstrip('/')}/{repository}", "x-access-token", env.get("GITHUB_TOKEN", "")
-    elif env.get("CI_REPOSITORY_URL", "").strip():
-        raw = env["CI_REPOSITORY_URL"].strip()
-        url, user = _public_url(raw), "gitlab-ci-token"
-        token = env.get("CI_JOB_TOKEN", "") or (urlsplit(raw).password or "" if "://" in raw else "")
-    elif env.get("POLICYENGINE_REPOSITORY_URL", "").strip():
-        url, user, token = _public_url(env["POLICYENGINE_REPOSITORY_URL"].strip()), "x-access-token", ""
-    else:
-        return None
-    header = gitsafe.auth_header(url, user, token)
-    secrets = [token, header.get("GIT_CONFIG_VALUE_0", "").rpartition(" ")[2]] if header else []
-    return url, header, [s for s in secrets if s]
+platform_remote = gitsafe.platform_remote
 
 
 class GitSources:

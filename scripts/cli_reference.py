@@ -33,7 +33,10 @@ Generated from the commands' own `--help` by `scripts/cli_reference.py`; do not 
 
 def _walk(command: click.Command, path: tuple[str, ...], parent: click.Context | None
           ) -> Iterator[tuple[tuple[str, ...], click.Context, click.Command]]:
-    ctx = click.Context(command, info_name=path[-1], parent=parent, terminal_width=WIDTH, max_content_width=WIDTH)
+    # As click makes a command's context (``make_context``): with the command's own settings, so the
+    # help option is spelled as the real CLI spells it (click caches it on the command when first asked).
+    settings = {**command.context_settings, "terminal_width": WIDTH, "max_content_width": WIDTH}
+    ctx = click.Context(command, info_name=path[-1], parent=parent, **settings)
     yield path, ctx, command
     if isinstance(command, click.Group):
         for name in command.list_commands(ctx):

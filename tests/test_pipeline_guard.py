@@ -314,13 +314,31 @@ def test_a_shallow_clone_fetches_the_base_by_id(repo: Path, tmp_path: Path) -> N
     shallow = tmp_path / "shallow"
     git(tmp_path, "clone", "-q", "--depth=1", f"file://{repo}", str(shallow))
     assert subprocess.run(["git", "cat-file", "-e", base], cwd=shallow, capture_output=True).returncode != 0
-    out = owners(deploy(base, head, ["ci/old.yml"]), shallow)
+    # The commit is fetched from the repository the platform names, never from the checkout's own
+    # remote: an earlier step may point remote.origin.url elsewhere or give it an uploadpack command.
+    marker = tmp_path / "PWNED"
+    git(shallow, "config", "remote.origin.uploadpack", f"touch {marker}; git-upload-pack")
+    out = owners(deploy(base, head, ["ci/old.yml"]), shallow, {"POLICYENGINE_REPOSITORY_URL": f"file://{repo}"})
     assert out.status is Status.FAIL and "ci/old.yml" in out.message
+    assert not marker.exists(), "the checkout's uploadpack ran"
     # Judging without fetching (policy test, dry runs) never touches the network: the base is then missing.
     shallow2 = tmp_path / "shallow2"
     git(tmp_path, "clone", "-q", "--depth=1", f"file://{repo}", str(shallow2))
     record = read_pipeline(Workspace(shallow2), deploy(base, head, ["ci/old.yml"]), None, {})
     assert record["error"] and "not in the repository" in record["error"]
+
+
+def test_without_a_platform_url_a_shallow_clone_does_not_fetch_from_its_own_remote(repo: Path, tmp_path: Path) -> None:
+    base = commit(repo, {".gitlab-ci.yml": "include: ci/old.yml\n", "ci/old.yml": "a:\n  script: x\n"})
+    head = commit(repo, {".gitlab-ci.yml": "b:\n  script: y\n", "ci/old.yml": "a:\n  script: z\n"})
+    git(repo, "config", "uploadpack.allowAnySHA1InWant", "true")
+    shallow = tmp_path / "shallow"
+    git(tmp_path, "clone", "-q", "--depth=1", f"file://{repo}", str(shallow))
+    marker = tmp_path / "PWNED"
+    git(shallow, "config", "remote.origin.uploadpack", f"touch {marker}; git-upload-pack")
+    record = read_pipeline(Workspace(shallow), deploy(base, head, ["ci/old.yml"]), None, {}, fetch=True)
+    assert record["error"] and "not in the repository" in record["error"]  # fails closed: an error, not a pass
+    assert not marker.exists()
 
 
 # -- check: recorded in the bundle, replayed from it -------------------------------------------------

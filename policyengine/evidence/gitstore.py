@@ -89,7 +89,7 @@ from pathlib import Path
 from typing import IO, Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
-from policyengine.errors import EvidenceError, UsageError
+from policyengine.errors import EvidenceError, UsageError, explain_git_error
 from policyengine.evidence.bundle import VerifyProblem
 from policyengine.evidence.index import COLUMNS, Query
 from policyengine.evidence.signing import SigningKey
@@ -368,10 +368,8 @@ class _Git:
         return proc
 
     def message(self, data: bytes) -> str:
-        """The last meaningful line of git's output, redacted."""
-        lines = [ln.strip() for ln in data.decode("utf-8", "replace").splitlines() if ln.strip()]
-        lines = [ln for ln in lines if not ln.startswith(("hint:", "To ", "Done"))] or lines
-        return self.redactor.text(lines[-1] if lines else "no message")[:400]
+        """The line of git's output that explains the failure (``errors.explain_git_error``), redacted."""
+        return self.redactor.text(explain_git_error(data, limit=400))
 
     def init(self) -> None:
         """Create the repository (no template: no hooks) with the store as ``origin``, its promisor remote."""
