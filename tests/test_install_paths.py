@@ -24,7 +24,8 @@ SKIPPED_DIRS = {".git", ".venv", "node_modules", "__pycache__", ".pytest_cache",
 # The bare distribution name in an install: policyengine==1, policyengine[sign], policyengine>=1,
 # `pip install policyengine`, `pip install -U 'policyengine'` (not policyengine-gate, not a path).
 BARE_INSTALL = [
-    re.compile(r"(?<![\w./-])policyengine\s*(?:==|===|~=|>=|<=|!=|\[)"),
+    # (an extra, not usage text like `policyengine [OPTIONS]` nor a regex's character class)
+    re.compile(r"(?<![\w./-])policyengine\s*(?:==|===|~=|>=|<=|!=|\[(?![A-Z]+\]|\^))"),
     re.compile(r"pip3?\s+install\b[^\n`]*?(?<![\w./-])['\"]?policyengine(?![\w./-])"),
     re.compile(r"(?m)^\s*policyengine\s*(?:==|\s--hash)"),  # a requirements line
 ]
@@ -47,10 +48,10 @@ def bare_installs(text: str) -> list[str]:
 def test_the_pattern_catches_every_bare_form_and_spares_the_new_name() -> None:
     for bad in ("pip install policyengine", "pip install 'policyengine[sign]'", "POLICYENGINE_INSTALL: policyengine==0.1.0",
                 'spec="policyengine==${PE_VERSION}"', "needs policyengine[s3]", "pip install -U policyengine>=0.1",
-                "policyengine==0.1.0 --hash=sha256:00"):
+                "policyengine==0.1.0 --hash=sha256:00", "pip install 'policyengine [s3]'"):
         assert bare_installs(bad), bad
     for good in ("pip install 'policyengine-gate[sign]'", "pip install policyengine-gate==0.1.0",
-                 "pip install -e .", "the policyengine command", "import policyengine", "policyengine check --policy p",
+                 "pip install -e .", "the policyengine command", "Usage: policyengine [OPTIONS] COMMAND", "import policyengine", "policyengine check --policy p",
                  "pip install ./policyengine", "git+https://gitlab.example.com/acme/policyengine.git@" + "0" * 40):
         assert not bare_installs(good), good
 
