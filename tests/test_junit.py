@@ -10,7 +10,6 @@ grep over ``<testcase``/``<failure``/``<error``/``<skipped`` after reading their
 from __future__ import annotations
 
 import sys
-import time
 import tracemalloc
 import xml.etree.ElementTree as ET
 from pathlib import Path
@@ -459,14 +458,13 @@ class _OpenAudit:
 )
 def test_hostile_documents_are_refused_fast_without_reading_anything_else(name: str) -> None:
     tracemalloc.start()
-    started = time.perf_counter()
     with _OpenAudit() as opened, pytest.raises(ReportError) as info:
         _read(name)
-    elapsed = time.perf_counter() - started
     peak = tracemalloc.get_traced_memory()[1]
     tracemalloc.stop()
     assert str(info.value) == "DTDs and entity declarations are not allowed in test reports (possible XML bomb or XXE)"
-    assert elapsed < 1.0  # refused at the DOCTYPE: nothing is expanded
+    # Refused at the DOCTYPE: nothing is expanded (an expanded bomb needs gigabytes). Allocation is
+    # counted, not timed: wall-clock speed belongs to benchmarks/, not to a test.
     assert peak < 2 * 2**20
     assert [p for p in opened if "xxe-secret" in p] == []
     assert opened == [str(JUNIT_FIXTURES / name)]
