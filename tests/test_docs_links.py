@@ -90,3 +90,26 @@ def test_the_readme_is_a_front_door() -> None:
     mapped = {t for t, _ in links("README.md")}
     missing = [d for d in DOCS if d.startswith("docs/") and d.count("/") == 1 and d not in mapped]
     assert missing == []
+
+
+INSTALLS = re.compile(r"extends: \.policyengine-gate|uses: [\w-]+/policyengine@|pip install|POLICYENGINE_INSTALL|"
+                      r"POLICYENGINE_REQUIREMENTS|\.gitlab-ci-template\.yml")
+
+
+def ci_snippets() -> list[tuple[str, int, str]]:
+    out = []
+    for doc in DOCS:
+        text = (REPO / doc).read_text("utf-8")
+        for m in re.finditer(r"^( *)```(yaml|yml)[^\n]*\n(.*?)^\1```", text, flags=re.S | re.M):
+            if INSTALLS.search(m[3]):
+                out.append((doc, text.count("\n", 0, m.start()) + 1, m[3]))
+    return out
+
+
+def test_every_ci_snippet_says_the_install_needs_a_published_or_vendored_release() -> None:
+    snippets = ci_snippets()
+    assert len(snippets) >= 8 and {d for d, _, _ in snippets} >= {"README.md", "docs/ci-integration.md"}
+    joined = [(doc, line, re.sub(r"\s*\n\s*#\s*", " ", body)) for doc, line, body in snippets]
+    silent = [f"{doc}:{line}" for doc, line, body in joined
+              if "policyengine-gate must be published (or vendored" not in body]
+    assert silent == []
