@@ -25,6 +25,7 @@ table matches no command any more.
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import shutil
@@ -43,8 +44,9 @@ PREPARED_BUNDLE = "{bundle}"  # the id of the archive's bundle, filled in per ru
 
 @dataclass(frozen=True)
 class Declared:
-    """One row of the table: `pattern` (a regex searched in the command) is replaced by `value`,
-    or, with `value` None, the command is not run. `reason` says why."""
+    """One row of the table: `pattern` (a regex searched in the command) is replaced by `value` (a
+    re.sub template; `{repo}` is this checkout, `{head}` its commit, `{bundle}` the stand-in
+    archive's bundle), or, with `value` None, the command is not run. `reason` says why."""
 
     pattern: str
     value: str | None
@@ -62,13 +64,15 @@ DECLARED: list[Declared] = [
              "the archive's bundle is recorded at the test's wall clock: the period must hold it on any date"),
     Declared(r"^python -m build --wheel --outdir wheels/$", f"python -m build --no-isolation --wheel --outdir wheels/ {REPO}",
              "no package index here: build without isolation (the test extra has hatchling), from this checkout"),
+    Declared(r"^pip install (\"policyengine-gate\[sign\] @ git\+)https://github\.com/your-org/policyengine@<40-hex commit>\"$",
+             "pip install --no-index --no-deps --no-build-isolation --target installed \\1file://{repo}@{head}\"",
+             "GitHub and PyPI are outside services: the same git-URL install, pinned by this checkout's commit, "
+             "from a local clone; no dependency fetched (pip refuses a URL whose project is not policyengine-gate)"),
     # -- skips: the command does not run here ----------------------------------------------------
     Declared(r"^bash scripts/test\.sh", None,
              "the test suite itself: running it from the suite would recurse (.ci/run runs it)"),
     Declared(r"^bash scripts/demo\.sh\b", None,
              "sets up .venv in the checkout; tests/test_demo_script.py runs the demo and checks its exit codes"),
-    Declared(r"^pip install \"policyengine-gate\[sign\] @ git\+https://", None,
-             "needs the network (GitHub and PyPI): a git install pinned by commit"),
     Declared(r"^pip-compile ", None, "needs the package index (PyPI) to resolve and hash the lock"),
     Declared(r"^policyengine check --policy policies/soc2-production\.yml --emergency", None,
              "a transcript from inside GitHub Actions: the change and the declarer's identity come from "
@@ -131,6 +135,13 @@ def commands(doc: str) -> list[Command]:
     return out
 
 
+@functools.cache
+def _head() -> str:
+    """This checkout's commit: what the git-URL install of the docs is pinned to here."""
+    res = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True, check=False)
+    return res.stdout.strip() or "HEAD"
+
+
 def declared(command: str) -> tuple[str | None, list[Declared]]:
     """The command as it runs (None: skipped) and the table rows it matched."""
     used = []
@@ -139,7 +150,8 @@ def declared(command: str) -> tuple[str | None, list[Declared]]:
             used.append(row)
             if row.value is None:
                 return None, used
-            command = re.sub(row.pattern, lambda _m, v=row.value: v, command, flags=re.M)
+            value = row.value.replace("{repo}", str(REPO)).replace("{head}", _head())  # a re.sub template
+            command = re.sub(row.pattern, value, command, flags=re.M)
     return command, used
 
 
