@@ -212,10 +212,11 @@ def test_the_export_verify_hint_runs_as_printed(tmp_path: Path) -> None:
 
 
 def test_the_readme_record_outcome_command_runs_without_a_user_name(tmp_path: Path) -> None:
-    """The README's record-outcome line, as written, with its placeholders filled in: no `--by is required`."""
-    readme = (REPO / "README.md").read_text("utf-8")
+    """The record-outcome line of the evidence overview (once the README's), as written, with its
+    placeholders filled in: no `--by is required`."""
+    readme = (REPO / "docs" / "evidence.md").read_text("utf-8")
     line = re.search(r"`(policyengine evidence record-outcome [^`]+)`", readme.split("### Outcomes and reviews")[1])
-    assert line, "the README shows record-outcome under Outcomes and reviews"
+    assert line, "docs/evidence.md shows record-outcome under Outcomes and reviews"
     _setup(tmp_path)
     bundle = _bundle(_declare(tmp_path, "--evidence-dir", "ev").stdout)
     words = [w.split("|")[0] for w in shlex.split(line[1].replace("|", "\\|"))]

@@ -574,7 +574,11 @@ def test_the_documented_gitlab_example_installs_as_written(tmp_path: Path, doc: 
     assert gate["extends"] == ".policyengine-gate" and not gate["variables"].get("POLICYENGINE_INSTALL")
     lock_name = gate["variables"]["POLICYENGINE_REQUIREMENTS"]
     version = re.search(r'__version__ = "([^"]+)"', (REPO / "policyengine" / "__init__.py").read_text())[1]
-    # The page tells how to make that lock, for this version, with every hash...
+    # The page (for the README: docs/install.md, which it links) tells how to make that lock, for this
+    # version, with every hash...
+    if doc == "README.md":
+        assert "(docs/install.md#a-hash-lock)" in text
+        text = (REPO / "docs" / "install.md").read_text(encoding="utf-8")
     assert f"echo 'policyengine-gate=={version}' > policyengine-gate.in" in text
     assert f"pip-compile --generate-hashes -o {lock_name} policyengine-gate.in" in text
     # ...and with such a lock committed, the job runs as written.

@@ -128,7 +128,7 @@ def policy_test(directory: str, policy_path: str | None, junit_path: str | None)
     DIR holds one folder per case, each with a case.yml (or DIR is one such folder). Cases are
     judged in memory: no evidence is written and nothing touches the network. Exit 0 when
     every case matches, 1 when any differs (each difference is listed), 2 when a case is
-    invalid. The layout is in the README ("Testing a policy").
+    invalid. The layout is in docs/policy.md ("Writing, testing and reviewing a policy").
 
     \b
     case.yml:

@@ -1,6 +1,6 @@
 """``approvals``: enough people, other than those who wrote or ship the change, approved it.
 
-Semantics (documented in the README):
+Semantics (documented in docs/policy.md):
 - Logins compare case-insensitively; each person counts once.
 - A person's latest decisive review counts: ``approved`` counts, ``changes_requested`` or
   ``dismissed`` after an approval cancels it. ``commented`` and ``pending`` reviews do not change

@@ -1,6 +1,6 @@
 """``deploy_window``: deploy only inside allowed local times, outside freezes and public holidays.
 
-Semantics (the README and the JSON Schema describe the same thing):
+Semantics (docs/policy.md, docs/deploy-windows.md and the JSON Schema describe the same thing):
 
 - ``timezone`` (required): an IANA zone name. Every local time in the rule, every cron
   expression and every message is read in this zone.
