@@ -28,6 +28,9 @@ from policyengine.evidence.records import RecordKind
 from policyengine.evidence.signing import SigningKey, key_id
 from policyengine.evidence.summary import render, summarize
 
+# The module-scoped fixtures are built once: keep the module on one pytest-xdist worker.
+pytestmark = pytest.mark.xdist_group("test_audit_summary")
+
 REPO = Path(__file__).resolve().parents[1]
 POLICY_V1 = (REPO / "policies" / "soc2-production.yml").read_bytes()
 POLICY_V2 = POLICY_V1.replace(b"min_approvals: 2 ", b"min_approvals: 1 ")
