@@ -368,3 +368,67 @@ def test_the_token_stamps_the_envelope_signature(tsa: Tsa, server: TsaServer, ke
     assert info.message_imprint.message == hashlib.sha256(signature).digest()
     assert abs((info.gen_time.replace(tzinfo=timezone.utc) - NOW).total_seconds()) < 300
     assert CHANGE["repository"] in json.loads(members[MANIFEST])["chain"]["repository"]
+
+
+def test_a_rejected_push_to_the_git_store_is_stamped_again(
+        tsa: Tsa, server: TsaServer, keys: tuple[Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The git store's compare-and-swap: a rival lands first, the bundle is rebuilt, re-signed and re-stamped."""
+    import os
+
+    from test_evidence import POLICY
+
+    from policyengine.evidence import gitstore
+    from policyengine.evidence.gitstore import GitArchive
+
+    remote = tmp_path / "evidence.git"
+    subprocess.run(["git", "init", "--quiet", "--bare", str(remote)], check=True, timeout=60)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("POLICYENGINE_", "GIT_"))}
+    env["POLICYENGINE_CACHE_DIR"] = str(tmp_path / "cache")
+    url = f"git+file://{remote}#refs/heads/evidence"
+    key = load_signing_key(str(keys[0]))
+    roots = load_roots(str(tsa.root), what="test")
+    kwargs: dict[str, Any] = {"decision": {"decision": "allow", "rules": []}, "change": CHANGE,
+                              "policy_filename": "p.yml", "policy_bytes": POLICY, "files": [], "signing_key": key}
+    real_push = gitstore.GitArchive._push
+    pushes: list[str | None] = []
+
+    def push_after_a_rival(self: GitArchive, g: Any, new: str, old: str | None) -> tuple[bool, str]:
+        pushes.append(old)
+        if len(pushes) == 1:  # a rival (not stamping) lands first
+            with stamping(None):
+                GitArchive(url, env=env).write_bundle(**kwargs)
+        return real_push(self, g, new, old)
+
+    with stamping(Timestamper(urls=(server.url,), roots=roots)):
+        GitArchive(url, env=env).write_bundle(**kwargs)
+        monkeypatch.setattr(gitstore.GitArchive, "_push", push_after_a_rival)
+        before = server.requests
+        GitArchive(url, env=env).write_bundle(**kwargs)
+    assert len(pushes) == 3  # ours, the rival's, ours again on the new head
+    assert server.requests - before == 2
+    monkeypatch.undo()
+    report = GitArchive(url, env=env).verify([], load_public_key(str(keys[1])), stamps=StampCheck(roots))
+    assert report.ok, report.problems
+    assert sorted(report.timestamps.values()) == ["none", "valid", "valid"]
+
+
+def test_an_audit_export_checks_each_bundles_token(
+        tsa: Tsa, server: TsaServer, keys: tuple[Path, Path], tmp_path: Path) -> None:
+    archive = LocalArchive(tmp_path / "archive")
+    roots = load_roots(str(tsa.root), what="test")
+    key = load_signing_key(str(keys[0]))
+    with stamping(Timestamper(urls=(server.url,), roots=roots)):
+        for _ in range(2):
+            write(archive, signing_key=key, created_at=NOW)
+    day = NOW.date()
+    out = tmp_path / "export.zip"
+    done = _cli("audit", "export", "--archive", str(archive.root), "--since", str(day - timedelta(days=1)),
+                "--until", str(day + timedelta(days=1)), "--sample", "2", "--seed", "1", "-o", str(out), "--signing-key", str(keys[0]))
+    assert done.returncode == 0, done.stdout + done.stderr
+    ok = _cli("evidence", "verify", "--archive", str(out), "--public-key", str(keys[1]), "--tsa-cert", str(tsa.root),
+              "--require-timestamps")
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    wrong = _cli("evidence", "verify", "--archive", str(out), "--tsa-cert", str(make_tsa(tmp_path / "x").root))
+    assert wrong.returncode == 1
+    assert sum("FAIL" in line and "time" in line and "timestamp.tsr" in line
+               for line in wrong.stdout.splitlines()) == 2, wrong.stdout
