@@ -432,3 +432,20 @@ def test_an_audit_export_checks_each_bundles_token(
     assert wrong.returncode == 1
     assert sum("FAIL" in line and "time" in line and "timestamp.tsr" in line
                for line in wrong.stdout.splitlines()) == 2, wrong.stdout
+
+
+def test_records_appended_after_the_gate_are_stamped_too(tsa: Tsa, server: TsaServer, keys: tuple[Path, Path],
+                                        tmp_path: Path) -> None:
+    """A record appended after the gate (outcome, review, emergency approval) is a bundle with a
+    statement of its own: --timestamp-url stamps it, and --require-timestamps then holds."""
+    archive = LocalArchive(tmp_path / "archive")
+    evaluation = write(archive, signing_key=load_signing_key(str(keys[0])), created_at=NOW,
+                       decision={"decision": "allow", "rules": []})
+    done = _cli("evidence", "record-outcome", "--archive", str(archive.root), evaluation.id, "--by", "dana",
+                "--status", "deployed", "--signing-key", str(keys[0]), "--timestamp-url", server.url,
+                "--tsa-cert", str(tsa.root))
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert server.requests == 1
+    report = archive.verify([], load_public_key(str(keys[1])), stamps=StampCheck(load_roots(str(tsa.root), what="t")))
+    assert report.ok, report.problems
+    assert sorted(report.timestamps.values()) == ["none", "valid"]

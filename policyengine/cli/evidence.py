@@ -400,6 +400,28 @@ def _signing_key(spec: str | None) -> Any:
     return load_signing_key(spec)
 
 
+def timestamp_options(fn: Any) -> Any:
+    """``--timestamp-url`` and ``--tsa-cert`` for the commands that append a signed record."""
+    fn = click.option("--tsa-cert", metavar="FILE",
+                      help="The root certificate (PEM) every timestamp reply must chain to.")(fn)
+    return click.option("--timestamp-url", "timestamp_urls", multiple=True, metavar="URL",
+                        help="Have the record's signed statement timestamped by this RFC 3161 authority "
+                        "(repeatable: the first that answers is used). Needs --tsa-cert. When none answers, "
+                        "the record says why it has no token.")(fn)
+
+
+def stamper(timestamp_urls: Sequence[str], tsa_cert: str | None) -> Any:
+    """The timestamper of a command's ``--timestamp-url``/``--tsa-cert`` (None: none asked for)."""
+    if not timestamp_urls:
+        return None
+    from policyengine.evidence.timestamp import Timestamper, check_url, load_roots
+
+    if not tsa_cert:
+        raise UsageError("--timestamp-url needs the timestamp authority's root certificate, to check every reply",
+                         hint="give --tsa-cert FILE")
+    return Timestamper(urls=tuple(check_url(u) for u in timestamp_urls), roots=load_roots(tsa_cert, what="--tsa-cert"))
+
+
 def _actor(by: str | None, *, fallback_user: bool) -> Any:
     import os
 
@@ -424,9 +446,11 @@ def _recorded_by(actor: Any) -> str:
               "outside CI it is self-asserted (default: $USER).")
 @click.option("--signing-key", envvar="POLICYENGINE_SIGNING_KEY", show_envvar=True, metavar="FILE|env:VAR",
               help=_SIGNING_HELP)
+@timestamp_options
 @click.argument("bundle_id", metavar="BUNDLE_ID")
 def evidence_record_outcome(archive: str, status: str, note: str | None, at: str | None, by: str | None,
-                            signing_key: str | None, bundle_id: str) -> int:
+                            signing_key: str | None, timestamp_urls: tuple[str, ...], tsa_cert: str | None,
+                            bundle_id: str) -> int:
     """Append what happened after the gate to the evaluation's chain: deployed, failed, rolled_back or not_deployed.
 
     The evaluation's bundle is never edited: a signed outcome record, linked to it by id and
@@ -455,8 +479,11 @@ def evidence_record_outcome(archive: str, status: str, note: str | None, at: str
     if status == "deployed" and about.get("decision") != "allow" and about.get("advisory") is not True:
         err(f"warning: bundle {bundle_id} was not allowed ({about.get('decision')}): recording that it was "
             "deployed anyway")
-    ref = record_outcome(store, bundle_id, status=status, actor=actor, note=note, claimed_at=claimed,
-                         signing_key=key, env=os.environ, now=datetime.now(timezone.utc))
+    from policyengine.evidence.timestamp import stamping
+
+    with stamping(stamper(timestamp_urls, tsa_cert)):
+        ref = record_outcome(store, bundle_id, status=status, actor=actor, note=note, claimed_at=claimed,
+                             signing_key=key, env=os.environ, now=datetime.now(timezone.utc))
     click.echo(f"recorded outcome {status} of bundle {bundle_id} as record {ref.id} by {_recorded_by(actor)}"
                f"{'' if key else '; unsigned'}")
     return EXIT_ALLOW
@@ -470,8 +497,10 @@ def evidence_record_outcome(archive: str, status: str, note: str | None, at: str
 @click.option("--note", required=True, metavar="TEXT", help="What was reviewed and found.")
 @click.option("--signing-key", envvar="POLICYENGINE_SIGNING_KEY", show_envvar=True, metavar="FILE|env:VAR",
               help=_SIGNING_HELP)
+@timestamp_options
 @click.argument("bundle_id", metavar="BUNDLE_ID")
-def evidence_review(archive: str, by: str, result: str, note: str, signing_key: str | None, bundle_id: str) -> int:
+def evidence_review(archive: str, by: str, result: str, note: str, signing_key: str | None,
+                    timestamp_urls: tuple[str, ...], tsa_cert: str | None, bundle_id: str) -> int:
     """Append the post-implementation review of a deployed change to its evaluation's chain.
 
     The reviewer must be someone other than the change's author, its deployer and its
@@ -490,8 +519,11 @@ def evidence_review(archive: str, by: str, result: str, note: str, signing_key: 
     store = open_archive(archive)
     actor = _actor(by, fallback_user=False)
     key = _signing_key(signing_key)
-    ref = record_review(store, bundle_id, result=result, actor=actor, note=note, signing_key=key, env=os.environ,
-                        now=datetime.now(timezone.utc))
+    from policyengine.evidence.timestamp import stamping
+
+    with stamping(stamper(timestamp_urls, tsa_cert)):
+        ref = record_review(store, bundle_id, result=result, actor=actor, note=note, signing_key=key,
+                            env=os.environ, now=datetime.now(timezone.utc))
     click.echo(f"recorded review {result} of bundle {bundle_id} as record {ref.id} by {_recorded_by(actor)}"
                f"{'' if key else '; unsigned'}")
     return EXIT_ALLOW
