@@ -449,3 +449,26 @@ def test_records_appended_after_the_gate_are_stamped_too(tsa: Tsa, server: TsaSe
     report = archive.verify([], load_public_key(str(keys[1])), stamps=StampCheck(load_roots(str(tsa.root), what="t")))
     assert report.ok, report.problems
     assert sorted(report.timestamps.values()) == ["none", "valid"]
+
+
+def test_tokens_of_public_authorities_are_checked_offline(corpus: Path) -> None:
+    """Real replies (Sigstore's staging TSA: ECDSA, SHA-256; IdenTrust: RSA, SHA-512 imprint, a DER
+    root, a leaf that has expired since): checked at the token's time, with no network."""
+    from cryptography import x509
+
+    from policyengine.evidence.timestamp import check_token
+
+    folder = corpus / "rfc3161"
+    sigstage_root = x509.load_pem_x509_certificates((folder / "rfc3161-client__sigstage__ts_chain.pem").read_bytes())[-1]
+    good = (folder / "rfc3161-client__sigstage__response-sha256.tsr").read_bytes()
+    assert check_token(good, b"hello", [sigstage_root]).state == "valid"
+    assert check_token(good, b"hello", []).state == "unchecked"
+    assert "other bytes" in (check_token(good, b"hellO", [sigstage_root]).problem or "")
+    altered = (folder / "rfc3161-client__sigstage__response-invalid-signature.tsr").read_bytes()
+    assert check_token(altered, b"hello", [sigstage_root]).state == "invalid"
+    identrust = load_roots(str(folder / "rfc3161-client__identrust__ts_chain.pem"), what="test")
+    found = check_token((folder / "rfc3161-client__identrust__issue-104.tsr").read_bytes(), b"hello", identrust)
+    assert found.state == "valid" and found.gen_time == datetime(2025, 3, 11, 8, 52, 8, tzinfo=timezone.utc)
+    assert check_token((folder / "rfc3161-client__identrust__issue-104.tsr").read_bytes(), b"hello",
+                       [sigstage_root]).state == "invalid"
+    assert check_token(b"not a token", b"hello", [sigstage_root]).state == "invalid"

@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import hashlib
+import http.client
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -125,7 +126,7 @@ class Timestamper:
             except urllib.error.HTTPError as exc:
                 failures.append(f"{url}: HTTP {exc.code}")
                 continue
-            except (urllib.error.URLError, OSError, ValueError) as exc:
+            except (urllib.error.URLError, OSError, ValueError, http.client.HTTPException) as exc:
                 failures.append(f"{url}: {getattr(exc, 'reason', None) or exc}")
                 continue
             if len(reply) > MAX_REPLY_BYTES:
