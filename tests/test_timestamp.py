@@ -472,3 +472,27 @@ def test_tokens_of_public_authorities_are_checked_offline(corpus: Path) -> None:
     assert check_token((folder / "rfc3161-client__identrust__issue-104.tsr").read_bytes(), b"hello",
                        [sigstage_root]).state == "invalid"
     assert check_token(b"not a token", b"hello", [sigstage_root]).state == "invalid"
+
+
+def test_policy_diff_names_a_dropped_or_relaxed_timestamp_as_weaker() -> None:
+    """`extends` and `policy diff` refuse what weakens: dropping the timestamp, or its `required`."""
+    from policyengine.policydiff import STRONGER, UNDECIDED, WEAKER, diff
+
+    def policy(timestamp: dict[str, Any] | None) -> dict[str, Any]:
+        evidence: dict[str, Any] = {"retention": "400d"}
+        if timestamp is not None:
+            evidence["timestamp"] = timestamp
+        return {"version": 1, "name": "p", "rules": [], "evidence": evidence}
+
+    required = {"url": "http://tsa.example/tsr", "required": True, "cert": "root.pem"}
+    optional = {**required, "required": False}
+
+    def direction(old: Any, new: Any) -> list[str]:
+        return [f.direction for f in diff(policy(old), policy(new)) if f.path == "evidence.timestamp"]
+
+    assert direction(required, None) == [WEAKER]
+    assert direction(required, optional) == [WEAKER]
+    assert direction(None, optional) == [STRONGER]
+    assert direction(optional, required) == [STRONGER]
+    assert direction(required, {**required, "url": "http://mine.example/tsr"}) == [UNDECIDED]
+    assert direction(required, required) == []
