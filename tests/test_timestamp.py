@@ -496,3 +496,34 @@ def test_policy_diff_names_a_dropped_or_relaxed_timestamp_as_weaker() -> None:
     assert direction(optional, required) == [STRONGER]
     assert direction(required, {**required, "url": "http://mine.example/tsr"}) == [UNDECIDED]
     assert direction(required, required) == []
+
+
+def test_an_authority_that_answers_garbage_is_one_that_did_not_answer(tsa: Tsa, server: TsaServer) -> None:
+    """A broken status line, a 200 with junk, or an HTTP error: each is named, the next authority is asked."""
+    import threading
+
+    from policyengine.errors import EvidenceError
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(5)
+
+    def serve() -> None:
+        for answer in (b"NOT HTTP\r\n\r\n", b"HTTP/1.0 200 OK\r\nContent-Length: 4\r\n\r\njunk",
+                       b"HTTP/1.0 503 Busy\r\nContent-Length: 0\r\n\r\n") * 2:
+            conn, _ = listener.accept()
+            with conn:
+                conn.recv(65536)
+                conn.sendall(answer)
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    junk = f"http://127.0.0.1:{listener.getsockname()[1]}/tsr"
+    roots = load_roots(str(tsa.root), what="test")
+    with pytest.raises(EvidenceError) as failed:
+        Timestamper(urls=(junk, junk, junk), roots=roots).stamp(b"signature")
+    message = failed.value.message
+    assert message.count(junk) == 3 and "HTTP 503" in message and "does not verify" in message
+    token = Timestamper(urls=(junk, junk, junk, server.url), roots=roots).stamp(b"signature")
+    assert token  # the first authority that answers properly is used
+    listener.close()

@@ -115,10 +115,10 @@ class Timestamper:
                        .cert_request(cert_request=True).nonce(nonce=True).build())
             try:
                 timeout = deadline.limit(TIMEOUT_SECONDS, f"the timestamp authority {url}")
-                http = urllib.request.Request(url, data=request.as_bytes(), method="POST",  # noqa: S310 - checked
+                query = urllib.request.Request(url, data=request.as_bytes(), method="POST",  # noqa: S310 - checked
                                               headers={"Content-Type": "application/timestamp-query",
                                                        "Accept": "application/timestamp-reply"})
-                with urllib.request.urlopen(http, timeout=timeout) as answer:  # noqa: S310 - http(s) only
+                with urllib.request.urlopen(query, timeout=timeout) as answer:  # noqa: S310 - http(s) only
                     reply = answer.read(MAX_REPLY_BYTES + 1)
             except deadline.RunDeadlineError as exc:
                 failures.append(f"{url}: {exc.message}")
