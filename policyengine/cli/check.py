@@ -75,9 +75,10 @@ from policyengine.errors import EXIT_DENY, UsageError
               "first that answers is used; plain http is fine, replies are signed). Replaces the policy's "
               "evidence.timestamp.url. Needs --tsa-cert (or evidence.timestamp.cert) and "
               "policyengine-gate[timestamp].")
-@click.option("--tsa-cert", envvar="POLICYENGINE_TSA_CERT", show_envvar=True, metavar="FILE",
+@click.option("--tsa-cert", metavar="FILE",
               help="The root certificate (PEM) every timestamp reply must chain to, checked when the bundle "
-              "is written. Replaces the policy's evidence.timestamp.cert.")
+              "is written. Replaces the policy's evidence.timestamp.cert. No environment variable sets it: "
+              "a step before the gate could point it at a root of its own.")
 @click.option("--trust-key", envvar="POLICYENGINE_TRUST_KEY", show_envvar=True, metavar="FILE|env:VAR",
               help="The Ed25519 public key (PEM) whose signed bundles in the evidence store count as deploy "
               "history: the previous deploy (where the change range starts) is the latest allowed evaluation "
