@@ -582,12 +582,11 @@ def evidence_verify(archive: str, all_: bool, public_key: str | None, heads: tup
         raise UsageError("give bundle IDs or --all, not both")
     import re
 
+    from policyengine.evidence.export_verify import is_export, verify_export
     from policyengine.evidence.timestamp import StampCheck, load_roots
 
     stamps = StampCheck(roots=load_roots(tsa_cert, what="--tsa-cert") if tsa_cert else (),
                         require=require_timestamps)
-
-    from policyengine.evidence.export_verify import is_export, verify_export
 
     heads = tuple(h.strip().lower().removeprefix("sha256:") for h in heads)
     for head in heads:
