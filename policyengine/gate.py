@@ -112,6 +112,11 @@ class CheckRequest:
     """More literal values redacted from every output and from the evidence (the webhook URLs in use)."""
     emergency: EmergencyRequest | None = None
     """``--emergency``, ``--reason``, ``--incident``: asks for the procedure; names nobody."""
+    timestamp_urls: Sequence[str] = ()
+    """``--timestamp-url``: RFC 3161 authorities (the first that answers is used); replaces the policy's."""
+    tsa_cert: str | None = None
+    """``--tsa-cert``: the root every authority's reply must chain to; replaces the policy's ``cert``."""
+    timestamper: Any = None  # evidence.timestamp.Timestamper, set by ``check`` from the options and the policy
 
 
 WAIVERS_MEMBER = "waivers/"
@@ -413,6 +418,27 @@ def _previous_deploy_commit(request: CheckRequest, history: Any) -> str | None:
     return str(found["sha"]) if found else None
 
 
+def timestamper_for(request: CheckRequest, policy: Policy) -> Any:
+    """The RFC 3161 timestamper of this run (None: no timestamp asked for): ``--timestamp-url`` and
+    ``--tsa-cert`` replace the policy's ``evidence.timestamp`` url and cert; ``required`` is the
+    policy's. Refused (UsageError, before anything is judged) without a pinned TSA certificate:
+    a reply that cannot be checked proves nothing."""
+    from policyengine.evidence.timestamp import Timestamper, check_url, load_roots
+
+    section = policy.timestamp or {}
+    urls = list(request.timestamp_urls) or list(section.get("url") or [])
+    if not urls:
+        return None
+    for url in urls:
+        check_url(url, what="--timestamp-url" if request.timestamp_urls else "evidence.timestamp.url")
+    cert, what = (request.tsa_cert, "--tsa-cert") if request.tsa_cert else (section.get("cert"), "evidence.timestamp.cert")
+    if not cert:
+        raise UsageError("--timestamp-url needs the timestamp authority's root certificate, to check every reply",
+                         hint="give --tsa-cert FILE (or evidence.timestamp.cert in the policy)")
+    roots = load_roots(str(cert), what=what, base=None if request.tsa_cert else Path(request.workspace))
+    return Timestamper(urls=tuple(urls), roots=roots, required=section.get("required") is True)
+
+
 def _evidence_failed(decision: Decision, store_url: str, exc: PolicyEngineError) -> Decision:
     """Deny, with a rule result that says the evidence could not be recorded (fail closed)."""
     failed = RuleResult(id="evidence", type="evidence", status=Status.ERROR, enforcement=Enforcement.DENY,
@@ -463,20 +489,23 @@ def _record(request: CheckRequest, policy: Policy, gathered: Any, decision: Deci
     ci = ci_variables(request.env, redactor)
     if ci:
         extra["ci.json"] = (json.dumps(ci, indent=2, sort_keys=True) + "\n").encode("utf-8")
+    from policyengine.evidence.timestamp import stamping
+
     archive = open_store(store_url)
-    ref = archive.write_bundle(
-        decision=decision_to_json(decision, advisory=request.advisory),
-        change=gathered.change,
-        policy_filename=Path(policy.source["path"]).name if policy.source else Path(request.policy_path).name,
-        policy_bytes=policy.raw,
-        files=decision.files,
-        extra_members=extra,
-        subjects=list(request.subjects),
-        signing_key=request.signing_key,
-        retention=policy.retention,
-        redactor=redactor,
-        created_at=_wall(request),
-    )
+    with stamping(request.timestamper):  # every statement signed (each retry too) is stamped
+        ref = archive.write_bundle(
+            decision=decision_to_json(decision, advisory=request.advisory),
+            change=gathered.change,
+            policy_filename=Path(policy.source["path"]).name if policy.source else Path(request.policy_path).name,
+            policy_bytes=policy.raw,
+            files=decision.files,
+            extra_members=extra,
+            subjects=list(request.subjects),
+            signing_key=request.signing_key,
+            retention=policy.retention,
+            redactor=redactor,
+            created_at=_wall(request),
+        )
     bundle: dict[str, Any] = {"bundle_id": ref.id, "path": ref.path, "sha256": ref.sha256,
                               "signed": request.signing_key is not None}
     # The chain's new head: anchored elsewhere, it lets `evidence verify --head` detect the
@@ -570,6 +599,7 @@ def _check(request: CheckRequest, run: RunDeadline) -> CheckResult:
     if request.wall_time is None:
         request = dataclasses.replace(request, wall_time=datetime.now(timezone.utc))
     policy, gathered = _load(request)
+    request = dataclasses.replace(request, timestamper=timestamper_for(request, policy))
     targets = notify.resolve(policy.notify, notify_cli, request.env)
     request = dataclasses.replace(request, extra_secrets=(*request.extra_secrets, *notify.secrets(targets)))
     _check_environments(request, gathered.change)

@@ -103,6 +103,8 @@ class Policy:
     """``notify:``: where every recorded decision is posted (``policyengine.notify``)."""
     emergency: EmergencyPolicy | None = None
     """The ``emergency:`` section (``policyengine.emergency``), or None: no emergency procedure."""
+    timestamp: dict[str, Any] | None = None
+    """``evidence.timestamp``: ``{"url": [...], "required": bool, "cert": PEM or file}``, or None."""
 
 
 def load_policy(path: str | Path) -> Policy:
@@ -513,4 +515,14 @@ def _build(data: dict[str, Any], positions: loader.Positions, raw: bytes, file: 
         waiver_max_days=_max_days(data),
         notify=_notify(data.get("notify")),
         emergency=build_policy(data),
+        timestamp=_timestamp(evidence),
     )
+
+
+def _timestamp(evidence: Any) -> dict[str, Any] | None:
+    section = evidence.get("timestamp") if isinstance(evidence, dict) else None
+    if not isinstance(section, dict):
+        return None
+    url = section["url"]
+    return {"url": [url] if isinstance(url, str) else list(url), "required": section.get("required") is True,
+            "cert": section["cert"]}

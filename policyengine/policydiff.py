@@ -184,6 +184,21 @@ def _retention(old: Any, new: Any) -> tuple[str, str]:
     return STRONGER, f"evidence retention raised from {_show(old)} to {_show(new)}"
 
 
+def _timestamp(old: Any, new: Any) -> tuple[str, str]:
+    """Dropping a timestamp, or its ``required``, weakens; adding them strengthens; a new
+    authority or root is undecided (it could be one the team runs)."""
+    def level(value: Any) -> int:
+        if not isinstance(value, dict):
+            return 0
+        return 2 if value.get("required") is True else 1
+    a, b = level(old), level(new)
+    if b < a:
+        return WEAKER, ("evidence timestamp removed" if b == 0 else "evidence timestamp no longer required")
+    if b > a:
+        return STRONGER, ("evidence timestamp added" if a == 0 else "evidence timestamp now required")
+    return UNDECIDED, "evidence timestamp authority or certificate changed: check the new one"
+
+
 def _enforcement(old: Any, new: Any) -> tuple[str, str]:
     a = "deny" if old is _MISSING else old
     b = "deny" if new is _MISSING else new
@@ -807,6 +822,10 @@ def diff(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[Finding]:
             if ra != rb:
                 direction, message = _retention(ra, rb)
                 out.append(Finding("evidence.retention", direction, message))
+            ta = a.get("timestamp", _MISSING) if isinstance(a, dict) else _MISSING
+            tb = b.get("timestamp", _MISSING) if isinstance(b, dict) else _MISSING
+            if ta != tb:
+                out.append(Finding("evidence.timestamp", *_timestamp(ta, tb)))
             continue
         compare = _TOP_KEYS.get(key) or _undecided_if_changed(key)
         direction, message = compare(a, b)

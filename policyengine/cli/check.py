@@ -70,6 +70,15 @@ from policyengine.errors import EXIT_DENY, UsageError
 @click.option("--signing-key", envvar="POLICYENGINE_SIGNING_KEY", show_envvar=True, metavar="FILE|env:VAR",
               help="Sign the bundle's statement with this Ed25519 private key (PEM, PKCS#8), read from a file "
               "or from an environment variable (env:NAME). Needs policyengine-gate[sign]. Never logged.")
+@click.option("--timestamp-url", "timestamp_urls", multiple=True, metavar="URL",
+              help="Have the signed statement timestamped by this RFC 3161 timestamp authority (repeatable: the "
+              "first that answers is used; plain http is fine, replies are signed). Replaces the policy's "
+              "evidence.timestamp.url. Needs --tsa-cert (or evidence.timestamp.cert) and "
+              "policyengine-gate[timestamp].")
+@click.option("--tsa-cert", metavar="FILE",
+              help="The root certificate (PEM) every timestamp reply must chain to, checked when the bundle "
+              "is written. Replaces the policy's evidence.timestamp.cert. No environment variable sets it: "
+              "a step before the gate could point it at a root of its own.")
 @click.option("--trust-key", envvar="POLICYENGINE_TRUST_KEY", show_envvar=True, metavar="FILE|env:VAR",
               help="The Ed25519 public key (PEM) whose signed bundles in the evidence store count as deploy "
               "history: the previous deploy (where the change range starts) is the latest allowed evaluation "
@@ -88,6 +97,7 @@ def check(policy_path: str, waivers_path: str | None, change_path: str | None, p
           now: str | None, simulate: bool, emergency: bool, reason: str | None, incident: str | None,
           json_path: str | None,
           junit_path: str | None, evidence_dir: str, evidence_store: str | None, signing_key: str | None,
+          timestamp_urls: tuple[str, ...], tsa_cert: str | None,
           trust_key: str | None, subjects: tuple[str, ...], notify: tuple[str, ...], advisory: bool,
           color: str) -> int:
     """Decide whether one change may be deployed, and record the evidence.
@@ -126,7 +136,7 @@ def check(policy_path: str, waivers_path: str | None, change_path: str | None, p
         environment=environment, workspace=workspace, evidence_dir=evidence_dir, evidence_store=evidence_store,
         signing_key=key, trust_key=trusted, subjects=subject_digests, advisory=advisory,
         environment_source=env_source, wall_time=wall, clock_override=bool(now), simulate=simulate,
-        waivers_path=waivers_path or None, notify=notify,
+        waivers_path=waivers_path or None, notify=notify, timestamp_urls=timestamp_urls, tsa_cert=tsa_cert or None,
         emergency=EmergencyRequest(flag=emergency, reason=reason or None, incident=incident or None),
     ))
     # Every output goes through the one redactor: the decision is redacted, and so is each text.

@@ -9,7 +9,7 @@ from datetime import datetime, timezone
 import click
 
 from policyengine.cli.common import CONTEXT
-from policyengine.cli.evidence import archive_option, load_key, open_archive
+from policyengine.cli.evidence import archive_option, load_key, open_archive, timestamp_options
 from policyengine.errors import EXIT_ALLOW, EXIT_DENY, UsageError
 
 
@@ -91,8 +91,10 @@ def emergency_pending(archive: str, show_all: bool, public_key: str | None, now:
 @click.option("--note", metavar="TEXT", help="What was checked.")
 @click.option("--signing-key", envvar="POLICYENGINE_SIGNING_KEY", show_envvar=True, metavar="FILE|env:VAR",
               help="Sign the approval record with this Ed25519 private key (as `check` signs bundles).")
+@timestamp_options
 @click.argument("bundle_id", metavar="BUNDLE_ID")
-def emergency_approve(archive: str, by: str, note: str | None, signing_key: str | None, bundle_id: str) -> int:
+def emergency_approve(archive: str, by: str, note: str | None, signing_key: str | None,
+                      timestamp_urls: tuple[str, ...], tsa_cert: str | None, bundle_id: str) -> int:
     """Approve an emergency deployment after the fact: append a signed approval record linked to its bundle.
 
     The bundle is never edited. The approver may not be the declarer, nor anyone in the roles
@@ -106,14 +108,16 @@ def emergency_approve(archive: str, by: str, note: str | None, signing_key: str 
       policyengine emergency approve --archive evidence 20261124T150000Z-0a1b2c3d4e5f --by frank \\
           --note "checked the hotfix diff and the incident timeline"
     """
-    from policyengine.cli.evidence import _actor, _recorded_by, _signing_key
+    from policyengine.cli.evidence import _actor, _recorded_by, _signing_key, stamper
     from policyengine.evidence.emergencies import approve
+    from policyengine.evidence.timestamp import stamping
 
     store = open_archive(archive)
     actor = _actor(by, fallback_user=False)
     key = _signing_key(signing_key)
-    ref = approve(store, bundle_id, actor=actor, note=note, signing_key=key, env=os.environ,
-                  now=datetime.now(timezone.utc))
+    with stamping(stamper(timestamp_urls, tsa_cert)):
+        ref = approve(store, bundle_id, actor=actor, note=note, signing_key=key, env=os.environ,
+                      now=datetime.now(timezone.utc))
     click.echo(f"recorded emergency approval of bundle {bundle_id} as record {ref.id} by {_recorded_by(actor)}"
                f"{'' if key else '; unsigned'}")
     if not actor.verified:

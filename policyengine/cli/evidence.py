@@ -400,6 +400,28 @@ def _signing_key(spec: str | None) -> Any:
     return load_signing_key(spec)
 
 
+def timestamp_options(fn: Any) -> Any:
+    """``--timestamp-url`` and ``--tsa-cert`` for the commands that append a signed record."""
+    fn = click.option("--tsa-cert", metavar="FILE",
+                      help="The root certificate (PEM) every timestamp reply must chain to.")(fn)
+    return click.option("--timestamp-url", "timestamp_urls", multiple=True, metavar="URL",
+                        help="Have the record's signed statement timestamped by this RFC 3161 authority "
+                        "(repeatable: the first that answers is used). Needs --tsa-cert. When none answers, "
+                        "the record says why it has no token.")(fn)
+
+
+def stamper(timestamp_urls: Sequence[str], tsa_cert: str | None) -> Any:
+    """The timestamper of a command's ``--timestamp-url``/``--tsa-cert`` (None: none asked for)."""
+    if not timestamp_urls:
+        return None
+    from policyengine.evidence.timestamp import Timestamper, check_url, load_roots
+
+    if not tsa_cert:
+        raise UsageError("--timestamp-url needs the timestamp authority's root certificate, to check every reply",
+                         hint="give --tsa-cert FILE")
+    return Timestamper(urls=tuple(check_url(u) for u in timestamp_urls), roots=load_roots(tsa_cert, what="--tsa-cert"))
+
+
 def _actor(by: str | None, *, fallback_user: bool) -> Any:
     import os
 
@@ -424,9 +446,11 @@ def _recorded_by(actor: Any) -> str:
               "outside CI it is self-asserted (default: $USER).")
 @click.option("--signing-key", envvar="POLICYENGINE_SIGNING_KEY", show_envvar=True, metavar="FILE|env:VAR",
               help=_SIGNING_HELP)
+@timestamp_options
 @click.argument("bundle_id", metavar="BUNDLE_ID")
 def evidence_record_outcome(archive: str, status: str, note: str | None, at: str | None, by: str | None,
-                            signing_key: str | None, bundle_id: str) -> int:
+                            signing_key: str | None, timestamp_urls: tuple[str, ...], tsa_cert: str | None,
+                            bundle_id: str) -> int:
     """Append what happened after the gate to the evaluation's chain: deployed, failed, rolled_back or not_deployed.
 
     The evaluation's bundle is never edited: a signed outcome record, linked to it by id and
@@ -455,8 +479,11 @@ def evidence_record_outcome(archive: str, status: str, note: str | None, at: str
     if status == "deployed" and about.get("decision") != "allow" and about.get("advisory") is not True:
         err(f"warning: bundle {bundle_id} was not allowed ({about.get('decision')}): recording that it was "
             "deployed anyway")
-    ref = record_outcome(store, bundle_id, status=status, actor=actor, note=note, claimed_at=claimed,
-                         signing_key=key, env=os.environ, now=datetime.now(timezone.utc))
+    from policyengine.evidence.timestamp import stamping
+
+    with stamping(stamper(timestamp_urls, tsa_cert)):
+        ref = record_outcome(store, bundle_id, status=status, actor=actor, note=note, claimed_at=claimed,
+                             signing_key=key, env=os.environ, now=datetime.now(timezone.utc))
     click.echo(f"recorded outcome {status} of bundle {bundle_id} as record {ref.id} by {_recorded_by(actor)}"
                f"{'' if key else '; unsigned'}")
     return EXIT_ALLOW
@@ -470,8 +497,10 @@ def evidence_record_outcome(archive: str, status: str, note: str | None, at: str
 @click.option("--note", required=True, metavar="TEXT", help="What was reviewed and found.")
 @click.option("--signing-key", envvar="POLICYENGINE_SIGNING_KEY", show_envvar=True, metavar="FILE|env:VAR",
               help=_SIGNING_HELP)
+@timestamp_options
 @click.argument("bundle_id", metavar="BUNDLE_ID")
-def evidence_review(archive: str, by: str, result: str, note: str, signing_key: str | None, bundle_id: str) -> int:
+def evidence_review(archive: str, by: str, result: str, note: str, signing_key: str | None,
+                    timestamp_urls: tuple[str, ...], tsa_cert: str | None, bundle_id: str) -> int:
     """Append the post-implementation review of a deployed change to its evaluation's chain.
 
     The reviewer must be someone other than the change's author, its deployer and its
@@ -490,8 +519,11 @@ def evidence_review(archive: str, by: str, result: str, note: str, signing_key: 
     store = open_archive(archive)
     actor = _actor(by, fallback_user=False)
     key = _signing_key(signing_key)
-    ref = record_review(store, bundle_id, result=result, actor=actor, note=note, signing_key=key, env=os.environ,
-                        now=datetime.now(timezone.utc))
+    from policyengine.evidence.timestamp import stamping
+
+    with stamping(stamper(timestamp_urls, tsa_cert)):
+        ref = record_review(store, bundle_id, result=result, actor=actor, note=note, signing_key=key,
+                            env=os.environ, now=datetime.now(timezone.utc))
     click.echo(f"recorded review {result} of bundle {bundle_id} as record {ref.id} by {_recorded_by(actor)}"
                f"{'' if key else '; unsigned'}")
     return EXIT_ALLOW
@@ -522,9 +554,16 @@ def evidence_get(archive: str, output: str, bundle_id: str) -> int:
 @click.option("--head", "heads", multiple=True, metavar="SHA256",
               help="A chain head recorded elsewhere (printed by `check` after each write): the archive must "
               "still hold that bundle, intact, in its chain. Repeatable, one per chain.")
+@click.option("--tsa-cert", metavar="FILE",
+              help="Check every RFC 3161 timestamp token (timestamp.tsr) offline against this root certificate "
+              "(PEM), fetched from the timestamp authority yourself: message imprint, TSA signature, chain. "
+              "Without it a token's imprint and time are checked, its signature is not.")
+@click.option("--require-timestamps", is_flag=True,
+              help="A bundle without a timestamp token fails (a key holder could write a policy with "
+              "required: false).")
 @click.argument("ids", nargs=-1, metavar="[ID...]")
 def evidence_verify(archive: str, all_: bool, public_key: str | None, heads: tuple[str, ...],
-                    ids: tuple[str, ...]) -> int:
+                    tsa_cert: str | None, require_timestamps: bool, ids: tuple[str, ...]) -> int:
     """Verify bundles: digests, members, statements, signatures and hash chains.
 
     Exit 0 only when every check holds; otherwise 1, with one line per problem naming the
@@ -536,12 +575,18 @@ def evidence_verify(archive: str, all_: bool, public_key: str | None, heads: tup
       policyengine evidence verify --archive evidence --all --public-key signing.pub
       policyengine evidence verify --archive evidence 20261124T150000Z-0a1b2c3d4e5f
       policyengine evidence verify --archive audit-2026.zip --public-key signing.pub
+      policyengine evidence verify --archive evidence --public-key signing.pub --tsa-cert tsa-root.pem \\
+          --require-timestamps
     """
     if all_ and ids:
         raise UsageError("give bundle IDs or --all, not both")
     import re
 
     from policyengine.evidence.export_verify import is_export, verify_export
+    from policyengine.evidence.timestamp import StampCheck, load_roots
+
+    stamps = StampCheck(roots=load_roots(tsa_cert, what="--tsa-cert") if tsa_cert else (),
+                        require=require_timestamps)
 
     heads = tuple(h.strip().lower().removeprefix("sha256:") for h in heads)
     for head in heads:
@@ -553,20 +598,25 @@ def evidence_verify(archive: str, all_: bool, public_key: str | None, heads: tup
             raise UsageError("an export is verified as a whole: give no bundle IDs")
         if heads:
             raise UsageError("--head checks an archive, not an export")
-        result = verify_export(archive, load_key(public_key))
+        result = verify_export(archive, load_key(public_key), stamps=stamps)
         click.echo("\n".join(result.lines()))
         return EXIT_ALLOW if result.ok else EXIT_DENY
-    return verify_archive(open_archive(archive), () if all_ else ids, load_key(public_key), heads)
+    return verify_archive(open_archive(archive), () if all_ else ids, load_key(public_key), heads, stamps)
 
 
-def verify_archive(store: Any, ids: tuple[str, ...], key: Any, heads: tuple[str, ...] = ()) -> int:
+_STAMP_WORDS = {"valid": "checked against --tsa-cert", "unchecked": "not checked (give --tsa-cert)",
+                "none": "without a token", "invalid": "invalid"}
+
+
+def verify_archive(store: Any, ids: tuple[str, ...], key: Any, heads: tuple[str, ...] = (),
+                   stamps: Any = None) -> int:
     """Verify an opened store (every bundle when ``ids`` is empty), print the outcome, return the exit code.
 
     0 when every check holds, 1 with one ``FAIL`` line per problem; a store that is not an
     archive, or records nothing, raises ``NothingToVerifyError`` (exit 2). ``warning:`` lines
     never change the exit code.
     """
-    report = store.verify(ids, key, heads=heads) if heads else store.verify(ids, key)
+    report = store.verify(ids, key, heads=heads, stamps=stamps) if (heads or stamps) else store.verify(ids, key)
     for p in report.problems:
         where = f"bundle {p.bundle_id or '?'}" + (f" member {p.member}" if p.member else "")
         click.echo(f"FAIL  {p.check:13} {where}: {p.message}")
@@ -583,6 +633,13 @@ def verify_archive(store: Any, ids: tuple[str, ...], key: Any, heads: tuple[str,
             click.echo(f"NOTE  bundle {bundle_id} is signed; its signature was not checked (give --public-key)")
     n = len(report.checked)
     sig_summary = ", ".join(f"{v} {_SIGNATURE_WORDS.get(k, k)}" for k, v in sorted(counts.items()))
+    stamped: dict[str, int] = {}
+    for state in report.timestamps.values():
+        stamped[state] = stamped.get(state, 0) + 1
+    if any(state != "none" for state in stamped):
+        # Only archives that hold tokens say so: an archive without any keeps its old summary.
+        sig_summary += ("; " if sig_summary else "") + "timestamps: " + ", ".join(
+            f"{v} {_STAMP_WORDS.get(k, k)}" for k, v in sorted(stamped.items()))
     if report.ok:
         click.echo(f"ok: {n} bundle{'s' if n != 1 else ''} verified: digests, statements, chains"
                    + (f"; signatures: {sig_summary}" if sig_summary else "")

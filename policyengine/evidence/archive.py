@@ -59,6 +59,7 @@ from policyengine.evidence.bundle import (
 from policyengine.evidence.index import Query, SqliteIndex, answer, in_period
 from policyengine.evidence.records import EVALUATION, RECORD, RECORD_KINDS
 from policyengine.evidence.signing import SigningKey
+from policyengine.evidence.timestamp import StampCheck
 from policyengine.evidence.store import (
     BundleRef,
     EvidenceStore,
@@ -585,7 +586,7 @@ class LocalArchive(EvidenceStore):
         return records, bad
 
     def verify(self, ids: Sequence[str] = (), public_key: tuple[Any, str] | None = None,
-               heads: Sequence[str] = ()) -> VerifyReport:
+               heads: Sequence[str] = (), stamps: StampCheck | None = None) -> VerifyReport:
         """Verify as the base does; a folder that is not an archive is ``NothingToVerifyError`` (exit 2).
 
         A folder is an archive when it holds ``index.jsonl`` or ``bundles/``. One that lost
@@ -598,7 +599,7 @@ class LocalArchive(EvidenceStore):
             raise NothingToVerifyError(
                 f"{self.root} is not an evidence archive: it holds neither {INDEX} nor {BUNDLES}/",
                 hint="pass the folder that `policyengine check --evidence-dir` wrote")
-        report = super().verify(ids, public_key, heads=heads)
+        report = super().verify(ids, public_key, heads=heads, stamps=stamps)
         if not has_index and not ids:
             held = [p for p in report.problems if p.check == "unindexed"]
             lost = VerifyProblem("", None, "index", f"{self.index_path} is missing, but {BUNDLES}/ holds "

@@ -10,6 +10,7 @@ and last ``manifest.json``, which lists the path, size and SHA-256 of every othe
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import hashlib
 import json
@@ -34,23 +35,27 @@ from policyengine.evidence.signing import (
     envelope,
     open_envelope,
 )
+from policyengine.evidence.timestamp import MEMBER as TIMESTAMP_MEMBER
 from policyengine.models import FileRead
 from policyengine.redact import DEFAULT, EvidenceRedactor, looks_binary
 
 SCHEMA_VERSION = 2
-READABLE_SCHEMA_VERSIONS = (1, 2)
+READABLE_SCHEMA_VERSIONS = (1, 2, 3)
 MANIFEST = "manifest.json"
 PAGE_TEXT_LIMIT = 64 * 1024
 """Text files up to this size (the rollback plan) are kept for the bundle's page, which shows them."""
 REPORT = "report.html"
 ATTESTATION = "attestation.intoto.json"
+TIMESTAMP = TIMESTAMP_MEMBER
+"""The RFC 3161 reply over the statement's signature (schema 3, ``evidence.timestamp``): unlisted."""
 DECISION = "decision.json"
 CHANGE = "change.json"
 POLICY_DIR = "policy/"
 FILES_DIR = "files/"
-# Members a bundle may hold that its manifest does not list: the manifest itself, and the
-# statement envelope, which names the manifest's digest and so cannot be listed in it.
-UNLISTED_MEMBERS = frozenset({MANIFEST, ATTESTATION})
+# Members a bundle may hold that its manifest does not list: the manifest itself, the
+# statement envelope, which names the manifest's digest and so cannot be listed in it, and
+# the timestamp token over the envelope's signature (schema 3 only: ``check_members``).
+UNLISTED_MEMBERS = frozenset({MANIFEST, ATTESTATION, TIMESTAMP})
 
 # Stored, not deflated: deflating these costs time and saves (almost) nothing.
 LARGE_MEMBER = 1 << 20
@@ -436,10 +441,13 @@ class BundleWriter:
         """Write the chained tail of any bundle kind: ``report.html`` (when given), the manifest
         (with ``manifest_extra``) and the statement ``statement_for(<manifest sha256>)`` in its
         DSSE envelope, signed with ``signing_key``; close the zip when ``close``."""
+        from policyengine.evidence import timestamp
+
+        stamper = timestamp.active()
         if report is not None:
             self.add_bytes(REPORT, report.encode("utf-8"), redact=False)
         manifest = {
-            "schema_version": SCHEMA_VERSION,
+            "schema_version": timestamp.SCHEMA_VERSION if stamper is not None else SCHEMA_VERSION,
             "bundle_id": self.bundle_id,
             "created_at": format_timestamp(self.created_at),
             "tool": {"name": "policyengine", "version": __version__},
@@ -447,11 +455,39 @@ class BundleWriter:
             "members": self.entries,
         }
         manifest.update(manifest_extra)
-        manifest_bytes = _json_bytes(manifest)
+
+        def seal() -> tuple[bytes, dict[str, Any], dict[str, Any]]:
+            manifest_bytes = _json_bytes(manifest)
+            statement = statement_for(hashlib.sha256(manifest_bytes).hexdigest())
+            return manifest_bytes, statement, envelope(statement, signing_key)
+
+        if stamper is not None and signing_key is not None:
+            # The manifest says a token was asked for: a token stripped from the bundle is then a finding.
+            manifest["timestamp"] = {"token": TIMESTAMP}
+        manifest_bytes, statement, env = seal()
+        token = None
+        if stamper is not None:
+            # Stamped after signing (the token is over the signature), so on every attempt: a
+            # compare-and-swap retry that signs a new statement gets a new token.
+            if signing_key is None:
+                why = "the statement is unsigned, and a timestamp stamps a signature (give --signing-key)"
+                if stamper.required:
+                    raise EvidenceError(f"a timestamp is required, but {why}")
+            else:
+                try:
+                    token = stamper.stamp(base64.b64decode(env["signatures"][0]["sig"]), near=self.created_at)
+                except EvidenceError as exc:
+                    if stamper.required:
+                        raise
+                    why = exc.message
+            if token is None:  # not required: the bundle says why it has no token, under its signature
+                manifest["timestamp"] = {"token": None, "reason": why}
+                manifest_bytes, statement, env = seal()
         self.zf.writestr(self._info(MANIFEST, len(manifest_bytes)), manifest_bytes)
-        statement = statement_for(hashlib.sha256(manifest_bytes).hexdigest())
-        env_bytes = _json_bytes(envelope(statement, signing_key))
+        env_bytes = _json_bytes(env)
         self.zf.writestr(self._info(ATTESTATION, len(env_bytes)), env_bytes)
+        if token is not None:
+            self.zf.writestr(self._info(TIMESTAMP, len(token)), token)
         if close:
             self.close()
         return Finished(manifest=manifest, statement=statement)

@@ -54,6 +54,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from policyengine.errors import UsageError
+from policyengine.evidence.timestamp import StampCheck, backwards_problems, inspect_stamp
 from policyengine.evidence.audit import (
     CI_JSON,
     DEPLOYMENT_POPULATION_COLUMNS,
@@ -242,7 +243,8 @@ def _open_files(path: str, report: ExportReport) -> Iterator[_Files]:
 # -- verifying ------------------------------------------------------------------------------------
 
 
-def verify_export(path: str, public_key: tuple[Any, str] | None = None) -> ExportReport:
+def verify_export(path: str, public_key: tuple[Any, str] | None = None,
+                  stamps: StampCheck | None = None) -> ExportReport:
     """Verify the export at ``path`` (a zip or a folder) standalone; see the module docstring.
 
     Raises ``UsageError`` (exit 2) when ``path`` is not an export or cannot be read at all.
@@ -252,7 +254,7 @@ def verify_export(path: str, public_key: tuple[Any, str] | None = None) -> Expor
         if EXPORT_JSON not in files.names and POPULATION_CSV not in files.names:
             raise UsageError(f"--archive: {path} is not an export: it holds no {EXPORT_JSON} or {POPULATION_CSV}",
                              hint="a single bundle is verified inside its archive: `evidence verify --archive DIR ID`")
-        _Verifier(files, report, public_key).run()
+        _Verifier(files, report, public_key, stamps or StampCheck()).run()
     return report
 
 
@@ -262,7 +264,9 @@ def _text(value: Any) -> str:
 
 
 class _Verifier:
-    def __init__(self, files: _Files, report: ExportReport, public_key: tuple[Any, str] | None) -> None:
+    def __init__(self, files: _Files, report: ExportReport, public_key: tuple[Any, str] | None,
+                 stamps: StampCheck | None = None) -> None:
+        self.stamps = stamps or StampCheck()
         self.files = files
         self.report = report
         self.public_key = public_key
@@ -499,6 +503,10 @@ class _Verifier:
             self.add(p.check, where + (f" member {p.member}" if p.member else ""), p.message)
         bad_members = {p.member for p in found.problems}
         names = zf.namelist()
+        if found.manifest is not None:  # the timestamp token beside the manifest (schema 3)
+            stamp = inspect_stamp(zf, names, found.manifest, self.stamps, envelope_member=ATTESTATION)
+            for member, message in stamp.problems:
+                self.add("time", where + (f" member {member}" if member else ""), message)
         change: Mapping[str, Any] = {}
         if CHANGE in names and CHANGE not in bad_members and found.manifest is not None:
             with contextlib.suppress(*ZIP_READ_ERRORS, ValueError):
@@ -775,6 +783,10 @@ class _Verifier:
                              f"both have sequence {seq} in the chain of {row['repository']} / {row['environment']}")
                     continue
                 by_seq[seq] = row
+            # Time only moves forward along a chain (more than 10 minutes back: backdated).
+            for rid, message in backwards_problems([(r["id"], r["created_at"]) for _, r in sorted(by_seq.items())],
+                                                   [r["id"] for r in by_seq.values()]):
+                self.add("time", f"bundle {rid}", message)
             for seq, row in sorted(by_seq.items()):
                 before = by_seq.get(seq - 1)
                 if before is not None and row["previous_sha256"] != before["sha256"]:

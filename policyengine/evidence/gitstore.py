@@ -93,6 +93,7 @@ from policyengine.errors import EvidenceError, UsageError, explain_git_error
 from policyengine.evidence.bundle import VerifyProblem
 from policyengine.evidence.index import COLUMNS, Query
 from policyengine.evidence.signing import SigningKey
+from policyengine.evidence.timestamp import StampCheck
 from policyengine.evidence.store import (
     BundleRef,
     EvidenceStore,
@@ -1229,7 +1230,7 @@ class GitArchive(EvidenceStore):
         return problems
 
     def verify(self, ids: Sequence[str] = (), public_key: tuple[Any, str] | None = None,
-               heads: Sequence[str] = ()) -> VerifyReport:
+               heads: Sequence[str] = (), stamps: StampCheck | None = None) -> VerifyReport:
         """Verify as the base does, from a fresh fetch, and only with the public key (UsageError without)."""
         if public_key is None:
             raise UsageError(f"{self.url}: a git evidence store is verified only with the team's public key: "
@@ -1237,7 +1238,7 @@ class GitArchive(EvidenceStore):
                              hint="give --public-key FILE (the key that signs the bundles)")
         if not self._fresh or not self._history_wanted:
             self._fresh, self._history_wanted, self._snapshot = True, True, None
-        report = super().verify(ids, public_key, heads=heads)
+        report = super().verify(ids, public_key, heads=heads, stamps=stamps)
         git, commit = self._open()
         if commit is None:
             return report

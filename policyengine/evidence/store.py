@@ -27,6 +27,7 @@ from urllib.parse import quote
 import policyengine.evidence.chain as chain_mod
 from policyengine.errors import EvidenceError, UsageError
 from policyengine.evidence.bundle import (
+    ATTESTATION,
     CHUNK,
     BundleWriter,
     Inspection,
@@ -53,6 +54,7 @@ from policyengine.evidence.records import (
     record_bytes,
 )
 from policyengine.evidence.signing import SigningKey
+from policyengine.evidence.timestamp import StampCheck, backwards_problems, inspect_stamp
 from policyengine.models import FileRead, parse_instant
 from policyengine.redact import DEFAULT, EvidenceRedactor
 
@@ -97,6 +99,8 @@ class VerifyReport:
     problems: tuple[VerifyProblem, ...]
     signatures: Mapping[str, str] = field(default_factory=dict)
     warnings: tuple[VerifyProblem, ...] = ()
+    timestamps: Mapping[str, str] = field(default_factory=dict)
+    """Each checked bundle's timestamp: ``none``, ``valid``, ``unchecked`` (no --tsa-cert) or ``invalid``."""
 
     @property
     def ok(self) -> bool:
@@ -513,7 +517,7 @@ class EvidenceStore:
         return command("policyengine", group, name, "--archive", self.url, *words)
 
     def verify(self, ids: Sequence[str] = (), public_key: tuple[Any, str] | None = None,
-               heads: Sequence[str] = ()) -> VerifyReport:
+               heads: Sequence[str] = (), stamps: StampCheck | None = None) -> VerifyReport:
         """Check the bundles ``ids`` (every recorded bundle when empty); report every problem.
 
         ``heads`` are chain heads anchored elsewhere (the SHA-256 of a chain's newest bundle when
@@ -553,9 +557,11 @@ class EvidenceStore:
         found: dict[str, Inspection | None] = {}
         signatures: dict[str, str] = {}
         warnings: list[VerifyProblem] = []
+        timestamps: dict[str, str] = {}
         for bundle_id in checked:
             if bundle_id in by_id:
-                digest, inspection, bundle_problems = self._check_bundle(by_id[bundle_id], public_key)
+                digest, inspection, bundle_problems = self._check_bundle(by_id[bundle_id], public_key,
+                                                                         stamps or StampCheck(), timestamps)
                 actual[bundle_id], found[bundle_id] = digest, inspection
                 signatures[bundle_id] = inspection.signature if inspection else "unreadable"
                 problems.extend(bundle_problems)
@@ -589,7 +595,11 @@ class EvidenceStore:
             inspection = found.get(r["id"])
             if inspection is not None and inspection.schema_version is not None:
                 before = newest_schema.get(key)
-                if before is not None and inspection.schema_version < before[0]:
+                # Schema 3 marks a bundle that asked for a timestamp; the next run may not ask (a
+                # --timestamp-url left off): 2 after 3 is no rewrite. A stripped token is caught by
+                # the manifest's own ``timestamp`` field, a missing one by --require-timestamps.
+                if before is not None and inspection.schema_version < before[0] and not (
+                        inspection.schema_version == 2 and before[0] == 3):
                     problems.append(VerifyProblem(
                         r["id"], None, "chain",
                         f"bundle {r['id']} claims schema_version {inspection.schema_version} but follows bundle "
@@ -613,6 +623,16 @@ class EvidenceStore:
                 sequence=sequence if type(sequence) is int else None,
             ))
         problems.extend(chain_mod.walk(entries, report_ids=checked))
+        # Time only moves forward along a chain (with or without tokens): a bundle written with
+        # the key and backdated into the past is a failure. A git commit's date is no clock.
+        by_chain: dict[tuple[str | None, str | None], list[tuple[str, Any]]] = {}
+        for entry in entries:
+            inspection = found.get(entry.id)
+            stated = inspection.created_at if inspection is not None else None
+            by_chain.setdefault(entry.key, []).append((entry.id, stated or by_id[entry.id].get("created_at")))
+        for chain_records in by_chain.values():
+            for bundle_id, message in backwards_problems(chain_records, checked):
+                problems.append(VerifyProblem(bundle_id, None, "time", message))
         for bundle_id, head in head_ids.items():
             if actual.get(bundle_id) not in (None, head):
                 problems.append(VerifyProblem(bundle_id, None, "head", (
@@ -626,10 +646,11 @@ class EvidenceStore:
                     f"nothing to verify: {self.url} records no evidence bundle and holds none",
                     hint="pass the archive that `policyengine check` wrote (--evidence-dir / --evidence-store)")
         return VerifyReport(checked=checked, problems=tuple(problems), signatures=signatures,
-                            warnings=tuple(warnings))
+                            warnings=tuple(warnings), timestamps=timestamps)
 
     def _check_bundle(
-        self, record: Mapping[str, Any], public_key: tuple[Any, str] | None
+        self, record: Mapping[str, Any], public_key: tuple[Any, str] | None, stamps: StampCheck | None = None,
+        timestamps: dict[str, str] | None = None,
     ) -> tuple[str | None, Inspection | None, builtins.list[VerifyProblem]]:
         bundle_id = record["id"]
         problems: list[VerifyProblem] = []
@@ -646,6 +667,13 @@ class EvidenceStore:
                 try:
                     with zipfile.ZipFile(fh) as zf:
                         found = inspect_any(zf, bundle_id, public_key)
+                        if found.manifest is not None:
+                            stamp = inspect_stamp(zf, zf.namelist(), found.manifest, stamps or StampCheck(),
+                                                  envelope_member=ATTESTATION)
+                            problems.extend(VerifyProblem(bundle_id, member, "time", message)
+                                            for member, message in stamp.problems)
+                            if timestamps is not None:
+                                timestamps[bundle_id] = stamp.state
                 except (zipfile.BadZipFile, OSError, EOFError) as exc:
                     problems.append(VerifyProblem(bundle_id, None, "unreadable",
                                                   f"bundle {bundle_id} is not a readable zip: {exc}"))
