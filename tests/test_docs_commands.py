@@ -82,6 +82,9 @@ DECLARED: list[Declared] = [
     Declared(r"^policyengine audit reconcile ", None,
              "added by issue 16, and reads the platform's deployment log (an outside service): "
              "docs/population.md walks through it"),
+    Declared(r"--tsa-cert tsa-root\.pem --require-timestamps", None,
+             "needs an archive stamped by a timestamp authority and that authority's root: "
+             "tests/test_timestamp.py runs this verify against a real TSA (openssl ts) on loopback"),
     Declared(r"^\.venv/bin/pip install -e '\.\[bench\]'", None, "needs the package index (junitparser)"),
     Declared(r"^\.venv/bin/(python|pytest) .*(benchmarks/|-k 250)", None,
              "a measurement taking minutes (docs/performance.md); benchmarks/ is not part of the suite"),
