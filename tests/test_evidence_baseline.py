@@ -336,3 +336,20 @@ def test_the_summary_and_the_export_list_the_baseline_as_an_exception(tmp_path: 
     with zipfile.ZipFile(out) as zf:
         listed = json.loads(zf.read("export.json"))["exceptions"]["baselines"]
     assert [b["id"] for b in listed] == [ref.id]
+
+
+def test_the_documented_openssl_key_pair_signs_and_is_trusted(tmp_path: Path, workspace: dict[str, Any]) -> None:
+    """docs/ci-integration.md: `openssl genpkey -algorithm ed25519` and `openssl pkey -pubout`."""
+    import shutil
+
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl is not installed")
+    priv, pub = tmp_path / "policyengine-signing.pem", tmp_path / "policyengine-trust.pub"
+    subprocess.run(["openssl", "genpkey", "-algorithm", "ed25519", "-out", str(priv)], check=True, timeout=60)
+    subprocess.run(["openssl", "pkey", "-in", str(priv), "-pubout", "-out", str(pub)], check=True, timeout=60)
+    store = tmp_path / "ev"
+    store.mkdir()
+    run = baseline(str(store), workspace, priv, pub)
+    assert run.returncode == 0, run.stderr
+    found = VerifiedHistory(str(store), trusted(pub)).latest(REPO, ENV)
+    assert found is not None and found["sha"] == workspace["on_main"]
