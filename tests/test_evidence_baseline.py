@@ -336,6 +336,8 @@ def test_the_summary_and_the_export_list_the_baseline_as_an_exception(tmp_path: 
     with zipfile.ZipFile(out) as zf:
         listed = json.loads(zf.read("export.json"))["exceptions"]["baselines"]
     assert [b["id"] for b in listed] == [ref.id]
+    checked = cli("evidence", "verify", "--archive", str(out))
+    assert checked.returncode == 0, checked.stdout + checked.stderr
 
 
 def test_the_documented_openssl_key_pair_signs_and_is_trusted(tmp_path: Path, workspace: dict[str, Any]) -> None:

@@ -215,3 +215,25 @@ def test_the_pipeline_judges_a_policy_weakening_change_by_the_policy_before_it(t
     # The checkout says one approval is enough; the trusted policy (at the baseline) says two.
     assert "| FAIL | peer-review | 1 of 2 required approvals" in run["summary"], run["summary"]
     assert run["deployed"] == []
+
+
+def test_the_action_hands_trust_key_and_waivers_to_the_gate_through_the_environment(tmp_path: Path) -> None:
+    """The PEM stays in the environment (the gate reads env:PE_TRUST_KEY_PEM); waivers are read like
+    the policy: from git at the trusted previous deploy by default, as given with a checkout policy."""
+    from test_provider_integration_files import run_action
+
+    spy = '#!/bin/sh\n[ "$1" = --version ] && exit 0\necho "WAIVERS=${POLICYENGINE_WAIVERS:-} TRUST=${POLICYENGINE_TRUST_KEY:-}" >&2\nexit 3\n'
+    pem = "-----BEGIN PUBLIC KEY-----\nMCowBQYDK2VwAyEA\n-----END PUBLIC KEY-----\n"
+    base = {"PE_TRUST_KEY_PEM": pem, "POLICYENGINE_WORKSPACE": str(REPO)}
+    cases = [("previous-deploy", "./policies/waivers.yml", "WAIVERS=git:@previous-deploy:policies/waivers.yml"),
+             ("previous-deploy", "git:refs/heads/main:w.yml", "WAIVERS=git:refs/heads/main:w.yml"),
+             ("checkout", "w.yml", "WAIVERS=w.yml")]
+    for n, (source, waivers, shown) in enumerate(cases):
+        res, _, _ = run_action(tmp_path / str(n), {**base, "PE_POLICY_SOURCE": source, "PE_WAIVERS": waivers},
+                               installed=spy, policy=Path("policies/p.yml"))
+        assert f"{shown} TRUST=env:PE_TRUST_KEY_PEM" in res.stderr, res.stdout + res.stderr
+        assert "BEGIN PUBLIC KEY" not in res.stdout + res.stderr
+    res, _, _ = run_action(tmp_path / "outside", {**base, "PE_POLICY_SOURCE": "previous-deploy",
+                                                   "PE_WAIVERS": "../elsewhere.yml"}, installed=spy,
+                           policy=Path("policies/p.yml"))
+    assert res.returncode == 2 and "needs the waivers input as a path relative to the repository root" in res.stdout
