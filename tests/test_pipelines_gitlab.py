@@ -203,3 +203,20 @@ def test_the_gitlab_pipeline_judges_a_policy_weakening_change_by_the_policy_befo
     assert run["res"].returncode != 0 and "POLICYENGINE_DECISION=deny" in out, out[-6000:]
     assert "1 of 2 required approvals" in out  # the checkout says 1 is enough; the trusted policy says 2
     assert not re.search(r"PASS\s+deploy\b", out)
+
+
+def test_the_template_reads_waivers_like_the_policy(tmp_path: Path) -> None:
+    """POLICYENGINE_WAIVERS as a path is read from git at the trusted previous deploy (never the
+    checkout); a path outside the repository is refused before the gate runs."""
+    from test_provider_integration_files import run_template
+
+    spy = '#!/bin/sh\n[ "$1" = --version ] && exit 0\necho "WAIVERS=${POLICYENGINE_WAIVERS:-}" >&2\nexit 3\n'
+    base = {"POLICYENGINE_POLICY_SOURCE": "previous-deploy", "POLICYENGINE_POLICY": "policies/p.yml",
+            "POLICYENGINE_WORKSPACE": str(REPO)}
+    res = run_template(tmp_path / "a", {**base, "POLICYENGINE_WAIVERS": "./policies/waivers.yml"}, installed=spy)
+    assert "WAIVERS=git:@previous-deploy:policies/waivers.yml" in res.stderr, res.stdout + res.stderr
+    res = run_template(tmp_path / "b", {**base, "POLICYENGINE_WAIVERS": "git+https://x.example/w.git#main:w.yml"},
+                       installed=spy)
+    assert "WAIVERS=git+https://x.example/w.git#main:w.yml" in res.stderr
+    res = run_template(tmp_path / "c", {**base, "POLICYENGINE_WAIVERS": "/etc/w.yml"}, installed=spy)
+    assert res.returncode == 2 and "needs POLICYENGINE_WAIVERS as a path relative" in res.stderr
