@@ -355,3 +355,17 @@ def test_the_documented_openssl_key_pair_signs_and_is_trusted(tmp_path: Path, wo
     assert run.returncode == 0, run.stderr
     found = VerifiedHistory(str(store), trusted(pub)).latest(REPO, ENV)
     assert found is not None and found["sha"] == workspace["on_main"]
+
+
+def test_show_describes_a_baseline_as_the_adoption_not_a_record_about_an_evaluation(
+        tmp_path: Path, workspace: dict[str, Any]) -> None:
+    priv, pub = keyfiles(tmp_path, new_signing_key())
+    store = tmp_path / "ev"
+    store.mkdir()
+    assert baseline(str(store), workspace, priv, pub).returncode == 0
+    bundle_id = open_store(str(store)).read_index()[0][0]["id"]
+    shown = cli("evidence", "show", "--archive", str(store), bundle_id, "--public-key", str(pub))
+    assert shown.returncode == 0, shown.stdout + shown.stderr
+    assert f"baseline    {REPO} {workspace['on_main']} in {ENV} when the gate was adopted" in shown.stdout
+    assert "reachable   reachable from the default branch main" in shown.stdout
+    assert "NOT in the archive" not in shown.stdout and "about       bundle None" not in shown.stdout

@@ -299,6 +299,8 @@ def _who(doc: dict[str, Any]) -> str:
         return f"{doc.get('by')} (verified: written by the gate in the run that recorded the evaluation)"
     if doc.get("by_verified") is True:
         return f"{doc.get('by')} (verified: the CI actor, {doc.get('by_source')})"
+    if doc.get("by_source") in ("GITHUB_TRIGGERING_ACTOR", "GITHUB_ACTOR", "GITLAB_USER_LOGIN"):
+        return f"{doc.get('by')} (the CI actor, {doc.get('by_source')}; NOT VERIFIED with the code host)"
     return f"{doc.get('by')} (SELF-ASSERTED: recorded outside CI, not verified)"
 
 
@@ -341,22 +343,30 @@ def _show_record(store: Any, key: Any, bundle_id: str) -> int:
     doc = read_record(store, record)
     raw_about = doc.get("about")
     about: dict[str, Any] = raw_about if isinstance(raw_about, dict) else {}
-    value = doc.get("status", doc.get("result", doc.get("approval")))
+    value = doc.get("status", doc.get("result", doc.get("approval", doc.get("baseline"))))
     out = [
         f"record      {bundle_id} ({record.get('kind')})",
         f"stored at   {store.location(record)}",
         f"created     {record.get('created_at')}",
-        f"about       bundle {about.get('bundle_id')} (sha256 {about.get('sha256')})",
-        f"change      {doc.get('repository')} {doc.get('commit')} -> {doc.get('environment')}",
     ]
-    try:
-        evaluation = store.find(str(about.get("bundle_id")))
-        out.append(f"            its decision: {str(evaluation.get('decision')).upper()}, "
-                   f"created {evaluation.get('created_at')}")
-    except (EvidenceError, UsageError):
-        out.append("            its evaluation is NOT in the archive")
+    if record.get("kind") == "baseline":
+        out += [f"baseline    {doc.get('repository')} {doc.get('commit')} in {doc.get('environment')} when the gate "
+                "was adopted: the chain's first trusted previous deploy (an exception: recorded by a person, "
+                "not decided by the gate)",
+                f"reachable   {doc.get('reachable') or '(not recorded)'}"]
+    else:
+        out += [f"about       bundle {about.get('bundle_id')} (sha256 {about.get('sha256')})",
+                f"change      {doc.get('repository')} {doc.get('commit')} -> {doc.get('environment')}"]
+        try:
+            evaluation = store.find(str(about.get("bundle_id")))
+            out.append(f"            its decision: {str(evaluation.get('decision')).upper()}, "
+                       f"created {evaluation.get('created_at')}")
+        except (EvidenceError, UsageError):
+            out.append("            its evaluation is NOT in the archive")
+    label = {"outcome": "status", "emergency-approval": "approval", "baseline": "baseline"}.get(
+        str(record.get("kind")), "result")
     out += [
-        f"{'status' if record.get('kind') == 'outcome' else 'approval' if record.get('kind') == 'emergency-approval' else 'result':11} {value}",
+        f"{label:11} {value}",
         f"claimed at  {doc.get('claimed_at') or '(no time claimed)'}",
         f"by          {_who(doc)}",
         f"note        {doc.get('note') or '(none)'}",
