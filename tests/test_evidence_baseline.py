@@ -369,3 +369,66 @@ def test_show_describes_a_baseline_as_the_adoption_not_a_record_about_an_evaluat
     assert f"baseline    {REPO} {workspace['on_main']} in {ENV} when the gate was adopted" in shown.stdout
     assert "reachable   reachable from the default branch main" in shown.stdout
     assert "NOT in the archive" not in shown.stdout and "about       bundle None" not in shown.stdout
+
+
+def _forge_late_baseline(store: Any, key: Any, commit: str) -> str:
+    """A baseline bundle committed after the chain's first record, past every refusal of
+    ``append_baseline`` (what anyone who can write to the store could do)."""
+    from datetime import datetime, timezone
+
+    from policyengine.evidence.bundle import format_timestamp
+    from policyengine.evidence.records import RECORD, build_record_statement, record_bytes
+    from policyengine.evidence.report import render_record_report
+    from policyengine.evidence.store import Job, new_bundle_id
+
+    moment = datetime.now(timezone.utc)
+    recorded = format_timestamp(moment)
+    doc = {"schema_version": 1, "kind": BASELINE, "about": None, "repository": REPO, "environment": ENV,
+           "commit": commit, "baseline": "adopted", "note": None, "claimed_at": None, "recorded_at": recorded,
+           "by": "mallory", "by_verified": False, "by_source": "--by"}
+    bundle_id = new_bundle_id(moment)
+
+    def tail(writer: Any, link: Any, sign: Any) -> None:
+        writer.write_tail(chain=link, manifest_extra={"kind": BASELINE, "schema_version": 3}, signing_key=sign,
+                          report=render_record_report(doc, writer.entries, bundle_id, recorded, None, True),
+                          close=False, statement_for=lambda m: build_record_statement(
+                              bundle_id=bundle_id, created_at=recorded, document=doc, manifest_sha256=m, chain=link))
+
+    def index_record(link: Any, path: str, sha256: str, signed_by: Any) -> dict[str, Any]:
+        return {"id": bundle_id, "path": path, "sha256": sha256, "created_at": recorded, "decision": "adopted",
+                "environment": ENV, "repository": REPO, "commit": commit, "policy_sha256": None,
+                "sequence": link["sequence"], "previous_sha256": link["previous_sha256"], "signed_by": signed_by,
+                "kind": BASELINE}
+
+    job = Job(bundle_id=bundle_id, moment=moment, key=(REPO, ENV),
+              bulk=lambda w: w.add_bytes(RECORD, record_bytes(doc), redact=False), tail=tail,
+              index_record=index_record)
+    store.commit(job, signing_key=key, retention=None, redactor=None)
+    return bundle_id
+
+
+@pytest.mark.parametrize("kind", ["folder", "git"])
+def test_a_signed_baseline_forged_behind_a_deploy_fails_verify_and_never_counts(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest, kind: str) -> None:
+    """Signed with the trusted key (a leaked key, or a store writer with it): behind a deploy it is
+    no baseline. verify names it (the bundle's chain link; the git store's history too), and the
+    trusted history keeps the genuine deploy as the previous one."""
+    from datetime import datetime, timezone
+
+    monkeypatch.setenv("POLICYENGINE_CACHE_DIR", str(tmp_path / "cache"))
+    url = _store_url(kind, tmp_path, request)
+    key = new_signing_key()
+    _, pub = keyfiles(tmp_path, key)
+    store = open_store(url)
+    store.write_bundle(decision={"decision": "allow", "evaluated_at": "2026-11-20T20:00:00Z"},
+                       change={"repository": REPO, "environment": ENV, "commit": PREV}, policy_filename="p.yml",
+                       policy_bytes=b"version: 1\n", files=[], signing_key=key,
+                       created_at=datetime(2026, 11, 20, 20, tzinfo=timezone.utc))
+    forged = _forge_late_baseline(open_store(url), key, HEAD)
+    report = open_store(url).verify(public_key=trusted(pub))
+    messages = [p.message for p in report.problems if p.bundle_id == forged]
+    assert any("a baseline must be the first record of its chain" in m for m in messages), report.problems
+    if kind == "git":
+        assert any("a baseline is only ever the first record of an empty chain" in m for m in messages), messages
+    found = VerifiedHistory(url, trusted(pub)).latest(REPO, ENV)
+    assert found is not None and found["sha"] == PREV
