@@ -142,7 +142,8 @@ def check_index_fields(record: Mapping[str, Any]) -> None:
                 raise ValueError(f"an evaluation has no {key!r}")
         return
     if not isinstance(kind, str) or kind not in RECORD_KINDS:
-        raise ValueError(f"'kind' {kind!r} is not one of evaluation, {', '.join(RECORD_KINDS)}")
+        raise ValueError(f"'kind' {kind!r} is not one of evaluation, {', '.join(RECORD_KINDS)} (a kind made by a "
+                         "newer version of policyengine: upgrade)")
     spec = RECORD_KINDS[kind]
     if record.get("decision") not in spec.values:
         raise ValueError(f"a {kind} record's 'decision' (its {spec.field}) must be one of {', '.join(spec.values)}")
@@ -270,7 +271,7 @@ def inspect_record(zf: zipfile.ZipFile, bundle_id: str, public_key: tuple[Any, s
     kind = manifest.get("kind")
     if not isinstance(kind, str) or kind not in RECORD_KINDS:
         problem("manifest", MANIFEST, f"the manifest's kind {kind!r} is not a record kind this tool knows "
-                f"({', '.join(RECORD_KINDS)})")
+                f"({', '.join(RECORD_KINDS)}): made by a newer version of policyengine? upgrade")
         kind = None
     want = BASELINE_SCHEMA_VERSION if kind == BASELINE else 2
     if manifest.get("schema_version") != want:
