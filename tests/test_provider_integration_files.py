@@ -84,8 +84,9 @@ def test_action_inputs_outputs_and_env_only_inputs() -> None:
     action = load(ACTION)
     assert set(action["inputs"]) == {"policy", "environment", "github-token", "evidence-dir", "junit-path",
                                      "fail-on-deny", "version", "evidence-store", "evidence-token", "signing-key",
-                                     "policy-source"}
+                                     "policy-source", "trust-key", "waivers"}
     assert action["inputs"]["policy-source"]["default"] == "previous-deploy"
+    assert action["inputs"]["trust-key"]["default"] == action["inputs"]["waivers"]["default"] == ""
     assert action["inputs"]["github-token"]["default"] == "${{ github.token }}"
     assert set(action["outputs"]) == {"decision", "bundle-id", "bundle-path", "junit-path", "chain-head"}
     steps = action["runs"]["steps"]
@@ -95,6 +96,8 @@ def test_action_inputs_outputs_and_env_only_inputs() -> None:
     gate = next(s for s in steps if s.get("id") == "gate")
     assert gate["env"]["POLICYENGINE_POLICY"] == "${{ inputs.policy }}"
     assert gate["env"]["GITHUB_TOKEN"] == "${{ inputs.github-token }}"
+    assert gate["env"]["PE_TRUST_KEY_PEM"] == "${{ inputs.trust-key }}"
+    assert gate["env"]["PE_WAIVERS"] == "${{ inputs.waivers }}"
     assert gate["env"]["POLICYENGINE_ADVISORY"] == "${{ inputs.fail-on-deny == 'false' }}"
     upload = next(s for s in steps if "uses" in s)
     assert re.fullmatch(r"actions/upload-artifact@[0-9a-f]{40}", upload["uses"])

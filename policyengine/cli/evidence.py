@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import gc
 import json
+import re
 from collections.abc import Iterator, Mapping, Sequence
 from datetime import datetime, timedelta, timezone
 from typing import Any
@@ -87,7 +88,7 @@ _LIST_COLS = ("id", "created_at", "environment", "repository", "commit", "kind",
               help="Only evaluations the gate decided so: deny includes advisory denials (listed as "
               "'deny (advisory)': they did not block the deploy); allow includes emergency allows.")
 @click.option("--kind", type=click.Choice(["evaluation", "outcome", "review", "notification-failure",
-                                           "emergency-approval"]),
+                                           "emergency-approval", "baseline"]),
               help="Only evaluations, or only linked records of this kind.")
 @click.option("--json", "fmt", flag_value="json", help="Print JSON.")
 @click.option("--csv", "fmt", flag_value="csv", help="Print CSV.")
@@ -298,6 +299,8 @@ def _who(doc: dict[str, Any]) -> str:
         return f"{doc.get('by')} (verified: written by the gate in the run that recorded the evaluation)"
     if doc.get("by_verified") is True:
         return f"{doc.get('by')} (verified: the CI actor, {doc.get('by_source')})"
+    if doc.get("by_source") in ("GITHUB_TRIGGERING_ACTOR", "GITHUB_ACTOR", "GITLAB_USER_LOGIN"):
+        return f"{doc.get('by')} (the CI actor, {doc.get('by_source')}; NOT VERIFIED with the code host)"
     return f"{doc.get('by')} (SELF-ASSERTED: recorded outside CI, not verified)"
 
 
@@ -340,22 +343,30 @@ def _show_record(store: Any, key: Any, bundle_id: str) -> int:
     doc = read_record(store, record)
     raw_about = doc.get("about")
     about: dict[str, Any] = raw_about if isinstance(raw_about, dict) else {}
-    value = doc.get("status", doc.get("result", doc.get("approval")))
+    value = doc.get("status", doc.get("result", doc.get("approval", doc.get("baseline"))))
     out = [
         f"record      {bundle_id} ({record.get('kind')})",
         f"stored at   {store.location(record)}",
         f"created     {record.get('created_at')}",
-        f"about       bundle {about.get('bundle_id')} (sha256 {about.get('sha256')})",
-        f"change      {doc.get('repository')} {doc.get('commit')} -> {doc.get('environment')}",
     ]
-    try:
-        evaluation = store.find(str(about.get("bundle_id")))
-        out.append(f"            its decision: {str(evaluation.get('decision')).upper()}, "
-                   f"created {evaluation.get('created_at')}")
-    except (EvidenceError, UsageError):
-        out.append("            its evaluation is NOT in the archive")
+    if record.get("kind") == "baseline":
+        out += [f"baseline    {doc.get('repository')} {doc.get('commit')} in {doc.get('environment')} when the gate "
+                "was adopted: the chain's first trusted previous deploy (an exception: recorded by a person, "
+                "not decided by the gate)",
+                f"reachable   {doc.get('reachable') or '(not recorded)'}"]
+    else:
+        out += [f"about       bundle {about.get('bundle_id')} (sha256 {about.get('sha256')})",
+                f"change      {doc.get('repository')} {doc.get('commit')} -> {doc.get('environment')}"]
+        try:
+            evaluation = store.find(str(about.get("bundle_id")))
+            out.append(f"            its decision: {str(evaluation.get('decision')).upper()}, "
+                       f"created {evaluation.get('created_at')}")
+        except (EvidenceError, UsageError):
+            out.append("            its evaluation is NOT in the archive")
+    label = {"outcome": "status", "emergency-approval": "approval", "baseline": "baseline"}.get(
+        str(record.get("kind")), "result")
     out += [
-        f"{'status' if record.get('kind') == 'outcome' else 'approval' if record.get('kind') == 'emergency-approval' else 'result':11} {value}",
+        f"{label:11} {value}",
         f"claimed at  {doc.get('claimed_at') or '(no time claimed)'}",
         f"by          {_who(doc)}",
         f"note        {doc.get('note') or '(none)'}",
@@ -486,6 +497,103 @@ def evidence_record_outcome(archive: str, status: str, note: str | None, at: str
                              signing_key=key, env=os.environ, now=datetime.now(timezone.utc))
     click.echo(f"recorded outcome {status} of bundle {bundle_id} as record {ref.id} by {_recorded_by(actor)}"
                f"{'' if key else '; unsigned'}")
+    return EXIT_ALLOW
+
+
+@evidence.command("baseline", context_settings=CONTEXT)
+@archive_option
+@click.option("--environment", required=True, metavar="NAME", help="The environment the gate will protect.")
+@click.option("--commit", required=True, metavar="SHA", help="The full id of the commit in that environment now; "
+              "it must be reachable from the default branch.")
+@click.option("--by", metavar="LOGIN", help="Who records it. Inside CI it must be the CI actor (the default there; "
+              "recorded as not verified); outside CI it is self-asserted.")
+@click.option("--repository", metavar="OWNER/NAME", help="The repository, as the gate names it. Inside CI the "
+              "platform's (GITHUB_REPOSITORY, CI_PROJECT_PATH), which this must match when given.")
+@click.option("--note", metavar="TEXT", help="A note (e.g. the release or ticket).")
+@click.option("--signing-key", envvar="POLICYENGINE_SIGNING_KEY", show_envvar=True, metavar="FILE|env:VAR",
+              required=True, help="The Ed25519 private key the gate signs bundles with.")
+@click.option("--trust-key", envvar="POLICYENGINE_TRUST_KEY", show_envvar=True, metavar="FILE|env:VAR",
+              required=True, help="The public key the gate trusts (check --trust-key): the signing key must be "
+              "its private half.")
+@click.option("--workspace", default=".", show_default=True, metavar="DIR",
+              help="Outside CI: the git checkout whose default branch must reach --commit.")
+def evidence_baseline(archive: str, environment: str, commit: str, by: str | None, repository: str | None,
+                      note: str | None, signing_key: str, trust_key: str, workspace: str) -> int:
+    """Record, signed, the commit in production when the gate is adopted (the first trusted previous deploy).
+
+    A baseline counts as the trusted previous deploy (check --trust-key), so the first gated
+    deploy already has a change range. It is accepted only as the first record of an empty
+    chain, for a commit reachable from the default branch (under CI the platform's, fetched from
+    the platform's repository), signed with the key the gate trusts. The export and the audit
+    summary list it as an exception. Exit 0 recorded, 2 refused, 3 not recorded.
+
+    \b
+    Examples:
+      policyengine evidence baseline --archive git+https://git.example.com/acme/evidence.git#refs/heads/policyengine-evidence \\
+          --environment production --commit "$(git rev-parse origin/main)" --by alice \\
+          --signing-key env:SIGNING_KEY --trust-key policyengine-trust.pub
+    """
+    import os
+
+    from policyengine.errors import PolicySourceError
+    from policyengine.evidence.history import load_trust_key
+    from policyengine.evidence.records import Actor, ci_actor
+    from policyengine.policysource import check_reachable_from_default, in_any_ci
+
+    env = os.environ
+    sha = commit.strip()
+    if not re.fullmatch(r"[0-9a-f]{40}|[0-9a-f]{64}", sha):
+        raise UsageError(f"--commit {commit[:80]!r} is not a full commit id (40 or 64 lowercase hex digits)",
+                         hint="give the full id, e.g. $(git rev-parse origin/main)")
+    in_ci = in_any_ci(env)
+    platform_repo = (env.get("GITHUB_REPOSITORY") or env.get("CI_PROJECT_PATH") or "").strip()
+    if in_ci:
+        if not platform_repo:
+            raise UsageError("running in CI, but the platform names no repository (GITHUB_REPOSITORY or "
+                             "CI_PROJECT_PATH)")
+        if repository is not None and repository.strip() != platform_repo:
+            raise UsageError(f"--repository {repository} is not the repository this CI job runs for ({platform_repo})")
+        repository = platform_repo
+        found = ci_actor(env)
+        if found is None:
+            raise UsageError("--by: running in CI, but the CI names no actor (GITHUB_ACTOR, GITLAB_USER_LOGIN)")
+        login, source = found
+        if by is not None and by.strip().casefold() != login.casefold():
+            raise UsageError(f"--by {by} is not the CI actor {login} ({source}): inside CI a baseline is recorded "
+                             "by the person who ran the job", hint=f"drop --by, or give --by {login}")
+        # The CI's word for who ran the job, not yet checked against the code host (identity work).
+        actor = Actor(login=login, verified=False, source=source)
+    else:
+        if not repository or not repository.strip():
+            raise UsageError("--repository is required outside CI (the repository as the gate names it, e.g. "
+                             "acme/payments)")
+        repository = repository.strip()
+        if not by or not by.strip():
+            raise UsageError("--by is required: who records the baseline")
+        actor = Actor(login=by.strip(), verified=False, source="--by")
+    key = _signing_key(signing_key)
+    trusted = load_trust_key(trust_key, env)
+    if key is None or key.keyid != trusted[1]:
+        raise UsageError(f"--signing-key (key id {getattr(key, 'keyid', None)}) is not the private half of --trust-key "
+                         f"(key id {trusted[1]}): a baseline signed with another key never counts as the previous "
+                         "deploy", hint="use the key pair the gate signs and trusts bundles with")
+    try:
+        reach = check_reachable_from_default(sha, repo=workspace, env=env)
+    except PolicySourceError as exc:
+        raise UsageError(f"--commit: {exc.message}: a baseline must name a commit of the default branch",
+                         hint=exc.hint) from None
+    store = open_archive(archive)
+    payload: dict[str, Any] = {"note": note or None, "by": actor.login, "by_verified": actor.verified,
+                               "by_source": actor.source, "reachable": reach}
+    from policyengine.redact import ci_variables
+
+    ci = ci_variables(env)
+    if ci:
+        payload["ci"] = ci
+    ref = store.append_baseline(repository=repository, environment=environment, commit=sha, payload=payload,
+                                signing_key=key)
+    click.echo(f"recorded baseline {ref.id}: {repository} / {environment} at {sha[:12]} ({reach}), by "
+               f"{actor.login} ({actor.source}, not verified); the chain starts here")
     return EXIT_ALLOW
 
 

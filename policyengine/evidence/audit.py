@@ -657,6 +657,8 @@ def export(
                 seed=seed if sample else None, sample_ids=sample_ids, export_name=os.path.basename(out),
                 signed_by=signing_key.keyid if signing_key else None, notes=notes).encode("utf-8"))
             export_doc = {
+                "exceptions": {"baselines": baseline_exceptions(records, environment=environment,
+                                                                repository=repository)},
                 "policy_changes": {"count": len(changes), "weaker": sum(c["verdict"] == "weaker" for c in changes)},
                 "archive": store.url, "since": since, "until": until, "environment": environment,
                 "filters": {"repository": repository, "decision": decision, "deployments_only": deployments_only},
@@ -686,6 +688,30 @@ def export(
     return ExportResult(path=out, population=len(rows), sample_ids=sample_ids, seed=seed if sample else None,
                         signed_by=signing_key.keyid if signing_key else None, deployments=deployments,
                         notes=tuple(notes))
+
+
+def baseline_exceptions(records: Sequence[Mapping[str, Any]], *, environment: str | None = None,
+                        repository: str | None = None) -> list[dict[str, Any]]:
+    """Each baseline of the scope (``evidence baseline``: the commit in production when the gate was
+    adopted), listed as an exception: it was recorded by a person, not decided by the gate, and it
+    starts its chain's trusted history. Every baseline of the archive's chains in scope is listed,
+    whatever the period: a later period's range still starts from it."""
+    from policyengine.evidence.records import baselines
+
+    out = []
+    for r in baselines(records):
+        env = r.get("environment")
+        if environment is not None and (not isinstance(env, str) or env.casefold() != environment.casefold()):
+            continue
+        if repository is not None and r.get("repository") != repository:
+            continue
+        out.append({"id": r.get("id"), "created_at": r.get("created_at"), "repository": r.get("repository"),
+                    "environment": env, "commit": r.get("commit"), "signed_by": r.get("signed_by"),
+                    "sequence": r.get("sequence"),
+                    "exception": "baseline: the commit in production when the gate was adopted, recorded by a "
+                                 "person (evidence baseline), not decided by the gate; deployments before it are "
+                                 "before adoption"})
+    return out
 
 
 # -- policy changes ---------------------------------------------------------------------------

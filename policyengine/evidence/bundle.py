@@ -653,6 +653,9 @@ def schema_version_of(manifest: Any) -> int:
     ``True == 1`` and ``1.0 in (1, 2)``, hence the exact type test).
     """
     version = manifest.get("schema_version") if isinstance(manifest, dict) else None
+    if type(version) is int and version > max(READABLE_SCHEMA_VERSIONS):
+        raise ValueError(f"schema_version {version} was made by a newer version of policyengine than this one "
+                         f"(it reads {', '.join(map(str, READABLE_SCHEMA_VERSIONS))}): upgrade policyengine")
     if type(version) is not int or version not in READABLE_SCHEMA_VERSIONS:
         raise ValueError(f"schema_version {version!r} is not one of the integers "
                          f"{', '.join(map(str, READABLE_SCHEMA_VERSIONS))}")

@@ -92,6 +92,7 @@ from urllib.parse import urlsplit, urlunsplit
 from policyengine.errors import EvidenceError, UsageError, explain_git_error
 from policyengine.evidence.bundle import VerifyProblem
 from policyengine.evidence.index import COLUMNS, Query
+from policyengine.evidence.records import BASELINE, kind_of
 from policyengine.evidence.signing import SigningKey
 from policyengine.evidence.timestamp import StampCheck
 from policyengine.evidence.store import (
@@ -185,10 +186,15 @@ RECORD_COMMIT = CommitKind(
     "record", _BUNDLE_PATH_RE, _SHARD_PATH_RE, _HEAD_PATH_RE,
     "adds one bundle bundles/YYYY/MM/<id>.zip, appends its index line to index/YYYY-MM.jsonl (the month of "
     "its id) and sets chains/<chain key>/head.json, the head of its chain, to that same line")
-COMMIT_KINDS: dict[str, CommitKind] = {"record": RECORD_COMMIT}
+BASELINE_COMMIT = CommitKind(
+    "baseline", _BUNDLE_PATH_RE, _SHARD_PATH_RE, _HEAD_PATH_RE,
+    "a record commit whose bundle is a baseline (evidence baseline): it must create its chain's head.json "
+    "(the chain held nothing: a baseline is only ever the first record of an empty chain, #1)")
+COMMIT_KINDS: dict[str, CommitKind] = {"record": RECORD_COMMIT, "baseline": BASELINE_COMMIT}
 """Every kind of commit the git store writes. Every bundle (an evaluation, and each linked record:
 outcome, review, emergency approval, ...) is written by ``GitArchive._commit`` as a ``record``
-commit. A feature that writes other files (shards, catalogues) adds its kind here, with what its
+commit; a ``baseline`` commit is a record commit whose index line is of kind baseline, held to
+creating its chain (``history_problems``). A feature that writes other files (shards, catalogues) adds its kind here, with what its
 commits may change, and its check to ``history_problems``."""
 
 
@@ -707,6 +713,9 @@ def history_problems(git: _Git, tip: str) -> builtins.list[VerifyProblem]:
             fail(commit, f"adds bundle {record['id']} as #{record.get('sequence')} of the chain of {key[0]} / "
                          f"{key[1]}, whose last record was {before}: the head moves forward by exactly one record",
                  bundle_id)
+        elif kind_of(record) == BASELINE and (previous is not None or head.status != "A"):
+            fail(commit, f"adds baseline {record['id']} to the chain of {key[0]} / {key[1]}, which already had "
+                         "records: a baseline is only ever the first record of an empty chain", bundle_id)
         last[key] = (record, line)
     return problems
 

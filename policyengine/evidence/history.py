@@ -131,6 +131,7 @@ class VerifiedHistory:
                 environment: str) -> dict[str, Any] | None:
         """The deploy a candidate record proves, or None (the reason kept in ``rejected``)."""
         from policyengine.evidence.bundle import ATTESTATION, inspect_bundle
+        from policyengine.evidence.records import BASELINE, inspect_record, kind_of
         from policyengine.evidence.signing import open_envelope
         from policyengine.evidence.store import sha256_stream
 
@@ -145,8 +146,10 @@ class VerifiedHistory:
                     self._reject(record, "the bundle does not match the digest its index line records")
                     return None
                 fh.seek(0)
+                baseline = kind_of(record) == BASELINE
                 with zipfile.ZipFile(fh) as zf:
-                    inspection = inspect_bundle(zf, bundle_id, self.public_key)
+                    inspect = inspect_record if baseline else inspect_bundle
+                    inspection = inspect(zf, bundle_id, self.public_key)
                     envelope = zf.read(ATTESTATION) if inspection.signature == "valid" else None
         except (FileNotFoundError, zipfile.BadZipFile, EOFError, KeyError, OSError, ValueError) as exc:
             self._reject(record, f"the bundle cannot be read ({type(exc).__name__})")
@@ -157,12 +160,18 @@ class VerifiedHistory:
         if inspection.signature != "valid" or envelope is None:
             self._reject(record, f"the bundle is not signed by the trusted key ({inspection.signature})")
             return None
-        statement = open_envelope(envelope, self.public_key).statement or {}
+        from policyengine.evidence.records import RECORD_PREDICATE_TYPE
+        from policyengine.evidence.signing import PREDICATE_TYPE
+
+        types = (RECORD_PREDICATE_TYPE,) if baseline else (PREDICATE_TYPE,)
+        statement = open_envelope(envelope, self.public_key, types).statement or {}
         raw_predicate, raw_subjects = statement.get("predicate"), statement.get("subject")
         predicate: dict[str, Any] = raw_predicate if isinstance(raw_predicate, dict) else {}
         subjects: list[Any] = raw_subjects if isinstance(raw_subjects, list) else []
         named = {(s.get("name"), (s.get("digest") or {}).get("gitCommit")) for s in subjects
                  if isinstance(s, dict) and isinstance(s.get("digest"), dict)}
+        if baseline:
+            return self._baseline(record, inspection, predicate, named, repository, environment, commit)
         env_stated = predicate.get("environment")
         checks = [
             (predicate.get("repository") == repository, "the signed statement names another repository"),
@@ -183,3 +192,31 @@ class VerifiedHistory:
         sequence = chain.get("sequence") if isinstance(chain.get("sequence"), int) else 0
         return {"sha": commit, "id": bundle_id, "url": None, "created_at": inspection.created_at,
                 "source": "evidence-archive", "_sequence": sequence}
+
+    def _baseline(self, record: Mapping[str, Any], inspection: Any, predicate: Mapping[str, Any],
+                  named: set[tuple[Any, Any]], repository: str, environment: str,
+                  commit: str) -> dict[str, Any] | None:
+        """The deploy a baseline proves: signed by the trusted key (checked by the caller), naming
+        this repository, environment and commit, and the first record of its chain."""
+        from policyengine.evidence.records import BASELINE
+
+        doc = inspection.record or {}
+        chain = inspection.chain or {}
+        env_stated = doc.get("environment")
+        checks = [
+            (predicate.get("kind") == BASELINE and doc.get("kind") == BASELINE, "the signed record is no baseline"),
+            (doc.get("repository") == repository, "the signed baseline names another repository"),
+            (isinstance(env_stated, str) and env_stated.casefold() == environment.casefold(),
+             "the signed baseline names another environment"),
+            (predicate.get("bundle_id") == record.get("id"), "the signed statement names another bundle"),
+            (doc.get("commit") == commit and (f"git+{repository}@{commit}", commit) in named,
+             "the signed baseline names another commit"),
+            (chain.get("sequence") == 1 and chain.get("previous_sha256") is None,
+             "the baseline is not the first record of its chain"),
+        ]
+        for ok, why in checks:
+            if not ok:
+                self._reject(record, why)
+                return None
+        return {"sha": commit, "id": str(record.get("id")), "url": None, "created_at": inspection.created_at,
+                "source": "evidence-archive", "_sequence": 1}

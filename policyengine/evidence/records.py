@@ -74,6 +74,16 @@ NOTIFICATION_RESULTS = ("failed",)
 could not be delivered; ``target`` names the variable (never the URL), ``cause`` says why."""
 EMERGENCY_APPROVALS = ("approved",)
 EMERGENCY_APPROVAL = "emergency-approval"
+BASELINE = "baseline"
+BASELINE_VALUES = ("adopted",)
+BASELINE_SCHEMA_VERSION = 3
+"""A ``baseline`` record (``policyengine evidence baseline``): the commit in production when the
+gate was adopted. It is about no evaluation (``about`` is null; its statement's subject is the
+commit ``git+<repository>@<commit>``), it is only ever the first record of an empty chain
+(sequence 1), its manifest has schema_version 3, and a trusted history (``history``) counts it,
+signed by the trusted key, as the previous deploy. Not a deployment: the population and the
+summary list it as an exception (``baselines``), and deployments before it are "before adoption"
+(``chain_baseline``)."""
 NOT_A_DEPLOYMENT = frozenset({"not_deployed"})
 """Outcomes that make an evaluation no deployment at all (the population does not count it)."""
 NOT_THE_PREVIOUS_DEPLOY = frozenset({"not_deployed", "failed", "rolled_back"})
@@ -98,7 +108,9 @@ RECORD_KINDS: dict[str, RecordKind] = {
     "review": RecordKind("review", "result", REVIEW_RESULTS),
     NOTIFICATION_FAILURE: RecordKind(NOTIFICATION_FAILURE, "notification", NOTIFICATION_RESULTS),
     EMERGENCY_APPROVAL: RecordKind(EMERGENCY_APPROVAL, "approval", EMERGENCY_APPROVALS),
+    BASELINE: RecordKind(BASELINE, "baseline", BASELINE_VALUES),
 }
+_COMMIT_SHA_RE = re.compile(r"^[0-9a-f]{40}$|^[0-9a-f]{64}$")
 
 
 def kind_of(index_record: Mapping[str, Any]) -> str:
@@ -130,12 +142,20 @@ def check_index_fields(record: Mapping[str, Any]) -> None:
                 raise ValueError(f"an evaluation has no {key!r}")
         return
     if not isinstance(kind, str) or kind not in RECORD_KINDS:
-        raise ValueError(f"'kind' {kind!r} is not one of evaluation, {', '.join(RECORD_KINDS)}")
+        raise ValueError(f"'kind' {kind!r} is not one of evaluation, {', '.join(RECORD_KINDS)} (a kind made by a "
+                         "newer version of policyengine: upgrade)")
     spec = RECORD_KINDS[kind]
     if record.get("decision") not in spec.values:
         raise ValueError(f"a {kind} record's 'decision' (its {spec.field}) must be one of {', '.join(spec.values)}")
     if record.get("policy_sha256") is not None:
         raise ValueError(f"a {kind} record has no 'policy_sha256'")
+    if kind == BASELINE:
+        for key in ("about_id", "about_sha256"):
+            if key in record:
+                raise ValueError(f"a baseline is about no evaluation: it has no {key!r}")
+        if not isinstance(record.get("commit"), str) or not _COMMIT_SHA_RE.match(record["commit"]):
+            raise ValueError("a baseline's 'commit' is not a full commit id")
+        return
     if not isinstance(record.get("about_id"), str) or not ID_RE.match(record["about_id"]):
         raise ValueError("'about_id' is not a bundle id")
     if not isinstance(record.get("about_sha256"), str) or not SHA256_RE.match(record["about_sha256"]):
@@ -159,7 +179,15 @@ def document_problems(doc: Any) -> list[str]:
     elif doc.get(spec.field) not in spec.values:
         out.append(f"{spec.field} {doc.get(spec.field)!r} is not one of {', '.join(spec.values)}")
     about = doc.get("about")
-    if not (isinstance(about, dict) and isinstance(about.get("bundle_id"), str) and ID_RE.match(about["bundle_id"])
+    if kind == BASELINE:
+        if about is not None:
+            out.append("a baseline is about no evaluation: about must be null")
+        for key in ("repository", "environment"):
+            if not isinstance(doc.get(key), str) or not doc[key].strip():
+                out.append(f"a baseline must name its {key}")
+        if not isinstance(doc.get("commit"), str) or not _COMMIT_SHA_RE.match(doc["commit"]):
+            out.append("a baseline's commit must be a full commit id (40 or 64 lowercase hex digits)")
+    elif not (isinstance(about, dict) and isinstance(about.get("bundle_id"), str) and ID_RE.match(about["bundle_id"])
             and isinstance(about.get("sha256"), str) and SHA256_RE.match(about["sha256"])):
         out.append("about must be {bundle_id, sha256} naming an evaluation bundle")
     for key in ("repository", "environment", "commit", "note", "claimed_at"):
@@ -182,17 +210,24 @@ def document_problems(doc: Any) -> list[str]:
 
 def build_record_statement(*, bundle_id: str, created_at: str, document: Mapping[str, Any],
                            manifest_sha256: str, chain: Mapping[str, Any]) -> dict[str, Any]:
-    """The in-toto Statement v1 of a record bundle: its subject is the evaluation bundle it is about."""
+    """The in-toto Statement v1 of a record bundle: its subject is the evaluation bundle it is about
+    (a baseline: the commit it names, ``git+<repository>@<commit>``, as an evaluation's statement
+    names the commit it deployed)."""
     about = document["about"]
+    if document["kind"] == BASELINE:
+        subject = [{"name": f"git+{document['repository']}@{document['commit']}",
+                    "digest": {"gitCommit": document["commit"]}}]
+    else:
+        subject = [{"name": f"policyengine-bundle:{about['bundle_id']}", "digest": {"sha256": about["sha256"]}}]
     return {
         "_type": STATEMENT_TYPE,
-        "subject": [{"name": f"policyengine-bundle:{about['bundle_id']}", "digest": {"sha256": about["sha256"]}}],
+        "subject": subject,
         "predicateType": RECORD_PREDICATE_TYPE,
         "predicate": {
             "bundle_id": bundle_id,
             "created_at": created_at,
             "kind": document["kind"],
-            "about": dict(about),
+            "about": dict(about) if about is not None else None,
             "record": dict(document),
             "manifest": {"sha256": manifest_sha256},
             "chain": dict(chain),
@@ -236,9 +271,13 @@ def inspect_record(zf: zipfile.ZipFile, bundle_id: str, public_key: tuple[Any, s
     kind = manifest.get("kind")
     if not isinstance(kind, str) or kind not in RECORD_KINDS:
         problem("manifest", MANIFEST, f"the manifest's kind {kind!r} is not a record kind this tool knows "
-                f"({', '.join(RECORD_KINDS)})")
+                f"({', '.join(RECORD_KINDS)}): made by a newer version of policyengine? upgrade")
         kind = None
-    if manifest.get("schema_version") not in (2, 3) or type(manifest.get("schema_version")) is not int:
+    version = manifest.get("schema_version")
+    if kind == BASELINE:
+        if version != BASELINE_SCHEMA_VERSION or type(version) is not int:
+            problem("manifest", MANIFEST, f"a {kind} bundle must have schema_version {BASELINE_SCHEMA_VERSION}")
+    elif version not in (2, 3) or type(version) is not int:
         problem("manifest", MANIFEST, "a record bundle must have schema_version 2 (3 when it asked for a timestamp)")
     extra = sorted(p for p in checked.listed if p not in (RECORD, REPORT))
     if extra:
@@ -266,6 +305,10 @@ def inspect_record(zf: zipfile.ZipFile, bundle_id: str, public_key: tuple[Any, s
             if chain.get(key) != doc.get(key):
                 problem("manifest", MANIFEST, f"the chain link names {key} {chain.get(key)!r} but {RECORD} has "
                         f"{doc.get(key)!r}: the record was moved between chains")
+    if kind == BASELINE and (chain is None or chain.get("sequence") != 1 or chain.get("previous_sha256") is not None):
+        problem("chain", MANIFEST, "a baseline must be the first record of its chain (sequence 1, no previous "
+                f"bundle), but this one is #{(chain or {}).get('sequence')!r}: a baseline on a chain that already "
+                "had records is no baseline")
     if doc is not None:
         claimed, recorded = doc.get("claimed_at"), doc.get("recorded_at")
         if doc.get("recorded_at") != manifest.get("created_at"):
@@ -300,7 +343,7 @@ def inspect_record(zf: zipfile.ZipFile, bundle_id: str, public_key: tuple[Any, s
         change={k: doc.get(k) for k in ("repository", "environment", "commit")} if doc is not None else None,
         signed_by=signed_by,
         kind=kind or (doc["kind"] if doc else "unknown"),
-        about=dict(doc["about"]) if doc is not None else None,
+        about=dict(doc["about"]) if doc is not None and doc["about"] is not None else None,
         record=doc,
     )
 
@@ -496,6 +539,28 @@ def latest_deploy(records: Sequence[Mapping[str, Any]], repository: str, environ
     return max(found, key=_order) if found else None
 
 
+def chain_baseline(records: Iterable[Mapping[str, Any]], repository: str,
+                   environment: str) -> Mapping[str, Any] | None:
+    """The baseline of the chain of ``repository`` / ``environment`` (its index record), or None.
+
+    Only a baseline line that claims to be the chain's first record (sequence 1) counts: a later
+    one is refused by ``verify`` (``inspect_record``) and named by reconcile as a problem, never as
+    the adoption. Deployments recorded before it (a platform's deployment history reaches further
+    back than the gate) are "before adoption". The line is not verified here: verify the store.
+    """
+    for r in records:
+        env = r.get("environment")
+        if (kind_of(r) == BASELINE and r.get("repository") == repository and isinstance(env, str)
+                and env.casefold() == environment.casefold() and r.get("sequence") == 1):
+            return r
+    return None
+
+
+def baselines(records: Iterable[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+    """Every baseline line, in index order (the export and the summary list them as exceptions)."""
+    return [r for r in records if kind_of(r) == BASELINE]
+
+
 def deploy_candidates(records: Sequence[Mapping[str, Any]], repository: str, environment: str,
                       outcomes: Iterable[Mapping[str, Any]] | None = None, *,
                       signed_by: str | None = None) -> list[Mapping[str, Any]]:
@@ -511,6 +576,12 @@ def deploy_candidates(records: Sequence[Mapping[str, Any]], repository: str, env
         if (r.get("repository") != repository or not isinstance(env, str)
                 or env.casefold() != environment.casefold() or not isinstance(commit, str) or not commit
                 or (signed_by is not None and r.get("signed_by") != signed_by)):
+            continue
+        if kind_of(r) == BASELINE:
+            # The commit in production when the gate was adopted: the previous deploy of a chain with
+            # no deployment yet (only ever its first record; ``history`` verifies that, signed).
+            if r.get("sequence") == 1 and r.get("decision") in BASELINE_VALUES:
+                found.append(r)
             continue
         mine = by_evaluation.get(str(r.get("id")), [])
         if not is_deployment(r, mine):  # (an evaluation, allowed or advisory, not simulated, not not_deployed)

@@ -21,6 +21,7 @@ import zipfile
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import IO, Any
 from urllib.parse import quote
 
@@ -38,6 +39,8 @@ from policyengine.evidence.bundle import (
 )
 from policyengine.evidence.index import Query
 from policyengine.evidence.records import (
+    BASELINE,
+    BASELINE_SCHEMA_VERSION,
     EVALUATION,
     ID_RE,
     RECORD,
@@ -487,6 +490,84 @@ class EvidenceStore:
 
         job = Job(bundle_id=bundle_id, moment=moment, key=key, bulk=bulk, tail=tail, index_record=index_record)
         return self.commit(job, signing_key=signing_key, retention=retention, redactor=redactor)
+
+    def append_baseline(
+        self,
+        *,
+        repository: str,
+        environment: str,
+        commit: str,
+        payload: Mapping[str, Any],
+        signing_key: SigningKey | None,
+        created_at: datetime | None = None,
+        redactor: EvidenceRedactor | None = None,
+    ) -> BundleRef:
+        """Record, signed, the commit in production when the gate is adopted (``records.BASELINE``).
+
+        Refused (UsageError, nothing written) unless it is signed and is the first record of an
+        empty chain: the chain of ``repository`` / ``environment`` (the environment compared
+        case-insensitively) holds no record of any kind, checked on the index before writing and
+        again on the chain link under the store's lock (a record written meanwhile makes it #2:
+        refused). Who may write one (the reachability of ``commit``, the key the gate trusts, the
+        CI actor) is checked by the caller (``cli.evidence``).
+        """
+        if signing_key is None:
+            raise UsageError("a baseline must be signed: give --signing-key (the key whose public half the gate "
+                             "trusts), or it can never count as the previous deploy")
+        reserved = sorted(_RESERVED_RECORD_FIELDS & set(payload))
+        if reserved:
+            raise ValueError(f"the payload may not set {', '.join(reserved)}")
+        root = getattr(self, "root", None)  # a folder store not made yet holds no record
+        records = [] if isinstance(root, Path) and not root.exists() else self.read_index()[0]
+        mine = [r for r in records if r.get("repository") == repository
+                and str(r.get("environment") or "").casefold() == environment.casefold()]
+        if mine:
+            raise UsageError(f"the chain of {repository} / {environment} already holds {len(mine)} record"
+                             f"{'s' if len(mine) != 1 else ''} (the first: {mine[0].get('id')}, a "
+                             f"{kind_of(mine[0])}): a baseline is accepted only as the first record of an empty "
+                             "chain", hint="the gate already knows a previous deploy from its own records")
+        moment = created_at or datetime.now(timezone.utc)
+        recorded = format_timestamp(moment)
+        document: dict[str, Any] = {
+            "schema_version": RECORD_SCHEMA_VERSION, "kind": BASELINE, "about": None,
+            "repository": repository, "environment": environment, "commit": commit, "baseline": "adopted",
+            "note": None, "claimed_at": None, "recorded_at": recorded, **payload,
+        }
+        document = json.loads((redactor or DEFAULT).text(json.dumps(document)))
+        bad = document_problems(document)
+        if bad:
+            raise UsageError(f"not a valid baseline: {'; '.join(bad)}")
+        bundle_id = new_bundle_id(moment)
+        key = (repository, environment)
+
+        def bulk(writer: BundleWriter) -> None:
+            writer.add_bytes(RECORD, record_bytes(document), redact=False)
+
+        def tail(writer: BundleWriter, link: Mapping[str, Any], sign: SigningKey | None) -> None:
+            from policyengine.evidence.report import render_record_report
+
+            if link.get("sequence") != 1 or link.get("previous_sha256") is not None:
+                raise UsageError(f"the chain of {repository} / {environment} gained a record while the baseline "
+                                 "was being written: a baseline is accepted only as the first record of an empty "
+                                 "chain")
+            report = render_record_report(document, writer.entries, bundle_id, recorded, None, sign is not None)
+            writer.write_tail(
+                chain=link, manifest_extra={"kind": BASELINE, "schema_version": BASELINE_SCHEMA_VERSION},
+                signing_key=sign, report=report, close=False,
+                statement_for=lambda manifest_sha256: build_record_statement(
+                    bundle_id=bundle_id, created_at=recorded, document=document, manifest_sha256=manifest_sha256,
+                    chain=link))
+
+        def index_record(link: Mapping[str, Any], path: str, sha256: str, signed_by: str | None) -> dict[str, Any]:
+            return {
+                "id": bundle_id, "path": path, "sha256": sha256, "created_at": recorded,
+                "decision": "adopted", "environment": environment, "repository": repository,
+                "commit": commit, "policy_sha256": None, "sequence": link["sequence"],
+                "previous_sha256": link["previous_sha256"], "signed_by": signed_by, "kind": BASELINE,
+            }
+
+        job = Job(bundle_id=bundle_id, moment=moment, key=key, bulk=bulk, tail=tail, index_record=index_record)
+        return self.commit(job, signing_key=signing_key, retention=None, redactor=redactor)
 
     def linked_records(self, bundle_id: str, kind: str | None = None) -> builtins.list[dict[str, Any]]:
         """The index records of the records about evaluation ``bundle_id`` (of ``kind``), in recorded order."""

@@ -54,6 +54,7 @@ from typing import Any
 
 from policyengine.errors import EvidenceError
 from policyengine.evidence.audit import (
+    baseline_exceptions,
     check_bounds,
     check_period,
     describe_population,
@@ -161,6 +162,7 @@ def summarize(store: EvidenceStore, *, since: str, until: str, environment: str 
             "simulated": [_item(r) for r in readable if r.get("simulated") is True],
         },
         "unsigned": [_item(r) for r in readable if not r.get("signed_by")],
+        "baselines": baseline_exceptions(records, environment=environment, repository=repository),
         "policy_changes": [{k: c.get(k) for k in ("repository", "environment", "bundle_id", "created_at", "policy",
                                                   "resolved_sha256", "previous_bundle_id", "verdict")}
                            for c in changes],
@@ -362,6 +364,9 @@ def render_markdown(s: Mapping[str, Any]) -> str:
     lines += _md_items("Advisory overrides (denied, not stopped)", s["overrides"]["advisory"])
     lines += _md_items("Simulated evaluations", s["overrides"]["simulated"])
     lines += _md_items("Unsigned bundles", s["unsigned"])
+    if s.get("baselines"):
+        lines += _md_items("Baselines (exceptions: the commit in production when the gate was adopted, recorded by a "
+                           "person; deployments before it are before adoption)", s["baselines"])
     lines += [f"## Policy changes ({len(s['policy_changes'])})", ""]
     if s["policy_changes"]:
         lines += ["| Repository | Environment | First bundle | Created at | Policy | Digest | Verdict |",
