@@ -82,6 +82,9 @@ DECLARED: list[Declared] = [
     Declared(r"^policyengine audit reconcile ", None,
              "added by issue 16, and reads the platform's deployment log (an outside service): "
              "docs/population.md walks through it"),
+    Declared(r"^policyengine evidence baseline \\\n  --archive git\+https://github\.com/acme/", None,
+             "needs the team's evidence repository and a checkout of the deployed repository: "
+             "tests/test_evidence_baseline.py records baselines on the folder, S3 and git stores"),
     Declared(r"--tsa-cert tsa-root\.pem --require-timestamps", None,
              "needs an archive stamped by a timestamp authority and that authority's root: "
              "tests/test_timestamp.py runs this verify against a real TSA (openssl ts) on loopback"),
