@@ -63,6 +63,8 @@ def _run(tmp: Path, policy: str, change: str, archive: Path, extra: list[str],
          wrapper: list[str]) -> tuple[int, str]:
     env = {k: v for k, v in os.environ.items()
            if not k.startswith(("GITHUB_", "GITLAB_", "CI_", "POLICYENGINE_", "RUNNER_")) and k not in {"CI", "NO_COLOR"}}
+    if wrapper:  # libfaketime sets the date itself: a suite-wide test shift (tests/clockshift) must not add to it
+        env["PE_TEST_DATE"] = ""
     proc = subprocess.run(
         [*wrapper, sys.executable, "-m", "policyengine", "--debug", "check", "--policy", f"policies/{policy}.yml",
          "--change", f"examples/change-{change}.yml", "--workspace", "examples/workspace", "--now", NOW,

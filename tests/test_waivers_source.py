@@ -11,6 +11,7 @@ import json
 import os
 import subprocess
 import sys
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
@@ -25,13 +26,16 @@ rules:
     min_approvals: 2
     exclude: [author]
 """
-WAIVERS_MAIN = """waivers:
+# Approved ten days ago, expiring in two months: the waiver is current on any date the suite runs
+# (these runs are under CI, where the gate reads the wall clock and refuses --now).
+_TODAY = datetime.now(timezone.utc).date()
+WAIVERS_MAIN = f"""waivers:
   - rule: peer-review
-    scope: {repository: acme/other}
-    reason: "the other team is two people until January"
+    scope: {{repository: acme/other}}
+    reason: "the other team is two people for a while"
     approved_by: carol
-    approved_at: 2026-11-20
-    expires: 2027-01-31
+    approved_at: {_TODAY - timedelta(days=10)}
+    expires: {_TODAY + timedelta(days=60)}
 """
 # What the change under judgement writes into its own checkout.
 WAIVERS_CHANGE = WAIVERS_MAIN.replace("acme/other", "acme/payments")
