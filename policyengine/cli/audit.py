@@ -4,6 +4,7 @@ and its bundles; give the control owner the period on one page."""
 from __future__ import annotations
 
 import contextlib
+import json
 import secrets
 import sys
 from datetime import datetime, timezone
@@ -175,3 +176,89 @@ def audit_summary(archive: str, since: str, until: str, environment: str | None,
     for note in getattr(store, "notes", []):
         click.echo(f"warning: {note}", err=True)
     return EXIT_ALLOW if result["chain"]["status"] == "ok" else EXIT_DENY
+
+
+@audit.command("reconcile", context_settings=CONTEXT)
+@archive_option
+@click.option("--since", required=True, metavar="DATE|TIME", help="Start of the period (inclusive): platform "
+              "deployments at or after this; allowed bundles created at or after it for phantoms.")
+@click.option("--until", required=True, metavar="DATE|TIME", help="End of the period; a date includes the day.")
+@click.option("--source", "sources", multiple=True, required=True, metavar="SOURCE",
+              help="What the platform recorded (repeatable): github (GraphQL deployments, GITHUB_TOKEN), gitlab "
+                   "(project deployments, GITLAB_TOKEN), kubectl:FILE (`kubectl get pods -A -o json`), "
+                   "log:FILE (JSON Lines {time, commit|subject, environment, id, url}).")
+@click.option("--repository", metavar="OWNER/NAME", help="Only this repository (default: every chain in the store).")
+@click.option("--environment", metavar="NAME", help="Only this environment (policy name).")
+@click.option("--environment-map", "env_map", multiple=True, metavar="PLATFORM=POLICY",
+              help="The platform's name of an environment whose policy name differs (repeatable).")
+@click.option("--namespace", "namespaces", multiple=True, metavar="NS",
+              help="kubectl source: only these namespaces (repeatable; default: all but kube-*).")
+@click.option("--include-kube-namespaces", is_flag=True, help="kubectl source: keep the kube-* namespaces.")
+@click.option("--org-repository", "org_repositories", multiple=True, metavar="OWNER/NAME",
+              help="With --environment: a repository of the organisation or group that has the environment "
+                   "(repeatable, e.g. from the platform's listing); one without a chain is an ungated repository.")
+@click.option("--redeploy-after", type=click.IntRange(min=1), default=24, show_default=True, metavar="HOURS",
+              help="A deploy released by an approval older than this is a redeploy of an earlier approval.")
+@click.option("--now", metavar="ISO8601", help="The time of the reconciliation (tests); default: the clock.")
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True,
+              help="A table for a person, or JSON.")
+@click.option("-o", "--output", metavar="FILE", help="Write the report to FILE instead of standard output.")
+def audit_reconcile(archive: str, since: str, until: str, sources: tuple[str, ...], repository: str | None,
+                    environment: str | None, env_map: tuple[str, ...], namespaces: tuple[str, ...],
+                    include_kube_namespaces: bool, org_repositories: tuple[str, ...], redeploy_after: int,
+                    now: str | None, fmt: str, output: str | None) -> int:
+    """Is the population complete? Compare the period's evidence with what the platform recorded.
+
+    Exceptions (exit 1): unauthorized (a platform deployment no bundle released, 10 minutes of
+    tolerance), phantom (an allowed, deployed bundle the platform never deployed), drift (a running
+    digest no allowed bundle names), missing-chain, ungated-repository. Reported in classes of their
+    own: redeploy of an earlier approval, advisory ship, emergency awaiting approval, before adoption.
+    Exit 0 when there is no exception, 3 when a source cannot be read completely.
+
+    Reconcile is as strong as the platform's own audit trail: whoever can write deployments on the
+    platform can add or remove the records it compares against.
+
+    \b
+    Examples:
+      GITHUB_TOKEN=... policyengine audit reconcile --archive evidence --since 2026-01-01 \\
+          --until 2026-03-31 --environment production --source github
+      policyengine audit reconcile --archive evidence --since 2026-10-01 --until 2026-12-31 \\
+          --source kubectl:pods.json --namespace payments --format json -o reconcile.json
+    """
+    import os
+    from datetime import timedelta
+
+    from policyengine.cli.common import parse_now, write_atomic
+    from policyengine.errors import EXIT_DENY
+    from policyengine.evidence.audit import check_bounds
+    from policyengine.evidence.reconcile import ReconcileRequest, parse_source, reconcile, render_table
+    from policyengine.models import iso_utc
+    from policyengine.providers.deployments import parse_environment_map
+
+    start = parse_bound(since, "--since", end=False)
+    end = parse_bound(until, "--until", end=True)
+    assert start is not None and end is not None
+    check_bounds(start, end)
+    for s in sources:
+        parse_source(s)
+    if org_repositories and not environment:
+        raise UsageError("--org-repository needs --environment (the environment every repository should gate)")
+    request = ReconcileRequest(
+        since=start, until=end, now=iso_utc(parse_now(now).replace(microsecond=0)), sources=sources,
+        env=dict(os.environ), repository=repository, environment=environment,
+        env_map=parse_environment_map(env_map), namespaces=namespaces, include_kube=include_kube_namespaces,
+        redeploy_after=timedelta(hours=redeploy_after),
+        org_repositories=tuple(org_repositories) if org_repositories else None)
+    store = open_archive(archive)
+    result = reconcile(store, request)
+    text = (json.dumps(result.to_json(), indent=2, sort_keys=True) + "\n") if fmt == "json" else render_table(result)
+    if output:
+        write_atomic(output, text, "reconciliation")
+        counts = result.counts()
+        click.echo(f"wrote {output}: {len(result.exceptions)} exception(s) "
+                   f"({', '.join(f'{k} {v}' for k, v in counts.items() if v)})")
+    else:
+        click.echo(text, nl=False)
+    for note in getattr(store, "notes", []):
+        click.echo(f"warning: {note}", err=True)
+    return EXIT_DENY if result.exceptions else EXIT_ALLOW
