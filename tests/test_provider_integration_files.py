@@ -84,7 +84,7 @@ def test_action_inputs_outputs_and_env_only_inputs() -> None:
     action = load(ACTION)
     assert set(action["inputs"]) == {"policy", "environment", "github-token", "evidence-dir", "junit-path",
                                      "fail-on-deny", "version", "evidence-store", "evidence-token", "signing-key",
-                                     "policy-source"}
+                                     "policy-source", "subjects"}
     assert action["inputs"]["policy-source"]["default"] == "previous-deploy"
     assert action["inputs"]["github-token"]["default"] == "${{ github.token }}"
     assert set(action["outputs"]) == {"decision", "bundle-id", "bundle-path", "junit-path", "chain-head"}
@@ -96,6 +96,7 @@ def test_action_inputs_outputs_and_env_only_inputs() -> None:
     assert gate["env"]["POLICYENGINE_POLICY"] == "${{ inputs.policy }}"
     assert gate["env"]["GITHUB_TOKEN"] == "${{ inputs.github-token }}"
     assert gate["env"]["POLICYENGINE_ADVISORY"] == "${{ inputs.fail-on-deny == 'false' }}"
+    assert gate["env"]["POLICYENGINE_SUBJECTS"] == "${{ inputs.subjects }}"
     upload = next(s for s in steps if "uses" in s)
     assert re.fullmatch(r"actions/upload-artifact@[0-9a-f]{40}", upload["uses"])
     assert upload["if"] == "always()"
