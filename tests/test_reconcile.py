@@ -559,3 +559,81 @@ def test_bad_usage(evidence: Evidence, capsys: pytest.CaptureFixture[str]) -> No
     assert run(evidence.archive.root, "--source", "log:x", "--environment-map", "prod", capsys=capsys)[0] == 2
     code, _, err = run(evidence.archive.root, "--source", "github", capsys=capsys)
     assert code == 2 and "GITHUB_TOKEN is not set" in err
+
+
+# -- where the results go: the export and the summary -------------------------------------------------
+
+
+def deploy_log(tmp_path: Path) -> Path:
+    log = tmp_path / "deploys.jsonl"
+    log.write_text("\n".join(json.dumps(x) for x in [
+        {"time": iso(T0 + timedelta(minutes=2)), "commit": sha_of("a"), "environment": ENV, "id": "d-1",
+         "url": "https://deploy.test/1", "repository": REPO},
+        {"time": iso(T0 + timedelta(hours=2)), "commit": sha_of("bypass"), "environment": ENV, "id": "d-2",
+         "url": "https://deploy.test/<2>", "repository": REPO, "creator": "mallory"},
+    ]) + "\n")
+    return log
+
+
+def test_the_export_carries_the_reconciliation_and_still_verifies(
+        evidence: Evidence, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import csv
+    import io
+    import zipfile
+
+    from policyengine.cli import main
+
+    evidence.evaluation(REPO, ENV, sha_of("a"), T0)
+    out = tmp_path / "export.zip"
+    with pytest.raises(SystemExit) as exc:
+        main(["audit", "export", "--archive", str(evidence.archive.root), *PERIOD, "-o", str(out),
+              "--reconcile-with", f"log:{deploy_log(tmp_path)}"])
+    printed = capsys.readouterr().out
+    assert exc.value.code == 0 and "reconciliation: 1 exception(s), unauthorized 1" in printed
+    with zipfile.ZipFile(out) as zf:
+        rows = list(csv.DictReader(io.StringIO(zf.read("reconciliation.csv").decode())))
+        doc = json.loads(zf.read("export.json"))
+        index = zf.read("index.html").decode()
+    assert [(r["finding"], r["kind"], r["platform_id"], r["creator"]) for r in rows] == [
+        ("exception", "unauthorized", "d-2", "mallory")]
+    assert doc["reconciliation"]["counts"]["unauthorized"] == 1 and "reconciliation.csv" in doc["files"]
+    assert "Reconciliation with the platform" in index and "https://deploy.test/&lt;2&gt;" in index
+    with pytest.raises(SystemExit) as exc:
+        main(["evidence", "verify", "--archive", str(out)])
+    assert exc.value.code == 0, capsys.readouterr()
+
+
+def test_the_export_stops_when_a_source_cannot_be_read(evidence: Evidence, tmp_path: Path,
+                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    from policyengine.cli import main
+
+    evidence.evaluation(REPO, ENV, sha_of("a"), T0)
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text("{not json\n")
+    out = tmp_path / "export.zip"
+    with pytest.raises(SystemExit) as exc:
+        main(["audit", "export", "--archive", str(evidence.archive.root), *PERIOD, "-o", str(out),
+              "--reconcile-with", f"log:{bad}"])
+    assert exc.value.code == 3 and not out.exists() and f"{bad}:1" in capsys.readouterr().err
+
+
+def test_the_summary_counts_each_kind_of_exception(evidence: Evidence, tmp_path: Path,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    from policyengine.cli import main
+
+    evidence.evaluation(REPO, ENV, sha_of("a"), T0)
+    log = deploy_log(tmp_path)
+    with pytest.raises(SystemExit) as exc:
+        main(["audit", "summary", "--archive", str(evidence.archive.root), *PERIOD, "--format", "json",
+              "--reconcile-with", f"log:{log}"])
+    doc = json.loads(capsys.readouterr().out)
+    assert exc.value.code == 1
+    assert doc["reconciliation"]["counts"]["unauthorized"] == 1 and doc["reconciliation"]["exceptions"] == 1
+    for fmt, marker in (("md", "| unauthorized | 1 |"), ("html", "Reconciliation with the platform")):
+        with pytest.raises(SystemExit):
+            main(["audit", "summary", "--archive", str(evidence.archive.root), *PERIOD, "--format", fmt,
+                  "--reconcile-with", f"log:{log}"])
+        assert marker in capsys.readouterr().out
+    with pytest.raises(SystemExit) as exc:
+        main(["audit", "summary", "--archive", str(evidence.archive.root), *PERIOD, "--format", "json"])
+    assert exc.value.code == 0 and "reconciliation" not in json.loads(capsys.readouterr().out)

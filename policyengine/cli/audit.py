@@ -26,6 +26,41 @@ def audit() -> None:
     """Prepare evidence for an audit: export a period, or summarize it on one page (summary)."""
 
 
+RECONCILE_WITH_HELP = ("Also reconcile the period with what the platform recorded (repeatable; as `audit reconcile "
+                       "--source`: github, gitlab, kubectl:FILE, log:FILE); a source that cannot be read "
+                       "completely stops the command (exit 3).")
+
+
+def _reconcile_with(store: Any, sources: tuple[str, ...], env_map: tuple[str, ...], *, since: str, until: str,
+                    repository: str | None, environment: str | None) -> Any:
+    """The period's reconciliation for ``--reconcile-with`` (None without sources)."""
+    if not sources:
+        if env_map:
+            raise UsageError("--environment-map needs --reconcile-with")
+        return None
+    import os
+
+    from policyengine.cli.common import parse_now
+    from policyengine.evidence.reconcile import ReconcileRequest, parse_source, reconcile
+    from policyengine.models import iso_utc
+    from policyengine.providers.deployments import parse_environment_map
+
+    for s in sources:
+        parse_source(s)
+    return reconcile(store, ReconcileRequest(
+        since=since, until=until, now=iso_utc(parse_now(None).replace(microsecond=0)), sources=sources,
+        env=dict(os.environ), repository=repository, environment=environment,
+        env_map=parse_environment_map(env_map)))
+
+
+def reconcile_options(fn: Any) -> Any:
+    fn = click.option("--environment-map", "env_map", multiple=True, metavar="PLATFORM=POLICY",
+                      help="With --reconcile-with: the platform's name of an environment whose policy name "
+                           "differs (repeatable).")(fn)
+    return click.option("--reconcile-with", "reconcile_with", multiple=True, metavar="SOURCE",
+                        help=RECONCILE_WITH_HELP)(fn)
+
+
 @audit.command("export", context_settings=CONTEXT)
 @archive_option
 @click.option("--since", required=True, metavar="DATE|TIME", help=SINCE_HELP)
@@ -46,9 +81,11 @@ def audit() -> None:
               help="Sign the export's listing (population.csv, export.json, the bundles' digests) with this "
                    "Ed25519 private key (PEM), so that `evidence verify --archive EXPORT --public-key` proves it.")
 @click.option("-o", "--output", required=True, metavar="FILE.zip", help="The export to write.")
+@reconcile_options
 def audit_export(archive: str, since: str, until: str, environment: str | None, repository: str | None,
                  decision: str | None, deployments_only: bool, sample: int | None,
-                 seed: int | None, public_key: str | None, signing_key: str | None, output: str) -> int:
+                 seed: int | None, public_key: str | None, signing_key: str | None, output: str,
+                 reconcile_with: tuple[str, ...] = (), env_map: tuple[str, ...] = ()) -> int:
     """Verify a period's bundles, then export every evaluation (allowed and denied) with a reproducible sample.
 
     First every bundle of the period is verified (digests, statements, chains; signatures with
@@ -57,7 +94,9 @@ def audit_export(archive: str, since: str, until: str, environment: str | None, 
 
     The zip holds population.csv, export.json (period, counts, seed, sample ids, digests),
     bundles/<id>.zip and bundles/<id>/report.html for each sampled bundle, index.html, and
-    export.intoto.json, a statement of the listing's digests (signed with --signing-key).
+    export.intoto.json, a statement of the listing's digests (signed with --signing-key). With
+    --reconcile-with, reconciliation.csv (every exception and class of `audit reconcile`) and a
+    section of index.html.
     Verify it, with only the zip: policyengine evidence verify --archive FILE.zip --public-key KEY.
 
     \b
@@ -85,6 +124,8 @@ def audit_export(archive: str, since: str, until: str, environment: str | None, 
 
         signer = load_signing_key(signing_key)
     store = open_archive(archive)
+    reconciled = _reconcile_with(store, reconcile_with, env_map, since=start, until=end, repository=repository,
+                                 environment=environment)
     with contextlib.ExitStack() as stack:
         bars: list[Any] = []
 
@@ -103,7 +144,8 @@ def audit_export(archive: str, since: str, until: str, environment: str | None, 
                             out=output, progress=progress, on_start=on_start, public_key=key, signing_key=signer,
                             repository=repository, decision=decision, deployments_only=deployments_only,
                             emergency_states=lambda rows, records: period_states(
-                                store, rows, records, datetime.now(timezone.utc), public_key=key))
+                                store, rows, records, datetime.now(timezone.utc), public_key=key),
+                            reconciliation=reconciled)
         except ExportRefused as exc:
             for p in exc.problems:
                 where = f"bundle {p.bundle_id or '?'}" + (f" member {p.member}" if p.member else "")
@@ -113,6 +155,10 @@ def audit_export(archive: str, since: str, until: str, environment: str | None, 
         click.echo(f"warning: {note}", err=True)
     for note in result.notes:
         click.echo(f"note: {note}", err=True)
+    if reconciled is not None:
+        counts = reconciled.counts()
+        click.echo(f"reconciliation: {len(reconciled.exceptions)} exception(s)"
+                   + "".join(f", {k} {v}" for k, v in counts.items() if v) + " (reconciliation.csv)")
     click.echo(f"wrote {result.path}: {result.population} evaluation(s), {result.deployments} deployment(s), "
                f"from {start} to {end}"
                + (f", sample of {len(result.sample_ids)} with seed {result.seed}" if sample else "")
@@ -137,13 +183,17 @@ def audit_export(archive: str, since: str, until: str, environment: str | None, 
 @click.option("--public-key", metavar="FILE",
               help="Require every bundle of the period to be signed by this Ed25519 public key (PEM).")
 @click.option("-o", "--output", metavar="FILE", help="Write the summary to FILE instead of standard output.")
+@reconcile_options
 def audit_summary(archive: str, since: str, until: str, environment: str | None, repository: str | None,
-                  fmt: str, public_key: str | None, output: str | None) -> int:
+                  fmt: str, public_key: str | None, output: str | None, reconcile_with: tuple[str, ...] = (),
+                  env_map: tuple[str, ...] = ()) -> int:
     """The period on one page for the control owner: deployments, denials, overrides, policy changes,
     chain status, missing outcomes and reviews, the four DORA figures, emergencies.
 
     The period is verified as `audit export` verifies it; a summary is still written when it does
-    not verify, with the problems in its chain status, and the exit code is then 1.
+    not verify, with the problems in its chain status, and the exit code is then 1. With
+    --reconcile-with, it counts each kind of reconciliation exception and class too (any
+    exception: exit 1).
 
     \b
     Examples:
@@ -162,8 +212,14 @@ def audit_summary(archive: str, since: str, until: str, environment: str | None,
     check_bounds(start, end)
     key = load_key(public_key)
     store = open_archive(archive)
+    reconciled = _reconcile_with(store, reconcile_with, env_map, since=start, until=end, repository=repository,
+                                 environment=environment)
     result = summarize(store, since=start, until=end, environment=environment, repository=repository,
                        public_key=key)
+    if reconciled is not None:
+        from policyengine.evidence.reconcile import summary_of
+
+        result["reconciliation"] = summary_of(reconciled)
     text = render(result, fmt)
     if output:
         from policyengine.evidence.summary import write_atomically
@@ -175,7 +231,8 @@ def audit_summary(archive: str, since: str, until: str, environment: str | None,
         click.echo(text, nl=False)
     for note in getattr(store, "notes", []):
         click.echo(f"warning: {note}", err=True)
-    return EXIT_ALLOW if result["chain"]["status"] == "ok" else EXIT_DENY
+    clean = result["chain"]["status"] == "ok" and not (reconciled is not None and reconciled.exceptions)
+    return EXIT_ALLOW if clean else EXIT_DENY
 
 
 @audit.command("reconcile", context_settings=CONTEXT)

@@ -552,6 +552,33 @@ def reconcile(store: EvidenceStore, request: ReconcileRequest,
                  redeploy_after=request.redeploy_after, ungated=ungated)
 
 
+# -- what exports and summaries carry --------------------------------------------------------
+
+RECONCILIATION_CSV = "reconciliation.csv"
+RECONCILIATION_COLUMNS = ("finding", "kind", "repository", "environment", "source", "platform_id", "time", "url",
+                          "creator", "commit", "subject", "bundle_id", "detail", "also")
+
+
+def reconciliation_csv(result: Reconciliation) -> str:
+    """``reconciliation.csv``: one row per exception and per class, every cell through ``csv_cell``."""
+    from policyengine.evidence.tabular import csv_cell, csv_text
+
+    rows: list[list[str]] = [list(RECONCILIATION_COLUMNS)]
+    for label, items in (("exception", result.exceptions), ("class", result.classes)):
+        for f in items:
+            values = {**f.to_json(), "finding": label, "also": " ".join(f.also)}
+            rows.append([csv_cell(values.get(c)) for c in RECONCILIATION_COLUMNS])
+    return csv_text(rows)
+
+
+def summary_of(result: Reconciliation) -> dict[str, Any]:
+    """The reconciliation's counts for an export's ``export.json`` and ``audit summary``."""
+    return {"sources": list(result.sources), "counts": result.counts(), "exceptions": len(result.exceptions),
+            "classes": len(result.classes), "platform_deployments": result.platform_deployments,
+            "matched": result.matched, "running_artifacts": result.running,
+            "tolerance_minutes": int(TOLERANCE.total_seconds() // 60), "limit": LIMIT}
+
+
 # -- rendering ---------------------------------------------------------------------------------
 
 
