@@ -637,3 +637,42 @@ def test_the_summary_counts_each_kind_of_exception(evidence: Evidence, tmp_path:
     with pytest.raises(SystemExit) as exc:
         main(["audit", "summary", "--archive", str(evidence.archive.root), *PERIOD, "--format", "json"])
     assert exc.value.code == 0 and "reconciliation" not in json.loads(capsys.readouterr().out)
+
+
+# -- --record: the client's scheduled job keeps a signed record -------------------------------------
+
+
+def test_record_appends_a_signed_reconciliation_record_that_verifies(
+        evidence: Evidence, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import zipfile
+
+    from cryptography.hazmat.primitives import serialization
+
+    from policyengine.cli import main
+
+    evidence.evaluation(REPO, ENV, sha_of("a"), T0)
+    pem = tmp_path / "signing.pem"
+    pem.write_bytes(evidence.key.private_key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+    log = deploy_log(tmp_path)
+    code, _, err = run(evidence.archive.root, "--source", f"log:{log}", "--record", capsys=capsys)
+    assert code == 2 and "--record needs --signing-key" in err
+    code, report, err = run(evidence.archive.root, "--source", f"log:{log}", "--record", "--signing-key", str(pem),
+                            "--by", "auditor", "--format", "json", capsys=capsys)
+    assert code == 1 and "recorded reconciliation" in err
+    records, bad = evidence.archive.read_index()
+    assert not bad
+    rec = records[-1]
+    assert rec["kind"] == "reconciliation" and rec["decision"] == "exceptions" and rec["signed_by"]
+    with evidence.archive.open_bundle(rec) as fh, zipfile.ZipFile(fh) as zf:
+        doc = json.loads(zf.read("record.json"))
+    assert doc["summary"]["counts"]["unauthorized"] == 1 and doc["by"] == "auditor"
+    assert doc["summary"]["findings"][0]["platform_id"] == "d-2"
+    assert isinstance(report, dict) and doc["summary"]["period"] == report["period"]
+    with pytest.raises(SystemExit) as exc:
+        main(["evidence", "verify", "--archive", str(evidence.archive.root), "--all"])
+    verified = capsys.readouterr()
+    assert exc.value.code == 0, verified
+    # The record is not a deployment and not an evaluation: the next reconciliation is unchanged.
+    code, again, _ = run(evidence.archive.root, "--source", f"log:{log}", "--format", "json", capsys=capsys)
+    assert isinstance(again, dict) and again["counts"] == report["counts"]

@@ -260,10 +260,18 @@ def audit_summary(archive: str, since: str, until: str, environment: str | None,
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True,
               help="A table for a person, or JSON.")
 @click.option("-o", "--output", metavar="FILE", help="Write the report to FILE instead of standard output.")
+@click.option("--record", "record", is_flag=True,
+              help="Append a signed store-level reconciliation record to the archive (needs --signing-key): the "
+                   "client's scheduled job; an auditor without a key just reads the report.")
+@click.option("--signing-key", envvar="POLICYENGINE_SIGNING_KEY", show_envvar=True, metavar="FILE|env:VAR",
+              help="With --record: sign the record with this Ed25519 private key (PEM).")
+@click.option("--by", metavar="LOGIN", help="With --record outside CI: who records it (self-asserted); in CI, the "
+                                             "CI's actor.")
 def audit_reconcile(archive: str, since: str, until: str, sources: tuple[str, ...], repository: str | None,
                     environment: str | None, env_map: tuple[str, ...], namespaces: tuple[str, ...],
                     include_kube_namespaces: bool, org_repositories: tuple[str, ...], redeploy_after: int,
-                    now: str | None, fmt: str, output: str | None) -> int:
+                    now: str | None, fmt: str, output: str | None, record: bool = False,
+                    signing_key: str | None = None, by: str | None = None) -> int:
     """Is the population complete? Compare the period's evidence with what the platform recorded.
 
     Exceptions (exit 1): unauthorized (a platform deployment no bundle released, 10 minutes of
@@ -300,6 +308,16 @@ def audit_reconcile(archive: str, since: str, until: str, sources: tuple[str, ..
         parse_source(s)
     if org_repositories and not environment:
         raise UsageError("--org-repository needs --environment (the environment every repository should gate)")
+    signer = actor = None
+    if record:
+        if not signing_key:
+            raise UsageError("--record needs --signing-key: a reconciliation record is signed, like every record",
+                             hint="an auditor without a key reads the report without --record")
+        from policyengine.cli.evidence import _actor
+        from policyengine.evidence.signing import load_signing_key
+
+        signer = load_signing_key(signing_key)
+        actor = _actor(by, fallback_user=True)
     request = ReconcileRequest(
         since=start, until=end, now=iso_utc(parse_now(now).replace(microsecond=0)), sources=sources,
         env=dict(os.environ), repository=repository, environment=environment,
@@ -308,7 +326,14 @@ def audit_reconcile(archive: str, since: str, until: str, sources: tuple[str, ..
         org_repositories=tuple(org_repositories) if org_repositories else None)
     store = open_archive(archive)
     result = reconcile(store, request)
-    text = (json.dumps(result.to_json(), indent=2, sort_keys=True) + "\n") if fmt == "json" else render_table(result)
+    report = json.dumps(result.to_json(), indent=2, sort_keys=True) + "\n"
+    text = report if fmt == "json" else render_table(result)
+    if record:
+        from policyengine.evidence.reconcile import record_reconciliation
+
+        ref = record_reconciliation(store, result, report.encode("utf-8"), signing_key=signer, by=actor,
+                                    at=parse_now(now))
+        click.echo(f"recorded reconciliation {ref.id} in {store.url}", err=True)
     if output:
         write_atomic(output, text, "reconciliation")
         counts = result.counts()

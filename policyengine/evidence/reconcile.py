@@ -579,6 +579,35 @@ def summary_of(result: Reconciliation) -> dict[str, Any]:
             "tolerance_minutes": int(TOLERANCE.total_seconds() // 60), "limit": LIMIT}
 
 
+def record_reconciliation(store: EvidenceStore, result: Reconciliation, report: bytes, *, signing_key: Any,
+                          by: Any, at: datetime) -> Any:
+    """Append the signed store-level ``reconciliation`` record (``--record``); return its ``BundleRef``.
+
+    Linked to the store's newest evaluation, so it is chained and signed like every record.
+    TODO(i16-catalogue): link it to the store head (the catalogue's digest) instead.
+    """
+    from policyengine.errors import UsageError
+    from policyengine.evidence.records import RECONCILIATION
+
+    records, _ = store.read_index()
+    evaluations = [r for r in records if is_evaluation(r)]
+    if not evaluations:
+        raise UsageError("--record: the store holds no evaluation to link the reconciliation to")
+
+    def order(r: Mapping[str, Any]) -> tuple[str, int, str]:
+        seq = r.get("sequence")
+        return (str(r.get("created_at")), seq if type(seq) is int else -1, str(r.get("id")))
+
+    anchor = max(evaluations, key=order)
+    summary = {**summary_of(result), "period": {"since": result.since, "until": result.until},
+               "now": result.now, "report_sha256": hashlib.sha256(report).hexdigest(),
+               "findings": [{**f.to_json(), "finding": label} for label, items in (
+                   ("exception", result.exceptions), ("class", result.classes)) for f in items]}
+    payload = {"reconciliation": "exceptions" if result.exceptions else "clean", "summary": summary,
+               "by": by.login, "by_verified": by.verified, "by_source": by.source}
+    return store.append_record(RECONCILIATION, anchor, payload, signing_key=signing_key, created_at=at)
+
+
 # -- rendering ---------------------------------------------------------------------------------
 
 

@@ -72,6 +72,12 @@ NOTIFICATION_FAILURE = "notification-failure"
 NOTIFICATION_RESULTS = ("failed",)
 """A ``notification-failure`` record (``policyengine.notify``): a notification of the evaluation
 could not be delivered; ``target`` names the variable (never the URL), ``cause`` says why."""
+RECONCILIATION = "reconciliation"
+RECONCILIATION_RESULTS = ("clean", "exceptions")
+"""A ``reconciliation`` record (``audit reconcile --record``): the result of comparing a period's
+evidence with what the platform recorded, ``summary`` holding the period, sources, counts, every
+finding and the SHA-256 of the JSON report. It is store-level: linked to the store's newest
+evaluation (TODO(i16-catalogue): to the store head once the catalogue exists)."""
 EMERGENCY_APPROVALS = ("approved",)
 EMERGENCY_APPROVAL = "emergency-approval"
 NOT_A_DEPLOYMENT = frozenset({"not_deployed"})
@@ -98,6 +104,7 @@ RECORD_KINDS: dict[str, RecordKind] = {
     "review": RecordKind("review", "result", REVIEW_RESULTS),
     NOTIFICATION_FAILURE: RecordKind(NOTIFICATION_FAILURE, "notification", NOTIFICATION_RESULTS),
     EMERGENCY_APPROVAL: RecordKind(EMERGENCY_APPROVAL, "approval", EMERGENCY_APPROVALS),
+    RECONCILIATION: RecordKind(RECONCILIATION, "reconciliation", RECONCILIATION_RESULTS),
 }
 
 
