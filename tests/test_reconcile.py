@@ -676,3 +676,56 @@ def test_record_appends_a_signed_reconciliation_record_that_verifies(
     # The record is not a deployment and not an evaluation: the next reconciliation is unchanged.
     code, again, _ = run(evidence.archive.root, "--source", f"log:{log}", "--format", "json", capsys=capsys)
     assert isinstance(again, dict) and again["counts"] == report["counts"]
+
+
+def test_org_lists_the_repositories_with_the_environment(evidence: Evidence, github: GitHubDeployments,
+                                                         capsys: pytest.CaptureFixture[str]) -> None:
+    from tests.fake_servers import Request
+
+    evidence.evaluation(REPO, ENV, sha_of("a"), T0)
+    github.add(REPO, ENV, sha_of("a"), T0 + timedelta(minutes=1), ident=1)
+    github.add("acme/shadow", ENV, sha_of("s"), T0 + timedelta(minutes=5), ident=2, creator="mallory")
+    serve_deployments = github.serve
+    repos = [{"nameWithOwner": REPO, "isArchived": False, "environments": {"totalCount": 1, "nodes": [{"name": ENV}]}},
+             {"nameWithOwner": "acme/shadow", "isArchived": False,
+              "environments": {"totalCount": 2, "nodes": [{"name": "staging"}, {"name": ENV}]}},
+             {"nameWithOwner": "acme/docs", "isArchived": False, "environments": {"totalCount": 0, "nodes": []}}]
+
+    def serve(req: Request, api: FakeAPI) -> Reply:
+        doc = req.json()
+        if "organization(login: $org)" in doc["query"]:
+            assert doc["variables"]["org"] == "acme"
+            after = int(doc["variables"]["after"] or 0)
+            return Reply(200, {"data": {"organization": {"repositories": {
+                "pageInfo": {"hasNextPage": after + 2 < len(repos), "endCursor": str(after + 2)},
+                "nodes": repos[after:after + 2]}}}})
+        return serve_deployments(req, api)
+
+    github.api.handler("/graphql", serve)
+    code, report, _ = run(evidence.archive.root, "--source", "github", "--org", "acme", "--environment", ENV,
+                          "--format", "json", capsys=capsys)
+    assert isinstance(report, dict)
+    assert [(f["kind"], f["repository"], f["also"]) for f in report["exceptions"]] == [
+        ("ungated-repository", "acme/shadow", ["2"])]
+    assert code == 1 and report["matched"] == 1
+    code, _, err = run(evidence.archive.root, "--source", "log:/dev/null", "--org", "acme", "--environment", ENV,
+                       capsys=capsys)
+    assert code == 2 and "--org needs a github or gitlab" in err
+
+
+def test_gitlab_group_lists_the_projects_with_the_environment(evidence: Evidence, gitlab: GitLabDeployments,
+                                                             capsys: pytest.CaptureFixture[str]) -> None:
+    evidence.evaluation(REPO, ENV, sha_of("a"), T0)
+    gitlab.add(REPO, gitlab_deployment(1, ENV, sha_of("a"), T0 + timedelta(minutes=1)))
+    gitlab.add("acme/shadow", gitlab_deployment(2, ENV, sha_of("s"), T0 + timedelta(minutes=1)))
+    gitlab.api.pages("/groups/acme/projects", [{"id": 1, "path_with_namespace": REPO},
+                                               {"id": 2, "path_with_namespace": "acme/shadow"},
+                                               {"id": 3, "path_with_namespace": "acme/docs"}])
+    for pid, envs in ((1, [ENV]), (2, [ENV]), (3, [])):
+        gitlab.api.json(f"/projects/{pid}/environments", [{"id": 9, "name": e} for e in envs])
+    code, report, _ = run(evidence.archive.root, "--source", "gitlab", "--org", "acme", "--environment", ENV,
+                          "--format", "json", capsys=capsys)
+    assert isinstance(report, dict)
+    assert [(f["kind"], f["repository"], f["also"]) for f in report["exceptions"]] == [
+        ("ungated-repository", "acme/shadow", ["2"])]
+    assert code == 1

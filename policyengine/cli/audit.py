@@ -251,6 +251,10 @@ def audit_summary(archive: str, since: str, until: str, environment: str | None,
 @click.option("--namespace", "namespaces", multiple=True, metavar="NS",
               help="kubectl source: only these namespaces (repeatable; default: all but kube-*).")
 @click.option("--include-kube-namespaces", is_flag=True, help="kubectl source: keep the kube-* namespaces.")
+@click.option("--org", metavar="ORG|GROUP",
+              help="With --environment: list the organisation's (GitHub) or group's (GitLab, subgroups included) "
+                   "repositories that have the environment, from the github or gitlab source; each without a chain "
+                   "in the store is an ungated repository, and its deployments are reconciled too.")
 @click.option("--org-repository", "org_repositories", multiple=True, metavar="OWNER/NAME",
               help="With --environment: a repository of the organisation or group that has the environment "
                    "(repeatable, e.g. from the platform's listing); one without a chain is an ungated repository.")
@@ -269,8 +273,8 @@ def audit_summary(archive: str, since: str, until: str, environment: str | None,
                                              "CI's actor.")
 def audit_reconcile(archive: str, since: str, until: str, sources: tuple[str, ...], repository: str | None,
                     environment: str | None, env_map: tuple[str, ...], namespaces: tuple[str, ...],
-                    include_kube_namespaces: bool, org_repositories: tuple[str, ...], redeploy_after: int,
-                    now: str | None, fmt: str, output: str | None, record: bool = False,
+                    include_kube_namespaces: bool, org: str | None, org_repositories: tuple[str, ...],
+                    redeploy_after: int, now: str | None, fmt: str, output: str | None, record: bool = False,
                     signing_key: str | None = None, by: str | None = None) -> int:
     """Is the population complete? Compare the period's evidence with what the platform recorded.
 
@@ -306,8 +310,9 @@ def audit_reconcile(archive: str, since: str, until: str, sources: tuple[str, ..
     check_bounds(start, end)
     for s in sources:
         parse_source(s)
-    if org_repositories and not environment:
-        raise UsageError("--org-repository needs --environment (the environment every repository should gate)")
+    if (org_repositories or org) and not environment:
+        raise UsageError("--org and --org-repository need --environment (the environment every repository should "
+                         "gate)")
     signer = actor = None
     if record:
         if not signing_key:
@@ -323,7 +328,7 @@ def audit_reconcile(archive: str, since: str, until: str, sources: tuple[str, ..
         env=dict(os.environ), repository=repository, environment=environment,
         env_map=parse_environment_map(env_map), namespaces=namespaces, include_kube=include_kube_namespaces,
         redeploy_after=timedelta(hours=redeploy_after),
-        org_repositories=tuple(org_repositories) if org_repositories else None)
+        org_repositories=tuple(org_repositories) if org_repositories else None, org=org)
     store = open_archive(archive)
     result = reconcile(store, request)
     report = json.dumps(result.to_json(), indent=2, sort_keys=True) + "\n"

@@ -50,6 +50,8 @@ from policyengine.providers.deployments import PlatformDeployment, PlatformRecor
 TOLERANCE = timedelta(minutes=10)
 REDEPLOY_AFTER = timedelta(hours=24)
 EXCEPTION_KINDS = ("unauthorized", "phantom", "drift", "missing-chain", "ungated-repository", "witness-mismatch")
+CHAIN_KINDS = ("missing-chain", "ungated-repository")
+"""Findings about a whole chain: its platform deployments are named under it (``also``)."""
 CLASS_KINDS = ("redeploy", "advisory-ship", "emergency-awaiting-approval", "before-adoption")
 LIMIT = ("Reconcile is as strong as the platform's own audit trail: whoever can write deployments on the "
          "platform (GitHub `deployments: write`, GitLab maintainers) can add or remove the records it "
@@ -340,8 +342,10 @@ def judge(evaluations: Sequence[Evaluation], platform: PlatformRecords, *, since
             missing[key] = Finding("missing-chain", key[0], key[1], f"the catalogue knows this chain; it {what}")
     exceptions.extend(missing.values())
     for repo, env in ungated:
-        exceptions.append(Finding("ungated-repository", repo, env,
-                                  f"{repo} has the environment {env} but no chain in the store"))
+        # Its deployments are named under it (``also``), not judged one by one.
+        missing[(repo, env)] = Finding("ungated-repository", repo, env,
+                                       f"{repo} has the environment {env} but no chain in the store")
+        exceptions.append(missing[(repo, env)])
     index = _index(evaluations, first_times)
     tol = TOLERANCE
     in_period = [d for d in platform.deployments if since <= d.time < until]
@@ -486,7 +490,10 @@ class ReconcileRequest:
     include_kube: bool = False
     redeploy_after: timedelta = REDEPLOY_AFTER
     org_repositories: tuple[str, ...] | None = None
-    """With ``--org``: every repository of the organisation that has the environment."""
+    """With ``--org-repository``: the repositories of the organisation that have the environment."""
+    org: str | None = None
+    """With ``--org``: the organisation (GitHub) or group (GitLab) whose repositories that have the
+    environment are listed from the first github or gitlab source."""
 
 
 def reconcile(store: EvidenceStore, request: ReconcileRequest,
@@ -516,10 +523,18 @@ def reconcile(store: EvidenceStore, request: ReconcileRequest,
         if key not in first_times or t < first_times[key]:
             first_times[key] = t
     platform = PlatformRecords()
+    org_found: list[str] | None = list(request.org_repositories) if request.org_repositories is not None else None
+    org_asked = request.org is None
+    names = dep.platform_names(request.env_map, request.environment) if request.environment else []
     for kind, path in parsed:
         if kind == "github":
             session, graphql = dep.github_session(request.env)
             try:
+                if not org_asked and request.org:
+                    org_found = [*(org_found or []), *dep.github_org_repositories(session, graphql, request.org,
+                                                                                  names, platform)]
+                    org_asked = True
+                    scope |= {(r, str(request.environment)) for r in org_found}
                 dep.github_deployments(session, graphql, scope, since=request.since, env_map=request.env_map,
                                        records=platform)
             finally:
@@ -527,6 +542,11 @@ def reconcile(store: EvidenceStore, request: ReconcileRequest,
         elif kind == "gitlab":
             session = dep.gitlab_session(request.env)
             try:
+                if not org_asked and request.org:
+                    org_found = [*(org_found or []), *dep.gitlab_group_repositories(session, request.org, names,
+                                                                                    platform)]
+                    org_asked = True
+                    scope |= {(r, str(request.environment)) for r in org_found}
                 dep.gitlab_deployments(session, scope, since=request.since, env_map=request.env_map,
                                        records=platform)
             finally:
@@ -543,10 +563,14 @@ def reconcile(store: EvidenceStore, request: ReconcileRequest,
         evaluations = load_evaluations(store, records, chains=None if platform.running else scope)
     except EvidenceUnreadable as exc:
         raise EvidenceError(str(exc), hint=f"run `{store.command('evidence', 'verify')}`") from None
+    if not org_asked:
+        from policyengine.errors import UsageError
+
+        raise UsageError("--org needs a github or gitlab --source to list the organisation's repositories")
     ungated: list[Chain] = []
-    if request.org_repositories is not None and request.environment:
-        have = {k[0] for k in present}
-        ungated = [(r, request.environment) for r in request.org_repositories if r not in have]
+    if org_found is not None and request.environment:
+        have = {k for k in present if k[1] == request.environment}
+        ungated = sorted({(r, request.environment) for r in org_found if (r, request.environment) not in have})
     return judge(evaluations, platform, since=request.since, until=request.until, now=request.now,
                  catalogue=expected, present=present, first_times=first_times, scope=scope,
                  redeploy_after=request.redeploy_after, ungated=ungated)
@@ -631,9 +655,9 @@ def render_table(result: Reconciliation) -> str:
                                  f"subject {f.subject}" if f.subject else None,
                                  f"bundle {f.bundle_id}" if f.bundle_id and f.platform_id else None,
                                  f"by {f.creator}" if f.creator else None, f.url,
-                                 f"re-runs {' '.join(f.also)}" if f.also and f.kind != "missing-chain" else None,
+                                 f"re-runs {' '.join(f.also)}" if f.also and f.kind not in CHAIN_KINDS else None,
                                  f"{len(f.also)} platform deployment(s) of it cannot be judged"
-                                 if f.also and f.kind == "missing-chain" else None) if x]
+                                 if f.also and f.kind in CHAIN_KINDS else None) if x]
             lines.append(f"{title:9} {f.kind:28} {where:30} {ident:24} {f.time or '-':20} {f.detail}"
                          + (f" ({'; '.join(extra)})" if extra else ""))
     lines += ["", f"limit: {LIMIT}"]

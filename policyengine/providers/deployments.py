@@ -442,3 +442,71 @@ def read_deploy_log(path: str, *, env_map: Mapping[str, str], records: PlatformR
             url=url if isinstance(url, str) else None, creator=creator if isinstance(creator, str) else None,
             state="success"))
     records.sources.append(f"deploy log {path}")
+
+
+# -- the organisation's repositories that have the environment (``--org``) ---------------------
+
+GITHUB_ORG_QUERY = """query($org: String!, $after: String) { organization(login: $org) {
+  repositories(first: 100, after: $after) { pageInfo { hasNextPage endCursor }
+    nodes { nameWithOwner isArchived environments(first: 100) { totalCount nodes { name } } } } } }"""
+
+
+def github_org_repositories(session: HttpSession, graphql_url: str, org: str, names: Sequence[str],
+                            records: PlatformRecords) -> list[str]:
+    """Every repository of the organisation ``org`` that has one of the environments ``names``."""
+    found: list[str] = []
+    after: str | None = None
+    for _page in range(session.settings.max_pages):
+        data = session.post_graphql(graphql_url, GITHUB_ORG_QUERY, {"org": org, "after": after},
+                                    what=f"the repositories of {org}")
+        records.requests += 1
+        organisation = data.get("organization")
+        conn = organisation.get("repositories") if isinstance(organisation, dict) else None
+        if not isinstance(conn, dict) or not isinstance(conn.get("nodes"), list) \
+                or not isinstance(conn.get("pageInfo"), dict):
+            raise SourceError(f"github organisation {org}: not visible to GITHUB_TOKEN, or not a repositories "
+                              "connection", hint="the token needs `metadata: read` on the organisation's repositories")
+        for node in conn["nodes"]:
+            if not isinstance(node, dict) or not isinstance(node.get("nameWithOwner"), str):
+                raise SourceError(f"github organisation {org}: a repository without nameWithOwner")
+            envs = node.get("environments")
+            if not isinstance(envs, dict) or not isinstance(envs.get("nodes"), list):
+                raise SourceError(f"github {node['nameWithOwner']}: its environments cannot be read")
+            if type(envs.get("totalCount")) is int and envs["totalCount"] > len(envs["nodes"]):
+                raise SourceError(f"github {node['nameWithOwner']}: more than {len(envs['nodes'])} environments; "
+                                  "refusing to judge a partial list")
+            if any(isinstance(e, dict) and e.get("name") in names for e in envs["nodes"]):
+                found.append(node["nameWithOwner"])
+        info = conn["pageInfo"]
+        if info.get("hasNextPage") is not True:
+            return found
+        after = info.get("endCursor")
+        if not isinstance(after, str) or not after:
+            raise SourceError(f"github organisation {org}: hasNextPage without an endCursor")
+    raise SourceError(f"github organisation {org}: more than {session.settings.max_pages} pages of repositories; "
+                      "refusing to judge a partial list", hint="raise POLICYENGINE_HTTP_MAX_PAGES")
+
+
+def gitlab_group_repositories(session: HttpSession, group: str, names: Sequence[str],
+                              records: PlatformRecords) -> list[str]:
+    """Every project of the group (subgroups included) that has one of the environments ``names``."""
+    found: list[str] = []
+    try:
+        projects = session.get_pages(f"/groups/{quote(group, safe='')}/projects",
+                                     {"include_subgroups": "true", "archived": "false"})
+        records.requests += max(1, -(-len(projects) // 100))
+        for p in projects:
+            if not isinstance(p, dict) or type(p.get("id")) is not int or not isinstance(
+                    p.get("path_with_namespace"), str):
+                raise SourceError(f"gitlab group {group}: a project without id and path_with_namespace")
+            for name in names:
+                envs = session.get_json(f"/projects/{p['id']}/environments", {"name": name})
+                records.requests += 1
+                if not isinstance(envs, list):
+                    raise SourceError(f"gitlab {p['path_with_namespace']}: the environments answer is not a list")
+                if any(isinstance(e, dict) and e.get("name") == name for e in envs):
+                    found.append(p["path_with_namespace"])
+                    break
+    except ApiError as exc:
+        raise SourceError(f"gitlab group {group}: {exc.message}", hint=exc.hint) from None
+    return found
