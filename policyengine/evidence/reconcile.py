@@ -389,10 +389,10 @@ def judge(evaluations: Sequence[Evaluation], platform: PlatformRecords, *, since
                 classes.append(Finding("before-adoption", repo, d.environment,
                                        f"deployed before the chain's first record ({first})", **base))  # type: ignore[arg-type]
             else:
-                what = f"commit {d.commit}" if d.commit else f"subject {d.subject}"
+                what = "this commit" if d.commit else "this subject"
                 denied = any(d.commit and d.commit in index[k].denials_by_commit for k in keys if k in index)
                 exceptions.append(Finding("unauthorized", repo, d.environment,
-                                          f"no bundle released {what} before it"
+                                          f"no allowing bundle for {what} was written before it"
                                           + (" (the gate denied it)" if denied else ""), **base))  # type: ignore[arg-type]
             continue
         used.setdefault(best.id, []).append(d.time)
