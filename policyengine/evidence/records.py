@@ -51,6 +51,7 @@ from policyengine.evidence.bundle import (
     ATTESTATION,
     MANIFEST,
     REPORT,
+    SCHEMA_VERSION,
     ZIP_READ_ERRORS,
     Inspection,
     VerifyProblem,
@@ -245,8 +246,12 @@ def inspect_record(zf: zipfile.ZipFile, bundle_id: str, public_key: tuple[Any, s
         problem("manifest", MANIFEST, f"the manifest's kind {kind!r} is not a record kind this tool knows "
                 f"({', '.join(RECORD_KINDS)})")
         kind = None
-    if manifest.get("schema_version") != 2:
-        problem("manifest", MANIFEST, "a record bundle must have schema_version 2")
+    version = manifest.get("schema_version")
+    if type(version) is int and version > SCHEMA_VERSION:
+        problem("manifest", MANIFEST, f"schema_version {version}: made by a newer version of policyengine: upgrade "
+                "policyengine to verify it")
+    elif type(version) is not int or version not in (2, 3):
+        problem("manifest", MANIFEST, "a record bundle must have schema_version 2 or 3")
     extra = sorted(p for p in checked.listed if p not in (RECORD, REPORT))
     if extra:
         problem("manifest", extra[0], f"a record bundle holds only {RECORD} and {REPORT}, not {', '.join(extra)}")
