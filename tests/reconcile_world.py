@@ -52,9 +52,12 @@ class Evidence:
         decision: dict[str, Any] = {"decision": verdict, "evaluated_at": iso(when), "advisory": advisory,
                                     "simulated": simulated, "policy": {"name": "prod", "path": "p.yml"},
                                     "clock": {"source": "system"}, "rules": []}
-        if emergency:
-            decision["emergency"] = {"declared_by": "erin", "reason": "outage", "incident": "INC-1",
-                                     "waived_rules": ["peer-review"], "due": iso(when + timedelta(hours=4))}
+        if emergency:  # the shape `check --emergency` records (policyengine.emergency)
+            decision["emergency"] = {"declarer": "erin", "declarer_verified": True, "reason": "outage",
+                                     "incident": "INC-1", "waived": ["peer-review"], "declared_at": iso(when),
+                                     "approval_required": True, "due_at": iso(when + timedelta(hours=4)),
+                                     "approvers": {"min_approvals": 1, "exclude": ["deployer"]},
+                                     "excluded": {}, "excluded_unknown": []}
         change = {"repository": repo, "environment": env, "commit": commit, "deployer": "dana",
                   "pipeline": {"provider": "github", "id": pipeline}, "commits": []}
         ref = self.archive.write_bundle(

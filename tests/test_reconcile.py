@@ -172,19 +172,29 @@ def test_the_classes_advisory_emergency_before_adoption_and_denied_since(
     assert "denied since" in report["classes"][0]["detail"]
 
 
-def test_an_approved_emergency_is_an_ordinary_release(evidence: Evidence, github: GitHubDeployments,
-                                                      capsys: pytest.CaptureFixture[str]) -> None:
+def test_an_emergency_is_released_plainly_only_by_an_approval_that_counts(
+        evidence: Evidence, github: GitHubDeployments, capsys: pytest.CaptureFixture[str]) -> None:
     from policyengine.evidence.records import EMERGENCY_APPROVAL
 
-    rec = evidence.evaluation(REPO, ENV, sha_of("sos"), T0, emergency=True)
-    evidence.archive.append_record(EMERGENCY_APPROVAL, rec, {"approval": "approved", "by": "cto",
-                                                             "by_verified": False, "by_source": "--by",
-                                                             "due_at": iso(T0 + timedelta(hours=4))},
-                                   signing_key=evidence.key, created_at=T0 + timedelta(hours=1))
-    github.add(REPO, ENV, sha_of("sos"), T0 + timedelta(minutes=1), ident=3)
+    def approve(rec: dict[str, Any], by: str, verified: bool) -> None:
+        evidence.archive.append_record(EMERGENCY_APPROVAL, rec, {
+            "approval": "approved", "by": by, "by_verified": verified, "by_source": "GITHUB_ACTOR" if verified
+            else "--by", "due_at": iso(T0 + timedelta(hours=4))},
+            signing_key=evidence.key, created_at=T0 + timedelta(hours=1))
+
+    ok = evidence.evaluation(REPO, ENV, sha_of("sos"), T0, emergency=True)
+    approve(ok, "cto", True)
+    self_asserted = evidence.evaluation(REPO, ENV, sha_of("sos2"), T0, emergency=True)
+    approve(self_asserted, "cto", False)
+    by_declarer = evidence.evaluation(REPO, ENV, sha_of("sos3"), T0, emergency=True)
+    approve(by_declarer, "erin", True)
+    for i, name in enumerate(("sos", "sos2", "sos3")):
+        github.add(REPO, ENV, sha_of(name), T0 + timedelta(minutes=1 + i * 30), ident=3 + i)
     code, report, _ = run(evidence.archive.root, "--source", "github", "--format", "json", capsys=capsys)
     assert isinstance(report, dict)
-    assert (code, report["classes"], report["matched"]) == (0, [], 1)
+    assert code == 0 and report["matched"] == 1
+    assert [(f["kind"], f["platform_id"]) for f in report["classes"]] == [
+        ("emergency-awaiting-approval", "4"), ("emergency-awaiting-approval", "5")]
 
 
 def test_phantom_an_allowed_deployed_bundle_the_platform_never_deployed(
@@ -729,3 +739,75 @@ def test_gitlab_group_lists_the_projects_with_the_environment(evidence: Evidence
     assert [(f["kind"], f["repository"], f["also"]) for f in report["exceptions"]] == [
         ("ungated-repository", "acme/shadow", ["2"])]
     assert code == 1
+
+
+# -- the evidence side is not taken on trust ----------------------------------------------------------
+
+
+def _rewrite_index(evidence: Evidence, bundle_id: str, **fields: Any) -> None:
+    index = evidence.archive.index_path
+    lines = []
+    for line in index.read_bytes().splitlines():
+        record = json.loads(line)
+        if record["id"] == bundle_id:
+            record.update(fields)
+        lines.append(json.dumps(record).encode())
+    index.write_bytes(b"\n".join(lines) + b"\n")
+    cache = evidence.archive.root / ".index.sqlite"
+    if cache.exists():
+        cache.unlink()
+
+
+def test_an_index_line_edited_to_allow_releases_nothing(evidence: Evidence, github: GitHubDeployments,
+                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    denied = evidence.evaluation(REPO, ENV, sha_of("bad"), T0, verdict="deny", outcome=None)
+    github.add(REPO, ENV, sha_of("bad"), T0 + timedelta(minutes=2), ident=21)
+    _rewrite_index(evidence, denied["id"], decision="allow")
+    code, _, err = run(evidence.archive.root, "--source", "github", capsys=capsys)
+    assert code == 3 and denied["id"] in err and "index line" in err
+
+
+def test_with_a_public_key_every_release_must_verify(evidence: Evidence, github: GitHubDeployments,
+                                                     tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from cryptography.hazmat.primitives import serialization
+
+    from tests.reconcile_world import signer
+
+    evidence.evaluation(REPO, ENV, sha_of("a"), T0)
+    github.add(REPO, ENV, sha_of("a"), T0 + timedelta(minutes=2), ident=1)
+    good, other = tmp_path / "good.pub", tmp_path / "other.pub"
+    for path, key in ((good, evidence.key), (other, signer())):
+        path.write_bytes(key.private_key.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
+    code, report, _ = run(evidence.archive.root, "--source", "github", "--public-key", str(good), "--format",
+                          "json", capsys=capsys)
+    assert isinstance(report, dict) and code == 0 and report["signatures_checked"] is True
+    code, _, err = run(evidence.archive.root, "--source", "github", "--public-key", str(other), capsys=capsys)
+    assert code == 3 and "does not verify with the given public key" in err
+    code, table, _ = run(evidence.archive.root, "--source", "github", capsys=capsys)
+    assert code == 0 and "signatures: not checked" in str(table)
+
+
+def test_github_deployments_out_of_order_are_refused(evidence: Evidence, github: GitHubDeployments,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    """Paging stops at the period's start because the list is newest first; an answer that is not
+    could hide deployments past the point where reading stopped."""
+    evidence.evaluation(REPO, ENV, sha_of("a"), T0)
+    old = github.add(REPO, ENV, sha_of("a"), T0 - timedelta(days=40), ident=1)
+    new = github.add(REPO, ENV, sha_of("b"), T0 + timedelta(days=1), ident=2)
+    github.api.fail("/graphql", Reply(200, {"data": {"c0": {"deployments": {
+        "pageInfo": {"hasNextPage": False, "endCursor": "2"}, "nodes": [old, new]}}}}))
+    code, _, err = run(evidence.archive.root, "--source", "github", "--repository", REPO, "--environment", ENV,
+                       capsys=capsys)
+    assert code == 3 and "not newest first" in err
+
+
+def test_the_table_shows_no_control_character_from_the_platform(evidence: Evidence, tmp_path: Path,
+                                                                capsys: pytest.CaptureFixture[str]) -> None:
+    evidence.evaluation(REPO, ENV, sha_of("a"), T0, outcome=None)
+    log = tmp_path / "d.jsonl"
+    log.write_text(json.dumps({"time": iso(T0), "commit": sha_of("x"), "environment": ENV, "id": "1\x1b[2J",
+                               "url": "https://x.test/\x1b]0;owned\x07", "creator": "eve\r\nFAKE LINE"}) + "\n")
+    code, table, _ = run(evidence.archive.root, "--source", f"log:{log}", capsys=capsys)
+    assert code == 1 and isinstance(table, str)
+    assert "\x1b" not in table and "\x07" not in table and "\r" not in table and "\nFAKE LINE" not in table

@@ -32,7 +32,7 @@ RECONCILE_WITH_HELP = ("Also reconcile the period with what the platform recorde
 
 
 def _reconcile_with(store: Any, sources: tuple[str, ...], env_map: tuple[str, ...], *, since: str, until: str,
-                    repository: str | None, environment: str | None) -> Any:
+                    repository: str | None, environment: str | None, public_key: Any = None) -> Any:
     """The period's reconciliation for ``--reconcile-with`` (None without sources)."""
     if not sources:
         if env_map:
@@ -50,7 +50,7 @@ def _reconcile_with(store: Any, sources: tuple[str, ...], env_map: tuple[str, ..
     return reconcile(store, ReconcileRequest(
         since=since, until=until, now=iso_utc(parse_now(None).replace(microsecond=0)), sources=sources,
         env=dict(os.environ), repository=repository, environment=environment,
-        env_map=parse_environment_map(env_map)))
+        env_map=parse_environment_map(env_map), public_key=public_key))
 
 
 def reconcile_options(fn: Any) -> Any:
@@ -108,6 +108,7 @@ def audit_export(archive: str, since: str, until: str, environment: str | None, 
     from policyengine.cli.evidence import load_key
     from policyengine.evidence.audit import ExportRefused, check_bounds, export
     from policyengine.evidence.emergencies import period_states
+    from policyengine.evidence.reconcile import export_parts
 
     if seed is not None and not sample:
         raise UsageError("--seed needs --sample N")
@@ -125,7 +126,7 @@ def audit_export(archive: str, since: str, until: str, environment: str | None, 
         signer = load_signing_key(signing_key)
     store = open_archive(archive)
     reconciled = _reconcile_with(store, reconcile_with, env_map, since=start, until=end, repository=repository,
-                                 environment=environment)
+                                 environment=environment, public_key=key)
     with contextlib.ExitStack() as stack:
         bars: list[Any] = []
 
@@ -145,7 +146,7 @@ def audit_export(archive: str, since: str, until: str, environment: str | None, 
                             repository=repository, decision=decision, deployments_only=deployments_only,
                             emergency_states=lambda rows, records: period_states(
                                 store, rows, records, datetime.now(timezone.utc), public_key=key),
-                            reconciliation=reconciled)
+                            reconciliation=export_parts(reconciled) if reconciled is not None else None)
         except ExportRefused as exc:
             for p in exc.problems:
                 where = f"bundle {p.bundle_id or '?'}" + (f" member {p.member}" if p.member else "")
@@ -213,7 +214,7 @@ def audit_summary(archive: str, since: str, until: str, environment: str | None,
     key = load_key(public_key)
     store = open_archive(archive)
     reconciled = _reconcile_with(store, reconcile_with, env_map, since=start, until=end, repository=repository,
-                                 environment=environment)
+                                 environment=environment, public_key=key)
     result = summarize(store, since=start, until=end, environment=environment, repository=repository,
                        public_key=key)
     if reconciled is not None:
@@ -261,6 +262,10 @@ def audit_summary(archive: str, since: str, until: str, environment: str | None,
 @click.option("--redeploy-after", type=click.IntRange(min=1), default=24, show_default=True, metavar="HOURS",
               help="A deploy released by an approval older than this is a redeploy of an earlier approval.")
 @click.option("--now", metavar="ISO8601", help="The time of the reconciliation (tests); default: the clock.")
+@click.option("--public-key", metavar="FILE",
+              help="Every bundle that released a deploy must verify with this Ed25519 public key (PEM), and say "
+                   "what its index line says; else exit 3. Without it, signatures are not checked (the output "
+                   "says so): run `evidence verify` too.")
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True,
               help="A table for a person, or JSON.")
 @click.option("-o", "--output", metavar="FILE", help="Write the report to FILE instead of standard output.")
@@ -274,7 +279,8 @@ def audit_summary(archive: str, since: str, until: str, environment: str | None,
 def audit_reconcile(archive: str, since: str, until: str, sources: tuple[str, ...], repository: str | None,
                     environment: str | None, env_map: tuple[str, ...], namespaces: tuple[str, ...],
                     include_kube_namespaces: bool, org: str | None, org_repositories: tuple[str, ...],
-                    redeploy_after: int, now: str | None, fmt: str, output: str | None, record: bool = False,
+                    redeploy_after: int, now: str | None, fmt: str, output: str | None,
+                    public_key: str | None = None, record: bool = False,
                     signing_key: str | None = None, by: str | None = None) -> int:
     """Is the population complete? Compare the period's evidence with what the platform recorded.
 
@@ -298,6 +304,7 @@ def audit_reconcile(archive: str, since: str, until: str, sources: tuple[str, ..
     from datetime import timedelta
 
     from policyengine.cli.common import parse_now, write_atomic
+    from policyengine.cli.evidence import load_key
     from policyengine.errors import EXIT_DENY
     from policyengine.evidence.audit import check_bounds
     from policyengine.evidence.reconcile import ReconcileRequest, parse_source, reconcile, render_table
@@ -328,7 +335,8 @@ def audit_reconcile(archive: str, since: str, until: str, sources: tuple[str, ..
         env=dict(os.environ), repository=repository, environment=environment,
         env_map=parse_environment_map(env_map), namespaces=namespaces, include_kube=include_kube_namespaces,
         redeploy_after=timedelta(hours=redeploy_after),
-        org_repositories=tuple(org_repositories) if org_repositories else None, org=org)
+        org_repositories=tuple(org_repositories) if org_repositories else None, org=org,
+        public_key=load_key(public_key))
     store = open_archive(archive)
     result = reconcile(store, request)
     report = json.dumps(result.to_json(), indent=2, sort_keys=True) + "\n"

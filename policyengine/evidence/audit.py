@@ -576,7 +576,7 @@ def export(
     deployments_only: bool = False,
     emergency_states: Callable[[Sequence[Mapping[str, Any]], Sequence[Mapping[str, Any]]],
                                Mapping[str, str]] | None = None,
-    reconciliation: Any = None,
+    reconciliation: Mapping[str, Any] | None = None,
 ) -> ExportResult:
     """Verify the period, then write an audit export zip: population.csv, the sample and its bundles,
     index.html, export.json and the statement export.intoto.json.
@@ -588,8 +588,9 @@ def export(
     is listed (and sampled); the filters are recorded in export.json. ``emergency_states(rows,
     records)`` gives the status of each allowed emergency deployment among the rows, by bundle id
     (``emergencies.period_states``, which this module cannot import: it reads bundles through this
-    one); without it the ``emergency_status`` column is empty. ``reconciliation``: a
-    ``reconcile.Reconciliation`` of the period (``--reconcile-with``), written as
+    one); without it the ``emergency_status`` column is empty. ``reconciliation``: the period's reconciliation
+    (``--reconcile-with``) as ``reconcile.export_parts`` gives it (this module cannot import that
+    one: it reads emergencies, which read bundles through this module), written as
     ``reconciliation.csv`` (listed and digested like every file), counted in export.json and
     shown in index.html.
     """
@@ -651,13 +652,8 @@ def export(
             put(RECORDS_CSV, records_csv(store, records, rows).encode("utf-8"))
             reconciled = None
             if reconciliation is not None:
-                from policyengine.evidence.reconcile import RECONCILIATION_CSV, reconciliation_csv, summary_of
-
-                put(RECONCILIATION_CSV, reconciliation_csv(reconciliation).encode("utf-8"))
-                reconciled = {**summary_of(reconciliation), "findings": [
-                    {**f.to_json(), "finding": label} for label, items in (
-                        ("exception", reconciliation.exceptions), ("class", reconciliation.classes))
-                    for f in items]}
+                put(str(reconciliation["name"]), str(reconciliation["csv"]).encode("utf-8"))
+                reconciled = {**reconciliation["summary"], "findings": list(reconciliation["findings"])}
             changes, policies = policy_changes(store, [r for r in records if is_evaluation(r)], rows)
             put(POLICY_CHANGES_JSON, (json.dumps(changes, indent=2, sort_keys=True) + "\n").encode("utf-8"))
             from policyengine.explain import render as render_matrix

@@ -33,16 +33,19 @@ statement (subjects), checking each bundle's SHA-256 against its index line.
 from __future__ import annotations
 
 import bisect
+import dataclasses
 import hashlib
+import io
 import json
+import re
 import zipfile
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from policyengine.evidence.bundle import ATTESTATION, DECISION, ZIP_READ_ERRORS
-from policyengine.evidence.records import EMERGENCY_APPROVAL, is_evaluation, kind_of
+from policyengine.evidence.bundle import ATTESTATION, CHANGE, DECISION, ZIP_READ_ERRORS
+from policyengine.evidence.records import is_evaluation, kind_of
 from policyengine.evidence.store import EvidenceStore
 from policyengine.models import iso_utc, parse_instant
 from policyengine.providers.deployments import PlatformDeployment, PlatformRecords, RunningArtifact
@@ -136,25 +139,27 @@ class EvidenceUnreadable(Exception):
 
 
 def load_evaluations(store: EvidenceStore, records: Sequence[Mapping[str, Any]], *,
-                     chains: set[Chain] | None = None) -> list[Evaluation]:
+                     chains: set[Chain] | None = None, now: datetime | None = None,
+                     public_key: tuple[Any, str] | None = None) -> list[Evaluation]:
     """The evaluations of ``chains`` (all when None) with, for each that released a deploy, its
-    subjects and emergency read from its bundle (whose SHA-256 must match the index line)."""
-    approvals: dict[str, set[str]] = {}
+    subjects and emergency read from its bundle (whose SHA-256 must match the index line, and
+    whose statement must be signed by ``public_key`` when one is given). An emergency counts as
+    approved only as ``emergency pending`` judges it at ``now`` (verified approvals by eligible
+    people); without ``now`` none does (fail closed)."""
     outcomes: dict[str, tuple[tuple[str, int, str], str, str]] = {}
     for r in records:
         kind = kind_of(r)
         about = r.get("about_id")
         if not isinstance(about, str):
             continue
-        if kind == EMERGENCY_APPROVAL and r.get("decision") == "approved":
-            approvals.setdefault(about, set()).add(str(r.get("about_sha256")))
-        elif kind == "outcome":
+        if kind == "outcome":
             seq = r.get("sequence")
             order = (str(r.get("created_at")), seq if type(seq) is int else -1, str(r.get("id")))
             seen = outcomes.get(about)
             if seen is None or order > seen[0]:
                 outcomes[about] = (order, str(r.get("decision")), str(r.get("about_sha256")))
     out: list[Evaluation] = []
+    emergencies: list[dict[str, Any]] = []
     for r in records:
         if not is_evaluation(r):
             continue
@@ -168,14 +173,26 @@ def load_evaluations(store: EvidenceStore, records: Sequence[Mapping[str, Any]],
         outcome = latest[1] if latest and latest[2] == base["sha256"] else None
         ev = Evaluation(**base, outcome=outcome)  # type: ignore[arg-type]
         if ev.releases:
-            subjects, emergency = _read_release(store, r)
-            ev = Evaluation(**base, outcome=outcome, subjects=subjects, emergency=emergency,  # type: ignore[arg-type]
-                            emergency_approved=base["sha256"] in approvals.get(base["id"], set()))
+            subjects, emergency = _read_release(store, r, public_key)
+            ev = Evaluation(**base, outcome=outcome, subjects=subjects,  # type: ignore[arg-type]
+                            emergency=emergency is not None)
+            if emergency is not None and ev.allowed:
+                emergencies.append({**r, "_emergency": emergency})
         out.append(ev)
+    if emergencies and now is not None:
+        from policyengine.emergency import APPROVED_LATE, APPROVED_ON_TIME
+        from policyengine.evidence.emergencies import period_states
+
+        states = period_states(store, emergencies, records, now, public_key=public_key)
+        approved = {k for k, v in states.items() if v in (APPROVED_ON_TIME, APPROVED_LATE)}
+        # An emergency the policy released without an approval to follow waits for nothing.
+        approved |= {str(e["id"]) for e in emergencies if e["_emergency"].get("approval_required") is not True}
+        out = [dataclasses.replace(ev, emergency_approved=True) if ev.id in approved else ev for ev in out]
     return out
 
 
-def _read_release(store: EvidenceStore, record: Mapping[str, Any]) -> tuple[frozenset[str], bool]:
+def _read_release(store: EvidenceStore, record: Mapping[str, Any],
+                  public_key: tuple[Any, str] | None = None) -> tuple[frozenset[str], dict[str, Any] | None]:
     try:
         with store.open_bundle(record) as fh:
             data = fh.read()
@@ -183,17 +200,52 @@ def _read_release(store: EvidenceStore, record: Mapping[str, Any]) -> tuple[froz
         raise EvidenceUnreadable(f"bundle {record.get('id')} cannot be read: {exc}") from None
     if hashlib.sha256(data).hexdigest() != record.get("sha256"):
         raise EvidenceUnreadable(f"bundle {record.get('id')} does not match the SHA-256 of its index line")
-    import io
-
     try:
         with zipfile.ZipFile(io.BytesIO(data)) as zf:
             decision = json.loads(zf.read(DECISION))
+            change = json.loads(zf.read(CHANGE))
             envelope = json.loads(zf.read(ATTESTATION))
         import base64
 
         statement = json.loads(base64.b64decode(envelope["payload"], validate=True))
     except (*ZIP_READ_ERRORS, KeyError, ValueError, TypeError) as exc:
         raise EvidenceUnreadable(f"bundle {record.get('id')} cannot be read: {exc}") from None
+    # Always: the bundle must say what its index line says (an index line edited to "allow"
+    # would otherwise release a deploy the gate denied).
+    if not isinstance(decision, dict) or not isinstance(change, dict):
+        raise EvidenceUnreadable(f"bundle {record.get('id')} cannot be read: its decision or change is not an object")
+    stated = {"decision": decision.get("decision"), "advisory": decision.get("advisory") is True,
+              "simulated": decision.get("simulated") is True, "repository": change.get("repository"),
+              "environment": change.get("environment"), "commit": change.get("commit")}
+    indexed = {"decision": record.get("decision"), "advisory": record.get("advisory") is True,
+               "simulated": record.get("simulated") is True, "repository": record.get("repository"),
+               "environment": record.get("environment"), "commit": record.get("commit")}
+    differ = [k for k in stated if stated[k] != indexed[k]]
+    if differ:
+        raise EvidenceUnreadable(f"bundle {record.get('id')} does not say what its index line says "
+                                 f"({', '.join(differ)})")
+    if public_key is not None:
+        # Fail closed: a release the key did not sign, or whose bundle says other than its index
+        # line, could be a forgery hiding a deploy.
+        from policyengine.evidence.bundle import inspect_bundle
+
+        with zipfile.ZipFile(io.BytesIO(data)) as zf:
+            found = inspect_bundle(zf, str(record.get("id")), public_key)
+        change = found.change or {}
+        said = {"decision": found.decision, "created_at": found.created_at, "advisory": found.advisory,
+                "simulated": found.simulated, "repository": change.get("repository"),
+                "environment": change.get("environment"), "commit": change.get("commit")}
+        index = {"decision": record.get("decision"), "created_at": record.get("created_at"),
+                 "advisory": record.get("advisory") is True, "simulated": record.get("simulated") is True,
+                 "repository": record.get("repository"), "environment": record.get("environment"),
+                 "commit": record.get("commit")}
+        wrong = [k for k in said if said[k] != index[k]]
+        if found.problems or found.signature != "valid" or wrong:
+            why = (found.problems[0].message if found.problems else
+                   f"signature {found.signature}" if found.signature != "valid" else
+                   f"its index line differs in {', '.join(wrong)}")
+            raise EvidenceUnreadable(f"bundle {record.get('id')} allowed a deploy but does not verify with the given "
+                                     f"public key: {why}")
     subjects: set[str] = set()
     for s in statement.get("subject") or []:
         digest = s.get("digest") if isinstance(s, dict) else None
@@ -203,7 +255,7 @@ def _read_release(store: EvidenceStore, record: Mapping[str, Any]) -> tuple[froz
         if isinstance(value, str) and len(value) == 64:
             subjects.add(f"sha256:{value.lower()}")
     emergency = decision.get("emergency") if isinstance(decision, dict) else None
-    return frozenset(subjects), isinstance(emergency, dict) and bool(emergency)
+    return frozenset(subjects), dict(emergency) if isinstance(emergency, dict) and emergency else None
 
 
 # -- findings ----------------------------------------------------------------------------------
@@ -247,6 +299,8 @@ class Reconciliation:
     requests: int
     skipped: int
     chains: int
+    signatures_checked: bool = False
+    """Every releasing bundle was verified with the given public key (``--public-key``)."""
 
     def counts(self) -> dict[str, int]:
         counts = {k: 0 for k in (*EXCEPTION_KINDS, *CLASS_KINDS)}
@@ -260,6 +314,7 @@ class Reconciliation:
             "tolerance_minutes": int(TOLERANCE.total_seconds() // 60), "limit": LIMIT,
             "chains": self.chains, "platform_deployments": self.platform_deployments, "matched": self.matched,
             "running_artifacts": self.running, "not_deployed_on_platform": self.skipped, "requests": self.requests,
+            "signatures_checked": self.signatures_checked,
             "counts": self.counts(), "exceptions": [f.to_json() for f in self.exceptions],
             "classes": [f.to_json() for f in self.classes],
         }
@@ -491,6 +546,8 @@ class ReconcileRequest:
     redeploy_after: timedelta = REDEPLOY_AFTER
     org_repositories: tuple[str, ...] | None = None
     """With ``--org-repository``: the repositories of the organisation that have the environment."""
+    public_key: tuple[Any, str] | None = None
+    """Every bundle that released a deploy must be signed by this key (``--public-key``)."""
     org: str | None = None
     """With ``--org``: the organisation (GitHub) or group (GitLab) whose repositories that have the
     environment are listed from the first github or gitlab source."""
@@ -560,7 +617,9 @@ def reconcile(store: EvidenceStore, request: ReconcileRequest,
             assert path is not None  # noqa: S101
             dep.read_deploy_log(path, env_map=request.env_map, records=platform)
     try:
-        evaluations = load_evaluations(store, records, chains=None if platform.running else scope)
+        evaluations = load_evaluations(store, records, chains=None if platform.running else scope,
+                                       now=parse_instant(request.now, option="--now"),
+                                       public_key=request.public_key)
     except EvidenceUnreadable as exc:
         raise EvidenceError(str(exc), hint=f"run `{store.command('evidence', 'verify')}`") from None
     if not org_asked:
@@ -571,9 +630,11 @@ def reconcile(store: EvidenceStore, request: ReconcileRequest,
     if org_found is not None and request.environment:
         have = {k for k in present if k[1] == request.environment}
         ungated = sorted({(r, request.environment) for r in org_found if (r, request.environment) not in have})
-    return judge(evaluations, platform, since=request.since, until=request.until, now=request.now,
-                 catalogue=expected, present=present, first_times=first_times, scope=scope,
-                 redeploy_after=request.redeploy_after, ungated=ungated)
+    result = judge(evaluations, platform, since=request.since, until=request.until, now=request.now,
+                   catalogue=expected, present=present, first_times=first_times, scope=scope,
+                   redeploy_after=request.redeploy_after, ungated=ungated)
+    result.signatures_checked = request.public_key is not None
+    return result
 
 
 # -- what exports and summaries carry --------------------------------------------------------
@@ -595,9 +656,17 @@ def reconciliation_csv(result: Reconciliation) -> str:
     return csv_text(rows)
 
 
+def export_parts(result: Reconciliation) -> dict[str, Any]:
+    """What ``audit export --reconcile-with`` writes: the CSV's name and text, the counts, the findings."""
+    return {"name": RECONCILIATION_CSV, "csv": reconciliation_csv(result), "summary": summary_of(result),
+            "findings": [{**f.to_json(), "finding": label} for label, items in (
+                ("exception", result.exceptions), ("class", result.classes)) for f in items]}
+
+
 def summary_of(result: Reconciliation) -> dict[str, Any]:
     """The reconciliation's counts for an export's ``export.json`` and ``audit summary``."""
-    return {"sources": list(result.sources), "counts": result.counts(), "exceptions": len(result.exceptions),
+    return {"sources": list(result.sources), "signatures_checked": result.signatures_checked,
+            "counts": result.counts(), "exceptions": len(result.exceptions),
             "classes": len(result.classes), "platform_deployments": result.platform_deployments,
             "matched": result.matched, "running_artifacts": result.running,
             "tolerance_minutes": int(TOLERANCE.total_seconds() // 60), "limit": LIMIT}
@@ -641,6 +710,8 @@ def render_table(result: Reconciliation) -> str:
              f"{result.platform_deployments} platform deployment(s), {result.matched} matched plainly, "
              f"{result.running} running artifact(s); {result.requests} request(s)",
              f"sources: {', '.join(result.sources) or 'none'}",
+             "signatures: every releasing bundle verified with the public key" if result.signatures_checked
+             else "signatures: not checked (give --public-key, or run `policyengine evidence verify`)",
              f"tolerance: {int(TOLERANCE.total_seconds() // 60)} minutes",
              ""]
     counts = result.counts()
@@ -661,4 +732,8 @@ def render_table(result: Reconciliation) -> str:
             lines.append(f"{title:9} {f.kind:28} {where:30} {ident:24} {f.time or '-':20} {f.detail}"
                          + (f" ({'; '.join(extra)})" if extra else ""))
     lines += ["", f"limit: {LIMIT}"]
-    return "\n".join(lines) + "\n"
+    # Platform values (URLs, creators, ids) reach a terminal: no control character may act there.
+    return "\n".join(_CONTROL.sub("?", line) for line in lines) + "\n"
+
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")

@@ -195,6 +195,7 @@ def github_deployments(session: HttpSession, graphql_url: str, chains: Iterable[
         for name in platform_names(env_map, env):
             wanted.append((repo, env, name))
     cursors: dict[int, str | None] = {i: None for i in range(len(wanted))}
+    newest_seen: dict[int, str] = {}  # the oldest time read so far per chain: the order must hold
     max_pages = session.settings.max_pages
     page = 0
     while cursors:
@@ -228,17 +229,22 @@ def github_deployments(session: HttpSession, graphql_url: str, chains: Iterable[
                     or not isinstance(conn.get("pageInfo"), dict):
                 raise SourceError(f"{where}: the answer is not a deployments connection (nodes, pageInfo)")
             records.covered.add((repo, env))
-            oldest: str | None = None
+            last_created: str | None = None
             for node in conn["nodes"]:
+                when = _time(node.get("createdAt") if isinstance(node, dict) else None, where)
+                # Paging stops at the period's start only because the list is newest first: an
+                # answer out of that order could hide deployments, so it is refused (fail closed).
+                previous = newest_seen.get(i)
+                if previous is not None and when > previous:
+                    raise SourceError(f"{where}: deployments are not newest first ({when} after {previous}); "
+                                      "refusing to judge a list whose end cannot be trusted")
+                newest_seen[i] = last_created = when
                 d = _github_node(node, repo, env, name, session.base_url, where)
                 if d is None:
                     records.skipped += 1
                     continue
-                oldest = d.time if oldest is None or d.time < oldest else oldest
                 records.deployments.append(d)
             info = conn["pageInfo"]
-            created = [n.get("createdAt") for n in conn["nodes"] if isinstance(n, dict)]
-            last_created = _time(created[-1], where) if created else None
             if info.get("hasNextPage") is True and (last_created is None or last_created >= since):
                 cursor = info.get("endCursor")
                 if not isinstance(cursor, str) or not cursor:
