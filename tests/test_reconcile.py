@@ -811,3 +811,24 @@ def test_the_table_shows_no_control_character_from_the_platform(evidence: Eviden
     code, table, _ = run(evidence.archive.root, "--source", f"log:{log}", capsys=capsys)
     assert code == 1 and isinstance(table, str)
     assert "\x1b" not in table and "\x07" not in table and "\r" not in table and "\nFAKE LINE" not in table
+
+
+def test_the_run_deadline_bounds_the_platform_requests(evidence: Evidence, github: GitHubDeployments,
+                                                       capsys: pytest.CaptureFixture[str],
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    evidence.evaluation(REPO, ENV, sha_of("a"), T0)
+    github.add(REPO, ENV, sha_of("a"), T0 + timedelta(minutes=2), ident=1)
+    github.api.latency = 2.0
+    monkeypatch.setenv("POLICYENGINE_RUN_DEADLINE", "1")
+    code, _, err = run(evidence.archive.root, "--source", "github", capsys=capsys)
+    assert code == 3 and "run deadline" in err
+
+
+def test_containers_without_a_digest_yet_are_counted_not_judged(evidence: Evidence, tmp_path: Path,
+                                                                capsys: pytest.CaptureFixture[str]) -> None:
+    evidence.evaluation(REPO, ENV, sha_of("a"), T0, subjects=[DIGEST_A])
+    f = tmp_path / "pods.json"
+    f.write_text(json.dumps(pods(("payments", "ok", f"registry.test/app@{DIGEST_A}"), ("payments", "pulling", ""))))
+    code, report, _ = run(evidence.archive.root, "--source", f"kubectl:{f}", "--format", "json", capsys=capsys)
+    assert isinstance(report, dict)
+    assert code == 0 and report["running_without_digest"] == 1 and report["running_artifacts"] == 1

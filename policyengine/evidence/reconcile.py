@@ -301,6 +301,8 @@ class Reconciliation:
     chains: int
     signatures_checked: bool = False
     """Every releasing bundle was verified with the given public key (``--public-key``)."""
+    running_without_digest: int = 0
+    """Containers of the snapshot with no image digest yet (still pulling): not judged, counted."""
 
     def counts(self) -> dict[str, int]:
         counts = {k: 0 for k in (*EXCEPTION_KINDS, *CLASS_KINDS)}
@@ -314,7 +316,7 @@ class Reconciliation:
             "tolerance_minutes": int(TOLERANCE.total_seconds() // 60), "limit": LIMIT,
             "chains": self.chains, "platform_deployments": self.platform_deployments, "matched": self.matched,
             "running_artifacts": self.running, "not_deployed_on_platform": self.skipped, "requests": self.requests,
-            "signatures_checked": self.signatures_checked,
+            "signatures_checked": self.signatures_checked, "running_without_digest": self.running_without_digest,
             "counts": self.counts(), "exceptions": [f.to_json() for f in self.exceptions],
             "classes": [f.to_json() for f in self.classes],
         }
@@ -558,10 +560,11 @@ def reconcile(store: EvidenceStore, request: ReconcileRequest,
               ) -> Reconciliation:
     """Read the store and every source completely, then ``judge``. Raises ``SourceError`` (exit 3)
     when a source cannot be read completely, ``EvidenceError`` when the evidence cannot."""
-    from policyengine.errors import EvidenceError
-    from policyengine.providers import deployments as dep
+    from policyengine.errors import EvidenceError, UsageError
 
     parsed = [parse_source(s) for s in request.sources]
+    if request.org and not any(kind in ("github", "gitlab") for kind, _ in parsed):
+        raise UsageError("--org needs a github or gitlab --source to list the organisation's repositories")
     records, bad = store.read_index()
     if bad:
         raise EvidenceError(f"the index has {len(bad)} unreadable record(s): {bad[0].message}",
@@ -579,6 +582,34 @@ def reconcile(store: EvidenceStore, request: ReconcileRequest,
         t = str(r.get("created_at"))
         if key not in first_times or t < first_times[key]:
             first_times[key] = t
+    from policyengine.deadline import RunDeadline, running, seconds_from_env
+
+    # Every request to the platforms waits at most the run's time left (POLICYENGINE_RUN_DEADLINE).
+    with running(RunDeadline(seconds_from_env(request.env))):
+        platform, org_found = _read_sources(parsed, request, scope)
+    try:
+        evaluations = load_evaluations(store, records, chains=None if platform.running else scope,
+                                       now=parse_instant(request.now, option="--now"),
+                                       public_key=request.public_key)
+    except EvidenceUnreadable as exc:
+        raise EvidenceError(str(exc), hint=f"run `{store.command('evidence', 'verify')}`") from None
+    ungated: list[Chain] = []
+    if org_found is not None and request.environment:
+        have = {k for k in present if k[1] == request.environment}
+        ungated = sorted({(r, request.environment) for r in org_found if (r, request.environment) not in have})
+    result = judge(evaluations, platform, since=request.since, until=request.until, now=request.now,
+                   catalogue=expected, present=present, first_times=first_times, scope=scope,
+                   redeploy_after=request.redeploy_after, ungated=ungated)
+    result.signatures_checked = request.public_key is not None
+    result.running_without_digest = platform.running_without_digest
+    return result
+
+
+def _read_sources(parsed: Sequence[tuple[str, str | None]], request: ReconcileRequest, scope: set[Chain]
+                  ) -> tuple[PlatformRecords, list[str] | None]:
+    """Read every source completely (``scope`` grows by the ``--org`` repositories found)."""
+    from policyengine.providers import deployments as dep
+
     platform = PlatformRecords()
     org_found: list[str] | None = list(request.org_repositories) if request.org_repositories is not None else None
     org_asked = request.org is None
@@ -610,31 +641,14 @@ def reconcile(store: EvidenceStore, request: ReconcileRequest,
                 session.close()
         elif kind == "kubectl":
             assert path is not None  # noqa: S101 - parse_source gives one
-            running, _pending = dep.read_pods(path, namespaces=request.namespaces, include_kube=request.include_kube)
-            platform.running.extend(running)
+            artifacts, pending = dep.read_pods(path, namespaces=request.namespaces, include_kube=request.include_kube)
+            platform.running.extend(artifacts)
+            platform.running_without_digest += pending
             platform.sources.append(f"kubectl pods {path}")
         else:
             assert path is not None  # noqa: S101
             dep.read_deploy_log(path, env_map=request.env_map, records=platform)
-    try:
-        evaluations = load_evaluations(store, records, chains=None if platform.running else scope,
-                                       now=parse_instant(request.now, option="--now"),
-                                       public_key=request.public_key)
-    except EvidenceUnreadable as exc:
-        raise EvidenceError(str(exc), hint=f"run `{store.command('evidence', 'verify')}`") from None
-    if not org_asked:
-        from policyengine.errors import UsageError
-
-        raise UsageError("--org needs a github or gitlab --source to list the organisation's repositories")
-    ungated: list[Chain] = []
-    if org_found is not None and request.environment:
-        have = {k for k in present if k[1] == request.environment}
-        ungated = sorted({(r, request.environment) for r in org_found if (r, request.environment) not in have})
-    result = judge(evaluations, platform, since=request.since, until=request.until, now=request.now,
-                   catalogue=expected, present=present, first_times=first_times, scope=scope,
-                   redeploy_after=request.redeploy_after, ungated=ungated)
-    result.signatures_checked = request.public_key is not None
-    return result
+    return platform, org_found
 
 
 # -- what exports and summaries carry --------------------------------------------------------
@@ -708,7 +722,9 @@ def render_table(result: Reconciliation) -> str:
     """The human report: counts, each exception and class with the platform's id, time and URL."""
     lines = [f"reconciliation {result.since} .. {result.until}: {result.chains} chain(s), "
              f"{result.platform_deployments} platform deployment(s), {result.matched} matched plainly, "
-             f"{result.running} running artifact(s); {result.requests} request(s)",
+             f"{result.running} running artifact(s)"
+             + (f" ({result.running_without_digest} more without a digest yet, not judged)"
+                if result.running_without_digest else "") + f"; {result.requests} request(s)",
              f"sources: {', '.join(result.sources) or 'none'}",
              "signatures: every releasing bundle verified with the public key" if result.signatures_checked
              else "signatures: not checked (give --public-key, or run `policyengine evidence verify`)",

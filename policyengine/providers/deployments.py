@@ -92,6 +92,8 @@ class PlatformRecords:
     requests: int = 0
     skipped: int = 0
     """Platform deployments that never reached the environment (failed, pending, no status)."""
+    running_without_digest: int = 0
+    """Containers of a snapshot with no ``imageID`` yet (still pulling)."""
     covered: set[tuple[str, str]] = field(default_factory=set)
     """The (repository, policy environment) chains whose deployments a source listed."""
 
