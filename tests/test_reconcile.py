@@ -832,3 +832,25 @@ def test_containers_without_a_digest_yet_are_counted_not_judged(evidence: Eviden
     code, report, _ = run(evidence.archive.root, "--source", f"kubectl:{f}", "--format", "json", capsys=capsys)
     assert isinstance(report, dict)
     assert code == 0 and report["running_without_digest"] == 1 and report["running_artifacts"] == 1
+
+
+def test_a_logged_deploy_of_a_repository_without_any_chain_is_unauthorized(
+        evidence: Evidence, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    evidence.evaluation(REPO, ENV, sha_of("a"), T0, outcome=None)
+    log = tmp_path / "d.jsonl"
+    log.write_text("\n".join(json.dumps(x) for x in [
+        {"time": iso(T0), "commit": sha_of("s"), "environment": ENV, "id": "1", "repository": "acme/shadow"},
+        {"time": iso(T0), "commit": sha_of("t"), "environment": "staging", "id": "2", "repository": "acme/shadow"},
+        {"time": iso(T0), "commit": sha_of("u"), "environment": "staging", "id": "3"},
+    ]) + "\n")
+    code, report, _ = run(evidence.archive.root, "--source", f"log:{log}", "--format", "json", capsys=capsys)
+    assert isinstance(report, dict)
+    assert sorted(f["platform_id"] for f in report["exceptions"]) == ["1", "2", "3"] and code == 1
+    code, report, _ = run(evidence.archive.root, "--source", f"log:{log}", "--environment", ENV, "--format", "json",
+                          capsys=capsys)
+    assert isinstance(report, dict)
+    assert [f["platform_id"] for f in report["exceptions"]] == ["1"]
+    code, report, _ = run(evidence.archive.root, "--source", f"log:{log}", "--repository", REPO, "--format", "json",
+                          capsys=capsys)
+    assert isinstance(report, dict)
+    assert [f["platform_id"] for f in report["exceptions"]] == ["3"]

@@ -386,8 +386,13 @@ def _rank(ev: Evaluation) -> int:
 def judge(evaluations: Sequence[Evaluation], platform: PlatformRecords, *, since: str, until: str, now: str,
           catalogue: Mapping[Chain, int], present: Mapping[Chain, int], first_times: Mapping[Chain, str],
           scope: set[Chain], redeploy_after: timedelta = REDEPLOY_AFTER, ungated: Sequence[Chain] = (),
-          witness: Callable[[], list[Finding]] | None = None) -> Reconciliation:
-    """Compare (pure): ``evaluations`` of the chains in ``scope`` against ``platform``."""
+          witness: Callable[[], list[Finding]] | None = None, repository: str | None = None,
+          environment: str | None = None) -> Reconciliation:
+    """Compare (pure): ``evaluations`` of the chains in ``scope`` against ``platform``.
+
+    Every platform deployment of the period is judged unless ``repository`` or ``environment``
+    (the command's filters) leave it out: a deployment of a repository with no chain at all is
+    unauthorized too, never skipped for being outside the store's chains."""
     exceptions: list[Finding] = []
     classes: list[Finding] = []
     missing: dict[Chain, Finding] = {}
@@ -413,10 +418,11 @@ def judge(evaluations: Sequence[Evaluation], platform: PlatformRecords, *, since
     for key in index:
         by_env.setdefault(key[1], []).append(key)
     for d, reruns in merged:
-        keys: list[Chain] = [(d.repository, d.environment)] if d.repository else by_env.get(d.environment, [])
-        keys = [k for k in keys if k in scope] if d.repository is None else keys
-        if d.repository is not None and (d.repository, d.environment) not in scope:
+        if (environment is not None and d.environment != environment) or (
+                repository is not None and d.repository is not None and d.repository != repository):
             continue
+        keys: list[Chain] = [(d.repository, d.environment)] if d.repository else [
+            k for k in by_env.get(d.environment, []) if repository is None or k[0] == repository]
         base = dict(platform_id=d.id, time=d.time, url=d.url, creator=d.creator, source=d.source, commit=d.commit,
                     subject=d.subject, also=reruns)
         lost = [k for k in keys if k in missing]
@@ -599,7 +605,8 @@ def reconcile(store: EvidenceStore, request: ReconcileRequest,
         ungated = sorted({(r, request.environment) for r in org_found if (r, request.environment) not in have})
     result = judge(evaluations, platform, since=request.since, until=request.until, now=request.now,
                    catalogue=expected, present=present, first_times=first_times, scope=scope,
-                   redeploy_after=request.redeploy_after, ungated=ungated)
+                   redeploy_after=request.redeploy_after, ungated=ungated, repository=request.repository,
+                   environment=request.environment)
     result.signatures_checked = request.public_key is not None
     result.running_without_digest = platform.running_without_digest
     return result
