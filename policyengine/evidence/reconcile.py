@@ -48,7 +48,7 @@ from policyengine.evidence.bundle import ATTESTATION, CHANGE, DECISION, ZIP_READ
 from policyengine.evidence.records import is_evaluation, kind_of
 from policyengine.evidence.store import EvidenceStore
 from policyengine.models import iso_utc, parse_instant
-from policyengine.providers.deployments import PlatformDeployment, PlatformRecords, RunningArtifact
+from policyengine.providers.deployments import PlatformDeployment, PlatformRecords
 
 TOLERANCE = timedelta(minutes=10)
 REDEPLOY_AFTER = timedelta(hours=24)
