@@ -854,3 +854,32 @@ def test_a_logged_deploy_of_a_repository_without_any_chain_is_unauthorized(
                           capsys=capsys)
     assert isinstance(report, dict)
     assert [f["platform_id"] for f in report["exceptions"]] == ["3"]
+
+
+def test_phantom_and_rerun_on_gitlab(evidence: Evidence, gitlab: GitLabDeployments,
+                                     capsys: pytest.CaptureFixture[str]) -> None:
+    ghost = evidence.evaluation(REPO, ENV, sha_of("ghost"), T0)
+    evidence.evaluation(REPO, ENV, sha_of("real"), T0 + timedelta(hours=1), pipeline="p-9", outcome=None)
+    evidence.evaluation(REPO, ENV, sha_of("real"), T0 + timedelta(hours=1, minutes=2), pipeline="p-9")
+    gitlab.add(REPO, gitlab_deployment(7, ENV, sha_of("real"), T0 + timedelta(hours=1, minutes=1)))
+    gitlab.add(REPO, gitlab_deployment(8, ENV, sha_of("real"), T0 + timedelta(hours=1, minutes=4)))
+    code, report, _ = run(evidence.archive.root, "--source", "gitlab", "--format", "json", capsys=capsys)
+    assert isinstance(report, dict)
+    assert [(f["kind"], f["bundle_id"]) for f in report["exceptions"]] == [("phantom", ghost["id"])]
+    assert report["platform_deployments"] == 1 and report["matched"] == 1 and code == 1
+
+
+def test_phantom_and_classes_from_a_deploy_log(evidence: Evidence, tmp_path: Path,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    ghost = evidence.evaluation(REPO, ENV, sha_of("ghost"), T0, subjects=[DIGEST_B])
+    evidence.evaluation(REPO, ENV, sha_of("adv"), T0 + timedelta(hours=1), verdict="deny", advisory=True,
+                        subjects=[DIGEST_A], outcome=None)
+    log = tmp_path / "d.jsonl"
+    log.write_text(json.dumps({"time": iso(T0 + timedelta(hours=1, minutes=3)), "subject": DIGEST_A,
+                               "environment": ENV, "id": "argo-7", "url": "https://argo.test/7"}) + "\n")
+    code, report, _ = run(evidence.archive.root, "--source", f"log:{log}", "--format", "json", capsys=capsys)
+    assert isinstance(report, dict)
+    assert [(f["kind"], f["bundle_id"]) for f in report["exceptions"]] == [("phantom", ghost["id"])]
+    assert [(f["kind"], f["platform_id"], f["repository"]) for f in report["classes"]] == [
+        ("advisory-ship", "argo-7", REPO)]
+    assert code == 1
