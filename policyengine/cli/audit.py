@@ -23,7 +23,8 @@ UNTIL_HELP = "End of the period: bundles created (recorded) before this; a date 
 
 @click.group(context_settings=CONTEXT)
 def audit() -> None:
-    """Prepare evidence for an audit: export a period, or summarize it on one page (summary)."""
+    """Prepare evidence for an audit: export a period, summarize it on one page (summary), or reconcile it
+    with what the platform recorded (reconcile)."""
 
 
 RECONCILE_WITH_HELP = ("Also reconcile the period with what the platform recorded (repeatable; as `audit reconcile "
@@ -240,7 +241,8 @@ def audit_summary(archive: str, since: str, until: str, environment: str | None,
 @archive_option
 @click.option("--since", required=True, metavar="DATE|TIME", help="Start of the period (inclusive): platform "
               "deployments at or after this; allowed bundles created at or after it for phantoms.")
-@click.option("--until", required=True, metavar="DATE|TIME", help="End of the period; a date includes the day.")
+@click.option("--until", required=True, metavar="DATE|TIME", help="End of the period: platform deployments, and "
+              "allowed bundles created (recorded), before this; a date includes the day.")
 @click.option("--source", "sources", multiple=True, required=True, metavar="SOURCE",
               help="What the platform recorded (repeatable): github (GraphQL deployments, GITHUB_TOKEN), gitlab "
                    "(project deployments, GITLAB_TOKEN), kubectl:FILE (`kubectl get pods -A -o json`), "

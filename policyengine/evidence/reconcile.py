@@ -413,7 +413,6 @@ def judge(evaluations: Sequence[Evaluation], platform: PlatformRecords, *, since
     in_period = [d for d in platform.deployments if since <= d.time < until]
     merged = merge_reruns(in_period)
     matched = 0
-    used: dict[str, list[str]] = {}  # bundle id -> platform deployment times matched to it
     by_env: dict[str, list[Chain]] = {}
     for key in index:
         by_env.setdefault(key[1], []).append(key)
@@ -423,8 +422,12 @@ def judge(evaluations: Sequence[Evaluation], platform: PlatformRecords, *, since
             continue
         keys: list[Chain] = [(d.repository, d.environment)] if d.repository else [
             k for k in by_env.get(d.environment, []) if repository is None or k[0] == repository]
-        base = dict(platform_id=d.id, time=d.time, url=d.url, creator=d.creator, source=d.source, commit=d.commit,
-                    subject=d.subject, also=reruns)
+        def found(kind: str, repo: str | None, detail: str, bundle_id: str | None = None,
+                  d: PlatformDeployment = d, reruns: list[str] = reruns) -> Finding:
+            return Finding(kind, repo, d.environment, detail, platform_id=d.id, time=d.time, url=d.url,
+                           creator=d.creator, source=d.source, commit=d.commit, subject=d.subject,
+                           bundle_id=bundle_id, also=list(reruns))
+
         lost = [k for k in keys if k in missing]
         if lost:
             missing[lost[0]].also.append(d.id)
@@ -449,32 +452,27 @@ def judge(evaluations: Sequence[Evaluation], platform: PlatformRecords, *, since
             firsts = [index[k].first for k in keys if k in index and index[k].first]
             first = min(firsts) if firsts else None
             if first is not None and d.time < first:
-                classes.append(Finding("before-adoption", repo, d.environment,
-                                       f"deployed before the chain's first record ({first})", **base))  # type: ignore[arg-type]
+                classes.append(found("before-adoption", repo, f"deployed before the chain's first record ({first})"))
             else:
                 what = "this commit" if d.commit else "this subject"
                 denied = any(d.commit and d.commit in index[k].denials_by_commit for k in keys if k in index)
-                exceptions.append(Finding("unauthorized", repo, d.environment,
-                                          f"no allowing bundle for {what} was written before it"
-                                          + (" (the gate denied it)" if denied else ""), **base))  # type: ignore[arg-type]
+                exceptions.append(found("unauthorized", repo, f"no allowing bundle for {what} was written before it"
+                                        + (" (the gate denied it)" if denied else "")))
             continue
-        used.setdefault(best.id, []).append(d.time)
         ci = index[chain_of]
-        bundle = dict(base, bundle_id=best.id)
         if not best.allowed:
-            classes.append(Finding("advisory-ship", repo, d.environment,
-                                   "released only by advisory mode: the gate denied it and did not block", **bundle))  # type: ignore[arg-type]
+            classes.append(found("advisory-ship", repo, "released only by advisory mode: the gate denied it and did "
+                                 "not block", best.id))
         elif best.emergency and not best.emergency_approved:
-            classes.append(Finding("emergency-awaiting-approval", repo, d.environment,
-                                   "released by an emergency still waiting for its approval", **bundle))  # type: ignore[arg-type]
+            classes.append(found("emergency-awaiting-approval", repo,
+                                 "released by an emergency still waiting for its approval", best.id))
         else:
             denied_since = [t for t in ci.denials_by_commit.get(best.commit, []) if best.time < t <= limit]
             age = _t(d.time) - _t(best.time)
             if age > redeploy_after or denied_since:
                 why = (f"denied since ({denied_since[0]})" if denied_since
                        else f"approved {age.days} day(s) {age.seconds // 3600} hour(s) before")
-                classes.append(Finding("redeploy", repo, d.environment,
-                                       f"a redeploy of an earlier approval: {why}", **bundle))  # type: ignore[arg-type]
+                classes.append(found("redeploy", repo, f"a redeploy of an earlier approval: {why}", best.id))
             else:
                 matched += 1
     # Phantoms: allowed, deployed by their outcome, in a chain a source covered, deployed nowhere.

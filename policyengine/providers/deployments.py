@@ -126,7 +126,8 @@ def parse_environment_map(values: Sequence[str]) -> dict[str, str]:
     for v in values:
         platform, sep, policy = v.partition("=")
         if not sep or not platform.strip() or not policy.strip() or platform.startswith("-"):
-            raise UsageError(f"--environment-map: {v!r} is not PLATFORM=POLICY", hint="e.g. --environment-map prod=production")
+            raise UsageError(f"--environment-map: {v!r} is not PLATFORM=POLICY",
+                             hint="e.g. --environment-map prod=production")
         if platform.strip() in out:
             raise UsageError(f"--environment-map: {platform.strip()!r} is mapped twice")
         out[platform.strip()] = policy.strip()
@@ -362,7 +363,8 @@ def read_pods(path: str, *, namespaces: Sequence[str] = (), include_kube: bool =
     except OSError as exc:
         raise SourceError(f"{path}: cannot be read: {exc.strerror or exc}") from None
     except ValueError as exc:
-        raise SourceError(f"{path}: not JSON ({exc})", hint="write it with `kubectl get pods -A -o json > FILE`") from None
+        raise SourceError(f"{path}: not JSON ({exc})",
+                          hint="write it with `kubectl get pods -A -o json > FILE`") from None
     if isinstance(doc, dict) and doc.get("kind") in ("List", "PodList") and isinstance(doc.get("items"), list):
         pods = doc["items"]
     elif isinstance(doc, dict) and doc.get("kind") == "Pod":
