@@ -111,3 +111,13 @@ def test_unknown_subjects_are_an_error_never_a_pass() -> None:
     assert r.evaluate(Context(change={}, facts=Facts(change={}), now=now)).status is Status.ERROR
     errored = Facts(change={}, answers={SUBJECTS: SubjectsFact(error="not given")})
     assert r.evaluate(Context(change={}, facts=errored, now=now)).status is Status.ERROR
+
+
+def test_policy_diff_calls_turning_it_off_weaker() -> None:
+    from policyengine.policydiff import STRONGER, WEAKER, diff
+
+    on, off = yaml.safe_load(POLICY), yaml.safe_load(POLICY.replace("  require_subject: true\n", "  retention: 1y\n"))
+    assert [(f.path, f.direction) for f in diff(on, off) if f.path == "evidence.require_subject"] == [
+        ("evidence.require_subject", WEAKER)]
+    assert [(f.path, f.direction) for f in diff(off, on) if f.path == "evidence.require_subject"] == [
+        ("evidence.require_subject", STRONGER)]
