@@ -38,3 +38,4 @@ def test_reconcile_and_record_in_a_git_store(tmp_path: Path, remote: Path, keys:
     assert listed.returncode == 0 and "exceptions" in listed.stdout, listed.stdout + listed.stderr
     verified = cli(env, "evidence", "verify", "--archive", url, "--all", "--public-key", str(keys[1]))
     assert verified.returncode == 0, verified.stdout + verified.stderr
+
