@@ -263,7 +263,25 @@ class PipelineFact:
     record: bytes = b""
 
 
-FactRequest = Union[ReportsRequest, DocumentRequest, TicketRequest, PipelineRequest]
+# -- the artifacts the deploy ships (``evidence: {require_subject: true}``) -----------------------
+
+
+@dataclass(frozen=True)
+class SubjectsRequest:
+    """The artifacts the deploy ships, by digest (``--subject``, the action's ``subjects``,
+    ``POLICYENGINE_SUBJECTS``): given to the gate by the deployer, named in the signed statement."""
+
+
+@dataclass(frozen=True)
+class SubjectsFact:
+    """The answer to a ``SubjectsRequest``: ``(name, sha256 hex)`` pairs; ``error`` when the
+    caller gave none to the gatherer at all (not the same as an empty list: the rule errors)."""
+
+    subjects: tuple[tuple[str, str], ...] = ()
+    error: str | None = None
+
+
+FactRequest = Union[ReportsRequest, DocumentRequest, TicketRequest, PipelineRequest, SubjectsRequest]
 """Every kind of fact a rule may ask for. A new kind adds a request here and a gatherer in
 ``policyengine.gather.GATHERERS``."""
 
@@ -294,6 +312,11 @@ class Facts:
         """The pipeline files fact for ``request``, or None when it was not gathered."""
         fact = self.answers.get(request)
         return fact if isinstance(fact, PipelineFact) else None
+
+    def subjects(self, request: SubjectsRequest) -> SubjectsFact | None:
+        """The subjects fact for ``request``, or None when it was not gathered."""
+        fact = self.answers.get(request)
+        return fact if isinstance(fact, SubjectsFact) else None
 
     def tickets(self, request: TicketRequest) -> TicketsFact | None:
         """The tickets fact for ``request``, or None when it was not gathered."""

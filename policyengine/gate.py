@@ -609,7 +609,7 @@ def _check(request: CheckRequest, run: RunDeadline) -> CheckResult:
     live = LiveTickets(request.env)
     try:
         facts = gather_facts(policy, gathered.change, Workspace(ws), tickets=live,
-                             pipeline=LivePipeline(request.env, fetch=True))
+                             pipeline=LivePipeline(request.env, fetch=True), subjects=list(request.subjects))
     finally:
         live.close()
 
@@ -710,7 +710,8 @@ def replay(store: Any, bundle_id: str) -> ReplayResult:
         at = str(unpacked.recorded.get("evaluated_at"))
         tickets = RecordedTickets(_members(store, bundle_id, "raw/tickets/"))
         facts = gather_facts(policy, unpacked.change, Workspace(ws), tickets=tickets,
-                             pipeline=RecordedPipeline(_members(store, bundle_id, "raw/pipeline.json")))
+                             pipeline=RecordedPipeline(_members(store, bundle_id, "raw/pipeline.json")),
+                             subjects=_recorded_subjects(store, bundle_id))
         facts, mismatches = _recorded_facts(store, bundle_id, facts, unpacked.redacted, notes)
         decision = evaluate(policy, facts, parse_instant(at, option="--now"),
                             recorded_emergency(unpacked.recorded))
@@ -718,6 +719,23 @@ def replay(store: Any, bundle_id: str) -> ReplayResult:
     result = compare(bundle_id, at, unpacked.recorded, decision, notes)
     result.differences.extend(mismatches)
     return result
+
+
+def _recorded_subjects(store: Any, bundle_id: str) -> list[tuple[str, str]] | None:
+    """The artifacts the bundle's statement names (``--subject`` when it was checked), or None
+    when the statement cannot be read (the ``artifact-subjects`` rule then errors on replay)."""
+    import base64
+
+    from policyengine.evidence.bundle import ATTESTATION
+
+    members = _members(store, bundle_id, ATTESTATION)
+    try:
+        envelope = json.loads(members[ATTESTATION].decode("utf-8"))
+        statement = json.loads(base64.b64decode(envelope["payload"], validate=True))
+        return [(str(s["name"]), str(s["digest"]["sha256"])) for s in statement.get("subject", [])
+                if isinstance(s, dict) and isinstance(s.get("digest"), dict) and "sha256" in s["digest"]]
+    except (KeyError, ValueError, TypeError, AttributeError):
+        return None
 
 
 def _recorded_facts(store: Any, bundle_id: str, reread: Facts, redacted: Sequence[str],

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -26,6 +26,8 @@ from policyengine.facts import (
     ReportFact,
     ReportsFact,
     ReportsRequest,
+    SubjectsFact,
+    SubjectsRequest,
     TicketAnswer,
     TicketRequest,
     TicketsFact,
@@ -236,6 +238,8 @@ class GatherContext:
     workspace's git repository, without the CI variables."""
     trusted_commit: str | None = None
     """The commit the trusted policy was read from (``git:`` in this repository): a base."""
+    subjects: tuple[tuple[str, str], ...] | None = None
+    """The artifacts the deployer named (``--subject``); None: not given to this gathering."""
 
 
 def _reports(request: ReportsRequest, ctx: GatherContext) -> ReportsFact:
@@ -320,7 +324,15 @@ def _pipeline(request: PipelineRequest, ctx: GatherContext) -> PipelineFact:
     return fact
 
 
+def _subjects(request: SubjectsRequest, ctx: GatherContext) -> SubjectsFact:
+    """The artifacts the deployer named; none given to this gathering at all is an error."""
+    if ctx.subjects is None:
+        return SubjectsFact(error="the artifacts the deploy ships were not given to the gate")
+    return SubjectsFact(subjects=tuple(ctx.subjects))
+
+
 GATHERERS: Mapping[type, Callable[[Any, GatherContext], Any]] = {
+    SubjectsRequest: _subjects,
     ReportsRequest: _reports,
     DocumentRequest: _document,
     TicketRequest: _tickets,
@@ -349,14 +361,16 @@ def trusted_commit(policy: Policy) -> str | None:
 
 
 def gather_facts(policy: Policy, change: dict[str, Any], workspace: Workspace, tickets: Any = None,
-                 pipeline: Any = None) -> Facts:
+                 pipeline: Any = None, subjects: Sequence[tuple[str, str]] | None = None) -> Facts:
     """Gather every fact the applicable rules of ``policy`` need for ``change``.
 
     ``tickets``: where ticket answers come from (a ``TicketSource``); None never asks anyone,
     so a ticket rule then errors: only ``check`` passes ``LiveTickets``. ``pipeline``: where the
-    pipeline files come from (None: ``LivePipeline`` without CI variables)."""
+    pipeline files come from (None: ``LivePipeline`` without CI variables). ``subjects``: the
+    artifacts the deployer named (``check``), or those the bundle's statement names (replay)."""
     ctx = GatherContext(workspace=workspace, change=change, tickets=tickets if tickets is not None else NO_TICKETS,
-                        pipeline=pipeline, trusted_commit=trusted_commit(policy))
+                        pipeline=pipeline, trusted_commit=trusted_commit(policy),
+                        subjects=None if subjects is None else tuple(subjects))
     answers = {request: GATHERERS[type(request)](request, ctx) for request in needed(policy, change)}
     return Facts(change=change, answers=answers)
 

@@ -270,6 +270,9 @@ def _check_rules(data: Any, positions: loader.Positions, schema_problems: list[P
         if rule_id == OWNERS_RULE_ID:
             extra.append(problem(base + ("id",), f"the rule id {OWNERS_RULE_ID!r} is reserved for the policy owners' "
                                                  "approval, which the gate adds itself; choose another id"))
+        if rule_id == "artifact-subjects":
+            extra.append(problem(base + ("id",), "the rule id 'artifact-subjects' is reserved for "
+                                                 "evidence.require_subject, which the gate adds itself; choose another id"))
         if isinstance(rule_id, str):
             if rule_id in first_id:
                 line = first_id[rule_id]
@@ -492,6 +495,19 @@ def _owners_rule(data: dict[str, Any], file: str, base_paths: list[str]) -> tupl
                                  "owner (added by the gate; never waivable).", params=params),)
 
 
+def _subjects_rule(evidence: Any) -> tuple[RuleSpec, ...]:
+    """The ``artifact-subjects`` rule the gate adds when ``evidence: {require_subject: true}``."""
+    if not (isinstance(evidence, dict) and evidence.get("require_subject") is True):
+        return ()
+    from policyengine.rules.artifact_subjects import RULE_ID
+    from policyengine.rules.base import RuleSpec
+
+    return (RuleSpec(id=RULE_ID, type="artifact_subjects", enforcement=Enforcement.DENY, controls=("CC8.1",),
+                     description="The deploy names the artifacts it ships by digest (--subject), so the platform's "
+                                 "records can be reconciled with the evidence (added by evidence.require_subject).",
+                     params={}),)
+
+
 def _build(data: dict[str, Any], positions: loader.Positions, raw: bytes, file: str,
            base_paths: list[str] | None = None) -> Policy:
     applies_to = data.get("applies_to")
@@ -502,7 +518,7 @@ def _build(data: dict[str, Any], positions: loader.Positions, raw: bytes, file: 
         description=data.get("description"),
         environments=tuple(applies_to["environments"]) if isinstance(applies_to, dict) else None,
         rules=tuple(_spec(rule, i, positions) for i, rule in enumerate(data["rules"]))
-        + _owners_rule(data, file, base_paths or []),
+        + _owners_rule(data, file, base_paths or []) + _subjects_rule(evidence),
         path=file,
         sha256=hashlib.sha256(raw).hexdigest(),
         raw=raw,

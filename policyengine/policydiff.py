@@ -826,6 +826,11 @@ def diff(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[Finding]:
             tb = b.get("timestamp", _MISSING) if isinstance(b, dict) else _MISSING
             if ta != tb:
                 out.append(Finding("evidence.timestamp", *_timestamp(ta, tb)))
+            sa = isinstance(a, dict) and a.get("require_subject") is True
+            sb = isinstance(b, dict) and b.get("require_subject") is True
+            if sa != sb:  # turning it off lets a deploy ship without naming its artifacts
+                out.append(Finding("evidence.require_subject", WEAKER if sa else STRONGER,
+                                   "artifact digests no longer required" if sa else "artifact digests now required"))
             continue
         compare = _TOP_KEYS.get(key) or _undecided_if_changed(key)
         direction, message = compare(a, b)

@@ -50,6 +50,12 @@ class Request:
     path: str
     query: dict[str, list[str]]
     headers: dict[str, str]
+    method: str = "GET"
+    body: bytes = b""
+
+    def json(self) -> Any:
+        """The request body as JSON (a POST's document)."""
+        return json.loads(self.body.decode("utf-8"))
 
 
 Handler = Callable[[Request, "FakeAPI"], Reply]
@@ -77,6 +83,9 @@ class FakeAPI:
                 pass
 
             def do_GET(self) -> None:  # noqa: N802 - http.server's name
+                api._serve(self)
+
+            def do_POST(self) -> None:  # noqa: N802 - http.server's name (GraphQL, statuses)
                 api._serve(self)
 
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
@@ -163,7 +172,9 @@ class FakeAPI:
 
     def _answer(self, h: BaseHTTPRequestHandler) -> None:
         parts = urlsplit(h.path)
-        req = Request(parts.path, parse_qs(parts.query), {k: v for k, v in h.headers.items()})
+        length = int(h.headers.get("Content-Length") or 0)
+        req = Request(parts.path, parse_qs(parts.query), {k: v for k, v in h.headers.items()}, h.command,
+                      h.rfile.read(length) if length else b"")
         with self._lock:
             self.requests.append(req)
             rel = parts.path[len(self.prefix):] if parts.path.startswith(self.prefix) else None

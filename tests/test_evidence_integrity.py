@@ -147,6 +147,16 @@ def test_a_schema_version_that_is_not_a_known_integer_is_invalid(archive: LocalA
     assert not report.ok
 
 
+def test_a_bundle_of_a_newer_schema_says_upgrade(archive: LocalArchive) -> None:
+    ref = write(archive)
+    forge_old_schema(archive, ref.id, version=4, keep_chain=True)
+    report = archive.verify()
+    assert any("made by a newer version of policyengine" in p.message and "upgrade" in p.message
+               for p in report.problems), report.problems
+    verified = cli("evidence", "verify", "--archive", str(archive.root), "--all")
+    assert verified.returncode == 1 and "upgrade" in verified.stdout
+
+
 # -- index lines against their bundles ---------------------------------------------------------
 
 

@@ -84,7 +84,7 @@ def test_action_inputs_outputs_and_env_only_inputs() -> None:
     action = load(ACTION)
     assert set(action["inputs"]) == {"policy", "environment", "github-token", "evidence-dir", "junit-path",
                                      "fail-on-deny", "version", "evidence-store", "evidence-token", "signing-key",
-                                     "policy-source", "trust-key", "waivers"}
+                                     "policy-source", "trust-key", "waivers", "subjects"}
     assert action["inputs"]["policy-source"]["default"] == "previous-deploy"
     assert action["inputs"]["trust-key"]["default"] == action["inputs"]["waivers"]["default"] == ""
     assert action["inputs"]["github-token"]["default"] == "${{ github.token }}"
@@ -99,6 +99,7 @@ def test_action_inputs_outputs_and_env_only_inputs() -> None:
     assert gate["env"]["PE_TRUST_KEY_PEM"] == "${{ inputs.trust-key }}"
     assert gate["env"]["PE_WAIVERS"] == "${{ inputs.waivers }}"
     assert gate["env"]["POLICYENGINE_ADVISORY"] == "${{ inputs.fail-on-deny == 'false' }}"
+    assert gate["env"]["POLICYENGINE_SUBJECTS"] == "${{ inputs.subjects }}"
     upload = next(s for s in steps if "uses" in s)
     assert re.fullmatch(r"actions/upload-artifact@[0-9a-f]{40}", upload["uses"])
     assert upload["if"] == "always()"

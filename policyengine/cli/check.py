@@ -83,8 +83,11 @@ from policyengine.errors import EXIT_DENY, UsageError
               help="The Ed25519 public key (PEM) whose signed bundles in the evidence store count as deploy "
               "history: the previous deploy (where the change range starts) is the latest allowed evaluation "
               "signed by it. Without it the change range is unknown (cover_range fails, when.paths rules apply).")
-@click.option("--subject", "subjects", multiple=True, metavar="NAME=sha256:HEX",
-              help="An artifact this deploy ships, named in the signed statement (repeatable).")
+@click.option("--subject", "subjects", multiple=True, metavar="NAME=sha256:HEX", envvar="POLICYENGINE_SUBJECTS",
+              show_envvar=True,
+              help="An artifact this deploy ships, named in the signed statement (repeatable; in the variable, "
+              "separated by spaces or new lines), e.g. a container image's digest: `audit reconcile` matches "
+              "deploys and running images to bundles by it.")
 @click.option("--notify", "notify", multiple=True, metavar="env:NAME|URL",
               help="Also post the decision to this webhook (repeatable), beside the policy's notify: targets. "
               "env:NAME reads the URL from a variable (recommended: a webhook URL is a secret); a URL given here "

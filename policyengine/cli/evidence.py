@@ -88,7 +88,7 @@ _LIST_COLS = ("id", "created_at", "environment", "repository", "commit", "kind",
               help="Only evaluations the gate decided so: deny includes advisory denials (listed as "
               "'deny (advisory)': they did not block the deploy); allow includes emergency allows.")
 @click.option("--kind", type=click.Choice(["evaluation", "outcome", "review", "notification-failure",
-                                           "emergency-approval", "baseline"]),
+                                           "emergency-approval", "baseline", "reconciliation"]),
               help="Only evaluations, or only linked records of this kind.")
 @click.option("--json", "fmt", flag_value="json", help="Print JSON.")
 @click.option("--csv", "fmt", flag_value="csv", help="Print CSV.")

@@ -576,6 +576,7 @@ def export(
     deployments_only: bool = False,
     emergency_states: Callable[[Sequence[Mapping[str, Any]], Sequence[Mapping[str, Any]]],
                                Mapping[str, str]] | None = None,
+    reconciliation: Mapping[str, Any] | None = None,
 ) -> ExportResult:
     """Verify the period, then write an audit export zip: population.csv, the sample and its bundles,
     index.html, export.json and the statement export.intoto.json.
@@ -587,7 +588,11 @@ def export(
     is listed (and sampled); the filters are recorded in export.json. ``emergency_states(rows,
     records)`` gives the status of each allowed emergency deployment among the rows, by bundle id
     (``emergencies.period_states``, which this module cannot import: it reads bundles through this
-    one); without it the ``emergency_status`` column is empty.
+    one); without it the ``emergency_status`` column is empty. ``reconciliation``: the period's reconciliation
+    (``--reconcile-with``) as ``reconcile.export_parts`` gives it (this module cannot import that
+    one: it reads emergencies, which read bundles through this module), written as
+    ``reconciliation.csv`` (listed and digested like every file), counted in export.json and
+    shown in index.html.
     """
     from policyengine.evidence.report import render_export_index
 
@@ -645,6 +650,10 @@ def export(
                 if progress:
                     progress(1)
             put(RECORDS_CSV, records_csv(store, records, rows).encode("utf-8"))
+            reconciled = None
+            if reconciliation is not None:
+                put(str(reconciliation["name"]), str(reconciliation["csv"]).encode("utf-8"))
+                reconciled = {**reconciliation["summary"], "findings": list(reconciliation["findings"])}
             changes, policies = policy_changes(store, [r for r in records if is_evaluation(r)], rows)
             put(POLICY_CHANGES_JSON, (json.dumps(changes, indent=2, sort_keys=True) + "\n").encode("utf-8"))
             from policyengine.explain import render as render_matrix
@@ -655,7 +664,8 @@ def export(
             put(INDEX_HTML, render_export_index(
                 [{c: r.get(c) for c in (*COLUMNS, *POPULATION_COLUMNS)} for r in rows], since=since, until=until,
                 seed=seed if sample else None, sample_ids=sample_ids, export_name=os.path.basename(out),
-                signed_by=signing_key.keyid if signing_key else None, notes=notes).encode("utf-8"))
+                signed_by=signing_key.keyid if signing_key else None, notes=notes,
+                reconciliation=reconciled).encode("utf-8"))
             export_doc = {
                 "exceptions": {"baselines": baseline_exceptions(records, environment=environment,
                                                                 repository=repository)},
@@ -670,6 +680,8 @@ def export(
                            "method": SAMPLE_METHOD, "ids": sample_ids, "notes": notes},
                 "files": digests,
             }
+            if reconciled is not None:
+                export_doc["reconciliation"] = {k: v for k, v in reconciled.items() if k != "findings"}
             put(EXPORT_JSON, (json.dumps(export_doc, indent=2, sort_keys=True) + "\n").encode("utf-8"))
             subjects = {POPULATION_CSV: digests[POPULATION_CSV], EXPORT_JSON: digests[EXPORT_JSON],
                         **{bundle_member(i): digests[bundle_member(i)] for i in sample_ids}}

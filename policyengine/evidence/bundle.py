@@ -39,7 +39,8 @@ from policyengine.evidence.timestamp import MEMBER as TIMESTAMP_MEMBER
 from policyengine.models import FileRead
 from policyengine.redact import DEFAULT, EvidenceRedactor, looks_binary
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
+"""3: the record kinds of issues 16 and 17 (reconciliation, ...); 2: chained bundles; 1: before chains."""
 READABLE_SCHEMA_VERSIONS = (1, 2, 3)
 MANIFEST = "manifest.json"
 PAGE_TEXT_LIMIT = 64 * 1024
@@ -653,9 +654,9 @@ def schema_version_of(manifest: Any) -> int:
     ``True == 1`` and ``1.0 in (1, 2)``, hence the exact type test).
     """
     version = manifest.get("schema_version") if isinstance(manifest, dict) else None
-    if type(version) is int and version > max(READABLE_SCHEMA_VERSIONS):
-        raise ValueError(f"schema_version {version} was made by a newer version of policyengine than this one "
-                         f"(it reads {', '.join(map(str, READABLE_SCHEMA_VERSIONS))}): upgrade policyengine")
+    if type(version) is int and version > SCHEMA_VERSION:
+        raise ValueError(f"schema_version {version}: made by a newer version of policyengine (this one reads "
+                         f"{', '.join(map(str, READABLE_SCHEMA_VERSIONS))}): upgrade policyengine to verify it")
     if type(version) is not int or version not in READABLE_SCHEMA_VERSIONS:
         raise ValueError(f"schema_version {version!r} is not one of the integers "
                          f"{', '.join(map(str, READABLE_SCHEMA_VERSIONS))}")

@@ -51,6 +51,7 @@ from policyengine.evidence.bundle import (
     ATTESTATION,
     MANIFEST,
     REPORT,
+    SCHEMA_VERSION,
     ZIP_READ_ERRORS,
     Inspection,
     VerifyProblem,
@@ -72,6 +73,12 @@ NOTIFICATION_FAILURE = "notification-failure"
 NOTIFICATION_RESULTS = ("failed",)
 """A ``notification-failure`` record (``policyengine.notify``): a notification of the evaluation
 could not be delivered; ``target`` names the variable (never the URL), ``cause`` says why."""
+RECONCILIATION = "reconciliation"
+RECONCILIATION_RESULTS = ("clean", "exceptions")
+"""A ``reconciliation`` record (``audit reconcile --record``): the result of comparing a period's
+evidence with what the platform recorded, ``summary`` holding the period, sources, counts, every
+finding and the SHA-256 of the JSON report. It is store-level: linked to the store's newest
+evaluation (TODO(i16-catalogue): to the store head once the catalogue exists)."""
 EMERGENCY_APPROVALS = ("approved",)
 EMERGENCY_APPROVAL = "emergency-approval"
 BASELINE = "baseline"
@@ -109,6 +116,7 @@ RECORD_KINDS: dict[str, RecordKind] = {
     NOTIFICATION_FAILURE: RecordKind(NOTIFICATION_FAILURE, "notification", NOTIFICATION_RESULTS),
     EMERGENCY_APPROVAL: RecordKind(EMERGENCY_APPROVAL, "approval", EMERGENCY_APPROVALS),
     BASELINE: RecordKind(BASELINE, "baseline", BASELINE_VALUES),
+    RECONCILIATION: RecordKind(RECONCILIATION, "reconciliation", RECONCILIATION_RESULTS),
 }
 _COMMIT_SHA_RE = re.compile(r"^[0-9a-f]{40}$|^[0-9a-f]{64}$")
 
@@ -274,11 +282,14 @@ def inspect_record(zf: zipfile.ZipFile, bundle_id: str, public_key: tuple[Any, s
                 f"({', '.join(RECORD_KINDS)}): made by a newer version of policyengine? upgrade")
         kind = None
     version = manifest.get("schema_version")
-    if kind == BASELINE:
+    if type(version) is int and version > SCHEMA_VERSION:
+        problem("manifest", MANIFEST, f"schema_version {version}: made by a newer version of policyengine: upgrade "
+                "policyengine to verify it")
+    elif kind == BASELINE:
         if version != BASELINE_SCHEMA_VERSION or type(version) is not int:
             problem("manifest", MANIFEST, f"a {kind} bundle must have schema_version {BASELINE_SCHEMA_VERSION}")
-    elif version not in (2, 3) or type(version) is not int:
-        problem("manifest", MANIFEST, "a record bundle must have schema_version 2 (3 when it asked for a timestamp)")
+    elif type(version) is not int or version not in (2, 3):
+        problem("manifest", MANIFEST, "a record bundle must have schema_version 2 or 3")
     extra = sorted(p for p in checked.listed if p not in (RECORD, REPORT))
     if extra:
         problem("manifest", extra[0], f"a record bundle holds only {RECORD} and {REPORT}, not {', '.join(extra)}")

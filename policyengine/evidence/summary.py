@@ -396,6 +396,13 @@ def render_markdown(s: Mapping[str, Any]) -> str:
         lines.append("")
     else:
         lines += ["None.", ""]
+    rec = s.get("reconciliation")
+    if isinstance(rec, Mapping):
+        lines += [f"## Reconciliation with the platform ({rec['exceptions']} exception(s))", "",
+                  f"Sources: {_md_cell(', '.join(rec['sources']) or 'none')}; {rec['platform_deployments']} platform "
+                  f"deployment(s), {rec['matched']} matched plainly.", "",
+                  "| Finding | Count |", "|---|---|",
+                  *[f"| {_md_cell(k)} | {v} |" for k, v in rec["counts"].items()], "", _md_cell(rec["limit"]), ""]
     if chain["problems"]:
         lines += ["## Chain problems", ""]
         lines += [f"- `{_md_cell(x['check'])}` bundle {_md_cell(x['bundle_id'])}: {_md_cell(x['message'])}"

@@ -593,6 +593,27 @@ class HttpSession:
         data = json.dumps(document, ensure_ascii=False).encode("utf-8")
         self._request(url, method="POST", body=data)
 
+    def post_graphql(self, url: str, query: str, variables: Mapping[str, Any], *, what: str) -> Any:
+        """POST a GraphQL ``query`` to ``url`` (of this session's origin: the token goes nowhere
+        else); return its ``data``. An answer with ``errors``, or without an object under
+        ``data``, raises ``ApiError`` naming ``what`` was asked (fail closed: a partial answer is
+        never taken for the whole)."""
+        body = json.dumps({"query": query, "variables": dict(variables)}, ensure_ascii=False).encode("utf-8")
+        raw, _ = self._request(url, method="POST", body=body)
+        answer = self._decode(url, raw)
+        shown = self.display_path(url)
+        if not isinstance(answer, dict):
+            raise ApiError("POST", shown, 200, f"HTTP 200 but the answer to {what} is not a GraphQL object")
+        errors = answer.get("errors")
+        if errors:
+            first = errors[0] if isinstance(errors, list) and errors else errors
+            message = first.get("message") if isinstance(first, dict) else first
+            raise ApiError("POST", shown, 200, f"GraphQL error for {what}: {str(message)[:200]}")
+        data = answer.get("data")
+        if not isinstance(data, dict):
+            raise ApiError("POST", shown, 200, f"HTTP 200 but the answer to {what} has no data object")
+        return data
+
     def iter_pages(self, path: str, params: Mapping[str, Any] | None = None, *,
                    name: str | None = None) -> Iterator[Any]:
         """Yield each page's JSON, following ``Link: rel="next"`` (``per_page=100``).

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from policyengine.rules.approvals import ApprovalsRule
+from policyengine.rules.artifact_subjects import ArtifactSubjectsRule
 from policyengine.rules.base import Context, RuleSpec, RuleType
 from policyengine.rules.checks_passed import ChecksPassedRule
 from policyengine.rules.deploy_window import DeployWindowRule
@@ -16,7 +17,8 @@ RULE_TYPES: dict[str, type[RuleType]] = {
     for cls in (ApprovalsRule, TestsPassedRule, ChecksPassedRule, RollbackPlanRule, DeployWindowRule, TicketRule)
 }
 
-IMPLICIT_RULE_TYPES: dict[str, type[RuleType]] = {PolicyOwnersRule.type_name: PolicyOwnersRule}
+IMPLICIT_RULE_TYPES: dict[str, type[RuleType]] = {PolicyOwnersRule.type_name: PolicyOwnersRule,
+                                                   ArtifactSubjectsRule.type_name: ArtifactSubjectsRule}
 """Rule types the gate adds itself (never written in ``rules:``, never waivable)."""
 
 __all__ = ["IMPLICIT_RULE_TYPES", "RULE_TYPES", "Context", "RuleSpec", "RuleType"]
