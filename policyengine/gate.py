@@ -75,6 +75,7 @@ from policyengine.models import (
     iso_utc,
 )
 from policyengine.policy import Policy, policy_applies
+from policyengine.providers import oidc
 from policyengine.redact import Redactor
 from policyengine.workspace import Workspace
 
@@ -435,7 +436,8 @@ def _deadline_passed(decision: Decision, run: RunDeadline) -> Decision:
 
 
 def _record(request: CheckRequest, policy: Policy, gathered: Any, decision: Decision,
-            store_url: str, raw: Mapping[str, bytes] | None = None, facts: Facts | None = None) -> dict[str, Any]:
+            store_url: str, raw: Mapping[str, bytes] | None = None, facts: Facts | None = None,
+            identity: oidc.Identity | None = None) -> dict[str, Any]:
     """Write the bundle; return what the decision JSON says of it. Raises PolicyEngineError.
 
     ``raw``: more raw answers to keep under ``raw/`` (the ticket systems' records). ``facts``:
@@ -463,9 +465,15 @@ def _record(request: CheckRequest, policy: Policy, gathered: Any, decision: Deci
     ci = ci_variables(request.env, redactor)
     if ci:
         extra["ci.json"] = (json.dumps(ci, indent=2, sort_keys=True) + "\n").encode("utf-8")
+    member = identity.member() if identity is not None else None
+    if member is not None:
+        extra[oidc.MEMBER] = member
+    recorded = decision_to_json(decision, advisory=request.advisory)
+    if identity is not None and (identity.status != "absent" or in_any_ci(request.env)):
+        recorded["identity"] = json.loads(redactor.text(json.dumps(identity.summary())))
     archive = open_store(store_url)
     ref = archive.write_bundle(
-        decision=decision_to_json(decision, advisory=request.advisory),
+        decision=recorded,
         change=gathered.change,
         policy_filename=Path(policy.source["path"]).name if policy.source else Path(request.policy_path).name,
         policy_bytes=policy.raw,
@@ -494,6 +502,41 @@ def _record(request: CheckRequest, policy: Policy, gathered: Any, decision: Deci
     if notes:
         bundle["notes"] = notes
     return bundle
+
+
+def _identity(request: CheckRequest, policy: Policy, change: Mapping[str, Any]) -> oidc.Identity:
+    """The CI's signed identity (``providers.oidc``), checked against the change and this job.
+    Outside any CI nothing is asked for: there is no platform to vouch for anyone."""
+    if not in_any_ci(request.env):
+        return oidc.Identity("absent")
+    settings = oidc.IdentitySettings(issuers=policy.identity_issuers, required=policy.identity_required)
+    return oidc.establish(request.env, settings, _wall(request), change)
+
+
+def _identity_judged(decision: Decision, identity: oidc.Identity, policy: Policy,
+                     request: CheckRequest) -> Decision:
+    """Add the ``identity`` result when the token's claims disagree with the change (always an
+    error), or when identity is required inside CI and no token verified (fail closed)."""
+    if identity.status == "verified" and identity.problem is None:
+        return decision
+    if identity.status == "verified" and identity.problem is not None:
+        message = identity.problem.message
+    elif policy.identity_required and in_any_ci(request.env):
+        if identity.status == "absent":
+            message = ("identity is required, but the CI offered no ID token: grant the job `permissions: "
+                       "id-token: write` (GitHub Actions) or declare `id_tokens: POLICYENGINE_ID_TOKEN: "
+                       "{aud: policyengine}` (GitLab CI)")
+        else:
+            message = f"identity is required, but {identity.problem.message if identity.problem else 'no token verified'}"
+    else:
+        return decision
+    result = RuleResult(id="identity", type="identity", status=Status.ERROR, enforcement=Enforcement.DENY,
+                        message=message, controls=("CC8.1",),
+                        description="The CI platform's signed identity (OIDC ID token) verifies and agrees with "
+                                    "the change.",
+                        details={"status": identity.status, "issuers": list(policy.identity_issuers),
+                                 "required": policy.identity_required})
+    return dataclasses.replace(decision, decision="deny", rules=decision.rules + (result,))
 
 
 def judge(policy: Policy, change: dict[str, Any], workspace: str | Path, now: datetime,
@@ -586,6 +629,10 @@ def _check(request: CheckRequest, run: RunDeadline) -> CheckResult:
     decision = evaluate(policy, facts, request.now, urgent)
     decision = dataclasses.replace(decision, simulated=request.simulate, clock={
         "source": clock_source(request), "wall_time": iso_utc(_wall(request).replace(microsecond=0))})
+    identity = _identity(request, policy, gathered.change)
+    if identity.token:  # the token is redacted everywhere but identity.json
+        request = dataclasses.replace(request, extra_secrets=(*request.extra_secrets, *oidc.secrets(identity.token)))
+    decision = _identity_judged(decision, identity, policy, request)
     if run.passed_while is not None:  # fail closed: what was not answered in time is no answer
         decision = _deadline_passed(decision, run)
 
@@ -594,7 +641,8 @@ def _check(request: CheckRequest, run: RunDeadline) -> CheckResult:
     store_url = request.evidence_store or request.evidence_dir
     with run.recording():
         try:
-            bundle = _record(request, policy, gathered, decision, store_url, ticket_records(facts), facts)
+            bundle = _record(request, policy, gathered, decision, store_url, ticket_records(facts), facts,
+                             identity=identity)
         except PolicyEngineError as exc:
             decision = _evidence_failed(decision, store_url, exc)
             bundle = {"error": exc.message}
@@ -610,6 +658,8 @@ def _check(request: CheckRequest, run: RunDeadline) -> CheckResult:
     redactor = Redactor.from_env(request.env, request.extra_secrets)
     shown = redact_decision(decision, redactor)
     doc = redact_value(decision_to_json(shown, advisory=request.advisory), redactor)
+    if identity.status != "absent" or in_any_ci(request.env):
+        doc["identity"] = redact_value(identity.summary(), redactor)
     doc["evidence"] = redact_value(bundle, redactor)
     # After the evidence is recorded: post the decision; a failure is recorded, linked to the bundle.
     with run.recording():

@@ -103,6 +103,10 @@ class Policy:
     """``notify:``: where every recorded decision is posted (``policyengine.notify``)."""
     emergency: EmergencyPolicy | None = None
     """The ``emergency:`` section (``policyengine.emergency``), or None: no emergency procedure."""
+    identity_issuers: tuple[str, ...] = ("https://token.actions.githubusercontent.com", "https://gitlab.com")
+    """``identity.issuers``: whose CI ID tokens are trusted (``providers.oidc``)."""
+    identity_required: bool = False
+    """``identity.required``: inside CI, no verified ID token is an error."""
 
 
 def load_policy(path: str | Path) -> Policy:
@@ -513,4 +517,15 @@ def _build(data: dict[str, Any], positions: loader.Positions, raw: bytes, file: 
         waiver_max_days=_max_days(data),
         notify=_notify(data.get("notify")),
         emergency=build_policy(data),
+        **_identity(data.get("identity")),
     )
+
+
+def _identity(section: Any) -> dict[str, Any]:
+    """The ``identity:`` section as Policy fields (defaults when absent)."""
+    if not isinstance(section, dict):
+        return {}
+    out: dict[str, Any] = {"identity_required": section.get("required") is True}
+    if isinstance(section.get("issuers"), list):
+        out["identity_issuers"] = tuple(str(i) for i in section["issuers"])
+    return out

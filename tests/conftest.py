@@ -30,7 +30,7 @@ def _worker_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def _clean_ci_env(monkeypatch: pytest.MonkeyPatch, _worker_cache: Path) -> None:
     """Tests never see the CI variables of the machine they run on, nor another worker's cache."""
     for name in list(os.environ):
-        if name.startswith(("GITHUB_", "GITLAB_", "CI_", "POLICYENGINE_", "RUNNER_")) or name in {
+        if name.startswith(("GITHUB_", "GITLAB_", "CI_", "POLICYENGINE_", "RUNNER_", "ACTIONS_")) or name in {
             "CI",
             "GITHUB_ACTIONS",
             "GITLAB_CI",

@@ -38,12 +38,17 @@ from policyengine.models import FileRead
 from policyengine.redact import DEFAULT, EvidenceRedactor, looks_binary
 
 SCHEMA_VERSION = 2
-READABLE_SCHEMA_VERSIONS = (1, 2)
+IDENTITY_SCHEMA_VERSION = 3
+"""A bundle holding a member that version 2 does not know (``identity.json``) says 3: an older
+``verify`` then refuses it as made by a newer version instead of passing what it cannot check."""
+READABLE_SCHEMA_VERSIONS = (1, 2, 3)
 MANIFEST = "manifest.json"
 PAGE_TEXT_LIMIT = 64 * 1024
 """Text files up to this size (the rollback plan) are kept for the bundle's page, which shows them."""
 REPORT = "report.html"
 ATTESTATION = "attestation.intoto.json"
+IDENTITY = "identity.json"
+"""The CI's ID token as RFC 7515 JSON with the key set seen at check time (schema version 3)."""
 DECISION = "decision.json"
 CHANGE = "change.json"
 POLICY_DIR = "policy/"
@@ -319,7 +324,9 @@ class BundleWriter:
             if m.file is not None:
                 self.add_file(m.name, m.file)
             else:
-                self.add_bytes(m.name, m.data or b"")
+                # identity.json holds the CI's ID token on purpose (verify re-checks it offline):
+                # the one member the redactor leaves alone (providers.oidc).
+                self.add_bytes(m.name, m.data or b"", redact=m.name != IDENTITY)
 
     def add_bytes(self, name: str, data: bytes, *, redact: bool = True) -> None:
         """Write ``data`` (redacted) as member ``name``."""
@@ -439,7 +446,8 @@ class BundleWriter:
         if report is not None:
             self.add_bytes(REPORT, report.encode("utf-8"), redact=False)
         manifest = {
-            "schema_version": SCHEMA_VERSION,
+            "schema_version": IDENTITY_SCHEMA_VERSION if any(e.get("path") == IDENTITY for e in self.entries)
+            else SCHEMA_VERSION,
             "bundle_id": self.bundle_id,
             "created_at": format_timestamp(self.created_at),
             "tool": {"name": "policyengine", "version": __version__},

@@ -1,0 +1,275 @@
+"""The CI platform's signed identity (issue 17): OIDC ID tokens checked against a local issuer.
+
+Each test runs the CLI as a pipeline runs it, inside GitHub Actions or GitLab CI as far as the
+environment says, against an issuer on loopback that serves its discovery document and JWKS
+(tests/oidc_issuer.py). Forged, expired, wrong-audience tokens and tokens for another repository
+or commit must never pass; the token must never appear anywhere but identity.json.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.oidc_issuer import REQUEST_TOKEN, Issuer, new_rsa, running_issuer
+
+REPO = Path(__file__).resolve().parents[1]
+CHANGE = REPO / "examples" / "change-allowed.yml"
+WORKSPACE = REPO / "examples" / "workspace"
+SHA = "9f1c2d3e4b5a69788796a5b4c3d2e1f0a9b8c7d6"
+
+
+def _env(**extra: str) -> dict[str, str]:
+    base = {k: v for k, v in os.environ.items()
+            if not k.startswith(("GITHUB_", "GITLAB_", "CI_", "POLICYENGINE_", "RUNNER_", "AWS_", "ACTIONS_"))
+            and k not in {"CI", "NO_COLOR"}}
+    base.update(extra)
+    return base
+
+
+def _cli(*args: str, cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "policyengine", *args], cwd=cwd, capture_output=True, text=True,
+                          timeout=120, check=False, env=env)
+
+
+def _policy(tmp: Path, issuer: Issuer, *, required: bool = True) -> Path:
+    path = tmp / "policy.yml"
+    path.write_text(
+        "name: identity\nversion: 1\n"
+        f"identity:\n  issuers: [{issuer.url}]\n  required: {'true' if required else 'false'}\n"
+        "rules:\n  - id: peer-review\n    type: approvals\n    min_approvals: 1\n    exclude: [author]\n",
+        encoding="utf-8")
+    return path
+
+
+def _check(tmp: Path, issuer: Issuer, env: dict[str, str], *, required: bool = True,
+           change: Path = CHANGE, extra: tuple[str, ...] = ()) -> subprocess.CompletedProcess[str]:
+    args = ["check", "--policy", str(_policy(tmp, issuer, required=required)), "--change", str(change),
+            "--workspace", str(WORKSPACE), "--evidence-dir", str(tmp / "evidence"), "--json",
+            str(tmp / "decision.json"), "--junit", str(tmp / "junit.xml"), "--color", "never", *extra]
+    return _cli(*args, cwd=tmp, env=_env(**env))
+
+
+def _bundle(tmp: Path) -> dict[str, bytes]:
+    [path] = [p for p in (tmp / "evidence").rglob("*.zip")]
+    with zipfile.ZipFile(path) as zf:
+        return {n: zf.read(n) for n in zf.namelist()}
+
+
+def _identity_rule(tmp: Path) -> dict[str, Any]:
+    doc = json.loads((tmp / "decision.json").read_text(encoding="utf-8"))
+    [rule] = [r for r in doc["rules"] if r["id"] == "identity"]
+    return rule
+
+
+@pytest.fixture
+def issuer() -> Any:
+    with running_issuer() as running:
+        yield running
+
+
+# -- verified --------------------------------------------------------------------------------
+
+
+def test_a_verified_github_token_is_kept_as_rfc7515_json_with_the_key_set(tmp_path: Path, issuer: Issuer) -> None:
+    token = issuer.github()
+    res = _check(tmp_path, issuer, issuer.github_env(token))
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert issuer.token_requests and issuer.token_requests[0]["audience"] == ["policyengine"]
+    members = _bundle(tmp_path)
+    doc = json.loads(members["identity.json"])
+    assert ".".join(doc["token"][k] for k in ("protected", "payload", "signature")) == token
+    assert doc["jwks"] == issuer.jwks
+    assert doc["claims"]["actor"] == "dana" and doc["claims"]["run_id"] == "1658821493"
+    assert doc["claims"]["repository"] == "acme/payments" and doc["claims"]["sha"] == SHA
+    decision = json.loads((tmp_path / "decision.json").read_text(encoding="utf-8"))
+    assert decision["identity"]["status"] == "verified"
+    assert decision["identity"]["claims"]["actor"] == "dana"
+    manifest = json.loads(members["manifest.json"])
+    assert manifest["schema_version"] == 3
+    assert "identity.json" in {m["path"] for m in manifest["members"]}, "the signed manifest covers identity.json"
+
+
+def test_a_verified_gitlab_token_from_the_id_tokens_variable(tmp_path: Path, issuer: Issuer) -> None:
+    token = issuer.gitlab()
+    env = {"CI": "true", "GITLAB_CI": "true", "CI_PROJECT_PATH": "acme/payments", "CI_COMMIT_SHA": SHA,
+           "CI_PIPELINE_ID": "61", "CI_JOB_ID": "7", "GITLAB_USER_LOGIN": "dana",
+           "CI_ENVIRONMENT_NAME": "production", "POLICYENGINE_ID_TOKEN": token}
+    res = _check(tmp_path, issuer, env)
+    assert res.returncode == 0, res.stdout + res.stderr
+    doc = json.loads(_bundle(tmp_path)["identity.json"])
+    assert doc["claims"]["platform"] == "gitlab" and doc["claims"]["actor"] == "dana"
+    assert doc["claims"]["run_id"] == "61" and doc["claims"]["job_id"] == "7"
+
+
+# -- refused ---------------------------------------------------------------------------------
+
+
+def test_an_expired_token_is_refused_when_identity_is_required(tmp_path: Path, issuer: Issuer) -> None:
+    now = int(time.time())
+    token = issuer.github(iat=now - 3600, nbf=now - 3600, exp=now - 1800)
+    res = _check(tmp_path, issuer, issuer.github_env(token))
+    assert res.returncode == 3, res.stdout + res.stderr
+    rule = _identity_rule(tmp_path)
+    assert rule["status"] == "error" and "expired" in rule["message"]
+
+
+def test_a_forged_token_is_refused_when_identity_is_required(tmp_path: Path, issuer: Issuer) -> None:
+    """Signed by another key under the issuer's own key id: the signature does not verify."""
+    from tests.oidc_issuer import github_claims
+
+    token = issuer.mint(github_claims(issuer.url), key=new_rsa())
+    res = _check(tmp_path, issuer, issuer.github_env(token))
+    assert res.returncode == 3, res.stdout + res.stderr
+    rule = _identity_rule(tmp_path)
+    assert rule["status"] == "error" and "forged" in rule["message"]
+
+
+def test_a_token_for_another_audience_is_refused(tmp_path: Path, issuer: Issuer) -> None:
+    token = issuer.github(aud="sigstore")
+    res = _check(tmp_path, issuer, issuer.github_env(token))
+    assert res.returncode == 3, res.stdout + res.stderr
+    assert "audience" in _identity_rule(tmp_path)["message"]
+
+
+def test_a_token_from_an_issuer_the_policy_does_not_name_is_refused(tmp_path: Path, issuer: Issuer) -> None:
+    """The issuer is pinned by the policy: a step before the gate running its own issuer gains nothing."""
+    with running_issuer() as rogue:
+        token = rogue.github()
+        res = _check(tmp_path, issuer, {**rogue.github_env(token)})
+    assert res.returncode == 3, res.stdout + res.stderr
+    assert "not one the policy trusts" in _identity_rule(tmp_path)["message"]
+
+
+@pytest.mark.parametrize(("claim", "value", "shown"), [
+    ("repository", "mallory/payments", "mallory/payments"),
+    ("sha", "0" * 40, "0" * 40),
+    ("environment", "staging", "staging"),
+    ("run_id", "999", "999"),
+])
+@pytest.mark.parametrize("required", [True, False])
+def test_claims_that_disagree_with_the_change_are_an_error(tmp_path: Path, issuer: Issuer, claim: str,
+                                                           value: str, shown: str, required: bool) -> None:
+    token = issuer.github(**{claim: value})
+    res = _check(tmp_path, issuer, issuer.github_env(token), required=required)
+    assert res.returncode == 3, res.stdout + res.stderr
+    rule = _identity_rule(tmp_path)
+    assert rule["status"] == "error"
+    assert f"claim {claim} is {shown!r}" in rule["message"], rule["message"]
+
+
+def test_a_gitlab_token_of_another_project_is_an_error(tmp_path: Path, issuer: Issuer) -> None:
+    token = issuer.gitlab(project_path="mallory/payments")
+    env = {"CI": "true", "GITLAB_CI": "true", "CI_PIPELINE_ID": "61", "CI_JOB_ID": "7",
+           "CI_ENVIRONMENT_NAME": "production", "POLICYENGINE_ID_TOKEN": token}
+    res = _check(tmp_path, issuer, env)
+    assert res.returncode == 3, res.stdout + res.stderr
+    message = _identity_rule(tmp_path)["message"]
+    assert "project_path" in message and "mallory/payments" in message and "acme/payments" in message
+
+
+def test_no_token_inside_ci_is_an_error_only_when_required(tmp_path: Path, issuer: Issuer) -> None:
+    env = issuer.github_env("unused")
+    del env["ACTIONS_ID_TOKEN_REQUEST_URL"], env["ACTIONS_ID_TOKEN_REQUEST_TOKEN"]
+    res = _check(tmp_path / "a", issuer, env) if (tmp_path / "a").mkdir() is None else None
+    assert res is not None and res.returncode == 3, res.stdout + res.stderr
+    assert "id-token: write" in _identity_rule(tmp_path / "a")["message"]
+    (tmp_path / "b").mkdir()
+    res = _check(tmp_path / "b", issuer, env, required=False)
+    assert res.returncode == 0, res.stdout + res.stderr
+    decision = json.loads((tmp_path / "b" / "decision.json").read_text(encoding="utf-8"))
+    assert decision["identity"]["status"] == "absent"
+
+
+# -- the token never leaks -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", ["verified", "forged", "mismatch"])
+def test_the_token_never_appears_outside_identity_json(tmp_path: Path, issuer: Issuer, kind: str) -> None:
+    from tests.oidc_issuer import github_claims
+
+    if kind == "forged":
+        token = issuer.mint(github_claims(issuer.url), key=new_rsa())
+    elif kind == "mismatch":
+        token = issuer.github(sha="1" * 40)
+    else:
+        token = issuer.github()
+    signature = token.rsplit(".", 1)[1]
+    # The gate logs what it does when asked to: the log must hold no token either.
+    res = _check(tmp_path, issuer, issuer.github_env(token, POLICYENGINE_DEBUG="1"))
+    outputs = {"stdout": res.stdout, "stderr": res.stderr,
+               "json": (tmp_path / "decision.json").read_text(encoding="utf-8"),
+               "junit": (tmp_path / "junit.xml").read_text(encoding="utf-8")}
+    members = _bundle(tmp_path)
+    for name, data in members.items():
+        if name != "identity.json":
+            outputs[f"bundle:{name}"] = data.decode("utf-8", errors="replace")
+    for name, text in outputs.items():
+        for secret in (token, signature, REQUEST_TOKEN):
+            assert secret not in text, f"{name} holds a secret"
+    assert token.split(".")[2] in members["identity.json"].decode()
+
+
+# -- --by is the token's actor ---------------------------------------------------------------
+
+
+def _recorded(tmp: Path, issuer: Issuer) -> str:
+    res = _check(tmp, issuer, issuer.github_env(issuer.github()))
+    assert res.returncode == 0, res.stdout + res.stderr
+    return str(json.loads((tmp / "decision.json").read_text(encoding="utf-8"))["evidence"]["bundle_id"])
+
+
+def test_by_that_is_not_the_tokens_actor_is_refused(tmp_path: Path, issuer: Issuer) -> None:
+    bundle_id = _recorded(tmp_path, issuer)
+    # GITHUB_ACTOR says frank; the token (the platform's word) says dana: the token wins.
+    env = issuer.github_env(issuer.github(), GITHUB_ACTOR="frank", GITHUB_TRIGGERING_ACTOR="frank")
+    res = _cli("evidence", "record-outcome", "--archive", str(tmp_path / "evidence"), "--status", "deployed",
+               "--by", "frank", "--oidc-issuer", issuer.url, bundle_id, cwd=tmp_path, env=_env(**env))
+    assert res.returncode == 2, res.stdout + res.stderr
+    assert "frank" in res.stderr and "dana" in res.stderr
+    res = _cli("evidence", "record-outcome", "--archive", str(tmp_path / "evidence"), "--status", "deployed",
+               "--by", "dana", "--oidc-issuer", issuer.url, bundle_id, cwd=tmp_path, env=_env(**env))
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "verified (CI actor)" in res.stdout
+
+
+def test_a_record_without_a_verified_token_inside_ci_is_self_asserted(tmp_path: Path, issuer: Issuer) -> None:
+    bundle_id = _recorded(tmp_path, issuer)
+    env = issuer.github_env("x")
+    del env["ACTIONS_ID_TOKEN_REQUEST_URL"], env["ACTIONS_ID_TOKEN_REQUEST_TOKEN"]
+    res = _cli("evidence", "record-outcome", "--archive", str(tmp_path / "evidence"), "--status", "deployed",
+               "--by", "dana", bundle_id, cwd=tmp_path, env=_env(**env))
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "self-asserted" in res.stdout
+
+
+# -- evidence verify --oidc-jwks -------------------------------------------------------------
+
+
+def test_verify_checks_the_token_offline_against_the_auditors_keys(tmp_path: Path, issuer: Issuer) -> None:
+    _recorded(tmp_path, issuer)
+    keys = tmp_path / "jwks.json"
+    keys.write_text(json.dumps(issuer.jwks), encoding="utf-8")
+    other = tmp_path / "other.json"
+    from tests.oidc_issuer import jwk_of
+
+    other.write_text(json.dumps({"keys": [jwk_of(new_rsa(), issuer.kid)]}), encoding="utf-8")
+    plain = _cli("evidence", "verify", "--archive", str(tmp_path / "evidence"), cwd=tmp_path, env=_env())
+    assert plain.returncode == 0, plain.stdout + plain.stderr
+    assert "identity unchecked" in plain.stdout
+    good = _cli("evidence", "verify", "--archive", str(tmp_path / "evidence"), "--oidc-jwks", str(keys),
+                cwd=tmp_path, env=_env())
+    assert good.returncode == 0, good.stdout + good.stderr
+    assert "identity verified" in good.stdout and "dana" in good.stdout
+    bad = _cli("evidence", "verify", "--archive", str(tmp_path / "evidence"), "--oidc-jwks", str(other),
+               cwd=tmp_path, env=_env())
+    assert bad.returncode != 0, bad.stdout + bad.stderr
+    assert "identity" in bad.stdout + bad.stderr
