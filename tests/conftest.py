@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from typing import Any
 from pathlib import Path
 
 import pytest
@@ -38,3 +40,12 @@ def _clean_ci_env(monkeypatch: pytest.MonkeyPatch, _worker_cache: Path) -> None:
         }:
             monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("POLICYENGINE_CACHE_DIR", str(_worker_cache))
+
+
+@pytest.fixture
+def oidc_issuer() -> Iterator[Any]:
+    """A local OIDC issuer on loopback (tests/oidc_issuer.py) for the duration of a test."""
+    from tests.oidc_issuer import running_issuer
+
+    with running_issuer() as issuer:
+        yield issuer

@@ -150,3 +150,16 @@ def running_issuer() -> Iterator[Issuer]:
     finally:
         server.shutdown()
         server.server_close()
+
+
+def verified_ci(monkeypatch: Any, issuer: Issuer, actor: str) -> None:
+    """Make this process a GitHub Actions job whose ID token (from ``issuer``, trusted as if it
+    were GitHub's) names ``actor``: a record made now is **verified (CI actor)**."""
+    from policyengine.providers import oidc
+
+    issuer.token_answer = issuer.github(actor=actor)
+    for name, value in {"GITHUB_ACTIONS": "true", "GITHUB_ACTOR": actor,
+                        "ACTIONS_ID_TOKEN_REQUEST_URL": f"{issuer.url}/token?api-version=2.0",
+                        "ACTIONS_ID_TOKEN_REQUEST_TOKEN": REQUEST_TOKEN}.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setattr(oidc, "DEFAULT_ISSUERS", (*oidc.DEFAULT_ISSUERS, issuer.url))

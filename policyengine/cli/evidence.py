@@ -296,9 +296,13 @@ def _who(doc: dict[str, Any]) -> str:
     """Who recorded a record, and whether the CI vouches for it."""
     if doc.get("by_verified") is True and doc.get("by_source") == "gate":
         return f"{doc.get('by')} (verified: written by the gate in the run that recorded the evaluation)"
+    from policyengine.providers.oidc import LEGACY, recorder_label
+
+    if doc.get("by_verified") is True and recorder_label(doc) == LEGACY:
+        return f"{doc.get('by')} ({LEGACY}: {doc.get('by_source')}, recorded before CI ID tokens were checked)"
     if doc.get("by_verified") is True:
-        return f"{doc.get('by')} (verified: the CI actor, {doc.get('by_source')})"
-    return f"{doc.get('by')} (SELF-ASSERTED: recorded outside CI, not verified)"
+        return f"{doc.get('by')} (verified (CI actor): {doc.get('by_source')})"
+    return f"{doc.get('by')} (SELF-ASSERTED: no verified CI ID token)"
 
 
 def _linked_lines(store: Any, key: Any, record: dict[str, Any]) -> tuple[list[str], bool]:
@@ -400,17 +404,41 @@ def _signing_key(spec: str | None) -> Any:
     return load_signing_key(spec)
 
 
-def _actor(by: str | None, *, fallback_user: bool) -> Any:
-    import os
+def oidc_issuer_option(fn: Any) -> Any:
+    """``--oidc-issuer URL``: one more trusted issuer of CI ID tokens (repeatable). Deliberately
+    no environment variable: a step before this one could set it and run its own issuer."""
+    return click.option("--oidc-issuer", "oidc_issuers", multiple=True, metavar="URL",
+                         help="Trust ID tokens of this issuer too (a GitHub Enterprise Server or self-managed "
+                              "GitLab issuer), beside https://token.actions.githubusercontent.com and "
+                              "https://gitlab.com. Repeatable; never read from the environment.")(fn)
 
+
+def _actor(by: str | None, *, fallback_user: bool, oidc_issuers: tuple[str, ...] = ()) -> Any:
+    """Who records this: inside CI, verified only by the CI's ID token (``providers.oidc``)."""
+    import os
+    from datetime import datetime, timezone
+
+    from policyengine.errors import UsageError
     from policyengine.evidence.records import resolve_actor
     from policyengine.gate import running_in_ci
+    from policyengine.providers import oidc
 
-    return resolve_actor(os.environ, by, in_ci=running_in_ci(os.environ), fallback_user=fallback_user)
+    for url in oidc_issuers:
+        problem = oidc.issuer_problem(url)
+        if problem:
+            raise UsageError(f"--oidc-issuer {url}: {problem}")
+    in_ci = running_in_ci(os.environ)
+    identity = None
+    if in_ci:
+        settings = oidc.IdentitySettings(issuers=(*oidc.DEFAULT_ISSUERS, *oidc_issuers))
+        identity = oidc.establish(os.environ, settings, datetime.now(timezone.utc))
+    return resolve_actor(os.environ, by, in_ci=in_ci, fallback_user=fallback_user, identity=identity)
 
 
 def _recorded_by(actor: Any) -> str:
-    return f"{actor.login} ({'the CI actor, ' + actor.source if actor.verified else 'self-asserted: outside CI'})"
+    if actor.verified:
+        return f"{actor.login} (verified (CI actor): {actor.source})"
+    return f"{actor.login} (self-asserted: {actor.source})"
 
 
 @evidence.command("record-outcome", context_settings=CONTEXT)
@@ -424,9 +452,10 @@ def _recorded_by(actor: Any) -> str:
               "outside CI it is self-asserted (default: $USER).")
 @click.option("--signing-key", envvar="POLICYENGINE_SIGNING_KEY", show_envvar=True, metavar="FILE|env:VAR",
               help=_SIGNING_HELP)
+@oidc_issuer_option
 @click.argument("bundle_id", metavar="BUNDLE_ID")
 def evidence_record_outcome(archive: str, status: str, note: str | None, at: str | None, by: str | None,
-                            signing_key: str | None, bundle_id: str) -> int:
+                            signing_key: str | None, oidc_issuers: tuple[str, ...], bundle_id: str) -> int:
     """Append what happened after the gate to the evaluation's chain: deployed, failed, rolled_back or not_deployed.
 
     The evaluation's bundle is never edited: a signed outcome record, linked to it by id and
@@ -446,7 +475,7 @@ def evidence_record_outcome(archive: str, status: str, note: str | None, at: str
     from policyengine.models import parse_instant
 
     store = open_archive(archive)
-    actor = _actor(by, fallback_user=True)
+    actor = _actor(by, fallback_user=True, oidc_issuers=oidc_issuers)
     claimed = parse_instant(at, option="--at") if at else None
     key = _signing_key(signing_key)
     import os
@@ -470,8 +499,10 @@ def evidence_record_outcome(archive: str, status: str, note: str | None, at: str
 @click.option("--note", required=True, metavar="TEXT", help="What was reviewed and found.")
 @click.option("--signing-key", envvar="POLICYENGINE_SIGNING_KEY", show_envvar=True, metavar="FILE|env:VAR",
               help=_SIGNING_HELP)
+@oidc_issuer_option
 @click.argument("bundle_id", metavar="BUNDLE_ID")
-def evidence_review(archive: str, by: str, result: str, note: str, signing_key: str | None, bundle_id: str) -> int:
+def evidence_review(archive: str, by: str, result: str, note: str, signing_key: str | None,
+                    oidc_issuers: tuple[str, ...], bundle_id: str) -> int:
     """Append the post-implementation review of a deployed change to its evaluation's chain.
 
     The reviewer must be someone other than the change's author, its deployer and its
@@ -488,7 +519,7 @@ def evidence_review(archive: str, by: str, result: str, note: str, signing_key: 
     from policyengine.evidence.outcomes import record_review
 
     store = open_archive(archive)
-    actor = _actor(by, fallback_user=False)
+    actor = _actor(by, fallback_user=False, oidc_issuers=oidc_issuers)
     key = _signing_key(signing_key)
     ref = record_review(store, bundle_id, result=result, actor=actor, note=note, signing_key=key, env=os.environ,
                         now=datetime.now(timezone.utc))

@@ -538,10 +538,13 @@ def render_record_report(document: Mapping[str, Any], members: Sequence[Mapping[
     kind = str(document.get("kind") or "record")
     value = document.get("status", document.get("result", document.get("notification", document.get("approval"))))
     about = _mapping(document.get("about"))
+    from policyengine.providers.oidc import LEGACY, recorder_label
+
     verified = (" (verified: written by the gate in the run that recorded the evaluation)"
-                if document.get("by_source") == "gate" else " (verified: the CI actor)")
+                if document.get("by_source") == "gate" else f" ({LEGACY}: recorded before CI ID tokens were "
+                "checked)" if recorder_label(document) == LEGACY else " (verified (CI actor): CI ID token)")
     who = _e(document.get("by")) + (verified if document.get("by_verified") is True
-                                     else " (SELF-ASSERTED: recorded outside CI, not verified)")
+                                     else " (SELF-ASSERTED: no verified CI ID token)")
     rows = [
         ("Kind", _e(kind)),
         ("Status" if kind == "outcome" else "Approval" if kind == "emergency-approval" else "Result", _badge(value)),
