@@ -510,7 +510,35 @@ def _identity(request: CheckRequest, policy: Policy, change: Mapping[str, Any]) 
     if not in_any_ci(request.env):
         return oidc.Identity("absent")
     settings = oidc.IdentitySettings(issuers=policy.identity_issuers, required=policy.identity_required)
-    return oidc.establish(request.env, settings, _wall(request), change)
+    identity = oidc.establish(request.env, settings, _wall(request), change)
+    if identity.status == "verified" and identity.problem is None and identity.token:
+        earlier = _token_accepted_before(request.evidence_store or request.evidence_dir, identity)
+        if earlier:
+            identity.problem = oidc.IdentityProblem(
+                f"the CI's ID token (sha256 {oidc.token_digest(identity.token)[:16]}...) was already accepted by "
+                f"bundle {earlier} in this store: a token is accepted once (a replay)", claim="jti", mismatch=True)
+    return identity
+
+
+def _token_accepted_before(store_url: str, identity: oidc.Identity) -> str | None:
+    """The id of a bundle of this store that already accepted ``identity``'s token, or None.
+
+    A token lives minutes, so only records created since its ``iat`` (less the leeway) can hold
+    it: the store's index query (its cached index) answers that without reading the whole
+    history. Each accepted token's digest is kept in its index record (``identity_sha256``)."""
+    from policyengine.evidence.index import Query
+    from policyengine.evidence.stores import open_store
+
+    iat = identity.claims.get("iat")
+    if not isinstance(iat, (int, float)):
+        return None
+    since = datetime.fromtimestamp(iat - oidc.LEEWAY_SECONDS - 1, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    digest = oidc.token_digest(identity.token or "")
+    try:
+        records, _ = open_store(store_url).query(Query(since=since, kind="evaluation"))
+    except (PolicyEngineError, OSError):
+        return None  # an unreadable store fails the write itself, which denies
+    return next((str(r.get("id")) for r in records if r.get("identity_sha256") == digest), None)
 
 
 def _identity_judged(decision: Decision, identity: oidc.Identity, policy: Policy,

@@ -273,3 +273,46 @@ def test_verify_checks_the_token_offline_against_the_auditors_keys(tmp_path: Pat
                cwd=tmp_path, env=_env())
     assert bad.returncode != 0, bad.stdout + bad.stderr
     assert "identity" in bad.stdout + bad.stderr
+
+
+# -- replays ---------------------------------------------------------------------------------
+
+
+def test_the_same_token_is_never_accepted_twice_in_one_store(tmp_path: Path, issuer: Issuer) -> None:
+    token = issuer.github()
+    first = _check(tmp_path, issuer, issuer.github_env(token))
+    assert first.returncode == 0, first.stdout + first.stderr
+    again = _check(tmp_path, issuer, issuer.github_env(token))
+    assert again.returncode == 3, again.stdout + again.stderr
+    assert "already accepted by bundle" in _identity_rule(tmp_path)["message"]
+    fresh = _check(tmp_path, issuer, issuer.github_env(issuer.github(jti="another")))
+    assert fresh.returncode == 0, fresh.stdout + fresh.stderr
+
+
+def test_verify_refuses_a_token_kept_from_another_run(tmp_path: Path, issuer: Issuer) -> None:
+    """A key holder who writes a bundle later with a token kept from an earlier run: the bundle
+    was created outside the token's lifetime, so the token proves nothing about it."""
+    from policyengine.evidence.identity import check_identity
+    from policyengine.providers import oidc
+
+    now = int(time.time())
+    token = issuer.github(iat=now - 7200, nbf=now - 7200, exp=now - 6900)
+    claims = oidc.normalized(oidc.unverified_claims(token))
+    doc = {"status": "verified", "token": oidc.to_json_serialization(token), "claims": claims}
+    manifest = {"created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now))}
+    members = {"identity.json": json.dumps(doc).encode(), "manifest.json": json.dumps(manifest).encode()}
+    finding = check_identity("b1", members, issuer.jwks)
+    assert finding is not None and finding.state == "failed" and "lifetime" in finding.message
+    manifest["created_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now - 7000))
+    members["manifest.json"] = json.dumps(manifest).encode()
+    finding = check_identity("b1", members, issuer.jwks)
+    assert finding is not None and finding.state == "verified", finding
+
+
+def test_records_made_before_tokens_keep_the_ci_actor_unverified_label() -> None:
+    from policyengine.providers.oidc import LEGACY, SELF_ASSERTED, VERIFIED, recorder_label
+
+    assert recorder_label({"by_verified": True, "by_source": "GITHUB_ACTOR"}) == LEGACY
+    assert recorder_label({"by_verified": True, "by_source": "oidc https://token.actions.githubusercontent.com"}) \
+        == VERIFIED
+    assert recorder_label({"by_verified": False, "by_source": "GITHUB_ACTOR (no verified ID token)"}) == SELF_ASSERTED

@@ -553,9 +553,13 @@ def evidence_get(archive: str, output: str, bundle_id: str) -> int:
 @click.option("--head", "heads", multiple=True, metavar="SHA256",
               help="A chain head recorded elsewhere (printed by `check` after each write): the archive must "
               "still hold that bundle, intact, in its chain. Repeatable, one per chain.")
+@click.option("--oidc-jwks", "oidc_jwks", multiple=True, metavar="FILE",
+              help="Re-check each bundle's CI ID token (identity.json) offline against this issuer key set, "
+              "fetched by you from the issuer's jwks_uri (never the copy in the bundle). Repeatable: keys rotate. "
+              "Without it identity shows as unchecked.")
 @click.argument("ids", nargs=-1, metavar="[ID...]")
 def evidence_verify(archive: str, all_: bool, public_key: str | None, heads: tuple[str, ...],
-                    ids: tuple[str, ...]) -> int:
+                    oidc_jwks: tuple[str, ...], ids: tuple[str, ...]) -> int:
     """Verify bundles: digests, members, statements, signatures and hash chains.
 
     Exit 0 only when every check holds; otherwise 1, with one line per problem naming the
@@ -567,6 +571,7 @@ def evidence_verify(archive: str, all_: bool, public_key: str | None, heads: tup
       policyengine evidence verify --archive evidence --all --public-key signing.pub
       policyengine evidence verify --archive evidence 20261124T150000Z-0a1b2c3d4e5f
       policyengine evidence verify --archive audit-2026.zip --public-key signing.pub
+      policyengine evidence verify --archive evidence --oidc-jwks github-jwks.json
     """
     if all_ and ids:
         raise UsageError("give bundle IDs or --all, not both")
@@ -587,10 +592,16 @@ def evidence_verify(archive: str, all_: bool, public_key: str | None, heads: tup
         result = verify_export(archive, load_key(public_key))
         click.echo("\n".join(result.lines()))
         return EXIT_ALLOW if result.ok else EXIT_DENY
-    return verify_archive(open_archive(archive), () if all_ else ids, load_key(public_key), heads)
+    jwks = None
+    if oidc_jwks:
+        from policyengine.evidence.identity import load_jwks
+
+        jwks = load_jwks(oidc_jwks)
+    return verify_archive(open_archive(archive), () if all_ else ids, load_key(public_key), heads, jwks=jwks)
 
 
-def verify_archive(store: Any, ids: tuple[str, ...], key: Any, heads: tuple[str, ...] = ()) -> int:
+def verify_archive(store: Any, ids: tuple[str, ...], key: Any, heads: tuple[str, ...] = (),
+                   *, jwks: Any = None) -> int:
     """Verify an opened store (every bundle when ``ids`` is empty), print the outcome, return the exit code.
 
     0 when every check holds, 1 with one ``FAIL`` line per problem; a store that is not an
@@ -612,14 +623,27 @@ def verify_archive(store: Any, ids: tuple[str, ...], key: Any, heads: tuple[str,
             click.echo(f"UNSIGNED  bundle {bundle_id}: digests and chain checked; {why}: who wrote it is not proven")
         elif state == "unchecked":
             click.echo(f"NOTE  bundle {bundle_id} is signed; its signature was not checked (give --public-key)")
+    from policyengine.evidence.identity import check_store
+
+    bad = {p.bundle_id for p in report.problems}
+    identity = check_store(store, [b for b in report.checked if b not in bad], jwks)
+    failed_identity = [f for f in identity if f.state == "failed"]
+    for f in identity:
+        if f.state == "failed":
+            click.echo(f"FAIL  {'identity':13} bundle {f.bundle_id} member identity.json: {f.message}")
+        elif f.state == "verified":
+            click.echo(f"IDENTITY  bundle {f.bundle_id}: {f.message}")
+        else:
+            click.echo(f"NOTE  bundle {f.bundle_id}: identity {f.state}: {f.message}")
     n = len(report.checked)
     sig_summary = ", ".join(f"{v} {_SIGNATURE_WORDS.get(k, k)}" for k, v in sorted(counts.items()))
-    if report.ok:
+    if report.ok and not failed_identity:
         click.echo(f"ok: {n} bundle{'s' if n != 1 else ''} verified: digests, statements, chains"
                    + (f"; signatures: {sig_summary}" if sig_summary else "")
                    + (f"; {len(heads)} anchored head{'s' if len(heads) != 1 else ''} found" if heads else ""))
         return EXIT_ALLOW
-    click.echo(f"verification failed: {len(report.problems)} problem(s) in {n} bundle(s) checked")
+    click.echo(f"verification failed: {len(report.problems) + len(failed_identity)} problem(s) in {n} bundle(s) "
+               "checked")
     return EXIT_DENY
 
 
