@@ -654,12 +654,15 @@ def _check(request: CheckRequest, run: RunDeadline) -> CheckResult:
     finally:
         live.close()
 
-    decision = evaluate(policy, facts, request.now, urgent)
-    decision = dataclasses.replace(decision, simulated=request.simulate, clock={
-        "source": clock_source(request), "wall_time": iso_utc(_wall(request).replace(microsecond=0))})
     identity = _identity(request, policy, gathered.change)
     if identity.token:  # the token is redacted everywhere but identity.json
         request = dataclasses.replace(request, extra_secrets=(*request.extra_secrets, *oidc.secrets(identity.token)))
+    if in_any_ci(request.env):  # the emergency declarer is verified by the token, as records are
+        urgent = dataclasses.replace(urgent, identity_checked=True, verified_actor=identity.actor
+                                     if identity.problem is None else None)
+    decision = evaluate(policy, facts, request.now, urgent)
+    decision = dataclasses.replace(decision, simulated=request.simulate, clock={
+        "source": clock_source(request), "wall_time": iso_utc(_wall(request).replace(microsecond=0))})
     decision = _identity_judged(decision, identity, policy, request)
     if run.passed_while is not None:  # fail closed: what was not answered in time is no answer
         decision = _deadline_passed(decision, run)
@@ -846,7 +849,10 @@ def recorded_emergency(recorded: Mapping[str, Any]) -> EmergencyRequest | None:
         flag=emergency.get("requested_by") == "--emergency",
         reason=emergency.get("reason") if emergency.get("reason_source") == "--reason" else None,
         incident=emergency.get("incident") if emergency.get("incident_source") == "--incident" else None,
-        require_verified=emergency.get("require_verified") is True)
+        require_verified=emergency.get("require_verified") is True,
+        identity_checked=emergency.get("identity_checked") is True,
+        verified_actor=emergency.get("declarer") if emergency.get("identity_checked") is True
+        and emergency.get("declarer_source") == "oidc" else None)
 
 
 def _policy_bases(store: Any, bundle_id: str) -> list[tuple[str, bytes]]:

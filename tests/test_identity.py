@@ -316,3 +316,38 @@ def test_records_made_before_tokens_keep_the_ci_actor_unverified_label() -> None
     assert recorder_label({"by_verified": True, "by_source": "oidc https://token.actions.githubusercontent.com"}) \
         == VERIFIED
     assert recorder_label({"by_verified": False, "by_source": "GITHUB_ACTOR (no verified ID token)"}) == SELF_ASSERTED
+
+
+# -- the emergency declarer ------------------------------------------------------------------
+
+EMERGENCY = """
+emergency:
+  declared_by: {users: [dana]}
+  may_waive: [peer-review]
+  approve_within: 72h
+  approvers: {min_approvals: 1, exclude: [author, deployer, committers]}
+"""
+
+
+def _declare(tmp: Path, issuer: Issuer, env: dict[str, str]) -> dict[str, Any]:
+    tmp.mkdir()
+    policy = _policy(tmp, issuer, required=False)
+    policy.write_text(policy.read_text(encoding="utf-8").replace("min_approvals: 1\n", "min_approvals: 5\n")
+                      + EMERGENCY, encoding="utf-8")
+    res = _cli("check", "--policy", str(policy), "--change", str(CHANGE), "--workspace", str(WORKSPACE),
+               "--evidence-dir", str(tmp / "evidence"), "--json", str(tmp / "decision.json"), "--emergency",
+               "--reason", "outage", "--incident", "INC-1", cwd=tmp, env=_env(**env))
+    doc = json.loads((tmp / "decision.json").read_text(encoding="utf-8"))
+    return {"code": res.returncode, **doc["emergency"]}
+
+
+def test_the_emergency_declarer_is_verified_by_the_token_only(tmp_path: Path, issuer: Issuer) -> None:
+    # The token (dana) wins over the variables (a re-run by mallory).
+    verified = _declare(tmp_path / "a", issuer, issuer.github_env(issuer.github(), GITHUB_TRIGGERING_ACTOR="mallory"))
+    assert verified["declarer"] == "dana" and verified["declarer_verified"] is True, verified
+    assert verified["declarer_source"] == "oidc" and verified["accepted"] is True and verified["code"] == 0
+    env = issuer.github_env("x")
+    del env["ACTIONS_ID_TOKEN_REQUEST_URL"], env["ACTIONS_ID_TOKEN_REQUEST_TOKEN"]
+    unverified = _declare(tmp_path / "b", issuer, env)
+    assert unverified["declarer_verified"] is False and unverified["accepted"] is False, unverified
+    assert unverified["code"] != 0
