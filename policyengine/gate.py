@@ -97,6 +97,8 @@ class CheckRequest:
     trust_key: Any = None  # (Ed25519 public key, key id): whose signed bundles count as history
     subjects: Sequence[tuple[str, str]] = ()
     advisory: bool = False
+    advisory_source: str | None = None
+    """Where advisory mode came from: ``--advisory``, ``POLICYENGINE_ADVISORY`` or the action's input."""
     environment_source: str = "--environment"
     """Where ``environment`` came from, named in errors (``--environment`` or ``POLICYENGINE_ENVIRONMENT``)."""
     wall_time: datetime | None = None
@@ -471,6 +473,8 @@ def _record(request: CheckRequest, policy: Policy, gathered: Any, decision: Deci
     recorded = decision_to_json(decision, advisory=request.advisory)
     if identity is not None and (identity.status != "absent" or in_any_ci(request.env)):
         recorded["identity"] = json.loads(redactor.text(json.dumps(identity.summary())))
+    if request.advisory:
+        recorded["advisory_by"] = json.loads(redactor.text(json.dumps(advisory_by(request, identity))))
     archive = open_store(store_url)
     ref = archive.write_bundle(
         decision=recorded,
@@ -518,6 +522,22 @@ def _identity(request: CheckRequest, policy: Policy, change: Mapping[str, Any]) 
                 f"the CI's ID token (sha256 {oidc.token_digest(identity.token)[:16]}...) was already accepted by "
                 f"bundle {earlier} in this store: a token is accepted once (a replay)", claim="jti", mismatch=True)
     return identity
+
+
+def advisory_by(request: CheckRequest, identity: oidc.Identity | None) -> dict[str, Any]:
+    """Who set advisory mode: the verified token's actor inside CI, else the CI variable's actor
+    (self-asserted) or ``$USER``; and the source (the option, the variable or the action input)."""
+    from policyengine.evidence.records import ci_actor
+
+    verified = identity is not None and identity.status == "verified" and identity.problem is None
+    if verified and identity is not None and identity.actor:
+        actor, how = identity.actor, "verified (CI actor): oidc"
+    elif (found := ci_actor(request.env)) is not None:
+        actor, how = found[0], f"self-asserted: {found[1]}"
+    else:
+        actor, how = (request.env.get("USER") or request.env.get("LOGNAME") or None), "self-asserted: $USER"
+    return {"actor": actor, "actor_verified": bool(verified and identity is not None and identity.actor),
+            "actor_source": how, "source": request.advisory_source or "--advisory"}
 
 
 def _token_accepted_before(store_url: str, identity: oidc.Identity) -> str | None:
@@ -691,6 +711,8 @@ def _check(request: CheckRequest, run: RunDeadline) -> CheckResult:
     doc = redact_value(decision_to_json(shown, advisory=request.advisory), redactor)
     if identity.status != "absent" or in_any_ci(request.env):
         doc["identity"] = redact_value(identity.summary(), redactor)
+    if request.advisory:
+        doc["advisory_by"] = redact_value(advisory_by(request, identity), redactor)
     doc["evidence"] = redact_value(bundle, redactor)
     # After the evidence is recorded: post the decision; a failure is recorded, linked to the bundle.
     with run.recording():

@@ -351,3 +351,26 @@ def test_the_emergency_declarer_is_verified_by_the_token_only(tmp_path: Path, is
     unverified = _declare(tmp_path / "b", issuer, env)
     assert unverified["declarer_verified"] is False and unverified["accepted"] is False, unverified
     assert unverified["code"] != 0
+
+
+# -- who chose the exceptions ----------------------------------------------------------------
+
+
+def test_the_decision_records_who_set_advisory_mode_and_where(tmp_path: Path, issuer: Issuer) -> None:
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    res = _check(tmp_path / "a", issuer, issuer.github_env(issuer.github(), POLICYENGINE_ADVISORY="true",
+                                                           GITHUB_ACTOR="mallory"))
+    assert res.returncode == 0, res.stdout + res.stderr
+    by = json.loads((tmp_path / "a" / "decision.json").read_text(encoding="utf-8"))["advisory_by"]
+    assert by == {"actor": "dana", "actor_verified": True, "actor_source": "verified (CI actor): oidc",
+                  "source": "POLICYENGINE_ADVISORY"}
+    members = _bundle(tmp_path / "a")
+    assert json.loads(members["decision.json"])["advisory_by"] == by
+    # The bundle's page (which the audit export includes for each bundle) says who set it.
+    assert "Set by dana (verified (CI actor): oidc) through POLICYENGINE_ADVISORY" in members["report.html"].decode()
+    res = _check(tmp_path / "b", issuer, {"USER": "erin"}, required=False, extra=("--advisory",))
+    assert res.returncode == 0, res.stdout + res.stderr
+    by = json.loads((tmp_path / "b" / "decision.json").read_text(encoding="utf-8"))["advisory_by"]
+    assert by == {"actor": "erin", "actor_verified": False, "actor_source": "self-asserted: $USER",
+                  "source": "--advisory"}

@@ -194,8 +194,11 @@ def _verdict_section(decision: Mapping[str, Any]) -> str:
                  if emergency.get("accepted") is not True else "declared, but rules it may not waive still denied")
         parts.append(f'<p class="warnbox">Emergency {_e(state)}</p>')
     if decision.get("advisory") is True:
+        by = _mapping(decision.get("advisory_by"))
+        who = (f" Set by {_e(by.get('actor') or 'unknown')} ({_e(by.get('actor_source') or 'unknown')}) through "
+               f"{_e(by.get('source') or 'unknown')}." if by else "")
         parts.append(
-            '<p class="warnbox">Advisory run: a deny was recorded but did not stop the pipeline.</p>'
+            f'<p class="warnbox">Advisory run: a deny was recorded but did not stop the pipeline.{who}</p>'
         )
     if decision.get("applies") is False:
         parts.append('<p class="warnbox">The policy does not apply to this environment; no rule was enforced.</p>')
