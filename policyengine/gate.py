@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import zipfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -555,10 +556,25 @@ def _token_accepted_before(store_url: str, identity: oidc.Identity) -> str | Non
     since = datetime.fromtimestamp(iat - oidc.LEEWAY_SECONDS - 1, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
     digest = oidc.token_digest(identity.token or "")
     try:
-        records, _ = open_store(store_url).query(Query(since=since, kind="evaluation"))
+        store = open_store(store_url)
+        records, _ = store.query(Query(since=since, kind="evaluation"))
     except (PolicyEngineError, OSError):
         return None  # an unreadable store fails the write itself, which denies
-    return next((str(r.get("id")) for r in records if r.get("identity_sha256") == digest), None)
+    for r in records:
+        if r.get("identity_sha256") == digest:
+            return str(r.get("id"))
+        if "identity_sha256" in r:
+            continue
+        # A store whose listing projects its records (git, S3) drops the digest: read it from the
+        # bundle's own decision, for the few bundles of the token's minutes only.
+        try:
+            with store.open_bundle(r) as fh, zipfile.ZipFile(fh) as zf:
+                recorded = json.loads(zf.read("decision.json")).get("identity")
+        except (OSError, KeyError, ValueError, zipfile.BadZipFile, PolicyEngineError):
+            continue
+        if isinstance(recorded, dict) and recorded.get("token_sha256") == digest and "problem" not in recorded:
+            return str(r.get("id"))
+    return None
 
 
 def _identity_judged(decision: Decision, identity: oidc.Identity, policy: Policy,

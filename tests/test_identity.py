@@ -374,3 +374,36 @@ def test_the_decision_records_who_set_advisory_mode_and_where(tmp_path: Path, is
     by = json.loads((tmp_path / "b" / "decision.json").read_text(encoding="utf-8"))["advisory_by"]
     assert by == {"actor": "erin", "actor_verified": False, "actor_source": "self-asserted: $USER",
                   "source": "--advisory"}
+
+
+def test_the_git_store_keeps_the_identity_refuses_a_replay_and_verifies(tmp_path: Path, issuer: Issuer) -> None:
+    """The index record's token digest and the schema 3 bundle pass the git store's own checks."""
+    import subprocess as sp
+
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ed25519
+
+    remote = tmp_path / "evidence.git"
+    sp.run(["git", "init", "--quiet", "--bare", str(remote)], check=True)
+    key, pub = tmp_path / "signing.pem", tmp_path / "signing.pub"
+    private = ed25519.Ed25519PrivateKey.generate()
+    key.write_bytes(private.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+    pub.write_bytes(private.public_key().public_bytes(serialization.Encoding.PEM,
+                                                      serialization.PublicFormat.SubjectPublicKeyInfo))
+    store = f"git+file://{remote}#refs/heads/evidence"
+    token = issuer.github()
+    extra = ("--evidence-store", store, "--signing-key", str(key))
+    env = issuer.github_env(token, POLICYENGINE_CACHE_DIR=str(tmp_path / "cache"))
+    first = _check(tmp_path, issuer, env, extra=extra)
+    assert first.returncode == 0, first.stdout + first.stderr
+    again = _check(tmp_path, issuer, env, extra=extra)
+    assert again.returncode == 3, again.stdout + again.stderr
+    assert "already accepted by bundle" in _identity_rule(tmp_path)["message"]
+    keys = tmp_path / "jwks.json"
+    keys.write_text(json.dumps(issuer.jwks), encoding="utf-8")
+    res = _cli("evidence", "verify", "--archive", store, "--public-key", str(pub), "--oidc-jwks", str(keys),
+               cwd=tmp_path,
+               env=_env(POLICYENGINE_CACHE_DIR=str(tmp_path / "cache")))
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert res.stdout.count("IDENTITY  bundle") == 2, res.stdout
