@@ -591,7 +591,8 @@ def _identity_judged(decision: Decision, identity: oidc.Identity, policy: Policy
                        "id-token: write` (GitHub Actions) or declare `id_tokens: POLICYENGINE_ID_TOKEN: "
                        "{aud: policyengine}` (GitLab CI)")
         else:
-            message = f"identity is required, but {identity.problem.message if identity.problem else 'no token verified'}"
+            why = identity.problem.message if identity.problem else "no token verified"
+            message = f"identity is required, but {why}"
     else:
         return decision
     result = RuleResult(id="identity", type="identity", status=Status.ERROR, enforcement=Enforcement.DENY,
