@@ -407,3 +407,14 @@ def test_the_git_store_keeps_the_identity_refuses_a_replay_and_verifies(tmp_path
                env=_env(POLICYENGINE_CACHE_DIR=str(tmp_path / "cache")))
     assert res.returncode == 0, res.stdout + res.stderr
     assert res.stdout.count("IDENTITY  bundle") == 2, res.stdout
+
+
+def test_a_gitlab_token_issued_before_the_job_started_is_an_error(tmp_path: Path, issuer: Issuer) -> None:
+    now = int(time.time())
+    token = issuer.gitlab(iat=now - 200, nbf=now - 200)
+    started = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now - 30))
+    env = {"CI": "true", "GITLAB_CI": "true", "CI_PIPELINE_ID": "61", "CI_JOB_ID": "7", "CI_JOB_STARTED_AT": started,
+           "CI_ENVIRONMENT_NAME": "production", "POLICYENGINE_ID_TOKEN": token}
+    res = _check(tmp_path, issuer, env)
+    assert res.returncode == 3, res.stdout + res.stderr
+    assert "claim iat" in _identity_rule(tmp_path)["message"] and "CI_JOB_STARTED_AT" in _identity_rule(tmp_path)["message"]

@@ -246,7 +246,22 @@ def disagreements(claims: Mapping[str, Any], change: Mapping[str, Any], env: Map
     elif n["platform"] == "gitlab":
         differ("pipeline_id", n["run_id"], env.get("CI_PIPELINE_ID"), "this job's CI_PIPELINE_ID")
         differ("job_id", n["job_id"], env.get("CI_JOB_ID"), "this job's CI_JOB_ID")
+        started = _epoch(env.get("CI_JOB_STARTED_AT"))
+        iat = n.get("iat")
+        # GitLab mints id_tokens when the job starts: one issued before it belongs to another job.
+        if started is not None and isinstance(iat, (int, float)) and iat < started - LEEWAY_SECONDS:
+            out.append(f"claim iat is {_iso(iat)}, but this job started at {_iso(started)} (CI_JOB_STARTED_AT)")
     return out
+
+
+def _epoch(value: str | None) -> float | None:
+    if not value:
+        return None
+    try:
+        moment = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return moment.timestamp() if moment.tzinfo is not None else None
 
 
 # -- fetching (I/O) ---------------------------------------------------------------------------
