@@ -224,6 +224,8 @@ class TicketAnswer:
     """Jira with ``approval_status``: the author of the last changelog transition to that status."""
     approved_at: str | None = None
     """... and its ``created`` time, as Jira wrote it."""
+    approvals: str | None = None
+    """ServiceNow: the change's approval records (``sysapproval_approver``): who, state, when."""
     origin: str = "live"
     """live (asked now), recorded (read from an evidence bundle) or supplied (a policy test case)."""
 

@@ -70,3 +70,33 @@ def test_replay_reads_the_approval_from_the_recorded_changelog(api: FakeAPI, tmp
     replayed = replay(open_store(res.store_url), res.evidence["bundle_id"])
     assert replayed.ok, replayed.differences
     assert json.dumps(replayed.rules)
+
+
+# -- ServiceNow: the change request's approval records ----------------------------------------
+
+APPROVALS_PATH = "/api/now/table/sysapproval_approver"
+SYS_ID = "a9e9c33dc61122760072455df62663d2"
+
+
+def test_servicenow_keeps_the_approval_records_of_the_change(api: FakeAPI, tmp_path: Path) -> None:  # noqa: F811
+    from test_ticket_rule import SN_PATH, SN_RULE, change_doc, sn_change, sn_env
+
+    change = sn_change("CHG0030001")
+    change["result"][0]["sys_id"] = SYS_ID
+    api.json(SN_PATH, change)
+    api.json(APPROVALS_PATH, {"result": [
+        {"approver": {"display_value": "Erin Example", "value": "6816f79cc0a8016401c5a33be04be441"},
+         "state": {"display_value": "Approved", "value": "approved"},
+         "sys_updated_on": {"display_value": "2026-11-23 02:15:00", "value": "2026-11-23 10:15:00"}}]})
+    res = run(tmp_path, SN_RULE, sn_env(api), change_doc("Deploy refunds (CHG0030001)"))
+    status, message = result_of(res)
+    assert status == "pass", message
+    asked = api.requests[1]
+    assert asked.path == APPROVALS_PATH and asked.query["sysparm_query"] == [f"sysapproval={SYS_ID}"]
+    [entry] = next(r for r in res.decision.rules if r.id == "ticket").details["keys"]
+    assert entry["approvals"] == "Erin Example (6816f79cc0a8016401c5a33be04be441) approved at 2026-11-23 10:15:00 UTC"
+    from policyengine.evidence.stores import open_store
+    from policyengine.gate import replay
+
+    replayed = replay(open_store(res.store_url), res.evidence["bundle_id"])
+    assert replayed.ok, replayed.differences

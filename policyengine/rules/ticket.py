@@ -233,6 +233,8 @@ class TicketRule(RuleType):
                 kind, why = self._servicenow(a, ctx.now)
                 reason = why or f"{key} is approved, state {a.state}, planned {a.start} - {a.end} UTC"
                 entry.update(state=a.state, approval=a.approval, start=a.start, end=a.end)
+                if a.approvals is not None:
+                    entry.update(approvals=a.approvals)
             if a is not None:
                 entry.update(outcome=a.outcome, origin=a.origin, http_status=a.http_status)
             entry.update(verified=kind == "ok", reason=reason)
