@@ -282,10 +282,13 @@ def ambient_token(env: Mapping[str, str]) -> str | None:
 
 
 def _gitlab_token(env: Mapping[str, str]) -> str | None:
-    """``POLICYENGINE_ID_TOKEN``, found as Sigstore finds it (``id``'s GitLab detector reads the
-    process environment; ``env`` is it in every real run, so a given mapping is honoured first)."""
-    if GITLAB_VARIABLE in env:
-        return env[GITLAB_VARIABLE].strip() or None
+    """``POLICYENGINE_ID_TOKEN``, found as Sigstore finds it: the ``id`` package's GitLab detector
+    (``<AUDIENCE>_ID_TOKEN``). It reads the process environment, which ``env`` is in every real
+    run; a mapping given instead (the Python API) is read directly.
+
+    Only the GitLab detector is used, not ``id.detect_credential``: that tries Google Cloud's
+    metadata server before GitLab, and GitLab.com's runners are Google Cloud machines, so it
+    could answer with the runner's own identity instead of the job's."""
     import os
 
     if env is os.environ:
@@ -293,10 +296,11 @@ def _gitlab_token(env: Mapping[str, str]) -> str | None:
         from id._internal.oidc.ambient import detect_gitlab
 
         try:
-            return detect_gitlab(AUDIENCE)
-        except AmbientCredentialError:
+            found = detect_gitlab(AUDIENCE)
+        except AmbientCredentialError:  # GitLab CI without the variable: no id_tokens: entry
             return None
-    return None
+        return found.strip() if found and found.strip() else None
+    return (env.get(GITLAB_VARIABLE) or "").strip() or None
 
 
 def _session(base_url: str, env: Mapping[str, str], *, bearer: str | None = None) -> Any:
