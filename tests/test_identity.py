@@ -418,3 +418,24 @@ def test_a_gitlab_token_issued_before_the_job_started_is_an_error(tmp_path: Path
     res = _check(tmp_path, issuer, env)
     assert res.returncode == 3, res.stdout + res.stderr
     assert "claim iat" in _identity_rule(tmp_path)["message"] and "CI_JOB_STARTED_AT" in _identity_rule(tmp_path)["message"]
+
+
+def test_an_auditor_holding_only_the_export_checks_the_identities(tmp_path: Path, issuer: Issuer) -> None:
+    _recorded(tmp_path, issuer)
+    since = time.strftime("%Y-%m-%d", time.gmtime(time.time() - 86400))
+    until = time.strftime("%Y-%m-%d", time.gmtime(time.time() + 2 * 86400))
+    out = tmp_path / "export.zip"
+    res = _cli("audit", "export", "--archive", str(tmp_path / "evidence"), "--since", since, "--until", until,
+               "--sample", "1", "--seed", "1", "-o", str(out), cwd=tmp_path, env=_env())
+    assert res.returncode == 0, res.stdout + res.stderr
+    keys, other = tmp_path / "jwks.json", tmp_path / "other.json"
+    keys.write_text(json.dumps(issuer.jwks), encoding="utf-8")
+    from tests.oidc_issuer import jwk_of
+
+    other.write_text(json.dumps({"keys": [jwk_of(new_rsa(), issuer.kid)]}), encoding="utf-8")
+    plain = _cli("evidence", "verify", "--archive", str(out), cwd=tmp_path, env=_env())
+    assert plain.returncode == 0 and "identity unchecked" in plain.stdout, plain.stdout + plain.stderr
+    good = _cli("evidence", "verify", "--archive", str(out), "--oidc-jwks", str(keys), cwd=tmp_path, env=_env())
+    assert good.returncode == 0 and "IDENTITY  bundle" in good.stdout, good.stdout + good.stderr
+    bad = _cli("evidence", "verify", "--archive", str(out), "--oidc-jwks", str(other), cwd=tmp_path, env=_env())
+    assert bad.returncode == 1 and "FAIL  identity" in bad.stdout, bad.stdout + bad.stderr

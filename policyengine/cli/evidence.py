@@ -591,13 +591,31 @@ def evidence_verify(archive: str, all_: bool, public_key: str | None, heads: tup
             raise UsageError("--head checks an archive, not an export")
         result = verify_export(archive, load_key(public_key))
         click.echo("\n".join(result.lines()))
-        return EXIT_ALLOW if result.ok else EXIT_DENY
+        from policyengine.evidence.identity import check_export, load_jwks
+
+        identity = check_export(archive, result.bundles, load_jwks(oidc_jwks) if oidc_jwks else None)
+        _print_identity(identity)
+        failed = [f for f in identity if f.state == "failed"]
+        if failed:
+            click.echo(f"identity verification failed: {len(failed)} bundle(s)")
+        return EXIT_ALLOW if result.ok and not failed else EXIT_DENY
     jwks = None
     if oidc_jwks:
         from policyengine.evidence.identity import load_jwks
 
         jwks = load_jwks(oidc_jwks)
     return verify_archive(open_archive(archive), () if all_ else ids, load_key(public_key), heads, jwks=jwks)
+
+
+def _print_identity(found: Any) -> None:
+    """One line per bundle keeping a CI identity (``evidence.identity``)."""
+    for f in found:
+        if f.state == "failed":
+            click.echo(f"FAIL  {'identity':13} bundle {f.bundle_id} member identity.json: {f.message}")
+        elif f.state == "verified":
+            click.echo(f"IDENTITY  bundle {f.bundle_id}: {f.message}")
+        else:
+            click.echo(f"NOTE  bundle {f.bundle_id}: identity {f.state}: {f.message}")
 
 
 def verify_archive(store: Any, ids: tuple[str, ...], key: Any, heads: tuple[str, ...] = (),
@@ -628,13 +646,7 @@ def verify_archive(store: Any, ids: tuple[str, ...], key: Any, heads: tuple[str,
     bad = {p.bundle_id for p in report.problems}
     identity = check_store(store, [b for b in report.checked if b not in bad], jwks)
     failed_identity = [f for f in identity if f.state == "failed"]
-    for f in identity:
-        if f.state == "failed":
-            click.echo(f"FAIL  {'identity':13} bundle {f.bundle_id} member identity.json: {f.message}")
-        elif f.state == "verified":
-            click.echo(f"IDENTITY  bundle {f.bundle_id}: {f.message}")
-        else:
-            click.echo(f"NOTE  bundle {f.bundle_id}: identity {f.state}: {f.message}")
+    _print_identity(identity)
     n = len(report.checked)
     sig_summary = ", ".join(f"{v} {_SIGNATURE_WORDS.get(k, k)}" for k, v in sorted(counts.items()))
     if report.ok and not failed_identity:

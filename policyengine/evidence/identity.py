@@ -110,3 +110,28 @@ def check_store(store: Any, bundle_ids: Iterable[str], jwks: Mapping[str, Any] |
         if finding is not None:
             found.append(finding)
     return found
+
+
+def check_export(path: str, bundle_ids: Iterable[str], jwks: Mapping[str, Any] | None) -> list[IdentityFinding]:
+    """``check_identity`` for each bundle an audit export holds (``bundles/<id>.zip``), offline:
+    an auditor holding only the export checks the CI identities with the keys they fetched."""
+    import io
+
+    from policyengine.evidence.audit import bundle_member
+    from policyengine.evidence.export_verify import ExportReport, _open_files
+
+    found: list[IdentityFinding] = []
+    with _open_files(path, ExportReport(path=path)) as files:
+        for bundle_id in bundle_ids:
+            try:
+                with zipfile.ZipFile(io.BytesIO(files.read(bundle_member(bundle_id)))) as zf:
+                    names = set(zf.namelist())
+                    if IDENTITY not in names:
+                        continue
+                    members = {n: zf.read(n) for n in (IDENTITY, MANIFEST, "change.json") if n in names}
+            except (OSError, ValueError, zipfile.BadZipFile, KeyError):
+                continue  # an unreadable bundle is the export verification's finding already
+            finding = check_identity(bundle_id, members, jwks)
+            if finding is not None:
+                found.append(finding)
+    return found
