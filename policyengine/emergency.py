@@ -209,10 +209,18 @@ class EmergencyRequest:
     incident: str | None = None
     require_verified: bool = False
     """Under CI: the declarer must be the CI actor as a code host's provider verified it."""
+    verified_actor: str | None = None
+    """The actor of the CI's verified ID token (``providers.oidc``): the declarer, whatever the
+    CI variables say (on a re-run the token wins over ``GITHUB_TRIGGERING_ACTOR``)."""
+    identity_checked: bool = False
+    """The CI was asked for its ID token: without a verified one the declarer is not verified."""
 
     def to_json(self) -> dict[str, Any]:
-        return {"flag": self.flag, "reason": self.reason, "incident": self.incident,
-                "require_verified": self.require_verified}
+        out: dict[str, Any] = {"flag": self.flag, "reason": self.reason, "incident": self.incident,
+                               "require_verified": self.require_verified}
+        if self.identity_checked:
+            out["verified_actor"] = self.verified_actor
+        return out
 
 
 def _pr(change: Mapping[str, Any]) -> Mapping[str, Any]:
@@ -331,13 +339,20 @@ def _declarer(section: EmergencyPolicy | None, request: EmergencyRequest | None,
     source = change.get("deployer_source")
     facts_source = change.get("facts_source")
     verified = facts_source in VERIFIED_FACT_SOURCES and source in CI_ACTOR_SOURCES
+    if request is not None and request.identity_checked:
+        # Only the CI's signed identity vouches for the declarer: a variable can be set by anyone.
+        verified = request.verified_actor is not None
+        if verified:
+            deployer, source = request.verified_actor, "oidc"
+        elif source in CI_ACTOR_SOURCES:
+            source = f"{source} (no verified ID token)"
     facts: dict[str, Any] = {"declarer": deployer if isinstance(deployer, str) else None,
                              "declarer_source": source if isinstance(source, str) else None,
                              "declarer_verified": verified, "facts_source": facts_source}
     if "deployer" in (change.get("unavailable") or {}) or not isinstance(deployer, str) or not deployer.strip():
         return None, Status.ERROR, ["the deployer is unknown, so who declares the emergency cannot be told"], facts
     if request is not None and request.require_verified and not verified:
-        where = (f"from {source}" if facts_source in VERIFIED_FACT_SOURCES and source
+        where = (f"from {source}" if (facts_source in VERIFIED_FACT_SOURCES or request.identity_checked) and source
                  else "self-declared in a change file" if facts_source not in VERIFIED_FACT_SOURCES
                  else "of unknown origin")
         return deployer, Status.FAIL, [f"the declarer must be the CI actor as the code host's provider verified it; "
@@ -410,6 +425,8 @@ def apply(section: EmergencyPolicy | None, request: EmergencyRequest | None, res
         "incident": incident, "incident_source": incident_source, "declared_at": iso_utc(now),
         "require_verified": bool(request and request.require_verified),
     }
+    if request is not None and request.identity_checked:  # replay judges the same declarer
+        record["identity_checked"] = True
     if section is not None:
         record.update({"may_waive": list(section.may_waive), "approve_within": section.approve_within,
                        "approvers": section.approvers_json()})

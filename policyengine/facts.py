@@ -184,6 +184,9 @@ class TicketRequest:
     jira_projects: tuple[str, ...] = ()
     jira_url: str | None = None
     jira_api_version: int = 2
+    jira_approval_status: str | None = None
+    """``jira.approval_status``: read the changelog (``expand=changelog``) for who moved the issue
+    to this status, and when."""
     servicenow_pattern: str | None = None
     servicenow_url: str | None = None
     sources: tuple[str, ...] = TICKET_SOURCES
@@ -217,6 +220,12 @@ class TicketAnswer:
     approval: str | None = None
     start: str | None = None
     end: str | None = None
+    approved_by: str | None = None
+    """Jira with ``approval_status``: the author of the last changelog transition to that status."""
+    approved_at: str | None = None
+    """... and its ``created`` time, as Jira wrote it."""
+    approvals: str | None = None
+    """ServiceNow: the change's approval records (``sysapproval_approver``): who, state, when."""
     origin: str = "live"
     """live (asked now), recorded (read from an evidence bundle) or supplied (a policy test case)."""
 

@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import zipfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -75,6 +76,7 @@ from policyengine.models import (
     iso_utc,
 )
 from policyengine.policy import Policy, policy_applies
+from policyengine.providers import oidc
 from policyengine.redact import Redactor
 from policyengine.workspace import Workspace
 
@@ -96,6 +98,8 @@ class CheckRequest:
     trust_key: Any = None  # (Ed25519 public key, key id): whose signed bundles count as history
     subjects: Sequence[tuple[str, str]] = ()
     advisory: bool = False
+    advisory_source: str | None = None
+    """Where advisory mode came from: ``--advisory``, ``POLICYENGINE_ADVISORY`` or the action's input."""
     environment_source: str = "--environment"
     """Where ``environment`` came from, named in errors (``--environment`` or ``POLICYENGINE_ENVIRONMENT``)."""
     wall_time: datetime | None = None
@@ -461,7 +465,8 @@ def _deadline_passed(decision: Decision, run: RunDeadline) -> Decision:
 
 
 def _record(request: CheckRequest, policy: Policy, gathered: Any, decision: Decision,
-            store_url: str, raw: Mapping[str, bytes] | None = None, facts: Facts | None = None) -> dict[str, Any]:
+            store_url: str, raw: Mapping[str, bytes] | None = None, facts: Facts | None = None,
+            identity: oidc.Identity | None = None) -> dict[str, Any]:
     """Write the bundle; return what the decision JSON says of it. Raises PolicyEngineError.
 
     ``raw``: more raw answers to keep under ``raw/`` (the ticket systems' records). ``facts``:
@@ -489,12 +494,20 @@ def _record(request: CheckRequest, policy: Policy, gathered: Any, decision: Deci
     ci = ci_variables(request.env, redactor)
     if ci:
         extra["ci.json"] = (json.dumps(ci, indent=2, sort_keys=True) + "\n").encode("utf-8")
+    member = identity.member() if identity is not None else None
+    if member is not None:
+        extra[oidc.MEMBER] = member
+    recorded = decision_to_json(decision, advisory=request.advisory)
+    if identity is not None and (identity.status != "absent" or in_any_ci(request.env)):
+        recorded["identity"] = json.loads(redactor.text(json.dumps(identity.summary())))
+    if request.advisory:
+        recorded["advisory_by"] = json.loads(redactor.text(json.dumps(advisory_by(request, identity))))
     from policyengine.evidence.timestamp import stamping
 
     archive = open_store(store_url)
     with stamping(request.timestamper):  # every statement signed (each retry too) is stamped
         ref = archive.write_bundle(
-            decision=decision_to_json(decision, advisory=request.advisory),
+            decision=recorded,
             change=gathered.change,
             policy_filename=Path(policy.source["path"]).name if policy.source else Path(request.policy_path).name,
             policy_bytes=policy.raw,
@@ -523,6 +536,101 @@ def _record(request: CheckRequest, policy: Policy, gathered: Any, decision: Deci
     if notes:
         bundle["notes"] = notes
     return bundle
+
+
+def _identity(request: CheckRequest, policy: Policy, change: Mapping[str, Any]) -> oidc.Identity:
+    """The CI's signed identity (``providers.oidc``), checked against the change and this job.
+    Outside any CI nothing is asked for: there is no platform to vouch for anyone."""
+    if not in_any_ci(request.env):
+        return oidc.Identity("absent")
+    settings = oidc.IdentitySettings(issuers=policy.identity_issuers, required=policy.identity_required)
+    identity = oidc.establish(request.env, settings, _wall(request), change)
+    if identity.status == "verified" and identity.problem is None and identity.token:
+        earlier = _token_accepted_before(request.evidence_store or request.evidence_dir, identity)
+        if earlier:
+            identity.problem = oidc.IdentityProblem(
+                f"the CI's ID token (sha256 {oidc.token_digest(identity.token)[:16]}...) was already accepted by "
+                f"bundle {earlier} in this store: a token is accepted once (a replay)", claim="jti", mismatch=True)
+    return identity
+
+
+def advisory_by(request: CheckRequest, identity: oidc.Identity | None) -> dict[str, Any]:
+    """Who set advisory mode: the verified token's actor inside CI, else the CI variable's actor
+    (self-asserted) or ``$USER``; and the source (the option, the variable or the action input)."""
+    from policyengine.evidence.records import ci_actor
+
+    verified = identity is not None and identity.status == "verified" and identity.problem is None
+    if verified and identity is not None and identity.actor:
+        actor, how = identity.actor, "verified (CI actor): oidc"
+    elif (found := ci_actor(request.env)) is not None:
+        actor, how = found[0], f"self-asserted: {found[1]}"
+    else:
+        actor, how = (request.env.get("USER") or request.env.get("LOGNAME") or None), "self-asserted: $USER"
+    return {"actor": actor, "actor_verified": bool(verified and identity is not None and identity.actor),
+            "actor_source": how, "source": request.advisory_source or "--advisory"}
+
+
+def _token_accepted_before(store_url: str, identity: oidc.Identity) -> str | None:
+    """The id of a bundle of this store that already accepted ``identity``'s token, or None.
+
+    A token lives minutes, so only records created since its ``iat`` (less the leeway) can hold
+    it: the store's index query (its cached index) answers that without reading the whole
+    history. Each accepted token's digest is kept in its index record (``identity_sha256``)."""
+    from policyengine.evidence.index import Query
+    from policyengine.evidence.stores import open_store
+
+    iat = identity.claims.get("iat")
+    if not isinstance(iat, (int, float)):
+        return None
+    since = datetime.fromtimestamp(iat - oidc.LEEWAY_SECONDS - 1, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    digest = oidc.token_digest(identity.token or "")
+    try:
+        store = open_store(store_url)
+        records, _ = store.query(Query(since=since, kind="evaluation"))
+    except (PolicyEngineError, OSError):
+        return None  # an unreadable store fails the write itself, which denies
+    for r in records:
+        if r.get("identity_sha256") == digest:
+            return str(r.get("id"))
+        if "identity_sha256" in r:
+            continue
+        # A store whose listing projects its records (git, S3) drops the digest: read it from the
+        # bundle's own decision, for the few bundles of the token's minutes only.
+        try:
+            with store.open_bundle(r) as fh, zipfile.ZipFile(fh) as zf:
+                recorded = json.loads(zf.read("decision.json")).get("identity")
+        except (OSError, KeyError, ValueError, zipfile.BadZipFile, PolicyEngineError):
+            continue
+        if isinstance(recorded, dict) and recorded.get("token_sha256") == digest and "problem" not in recorded:
+            return str(r.get("id"))
+    return None
+
+
+def _identity_judged(decision: Decision, identity: oidc.Identity, policy: Policy,
+                     request: CheckRequest) -> Decision:
+    """Add the ``identity`` result when the token's claims disagree with the change (always an
+    error), or when identity is required inside CI and no token verified (fail closed)."""
+    if identity.status == "verified" and identity.problem is None:
+        return decision
+    if identity.status == "verified" and identity.problem is not None:
+        message = identity.problem.message
+    elif policy.identity_required and in_any_ci(request.env):
+        if identity.status == "absent":
+            message = ("identity is required, but the CI offered no ID token: grant the job `permissions: "
+                       "id-token: write` (GitHub Actions) or declare `id_tokens: POLICYENGINE_ID_TOKEN: "
+                       "{aud: policyengine}` (GitLab CI)")
+        else:
+            why = identity.problem.message if identity.problem else "no token verified"
+            message = f"identity is required, but {why}"
+    else:
+        return decision
+    result = RuleResult(id="identity", type="identity", status=Status.ERROR, enforcement=Enforcement.DENY,
+                        message=message, controls=("CC8.1",),
+                        description="The CI platform's signed identity (OIDC ID token) verifies and agrees with "
+                                    "the change.",
+                        details={"status": identity.status, "issuers": list(policy.identity_issuers),
+                                 "required": policy.identity_required})
+    return dataclasses.replace(decision, decision="deny", rules=decision.rules + (result,))
 
 
 def judge(policy: Policy, change: dict[str, Any], workspace: str | Path, now: datetime,
@@ -613,9 +721,16 @@ def _check(request: CheckRequest, run: RunDeadline) -> CheckResult:
     finally:
         live.close()
 
+    identity = _identity(request, policy, gathered.change)
+    if identity.token:  # the token is redacted everywhere but identity.json
+        request = dataclasses.replace(request, extra_secrets=(*request.extra_secrets, *oidc.secrets(identity.token)))
+    if in_any_ci(request.env):  # the emergency declarer is verified by the token, as records are
+        urgent = dataclasses.replace(urgent, identity_checked=True, verified_actor=identity.actor
+                                     if identity.problem is None else None)
     decision = evaluate(policy, facts, request.now, urgent)
     decision = dataclasses.replace(decision, simulated=request.simulate, clock={
         "source": clock_source(request), "wall_time": iso_utc(_wall(request).replace(microsecond=0))})
+    decision = _identity_judged(decision, identity, policy, request)
     if run.passed_while is not None:  # fail closed: what was not answered in time is no answer
         decision = _deadline_passed(decision, run)
 
@@ -624,7 +739,8 @@ def _check(request: CheckRequest, run: RunDeadline) -> CheckResult:
     store_url = request.evidence_store or request.evidence_dir
     with run.recording():
         try:
-            bundle = _record(request, policy, gathered, decision, store_url, ticket_records(facts), facts)
+            bundle = _record(request, policy, gathered, decision, store_url, ticket_records(facts), facts,
+                             identity=identity)
         except PolicyEngineError as exc:
             decision = _evidence_failed(decision, store_url, exc)
             bundle = {"error": exc.message}
@@ -640,6 +756,10 @@ def _check(request: CheckRequest, run: RunDeadline) -> CheckResult:
     redactor = Redactor.from_env(request.env, request.extra_secrets)
     shown = redact_decision(decision, redactor)
     doc = redact_value(decision_to_json(shown, advisory=request.advisory), redactor)
+    if identity.status != "absent" or in_any_ci(request.env):
+        doc["identity"] = redact_value(identity.summary(), redactor)
+    if request.advisory:
+        doc["advisory_by"] = redact_value(advisory_by(request, identity), redactor)
     doc["evidence"] = redact_value(bundle, redactor)
     # After the evidence is recorded: post the decision; a failure is recorded, linked to the bundle.
     with run.recording():
@@ -816,7 +936,10 @@ def recorded_emergency(recorded: Mapping[str, Any]) -> EmergencyRequest | None:
         flag=emergency.get("requested_by") == "--emergency",
         reason=emergency.get("reason") if emergency.get("reason_source") == "--reason" else None,
         incident=emergency.get("incident") if emergency.get("incident_source") == "--incident" else None,
-        require_verified=emergency.get("require_verified") is True)
+        require_verified=emergency.get("require_verified") is True,
+        identity_checked=emergency.get("identity_checked") is True,
+        verified_actor=emergency.get("declarer") if emergency.get("identity_checked") is True
+        and emergency.get("declarer_source") == "oidc" else None)
 
 
 def _policy_bases(store: Any, bundle_id: str) -> list[tuple[str, bytes]]:

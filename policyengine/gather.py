@@ -72,8 +72,9 @@ class OfflineTickets:
             return given
         if not isinstance(given, Mapping) or given.get("system") not in (None, system):
             return TicketAnswer(system, key, "unavailable", f"{key}: {self._missing}", origin=self._origin)
-        parse = jira.answer if system == "jira" else servicenow.answer
-        return parse(key, given, self._origin)
+        if system == "jira":
+            return jira.answer(key, given, self._origin, request.jira_approval_status)
+        return servicenow.answer(key, given, self._origin)
 
 
 class RecordedTickets(OfflineTickets):
@@ -157,11 +158,14 @@ class LiveTickets:
         if isinstance(session, str):
             record = unavailable_record(system, key, session)
         elif system == "jira":
-            record = jira.fetch(session, key, request.jira_api_version)
+            record = jira.fetch(session, key, request.jira_api_version,
+                                changelog=request.jira_approval_status is not None)
         else:
             record = servicenow.fetch(session, key)
         self.records[member_name(system, key)] = encode(record)
-        return (jira.answer if system == "jira" else servicenow.answer)(key, record, "live")
+        if system == "jira":
+            return jira.answer(key, record, "live", request.jira_approval_status)
+        return servicenow.answer(key, record, "live")
 
     def close(self) -> None:
         for session in self._sessions.values():

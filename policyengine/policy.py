@@ -105,6 +105,10 @@ class Policy:
     """The ``emergency:`` section (``policyengine.emergency``), or None: no emergency procedure."""
     timestamp: dict[str, Any] | None = None
     """``evidence.timestamp``: ``{"url": [...], "required": bool, "cert": PEM or file}``, or None."""
+    identity_issuers: tuple[str, ...] = ("https://token.actions.githubusercontent.com", "https://gitlab.com")
+    """``identity.issuers``: whose CI ID tokens are trusted (``providers.oidc``)."""
+    identity_required: bool = False
+    """``identity.required``: inside CI, no verified ID token is an error."""
 
 
 def load_policy(path: str | Path) -> Policy:
@@ -532,6 +536,7 @@ def _build(data: dict[str, Any], positions: loader.Positions, raw: bytes, file: 
         notify=_notify(data.get("notify")),
         emergency=build_policy(data),
         timestamp=_timestamp(evidence),
+        **_identity(data.get("identity")),
     )
 
 
@@ -542,3 +547,15 @@ def _timestamp(evidence: Any) -> dict[str, Any] | None:
     url = section["url"]
     return {"url": [url] if isinstance(url, str) else list(url), "required": section.get("required") is True,
             "cert": section["cert"]}
+
+
+
+
+def _identity(section: Any) -> dict[str, Any]:
+    """The ``identity:`` section as Policy fields (defaults when absent)."""
+    if not isinstance(section, dict):
+        return {}
+    out: dict[str, Any] = {"identity_required": section.get("required") is True}
+    if isinstance(section.get("issuers"), list):
+        out["identity_issuers"] = tuple(str(i) for i in section["issuers"])
+    return out

@@ -43,7 +43,10 @@ TICKET_SECRET_VARIABLES = ("JIRA_API_TOKEN", "JIRA_TOKEN", "SERVICENOW_PASSWORD"
 """The ticket systems' secrets (``providers/ticketing.py``): Jira Cloud's API token, Jira Data
 Center's personal access token, ServiceNow's password and OAuth token."""
 
-SECRET_VARIABLES = (*TOKEN_VARIABLES, "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", *TICKET_SECRET_VARIABLES)
+SECRET_VARIABLES = (*TOKEN_VARIABLES, "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", *TICKET_SECRET_VARIABLES,
+                    "ACTIONS_ID_TOKEN_REQUEST_TOKEN", "POLICYENGINE_ID_TOKEN")
+"""``ACTIONS_ID_TOKEN_REQUEST_TOKEN`` is GitHub's bearer for minting ID tokens, and
+``POLICYENGINE_ID_TOKEN`` GitLab's ID token itself (``providers.oidc``): neither is ever shown."""
 """Every variable whose value is a secret wherever it appears: the code hosts' tokens, the
 S3 store's credentials (read by boto3 from the standard AWS variables) and the ticket systems'."""
 

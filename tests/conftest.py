@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from typing import Any
 from pathlib import Path
 
 import pytest
@@ -30,7 +32,7 @@ def _worker_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def _clean_ci_env(monkeypatch: pytest.MonkeyPatch, _worker_cache: Path) -> None:
     """Tests never see the CI variables of the machine they run on, nor another worker's cache."""
     for name in list(os.environ):
-        if name.startswith(("GITHUB_", "GITLAB_", "CI_", "POLICYENGINE_", "RUNNER_")) or name in {
+        if name.startswith(("GITHUB_", "GITLAB_", "CI_", "POLICYENGINE_", "RUNNER_", "ACTIONS_")) or name in {
             "CI",
             "GITHUB_ACTIONS",
             "GITLAB_CI",
@@ -38,3 +40,12 @@ def _clean_ci_env(monkeypatch: pytest.MonkeyPatch, _worker_cache: Path) -> None:
         }:
             monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("POLICYENGINE_CACHE_DIR", str(_worker_cache))
+
+
+@pytest.fixture
+def oidc_issuer() -> Iterator[Any]:
+    """A local OIDC issuer on loopback (tests/oidc_issuer.py) for the duration of a test."""
+    from tests.oidc_issuer import running_issuer
+
+    with running_issuer() as issuer:
+        yield issuer

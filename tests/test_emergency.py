@@ -10,6 +10,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
+from tests.oidc_issuer import verified_ci
 import yaml
 
 from policyengine.cli import main
@@ -387,16 +389,15 @@ def declared(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Path:
 
 
 def test_pending_exits_1_once_72h_pass_without_approval_and_0_after_an_approval(
-        declared: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+        declared: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, oidc_issuer: Any) -> None:
     code, out, _ = pending(declared, capsys, "2026-11-30T00:00:00Z")
     assert code == 0 and out.startswith("OPEN ") and "due 2026-12-01T22:00:00Z" in out
     code, out, _ = pending(declared, capsys, "2026-12-01T22:00:01Z")
     assert code == 1 and out.startswith("OVERDUE ") and "approvals 0/1" in out
-    monkeypatch.setenv("GITHUB_ACTIONS", "true")
-    monkeypatch.setenv("GITHUB_ACTOR", "frank")
+    verified_ci(monkeypatch, oidc_issuer, "frank")
     code, out, err = approve(declared, capsys, "frank")
     assert code == 0, out + err
-    assert "by frank (the CI actor, GITHUB_ACTOR)" in out
+    assert "by frank (verified (CI actor): oidc http://127.0.0.1:" in out
     monkeypatch.delenv("GITHUB_ACTIONS")
     code, out, _ = pending(declared, capsys, "2026-12-09T00:00:00Z")
     assert code == 0 and out.strip() == "no emergency deployment awaits approval"
@@ -451,12 +452,11 @@ def test_a_self_asserted_approval_is_recorded_but_does_not_close_it(
 
 @pytest.mark.parametrize("how", ["corrupted", "rewritten"])
 def test_a_tampered_approval_does_not_count(declared: Path, capsys: pytest.CaptureFixture[str],
-                                            monkeypatch: pytest.MonkeyPatch, how: str) -> None:
+                                            monkeypatch: pytest.MonkeyPatch, oidc_issuer: Any, how: str) -> None:
     """Someone who can write the archive turns a self-asserted approval into a verified one, or
     breaks a verified one: neither closes the emergency."""
     if how == "corrupted":
-        monkeypatch.setenv("GITHUB_ACTIONS", "true")
-        monkeypatch.setenv("GITHUB_ACTOR", "frank")
+        verified_ci(monkeypatch, oidc_issuer, "frank")
     approve(declared, capsys, "frank")
     monkeypatch.delenv("GITHUB_ACTIONS", raising=False)
     [record] = [p for p in (declared / "evidence").rglob("*.zip") if p.stem != bundle_id(declared)]
@@ -559,7 +559,7 @@ def _population(export_zip: Path) -> dict[str, dict[str, str]]:
 
 
 def test_the_export_shows_each_emergency_with_its_status_and_verify_checks_it(
-        declared: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+        declared: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, oidc_issuer: Any) -> None:
     """audit export's emergency_status: open (or overdue), a self-asserted approval leaves it so, an
     approval from the CI actor closes it; verify refuses a status the export's own records contradict."""
     from test_export_population import _edit
@@ -579,8 +579,7 @@ def test_the_export_shows_each_emergency_with_its_status_and_verify_checks_it(
     assert row["emergency"] == "yes" and row["emergency_status"] == waiting
     approve(declared, capsys, "frank")  # outside CI: self-asserted, never closes it
     assert exported("self-asserted.zip")[1]["emergency_status"] == waiting
-    monkeypatch.setenv("GITHUB_ACTIONS", "true")
-    monkeypatch.setenv("GITHUB_ACTOR", "frank")
+    verified_ci(monkeypatch, oidc_issuer, "frank")
     assert approve(declared, capsys, "frank")[0] == 0
     monkeypatch.delenv("GITHUB_ACTIONS")
     out, row = exported("after.zip")

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import json
 from pathlib import Path
 
 import pytest
+
+from tests.oidc_issuer import verified_ci
 from test_emergency import approve, bundle_id, declared, run  # noqa: F401 - `declared` is a fixture
 
 PERIOD = ("--since", "2000-01-01", "--until", "2100-01-01")
@@ -26,9 +30,8 @@ def test_show_says_a_self_asserted_approval_is_not_counted(declared: Path, capsy
 
 
 def test_show_says_a_verified_approval_counts(declared: Path, capsys: pytest.CaptureFixture[str],
-                                              monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("GITHUB_ACTIONS", "true")
-    monkeypatch.setenv("GITHUB_ACTOR", "frank")
+                                              monkeypatch: pytest.MonkeyPatch, oidc_issuer: Any) -> None:
+    verified_ci(monkeypatch, oidc_issuer, "frank")
     assert approve(declared, capsys, "frank")[0] == 0
     monkeypatch.delenv("GITHUB_ACTIONS")
     _, out, _ = run(capsys, "evidence", "show", "--archive", str(declared / "evidence"), bundle_id(declared))
@@ -43,10 +46,9 @@ def test_summary_names_no_approval_that_does_not_count(declared: Path, capsys: p
 
 
 def test_summary_names_the_approval_that_closed_it(declared: Path, capsys: pytest.CaptureFixture[str],
-                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+                                                   monkeypatch: pytest.MonkeyPatch, oidc_issuer: Any) -> None:
     assert approve(declared, capsys, "frank")[0] == 0  # self-asserted first: it must not be the one named
-    monkeypatch.setenv("GITHUB_ACTIONS", "true")
-    monkeypatch.setenv("GITHUB_ACTOR", "gina")
+    verified_ci(monkeypatch, oidc_issuer, "gina")
     code, out, _ = approve(declared, capsys, "gina")
     assert code == 0
     verified_id = out.split(" as record ", 1)[1].split()[0]

@@ -84,7 +84,7 @@ def test_action_inputs_outputs_and_env_only_inputs() -> None:
     action = load(ACTION)
     assert set(action["inputs"]) == {"policy", "environment", "github-token", "evidence-dir", "junit-path",
                                      "fail-on-deny", "version", "evidence-store", "evidence-token", "signing-key",
-                                     "policy-source", "trust-key", "waivers", "subjects"}
+                                     "policy-source", "trust-key", "waivers", "subjects", "attest"}
     assert action["inputs"]["policy-source"]["default"] == "previous-deploy"
     assert action["inputs"]["trust-key"]["default"] == action["inputs"]["waivers"]["default"] == ""
     assert action["inputs"]["github-token"]["default"] == "${{ github.token }}"

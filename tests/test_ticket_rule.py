@@ -196,7 +196,7 @@ def test_servicenow_change_approved_inside_its_window_passes(api: FakeAPI, tmp_p
     assert status == "pass", message
     assert message == "CHG0030001 is approved, state -2, planned 2026-11-24 14:00:00 - 2026-11-24 18:00:00 UTC"
     q = api.requests[0].query
-    assert q == {"sysparm_query": ["number=CHG0030001"], "sysparm_fields": ["number,state,approval,start_date,end_date"],
+    assert q == {"sysparm_query": ["number=CHG0030001"], "sysparm_fields": ["number,state,approval,start_date,end_date,sys_id"],
                  "sysparm_display_value": ["false"]}
 
 

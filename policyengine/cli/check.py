@@ -123,6 +123,13 @@ def check(policy_path: str, waivers_path: str | None, change_path: str | None, p
     moment = parse_now(now) if now else wall
     source = click.get_current_context().get_parameter_source("environment")
     env_source = "POLICYENGINE_ENVIRONMENT" if source is ParameterSource.ENVIRONMENT else "--environment"
+    advisory_source = None
+    if advisory:  # who chose the exception is evidence too: the option, the variable or the action input
+        advisory_source = "--advisory"
+        if click.get_current_context().get_parameter_source("advisory") is ParameterSource.ENVIRONMENT:
+            advisory_source = ("POLICYENGINE_ADVISORY (the action input fail-on-deny: false)"
+                               if os.environ.get("GITHUB_ACTION_PATH") and os.environ.get("POLICYENGINE_PROVIDER")
+                               == "github" else "POLICYENGINE_ADVISORY")
     subject_digests = [_parse_subject(s) for s in subjects]
     key = None
     if signing_key:
@@ -138,6 +145,7 @@ def check(policy_path: str, waivers_path: str | None, change_path: str | None, p
         policy_path=policy_path, now=moment, env=os.environ, change_path=change_path, provider=provider,
         environment=environment, workspace=workspace, evidence_dir=evidence_dir, evidence_store=evidence_store,
         signing_key=key, trust_key=trusted, subjects=subject_digests, advisory=advisory,
+        advisory_source=advisory_source,
         environment_source=env_source, wall_time=wall, clock_override=bool(now), simulate=simulate,
         waivers_path=waivers_path or None, notify=notify, timestamp_urls=timestamp_urls, tsa_cert=tsa_cert or None,
         emergency=EmergencyRequest(flag=emergency, reason=reason or None, incident=incident or None),

@@ -9,7 +9,7 @@ from datetime import datetime, timezone
 import click
 
 from policyengine.cli.common import CONTEXT
-from policyengine.cli.evidence import archive_option, load_key, open_archive, timestamp_options
+from policyengine.cli.evidence import archive_option, load_key, oidc_issuer_option, open_archive, timestamp_options
 from policyengine.errors import EXIT_ALLOW, EXIT_DENY, UsageError
 
 
@@ -92,9 +92,11 @@ def emergency_pending(archive: str, show_all: bool, public_key: str | None, now:
 @click.option("--signing-key", envvar="POLICYENGINE_SIGNING_KEY", show_envvar=True, metavar="FILE|env:VAR",
               help="Sign the approval record with this Ed25519 private key (as `check` signs bundles).")
 @timestamp_options
+@oidc_issuer_option
 @click.argument("bundle_id", metavar="BUNDLE_ID")
 def emergency_approve(archive: str, by: str, note: str | None, signing_key: str | None,
-                      timestamp_urls: tuple[str, ...], tsa_cert: str | None, bundle_id: str) -> int:
+                      timestamp_urls: tuple[str, ...], tsa_cert: str | None, oidc_issuers: tuple[str, ...],
+                      bundle_id: str) -> int:
     """Approve an emergency deployment after the fact: append a signed approval record linked to its bundle.
 
     The bundle is never edited. The approver may not be the declarer, nor anyone in the roles
@@ -113,7 +115,7 @@ def emergency_approve(archive: str, by: str, note: str | None, signing_key: str 
     from policyengine.evidence.timestamp import stamping
 
     store = open_archive(archive)
-    actor = _actor(by, fallback_user=False)
+    actor = _actor(by, fallback_user=False, oidc_issuers=oidc_issuers)
     key = _signing_key(signing_key)
     with stamping(stamper(timestamp_urls, tsa_cert)):
         ref = approve(store, bundle_id, actor=actor, note=note, signing_key=key, env=os.environ,
@@ -121,6 +123,7 @@ def emergency_approve(archive: str, by: str, note: str | None, signing_key: str 
     click.echo(f"recorded emergency approval of bundle {bundle_id} as record {ref.id} by {_recorded_by(actor)}"
                f"{'' if key else '; unsigned'}")
     if not actor.verified:
-        click.echo("warning: a self-asserted approval (outside CI) is recorded but never closes the emergency; "
-                   "approve from a CI run started by the approver", err=True)
+        click.echo("warning: a self-asserted approval (no verified CI ID token) is recorded but never closes the "
+                   "emergency; approve from a CI run started by the approver, with `permissions: id-token: write` "
+                   "(GitHub) or `id_tokens: POLICYENGINE_ID_TOKEN` (GitLab)", err=True)
     return EXIT_ALLOW

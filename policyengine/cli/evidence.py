@@ -297,11 +297,13 @@ def _who(doc: dict[str, Any]) -> str:
     """Who recorded a record, and whether the CI vouches for it."""
     if doc.get("by_verified") is True and doc.get("by_source") == "gate":
         return f"{doc.get('by')} (verified: written by the gate in the run that recorded the evaluation)"
+    from policyengine.providers.oidc import LEGACY, recorder_label
+
+    if doc.get("by_verified") is True and recorder_label(doc) == LEGACY:
+        return f"{doc.get('by')} ({LEGACY}: {doc.get('by_source')}, recorded before CI ID tokens were checked)"
     if doc.get("by_verified") is True:
-        return f"{doc.get('by')} (verified: the CI actor, {doc.get('by_source')})"
-    if doc.get("by_source") in ("GITHUB_TRIGGERING_ACTOR", "GITHUB_ACTOR", "GITLAB_USER_LOGIN"):
-        return f"{doc.get('by')} (the CI actor, {doc.get('by_source')}; NOT VERIFIED with the code host)"
-    return f"{doc.get('by')} (SELF-ASSERTED: recorded outside CI, not verified)"
+        return f"{doc.get('by')} (verified (CI actor): {doc.get('by_source')})"
+    return f"{doc.get('by')} (SELF-ASSERTED: no verified CI ID token)"
 
 
 def _linked_lines(store: Any, key: Any, record: dict[str, Any]) -> tuple[list[str], bool]:
@@ -436,14 +438,42 @@ def stamper(timestamp_urls: Sequence[str], tsa_cert: str | None) -> Any:
 def _actor(by: str | None, *, fallback_user: bool) -> Any:
     import os
 
+
+def oidc_issuer_option(fn: Any) -> Any:
+    """``--oidc-issuer URL``: one more trusted issuer of CI ID tokens (repeatable). Deliberately
+    no environment variable: a step before this one could set it and run its own issuer."""
+    return click.option("--oidc-issuer", "oidc_issuers", multiple=True, metavar="URL",
+                         help="Trust ID tokens of this issuer too (a GitHub Enterprise Server or self-managed "
+                              "GitLab issuer), beside https://token.actions.githubusercontent.com and "
+                              "https://gitlab.com. Repeatable; never read from the environment.")(fn)
+
+
+def _actor(by: str | None, *, fallback_user: bool, oidc_issuers: tuple[str, ...] = ()) -> Any:
+    """Who records this: inside CI, verified only by the CI's ID token (``providers.oidc``)."""
+    import os
+    from datetime import datetime, timezone
+
+    from policyengine.errors import UsageError
     from policyengine.evidence.records import resolve_actor
     from policyengine.gate import running_in_ci
+    from policyengine.providers import oidc
 
-    return resolve_actor(os.environ, by, in_ci=running_in_ci(os.environ), fallback_user=fallback_user)
+    for url in oidc_issuers:
+        problem = oidc.issuer_problem(url)
+        if problem:
+            raise UsageError(f"--oidc-issuer {url}: {problem}")
+    in_ci = running_in_ci(os.environ)
+    identity = None
+    if in_ci:
+        settings = oidc.IdentitySettings(issuers=(*oidc.DEFAULT_ISSUERS, *oidc_issuers))
+        identity = oidc.establish(os.environ, settings, datetime.now(timezone.utc))
+    return resolve_actor(os.environ, by, in_ci=in_ci, fallback_user=fallback_user, identity=identity)
 
 
 def _recorded_by(actor: Any) -> str:
-    return f"{actor.login} ({'the CI actor, ' + actor.source if actor.verified else 'self-asserted: outside CI'})"
+    if actor.verified:
+        return f"{actor.login} (verified (CI actor): {actor.source})"
+    return f"{actor.login} (self-asserted: {actor.source})"
 
 
 @evidence.command("record-outcome", context_settings=CONTEXT)
@@ -458,10 +488,11 @@ def _recorded_by(actor: Any) -> str:
 @click.option("--signing-key", envvar="POLICYENGINE_SIGNING_KEY", show_envvar=True, metavar="FILE|env:VAR",
               help=_SIGNING_HELP)
 @timestamp_options
+@oidc_issuer_option
 @click.argument("bundle_id", metavar="BUNDLE_ID")
 def evidence_record_outcome(archive: str, status: str, note: str | None, at: str | None, by: str | None,
                             signing_key: str | None, timestamp_urls: tuple[str, ...], tsa_cert: str | None,
-                            bundle_id: str) -> int:
+                            oidc_issuers: tuple[str, ...], bundle_id: str) -> int:
     """Append what happened after the gate to the evaluation's chain: deployed, failed, rolled_back or not_deployed.
 
     The evaluation's bundle is never edited: a signed outcome record, linked to it by id and
@@ -481,7 +512,7 @@ def evidence_record_outcome(archive: str, status: str, note: str | None, at: str
     from policyengine.models import parse_instant
 
     store = open_archive(archive)
-    actor = _actor(by, fallback_user=True)
+    actor = _actor(by, fallback_user=True, oidc_issuers=oidc_issuers)
     claimed = parse_instant(at, option="--at") if at else None
     key = _signing_key(signing_key)
     import os
@@ -606,9 +637,11 @@ def evidence_baseline(archive: str, environment: str, commit: str, by: str | Non
 @click.option("--signing-key", envvar="POLICYENGINE_SIGNING_KEY", show_envvar=True, metavar="FILE|env:VAR",
               help=_SIGNING_HELP)
 @timestamp_options
+@oidc_issuer_option
 @click.argument("bundle_id", metavar="BUNDLE_ID")
 def evidence_review(archive: str, by: str, result: str, note: str, signing_key: str | None,
-                    timestamp_urls: tuple[str, ...], tsa_cert: str | None, bundle_id: str) -> int:
+                    timestamp_urls: tuple[str, ...], tsa_cert: str | None, oidc_issuers: tuple[str, ...],
+                    bundle_id: str) -> int:
     """Append the post-implementation review of a deployed change to its evaluation's chain.
 
     The reviewer must be someone other than the change's author, its deployer and its
@@ -625,7 +658,7 @@ def evidence_review(archive: str, by: str, result: str, note: str, signing_key: 
     from policyengine.evidence.outcomes import record_review
 
     store = open_archive(archive)
-    actor = _actor(by, fallback_user=False)
+    actor = _actor(by, fallback_user=False, oidc_issuers=oidc_issuers)
     key = _signing_key(signing_key)
     from policyengine.evidence.timestamp import stamping
 
@@ -669,9 +702,14 @@ def evidence_get(archive: str, output: str, bundle_id: str) -> int:
 @click.option("--require-timestamps", is_flag=True,
               help="A bundle without a timestamp token fails (a key holder could write a policy with "
               "required: false).")
+@click.option("--oidc-jwks", "oidc_jwks", multiple=True, metavar="FILE",
+              help="Re-check each bundle's CI ID token (identity.json) offline against this issuer key set, "
+              "fetched by you from the issuer's jwks_uri (never the copy in the bundle). Repeatable: keys rotate. "
+              "Without it identity shows as unchecked.")
 @click.argument("ids", nargs=-1, metavar="[ID...]")
 def evidence_verify(archive: str, all_: bool, public_key: str | None, heads: tuple[str, ...],
-                    tsa_cert: str | None, require_timestamps: bool, ids: tuple[str, ...]) -> int:
+                    tsa_cert: str | None, require_timestamps: bool, oidc_jwks: tuple[str, ...],
+                    ids: tuple[str, ...]) -> int:
     """Verify bundles: digests, members, statements, signatures and hash chains.
 
     Exit 0 only when every check holds; otherwise 1, with one line per problem naming the
@@ -685,6 +723,7 @@ def evidence_verify(archive: str, all_: bool, public_key: str | None, heads: tup
       policyengine evidence verify --archive audit-2026.zip --public-key signing.pub
       policyengine evidence verify --archive evidence --public-key signing.pub --tsa-cert tsa-root.pem \\
           --require-timestamps
+      policyengine evidence verify --archive evidence --oidc-jwks github-jwks.json
     """
     if all_ and ids:
         raise UsageError("give bundle IDs or --all, not both")
@@ -708,8 +747,32 @@ def evidence_verify(archive: str, all_: bool, public_key: str | None, heads: tup
             raise UsageError("--head checks an archive, not an export")
         result = verify_export(archive, load_key(public_key), stamps=stamps)
         click.echo("\n".join(result.lines()))
-        return EXIT_ALLOW if result.ok else EXIT_DENY
-    return verify_archive(open_archive(archive), () if all_ else ids, load_key(public_key), heads, stamps)
+        from policyengine.evidence.identity import check_export, load_jwks
+
+        identity = check_export(archive, result.bundles, load_jwks(oidc_jwks) if oidc_jwks else None)
+        _print_identity(identity)
+        failed = [f for f in identity if f.state == "failed"]
+        if failed:
+            click.echo(f"identity verification failed: {len(failed)} bundle(s)")
+        return EXIT_ALLOW if result.ok and not failed else EXIT_DENY
+    jwks = None
+    if oidc_jwks:
+        from policyengine.evidence.identity import load_jwks
+
+        jwks = load_jwks(oidc_jwks)
+    return verify_archive(open_archive(archive), () if all_ else ids, load_key(public_key), heads, stamps,
+                          jwks=jwks)
+
+
+def _print_identity(found: Any) -> None:
+    """One line per bundle keeping a CI identity (``evidence.identity``)."""
+    for f in found:
+        if f.state == "failed":
+            click.echo(f"FAIL  {'identity':13} bundle {f.bundle_id} member identity.json: {f.message}")
+        elif f.state == "verified":
+            click.echo(f"IDENTITY  bundle {f.bundle_id}: {f.message}")
+        else:
+            click.echo(f"NOTE  bundle {f.bundle_id}: identity {f.state}: {f.message}")
 
 
 _STAMP_WORDS = {"valid": "checked against --tsa-cert", "unchecked": "not checked (give --tsa-cert)",
@@ -717,7 +780,7 @@ _STAMP_WORDS = {"valid": "checked against --tsa-cert", "unchecked": "not checked
 
 
 def verify_archive(store: Any, ids: tuple[str, ...], key: Any, heads: tuple[str, ...] = (),
-                   stamps: Any = None) -> int:
+                   stamps: Any = None, *, jwks: Any = None) -> int:
     """Verify an opened store (every bundle when ``ids`` is empty), print the outcome, return the exit code.
 
     0 when every check holds, 1 with one ``FAIL`` line per problem; a store that is not an
@@ -739,6 +802,12 @@ def verify_archive(store: Any, ids: tuple[str, ...], key: Any, heads: tuple[str,
             click.echo(f"UNSIGNED  bundle {bundle_id}: digests and chain checked; {why}: who wrote it is not proven")
         elif state == "unchecked":
             click.echo(f"NOTE  bundle {bundle_id} is signed; its signature was not checked (give --public-key)")
+    from policyengine.evidence.identity import check_store
+
+    bad = {p.bundle_id for p in report.problems}
+    identity = check_store(store, [b for b in report.checked if b not in bad], jwks)
+    failed_identity = [f for f in identity if f.state == "failed"]
+    _print_identity(identity)
     n = len(report.checked)
     sig_summary = ", ".join(f"{v} {_SIGNATURE_WORDS.get(k, k)}" for k, v in sorted(counts.items()))
     stamped: dict[str, int] = {}
@@ -748,12 +817,13 @@ def verify_archive(store: Any, ids: tuple[str, ...], key: Any, heads: tuple[str,
         # Only archives that hold tokens say so: an archive without any keeps its old summary.
         sig_summary += ("; " if sig_summary else "") + "timestamps: " + ", ".join(
             f"{v} {_STAMP_WORDS.get(k, k)}" for k, v in sorted(stamped.items()))
-    if report.ok:
+    if report.ok and not failed_identity:
         click.echo(f"ok: {n} bundle{'s' if n != 1 else ''} verified: digests, statements, chains"
                    + (f"; signatures: {sig_summary}" if sig_summary else "")
                    + (f"; {len(heads)} anchored head{'s' if len(heads) != 1 else ''} found" if heads else ""))
         return EXIT_ALLOW
-    click.echo(f"verification failed: {len(report.problems)} problem(s) in {n} bundle(s) checked")
+    click.echo(f"verification failed: {len(report.problems) + len(failed_identity)} problem(s) in {n} bundle(s) "
+               "checked")
     return EXIT_DENY
 
 

@@ -734,11 +734,21 @@ RECORD_COLUMNS = ("id", "kind", "about_id", "about_sha256", "value", "claimed_at
                   "by_verified", "note", "sha256", "signed_by", "sequence")
 
 
+def _by_verified_cell(doc: Mapping[str, Any]) -> str:
+    """The ``by_verified`` cell of a record (``providers.oidc.recorder_label``)."""
+    from policyengine.providers.oidc import LEGACY, VERIFIED, recorder_label
+
+    label = recorder_label(doc)
+    return "yes" if label == VERIFIED else "yes (CI actor, unverified)" if label == LEGACY else "no (self-asserted)"
+
+
 def records_csv(store: EvidenceStore, records: Sequence[Mapping[str, Any]], rows: Sequence[Mapping[str, Any]]) -> str:
     """Every linked record (outcome, review) about an evaluation of the population, oldest first.
 
-    ``by_verified`` is ``yes`` (the CI actor) or ``no (self-asserted)``. The records were
-    verified with the period (``check_period``) before this is written.
+    ``by_verified`` is ``yes`` (verified (CI actor): a verified CI ID token, or the gate itself),
+    ``yes (CI actor, unverified)`` (made before ID tokens were checked: the CI variable named the
+    actor; it still counts, so past emergencies do not flip to unapproved) or ``no (self-asserted)``.
+    The records were verified with the period (``check_period``) before this is written.
     """
     in_rows = {r["id"] for r in rows}
     table = [list(RECORD_COLUMNS)]
@@ -752,7 +762,7 @@ def records_csv(store: EvidenceStore, records: Sequence[Mapping[str, Any]], rows
             r["id"], kind_of(r), r.get("about_id"), r.get("about_sha256"),
             doc.get(spec.field) if spec else r.get("decision"),
             doc.get("claimed_at"), doc.get("recorded_at"), doc.get("by"),
-            "yes" if doc.get("by_verified") is True else "no (self-asserted)", doc.get("note"), r["sha256"],
+            _by_verified_cell(doc), doc.get("note"), r["sha256"],
             r.get("signed_by"), r.get("sequence"))])
     return csv_text(table)
 

@@ -41,6 +41,9 @@ from policyengine.redact import DEFAULT, EvidenceRedactor, looks_binary
 
 SCHEMA_VERSION = 3
 """3: the record kinds of issues 16 and 17 (reconciliation, ...); 2: chained bundles; 1: before chains."""
+IDENTITY_SCHEMA_VERSION = SCHEMA_VERSION
+"""A bundle holding ``identity.json`` (unknown to version 2) is version 3: an older ``verify``
+refuses it as made by a newer version instead of passing what it cannot check."""
 READABLE_SCHEMA_VERSIONS = (1, 2, 3)
 MANIFEST = "manifest.json"
 PAGE_TEXT_LIMIT = 64 * 1024
@@ -49,6 +52,8 @@ REPORT = "report.html"
 ATTESTATION = "attestation.intoto.json"
 TIMESTAMP = TIMESTAMP_MEMBER
 """The RFC 3161 reply over the statement's signature (schema 3, ``evidence.timestamp``): unlisted."""
+IDENTITY = "identity.json"
+"""The CI's ID token as RFC 7515 JSON with the key set seen at check time (schema version 3)."""
 DECISION = "decision.json"
 CHANGE = "change.json"
 POLICY_DIR = "policy/"
@@ -325,7 +330,9 @@ class BundleWriter:
             if m.file is not None:
                 self.add_file(m.name, m.file)
             else:
-                self.add_bytes(m.name, m.data or b"")
+                # identity.json holds the CI's ID token on purpose (verify re-checks it offline):
+                # the one member the redactor leaves alone (providers.oidc).
+                self.add_bytes(m.name, m.data or b"", redact=m.name != IDENTITY)
 
     def add_bytes(self, name: str, data: bytes, *, redact: bool = True) -> None:
         """Write ``data`` (redacted) as member ``name``."""
@@ -448,7 +455,7 @@ class BundleWriter:
         if report is not None:
             self.add_bytes(REPORT, report.encode("utf-8"), redact=False)
         manifest = {
-            "schema_version": timestamp.SCHEMA_VERSION if stamper is not None else SCHEMA_VERSION,
+            "schema_version": SCHEMA_VERSION,
             "bundle_id": self.bundle_id,
             "created_at": format_timestamp(self.created_at),
             "tool": {"name": "policyengine", "version": __version__},

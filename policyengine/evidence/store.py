@@ -376,7 +376,7 @@ class EvidenceStore:
             "previous_sha256": chain["previous_sha256"],
             "signed_by": signed_by,
         } | ({"simulated": True} if prep.decision.get("simulated") is True else {}) | (
-            {"advisory": True} if prep.decision.get("advisory") is True else {})
+            {"advisory": True} if prep.decision.get("advisory") is True else {}) | _identity_digest(prep.decision)
 
     def evaluation_job(self, prep: Prepared, subjects: Sequence[tuple[str, str]]) -> Job:
         """The commit job of an evaluation bundle (``write_bundle``)."""
@@ -918,3 +918,13 @@ class EvidenceStore:
                 os.unlink(tmp)
             raise
         return record
+
+
+def _identity_digest(decision: Mapping[str, Any]) -> dict[str, Any]:
+    """``identity_sha256``: the digest of the CI ID token this evaluation accepted (verified, no
+    problem), so that the gate can refuse the same token twice in one store."""
+    identity = decision.get("identity")
+    if isinstance(identity, Mapping) and identity.get("status") == "verified" and "problem" not in identity \
+            and isinstance(identity.get("token_sha256"), str):
+        return {"identity_sha256": identity["token_sha256"]}
+    return {}

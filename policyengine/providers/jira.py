@@ -30,12 +30,39 @@ def issue_path(key: str, api_version: int = 2) -> str:
     return f"/rest/api/{api_version}/issue/{key}"
 
 
-def fetch(session: HttpSession, key: str, api_version: int = 2) -> dict[str, Any]:
-    """Ask Jira for ``key``; return the record (``providers.ticketing``)."""
-    return get_record(session, JIRA.name, key, issue_path(key, api_version), {"fields": FIELDS})
+def fetch(session: HttpSession, key: str, api_version: int = 2, *, changelog: bool = False) -> dict[str, Any]:
+    """Ask Jira for ``key`` (with its changelog when ``changelog``); return the record (``providers.ticketing``)."""
+    params = {"fields": FIELDS, **({"expand": "changelog"} if changelog else {})}
+    return get_record(session, JIRA.name, key, issue_path(key, api_version), params)
 
 
-def answer(key: str, record: Mapping[str, Any], origin: str = "live") -> TicketAnswer:
+def approval(body: Mapping[str, Any], status: str) -> tuple[str, str] | None:
+    """``(who, when)`` of the last changelog transition to ``status`` (case-insensitive), or None.
+
+    Who: the author's ``accountId`` (Cloud) or ``name`` (Data Center), with the display name;
+    when: the history's ``created``, as Jira wrote it."""
+    changelog = body.get("changelog")
+    histories = changelog.get("histories") if isinstance(changelog, Mapping) else None
+    found: tuple[str, str] | None = None
+    for history in histories if isinstance(histories, list) else ():
+        if not isinstance(history, Mapping) or not isinstance(history.get("items"), list):
+            continue
+        if not any(isinstance(i, Mapping) and i.get("field") == "status"
+                   and str(i.get("toString") or "").casefold() == status.casefold() for i in history["items"]):
+            continue
+        author = history.get("author") if isinstance(history.get("author"), Mapping) else {}
+        login = text(author.get("accountId")) or text(author.get("name")) or text(author.get("key"))
+        shown = text(author.get("displayName"))
+        when = text(history.get("created"))
+        if login and when:
+            who = f"{shown} ({login})" if shown and shown != login else login
+            if found is None or when >= found[1]:
+                found = (who, when)
+    return found
+
+
+def answer(key: str, record: Mapping[str, Any], origin: str = "live",
+           approval_status: str | None = None) -> TicketAnswer:
     """What the judge reads, from a record (live, recorded in a bundle, or supplied by a test case)."""
     status = record.get("http_status")
     status = status if isinstance(status, int) and not isinstance(status, bool) else None
@@ -63,8 +90,10 @@ def answer(key: str, record: Mapping[str, Any], origin: str = "live") -> TicketA
     type_obj = fields.get("issuetype") if isinstance(fields, dict) else None
     issue_type = text(type_obj.get("name")) if isinstance(type_obj, dict) else None
     answered = text(body.get("key")) if isinstance(body, dict) else None
+    approved = approval(body, approval_status) if approval_status and isinstance(body, dict) else None
     return TicketAnswer(JIRA.name, key, "found", None, http_status=status, status=name, issue_type=issue_type,
-                        resolved_key=answered.upper() if answered else None, origin=origin)
+                        resolved_key=answered.upper() if answered else None, origin=origin,
+                        approved_by=approved[0] if approved else None, approved_at=approved[1] if approved else None)
 
 
 def supplied_record(key: str, fields: Mapping[str, Any]) -> dict[str, Any]:
@@ -75,4 +104,8 @@ def supplied_record(key: str, fields: Mapping[str, Any]) -> dict[str, Any]:
     issue_type = fields.get("type", fields.get("issue_type"))
     if issue_type is not None:
         body["fields"]["issuetype"] = {"name": issue_type}
+    if fields.get("approved_by") is not None:  # a test case's approver: one changelog transition
+        body["changelog"] = {"histories": [{
+            "author": {"name": fields["approved_by"]}, "created": fields.get("approved_at") or "",
+            "items": [{"field": "status", "toString": fields.get("approval_status") or fields.get("status")}]}]}
     return {"system": JIRA.name, "key": key, "request": None, "http_status": 200, "body": body, "error": None}

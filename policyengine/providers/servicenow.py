@@ -27,7 +27,9 @@ from policyengine.providers.http import HttpSession
 from policyengine.providers.ticketing import SERVICENOW, error_kind, get_record, text
 
 TABLE_PATH = "/api/now/table/change_request"
-FIELDS = "number,state,approval,start_date,end_date"
+FIELDS = "number,state,approval,start_date,end_date,sys_id"
+APPROVALS_PATH = "/api/now/table/sysapproval_approver"
+APPROVAL_FIELDS = "approver,state,sys_updated_on"
 
 
 def params(key: str) -> dict[str, str]:
@@ -36,8 +38,54 @@ def params(key: str) -> dict[str, str]:
 
 
 def fetch(session: HttpSession, key: str) -> dict[str, Any]:
-    """Ask ServiceNow for change ``key``; return the record (``providers.ticketing``)."""
-    return get_record(session, SERVICENOW.name, key, TABLE_PATH, params(key))
+    """Ask ServiceNow for change ``key``; return the record (``providers.ticketing``).
+
+    When the change request is found (one row with its ``sys_id``), its approval records are
+    asked too (``sysapproval_approver`` where ``sysapproval`` is the change) and kept in the
+    record as ``approvals``: who approved or rejected it, and when."""
+    record = get_record(session, SERVICENOW.name, key, TABLE_PATH, params(key))
+    body = record.get("body")
+    rows = body.get("result") if isinstance(body, dict) else None
+    mine = [r for r in rows if isinstance(r, dict) and (text(r.get("number")) or "").upper() == key.upper()] \
+        if isinstance(rows, list) else []
+    sys_id = text(mine[0].get("sys_id")) if len(mine) == 1 else None
+    if sys_id and all(c.isalnum() for c in sys_id):
+        record["approvals"] = get_record(session, SERVICENOW.name, key, APPROVALS_PATH, {
+            "sysparm_query": f"sysapproval={sys_id}", "sysparm_fields": APPROVAL_FIELDS,
+            "sysparm_display_value": "all"})
+    return record
+
+
+def _field(row: Mapping[str, Any], name: str, part: str) -> str | None:
+    """A field of a ``sysparm_display_value=all`` row: ``{"display_value", "value"}`` (or a plain value)."""
+    value = row.get(name)
+    if isinstance(value, Mapping):
+        return text(value.get(part)) or text(value.get("value"))
+    return text(value)
+
+
+def approvals_text(record: Mapping[str, Any]) -> str | None:
+    """The change's approval records as one line (``who state at time; ...``), why they are
+    missing, or None when they were not asked for (a record made before they were kept)."""
+    sub = record.get("approvals")
+    if not isinstance(sub, Mapping):
+        return None
+    if sub.get("http_status") != 200 or sub.get("error"):
+        return f"approval records unavailable: {sub.get('error') or 'no answer'}"
+    body = sub.get("body")
+    rows = body.get("result") if isinstance(body, Mapping) else None
+    if not isinstance(rows, list):
+        return "approval records unavailable: the answer has no result list"
+    out = []
+    for row in rows:
+        if not isinstance(row, Mapping):
+            continue
+        who = _field(row, "approver", "display_value") or "(unknown)"
+        login = _field(row, "approver", "value")
+        state = _field(row, "state", "value") or "(no state)"
+        when = _field(row, "sys_updated_on", "value") or "(no time)"
+        out.append(f"{who}{f' ({login})' if login and login != who else ''} {state} at {when} UTC")
+    return "; ".join(sorted(out)) if out else "no approval records"
 
 
 def answer(key: str, record: Mapping[str, Any], origin: str = "live") -> TicketAnswer:
@@ -73,7 +121,7 @@ def answer(key: str, record: Mapping[str, Any], origin: str = "live") -> TicketA
     row = mine[0]
     return TicketAnswer(SERVICENOW.name, key, "found", None, http_status=status, state=text(row.get("state")),
                         approval=text(row.get("approval")), start=text(row.get("start_date")),
-                        end=text(row.get("end_date")), origin=origin)
+                        end=text(row.get("end_date")), origin=origin, approvals=approvals_text(record))
 
 
 def supplied_record(key: str, fields: Mapping[str, Any]) -> dict[str, Any]:

@@ -70,6 +70,7 @@ def request_of(params: Mapping[str, Any]) -> TicketRequest:
         jira_projects=tuple(str(p).upper() for p in jira.get("projects", ())),
         jira_url=jira.get("url"),
         jira_api_version=int(jira.get("api_version", 2)),
+        jira_approval_status=str(jira["approval_status"]) if jira.get("approval_status") else None,
         servicenow_pattern=(sn.get("pattern") or DEFAULT_SERVICENOW_PATTERN) if isinstance(sn, dict) else None,
         servicenow_url=sn.get("url") if isinstance(sn, dict) else None,
         sources=tuple(params.get("sources") or TICKET_SOURCES),
@@ -173,6 +174,10 @@ class TicketRule(RuleType):
         types = [str(t) for t in jira.get("issue_types") or ()]
         if types and (a.issue_type or "").casefold() not in {t.casefold() for t in types}:
             return f"{a.key} is a {a.issue_type or '(no type)'}, not {' or '.join(repr(t) for t in types)}"
+        wanted = jira.get("approval_status")
+        if wanted and not a.approved_by:  # fail closed: who approved it cannot be shown
+            return (f"{a.key}: its changelog shows no transition to {str(wanted)!r}, so who approved it and when "
+                    "cannot be shown")
         return None
 
     def _servicenow(self, a: TicketAnswer, now: datetime) -> tuple[str, str | None]:
@@ -219,12 +224,17 @@ class TicketRule(RuleType):
             elif system == "jira":
                 why = self._jira(a)
                 reason, kind = (why, "fail") if why else (
-                    f"{key} is {a.status}" + (f" ({a.issue_type})" if a.issue_type else ""), "ok")
+                    f"{key} is {a.status}" + (f" ({a.issue_type})" if a.issue_type else "")
+                    + (f", approved by {a.approved_by} at {a.approved_at}" if a.approved_by else ""), "ok")
                 entry.update(status=a.status, issue_type=a.issue_type)
+                if a.approved_by:
+                    entry.update(approved_by=a.approved_by, approved_at=a.approved_at)
             else:
                 kind, why = self._servicenow(a, ctx.now)
                 reason = why or f"{key} is approved, state {a.state}, planned {a.start} - {a.end} UTC"
                 entry.update(state=a.state, approval=a.approval, start=a.start, end=a.end)
+                if a.approvals is not None:
+                    entry.update(approvals=a.approvals)
             if a is not None:
                 entry.update(outcome=a.outcome, origin=a.origin, http_status=a.http_status)
             entry.update(verified=kind == "ok", reason=reason)
