@@ -92,6 +92,7 @@ from urllib.parse import urlsplit, urlunsplit
 from policyengine.errors import EvidenceError, UsageError, explain_git_error
 from policyengine.evidence.bundle import VerifyProblem
 from policyengine.evidence.index import COLUMNS, Query
+from policyengine.evidence.records import kind_of
 from policyengine.evidence.signing import SigningKey
 from policyengine.evidence.store import (
     BundleRef,
@@ -1164,7 +1165,8 @@ class GitArchive(EvidenceStore):
                     or (q.until is not None and r["created_at"] >= q.until)
                     or (q.environment is not None and r.get("environment") != q.environment)
                     or (q.repository is not None and r.get("repository") != q.repository)
-                    or (q.decision is not None and r.get("decision") != q.decision)):
+                    or (q.decision is not None and r.get("decision") != q.decision)
+                    or (q.kind is not None and kind_of(r) != q.kind)):
                 continue
             if len(r) != len(COLUMNS) or r.keys() != _COLUMN_SET:
                 r = {c: r.get(c) for c in COLUMNS}
