@@ -108,7 +108,7 @@ def test_round_trip_write_list_verify(archive: LocalArchive, workspace: Path) ->
         assert zf.read("files/src/app.py") == b"print('hello')\n"
         assert {i.date_time for i in zf.infolist()} == {(2024, 5, 1, 12, 30, 44)}  # zip time has 2 s steps
         manifest = json.loads(zf.read("manifest.json"))
-        assert manifest["schema_version"] == 2
+        assert manifest["schema_version"] == 3
         assert manifest["chain"]["repository"] == "acme/shop"
         assert manifest["bundle_id"] == denied.id
         assert manifest["tool"]["name"] == "policyengine"

@@ -589,6 +589,11 @@ def verify_archive(store: Any, ids: tuple[str, ...], key: Any, heads: tuple[str,
                    + (f"; {len(heads)} anchored head{'s' if len(heads) != 1 else ''} found" if heads else ""))
         return EXIT_ALLOW
     click.echo(f"verification failed: {len(report.problems)} problem(s) in {n} bundle(s) checked")
+    if any(p.check == "version" for p in report.problems):
+        from policyengine.evidence.bundle import NEWER_VERSION
+
+        click.echo(f"this archive holds evidence {NEWER_VERSION} policyengine to verify it "
+                   "(pip install -U policyengine-gate)")
     return EXIT_DENY
 
 
