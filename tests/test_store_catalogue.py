@@ -56,3 +56,210 @@ def test_an_older_verify_meeting_a_newer_bundle_says_upgrade(tmp_path: Path, mon
     assert f"FAIL  version       bundle {newer.id} member manifest.json" in result.stdout
     assert "made by a newer version of policyengine: upgrade" in result.stdout
     assert "cannot be read" not in result.stdout
+
+
+# -- the folder store ---------------------------------------------------------------------------
+
+
+def _check(store_args: list[str], *extra: str, env: dict[str, str] | None = None,
+           change: str = "examples/change-allowed.yml") -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "policyengine", "check", "--policy",
+                           str(REPO / "policies" / "soc2-production.yml"), "--change", str(REPO / change),
+                           "--workspace", str(REPO / "examples" / "workspace"), "--now", "2026-11-24T15:00:00Z",
+                           *store_args, *extra], capture_output=True, text=True, timeout=300, check=False, env=env)
+
+
+def _store_head(out: str) -> str:
+    import re
+
+    found = re.findall(r"store head sha256 ([0-9a-f]{64})", out)
+    assert len(found) == 1, out
+    return found[0]
+
+
+def _two_chains(archive: LocalArchive) -> list[Any]:
+    refs = [_write(archive, environment="production"), _write(archive, environment="staging"),
+            _write(archive, environment="production")]
+    return refs
+
+
+def test_each_write_makes_a_catalogue_of_every_chain(tmp_path: Path) -> None:
+    archive = LocalArchive(tmp_path / "ev")
+    refs = _two_chains(archive)
+    heads = [r.store_head for r in refs]
+    assert all(heads) and len(set(heads)) == 3
+    cat = archive.catalogue()
+    assert cat is not None and cat.sequence == 3 and cat.sha256 == heads[-1]
+    assert {(c.environment, c.sequence, c.sha256) for c in cat.chains} == {
+        ("production", 2, refs[2].sha256), ("staging", 1, refs[1].sha256)}
+    files = archive.catalogue_files()
+    assert [n for n, _ in files] == ["catalogue/000000000001.json", "catalogue/000000000002.json",
+                                     "catalogue/000000000003.json"]
+    report = archive.verify(heads=[heads[0]])
+    assert report.ok, report.problems
+
+
+def test_check_prints_the_store_head_and_verify_head_accepts_it(tmp_path: Path) -> None:
+    archive = tmp_path / "ev"
+    run = _check(["--evidence-dir", str(archive)])
+    assert run.returncode in (0, 1), run.stderr
+    head = _store_head(run.stdout)
+    assert head == LocalArchive(archive).catalogue().sha256  # type: ignore[union-attr]
+    ok = _verify(str(archive), "--head", head)
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    assert "1 anchored head found" in ok.stdout
+
+
+def _delete_chain(archive: LocalArchive, environment: str) -> None:
+    index = archive.root / "index.jsonl"
+    kept = []
+    for line in index.read_text("utf-8").splitlines():
+        record = json.loads(line)
+        if record["environment"] == environment:
+            (archive.root / record["path"]).unlink()
+        else:
+            kept.append(line)
+    index.write_text("".join(k + "\n" for k in kept), encoding="utf-8")
+
+
+def test_a_deleted_chain_fails_verify_and_verify_head(tmp_path: Path) -> None:
+    archive = LocalArchive(tmp_path / "ev")
+    refs = _two_chains(archive)
+    _delete_chain(archive, "staging")
+    plain = _verify(str(archive.root))
+    assert plain.returncode == 1 and "FAIL  missing-chain" in plain.stdout, plain.stdout
+    assert "staging" in plain.stdout and "the chain was deleted" in plain.stdout
+    with_head = _verify(str(archive.root), "--head", refs[-1].store_head)
+    assert with_head.returncode == 1 and "FAIL  missing-chain" in with_head.stdout, with_head.stdout
+    assert "the anchored store head" in with_head.stdout
+    # What reconcile reads: the chains the catalogue knows, with their lengths.
+    assert {(c.environment, c.sequence) for c in archive.expected_chains()} == {("production", 2), ("staging", 1)}
+    # Deleting the catalogues too does not help: the anchored store head names one that is gone.
+    for name, _ in archive.catalogue_files():
+        (archive.root / name).unlink()
+    quiet = _verify(str(archive.root))
+    assert quiet.returncode == 0, quiet.stdout  # (without an anchor, nothing says a chain existed)
+    anchored = _verify(str(archive.root), "--head", refs[-1].store_head)
+    assert anchored.returncode == 1 and "FAIL  head" in anchored.stdout, anchored.stdout
+
+
+def test_deleted_newest_bundles_of_any_chain_fail_verify_store_head(tmp_path: Path) -> None:
+    archive = LocalArchive(tmp_path / "ev")
+    refs = _two_chains(archive)
+    head = refs[-1].store_head
+    # Delete the newest production bundle and every catalogue after the anchor... there is none:
+    # delete the newest bundle of the production chain, its index line, and the newest catalogue.
+    index = archive.root / "index.jsonl"
+    lines = index.read_text("utf-8").splitlines()
+    (archive.root / refs[2].path).unlink()
+    index.write_text("".join(line + "\n" for line in lines[:-1]), encoding="utf-8")
+    shorter = _verify(str(archive.root), "--head", head)  # the catalogues still there: the chain is short
+    assert shorter.returncode == 1 and "FAIL  missing-chain" in shorter.stdout, shorter.stdout
+    assert "only up to #1" in shorter.stdout
+    for name, _ in archive.catalogue_files()[-1:]:
+        (archive.root / name).unlink()
+    caught = _verify(str(archive.root), "--head", head)
+    assert caught.returncode == 1, caught.stdout
+    assert "FAIL  head" in caught.stdout
+    # Per-chain heads verify as before: the staging head is still there.
+    still = _verify(str(archive.root), "--head", refs[1].sha256)
+    assert still.returncode == 0, still.stdout
+
+
+def test_a_replayed_older_catalogue_that_hides_a_deleted_chain_fails(tmp_path: Path) -> None:
+    archive = LocalArchive(tmp_path / "ev")
+    first = _write(archive, environment="production")
+    staging = _write(archive, environment="staging")
+    head = staging.store_head
+    _delete_chain(archive, "staging")
+    files = archive.catalogue_files()
+    # Replay catalogue #1 (production only) as the newest, in place of #2 (which knew staging).
+    (archive.root / files[1][0]).write_bytes(files[0][1])
+    plain = _verify(str(archive.root))
+    assert plain.returncode == 1 and "FAIL  catalogue" in plain.stdout, plain.stdout
+    anchored = _verify(str(archive.root), "--head", head)
+    assert anchored.returncode == 1, anchored.stdout
+    assert first.store_head != head
+
+
+def _keys(tmp_path: Path) -> tuple[Path, Path]:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ed25519
+
+    key = ed25519.Ed25519PrivateKey.generate()
+    priv, pub = tmp_path / "signing.pem", tmp_path / "signing.pub"
+    priv.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                       serialization.NoEncryption()))
+    pub.write_bytes(key.public_key().public_bytes(serialization.Encoding.PEM,
+                                                  serialization.PublicFormat.SubjectPublicKeyInfo))
+    return priv, pub
+
+
+def _env(**extra: str) -> dict[str, str]:
+    import os
+
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("POLICYENGINE_", "GITHUB_", "GITLAB_", "CI_")) and k != "CI"}
+    return {**env, **extra}
+
+
+def _killed_at(stage: str, store_args: list[str], key: Path, env: dict[str, str]) -> None:
+    import os
+    import signal
+
+    proc = subprocess.Popen([sys.executable, "-m", "policyengine", "check", "--policy",
+                             str(REPO / "policies" / "soc2-production.yml"), "--change",
+                             str(REPO / "examples" / "change-allowed.yml"), "--workspace",
+                             str(REPO / "examples" / "workspace"), "--now", "2026-11-24T15:00:00Z", *store_args,
+                             "--signing-key", str(key)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env={**env, "POLICYENGINE_TEST_PAUSE_AT": stage})
+    assert proc.stderr is not None
+    line = proc.stderr.readline()
+    assert line.strip() == f"paused at {stage}".encode(), line
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=30)
+
+
+def test_a_crash_between_bundle_and_catalogue_is_repaired_by_the_next_write_and_said(tmp_path: Path) -> None:
+    priv, pub = _keys(tmp_path)
+    root = tmp_path / "ev"
+    env = _env()
+    first = _check(["--evidence-dir", str(root), "--signing-key", str(priv)], env=env)
+    assert first.returncode in (0, 1), first.stderr
+    _killed_at("indexed", ["--evidence-dir", str(root)], priv, env)
+    archive = LocalArchive(root)
+    assert len(archive.read_index()[0]) == 2 and archive.catalogue().chains[0].sequence == 1  # type: ignore[union-attr]
+    behind = _verify(str(root), "--public-key", str(pub), env=env)
+    assert behind.returncode == 0, behind.stdout  # one record behind is no forgery ...
+    assert "warning:" in behind.stdout and "the catalogue (#1) is behind" in behind.stdout  # ... and it says so
+    again = _check(["--evidence-dir", str(root), "--signing-key", str(priv)], env=env)
+    assert again.returncode in (0, 1), again.stderr
+    assert "evidence: note: the catalogue lacked bundle" in again.stdout and "repaired" in again.stdout
+    cat = LocalArchive(root).catalogue()
+    assert cat is not None and cat.chains[0].sequence == 3 and cat.sequence == 3
+    clean = _verify(str(root), "--public-key", str(pub), "--head", _store_head(again.stdout), env=env)
+    assert clean.returncode == 0 and "behind" not in clean.stdout, clean.stdout
+
+
+def test_an_unsigned_folder_catalogue_is_repaired_by_verify_and_said(tmp_path: Path) -> None:
+    root = tmp_path / "ev"
+    env = _env()
+    first = _check(["--evidence-dir", str(root)], env=env)
+    assert first.returncode in (0, 1), first.stderr
+    import os
+    import signal
+
+    proc = subprocess.Popen([sys.executable, "-m", "policyengine", "check", "--policy",
+                             str(REPO / "policies" / "soc2-production.yml"), "--change",
+                             str(REPO / "examples" / "change-allowed.yml"), "--workspace",
+                             str(REPO / "examples" / "workspace"), "--now", "2026-11-24T15:00:00Z",
+                             "--evidence-dir", str(root)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            env={**env, "POLICYENGINE_TEST_PAUSE_AT": "indexed"})
+    assert proc.stderr is not None and proc.stderr.readline().strip() == b"paused at indexed"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=30)
+    repaired = _verify(str(root), env=env)
+    assert repaired.returncode == 0, repaired.stdout
+    assert "note: the catalogue lacked bundle" in repaired.stdout and "repaired" in repaired.stdout
+    assert LocalArchive(root).catalogue().chains[0].sequence == 2  # type: ignore[union-attr]

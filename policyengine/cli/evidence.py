@@ -572,6 +572,8 @@ def verify_archive(store: Any, ids: tuple[str, ...], key: Any, heads: tuple[str,
         click.echo(f"FAIL  {p.check:13} {where}: {p.message}")
     for w in report.warnings:
         click.echo(f"warning: bundle {w.bundle_id}: {w.message}")
+    for note in getattr(store, "notes", []):  # what the store repaired while it was read (the catalogue)
+        click.echo(f"note: {note}")
     counts: dict[str, int] = {}
     for bundle_id, state in report.signatures.items():
         counts[state] = counts.get(state, 0) + 1
