@@ -263,3 +263,160 @@ def test_an_unsigned_folder_catalogue_is_repaired_by_verify_and_said(tmp_path: P
     assert repaired.returncode == 0, repaired.stdout
     assert "note: the catalogue lacked bundle" in repaired.stdout and "repaired" in repaired.stdout
     assert LocalArchive(root).catalogue().chains[0].sequence == 2  # type: ignore[union-attr]
+
+
+# -- the git store ------------------------------------------------------------------------------
+
+
+def _git_store(tmp_path: Path) -> tuple[str, dict[str, str], Any, Path]:
+    from test_evidence_git import env_for, git, url_of
+
+    from policyengine.evidence.signing import load_signing_key
+
+    remote = tmp_path / "evidence.git"
+    git("init", "--quiet", "--bare", str(remote))
+    git("-C", str(remote), "config", "uploadpack.allowFilter", "true")
+    priv, pub = _keys(tmp_path)
+    return url_of(remote), env_for(tmp_path), load_signing_key(str(priv)), pub
+
+
+def _git_write(url: str, env: dict[str, str], key: Any, environment: str) -> Any:
+    from policyengine.evidence.gitstore import GitArchive
+
+    return GitArchive(url, env=env).write_bundle(
+        decision={"decision": "allow", "rules": []}, change={**CHANGE, "environment": environment},
+        policy_filename="p.yml", policy_bytes=POLICY, files=[], signing_key=key)
+
+
+def test_the_git_store_commits_its_catalogue_with_each_record(tmp_path: Path) -> None:
+    from test_evidence_git import REF, git
+
+    from policyengine.evidence.gitstore import GitArchive
+
+    url, env, key, pub = _git_store(tmp_path)
+    refs = [_git_write(url, env, key, e) for e in ("production", "staging", "production")]
+    store = GitArchive(url, env=env)
+    cat = store.catalogue()
+    assert cat is not None and cat.sha256 == refs[-1].store_head and cat.signature == "unchecked"
+    assert {(c.environment, c.sequence) for c in store.expected_chains()} == {("production", 2), ("staging", 1)}
+    # One commit adds the bundle and the catalogue together: no window between them.
+    changed = git("-C", str(tmp_path / "evidence.git"), "show", "--name-only", "--format=", REF).decode().split()
+    assert "catalogue/000000000003.json" in changed and any(p.startswith("bundles/") for p in changed)
+    ok = _verify(url, "--public-key", str(pub), "--head", refs[0].store_head, env=env)
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+
+
+def test_a_git_history_rewound_past_a_new_chain_fails_the_store_head(tmp_path: Path) -> None:
+    from test_evidence_git import REF, git
+
+    url, env, key, pub = _git_store(tmp_path)
+    _git_write(url, env, key, "production")
+    remote = tmp_path / "evidence.git"
+    before = git("-C", str(remote), "rev-parse", REF).decode().strip()
+    staging = _git_write(url, env, key, "staging")
+    # A force-push back to before the staging chain: a consistent history, without it.
+    git("-C", str(remote), "update-ref", REF, before)
+    plain = _verify(url, "--public-key", str(pub), env=env)
+    assert plain.returncode == 0, plain.stdout  # nothing in the store says the chain existed ...
+    anchored = _verify(url, "--public-key", str(pub), "--head", staging.store_head, env=env)
+    assert anchored.returncode == 1 and "FAIL  head" in anchored.stdout, anchored.stdout  # ... the anchor does
+
+
+def test_a_git_commit_that_rewrites_a_catalogue_fails_the_history(tmp_path: Path) -> None:
+    from test_evidence_git import _plain_commit
+
+    url, env, key, pub = _git_store(tmp_path)
+    _git_write(url, env, key, "production")
+    _git_write(url, env, key, "staging")
+    remote = tmp_path / "evidence.git"
+
+    def hide_staging(work: Path) -> None:
+        files = sorted((work / "catalogue").iterdir())
+        files[-1].write_bytes(files[0].read_bytes())
+
+    commit = _plain_commit(tmp_path, remote, hide_staging)
+    caught = _verify(url, "--public-key", str(pub), env=env)
+    assert caught.returncode == 1, caught.stdout
+    assert f"commit {commit}" in caught.stdout and "a catalogue, once added, is never changed" in caught.stdout
+    assert "FAIL  catalogue" in caught.stdout
+
+
+# -- the S3 store (moto on 127.0.0.1) -------------------------------------------------------------
+
+try:
+    import s3_server
+
+    s3_session = s3_server.s3_session  # the fixtures of the local S3 server
+    s3 = s3_server.s3
+except ImportError:  # pragma: no cover - without moto only the S3 cases skip
+    pass
+
+
+def _s3_store(bucket: str, name: str) -> Any:
+    import uuid
+
+    from policyengine.evidence.s3 import S3Archive
+
+    return S3Archive(f"s3://{bucket}/{name}-{uuid.uuid4().hex[:8]}")
+
+
+def test_s3_catalogue_store_head_and_a_deleted_chain(s3: Any) -> None:
+    pytest.importorskip("moto")
+    from s3_server import PLAIN_BUCKET
+
+    store = _s3_store(PLAIN_BUCKET, "catalogue")
+    refs = _two_chains(store)
+    cat = store.catalogue()
+    assert cat is not None and cat.sequence == 3 and cat.sha256 == refs[-1].store_head
+    assert {(c.environment, c.sequence) for c in store.expected_chains()} == {("production", 2), ("staging", 1)}
+    ok = _verify(store.url, "--head", refs[0].store_head)
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    # Delete the staging chain: its bundle, its index record, its head.
+    records = store.read_index()[0]
+    for r in records:
+        if r["environment"] == "staging":
+            s3.client.delete_object(Bucket=store.bucket, Key=r["path"])
+            s3.client.delete_object(Bucket=store.bucket, Key=store._index_key(r["id"]))
+            s3.client.delete_object(Bucket=store.bucket, Key=store._head_key(("acme/shop", "staging")))
+    plain = _verify(store.url)
+    assert plain.returncode == 1 and "FAIL  missing-chain" in plain.stdout, plain.stdout
+    anchored = _verify(store.url, "--head", refs[-1].store_head)
+    assert anchored.returncode == 1 and "the anchored store head" in anchored.stdout, anchored.stdout
+    # Replaying catalogue #1 over the newest one, to hide the chain, breaks the series.
+    files = store.catalogue_files()
+    s3.client.put_object(Bucket=store.bucket, Key=files[-1][0], Body=files[0][1])
+    replayed = _verify(store.url, "--head", refs[-1].store_head)
+    assert replayed.returncode == 1 and "FAIL  catalogue" in replayed.stdout, replayed.stdout
+
+
+def test_s3_a_crash_between_bundle_and_catalogue_is_repaired_by_the_next_write(s3: Any) -> None:
+    pytest.importorskip("moto")
+    import os
+    import signal
+
+    from s3_server import PLAIN_BUCKET
+
+    store = _s3_store(PLAIN_BUCKET, "crash")
+    env = {**_env(), **s3.env}
+    first = _check(["--evidence-store", store.url], env=env)
+    assert first.returncode in (0, 1), first.stderr
+    proc = subprocess.Popen([sys.executable, "-m", "policyengine", "check", "--policy",
+                             str(REPO / "policies" / "soc2-production.yml"), "--change",
+                             str(REPO / "examples" / "change-allowed.yml"), "--workspace",
+                             str(REPO / "examples" / "workspace"), "--now", "2026-11-24T15:00:00Z",
+                             "--evidence-store", store.url],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            env={**env, "POLICYENGINE_TEST_PAUSE_AT": "landed"})
+    assert proc.stderr is not None and proc.stderr.readline().strip() == b"paused at landed"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=30)
+    behind = _verify(store.url, env=env)
+    assert behind.returncode == 0 and "the catalogue (#1) is behind" in behind.stdout, behind.stdout
+    # The next write, of another chain, catches the catalogue up and says so.
+    ref = _write(store, repository="acme/other")
+    assert any("the catalogue lacked bundle" in n and "repaired" in n for n in store.notes), store.notes
+    cat = store.catalogue()
+    assert cat is not None and cat.sha256 == ref.store_head
+    assert {(c.repository, c.sequence) for c in cat.chains} == {("acme/payments", 2), ("acme/other", 1)}
+    clean = _verify(store.url, "--head", ref.store_head, env=env)
+    assert clean.returncode == 0 and "behind" not in clean.stdout, clean.stdout

@@ -238,8 +238,8 @@ def inspect_record(zf: zipfile.ZipFile, bundle_id: str, public_key: tuple[Any, s
         problem("manifest", MANIFEST, f"the manifest's kind {kind!r} is not a record kind this tool knows "
                 f"({', '.join(RECORD_KINDS)})")
         kind = None
-    if manifest.get("schema_version") != 2:
-        problem("manifest", MANIFEST, "a record bundle must have schema_version 2")
+    if manifest.get("schema_version") not in (2, 3):  # records came with chains (2); 3 added the catalogue
+        problem("manifest", MANIFEST, "a record bundle must have schema_version 2 or 3")
     extra = sorted(p for p in checked.listed if p not in (RECORD, REPORT))
     if extra:
         problem("manifest", extra[0], f"a record bundle holds only {RECORD} and {REPORT}, not {', '.join(extra)}")

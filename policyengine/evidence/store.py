@@ -582,9 +582,9 @@ class EvidenceStore:
                 store_heads.append(anchored)  # a store head: its catalogue, and what followed it
             elif named is None:
                 problems.append(VerifyProblem("", None, "head", (
-                    f"the anchored head sha256 {head} is not in the archive {self.url}: neither a bundle (the newest "
-                    "of its chain when it was anchored) nor a catalogue (the store head) has that digest; they "
-                    "were deleted, or the history was rewritten")))
+                    f"the anchored chain head sha256 {head} is not in the archive {self.url}: the bundle it names "
+                    "(the newest of its chain when it was anchored), or the catalogue it names (a store head), "
+                    "was deleted, or the history was rewritten")))
             else:
                 head_ids[named["id"]] = head
         for anchored in store_heads:
