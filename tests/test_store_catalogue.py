@@ -420,3 +420,44 @@ def test_s3_a_crash_between_bundle_and_catalogue_is_repaired_by_the_next_write(s
     assert {(c.repository, c.sequence) for c in cat.chains} == {("acme/payments", 2), ("acme/other", 1)}
     clean = _verify(store.url, "--head", ref.store_head, env=env)
     assert clean.returncode == 0 and "behind" not in clean.stdout, clean.stdout
+
+
+# -- the integration files: the action's output store-head, the template's dotenv ----------------
+
+
+def test_the_action_and_the_template_report_the_store_head(tmp_path: Path) -> None:
+    from fake_servers import FakeAPI, github_env, gitlab_env
+    from test_ci_persistent_store import RANGE_FREE
+    from test_evidence_git import TOKEN
+    from test_provider_github import MERGE, reviewed_world
+    from test_provider_gitlab import SQUASH, approved_mr
+    from test_provider_integration_files import run_action, run_template
+
+    from policyengine.evidence.gitstore import GitArchive
+
+    url, _, _, _ = _git_store(tmp_path)
+    priv = tmp_path / "signing.pem"
+    policy = tmp_path / "range-free.yml"
+    policy.write_text(RANGE_FREE, encoding="utf-8")
+    cache = {"POLICYENGINE_CACHE_DIR": str(tmp_path / "cache")}
+    with FakeAPI("/api/v3") as api:
+        reviewed_world(api)
+        res, outputs, summary = run_action(tmp_path / "gh", {
+            **github_env(api, MERGE), "POLICYENGINE_EVIDENCE_STORE": url, "PE_SIGNING_KEY_PEM": priv.read_text(),
+            "POLICYENGINE_EVIDENCE_TOKEN": TOKEN, **cache}, policy=policy)
+    assert res.returncode == 0, res.stdout + res.stderr
+    store = GitArchive(url, env={**_env(), "POLICYENGINE_CACHE_DIR": str(tmp_path / "c2")})
+    first = store.catalogue()
+    assert first is not None and outputs["store-head"] == first.sha256
+    assert f"Store head: `{first.sha256}`" in summary
+    with FakeAPI("/api/v4") as api:
+        approved_mr(api)
+        res = run_template(tmp_path, {
+            **gitlab_env(api, SQUASH), "POLICYENGINE_POLICY": str(policy), "POLICYENGINE_NOW": "2026-11-24T15:00:00Z",
+            "POLICYENGINE_EVIDENCE_STORE": url, "POLICYENGINE_SIGNING_KEY": "env:PE_KEY", "PE_KEY": priv.read_text(),
+            "POLICYENGINE_EVIDENCE_TOKEN": TOKEN, **cache})
+    assert res.returncode == 0, res.stdout + res.stderr
+    dotenv = dict(line.split("=", 1) for line in (tmp_path / "project" / "policyengine.env").read_text().splitlines())
+    second = GitArchive(url, env={**_env(), "POLICYENGINE_CACHE_DIR": str(tmp_path / "c3")}).catalogue()
+    assert second is not None and second.sequence == 2 and dotenv["POLICYENGINE_STORE_HEAD"] == second.sha256
+    assert f"policyengine: store head sha256 {second.sha256}" in res.stdout
