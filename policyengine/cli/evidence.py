@@ -520,8 +520,9 @@ def evidence_get(archive: str, output: str, bundle_id: str) -> int:
 @click.option("--public-key", metavar="FILE",
               help="Require every bundle to be signed by this Ed25519 public key (PEM) and check it.")
 @click.option("--head", "heads", multiple=True, metavar="SHA256",
-              help="A chain head recorded elsewhere (printed by `check` after each write): the archive must "
-              "still hold that bundle, intact, in its chain. Repeatable, one per chain.")
+              help="A chain head or the store head recorded elsewhere (both printed by `check` after each "
+              "write): the archive must still hold that bundle, intact, in its chain; or, for a store head, "
+              "that catalogue, every catalogue after it, and every chain it lists at least as long. Repeatable.")
 @click.argument("ids", nargs=-1, metavar="[ID...]")
 def evidence_verify(archive: str, all_: bool, public_key: str | None, heads: tuple[str, ...],
                     ids: tuple[str, ...]) -> int:
@@ -547,7 +548,7 @@ def evidence_verify(archive: str, all_: bool, public_key: str | None, heads: tup
     for head in heads:
         if not re.fullmatch(r"[0-9a-f]{64}", head):
             raise UsageError(f"--head: {head!r} is not a SHA-256 hex digest",
-                             hint="give the digest `policyengine check` printed as the chain head")
+                             hint="give the digest `policyengine check` printed as the chain head or store head")
     if not archive.startswith(("git:", "git+")) and is_export(archive):
         if ids:
             raise UsageError("an export is verified as a whole: give no bundle IDs")
