@@ -461,3 +461,40 @@ def test_the_action_and_the_template_report_the_store_head(tmp_path: Path) -> No
     second = GitArchive(url, env={**_env(), "POLICYENGINE_CACHE_DIR": str(tmp_path / "c3")}).catalogue()
     assert second is not None and second.sequence == 2 and dotenv["POLICYENGINE_STORE_HEAD"] == second.sha256
     assert f"policyengine: store head sha256 {second.sha256}" in res.stdout
+
+
+# -- writers of different chains at once: no update of the catalogue is lost -----------------------
+
+
+def _concurrently(store_factory: Any, n: int) -> list[Any]:
+    from concurrent.futures import ThreadPoolExecutor
+
+    def one(i: int) -> Any:
+        return _write(store_factory(), repository=f"acme/svc-{i}")
+
+    with ThreadPoolExecutor(max_workers=n) as pool:
+        return list(pool.map(one, range(n)))
+
+
+def test_writers_of_different_chains_at_once_lose_no_chain_folder(tmp_path: Path) -> None:
+    root = tmp_path / "ev"
+    refs = _concurrently(lambda: LocalArchive(root), 8)
+    cat = LocalArchive(root).catalogue()
+    assert cat is not None and {c.repository for c in cat.chains} == {f"acme/svc-{i}" for i in range(8)}
+    assert cat.sha256 in {r.store_head for r in refs}
+    assert _verify(str(root), "--head", cat.sha256).returncode == 0
+
+
+def test_writers_of_different_chains_at_once_lose_no_chain_s3(s3: Any) -> None:
+    pytest.importorskip("moto")
+    from s3_server import PLAIN_BUCKET
+
+    url = _s3_store(PLAIN_BUCKET, "many").url
+    from policyengine.evidence.s3 import S3Archive
+
+    refs = _concurrently(lambda: S3Archive(url), 8)
+    cat = S3Archive(url).catalogue()
+    assert cat is not None and {c.repository for c in cat.chains} == {f"acme/svc-{i}" for i in range(8)}
+    assert cat.sha256 in {r.store_head for r in refs}
+    ok = _verify(url, "--head", cat.sha256)
+    assert ok.returncode == 0 and "behind" not in ok.stdout, ok.stdout
