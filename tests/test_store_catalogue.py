@@ -17,9 +17,10 @@ import pytest
 
 pytest.importorskip("cryptography")
 
+from test_evidence import CHANGE, POLICY
+
 from policyengine.evidence import bundle as bundle_module
 from policyengine.evidence.archive import LocalArchive
-from test_evidence import CHANGE, POLICY
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -212,7 +213,8 @@ def _killed_at(stage: str, store_args: list[str], key: Path, env: dict[str, str]
                              str(REPO / "examples" / "change-allowed.yml"), "--workspace",
                              str(REPO / "examples" / "workspace"), "--now", "2026-11-24T15:00:00Z", *store_args,
                              "--signing-key", str(key)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env={**env, "POLICYENGINE_TEST_PAUSE_AT": stage})
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            env={**env, "POLICYENGINE_TEST_PAUSE_AT": stage})
     assert proc.stderr is not None
     line = proc.stderr.readline()
     assert line.strip() == f"paused at {stage}".encode(), line

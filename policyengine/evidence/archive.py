@@ -58,8 +58,8 @@ from policyengine.evidence.bundle import (
     ZIP_READ_ERRORS,
     BundleWriter,
     VerifyProblem,
+    format_timestamp,
 )
-from policyengine.evidence.bundle import format_timestamp
 from policyengine.evidence.index import Query, SqliteIndex, answer, in_period
 from policyengine.evidence.records import EVALUATION, RECORD, RECORD_KINDS
 from policyengine.evidence.signing import SigningKey

@@ -27,8 +27,18 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from policyengine.evidence.bundle import NEWER_VERSION, READABLE_SCHEMA_VERSIONS, VerifyProblem, newer_version_message
-from policyengine.evidence.signing import STATEMENT_TYPE, SigningKey, envelope, open_envelope
+from policyengine.evidence.bundle import (
+    NEWER_VERSION,
+    READABLE_SCHEMA_VERSIONS,
+    VerifyProblem,
+    newer_version_message,
+)
+from policyengine.evidence.signing import (
+    STATEMENT_TYPE,
+    SigningKey,
+    envelope,
+    open_envelope,
+)
 
 CATALOGUE_PREDICATE_TYPE = "https://policyengine.dev/attestation/catalogue/v1"
 CATALOGUE_SCHEMA_VERSION = 3

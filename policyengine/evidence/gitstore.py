@@ -1070,9 +1070,9 @@ class GitArchive(EvidenceStore):
                 try:
                     latest = catalogue_mod.parse(raw or b"")
                 except ValueError as exc:
+                    hint = f"verify the store: {self.command('evidence', 'verify', '--all')}"
                     raise EvidenceError(f"git evidence store {self.url}: {names[-1]} cannot be read ({exc}): "
-                                        "refusing to write over it",
-                                        hint=f"verify the store: {self.command('evidence', 'verify', '--all')}") from exc
+                                        "refusing to write over it", hint=hint) from exc
             else:
                 seed = list(self._read_shards(git, old, self._shards(git, old))[0])
         from datetime import datetime, timezone

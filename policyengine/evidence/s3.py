@@ -371,7 +371,8 @@ class S3Archive(EvidenceStore):
                 data = catalogue_mod.build(latest, [*seed, *others, record],
                                            recorded_at=format_timestamp(datetime.now(timezone.utc)),
                                            signing_key=signing_key)
-                name = self._key(_catalogue_segment(), catalogue_mod.catalogue_name(latest.sequence + 1 if latest else 1))
+                number = latest.sequence + 1 if latest else 1
+                name = self._key(_catalogue_segment(), catalogue_mod.catalogue_name(number))
                 try:
                     self._put(name, data, if_none_match=True, content_type="application/json")
                 except self._errors() as exc:
@@ -384,14 +385,14 @@ class S3Archive(EvidenceStore):
                         raise EvidenceError(exc2.message, hint=exc2.hint) from None
                     continue
                 head = hashlib.sha256(data).hexdigest()
-                for doc in repaired:
-                    self.notes.append(f"the catalogue lacked bundle {doc['id']} (#{doc.get('sequence')} of "
-                                      f"{doc.get('repository')} / {doc.get('environment')}), whose writer had not "
+                for fixed in repaired:
+                    self.notes.append(f"the catalogue lacked bundle {fixed['id']} (#{fixed.get('sequence')} of "
+                                      f"{fixed.get('repository')} / {fixed.get('environment')}), whose writer had not "
                                       "recorded it in the catalogue (it stopped, or was still running): repaired, "
                                       "the catalogue records it now")
-            for doc in [record, *others]:
+            for done in [record, *others]:
                 with contextlib.suppress(*self._errors()):
-                    self.client.delete_object(Bucket=self.bucket, Key=self._pending_key(str(doc["id"])))
+                    self.client.delete_object(Bucket=self.bucket, Key=self._pending_key(str(done["id"])))
             return head
         raise EvidenceError(f"S3 store {self.url}: the catalogue could not be written after {_MAX_ATTEMPTS} "
                             "attempts: too many concurrent writers", hint="retry the job")

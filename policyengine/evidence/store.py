@@ -86,7 +86,8 @@ class BundleRef:
     sequence: int | None = None
     """The bundle's place in its chain (1 for the first); None for a record made before chains."""
     store_head: str | None = field(default=None, compare=False)
-    """After a write (not part of the bundle's identity: ``list`` does not know it): the SHA-256 of the store's newest catalogue (``evidence.catalogue``), the store head."""
+    """After a write: the SHA-256 of the store's newest catalogue (``evidence.catalogue``), the store head.
+    Not part of the bundle's identity (``list`` does not know it)."""
 
 
 @dataclass(frozen=True)
