@@ -9,6 +9,8 @@ Layout under the archive root::
     .pending.json                       the record of a bundle being committed (exists only
                                         while a writer holds the lock, or after it was killed)
     bundles/<YYYY>/<MM>/<id>.zip        one bundle per evaluation, allowed or denied
+    catalogue/<n>.json                  the store catalogues (``evidence.catalogue``), one per write,
+                                        written under .lock right after the index line
     bundles/<YYYY>/<MM>/.tmp-<id>.<pid>.zip.part
                                         a bundle being written; a leftover one is from a
                                         killed run, is never indexed, is ignored by ``list``
@@ -188,7 +190,7 @@ class LocalArchive(EvidenceStore):
                 job.bulk(writer)
                 pause_point("bulk")
                 with self._locked(exclusive=True):
-                    self._recover(signing_key)
+                    self._recover(signing_key, writer=True)
                     pause_point("locked")
                     head = self._chain_head(job.key)
                     link = self.chain_link(head, job.key)
@@ -285,10 +287,23 @@ class LocalArchive(EvidenceStore):
         folder = self.root / CATALOGUE
         new_dirs = self._make_dirs(folder)
         path = folder / catalogue_mod.catalogue_name(latest.sequence + 1 if latest else 1)
-        with os.fdopen(open_nofollow(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL), "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
+        if os.path.lexists(path):
+            raise EvidenceError(f"{path} exists but is not the newest catalogue: refusing to write over it",
+                                hint=f"run `{self.command('evidence', 'verify', '--all')}`")
+        # Written beside, then renamed: a reader never sees half a catalogue.
+        tmp = folder / f".tmp-catalogue.{os.getpid()}.part"
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+        try:
+            with os.fdopen(open_nofollow(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL), "wb") as fh:
+                fh.write(data)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+            raise
         for d in {folder, *(d.parent for d in new_dirs)}:
             _fsync_dir(d)
         return hashlib.sha256(data).hexdigest()
@@ -380,14 +395,14 @@ class LocalArchive(EvidenceStore):
             os.fsync(f.fileno())
         _fsync_dir(self.root)
 
-    def _recover(self, signing_key: SigningKey | None = None) -> None:
+    def _recover(self, signing_key: SigningKey | None = None, *, writer: bool = False) -> None:
         """Complete or undo the commit of a writer that was killed (call holding the lock).
 
         A bundle in place whose digest matches the pending record is recorded (its index line
         appended, then the catalogue caught up, with a note); anything else about the pending
-        bundle is removed. A reader (no ``signing_key``) does not write a catalogue over a signed
-        one: it leaves the pending record for the next writer, and ``verify`` says the catalogue
-        is behind.
+        bundle is removed. A reader does not write a catalogue over a signed one (it holds no
+        key): it leaves the pending record for the next writer, and ``verify`` says the catalogue
+        is behind. A writer always catches it up (its own write needs the pending slot).
         """
         path = self.root / PENDING
         try:
@@ -416,8 +431,8 @@ class LocalArchive(EvidenceStore):
         if indexed:
             latest = self._latest_catalogue()
             if catalogue_mod.behind(latest, [record]) or latest is None:
-                if signing_key is None and latest is not None and latest.signature != "unsigned":
-                    return  # a signed catalogue: only a writer holding the key catches it up
+                if not writer and latest is not None and latest.signature != "unsigned":
+                    return  # a signed catalogue: only a writer catches it up
                 self._record_catalogue([record], signing_key)
                 self.notes.append(f"the catalogue lacked bundle {record['id']} (#{record.get('sequence')} of "
                                   f"{record.get('repository')} / {record.get('environment')}), whose writer stopped "
@@ -684,6 +699,7 @@ class LocalArchive(EvidenceStore):
             raise NothingToVerifyError(
                 f"{self.root} is not an evidence archive: it holds neither {INDEX} nor {BUNDLES}/",
                 hint="pass the folder that `policyengine check --evidence-dir` wrote")
+        self.recover_if_needed()  # (before the catalogues are read: a repair it makes is seen)
         report = super().verify(ids, public_key, heads=heads)
         if not has_index and not ids:
             held = [p for p in report.problems if p.check == "unindexed"]

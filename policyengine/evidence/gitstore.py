@@ -17,6 +17,8 @@ The tree of the ref::
     index/<YYYY>-<MM>.jsonl            the index records of the bundles created that month,
                                        one JSON line each (the local store's format)
     chains/<chain key>/head.json       each chain's last record (``store.chain_key``)
+    catalogue/<n>.json                 the store catalogues (``evidence.catalogue``), one added by
+                                       each record commit
 
 **Writing** happens in a temporary bare repository, never in a checkout: ``ls-remote`` reads
 the ref, a shallow, blob-less fetch (``--depth=1 --filter=blob:none``) brings its newest

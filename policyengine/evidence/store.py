@@ -568,11 +568,14 @@ class EvidenceStore:
         what the index does not record. Raise ``NothingToVerifyError`` when every bundle was
         asked for and the store records and holds none.
         """
+        # The catalogues before the index: every store records a bundle in its index before any
+        # catalogue names it, so a write landing meanwhile can never look like a missing chain.
+        catalogue_files = self.catalogue_files() if heads or not ids else []
         records, problems = self.read_index()
         by_id = {r["id"]: r for r in records}
         catalogues: builtins.list[Catalogue] = []
         if heads or not ids:
-            catalogues, series_problems = catalogue_mod.read_series(self.catalogue_files(), public_key)
+            catalogues, series_problems = catalogue_mod.read_series(catalogue_files, public_key)
             problems.extend(series_problems)
         head_ids: dict[str, str] = {}
         store_heads: builtins.list[Catalogue] = []
