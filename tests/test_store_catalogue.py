@@ -500,3 +500,17 @@ def test_writers_of_different_chains_at_once_lose_no_chain_s3(s3: Any) -> None:
     assert cat.sha256 in {r.store_head for r in refs}
     ok = _verify(url, "--head", cat.sha256)
     assert ok.returncode == 0 and "behind" not in ok.stdout, ok.stdout
+
+
+def test_the_first_catalogue_of_an_older_archive_lists_every_chain(tmp_path: Path) -> None:
+    import shutil
+
+    archive = LocalArchive(tmp_path / "ev")
+    _two_chains(archive)
+    shutil.rmtree(archive.root / "catalogue")  # as written before catalogues existed
+    assert archive.catalogue() is None and archive.verify().ok
+    ref = _write(archive, repository="acme/other")
+    cat = archive.catalogue()
+    assert cat is not None and cat.sequence == 1 and cat.sha256 == ref.store_head
+    assert {(c.repository, c.environment, c.sequence) for c in cat.chains} == {
+        ("acme/shop", "production", 2), ("acme/shop", "staging", 1), ("acme/other", "production", 1)}
