@@ -525,6 +525,9 @@ def _record(request: CheckRequest, policy: Policy, gathered: Any, decision: Deci
     # deletion of the newest bundles or a rewritten history.
     bundle["chain"] = {"repository": ref.repository, "environment": ref.environment, "sequence": ref.sequence,
                        "head_sha256": ref.sha256}
+    # The store head (the newest catalogue's digest): one anchored value covers every chain.
+    if ref.store_head:
+        bundle["store_head"] = ref.store_head
     notes = list(getattr(archive, "notes", []))
     if not request.evidence_store and running_in_ci(request.env):
         # A job folder lives only as long as the CI artifact it is uploaded as.

@@ -173,6 +173,8 @@ def check(policy_path: str, waivers_path: str | None, change_path: str | None, p
         chain = bundle.get("chain") or {}
         head = (f"; chain head of {chain.get('repository')} / {chain.get('environment')} #{chain.get('sequence')}: "
                 f"sha256 {chain['head_sha256']}") if chain.get("head_sha256") else ""
+        if bundle.get("store_head"):
+            head += f"; store head sha256 {bundle['store_head']}"
         click.echo(shown(f"evidence: {where} (bundle {bundle['bundle_id']}){head}"), file=stream)
         for note in result.notes:
             click.echo(shown(f"evidence: note: {note}"), file=stream)

@@ -693,8 +693,9 @@ def evidence_get(archive: str, output: str, bundle_id: str) -> int:
 @click.option("--public-key", metavar="FILE",
               help="Require every bundle to be signed by this Ed25519 public key (PEM) and check it.")
 @click.option("--head", "heads", multiple=True, metavar="SHA256",
-              help="A chain head recorded elsewhere (printed by `check` after each write): the archive must "
-              "still hold that bundle, intact, in its chain. Repeatable, one per chain.")
+              help="A chain head or the store head recorded elsewhere (both printed by `check` after each "
+              "write): the archive must still hold that bundle, intact, in its chain; or, for a store head, "
+              "that catalogue, every catalogue after it, and every chain it lists at least as long. Repeatable.")
 @click.option("--tsa-cert", metavar="FILE",
               help="Check every RFC 3161 timestamp token (timestamp.tsr) offline against this root certificate "
               "(PEM), fetched from the timestamp authority yourself: message imprint, TSA signature, chain. "
@@ -739,7 +740,7 @@ def evidence_verify(archive: str, all_: bool, public_key: str | None, heads: tup
     for head in heads:
         if not re.fullmatch(r"[0-9a-f]{64}", head):
             raise UsageError(f"--head: {head!r} is not a SHA-256 hex digest",
-                             hint="give the digest `policyengine check` printed as the chain head")
+                             hint="give the digest `policyengine check` printed as the chain head or store head")
     if not archive.startswith(("git:", "git+")) and is_export(archive):
         if ids:
             raise UsageError("an export is verified as a whole: give no bundle IDs")
@@ -793,6 +794,8 @@ def verify_archive(store: Any, ids: tuple[str, ...], key: Any, heads: tuple[str,
         click.echo(f"FAIL  {p.check:13} {where}: {p.message}")
     for w in report.warnings:
         click.echo(f"warning: bundle {w.bundle_id}: {w.message}")
+    for note in getattr(store, "notes", []):  # what the store repaired while it was read (the catalogue)
+        click.echo(f"note: {note}")
     counts: dict[str, int] = {}
     for bundle_id, state in report.signatures.items():
         counts[state] = counts.get(state, 0) + 1
@@ -824,6 +827,11 @@ def verify_archive(store: Any, ids: tuple[str, ...], key: Any, heads: tuple[str,
         return EXIT_ALLOW
     click.echo(f"verification failed: {len(report.problems) + len(failed_identity)} problem(s) in {n} bundle(s) "
                "checked")
+    if any(p.check == "version" for p in report.problems):
+        from policyengine.evidence.bundle import NEWER_VERSION
+
+        click.echo(f"this archive holds evidence {NEWER_VERSION} policyengine to verify it "
+                   "(pip install -U policyengine-gate)")
     return EXIT_DENY
 
 

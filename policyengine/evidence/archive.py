@@ -9,6 +9,8 @@ Layout under the archive root::
     .pending.json                       the record of a bundle being committed (exists only
                                         while a writer holds the lock, or after it was killed)
     bundles/<YYYY>/<MM>/<id>.zip        one bundle per evaluation, allowed or denied
+    catalogue/<n>.json                  the store catalogues (``evidence.catalogue``), one per write,
+                                        written under .lock right after the index line
     bundles/<YYYY>/<MM>/.tmp-<id>.<pid>.zip.part
                                         a bundle being written; a leftover one is from a
                                         killed run, is never indexed, is ignored by ``list``
@@ -38,14 +40,17 @@ import contextlib
 import dataclasses
 import errno
 import fcntl
+import hashlib
 import json
 import os
 import stat
 import zipfile
 from collections.abc import Iterator, Mapping, Sequence
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import IO, Any
 
+import policyengine.evidence.catalogue as catalogue_mod
 from policyengine.errors import EvidenceError
 from policyengine.evidence.bundle import (
     CHANGE,
@@ -55,6 +60,7 @@ from policyengine.evidence.bundle import (
     ZIP_READ_ERRORS,
     BundleWriter,
     VerifyProblem,
+    format_timestamp,
 )
 from policyengine.evidence.index import Query, SqliteIndex, answer, in_period
 from policyengine.evidence.records import EVALUATION, RECORD, RECORD_KINDS
@@ -79,6 +85,7 @@ LOCK = ".lock"
 PENDING = ".pending.json"
 SQLITE = "index.sqlite"
 BUNDLES = "bundles"
+CATALOGUE = catalogue_mod.CATALOGUE_DIR
 
 __all__ = ["BUNDLES", "INDEX", "BundleRef", "LocalArchive", "VerifyReport", "bundle_relpath", "new_bundle_id"]
 
@@ -90,7 +97,7 @@ def bundle_relpath(bundle_id: str) -> str:
 
 SQLITE_SIDE_FILES = ("-journal", "-wal", "-shm")
 # Every name the archive itself writes at its root: none may be a symbolic link.
-OWN_NAMES = (INDEX, LOCK, PENDING, BUNDLES, SQLITE, *(SQLITE + s for s in SQLITE_SIDE_FILES))
+OWN_NAMES = (INDEX, LOCK, PENDING, BUNDLES, CATALOGUE, SQLITE, *(SQLITE + s for s in SQLITE_SIDE_FILES))
 
 
 def _link_error(path: Path) -> EvidenceError:
@@ -176,6 +183,7 @@ class LocalArchive(EvidenceStore):
 
         placed = False
         pending = False
+        recorded = False
         writer: BundleWriter | None = None
         try:
             with os.fdopen(open_nofollow(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL), "wb") as fh:
@@ -183,7 +191,7 @@ class LocalArchive(EvidenceStore):
                 job.bulk(writer)
                 pause_point("bulk")
                 with self._locked(exclusive=True):
-                    self._recover()
+                    self._recover(signing_key, writer=True)
                     pause_point("locked")
                     head = self._chain_head(job.key)
                     link = self.chain_link(head, job.key)
@@ -201,16 +209,23 @@ class LocalArchive(EvidenceStore):
                         _fsync_dir(d)
                     pause_point("placed")
                     self._append_index(record)
+                    recorded = True  # from here on the bundle stays: only the catalogue may lag
+                    pause_point("indexed")
+                    # The store head: a new catalogue with this chain moved forward (under the same
+                    # lock: it serialises nothing the chain does not). A writer killed before it is
+                    # caught up by the next one (``_recover``, from .pending.json).
+                    store_head = self._record_catalogue([record], signing_key)
                     (self.root / PENDING).unlink()
                     pending = False
                     self._sweep_parts(final.parent)
         except BaseException as exc:
             if writer is not None:
                 writer.abandon()
-            with contextlib.suppress(OSError):
-                (final if placed else tmp).unlink()
-                _fsync_dir(final.parent)
-            if pending:
+            if not recorded:
+                with contextlib.suppress(OSError):
+                    (final if placed else tmp).unlink()
+                    _fsync_dir(final.parent)
+            if pending and not recorded:  # (recorded: .pending.json lets the next writer catch the catalogue up)
                 with contextlib.suppress(OSError):
                     (self.root / PENDING).unlink()
             if isinstance(exc, OSError):
@@ -220,7 +235,79 @@ class LocalArchive(EvidenceStore):
                     hint="check that the evidence archive folder is writable and its disk has space",
                 ) from exc
             raise
-        return ref_of(record)
+        return dataclasses.replace(ref_of(record), store_head=store_head)
+
+    # -- the catalogue ---------------------------------------------------------------------
+
+    def catalogue_files(self) -> builtins.list[tuple[str, bytes]]:
+        folder = self.root / CATALOGUE
+        try:
+            if not stat.S_ISDIR(os.lstat(folder).st_mode):
+                raise _link_error(folder)
+            names = sorted(p.name for p in folder.iterdir() if catalogue_mod.sequence_of_name(p.name) is not None)
+        except FileNotFoundError:
+            return []
+        out = []
+        for name in names:
+            with open_read(folder / name) as f:
+                out.append((f"{CATALOGUE}/{name}", f.read()))
+        return out
+
+    def _latest_catalogue(self) -> catalogue_mod.Catalogue | None:
+        """The newest catalogue (call holding the lock); EvidenceError when it cannot be read: a writer
+        never builds on a catalogue it cannot read (fail closed)."""
+        folder = self.root / CATALOGUE
+        try:
+            names = sorted(p.name for p in folder.iterdir() if catalogue_mod.sequence_of_name(p.name) is not None)
+        except FileNotFoundError:
+            return None
+        if not names:
+            return None
+        try:
+            with open_read(folder / names[-1]) as f:
+                return catalogue_mod.parse(f.read())
+        except ValueError as exc:
+            raise EvidenceError(f"the catalogue {folder / names[-1]} cannot be read ({exc}): refusing to write "
+                                "over it", hint=f"run `{self.command('evidence', 'verify', '--all')}`") from exc
+
+    def _record_catalogue(self, records: Sequence[Mapping[str, Any]], signing_key: SigningKey | None) -> str:
+        """Write the catalogue that moves the chains of ``records`` forward (call holding the lock); return
+        the store head. The first catalogue of an archive written before catalogues lists every chain."""
+        latest = self._latest_catalogue()
+        if latest is None:
+            try:
+                with open_read(self.index_path) as f:
+                    every, _ = self.parse_index(f.read())
+            except FileNotFoundError:
+                every = []
+            records = [*every, *records]
+        if latest is not None and not catalogue_mod.behind(latest, records):
+            return latest.sha256  # nothing moves: the store head stays
+        data = catalogue_mod.build(latest, records, recorded_at=format_timestamp(datetime.now(timezone.utc)),
+                                   signing_key=signing_key)
+        folder = self.root / CATALOGUE
+        new_dirs = self._make_dirs(folder)
+        path = folder / catalogue_mod.catalogue_name(latest.sequence + 1 if latest else 1)
+        if os.path.lexists(path):
+            raise EvidenceError(f"{path} exists but is not the newest catalogue: refusing to write over it",
+                                hint=f"run `{self.command('evidence', 'verify', '--all')}`")
+        # Written beside, then renamed: a reader never sees half a catalogue.
+        tmp = folder / f".tmp-catalogue.{os.getpid()}.part"
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+        try:
+            with os.fdopen(open_nofollow(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL), "wb") as fh:
+                fh.write(data)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+            raise
+        for d in {folder, *(d.parent for d in new_dirs)}:
+            _fsync_dir(d)
+        return hashlib.sha256(data).hexdigest()
 
     def _make_dirs(self, path: Path) -> builtins.list[Path]:
         """Create ``path`` (the archive root or a folder inside it) and its parents; return those created.
@@ -259,7 +346,7 @@ class LocalArchive(EvidenceStore):
                 continue
             except OSError as exc:
                 raise EvidenceError(f"cannot inspect {path}: {exc.strerror or exc}") from exc
-            if stat.S_ISLNK(mode) or (name == BUNDLES and not stat.S_ISDIR(mode)):
+            if stat.S_ISLNK(mode) or (name in (BUNDLES, CATALOGUE) and not stat.S_ISDIR(mode)):
                 raise _link_error(path)
 
     def _inside_dirs_ok(self, rel: str) -> bool:
@@ -309,11 +396,14 @@ class LocalArchive(EvidenceStore):
             os.fsync(f.fileno())
         _fsync_dir(self.root)
 
-    def _recover(self) -> None:
+    def _recover(self, signing_key: SigningKey | None = None, *, writer: bool = False) -> None:
         """Complete or undo the commit of a writer that was killed (call holding the lock).
 
         A bundle in place whose digest matches the pending record is recorded (its index line
-        appended); anything else about the pending bundle is removed.
+        appended, then the catalogue caught up, with a note); anything else about the pending
+        bundle is removed. A reader does not write a catalogue over a signed one (it holds no
+        key): it leaves the pending record for the next writer, and ``verify`` says the catalogue
+        is behind. A writer always catches it up (its own write needs the pending slot).
         """
         path = self.root / PENDING
         try:
@@ -324,7 +414,8 @@ class LocalArchive(EvidenceStore):
         except ValueError:
             path.unlink()
             return
-        if self._last_id() != record["id"]:
+        indexed = self._last_id() == record["id"]
+        if not indexed:
             final = self.root / record["path"]
             if not self._inside_dirs_ok(record["path"]):
                 raise _link_error(final.parent)
@@ -334,9 +425,19 @@ class LocalArchive(EvidenceStore):
                 complete = False
             if complete:
                 self._append_index(record)
+                indexed = True
             else:
                 with contextlib.suppress(FileNotFoundError):
                     final.unlink()
+        if indexed:
+            latest = self._latest_catalogue()
+            if catalogue_mod.behind(latest, [record]) or latest is None:
+                if not writer and latest is not None and latest.signature != "unsigned":
+                    return  # a signed catalogue: only a writer catches it up
+                self._record_catalogue([record], signing_key)
+                self.notes.append(f"the catalogue lacked bundle {record['id']} (#{record.get('sequence')} of "
+                                  f"{record.get('repository')} / {record.get('environment')}), whose writer stopped "
+                                  "between the bundle and the catalogue: repaired, it records it now")
         path.unlink()
         _fsync_dir(self.root)
 
@@ -599,6 +700,7 @@ class LocalArchive(EvidenceStore):
             raise NothingToVerifyError(
                 f"{self.root} is not an evidence archive: it holds neither {INDEX} nor {BUNDLES}/",
                 hint="pass the folder that `policyengine check --evidence-dir` wrote")
+        self.recover_if_needed()  # (before the catalogues are read: a repair it makes is seen)
         report = super().verify(ids, public_key, heads=heads, stamps=stamps)
         if not has_index and not ids:
             held = [p for p in report.problems if p.check == "unindexed"]

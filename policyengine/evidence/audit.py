@@ -804,6 +804,39 @@ def bundle_policy(store: EvidenceStore, record: Mapping[str, Any], cache: dict[s
     return policy
 
 
+WAIVERS_DIR = "waivers/"
+"""The bundle member (``waivers/<name>``) holding the waivers file used (``gate.WAIVERS_MEMBER``)."""
+
+
+def bundle_waivers(store: EvidenceStore, record: Mapping[str, Any]) -> tuple[str | None, list[Any]]:
+    """The SHA-256 of the waivers file a bundle was judged with and its waivers (``(None, [])`` without
+    one). A file that cannot be parsed keeps its digest and shows as a raw, unparsed entry: a change
+    of it is still a change."""
+    from policyengine import loader
+
+    try:
+        with store.open_bundle(record) as fh, zipfile.ZipFile(fh) as zf:
+            name = next((n for n in zf.namelist() if n.startswith(WAIVERS_DIR)), None)
+            if name is None:
+                return None, []
+            raw = zf.read(name)
+    except (*ZIP_READ_ERRORS, OSError):
+        return None, []
+    digest = hashlib.sha256(raw).hexdigest()
+    try:
+        data, _, problems = loader.parse_document(raw, file=name, what="waivers file")
+    except (ValueError, PolicyEngineError):  # unreadable: shown as such, never dropped
+        return digest, [{"unreadable": digest}]
+    items = data.get("waivers") if isinstance(data, dict) and not problems else None
+    return digest, list(items) if isinstance(items, list) else [{"unreadable": digest}]
+
+
+def _with_waivers(document: Mapping[str, Any], waivers: list[Any]) -> dict[str, Any]:
+    """The policy document as judged: its own waivers, then the waivers file's."""
+    own = document.get("waivers")
+    return {**document, "waivers": [*(own if isinstance(own, list) else []), *waivers]}
+
+
 def _policy_or_error(store: EvidenceStore, record: Mapping[str, Any], cache: dict[str, Any]) -> Any:
     """The bundle's policy, or why it cannot be read (a string): that never blocks an export."""
     try:
@@ -838,16 +871,21 @@ def policy_changes(store: EvidenceStore, records: Sequence[Mapping[str, Any]],
             continue
         previous: Any = _policy_or_error(store, before[-1], parsed) if before else None
         previous_id = before[-1]["id"] if before else None
+        # The waivers file is part of what judged: a change of it is reported like a policy change.
+        old_waivers = bundle_waivers(store, before[-1]) if before else (None, [])
         for record in current:
             policy = _policy_or_error(store, record, parsed)
+            waivers = bundle_waivers(store, record)
             digest = policy.resolved_sha256 if not isinstance(policy, str) else f"unreadable:{record['policy_sha256']}"
             old = (None if previous is None else previous.resolved_sha256 if not isinstance(previous, str)
                    else f"unreadable:{before[-1]['policy_sha256'] if before else ''}")
             if not isinstance(policy, str):
                 policies.setdefault(policy.resolved_sha256, policy)
-            if previous is not None and old == digest:
+            if previous is not None and old == digest and old_waivers[0] == waivers[0]:
                 previous_id = record["id"]
                 continue
+            changed = [what for what, moved in (("policy", old != digest), ("waivers", old_waivers[0] != waivers[0]))
+                       if moved or previous is None and (what == "policy" or waivers[0] is not None)]
             entry: dict[str, Any] = {
                 "repository": repository, "environment": environment, "bundle_id": record["id"],
                 "created_at": record["created_at"], "policy_sha256": record.get("policy_sha256"),
@@ -855,6 +893,8 @@ def policy_changes(store: EvidenceStore, records: Sequence[Mapping[str, Any]],
                 "policy": None if isinstance(policy, str) else policy.name,
                 "previous_bundle_id": previous_id, "previous_resolved_sha256": None if isinstance(previous, str)
                 or previous is None else previous.resolved_sha256,
+                "changed": changed, "waivers_sha256": waivers[0],
+                "previous_waivers_sha256": old_waivers[0] if previous is not None else None,
             }
             if isinstance(policy, str) or isinstance(previous, str):
                 entry.update(verdict="unreadable", findings=[],
@@ -862,11 +902,12 @@ def policy_changes(store: EvidenceStore, records: Sequence[Mapping[str, Any]],
             elif previous is None:
                 entry.update(verdict="first seen", findings=[])
             else:
-                findings = policy_diff(previous.document, policy.document)
+                findings = policy_diff(_with_waivers(previous.document, old_waivers[1]),
+                                       _with_waivers(policy.document, waivers[1]))
                 entry.update(verdict="weaker" if weakened(findings) else "not weaker",
                              findings=[f.to_json() for f in findings])
             changes.append(entry)
-            previous, previous_id = policy, record["id"]
+            previous, previous_id, old_waivers = policy, record["id"], waivers
     return changes, policies
 
 

@@ -40,11 +40,20 @@ from policyengine.models import FileRead
 from policyengine.redact import DEFAULT, EvidenceRedactor, looks_binary
 
 SCHEMA_VERSION = 3
-"""3: the record kinds of issues 16 and 17 (reconciliation, ...); 2: chained bundles; 1: before chains."""
+"""The evidence schema version this release writes (docs/evidence.md, "Versions"): 1 before statements,
+2 with chains, 3 with the store catalogue (``evidence.catalogue``) and the reconciliation record."""
 IDENTITY_SCHEMA_VERSION = SCHEMA_VERSION
-"""A bundle holding ``identity.json`` (unknown to version 2) is version 3: an older ``verify``
-refuses it as made by a newer version instead of passing what it cannot check."""
+"""``identity.json`` (unknown to version 2) came with version 3 too."""
 READABLE_SCHEMA_VERSIONS = (1, 2, 3)
+NEWER_VERSION = "made by a newer version of policyengine: upgrade"
+"""What ``verify`` says of an item whose schema version is above every version it reads: not a forgery
+it can name, but evidence it cannot judge."""
+
+
+def newer_version_message(what: str, version: int) -> str:
+    """``WHAT claims schema_version N, made by a newer version of policyengine: upgrade (...)``."""
+    return (f"{what} claims schema_version {version}, {NEWER_VERSION} (this version reads "
+            f"{', '.join(map(str, READABLE_SCHEMA_VERSIONS))}) to verify it")
 MANIFEST = "manifest.json"
 PAGE_TEXT_LIMIT = 64 * 1024
 """Text files up to this size (the rollback plan) are kept for the bundle's page, which shows them."""
@@ -661,9 +670,8 @@ def schema_version_of(manifest: Any) -> int:
     ``True == 1`` and ``1.0 in (1, 2)``, hence the exact type test).
     """
     version = manifest.get("schema_version") if isinstance(manifest, dict) else None
-    if type(version) is int and version > SCHEMA_VERSION:
-        raise ValueError(f"schema_version {version}: made by a newer version of policyengine (this one reads "
-                         f"{', '.join(map(str, READABLE_SCHEMA_VERSIONS))}): upgrade policyengine to verify it")
+    if type(version) is int and version > max(READABLE_SCHEMA_VERSIONS):
+        raise ValueError(newer_version_message("it", version))
     if type(version) is not int or version not in READABLE_SCHEMA_VERSIONS:
         raise ValueError(f"schema_version {version!r} is not one of the integers "
                          f"{', '.join(map(str, READABLE_SCHEMA_VERSIONS))}")
@@ -722,7 +730,10 @@ def check_members(zf: zipfile.ZipFile, bundle_id: str, problem: Callable[[str, s
         manifest_bytes = zf.read(MANIFEST)
         manifest = _parse_manifest(manifest_bytes)
     except (*ZIP_READ_ERRORS, ValueError) as exc:
-        problem("manifest", MANIFEST, f"{MANIFEST} cannot be read: {exc}")
+        if NEWER_VERSION in str(exc):  # not damage: evidence this version cannot judge
+            problem("version", MANIFEST, f"bundle {bundle_id} was {NEWER_VERSION} ({MANIFEST}: {exc})")
+        else:
+            problem("manifest", MANIFEST, f"{MANIFEST} cannot be read: {exc}")
         return None
     if manifest.get("bundle_id") != bundle_id:
         named = manifest.get("bundle_id")

@@ -17,6 +17,8 @@ The tree of the ref::
     index/<YYYY>-<MM>.jsonl            the index records of the bundles created that month,
                                        one JSON line each (the local store's format)
     chains/<chain key>/head.json       each chain's last record (``store.chain_key``)
+    catalogue/<n>.json                 the store catalogues (``evidence.catalogue``), one added by
+                                       each record commit
 
 **Writing** happens in a temporary bare repository, never in a checkout: ``ls-remote`` reads
 the ref, a shallow, blob-less fetch (``--depth=1 --filter=blob:none``) brings its newest
@@ -89,6 +91,7 @@ from pathlib import Path
 from typing import IO, Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
+import policyengine.evidence.catalogue as catalogue_mod
 from policyengine.errors import EvidenceError, UsageError, explain_git_error
 from policyengine.evidence.bundle import VerifyProblem
 from policyengine.evidence.index import COLUMNS, Query
@@ -117,6 +120,7 @@ GIT_TIMEOUT = 300
 BUNDLES = "bundles"
 INDEX_DIR = "index"
 CHAINS = "chains"
+CATALOGUE_DIR = catalogue_mod.CATALOGUE_DIR
 _COLUMN_SET = frozenset(COLUMNS)
 _SHARD_RE = re.compile(r"^([0-9]{4})-([0-9]{2})\.jsonl$")
 _OID_RE = re.compile(r"^[0-9a-f]{40}([0-9a-f]{24})?$")
@@ -164,6 +168,7 @@ def head_path(key: tuple[str | None, str | None]) -> str:
 _BUNDLE_PATH_RE = re.compile(r"^bundles/([0-9]{4})/([0-9]{2})/([^/]+)\.zip$")
 _SHARD_PATH_RE = re.compile(r"^index/([0-9]{4})-([0-9]{2})\.jsonl$")
 _HEAD_PATH_RE = re.compile(r"^chains/[^/]+/[^/]+/head\.json$")
+_CATALOGUE_PATH_RE = re.compile(r"^catalogue/[0-9]{12}\.json$")
 
 
 @dataclass(frozen=True)
@@ -180,16 +185,20 @@ class CommitKind:
     appends: re.Pattern[str]
     sets: re.Pattern[str]
     description: str
+    catalogue: re.Pattern[str] | None = None
+    """The store catalogue the commit adds (``evidence.catalogue``): at most one, never changed after."""
 
 
 RECORD_COMMIT = CommitKind(
     "record", _BUNDLE_PATH_RE, _SHARD_PATH_RE, _HEAD_PATH_RE,
     "adds one bundle bundles/YYYY/MM/<id>.zip, appends its index line to index/YYYY-MM.jsonl (the month of "
-    "its id) and sets chains/<chain key>/head.json, the head of its chain, to that same line")
+    "its id), sets chains/<chain key>/head.json, the head of its chain, to that same line, and adds the next "
+    "store catalogue catalogue/<n>.json (commits made before catalogues add none)", _CATALOGUE_PATH_RE)
 BASELINE_COMMIT = CommitKind(
     "baseline", _BUNDLE_PATH_RE, _SHARD_PATH_RE, _HEAD_PATH_RE,
     "a record commit whose bundle is a baseline (evidence baseline): it must create its chain's head.json "
-    "(the chain held nothing: a baseline is only ever the first record of an empty chain, #1)")
+    "(the chain held nothing: a baseline is only ever the first record of an empty chain, #1), and adds the "
+    "next store catalogue", _CATALOGUE_PATH_RE)
 COMMIT_KINDS: dict[str, CommitKind] = {"record": RECORD_COMMIT, "baseline": BASELINE_COMMIT}
 """Every kind of commit the git store writes. Every bundle (an evaluation, and each linked record:
 outcome, review, emergency approval, ...) is written by ``GitArchive._commit`` as a ``record``
@@ -610,9 +619,17 @@ def history_problems(git: _Git, tip: str) -> builtins.list[VerifyProblem]:
             continue
         if not changes and n == 0:
             continue  # an empty first commit only creates the ref
-        adds, appends, sets, wrong = [], [], [], False
+        adds, appends, sets, catalogues, wrong = [], [], [], [], False
         for change in changes:
             stem = _stem(change.path)
+            if RECORD_COMMIT.catalogue is not None and RECORD_COMMIT.catalogue.match(change.path):
+                if change.status != "A" or change.new_mode != "100644":
+                    fail(commit, f"{_VERB.get(change.status, 'changes the mode of')} {change.path}: a catalogue, "
+                                 "once added, is never changed or deleted")
+                    wrong = True
+                else:
+                    catalogues.append(change)
+                continue
             if change.status not in ("A", "M") or (change.new_mode != "100644"):
                 verb = _VERB.get(change.status, "changes the mode of")
                 fail(commit, f"{verb} {change.path}: a commit of the evidence ref may only add one record (a "
@@ -642,6 +659,9 @@ def history_problems(git: _Git, tip: str) -> builtins.list[VerifyProblem]:
         elif len(appends) != 1 or len(sets) != 1:
             fail(commit, f"adds {adds[0].path} but changes {len(appends)} index shards and {len(sets)} chain heads "
                          "(one of each)", _stem(adds[0].path))
+        elif len(catalogues) > 1:
+            fail(commit, f"adds {len(catalogues)} catalogues ({', '.join(c.path for c in catalogues)}): a record "
+                         "commit adds at most one", _stem(adds[0].path))
         elif not wrong:
             plans[n] = (adds[0], appends[0], sets[0])
 
@@ -977,7 +997,7 @@ class GitArchive(EvidenceStore):
                 record, new = self._commit(git, old, job, Path(tmp), signing_key, redactor)
                 pushed, last_error = self._push(git, new, old)
                 if pushed:
-                    return ref_of(record)
+                    return replace(ref_of(record), store_head=record["_store_head"])
                 # Retries count against the run's deadline too: no wait past it.
                 try:
                     time.sleep(deadline.limit(_jitter(attempt), "a retry of a rejected push to the git evidence "
@@ -1024,6 +1044,11 @@ class GitArchive(EvidenceStore):
             (head_path(job.key), git.hash_object(json.dumps(record, sort_keys=True, ensure_ascii=False)
                                                   .encode("utf-8") + b"\n")),
         ]
+        # The store catalogue, in the same commit: the store head moves with the chain, atomically.
+        catalogue_data = self._next_catalogue(git, old, record, signing_key)
+        entries.append((f"{CATALOGUE_DIR}/{catalogue_mod.catalogue_name(catalogue_mod.parse(catalogue_data).sequence)}",
+                        git.hash_object(catalogue_data)))
+        record = {**record, "_store_head": hashlib.sha256(catalogue_data).hexdigest()}
         index_env = {"GIT_INDEX_FILE": str(tmp / "index")}
         with contextlib.suppress(FileNotFoundError):
             (tmp / "index").unlink()
@@ -1043,6 +1068,31 @@ class GitArchive(EvidenceStore):
         args = ["commit-tree", "--no-gpg-sign", tree.stdout.decode().strip(), *(["-p", old] if old else []), "-F", "-"]
         commit = git.run(*args, stdin=message.encode("utf-8"), what="commit the bundle")
         return record, commit.stdout.decode().strip()
+
+    def _next_catalogue(self, git: _Git, old: str | None, record: Mapping[str, Any],
+                        signing_key: SigningKey) -> bytes:
+        """The catalogue after the newest one at ``old``, with ``record``'s chain moved forward; the first
+        catalogue of a store written before catalogues lists every chain of its index."""
+        latest: catalogue_mod.Catalogue | None = None
+        seed: list[Mapping[str, Any]] = []
+        if old is not None:
+            names = sorted(p for p in git.tree(old, CATALOGUE_DIR) if _CATALOGUE_PATH_RE.match(p))
+            if names:
+                raw = git.blob(old, names[-1])
+                try:
+                    latest = catalogue_mod.parse(raw or b"")
+                except ValueError as exc:
+                    hint = f"verify the store: {self.command('evidence', 'verify', '--all')}"
+                    raise EvidenceError(f"git evidence store {self.url}: {names[-1]} cannot be read ({exc}): "
+                                        "refusing to write over it", hint=hint) from exc
+            else:
+                seed = list(self._read_shards(git, old, self._shards(git, old))[0])
+        from datetime import datetime, timezone
+
+        from policyengine.evidence.bundle import format_timestamp
+
+        return catalogue_mod.build(latest, [*seed, record], recorded_at=format_timestamp(datetime.now(timezone.utc)),
+                                   signing_key=signing_key)
 
     def _push(self, git: _Git, new: str, old: str | None) -> tuple[bool, str]:
         """Compare-and-swap the remote ref from ``old`` to ``new``; (True, "") or (False, why) when rejected."""
@@ -1174,7 +1224,8 @@ class GitArchive(EvidenceStore):
                     or (q.until is not None and r["created_at"] >= q.until)
                     or (q.environment is not None and r.get("environment") != q.environment)
                     or (q.repository is not None and r.get("repository") != q.repository)
-                    or (q.decision is not None and r.get("decision") != q.decision)):
+                    or (q.decision is not None and r.get("decision") != q.decision)
+                    or (q.kind is not None and kind_of(r) != q.kind)):
                 continue
             if len(r) != len(COLUMNS) or r.keys() != _COLUMN_SET:
                 r = {c: r.get(c) for c in COLUMNS}
@@ -1199,6 +1250,14 @@ class GitArchive(EvidenceStore):
 
     def location(self, record: Mapping[str, Any]) -> str:
         return f"{self.url} {record['path']}"
+
+    @_fresh_if_altered
+    def catalogue_files(self) -> builtins.list[tuple[str, bytes]]:
+        git, commit = self._open()
+        if commit is None:
+            return []
+        found = sorted((p, oid) for p, oid in git.tree(commit, CATALOGUE_DIR).items() if _CATALOGUE_PATH_RE.match(p))
+        return list(zip([p for p, _ in found], self._cat_blobs(git, [oid for _, oid in found]), strict=True))
 
     @_fresh_if_altered
     def unindexed(self, records: Sequence[Mapping[str, Any]]) -> builtins.list[VerifyProblem]:

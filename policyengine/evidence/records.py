@@ -50,6 +50,7 @@ from policyengine.errors import UsageError
 from policyengine.evidence.bundle import (
     ATTESTATION,
     MANIFEST,
+    READABLE_SCHEMA_VERSIONS,
     REPORT,
     SCHEMA_VERSION,
     ZIP_READ_ERRORS,
@@ -58,6 +59,7 @@ from policyengine.evidence.bundle import (
     check_members,
     check_statement,
     inspect_bundle,
+    newer_version_message,
 )
 from policyengine.evidence.signing import STATEMENT_TYPE
 from policyengine.models import parse_instant
@@ -282,9 +284,8 @@ def inspect_record(zf: zipfile.ZipFile, bundle_id: str, public_key: tuple[Any, s
                 f"({', '.join(RECORD_KINDS)}): made by a newer version of policyengine? upgrade")
         kind = None
     version = manifest.get("schema_version")
-    if type(version) is int and version > SCHEMA_VERSION:
-        problem("manifest", MANIFEST, f"schema_version {version}: made by a newer version of policyengine: upgrade "
-                "policyengine to verify it")
+    if type(version) is int and version > max(READABLE_SCHEMA_VERSIONS):
+        problem("version", MANIFEST, newer_version_message("the record bundle", version))
     elif kind == BASELINE:
         if version != BASELINE_SCHEMA_VERSION or type(version) is not int:
             problem("manifest", MANIFEST, f"a {kind} bundle must have schema_version {BASELINE_SCHEMA_VERSION}")

@@ -8,6 +8,9 @@ Keys under ``s3://bucket/prefix``::
                                                                      (``store.chain_key``: the repository and
                                                                      environment, each percent-encoded)
     <prefix>/_staging/<id>.zip                                       a bundle being committed
+    <prefix>/_catalogue/<n>.json                                     the store catalogues (the newest:
+                                                                     the store head)
+    <prefix>/_catalogue/pending/<id>.json                            a record whose catalogue is not written yet
 
 Every bundle and index record is written with ``If-None-Match: *``: an existing object is never
 replaced. Where the bucket has Object Lock enabled, bundles and records are written in
@@ -22,7 +25,13 @@ Committing a bundle to its chain, without a lock:
 3. replace ``head.json`` with ``If-Match: <ETag>`` (``If-None-Match: *`` for a new chain);
    when another writer moved the head meanwhile, the write fails (412) and this writer
    rebuilds its bundle on the new head and tries again: chains never fork;
-4. write the bundle to its final key and its index record, then delete the staged copy.
+4. write the bundle to its final key and its index record, then delete the staged copy;
+5. move the store catalogue forward (``evidence.catalogue``): read the newest
+   ``_catalogue/<n>.json``, write ``_catalogue/<n+1>.json`` with ``If-None-Match: *``; when another
+   writer took ``n+1`` meanwhile (412), read it and try again. Between the head claim and the
+   bundle, a marker ``_catalogue/pending/<id>.json`` names the record: a writer killed before its
+   catalogue leaves it, and the next writer folds that record into its catalogue and says so.
+   Writers of other chains meet only here, after their bundles are in place.
 
 boto3 is the optional extra ``policyengine-gate[s3]``; the endpoint, region and credentials come
 from the standard AWS variables (``AWS_ENDPOINT_URL``, ``AWS_ACCESS_KEY_ID``, profiles, ...).
@@ -32,6 +41,7 @@ from __future__ import annotations
 
 import builtins
 import contextlib
+import dataclasses
 import hashlib
 import json
 import os
@@ -43,9 +53,10 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import IO, Any, cast
 
+import policyengine.evidence.catalogue as catalogue_mod
 from policyengine import deadline
 from policyengine.errors import EvidenceError, UsageError
-from policyengine.evidence.bundle import CHUNK, VerifyProblem
+from policyengine.evidence.bundle import CHUNK, VerifyProblem, format_timestamp
 from policyengine.evidence.index import ObjectCache, Query, answer, in_period
 from policyengine.evidence.signing import SigningKey
 from policyengine.evidence.store import (
@@ -72,6 +83,11 @@ def retention_delta(value: str) -> timedelta:
         raise ValueError(f"retention {value!r} is not a number followed by d, w or y")
     n, unit = int(match[1]), match[2]
     return timedelta(days=n * {"d": 1, "w": 7, "y": 365}[unit])
+
+
+def _catalogue_segment() -> str:
+    """The key segment of the store catalogues (``_catalogue``: beside ``_index`` and ``_chains``)."""
+    return "_" + catalogue_mod.CATALOGUE_DIR
 
 
 def _segment(value: str | None) -> str:
@@ -281,14 +297,105 @@ class S3Archive(EvidenceStore):
                         except deadline.RunDeadlineError as exc:
                             raise EvidenceError(exc.message, hint=exc.hint) from None
                         continue
+                    self._put(self._pending_key(record["id"]),
+                              json.dumps(record, sort_keys=True).encode("utf-8"), content_type="application/json")
                     pause_point("claimed")
                     with open(path, "rb") as body:
                         self._land(record, body, retain_until)
-                    return ref_of(record)
+                    pause_point("landed")
+                    store_head = self._record_catalogue(record, signing_key)
+                    return dataclasses.replace(ref_of(record), store_head=store_head)
         except self._errors() as exc:
             raise self._fail(f"write bundle {job.bundle_id}", exc) from exc
         raise EvidenceError(f"S3 store {self.url}: bundle {job.bundle_id} could not be chained after "
                             f"{_MAX_ATTEMPTS} attempts: too many concurrent writers", hint="retry the job")
+
+    # -- the catalogue ---------------------------------------------------------------------
+
+    def _catalogue_prefix(self) -> str:
+        return self._key(_catalogue_segment()) + "/"
+
+    def _pending_key(self, bundle_id: str) -> str:
+        return self._key(_catalogue_segment(), "pending", f"{bundle_id}.json")
+
+    def _catalogue_keys(self) -> tuple[builtins.list[str], builtins.list[str]]:
+        """(catalogue keys in sequence order, pending marker keys): one listing."""
+        names, pending = [], []
+        prefix = self._catalogue_prefix()
+        for obj in self._list_keys(prefix):
+            rest = obj["Key"][len(prefix):]
+            if rest.startswith("pending/") and rest.endswith(".json"):
+                pending.append(obj["Key"])
+            elif catalogue_mod.sequence_of_name(rest) is not None and "/" not in rest:
+                names.append(obj["Key"])
+        return sorted(names), pending
+
+    def catalogue_files(self) -> builtins.list[tuple[str, bytes]]:
+        names, _ = self._catalogue_keys()
+        out = []
+        for key in names:
+            data, _ = self._get_bytes(key)
+            if data is not None:
+                out.append((key, data))
+        return out
+
+    def _record_catalogue(self, record: Mapping[str, Any], signing_key: SigningKey | None) -> str:
+        """Write the next catalogue with ``record``'s chain moved forward (and the records of writers that
+        stopped before theirs, from their markers); return the store head. A compare-and-swap on the
+        catalogue's name: only writers that reach this point at once retry, after their bundles landed."""
+        for attempt in range(_MAX_ATTEMPTS):
+            names, markers = self._catalogue_keys()
+            latest = None
+            if names:
+                data, _ = self._get_bytes(names[-1])
+                try:
+                    latest = catalogue_mod.parse(data or b"")
+                except ValueError as exc:
+                    raise EvidenceError(f"S3 store {self.url}: the catalogue {names[-1]} cannot be read ({exc}): "
+                                        "refusing to write over it",
+                                        hint=f"run `{self.command('evidence', 'verify', '--all')}`") from exc
+            others: list[dict[str, Any]] = []
+            own = self._pending_key(record["id"])
+            for key in markers:
+                if key == own:
+                    continue
+                doc, _ = self._get_json(key)
+                if isinstance(doc, dict) and isinstance(doc.get("id"), str) and self._exists(
+                        self._index_key(doc["id"])):
+                    others.append(doc)  # landed, not catalogued by its writer (yet)
+            seed: list[Mapping[str, Any]] = list(self.read_index()[0]) if latest is None else []
+            repaired = catalogue_mod.behind(latest, others) if latest is not None else others
+            if latest is not None and not catalogue_mod.behind(latest, [record, *others]):
+                head = latest.sha256  # a later writer of this chain catalogued it already
+            else:
+                data = catalogue_mod.build(latest, [*seed, *others, record],
+                                           recorded_at=format_timestamp(datetime.now(timezone.utc)),
+                                           signing_key=signing_key)
+                number = latest.sequence + 1 if latest else 1
+                name = self._key(_catalogue_segment(), catalogue_mod.catalogue_name(number))
+                try:
+                    self._put(name, data, if_none_match=True, content_type="application/json")
+                except self._errors() as exc:
+                    if not _precondition_failed(exc):
+                        raise
+                    try:
+                        time.sleep(deadline.limit(min(0.02 * (attempt + 1), 0.5),
+                                                  f"a retry of the catalogue write to the S3 store {self.url}"))
+                    except deadline.RunDeadlineError as exc2:
+                        raise EvidenceError(exc2.message, hint=exc2.hint) from None
+                    continue
+                head = hashlib.sha256(data).hexdigest()
+                for fixed in repaired:
+                    self.notes.append(f"the catalogue lacked bundle {fixed['id']} (#{fixed.get('sequence')} of "
+                                      f"{fixed.get('repository')} / {fixed.get('environment')}), whose writer had not "
+                                      "recorded it in the catalogue (it stopped, or was still running): repaired, "
+                                      "the catalogue records it now")
+            for done in [record, *others]:
+                with contextlib.suppress(*self._errors()):
+                    self.client.delete_object(Bucket=self.bucket, Key=self._pending_key(str(done["id"])))
+            return head
+        raise EvidenceError(f"S3 store {self.url}: the catalogue could not be written after {_MAX_ATTEMPTS} "
+                            "attempts: too many concurrent writers", hint="retry the job")
 
     def _retain_until(self, retention: str | None) -> datetime | None:
         if not retention:
@@ -455,7 +562,7 @@ class S3Archive(EvidenceStore):
 
     def unindexed(self, records: Sequence[Mapping[str, Any]]) -> builtins.list[VerifyProblem]:
         recorded = {r["path"] for r in records}
-        skip = tuple(self._key(p) + "/" for p in ("_index", "_chains", "_staging"))
+        skip = tuple(self._key(p) + "/" for p in ("_index", "_chains", "_staging", _catalogue_segment()))
         problems = []
         for obj in self._list_keys(self._key("") + "/" if self.prefix else ""):
             key = obj["Key"]

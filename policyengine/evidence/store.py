@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import IO, Any
 from urllib.parse import quote
 
+import policyengine.evidence.catalogue as catalogue_mod
 import policyengine.evidence.chain as chain_mod
 from policyengine.errors import EvidenceError, UsageError
 from policyengine.evidence.bundle import (
@@ -37,6 +38,7 @@ from policyengine.evidence.bundle import (
     format_timestamp,
     plan_members,
 )
+from policyengine.evidence.catalogue import Catalogue, ChainHead
 from policyengine.evidence.index import Query
 from policyengine.evidence.records import (
     BASELINE,
@@ -88,6 +90,9 @@ class BundleRef:
     """None (or ``evaluation``) for an evaluation; ``outcome``, ``review``, ... for a linked record."""
     sequence: int | None = None
     """The bundle's place in its chain (1 for the first); None for a record made before chains."""
+    store_head: str | None = field(default=None, compare=False)
+    """After a write: the SHA-256 of the store's newest catalogue (``evidence.catalogue``), the store head.
+    Not part of the bundle's identity (``list`` does not know it)."""
 
 
 @dataclass(frozen=True)
@@ -310,6 +315,11 @@ class EvidenceStore:
 
     def location(self, record: Mapping[str, Any]) -> str:
         return str(record["path"])
+
+    def catalogue_files(self) -> builtins.list[tuple[str, bytes]]:
+        """Every catalogue the store holds, ``(name, bytes)`` in sequence order (none in a store
+        written before catalogues)."""
+        return []
 
     def query(self, q: Query) -> tuple[Sequence[Mapping[str, Any]], int]:
         """Return the records matching ``q`` (oldest first) and how many index records are unreadable.
@@ -575,6 +585,34 @@ class EvidenceStore:
         return [r for r in records if not is_evaluation(r) and r.get("about_id") == bundle_id
                 and (kind is None or kind_of(r) == kind)]
 
+    def catalogue(self, public_key: tuple[Any, str] | None = None) -> Catalogue | None:
+        """The store's newest catalogue: the chains it should hold, each with its expected length
+        (``ChainHead.sequence``) and newest bundle (id, SHA-256); None when the store has none yet.
+
+        What ``audit reconcile`` holds the store to ("missing chain"). Raises EvidenceError when the
+        newest catalogue cannot be read (or, with ``public_key``, is not validly signed by it):
+        a list that cannot be trusted is never taken for an empty one.
+        """
+        files = self.catalogue_files()
+        if not files:
+            return None
+        name, data = files[-1]
+        try:
+            found = catalogue_mod.parse(data, public_key)
+        except ValueError as exc:
+            raise EvidenceError(f"the catalogue {name} of {self.url} cannot be read: {exc}",
+                                hint=f"run `{self.command('evidence', 'verify', '--all')}`") from exc
+        if public_key is not None and found.signature != "valid":
+            raise EvidenceError(f"the catalogue {name} of {self.url} is not signed by the given key "
+                                f"({found.signature})",
+                                hint=f"run `{self.command('evidence', 'verify', '--all')}`")
+        return found
+
+    def expected_chains(self, public_key: tuple[Any, str] | None = None) -> builtins.list[ChainHead]:
+        """The chains the newest catalogue knows (repository, environment, length, head); [] without one."""
+        found = self.catalogue(public_key)
+        return builtins.list(found.chains) if found is not None else []
+
     def list(self) -> builtins.list[BundleRef]:
         """Return every recorded bundle, oldest first; raise EvidenceError on a corrupt index record."""
         records, problems = self.read_index()
@@ -615,17 +653,37 @@ class EvidenceStore:
         what the index does not record. Raise ``NothingToVerifyError`` when every bundle was
         asked for and the store records and holds none.
         """
+        # The catalogues before the index: every store records a bundle in its index before any
+        # catalogue names it, so a write landing meanwhile can never look like a missing chain.
+        catalogue_files = self.catalogue_files() if heads or not ids else []
         records, problems = self.read_index()
         by_id = {r["id"]: r for r in records}
+        catalogues: builtins.list[Catalogue] = []
+        if heads or not ids:
+            catalogues, series_problems = catalogue_mod.read_series(catalogue_files, public_key)
+            problems.extend(series_problems)
         head_ids: dict[str, str] = {}
+        store_heads: builtins.list[Catalogue] = []
         for head in dict.fromkeys(heads):
             named = next((r for r in records if r["sha256"] == head), None)
-            if named is None:
+            anchored = next((c for c in catalogues if c.sha256 == head), None)
+            if anchored is not None:
+                store_heads.append(anchored)  # a store head: its catalogue, and what followed it
+            elif named is None:
                 problems.append(VerifyProblem("", None, "head", (
                     f"the anchored chain head sha256 {head} is not in the archive {self.url}: the bundle it names "
-                    "(the newest of its chain when it was anchored) was deleted, or the history was rewritten")))
+                    "(the newest of its chain when it was anchored), or the catalogue it names (a store head), "
+                    "was deleted, or the history was rewritten")))
             else:
                 head_ids[named["id"]] = head
+        for anchored in store_heads:
+            problems.extend(catalogue_mod.chain_problems(
+                anchored, records, what=f"the anchored store head (catalogue #{anchored.sequence})"))
+        if catalogues and not ids:
+            latest = catalogues[-1]
+            if all(latest is not a for a in store_heads):
+                problems.extend(catalogue_mod.chain_problems(latest, records,
+                                                             what=f"the newest catalogue (#{latest.sequence})"))
         if ids:
             checked = tuple(dict.fromkeys([*ids, *head_ids]))
             for bundle_id in checked:
@@ -726,6 +784,8 @@ class EvidenceStore:
                 raise NothingToVerifyError(
                     f"nothing to verify: {self.url} records no evidence bundle and holds none",
                     hint="pass the archive that `policyengine check` wrote (--evidence-dir / --evidence-store)")
+        if catalogues and not ids:
+            warnings.extend(catalogue_mod.lag_warnings(catalogues[-1], records))
         return VerifyReport(checked=checked, problems=tuple(problems), signatures=signatures,
                             warnings=tuple(warnings), timestamps=timestamps)
 

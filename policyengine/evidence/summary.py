@@ -158,7 +158,7 @@ def summarize(store: EvidenceStore, *, since: str, until: str, environment: str 
                                                  for rule, n in sorted(denials.items(), key=lambda x: (-x[1], x[0]))]},
         "overrides": {
             "advisory": [_item(r) for r in readable if r.get("advisory") is True and r["decision"] == "deny"],
-            "emergency": [_item(r) for r in readable if r.get("_emergency")],
+            "emergency": [_item(r) for r in readable if r.get("_emergency") and _released(r)],
             "simulated": [_item(r) for r in readable if r.get("simulated") is True],
         },
         "unsigned": [_item(r) for r in readable if not r.get("signed_by")],
@@ -240,6 +240,13 @@ def _min_approvals(emergency: Any) -> int:
     return need if isinstance(need, int) and need >= 1 else 1
 
 
+def _released(row: Mapping[str, Any]) -> bool:
+    """Whether an emergency evaluation released a deploy: an allow its emergency was accepted for."""
+    emergency = row.get("_emergency")
+    return (row.get("decision") == "allow" and isinstance(emergency, Mapping)
+            and emergency.get("accepted", True) is not False)
+
+
 def _emergencies(rows: Sequence[Mapping[str, Any]], records: Sequence[Mapping[str, Any]],
                  states: Mapping[str, tuple[str, Any]] | None = None) -> list[dict[str, Any]]:
     """Each emergency evaluation with its status from the ``emergency-approval`` records about it.
@@ -261,7 +268,13 @@ def _emergencies(rows: Sequence[Mapping[str, Any]], records: Sequence[Mapping[st
                        and str(a.get("decision") or "").casefold() not in REJECTED), key=_order)
         due = _first(emergency, "due", "due_at", "approval_due", "approve_by")
         first = mine[0] if mine else None
-        if first is None:
+        if not _released(row):
+            # A refused emergency (or one whose unwaivable rules still denied) deployed nothing:
+            # it awaits no approval, so it is never "open".
+            status = ("refused: " + "; ".join(str(p) for p in emergency.get("problems") or [])
+                      if emergency.get("accepted") is not True else "denied: rules it may not waive still failed")
+            first = None
+        elif first is None:
             status = "open"
         elif not isinstance(due, str):
             status = "approved"
