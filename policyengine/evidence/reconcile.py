@@ -68,10 +68,12 @@ Chain = tuple[str, str]
 def known_chains(store: EvidenceStore, records: Sequence[Mapping[str, Any]] | None = None) -> dict[Chain, int]:
     """Every chain the store should hold, with its expected length (records in it).
 
-    TODO(i16-catalogue): read the store's signed catalogue of chains and their heads. Until it is
-    wired in, the expectation is derived from the index itself (each chain's highest sequence number,
-    which starts at 1), which finds a chain with records missing from its middle but not a chain deleted whole:
-    the catalogue is what makes a deleted chain visible.
+    The store's newest catalogue of chains (``evidence.catalogue``: every chain, its length and
+    newest bundle, each catalogue naming the one before it) is what makes a chain deleted whole
+    visible; the index itself adds each chain's highest sequence number (which starts at 1), so
+    a chain with records missing from its middle is found in a store written before catalogues
+    too. A catalogue that cannot be read raises EvidenceError: a list that cannot be trusted is
+    never taken for an empty one (reconcile exits 3). Its signature is checked by ``verify``.
     """
     if records is None:
         records, _ = store.read_index()
@@ -84,7 +86,11 @@ def known_chains(store: EvidenceStore, records: Sequence[Mapping[str, Any]] | No
             highest[key] = max(highest.get(key, 0), seq)
         else:
             unnumbered[key] = unnumbered.get(key, 0) + 1
-    return {k: highest.get(k, 0) + unnumbered.get(k, 0) for k in {*highest, *unnumbered}}
+    out = {k: highest.get(k, 0) + unnumbered.get(k, 0) for k in {*highest, *unnumbered}}
+    for head in store.expected_chains():
+        key = (head.repository, head.environment)
+        out[key] = max(out.get(key, 0), head.sequence)
+    return out
 
 
 def present_chains(records: Sequence[Mapping[str, Any]]) -> dict[Chain, int]:
