@@ -421,6 +421,9 @@ _TICKET_KEYS: dict[str, dict[str, Compare]] = {
         "issue_types": _fewer_is_stronger("Jira issue types"),
         "url": _pin("Jira instance"),
         "api_version": _neutral("Jira REST API version"),
+        # The status whose transition records the approver: another status changes what counts as
+        # approved, which policy diff cannot rank.
+        "approval_status": _undecided_if_changed("Jira approval status"),
     },
     "servicenow": {
         "pattern": _undecided_if_changed("ServiceNow change number pattern"),

@@ -28,7 +28,7 @@ if [ -n "${PE_TEST_DATE:-}" ]; then
   echo "$PE_TEST_DATE" > .venv/pe-test-date
   trap 'rm -f "$site/pe-test-clockshift.pth" .venv/pe-test-date' EXIT
   echo "test.sh: running as if today were $PE_TEST_DATE (tests/clockshift/sitecustomize.py)"
-  .venv/bin/python -m pytest -n "$workers" --dist loadgroup --durations=10 "$@"
+  .venv/bin/python -m pytest -n "$workers" --durations=10 "$@"
   exit $?
 fi
-exec .venv/bin/python -m pytest -n "$workers" --dist loadgroup --durations=10 "$@"
+exec .venv/bin/python -m pytest -n "$workers" --durations=10 "$@"

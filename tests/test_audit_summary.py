@@ -11,6 +11,7 @@ pipeline. Bundles are written straight into a LocalArchive (signed), outcomes an
 
 from __future__ import annotations
 
+import heapq
 import json
 import os
 import statistics
@@ -27,9 +28,6 @@ from policyengine.evidence.archive import LocalArchive
 from policyengine.evidence.records import RecordKind
 from policyengine.evidence.signing import SigningKey, key_id
 from policyengine.evidence.summary import render, summarize
-
-# The module-scoped fixtures are built once: keep the module on one pytest-xdist worker.
-pytestmark = pytest.mark.xdist_group("test_audit_summary")
 
 REPO = Path(__file__).resolve().parents[1]
 POLICY_V1 = (REPO / "policies" / "soc2-production.yml").read_bytes()
@@ -121,13 +119,45 @@ def year(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Year]:
         # A lighter path for writing 6,000 bundles: no fsync (durability is tested elsewhere).
         mp.setattr(os, "fsync", lambda fd: None)
         y = Year(tmp_path_factory.mktemp("year") / "archive", key())
+        # Every write is queued with its time and made in time order: verify fails a chain whose
+        # created_at goes backwards by more than 10 minutes (a backdated bundle), so the year is
+        # written the way a real archive grows.
+        events: list[tuple[datetime, int, Any]] = []
+
+        order = iter(range(10**9))
+
+        def at(when: datetime, action: Any) -> None:
+            heapq.heappush(events, (when, next(order), action))
+
+        def evaluation(i: int, when: datetime, common: dict[str, Any], kw: dict[str, Any]) -> None:
+            record = y.write(when=when, lead_hours=i % 4 + 1, signed=i not in UNSIGNED, **common, **kw)
+            y.ids[i] = record["id"]
+            if i not in NO_OUTCOME:
+                status = "failed" if i in FAILED else "rolled_back" if i in ROLLED_BACK else "deployed"
+                at(when + timedelta(minutes=30), lambda: outcome(y.archive, record, status,
+                                                                 when + timedelta(minutes=30), y.signer))
+            if i in REVIEWED:
+                at(when + timedelta(hours=1), lambda: y.archive.append_record(
+                    "review", record, {"result": "ok", "note": "fine", "by": "rita", "by_verified": False,
+                                       "by_source": "--by"}, signing_key=y.signer,
+                    created_at=when + timedelta(hours=1)))
+            if EMERGENCY.get(i) in ("on time", "late"):
+                approved = when + timedelta(hours=6 if EMERGENCY[i] == "late" else 1)
+                at(approved, lambda: y.archive.append_record(
+                    APPROVAL, record, {"result": "approved", "by": "cto", "by_verified": False, "by_source": "--by"},
+                    signing_key=y.signer, created_at=approved))
+
+        # Outside the period: never counted (and the oldest record of its chain).
+        at(datetime(2025, 12, 31, 12, tzinfo=timezone.utc), lambda: y.write(
+            when=datetime(2025, 12, 31, 12, tzinfo=timezone.utc), repo=REPOS[0], env=ENVS[0], commit="8" * 40,
+            pipeline="old"))
         for i in range(N):
             when = START + i * STEP
             repo, env = chain_of(i)
-            commit = f"{i:040x}"
-            common: dict[str, Any] = {"repo": repo, "env": env, "commit": commit, "pipeline": f"run-{i}"}
+            common: dict[str, Any] = {"repo": repo, "env": env, "commit": f"{i:040x}", "pipeline": f"run-{i}"}
             if i in RERUN:  # the first attempt of the same pipeline, allowed, a minute earlier
-                y.write(when=when - timedelta(minutes=1), **common)
+                at(when - timedelta(minutes=1), lambda when=when, common=common: y.write(
+                    when=when - timedelta(minutes=1), **common))
             kw: dict[str, Any] = {}
             if i in ADVISORY:
                 kw = {"verdict": "deny", "advisory": True,
@@ -136,41 +166,36 @@ def year(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Year]:
                 kw["emergency"] = {"declared_by": "erin", "reason": "outage", "incident": "INC-1",
                                    "waived_rules": ["peer-review"],
                                    "due": (when + timedelta(hours=4)).strftime("%Y-%m-%dT%H:%M:%SZ")}
-            record = y.write(when=when, lead_hours=i % 4 + 1, signed=i not in UNSIGNED, **common, **kw)
-            y.ids[i] = record["id"]
-            if i not in NO_OUTCOME:
-                status = "failed" if i in FAILED else "rolled_back" if i in ROLLED_BACK else "deployed"
-                outcome(y.archive, record, status, when + timedelta(minutes=30), y.signer)
-            if i in REVIEWED:
-                y.archive.append_record("review", record, {"result": "ok", "note": "fine", "by": "rita",
-                                                           "by_verified": False, "by_source": "--by"},
-                                        signing_key=y.signer, created_at=when + timedelta(hours=1))
-            if EMERGENCY.get(i) in ("on time", "late"):
-                late = EMERGENCY[i] == "late"
-                y.archive.append_record(APPROVAL, record, {"result": "approved", "by": "cto", "by_verified": False,
-                                                           "by_source": "--by"}, signing_key=y.signer,
-                                        created_at=when + timedelta(hours=6 if late else 1))
+            at(when, lambda i=i, when=when, common=common, kw=kw: evaluation(i, when, common, kw))
         # What is not a deployment, spread over the year (3 minutes after deployments of chain 0).
         for n in range(30):  # 20 denied by peer-review, 10 by peer-review and tests
             rules = [{"id": "peer-review", "enforcement": "deny", "status": "fail"}]
             if n >= 20:
                 rules.append({"id": "tests", "enforcement": "deny", "status": "error"})
             when = START + (60 * n) * STEP + timedelta(minutes=3)
-            y.write(when=when, verdict="deny", rules=rules, repo=REPOS[0], env=ENVS[0], commit="d" * 40,
-                    pipeline=f"deny-{n}")
+            at(when, lambda when=when, rules=rules, n=n: y.write(
+                when=when, verdict="deny", rules=rules, repo=REPOS[0], env=ENVS[0], commit="d" * 40,
+                pipeline=f"deny-{n}"))
         for n in range(4):
-            y.write(when=START + (500 * n + 6) * STEP + timedelta(minutes=3), simulated=True, repo=REPOS[0],
-                    env=ENVS[0], commit="5" * 40, pipeline=f"sim-{n}")
+            when = START + (500 * n + 6) * STEP + timedelta(minutes=3)
+            at(when, lambda when=when, n=n: y.write(when=when, simulated=True, repo=REPOS[0], env=ENVS[0],
+                                                    commit="5" * 40, pipeline=f"sim-{n}"))
         for n in range(3):
-            y.write(when=START + (600 * n + 12) * STEP + timedelta(minutes=3), verdict="not_applicable",
-                    repo=REPOS[0], env=ENVS[0], commit="6" * 40, pipeline=f"na-{n}")
+            when = START + (600 * n + 12) * STEP + timedelta(minutes=3)
+            at(when, lambda when=when, n=n: y.write(when=when, verdict="not_applicable", repo=REPOS[0],
+                                                    env=ENVS[0], commit="6" * 40, pipeline=f"na-{n}"))
         for n in range(6):
             when = START + (300 * n + 18) * STEP + timedelta(minutes=3)
-            record = y.write(when=when, repo=REPOS[0], env=ENVS[0], commit="7" * 40, pipeline=f"nd-{n}")
-            outcome(y.archive, record, "not_deployed", when + timedelta(minutes=5), y.signer)
-        # Outside the period: never counted.
-        y.write(when=datetime(2025, 12, 31, 12, tzinfo=timezone.utc), repo=REPOS[0], env=ENVS[0], commit="8" * 40,
-                pipeline="old")
+
+            def not_deployed(when: datetime = when, n: int = n) -> None:
+                record = y.write(when=when, repo=REPOS[0], env=ENVS[0], commit="7" * 40, pipeline=f"nd-{n}")
+                at(when + timedelta(minutes=5), lambda: outcome(y.archive, record, "not_deployed",
+                                                                when + timedelta(minutes=5), y.signer))
+
+            at(when, not_deployed)
+        while events:  # an action may queue later ones (an evaluation queues its outcome)
+            _when, _seq, action = heapq.heappop(events)
+            action()
         yield y
 
 

@@ -94,6 +94,8 @@ DECLARED: list[Declared] = [
     Declared(r"^\.venv/bin/python - <<'EOF'\nimport sys, time", None,
              "a measurement of parallel requests (docs/performance.md), not a check"),
     Declared(r"^cd /work/main$", None, "the measurements' machine-specific checkout"),
+    Declared(r"^for dir in /tmp/base \"\$PWD\"; do", None,
+             "a measurement of 20 concurrent writers before and after, in two machine-specific checkouts"),
 ]
 
 

@@ -19,9 +19,6 @@ import pytest
 
 from policyengine.evidence.archive import LocalArchive
 
-# The module-scoped fixtures are built once: keep the module on one pytest-xdist worker.
-pytestmark = pytest.mark.xdist_group("test_export_population")
-
 POLICY = b"name: prod\nrules:\n  - id: peer-review\n    type: approvals\n    min_approvals: 2\n"
 T0 = datetime(2026, 10, 5, 12, 0, tzinfo=timezone.utc)
 PERIOD = ("--since", "2026-10-01", "--until", "2026-10-31")

@@ -28,9 +28,6 @@ from test_evidence import CHANGE, write
 from policyengine.evidence.archive import LocalArchive
 from policyengine.evidence.signing import SigningKey, key_id
 
-# The module-scoped fixtures are built once: keep the module on one pytest-xdist worker.
-pytestmark = pytest.mark.xdist_group("test_export_verify")
-
 PERIOD = ("--since", "2026-10-01", "--until", "2026-10-31")
 
 

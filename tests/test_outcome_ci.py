@@ -52,7 +52,9 @@ def test_the_outcome_job_records_the_deploy_jobs_status(tmp_path: Path, deploy_s
     assert outcome["about_id"] == bundle_id and outcome["decision"] == expected
     with zipfile.ZipFile(archive.root / outcome["path"]) as zf:
         doc = json.loads(zf.read("record.json"))
-    assert (doc["by"], doc["by_verified"]) == ("dana", True)
+    # No CI ID token here (POLICYENGINE_ID_TOKEN unset): GITLAB_USER_LOGIN alone is anyone's word, so
+    # the record is self-asserted (issue 17); tests/test_identity.py covers the verified case.
+    assert (doc["by"], doc["by_verified"]) == ("dana", False)
     assert archive.verify().ok
 
 

@@ -88,7 +88,7 @@ def test_action_inputs_outputs_and_env_only_inputs() -> None:
     assert action["inputs"]["policy-source"]["default"] == "previous-deploy"
     assert action["inputs"]["trust-key"]["default"] == action["inputs"]["waivers"]["default"] == ""
     assert action["inputs"]["github-token"]["default"] == "${{ github.token }}"
-    assert set(action["outputs"]) == {"decision", "bundle-id", "bundle-path", "junit-path", "chain-head"}
+    assert set(action["outputs"]) == {"decision", "bundle-id", "bundle-path", "junit-path", "chain-head", "store-head"}
     steps = action["runs"]["steps"]
     assert action["runs"]["using"] == "composite"
     for step in steps:
@@ -576,7 +576,8 @@ def test_the_documented_gitlab_example_installs_as_written(tmp_path: Path, doc: 
     assert res.returncode == 0, res.stdout + res.stderr
     gate = load(tmp_path / ".gitlab-ci.yml")["deploy-gate"]
     assert gate["extends"] == ".policyengine-gate" and not gate["variables"].get("POLICYENGINE_INSTALL")
-    lock_name = gate["variables"]["POLICYENGINE_REQUIREMENTS"]
+    # The template's default lock name, unless the example names another.
+    lock_name = gate["variables"].get("POLICYENGINE_REQUIREMENTS", "policyengine-gate.lock")
     version = re.search(r'__version__ = "([^"]+)"', (REPO / "policyengine" / "__init__.py").read_text())[1]
     # The page (for the README: docs/install.md, which it links) tells how to make that lock, for this
     # version, with every hash...

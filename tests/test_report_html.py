@@ -28,9 +28,6 @@ from policyengine.gather import gather_facts
 from policyengine.policy import load_change, load_policy
 from policyengine.workspace import Workspace
 
-# The module-scoped fixtures are built once: keep the module on one pytest-xdist worker.
-pytestmark = pytest.mark.xdist_group("test_report_html")
-
 ACC = FIXTURES / "acceptance"
 HOSTILE_SCRIPT = "<script>alert(1)</script>"
 HOSTILE_ATTR = '"><img src=x onerror=alert(document.domain)>'

@@ -33,7 +33,10 @@ from policyengine.evidence.signing import load_public_key, load_signing_key
 from policyengine.evidence.timestamp import StampCheck, Timestamper, load_roots, stamping
 
 FIXTURES = Path(__file__).parent / "fixtures" / "acceptance"
-NOW = datetime.now(timezone.utc).replace(microsecond=0)  # the TSA's clock is the real one
+def _now() -> datetime:
+    """The real clock now (the TSA's clock is the real one): read per use, never at import, since
+    a pytest-xdist worker may import this module minutes before it runs a test."""
+    return datetime.now(timezone.utc).replace(microsecond=0)
 
 
 @pytest.fixture(scope="session")
@@ -149,7 +152,7 @@ def test_a_token_from_an_authority_that_does_not_chain_to_the_given_root_fails_v
     archive = LocalArchive(tmp_path / "archive")
     key = load_signing_key(str(keys[0]))
     with stamping(Timestamper(urls=(server.url,), roots=load_roots(str(tsa.root), what="test"))):
-        ref = write(archive, signing_key=key, created_at=NOW)
+        ref = write(archive, signing_key=key, created_at=_now())
     good = archive.verify([], load_public_key(str(keys[1])), stamps=StampCheck(load_roots(str(tsa.root), what="t")))
     assert good.ok, good.problems
     assert good.timestamps == {ref.id: "valid"}
@@ -231,7 +234,7 @@ def test_a_compare_and_swap_retry_that_signs_again_stamps_again(
         key = load_signing_key(str(keys[0]))
         roots = load_roots(str(tsa.root), what="test")
         with stamping(Timestamper(urls=(server.url,), roots=roots)):
-            write(store, signing_key=key, created_at=NOW)
+            write(store, signing_key=key, created_at=_now())
             real = S3Archive._settled_head
             calls = {"n": 0}
 
@@ -242,7 +245,7 @@ def test_a_compare_and_swap_retry_that_signs_again_stamps_again(
             monkeypatch.setattr(S3Archive, "_settled_head", stale)
             monkeypatch.setattr(S3Archive, "_legacy_head", lambda self, key, retain: None)
             before = server.requests
-            write(store, signing_key=key, created_at=NOW)
+            write(store, signing_key=key, created_at=_now())
         assert calls["n"] == 2  # one lost race, one retry
         assert server.requests - before == 2  # each signed statement got its own token
         monkeypatch.undo()
@@ -290,7 +293,7 @@ def test_a_backdated_bundle_is_flagged_with_a_tsa_token(
     archive = LocalArchive(tmp_path / "archive")
     roots = load_roots(str(tsa.root), what="test")
     with stamping(_AnyTime(urls=(server.url,), roots=roots)):
-        forged = write(archive, signing_key=load_signing_key(str(keys[0])), created_at=NOW - timedelta(days=60))
+        forged = write(archive, signing_key=load_signing_key(str(keys[0])), created_at=_now() - timedelta(days=60))
     for stamps in (StampCheck(roots), StampCheck()):  # with or without the auditor's root
         found = _time_problems(archive.verify([], load_public_key(str(keys[1])), stamps=stamps))
         assert [(b, m) for b, m, _ in found] == [(forged.id, TIMESTAMP)]
@@ -303,8 +306,8 @@ def test_a_tsa_token_over_other_bytes_is_flagged(
     roots = load_roots(str(tsa.root), what="test")
     key = load_signing_key(str(keys[0]))
     with stamping(Timestamper(urls=(server.url,), roots=roots)):
-        first = write(archive, signing_key=key, created_at=NOW)
-        second = write(archive, signing_key=key, created_at=NOW)
+        first = write(archive, signing_key=key, created_at=_now())
+        second = write(archive, signing_key=key, created_at=_now())
     # A genuine token of this TSA, but over the first bundle's signature, put into the second.
     path_a, path_b = archive.root / first.path, archive.root / second.path
     members = _members(path_b)
@@ -322,12 +325,17 @@ def test_a_removed_token_and_a_token_in_an_older_schema_are_flagged(
     roots = load_roots(str(tsa.root), what="test")
     key = load_signing_key(str(keys[0]))
     with stamping(Timestamper(urls=(server.url,), roots=roots)):
-        stripped = write(archive, signing_key=key, created_at=NOW)
+        stripped = write(archive, signing_key=key, created_at=_now())
         token = _members(archive.root / stripped.path)[TIMESTAMP]
     members = _members(archive.root / stripped.path)
     del members[TIMESTAMP]
     _rezip(archive.root / stripped.path, members)
-    older = write(archive, signing_key=key, created_at=NOW)  # schema 2: asked for no timestamp
+    from policyengine.evidence import bundle as bundle_module
+
+    with pytest.MonkeyPatch.context() as patch:  # a bundle as a release before schema 3 wrote it
+        patch.setattr(bundle_module, "SCHEMA_VERSION", 2)
+        older = write(archive, signing_key=key, created_at=_now())
+    assert json.loads(_members(archive.root / older.path)[MANIFEST])["schema_version"] == 2
     members = _members(archive.root / older.path)
     members[TIMESTAMP] = token
     _rezip(archive.root / older.path, members)
@@ -343,13 +351,13 @@ def test_an_unsigned_bundle_that_asked_for_a_timestamp_says_why_it_has_none(
         tsa: Tsa, server: TsaServer, tmp_path: Path) -> None:
     archive = LocalArchive(tmp_path / "archive")
     with stamping(Timestamper(urls=(server.url,), roots=load_roots(str(tsa.root), what="test"))):
-        ref = write(archive, created_at=NOW)
+        ref = write(archive, created_at=_now())
     manifest = json.loads(_members(archive.root / ref.path)[MANIFEST])
     assert manifest["timestamp"]["token"] is None and "unsigned" in manifest["timestamp"]["reason"]
     assert server.requests == 0
     with pytest.raises(Exception, match="a timestamp is required, but the statement is unsigned"), \
             stamping(Timestamper(urls=(server.url,), roots=(), required=True)):
-        write(archive, created_at=NOW)
+        write(archive, created_at=_now())
 
 
 def test_the_token_stamps_the_envelope_signature(tsa: Tsa, server: TsaServer, keys: tuple[Path, Path],
@@ -361,12 +369,12 @@ def test_the_token_stamps_the_envelope_signature(tsa: Tsa, server: TsaServer, ke
 
     archive = LocalArchive(tmp_path / "archive")
     with stamping(Timestamper(urls=(server.url,), roots=load_roots(str(tsa.root), what="test"))):
-        ref = write(archive, signing_key=load_signing_key(str(keys[0])), created_at=NOW)
+        ref = write(archive, signing_key=load_signing_key(str(keys[0])), created_at=_now())
     members = _members(archive.root / ref.path)
     signature = base64.b64decode(json.loads(members[ATTESTATION])["signatures"][0]["sig"])
     info = decode_timestamp_response(members[TIMESTAMP]).tst_info
     assert info.message_imprint.message == hashlib.sha256(signature).digest()
-    assert abs((info.gen_time.replace(tzinfo=timezone.utc) - NOW).total_seconds()) < 300
+    assert abs((info.gen_time.replace(tzinfo=timezone.utc) - _now()).total_seconds()) < 300
     assert CHANGE["repository"] in json.loads(members[MANIFEST])["chain"]["repository"]
 
 
@@ -419,8 +427,8 @@ def test_an_audit_export_checks_each_bundles_token(
     key = load_signing_key(str(keys[0]))
     with stamping(Timestamper(urls=(server.url,), roots=roots)):
         for _ in range(2):
-            write(archive, signing_key=key, created_at=NOW)
-    day = NOW.date()
+            write(archive, signing_key=key, created_at=_now())
+    day = _now().date()
     out = tmp_path / "export.zip"
     done = _cli("audit", "export", "--archive", str(archive.root), "--since", str(day - timedelta(days=1)),
                 "--until", str(day + timedelta(days=1)), "--sample", "2", "--seed", "1", "-o", str(out), "--signing-key", str(keys[0]))
@@ -439,7 +447,7 @@ def test_records_appended_after_the_gate_are_stamped_too(tsa: Tsa, server: TsaSe
     """A record appended after the gate (outcome, review, emergency approval) is a bundle with a
     statement of its own: --timestamp-url stamps it, and --require-timestamps then holds."""
     archive = LocalArchive(tmp_path / "archive")
-    evaluation = write(archive, signing_key=load_signing_key(str(keys[0])), created_at=NOW,
+    evaluation = write(archive, signing_key=load_signing_key(str(keys[0])), created_at=_now(),
                        decision={"decision": "allow", "rules": []})
     done = _cli("evidence", "record-outcome", "--archive", str(archive.root), evaluation.id, "--by", "dana",
                 "--status", "deployed", "--signing-key", str(keys[0]), "--timestamp-url", server.url,

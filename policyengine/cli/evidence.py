@@ -66,7 +66,7 @@ def load_key(public_key: str | None) -> Any:
 
 @click.group(context_settings=CONTEXT)
 def evidence() -> None:
-    """List, show, get, verify and replay evidence bundles; record-outcome and review append records.
+    """List, show, get, verify and replay evidence bundles; record-outcome, review and baseline append records.
 
     The archive is a folder, an S3 bucket or a git ref (--archive).
     """
