@@ -17,7 +17,10 @@ if [ "$(id -u)" = "0" ] && { [ -n "${CI:-}" ] || [ "${POLICYENGINE_INSTALL_BROWS
 fi
 # Most tests wait on subprocesses, git and loopback servers, so twice as many workers as cores
 # (at least 4) keeps both cores busy; each worker has its own cache folder (tests/conftest.py).
-# --durations=10 reports the ten slowest tests of every run (docs/performance.md).
+# --dist loadscope keeps each module on one worker, so a module-scoped fixture (the audit year:
+# 2,000 deployments) is built once, not once per worker (xdist_group marks do not reach the
+# scheduler with pytest 9). --durations=10 reports the ten slowest tests of every run
+# (docs/performance.md).
 cores="$(nproc 2>/dev/null || echo 2)"
 workers="${POLICYENGINE_TEST_WORKERS:-$(( cores * 2 > 4 ? cores * 2 : 4 ))}"
 if [ -n "${PE_TEST_DATE:-}" ]; then
@@ -28,7 +31,7 @@ if [ -n "${PE_TEST_DATE:-}" ]; then
   echo "$PE_TEST_DATE" > .venv/pe-test-date
   trap 'rm -f "$site/pe-test-clockshift.pth" .venv/pe-test-date' EXIT
   echo "test.sh: running as if today were $PE_TEST_DATE (tests/clockshift/sitecustomize.py)"
-  .venv/bin/python -m pytest -n "$workers" --durations=10 "$@"
+  .venv/bin/python -m pytest -n "$workers" --dist loadscope --durations=10 "$@"
   exit $?
 fi
-exec .venv/bin/python -m pytest -n "$workers" --durations=10 "$@"
+exec .venv/bin/python -m pytest -n "$workers" --dist loadscope --durations=10 "$@"
