@@ -24,7 +24,38 @@ class Tsa:
     config: Path
 
 
+def _clock() -> list[str]:
+    """A prefix that runs ``openssl ts -reply`` on the test run's clock: a run shifted to another
+    date (``PE_TEST_DATE``, tests/clockshift) moves Python's clock only, so the TSA's own clock (a
+    C program) is moved the same whole number of days with libfaketime; nothing otherwise."""
+    import datetime
+    import os
+    import shutil
+    import sys
+
+    date = os.environ.get("PE_TEST_DATE")
+    if date is None:
+        try:
+            with open(os.path.join(sys.prefix, "pe-test-date"), encoding="utf-8") as fh:
+                date = fh.read().strip()
+        except OSError:
+            date = ""
+    if not date:
+        return []
+    import time
+
+    # The real date: clock_gettime is not moved by the shift (time.time and date.today are).
+    real = datetime.datetime.fromtimestamp(time.clock_gettime(time.CLOCK_REALTIME), datetime.timezone.utc).date()
+    days = (datetime.date.fromisoformat(date) - real).days
+    faketime = shutil.which("faketime")
+    if faketime is None:
+        raise RuntimeError("a run shifted to another date needs libfaketime for the TSA (apt-get install faketime)")
+    return [faketime, "-f", f"{days:+d}d"] if days else []
+
+
 def _openssl(*args: str, cwd: Path) -> None:
+    # On the real clock: ten years of validity from today cover a shifted run's token times, and
+    # the verifying library (rfc3161-client, native code) checks validity on the real clock too.
     subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True, timeout=60)
 
 
@@ -86,7 +117,7 @@ class TsaServer:
                         reply = Path(tmp) / "r.tsr"
                         query.write_bytes(body)
                         done = subprocess.run(
-                            ["openssl", "ts", "-reply", "-config", str(tsa.config), "-queryfile", str(query),
+                            [*_clock(), "openssl", "ts", "-reply", "-config", str(tsa.config), "-queryfile", str(query),
                              "-out", str(reply)], capture_output=True, timeout=60, check=False)
                         data = reply.read_bytes() if done.returncode == 0 and reply.exists() else b""
                 code = status if data else 500

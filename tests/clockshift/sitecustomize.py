@@ -10,8 +10,9 @@ time of day stays real.
 What moves: ``time.time``/``time_ns`` (and ``localtime``/``gmtime``/``ctime``/``strftime``
 without an argument) and ``datetime.now``/``utcnow``/``today``, through a subclass that
 overrides only those three, so every other datetime behaviour (``fold`` at a clock change,
-arithmetic, ``astimezone``) is the C implementation's own. ``date.today`` does not move (a
-built-in type's method cannot be replaced); the product never calls it (tests/test_architecture.py). freezegun was tried first: its
+arithmetic, ``astimezone``) is the C implementation's own. ``date.today`` moves too (CPython's
+calls ``time.time``). ``time.clock_gettime`` and programs that are not Python (git, openssl)
+keep the real clock: tests/tsa_server.py moves its openssl with libfaketime. freezegun was tried first: its
 datetime drops ``fold``, which changed messages at a DST fall-back even with a zero shift.
 
 Never part of the product: a clock variable the product read would be a clock override under
