@@ -12,11 +12,10 @@ variables GitHub or GitLab set.
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
-
 import pytest
 from ci_git import STRICT, WEAK, ci_env, deploy_world, git, run_check
 from fake_servers import trusted_history
+from test_waivers_source import WAIVERS_CHANGE, WAIVERS_MAIN  # current on any date the suite runs
 
 
 PREVIOUS = "git:@previous-deploy:policies/prod.yml"
@@ -155,18 +154,6 @@ def test_the_workspace_refs_do_not_name_the_commit_read(tmp_path) -> None:
 
 # -- waivers and bases obey the same rule ------------------------------------------------------
 
-# Approved ten days ago, expiring in two months: the waiver is current on any date the suite runs
-# (these runs are under CI, where the gate reads the wall clock and refuses --now).
-_TODAY = datetime.now(timezone.utc).date()
-WAIVERS_MAIN = f"""waivers:
-  - rule: peer-review
-    scope: {{repository: acme/other}}
-    reason: "the other team is two people for a while"
-    approved_by: carol
-    approved_at: {_TODAY - timedelta(days=10)}
-    expires: {_TODAY + timedelta(days=60)}
-"""
-WAIVERS_CHANGE = WAIVERS_MAIN.replace("acme/other", "acme/payments")
 NO_OWNERS = STRICT.replace("policy_owners: {users: [carol]}\n", "")
 
 
