@@ -43,7 +43,7 @@ from yaml.error import YAMLError
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from policyengine import gitsafe
-from policyengine.errors import PolicySourceError, WorkspaceError
+from policyengine.errors import PolicySourceError, WorkspaceError, explain_git_error
 from policyengine.globs import compile_glob, relative_path_problem
 from policyengine.loader import MAX_FILE_BYTES, compose_all
 from policyengine.workspace import Workspace
@@ -82,18 +82,10 @@ class Tree(Protocol):
         ...  # pragma: no cover - protocol
 
 
-def _git_env() -> dict[str, str]:
-    """This process's environment without a single GIT_* variable that could redirect git."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("GIT_") or k == "GIT_CONFIG_GLOBAL"}
-    env.update({"GIT_TERMINAL_PROMPT": "0", "GIT_CONFIG_NOSYSTEM": "1", "GIT_NO_REPLACE_OBJECTS": "1",
-                "LC_ALL": "C"})
-    return env
-
-
 def _git(repo: Path, *args: str) -> subprocess.CompletedProcess[bytes]:
     try:
         return subprocess.run(["git", *gitsafe.SAFE_CONFIG, *_SAFE, "-C", str(repo), *args],  # noqa: S603,S607
-                              capture_output=True, timeout=_GIT_TIMEOUT, env=_git_env(), check=False)
+                              capture_output=True, timeout=_GIT_TIMEOUT, env=gitsafe.environment(os.environ), check=False)
     except FileNotFoundError:
         raise PipelineError("git is not installed") from None
     except subprocess.TimeoutExpired:
@@ -101,8 +93,7 @@ def _git(repo: Path, *args: str) -> subprocess.CompletedProcess[bytes]:
 
 
 def _first_line(data: bytes) -> str:
-    lines = data.decode("utf-8", "replace").strip().splitlines()
-    return (lines[-1] if lines else "no message")[:200]
+    return explain_git_error(data, limit=200)
 
 
 class GitTree:

@@ -23,10 +23,12 @@ fi
 # (docs/performance.md).
 cores="$(nproc 2>/dev/null || echo 2)"
 workers="${POLICYENGINE_TEST_WORKERS:-$(( cores * 2 > 4 ? cores * 2 : 4 ))}"
+site="$(.venv/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"
+# A shifted run killed before its trap ran would leave every later run shifted: start clean.
+rm -f "$site/pe-test-clockshift.pth" .venv/pe-test-date
 if [ -n "${PE_TEST_DATE:-}" ]; then
   # Every Python process of this run, whatever environment a test gives it, runs as if today were
   # PE_TEST_DATE (tests/clockshift/sitecustomize.py); both files are removed when the run ends.
-  site="$(.venv/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"
   echo "$PWD/tests/clockshift" > "$site/pe-test-clockshift.pth"
   echo "$PE_TEST_DATE" > .venv/pe-test-date
   trap 'rm -f "$site/pe-test-clockshift.pth" .venv/pe-test-date' EXIT
