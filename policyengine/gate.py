@@ -502,6 +502,8 @@ def _record(request: CheckRequest, policy: Policy, gathered: Any, decision: Deci
         recorded["identity"] = json.loads(redactor.text(json.dumps(identity.summary())))
     if request.advisory:
         recorded["advisory_by"] = json.loads(redactor.text(json.dumps(advisory_by(request, identity))))
+    if policy.witness is not None:  # read by `evidence witness` (policyengine.witness)
+        recorded["witness"] = dict(policy.witness)
     from policyengine.evidence.timestamp import stamping
 
     archive = open_store(store_url)

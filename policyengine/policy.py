@@ -109,6 +109,9 @@ class Policy:
     """``identity.issuers``: whose CI ID tokens are trusted (``providers.oidc``)."""
     identity_required: bool = False
     """``identity.required``: inside CI, no verified ID token is an error."""
+    witness: dict[str, Any] | None = None
+    """``witness:`` as written (``{"required": bool}``), or None: recorded in the decision so that
+    ``evidence witness`` (``policyengine.witness``) knows whether a failure stops the deploy."""
 
 
 def load_policy(path: str | Path) -> Policy:
@@ -537,6 +540,8 @@ def _build(data: dict[str, Any], positions: loader.Positions, raw: bytes, file: 
         emergency=build_policy(data),
         timestamp=_timestamp(evidence),
         **_identity(data.get("identity")),
+        witness={"required": data["witness"].get("required") is True} if isinstance(data.get("witness"), dict)
+        else None,
     )
 
 

@@ -48,10 +48,12 @@ class Evidence:
     def evaluation(self, repo: str, env: str, commit: str, when: datetime, *, verdict: str = "allow",
                    advisory: bool = False, emergency: bool = False, subjects: Iterable[str] = (),
                    pipeline: str = "run-1", outcome: str | None = "deployed",
-                   simulated: bool = False) -> dict[str, Any]:
+                   simulated: bool = False, witness_required: bool | None = None) -> dict[str, Any]:
         decision: dict[str, Any] = {"decision": verdict, "evaluated_at": iso(when), "advisory": advisory,
                                     "simulated": simulated, "policy": {"name": "prod", "path": "p.yml"},
                                     "clock": {"source": "system"}, "rules": []}
+        if witness_required is not None:  # the policy's witness: section, as `check` records it
+            decision["witness"] = {"required": witness_required}
         if emergency:  # the shape `check --emergency` records (policyengine.emergency)
             decision["emergency"] = {"declarer": "erin", "declarer_verified": True, "reason": "outage",
                                      "incident": "INC-1", "waived": ["peer-review"], "declared_at": iso(when),
@@ -120,6 +122,7 @@ class GitHubDeployments:
         self.api = api
         self.nodes: dict[tuple[str, str], list[dict[str, Any]]] = {}
         self.queries: list[dict[str, Any]] = []
+        self.statuses: GitHubStatuses | None = None
         api.handler("/graphql", self.serve)
 
     def add(self, repo: str, env: str, sha: str, when: datetime, *, ident: int, state: str | None = "success",
@@ -139,6 +142,8 @@ class GitHubDeployments:
         doc = req.json()
         self.queries.append(doc)
         query, variables = doc["query"], doc["variables"]
+        if "status { contexts" in query and self.statuses is not None:
+            return self.statuses.serve_graphql(query, variables)
         data: dict[str, Any] = {}
         for i in sorted({int(m) for m in re.findall(r"\$o(\d+)", query)}):
             assert f"deployments(environments: [$e{i}]" in query and "latestStatus" in query
@@ -202,3 +207,116 @@ class GitLabDeployments:
             return Reply(200, chunk, headers)
 
         self.api.handler(path, serve)
+
+
+# -- commit statuses: the witness ---------------------------------------------------------------
+
+
+class GitHubStatuses:
+    """Commit statuses of a fake GitHub, as the platform keeps them: ``POST /repos/{repo}/statuses/
+    {sha}`` (REST; the platform stamps its own time, ``clock``, and the creator its token belongs
+    to, ``logins``), read back through GraphQL ``object(oid:) { ... on Commit { status { contexts
+    } } }`` (the latest status of each context, as GitHub's combined status gives)."""
+
+    def __init__(self, deployments: GitHubDeployments, *, rest_prefix: str = "/v3") -> None:
+        self.api = deployments.api
+        self.rest_prefix = rest_prefix
+        deployments.statuses = self
+        self.by_commit: dict[tuple[str, str], list[dict[str, Any]]] = {}
+        self.logins: dict[str, str] = {}
+        self.clock = lambda: datetime.now(timezone.utc)
+        self.refuse: int | None = None
+
+    def accept(self, repo: str, sha: str) -> None:
+        """Let statuses be posted on ``repo``@``sha``."""
+
+        def post(req: Request, api: FakeAPI) -> Reply:
+            if req.method != "POST":
+                return Reply(404, {"message": "Not Found"})
+            if self.refuse:
+                return Reply(self.refuse, {"message": "Resource not accessible by integration"})
+            token = req.headers.get("Authorization", "").removeprefix("Bearer ")
+            if token not in self.logins:
+                return Reply(401, {"message": "Bad credentials"})
+            body = req.json()
+            desc = body.get("description")
+            if body.get("state") not in ("error", "failure", "pending", "success") or (
+                    isinstance(desc, str) and len(desc) > 140):
+                return Reply(422, {"message": "Validation Failed"})
+            status = {"context": body.get("context", "default"), "description": desc,
+                      "state": body["state"].upper(), "createdAt": iso(self.clock()),
+                      "targetUrl": body.get("target_url"), "creator": {"login": self.logins[token]}}
+            self.by_commit.setdefault((repo, sha), []).append(status)
+            return Reply(201, {"id": len(self.by_commit[(repo, sha)]), "state": body["state"],
+                               "context": status["context"], "description": desc})
+
+        self.api.handler(f"{self.rest_prefix}/repos/{repo}/statuses/{sha}", post)
+
+    def add(self, repo: str, sha: str, *, context: str, description: str, when: datetime,
+            creator: str = "acme-witness[bot]", state: str = "SUCCESS") -> None:
+        """A status the platform holds (written by anyone with ``statuses: write``)."""
+        self.by_commit.setdefault((repo, sha), []).append(
+            {"context": context, "description": description, "state": state, "createdAt": iso(when),
+             "targetUrl": None, "creator": {"login": creator}})
+
+    def serve_graphql(self, query: str, variables: dict[str, Any]) -> Reply:
+        data: dict[str, Any] = {}
+        for ri in sorted({int(m) for m in re.findall(r"r(\d+): repository", query)}):
+            repo = f"{variables[f'o{ri}']}/{variables[f'n{ri}']}"
+            block: dict[str, Any] = {}
+            part = query.split(f"r{ri}: repository", 1)[1].split(": repository", 1)[0]
+            for ci in sorted({int(m) for m in re.findall(r"k(\d+): object\(oid: \$s(?:\d+)\)", part)}):
+                sha = variables[f"s{ci}"]
+                statuses = self.by_commit.get((repo, sha), [])
+                latest: dict[str, dict[str, Any]] = {}
+                for st in statuses:  # posted in time order: the last of each context wins
+                    latest[st["context"]] = st
+                block[f"k{ci}"] = {"oid": sha, "status": {"contexts": list(latest.values())} if latest else None}
+            data[f"r{ri}"] = block
+        return Reply(200, {"data": data})
+
+
+class GitLabStatuses:
+    """Commit statuses of a fake GitLab: ``POST /projects/:id/statuses/:sha`` (``name``, ``state``,
+    ``description``; the platform stamps ``created_at`` and the ``author`` of the token) and
+    ``GET /projects/:id/repository/commits/:sha/statuses`` (``name``, ``all``), paged."""
+
+    def __init__(self, api: FakeAPI) -> None:
+        self.api = api
+        self.by_commit: dict[tuple[str, str], list[dict[str, Any]]] = {}
+        self.logins: dict[str, str] = {}
+        self.clock = lambda: datetime.now(timezone.utc)
+
+    def accept(self, project: str, sha: str) -> None:
+        enc = project.replace("/", "%2F")
+
+        def post(req: Request, api: FakeAPI) -> Reply:
+            if req.method != "POST":
+                return Reply(404, {"message": "404 Not found"})
+            token = req.headers.get("PRIVATE-TOKEN", "")
+            if token not in self.logins:
+                return Reply(401, {"message": "401 Unauthorized"})
+            body = req.json()
+            if body.get("state") not in ("pending", "running", "success", "failed", "canceled"):
+                return Reply(400, {"error": "state does not have a valid value"})
+            self.add(project, sha, name=body.get("name") or "default", description=body.get("description"),
+                     when=self.clock(), author=self.logins[token], status=body["state"])
+            return Reply(201, self.by_commit[(project, sha)][-1])
+
+        def listing(req: Request, api: FakeAPI) -> Reply:
+            name = (req.query.get("name") or [None])[0]
+            items = [s for s in self.by_commit.get((project, sha), []) if name is None or s["name"] == name]
+            return Reply(200, list(reversed(items)))
+
+        self.api.handler(f"/projects/{enc}/statuses/{sha}", post)
+        self.api.handler(f"/projects/{enc}/repository/commits/{sha}/statuses", listing)
+
+    def add(self, project: str, sha: str, *, name: str, description: str | None, when: datetime,
+            author: str = "witness-bot", status: str = "success") -> None:
+        items = self.by_commit.setdefault((project, sha), [])
+        items.append({"id": len(items) + 1, "sha": sha, "ref": "main", "status": status, "name": name,
+                      "target_url": None, "description": description,
+                      "created_at": when.strftime("%Y-%m-%dT%H:%M:%S.000Z"), "started_at": None,
+                      "finished_at": None, "allow_failure": False, "coverage": None,
+                      "author": {"id": 7, "username": author, "name": author, "state": "active"}})
+

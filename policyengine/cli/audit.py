@@ -278,17 +278,27 @@ def audit_summary(archive: str, since: str, until: str, environment: str | None,
               help="With --record: sign the record with this Ed25519 private key (PEM).")
 @click.option("--by", metavar="LOGIN", help="With --record outside CI: who records it (self-asserted); in CI, the "
                                              "CI's actor.")
+@click.option("--witness", "witness", is_flag=True,
+              help="Also read the witness statuses (policyengine/<environment>, evidence witness) of the period's "
+                   "commits back from the github or gitlab source (the token needs `statuses: read` / `read_api`): "
+                   "each that disagrees with the store is a witness-mismatch.")
+@click.option("--witness-creator", "witness_creators", multiple=True, metavar="LOGIN",
+              help="With --witness: the login (user or app, e.g. acme-witness[bot]) that writes witness statuses "
+                   "(repeatable); a witness by anyone else is a witness-mismatch. Default: any creator (said so).")
 def audit_reconcile(archive: str, since: str, until: str, sources: tuple[str, ...], repository: str | None,
                     environment: str | None, env_map: tuple[str, ...], namespaces: tuple[str, ...],
                     include_kube_namespaces: bool, org: str | None, org_repositories: tuple[str, ...],
                     redeploy_after: int, now: str | None, fmt: str, output: str | None,
                     public_key: str | None = None, record: bool = False,
-                    signing_key: str | None = None, by: str | None = None) -> int:
+                    signing_key: str | None = None, by: str | None = None, witness: bool = False,
+                    witness_creators: tuple[str, ...] = ()) -> int:
     """Is the population complete? Compare the period's evidence with what the platform recorded.
 
     Exceptions (exit 1): unauthorized (a platform deployment no bundle released, 10 minutes of
     tolerance), phantom (an allowed, deployed bundle the platform never deployed), drift (a running
-    digest no allowed bundle names), missing-chain, ungated-repository. Reported in classes of their
+    digest no allowed bundle names), missing-chain, ungated-repository, and with --witness
+    witness-mismatch (a witness status whose bundle id, digest, store head, time or creator
+    disagrees with the store). Reported in classes of their
     own: redeploy of an earlier approval, advisory ship, emergency awaiting approval, before adoption.
     Exit 0 when there is no exception, 3 when a source cannot be read completely.
 
@@ -301,6 +311,8 @@ def audit_reconcile(archive: str, since: str, until: str, sources: tuple[str, ..
           --until 2026-03-31 --environment production --source github
       policyengine audit reconcile --archive evidence --since 2026-10-01 --until 2026-12-31 \\
           --source kubectl:pods.json --namespace payments --format json -o reconcile.json
+      GITHUB_TOKEN=... policyengine audit reconcile --archive evidence --since 2026-10-01 \\
+          --until 2026-12-31 --source github --witness --witness-creator acme-witness[bot]
     """
     import os
     from datetime import timedelta
@@ -319,6 +331,8 @@ def audit_reconcile(archive: str, since: str, until: str, sources: tuple[str, ..
     check_bounds(start, end)
     for s in sources:
         parse_source(s)
+    if witness_creators and not witness:
+        raise UsageError("--witness-creator needs --witness")
     if (org_repositories or org) and not environment:
         raise UsageError("--org and --org-repository need --environment (the environment every repository should "
                          "gate)")
@@ -338,7 +352,7 @@ def audit_reconcile(archive: str, since: str, until: str, sources: tuple[str, ..
         env_map=parse_environment_map(env_map), namespaces=namespaces, include_kube=include_kube_namespaces,
         redeploy_after=timedelta(hours=redeploy_after),
         org_repositories=tuple(org_repositories) if org_repositories else None, org=org,
-        public_key=load_key(public_key))
+        public_key=load_key(public_key), witness=witness, witness_creators=tuple(witness_creators))
     store = open_archive(archive)
     result = reconcile(store, request)
     report = json.dumps(result.to_json(), indent=2, sort_keys=True) + "\n"

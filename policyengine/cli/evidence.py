@@ -531,6 +531,50 @@ def evidence_record_outcome(archive: str, status: str, note: str | None, at: str
     return EXIT_ALLOW
 
 
+@evidence.command("witness", context_settings=CONTEXT)
+@archive_option
+@click.option("--provider", type=click.Choice(["github", "gitlab"]),
+              help="The platform to publish on. Default: GitHub inside GitHub Actions, GitLab inside GitLab CI.")
+@click.option("--store-head", "store_head", metavar="SHA256",
+              help="The store head check printed (the action's store-head output). Default: the store's newest "
+                   "catalogue now.")
+@click.option("--signing-key", envvar="POLICYENGINE_SIGNING_KEY", show_envvar=True, metavar="FILE|env:VAR",
+              help="Signs the notification-failure record (and not_deployed outcome) written when publishing fails.")
+@click.argument("bundle_id", metavar="BUNDLE_ID")
+def evidence_witness(archive: str, provider: str | None, store_head: str | None, signing_key: str | None,
+                     bundle_id: str) -> int:
+    """Publish a recorded decision as a commit status: the platform as witness.
+
+    Run it in a step or job of its own, after check, with its own token in
+    POLICYENGINE_WITNESS_TOKEN (GitHub: statuses: write; GitLab: the api scope), never the gate
+    job's token. It posts the status policyengine/<environment> on the deployed commit, with the
+    description "<decision> <bundle id> sha256:<16 hex> head:<16 hex>"; `audit reconcile
+    --witness` reads it back. Without the token publishing is off, unless the policy says
+    witness: {required: true}. A failure is recorded like a failed notification. Exit 0
+    published (or off, or failed and not required), 2 refused (unknown bundle), 3 a required
+    witness failed (a not_deployed outcome is recorded: the deploy must not proceed).
+
+    \b
+    Examples:
+      POLICYENGINE_WITNESS_TOKEN=... policyengine evidence witness --archive evidence "$BUNDLE_ID"
+      policyengine evidence witness --archive git+https://github.com/acme/evidence#refs/heads/main \\
+          "$BUNDLE_ID" --store-head "$STORE_HEAD" --signing-key env:SIGNING_KEY
+    """
+    import os
+
+    from policyengine.witness import publish
+
+    if store_head is not None and not re.fullmatch(r"[0-9a-f]{64}", store_head.strip()):
+        raise UsageError(f"--store-head {store_head!r} is not a SHA-256 (64 lowercase hex digits)")
+    store = open_archive(archive)
+    key = _signing_key(signing_key) if signing_key else None
+    result = publish(store, bundle_id, env=os.environ, provider=provider,
+                     store_head=store_head.strip() if store_head else None, signing_key=key)
+    for line in result.lines:
+        click.echo(line)
+    return result.exit_code
+
+
 @evidence.command("baseline", context_settings=CONTEXT)
 @archive_option
 @click.option("--environment", required=True, metavar="NAME", help="The environment the gate will protect.")

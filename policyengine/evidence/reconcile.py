@@ -48,7 +48,9 @@ from policyengine.evidence.bundle import ATTESTATION, CHANGE, DECISION, ZIP_READ
 from policyengine.evidence.records import is_evaluation, kind_of
 from policyengine.evidence.store import EvidenceStore
 from policyengine.models import iso_utc, parse_instant
+from policyengine.evidence.witness import judge_witnesses
 from policyengine.providers.deployments import PlatformDeployment, PlatformRecords
+from policyengine.witness_format import WitnessStatus, context_for
 
 TOLERANCE = timedelta(minutes=10)
 REDEPLOY_AFTER = timedelta(hours=24)
@@ -122,12 +124,15 @@ class Evaluation:
     emergency_approved: bool = False
     subjects: frozenset[str] = frozenset()
     outcome: str | None = None
+    stamped_at: str | None = None
+    """The timestamp authority's time (``timestamp.tsr``, its imprint over this bundle's statement
+    signature checked), for a bundle that released a deploy and carries a token."""
 
     @property
     def time(self) -> str:
-        """The time the release is judged by. TODO(issue 17): the timestamp authority's time where
-        the bundle carries one; today the time the store recorded."""
-        return self.created_at
+        """The time the release is judged by: the timestamp authority's where the bundle carries a
+        token (the writer cannot backdate it), else the time the store recorded."""
+        return self.stamped_at or self.created_at
 
     @property
     def allowed(self) -> bool:
@@ -179,9 +184,9 @@ def load_evaluations(store: EvidenceStore, records: Sequence[Mapping[str, Any]],
         outcome = latest[1] if latest and latest[2] == base["sha256"] else None
         ev = Evaluation(**base, outcome=outcome)  # type: ignore[arg-type]
         if ev.releases:
-            subjects, emergency = _read_release(store, r, public_key)
+            subjects, emergency, stamped_at = _read_release(store, r, public_key)
             ev = Evaluation(**base, outcome=outcome, subjects=subjects,  # type: ignore[arg-type]
-                            emergency=emergency is not None)
+                            emergency=emergency is not None, stamped_at=stamped_at)
             if emergency is not None and ev.allowed:
                 emergencies.append({**r, "_emergency": emergency})
         out.append(ev)
@@ -197,8 +202,8 @@ def load_evaluations(store: EvidenceStore, records: Sequence[Mapping[str, Any]],
     return out
 
 
-def _read_release(store: EvidenceStore, record: Mapping[str, Any],
-                  public_key: tuple[Any, str] | None = None) -> tuple[frozenset[str], dict[str, Any] | None]:
+def _read_release(store: EvidenceStore, record: Mapping[str, Any], public_key: tuple[Any, str] | None = None
+                  ) -> tuple[frozenset[str], dict[str, Any] | None, str | None]:
     try:
         with store.open_bundle(record) as fh:
             data = fh.read()
@@ -211,6 +216,7 @@ def _read_release(store: EvidenceStore, record: Mapping[str, Any],
             decision = json.loads(zf.read(DECISION))
             change = json.loads(zf.read(CHANGE))
             envelope = json.loads(zf.read(ATTESTATION))
+            stamped_at = _stamped_at(zf, envelope)
         import base64
 
         statement = json.loads(base64.b64decode(envelope["payload"], validate=True))
@@ -261,7 +267,28 @@ def _read_release(store: EvidenceStore, record: Mapping[str, Any],
         if isinstance(value, str) and len(value) == 64:
             subjects.add(f"sha256:{value.lower()}")
     emergency = decision.get("emergency") if isinstance(decision, dict) else None
-    return frozenset(subjects), dict(emergency) if isinstance(emergency, dict) and emergency else None
+    return (frozenset(subjects), dict(emergency) if isinstance(emergency, dict) and emergency else None,
+            stamped_at)
+
+
+def _stamped_at(zf: zipfile.ZipFile, envelope: Any) -> str | None:
+    """The timestamp authority's time of a bundle's token, when it has one whose message imprint is
+    this bundle's statement signature (the TSA's own signature is ``verify --tsa-cert``'s to
+    check); None otherwise (no token, an unreadable one, the library missing: the store's time)."""
+    from policyengine.evidence.timestamp import MEMBER, check_token
+
+    if MEMBER not in zf.namelist():
+        return None
+    try:
+        import base64
+
+        signature = base64.b64decode(envelope["signatures"][0]["sig"], validate=True)
+        found = check_token(zf.read(MEMBER), signature, None)
+    except Exception:  # noqa: BLE001 - a token that cannot be read leaves the store's time (verify reports it)
+        return None
+    if found.state == "invalid" or found.gen_time is None:
+        return None
+    return iso_utc(found.gen_time.replace(microsecond=0))
 
 
 # -- findings ----------------------------------------------------------------------------------
@@ -309,6 +336,8 @@ class Reconciliation:
     """Every releasing bundle was verified with the given public key (``--public-key``)."""
     running_without_digest: int = 0
     """Containers of the snapshot with no image digest yet (still pulling): not judged, counted."""
+    witnesses: int | None = None
+    """Witness statuses read back (``--witness``), or None: not read."""
 
     def counts(self) -> dict[str, int]:
         counts = {k: 0 for k in (*EXCEPTION_KINDS, *CLASS_KINDS)}
@@ -323,6 +352,7 @@ class Reconciliation:
             "chains": self.chains, "platform_deployments": self.platform_deployments, "matched": self.matched,
             "running_artifacts": self.running, "not_deployed_on_platform": self.skipped, "requests": self.requests,
             "signatures_checked": self.signatures_checked, "running_without_digest": self.running_without_digest,
+            "witness_statuses": self.witnesses,
             "counts": self.counts(), "exceptions": [f.to_json() for f in self.exceptions],
             "classes": [f.to_json() for f in self.classes],
         }
@@ -507,9 +537,8 @@ def judge(evaluations: Sequence[Evaluation], platform: PlatformRecords, *, since
             exceptions.append(Finding("drift", None, None, f"running {a.image or a.digest}, a digest no allowed "
                                       "bundle names", platform_id=a.id, time=a.started_at, source=a.source,
                                       subject=a.digest))
-    # TODO(lead, witness read-back): witness mismatches (a bundle's id, digest or time that
-    # disagrees with its platform status; a witness by another creator; a witnessed bundle the
-    # store lacks) are appended here by the witness reader, as "witness-mismatch" findings.
+    # Witness mismatches (``evidence.witness``): a bundle's id, digest or time that disagrees with
+    # its platform status; a witness by another creator; a witnessed bundle the store lacks.
     if witness is not None:
         exceptions.extend(witness())
     order = {k: i for i, k in enumerate((*EXCEPTION_KINDS, *CLASS_KINDS))}
@@ -563,6 +592,10 @@ class ReconcileRequest:
     org: str | None = None
     """With ``--org``: the organisation (GitHub) or group (GitLab) whose repositories that have the
     environment are listed from the first github or gitlab source."""
+    witness: bool = False
+    """``--witness``: read the witness statuses back from each github and gitlab source."""
+    witness_creators: tuple[str, ...] = ()
+    """``--witness-creator``: the logins allowed to write witness statuses (any when empty)."""
 
 
 def reconcile(store: EvidenceStore, request: ReconcileRequest,
@@ -607,13 +640,67 @@ def reconcile(store: EvidenceStore, request: ReconcileRequest,
     if org_found is not None and request.environment:
         have = {k for k in present if k[1] == request.environment}
         ungated = sorted({(r, request.environment) for r in org_found if (r, request.environment) not in have})
+    witness: Callable[[], list[Finding]] | None = None
+    witnesses_read: int | None = None
+    if request.witness:
+        with running(RunDeadline(seconds_from_env(request.env))):
+            statuses = _read_witnesses(parsed, request, scope, evaluations, platform)
+        witnesses_read = len(statuses)
+        found = judge_witnesses(
+            statuses, {str(r["id"]): r for r in records if is_evaluation(r)},
+            store_heads=[hashlib.sha256(data).hexdigest() for _, data in store.catalogue_files()],
+            creators=request.witness_creators, times={ev.id: ev.stamped_at for ev in evaluations if ev.stamped_at})
+
+        def witness() -> list[Finding]:
+            return [Finding("witness-mismatch", m.status.repository, m.status.environment, m.detail,
+                            platform_id=f"{context_for(m.status.environment)}@{m.status.commit[:12]}",
+                            time=m.status.time, url=m.status.url, creator=m.status.creator, source=m.status.source,
+                            commit=m.status.commit, bundle_id=m.bundle_id) for m in found]
     result = judge(evaluations, platform, since=request.since, until=request.until, now=request.now,
                    catalogue=expected, present=present, first_times=first_times, scope=scope,
                    redeploy_after=request.redeploy_after, ungated=ungated, repository=request.repository,
-                   environment=request.environment)
+                   environment=request.environment, witness=witness)
+    result.witnesses = witnesses_read
     result.signatures_checked = request.public_key is not None
     result.running_without_digest = platform.running_without_digest
     return result
+
+
+def _read_witnesses(parsed: Sequence[tuple[str, str | None]], request: ReconcileRequest, scope: set[Chain],
+                    evaluations: Sequence[Evaluation], platform: PlatformRecords) -> list[WitnessStatus]:
+    """The witness statuses of every commit of the period, of each chain in ``scope``: the commits
+    the store evaluated and those the platform deployed. Read from each github and gitlab source."""
+    from policyengine.errors import UsageError
+    from policyengine.providers import deployments as dep
+
+    kinds = [kind for kind, _ in parsed if kind in ("github", "gitlab")]
+    if not kinds:
+        raise UsageError("--witness reads commit statuses back from the platform: it needs a github or gitlab --source")
+    commits: dict[Chain, set[str]] = {}
+    for ev in evaluations:
+        key = (ev.repository, ev.environment)
+        if key in scope and request.since <= ev.created_at < request.until and ev.commit:
+            commits.setdefault(key, set()).add(ev.commit)
+    for d in platform.deployments:
+        if d.repository and d.commit and request.since <= d.time < request.until \
+                and (d.repository, d.environment) in scope:
+            commits.setdefault((d.repository, d.environment), set()).add(d.commit)
+    found: list[WitnessStatus] = []
+    for kind in dict.fromkeys(kinds):
+        if kind == "github":
+            session, graphql = dep.github_session(request.env)
+            try:
+                found += dep.github_witnesses(session, graphql, commits, records=platform)
+            finally:
+                session.close()
+        else:
+            session = dep.gitlab_session(request.env)
+            try:
+                found += dep.gitlab_witnesses(session, commits, records=platform)
+            finally:
+                session.close()
+    platform.sources.append(f"witness statuses ({', '.join(dict.fromkeys(kinds))})")
+    return found
 
 
 def _read_sources(parsed: Sequence[tuple[str, str | None]], request: ReconcileRequest, scope: set[Chain]
@@ -740,6 +827,8 @@ def render_table(result: Reconciliation) -> str:
              "signatures: every releasing bundle verified with the public key" if result.signatures_checked
              else "signatures: not checked (give --public-key, or run `policyengine evidence verify`)",
              f"tolerance: {int(TOLERANCE.total_seconds() // 60)} minutes",
+             f"witness: {result.witnesses} status(es) read back" if result.witnesses is not None
+             else "witness: not read (give --witness)",
              ""]
     counts = result.counts()
     lines.append("exceptions: " + ", ".join(f"{k} {counts[k]}" for k in EXCEPTION_KINDS))

@@ -35,6 +35,7 @@ from typing import Any
 from urllib.parse import quote, urlsplit
 
 from policyengine.errors import EXIT_FACTS, PolicyEngineError, UsageError
+from policyengine.witness_format import CONTEXT_PREFIX, WitnessStatus, context_for, is_witness_context
 from policyengine.models import iso_utc
 from policyengine.providers.http import ApiError, HttpSession, HttpSettings, TokenInfo
 from policyengine.redact import Redactor
@@ -520,3 +521,115 @@ def gitlab_group_repositories(session: HttpSession, group: str, names: Sequence[
     except ApiError as exc:
         raise SourceError(f"gitlab group {group}: {exc.message}", hint=exc.hint) from None
     return found
+
+
+# -- witness statuses (``audit reconcile --witness``) ------------------------------------------
+
+GITHUB_STATUS_FIELDS = "oid status { contexts { context description state createdAt targetUrl creator { login } } }"
+WITNESS_BATCH = 100
+"""Commits asked for in one GraphQL request (aliases)."""
+
+
+def github_witnesses(session: HttpSession, graphql_url: str, commits: Mapping[tuple[str, str], Iterable[str]], *,
+                     records: PlatformRecords) -> list[WitnessStatus]:
+    """The witness statuses (context ``policyengine/<environment>``) of each chain's commits:
+    the latest status of each context of each commit, ``WITNESS_BATCH`` commits a request."""
+    wanted: list[tuple[str, str]] = []  # (repository, commit)
+    envs: dict[tuple[str, str], set[str]] = {}
+    for (repo, env), shas in sorted(commits.items()):
+        if repo.count("/") != 1:
+            raise UsageError(f"repository {repo!r} is not OWNER/NAME: the github source cannot read it")
+        for sha in sorted({s.lower() for s in shas if isinstance(s, str) and SHA1_RE.match(s.lower())}):
+            if (repo, sha) not in envs:
+                wanted.append((repo, sha))
+            envs.setdefault((repo, sha), set()).add(env)
+    out: list[WitnessStatus] = []
+    for start in range(0, len(wanted), WITNESS_BATCH):
+        batch = wanted[start:start + WITNESS_BATCH]
+        repos = sorted({r for r, _ in batch})
+        var_defs: list[str] = []
+        variables: dict[str, Any] = {}
+        parts: list[str] = []
+        for ri, repo in enumerate(repos):
+            owner, name = repo.split("/")
+            var_defs += [f"$o{ri}: String!", f"$n{ri}: String!"]
+            variables.update({f"o{ri}": owner, f"n{ri}": name})
+            inner = []
+            for ci, (r, sha) in enumerate(batch):
+                if r == repo:
+                    var_defs.append(f"$s{ci}: GitObjectID!")
+                    variables[f"s{ci}"] = sha
+                    inner.append(f"k{ci}: object(oid: $s{ci}) {{ ... on Commit {{ {GITHUB_STATUS_FIELDS} }} }}")
+            parts.append(f"r{ri}: repository(owner: $o{ri}, name: $n{ri}) {{ {' '.join(inner)} }}")
+        query = f"query({', '.join(var_defs)}) {{ {' '.join(parts)} }}"
+        data = session.post_graphql(graphql_url, query, variables, what="the commits' witness statuses")
+        records.requests += 1
+        for ri, repo in enumerate(repos):
+            block = data.get(f"r{ri}")
+            if not isinstance(block, dict):
+                raise SourceError(f"github {repo}: the repository is not visible to GITHUB_TOKEN (null)",
+                                  hint="the token needs `statuses: read` on it")
+            for ci, (r, sha) in enumerate(batch):
+                if r != repo:
+                    continue
+                where = f"github {repo} commit {sha[:12]}"
+                node = block.get(f"k{ci}")
+                if node is None:
+                    continue  # a commit the repository no longer has: nothing witnessed there
+                if not isinstance(node, dict) or "status" not in node:
+                    raise SourceError(f"{where}: the answer is not a commit with a status")
+                status = node["status"]
+                if status is None:
+                    continue
+                contexts = status.get("contexts") if isinstance(status, dict) else None
+                if not isinstance(contexts, list):
+                    raise SourceError(f"{where}: the status has no list of contexts")
+                for c in contexts:
+                    if not isinstance(c, dict) or not isinstance(c.get("context"), str):
+                        raise SourceError(f"{where}: a status context is not an object with a context")
+                    env = c["context"][len(CONTEXT_PREFIX):] if is_witness_context(c["context"]) else None
+                    if env is None or env not in envs[(repo, sha)]:
+                        continue
+                    creator = c.get("creator") if isinstance(c.get("creator"), dict) else {}
+                    out.append(WitnessStatus(
+                        source="github", repository=repo, environment=env, commit=sha,
+                        description=c.get("description") if isinstance(c.get("description"), str) else None,
+                        time=_time(c.get("createdAt"), f"{where} status {c['context']}"),
+                        creator=str(creator["login"]) if creator.get("login") else None,
+                        state=str(c.get("state")).lower() if c.get("state") else None,
+                        url=c.get("targetUrl") if isinstance(c.get("targetUrl"), str) else None))
+    return out
+
+
+def gitlab_witnesses(session: HttpSession, commits: Mapping[tuple[str, str], Iterable[str]], *,
+                     records: PlatformRecords) -> list[WitnessStatus]:
+    """The witness statuses of each chain's commits: ``GET /projects/:id/repository/commits/:sha/
+    statuses?name=policyengine/<environment>&all=true``, paged (every status, not only the latest)."""
+    out: list[WitnessStatus] = []
+    for (repo, env), shas in sorted(commits.items()):
+        context = context_for(env)
+        for sha in sorted({s.lower() for s in shas if isinstance(s, str) and SHA1_RE.match(s.lower())}):
+            where = f"gitlab {repo} commit {sha[:12]}"
+            path = f"/projects/{quote(repo, safe='')}/repository/commits/{sha}/statuses"
+            try:
+                for page in session.iter_pages(path, {"name": context, "all": "true"}):
+                    records.requests += 1
+                    if not isinstance(page, list):
+                        raise SourceError(f"{where}: the answer is not a list of statuses")
+                    for item in page:
+                        if not isinstance(item, dict) or not isinstance(item.get("name"), str):
+                            raise SourceError(f"{where}: a status is not an object with a name")
+                        if item["name"] != context:
+                            continue
+                        author = item.get("author") if isinstance(item.get("author"), dict) else {}
+                        out.append(WitnessStatus(
+                            source="gitlab", repository=repo, environment=env, commit=sha,
+                            description=item.get("description") if isinstance(item.get("description"), str)
+                            else None,
+                            time=_time(item.get("created_at"), f"{where} status {context}"),
+                            creator=str(author["username"]) if author.get("username") else None,
+                            state=str(item.get("status")) if item.get("status") else None,
+                            url=item.get("target_url") if isinstance(item.get("target_url"), str) else None))
+            except ApiError as exc:
+                raise SourceError(f"{where}: {exc.message}", hint=exc.hint) from None
+    return out
