@@ -28,7 +28,7 @@ from typing import Any
 import pytest
 import yaml
 from ci_git import GIT_ENV, git
-from fake_servers import FakeAPI, GitHubWorld, new_signing_key, public_pem
+from fake_servers import FakeAPI, GitHubWorld, Reply, new_signing_key, public_pem
 from github_harness import Runner, checkout_from, upload_artifact
 from test_provider_integration_files import REAL_POLICYENGINE, REPO, fake_toolchain
 
@@ -57,6 +57,7 @@ rules:
 """
 WEAKENED = POLICY.replace("min_approvals: 2", "min_approvals: 1")
 DEPLOY_SH = '#!/bin/sh\nset -eu\necho "$EVIDENCE_BUNDLE" >> "$RUNNER_TEMP/deployed"\n'
+WITNESS_TOKEN = "ghs_" + "V" * 36
 TOKEN = "ghs_" + "W" * 36
 
 
@@ -151,6 +152,15 @@ def run_pipeline(tmp: Path, case: str) -> dict[str, Any]:
     fakebin = fake_toolchain(tmp / "toolchain", REAL_POLICYENGINE)  # stand-in for pip install from PyPI
     with FakeAPI("/api/v3") as api:
         code_host(api, world, case)
+        posted: list[dict[str, Any]] = []
+
+        def statuses(req: Any, api: FakeAPI) -> Reply:  # the platform keeps the witness status
+            if req.method != "POST" or req.headers.get("Authorization") != f"Bearer {WITNESS_TOKEN}":
+                return Reply(401, {"message": "Bad credentials"})
+            posted.append(req.json())
+            return Reply(201, {"id": len(posted), **req.json()})
+
+        api.handler(f"/repos/acme/payments/statuses/{world['change']}", statuses)
         env = clean_env(
             PATH=f"{fakebin}:{os.environ.get('PATH', '/usr/bin:/bin')}", HOME=str(tmp),
             POLICYENGINE_CACHE_DIR=str(tmp / "cache-runner"),
@@ -162,7 +172,8 @@ def run_pipeline(tmp: Path, case: str) -> dict[str, Any]:
             "github": {"token": TOKEN, "job": "deploy", "run_attempt": "1", "sha": world["change"],
                        "repository": "acme/payments", "event_name": "push"},
             "secrets": {"POLICYENGINE_SIGNING_KEY": k["private"], "POLICYENGINE_TRUST_KEY": k["public"],
-                        "POLICYENGINE_EVIDENCE_TOKEN": "ghs_" + "E" * 36},
+                        "POLICYENGINE_EVIDENCE_TOKEN": "ghs_" + "E" * 36,
+                        "POLICYENGINE_WITNESS_TOKEN": WITNESS_TOKEN},
             "vars": {},
         }
         runner = Runner(tmp / "runner", env, contexts,
@@ -175,7 +186,7 @@ def run_pipeline(tmp: Path, case: str) -> dict[str, Any]:
     deployed = runner.temp / "deployed"
     return {"world": world, "results": by_name, "records": records, "summary": runner.summary.read_text(),
             "deployed": deployed.read_text().split() if deployed.exists() else [],
-            "pip": (tmp / "toolchain" / "pip.log").read_text(), "log": runner.log}
+            "pip": (tmp / "toolchain" / "pip.log").read_text(), "log": runner.log, "statuses": posted}
 
 
 def _gate(run: dict[str, Any]) -> Any:
@@ -197,6 +208,13 @@ def test_the_pipeline_allows_the_second_deploy_of_an_ordinary_approved_change(tm
     # The action installed the sign extra for the signing key (and no s3 for a git store).
     assert "[sign]" in run["pip"] and "s3" not in run["pip"]
     assert TOKEN not in run["summary"] and TOKEN not in gate.stdout + gate.stderr
+    # The witness step published the decision with its own token, after the gate.
+    [status] = run["statuses"]
+    bundle = run["records"][1]
+    assert status["context"] == "policyengine/production" and status["state"] == "success"
+    assert status["description"].startswith(f"allow {bundle['id']} sha256:{bundle['sha256'][:16]} head:")
+    assert "witness: published policyengine/production" in gate.stdout, gate.stdout[-2000:]
+    assert WITNESS_TOKEN not in gate.stdout + gate.stderr + run["summary"]
 
 
 def test_the_pipeline_denies_a_change_one_peer_approved(tmp_path: Path) -> None:

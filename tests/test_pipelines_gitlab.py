@@ -31,6 +31,7 @@ from typing import Any
 import pytest
 from ci_git import git
 from fake_servers import FakeAPI, GitLabWorld
+from reconcile_world import GitLabStatuses
 from test_pipelines_github import POLICY, WEAKENED, adopt, clean_env, keys
 from test_provider_integration_files import GITLAB, REPO
 
@@ -43,6 +44,7 @@ INCLUDE_IN_FILE = ["  - project: acme/policyengine",
                    "    ref: 0123456789abcdef0123456789abcdef01234567 # the release you vetted",
                    "    file: .gitlab-ci-template.yml"]
 PROJECT_ID = "278964"
+WITNESS_TOKEN = "glpat-" + "W" * 20
 DEPLOY_SH = '#!/bin/sh\nset -eu\necho "deploying with evidence bundle ${POLICYENGINE_BUNDLE_ID}"\n'
 
 
@@ -84,8 +86,9 @@ def local_pipeline(store: str) -> str:
     local = text.replace("\n".join(INCLUDE_IN_FILE), "  - local: .gitlab-ci-template.yml").replace(STORE_IN_FILE, store)
     diff = [line for line in difflib.unified_diff(text.splitlines(), local.splitlines(), lineterm="", n=0)
             if line[:1] in "+-" and not line.startswith(("+++", "---"))]
+    # The store is named twice: by the gate and by the witness job.
     assert diff == [*(f"-{line}" for line in INCLUDE_IN_FILE), "+  - local: .gitlab-ci-template.yml",
-                    f"-    POLICYENGINE_EVIDENCE_STORE: {STORE_IN_FILE}", f"+    POLICYENGINE_EVIDENCE_STORE: {store}"]
+                    *[f"-    POLICYENGINE_EVIDENCE_STORE: {STORE_IN_FILE}", f"+    POLICYENGINE_EVIDENCE_STORE: {store}"] * 2]
     return local
 
 
@@ -135,7 +138,7 @@ def code_host(api: FakeAPI, world: dict[str, Any], case: str) -> None:
     w.compare(commits, files=world["files"])
 
 
-def run_pipeline(tmp: Path, case: str, wheelhouse: tuple[Path, str]) -> dict[str, Any]:
+def run_pipeline(tmp: Path, case: str, wheelhouse: tuple[Path, str], *, witness: bool = False) -> dict[str, Any]:
     bin_dir = tools()
     folder, lock = wheelhouse
     world = project_world(tmp / "git", case, lock)
@@ -145,6 +148,9 @@ def run_pipeline(tmp: Path, case: str, wheelhouse: tuple[Path, str]) -> dict[str
     assert gate_sha
     with FakeAPI("/api/v4") as api:
         code_host(api, world, case)
+        statuses = GitLabStatuses(api)
+        statuses.logins = {WITNESS_TOKEN: "witness-bot"}
+        statuses.accept("acme/payments", world["change"])
         variables = {
             # What the project's CI/CD settings hold (File-type keys are paths; tokens masked).
             "POLICYENGINE_SIGNING_KEY": str(k["pem"]), "POLICYENGINE_TRUST_KEY": str(k["pub"]),
@@ -158,6 +164,8 @@ def run_pipeline(tmp: Path, case: str, wheelhouse: tuple[Path, str]) -> dict[str
             "CI_COMMIT_BEFORE_SHA": world["prod"], "GITLAB_USER_LOGIN": "dana",
             "POLICYENGINE_CACHE_DIR": str(tmp / "cache-runner"),
         }
+        if witness:  # environment-scoped to the witness job in GitLab's settings
+            variables["POLICYENGINE_WITNESS_TOKEN"] = WITNESS_TOKEN
         args = [str(bin_dir / "gitlab-ci-local"), "--force-shell-executor", "--no-color"]
         for name, value in variables.items():
             args += ["--variable", f"{name}={value}"]
@@ -167,15 +175,23 @@ def run_pipeline(tmp: Path, case: str, wheelhouse: tuple[Path, str]) -> dict[str
         res = subprocess.run(args, cwd=world["project"], capture_output=True, text=True, timeout=600, check=False,
                              env=env)
     records, _ = open_store(world["store"]).read_index()
-    return {"res": res, "out": res.stdout + res.stderr, "records": records, "world": world}
+    return {"res": res, "out": res.stdout + res.stderr, "records": records, "world": world,
+            "statuses": statuses.by_commit.get(("acme/payments", world["change"]), [])}
 
 
 def test_the_gitlab_pipeline_allows_the_second_deploy_of_an_ordinary_approved_change(
         tmp_path: Path, wheelhouse: tuple[Path, str]) -> None:
-    run = run_pipeline(tmp_path, "allow", wheelhouse)
+    run = run_pipeline(tmp_path, "allow", wheelhouse, witness=True)
     out = run["out"]
     assert run["res"].returncode == 0, out[-6000:]
     assert re.search(r"PASS\s+deploy-gate", out) and re.search(r"PASS\s+deploy\b", out), out[-3000:]
+    # The witness job published the decision as a commit status, with its own token.
+    assert re.search(r"PASS\s+deploy-witness", out), out[-3000:]
+    [status] = run["statuses"]
+    bundle = run["records"][1]
+    assert status["name"] == "policyengine/production" and status["status"] == "success"
+    assert status["description"].startswith(f"allow {bundle['id']} sha256:{bundle['sha256'][:16]} head:")
+    assert WITNESS_TOKEN not in out
     assert "POLICYENGINE_DECISION=allow" in out
     assert re.search(r"SKIP\w*\s+security-review", out), out[-6000:]  # the range is trusted
     assert [(r.get("kind"), r["sequence"], r["commit"]) for r in run["records"]] == [

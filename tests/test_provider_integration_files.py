@@ -84,7 +84,7 @@ def test_action_inputs_outputs_and_env_only_inputs() -> None:
     action = load(ACTION)
     assert set(action["inputs"]) == {"policy", "environment", "github-token", "evidence-dir", "junit-path",
                                      "fail-on-deny", "version", "evidence-store", "evidence-token", "signing-key",
-                                     "policy-source", "trust-key", "waivers", "subjects", "attest"}
+                                     "policy-source", "trust-key", "waivers", "subjects", "attest", "witness-token"}
     assert action["inputs"]["policy-source"]["default"] == "previous-deploy"
     assert action["inputs"]["trust-key"]["default"] == action["inputs"]["waivers"]["default"] == ""
     assert action["inputs"]["github-token"]["default"] == "${{ github.token }}"
@@ -100,6 +100,11 @@ def test_action_inputs_outputs_and_env_only_inputs() -> None:
     assert gate["env"]["PE_WAIVERS"] == "${{ inputs.waivers }}"
     assert gate["env"]["POLICYENGINE_ADVISORY"] == "${{ inputs.fail-on-deny == 'false' }}"
     assert gate["env"]["POLICYENGINE_SUBJECTS"] == "${{ inputs.subjects }}"
+    # The witness token reaches only the witness step, never the gate (which reads statuses).
+    assert all("inputs.witness-token" not in json.dumps(s) for s in steps if s.get("id") != "witness")
+    witness = next(s for s in steps if s.get("id") == "witness")
+    assert witness["env"]["POLICYENGINE_WITNESS_TOKEN"] == "${{ inputs.witness-token }}"
+    assert witness["if"] == "always() && steps.gate.outputs.bundle-id != ''"
     upload = next(s for s in steps if "uses" in s)
     assert re.fullmatch(r"actions/upload-artifact@[0-9a-f]{40}", upload["uses"])
     assert upload["if"] == "always()"
@@ -107,10 +112,13 @@ def test_action_inputs_outputs_and_env_only_inputs() -> None:
 
 def test_gitlab_template_shape_and_quoting() -> None:
     doc = load(GITLAB)
-    assert list(doc) == [".policyengine-gate", ".policyengine-outcome"]
+    assert list(doc) == [".policyengine-gate", ".policyengine-outcome", ".policyengine-witness"]
     outcome = doc[".policyengine-outcome"]
     assert outcome["when"] == "always" and outcome["script"][0] == doc[".policyengine-gate"]["script"][0]
-    for item in outcome["script"]:
+    witness = doc[".policyengine-witness"]
+    assert witness["script"][0] == doc[".policyengine-gate"]["script"][0]
+    assert witness["environment"] == {"name": "policyengine-witness", "action": "access"}
+    for item in (*outcome["script"], *witness["script"]):
         assert "$" not in re.sub(r'"[^"]*"', '""', item), f"unquoted variable in: {item!r}"
     job = doc[".policyengine-gate"]
     assert job["artifacts"]["when"] == "always"
