@@ -76,6 +76,15 @@ def _check(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], 
     return int(exc.value.code or 0), rule, cap.out + cap.err
 
 
+def _replay(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
+    """Replay this run's bundle: the recorded producers are read back, no platform is asked."""
+    doc = json.loads((tmp_path / "decision.json").read_text())
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["evidence", "replay", "--archive", str(tmp_path / "evidence"), doc["evidence"]["bundle_id"]])
+    cap = capsys.readouterr()
+    return int(exc.value.code or 0), cap.out + cap.err
+
+
 def _bundle_names(tmp_path: Path) -> list[str]:
     (bundle,) = sorted((tmp_path / "evidence").rglob("*.zip"))
     with zipfile.ZipFile(bundle) as z:
@@ -132,6 +141,10 @@ def test_github_a_report_from_this_run_passes_and_names_its_artifact(
     names = _bundle_names(tmp_path)
     assert "raw/provenance.json" in names
     assert f"raw/github/runs_{RUN_ID}_artifacts_p1.json" in names
+    requests = len(api.requests)
+    code, out = _replay(tmp_path, capsys)
+    assert code == 0, out
+    assert len(api.requests) == requests  # replay asked nobody
 
 
 def test_github_a_report_from_another_run_fails_same_run(
@@ -232,6 +245,8 @@ def test_gitlab_a_report_from_another_pipeline_fails_same_run(
     assert rule["status"] == "fail", out
     assert "reports/junit.xml was not produced by this pipeline" in rule["message"]
     assert code == 1
+    code, out = _replay(tmp_path, capsys)
+    assert code == 0, out
 
 
 def test_gitlab_api_failure_is_an_error(
