@@ -339,10 +339,16 @@ def _provenance(request: ProvenanceRequest, ctx: GatherContext) -> ProvenanceFac
 
     if ctx.provenance is None:
         return ProvenanceFact(error=NO_PLATFORM)
-    listed = _reports(ReportsRequest(request.globs), ctx)
-    if listed.list_error or listed.outside:
-        return ProvenanceFact(error=listed.list_error or "a report path leads outside the workspace")
-    fact: ProvenanceFact = ctx.provenance.produced(listed.reports, ctx.workspace)
+    matched: list[str] = []
+    for pattern in request.globs:  # listed as _reports lists them; each file is hashed (again) by the source
+        try:
+            found, out = ctx.workspace.glob(pattern)
+        except OSError as exc:
+            return ProvenanceFact(error=f"cannot list {pattern}: {exc.strerror or exc}")
+        if out:
+            return ProvenanceFact(error="a report path leads outside the workspace")
+        matched += [f for f in found if f not in matched]
+    fact: ProvenanceFact = ctx.provenance.produced([ReportFact(rel, None) for rel in matched], ctx.workspace)
     return fact
 
 

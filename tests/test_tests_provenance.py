@@ -284,3 +284,41 @@ def test_same_run_without_a_ci_platform_is_an_error_naming_the_need(tmp_path: Pa
     (rule,) = [r for r in decision.rules if r.id == "tests"]
     assert rule.status.value == "error"
     assert "GitHub Actions or GitLab CI" in rule.message
+
+
+# -- the judge alone, from facts built in memory ----------------------------------------------------
+
+
+def _judge(provenance: Any, digest: str = "ab" * 32) -> Any:
+    from helpers import change, run_rule
+
+    from policyengine.facts import ProvenanceRequest, ReportFact, ReportsFact, ReportsRequest, ReportSummary, Totals
+    from policyengine.models import FileRead
+    from policyengine.rules.tests_passed import TestsPassedRule
+
+    globs = ("reports/*.xml",)
+    report = ReportFact("reports/a.xml", FileRead("reports/a.xml", "/nowhere/a.xml", digest, 10),
+                        ReportSummary(Totals(2, 2, 0, 0, 0), 1, (), (), ()))
+    answers: dict[Any, Any] = {ReportsRequest(globs): ReportsFact(globs, (report,))}
+    if provenance is not None:
+        answers[ProvenanceRequest(globs)] = provenance
+    return run_rule(TestsPassedRule, {"reports": list(globs), "provenance": "same_run"}, change(), answers=answers)
+
+
+def test_judge_a_producer_of_other_bytes_does_not_prove_the_report() -> None:
+    from policyengine.facts import ProvenanceFact
+
+    producer = {"artifact_id": 1, "url": "u"}
+    ok = _judge(ProvenanceFact("github", "1", (("reports/a.xml", "ab" * 32, producer),)))
+    assert ok.status.value == "pass" and ok.details["files"][0]["producer"] == producer
+    # The platform vouched for other bytes at that path (the file changed between reads): fail.
+    other = _judge(ProvenanceFact("github", "1", (("reports/a.xml", "cd" * 32, producer),)))
+    assert other.status.value == "fail" and "not produced by this workflow run" in other.message
+
+
+def test_judge_without_the_provenance_fact_or_with_its_error_is_an_error() -> None:
+    from policyengine.facts import ProvenanceFact
+
+    assert _judge(None).status.value == "error"
+    failed = _judge(ProvenanceFact("gitlab", "61", error="GET /x: HTTP 500"))
+    assert failed.status.value == "error" and "GET /x: HTTP 500" in failed.message
