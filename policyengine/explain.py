@@ -104,6 +104,12 @@ def _tests(p: dict[str, Any]) -> tuple[str, list[str], list[str], list[str]]:
         fails.append("a flaky test")
     errors = ["a report that cannot be read or is not JUnit XML (malformed, truncated, hostile)"]
     keeps = ["each report file, byte for byte, with its SHA-256", "the test totals per report"]
+    if p.get("provenance", "any") == "same_run":
+        text += " Each report was produced by a job of this workflow run or pipeline, as the CI platform shows."
+        fails.append("a report no job of this workflow run or pipeline produced")
+        errors.append("the CI platform cannot say which job produced a report (API failure, partial answer, "
+                      "no CI platform)")
+        keeps.append("the job that produced each report, and the platform's answers")
     return text, fails, errors, keeps
 
 

@@ -290,7 +290,44 @@ class SubjectsFact:
     error: str | None = None
 
 
-FactRequest = Union[ReportsRequest, DocumentRequest, TicketRequest, PipelineRequest, SubjectsRequest]
+# -- which job of this run produced each test report (``tests_passed`` ``provenance: same_run``) ----
+
+
+@dataclass(frozen=True)
+class ProvenanceRequest:
+    """Ask the CI platform which job of this workflow run (GitHub) or pipeline (GitLab) produced
+    each JUnit report matching these workspace globs."""
+
+    globs: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class ProvenanceFact:
+    """The answer to a ``ProvenanceRequest``: for each report read (``path``, ``sha256``), the job
+    that produced it (``producer``: ids and a URL) or None when no job of the run did; or ``error``
+    when the platform could not say (an API failure, a partial answer, no platform at all).
+    ``record`` is kept in the evidence (``raw/provenance.json``) and read again on replay;
+    ``raw`` holds the platform's answers (``raw/github/...``, ``raw/gitlab/...``)."""
+
+    platform: str | None = None
+    run: str | None = None
+    producers: tuple[tuple[str, str, Any], ...] = ()
+    error: str | None = None
+    record: bytes = b""
+    raw: tuple[tuple[str, bytes], ...] = ()
+    source: str | None = None
+    """live (asked now) or recorded (read from an evidence bundle)."""
+
+    def producer(self, path: str, sha256: str) -> dict[str, Any] | None:
+        """The job that produced the report ``path`` with this digest, or None."""
+        for p, digest, producer in self.producers:
+            if p == path and digest == sha256 and isinstance(producer, dict):
+                return producer
+        return None
+
+
+FactRequest = Union[ReportsRequest, DocumentRequest, TicketRequest, PipelineRequest, SubjectsRequest,
+                    ProvenanceRequest]
 """Every kind of fact a rule may ask for. A new kind adds a request here and a gatherer in
 ``policyengine.gather.GATHERERS``."""
 
@@ -326,6 +363,11 @@ class Facts:
         """The subjects fact for ``request``, or None when it was not gathered."""
         fact = self.answers.get(request)
         return fact if isinstance(fact, SubjectsFact) else None
+
+    def provenance(self, request: ProvenanceRequest) -> ProvenanceFact | None:
+        """The provenance fact for ``request``, or None when it was not gathered."""
+        fact = self.answers.get(request)
+        return fact if isinstance(fact, ProvenanceFact) else None
 
     def tickets(self, request: TicketRequest) -> TicketsFact | None:
         """The tickets fact for ``request``, or None when it was not gathered."""

@@ -77,6 +77,7 @@ from policyengine.models import (
 )
 from policyengine.policy import Policy, policy_applies
 from policyengine.providers import oidc
+from policyengine.providers.provenance import LiveProvenance, RecordedProvenance
 from policyengine.redact import Redactor
 from policyengine.workspace import Workspace
 
@@ -559,6 +560,16 @@ def _identity(request: CheckRequest, policy: Policy, change: Mapping[str, Any]) 
     return identity
 
 
+def _provenance_source(request: CheckRequest, identity: oidc.Identity, change: Mapping[str, Any]) -> Any:
+    """Who says which job produced each test report: the platform whose provider gathered the
+    change (none for a change file), about the run the verified token names (else the CI's variables)."""
+    from policyengine.providers import detect
+
+    provider = request.provider or ("local" if request.change_path else detect(request.env))
+    verified = identity.status == "verified" and identity.problem is None
+    return LiveProvenance(provider, request.env, change, identity.claims if verified else None)
+
+
 def advisory_by(request: CheckRequest, identity: oidc.Identity | None) -> dict[str, Any]:
     """Who set advisory mode: the verified token's actor inside CI, else the CI variable's actor
     (self-asserted) or ``$USER``; and the source (the option, the variable or the action input)."""
@@ -719,14 +730,17 @@ def _check(request: CheckRequest, run: RunDeadline) -> CheckResult:
     _check_applies(policy, gathered.change)
     _check_waiver_approvers(policy, gathered.change)
     urgent = _emergency_request(request, policy, gathered.change)
+    # The identity first: its verified run (run_id, pipeline_id) names the run whose jobs must
+    # have produced the test reports (provenance: same_run).
+    identity = _identity(request, policy, gathered.change)
     live = LiveTickets(request.env)
     try:
         facts = gather_facts(policy, gathered.change, Workspace(ws), tickets=live,
-                             pipeline=LivePipeline(request.env, fetch=True), subjects=list(request.subjects))
+                             pipeline=LivePipeline(request.env, fetch=True), subjects=list(request.subjects),
+                             provenance=_provenance_source(request, identity, gathered.change))
     finally:
         live.close()
 
-    identity = _identity(request, policy, gathered.change)
     if identity.token:  # the token is redacted everywhere but identity.json
         request = dataclasses.replace(request, extra_secrets=(*request.extra_secrets, *oidc.secrets(identity.token)))
     if in_any_ci(request.env):  # the emergency declarer is verified by the token, as records are
@@ -836,7 +850,8 @@ def replay(store: Any, bundle_id: str) -> ReplayResult:
         tickets = RecordedTickets(_members(store, bundle_id, "raw/tickets/"))
         facts = gather_facts(policy, unpacked.change, Workspace(ws), tickets=tickets,
                              pipeline=RecordedPipeline(_members(store, bundle_id, "raw/pipeline.json")),
-                             subjects=_recorded_subjects(store, bundle_id))
+                             subjects=_recorded_subjects(store, bundle_id),
+                             provenance=RecordedProvenance(_members(store, bundle_id, "raw/provenance.json")))
         facts, mismatches = _recorded_facts(store, bundle_id, facts, unpacked.redacted, notes)
         decision = evaluate(policy, facts, parse_instant(at, option="--now"),
                             recorded_emergency(unpacked.recorded))

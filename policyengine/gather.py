@@ -23,6 +23,8 @@ from policyengine.facts import (
     Facts,
     PipelineFact,
     PipelineRequest,
+    ProvenanceFact,
+    ProvenanceRequest,
     ReportFact,
     ReportsFact,
     ReportsRequest,
@@ -244,6 +246,9 @@ class GatherContext:
     """The commit the trusted policy was read from (``git:`` in this repository): a base."""
     subjects: tuple[tuple[str, str], ...] | None = None
     """The artifacts the deployer named (``--subject``); None: not given to this gathering."""
+    provenance: Any = None
+    """Who says which job produced each test report (``providers.provenance.LiveProvenance``,
+    ``RecordedProvenance``); None: no CI platform is asked (``provenance: same_run`` errors)."""
 
 
 def _reports(request: ReportsRequest, ctx: GatherContext) -> ReportsFact:
@@ -328,6 +333,25 @@ def _pipeline(request: PipelineRequest, ctx: GatherContext) -> PipelineFact:
     return fact
 
 
+def _provenance(request: ProvenanceRequest, ctx: GatherContext) -> ProvenanceFact:
+    """Which job of this run produced each report matching the globs (the CI platform says)."""
+    from policyengine.providers.provenance import NO_PLATFORM
+
+    if ctx.provenance is None:
+        return ProvenanceFact(error=NO_PLATFORM)
+    matched: list[str] = []
+    for pattern in request.globs:  # listed as _reports lists them; each file is hashed (again) by the source
+        try:
+            found, out = ctx.workspace.glob(pattern)
+        except OSError as exc:
+            return ProvenanceFact(error=f"cannot list {pattern}: {exc.strerror or exc}")
+        if out:
+            return ProvenanceFact(error="a report path leads outside the workspace")
+        matched += [f for f in found if f not in matched]
+    fact: ProvenanceFact = ctx.provenance.produced([ReportFact(rel, None) for rel in matched], ctx.workspace)
+    return fact
+
+
 def _subjects(request: SubjectsRequest, ctx: GatherContext) -> SubjectsFact:
     """The artifacts the deployer named; none given to this gathering at all is an error."""
     if ctx.subjects is None:
@@ -341,6 +365,7 @@ GATHERERS: Mapping[type, Callable[[Any, GatherContext], Any]] = {
     DocumentRequest: _document,
     TicketRequest: _tickets,
     PipelineRequest: _pipeline,
+    ProvenanceRequest: _provenance,
 }
 """One gatherer per kind of fact request."""
 
@@ -365,16 +390,18 @@ def trusted_commit(policy: Policy) -> str | None:
 
 
 def gather_facts(policy: Policy, change: dict[str, Any], workspace: Workspace, tickets: Any = None,
-                 pipeline: Any = None, subjects: Sequence[tuple[str, str]] | None = None) -> Facts:
+                 pipeline: Any = None, subjects: Sequence[tuple[str, str]] | None = None,
+                 provenance: Any = None) -> Facts:
     """Gather every fact the applicable rules of ``policy`` need for ``change``.
 
     ``tickets``: where ticket answers come from (a ``TicketSource``); None never asks anyone,
     so a ticket rule then errors: only ``check`` passes ``LiveTickets``. ``pipeline``: where the
     pipeline files come from (None: ``LivePipeline`` without CI variables). ``subjects``: the
-    artifacts the deployer named (``check``), or those the bundle's statement names (replay)."""
+    artifacts the deployer named (``check``), or those the bundle's statement names (replay).
+    ``provenance``: who says which job produced each test report (None: nobody is asked)."""
     ctx = GatherContext(workspace=workspace, change=change, tickets=tickets if tickets is not None else NO_TICKETS,
                         pipeline=pipeline, trusted_commit=trusted_commit(policy),
-                        subjects=None if subjects is None else tuple(subjects))
+                        subjects=None if subjects is None else tuple(subjects), provenance=provenance)
     answers = {request: GATHERERS[type(request)](request, ctx) for request in needed(policy, change)}
     return Facts(change=change, answers=answers)
 
@@ -388,4 +415,9 @@ def ticket_records(facts: Facts) -> dict[str, bytes]:
             out.update(fact.records)
         elif isinstance(fact, PipelineFact) and fact.record and fact.source != "recorded":
             out[PIPELINE_MEMBER] = fact.record
+        elif isinstance(fact, ProvenanceFact) and fact.record and fact.source == "live":
+            from policyengine.providers.provenance import MEMBER
+
+            out[MEMBER] = fact.record
+            out.update(fact.raw)
     return out

@@ -102,7 +102,7 @@ from policyengine.facts import ReportSummary, Totals
 
 __all__ = ["MAX_LISTED", "MAX_NOTES", "ReportSummary", "Totals", "read_junit"]
 
-__all__ = ["ReportSummary", "Totals", "read_junit"]
+__all__ = ["ReportSummary", "Totals", "read_cases", "read_junit"]
 
 MAX_LISTED: Final = 20  # names kept in failed_tests / flaky_tests
 MAX_NOTES: Final = 20
@@ -612,3 +612,70 @@ def read_junit(path: str | os.PathLike[str], sink: Callable[[bytes], None] | Non
     except OSError as exc:
         raise ReportError(f"cannot read the report: {exc.strerror or exc}") from None
     return reader.summary()
+
+
+# -- the test cases of a report, as GitLab's pipeline test report lists them ------------------------
+
+
+class _CaseReader:
+    """Expat handlers that list each testcase's (classname, name, status), with GitLab's statuses.
+
+    GitLab's JUnit parser gives a testcase ``failed`` when it has a ``<failure>`` child, else
+    ``error`` for ``<error>``, else ``skipped`` for ``<skipped>``, else ``success``; it reads no
+    status attribute and no rerun element. This reader does the same, so that a report can be
+    compared with the pipeline's test report (``tests_passed`` ``provenance: same_run``)."""
+
+    def __init__(self, limit: int) -> None:
+        self.parser: Any = None
+        self.limit = limit
+        self.cases: set[tuple[str, str, str]] = set()
+        self.stack: list[Any] = []
+
+    def start_root(self, tag: str, attrs: dict[str, str]) -> None:
+        if _local(tag) not in ("testsuites", "testsuite"):
+            raise ReportError(f"not a JUnit report: root element is <{_short(tag, 60)}>")
+        self.parser.StartElementHandler = self.start
+        self.stack.append(_OTHER)
+
+    def start(self, tag: str, attrs: dict[str, str]) -> None:
+        local = _local(tag)
+        if local == "testcase":
+            self.stack.append([set(), attrs.get("classname") or "", attrs.get("name") or ""])
+            return
+        parent = self.stack[-1] if self.stack else None
+        if type(parent) is list:
+            parent[0].add(local)
+        self.stack.append(_OTHER)
+
+    def end(self, tag: str) -> None:
+        frame = self.stack.pop()
+        if type(frame) is not list:
+            return
+        children = frame[0]
+        status = ("failed" if "failure" in children else "error" if "error" in children
+                  else "skipped" if "skipped" in children else "success")
+        self.cases.add((frame[1], frame[2], status))
+        if len(self.cases) > self.limit:
+            raise ReportError(f"more than {self.limit} distinct test cases: too many to compare with the platform's")
+
+
+def read_cases(path: str | os.PathLike[str], sink: Callable[[bytes], None] | None = None, *,
+               limit: int = 100_000) -> frozenset[tuple[str, str, str]]:
+    """The distinct (classname, name, status) of the report's testcases, GitLab's way (see
+    ``_CaseReader``); refused as ``read_junit`` refuses. ``sink`` receives every byte read."""
+    reader = _CaseReader(limit)
+    parser = _new_parser(reader)  # type: ignore[arg-type]  # the same hardening: no DTD, no entity
+    try:
+        with open(path, "rb") as fh:
+            while chunk := fh.read(_CHUNK):
+                if sink is not None:
+                    sink(chunk)
+                parser.Parse(chunk, False)
+            parser.Parse(b"", True)
+    except pyexpat.ExpatError as exc:
+        raise ReportError(f"not well-formed XML at line {exc.lineno}") from None
+    except (DTDForbidden, EntitiesForbidden, ExternalReferenceForbidden):
+        raise ReportError(_DTD_MESSAGE) from None
+    except OSError as exc:
+        raise ReportError(f"cannot read the report: {exc.strerror or exc}") from None
+    return frozenset(reader.cases)

@@ -480,6 +480,8 @@ _RULE_KEYS: dict[str, dict[str, Compare]] = {
         "min_tests": _higher_is_stronger("min_tests", 1),
         "allow_skipped": _true_is_stronger("skipped tests refused (allow_skipped: false)", False),
         "allow_flaky": _true_is_stronger("flaky tests refused (allow_flaky: false)", False),
+        "provenance": lambda old, new: _true_is_stronger("provenance: same_run", False)(
+            old == "same_run", new == "same_run"),
     },
     "checks_passed": {
         "checks": _more_is_stronger("required check"),

@@ -587,6 +587,8 @@ def permission_for(path: str) -> str | None:
         return "`statuses: read`"
     if "/deployments" in p:
         return "`deployments: read`"
+    if "/actions/" in p:
+        return "`actions: read` (tests_passed provenance: same_run lists and downloads the run's artifacts)"
     if "/collaborators/" in p:
         return "`metadata: read`"
     if "/pulls" in p:

@@ -387,10 +387,14 @@ class HttpSession:
 
     # -- one request ----------------------------------------------------------------------
 
-    def _request(self, url: str, *, method: str = "GET",
-                 body: bytes | None = None) -> tuple[bytes, Mapping[str, str]]:
+    def _request(self, url: str, *, method: str = "GET", body: bytes | None = None, redirect_out: bool = False,
+                 redact: bool = True) -> tuple[bytes, Mapping[str, str]]:
         """GET ``url`` (or send ``body`` with ``method``) with retries; return the redacted body
-        and the headers of a 2xx answer. Only a GET follows redirects (within the origin)."""
+        and the headers of a 2xx answer. Only a GET follows redirects (within the origin).
+
+        ``redirect_out``: a redirect to another origin is not followed but returned, as an empty
+        body and its ``Location`` (``download`` fetches it without the token). ``redact`` False:
+        the body is returned as received (bytes that are only hashed, never kept or shown)."""
         requests = self._requests
         shown = self.display_path(url)
         if not self._same_origin(url):
@@ -466,6 +470,8 @@ class HttpSession:
                 if status in (301, 302, 303, 307, 308) and headers.get("Location"):
                     target = urljoin(url, headers["Location"])
                     redirects += 1
+                    if redirect_out and not self._same_origin(target) and redirects <= 5:
+                        return b"", {"Location": target}
                     if not self._same_origin(target) or redirects > 5:
                         raise ApiError(method, shown, status, f"HTTP {status}: redirected to "
                                        f"{urlsplit(target).netloc or target}; not followed with {self.token.name} "
@@ -474,7 +480,7 @@ class HttpSession:
                     attempt -= 1
                     continue
                 if 200 <= status < 300:
-                    return self.redactor.bytes(content), headers
+                    return (self.redactor.bytes(content) if redact else content), headers
                 body_text = self.redactor.text(content[:65536].decode("utf-8", errors="replace"))
                 wait = self._rate_limit_wait(method, shown, status, headers, body_text)
                 if wait is not None:
@@ -583,6 +589,37 @@ class HttpSession:
             self._cache[url] = data
         return data
 
+    def download(self, url: str, *, max_bytes: int) -> bytes:
+        """GET a file (a GitHub artifact's archive) of at most ``max_bytes``, as received.
+
+        The API answers with a redirect to storage on another host (a signed, short-lived URL):
+        that is fetched without the token, and only over https (or http to this host, for
+        tests); the same timeouts, deadline and retries apply. The bytes are not redacted:
+        callers hash them and keep nothing of them."""
+        from dataclasses import replace
+
+        shown = self.display_path(url)
+        body, headers = self._request(url, redirect_out=True, redact=False)
+        target = headers.get("Location") if not body else None
+        limits = replace(self.settings, max_bytes=max_bytes)
+        if target is None:
+            if len(body) > max_bytes:
+                raise ApiError("GET", shown, 200, f"the file is larger than the {_size(max_bytes)} read; refused")
+            return body
+        parts = urlsplit(target)
+        host = parts.hostname or ""
+        if not (parts.scheme == "https" or (parts.scheme == "http" and _loopback(host))):
+            raise ApiError("GET", shown, None, f"redirected to {parts.scheme}://{host}: only https is followed")
+        storage = HttpSession(f"{parts.scheme}://{parts.netloc}", token=TokenInfo("", "", "no token"),
+                              provider=self.provider, settings=limits, redactor=self.redactor)
+        try:
+            data, _ = storage._request(target, redact=False)
+        except ApiError as exc:  # name the API's path, never the signed storage URL
+            raise ApiError("GET", shown, exc.status, f"downloading from {host}: {exc.detail}") from None
+        finally:
+            storage.close()
+        return data
+
     def post_json(self, url: str, document: Any) -> None:
         """POST ``document`` as JSON to ``url`` (of this session's origin); return on a 2xx answer.
 
@@ -650,6 +687,15 @@ class HttpSession:
                                f"HTTP 200 but the answer is not a list{f' under {key!r}' if key else ''}")
             items.extend(chunk)
         return items
+
+
+def _loopback(host: str) -> bool:
+    import ipaddress
+
+    try:
+        return host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def _api_message(body: str) -> str:

@@ -12,13 +12,17 @@
 - A report that cannot be trusted (malformed, truncated, hostile, not JUnit) makes the rule
   ``error`` (fail closed), unless the readable reports already show a failure: a known
   failure is a ``fail`` whatever the unreadable file holds.
+- ``provenance`` (default ``any``): ``same_run`` counts a report only when a job of this
+  workflow run or pipeline produced it (``providers.provenance`` says how that is decided); each
+  report's details then carry its ``producer``. A report no job of the run produced fails the
+  rule; a platform that could not say (API failure, partial answer, no CI platform) is ``error``.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from policyengine.facts import FactRequest, ReportsRequest, Totals
+from policyengine.facts import FactRequest, ProvenanceRequest, ReportsRequest, Totals
 from policyengine.models import FileRead, Outcome, Status
 from policyengine.rules.base import Context, RuleType
 
@@ -37,13 +41,17 @@ class TestsPassedRule(RuleType):
         return list(self.params["reports"])
 
     def needs(self) -> list[FactRequest]:
-        return [ReportsRequest(tuple(self.params["reports"]))]
+        wanted: list[FactRequest] = [ReportsRequest(tuple(self.params["reports"]))]
+        if self.params.get("provenance", "any") == "same_run":
+            wanted.append(ProvenanceRequest(tuple(self.params["reports"])))
+        return wanted
 
     def evaluate(self, ctx: Context) -> Outcome:
         globs = list(self.params["reports"])
         min_tests = int(self.params.get("min_tests", 1))
         allow_skipped = bool(self.params.get("allow_skipped", True))
         allow_flaky = bool(self.params.get("allow_flaky", True))
+        same_run = self.params.get("provenance", "any") == "same_run"
 
         fact = ctx.facts.reports(ReportsRequest(tuple(globs)))
         if fact is None:  # fail closed: a judge without the facts it needs cannot pass
@@ -61,6 +69,8 @@ class TestsPassedRule(RuleType):
         if not fact.reports:
             return Outcome(Status.FAIL, "no test report matched " + ", ".join(globs), details)
 
+        provenance = ctx.facts.provenance(ProvenanceRequest(tuple(globs))) if same_run else None
+        unproven: list[str] = []
         totals = Totals(0, 0, 0, 0, 0)
         files: list[FileRead] = []
         unreadable: list[str] = []
@@ -84,6 +94,13 @@ class TestsPassedRule(RuleType):
                                      **({"notes": list(summary.notes)} if summary.notes else {})})
             failing += [f"{rel}: {name}" for name in summary.failed_tests]
             flaky += list(summary.flaky_tests)
+        if provenance is not None and provenance.error is None:
+            for entry in details["files"]:
+                if "sha256" not in entry:
+                    continue  # a file that could not even be hashed is already unreadable: error
+                entry["producer"] = provenance.producer(entry["path"], entry["sha256"])
+                if entry["producer"] is None:
+                    unproven.append(entry["path"])
 
         matched = fact.reports
         details["totals"] = totals.to_json()
@@ -102,6 +119,22 @@ class TestsPassedRule(RuleType):
             problems.append(f"{_plural(bad, 'test')} did not pass" + (f" ({shown})" if shown else ""))
         if unreadable:
             problems.append("unreadable report" + ("s" if len(unreadable) > 1 else "") + ": " + "; ".join(unreadable))
+        lost = None
+        if same_run and provenance is None:  # fail closed: not gathered is not proven
+            lost = "the provenance of the reports was not gathered"
+        elif provenance is not None and provenance.error is not None:
+            lost = f"provenance: same_run cannot be checked: {provenance.error}"
+        if lost:
+            problems.append(lost)
+            details["provenance"] = {"error": lost}
+        elif provenance is not None:
+            details["provenance"] = {"platform": provenance.platform, "run": provenance.run}
+        if unproven:
+            where = "this pipeline" if provenance is not None and provenance.platform == "gitlab" else \
+                "this workflow run"
+            shown = ", ".join(unproven[:5]) + (f" and {len(unproven) - 5} more" if len(unproven) > 5 else "")
+            problems.append(f"report {shown} {'was' if len(unproven) == 1 else 'were'} not produced by {where} "
+                            "(provenance: same_run)")
         if not unreadable and ran < min_tests:
             problems.append(f"{ran} tests ran, fewer than the {min_tests} required")
         if totals.skipped and not allow_skipped:
@@ -113,6 +146,7 @@ class TestsPassedRule(RuleType):
             problems.append(f"{_plural(totals.flaky, 'flaky test')} and the policy does not allow flaky tests ({shown})")
         if not problems:
             return Outcome(Status.PASS, counts, details, tuple(files))
-        known_failure = bad or (totals.skipped and not allow_skipped) or (totals.flaky and not allow_flaky)
-        status = Status.ERROR if unreadable and not known_failure else Status.FAIL
+        known_failure = (bad or (totals.skipped and not allow_skipped) or (totals.flaky and not allow_flaky)
+                         or unproven)
+        status = Status.ERROR if (unreadable or lost) and not known_failure else Status.FAIL
         return Outcome(status, counts + "; " + "; ".join(problems), details, tuple(files))
