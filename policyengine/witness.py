@@ -88,18 +88,6 @@ def _bundle_decision(store: Any, record: Mapping[str, Any]) -> dict[str, Any]:
     return decision
 
 
-def _current_head(store: Any) -> str | None:
-    """The store head now: the SHA-256 of the store's newest catalogue (None: it keeps none)."""
-    from policyengine.evidence.catalogue import sequence_of_name
-
-    files = store.catalogue_files()
-    numbered = [(sequence_of_name(name), data) for name, data in files]
-    numbered = [(n, data) for n, data in numbered if n is not None]
-    if not numbered:
-        return None
-    return hashlib.sha256(max(numbered, key=lambda x: x[0])[1]).hexdigest()
-
-
 def _post(provider: str, env: Mapping[str, str], token: str, repository: str, commit: str,
           body: dict[str, Any]) -> None:
     """POST the status; raise ``ApiError``/``PolicyEngineError`` on failure."""
@@ -158,7 +146,9 @@ def publish(store: Any, bundle_id: str, *, env: Mapping[str, str], provider: str
     elif not repository or not environment or not commit:
         cause = f"bundle {bundle_id} names no repository, environment or commit"
     if cause is None:
-        head = store_head or _current_head(store)
+        from policyengine.evidence.catalogue import newest_head
+
+        head = store_head or newest_head(store.catalogue_files())
         text = description(decision, bundle_id, str(record.get("sha256")), head)
         state = state_for(decision)
         body: dict[str, Any] = {"state": state, "description": text}

@@ -676,6 +676,12 @@ def test_record_appends_a_signed_reconciliation_record_that_verifies(
     with evidence.archive.open_bundle(rec) as fh, zipfile.ZipFile(fh) as zf:
         doc = json.loads(zf.read("record.json"))
     assert doc["summary"]["counts"]["unauthorized"] == 1 and doc["by"] == "auditor"
+    # It names the store head it reconciled: the newest catalogue before the record was written.
+    import hashlib
+
+    names = sorted(p.name for p in (evidence.archive.root / "catalogue").iterdir())
+    assert doc["summary"]["store_head"] == hashlib.sha256(
+        (evidence.archive.root / "catalogue" / names[-2]).read_bytes()).hexdigest()
     assert doc["summary"]["findings"][0]["platform_id"] == "d-2"
     assert isinstance(report, dict) and doc["summary"]["period"] == report["period"]
     with pytest.raises(SystemExit) as exc:

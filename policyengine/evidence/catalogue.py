@@ -289,3 +289,13 @@ def lag_warnings(catalogue: Catalogue | None, records: Sequence[Mapping[str, Any
                           f"the chain of {_name(key)}) was written after it (its writer stopped before updating the "
                           "catalogue); the next write records it")
             for key, r in last.items()]
+
+
+def newest_head(files: Sequence[tuple[str, bytes]]) -> str | None:
+    """The store head of a store's catalogue files (``EvidenceStore.catalogue_files``): the SHA-256
+    of the highest-numbered catalogue, or None when the store keeps none."""
+    numbered = [(n, data) for n, data in ((sequence_of_name(name), data) for name, data in files) if n is not None]
+    if not numbered:
+        return None
+    return hashlib.sha256(max(numbered, key=lambda x: x[0])[1]).hexdigest()
+

@@ -788,10 +788,12 @@ def record_reconciliation(store: EvidenceStore, result: Reconciliation, report: 
                           by: Any, at: datetime) -> Any:
     """Append the signed store-level ``reconciliation`` record (``--record``); return its ``BundleRef``.
 
-    Linked to the store's newest evaluation, so it is chained and signed like every record.
-    TODO(i16-catalogue): link it to the store head (the catalogue's digest) instead.
+    Linked to the store's newest evaluation, so it is chained and signed like every record; its
+    summary names the store head it reconciled (``store_head``: the newest catalogue's SHA-256),
+    so the record covers every chain of the store as it stood, not only the anchor's.
     """
     from policyengine.errors import UsageError
+    from policyengine.evidence.catalogue import newest_head
     from policyengine.evidence.records import RECONCILIATION
 
     records, _ = store.read_index()
@@ -806,6 +808,7 @@ def record_reconciliation(store: EvidenceStore, result: Reconciliation, report: 
     anchor = max(evaluations, key=order)
     summary = {**summary_of(result), "period": {"since": result.since, "until": result.until},
                "now": result.now, "report_sha256": hashlib.sha256(report).hexdigest(),
+               "store_head": newest_head(store.catalogue_files()),
                "findings": [{**f.to_json(), "finding": label} for label, items in (
                    ("exception", result.exceptions), ("class", result.classes)) for f in items]}
     payload = {"reconciliation": "exceptions" if result.exceptions else "clean", "summary": summary,
