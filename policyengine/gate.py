@@ -781,7 +781,10 @@ def _check(request: CheckRequest, run: RunDeadline) -> CheckResult:
         doc["advisory_by"] = redact_value(advisory_by(request, identity), redactor)
     doc["evidence"] = redact_value(bundle, redactor)
     # After the evidence is recorded: post the decision; a failure is recorded, linked to the bundle.
-    with run.recording():
+    from policyengine.evidence.timestamp import stamping
+
+    # A failure record is stamped like the bundle: its time rests on the authority, not on us.
+    with run.recording(), stamping(request.timestamper):
         delivered = notify.deliver(targets, document=doc, bundle=bundle, exit_code=final, store_url=store_url,
                                    env=request.env, redactor=redactor, signing_key=request.signing_key,
                                    retention=policy.retention, extra_secrets=request.extra_secrets)

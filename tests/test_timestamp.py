@@ -535,3 +535,32 @@ def test_an_authority_that_answers_garbage_is_one_that_did_not_answer(tsa: Tsa, 
     token = Timestamper(urls=(junk, junk, junk, server.url), roots=roots).stamp(b"signature")
     assert token  # the first authority that answers properly is used
     listener.close()
+
+
+def test_a_failed_notification_and_a_failed_witness_are_stamped_like_their_bundle(
+        tsa: Tsa, server: TsaServer, keys: tuple[Path, Path], tmp_path: Path) -> None:
+    """The records the gate and the witness step write about a failure carry the authority's time
+    too: a failure recorded late, or backdated, would otherwise rest on the writer's word."""
+    evidence = tmp_path / "ev"
+    done = _cli(*_check_args(evidence, "--signing-key", str(keys[0]), "--timestamp-url", server.url,
+                             "--tsa-cert", str(tsa.root), "--notify", "env:DEAD_HOOK"),
+                env={"DEAD_HOOK": _dead_url()})
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "notify: FAILED" in done.stdout + done.stderr
+    archive = LocalArchive(evidence)
+    records, _ = archive.read_index()
+    evaluation = next(r for r in records if r.get("kind", "evaluation") == "evaluation")
+    # The witness: required by nobody, no token: off, nothing written. A refused platform: recorded.
+    done = _cli("evidence", "witness", "--archive", str(evidence), evaluation["id"], "--provider", "github",
+                "--signing-key", str(keys[0]), "--timestamp-url", server.url, "--tsa-cert", str(tsa.root),
+                env={"POLICYENGINE_WITNESS_TOKEN": "ghs_" + "W" * 36, "GITHUB_API_URL": _dead_url(),
+                     "POLICYENGINE_HTTP_RETRIES": "0"})
+    assert done.returncode == 0 and "witness: FAILED" in done.stdout, done.stdout + done.stderr
+    failures = [r for r in archive.read_index()[0] if r.get("kind") == "notification-failure"]
+    assert len(failures) == 2
+    for record in failures:
+        with archive.open_bundle(record) as fh, zipfile.ZipFile(fh) as zf:
+            assert TIMESTAMP in zf.namelist(), record
+    report = archive.verify([], load_public_key(str(keys[1])),
+                            stamps=StampCheck(load_roots(str(tsa.root), what="t"), require=True))
+    assert report.ok, report.problems

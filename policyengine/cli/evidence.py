@@ -540,9 +540,10 @@ def evidence_record_outcome(archive: str, status: str, note: str | None, at: str
                    "catalogue now.")
 @click.option("--signing-key", envvar="POLICYENGINE_SIGNING_KEY", show_envvar=True, metavar="FILE|env:VAR",
               help="Signs the notification-failure record (and not_deployed outcome) written when publishing fails.")
+@timestamp_options
 @click.argument("bundle_id", metavar="BUNDLE_ID")
 def evidence_witness(archive: str, provider: str | None, store_head: str | None, signing_key: str | None,
-                     bundle_id: str) -> int:
+                     timestamp_urls: tuple[str, ...], tsa_cert: str | None, bundle_id: str) -> int:
     """Publish a recorded decision as a commit status: the platform as witness.
 
     Run it in a step or job of its own, after check, with its own token in
@@ -568,8 +569,11 @@ def evidence_witness(archive: str, provider: str | None, store_head: str | None,
         raise UsageError(f"--store-head {store_head!r} is not a SHA-256 (64 lowercase hex digits)")
     store = open_archive(archive)
     key = _signing_key(signing_key) if signing_key else None
-    result = publish(store, bundle_id, env=os.environ, provider=provider,
-                     store_head=store_head.strip() if store_head else None, signing_key=key)
+    from policyengine.evidence.timestamp import stamping
+
+    with stamping(stamper(timestamp_urls, tsa_cert)):  # a failure record is stamped like any record
+        result = publish(store, bundle_id, env=os.environ, provider=provider,
+                         store_head=store_head.strip() if store_head else None, signing_key=key)
     for line in result.lines:
         click.echo(line)
     return result.exit_code
