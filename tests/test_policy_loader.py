@@ -141,7 +141,7 @@ def test_a_type_specific_key_on_another_type_is_unknown(tmp_path: Path, monkeypa
     text = edited("    checks: [build, lint]\n", "    checks: [build, lint]\n    min_tests: 3\n")
     assert problems_of(tmp_path, monkeypatch, text) == [
         'acceptance.yml:30:5: rules[3]: unknown key "min_tests"; expected one of id, type, description, '
-        "enforcement, controls, when, checks"
+        "enforcement, controls, when, checks, creators"
     ]
 
 
