@@ -314,25 +314,31 @@ class GitHubWorld:
         c["files"] = [{**template("github", "file"), "filename": f} for f in files]
         self.api.json(f"{self.base}/commits/{sha}", c)
 
-    def checks(self, sha: str, runs: Iterable[tuple[str, str | None]] = (("build", "success"), ("lint", "success")),
-               statuses: Iterable[tuple[str, str]] = ()) -> None:
+    def checks(self, sha: str, runs: Iterable[tuple[str, str | None] | tuple[str, str | None, str | None]] = (
+                   ("build", "success"), ("lint", "success")),
+               statuses: Iterable[tuple[str, str] | tuple[str, str, str | None]] = ()) -> None:
+        """Check runs ``(name, conclusion[, app slug])`` (app ``github-actions`` unless given) and commit
+        statuses ``(context, state[, creator login])``, oldest first (creator ``ci-bot`` unless given),
+        served as GitHub does: ``/check-runs`` and ``/statuses`` (newest first, every status kept)."""
         objs = []
-        for i, (name, conclusion) in enumerate(runs):
+        for i, (name, conclusion, *app) in enumerate(runs):
             r = template("github", "check_run")
             r.update({"id": 1000 + i, "name": name, "head_sha": sha,
                       "status": "completed" if conclusion else "in_progress", "conclusion": conclusion,
                       "completed_at": "2026-11-23T16:00:00Z" if conclusion else None})
+            if app:
+                r["app"] = {**r["app"], "slug": app[0]} if app[0] else None
             objs.append(r)
         self.api.pages(f"{self.base}/commits/{sha}/check-runs", objs, key="check_runs", wrap={"total_count": len(objs)})
         sts = []
-        for i, (context, state) in enumerate(statuses):
+        for i, (context, state, *creator) in enumerate(statuses):
             st = template("github", "status")
-            st.update({"id": 2000 + i, "context": context, "state": state})
+            at = f"2026-11-23T16:{10 + i:02d}:00Z"
+            st.update({"id": 2000 + i, "context": context, "state": state, "created_at": at, "updated_at": at})
+            if creator:
+                st["creator"] = gh_user(creator[0]) if creator[0] else None
             sts.append(st)
-        combined = template("github", "combined_status")
-        combined.update({"sha": sha, "total_count": len(sts), "state": "success" if sts else "pending"})
-        combined.pop("statuses", None)
-        self.api.pages(f"{self.base}/commits/{sha}/status", sts, key="statuses", wrap=combined)
+        self.api.pages(f"{self.base}/commits/{sha}/statuses", sts[::-1])
 
     def deployments(self, environment: str, deps: Iterable[tuple[int, str, list[str]]]) -> None:
         """``deps``: (id, sha, states newest first), newest deployment first."""

@@ -257,7 +257,7 @@ def test_250_reviews_and_250_commits_take_pages_not_one_request_each(api: FakeAP
         f"{base}/pulls/42/commits": 3,
         f"{base}/pulls/42/files": 1,
         f"{base}/commits/{MERGE}/check-runs": 1,
-        f"{base}/commits/{MERGE}/status": 1,
+        f"{base}/commits/{MERGE}/statuses": 1,
         f"{base}/deployments": 1,
         f"{base}/deployments/9/statuses": 1,
         f"{base}/deployments/8/statuses": 1,
@@ -568,19 +568,30 @@ def test_corpus_responses_map_to_the_change(corpus: Path, api: FakeAPI) -> None:
     api.json(f"{base}/pulls/{n}/files", [])  # the recording says 1 changed file: a short list is not trusted
     api.json(f"{base}/commits/{sha}/check-runs", load("list-check-runs-for-ref/octokit-rb__check_runs_for_ref__"
                                                       "returns_check_runs_for_a_commit.json"))
-    api.json(f"{base}/commits/{sha}/status", load("combined-status-for-ref/octokit-rb__combined_status__gets_a_"
-                                                  "combined_status.json"))
+    # flake8's 15 statuses of one commit, newest first, each with its creator (the combined status has none)
+    api.json(f"{base}/commits/{sha}/statuses", load("commit-statuses/github3py__Repository_statuses__1.json"))
     api.json(f"{base}/deployments", [])
     change = gather_github(github_env(api, sha), environment="production").change
+
+    def statuses_url(i: int) -> Any:
+        return load("commit-statuses/github3py__Repository_statuses__1.json")[i]["target_url"]
+
     assert pick_pull(pulls, sha)["number"] == 3207  # the recorded commit is that pull request's head
     assert change["pull_request"]["number"] == n and change["pull_request"]["state"] == "open"
     # The recording replaced the review commit ids with placeholders: not a SHA, so no commit (stale).
     assert [(r["user"], r["state"], r["commit"]) for r in change["reviews"]] == [
         ("<GITHUB_LOGIN>", "approved", None), ("LizzHale", "commented", None)]
     assert [(c["author"], c["committer"]) for c in change["commits"]] == [("koichiro", "koichiro")]
-    assert change["checks"] == [{"name": "octokit-test-check", "status": "pending",
-                                 "commit": "e1db7418a77db065d1900e579c82ef0aad1da2b1", "completed_at": None,
-                                 "url": "https://github.com/<GITHUB_LOGIN>/<GITHUB_TEST_REPOSITORY>/runs/51295429"}]
+    # The recording's app has no slug (anonymised): the check run's creator is unknown, so it never counts.
+    assert change["checks"] == [
+        {"name": "octokit-test-check", "status": "pending", "commit": "e1db7418a77db065d1900e579c82ef0aad1da2b1",
+         "completed_at": None, "url": "https://github.com/<GITHUB_LOGIN>/<GITHUB_TEST_REPOSITORY>/runs/51295429",
+         "kind": "check_run", "creator": None},
+        # the latest status per context and creator, oldest first: the 12 earlier `pending` are not kept
+        {"name": "continuous-integration/appveyor/branch", "status": "success", "commit": sha,
+         "completed_at": "2018-01-01T01:11:09Z", "url": statuses_url(2), "kind": "status", "creator": "sigmavirus24"},
+        {"name": "continuous-integration/travis-ci/push", "status": "success", "commit": sha,
+         "completed_at": "2018-01-01T01:58:59Z", "url": statuses_url(0), "kind": "status", "creator": "sigmavirus24"}]
     assert change["unavailable"] == {"files_changed": f"GET {base}/pulls/2/files: the pull request changes 1 files "
                                                       "but the API listed 0 (it lists at most 3000)"}
 
@@ -598,6 +609,38 @@ def test_corpus_pull_request_event_gives_the_number_without_a_lookup(corpus: Pat
     assert change["pull_request"]["number"] == event["number"] == 2
     assert change["pull_request"]["head_commit"] == head
     assert not any(p.endswith(f"/commits/{head}/pulls") for p in api.paths())
+
+
+def test_checks_record_who_reported_them(api: FakeAPI) -> None:
+    """Check runs carry their app's slug, statuses their creator's login (issue 16)."""
+    reviewed_world(api)
+    GitHubWorld(api).checks(MERGE, runs=[("build", "success"), ("build", "success", "evil-app"), ("lint", None)],
+                            statuses=[("ci/scan", "pending", "scanner[bot]"), ("ci/scan", "success", "scanner[bot]"),
+                                      ("ci/scan", "failure", "mallory"), ("policyengine/production", "success", None)])
+    change = gather_github(github_env(api, MERGE), environment="production",
+                           previous_deploys=StaticHistory(PREV)).change
+    assert [(c["name"], c["status"], c["kind"], c["creator"], c["completed_at"]) for c in change["checks"]] == [
+        ("build", "success", "check_run", "github-actions", "2026-11-23T16:00:00Z"),
+        ("build", "success", "check_run", "evil-app", "2026-11-23T16:00:00Z"),
+        ("lint", "pending", "check_run", "github-actions", None),
+        ("ci/scan", "success", "status", "scanner[bot]", "2026-11-23T16:11:00Z"),
+        ("ci/scan", "failure", "status", "mallory", "2026-11-23T16:12:00Z"),
+        ("policyengine/production", "success", "status", None, "2026-11-23T16:13:00Z")]
+    assert schema_errors(change) == []
+
+
+def test_a_check_run_from_another_app_does_not_satisfy_the_policy(
+        api: FakeAPI, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    """An app installed on the repository reports `build`; a token with statuses: write posts `lint`."""
+    reviewed_world(api)
+    GitHubWorld(api).checks(MERGE, runs=[("build", "success", "evil-app"), ("lint", "failure")],
+                            statuses=[("lint", "success", "github-actions[bot]")])
+    run = run_check(monkeypatch, capsys, tmp_path, github_env(api, MERGE), previous=PREV)
+    assert run.code == 1
+    assert run.rule("required-checks")["message"] == (
+        f"checks not successful on {MERGE[:7]}: build: reported only by an unexpected creator (check run by app "
+        "evil-app); to count it, list that creator in the rule's creators: (the list replaces the default set); "
+        "lint: failure")
 
 
 def test_co_authored_by_trailers() -> None:

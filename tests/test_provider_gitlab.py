@@ -86,6 +86,8 @@ def test_merge_request_approvals_allow_end_to_end(api: FakeAPI, monkeypatch: pyt
     assert change["commits"][0]["co_authors"] == ["erin"]
     assert [(c["name"], c["status"]) for c in change["checks"]] == [
         ("build", "success"), ("lint", "success"), ("deploy", "pending")]
+    # The pipeline's own jobs (the jobs API lists no external commit status): GitLab reported them.
+    assert {(c["kind"], c["creator"]) for c in change["checks"]} == {("job", "gitlab")}
     assert (change["deployer"], change["deployer_source"]) == ("dana", "GITLAB_USER_LOGIN")
     assert change["pipeline"] == {"provider": "gitlab", "id": "61", "attempt": None,
                                   "url": "https://gitlab.example.com/acme/payments/-/pipelines/61",

@@ -86,8 +86,8 @@ GITHUB: dict[str, tuple[str, str, str, bool, list[tuple[tuple[Any, ...], str]]]]
     "check-runs": (f"{GH_B}/commits/{MERGE}/check-runs", "reviewed", "checks", False,
                    [(("check_runs",), "str"), (("check_runs", 0, "name"), "str"),
                     (("check_runs", 0, "head_sha"), "sha"), (("check_runs", 0, "status"), "str")]),
-    "statuses": (f"{GH_B}/commits/{MERGE}/status", "reviewed", "checks", False,
-                 [(("statuses",), "str"), (("statuses", 0, "context"), "str"), (("statuses", 0, "state"), "str")]),
+    "statuses": (f"{GH_B}/commits/{MERGE}/statuses", "reviewed", "checks", True,
+                 [((0, "context"), "str"), ((0, "state"), "str"), ((0, "creator"), "obj")]),
     "team": ("/orgs/acme/teams/security/members", "reviewed", "teams", True, [((0, "login"), "str")]),
     "compare": (f"{GH_B}/compare/{PREV}...{MERGE}", "reviewed", "range", False,
                 [(("commits",), "str"), (("commits", 0, "sha"), "sha"), (("status",), "str"),
@@ -108,7 +108,7 @@ def cases(table: dict[str, tuple[str, str, str, bool, list[tuple[tuple[Any, ...]
                     if variant in ("list", "null", "missing"):
                         continue  # another list, or none: a shape these fields may have
                 if where[-1] in ("merged_at", "submitted_at", "labels", "files", "total_commits", "commits",
-                                 "head_sha", "user") and variant in ("null", "missing"):
+                                 "head_sha", "user", "creator") and variant in ("null", "missing"):
                     continue  # optional fields: null or absent is a valid answer
                 out.append(pytest.param(name, (where, variant),
                                         id=f"{name}-{'.'.join(map(str, where))}-{variant}"))

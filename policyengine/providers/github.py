@@ -525,26 +525,48 @@ def map_commit(item: dict[str, Any], pull_request: int | None) -> dict[str, Any]
 
 
 def map_check_run(run: dict[str, Any]) -> dict[str, Any]:
-    """A check run: its conclusion when completed, else ``pending``."""
+    """A check run: its conclusion when completed, else ``pending``; its creator is its app's slug."""
     status = run.get("conclusion") if run.get("status") == "completed" else None
+    app = run.get("app") if isinstance(run.get("app"), dict) else {}
     return {
         "name": str(run["name"]),
         "status": str(status or "pending"),
         "commit": str(run["head_sha"]).lower() if run.get("head_sha") else None,
         "completed_at": run.get("completed_at"),
         "url": run.get("html_url") or run.get("details_url"),
+        "kind": "check_run",
+        "creator": app.get("slug") or None,  # unknown: never the platform's app (checks_passed)
     }
 
 
 def map_status(status: dict[str, Any], sha: str) -> dict[str, Any]:
-    """A commit status (the latest per context, from the combined status)."""
+    """A commit status; its creator is the login of the account that posted it."""
     return {
         "name": str(status["context"]),
         "status": str(status["state"]),
         "commit": sha,
-        "completed_at": status.get("updated_at"),
+        "completed_at": status.get("updated_at") or status.get("created_at"),
         "url": status.get("target_url"),
+        "kind": "status",
+        "creator": _login(status.get("creator")),
     }
+
+
+def latest_statuses(statuses: list[dict[str, Any]], sha: str) -> list[dict[str, Any]]:
+    """The newest status per context and creator, oldest first, from GitHub's newest-first list.
+
+    Per creator, not per context: the newest status of a context may be anyone's, and
+    ``checks_passed`` judges only those of the creators it expects.
+    """
+    seen: set[tuple[str, str | None]] = set()
+    out: list[dict[str, Any]] = []
+    for st in statuses:
+        mapped = map_status(st, sha)
+        key = (mapped["name"], mapped["creator"])
+        if key not in seen:
+            seen.add(key)
+            out.append(mapped)
+    return out[::-1]
 
 
 def pick_pull(candidates: Iterable[dict[str, Any]], sha: str, *, merged_only: bool = False) -> dict[str, Any] | None:
@@ -710,10 +732,11 @@ class _GitHub:
         return shaped("GET", path, lambda: [map_check_run(r) for r in runs])
 
     def statuses(self) -> list[dict[str, Any]]:
-        path = f"{self.repo}/commits/{self.cfg.sha}/status"
-        statuses = shapes.check("GET", path, self.s.get_pages(path, name=f"commits_{self.short}_status",
-                                                               key="statuses"), shapes.List(shapes.GH_STATUS))
-        return shaped("GET", path, lambda: [map_status(st, self.cfg.sha) for st in statuses])
+        # The list, not the combined status: only the list names each status's creator.
+        path = f"{self.repo}/commits/{self.cfg.sha}/statuses"
+        statuses = shapes.check("GET", path, self.s.get_pages(path, name=f"commits_{self.short}_statuses"),
+                                shapes.List(shapes.GH_STATUS))
+        return shaped("GET", path, lambda: latest_statuses(statuses, self.cfg.sha))
 
     def team(self, name: str) -> list[str]:
         """The members of the policy's team ``name``: ``POLICYENGINE_TEAMS`` maps it to ``org/team``

@@ -229,7 +229,8 @@ def map_commit(c: dict[str, Any], pull_request: int | None) -> dict[str, Any]:
 
 
 def map_job(job: dict[str, Any], sha: str) -> dict[str, Any]:
-    """A pipeline job as a check."""
+    """A pipeline job as a check. Its creator is GitLab itself: the pipeline jobs API lists the
+    pipeline's own jobs, never an external commit status someone posted (``checks_passed``)."""
     commit: dict[str, Any] = job["commit"] if isinstance(job.get("commit"), dict) else {}
     return {
         "name": str(job["name"]),
@@ -237,6 +238,8 @@ def map_job(job: dict[str, Any], sha: str) -> dict[str, Any]:
         "commit": str(commit.get("id") or sha).lower(),
         "completed_at": job.get("finished_at"),
         "url": job.get("web_url"),
+        "kind": "job",
+        "creator": "gitlab",
     }
 
 

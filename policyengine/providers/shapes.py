@@ -206,9 +206,10 @@ GH_FILE = Obj({"filename": STR, "previous_filename": Opt(STR)})
 GH_COMMIT_WITH_FILES = Obj({**GH_COMMIT.fields, "files": Opt(List(GH_FILE))})
 GH_CHECK_RUN = Obj({
     "name": STR, "status": STR, "conclusion": Opt(STR), "head_sha": Opt(SHA), "completed_at": Opt(TIME),
-    "html_url": Opt(STR), "details_url": Opt(STR),
+    "html_url": Opt(STR), "details_url": Opt(STR), "app": Opt(Obj({"slug": Opt(STR)})),
 })
-GH_STATUS = Obj({"context": STR, "state": STR, "updated_at": Opt(TIME), "target_url": Opt(STR)})
+GH_STATUS = Obj({"context": STR, "state": STR, "created_at": Opt(TIME), "updated_at": Opt(TIME),
+                 "target_url": Opt(STR), "creator": Opt(GH_USER)})
 GH_DEPLOYMENT = Obj({"id": INT, "sha": SHA, "created_at": Opt(TIME), "url": Opt(STR)})
 GH_DEPLOYMENT_STATUS = Obj({"state": STR})
 GH_COMPARE = Obj({"status": STR, "total_commits": Opt(COUNT), "commits": List(GH_COMMIT),
