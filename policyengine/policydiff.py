@@ -154,6 +154,38 @@ def _scope(what: str) -> Compare:
     return compare
 
 
+_PLATFORM_CREATORS = frozenset({"github-actions", "gitlab"})
+"""The creators ``checks_passed`` trusts for check runs and jobs without ``creators``."""
+
+
+def _creators(old: Any, new: Any) -> tuple[str, str]:
+    """``checks_passed.creators``: absent = check runs and jobs of the platform, statuses from anyone.
+
+    A list of the platform's own creators only narrows that (statuses from anyone no longer
+    count); a list naming another app or login also trusts it for check runs: undecided.
+    """
+    a = {x.casefold() for x in _set(old) or ()} if _set(old) is not None else None
+    b = {x.casefold() for x in _set(new) or ()} if _set(new) is not None else None
+    if a == b:
+        return NEUTRAL, "same items"
+    if a is None or b is None:
+        listed = b or a or set()
+        if listed <= _PLATFORM_CREATORS:
+            if a is None:
+                who = ", ".join(sorted(listed)) or "nobody"
+                return STRONGER, f"checks counted only from {who} (statuses from anyone no longer)"
+            return WEAKER, "checks counted from the default creators again (statuses from anyone)"
+        return UNDECIDED, (f"creators {'set to' if a is None else 'dropped, was'} {', '.join(sorted(listed))}: trusts "
+                           "other creators than the default's for check runs, fewer for statuses; cannot tell "
+                           "whether this is weaker")
+    if b < a:
+        return STRONGER, f"fewer creators trusted: {', '.join(sorted(a - b))} removed"
+    if b > a:
+        return WEAKER, f"more creators trusted: {', '.join(sorted(b - a))} added"
+    return UNDECIDED, (f"creators changed (removed {', '.join(sorted(a - b))}; added {', '.join(sorted(b - a))}): "
+                       "cannot tell whether this is weaker")
+
+
 def _undecided_if_changed(what: str) -> Compare:
     def compare(old: Any, new: Any) -> tuple[str, str]:
         if old == new:
@@ -485,6 +517,7 @@ _RULE_KEYS: dict[str, dict[str, Compare]] = {
     },
     "checks_passed": {
         "checks": _more_is_stronger("required check"),
+        "creators": _creators,
     },
     "rollback_plan": {
         "path": _undecided_if_changed("path"),

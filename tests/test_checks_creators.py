@@ -155,3 +155,26 @@ def test_policy_creators_load(tmp_path: Any, monkeypatch: Any) -> None:
     assert rule.params["creators"] == ["github-actions", "jenkins-bot"]
     bad = edited("checks: [build, lint]", "checks: [build, lint]\n    creators: github-actions")
     assert len(problems_of(tmp_path, monkeypatch, bad)) == 1
+
+
+def test_policy_diff_judges_creators() -> None:
+    """Trusting more creators weakens; trusting fewer strengthens; an app beside the default is undecided."""
+    import copy
+
+    from test_policy_diff import BASE, _rule
+
+    from policyengine.policydiff import STRONGER, UNDECIDED, WEAKER, diff
+
+    def direction(old: list[str] | None, new: list[str] | None) -> set[str]:
+        a, b = copy.deepcopy(BASE), copy.deepcopy(BASE)
+        for doc, value in ((a, old), (b, new)):
+            if value is not None:
+                _rule(doc, "required-checks")["creators"] = value
+        return {f.direction for f in diff(a, b) if f.path.endswith("creators")}
+
+    assert direction(None, ["github-actions"]) == {STRONGER}  # statuses from anyone no longer count
+    assert direction(["github-actions"], None) == {WEAKER}
+    assert direction(None, ["github-actions", "evil-app"]) == {UNDECIDED}
+    assert direction(["github-actions"], ["github-actions", "jenkins-bot"]) == {WEAKER}
+    assert direction(["github-actions", "jenkins-bot"], ["github-actions"]) == {STRONGER}
+    assert direction(["a"], ["b"]) == {UNDECIDED}
