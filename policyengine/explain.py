@@ -114,10 +114,16 @@ def _tests(p: dict[str, Any]) -> tuple[str, list[str], list[str], list[str]]:
 
 
 def _checks(p: dict[str, Any]) -> tuple[str, list[str], list[str], list[str]]:
-    text = f"The CI checks {_list(p['checks'])} succeeded on the commit being deployed."
-    fails = ["a check missing, pending, failed, or reported only on another commit"]
+    text = f"The CI checks {_list(p['checks'])} succeeded on the commit being deployed"
+    if p.get("creators") is not None:
+        text += ", reported by " + (_list(p["creators"]) if p["creators"] else "nobody (no report counts)") + "."
+    else:
+        text += (", reported by the platform's own CI (GitHub Actions check runs, GitLab pipeline jobs) or by a "
+                 "commit status of the same name from anyone when no check run reports it.")
+    fails = ["a check missing, pending, failed, or reported only on another commit",
+             "a check reported only by an unexpected creator (another app, an account the policy does not name)"]
     errors = ["the checks could not be read from the code host"]
-    keeps = ["each check's latest status on the deployed commit, with its link"]
+    keeps = ["each check's latest status on the deployed commit, with its link and who reported it"]
     return text, fails, errors, keeps
 
 
