@@ -641,6 +641,9 @@ def test_a_check_run_from_another_app_does_not_satisfy_the_policy(
         f"checks not successful on {MERGE[:7]}: build: reported only by an unexpected creator (check run by app "
         "evil-app); to count it, list that creator in the rule's creators: (the list replaces the default set); "
         "lint: failure")
+    assert run.rule("required-checks")["details"]["checks"]["build"]["not_counted"] == [
+        {"kind": "check_run", "creator": "evil-app", "status": "success", "reason": "unexpected creator"}]
+    assert decision_errors(run.decision) == []
 
 
 def test_co_authored_by_trailers() -> None:
