@@ -30,12 +30,11 @@ from typing import Any
 
 from policyengine.models import Outcome, Status
 from policyengine.rules.base import Context, RuleType, unavailable
+from policyengine.witness_format import CONTEXT_PREFIX as WITNESS_PREFIX
+from policyengine.witness_format import is_witness_context
 
 PLATFORM_APPS = {"check_run": "github-actions", "job": "gitlab"}
 """The creator each platform-made kind of report must have by default: the platform's own CI."""
-
-WITNESS_PREFIX = "policyengine/"
-"""Commit status contexts the gate publishes itself (``policyengine/<environment>``): never a check."""
 
 _PROVIDER_SOURCES = frozenset({"github", "gitlab"})
 _RANK = {"check_run": 1, "job": 1}
@@ -83,7 +82,7 @@ class ChecksPassedRule(RuleType):
     def check_params(cls, params: dict[str, Any]) -> list[tuple[str, str]]:
         return [(f"checks[{i}]", f"{name!r}: the {WITNESS_PREFIX} prefix is reserved for the gate's witness "
                  "status, which is never counted as a check")
-                for i, name in enumerate(params.get("checks") or []) if str(name).startswith(WITNESS_PREFIX)]
+                for i, name in enumerate(params.get("checks") or []) if is_witness_context(name)]
 
     def evaluate(self, ctx: Context) -> Outcome:
         cause = unavailable(ctx.change, "checks")
@@ -97,7 +96,7 @@ class ChecksPassedRule(RuleType):
         results: dict[str, dict[str, Any]] = {}
         problems: list[str] = []
         for name in self.params["checks"]:
-            if str(name).startswith(WITNESS_PREFIX):
+            if is_witness_context(name):  # the gate's own witness status, whoever posted it
                 problems.append(f"{name}: the {WITNESS_PREFIX} prefix is reserved for the gate's witness status, "
                                 "never counted as a check")
                 results[name] = {"status": None, "reason": "reserved"}
