@@ -630,13 +630,15 @@ class HttpSession:
         data = json.dumps(document, ensure_ascii=False).encode("utf-8")
         self._request(url, method="POST", body=data)
 
-    def post_graphql(self, url: str, query: str, variables: Mapping[str, Any], *, what: str) -> Any:
+    def post_graphql(self, url: str, query: str, variables: Mapping[str, Any], *, what: str,
+                     name: str | None = None) -> Any:
         """POST a GraphQL ``query`` to ``url`` (of this session's origin: the token goes nowhere
         else); return its ``data``. An answer with ``errors``, or without an object under
         ``data``, raises ``ApiError`` naming ``what`` was asked (fail closed: a partial answer is
-        never taken for the whole)."""
+        never taken for the whole). ``name``: keep the answer as ``raw/<provider>/<name>.json``."""
         body = json.dumps({"query": query, "variables": dict(variables)}, ensure_ascii=False).encode("utf-8")
         raw, _ = self._request(url, method="POST", body=body)
+        self._record(name, raw)
         answer = self._decode(url, raw)
         shown = self.display_path(url)
         if not isinstance(answer, dict):
