@@ -152,7 +152,8 @@ class FakeAPI:
     def count(self, path: str | None = None) -> int:
         """Requests received (for ``path`` only, when given)."""
         with self._lock:
-            return sum(1 for r in self.requests if path is None or r.path == self.prefix + path)
+            return sum(1 for r in self.requests if path is None or r.path == self.prefix + path
+                       or (r.path == path and not path.startswith(self.prefix)))
 
     def paths(self) -> list[str]:
         with self._lock:

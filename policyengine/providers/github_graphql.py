@@ -243,8 +243,10 @@ class _List:
         self._check_joined()
 
     def _check_joined(self) -> None:
-        if any(i in self.seen for i in self.tail_ids):
-            self.more = False  # the pages read from the start have reached the last 100
+        # The pages read from the start (a prefix) and the last 100 (a suffix) cover the list once
+        # they are as long as it together; whole() checks the union against totalCount.
+        if len(self.items) + len(self.tail) >= self.total or any(i in self.seen for i in self.tail_ids):
+            self.more = False
 
     def add(self, conn: Any, where: str) -> None:
         total, nodes, more, cursor = _page(conn, where)
