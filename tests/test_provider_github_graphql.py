@@ -209,6 +209,15 @@ def test_a_graphql_error_denies_with_exit_3(api: FakeAPI, monkeypatch: pytest.Mo
     assert "Traceback" not in run.err
 
 
+def test_a_deployments_error_only_loses_the_corroboration(api: FakeAPI) -> None:
+    w = small_world(api)
+    api.json(f"{w.base}/deployments", {"message": "Resource not accessible by integration"}, status=403)
+    change = gather(api)
+    assert "unavailable" not in change and change["range"]["previous_commit"] == PREV
+    assert any("could not corroborate" in n and "Resource not accessible" in n for n in change["notes"]), \
+        change["notes"]
+
+
 def test_wrong_deployments_only_lose_the_corroboration(api: FakeAPI) -> None:
     w = small_world(api)
     answer = graphql_answer(api, w)
