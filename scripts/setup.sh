@@ -38,6 +38,15 @@ if [[ ",$extras," == *",test,"* ]] && command -v npm >/dev/null 2>&1 \
     gitlab-ci-local@4.75.1 node@22.23.3 >/dev/null \
     || echo "setup.sh: gitlab-ci-local could not be installed (npm): the GitLab pipeline test cannot run" >&2
 fi
+# GitHub's published GraphQL schema, against which tests/test_provider_github_graphql.py validates every
+# query the GitHub provider sends (with graphql-core, a test extra). Pinned; installed inside .venv.
+# Without it that test fails under CI=true and is skipped, saying why, elsewhere.
+if [[ ",$extras," == *",test,"* ]] && command -v npm >/dev/null 2>&1 \
+    && [ ! -f .venv/graphql-schema/node_modules/@octokit/graphql-schema/schema.json ]; then
+  npm install --prefix .venv/graphql-schema --no-audit --no-fund --silent --no-save \
+    @octokit/graphql-schema@15.26.1 >/dev/null \
+    || echo "setup.sh: @octokit/graphql-schema could not be installed (npm): the GraphQL query test cannot run" >&2
+fi
 if [[ ",$extras," == *",test,"* ]] && ! command -v rsync >/dev/null 2>&1 && [ "$(id -u)" = 0 ] \
     && command -v apt-get >/dev/null 2>&1; then
   apt-get install -y -q rsync >/dev/null 2>&1 \

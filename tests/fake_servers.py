@@ -152,11 +152,12 @@ class FakeAPI:
     def count(self, path: str | None = None) -> int:
         """Requests received (for ``path`` only, when given)."""
         with self._lock:
-            return sum(1 for r in self.requests if path is None or r.path == self.prefix + path)
+            return sum(1 for r in self.requests if path is None or r.path == self.prefix + path
+                       or (r.path == path and not path.startswith(self.prefix)))
 
     def paths(self) -> list[str]:
         with self._lock:
-            return [r.path[len(self.prefix):] for r in self.requests]
+            return [r.path[len(self.prefix):] if r.path.startswith(self.prefix) else r.path for r in self.requests]
 
     # -- serving ---------------------------------------------------------------------------
 
@@ -177,7 +178,8 @@ class FakeAPI:
                       h.rfile.read(length) if length else b"")
         with self._lock:
             self.requests.append(req)
-            rel = parts.path[len(self.prefix):] if parts.path.startswith(self.prefix) else None
+            # A path outside the prefix (GitHub Enterprise's /api/graphql beside /api/v3) is routed whole.
+            rel = parts.path[len(self.prefix):] if parts.path.startswith(self.prefix) else parts.path
             queued = self.faults.get(rel or "")
             reply = queued.pop(0) if queued else self.always
         if reply is None:
@@ -234,6 +236,7 @@ class GitHubWorld:
         self.base = f"/repos/{repository}"
         self.commit_pulls: dict[str, list[dict[str, Any]]] = {}
         self.pulls: dict[int, dict[str, Any]] = {}
+        self.graphql = GitHubGraphQL(self)
 
     def commit(self, sha: str, author: str | None, committer: str | None = "web-flow", message: str = "change",
                email: str | None = None) -> dict[str, Any]:
@@ -366,6 +369,164 @@ class GitHubWorld:
 
     def team(self, org: str, slug: str, members: Iterable[str]) -> None:
         self.api.pages(f"/orgs/{org}/teams/{slug}/members", [gh_user(m) for m in members])
+
+
+def graphql_path(prefix: str) -> str:
+    """Where GitHub's GraphQL endpoint is beside a REST prefix (``/api/v3`` -> ``/api/graphql``)."""
+    return (prefix[: -len("/v3")] if prefix.endswith("/v3") else prefix) + "/graphql"
+
+
+class GraphQLFailed(Exception):
+    """A REST route of the world answered an error: the GraphQL answer is an ``errors`` entry."""
+
+
+class GitHubGraphQL:
+    """The GraphQL queries of ``policyengine.providers.github_graphql``, answered from the world's REST routes.
+
+    Each answer is built by calling the REST routes the world (or a test) registered, so a test
+    that changes a REST answer changes the GraphQL one too; a REST error becomes a GraphQL
+    ``errors`` entry with ``data: null``. Cursors are item positions. ``queries``: what was asked.
+    """
+
+    def __init__(self, world: GitHubWorld) -> None:
+        self.world = world
+        self.api = world.api
+        self.queries: list[dict[str, Any]] = []
+        self._headers: dict[str, str] = {}
+        self.api.handler(graphql_path(self.api.prefix), self.serve)
+
+    def _rest(self, path: str) -> Any:
+        route = self.api.routes.get(path)
+        if route is None:
+            raise GraphQLFailed(f"Could not resolve {path}")
+        items: list[Any] = []
+        page = 1
+        while True:
+            reply = route(Request(self.api.prefix + path, {"page": [str(page)], "per_page": ["100"]}, self._headers),
+                          self.api)
+            if reply.status != 200:
+                body = reply.body if isinstance(reply.body, dict) else {}
+                raise GraphQLFailed(str(body.get("message") or f"HTTP {reply.status}"))
+            if not isinstance(reply.body, list):  # an object (a pull request)
+                return reply.body
+            items += reply.body
+            if 'rel="next"' not in reply.headers.get("Link", ""):
+                return items
+            page += 1
+
+    @staticmethod
+    def _actor(user: Any) -> Any:
+        if not isinstance(user, dict):
+            return None
+        return {"__typename": "Bot" if user.get("type") == "Bot" else "User", "login": user.get("login")}
+
+    @staticmethod
+    def _conn(items: list[Any], *, first: int | None = None, last: int | None = None,
+              after: str | None = None) -> dict[str, Any]:
+        start = int(after) + 1 if after is not None else 0
+        if last is not None:
+            start = max(0, len(items) - last)
+            chunk, more = items[start:], False
+        else:
+            chunk, more = items[start:start + (first or 0)], start + (first or 0) < len(items)
+        return {"totalCount": len(items), "nodes": chunk,
+                "pageInfo": {"hasNextPage": more, "endCursor": str(start + len(chunk) - 1) if chunk else None}}
+
+    def _reviews(self, number: int) -> list[dict[str, Any]]:
+        out = []
+        for i, r in enumerate(self._rest(f"{self.world.base}/pulls/{number}/reviews")):
+            out.append({"id": f"R{number}_{i}", "state": r.get("state"), "submittedAt": r.get("submitted_at"),
+                        "authorAssociation": r.get("author_association") or "NONE",
+                        "author": self._actor(r.get("user")),
+                        "commit": {"oid": r["commit_id"]} if r.get("commit_id") else None})
+        return out
+
+    def _commits(self, number: int) -> list[dict[str, Any]]:
+        out = []
+        for i, c in enumerate(self._rest(f"{self.world.base}/pulls/{number}/commits")):
+            inner = c.get("commit") or {}
+
+            def person(kind: str, c: dict[str, Any] = c, inner: dict[str, Any] = inner) -> Any:
+                p = inner.get(kind)
+                if p is None:
+                    return None
+                user = c.get(kind)
+                return {"name": p.get("name"), "email": p.get("email"), "date": p.get("date"),
+                        "user": {"login": user["login"]} if isinstance(user, dict) else None}
+
+            out.append({"id": f"C{number}_{i}", "commit": {"oid": c.get("sha"), "message": inner.get("message"),
+                                                           "author": person("author"),
+                                                           "committer": person("committer")}})
+        return out
+
+    def _pull(self, number: int) -> dict[str, Any]:
+        pr = self._rest(f"{self.world.base}/pulls/{number}")
+        files = self._rest(f"{self.world.base}/pulls/{number}/files")
+        reviews, commits = self._reviews(number), self._commits(number)
+        merged = bool(pr.get("merged_at")) or pr.get("merged") is True
+        labels = [{"name": lbl.get("name")} for lbl in pr.get("labels") or []]
+        return {
+            "number": pr.get("number"), "title": pr.get("title"), "body": pr.get("body"), "url": pr.get("html_url"),
+            "state": "MERGED" if merged else str(pr.get("state") or "open").upper(), "merged": merged,
+            "mergedAt": pr.get("merged_at"), "headRefOid": (pr.get("head") or {}).get("sha"),
+            "headRefName": (pr.get("head") or {}).get("ref"), "baseRefName": (pr.get("base") or {}).get("ref"),
+            "changedFiles": pr.get("changed_files", len(files)), "author": self._actor(pr.get("user")),
+            "mergedBy": self._actor(pr.get("merged_by")),
+            "mergeCommit": {"oid": pr["merge_commit_sha"]} if merged and pr.get("merge_commit_sha") else None,
+            "labels": {"totalCount": len(labels), "nodes": labels},
+            "reviewsFirst": self._conn(reviews, first=100), "reviewsLast": self._conn(reviews, last=100),
+            "commitsFirst": self._conn(commits, first=100), "commitsLast": self._conn(commits, last=100),
+            "files": self._conn([{"path": f.get("filename"),
+                                  "changeType": "RENAMED" if f.get("previous_filename") else "MODIFIED"}
+                                 for f in files], first=100),
+        }
+
+    def _deployments(self) -> dict[str, Any]:
+        body = self._rest(f"{self.world.base}/deployments")
+        nodes = []
+        try:
+            for d in body[:10]:
+                if not isinstance(d["id"], int) or isinstance(d["id"], bool):
+                    raise TypeError(d["id"])
+                statuses = self._rest(f"{self.world.base}/deployments/{d['id']}/statuses")
+                nodes.append({"databaseId": d["id"], "commitOid": d["sha"], "createdAt": d.get("created_at"),
+                              "statuses": {"nodes": [{"state": str(st["state"]).upper()} for st in statuses]}})
+        except (KeyError, TypeError, AttributeError):
+            return {"nodes": body}  # a REST answer of a wrong shape: the GraphQL one is wrong too
+        return {"nodes": nodes}
+
+    def serve(self, req: Request, api: FakeAPI) -> Reply:
+        if req.method != "POST":
+            return Reply(404, {"message": "Not Found"})
+        doc = req.json()
+        self.queries.append(doc)
+        self._headers = req.headers  # the REST routes see what the GraphQL request carried (the token)
+        query, v = doc["query"], doc["variables"]
+        try:
+            if "query PolicyenginePullPages" in query:
+                n = v["number"]
+                pr: dict[str, Any] = {}
+                if v["withReviews"]:
+                    pr["reviews"] = self._conn(self._reviews(n), first=100, after=v["reviews"])
+                if v["withCommits"]:
+                    pr["commits"] = self._conn(self._commits(n), first=100, after=v["commits"])
+                return Reply(200, {"data": {"repository": {"pullRequest": pr}}})
+            repo: dict[str, Any] = {}
+            if "query PolicyenginePullOfCommit" in query:
+                cands = self._rest(f"{self.world.base}/commits/{v['oid']}/pulls")
+                nodes = [self._pull(int(c["number"])) for c in cands]
+                repo["object"] = {"__typename": "Commit",
+                                  "associatedPullRequests": {"totalCount": len(nodes), "nodes": nodes[:10]}}
+            else:
+                repo["pullRequest"] = self._pull(v["number"])
+            try:
+                repo["deployments"] = self._deployments()
+            except GraphQLFailed as exc:
+                return Reply(200, {"data": {"repository": {**repo, "deployments": None}},
+                                   "errors": [{"message": str(exc), "path": ["repository", "deployments"]}]})
+            return Reply(200, {"data": {"repository": repo}})
+        except GraphQLFailed as exc:
+            return Reply(200, {"data": None, "errors": [{"message": str(exc), "type": "FORBIDDEN"}]})
 
 
 def github_env(api: FakeAPI, sha: str, token: str = "ghs_" + "T" * 36, **extra: str) -> dict[str, str]:

@@ -130,10 +130,11 @@ def test_reviewed_pull_request_is_allowed_end_to_end(api: FakeAPI, monkeypatch: 
     assert decision_errors(run.decision) == []
     with run.bundle() as z:
         names = z.namelist()
-        assert "raw/github/pulls_42_reviews_p1.json" in names
+        assert "raw/github/graphql_1.json" in names  # the pull request, its reviews, commits, files
         assert f"raw/github/commits_{MERGE[:7]}_check-runs_p1.json" in names
-        reviews = json.loads(z.read("raw/github/pulls_42_reviews_p1.json"))
-        assert [r["user"]["login"] for r in reviews] == ["erin", "bob", "carol", "carol"]
+        answer = json.loads(z.read("raw/github/graphql_1.json"))
+        pull = answer["data"]["repository"]["object"]["associatedPullRequests"]["nodes"][0]
+        assert [r["author"]["login"] for r in pull["reviewsFirst"]["nodes"]] == ["erin", "bob", "carol", "carol"]
 
 
 def test_direct_push_is_denied(api: FakeAPI, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
@@ -237,7 +238,9 @@ def test_250_reviews_and_250_commits_take_pages_not_one_request_each(api: FakeAP
     w.deployments("production", [(9, MERGE, ["in_progress"]), (8, PREV, ["success"])])
     w.compare(PREV, MERGE, [*commits, w.commit(MERGE, "alice", "web-flow")])
     api.latency = 0.02
-    g = gather_github(github_env(api, MERGE), environment="production",
+    # REST only (POLICYENGINE_GITHUB_API=rest): the figure before GraphQL, and 250 distinct approvers.
+    # test_provider_github_graphql.py counts the default (GraphQL) path.
+    g = gather_github(github_env(api, MERGE, POLICYENGINE_GITHUB_API="rest"), environment="production",
                            previous_deploys=StaticHistory(PREV))
     change = g.change
     assert len(change["reviews"]) == 250 and len(change["commits"]) == 250
@@ -434,7 +437,7 @@ def test_api_failure_makes_exactly_the_needed_facts_unavailable(api: FakeAPI) ->
 def test_unexpected_answer_shape_is_unavailable_not_a_crash(api: FakeAPI) -> None:
     reviewed_world(api)
     api.pages("/repos/acme/payments/pulls/42/reviews", [{"user": {"login": "bob"}}])  # no state
-    change = gather_github(github_env(api, MERGE), environment="production",
+    change = gather_github(github_env(api, MERGE, POLICYENGINE_GITHUB_API="rest"), environment="production",
                            previous_deploys=StaticHistory(PREV)).change
     assert change["unavailable"]["reviews"].startswith(
         "GET /repos/acme/payments/pulls/42/reviews: HTTP 200 but the answer has an unexpected shape: [0].state is missing")
@@ -466,8 +469,9 @@ def test_faults_end_in_the_documented_status_and_never_allow_unless_recovered(
         tmp_path: Path, _no_real_waiting: list[float]) -> None:
     replies, extra_env, code, message = FAULTS[fault]
     reviewed_world(api)
-    api.fail(REVIEWS, *replies)
-    run = run_check(monkeypatch, capsys, tmp_path, github_env(api, MERGE, **extra_env), previous=PREV)
+    api.fail(REVIEWS, *replies)  # the REST endpoint: test_provider_github_graphql.py has the GraphQL faults
+    run = run_check(monkeypatch, capsys, tmp_path, github_env(api, MERGE, POLICYENGINE_GITHUB_API="rest", **extra_env),
+                    previous=PREV)
     assert run.code == code, run.out + run.err
     assert run.decision is not None
     peer = run.rule("peer-review")
@@ -571,7 +575,8 @@ def test_corpus_responses_map_to_the_change(corpus: Path, api: FakeAPI) -> None:
     # flake8's 15 statuses of one commit, newest first, each with its creator (the combined status has none)
     api.json(f"{base}/commits/{sha}/statuses", load("commit-statuses/github3py__Repository_statuses__1.json"))
     api.json(f"{base}/deployments", [])
-    change = gather_github(github_env(api, sha), environment="production").change
+    # REST recordings: the REST path maps them (the GraphQL path turns its nodes into these objects).
+    change = gather_github(github_env(api, sha, POLICYENGINE_GITHUB_API="rest"), environment="production").change
 
     def statuses_url(i: int) -> Any:
         return load("commit-statuses/github3py__Repository_statuses__1.json")[i]["target_url"]

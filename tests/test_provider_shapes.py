@@ -140,7 +140,10 @@ def test_github_wrong_shapes_make_the_fact_unavailable(name: str, how: tuple[Any
     with FakeAPI("/api/v3") as api:
         (three_merged_prs if world == "three" else reviewed_world)(api)
         api.json(path, wrong(GITHUB, name, how, api))
-        change = gather_github(github_env(api, MERGE, POLICYENGINE_TEAMS="acme/security"), environment="production",
+        # These fuzz the REST answers: the REST path (POLICYENGINE_GITHUB_API=rest, and the change range's
+        # requests) reads them; tests/test_provider_github_graphql.py fuzzes the GraphQL answers.
+        change = gather_github(github_env(api, MERGE, POLICYENGINE_TEAMS="acme/security",
+                                          POLICYENGINE_GITHUB_API="rest"), environment="production",
                                previous_deploys=StaticHistory(PREV)).change
     cause = unavailable_for(change, fact)
     assert cause is not None, change.get("unavailable")
@@ -228,7 +231,7 @@ def test_wrong_shapes_end_in_exit_3_never_allow_or_a_traceback(
     with FakeAPI("/api/v3" if provider == "github" else "/api/v4") as api:
         if provider == "github":
             reviewed_world(api)
-            env, prev = github_env(api, MERGE), PREV
+            env, prev = github_env(api, MERGE, POLICYENGINE_GITHUB_API="rest"), PREV
         else:
             approved_mr(api)
             env, prev = gitlab_env(api, SQUASH), GL_PREV

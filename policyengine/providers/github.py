@@ -35,7 +35,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -45,6 +45,8 @@ from policyengine.change import time_problem
 from policyengine.errors import UsageError
 from policyengine.providers import shapes
 from policyengine.providers.base import Gathered, HistoryUnavailable, PreviousDeploys
+from policyengine.providers.deployments import github_graphql_url
+from policyengine.providers.github_graphql import fetch_pull
 from policyengine.providers.http import ApiError, HttpSession, HttpSettings, TokenInfo
 from policyengine.redact import Redactor
 
@@ -266,6 +268,8 @@ class GitHubConfig:
     teams: tuple[str, ...]
     notes: tuple[str, ...] = ()
     team_map: tuple[tuple[str, str], ...] = ()
+    graphql_url: str | None = None
+    """The GraphQL endpoint for the deployed pull request; None: REST only (``POLICYENGINE_GITHUB_API=rest``)."""
 
 
 def _need(env: Mapping[str, str], name: str, why: str) -> str:
@@ -325,12 +329,19 @@ def read_config(env: Mapping[str, str], environment: str | None, teams: Sequence
             sha = head
     if not SHA_RE.match(sha):
         raise UsageError(f"GITHUB_SHA: {sha!r} is not a commit SHA")
+    api_url = (env.get("GITHUB_API_URL") or "https://api.github.com").rstrip("/")
+    mode = (env.get("POLICYENGINE_GITHUB_API") or "graphql").strip().lower()
+    if mode not in ("graphql", "rest"):
+        raise UsageError(f"POLICYENGINE_GITHUB_API: {mode!r} is not graphql or rest",
+                         hint="graphql (the default) reads the pull request in fewer requests; rest uses REST only")
+    graphql_url = (github_graphql_url(api_url, (env.get("GITHUB_GRAPHQL_URL") or "").strip() or None)
+                   if mode == "graphql" else None)
     return GitHubConfig(
         repository=repository,
         sha=sha.lower(),
         environment=environment,
         token=token,
-        api_url=(env.get("GITHUB_API_URL") or "https://api.github.com").rstrip("/"),
+        api_url=api_url,
         server_url=(env.get("GITHUB_SERVER_URL") or "https://github.com").rstrip("/"),
         ref=env.get("GITHUB_REF") or None,
         event_name=event_name,
@@ -343,6 +354,7 @@ def read_config(env: Mapping[str, str], environment: str | None, teams: Sequence
         teams=teams_from(env, teams),
         notes=tuple(notes),
         team_map=tuple(team_mapping(env).items()),
+        graphql_url=graphql_url,
     )
 
 
@@ -600,6 +612,8 @@ def _deployment(dep: dict[str, Any]) -> dict[str, Any]:
 def permission_for(path: str) -> str | None:
     """The GITHUB_TOKEN permission an endpoint needs (see docs/ci-integration.md)."""
     p = path.split("?")[0]
+    if p.endswith("/graphql"):
+        return "`pull-requests: read`, `contents: read` and `deployments: read`"
     if p.startswith("/orgs/") and "/teams/" in p:
         return ("the organization permission `members: read` (GITHUB_TOKEN never has it: pass a GitHub App "
                 "or fine-grained token as github-token)")
@@ -650,13 +664,54 @@ class _GitHub:
 
     # Each fetch returns mapped facts or raises ApiError.
 
-    def pull_request(self) -> dict[str, Any] | None:
-        number = None
+    def event_number(self) -> int | None:
+        """The pull request number of a pull request event, when the payload names a valid one."""
         if self.cfg.event_name in PR_EVENTS:
             pr = self.cfg.event.get("pull_request")
             if (isinstance(pr, dict) and isinstance(pr.get("number"), int) and not isinstance(pr["number"], bool)
                     and 1 <= pr["number"] <= shapes.MAX_INT):
-                number = pr["number"]
+                return int(pr["number"])
+        return None
+
+    def pull_graphql(self) -> dict[str, Any]:
+        """The deployed pull request with its reviews, commits and files (None: REST lists them), and
+        the previous deploy the deployments record, in one to three GraphQL requests (see
+        ``github_graphql``). The REST objects GraphQL's nodes stand for are shape-checked and
+        mapped as REST answers are."""
+        assert self.cfg.graphql_url is not None  # noqa: S101
+        got = fetch_pull(self.s, self.cfg.graphql_url, self.cfg.repository, self.cfg.sha, self.cfg.environment,
+                         self.event_number(), pick_pull, self.s.settings.max_pages)
+        path = self.s.display_path(self.cfg.graphql_url)
+        out: dict[str, Any] = {"pull": None, "deployments": got["deployments"]}
+        if got["pull"] is None:
+            return out
+        data = shapes.check("POST", path, got["pull"], shapes.GH_PULL, "pullRequest")
+        n = int(data["number"])
+        reviews = shapes.check("POST", path, got["reviews"], shapes.List(shapes.GH_REVIEW), "reviews")
+        commits = shapes.check("POST", path, got["commits"], shapes.List(shapes.GH_COMMIT), "commits")
+        out["pull"] = shaped("POST", path, lambda: {"api": data, "mapped": map_pull(data)})
+        out["reviews"] = shaped("POST", path, lambda: [map_review(r) for r in reviews])
+        out["commits"] = shaped("POST", path, lambda: [map_commit(c, n) for c in commits])
+        if isinstance(data.get("commits"), int) and data["commits"] > len(commits):
+            raise ApiError("POST", path, 200, f"the pull request has {data['commits']} commits but the API listed "
+                           f"{len(commits)} (it lists at most 250); the committers cannot all be known")
+        out["files"] = got["files"]
+        return out
+
+    def previous_from(self, deployments: list[dict[str, Any]] | ApiError) -> dict[str, Any] | None:
+        """The newest of the environment's deployments (as ``pull_graphql`` read them) with a success."""
+        if isinstance(deployments, ApiError):
+            raise deployments
+        path = self.s.display_path(str(self.cfg.graphql_url))
+        shapes.check("POST", path, deployments, shapes.List(shapes.GH_DEPLOYMENT), "deployments")
+        for dep in deployments[:MAX_DEPLOYMENTS_CHECKED]:
+            if "success" in dep["statuses"]:
+                return shaped("POST", path, _deployment, {
+                    **dep, "url": f"{self.cfg.api_url}{self.repo}/deployments/{dep['id']}"})
+        return None
+
+    def pull_request(self) -> dict[str, Any] | None:
+        number = self.event_number()
         if number is None:
             path = f"{self.repo}/commits/{self.cfg.sha}/pulls"
             cands = shapes.check("GET", path, self.s.get_pages(path, name=f"commits_{self.short}_pulls"),
@@ -969,15 +1024,28 @@ def gather_github(
 def _gather(g: _GitHub, facts: Facts, pool: ThreadPoolExecutor) -> None:
     cfg = g.cfg
     change = facts.change
-    f_pr = pool.submit(g.pull_request)
+    # GraphQL: one request gives the pull request, its first and last reviews and commits, its
+    # files and the environment's deployments (github_graphql); REST: one endpoint each.
+    f_pr = pool.submit(g.pull_graphql if cfg.graphql_url else g.pull_request)
     # Pool tasks never wait on other pool tasks (no deadlock whatever the pool size): only this
     # thread and change_range, which runs here, wait on futures.
     f_runs = pool.submit(g.check_runs)
     f_statuses = pool.submit(g.statuses)
     f_teams = {t: pool.submit(g.team, t) for t in cfg.teams}
-    f_prev = pool.submit(g.previous_deploy)
+    f_prev: Future[dict[str, Any] | None] = Future() if cfg.graphql_url else pool.submit(g.previous_deploy)
 
     pr, err = attempt(f_pr.result)
+    got: dict[str, Any] = {}
+    if cfg.graphql_url:
+        if err is not None:
+            f_prev.set_exception(err)
+        else:
+            got = pr or {}
+            pr = got["pull"]
+            try:
+                f_prev.set_result(g.previous_from(got["deployments"]))
+            except ApiError as exc:
+                f_prev.set_exception(exc)
     reviews: list[dict[str, Any]] | None = None
     commits: list[dict[str, Any]] | None = None
     if err is not None:
@@ -1005,9 +1073,14 @@ def _gather(g: _GitHub, facts: Facts, pool: ThreadPoolExecutor) -> None:
                 f"deployed commit {cfg.sha[:7]} is neither the merge commit "
                 f"({str(mapped.get('merge_commit'))[:7]}) nor the head ({mapped['head_commit'][:7]}) of pull "
                 f"request #{n}: the review facts are those of #{n}")
-        f_reviews = pool.submit(g.reviews, n)
-        f_commits = pool.submit(g.pr_commits, n, api.get("commits"))
-        f_files = pool.submit(g.files, n, api.get("changed_files"))
+        if got:
+            f_reviews, f_commits = _done(got["reviews"]), _done(got["commits"])
+            f_files = (_done(got["files"]) if got["files"] is not None
+                       else pool.submit(g.files, n, api.get("changed_files")))
+        else:
+            f_reviews = pool.submit(g.reviews, n)
+            f_commits = pool.submit(g.pr_commits, n, api.get("commits"))
+            f_files = pool.submit(g.files, n, api.get("changed_files"))
         got_reviews, rerr = attempt(f_reviews.result)
         if rerr is not None:
             facts.missing(rerr, "reviews")
@@ -1046,6 +1119,13 @@ def _gather(g: _GitHub, facts: Facts, pool: ThreadPoolExecutor) -> None:
     # The change range since the previous successful deploy to this environment.
     finish_range(g, facts, f_prev, "GitHub deployments", lambda previous: g.change_range(
         previous, pr, reviews, commits) if err is None else None, err)
+
+
+def _done(value: T) -> Future[T]:
+    """A future that already holds ``value`` (a fact GraphQL gave with the pull request)."""
+    fut: Future[T] = Future()
+    fut.set_result(value)
+    return fut
 
 
 def finish_range(g: Any, facts: Facts, f_prev: Any, host: str,

@@ -630,18 +630,30 @@ class HttpSession:
         data = json.dumps(document, ensure_ascii=False).encode("utf-8")
         self._request(url, method="POST", body=data)
 
-    def post_graphql(self, url: str, query: str, variables: Mapping[str, Any], *, what: str) -> Any:
+    def post_graphql(self, url: str, query: str, variables: Mapping[str, Any], *, what: str,
+                     name: str | None = None, tolerate: tuple[str, ...] | None = None,
+                     tolerated: list[str] | None = None) -> Any:
         """POST a GraphQL ``query`` to ``url`` (of this session's origin: the token goes nowhere
         else); return its ``data``. An answer with ``errors``, or without an object under
         ``data``, raises ``ApiError`` naming ``what`` was asked (fail closed: a partial answer is
-        never taken for the whole)."""
+        never taken for the whole). ``name``: keep the answer as ``raw/<provider>/<name>.json``.
+
+        ``tolerate``: a field path (e.g. ``("repository", "deployments")``) whose own errors do not
+        fail the answer: when every error lies under it, their messages go to ``tolerated`` and the
+        caller treats that field as unreadable (GitHub answers it null)."""
         body = json.dumps({"query": query, "variables": dict(variables)}, ensure_ascii=False).encode("utf-8")
         raw, _ = self._request(url, method="POST", body=body)
+        self._record(name, raw)
         answer = self._decode(url, raw)
         shown = self.display_path(url)
         if not isinstance(answer, dict):
             raise ApiError("POST", shown, 200, f"HTTP 200 but the answer to {what} is not a GraphQL object")
         errors = answer.get("errors")
+        if errors and tolerate and tolerated is not None and isinstance(errors, list) and all(
+                isinstance(e, dict) and isinstance(e.get("path"), list)
+                and tuple(e["path"][:len(tolerate)]) == tolerate for e in errors):
+            tolerated.extend(str(e.get("message"))[:200] for e in errors)
+            errors = None
         if errors:
             first = errors[0] if isinstance(errors, list) and errors else errors
             message = first.get("message") if isinstance(first, dict) else first
