@@ -132,7 +132,7 @@ def test_unknown_key_suggests_the_closest_and_is_not_also_reported_missing(
 def test_unknown_key_far_from_any_lists_the_allowed_ones(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     text = edited("applies_to:", "zzz: 1\napplies_to:")
     assert problems_of(tmp_path, monkeypatch, text) == [
-        'acceptance.yml:4:1: unknown key "zzz"; expected one of version, name, description, applies_to, not_applicable, evidence, identity, extends, policy_owners, waiver_max_days, waivers, notify, emergency, rules'
+        'acceptance.yml:4:1: unknown key "zzz"; expected one of version, name, description, applies_to, not_applicable, evidence, identity, witness, extends, policy_owners, waiver_max_days, waivers, notify, emergency, rules'
     ]
 
 

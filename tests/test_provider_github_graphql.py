@@ -88,7 +88,7 @@ def test_the_250_250_pull_request_from_3_people_takes_at_most_10_requests(api: F
     assert counts == {
         GRAPHQL: 2,  # the pull request, first and last 100 reviews and commits, files, deployments; the middle
         f"{w.base}/commits/{MERGE}/check-runs": 1,
-        f"{w.base}/commits/{MERGE}/status": 1,
+        f"{w.base}/commits/{MERGE}/statuses": 1,
         f"{w.base}/compare/{PREV}...{MERGE}": 3,
         **{f"{w.base}/collaborators/reviewer{i}/permission": 1 for i in range(3)},
     }
