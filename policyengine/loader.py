@@ -245,6 +245,10 @@ class _SafeComposer(_Rules, Reader, Scanner, Parser, Composer, BaseResolver):
         self._nodes = 0
 
 
+class _Declined(Exception):
+    """Something the libyaml path does not read exactly as the pure-Python path: let that read it."""
+
+
 def _libyaml_composer() -> type | None:
     """Return a composer that takes its events from libyaml's parser (C), or None without libyaml.
 
@@ -264,11 +268,33 @@ def _libyaml_composer() -> type | None:
             self._depth = 0
             self._nodes = 0
 
+        _flow = 0  # how many flow collections ([...] or {...}) the composer is inside
+
         def compose_scalar_node(self, anchor: Any) -> Node:
+            if self._flow and self.peek_event().value == "":
+                # An empty value in a flow collection ([a: ]): libyaml marks it one column
+                # further on than PyYAML does, so positions in messages would move.
+                raise _Declined
             node: Node = Composer.compose_scalar_node(self, anchor)
             if node.style == "":  # libyaml's plain style; PyYAML's is None
                 node.style = None
             return node
+
+        def compose_sequence_node(self, anchor: Any) -> Node:
+            flow = bool(self.peek_event().flow_style)
+            self._flow += flow
+            try:
+                return Composer.compose_sequence_node(self, anchor)  # type: ignore[no-any-return]
+            finally:
+                self._flow -= flow
+
+        def compose_mapping_node(self, anchor: Any) -> Node:
+            flow = bool(self.peek_event().flow_style)
+            self._flow += flow
+            try:
+                return Composer.compose_mapping_node(self, anchor)  # type: ignore[no-any-return]
+            finally:
+                self._flow -= flow
 
     return _CComposer
 

@@ -106,6 +106,8 @@ def test_mutated_documents_read_the_same_or_go_to_the_python_parser() -> None:
     "a: [1, 2\n",                        # a syntax error: the pure-Python parser words it
     "a: *nowhere\n",                     # an undefined alias
     "a: " + "[" * 200 + "]" * 200 + "\n",  # deeper than the limit
+    "x: [a: ]\n",                        # an empty value in a flow collection: libyaml marks it
+    "x: {a: , b: 1}\n",                  # one column later than PyYAML
 ])
 def test_what_the_c_path_declines(text: str) -> None:
     assert loader._compose_libyaml(text) is None
