@@ -1,12 +1,15 @@
 """Whole-process wall time of the CLI against `python -c pass`, side by side in one run.
 
-Usage: .venv/bin/python benchmarks/bench_cli.py [--runs 30] [--only check]
+Usage: .venv/bin/python benchmarks/bench_cli.py [--runs 30] [--only check] [--baseline DIR]
 
 Each command runs --runs times (after 3 warm-up runs, so .pyc files exist: the runs do not
 inherit PYTHONDONTWRITEBYTECODE, as an installed wheel has its .pyc files), interleaved round by
 round with `python -c pass` so that both see the same load; the table shows the median and
 the minimum in milliseconds, the overhead over a bare interpreter start, and the ratio to it
-(median over median, and min over min) from the same run.
+(median over median, and min over min) from the same run. --baseline DIR adds `check` run
+from another checkout (say `git worktree add /tmp/before <commit>`) with `python -m
+policyengine` in that folder, which imports that checkout's code, so before and after share
+one run and one load.
 `check` runs on the bundled example (policies/soc2-production.yml, examples/change-allowed.yml)
 with the clock pinned and a fresh evidence archive in a temporary folder. `policy validate`
 checks both bundled policies; `policy test` runs 100 cases (the bundled suite's cases, copied
@@ -30,9 +33,14 @@ REPO = Path(__file__).resolve().parents[1]
 ENV = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
 
 
+BASELINE: Path | None = None
+
+
 def once(cmd: list[str]) -> float:
+    # The baseline row runs `python -m policyengine` in the other checkout, which imports its code.
+    cwd = BASELINE if BASELINE is not None and cmd[1:3] == ["-m", "policyengine"] and "check" in cmd else REPO
     start = time.perf_counter()
-    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, check=False, env=ENV)
+    proc = subprocess.run(cmd, cwd=cwd, capture_output=True, check=False, env=ENV)
     elapsed = (time.perf_counter() - start) * 1000
     if proc.returncode not in (0, 1):
         raise SystemExit(f"{' '.join(cmd)} exited {proc.returncode}: {proc.stderr.decode()[-500:]}")
@@ -55,7 +63,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=int, default=30)
     parser.add_argument("--only", help="run only the commands whose name contains this (and python -c pass)")
+    parser.add_argument("--baseline", type=Path, help="another checkout whose check to time beside this one's")
     args = parser.parse_args()
+    global BASELINE
+    BASELINE = args.baseline.resolve() if args.baseline else None
     py = sys.executable
     with tempfile.TemporaryDirectory() as tmp:
         cases = {
@@ -84,6 +95,10 @@ def main() -> None:
         cases["policyengine policy validate (both bundled policies)"] = [
             cli, "policy", "validate", "policies/soc2-production.yml", "policies/soc2-small-team.yml"]
         cases["policyengine policy test (100 cases)"] = [cli, "policy", "test", str(suite)]
+        if args.baseline:
+            own = cases["policyengine check (example, console script)"][1:]
+            cases["policyengine check (example, baseline checkout)"] = [
+                py, "-m", "policyengine", *(a.replace(tmp, str(Path(tmp) / "baseline")) for a in own)]
         if args.only:
             cases = {name: cmd for name, cmd in cases.items() if name == "python -c pass" or args.only in name}
         results = timed(cases, args.runs)
