@@ -33,7 +33,7 @@ INDEX = json.loads((holiday_table.DATA / "index.json").read_text("utf-8"))
 def _no_translation(monkeypatch: pytest.MonkeyPatch) -> None:
     """The locale the table was built for (C.UTF-8 reads as this); the machine's must not decide."""
     monkeypatch.setenv("LANGUAGE", "en_US.UTF-8")
-    holiday_table._read.cache_clear()
+    holiday_table._read_path.cache_clear()
 
 
 def _entries() -> list[tuple[str, str | None]]:
@@ -131,7 +131,7 @@ def test_an_unreadable_or_forged_table_entry_never_opens_a_window(tmp_path: Path
     out = rule.evaluate(Context(change={}, facts=Facts(change={}), now=thanksgiving))
     assert out.status is Status.FAIL and out.details["holiday"] == "Thanksgiving Day"
     (data / "US.json").unlink()
-    holiday_table._read.cache_clear()
+    holiday_table._read_path.cache_clear()
     assert holiday_table.table_calendar("US", None) is None
     assert rule.evaluate(Context(change={}, facts=Facts(change={}), now=thanksgiving)).status is Status.FAIL
 

@@ -10,8 +10,8 @@ The table answers only when it gives exactly what the library would: the install
 is the version the table was built from, the country and subdivision are in it, and the
 locale picks the same translation files for the names as when the table was built (the
 library translates names by LANGUAGE, LC_ALL, LC_MESSAGES or LANG; the table holds them as
-C.UTF-8 and en_US.UTF-8 show them, the usual locales of CI runners). Any other question, a year outside the table, or a table that
-cannot be read goes to the library, as before. ``tests/test_holiday_table.py`` compares every
+C.UTF-8 and en_US.UTF-8 show them, the usual locales of CI runners). Any other question, a
+year outside the table, or a table that cannot be read goes to the library, as before. ``tests/test_holiday_table.py`` compares every
 entry with the library.
 """
 
@@ -60,10 +60,14 @@ def library_calendar(country: str, subdivision: str | None) -> Calendar:
     return cal
 
 
-@lru_cache(maxsize=8)
 def _read(name: str) -> Any:
     """Return one parsed file of the table (read once a process, like a module; it ships with the code)."""
-    return json.loads((DATA / name).read_text("utf-8"))
+    return _read_path(DATA / name)
+
+
+@lru_cache(maxsize=8)
+def _read_path(path: Path) -> Any:
+    return json.loads(path.read_text("utf-8"))
 
 
 def _index() -> dict[str, Any] | None:
