@@ -1,9 +1,15 @@
 """Whole-process wall time of the CLI against `python -c pass`, side by side in one run.
 
-Usage: .venv/bin/python benchmarks/bench_cli.py [--runs 30]
+Usage: .venv/bin/python benchmarks/bench_cli.py [--runs 30] [--only check] [--baseline DIR]
 
-Each command runs --runs times (after 3 warm-up runs, so .pyc files exist); the table shows
-the median and the minimum in milliseconds, and the overhead over a bare interpreter start.
+Each command runs --runs times (after 3 warm-up runs, so .pyc files exist: the runs do not
+inherit PYTHONDONTWRITEBYTECODE, as an installed wheel has its .pyc files), interleaved round by
+round with `python -c pass` so that both see the same load; the table shows the median and
+the minimum in milliseconds, the overhead over a bare interpreter start, and the ratio to it
+(median over median, and min over min) from the same run. --baseline DIR adds `check` run
+from another checkout (say `git worktree add /tmp/before <commit>`) with `python -m
+policyengine` in that folder, which imports that checkout's code, so before and after share
+one run and one load.
 `check` runs on the bundled example (policies/soc2-production.yml, examples/change-allowed.yml)
 with the clock pinned and a fresh evidence archive in a temporary folder. `policy validate`
 checks both bundled policies; `policy test` runs 100 cases (the bundled suite's cases, copied
@@ -13,6 +19,7 @@ until there are 100) in one process.
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import subprocess
 import sys
@@ -23,23 +30,43 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 
 
-def timed(cmd: list[str], runs: int) -> list[float]:
-    for _ in range(3):
-        subprocess.run(cmd, cwd=REPO, capture_output=True, check=False)
-    samples = []
+ENV = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+
+
+BASELINE: Path | None = None
+
+
+def once(cmd: list[str]) -> float:
+    # The baseline row runs `python -m policyengine` in the other checkout, which imports its code.
+    cwd = BASELINE if BASELINE is not None and cmd[1:3] == ["-m", "policyengine"] and "check" in cmd else REPO
+    start = time.perf_counter()
+    proc = subprocess.run(cmd, cwd=cwd, capture_output=True, check=False, env=ENV)
+    elapsed = (time.perf_counter() - start) * 1000
+    if proc.returncode not in (0, 1):
+        raise SystemExit(f"{' '.join(cmd)} exited {proc.returncode}: {proc.stderr.decode()[-500:]}")
+    return elapsed
+
+
+def timed(cases: dict[str, list[str]], runs: int) -> dict[str, list[float]]:
+    """Run every case ``runs`` times, one round at a time, so a burst of load hits all of them."""
+    for cmd in cases.values():
+        for _ in range(3):
+            once(cmd)
+    results: dict[str, list[float]] = {name: [] for name in cases}
     for _ in range(runs):
-        start = time.perf_counter()
-        proc = subprocess.run(cmd, cwd=REPO, capture_output=True, check=False)
-        samples.append((time.perf_counter() - start) * 1000)
-        if proc.returncode not in (0, 1):
-            raise SystemExit(f"{' '.join(cmd)} exited {proc.returncode}: {proc.stderr.decode()[-500:]}")
-    return samples
+        for name, cmd in cases.items():
+            results[name].append(once(cmd))
+    return results
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=int, default=30)
+    parser.add_argument("--only", help="run only the commands whose name contains this (and python -c pass)")
+    parser.add_argument("--baseline", type=Path, help="another checkout whose check to time beside this one's")
     args = parser.parse_args()
+    global BASELINE
+    BASELINE = args.baseline.resolve() if args.baseline else None
     py = sys.executable
     with tempfile.TemporaryDirectory() as tmp:
         cases = {
@@ -68,14 +95,22 @@ def main() -> None:
         cases["policyengine policy validate (both bundled policies)"] = [
             cli, "policy", "validate", "policies/soc2-production.yml", "policies/soc2-small-team.yml"]
         cases["policyengine policy test (100 cases)"] = [cli, "policy", "test", str(suite)]
-        results = {name: timed(cmd, args.runs) for name, cmd in cases.items()}
+        if args.baseline:
+            own = cases["policyengine check (example, console script)"][1:]
+            cases["policyengine check (example, baseline checkout)"] = [
+                py, "-m", "policyengine", *(a.replace(tmp, str(Path(tmp) / "baseline")) for a in own)]
+        if args.only:
+            cases = {name: cmd for name, cmd in cases.items() if name == "python -c pass" or args.only in name}
+        results = timed(cases, args.runs)
     base = statistics.median(results["python -c pass"])
-    print(f"{args.runs} runs each, Python {sys.version.split()[0]}\n")
-    print("| command | median ms | min ms | over `python -c pass` (median) |")
-    print("|---|---:|---:|---:|")
+    base_min = min(results["python -c pass"])
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    print(f"{args.runs} runs each, Python {sys.version.split()[0]}, load average {load:.1f} at the end\n")
+    print("| command | median ms | min ms | over `python -c pass` (median) | x bare (median) | x bare (min) |")
+    print("|---|---:|---:|---:|---:|---:|")
     for name, samples in results.items():
         med = statistics.median(samples)
-        print(f"| {name} | {med:.1f} | {min(samples):.1f} | {med - base:+.1f} |")
+        print(f"| {name} | {med:.1f} | {min(samples):.1f} | {med - base:+.1f} | {med / base:.1f} | {min(samples) / base_min:.1f} |")
 
 
 if __name__ == "__main__":

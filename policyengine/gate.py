@@ -428,12 +428,12 @@ def timestamper_for(request: CheckRequest, policy: Policy) -> Any:
     ``--tsa-cert`` replace the policy's ``evidence.timestamp`` url and cert; ``required`` is the
     policy's. Refused (UsageError, before anything is judged) without a pinned TSA certificate:
     a reply that cannot be checked proves nothing."""
-    from policyengine.evidence.timestamp import Timestamper, check_url, load_roots
-
     section = policy.timestamp or {}
     urls = list(request.timestamp_urls) or list(section.get("url") or [])
     if not urls:
         return None
+    # Only now: the timestamp client's HTTP and TLS modules cost ~10 ms of every check.
+    from policyengine.evidence.timestamp import Timestamper, check_url, load_roots
     for url in urls:
         check_url(url, what="--timestamp-url" if request.timestamp_urls else "evidence.timestamp.url")
     cert, what = (request.tsa_cert, "--tsa-cert") if request.tsa_cert else (section.get("cert"), "evidence.timestamp.cert")

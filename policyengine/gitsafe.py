@@ -18,12 +18,15 @@ from __future__ import annotations
 import base64
 import hashlib
 import re
-import subprocess  # noqa: S404 - git is run with fixed argument lists, never a shell
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit, urlunsplit
 
 from policyengine.errors import PolicySourceError, UsageError, explain_git_error
+
+if TYPE_CHECKING:
+    import subprocess  # noqa: S404
 
 GIT_TIMEOUT = 120
 LOOPBACK = frozenset({"127.0.0.1", "localhost", "::1"})
@@ -104,6 +107,8 @@ def run(repo: Path, args: Sequence[str], env: Mapping[str, str],
 
     The run's deadline counts (``deadline``): git waits no longer than the time the run has left,
     and a policy source that could not be read in time denies (exit 3) naming the git command."""
+    import subprocess  # noqa: S404 - fixed argument lists, never a shell; imported when git runs (~3 ms)
+
     from policyengine import deadline
 
     command = args[0] if args else ""

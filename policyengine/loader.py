@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import difflib
 import functools
-import importlib.resources
 import json
 import math
 import re
@@ -187,20 +186,11 @@ class _LimitError(MarkedYAMLError):
     """A document that is syntactically fine but beyond the limits (too deep)."""
 
 
-class _SafeComposer(Reader, Scanner, Parser, Composer, BaseResolver):
-    """PyYAML's pure-Python reader, scanner, parser and composer, with our own scalar resolution.
+class _Rules:
+    """Our scalar resolution and limits, shared by both composers below."""
 
-    Only composes a node graph; values are built by ``_Builder``, never by a PyYAML constructor.
-    """
-
-    def __init__(self, text: str) -> None:
-        Reader.__init__(self, text)
-        Scanner.__init__(self)
-        Parser.__init__(self)
-        Composer.__init__(self)
-        BaseResolver.__init__(self)
-        self._depth = 0
-        self._nodes = 0
+    _depth = 0
+    _nodes = 0
 
     def resolve(self, kind: type[Node], value: Any, implicit: Any) -> str:
         if kind is ScalarNode:
@@ -230,11 +220,110 @@ class _SafeComposer(Reader, Scanner, Parser, Composer, BaseResolver):
             if self._nodes > MAX_NODES:
                 message = f"the document holds more than {MAX_NODES} values"
                 raise _LimitError(None, None, message, self.peek_event().start_mark)  # type: ignore[no-untyped-call]
-            node: Node | None = super().compose_node(parent, index)
+            node: Node | None = super().compose_node(parent, index)  # type: ignore[misc]
             assert node is not None  # noqa: S101 - the parser yields a node for every value event
             return node
         finally:
             self._depth -= 1
+
+    peek_event: Any
+
+
+class _SafeComposer(_Rules, Reader, Scanner, Parser, Composer, BaseResolver):
+    """PyYAML's pure-Python reader, scanner, parser and composer, with our own scalar resolution.
+
+    Only composes a node graph; values are built by ``_Builder``, never by a PyYAML constructor.
+    """
+
+    def __init__(self, text: str) -> None:
+        Reader.__init__(self, text)
+        Scanner.__init__(self)
+        Parser.__init__(self)
+        Composer.__init__(self)
+        BaseResolver.__init__(self)
+        self._depth = 0
+        self._nodes = 0
+
+
+class _Declined(Exception):
+    """Something the libyaml path does not read exactly as the pure-Python path: let that read it."""
+
+
+def _libyaml_composer() -> type | None:
+    """Return a composer that takes its events from libyaml's parser (C), or None without libyaml.
+
+    The scanner and parser are most of the time a policy takes to read in pure Python (~10 ms of
+    a check); libyaml gives the same events. Composing, resolving and the limits stay ours.
+    """
+    try:
+        from yaml._yaml import CParser
+    except ImportError:
+        return None
+
+    class _CComposer(_Rules, Composer, BaseResolver, CParser):  # type: ignore[misc, valid-type]
+        def __init__(self, text: str) -> None:
+            CParser.__init__(self, text)
+            Composer.__init__(self)
+            BaseResolver.__init__(self)
+            self._depth = 0
+            self._nodes = 0
+
+        _flow = 0  # how many flow collections ([...] or {...}) the composer is inside
+
+        def compose_scalar_node(self, anchor: Any) -> Node:
+            if self._flow and self.peek_event().value == "":
+                # An empty value in a flow collection ([a: ]): libyaml marks it one column
+                # further on than PyYAML does, so positions in messages would move.
+                raise _Declined
+            node: Node = Composer.compose_scalar_node(self, anchor)
+            if node.style == "":  # libyaml's plain style; PyYAML's is None
+                node.style = None
+            return node
+
+        def compose_sequence_node(self, anchor: Any) -> Node:
+            flow = bool(self.peek_event().flow_style)
+            self._flow += flow
+            try:
+                return Composer.compose_sequence_node(self, anchor)  # type: ignore[no-any-return]
+            finally:
+                self._flow -= flow
+
+        def compose_mapping_node(self, anchor: Any) -> Node:
+            flow = bool(self.peek_event().flow_style)
+            self._flow += flow
+            try:
+                return Composer.compose_mapping_node(self, anchor)  # type: ignore[no-any-return]
+            finally:
+                self._flow -= flow
+
+    return _CComposer
+
+
+_CCOMPOSER: Any = None
+# What the pure-Python path reads differently from libyaml, or reports on: tabs, carriage
+# returns, byte order marks, the line breaks NEL/LS/PS, directives, and anything not ASCII
+# (marks count characters differently). Such documents, and any document libyaml or the
+# checks below refuse, take the pure-Python path, which gives the errors users have always seen.
+_LIBYAML_SAFE = re.compile(r"[\n\x20-\x7e]*")
+
+
+def _compose_libyaml(text: str) -> Node | None:
+    """Compose one document with libyaml's events, or return None: the pure-Python path decides."""
+    global _CCOMPOSER
+    if not _LIBYAML_SAFE.fullmatch(text) or text.startswith("%") or "\n%" in text:
+        return None
+    if _CCOMPOSER is None:
+        _CCOMPOSER = _libyaml_composer() or False
+    if _CCOMPOSER is False:
+        return None
+    composer = _CCOMPOSER(text)
+    try:
+        node: Node | None = composer.get_single_node()
+    except Exception:  # noqa: BLE001 - any trouble: the pure-Python path reads it and explains
+        return None
+    finally:
+        composer.dispose()
+    return node
 
 
 class _Fatal(Exception):
@@ -436,11 +525,13 @@ def parse_document(raw: bytes, *, file: str, what: str) -> tuple[Any, Positions,
         else:
             text = text.replace("\t", " ")
     try:
-        composer = _SafeComposer(text)  # the reader checks every character here
-        try:
-            root = composer.get_single_node()
-        finally:
-            composer.dispose()
+        root = _compose_libyaml(text)
+        if root is None:
+            composer = _SafeComposer(text)  # the reader checks every character here
+            try:
+                root = composer.get_single_node()
+            finally:
+                composer.dispose()
     except RecursionError:
         raise InvalidInputError(
             [Problem(file, None, None, "", "the document is nested too deeply")], what=what
@@ -527,21 +618,26 @@ def schema_text(name: str) -> str:
 def _packaged_text(folder: str, name: str) -> str:
     """Read ``<folder>/<name>`` from the installed package (the wheel carries ``schemas/`` and
     ``policies/`` inside it), or from the source checkout when running from one."""
+    # On disk, the package's folder is where importlib.resources would look; reading it directly
+    # spares every check that module's import (~5 ms). A source checkout has no such folder
+    # inside the package, so the resources lookup found nothing there either.
+    here = Path(__file__).resolve()
+    for candidate in (here.parent / folder / name, here.parents[1] / folder / name):
+        if candidate.is_file():
+            return candidate.read_text(encoding="utf-8")
     text: str | None = None
-    try:
+    try:  # a package that is not a folder (imported from a zip)
+        import importlib.resources
+
         resource = importlib.resources.files("policyengine") / folder / name
         if resource.is_file():
             text = resource.read_text(encoding="utf-8")
     except (FileNotFoundError, NotADirectoryError, ModuleNotFoundError):
         text = None
     if text is None:
-        source = Path(__file__).resolve().parents[1] / folder / name
-        try:
-            text = source.read_text(encoding="utf-8")
-        except FileNotFoundError:
-            raise FileNotFoundError(
-                f"{folder}/{name} is missing from the package and from {source.parent}; the installation is broken"
-            ) from None
+        raise FileNotFoundError(
+            f"{folder}/{name} is missing from the package and from {here.parents[1] / folder}; the installation is broken"
+        )
     return text
 
 

@@ -34,10 +34,9 @@ import json
 import os
 import posixpath
 import re
-import subprocess  # noqa: S404 - git runs with fixed argument lists, never a shell
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from yaml.error import YAMLError
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
@@ -47,6 +46,9 @@ from policyengine.errors import PolicySourceError, WorkspaceError, explain_git_e
 from policyengine.globs import compile_glob, relative_path_problem
 from policyengine.loader import MAX_FILE_BYTES, compose_all
 from policyengine.workspace import Workspace
+
+if TYPE_CHECKING:
+    import subprocess  # noqa: S404
 
 GITLAB_ROOT = ".gitlab-ci.yml"
 WORKFLOWS = ".github/workflows"
@@ -83,6 +85,8 @@ class Tree(Protocol):
 
 
 def _git(repo: Path, *args: str) -> subprocess.CompletedProcess[bytes]:
+    import subprocess  # noqa: S404 - fixed argument lists, never a shell; imported when git runs (~3 ms)
+
     try:
         return subprocess.run(["git", *gitsafe.SAFE_CONFIG, *_SAFE, "-C", str(repo), *args],  # noqa: S603,S607
                               capture_output=True, timeout=_GIT_TIMEOUT, env=gitsafe.environment(os.environ), check=False)

@@ -71,3 +71,71 @@ def test_setext_headings_and_a_list_as_content() -> None:
     assert [(s.level, s.title) for s in found] == [(1, "Rollback steps"), (2, "Verification:")]
     assert "1. revert" in found[0].content
     assert found[1].content == "ok"
+
+
+# The line scanner (policyengine.markdown._scan) reads plain plans without markdown-it; where it
+# answers, it must answer exactly as markdown-it does.
+
+REPO = Path(__file__).resolve().parents[1]
+_PIECES = [
+    "# Title", "## Rollback steps", "### Sub", "####### seven", "#nospace", "## ", "#", "## Closing ##", "# A # B",
+    "Some text here.", "more text", "- item", "* star item", "+ plus", "1. one", "2) two", "10. ten", "01. zero",
+    "-", "1.", "- ", "  continued", "   - nested", "    code-like", " one space", "", "", "", "  ", "Title\u00a0nbsp",
+    "text with # hash", "---", "===", "***", "- - -", "> quote", "<div>", "```", "~~~", "[ref]: /x", "a | b", "\\# esc",
+    "## Ti\\tle", "2026. a year", "-notitem", "*emph* text", "## Title   ", "#  Two spaces", "  ## indented", "-- dash",
+    "\ttab", "crlf\r", "3. three", "   text", "  - x",
+]
+
+
+def _fuzzed(count: int) -> list[str]:
+    import random
+
+    rng = random.Random(19)  # fixed: the same documents on every run
+    docs = []
+    for _ in range(count):
+        lines = [rng.choice(_PIECES) for _ in range(rng.randint(0, 12))]
+        docs.append("\n".join(lines) + rng.choice(["", "\n", "\n\n"]))
+    return docs
+
+
+def test_the_scanner_agrees_with_markdown_it_on_real_plans() -> None:
+    from policyengine.markdown import _scan, parsed_sections
+
+    plans = sorted(p for root in ("examples", "policies", "tests/fixtures", "tests/golden") for p in (REPO / root).rglob("*.md"))
+    assert len(plans) > 10
+    read = 0
+    for plan in plans:
+        text = plan.read_text("utf-8")
+        got = _scan(text)
+        read += got is not None
+        assert got is None or got == parsed_sections(text), plan
+    assert _scan((REPO / "examples" / "workspace" / "ROLLBACK.md").read_text("utf-8")) is not None
+    assert read > len(plans) // 2
+
+
+def test_the_scanner_agrees_with_markdown_it_on_mutated_documents() -> None:
+    from policyengine.markdown import _scan, parsed_sections
+
+    read = 0
+    for text in _fuzzed(6000):
+        got = _scan(text)
+        if got is not None:
+            read += 1
+            assert got == parsed_sections(text), repr(text)
+    assert read > 500  # the comparison is not vacuous
+
+
+@pytest.mark.parametrize("text", [
+    "## Steps\n- a\n\n- b\n",           # a loose list holds the blank line: markdown-it decides
+    "## Steps\ntext\n2. more\n",         # "2." cannot interrupt a paragraph
+    "## Steps\n\n    code\n",            # indented code
+    "Steps\n-----\n",                    # a setext heading
+    "## Steps ##\n",                      # a closing sequence
+    "## Steps\n- a\n  ",                  # a last blank line without a newline
+])
+def test_what_the_scanner_is_unsure_of_goes_to_markdown_it(text: str) -> None:
+    from policyengine.markdown import _scan, parsed_sections
+
+    assert sections(text) == parsed_sections(text)
+    if text.startswith(("## Steps\n- a\n\n", "## Steps\n\n", "Steps\n", "## Steps ##", "## Steps\n- a\n  ")):
+        assert _scan(text) is None

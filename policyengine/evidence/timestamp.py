@@ -21,10 +21,7 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import hashlib
-import http.client
-import urllib.error
 import urllib.parse
-import urllib.request
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -106,6 +103,11 @@ class Timestamper:
 
         With ``near`` (the bundle's ``created_at``), a reply whose time is more than 5 minutes
         away is refused: the local clock is wrong, and verify would flag the bundle as backdated."""
+        # Imported here, not at the top: HTTP and TLS cost ~10 ms of every check, stamped or not.
+        import http.client
+        import urllib.error
+        import urllib.request
+
         from policyengine import deadline
 
         lib = _library()

@@ -73,9 +73,10 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from policyengine.models import Outcome, Status
 from policyengine.rules.base import Context, RuleType
+from policyengine.rules.holiday_table import library_calendar, table_calendar
 
 if TYPE_CHECKING:
-    from holidays import HolidayBase
+    from policyengine.rules.holiday_table import Calendar
 
 UTC = timezone.utc
 SEARCH_DAYS = 400
@@ -458,6 +459,9 @@ def _parse_holidays(value: Any, problems: list[tuple[str, str]]) -> _Holidays | 
     else:
         problems.append(("holidays", "expected a country code such as US, or {country: US, subdivision: CA}"))
         return None
+    # The shipped table holds only codes the library accepted (same library version).
+    if table_calendar(country, subdivision) is not None:
+        return _Holidays(country=country, subdivision=subdivision)
     import holidays
 
     # Fast path: ask for the one country. Listing every supported country imports all of
@@ -646,7 +650,7 @@ def _bounds(a: datetime, b: datetime | None, tz: ZoneInfo) -> str:
 # --------------------------------------------------------------------------- judging
 
 
-def _holiday_name(cal: HolidayBase | None, day: date) -> str | None:
+def _holiday_name(cal: Calendar | None, day: date) -> str | None:
     if cal is None:
         return None
     name = cal.get(day)
@@ -670,7 +674,7 @@ def _allow_release(plan: _Plan, t: datetime) -> datetime | None:
     return min(later) if later else None
 
 
-def _blocks(plan: _Plan, t: datetime, cal: HolidayBase | None) -> tuple[list[_Block], _Allow | None]:
+def _blocks(plan: _Plan, t: datetime, cal: Calendar | None) -> tuple[list[_Block], _Allow | None]:
     """Return every reason ``t`` is not allowed, and the allow window it is inside (if any)."""
     tz = plan.tz
     blocks: list[_Block] = []
@@ -710,7 +714,7 @@ def _blocks(plan: _Plan, t: datetime, cal: HolidayBase | None) -> tuple[list[_Bl
 
 
 def _next_allowed(
-    plan: _Plan, now: datetime, cal: HolidayBase | None, blocks: list[_Block]
+    plan: _Plan, now: datetime, cal: Calendar | None, blocks: list[_Block]
 ) -> tuple[datetime | None, bool]:
     """Return the first allowed instant after ``now`` (None if none in reach), and whether the step limit hit."""
     horizon = now + timedelta(days=SEARCH_DAYS)
@@ -729,12 +733,11 @@ def _next_allowed(
     return None, True
 
 
-def _calendar(plan: _Plan) -> HolidayBase | None:
+def _calendar(plan: _Plan) -> Calendar | None:
     if plan.holidays is None:
         return None
-    import holidays
-
-    return holidays.country_holidays(plan.holidays.country, subdiv=plan.holidays.subdivision)
+    country, subdivision = plan.holidays.country, plan.holidays.subdivision
+    return table_calendar(country, subdivision) or library_calendar(country, subdivision)
 
 
 class DeployWindowRule(RuleType):
