@@ -957,7 +957,7 @@ class LocalArchive(EvidenceStore):
         import sqlite3  # (SqliteIndex imports it anyway)
 
         try:
-            return self._answer_with(SqliteIndex(cache), data, q, parse)
+            return self._answer_with(SqliteIndex(cache), data, q, parse, name)
         except sqlite3.DatabaseError as exc:
             # A damaged cache file ("database disk image is malformed"): it is only derived data.
             self.notes.append(f"the query cache {cache.name} was damaged ({exc}) and was rebuilt from {name}")
@@ -966,9 +966,9 @@ class LocalArchive(EvidenceStore):
                 for side in ("", *SQLITE_SIDE_FILES):
                     cache.with_name(cache.name + side).unlink(missing_ok=True)
             try:
-                return self._answer_with(SqliteIndex(cache), data, q, parse)
+                return self._answer_with(SqliteIndex(cache), data, q, parse, name)
             except sqlite3.DatabaseError:
-                return self._answer_with(SqliteIndex(None), data, q, parse)  # in memory
+                return self._answer_with(SqliteIndex(None), data, q, parse, name)  # in memory
 
     def _refuse_shard_cache_links(self, cache: Path) -> None:
         """EvidenceError when a shard's cache file (or a side file SQLite makes) is a symbolic link."""
@@ -1007,8 +1007,8 @@ class LocalArchive(EvidenceStore):
             bad += unreadable
         return (answer(rows, q) if len(wanted) > 1 else rows), bad
 
-    def _answer_with(self, index: SqliteIndex, data: bytes, q: Query, parse: Callable[[bytes], dict[str, Any]]
-                     ) -> tuple[Sequence[Mapping[str, Any]], int]:
+    def _answer_with(self, index: SqliteIndex, data: bytes, q: Query, parse: Callable[[bytes], dict[str, Any]],
+                     name: str = INDEX) -> tuple[Sequence[Mapping[str, Any]], int]:
         try:
             bad = index.sync_jsonl(data, parse)
             rows = index.checked_query(q)
@@ -1017,7 +1017,11 @@ class LocalArchive(EvidenceStore):
                 rows = index.checked_query(q)
             if rows is None:  # still: answer from every line, decoded
                 rows = index.scan(q)
-            self.notes.extend(index.notes)
+            if name != INDEX:  # a shard: name it and its own cache
+                cache = name[: -len(".jsonl")] + ".sqlite"
+                self.notes.extend(n.replace(SQLITE, cache).replace(INDEX, name) for n in index.notes)
+            else:
+                self.notes.extend(index.notes)
             return rows, bad
         finally:
             index.close()
