@@ -257,6 +257,12 @@ def _chain_order(records: builtins.list[dict[str, Any]]) -> builtins.list[dict[s
     return out
 
 
+def _listing_order(record: Mapping[str, Any]) -> tuple[Any, ...]:
+    """Where ``index.answer`` puts a record: created_at, then sequence (none first), then id."""
+    seq = record.get("sequence")
+    return record["created_at"], seq is not None, seq if isinstance(seq, int) else 0, record["id"]
+
+
 def _split_lines(data: bytes) -> builtins.list[bytes]:
     """The lines of an index file; a torn last line is a line too."""
     lines = data.split(b"\n")
@@ -998,14 +1004,18 @@ class LocalArchive(EvidenceStore):
                     except FileNotFoundError:
                         continue
         rows: list[Mapping[str, Any]] = []
+        ordered = True
         for name, data in wanted:
             cache = self.shard_dir / (name[: -len(".jsonl")] + ".sqlite")
             self._refuse_shard_cache_links(cache)
             found, unreadable = self._cached_answer(cache, data, q, _shard_parser(name), f"{INDEX_DIR}/{name}",
                                                     lambda c=cache: self._refuse_shard_cache_links(c))
+            if rows and found and _listing_order(found[0]) < _listing_order(rows[-1]):
+                ordered = False  # a line whose created_at is not of its shard's month
             rows.extend(found)
             bad += unreadable
-        return (answer(rows, q) if len(wanted) > 1 else rows), bad
+        # Each shard's answer is in listing order already: the whole is too when they do not overlap.
+        return (rows if ordered else answer(rows, q)), bad
 
     def _answer_with(self, index: SqliteIndex, data: bytes, q: Query, parse: Callable[[bytes], dict[str, Any]],
                      name: str = INDEX) -> tuple[Sequence[Mapping[str, Any]], int]:
