@@ -39,8 +39,9 @@ replaced by a folder of that name. Every version that writes a folder archive op
 ``index.jsonl`` as a file before it appends (for its chain head): on a folder that fails, so
 an older version refuses to write into a sharded archive (exit 3, ``Is a directory``) instead
 of starting a second index beside the shards. A sharded archive that holds a *file*
-``index.jsonl`` again is refused by every command (``split_error``) until it is resolved;
-``migrate`` finishes an interrupted migration (the file then holds exactly the shards' lines).
+``index.jsonl`` again is refused by every command (``split_error``) until ``migrate`` appends
+the file's lines the shards lack to their shards (none, after an interrupted migration) and
+puts the folder back.
 ``evidence list`` reads only the shards of the months its bounds cover, each checked against
 its own cache. Within a chain, records are read in sequence order across shards (a bundle
 created before midnight on the last day of a month may be recorded after one created just
@@ -61,8 +62,8 @@ import dataclasses
 import errno
 import fcntl
 import hashlib
-import json
 import heapq
+import json
 import os
 import re
 import stat
@@ -108,7 +109,7 @@ MARKER = "README"
 _SHARD_RE = re.compile(r"^([0-9]{4})-([0-9]{2})\.jsonl$")
 _MARKER_TEXT = (
     "This evidence archive keeps its index in monthly shards, index/YYYY-MM.jsonl\n"
-    "(written by `policyengine evidence migrate`, or by a policyengine that shards new archives).\n"
+    "(`policyengine evidence migrate` moved index.jsonl there).\n"
     "index.jsonl is this folder so that an older policyengine, which appends to a file of that\n"
     "name, fails here instead of starting a second index beside the shards. Do not remove it.\n"
 )
