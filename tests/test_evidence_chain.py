@@ -28,7 +28,15 @@ def archive(tmp_path: Path) -> LocalArchive:
 
 
 def _index(archive: LocalArchive) -> list[dict[str, object]]:
+    if archive.shard_dir.is_dir():  # (sharded by `evidence migrate`: every shard, in chain order)
+        return list(archive.read_index()[0])
     return [json.loads(line) for line in archive.index_path.read_text().splitlines()]
+
+
+def _shard_first(root: Path, sharded: bool) -> None:
+    if sharded:
+        root.mkdir()
+        LocalArchive(root).migrate()
 
 
 def _write_index(archive: LocalArchive, records: list[dict[str, object]]) -> None:
@@ -169,8 +177,10 @@ def _verify_all(archive: Path) -> subprocess.CompletedProcess[str]:
                            "--all"], capture_output=True, text=True, timeout=300, check=False)
 
 
-def test_twenty_concurrent_checks_make_one_unbroken_chain(tmp_path: Path) -> None:
+@pytest.mark.parametrize("sharded", [False, True], ids=["index.jsonl", "monthly-shards"])
+def test_twenty_concurrent_checks_make_one_unbroken_chain(tmp_path: Path, sharded: bool) -> None:
     root = tmp_path / "archive"
+    _shard_first(root, sharded)
     procs = [subprocess.Popen(_check_cmd(root), stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=_env())
              for _ in range(20)]
     outputs = [p.communicate(timeout=300) for p in procs]
@@ -185,9 +195,11 @@ def test_twenty_concurrent_checks_make_one_unbroken_chain(tmp_path: Path) -> Non
     assert "ok: 20 bundles verified" in result.stdout
 
 
+@pytest.mark.parametrize("sharded", [False, True], ids=["index.jsonl", "monthly-shards"])
 @pytest.mark.parametrize("stage", ["bulk", "locked", "placed"])
-def test_a_check_killed_while_writing_leaves_no_partial_bundle(tmp_path: Path, stage: str) -> None:
+def test_a_check_killed_while_writing_leaves_no_partial_bundle(tmp_path: Path, stage: str, sharded: bool) -> None:
     root = tmp_path / "archive"
+    _shard_first(root, sharded)
     assert subprocess.run(_check_cmd(root), capture_output=True, env=_env(), timeout=120, check=False).returncode == 0
     proc = subprocess.Popen(_check_cmd(root), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             env=_env(POLICYENGINE_TEST_PAUSE_AT=stage))

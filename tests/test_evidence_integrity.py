@@ -316,11 +316,16 @@ def _listed(archive: LocalArchive, *args: str) -> list[dict[str, Any]]:
      "UPDATE bundles SET pos = (SELECT pos FROM t WHERE line = 4), size = (SELECT size FROM t WHERE line = 4), "
      "id = (SELECT id FROM t WHERE line = 4) WHERE line = 5; DROP TABLE t"),
 ])
-def test_a_cache_edited_in_place_is_noticed_and_rebuilt(archive: LocalArchive, sql: str) -> None:
+@pytest.mark.parametrize("sharded", [False, True], ids=["index.jsonl", "monthly-shards"])
+def test_a_cache_edited_in_place_is_noticed_and_rebuilt(archive: LocalArchive, sql: str, sharded: bool) -> None:
     ids = _populate(archive)
+    if sharded:  # the same checks hold per shard: each month's cache against its own shard
+        archive.migrate()
     truth = _listed(archive)
     assert [r["id"] for r in truth] == ids
-    with sqlite3.connect(archive.root / "index.sqlite") as conn:
+    cache = archive.root / ("index/2026-10.sqlite" if sharded else "index.sqlite")
+    assert cache.is_file()
+    with sqlite3.connect(cache) as conn:
         conn.executescript(sql)
     result = cli("evidence", "list", "--archive", str(archive.root), "--json", "--since", "2026-10-01")
     assert json.loads(result.stdout) == truth  # (rows cut from the end are simply read again)
@@ -427,8 +432,10 @@ def _truth(index: Path, q: Query) -> list[dict[str, Any]]:
     return [{c: r.get(c) for c in COLUMNS} for r in out]
 
 
+@pytest.mark.parametrize("sharded", [False, True], ids=["index.jsonl", "monthly-shards"])
 @pytest.mark.parametrize("seed", range(12))
-def test_no_edit_of_the_index_or_the_cache_changes_what_a_full_decode_lists(tmp_path: Path, seed: int) -> None:
+def test_no_edit_of_the_index_or_the_cache_changes_what_a_full_decode_lists(tmp_path: Path, seed: int,
+                                                                           sharded: bool) -> None:
     """Random edits of index.jsonl (reordered, repeated, unreadable, escaped lines) and of index.sqlite
     (rows, offsets, ids, times, whole tables): every answer equals decoding every line."""
     import random
@@ -449,6 +456,10 @@ def test_no_edit_of_the_index_or_the_cache_changes_what_a_full_decode_lists(tmp_
         lines.append(json.dumps(record, sort_keys=True))
     index.write_text("\n".join(lines) + "\n")
     archive = LocalArchive(root)
+    cache = root / "index.sqlite"
+    if sharded:  # one shard (October), checked against its own cache
+        archive.migrate()
+        index, cache = root / "index" / "2026-10.jsonl", root / "index" / "2026-10.sqlite"
     queries = [Query(), Query(since="2026-10-12T00:00:00Z", until="2026-10-15T00:00:00Z"),
                Query(since="2026-10-13T12:02:00Z", environment="staging"), Query(until="2026-10-11T00:00:00Z",
                                                                                   decision="deny")]
@@ -486,7 +497,7 @@ def test_no_edit_of_the_index_or_the_cache_changes_what_a_full_decode_lists(tmp_
             rng.choice(edits_of_file)(current)
             index.write_text("\n".join(current) + "\n")
             check()
-        with sq.connect(root / "index.sqlite") as conn:
+        with sq.connect(cache) as conn:
             n = conn.execute("SELECT count(*) FROM bundles").fetchone()[0]
             with contextlib.suppress(sq.Error):
                 conn.executescript(sql.format(n=rng.randrange(12, max(n, 13))))  # (a line of the periods)

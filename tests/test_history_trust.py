@@ -85,6 +85,17 @@ def test_a_genuine_signed_allowed_bundle_is_the_previous_deploy(tmp_path: Path) 
     assert found["source"] == "evidence-archive"
 
 
+def test_the_previous_deploy_is_found_once_the_archive_is_sharded(tmp_path: Path) -> None:
+    """`evidence migrate` moves index.jsonl into index/: the archive still records its deploys."""
+    from policyengine.evidence.archive import LocalArchive
+
+    key = new_signing_key()
+    ref = record_deploy(tmp_path / "ev", PREV, key=key)
+    LocalArchive(tmp_path / "ev").migrate()
+    found = latest(tmp_path / "ev", trusted(tmp_path, key))
+    assert found is not None and found["id"] == ref.id
+
+
 def test_a_planted_index_line_without_a_bundle_never_counts(tmp_path: Path) -> None:
     key = new_signing_key()
     record_deploy(tmp_path / "ev", PREV, key=key)

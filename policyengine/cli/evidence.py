@@ -735,6 +735,34 @@ def evidence_get(archive: str, output: str, bundle_id: str) -> int:
     return EXIT_ALLOW
 
 
+@evidence.command("migrate", context_settings=CONTEXT)
+@click.option("--archive", required=True, metavar="DIR", envvar="POLICYENGINE_EVIDENCE_DIR",
+              help="The evidence folder to shard.")
+def evidence_migrate(archive: str) -> int:
+    """Shard a folder archive's index.jsonl by month, so that `list` reads only the months asked for.
+
+    Each line moves, byte for byte and in its order, to index/YYYY-MM.jsonl (the month of its
+    bundle id), holding the archive's lock; index.jsonl then becomes a folder, which an older
+    policyengine refuses to append to (its `check` fails, exit 3) instead of starting a second
+    index. Upgrade every job that writes to the archive first. Run again, it moves into the
+    shards any line an older version wrote to a file index.jsonl since.
+
+    \b
+    Examples:
+      policyengine evidence migrate --archive evidence
+    """
+    from policyengine.evidence.archive import LocalArchive
+
+    if archive.startswith(("s3://", "git:", "git+")):
+        raise UsageError("evidence migrate shards a folder archive; S3 and git stores need no migration")
+    store = LocalArchive(archive)
+    lines, shards, merged = store.migrate()
+    click.echo(f"{archive}: index sharded by month ({lines} line(s) moved into {shards} shard(s) under "
+               f"{archive.rstrip('/')}/index/" + (f"; {merged} line(s) written by an older version merged" if merged
+                                                   else "") + ")")
+    return EXIT_ALLOW
+
+
 @evidence.command("verify", context_settings=CONTEXT)
 @archive_option
 @click.option("--all", "all_", is_flag=True, help="Verify every bundle (the default when no ID is given).")

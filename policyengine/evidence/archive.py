@@ -5,6 +5,11 @@ Layout under the archive root::
     index.jsonl                         one JSON line per bundle, appended under .lock
     index.sqlite                        a query cache of index.jsonl for `evidence list`;
                                         checked against it before each use, never authoritative
+    index/<YYYY>-<MM>.jsonl             instead of index.jsonl, once sharded (``migrate``): the
+                                        lines of the bundles whose id (creation) falls in that month
+    index/<YYYY>-<MM>.sqlite            the query cache of that month's shard, checked against it
+    index.jsonl/README                  in a sharded archive index.jsonl is a folder: an older
+                                        policyengine fails on it instead of starting a second index
     .lock                               flock(2) target serializing writers
     .pending.json                       the record of a bundle being committed (exists only
                                         while a writer holds the lock, or after it was killed)
@@ -27,6 +32,22 @@ so a bundle never exists without its record, nor a record without its bundle.
 ``flock`` serializes writers on one machine (and on file systems that honour it); the
 archive is not meant for NFS.
 
+**Sharding.** ``evidence migrate`` splits ``index.jsonl`` into monthly shards (each line kept
+byte for byte, in its order, in the shard of its id's month), under ``.lock``: the shards are
+written to a temporary folder and renamed into place as ``index/``, then ``index.jsonl`` is
+replaced by a folder of that name. Every version that writes a folder archive opens
+``index.jsonl`` as a file before it appends (for its chain head): on a folder that fails, so
+an older version refuses to write into a sharded archive (exit 3, ``Is a directory``) instead
+of starting a second index beside the shards. A sharded archive that holds a *file*
+``index.jsonl`` again is refused by every command (``split_error``) until ``migrate`` appends
+the file's lines the shards lack to their shards (none, after an interrupted migration) and
+puts the folder back.
+``evidence list`` reads only the shards of the months its bounds cover, each checked against
+its own cache. Within a chain, records are read in sequence order across shards (a bundle
+created before midnight on the last day of a month may be recorded after one created just
+after it); the chain head a writer builds on is the newest catalogue's, checked against its
+index line, else found by reading every shard.
+
 Nothing is written through a symbolic link inside the archive (the root itself and its
 parents are the user's business): files are opened with ``O_NOFOLLOW`` (new ones with
 ``O_EXCL``), folders below the root are checked with ``lstat``, and the archive's own names
@@ -41,11 +62,13 @@ import dataclasses
 import errno
 import fcntl
 import hashlib
+import heapq
 import json
 import os
+import re
 import stat
 import zipfile
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import IO, Any
@@ -63,7 +86,7 @@ from policyengine.evidence.bundle import (
     format_timestamp,
 )
 from policyengine.evidence.index import Query, SqliteIndex, answer, in_period
-from policyengine.evidence.records import EVALUATION, RECORD, RECORD_KINDS
+from policyengine.evidence.records import EVALUATION, ID_RE, RECORD, RECORD_KINDS
 from policyengine.evidence.signing import SigningKey
 from policyengine.evidence.timestamp import StampCheck
 from policyengine.evidence.store import (
@@ -81,6 +104,15 @@ from policyengine.evidence.store import (
 from policyengine.redact import EvidenceRedactor
 
 INDEX = "index.jsonl"
+INDEX_DIR = "index"
+MARKER = "README"
+_SHARD_RE = re.compile(r"^([0-9]{4})-([0-9]{2})\.jsonl$")
+_MARKER_TEXT = (
+    "This evidence archive keeps its index in monthly shards, index/YYYY-MM.jsonl\n"
+    "(`policyengine evidence migrate` moved index.jsonl there).\n"
+    "index.jsonl is this folder so that an older policyengine, which appends to a file of that\n"
+    "name, fails here instead of starting a second index beside the shards. Do not remove it.\n"
+)
 LOCK = ".lock"
 PENDING = ".pending.json"
 SQLITE = "index.sqlite"
@@ -97,7 +129,19 @@ def bundle_relpath(bundle_id: str) -> str:
 
 SQLITE_SIDE_FILES = ("-journal", "-wal", "-shm")
 # Every name the archive itself writes at its root: none may be a symbolic link.
-OWN_NAMES = (INDEX, LOCK, PENDING, BUNDLES, CATALOGUE, SQLITE, *(SQLITE + s for s in SQLITE_SIDE_FILES))
+OWN_NAMES = (INDEX, LOCK, PENDING, BUNDLES, CATALOGUE, SQLITE, INDEX_DIR, *(SQLITE + s for s in SQLITE_SIDE_FILES))
+
+
+def shard_name(bundle_id: str) -> str:
+    """The shard of a sharded archive that records bundle ``bundle_id``: the month of its id."""
+    return f"{bundle_id[0:4]}-{bundle_id[4:6]}.jsonl"
+
+
+def _month_bounds(name: str) -> tuple[str, str]:
+    """The period ``[start, end)`` of shard ``name`` (``YYYY-MM.jsonl``), as ``...Z`` strings."""
+    year, month = int(name[0:4]), int(name[5:7])
+    return (f"{year:04d}-{month:02d}-01T00:00:00Z",
+            f"{year + month // 12:04d}-{month % 12 + 1:02d}-01T00:00:00Z")
 
 
 def _link_error(path: Path) -> EvidenceError:
@@ -150,8 +194,82 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
+def _id_of(raw: bytes) -> str | None:
+    try:
+        bid = json.loads(raw).get("id")
+    except (ValueError, AttributeError):
+        return None
+    return bid if isinstance(bid, str) and ID_RE.match(bid) else None
+
+
+def _remove_tree(path: Path) -> None:
+    """Remove a temporary folder of ours (never following a link inside it)."""
+    import shutil
+
+    with contextlib.suppress(FileNotFoundError):
+        if os.path.islink(path) or not os.path.isdir(path):
+            os.unlink(path)
+        else:
+            shutil.rmtree(path)
+
+
 def _parse_line(raw: bytes) -> dict[str, Any]:
     return parse_record(json.loads(raw), path_for=lambda r: bundle_relpath(r["id"]))
+
+
+def _shard_parser(shard: str) -> Callable[[bytes], dict[str, Any]]:
+    """``_parse_line`` for the lines of shard ``shard``: a line of another month is not one of its records."""
+
+    def parse(raw: bytes) -> dict[str, Any]:
+        record = _parse_line(raw)
+        if shard_name(record["id"]) != shard:
+            raise ValueError(f"bundle {record['id']} does not belong in {INDEX_DIR}/{shard}")
+        return record
+
+    return parse
+
+
+def _seq(record: Mapping[str, Any]) -> int:
+    seq = record.get("sequence")
+    return seq if type(seq) is int else 0
+
+
+def _chain_order(records: builtins.list[dict[str, Any]]) -> builtins.list[dict[str, Any]]:
+    """The records of the shards, read oldest month first, with each chain in recorded order.
+
+    A bundle's shard is the month of its id, given when it was prepared; its chain link is
+    given when it is committed. Across a month's end the two orders can differ (a bundle created
+    at 23:59 on the 31st, written after one created at 00:01): each chain's records are put back
+    in their chain's places merged by sequence across shards. Within one shard, line order is kept
+    as it stands (``verify`` reports lines swapped in a shard as before).
+    """
+    places: dict[tuple[Any, Any], builtins.list[int]] = {}
+    for i, r in enumerate(records):
+        places.setdefault((r["repository"], r["environment"]), []).append(i)
+    out = builtins.list(records)
+    for positions in places.values():
+        runs: dict[str, builtins.list[dict[str, Any]]] = {}
+        for i in positions:
+            runs.setdefault(records[i]["id"][:6], []).append(records[i])
+        if len(runs) < 2:
+            continue
+        for i, r in zip(positions, heapq.merge(*runs.values(), key=_seq), strict=True):
+            out[i] = r
+    return out
+
+
+def _listing_order(record: Mapping[str, Any]) -> tuple[Any, ...]:
+    """Where ``index.answer`` puts a record: created_at, then sequence (none first), then id."""
+    seq = record.get("sequence")
+    return record["created_at"], seq is not None, seq if isinstance(seq, int) else 0, record["id"]
+
+
+def _split_lines(data: bytes) -> builtins.list[bytes]:
+    """The lines of an index file; a torn last line is a line too."""
+    lines = data.split(b"\n")
+    if not lines[-1]:
+        lines.pop()
+    return lines
 
 
 class LocalArchive(EvidenceStore):
@@ -165,6 +283,45 @@ class LocalArchive(EvidenceStore):
     @property
     def index_path(self) -> Path:
         return self.root / INDEX
+
+    @property
+    def shard_dir(self) -> Path:
+        return self.root / INDEX_DIR
+
+    def sharded(self) -> bool:
+        """Whether the index is kept in monthly shards (``index/``).
+
+        EvidenceError when ``index/`` is not a folder, or when a *file* ``index.jsonl`` stands beside
+        it: an older version wrote it (or a migration was interrupted), and reading either half
+        alone would show part of the population as the whole (fail closed).
+        """
+        try:
+            mode = os.lstat(self.shard_dir).st_mode
+        except FileNotFoundError:
+            return False
+        if not stat.S_ISDIR(mode):
+            raise _link_error(self.shard_dir)
+        try:
+            index_mode = os.lstat(self.index_path).st_mode
+        except FileNotFoundError:
+            return True
+        if not stat.S_ISDIR(index_mode):
+            raise self.split_error()
+        return True
+
+    def split_error(self) -> EvidenceError:
+        return EvidenceError(
+            f"{self.index_path} is a file, but this archive's index is sharded by month in {self.shard_dir}: "
+            "an older policyengine wrote it, or `evidence migrate` was interrupted; refusing to use half of the index",
+            hint=f"upgrade every job that writes to {self.root}, then run "
+                 f"`{self.command('evidence', 'migrate')}`: it moves the file's lines into the shards")
+
+    def _shard_names(self) -> builtins.list[str]:
+        """The ``*.jsonl`` files of ``index/``, sorted (the shards, oldest month first, and any stray)."""
+        try:
+            return sorted(n for n in os.listdir(self.shard_dir) if n.endswith(".jsonl"))
+        except FileNotFoundError:
+            return []
 
     # -- write -------------------------------------------------------------------------
 
@@ -275,11 +432,7 @@ class LocalArchive(EvidenceStore):
         the store head. The first catalogue of an archive written before catalogues lists every chain."""
         latest = self._latest_catalogue()
         if latest is None:
-            try:
-                with open_read(self.index_path) as f:
-                    every, _ = self.parse_index(f.read())
-            except FileNotFoundError:
-                every = []
+            every, _ = self._all_records()
             records = [*every, *records]
         if latest is not None and not catalogue_mod.behind(latest, records):
             return latest.sha256  # nothing moves: the store head stays
@@ -346,7 +499,7 @@ class LocalArchive(EvidenceStore):
                 continue
             except OSError as exc:
                 raise EvidenceError(f"cannot inspect {path}: {exc.strerror or exc}") from exc
-            if stat.S_ISLNK(mode) or (name in (BUNDLES, CATALOGUE) and not stat.S_ISDIR(mode)):
+            if stat.S_ISLNK(mode) or (name in (BUNDLES, CATALOGUE, INDEX_DIR) and not stat.S_ISDIR(mode)):
                 raise _link_error(path)
 
     def _inside_dirs_ok(self, rel: str) -> bool:
@@ -363,6 +516,8 @@ class LocalArchive(EvidenceStore):
 
     def _chain_head(self, key: tuple[str | None, str | None]) -> dict[str, Any] | None:
         """Return the last index record of chain ``key`` (call holding the lock)."""
+        if self.sharded():
+            return self._sharded_chain_head(key)
         try:
             with open_read(self.index_path) as f:
                 size = f.seek(0, os.SEEK_END)
@@ -387,6 +542,43 @@ class LocalArchive(EvidenceStore):
         except FileNotFoundError:
             return None
         return None
+
+    def _sharded_chain_head(self, key: tuple[str | None, str | None]) -> dict[str, Any] | None:
+        """The chain head of a sharded archive (call holding the lock, after ``_recover``).
+
+        The newest catalogue names each chain's head (it is written under the lock right after each
+        index line, and caught up by ``_recover``); that head's line must be in its shard with the
+        same SHA-256, chain and sequence, and no line of the chain in that shard or the newest one
+        may come later in the chain. Otherwise (no catalogue, a new chain, any disagreement) every
+        shard is read: a writer never builds on a head it could not confirm.
+        """
+        latest = self._latest_catalogue()
+        known = latest.chain(*key) if latest is not None else None
+        names = self._shard_names()
+        if known is not None and names and _SHARD_RE.match(shard_name(known.id)):
+            found: dict[str, Any] | None = None
+            best: dict[str, Any] | None = None
+            for name in dict.fromkeys([shard_name(known.id), names[-1]]):
+                try:
+                    with open_read(self.shard_dir / name) as f:
+                        records, _ = self.parse_index(f.read(), shard=name)
+                except FileNotFoundError:
+                    continue
+                for r in records:
+                    if (r["repository"], r["environment"]) != key:
+                        continue
+                    if r["id"] == known.id:
+                        found = r
+                    if best is None or _seq(r) >= _seq(best):
+                        best = r
+            if (found is not None and best is found and found["sha256"] == known.sha256
+                    and found.get("sequence") == known.sequence):
+                return found
+        head = None
+        for r in self._all_records()[0]:
+            if (r["repository"], r["environment"]) == key:
+                head = r
+        return head
 
     def _write_pending(self, record: Mapping[str, Any]) -> None:
         path = self.root / PENDING
@@ -414,7 +606,7 @@ class LocalArchive(EvidenceStore):
         except ValueError:
             path.unlink()
             return
-        indexed = self._last_id() == record["id"]
+        indexed = self._last_id(self._index_file_for(record["id"])) == record["id"]
         if not indexed:
             final = self.root / record["path"]
             if not self._inside_dirs_ok(record["path"]):
@@ -441,9 +633,13 @@ class LocalArchive(EvidenceStore):
         path.unlink()
         _fsync_dir(self.root)
 
-    def _last_id(self) -> str | None:
+    def _index_file_for(self, bundle_id: str) -> Path:
+        """The file that records (or will record) bundle ``bundle_id``: its month's shard, or index.jsonl."""
+        return self.shard_dir / shard_name(bundle_id) if self.sharded() else self.index_path
+
+    def _last_id(self, path: Path) -> str | None:
         try:
-            with open_read(self.index_path) as f:
+            with open_read(path) as f:
                 f.seek(0, os.SEEK_END)
                 size = f.tell()
                 f.seek(max(0, size - 65536))
@@ -469,8 +665,9 @@ class LocalArchive(EvidenceStore):
     def _append_index(self, record: Mapping[str, Any]) -> None:
         """Append one line to the index (the caller holds the lock); on failure, leave it as it was."""
         line = (json.dumps(record, sort_keys=True, ensure_ascii=False) + "\n").encode("utf-8")
+        path = self._index_file_for(record["id"])
         try:
-            fd = open_nofollow(self.index_path, os.O_RDWR | os.O_APPEND | os.O_CREAT)
+            fd = open_nofollow(path, os.O_RDWR | os.O_APPEND | os.O_CREAT)
             try:
                 size = os.fstat(fd).st_size
                 if size and os.pread(fd, 1, size - 1) != b"\n":
@@ -483,7 +680,7 @@ class LocalArchive(EvidenceStore):
                         view = view[os.write(fd, view):]
                     os.fsync(fd)
                     if size == 0:
-                        _fsync_dir(self.root)  # the index file itself is new
+                        _fsync_dir(path.parent)  # the index file (or shard) itself is new
                 except BaseException:
                     with contextlib.suppress(OSError):
                         os.ftruncate(fd, size)
@@ -492,7 +689,7 @@ class LocalArchive(EvidenceStore):
                 os.close(fd)
         except OSError as exc:
             raise EvidenceError(
-                f"cannot record bundle {record['id']} in the index {self.index_path}: {exc.strerror or exc}; "
+                f"cannot record bundle {record['id']} in the index {path}: {exc.strerror or exc}; "
                 "the bundle was removed",
                 hint="check that the evidence archive folder is writable and its disk has space",
             ) from exc
@@ -527,6 +724,117 @@ class LocalArchive(EvidenceStore):
                 hint="pass the folder that holds index.jsonl and bundles/",
             )
 
+    # -- migrate -----------------------------------------------------------------------
+
+    def migrate(self) -> tuple[int, int, int]:
+        """Shard the index by month (see the module doc); return (lines, shards, lines merged).
+
+        Each line of ``index.jsonl`` is kept byte for byte, in its order, in the shard of its id's
+        month; a line without a readable bundle id (a torn or edited line, which ``verify``
+        reports) goes with the line before it. Run on an archive already sharded that holds a file
+        ``index.jsonl`` again (an interrupted migration, or an older version that wrote after it),
+        the file's lines the shards do not hold are appended to their shards, so nothing an older
+        version recorded is left out (``verify`` then reports its chain as it stands), and the file
+        is replaced by the folder. Everything happens holding ``.lock``; the shards are renamed into
+        place whole, before the file is replaced.
+        """
+        self._check_root()
+        self.refuse_links()
+        with self._locked(exclusive=True):
+            self._recover()
+            if os.path.lexists(self.root / PENDING):
+                raise EvidenceError(f"a signed write to {self.root} is pending: not migrating now",
+                                    hint="run `policyengine check` with the signing key once, then migrate")
+            try:
+                sharded = self.sharded()
+            except EvidenceError:
+                sharded = True  # a file index.jsonl beside the shards: merged below
+            try:
+                data = self._read_file(self.index_path) if not os.path.isdir(self.index_path) else b""
+            except FileNotFoundError:
+                data = b""
+            lines = _split_lines(data)
+            shards: dict[str, builtins.list[bytes]] = {}
+            month = None
+            for raw in lines:
+                bid = _id_of(raw)
+                if bid is not None:
+                    month = shard_name(bid)
+                if month is None:  # unreadable lines before any readable one: the first readable line's month
+                    month = next((shard_name(b) for b in map(_id_of, lines) if b is not None), None)
+                if month is None:
+                    raise EvidenceError(f"{self.index_path} holds no line with a bundle id: nothing to shard by",
+                                        hint=f"run `{self.command('evidence', 'verify', '--all')}`")
+                shards.setdefault(month, []).append(raw + b"\n")
+            merged = 0
+            if sharded:
+                merged = self._merge_into_shards(shards)
+            else:
+                self._write_new_shards(shards)
+            self._place_marker()
+            for side in ("", *SQLITE_SIDE_FILES):  # the old cache: only derived data
+                with contextlib.suppress(FileNotFoundError):
+                    (self.root / (SQLITE + side)).unlink()
+        return len(lines), len(shards), merged
+
+    def _write_new_shards(self, shards: Mapping[str, Sequence[bytes]]) -> None:
+        """Write ``index/`` whole in a temporary folder, then rename it into place (holding the lock)."""
+        tmp = self.root / f".tmp-{INDEX_DIR}.{os.getpid()}"
+        for old in self.root.glob(f".tmp-{INDEX_DIR}.*"):
+            pid = old.name.rsplit(".", 1)[-1]
+            if not (pid.isdigit() and _pid_alive(int(pid))) or old == tmp:
+                _remove_tree(old)
+        os.mkdir(tmp, 0o755)
+        for name, lines in shards.items():
+            with os.fdopen(open_nofollow(tmp / name, os.O_WRONLY | os.O_CREAT | os.O_EXCL), "wb") as fh:
+                fh.write(b"".join(lines))
+                fh.flush()
+                os.fsync(fh.fileno())
+        _fsync_dir(tmp)
+        os.rename(tmp, self.shard_dir)
+        _fsync_dir(self.root)
+
+    def _merge_into_shards(self, shards: Mapping[str, Sequence[bytes]]) -> int:
+        """Append to the shards the lines they do not hold yet; return how many."""
+        held: set[bytes] = set()
+        for name in self._shard_names():
+            with contextlib.suppress(FileNotFoundError):
+                held.update(line + b"\n" for line in _split_lines(self._read_file(self.shard_dir / name)))
+        merged = 0
+        for name, lines in shards.items():
+            new = [line for line in lines if line not in held]
+            if not new:
+                continue
+            path = self.shard_dir / name
+            fd = open_nofollow(path, os.O_RDWR | os.O_APPEND | os.O_CREAT)
+            try:
+                size = os.fstat(fd).st_size
+                prefix = b"\n" if size and os.pread(fd, 1, size - 1) != b"\n" else b""
+                os.write(fd, prefix + b"".join(new))
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            merged += len(new)
+        _fsync_dir(self.shard_dir)
+        return merged
+
+    def _place_marker(self) -> None:
+        """Replace a file ``index.jsonl`` (or nothing) by the folder an older version cannot append to."""
+        if os.path.isdir(self.index_path) and not os.path.islink(self.index_path):
+            return
+        tmp = self.root / f".tmp-{INDEX}.{os.getpid()}"
+        _remove_tree(tmp)
+        os.mkdir(tmp, 0o755)
+        with os.fdopen(open_nofollow(tmp / MARKER, os.O_WRONLY | os.O_CREAT | os.O_EXCL), "w",
+                       encoding="utf-8") as fh:
+            fh.write(_MARKER_TEXT)
+            fh.flush()
+            os.fsync(fh.fileno())
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.index_path)  # its lines are in the shards (fsynced) already
+        os.rename(tmp, self.index_path)
+        _fsync_dir(self.root)
+
     def recover_if_needed(self) -> None:
         """Finish a commit a killed writer left pending, when the archive is writable.
 
@@ -541,32 +849,60 @@ class LocalArchive(EvidenceStore):
         """Return the index records, oldest first, and a problem for each line that is not one."""
         self._check_root()
         self.recover_if_needed()
+        with self._locked(exclusive=False):
+            return self._all_records()
+
+    def _all_records(self) -> tuple[builtins.list[dict[str, Any]], builtins.list[VerifyProblem]]:
+        """Every index record (both layouts) and a problem per unreadable line (call holding the lock)."""
+        if self.sharded():
+            records: list[dict[str, Any]] = []
+            problems: list[VerifyProblem] = []
+            seen: set[str] = set()
+            for name in self._shard_names():
+                if not _SHARD_RE.match(name):
+                    problems.append(VerifyProblem("", None, "index", f"{self.shard_dir / name} is not an index "
+                                                  "shard (index/YYYY-MM.jsonl)"))
+                    continue
+                found, bad = self.parse_index(self._read_file(self.shard_dir / name), shard=name, seen=seen)
+                records.extend(found)
+                problems.extend(bad)
+            return _chain_order(records), problems
         try:
-            with self._locked(exclusive=False), \
-                    open_read(self.index_path) as f:
-                data = f.read()
+            return self.parse_index(self._read_file(self.index_path))
         except FileNotFoundError:
             return [], []
+
+    def _read_file(self, path: Path) -> bytes:
+        """The bytes of an index file (FileNotFoundError passes; other errors are EvidenceError)."""
+        try:
+            with open_read(path) as f:
+                return f.read()
+        except FileNotFoundError:
+            raise
         except OSError as exc:
-            message = f"cannot read the evidence index {self.index_path}: {exc.strerror or exc}"
-            raise EvidenceError(message) from exc
-        return self.parse_index(data)
+            raise EvidenceError(f"cannot read the evidence index {path}: {exc.strerror or exc}") from exc
 
     def parse_index(
-        self, data: bytes, first_line: int = 1
+        self, data: bytes, first_line: int = 1, *, shard: str | None = None, seen: set[str] | None = None,
     ) -> tuple[builtins.list[dict[str, Any]], builtins.list[VerifyProblem]]:
-        """Parse index lines (numbered from ``first_line``) into records and problems."""
+        """Parse index lines (numbered from ``first_line``) into records and problems.
+
+        ``shard``: the lines of that shard of a sharded archive (each must be of its month);
+        ``seen``: the ids of the shards read before (a repeated id is a problem).
+        """
+        parse = _shard_parser(shard) if shard is not None else _parse_line
+        path = self.shard_dir / shard if shard is not None else self.index_path
         lines = data.split(b"\n")
         complete = data.endswith(b"\n")
         if complete or not data:
             lines.pop()
         records: list[dict[str, Any]] = []
         problems: list[VerifyProblem] = []
-        seen: set[str] = set()
+        seen = set() if seen is None else seen
         for number, raw in enumerate(lines, first_line):
-            where = f"{self.index_path} line {number}"
+            where = f"{path} line {number}"
             try:
-                record = _parse_line(raw)
+                record = parse(raw)
             except ValueError as exc:
                 torn = number == len(lines) + first_line - 1 and not complete
                 note = " (the last line is incomplete: a write was interrupted)" if torn else ""
@@ -605,6 +941,8 @@ class LocalArchive(EvidenceStore):
         """
         self._check_root()
         self.recover_if_needed()
+        if self.sharded():
+            return self._sharded_query(q)
         if not self.index_path.exists() and (self.root / BUNDLES).is_dir():
             records, bad = self._records_from_bundles()
             if records or bad:
@@ -618,32 +956,83 @@ class LocalArchive(EvidenceStore):
             data = b""
         except OSError as exc:
             raise EvidenceError(f"cannot read the evidence index {self.index_path}: {exc.strerror or exc}") from exc
+        return self._cached_answer(self.root / SQLITE, data, q, _parse_line, INDEX, self.refuse_links)
+
+    def _cached_answer(self, cache: Path, data: bytes, q: Query, parse: Callable[[bytes], dict[str, Any]],
+                       name: str, refuse_links: Callable[[], None]) -> tuple[Sequence[Mapping[str, Any]], int]:
+        """Answer ``q`` from the lines ``data`` of index file ``name`` with the query cache ``cache``."""
         import sqlite3  # (SqliteIndex imports it anyway)
 
         try:
-            return self._answer_with(SqliteIndex(self.root / SQLITE), data, q)
+            return self._answer_with(SqliteIndex(cache), data, q, parse, name)
         except sqlite3.DatabaseError as exc:
             # A damaged cache file ("database disk image is malformed"): it is only derived data.
-            self.notes.append(f"the query cache {SQLITE} was damaged ({exc}) and was rebuilt from {INDEX}")
+            self.notes.append(f"the query cache {cache.name} was damaged ({exc}) and was rebuilt from {name}")
             with contextlib.suppress(OSError, EvidenceError):
-                self.refuse_links()  # (a linked cache is not deleted: the answer is then built in memory)
+                refuse_links()  # (a linked cache is not deleted: the answer is then built in memory)
                 for side in ("", *SQLITE_SIDE_FILES):
-                    (self.root / (SQLITE + side)).unlink(missing_ok=True)
+                    cache.with_name(cache.name + side).unlink(missing_ok=True)
             try:
-                return self._answer_with(SqliteIndex(self.root / SQLITE), data, q)
+                return self._answer_with(SqliteIndex(cache), data, q, parse, name)
             except sqlite3.DatabaseError:
-                return self._answer_with(SqliteIndex(None), data, q)  # in memory
+                return self._answer_with(SqliteIndex(None), data, q, parse, name)  # in memory
 
-    def _answer_with(self, index: SqliteIndex, data: bytes, q: Query) -> tuple[Sequence[Mapping[str, Any]], int]:
+    def _refuse_shard_cache_links(self, cache: Path) -> None:
+        """EvidenceError when a shard's cache file (or a side file SQLite makes) is a symbolic link."""
+        for side in ("", *SQLITE_SIDE_FILES):
+            path = cache.with_name(cache.name + side)
+            with contextlib.suppress(FileNotFoundError):
+                if stat.S_ISLNK(os.lstat(path).st_mode):
+                    raise _link_error(path)
+
+    def _sharded_query(self, q: Query) -> tuple[Sequence[Mapping[str, Any]], int]:
+        """Answer ``q`` from the shards of the months it covers, each checked against its own cache.
+
+        A line is listed from the shard of its id's month (``verify`` holds its ``created_at``
+        against the bundle's); a file of ``index/`` that is not a shard counts as unreadable.
+        """
+        wanted = []
+        bad = 0
+        with self._locked(exclusive=False):
+            for name in self._shard_names():
+                if not _SHARD_RE.match(name):
+                    bad += 1
+                    continue
+                start, end = _month_bounds(name)
+                if (q.until is None or start < q.until) and (q.since is None or end > q.since):
+                    try:
+                        wanted.append((name, self._read_file(self.shard_dir / name)))
+                    except FileNotFoundError:
+                        continue
+        rows: list[Mapping[str, Any]] = []
+        ordered = True
+        for name, data in wanted:
+            cache = self.shard_dir / (name[: -len(".jsonl")] + ".sqlite")
+            self._refuse_shard_cache_links(cache)
+            found, unreadable = self._cached_answer(cache, data, q, _shard_parser(name), f"{INDEX_DIR}/{name}",
+                                                    lambda c=cache: self._refuse_shard_cache_links(c))
+            if rows and found and _listing_order(found[0]) < _listing_order(rows[-1]):
+                ordered = False  # a line whose created_at is not of its shard's month
+            rows.extend(found)
+            bad += unreadable
+        # Each shard's answer is in listing order already: the whole is too when they do not overlap.
+        return (rows if ordered else answer(rows, q)), bad
+
+    def _answer_with(self, index: SqliteIndex, data: bytes, q: Query, parse: Callable[[bytes], dict[str, Any]],
+                     name: str = INDEX) -> tuple[Sequence[Mapping[str, Any]], int]:
         try:
-            bad = index.sync_jsonl(data, _parse_line)
+            bad = index.sync_jsonl(data, parse)
             rows = index.checked_query(q)
             if rows is None:  # the cache named a wrong line, or too few: it was edited
                 index.rebuild()
                 rows = index.checked_query(q)
             if rows is None:  # still: answer from every line, decoded
                 rows = index.scan(q)
-            self.notes.extend(index.notes)
+            if name != INDEX:  # a shard: name it and its own cache
+                cache = name[: -len(".jsonl")] + ".sqlite"
+                self.notes.extend(n.replace(SQLITE, cache).replace(INDEX, name) for n in index.notes)
+            else:
+                self.notes.extend(index.notes)
             return rows, bad
         finally:
             index.close()

@@ -96,7 +96,8 @@ class VerifiedHistory:
         if is_folder_url(self.store_url):
             from pathlib import Path
 
-            if not (Path(self.store_url) / "index.jsonl").is_file():
+            # (index.jsonl, or the monthly shards of index/ once `evidence migrate` has run)
+            if not (Path(self.store_url) / "index.jsonl").is_file() and not (Path(self.store_url) / "index").is_dir():
                 return None
         try:
             store = open_store(self.store_url)

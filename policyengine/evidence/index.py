@@ -3,7 +3,8 @@
 ``SqliteIndex`` is a local folder's query cache ``index.sqlite``; ``ObjectCache`` keeps an S3
 bucket's index objects (see ``S3Archive.query``); ``answer`` filters and orders decoded records
 the same way for every store. The index of record is the store's own (``index.jsonl`` of a
-folder); a cache only makes queries fast on large archives, and is never trusted: a value
+folder, or each monthly shard ``index/YYYY-MM.jsonl`` of a sharded folder, with a cache of its
+own: everything below holds per shard); a cache only makes queries fast on large archives, and is never trusted: a value
 stored beside it would prove nothing to someone able to edit it, and neither would its own
 B-tree indexes. Three checks stand between ``index.sqlite`` and an answer:
 
