@@ -4,7 +4,10 @@ moto (``moto[server]``, in the ``test`` extra) answers the S3 API on a loopback 
 and the ``policyengine`` subprocesses they start reach it through ``AWS_ENDPOINT_URL``, like any
 S3-compatible endpoint. What this moto version supports and what it does not:
 
-* ``If-None-Match: *`` and ``If-Match`` on PutObject: supported (412 PreconditionFailed);
+* ``If-None-Match: *`` and ``If-Match`` on PutObject: supported (412 PreconditionFailed). moto
+  checks the condition and then writes, and its threaded server runs requests side by side, so
+  two writers could both pass the check; S3 itself decides a conditional write atomically. The
+  stand-in (``_AtomicMotoServer``) therefore serves writes one at a time, as S3 decides them;
 * Object Lock: buckets created with it enabled report it, PutObject with COMPLIANCE retention
   is stored and shown by HeadObject, deleting a locked version is refused;
   GetObjectRetention answers 500 in moto 5.2.5, so the tests read the retention with HeadObject.
@@ -39,11 +42,37 @@ class S3Server:
         return {**CREDENTIALS, "AWS_ENDPOINT_URL": self.endpoint}
 
 
+def _atomic_server(server_mod: Any) -> Any:
+    """moto's threaded server, with every write (PUT, POST, DELETE) served one at a time: a
+    conditional write is then checked and made atomically, as S3 does. Reads stay concurrent."""
+    import threading
+
+    from moto.moto_server import threaded_moto_server as tms
+
+    class _AtomicMotoServer(server_mod.ThreadedMotoServer):  # type: ignore[misc,name-defined]
+        def _server_entry(self) -> None:
+            inner = tms.DomainDispatcherApplication(tms.create_backend_app)
+            lock = threading.Lock()
+
+            def app(environ: dict[str, Any], start_response: Any) -> Any:
+                if environ.get("REQUEST_METHOD") in ("PUT", "POST", "DELETE"):
+                    with lock:
+                        return list(inner(environ, start_response))
+                return inner(environ, start_response)
+
+            self._server = tms.make_server(self._ip_address, self._port, app, True,
+                                           request_handler=tms.MotoRequestHandler)
+            self._server_ready_event.set()
+            self._server.serve_forever()
+
+    return _AtomicMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+
+
 def start() -> tuple[Any, S3Server]:
     """Start the server and create a bucket with Object Lock and one without."""
     boto3 = pytest.importorskip("boto3")
     server_mod = pytest.importorskip("moto.server")
-    server = server_mod.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server = _atomic_server(server_mod)
     server.start()
     host, port = server.get_host_and_port()
     endpoint = f"http://{host}:{port}"

@@ -242,8 +242,11 @@ def test_a_slow_code_host_ends_the_run_at_its_deadline_with_a_recorded_deny(
     assert result.exit_code == 3 and result.decision.decision == "deny"
     rules = {r.id: r for r in result.decision.rules}
     host = slow.url.split("//", 1)[1]
-    assert rules["run-deadline"].message.startswith(
-        f"the run deadline (POLICYENGINE_RUN_DEADLINE=3 s) passed while waiting for the {provider} API at {host} (GET /")
+    # The request named is the one that was waiting: GitHub asks GraphQL (a POST) and REST (GETs) at once.
+    message = rules["run-deadline"].message
+    assert message.startswith(
+        f"the run deadline (POLICYENGINE_RUN_DEADLINE=3 s) passed while waiting for the {provider} API at {host} (")
+    assert message.split(f"{host} (", 1)[1].startswith(("GET /", "POST /graphql") if provider == "github" else "GET /")
     assert rules["peer-review"].status.value == "error" and "run deadline" in rules["peer-review"].message
     [record] = LocalArchive(tmp_path / "ev").list()
     assert record.id == result.evidence["bundle_id"] and record.decision == "deny"

@@ -35,7 +35,7 @@ class LazyGroup(click.Group):
         "check": ("policyengine.cli.check:check", "Decide whether one change may be deployed, and record the evidence."),
         "policy": ("policyengine.cli.policy:policy", "Write (init), validate, test, explain and diff policies; print their schema."),
         "evidence": ("policyengine.cli.evidence:evidence",
-                     "List, show, get, verify and replay evidence bundles; record-outcome, review and baseline."),
+                     "List, show, get, verify, replay and migrate bundles; record-outcome, review, baseline, witness."),
         "audit": ("policyengine.cli.audit:audit", "Export an audit period (export), summarize it on one page (summary), or reconcile it with the platform (reconcile)."),
         "emergency": ("policyengine.cli.emergency:emergency",
                       "List emergency deployments awaiting approval (pending), and approve them."),

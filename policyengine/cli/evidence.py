@@ -66,7 +66,9 @@ def load_key(public_key: str | None) -> Any:
 
 @click.group(context_settings=CONTEXT)
 def evidence() -> None:
-    """List, show, get, verify and replay evidence bundles; record-outcome, review and baseline append records.
+    """List, show, get, verify, replay and migrate bundles; record-outcome, review, baseline and witness add records.
+
+    witness publishes a decision as a commit status; migrate shards a folder archive's index by month.
 
     The archive is a folder, an S3 bucket or a git ref (--archive).
     """
