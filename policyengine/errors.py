@@ -65,6 +65,15 @@ class EvidenceError(PolicyEngineError):
     exit_code = EXIT_FACTS
 
 
+class HistoryUnavailable(PolicyEngineError):
+    """The record of previous deploys could not be read at all (the change range is unavailable).
+
+    Raised by the evidence side (``evidence.history``) and caught by the providers and the gate:
+    it lives here so that both import it downward."""
+
+    exit_code = EXIT_FACTS
+
+
 class PolicySourceError(PolicyEngineError):
     """The trusted policy could not be read from git: the gate denies, and never falls back to
     the checkout's copy (which the change being judged controls)."""

@@ -45,7 +45,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from policyengine import policysource
+from policyengine import clock, policysource
 from policyengine.deadline import RunDeadline, running, seconds_from_env
 from policyengine.emergency import EmergencyRequest, requested_by
 from policyengine.engine import decision_to_json, evaluate, exit_code_for
@@ -79,6 +79,7 @@ from policyengine.policy import Policy, policy_applies
 from policyengine.providers import oidc
 from policyengine.providers.provenance import LiveProvenance, RecordedProvenance
 from policyengine.redact import Redactor
+from policyengine.waivers import check_approvers
 from policyengine.workspace import Workspace
 
 
@@ -127,29 +128,9 @@ class CheckRequest:
 WAIVERS_MEMBER = "waivers/"
 """The bundle member (``waivers/<name>``) that holds the waivers file used, byte for byte."""
 # Where a run is CI lives with the policy source (which refuses the change range under CI).
-CI_VARIABLES, OTHER_CI_MARKERS = policysource.CI_VARIABLES, policysource.OTHER_CI_MARKERS
-_FALSE = policysource._FALSE
 running_in_ci, in_any_ci = policysource.running_in_ci, policysource.in_any_ci
 FACTS_MEMBER = "facts.json"
 """The bundle member that holds the facts as judged (``facts.facts_to_json``); replay judges from it."""
-
-
-def clock_source(request: CheckRequest) -> str:
-    """``system`` (the clock), ``override`` (a given time, outside CI) or ``simulated``."""
-    if not request.clock_override:
-        return "system"
-    return "simulated" if request.simulate else "override"
-
-
-def _check_clock(request: CheckRequest) -> None:
-    """Under CI a given time moves the deploy window; only a marked simulation may use one."""
-    if request.clock_override and not request.simulate and in_any_ci(request.env):
-        ci = next(n for n in (*CI_VARIABLES, *OTHER_CI_MARKERS)
-                  if (request.env.get(n) or "").strip().casefold() not in _FALSE)
-        raise UsageError(f"--now / POLICYENGINE_NOW: refusing to evaluate a deploy at a given time under CI "
-                         f"({ci}={request.env.get(ci)}): the deploy happens now",
-                         hint="remove POLICYENGINE_NOW / --now, or add --simulate for a what-if run that "
-                              "can never release a deploy")
 
 
 def _check_environments(request: CheckRequest, change: Mapping[str, Any]) -> None:
@@ -241,105 +222,6 @@ class CheckResult:
         return self.redactor.text(text)
 
 
-def _inside(path: Path, root: Path) -> bool:
-    try:
-        path.resolve().relative_to(root.resolve())
-    except (OSError, ValueError):
-        return False
-    return True
-
-
-def load_waivers(policy: Policy, spec: str, *, workspace: str | Path, env: Mapping[str, str],
-                 sources: policysource.GitSources | None = None) -> tuple[Policy, bytes]:
-    """Read the waivers file named by ``spec`` (a file, ``git:REF:PATH`` or ``git+URL#REF:PATH``,
-    read as ``--policy`` is), validate it against ``policy``, and return the policy with its
-    waivers added (the file joins the files ``policy-owners`` guards) and the file's bytes.
-
-    Under CI, when the policy comes from git (the trusted source), a waivers file that is a
-    plain path inside the workspace (relative, or absolute into it) is refused: the change
-    being judged controls the workspace, so it could waive its own rules. A git source obeys
-    the policy's rule (``sources``, shared with the policy): never read from inside the change
-    range.
-    """
-    import hashlib
-
-    from policyengine.loader import read_user_file
-    from policyengine.policy import parse_waivers_file, with_waivers
-
-    trusted_policy = bool(policy.source and policy.source.get("kind") == "git")
-    if not policysource.is_git_spec(spec):
-        plain = Path(spec)
-        if trusted_policy and in_any_ci(env) and (not plain.is_absolute() or _inside(plain, Path(workspace))):
-            raise UsageError(f"--waivers: {spec} is a file in the workspace, which the change being judged controls, "
-                             f"while the policy comes from the trusted source {policy.path}; under CI the waivers "
-                             "must come from the trusted source too",
-                             hint="give the waivers as git:REF:PATH (e.g. git:@previous-deploy:policies/waivers.yml) or "
-                                  "git+URL#REF:PATH, like --policy")
-        raw = read_user_file(plain, what="waivers file")
-        record: dict[str, Any] = {"path": spec, "sha256": hashlib.sha256(raw).hexdigest()}
-    else:
-        ref = spec.partition("#")[2].partition(":")[0] if spec.startswith("git+") else spec[4:].partition(":")[0]
-        if in_any_ci(env) and spec.startswith("git:") and _names_the_checkout(ref):
-            raise UsageError(f"--waivers: {spec} reads the commit being deployed ({ref}), which the change being "
-                             "judged controls; under CI the waivers must come from the trusted source",
-                             hint="read them as of the previous deploy, e.g. git:@previous-deploy:policies/waivers.yml")
-        try:
-            raw, source = policysource.read_policy_bytes(spec, repo=workspace, env=env, sources=sources,
-                                                         what="--waivers")
-        except UsageError as exc:
-            raise UsageError(exc.message.replace("--policy:", "--waivers:", 1), hint=exc.hint) from None
-        record = {"path": spec, "sha256": hashlib.sha256(raw).hexdigest(), "source": source.to_json()}
-    waivers = parse_waivers_file(raw, file=spec, policy=policy)
-    return with_waivers(policy, waivers, record=record, spec=spec, raw=raw), raw
-
-
-_names_the_checkout = policysource.names_the_checkout
-
-
-def source_lines(policy: Policy) -> list[str]:
-    """What the output says of every git source used (the policy, its bases, the waivers file):
-    the commit read, the trusted base the change range starts after (and which fallback gave
-    it), and what the source does not guarantee."""
-    found: list[tuple[str, dict[str, Any]]] = []
-    node: Policy | None = policy
-    while node is not None:
-        if node.source and node.source.get("kind") == "git":
-            found.append(("policy" if node is policy else "policy base", node.source))
-        node = node.base
-    waivers = (policy.waivers_file or {}).get("source")
-    if isinstance(waivers, dict) and waivers.get("kind") == "git":
-        found.append(("waivers", waivers))
-    lines: list[str] = []
-    for what, source in found:
-        where = f"{source.get('url')}#" if source.get("url") else "git:"
-        line = f"{what}: {where}{source.get('ref')}:{source.get('path')} read at {str(source.get('commit'))[:12]}"
-        base = source.get("trusted_base")
-        if isinstance(base, dict):
-            line += f"; the change range starts after {base.get('how')} {str(base.get('commit'))[:12]}"
-        lines.append(line)
-        if source.get("note"):
-            lines.append(f"{what}: note: {source['note']}")
-    return list(dict.fromkeys(lines))
-
-
-def _check_waiver_approvers(policy: Policy, change: Mapping[str, Any]) -> None:
-    """A waiver approved by someone the change's team membership shows is no policy owner is
-    invalid (exit 2); one whose approver cannot be checked is ignored by the judge (fail closed)."""
-    from policyengine.errors import Problem
-    from policyengine.waivers import APPROVER_NOT_OWNER, approver_status, owners_of
-
-    owners = owners_of(policy.document)
-    problems = []
-    for waiver in policy.waivers:
-        status, why = approver_status(waiver, owners, change)
-        if status == APPROVER_NOT_OWNER:
-            line, column = waiver.line, None
-            problems.append(Problem(waiver.file or waiver.source, line, column, f"waivers[{waiver.index}].approved_by",
-                                    f"{why}; only a policy owner may approve a waiver"))
-    if problems:
-        raise InvalidInputError(problems, what="waivers", hint="a waiver must be approved by a policy owner")
-
-
 def _owner_teams(policy: Policy | None) -> list[str]:
     """Teams whose membership the judge needs: every rule's ``from_teams`` and the owner teams
     (the policy-owners rule and waiver approvers)."""
@@ -374,7 +256,7 @@ def _load(request: CheckRequest) -> tuple[Policy, Any]:
             policy = policysource.load(request.policy_path, repo=request.workspace, env=request.env,
                                        sources=sources)
             if request.waivers_path:
-                policy, _ = load_waivers(policy, request.waivers_path, workspace=request.workspace, env=request.env,
+                policy, _ = policysource.load_waivers(policy, request.waivers_path, workspace=request.workspace, env=request.env,
                                          sources=sources)
     except InvalidInputError as exc:
         problems.extend(exc.problems)
@@ -395,7 +277,7 @@ def _previous_deploy_commit(request: CheckRequest, history: Any) -> str | None:
     as of the start of the change range. None when no trusted history names one."""
     from policyengine.errors import PolicySourceError
     from policyengine.providers import detect
-    from policyengine.providers.base import HistoryUnavailable
+    from policyengine.errors import HistoryUnavailable
 
     if history is None:
         return None
@@ -710,7 +592,7 @@ def _check(request: CheckRequest, run: RunDeadline) -> CheckResult:
     ws = Path(request.workspace)
     if not ws.is_dir():
         raise UsageError(f"--workspace: {request.workspace} is not a directory")
-    _check_clock(request)
+    clock.check_override(request.clock_override, simulate=request.simulate, env=request.env)
     if request.evidence_store:
         # A store that cannot take this write (a git store without a signing key, a malformed
         # URL) is invalid input, refused before anything is judged.
@@ -728,7 +610,7 @@ def _check(request: CheckRequest, run: RunDeadline) -> CheckResult:
     request = dataclasses.replace(request, extra_secrets=(*request.extra_secrets, *notify.secrets(targets)))
     _check_environments(request, gathered.change)
     _check_applies(policy, gathered.change)
-    _check_waiver_approvers(policy, gathered.change)
+    check_approvers(policy.waivers, policy.document, gathered.change)
     urgent = _emergency_request(request, policy, gathered.change)
     # The identity first: its verified run (run_id, pipeline_id) names the run whose jobs must
     # have produced the test reports (provenance: same_run).
@@ -748,7 +630,7 @@ def _check(request: CheckRequest, run: RunDeadline) -> CheckResult:
                                      if identity.problem is None else None)
     decision = evaluate(policy, facts, request.now, urgent)
     decision = dataclasses.replace(decision, simulated=request.simulate, clock={
-        "source": clock_source(request), "wall_time": iso_utc(_wall(request).replace(microsecond=0))})
+        "source": clock.clock_source(request.clock_override, simulate=request.simulate), "wall_time": iso_utc(_wall(request).replace(microsecond=0))})
     decision = _identity_judged(decision, identity, policy, request)
     if run.passed_while is not None:  # fail closed: what was not answered in time is no answer
         decision = _deadline_passed(decision, run)
@@ -792,7 +674,7 @@ def _check(request: CheckRequest, run: RunDeadline) -> CheckResult:
                        verdict_code=code, exit_code=delivered.exit_code, advisory=request.advisory,
                        notes=list(bundle.get("notes", [])), redactor=redactor,
                        simulated_under_ci=simulated_under_ci, notifications=delivered.lines,
-                       warnings=unguarded_warning(policy), sources=source_lines(policy))
+                       warnings=unguarded_warning(policy), sources=policysource.source_lines(policy))
 
 
 # -- replay -----------------------------------------------------------------------------------
@@ -825,7 +707,7 @@ def replay(store: Any, bundle_id: str) -> ReplayResult:
     """
     import tempfile
 
-    from policyengine.evidence.audit import unpack_for_replay
+    from policyengine.evidence.replay import unpack_for_replay
     from policyengine.models import parse_instant
     from policyengine.policy import parse_policy
 
@@ -969,7 +851,7 @@ def _policy_bases(store: Any, bundle_id: str) -> list[tuple[str, bytes]]:
     """The ``policy-base/N-name`` members of a bundle (the bases its policy extends), nearest first."""
     import zipfile
 
-    from policyengine.evidence.audit import policy_bases
+    from policyengine.evidence.replay import policy_bases
 
     record = store.find(bundle_id)
     with store.open_bundle(record) as fh, zipfile.ZipFile(fh) as zf:

@@ -54,7 +54,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 from policyengine import gitsafe, loader
 from policyengine.errors import (
@@ -691,3 +691,84 @@ def check_reachable_from_default(commit: str, *, repo: str | Path = ".", env: Ma
         raise PolicySourceError(f"commit {commit[:12]} is not a commit of the workspace: "
                                 f"{gitsafe.first_line(proc.stderr, git_env)}")
     return f"reachable from the default branch {branch} ({tip[:12]}) of the workspace"
+
+
+# -- the waivers file, read like the policy; what the output says of the sources -------------
+
+
+def _inside(path: Path, root: Path) -> bool:
+    try:
+        path.resolve().relative_to(root.resolve())
+    except (OSError, ValueError):
+        return False
+    return True
+
+
+def load_waivers(policy: Policy, spec: str, *, workspace: str | Path, env: Mapping[str, str],
+                 sources: GitSources | None = None) -> tuple[Policy, bytes]:
+    """Read the waivers file named by ``spec`` (a file, ``git:REF:PATH`` or ``git+URL#REF:PATH``,
+    read as ``--policy`` is), validate it against ``policy``, and return the policy with its
+    waivers added (the file joins the files ``policy-owners`` guards) and the file's bytes.
+
+    Under CI, when the policy comes from git (the trusted source), a waivers file that is a
+    plain path inside the workspace (relative, or absolute into it) is refused: the change
+    being judged controls the workspace, so it could waive its own rules. A git source obeys
+    the policy's rule (``sources``, shared with the policy): never read from inside the change
+    range.
+    """
+    import hashlib
+
+    from policyengine.loader import read_user_file
+    from policyengine.policy import parse_waivers_file, with_waivers
+
+    trusted_policy = bool(policy.source and policy.source.get("kind") == "git")
+    if not is_git_spec(spec):
+        plain = Path(spec)
+        if trusted_policy and in_any_ci(env) and (not plain.is_absolute() or _inside(plain, Path(workspace))):
+            raise UsageError(f"--waivers: {spec} is a file in the workspace, which the change being judged controls, "
+                             f"while the policy comes from the trusted source {policy.path}; under CI the waivers "
+                             "must come from the trusted source too",
+                             hint="give the waivers as git:REF:PATH (e.g. git:@previous-deploy:policies/waivers.yml) or "
+                                  "git+URL#REF:PATH, like --policy")
+        raw = read_user_file(plain, what="waivers file")
+        record: dict[str, Any] = {"path": spec, "sha256": hashlib.sha256(raw).hexdigest()}
+    else:
+        ref = spec.partition("#")[2].partition(":")[0] if spec.startswith("git+") else spec[4:].partition(":")[0]
+        if in_any_ci(env) and spec.startswith("git:") and names_the_checkout(ref):
+            raise UsageError(f"--waivers: {spec} reads the commit being deployed ({ref}), which the change being "
+                             "judged controls; under CI the waivers must come from the trusted source",
+                             hint="read them as of the previous deploy, e.g. git:@previous-deploy:policies/waivers.yml")
+        try:
+            raw, source = read_policy_bytes(spec, repo=workspace, env=env, sources=sources,
+                                                         what="--waivers")
+        except UsageError as exc:
+            raise UsageError(exc.message.replace("--policy:", "--waivers:", 1), hint=exc.hint) from None
+        record = {"path": spec, "sha256": hashlib.sha256(raw).hexdigest(), "source": source.to_json()}
+    waivers = parse_waivers_file(raw, file=spec, policy=policy)
+    return with_waivers(policy, waivers, record=record, spec=spec, raw=raw), raw
+
+
+def source_lines(policy: Policy) -> list[str]:
+    """What the output says of every git source used (the policy, its bases, the waivers file):
+    the commit read, the trusted base the change range starts after (and which fallback gave
+    it), and what the source does not guarantee."""
+    found: list[tuple[str, dict[str, Any]]] = []
+    node: Policy | None = policy
+    while node is not None:
+        if node.source and node.source.get("kind") == "git":
+            found.append(("policy" if node is policy else "policy base", node.source))
+        node = node.base
+    waivers = (policy.waivers_file or {}).get("source")
+    if isinstance(waivers, dict) and waivers.get("kind") == "git":
+        found.append(("waivers", waivers))
+    lines: list[str] = []
+    for what, source in found:
+        where = f"{source.get('url')}#" if source.get("url") else "git:"
+        line = f"{what}: {where}{source.get('ref')}:{source.get('path')} read at {str(source.get('commit'))[:12]}"
+        base = source.get("trusted_base")
+        if isinstance(base, dict):
+            line += f"; the change range starts after {base.get('how')} {str(base.get('commit'))[:12]}"
+        lines.append(line)
+        if source.get("note"):
+            lines.append(f"{what}: note: {source['note']}")
+    return list(dict.fromkeys(lines))

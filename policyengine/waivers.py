@@ -407,3 +407,22 @@ def apply(waivers: Iterable[Waiver], results: Sequence[RuleResult], change: Mapp
             out.results[i] = dataclasses.replace(out.results[i], details={**out.results[i].details,
                                                                           "waivers_ignored": ignored})
     return out
+
+
+def check_approvers(waivers: Sequence[Waiver], document: Mapping[str, Any], change: Mapping[str, Any]) -> None:
+    """A waiver approved by someone the change's team membership shows is no policy owner is
+    invalid (InvalidInputError, exit 2); one whose approver cannot be checked is ignored by the
+    judge (fail closed). ``document``: the policy as written (its ``policy_owners``)."""
+    from policyengine.errors import InvalidInputError, Problem
+
+    owners = owners_of(document)
+    problems = []
+    for waiver in waivers:
+        status, why = approver_status(waiver, owners, change)
+        if status == APPROVER_NOT_OWNER:
+            problems.append(Problem(waiver.file or waiver.source, waiver.line, None,
+                                    f"waivers[{waiver.index}].approved_by",
+                                    f"{why}; only a policy owner may approve a waiver"))
+    if problems:
+        raise InvalidInputError(problems, what="waivers", hint="a waiver must be approved by a policy owner")
+

@@ -23,6 +23,7 @@ from typing import Any
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
+from policyengine.policyfacts import POLICY_FACTS
 from policyengine.evidence import records as records_module
 from policyengine.evidence.archive import LocalArchive
 from policyengine.evidence.records import RecordKind
@@ -203,7 +204,7 @@ def year(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Year]:
 def summary(year: Year) -> Iterator[dict[str, Any]]:
     with pytest.MonkeyPatch.context() as mp:
         mp.setitem(records_module.RECORD_KINDS, APPROVAL, RecordKind(APPROVAL, "result", ("approved",)))
-        yield summarize(year.archive, since="2026-01-01T00:00:00Z", until="2027-01-01T00:00:00Z")
+        yield summarize(year.archive, since="2026-01-01T00:00:00Z", until="2027-01-01T00:00:00Z", policy_facts=POLICY_FACTS)
 
 
 def test_the_year_verifies_and_counts_deployments_not_evaluations(summary: dict[str, Any]) -> None:
@@ -278,7 +279,7 @@ def test_a_broken_chain_shows_in_the_summary(tmp_path: Path) -> None:
     data = bytearray(path.read_bytes())
     data[len(data) // 2] ^= 1
     path.write_bytes(bytes(data))
-    s = summarize(y.archive, since="2026-01-01T00:00:00Z", until="2027-01-01T00:00:00Z")
+    s = summarize(y.archive, since="2026-01-01T00:00:00Z", until="2027-01-01T00:00:00Z", policy_facts=POLICY_FACTS)
     named = {p["bundle_id"] for p in s["chain"]["problems"]}
     assert s["chain"]["status"] == "problems" and refs[1]["id"] in named
     # The figures leave out every bundle a problem names (the damaged one, and the next, whose link

@@ -14,6 +14,7 @@ import pytest
 
 pytest.importorskip("cryptography")
 
+from policyengine.policyfacts import POLICY_FACTS
 from policyengine.evidence.archive import LocalArchive
 from policyengine.evidence.index import Query
 from policyengine.evidence.summary import render, summarize
@@ -69,7 +70,7 @@ def test_a_refused_emergency_is_no_open_emergency_deployment(tmp_path: Path) -> 
                                                                           pipeline="p1"),
         policy_filename="p.yml", policy_bytes=STRICT.encode(), files=[], signing_key=key(),
         created_at=when + timedelta(seconds=1))
-    s = summarize(archive, since="2026-01-01T00:00:00Z", until="2027-01-01T00:00:00Z")
+    s = summarize(archive, since="2026-01-01T00:00:00Z", until="2027-01-01T00:00:00Z", policy_facts=POLICY_FACTS)
     assert s["overrides"]["emergency"] == []
     [e] = s["emergencies"]
     assert e["id"] == ref.id and e["status"] != "open" and "refused" in e["status"]

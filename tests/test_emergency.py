@@ -14,6 +14,7 @@ import pytest
 from tests.oidc_issuer import verified_ci
 import yaml
 
+from policyengine.policyfacts import POLICY_FACTS
 from policyengine.cli import main
 from policyengine.emergency import (
     APPROVED_LATE,
@@ -545,7 +546,8 @@ def test_the_audit_summary_agrees_with_pending_a_self_asserted_approval_leaves_i
     from policyengine.evidence.summary import summarize
 
     approve(declared, capsys, "frank")  # outside CI: self-asserted
-    summary = summarize(LocalArchive(declared / "evidence"), since="2000-01-01", until="2100-01-01")
+    summary = summarize(LocalArchive(declared / "evidence"), since="2000-01-01", until="2100-01-01",
+                        policy_facts=POLICY_FACTS)
     [emergency] = summary["emergencies"]
     assert emergency["status"] in ("open", "overdue")
 

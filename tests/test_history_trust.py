@@ -227,7 +227,7 @@ def test_gitlab_api_alone_never_gives_a_range() -> None:
 
 
 def test_unreadable_history_makes_the_range_unavailable(api: FakeAPI) -> None:
-    from policyengine.providers.base import HistoryUnavailable
+    from policyengine.errors import HistoryUnavailable
 
     class Broken:
         def latest(self, repository: str, environment: str) -> dict[str, Any] | None:

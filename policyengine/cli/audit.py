@@ -108,6 +108,7 @@ def audit_export(archive: str, since: str, until: str, environment: str | None, 
     """
     from policyengine.cli.evidence import load_key
     from policyengine.evidence.audit import ExportRefused, check_bounds, export
+    from policyengine.policyfacts import POLICY_FACTS
     from policyengine.evidence.emergencies import period_states
     from policyengine.evidence.reconcile import export_parts
 
@@ -147,7 +148,8 @@ def audit_export(archive: str, since: str, until: str, environment: str | None, 
                             repository=repository, decision=decision, deployments_only=deployments_only,
                             emergency_states=lambda rows, records: period_states(
                                 store, rows, records, datetime.now(timezone.utc), public_key=key),
-                            reconciliation=export_parts(reconciled) if reconciled is not None else None)
+                            reconciliation=export_parts(reconciled) if reconciled is not None else None,
+                            policy_facts=POLICY_FACTS)
         except ExportRefused as exc:
             for p in exc.problems:
                 where = f"bundle {p.bundle_id or '?'}" + (f" member {p.member}" if p.member else "")
@@ -216,8 +218,10 @@ def audit_summary(archive: str, since: str, until: str, environment: str | None,
     store = open_archive(archive)
     reconciled = _reconcile_with(store, reconcile_with, env_map, since=start, until=end, repository=repository,
                                  environment=environment, public_key=key)
+    from policyengine.policyfacts import POLICY_FACTS
+
     result = summarize(store, since=start, until=end, environment=environment, repository=repository,
-                       public_key=key)
+                       public_key=key, policy_facts=POLICY_FACTS)
     if reconciled is not None:
         from policyengine.evidence.reconcile import summary_of
 

@@ -45,7 +45,7 @@ def emergency_pending(archive: str, show_all: bool, public_key: str | None, now:
       policyengine emergency pending --archive s3://acme-evidence/prod --public-key signing.pub --json
     """
     from policyengine.evidence.emergencies import any_overdue, pending
-    from policyengine.gate import in_any_ci
+    from policyengine.policysource import in_any_ci
     from policyengine.models import iso_utc, parse_instant
 
     if now and in_any_ci(os.environ):

@@ -185,7 +185,7 @@ def evidence_show(archive: str, public_key: str | None, bundle_id: str) -> int:
     Examples:
       policyengine evidence show --archive evidence 20261124T150000Z-0a1b2c3d4e5f
     """
-    from policyengine.evidence.audit import read_bundle
+    from policyengine.evidence.store import read_bundle
     from policyengine.evidence.records import is_evaluation
 
     store = open_archive(archive)
@@ -457,7 +457,7 @@ def _actor(by: str | None, *, fallback_user: bool, oidc_issuers: tuple[str, ...]
 
     from policyengine.errors import UsageError
     from policyengine.evidence.records import resolve_actor
-    from policyengine.gate import running_in_ci
+    from policyengine.policysource import running_in_ci
     from policyengine.providers import oidc
 
     for url in oidc_issuers:

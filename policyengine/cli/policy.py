@@ -42,7 +42,7 @@ def policy_validate(files: tuple[str, ...], waivers_path: str | None) -> int:
         try:
             loaded = load(path)
             if waivers_path:
-                from policyengine.gate import CI_VARIABLES, load_waivers
+                from policyengine.policysource import CI_VARIABLES, load_waivers
 
                 # Validating is no deploy: the CI refusal of a workspace file does not apply here.
                 env = {k: v for k, v in os.environ.items() if k not in CI_VARIABLES}

@@ -1,4 +1,4 @@
-"""What an auditor does with an archive: read a bundle, unpack one for replay, export a period.
+"""What an auditor does with an archive: export a period (its population, sample, policy changes).
 
 No click and no printing here: the CLI renders the results and reports progress.
 """
@@ -15,22 +15,15 @@ import zipfile
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from pathlib import Path
 from typing import Any
 
 from policyengine.errors import EXIT_DENY, EvidenceError, PolicyEngineError
 from policyengine.evidence.bundle import (
-    ATTESTATION,
     CHANGE,
     DECISION,
-    FILES_DIR,
-    MANIFEST,
-    POLICY_DIR,
     REPORT,
     ZIP_READ_ERRORS,
     VerifyProblem,
-    member_name_problem,
-    member_source,
 )
 from policyengine.evidence.index import COLUMNS
 from policyengine.evidence.records import (
@@ -41,99 +34,12 @@ from policyengine.evidence.records import (
     kind_of,
 )
 from policyengine.evidence.signing import STATEMENT_TYPE, SigningKey, envelope
+from policyengine.evidence.replay import policy_members
 from policyengine.evidence.store import EvidenceStore
 from policyengine.evidence.tabular import check_bounds, csv_cell, csv_text
 
 
-@dataclass(frozen=True)
-class BundleContents:
-    """The members of one bundle a person reads: decision, change, manifest, statement."""
-
-    record: dict[str, Any]
-    decision: dict[str, Any]
-    change: dict[str, Any]
-    manifest: dict[str, Any]
-    envelope: dict[str, Any] | None
-    policy_name: str | None
-
-
-def read_bundle(store: EvidenceStore, bundle_id: str) -> BundleContents:
-    """Read the decision, change and manifest of a recorded bundle (not verified: see ``verify``)."""
-    record = store.find(bundle_id)
-    try:
-        with store.open_bundle(record) as fh, zipfile.ZipFile(fh) as zf:
-            names = zf.namelist()
-            policy = next((n for n in names if n.startswith(POLICY_DIR)), None)
-            return BundleContents(
-                record=record,
-                decision=json.loads(zf.read(DECISION)),
-                change=json.loads(zf.read(CHANGE)),
-                manifest=json.loads(zf.read(MANIFEST)),
-                envelope=json.loads(zf.read(ATTESTATION)) if ATTESTATION in names else None,
-                policy_name=policy[len(POLICY_DIR):] if policy else None,
-            )
-    except FileNotFoundError as exc:
-        raise EvidenceError(f"bundle {bundle_id} is recorded but {store.location(record)} is missing") from exc
-    except (*ZIP_READ_ERRORS, KeyError, ValueError) as exc:
-        raise EvidenceError(f"bundle {bundle_id} cannot be read: {exc}",
-                            hint=f"run `{store.command('evidence', 'verify', bundle_id)}`") from exc
-
-
 # -- replay (the gate judges; this only unpacks) ----------------------------------------------
-
-
-@dataclass(frozen=True)
-class Unpacked:
-    """What a replay needs from a bundle: its recorded decision, change and policy bytes."""
-
-    recorded: dict[str, Any]
-    change: dict[str, Any]
-    policy_member: str
-    policy_raw: bytes
-    redacted: list[str]
-
-
-def unpack_for_replay(store: EvidenceStore, bundle_id: str, workspace: Path) -> Unpacked:
-    """Unpack a bundle's ``files/`` into ``workspace`` and return its decision, change and policy.
-
-    Member names were checked when the bundle was written and are checked again here, so
-    nothing lands outside ``workspace``.
-    """
-    record = store.find(bundle_id)
-    if not is_evaluation(record):
-        from policyengine.errors import UsageError
-
-        raise UsageError(f"bundle {bundle_id} is a {kind_of(record)} record, not an evaluation: there is no "
-                         "decision to replay", hint=f"replay the evaluation it is about: {record.get('about_id')}")
-    try:
-        with store.open_bundle(record) as fh, zipfile.ZipFile(fh) as zf:
-            manifest = json.loads(zf.read(MANIFEST))
-            recorded = json.loads(zf.read(DECISION))
-            change = json.loads(zf.read(CHANGE))
-            policy_member = next(n for n in zf.namelist() if n.startswith(POLICY_DIR))
-            policy_raw = zf.read(policy_member)
-            for name in zf.namelist():
-                if not name.startswith(FILES_DIR):
-                    continue
-                if member_name_problem(name):
-                    raise EvidenceError(f"bundle {bundle_id} has an unsafe member name {name!r}")
-                source = member_source(name[len(FILES_DIR):])
-                parts = source.split("/")
-                if source.startswith("/") or "\0" in source or any(part in ("", ".", "..") for part in parts):
-                    raise EvidenceError(f"bundle {bundle_id} has an unsafe member name {name!r}")
-                target = workspace / source
-                target.parent.mkdir(parents=True, exist_ok=True)
-                with zf.open(name) as src, open(target, "wb") as dst:
-                    while chunk := src.read(1 << 20):
-                        dst.write(chunk)
-    except FileNotFoundError as exc:
-        raise EvidenceError(f"bundle {bundle_id} is recorded but {store.location(record)} is missing") from exc
-    except (*ZIP_READ_ERRORS, KeyError, ValueError, StopIteration) as exc:
-        raise EvidenceError(f"bundle {bundle_id} cannot be replayed: {exc}",
-                            hint=f"run `{store.command('evidence', 'verify', bundle_id)}`") from exc
-    redacted = [m["path"] for m in manifest.get("members", []) if isinstance(m, dict) and m.get("redacted")]
-    return Unpacked(recorded=recorded, change=change, policy_member=policy_member, policy_raw=policy_raw,
-                    redacted=redacted)
 
 
 # -- export ---------------------------------------------------------------------------------
@@ -577,6 +483,7 @@ def export(
     emergency_states: Callable[[Sequence[Mapping[str, Any]], Sequence[Mapping[str, Any]]],
                                Mapping[str, str]] | None = None,
     reconciliation: Mapping[str, Any] | None = None,
+    policy_facts: PolicyFacts,
 ) -> ExportResult:
     """Verify the period, then write an audit export zip: population.csv, the sample and its bundles,
     index.html, export.json and the statement export.intoto.json.
@@ -654,13 +561,11 @@ def export(
             if reconciliation is not None:
                 put(str(reconciliation["name"]), str(reconciliation["csv"]).encode("utf-8"))
                 reconciled = {**reconciliation["summary"], "findings": list(reconciliation["findings"])}
-            changes, policies = policy_changes(store, [r for r in records if is_evaluation(r)], rows)
+            changes, policies = policy_changes(store, [r for r in records if is_evaluation(r)], rows, policy_facts)
             put(POLICY_CHANGES_JSON, (json.dumps(changes, indent=2, sort_keys=True) + "\n").encode("utf-8"))
-            from policyengine.explain import render as render_matrix
-
             for resolved, policy in sorted(policies.items()):
                 put(f"{CONTROLS_DIR}{_safe_name(policy.name)}-{resolved[:12]}.md",
-                    render_matrix(policy, "md").encode("utf-8"))
+                    policy_facts.matrix(policy).encode("utf-8"))
             put(INDEX_HTML, render_export_index(
                 [{c: r.get(c) for c in (*COLUMNS, *POPULATION_COLUMNS)} for r in rows], since=since, until=until,
                 seed=seed if sample else None, sample_ids=sample_ids, export_name=os.path.basename(out),
@@ -770,33 +675,35 @@ def records_csv(store: EvidenceStore, records: Sequence[Mapping[str, Any]], rows
 CONTROLS_DIR = "controls/"
 
 
-def policy_bases(names: Sequence[str]) -> list[str]:
-    """The ``policy-base/N-name`` members among a bundle's ``names``, nearest base first."""
-    bases = [n for n in names if n.startswith("policy-base/")]
-    return sorted(bases, key=lambda n: int(n.split("/", 1)[1].split("-", 1)[0] or 0))
+@dataclass(frozen=True)
+class PolicyFacts:
+    """What the export and the summary need to know of policies, handed in by the caller (the CLI:
+    ``policyfacts.POLICY_FACTS``): the evidence code imports no policy code.
+
+    ``parse`` rebuilds a policy from its members, the deepest base first (``policy.Policy``;
+    raises ``ValueError``/``InvalidInputError``); ``diff`` compares two policy documents (the
+    findings of ``policy diff``); ``weakened`` says whether findings weaken; ``matrix`` renders a
+    policy's control matrix as Markdown."""
+
+    parse: Callable[[Sequence[tuple[str, bytes]]], Any]
+    diff: Callable[[Mapping[str, Any], Mapping[str, Any]], list[Any]]
+    weakened: Callable[[Sequence[Any]], bool]
+    matrix: Callable[[Any], str]
 
 
-def bundle_policy(store: EvidenceStore, record: Mapping[str, Any], cache: dict[str, Any] | None = None) -> Any:
-    """The policy a bundle was judged by, rebuilt from its ``policy/`` and ``policy-base/``
-    members (``policy.Policy``); raises EvidenceError. ``cache`` keeps policies already rebuilt,
+def bundle_policy(store: EvidenceStore, record: Mapping[str, Any], facts: PolicyFacts,
+                  cache: dict[str, Any] | None = None) -> Any:
+    """The policy a bundle was judged by, rebuilt (``facts.parse``) from its ``policy/`` and
+    ``policy-base/`` members; raises EvidenceError. ``cache`` keeps policies already rebuilt,
     keyed by the digest of those members' bytes (a period judged by one policy parses it once)."""
     from policyengine.errors import InvalidInputError
-    from policyengine.policy import parse_policy
 
-    try:
-        with store.open_bundle(record) as fh, zipfile.ZipFile(fh) as zf:
-            names = zf.namelist()
-            member = next(n for n in names if n.startswith(POLICY_DIR))
-            parts = [(name, zf.read(name)) for name in [*reversed(policy_bases(names)), member]]
-    except (*ZIP_READ_ERRORS, OSError, StopIteration) as exc:
-        raise EvidenceError(f"the policy of bundle {record.get('id')} cannot be read: {exc}") from exc
+    parts = policy_members(store, record)
     key = hashlib.sha256(b"".join(hashlib.sha256(raw).digest() for _, raw in parts)).hexdigest()
     if cache is not None and key in cache:
         return cache[key]
     try:
-        policy = None
-        for name, raw in parts:  # the deepest base first, the bundle's own policy last
-            policy = parse_policy(raw, file=name, base=policy)
+        policy = facts.parse(parts)
     except (ValueError, InvalidInputError) as exc:
         raise EvidenceError(f"the policy of bundle {record.get('id')} cannot be read: {exc}") from exc
     if cache is not None:
@@ -812,7 +719,7 @@ def bundle_waivers(store: EvidenceStore, record: Mapping[str, Any]) -> tuple[str
     """The SHA-256 of the waivers file a bundle was judged with and its waivers (``(None, [])`` without
     one). A file that cannot be parsed keeps its digest and shows as a raw, unparsed entry: a change
     of it is still a change."""
-    from policyengine import loader
+    from policyengine import loader  # the YAML reader, not the policy language
 
     try:
         with store.open_bundle(record) as fh, zipfile.ZipFile(fh) as zf:
@@ -837,25 +744,24 @@ def _with_waivers(document: Mapping[str, Any], waivers: list[Any]) -> dict[str, 
     return {**document, "waivers": [*(own if isinstance(own, list) else []), *waivers]}
 
 
-def _policy_or_error(store: EvidenceStore, record: Mapping[str, Any], cache: dict[str, Any]) -> Any:
+def _policy_or_error(store: EvidenceStore, record: Mapping[str, Any], facts: PolicyFacts,
+                     cache: dict[str, Any]) -> Any:
     """The bundle's policy, or why it cannot be read (a string): that never blocks an export."""
     try:
-        return bundle_policy(store, record, cache)
+        return bundle_policy(store, record, facts, cache)
     except EvidenceError as exc:
         return exc.message
 
 
 def policy_changes(store: EvidenceStore, records: Sequence[Mapping[str, Any]],
-                   rows: Sequence[Mapping[str, Any]]) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+                   rows: Sequence[Mapping[str, Any]], facts: PolicyFacts
+                   ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """Each change of policy along each chain in the period, with ``policy diff``'s verdict.
 
     A chain's first policy in the period is compared with the policy of its last bundle before
     the period, when there is one. Returns the changes and the distinct policies (by resolved
     digest) for their control matrices.
     """
-    from policyengine.policydiff import diff as policy_diff
-    from policyengine.policydiff import weakened
-
     in_period = {r["id"] for r in rows}
     chains: dict[tuple[Any, Any], list[Mapping[str, Any]]] = {}
     for r in sorted(records, key=lambda r: (r["created_at"], r["sequence"] if isinstance(r["sequence"], int) else -1)):
@@ -869,12 +775,12 @@ def policy_changes(store: EvidenceStore, records: Sequence[Mapping[str, Any]],
         current = chain and [r for r in chain if r["id"] in in_period]
         if not current:
             continue
-        previous: Any = _policy_or_error(store, before[-1], parsed) if before else None
+        previous: Any = _policy_or_error(store, before[-1], facts, parsed) if before else None
         previous_id = before[-1]["id"] if before else None
         # The waivers file is part of what judged: a change of it is reported like a policy change.
         old_waivers = bundle_waivers(store, before[-1]) if before else (None, [])
         for record in current:
-            policy = _policy_or_error(store, record, parsed)
+            policy = _policy_or_error(store, record, facts, parsed)
             waivers = bundle_waivers(store, record)
             digest = policy.resolved_sha256 if not isinstance(policy, str) else f"unreadable:{record['policy_sha256']}"
             old = (None if previous is None else previous.resolved_sha256 if not isinstance(previous, str)
@@ -902,9 +808,9 @@ def policy_changes(store: EvidenceStore, records: Sequence[Mapping[str, Any]],
             elif previous is None:
                 entry.update(verdict="first seen", findings=[])
             else:
-                findings = policy_diff(_with_waivers(previous.document, old_waivers[1]),
+                findings = facts.diff(_with_waivers(previous.document, old_waivers[1]),
                                        _with_waivers(policy.document, waivers[1]))
-                entry.update(verdict="weaker" if weakened(findings) else "not weaker",
+                entry.update(verdict="weaker" if facts.weakened(findings) else "not weaker",
                              findings=[f.to_json() for f in findings])
             changes.append(entry)
             previous, previous_id, old_waivers = policy, record["id"], waivers

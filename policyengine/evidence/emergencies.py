@@ -37,7 +37,6 @@ from policyengine.emergency import (
     emergency_status,
 )
 from policyengine.errors import EvidenceError, UsageError
-from policyengine.evidence.audit import read_bundle
 from policyengine.evidence.bundle import DECISION
 from policyengine.evidence.outcomes import (
     _evaluation,
@@ -54,7 +53,7 @@ from policyengine.evidence.records import (
     kind_of,
 )
 from policyengine.evidence.signing import SigningKey
-from policyengine.evidence.store import BundleRef, EvidenceStore
+from policyengine.evidence.store import BundleRef, EvidenceStore, read_bundle
 from policyengine.redact import EvidenceRedactor
 
 

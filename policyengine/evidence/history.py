@@ -32,7 +32,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from policyengine.errors import EvidenceError, UsageError
-from policyengine.providers.base import HistoryUnavailable
+from policyengine.errors import HistoryUnavailable
 
 MAX_CANDIDATES = 100
 """Allowed bundles (newest claimed first) opened and verified when looking for the previous deploy."""

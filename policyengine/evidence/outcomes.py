@@ -16,7 +16,6 @@ from datetime import datetime, timezone
 from typing import Any
 
 from policyengine.errors import EvidenceError, UsageError
-from policyengine.evidence.audit import bundle_policy, read_bundle
 from policyengine.evidence.bundle import ZIP_READ_ERRORS, format_timestamp
 from policyengine.evidence.records import (
     OUTCOME_STATUSES,
@@ -28,7 +27,8 @@ from policyengine.evidence.records import (
     reviewer_conflicts,
 )
 from policyengine.evidence.signing import SigningKey
-from policyengine.evidence.store import BundleRef, EvidenceStore
+from policyengine.evidence.replay import policy_retention
+from policyengine.evidence.store import BundleRef, EvidenceStore, read_bundle
 from policyengine.redact import EvidenceRedactor, ci_variables
 
 
@@ -63,12 +63,7 @@ def _evaluation(store: EvidenceStore, bundle_id: str) -> dict[str, Any]:
 
 def _retention(store: EvidenceStore, about: Mapping[str, Any]) -> str | None:
     """Keep a record as long as the evaluation's policy keeps evidence (S3 Object Lock)."""
-    try:
-        policy = bundle_policy(store, about)
-    except EvidenceError:
-        return None
-    retention = getattr(policy, "retention", None)
-    return retention if isinstance(retention, str) else None
+    return policy_retention(store, about)
 
 
 def _payload(actor: Actor, note: str | None, env: Mapping[str, str], redactor: EvidenceRedactor) -> dict[str, Any]:

@@ -30,7 +30,12 @@ import policyengine.evidence.chain as chain_mod
 from policyengine.errors import EvidenceError, UsageError
 from policyengine.evidence.bundle import (
     ATTESTATION,
+    CHANGE,
     CHUNK,
+    DECISION,
+    MANIFEST,
+    POLICY_DIR,
+    ZIP_READ_ERRORS,
     BundleWriter,
     Inspection,
     Member,
@@ -988,3 +993,40 @@ def _identity_digest(decision: Mapping[str, Any]) -> dict[str, Any]:
             and isinstance(identity.get("token_sha256"), str):
         return {"identity_sha256": identity["token_sha256"]}
     return {}
+
+
+# -- reading one bundle for a person ---------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class BundleContents:
+    """The members of one bundle a person reads: decision, change, manifest, statement."""
+
+    record: dict[str, Any]
+    decision: dict[str, Any]
+    change: dict[str, Any]
+    manifest: dict[str, Any]
+    envelope: dict[str, Any] | None
+    policy_name: str | None
+
+
+def read_bundle(store: EvidenceStore, bundle_id: str) -> BundleContents:
+    """Read the decision, change and manifest of a recorded bundle (not verified: see ``verify``)."""
+    record = store.find(bundle_id)
+    try:
+        with store.open_bundle(record) as fh, zipfile.ZipFile(fh) as zf:
+            names = zf.namelist()
+            policy = next((n for n in names if n.startswith(POLICY_DIR)), None)
+            return BundleContents(
+                record=record,
+                decision=json.loads(zf.read(DECISION)),
+                change=json.loads(zf.read(CHANGE)),
+                manifest=json.loads(zf.read(MANIFEST)),
+                envelope=json.loads(zf.read(ATTESTATION)) if ATTESTATION in names else None,
+                policy_name=policy[len(POLICY_DIR):] if policy else None,
+            )
+    except FileNotFoundError as exc:
+        raise EvidenceError(f"bundle {bundle_id} is recorded but {store.location(record)} is missing") from exc
+    except (*ZIP_READ_ERRORS, KeyError, ValueError) as exc:
+        raise EvidenceError(f"bundle {bundle_id} cannot be read: {exc}",
+                            hint=f"run `{store.command('evidence', 'verify', bundle_id)}`") from exc

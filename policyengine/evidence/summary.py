@@ -61,6 +61,7 @@ from policyengine.evidence.audit import (
     linked_latest,
     mark_deployments,
     period_population,
+    PolicyFacts,
     policy_changes,
 )
 from policyengine.evidence.records import is_deployment, is_evaluation, kind_of
@@ -100,9 +101,11 @@ def _first(mapping: Mapping[str, Any], *keys: str) -> Any:
     return None
 
 
-def summarize(store: EvidenceStore, *, since: str, until: str, environment: str | None = None,
-              repository: str | None = None, public_key: tuple[Any, str] | None = None) -> dict[str, Any]:
+def summarize(store: EvidenceStore, *, since: str, until: str, policy_facts: PolicyFacts,
+              environment: str | None = None, repository: str | None = None,
+              public_key: tuple[Any, str] | None = None) -> dict[str, Any]:
     """Verify and summarize the period ``[since, until)``; return the summary as a JSON-able dict.
+    ``policy_facts``: the policy code the caller hands in (``policyfacts.POLICY_FACTS``).
 
     Raises UsageError when ``since`` is after ``until``. See the module docstring for each figure.
     """
@@ -130,7 +133,7 @@ def summarize(store: EvidenceStore, *, since: str, until: str, environment: str 
     denials = Counter(rule for r in readable if r["decision"] == "deny" and r.get("simulated") is not True
                       for rule in dict.fromkeys(r["_denied_by"]))
     denied = sum(1 for r in readable if r["decision"] == "deny" and r.get("simulated") is not True)
-    changes, _ = policy_changes(store, [r for r in records if is_evaluation(r)], readable)
+    changes, _ = policy_changes(store, [r for r in records if is_evaluation(r)], readable, policy_facts)
 
     days = max((_time(until) - _time(since)).total_seconds() / 86400, 0.0)
     lead: list[float] = []

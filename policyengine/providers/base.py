@@ -6,7 +6,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from policyengine.errors import EXIT_FACTS, PolicyEngineError
 
 
 @dataclass
@@ -16,12 +15,6 @@ class Gathered:
 
     change: dict[str, Any]
     raw: dict[str, bytes] = field(default_factory=dict)
-
-
-class HistoryUnavailable(PolicyEngineError):
-    """The record of previous deploys could not be read at all (the change range is unavailable)."""
-
-    exit_code = EXIT_FACTS
 
 
 class PreviousDeploys(Protocol):

@@ -42,9 +42,9 @@ from typing import Any, TypeVar
 from urllib.parse import quote
 
 from policyengine.change import time_problem
-from policyengine.errors import UsageError
+from policyengine.errors import HistoryUnavailable, UsageError
 from policyengine.providers import shapes
-from policyengine.providers.base import Gathered, HistoryUnavailable, PreviousDeploys
+from policyengine.providers.base import Gathered, PreviousDeploys
 from policyengine.providers.deployments import github_graphql_url
 from policyengine.providers.github_graphql import fetch_pull
 from policyengine.providers.http import ApiError, HttpSession, HttpSettings, TokenInfo
