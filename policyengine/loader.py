@@ -621,8 +621,10 @@ def _packaged_text(folder: str, name: str) -> str:
     # On disk, the package's folder is where importlib.resources would look; reading it directly
     # spares every check that module's import (~5 ms). A source checkout has no such folder
     # inside the package, so the resources lookup found nothing there either.
-    here = Path(__file__).resolve()
-    for candidate in (here.parent / folder / name, here.parents[1] / folder / name):
+    import policyengine
+
+    package = Path(str(policyengine.__file__)).resolve().parent
+    for candidate in (package / folder / name, package.parent / folder / name):
         if candidate.is_file():
             return candidate.read_text(encoding="utf-8")
     text: str | None = None
@@ -636,7 +638,7 @@ def _packaged_text(folder: str, name: str) -> str:
         text = None
     if text is None:
         raise FileNotFoundError(
-            f"{folder}/{name} is missing from the package and from {here.parents[1] / folder}; the installation is broken"
+            f"{folder}/{name} is missing from the package and from {package.parent / folder}; the installation is broken"
         )
     return text
 
