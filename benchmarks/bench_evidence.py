@@ -51,7 +51,7 @@ sys.path.insert(0, str(REPO))
 
 
 def make_index(root: Path, count: int) -> None:
-    from policyengine.evidence.archive import bundle_relpath
+    from policyengine.evidence.stores.folder import bundle_relpath
 
     rng = random.Random(1)
     start = datetime(2026, 1, 1, tzinfo=timezone.utc)
@@ -111,7 +111,7 @@ def run_list(args: argparse.Namespace) -> None:
 
 def make_git_store(records_file: Path, bare: Path) -> None:
     """Write the records of ``records_file`` as monthly index shards, in one commit on the evidence ref."""
-    from policyengine.evidence.gitstore import shard_path
+    from policyengine.evidence.stores.git import shard_path
 
     shards: dict[str, list[bytes]] = {}
     with open(records_file, "rb") as f:
@@ -234,7 +234,7 @@ print(json.dumps({"seconds": time.perf_counter() - t, "rss_mb": resource.getrusa
 _BUNDLE = """
 import json, os, resource, sys, time
 from datetime import datetime, timezone
-from policyengine.evidence.archive import LocalArchive
+from policyengine.evidence.stores.folder import LocalArchive
 from policyengine.models import FileRead
 archive, digests = sys.argv[1], json.loads(sys.argv[2])
 if sys.argv[3] == "nosync":  # to separate the CPU cost from the disk's: never in real use

@@ -8,7 +8,7 @@ Generates a JUnit report (about 50 MB at 200,000 testcases: passed, failed, erro
 skipped tests, some with system-out), then runs each reader in a fresh subprocess:
 
 (a) defusedxml ``iterparse`` that clears every element and does nothing else (the floor for a
-    streaming defusedxml parse), (b) ``policyengine.junit.read_junit``, (c) junitparser (the
+    streaming defusedxml parse), (b) ``policyengine.workspace.junit.read_junit``, (c) junitparser (the
     ``bench`` extra), which loads the whole tree.
 
 Wall time is the best of ``--repeat`` runs; ``ru_maxrss`` growth is the largest seen over those
@@ -106,7 +106,7 @@ def _run_iterparse(path: str) -> int:
 
 def _run_read_junit(path: str) -> dict[str, int]:
     sys.path.insert(0, str(REPO))
-    from policyengine.junit import read_junit
+    from policyengine.workspace.junit import read_junit
 
     return read_junit(path).totals.to_json()
 
@@ -143,7 +143,7 @@ def worker(reader: str, path: str, trace: bool) -> None:
         import defusedxml.ElementTree  # noqa: F401
     else:
         sys.path.insert(0, str(REPO))
-        import policyengine.junit  # noqa: F401
+        import policyengine.workspace.junit  # noqa: F401
     rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     if trace:
         import tracemalloc

@@ -30,7 +30,7 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=5)
     args = parser.parse_args()
     from policyengine.cli import main as cli
-    from policyengine.evidence import reconcile as reconcile_module
+    from policyengine.evidence.audit import reconcile as reconcile_module
     from tests.fake_servers import FakeAPI
     from tests.reconcile_world import GitHubDeployments
     from tests.reconcile_year import build

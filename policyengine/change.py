@@ -21,7 +21,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from policyengine import loader
+from policyengine.language import loader
 from policyengine.errors import InvalidInputError, Problem
 
 CHANGE_SCHEMA = "change.schema.json"

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from policyengine.errors import UsageError
-from policyengine.policysource import _FALSE, CI_VARIABLES, OTHER_CI_MARKERS, in_any_ci
+from policyengine.language.policysource import _FALSE, CI_VARIABLES, OTHER_CI_MARKERS, in_any_ci
 
 
 def clock_source(override: object, *, simulate: bool) -> str:

@@ -6,8 +6,8 @@ from __future__ import annotations
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from policyengine.emergency import EmergencyRequest
-from policyengine.emergency import apply as apply_emergency
+from policyengine.lifecycle.emergency import EmergencyRequest
+from policyengine.lifecycle.emergency import apply as apply_emergency
 from policyengine.facts import Facts
 from policyengine.models import (
     NOT_APPLICABLE,
@@ -18,13 +18,13 @@ from policyengine.models import (
     Status,
     iso_utc,
 )
-from policyengine.policy import policy_applies, when_skip
+from policyengine.language.policy import policy_applies, when_skip
 from policyengine.rules.base import Context
-from policyengine.waivers import apply as apply_waivers
-from policyengine.waivers import owners_of
+from policyengine.lifecycle.waivers import apply as apply_waivers
+from policyengine.lifecycle.waivers import owners_of
 
 if TYPE_CHECKING:
-    from policyengine.policy import Policy
+    from policyengine.language.policy import Policy
 
 SCHEMA_VERSION = 1
 
@@ -36,7 +36,7 @@ def evaluate(policy: Policy, facts: Facts, now: datetime, emergency: EmergencyRe
     ``emergency``: what the command line asked for (``--emergency``, ``--reason``, ``--incident``);
     the policy's trigger label is read from the change whatever it is (``emergency.apply``).
     """
-    from policyengine.policy import build_rules
+    from policyengine.language.policy import build_rules
 
     if now.tzinfo is None:
         raise ValueError("now must be timezone-aware")

@@ -255,7 +255,7 @@ MAX_TICKET_KEYS = 20
 @dataclass(frozen=True)
 class PipelineRequest:
     """The files that define the pipelines of the change's repository, beyond the fixed names:
-    local actions, included GitLab files, the install lock (``policyengine.pipelines``)."""
+    local actions, included GitLab files, the install lock (``policyengine.workspace.pipelines``)."""
 
 
 @dataclass(frozen=True)

@@ -25,7 +25,7 @@ Checked here, once, before anything is judged:
   decision records the wall-clock time (read once, by the CLI) and the clock source.
 
 After recording, the decision is posted to the notification targets (the policy's ``notify:``
-and ``--notify``; ``policyengine.notify``): a failure is appended as a record linked to the
+and ``--notify``; ``policyengine.lifecycle.notify``): a failure is appended as a record linked to the
 bundle, and a ``required`` one that fails stops a released deploy (exit 3). The webhook URLs
 in use join the redactor's literals before anything is recorded or shown.
 
@@ -45,9 +45,10 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from policyengine import clock, policysource
+from policyengine import clock
+from policyengine.language import policysource
 from policyengine.deadline import RunDeadline, running, seconds_from_env
-from policyengine.emergency import EmergencyRequest, requested_by
+from policyengine.lifecycle.emergency import EmergencyRequest, requested_by
 from policyengine.engine import decision_to_json, evaluate, exit_code_for
 from policyengine.errors import (
     EXIT_ALLOW,
@@ -75,12 +76,12 @@ from policyengine.models import (
     environment_problem,
     iso_utc,
 )
-from policyengine.policy import Policy, policy_applies
+from policyengine.language.policy import Policy, policy_applies
 from policyengine.providers import oidc
 from policyengine.providers.provenance import LiveProvenance, RecordedProvenance
 from policyengine.redact import Redactor
-from policyengine.waivers import check_approvers
-from policyengine.workspace import Workspace
+from policyengine.lifecycle.waivers import check_approvers
+from policyengine.workspace.files import Workspace
 
 
 @dataclass(frozen=True)
@@ -237,7 +238,7 @@ def _owner_teams(policy: Policy | None) -> list[str]:
 
 def _load(request: CheckRequest) -> tuple[Policy, Any]:
     """Load the policy and gather the change; report every problem of both files at once."""
-    from policyengine.evidence.history import VerifiedHistory
+    from policyengine.evidence.stores.history import VerifiedHistory
     from policyengine.providers import gather
 
     problems: list[Any] = []
@@ -315,7 +316,7 @@ def timestamper_for(request: CheckRequest, policy: Policy) -> Any:
     if not urls:
         return None
     # Only now: the timestamp client's HTTP and TLS modules cost ~10 ms of every check.
-    from policyengine.evidence.timestamp import Timestamper, check_url, load_roots
+    from policyengine.evidence.format.timestamp import Timestamper, check_url, load_roots
     for url in urls:
         check_url(url, what="--timestamp-url" if request.timestamp_urls else "evidence.timestamp.url")
     cert, what = (request.tsa_cert, "--tsa-cert") if request.tsa_cert else (section.get("cert"), "evidence.timestamp.cert")
@@ -355,8 +356,8 @@ def _record(request: CheckRequest, policy: Policy, gathered: Any, decision: Deci
     ``raw``: more raw answers to keep under ``raw/`` (the ticket systems' records). ``facts``:
     the facts judged, kept as ``facts.json`` (``facts.facts_to_json``) so that replay judges
     what was judged, not the redacted copies of the files."""
-    from policyengine.evidence.bundle import member_path
-    from policyengine.evidence.stores import open_store
+    from policyengine.evidence.format.bundle import member_path
+    from policyengine.evidence.stores.factory import open_store
     from policyengine.redact import EvidenceRedactor, ci_variables
 
     redactor = EvidenceRedactor.from_env(request.env, request.extra_secrets)
@@ -385,9 +386,9 @@ def _record(request: CheckRequest, policy: Policy, gathered: Any, decision: Deci
         recorded["identity"] = json.loads(redactor.text(json.dumps(identity.summary())))
     if request.advisory:
         recorded["advisory_by"] = json.loads(redactor.text(json.dumps(advisory_by(request, identity))))
-    if policy.witness is not None:  # read by `evidence witness` (policyengine.witness)
+    if policy.witness is not None:  # read by `evidence witness` (policyengine.lifecycle.witness)
         recorded["witness"] = dict(policy.witness)
-    from policyengine.evidence.timestamp import stamping
+    from policyengine.evidence.format.timestamp import stamping
 
     archive = open_store(store_url)
     with stamping(request.timestamper):  # every statement signed (each retry too) is stamped
@@ -455,7 +456,7 @@ def _provenance_source(request: CheckRequest, identity: oidc.Identity, change: M
 def advisory_by(request: CheckRequest, identity: oidc.Identity | None) -> dict[str, Any]:
     """Who set advisory mode: the verified token's actor inside CI, else the CI variable's actor
     (self-asserted) or ``$USER``; and the source (the option, the variable or the action input)."""
-    from policyengine.evidence.records import ci_actor
+    from policyengine.evidence.format.records import ci_actor
 
     verified = identity is not None and identity.status == "verified" and identity.problem is None
     if verified and identity is not None and identity.actor:
@@ -474,8 +475,8 @@ def _token_accepted_before(store_url: str, identity: oidc.Identity) -> str | Non
     A token lives minutes, so only records created since its ``iat`` (less the leeway) can hold
     it: the store's index query (its cached index) answers that without reading the whole
     history. Each accepted token's digest is kept in its index record (``identity_sha256``)."""
-    from policyengine.evidence.index import Query
-    from policyengine.evidence.stores import open_store
+    from policyengine.evidence.format.index import Query
+    from policyengine.evidence.stores.factory import open_store
 
     iat = identity.claims.get("iat")
     if not isinstance(iat, (int, float)):
@@ -596,10 +597,10 @@ def _check(request: CheckRequest, run: RunDeadline) -> CheckResult:
     if request.evidence_store:
         # A store that cannot take this write (a git store without a signing key, a malformed
         # URL) is invalid input, refused before anything is judged.
-        from policyengine.evidence.stores import open_store
+        from policyengine.evidence.stores.factory import open_store
 
         open_store(request.evidence_store).check_write(request.signing_key)
-    from policyengine import notify
+    from policyengine.lifecycle import notify
 
     notify_cli = notify.parse_cli(request.notify)  # a bad --notify is refused before anything is judged
     if request.wall_time is None:
@@ -663,7 +664,7 @@ def _check(request: CheckRequest, run: RunDeadline) -> CheckResult:
         doc["advisory_by"] = redact_value(advisory_by(request, identity), redactor)
     doc["evidence"] = redact_value(bundle, redactor)
     # After the evidence is recorded: post the decision; a failure is recorded, linked to the bundle.
-    from policyengine.evidence.timestamp import stamping
+    from policyengine.evidence.format.timestamp import stamping
 
     # A failure record is stamped like the bundle: its time rests on the authority, not on us.
     with run.recording(), stamping(request.timestamper):
@@ -707,9 +708,9 @@ def replay(store: Any, bundle_id: str) -> ReplayResult:
     """
     import tempfile
 
-    from policyengine.evidence.replay import unpack_for_replay
+    from policyengine.evidence.stores.replay import unpack_for_replay
     from policyengine.models import parse_instant
-    from policyengine.policy import parse_policy
+    from policyengine.language.policy import parse_policy
 
     with tempfile.TemporaryDirectory(prefix="policyengine-replay-") as tmp:
         ws = Path(tmp) / "workspace"
@@ -724,7 +725,7 @@ def replay(store: Any, bundle_id: str) -> ReplayResult:
         policy = parse_policy(unpacked.policy_raw, file=unpacked.policy_member, base=base)
         waivers = _waivers_member(store, bundle_id)
         if waivers is not None:
-            from policyengine.policy import parse_waivers_file, with_waivers
+            from policyengine.language.policy import parse_waivers_file, with_waivers
 
             name, raw = waivers
             recorded_file = (unpacked.recorded.get("policy") or {}).get("waivers_file") or {}
@@ -751,7 +752,7 @@ def _recorded_subjects(store: Any, bundle_id: str) -> list[tuple[str, str]] | No
     when the statement cannot be read (the ``artifact-subjects`` rule then errors on replay)."""
     import base64
 
-    from policyengine.evidence.bundle import ATTESTATION
+    from policyengine.evidence.format.bundle import ATTESTATION
 
     members = _members(store, bundle_id, ATTESTATION)
     try:
@@ -777,7 +778,7 @@ def _recorded_facts(store: Any, bundle_id: str, reread: Facts, redacted: Sequenc
     reported as a replay difference. A ``facts.json`` that cannot be read refuses the replay.
     """
     from policyengine.errors import EvidenceError
-    from policyengine.evidence.bundle import FILES_DIR, member_path
+    from policyengine.evidence.format.bundle import FILES_DIR, member_path
     from policyengine.facts import RecordedFactsError, fact_to_json, facts_from_json
     from policyengine.redact import REDACTED, EvidenceRedactor
 
@@ -851,7 +852,7 @@ def _policy_bases(store: Any, bundle_id: str) -> list[tuple[str, bytes]]:
     """The ``policy-base/N-name`` members of a bundle (the bases its policy extends), nearest first."""
     import zipfile
 
-    from policyengine.evidence.replay import policy_bases
+    from policyengine.evidence.stores.replay import policy_bases
 
     record = store.find(bundle_id)
     with store.open_bundle(record) as fh, zipfile.ZipFile(fh) as zf:

@@ -35,8 +35,8 @@ from policyengine.facts import (
     TicketsFact,
 )
 from policyengine.models import FileRead
-from policyengine.policy import Policy, build_rules, policy_applies, when_skip
-from policyengine.workspace import Workspace
+from policyengine.language.policy import Policy, build_rules, policy_applies, when_skip
+from policyengine.workspace.files import Workspace
 
 
 class TicketSource(Protocol):
@@ -192,7 +192,7 @@ def _pipeline_fact(record: Mapping[str, Any], data: bytes, origin: str | None) -
 
 class LivePipeline:
     """Read the pipeline configuration at the trusted base and the deployed commit from the
-    workspace's git repository (``policyengine.pipelines``); ``env`` names CI_CONFIG_PATH,
+    workspace's git repository (``policyengine.workspace.pipelines``); ``env`` names CI_CONFIG_PATH,
     CI_PROJECT_PATH and POLICYENGINE_REQUIREMENTS."""
 
     def __init__(self, env: Mapping[str, str] | None = None, *, fetch: bool = False) -> None:
@@ -202,7 +202,7 @@ class LivePipeline:
         so that judging a policy test case never touches the network."""
 
     def files(self, workspace: Workspace, change: Mapping[str, Any], trusted_commit: str | None) -> PipelineFact:
-        from policyengine import pipelines
+        from policyengine.workspace import pipelines
 
         record = pipelines.read_pipeline(workspace, change, trusted_commit, self.env, fetch=self.fetch)
         return _pipeline_fact(record, pipelines.encode(record), record.get("source"))
@@ -253,7 +253,7 @@ class GatherContext:
 
 def _reports(request: ReportsRequest, ctx: GatherContext) -> ReportsFact:
     """Match the globs, then read each JUnit report once, hashing exactly the bytes parsed."""
-    from policyengine.junit import read_junit
+    from policyengine.workspace.junit import read_junit
 
     matched: list[str] = []
     escapes: list[str] = []
@@ -292,7 +292,7 @@ def _reports(request: ReportsRequest, ctx: GatherContext) -> ReportsFact:
 
 def _document(request: DocumentRequest, ctx: GatherContext) -> DocumentFact:
     """Read a Markdown document whole and split it into its sections."""
-    from policyengine.markdown import sections
+    from policyengine.workspace.markdown import sections
 
     rel = request.path
     try:

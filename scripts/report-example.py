@@ -43,7 +43,7 @@ def example_report() -> str:
     env = {k: v for k, v in os.environ.items()
            if k in ("PATH", "HOME", "LANG", "LC_ALL", "TZ")}  # no CI variables: nothing of this machine
     with tempfile.TemporaryDirectory(prefix="policyengine-report-example-") as tmp, \
-            mock.patch("policyengine.evidence.store.secrets.token_hex", lambda n: BUNDLE_SUFFIX[:2 * n]):
+            mock.patch("policyengine.evidence.stores.base.secrets.token_hex", lambda n: BUNDLE_SUFFIX[:2 * n]):
         cwd = os.getcwd()
         os.chdir(REPO)  # relative paths, as the README's quickstart runs it
         try:

@@ -772,7 +772,7 @@ def new_signing_key() -> Any:
     """A fresh Ed25519 ``SigningKey`` for tests."""
     from cryptography.hazmat.primitives.asymmetric import ed25519
 
-    from policyengine.evidence.signing import SigningKey, key_id
+    from policyengine.evidence.format.signing import SigningKey, key_id
 
     private = ed25519.Ed25519PrivateKey.generate()
     return SigningKey(private, key_id(private.public_key()))
@@ -793,7 +793,7 @@ def record_deploy(store: Path, commit: str, *, key: Any = None, repository: str 
     """Record an evaluation of ``commit`` in the evidence folder ``store`` (signed by ``key`` when given)."""
     from datetime import datetime
 
-    from policyengine.evidence.archive import LocalArchive
+    from policyengine.evidence.stores.folder import LocalArchive
 
     return LocalArchive(store).write_bundle(
         decision={"decision": decision, "evaluated_at": created_at, **({"simulated": True} if simulated else {})},

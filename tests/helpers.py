@@ -10,7 +10,7 @@ from policyengine.facts import Facts
 from policyengine.gather import GATHERERS, GatherContext
 from policyengine.models import Enforcement, Outcome
 from policyengine.rules.base import Context, RuleSpec, RuleType
-from policyengine.workspace import Workspace
+from policyengine.workspace.files import Workspace
 
 HEAD = "9f1c2d3e4b5a69788796a5b4c3d2e1f0a9b8c7d6"
 OLD = "5e4d3c2b1a09f8e7d6c5b4a39281706f5e4d3c2b"

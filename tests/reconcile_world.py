@@ -20,8 +20,8 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
-from policyengine.evidence.archive import LocalArchive
-from policyengine.evidence.signing import SigningKey, key_id
+from policyengine.evidence.stores.folder import LocalArchive
+from policyengine.evidence.format.signing import SigningKey, key_id
 from tests.fake_servers import FakeAPI, Reply, Request
 
 REPO = Path(__file__).resolve().parents[1]
@@ -54,7 +54,7 @@ class Evidence:
                                     "clock": {"source": "system"}, "rules": []}
         if witness_required is not None:  # the policy's witness: section, as `check` records it
             decision["witness"] = {"required": witness_required}
-        if emergency:  # the shape `check --emergency` records (policyengine.emergency)
+        if emergency:  # the shape `check --emergency` records (policyengine.lifecycle.emergency)
             decision["emergency"] = {"declarer": "erin", "declarer_verified": True, "reason": "outage",
                                      "incident": "INC-1", "waived": ["peer-review"], "declared_at": iso(when),
                                      "approval_required": True, "due_at": iso(when + timedelta(hours=4)),

@@ -23,7 +23,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
-from policyengine.evidence.reconcile import Chain, known_chains
+from policyengine.evidence.audit.reconcile import Chain, known_chains
 from tests.reconcile_world import Evidence, GitHubDeployments
 
 N = 2000

@@ -70,7 +70,7 @@ def test_no_import_cycles_in_the_package() -> None:
 
 def test_every_fact_a_rule_needs_has_a_gatherer() -> None:
     from policyengine.gather import GATHERERS
-    from policyengine.policy import build_rules, load_policy
+    from policyengine.language.policy import build_rules, load_policy
 
     for path in sorted((REPO / "policies").glob("*.yml")):
         for rule in build_rules(load_policy(path)):
@@ -100,8 +100,8 @@ sys.addaudithook(_WATCH)  # hooks cannot be removed; this one only records while
 def test_the_judge_opens_no_file_and_no_socket(policy_name: str, change_name: str) -> None:
     from policyengine.engine import evaluate
     from policyengine.gather import gather_facts
-    from policyengine.policy import load_change, load_policy
-    from policyengine.workspace import Workspace
+    from policyengine.language.policy import load_change, load_policy
+    from policyengine.workspace.files import Workspace
 
     policy = load_policy(REPO / "policies" / f"{policy_name}.yml")
     change = load_change(REPO / "examples" / f"change-{change_name}.yml")
@@ -126,7 +126,8 @@ def test_the_judge_reads_no_clock() -> None:
     import ast
 
     offenders = []
-    judge = [REPO / "policyengine" / name for name in ("engine.py", "waivers.py", "emergency.py", "facts.py")]
+    judge = [REPO / "policyengine" / name for name in ("engine.py", "lifecycle/waivers.py", "lifecycle/emergency.py",
+                                                       "facts.py")]
     for path in [*judge, *sorted((REPO / "policyengine" / "rules").glob("*.py"))]:
         for node in ast.walk(ast.parse(path.read_text("utf-8"))):
             if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)

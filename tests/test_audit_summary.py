@@ -23,12 +23,12 @@ from typing import Any
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
-from policyengine.policyfacts import POLICY_FACTS
-from policyengine.evidence import records as records_module
-from policyengine.evidence.archive import LocalArchive
-from policyengine.evidence.records import RecordKind
-from policyengine.evidence.signing import SigningKey, key_id
-from policyengine.evidence.summary import render, summarize
+from policyengine.language.policyfacts import POLICY_FACTS
+from policyengine.evidence.format import records as records_module
+from policyengine.evidence.stores.folder import LocalArchive
+from policyengine.evidence.format.records import RecordKind
+from policyengine.evidence.format.signing import SigningKey, key_id
+from policyengine.evidence.audit.summary import render, summarize
 
 REPO = Path(__file__).resolve().parents[1]
 POLICY_V1 = (REPO / "policies" / "soc2-production.yml").read_bytes()

@@ -14,10 +14,10 @@ import pytest
 
 pytest.importorskip("cryptography")
 
-from policyengine.policyfacts import POLICY_FACTS
-from policyengine.evidence.archive import LocalArchive
-from policyengine.evidence.index import Query
-from policyengine.evidence.summary import render, summarize
+from policyengine.language.policyfacts import POLICY_FACTS
+from policyengine.evidence.stores.folder import LocalArchive
+from policyengine.evidence.format.index import Query
+from policyengine.evidence.audit.summary import render, summarize
 
 REPO = Path(__file__).resolve().parents[1]
 STRICT = (REPO / "policies" / "soc2-production.yml").read_text("utf-8")
@@ -31,7 +31,7 @@ def _cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedP
 def test_list_kind_filters_a_git_store(tmp_path: Path) -> None:
     from test_evidence_git import check_cmd, cli, env_for, git, records, url_of
 
-    from policyengine.evidence.gitstore import GitArchive
+    from policyengine.evidence.stores.git import GitArchive
 
     remote = tmp_path / "evidence.git"
     git("init", "--quiet", "--bare", str(remote))

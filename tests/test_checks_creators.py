@@ -148,7 +148,7 @@ def test_policy_naming_the_witness_context_is_refused_at_load(tmp_path: Any, mon
 def test_policy_creators_load(tmp_path: Any, monkeypatch: Any) -> None:
     from test_policy_loader import edited, problems_of, write
 
-    from policyengine.policy import load_policy
+    from policyengine.language.policy import load_policy
 
     text = edited("checks: [build, lint]", "checks: [build, lint]\n    creators: [github-actions, jenkins-bot]")
     rule = next(r for r in load_policy(write(tmp_path, monkeypatch, text)).rules if r.type == "checks_passed")
@@ -163,7 +163,7 @@ def test_policy_diff_judges_creators() -> None:
 
     from test_policy_diff import BASE, _rule
 
-    from policyengine.policydiff import STRONGER, UNDECIDED, WEAKER, diff
+    from policyengine.language.policydiff import STRONGER, UNDECIDED, WEAKER, diff
 
     def direction(old: list[str] | None, new: list[str] | None) -> set[str]:
         a, b = copy.deepcopy(BASE), copy.deepcopy(BASE)

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from helpers import HEAD, OLD, change, run_rule
 
-from policyengine.markdown import sections
+from policyengine.workspace.markdown import sections
 from policyengine.models import Status
 from policyengine.rules.checks_passed import ChecksPassedRule
 from policyengine.rules.rollback_plan import RollbackPlanRule

@@ -19,7 +19,7 @@ from test_provider_github import MERGE, reviewed_world
 from test_provider_gitlab import SQUASH, approved_mr
 from test_provider_integration_files import run_action, run_template
 
-from policyengine.evidence.gitstore import GitArchive
+from policyengine.evidence.stores.git import GitArchive
 
 # These tests are about where the evidence goes. Without a trusted key the change range, and so
 # the changed files, are unknown and every when.paths rule applies (fail closed); judge with a

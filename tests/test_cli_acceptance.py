@@ -185,7 +185,7 @@ def test_decision_json_validates_against_its_schema(ws: Path, tmp_path: Path, no
     from jsonschema import Draft202012Validator
     from referencing import Registry, Resource
 
-    from policyengine.loader import load_schema
+    from policyengine.language.loader import load_schema
 
     change, decision = load_schema("change.schema.json"), load_schema("decision.schema.json")
     registry = Registry().with_resources([(change["$id"], Resource.from_contents(change))])

@@ -14,9 +14,9 @@ import pytest
 from tests.oidc_issuer import verified_ci
 import yaml
 
-from policyengine.policyfacts import POLICY_FACTS
+from policyengine.language.policyfacts import POLICY_FACTS
 from policyengine.cli import main
-from policyengine.emergency import (
+from policyengine.lifecycle.emergency import (
     APPROVED_LATE,
     APPROVED_ON_TIME,
     OPEN,
@@ -27,7 +27,7 @@ from policyengine.emergency import (
     emergency_status,
 )
 from policyengine.models import Enforcement, RuleResult, Status
-from policyengine.policydiff import STRONGER, WEAKER, diff
+from policyengine.language.policydiff import STRONGER, WEAKER, diff
 
 POLICY = """version: 1
 name: em
@@ -326,8 +326,8 @@ def test_policy_validate_refuses_a_deadline_over_30_days_and_missing_required_ke
 
 
 def test_every_key_of_the_emergency_schema_has_a_diff_direction() -> None:
-    from policyengine.loader import load_schema
-    from policyengine.policydiff import _EMERGENCY_KEYS
+    from policyengine.language.loader import load_schema
+    from policyengine.language.policydiff import _EMERGENCY_KEYS
 
     section = load_schema("policy.schema.json")["properties"]["emergency"]["properties"]
     keys = set()
@@ -542,8 +542,8 @@ def test_emergency_status_refuses_what_is_no_allowed_emergency() -> None:
 def test_the_audit_summary_agrees_with_pending_a_self_asserted_approval_leaves_it_open(
         declared: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """The period summary judges approvals by emergency pending's rules, not by counting records."""
-    from policyengine.evidence.archive import LocalArchive
-    from policyengine.evidence.summary import summarize
+    from policyengine.evidence.stores.folder import LocalArchive
+    from policyengine.evidence.audit.summary import summarize
 
     approve(declared, capsys, "frank")  # outside CI: self-asserted
     summary = summarize(LocalArchive(declared / "evidence"), since="2000-01-01", until="2100-01-01",

@@ -19,9 +19,9 @@ from typing import Any
 import pytest
 
 from policyengine.errors import EvidenceError
-from policyengine.evidence import bundle as bundle_mod
-from policyengine.evidence.archive import LocalArchive
-from policyengine.evidence.store import BundleRef, VerifyReport
+from policyengine.evidence.format import bundle as bundle_mod
+from policyengine.evidence.stores.folder import LocalArchive
+from policyengine.evidence.stores.base import BundleRef, VerifyReport
 from policyengine.models import FileRead
 
 CREATED = datetime(2024, 5, 1, 12, 30, 45, tzinfo=timezone.utc)

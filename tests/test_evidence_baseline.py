@@ -25,9 +25,9 @@ from test_history_trust import STORES_POLICY, _store_url, range_world
 from test_provider_github import HEAD, MERGE, OLD, PREV, run_check
 
 from policyengine.errors import UsageError
-from policyengine.evidence.history import VerifiedHistory, load_trust_key
-from policyengine.evidence.records import BASELINE, chain_baseline
-from policyengine.evidence.stores import open_store
+from policyengine.evidence.stores.history import VerifiedHistory, load_trust_key
+from policyengine.evidence.format.records import BASELINE, chain_baseline
+from policyengine.evidence.stores.factory import open_store
 from policyengine.providers import http
 
 pytest.importorskip("cryptography")
@@ -306,7 +306,7 @@ def test_a_baseline_line_claiming_a_later_place_never_counts(tmp_path: Path) -> 
 
 
 def test_an_older_reader_meeting_a_newer_schema_says_upgrade() -> None:
-    from policyengine.evidence.bundle import schema_version_of
+    from policyengine.evidence.format.bundle import schema_version_of
 
     with pytest.raises(ValueError, match="newer version of policyengine.*upgrade"):
         schema_version_of({"schema_version": 4})
@@ -376,10 +376,10 @@ def _forge_late_baseline(store: Any, key: Any, commit: str) -> str:
     ``append_baseline`` (what anyone who can write to the store could do)."""
     from datetime import datetime, timezone
 
-    from policyengine.evidence.bundle import format_timestamp
-    from policyengine.evidence.records import RECORD, build_record_statement, record_bytes
-    from policyengine.evidence.report import render_record_report
-    from policyengine.evidence.store import Job, new_bundle_id
+    from policyengine.evidence.format.bundle import format_timestamp
+    from policyengine.evidence.format.records import RECORD, build_record_statement, record_bytes
+    from policyengine.evidence.format.report import render_record_report
+    from policyengine.evidence.stores.base import Job, new_bundle_id
 
     moment = datetime.now(timezone.utc)
     recorded = format_timestamp(moment)

@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 from test_evidence import CHANGE, problems_of, write
 
-from policyengine.evidence.archive import LocalArchive
-from policyengine.evidence.bundle import MANIFEST
+from policyengine.evidence.stores.folder import LocalArchive
+from policyengine.evidence.format.bundle import MANIFEST
 
 FIXTURES = Path(__file__).parent / "fixtures" / "acceptance"
 NOW = "2026-11-24T15:00:00Z"
@@ -229,7 +229,7 @@ def test_a_check_killed_while_writing_leaves_no_partial_bundle(tmp_path: Path, s
 
 
 def test_the_walk_skips_links_it_cannot_read_and_continues_through_their_digests() -> None:
-    from policyengine.evidence.chain import UNKNOWN, ChainEntry, walk
+    from policyengine.evidence.format.chain import UNKNOWN, ChainEntry, walk
 
     key = ("acme/shop", "production")
     a, b, c, d = ("a" * 64, "b" * 64, "c" * 64, "d" * 64)
@@ -247,7 +247,7 @@ def test_the_walk_skips_links_it_cannot_read_and_continues_through_their_digests
 
 def test_the_chain_head_is_found_far_from_the_end_of_a_long_index(archive: LocalArchive) -> None:
     first = write(archive, created_at=None)
-    from policyengine.evidence.archive import bundle_relpath
+    from policyengine.evidence.stores.folder import bundle_relpath
 
     filler = []
     for i in range(2500):  # another chain's records: well over the 1 MiB read first

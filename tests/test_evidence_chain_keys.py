@@ -12,8 +12,8 @@ from urllib.parse import unquote
 import pytest
 from test_evidence import CHANGE, write
 
-from policyengine.evidence.archive import LocalArchive
-from policyengine.evidence.store import EvidenceStore, chain_key, legacy_chain_segment
+from policyengine.evidence.stores.folder import LocalArchive
+from policyengine.evidence.stores.base import EvidenceStore, chain_key, legacy_chain_segment
 
 A = {**CHANGE, "repository": "acme", "environment": "payments/production"}
 B = {**CHANGE, "repository": "acme/payments", "environment": "production"}
@@ -67,7 +67,7 @@ s3 = s3_server.s3
 
 
 def _s3_store(bucket: str) -> Any:
-    from policyengine.evidence.s3 import S3Archive
+    from policyengine.evidence.stores.s3 import S3Archive
 
     return S3Archive(f"s3://{bucket}/keys-{uuid.uuid4().hex[:8]}")
 
@@ -86,7 +86,7 @@ def test_colliding_pairs_form_their_own_chains_in_s3(s3: Any) -> None:
 
 def _old_keys(monkeypatch: pytest.MonkeyPatch) -> Callable[[], None]:
     """Make the S3 store write chain heads under the old (colliding) keys; return the undo."""
-    from policyengine.evidence.s3 import S3Archive
+    from policyengine.evidence.stores.s3 import S3Archive
 
     monkeypatch.setattr(S3Archive, "_head_key", S3Archive._legacy_head_key)
     return monkeypatch.undo

@@ -16,9 +16,9 @@ from pathlib import Path
 import pytest
 from test_evidence import CHANGE, write
 
-from policyengine.evidence.archive import LocalArchive
-from policyengine.evidence.audit import draw_sample
-from policyengine.policy import load_change
+from policyengine.evidence.stores.folder import LocalArchive
+from policyengine.evidence.audit.export import draw_sample
+from policyengine.language.policy import load_change
 
 FIXTURES = Path(__file__).parent / "fixtures" / "acceptance"
 
@@ -119,7 +119,7 @@ def test_show_get_and_replay_a_real_bundle(tmp_path: Path) -> None:
 def test_replay_names_every_difference(tmp_path: Path) -> None:
     archive = LocalArchive(tmp_path / "ev")
     policy = (FIXTURES / "policy.yml").read_bytes()
-    from policyengine.workspace import Workspace
+    from policyengine.workspace.files import Workspace
 
     ws = Workspace(FIXTURES / "workspace")
     files = [ws.describe(p) for p in ("ROLLBACK.md", "reports/unit.xml", "reports/integration/api.xml")]

@@ -22,9 +22,9 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from policyengine.errors import EvidenceError, UsageError
-from policyengine.evidence.gitstore import GitArchive, parse_git_url
-from policyengine.evidence.index import Query
-from policyengine.evidence.stores import open_store
+from policyengine.evidence.stores.git import GitArchive, parse_git_url
+from policyengine.evidence.format.index import Query
+from policyengine.evidence.stores.factory import open_store
 
 FIXTURES = Path(__file__).parent / "fixtures" / "acceptance"
 REF = "refs/heads/policyengine-evidence"
@@ -148,8 +148,8 @@ def test_a_rejected_push_is_retried_in_process(tmp_path: Path, remote: Path, key
                                                monkeypatch: pytest.MonkeyPatch) -> None:
     from test_evidence import CHANGE, POLICY
 
-    from policyengine.evidence import gitstore
-    from policyengine.evidence.signing import load_signing_key
+    from policyengine.evidence.stores import git as gitstore
+    from policyengine.evidence.format.signing import load_signing_key
 
     url, env = url_of(remote), env_for(tmp_path)
     key = load_signing_key(str(keys[0]))
@@ -292,7 +292,7 @@ def test_the_token_reaches_no_output_no_command_line_and_no_object_of_the_reposi
 def test_the_token_travels_in_the_environment_never_in_arguments(
         tmp_path: Path, keys: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch) -> None:
     """Over HTTP the token is an extraHeader given by GIT_CONFIG_* variables, scoped to the host."""
-    from policyengine.evidence import gitstore
+    from policyengine.evidence.stores import git as gitstore
 
     seen: list[tuple[list[str], dict[str, str]]] = []
 
@@ -659,7 +659,7 @@ def test_a_cache_with_planted_files_is_rebuilt_or_ignored(tmp_path: Path, remote
 def _write_records(url: str, env: dict[str, str], keys: tuple[Path, Path], n: int) -> None:
     from test_evidence import CHANGE, POLICY
 
-    from policyengine.evidence.signing import load_signing_key
+    from policyengine.evidence.format.signing import load_signing_key
 
     key = load_signing_key(str(keys[0]))
     for _ in range(n):
@@ -794,7 +794,7 @@ def test_a_force_push_of_a_rewritten_history_needs_the_anchored_head(tmp_path: P
 def test_the_history_is_read_in_one_pass(tmp_path: Path, remote: Path, keys: tuple[Path, Path],
                                          monkeypatch: pytest.MonkeyPatch) -> None:
     """verify fetches the whole history once and reads it with one `git log`, whatever its length."""
-    from policyengine.evidence import gitstore
+    from policyengine.evidence.stores import git as gitstore
 
     url, env = url_of(remote), env_for(tmp_path)
     _write_records(url, env, keys, 6)
@@ -806,7 +806,7 @@ def test_the_history_is_read_in_one_pass(tmp_path: Path, remote: Path, keys: tup
         return real(self, *args, **kwargs)
 
     monkeypatch.setattr(gitstore._Git, "run", counting)
-    from policyengine.evidence.signing import load_public_key
+    from policyengine.evidence.format.signing import load_public_key
 
     report = GitArchive(url, env=env).verify(public_key=load_public_key(str(keys[1])))
     assert report.ok, report.problems

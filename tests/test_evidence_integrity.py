@@ -23,10 +23,10 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 from test_evidence import CHANGE, problems_of, write
 
 from policyengine.errors import UsageError
-from policyengine.evidence.archive import LocalArchive
-from policyengine.evidence.bundle import ATTESTATION, DECISION, MANIFEST
-from policyengine.evidence.index import COLUMNS, Query
-from policyengine.evidence.signing import load_public_key, load_signing_key
+from policyengine.evidence.stores.folder import LocalArchive
+from policyengine.evidence.format.bundle import ATTESTATION, DECISION, MANIFEST
+from policyengine.evidence.format.index import COLUMNS, Query
+from policyengine.evidence.format.signing import load_public_key, load_signing_key
 
 
 def cli(*args: str) -> subprocess.CompletedProcess[str]:
@@ -412,7 +412,7 @@ def test_a_damaged_cache_file_is_rebuilt_not_a_crash(archive: LocalArchive) -> N
 
 def _truth(index: Path, q: Query) -> list[dict[str, Any]]:
     """What every line of index.jsonl says, decoded one by one (the first line of each id), filtered."""
-    from policyengine.evidence.archive import _parse_line
+    from policyengine.evidence.stores.folder import _parse_line
 
     seen, out = set(), []
     for raw in index.read_bytes().split(b"\n")[:-1]:

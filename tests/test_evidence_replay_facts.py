@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 import s3_server
 
-from policyengine.evidence.archive import LocalArchive
+from policyengine.evidence.stores.folder import LocalArchive
 from policyengine.gate import CheckRequest, check, replay
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -246,8 +246,8 @@ def test_a_literal_secret_from_the_environment_in_a_report_replays_as_recorded(t
 def _bundle_with_facts(tmp: Path, facts: bytes | None) -> tuple[LocalArchive, str]:
     """A bundle of the acceptance check (recorded allow), its files as they are, with ``facts``
     as its ``facts.json`` (None: none, as bundles written before it existed)."""
-    from policyengine.policy import load_change
-    from policyengine.workspace import Workspace
+    from policyengine.language.policy import load_change
+    from policyengine.workspace.files import Workspace
 
     archive = LocalArchive(tmp / "forged")
     ws = Workspace(ACCEPTANCE / "workspace")
@@ -378,8 +378,8 @@ def test_bundles_with_tokens_replay_as_recorded_from_the_git_and_s3_stores(
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric import ed25519
 
-    from policyengine.evidence.signing import load_signing_key
-    from policyengine.evidence.stores import open_store
+    from policyengine.evidence.format.signing import load_signing_key
+    from policyengine.evidence.stores.factory import open_store
 
     monkeypatch.setenv("POLICYENGINE_CACHE_DIR", str(tmp_path / "cache"))
     key_path = tmp_path / "signing.pem"

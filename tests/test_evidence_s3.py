@@ -20,8 +20,8 @@ import s3_server
 from s3_server import LOCKED_BUCKET, PLAIN_BUCKET, S3Server
 from test_evidence import CHANGE, problems_of, write
 
-from policyengine.evidence.index import Query
-from policyengine.evidence.s3 import S3Archive, retention_delta
+from policyengine.evidence.format.index import Query
+from policyengine.evidence.stores.s3 import S3Archive, retention_delta
 
 FIXTURES = Path(__file__).parent / "fixtures" / "acceptance"
 s3_session = s3_server.s3_session  # the fixtures of the local S3 server
@@ -226,7 +226,7 @@ def test_an_edited_cache_of_the_index_changes_no_listing(s3: S3Server, tmp_path:
     import hashlib
     import sqlite3
 
-    from policyengine.evidence.index import COLUMNS
+    from policyengine.evidence.format.index import COLUMNS
 
     monkeypatch.setenv("POLICYENGINE_CACHE_DIR", str(tmp_path / "cache"))
     store = _store(s3, PLAIN_BUCKET, "cache")

@@ -14,8 +14,8 @@ import pytest
 from test_evidence import CHANGE, write
 
 from policyengine.errors import EvidenceError
-from policyengine.evidence.archive import LocalArchive
-from policyengine.evidence.index import Query
+from policyengine.evidence.stores.folder import LocalArchive
+from policyengine.evidence.format.index import Query
 
 
 class OlderArchive(LocalArchive):

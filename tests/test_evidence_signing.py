@@ -17,10 +17,10 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 from test_evidence import CHANGE, flip_byte_in_member, make_file, problems_of, write
 
 from policyengine.errors import UsageError
-from policyengine.evidence import signing as signing_mod
-from policyengine.evidence.archive import LocalArchive
-from policyengine.evidence.bundle import ATTESTATION
-from policyengine.evidence.signing import (
+from policyengine.evidence.format import signing as signing_mod
+from policyengine.evidence.stores.folder import LocalArchive
+from policyengine.evidence.format.bundle import ATTESTATION
+from policyengine.evidence.format.signing import (
     PAYLOAD_TYPE,
     load_public_key,
     load_signing_key,

@@ -19,7 +19,7 @@ import pytest
 from test_evidence import write
 
 from policyengine.errors import EvidenceError
-from policyengine.evidence.archive import LocalArchive
+from policyengine.evidence.stores.folder import LocalArchive
 
 FIXTURES = Path(__file__).parent / "fixtures" / "acceptance"
 

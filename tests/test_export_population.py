@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from policyengine.evidence.archive import LocalArchive
+from policyengine.evidence.stores.folder import LocalArchive
 
 POLICY = b"name: prod\nrules:\n  - id: peer-review\n    type: approvals\n    min_approvals: 2\n"
 T0 = datetime(2026, 10, 5, 12, 0, tzinfo=timezone.utc)
@@ -212,7 +212,7 @@ def _read_population(folder: Path) -> list[list[str]]:
 def _write_population(folder: Path, rows: list[list[str]]) -> None:
     """Write population.csv back as the export writes it, and update export.json's digests (the
     statement still names the old ones: only an unsigned export's own consistency is at stake)."""
-    from policyengine.evidence.tabular import csv_text
+    from policyengine.evidence.format.tabular import csv_text
 
     (folder / "population.csv").write_bytes(csv_text(rows).encode("utf-8"))
     _refresh(folder)
@@ -268,7 +268,7 @@ def test_evidence_csv_reads_back_cell_for_cell_and_runs_no_formula() -> None:
     a carriage return inside a cell cannot split a row, and without one the text is what csv.writer writes."""
     import random
 
-    from policyengine.evidence.tabular import csv_cell, csv_table
+    from policyengine.evidence.format.tabular import csv_cell, csv_table
 
     rng = random.Random(7)
     alphabet = ["a", "Z", "0", ",", '"', "\n", "\r", "=", "+", "-", "@", "\t", " ", "é", "'"]
@@ -288,7 +288,7 @@ def test_evidence_csv_reads_back_cell_for_cell_and_runs_no_formula() -> None:
             buf = io.StringIO()
             csv.writer(buf, lineterminator="\n").writerows(cells)
             assert text == buf.getvalue()
-    from policyengine.evidence.tabular import csv_text
+    from policyengine.evidence.format.tabular import csv_text
 
     assert csv_text([["a"], [""], ["b"]]) == 'a\n""\nb\n'
     assert list(csv.reader(io.StringIO(csv_text([["x\ry", "z"]]), newline=""))) == [["x\ry", "z"]]

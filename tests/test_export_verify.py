@@ -25,8 +25,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 from test_evidence import CHANGE, write
 
-from policyengine.evidence.archive import LocalArchive
-from policyengine.evidence.signing import SigningKey, key_id
+from policyengine.evidence.stores.folder import LocalArchive
+from policyengine.evidence.format.signing import SigningKey, key_id
 
 PERIOD = ("--since", "2026-10-01", "--until", "2026-10-31")
 
@@ -214,7 +214,7 @@ def test_export_refuses_a_bundle_outside_the_sample_but_not_outside_the_period(t
                  "2026-11-30", "--environment", "production", "-o", str(elsewhere))
     assert result.returncode == 0, result.stdout + result.stderr
     october = in_october(archive)
-    from policyengine.evidence.audit import draw_sample
+    from policyengine.evidence.audit.export import draw_sample
 
     sample = draw_sample(october, 1, 42)
     victim = next(i for i in october if i not in sample)

@@ -175,7 +175,7 @@ def test_the_evidence_redactor_finds_tokens_behind_escapes(name: str) -> None:
 
 @pytest.mark.parametrize("name", sorted(ESCAPED))
 def test_raw_members_are_stored_without_tokens_behind_escapes(tmp_path: Path, name: str) -> None:
-    from policyengine.evidence.archive import LocalArchive
+    from policyengine.evidence.stores.folder import LocalArchive
 
     store = LocalArchive(tmp_path / "evidence")
     raw = ('{"title": "x' + ESCAPED[name] + '"}').encode()
@@ -350,7 +350,7 @@ def test_opted_in_not_applicable_passes_but_is_never_an_allow(tmp_path: Path) ->
 def test_not_applicable_decision_validates_against_the_schemas(tmp_path: Path) -> None:
     from jsonschema import Draft202012Validator
 
-    from policyengine.loader import load_schema
+    from policyengine.language.loader import load_schema
 
     res = _check(tmp_path, "--environment", "staging", "--simulate", policy=_opted_in(tmp_path))
     assert res.returncode == 0, res.stdout + res.stderr
@@ -366,8 +366,8 @@ def test_the_previous_deploy_lookup_never_counts_a_not_applicable_record(tmp_pat
     from cryptography.hazmat.primitives import serialization
     from fake_servers import new_signing_key, public_pem
 
-    from policyengine.evidence.history import VerifiedHistory
-    from policyengine.evidence.signing import load_public_key
+    from policyengine.evidence.stores.history import VerifiedHistory
+    from policyengine.evidence.format.signing import load_public_key
 
     key = new_signing_key()
     (tmp_path / "signing.pem").write_bytes(key.private_key.private_bytes(
@@ -468,7 +468,7 @@ def test_every_bundle_records_the_wall_clock_and_its_source(tmp_path: Path) -> N
 ])
 def test_clock_warning_flags_a_creation_time_far_from_the_evaluation(created: str, evaluated: str,
                                                                     warned: str | None) -> None:
-    from policyengine.evidence.bundle import clock_warning
+    from policyengine.evidence.format.bundle import clock_warning
 
     message = clock_warning(created, evaluated)
     if warned is None:
@@ -478,7 +478,7 @@ def test_clock_warning_flags_a_creation_time_far_from_the_evaluation(created: st
 
 
 def test_verify_inspection_warns_of_an_overridden_clock(tmp_path: Path) -> None:
-    from policyengine.evidence.bundle import inspect_bundle
+    from policyengine.evidence.format.bundle import inspect_bundle
 
     res = _check(tmp_path)  # evaluated at NOW (2026), created now: far apart
     assert res.returncode == 0, res.stdout + res.stderr

@@ -21,7 +21,7 @@ import pytest
 from ci_git import STRICT, WEAK, ci_env, clean_env, deploy_world, git, run_check
 
 from policyengine.errors import PolicySourceError, UsageError
-from policyengine.policysource import parse_spec
+from policyengine.language.policysource import parse_spec
 
 
 def cli(tmp: Path, *args: str, env: dict[str, str] | None = None, cwd: Path | None = None
@@ -105,7 +105,7 @@ def test_parse_spec_accepts_the_allowed_transports(spec: str) -> None:
 
 
 def test_http_to_this_host_only_adds_http_to_the_allowed_protocols() -> None:
-    from policyengine import gitsafe
+    from policyengine.workspace import gitsafe
 
     assert gitsafe.allowed_protocols("http://127.0.0.1:9/x", "t") == "https:ssh:file:http"
     assert gitsafe.allowed_protocols("https://h/x", "t") == "https:ssh:file"
@@ -172,7 +172,7 @@ def test_outside_ci_an_uploadpack_in_the_workspace_config_never_runs(tmp_path: P
 
 def test_an_object_whose_bytes_do_not_hash_to_its_id_is_refused(tmp_path: Path) -> None:
     """A tampered object store hands back other bytes under the strict blob's id: refused."""
-    from policyengine import gitsafe
+    from policyengine.workspace import gitsafe
 
     git(tmp_path, "init", "-q", "-b", "main")
     (tmp_path / "p.yml").write_text(STRICT, encoding="utf-8")
@@ -187,7 +187,7 @@ def test_an_object_whose_bytes_do_not_hash_to_its_id_is_refused(tmp_path: Path) 
 
 
 def test_git_runs_without_the_callers_git_variables() -> None:
-    from policyengine import gitsafe
+    from policyengine.workspace import gitsafe
 
     env = gitsafe.environment({"GIT_DIR": "/x", "GIT_CONFIG_PARAMETERS": "'core.pager'='x'", "GIT_SSH": "x",
                                "GIT_SSH_COMMAND": "touch x", "GIT_EXEC_PATH": "/x", "SSH_ASKPASS": "x", "PATH": "/bin"})
@@ -199,13 +199,13 @@ def test_git_runs_without_the_callers_git_variables() -> None:
 
 
 def test_the_ci_token_reaches_git_as_a_header_in_its_environment() -> None:
-    from policyengine import gitsafe
+    from policyengine.workspace import gitsafe
 
     env = gitsafe.auth_header("https://github.com/acme/payments", "x-access-token", "ghs_secret")
     assert env["GIT_CONFIG_KEY_0"] == "http.https://github.com/.extraHeader"
     assert env["GIT_CONFIG_VALUE_0"].startswith("Authorization: Basic ")
     assert "ghs_secret" not in env["GIT_CONFIG_KEY_0"]
-    from policyengine.policysource import platform_remote
+    from policyengine.language.policysource import platform_remote
 
     url, header, secrets = platform_remote({"CI_REPOSITORY_URL": "https://gitlab-ci-token:glcbt-abc@gl.example/a/b.git",
                                             "CI_JOB_TOKEN": "glcbt-abc"})

@@ -28,8 +28,8 @@ from fake_servers import (
 )
 from test_provider_github import HEAD, MERGE, OLD, PREV, reviewed_world, run_check
 
-from policyengine.evidence.archive import bundle_relpath
-from policyengine.evidence.history import VerifiedHistory, load_trust_key
+from policyengine.evidence.stores.folder import bundle_relpath
+from policyengine.evidence.stores.history import VerifiedHistory, load_trust_key
 from policyengine.providers import http
 from policyengine.providers.github import gather_github
 from policyengine.providers.gitlab import gather_gitlab
@@ -87,7 +87,7 @@ def test_a_genuine_signed_allowed_bundle_is_the_previous_deploy(tmp_path: Path) 
 
 def test_the_previous_deploy_is_found_once_the_archive_is_sharded(tmp_path: Path) -> None:
     """`evidence migrate` moves index.jsonl into index/: the archive still records its deploys."""
-    from policyengine.evidence.archive import LocalArchive
+    from policyengine.evidence.stores.folder import LocalArchive
 
     key = new_signing_key()
     ref = record_deploy(tmp_path / "ev", PREV, key=key)
@@ -354,13 +354,13 @@ def test_a_signed_simulation_is_never_the_previous_deploy(tmp_path: Path) -> Non
 def test_an_outcome_decides_whether_the_latest_allow_is_the_previous_deploy(tmp_path: Path, status: str,
                                                                              counts: bool) -> None:
     """One definition of the previous deploy: a deployment whose outcome is not a failure."""
-    from policyengine.evidence.archive import LocalArchive
-    from policyengine.evidence.records import Actor
+    from policyengine.evidence.stores.folder import LocalArchive
+    from policyengine.evidence.format.records import Actor
 
     key = new_signing_key()
     record_deploy(tmp_path / "ev", PREV, key=key)
     later = record_deploy(tmp_path / "ev", PLANTED, key=key, created_at="2026-11-21T20:00:00Z")
-    from policyengine.evidence.outcomes import record_outcome
+    from policyengine.evidence.stores.outcomes import record_outcome
 
     store = LocalArchive(tmp_path / "ev")
     record_outcome(store, later.id, status=status, actor=Actor("dana", False, "--by"), signing_key=key, env={})
@@ -371,7 +371,7 @@ def test_an_outcome_decides_whether_the_latest_allow_is_the_previous_deploy(tmp_
 def test_a_signed_advisory_deny_is_a_deployment_and_can_start_the_range(tmp_path: Path) -> None:
     from datetime import datetime
 
-    from policyengine.evidence.archive import LocalArchive
+    from policyengine.evidence.stores.folder import LocalArchive
 
     key = new_signing_key()
     record_deploy(tmp_path / "ev", PREV, key=key)
@@ -427,7 +427,7 @@ def test_the_same_signed_deploy_gives_the_same_decision_on_every_store(
 
     from cryptography.hazmat.primitives import serialization
 
-    from policyengine.evidence.stores import open_store
+    from policyengine.evidence.stores.factory import open_store
 
     monkeypatch.setenv("POLICYENGINE_CACHE_DIR", str(tmp_path / "cache"))
     url = _store_url(kind, tmp_path, request)

@@ -64,7 +64,7 @@ def test_odd_file_names_are_recorded_reversibly_and_replay(tmp_path: Path, repor
     import shutil
     import zipfile
 
-    from policyengine.evidence.bundle import member_path, member_source
+    from policyengine.evidence.format.bundle import member_path, member_source
 
     assert member_source(member_path(report_name)) == report_name
     ws = tmp_path / "ws"

@@ -292,7 +292,7 @@ def test_the_same_token_is_never_accepted_twice_in_one_store(tmp_path: Path, iss
 def test_verify_refuses_a_token_kept_from_another_run(tmp_path: Path, issuer: Issuer) -> None:
     """A key holder who writes a bundle later with a token kept from an earlier run: the bundle
     was created outside the token's lifetime, so the token proves nothing about it."""
-    from policyengine.evidence.identity import check_identity
+    from policyengine.evidence.audit.identity import check_identity
     from policyengine.providers import oidc
 
     now = int(time.time())

@@ -19,7 +19,7 @@ import pytest
 from conftest import FIXTURES
 
 from policyengine.errors import ReportError
-from policyengine.junit import MAX_LISTED, MAX_NOTES, ReportSummary, Totals, read_junit
+from policyengine.workspace.junit import MAX_LISTED, MAX_NOTES, ReportSummary, Totals, read_junit
 
 JUNIT_FIXTURES = FIXTURES / "junit"
 

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from policyengine.junit import ReportSummary, Totals, read_junit
+from policyengine.workspace.junit import ReportSummary, Totals, read_junit
 
 REPO = Path(__file__).resolve().parents[1]
 NAME = "tests.test_net.test_download"

@@ -1,6 +1,6 @@
 """Policies and changes composed from libyaml's events read exactly as the pure-Python parser reads them.
 
-``policyengine.loader`` takes its parse events from libyaml (C) when a document is plain ASCII
+``policyengine.language.loader`` takes its parse events from libyaml (C) when a document is plain ASCII
 without tabs, carriage returns or directives, and keeps its own composer, scalar rules and
 limits. Whatever libyaml refuses, or the composer's limits stop, is read again by the
 pure-Python parser, so errors are word for word the ones users have always seen. These tests
@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 from yaml.nodes import MappingNode, Node, ScalarNode
 
-from policyengine import loader
+from policyengine.language import loader
 
 REPO = Path(__file__).resolve().parents[1]
 

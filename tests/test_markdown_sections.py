@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from helpers import change, run_rule
 
-from policyengine.markdown import sections
+from policyengine.workspace.markdown import sections
 from policyengine.models import Status
 from policyengine.rules.rollback_plan import RollbackPlanRule
 
@@ -73,7 +73,7 @@ def test_setext_headings_and_a_list_as_content() -> None:
     assert found[1].content == "ok"
 
 
-# The line scanner (policyengine.markdown._scan) reads plain plans without markdown-it; where it
+# The line scanner (policyengine.workspace.markdown._scan) reads plain plans without markdown-it; where it
 # answers, it must answer exactly as markdown-it does.
 
 REPO = Path(__file__).resolve().parents[1]
@@ -99,7 +99,7 @@ def _fuzzed(count: int) -> list[str]:
 
 
 def test_the_scanner_agrees_with_markdown_it_on_real_plans() -> None:
-    from policyengine.markdown import _scan, parsed_sections
+    from policyengine.workspace.markdown import _scan, parsed_sections
 
     plans = sorted(p for root in ("examples", "policies", "tests/fixtures", "tests/golden") for p in (REPO / root).rglob("*.md"))
     assert len(plans) > 10
@@ -114,7 +114,7 @@ def test_the_scanner_agrees_with_markdown_it_on_real_plans() -> None:
 
 
 def test_the_scanner_agrees_with_markdown_it_on_mutated_documents() -> None:
-    from policyengine.markdown import _scan, parsed_sections
+    from policyengine.workspace.markdown import _scan, parsed_sections
 
     read = 0
     for text in _fuzzed(6000):
@@ -134,7 +134,7 @@ def test_the_scanner_agrees_with_markdown_it_on_mutated_documents() -> None:
     "## Steps\n- a\n  ",                  # a last blank line without a newline
 ])
 def test_what_the_scanner_is_unsure_of_goes_to_markdown_it(text: str) -> None:
-    from policyengine.markdown import _scan, parsed_sections
+    from policyengine.workspace.markdown import _scan, parsed_sections
 
     assert sections(text) == parsed_sections(text)
     if text.startswith(("## Steps\n- a\n\n", "## Steps\n\n", "Steps\n", "## Steps ##", "## Steps\n- a\n  ")):

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from policyengine.policydiff import NEUTRAL, STRONGER, WEAKER, diff
+from policyengine.language.policydiff import NEUTRAL, STRONGER, WEAKER, diff
 
 WINDOW = """version: 1
 name: p

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from policyengine.errors import UsageError, explain_git_error
-from policyengine.evidence.gitstore import DEFAULT_REF, parse_git_url
+from policyengine.evidence.stores.git import DEFAULT_REF, parse_git_url
 
 
 def _git(*args: str, cwd: Path) -> subprocess.CompletedProcess[bytes]:

@@ -22,7 +22,7 @@ from conftest import FIXTURES
 from webhook_server import Webhook, closed_port
 
 from policyengine.cli import main
-from policyengine.evidence.records import is_deployment, latest_deploy
+from policyengine.evidence.format.records import is_deployment, latest_deploy
 
 ACC = FIXTURES / "acceptance"
 ALLOW_AT = "2026-11-24T15:00:00Z"
@@ -436,7 +436,7 @@ def test_invalid_notify_keys_are_named_with_file_line_col(tmp_path: Path, capsys
 
 
 def test_policy_diff_directions_of_notify() -> None:
-    from policyengine.policydiff import (
+    from policyengine.language.policydiff import (
         NEUTRAL,
         STRONGER,
         UNDECIDED,
@@ -473,8 +473,8 @@ def test_policy_diff_directions_of_notify() -> None:
 
 
 def test_policy_explain_mentions_the_notifications() -> None:
-    from policyengine.explain import matrix, render
-    from policyengine.policy import parse_policy
+    from policyengine.language.explain import matrix, render
+    from policyengine.language.policy import parse_policy
 
     doc = yaml.safe_load((ACC / "policy.yml").read_text())
     doc["notify"] = [{"url_env": "DEPLOY_HOOK", "required": True}, {"url_env": "AUDIT_HOOK", "format": "json"}]

@@ -13,7 +13,7 @@ from test_provider_gitlab import PREV as GL_PREV
 from test_provider_gitlab import SQUASH, approved_mr
 from test_provider_integration_files import GITLAB, load, run_template
 
-from policyengine.evidence.archive import LocalArchive
+from policyengine.evidence.stores.folder import LocalArchive
 
 
 def _gate(tmp_path: Path) -> tuple[str, dict[str, str | bytes]]:

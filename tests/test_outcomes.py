@@ -23,9 +23,9 @@ import pytest
 from helpers import HEAD, OLD, change
 
 from policyengine.errors import UsageError
-from policyengine.evidence.archive import LocalArchive
-from policyengine.evidence.bundle import BundleWriter
-from policyengine.evidence.records import (
+from policyengine.evidence.stores.folder import LocalArchive
+from policyengine.evidence.format.bundle import BundleWriter
+from policyengine.evidence.format.records import (
     RECORD,
     RECORD_PREDICATE_TYPE,
     build_record_statement,
@@ -35,8 +35,8 @@ from policyengine.evidence.records import (
     resolve_actor,
     reviewer_conflicts,
 )
-from policyengine.evidence.signing import SigningKey, load_public_key, load_signing_key
-from policyengine.evidence.store import BundleRef, EvidenceStore, Job
+from policyengine.evidence.format.signing import SigningKey, load_public_key, load_signing_key
+from policyengine.evidence.stores.base import BundleRef, EvidenceStore, Job
 
 pytest.importorskip("cryptography")
 from cryptography.hazmat.primitives import serialization  # noqa: E402

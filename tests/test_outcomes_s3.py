@@ -14,9 +14,9 @@ import s3_server  # noqa: E402
 from s3_server import LOCKED_BUCKET, S3Server  # noqa: E402
 from test_outcomes import checks, cli, evaluate, forge, keypair, outcome_doc  # noqa: E402
 
-from policyengine.evidence.records import latest_deploy  # noqa: E402
-from policyengine.evidence.s3 import S3Archive  # noqa: E402
-from policyengine.evidence.signing import load_public_key, load_signing_key  # noqa: E402
+from policyengine.evidence.format.records import latest_deploy  # noqa: E402
+from policyengine.evidence.stores.s3 import S3Archive  # noqa: E402
+from policyengine.evidence.format.signing import load_public_key, load_signing_key  # noqa: E402
 
 s3_session = s3_server.s3_session
 s3 = s3_server.s3

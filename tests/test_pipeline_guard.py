@@ -22,11 +22,11 @@ from helpers import NOW, change, review
 from policyengine.engine import evaluate
 from policyengine.facts import PipelineRequest
 from policyengine.gather import gather_facts
-from policyengine.loader import compose_all
+from policyengine.language.loader import compose_all
 from policyengine.models import Status
-from policyengine.pipelines import gitlab_includes, include_glob, local_uses, read_pipeline
-from policyengine.policy import parse_policy
-from policyengine.workspace import Workspace
+from policyengine.workspace.pipelines import gitlab_includes, include_glob, local_uses, read_pipeline
+from policyengine.language.policy import parse_policy
+from policyengine.workspace.files import Workspace
 
 POLICY = b"""version: 1
 name: prod
@@ -262,7 +262,7 @@ def test_a_change_file_without_git_reads_the_workspace_and_notes_the_missing_bas
 
 def test_a_judge_without_the_pipeline_fact_cannot_pass() -> None:
     from policyengine.facts import Facts
-    from policyengine.policy import build_rules
+    from policyengine.language.policy import build_rules
     from policyengine.rules.base import Context
 
     rule = next(r for r in build_rules(parse_policy(POLICY, file="p.yml")) if r.spec.id == "policy-owners")

@@ -32,7 +32,7 @@ from fake_servers import FakeAPI, GitHubWorld, Reply, new_signing_key, public_pe
 from github_harness import Runner, checkout_from, upload_artifact
 from test_provider_integration_files import REAL_POLICYENGINE, REPO, fake_toolchain
 
-from policyengine.evidence.stores import open_store
+from policyengine.evidence.stores.factory import open_store
 
 pytest.importorskip("cryptography")
 from cryptography.hazmat.primitives import serialization  # noqa: E402

@@ -35,7 +35,7 @@ from reconcile_world import GitLabStatuses
 from test_pipelines_github import POLICY, WEAKENED, adopt, clean_env, keys
 from test_provider_integration_files import GITLAB, REPO
 
-from policyengine.evidence.stores import open_store
+from policyengine.evidence.stores.factory import open_store
 
 PIPELINE = REPO / "examples" / "pipelines" / "gitlab-ci.yml"
 BIN = REPO / ".venv" / "gitlab-ci-local" / "node_modules" / ".bin"

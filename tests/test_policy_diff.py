@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 import yaml
 
-from policyengine.loader import load_schema
-from policyengine.policydiff import (
+from policyengine.language.loader import load_schema
+from policyengine.language.policydiff import (
     _COMMON,
     _RULE_KEYS,
     STRONGER,

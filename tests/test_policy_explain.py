@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from policyengine.explain import FOCUS, matrix, render
-from policyengine.policy import parse_policy
+from policyengine.language.explain import FOCUS, matrix, render
+from policyengine.language.policy import parse_policy
 from policyengine.rules import RULE_TYPES
 
 REPO = Path(__file__).resolve().parents[1]

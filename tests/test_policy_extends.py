@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from policyengine.errors import InvalidInputError
-from policyengine.policysource import load
+from policyengine.language.policysource import load
 
 REPO = Path(__file__).resolve().parents[1]
 BASE = (REPO / "policies" / "soc2-production.yml").read_text("utf-8")

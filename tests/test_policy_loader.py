@@ -10,11 +10,11 @@ from typing import Any
 import pytest
 from jsonschema import Draft202012Validator
 
-from policyengine import loader
+from policyengine.language import loader
 from policyengine.errors import InvalidInputError, UsageError
 from policyengine.globs import static_path_problem
 from policyengine.models import Enforcement
-from policyengine.policy import build_rules, load_change, load_policy
+from policyengine.language.policy import build_rules, load_change, load_policy
 
 POLICIES = Path(__file__).resolve().parent / "fixtures" / "policies"
 ACCEPTANCE = (POLICIES / "acceptance.yml").read_text(encoding="utf-8")

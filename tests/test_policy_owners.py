@@ -10,7 +10,7 @@ from helpers import HEAD, OLD, change, review
 
 from policyengine.facts import Facts, PipelineFact, PipelineRequest
 from policyengine.models import Status
-from policyengine.policy import parse_policy
+from policyengine.language.policy import parse_policy
 from policyengine.rules.base import Context
 
 POLICY = b"""version: 1
@@ -33,7 +33,7 @@ def judge(ch: dict[str, Any], file: str = "policies/prod.yml") -> Any:
     from helpers import NOW
 
     policy = parse_policy(POLICY, file=file)
-    [owners] = [r for r in __import__("policyengine.policy", fromlist=["build_rules"]).build_rules(policy)
+    [owners] = [r for r in __import__("policyengine.language.policy", fromlist=["build_rules"]).build_rules(policy)
                 if r.spec.id == "policy-owners"]
     return owners.evaluate(Context(change=ch, facts=facts(ch), now=NOW))
 
@@ -130,13 +130,13 @@ rules:
 
 
 def _owners_rule_of(policy: Any) -> Any:
-    from policyengine.policy import build_rules
+    from policyengine.language.policy import build_rules
 
     return next(r for r in build_rules(policy) if r.spec.id == "policy-owners")
 
 
 def _extending(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, extends: str = "base.yml") -> Any:
-    from policyengine.policysource import load
+    from policyengine.language.policysource import load
 
     (tmp_path / "policies" / "org").mkdir(parents=True)
     (tmp_path / "policies" / "base.yml").write_bytes(BASE_POLICY)
@@ -160,7 +160,7 @@ def test_a_change_to_the_base_a_policy_extends_needs_an_owner(tmp_path: Path, mo
 
 
 def test_every_base_of_a_chain_is_guarded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from policyengine.policysource import load
+    from policyengine.language.policysource import load
 
     policy = _extending(tmp_path, monkeypatch)
     (tmp_path / "policies" / "base.yml").write_bytes(b"extends: org/root.yml\n" + BASE_POLICY.replace(

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from policyengine.policysource import UNTRUSTED_OUTSIDE_CI, _public_url, parse_spec
+from policyengine.language.policysource import UNTRUSTED_OUTSIDE_CI, _public_url, parse_spec
 
 REPO = Path(__file__).resolve().parents[1]
 POLICY = """version: 1

@@ -14,8 +14,8 @@ import pytest
 import yaml
 
 from policyengine.errors import InvalidInputError
-from policyengine.policydiff import diff, weakened
-from policyengine.policytest import run_suite
+from policyengine.language.policydiff import diff, weakened
+from policyengine.language.policytest import run_suite
 
 REPO = Path(__file__).resolve().parents[1]
 SUITES = REPO / "policies" / "tests"

@@ -329,7 +329,7 @@ def test_change_range_across_three_merged_prs_one_unapproved(api: FakeAPI) -> No
 def test_range_starts_at_the_verified_evidence_when_the_api_has_none(api: FakeAPI, tmp_path: Path) -> None:
     w = reviewed_world(api)
     w.deployments("production", [])
-    from policyengine.evidence.history import VerifiedHistory, load_trust_key
+    from policyengine.evidence.stores.history import VerifiedHistory, load_trust_key
 
     env = trusted_history(tmp_path, PREV)
     history = VerifiedHistory(str(tmp_path / "evidence"), load_trust_key(env["POLICYENGINE_TRUST_KEY"]))

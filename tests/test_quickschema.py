@@ -11,8 +11,8 @@ import pytest
 import yaml
 from jsonschema import Draft202012Validator
 
-from policyengine.loader import load_schema
-from policyengine.quickschema import Unsupported, is_valid
+from policyengine.language.loader import load_schema
+from policyengine.language.quickschema import Unsupported, is_valid
 
 REPO = Path(__file__).resolve().parents[1]
 POLICIES = [*sorted((REPO / "policies").glob("*.yml")), *sorted((REPO / "tests" / "fixtures").rglob("policy*.yml"))]
@@ -110,7 +110,7 @@ def test_check_does_not_import_jsonschema_for_a_valid_policy_and_change() -> Non
     import subprocess
     import sys
 
-    code = ("import sys; from policyengine.policy import load_policy; from policyengine.change import load_change;"
+    code = ("import sys; from policyengine.language.policy import load_policy; from policyengine.change import load_change;"
             "load_policy('policies/soc2-production.yml'); load_change('examples/change-allowed.yml');"
             "print('jsonschema' in sys.modules)")
     run = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60,

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from policyengine.evidence import reconcile as reconcile_module
+from policyengine.evidence.audit import reconcile as reconcile_module
 from tests.fake_servers import FakeAPI, Reply, sha_of
 from tests.reconcile_world import (
     T0,
@@ -174,7 +174,7 @@ def test_the_classes_advisory_emergency_before_adoption_and_denied_since(
 
 def test_an_emergency_is_released_plainly_only_by_an_approval_that_counts(
         evidence: Evidence, github: GitHubDeployments, capsys: pytest.CaptureFixture[str]) -> None:
-    from policyengine.evidence.records import EMERGENCY_APPROVAL
+    from policyengine.evidence.format.records import EMERGENCY_APPROVAL
 
     def approve(rec: dict[str, Any], by: str, verified: bool) -> None:
         evidence.archive.append_record(EMERGENCY_APPROVAL, rec, {

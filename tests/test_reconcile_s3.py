@@ -17,8 +17,8 @@ import s3_server  # noqa: E402
 from s3_server import LOCKED_BUCKET, S3Server  # noqa: E402
 from test_outcomes import EARLIER, cli, evaluate, keypair  # noqa: E402
 
-from policyengine.evidence.s3 import S3Archive  # noqa: E402
-from policyengine.evidence.signing import load_signing_key  # noqa: E402
+from policyengine.evidence.stores.s3 import S3Archive  # noqa: E402
+from policyengine.evidence.format.signing import load_signing_key  # noqa: E402
 
 s3_session = s3_server.s3_session
 s3 = s3_server.s3

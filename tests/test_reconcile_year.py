@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from policyengine.evidence import reconcile as reconcile_module
+from policyengine.evidence.audit import reconcile as reconcile_module
 from tests.fake_servers import FakeAPI
 from tests.reconcile_world import GitHubDeployments
 from tests.reconcile_year import DELETED, N, RERUN, ROLLBACK, build, chain_of
@@ -65,7 +65,7 @@ def test_the_year_with_its_witnesses_read_back_in_pages(
     from datetime import datetime, timedelta
 
     from policyengine.cli import main
-    from policyengine.witness_format import context_for, description
+    from policyengine.lifecycle.witness_format import context_for, description
     from tests.reconcile_world import GitHubStatuses
 
     api: FakeAPI = year["api"]

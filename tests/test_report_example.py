@@ -49,7 +49,7 @@ def test_the_example_png_shows_the_report_the_gate_writes_now() -> None:
 def test_a_changed_report_makes_the_png_stale(monkeypatch: pytest.MonkeyPatch) -> None:
     """The check can fail: a report rendered differently no longer matches the committed PNG."""
     script = _script()
-    import policyengine.evidence.report as report
+    import policyengine.evidence.format.report as report
 
     real = report.render_report
     monkeypatch.setattr(report, "render_report", lambda *a, **k: real(*a, **k).replace("The change", "The chnage"))

@@ -23,10 +23,10 @@ import pytest
 from conftest import FIXTURES
 
 from policyengine.engine import decision_to_json, evaluate
-from policyengine.evidence.report import render_export_index, render_report
+from policyengine.evidence.format.report import render_export_index, render_report
 from policyengine.gather import gather_facts
-from policyengine.policy import load_change, load_policy
-from policyengine.workspace import Workspace
+from policyengine.language.policy import load_change, load_policy
+from policyengine.workspace.files import Workspace
 
 ACC = FIXTURES / "acceptance"
 HOSTILE_SCRIPT = "<script>alert(1)</script>"

@@ -114,7 +114,7 @@ def test_unknown_subjects_are_an_error_never_a_pass() -> None:
 
 
 def test_policy_diff_calls_turning_it_off_weaker() -> None:
-    from policyengine.policydiff import STRONGER, WEAKER, diff
+    from policyengine.language.policydiff import STRONGER, WEAKER, diff
 
     on, off = yaml.safe_load(POLICY), yaml.safe_load(POLICY.replace("  require_subject: true\n", "  retention: 1y\n"))
     assert [(f.path, f.direction) for f in diff(on, off) if f.path == "evidence.require_subject"] == [

@@ -24,7 +24,7 @@ import pytest
 import yaml
 from test_provider_http_limits import RawServer
 
-from policyengine.evidence.archive import LocalArchive
+from policyengine.evidence.stores.folder import LocalArchive
 
 FIXTURES = Path(__file__).parent / "fixtures" / "acceptance"
 JIRA_TOKEN = "jira-secret-token-0123456789"

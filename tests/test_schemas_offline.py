@@ -194,7 +194,7 @@ def test_decision_schema_embeds_the_current_change_schema() -> None:
 def test_package_validates_a_decision_with_its_own_schema_and_no_registry(tmp_path: Path) -> None:
     from jsonschema import Draft202012Validator
 
-    from policyengine.loader import load_schema
+    from policyengine.language.loader import load_schema
 
     doc = _decision(tmp_path, "change-allowed.yml")
     validator = Draft202012Validator(load_schema("decision.schema.json"))  # no registry, no retrieval
@@ -315,7 +315,7 @@ def test_window_times_validate_alike_in_policy_validate_and_check_jsonschema(
 
 
 def test_unquoted_times_are_read_as_the_strings_written() -> None:
-    from policyengine.loader import parse_document
+    from policyengine.language.loader import parse_document
 
     text = WINDOW_POLICY.format(between="[09:00, 16:30]") + "        name: x\n      - between: [9:00, 1:30:00]\n"
     data, _, problems = parse_document(text.encode(), file="p.yml", what="policy")

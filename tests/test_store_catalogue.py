@@ -19,8 +19,8 @@ pytest.importorskip("cryptography")
 
 from test_evidence import CHANGE, POLICY
 
-from policyengine.evidence import bundle as bundle_module
-from policyengine.evidence.archive import LocalArchive
+from policyengine.evidence.format import bundle as bundle_module
+from policyengine.evidence.stores.folder import LocalArchive
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -273,7 +273,7 @@ def test_an_unsigned_folder_catalogue_is_repaired_by_verify_and_said(tmp_path: P
 def _git_store(tmp_path: Path) -> tuple[str, dict[str, str], Any, Path]:
     from test_evidence_git import env_for, git, url_of
 
-    from policyengine.evidence.signing import load_signing_key
+    from policyengine.evidence.format.signing import load_signing_key
 
     remote = tmp_path / "evidence.git"
     git("init", "--quiet", "--bare", str(remote))
@@ -283,7 +283,7 @@ def _git_store(tmp_path: Path) -> tuple[str, dict[str, str], Any, Path]:
 
 
 def _git_write(url: str, env: dict[str, str], key: Any, environment: str) -> Any:
-    from policyengine.evidence.gitstore import GitArchive
+    from policyengine.evidence.stores.git import GitArchive
 
     return GitArchive(url, env=env).write_bundle(
         decision={"decision": "allow", "rules": []}, change={**CHANGE, "environment": environment},
@@ -293,7 +293,7 @@ def _git_write(url: str, env: dict[str, str], key: Any, environment: str) -> Any
 def test_the_git_store_commits_its_catalogue_with_each_record(tmp_path: Path) -> None:
     from test_evidence_git import REF, git
 
-    from policyengine.evidence.gitstore import GitArchive
+    from policyengine.evidence.stores.git import GitArchive
 
     url, env, key, pub = _git_store(tmp_path)
     refs = [_git_write(url, env, key, e) for e in ("production", "staging", "production")]
@@ -357,7 +357,7 @@ except ImportError:  # pragma: no cover - without moto only the S3 cases skip
 def _s3_store(bucket: str, name: str) -> Any:
     import uuid
 
-    from policyengine.evidence.s3 import S3Archive
+    from policyengine.evidence.stores.s3 import S3Archive
 
     return S3Archive(f"s3://{bucket}/{name}-{uuid.uuid4().hex[:8]}")
 
@@ -435,7 +435,7 @@ def test_the_action_and_the_template_report_the_store_head(tmp_path: Path) -> No
     from test_provider_gitlab import SQUASH, approved_mr
     from test_provider_integration_files import run_action, run_template
 
-    from policyengine.evidence.gitstore import GitArchive
+    from policyengine.evidence.stores.git import GitArchive
 
     url, _, _, _ = _git_store(tmp_path)
     priv = tmp_path / "signing.pem"
@@ -492,7 +492,7 @@ def test_writers_of_different_chains_at_once_lose_no_chain_s3(s3: Any) -> None:
     from s3_server import PLAIN_BUCKET
 
     url = _s3_store(PLAIN_BUCKET, "many").url
-    from policyengine.evidence.s3 import S3Archive
+    from policyengine.evidence.stores.s3 import S3Archive
 
     refs = _concurrently(lambda: S3Archive(url), 8)
     cat = S3Archive(url).catalogue()

@@ -274,7 +274,7 @@ def test_same_run_without_a_ci_platform_is_an_error_naming_the_need(tmp_path: Pa
     from datetime import datetime, timezone
 
     from policyengine.gate import judge
-    from policyengine.policy import load_policy
+    from policyengine.language.policy import load_policy
 
     policy = load_policy(_policy(tmp_path))
     (tmp_path / "reports").mkdir()

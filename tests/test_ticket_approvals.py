@@ -60,7 +60,7 @@ def test_without_approval_status_no_changelog_is_asked(api: FakeAPI, tmp_path: P
 
 
 def test_replay_reads_the_approval_from_the_recorded_changelog(api: FakeAPI, tmp_path: Path) -> None:  # noqa: F811
-    from policyengine.evidence.stores import open_store
+    from policyengine.evidence.stores.factory import open_store
     from policyengine.gate import replay
 
     api.json(DONE_ISSUE, issue_with_changelog(
@@ -95,7 +95,7 @@ def test_servicenow_keeps_the_approval_records_of_the_change(api: FakeAPI, tmp_p
     assert asked.path == APPROVALS_PATH and asked.query["sysparm_query"] == [f"sysapproval={SYS_ID}"]
     [entry] = next(r for r in res.decision.rules if r.id == "ticket").details["keys"]
     assert entry["approvals"] == "Erin Example (6816f79cc0a8016401c5a33be04be441) approved at 2026-11-23 10:15:00 UTC"
-    from policyengine.evidence.stores import open_store
+    from policyengine.evidence.stores.factory import open_store
     from policyengine.gate import replay
 
     replayed = replay(open_store(res.store_url), res.evidence["bundle_id"])

@@ -13,7 +13,7 @@ from helpers import HEAD, NOW, change, run_rule
 
 from policyengine.facts import MAX_TICKET_KEYS, TicketAnswer, TicketRequest, TicketsFact
 from policyengine.models import Status
-from policyengine.policydiff import STRONGER, UNDECIDED, WEAKER, diff
+from policyengine.language.policydiff import STRONGER, UNDECIDED, WEAKER, diff
 from policyengine.rules.ticket import TicketRule, find_keys, request_of
 
 PARAMS: dict[str, Any] = {"jira": {"projects": ["PAY", "OPS"], "statuses": ["Done"]}, "servicenow": {}}
@@ -151,7 +151,7 @@ def test_gitlab_maps_description_source_branch_and_commit_bodies() -> None:
 
 
 def test_the_change_schema_accepts_the_new_fields() -> None:
-    from policyengine.loader import Positions, load_schema, validate
+    from policyengine.language.loader import Positions, load_schema, validate
 
     doc = change(pull_request=pr(title="t", description="d", head_ref="feature/x"),
                  commits=[{"sha": HEAD, "message": "m", "body": "Refs: PAY-1"}])
@@ -192,8 +192,8 @@ def test_policy_diff_knows_each_ticket_key(edit: Any, path: str, direction: str)
 
 
 def test_adding_a_ticket_system_is_weaker_and_every_nested_key_has_a_direction() -> None:
-    from policyengine.loader import load_schema
-    from policyengine.policydiff import _TICKET_KEYS
+    from policyengine.language.loader import load_schema
+    from policyengine.language.policydiff import _TICKET_KEYS
 
     without = edited(lambda r: r.pop("jira"))
     assert [(f.path, f.direction) for f in diff(without, BASE)] == [("rules[t].jira", WEAKER)]

@@ -308,7 +308,7 @@ def test_tokens_never_reach_any_output_or_the_evidence(api: FakeAPI, tmp_path: P
 
 
 def test_replay_reads_the_recorded_answers_and_asks_nobody(tmp_path: Path) -> None:
-    from policyengine.evidence.archive import LocalArchive
+    from policyengine.evidence.stores.folder import LocalArchive
 
     with FakeAPI() as api:
         api.json(DONE_ISSUE, jira_issue("PAY-101", "Done"))
@@ -337,7 +337,7 @@ def test_replay_without_a_recorded_answer_is_an_error(tmp_path: Path) -> None:
 
 
 def test_replay_of_an_error_is_the_same_error(tmp_path: Path) -> None:
-    from policyengine.evidence.archive import LocalArchive
+    from policyengine.evidence.stores.folder import LocalArchive
 
     with FakeAPI() as api:
         api.json(DONE_ISSUE, {}, status=500)
@@ -374,7 +374,7 @@ def _suite(tmp_path: Path, tickets: dict[str, Any] | None, expect: dict[str, Any
 ])
 def test_a_policy_test_case_supplies_ticket_answers_offline(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                             tickets: Any, status: str) -> None:
-    from policyengine.policytest import run_suite
+    from policyengine.language.policytest import run_suite
 
     with FakeAPI() as api:
         api.json(DONE_ISSUE, jira_issue("PAY-101", "Done"))
@@ -387,7 +387,7 @@ def test_a_policy_test_case_supplies_ticket_answers_offline(tmp_path: Path, monk
 
 
 def test_a_policy_test_case_supplies_servicenow_answers(tmp_path: Path) -> None:
-    from policyengine.policytest import run_suite
+    from policyengine.language.policytest import run_suite
 
     answer = {"approval": "approved", "state": -1, "start_date": "2026-11-24 14:00:00",
               "end_date": "2026-11-24 16:00:00"}
@@ -397,7 +397,7 @@ def test_a_policy_test_case_supplies_servicenow_answers(tmp_path: Path) -> None:
 
 def test_a_bad_tickets_entry_is_a_located_error(tmp_path: Path) -> None:
     from policyengine.errors import InvalidInputError
-    from policyengine.policytest import run_suite
+    from policyengine.language.policytest import run_suite
 
     suite = _suite(tmp_path, {"PAY-101": {"stauts": "Done"}}, {"decision": "allow"})
     with pytest.raises(InvalidInputError) as info:

@@ -27,10 +27,10 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 from test_evidence import CHANGE, write
 from tsa_server import Tsa, TsaServer, make_tsa
 
-from policyengine.evidence.archive import LocalArchive
-from policyengine.evidence.bundle import ATTESTATION, MANIFEST, TIMESTAMP
-from policyengine.evidence.signing import load_public_key, load_signing_key
-from policyengine.evidence.timestamp import StampCheck, Timestamper, load_roots, stamping
+from policyengine.evidence.stores.folder import LocalArchive
+from policyengine.evidence.format.bundle import ATTESTATION, MANIFEST, TIMESTAMP
+from policyengine.evidence.format.signing import load_public_key, load_signing_key
+from policyengine.evidence.format.timestamp import StampCheck, Timestamper, load_roots, stamping
 
 FIXTURES = Path(__file__).parent / "fixtures" / "acceptance"
 def _now() -> datetime:
@@ -224,7 +224,7 @@ def test_a_compare_and_swap_retry_that_signs_again_stamps_again(
     import s3_server
     from s3_server import PLAIN_BUCKET, start
 
-    from policyengine.evidence.s3 import S3Archive
+    from policyengine.evidence.stores.s3 import S3Archive
 
     moto, s3 = start()
     try:
@@ -330,7 +330,7 @@ def test_a_removed_token_and_a_token_in_an_older_schema_are_flagged(
     members = _members(archive.root / stripped.path)
     del members[TIMESTAMP]
     _rezip(archive.root / stripped.path, members)
-    from policyengine.evidence import bundle as bundle_module
+    from policyengine.evidence.format import bundle as bundle_module
 
     with pytest.MonkeyPatch.context() as patch:  # a bundle as a release before schema 3 wrote it
         patch.setattr(bundle_module, "SCHEMA_VERSION", 2)
@@ -385,8 +385,8 @@ def test_a_rejected_push_to_the_git_store_is_stamped_again(
 
     from test_evidence import POLICY
 
-    from policyengine.evidence import gitstore
-    from policyengine.evidence.gitstore import GitArchive
+    from policyengine.evidence.stores import git as gitstore
+    from policyengine.evidence.stores.git import GitArchive
 
     remote = tmp_path / "evidence.git"
     subprocess.run(["git", "init", "--quiet", "--bare", str(remote)], check=True, timeout=60)
@@ -464,7 +464,7 @@ def test_tokens_of_public_authorities_are_checked_offline(corpus: Path) -> None:
     root, a leaf that has expired since): checked at the token's time, with no network."""
     from cryptography import x509
 
-    from policyengine.evidence.timestamp import check_token
+    from policyengine.evidence.format.timestamp import check_token
 
     folder = corpus / "rfc3161"
     sigstage_root = x509.load_pem_x509_certificates((folder / "rfc3161-client__sigstage__ts_chain.pem").read_bytes())[-1]
@@ -484,7 +484,7 @@ def test_tokens_of_public_authorities_are_checked_offline(corpus: Path) -> None:
 
 def test_policy_diff_names_a_dropped_or_relaxed_timestamp_as_weaker() -> None:
     """`extends` and `policy diff` refuse what weakens: dropping the timestamp, or its `required`."""
-    from policyengine.policydiff import STRONGER, UNDECIDED, WEAKER, diff
+    from policyengine.language.policydiff import STRONGER, UNDECIDED, WEAKER, diff
 
     def policy(timestamp: dict[str, Any] | None) -> dict[str, Any]:
         evidence: dict[str, Any] = {"retention": "400d"}

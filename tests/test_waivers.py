@@ -156,7 +156,7 @@ def test_an_active_waiver_waives_the_rule_and_the_deploy_is_allowed(world: World
 def test_the_decision_with_waivers_is_valid_against_the_decision_schema(world: World) -> None:
     import jsonschema
 
-    from policyengine.loader import load_schema
+    from policyengine.language.loader import load_schema
 
     _, doc, _ = world.check(policy_text(waiver(), waiver(scope="{repository: acme/other}")))
     jsonschema.validate(doc, load_schema("decision.schema.json"))
@@ -324,8 +324,8 @@ def test_the_judge_never_waives_the_gates_own_rules() -> None:
     """Defence in depth: even a waiver built in memory (never validated) cannot waive policy-owners."""
     from policyengine.engine import evaluate
     from policyengine.facts import Facts
-    from policyengine.policy import parse_policy
-    from policyengine.waivers import Waiver, parse_moment
+    from policyengine.language.policy import parse_policy
+    from policyengine.lifecycle.waivers import Waiver, parse_moment
 
     policy = parse_policy(policy_text().encode(), file="policies/prod.yml")
     forged = Waiver(rule="policy-owners", reason="x", approved_by="carol", approved_at=parse_moment("2026-11-20"),
@@ -457,6 +457,6 @@ def test_policy_test_cases_may_expect_waived(world: World) -> None:
 
 
 def test_the_waivers_file_schema_matches_the_policys_waiver() -> None:
-    from policyengine.loader import load_schema
+    from policyengine.language.loader import load_schema
 
     assert load_schema("waivers.schema.json")["$defs"]["waiver"] == load_schema("policy.schema.json")["$defs"]["waiver"]

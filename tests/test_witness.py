@@ -1,5 +1,5 @@
 """The platform as witness: `evidence witness` publishes a decision as a commit status, and
-`audit reconcile --witness` reads the statuses back (policyengine.witness, evidence.witness).
+`audit reconcile --witness` reads the statuses back (policyengine.lifecycle.witness, evidence.witness).
 
 The GitHub and GitLab stand-ins keep statuses as the platforms do: the platform stamps each with
 its own time and the creator its token belongs to, and GitHub's GraphQL gives the latest status
@@ -15,8 +15,8 @@ from typing import Any
 
 import pytest
 
-from policyengine.evidence.witness import judge_witnesses
-from policyengine.witness_format import MAX_DESCRIPTION, WitnessStatus, description, parse_description
+from policyengine.evidence.audit.witness import judge_witnesses
+from policyengine.lifecycle.witness_format import MAX_DESCRIPTION, WitnessStatus, description, parse_description
 from tests.fake_servers import FakeAPI, sha_of
 from tests.reconcile_world import (
     T0,

@@ -9,7 +9,7 @@ import pytest
 
 from policyengine.errors import WorkspaceError
 from policyengine.globs import glob_match, static_path_problem
-from policyengine.workspace import Workspace
+from policyengine.workspace.files import Workspace
 
 
 @pytest.mark.parametrize(

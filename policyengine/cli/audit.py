@@ -42,7 +42,7 @@ def _reconcile_with(store: Any, sources: tuple[str, ...], env_map: tuple[str, ..
     import os
 
     from policyengine.cli.common import parse_now
-    from policyengine.evidence.reconcile import ReconcileRequest, parse_source, reconcile
+    from policyengine.evidence.audit.reconcile import ReconcileRequest, parse_source, reconcile
     from policyengine.models import iso_utc
     from policyengine.providers.deployments import parse_environment_map
 
@@ -107,10 +107,10 @@ def audit_export(archive: str, since: str, until: str, environment: str | None, 
           --signing-key signing.pem -o audit-2026.zip
     """
     from policyengine.cli.evidence import load_key
-    from policyengine.evidence.audit import ExportRefused, check_bounds, export
-    from policyengine.policyfacts import POLICY_FACTS
-    from policyengine.evidence.emergencies import period_states
-    from policyengine.evidence.reconcile import export_parts
+    from policyengine.evidence.audit.export import ExportRefused, check_bounds, export
+    from policyengine.language.policyfacts import POLICY_FACTS
+    from policyengine.evidence.audit.emergencies import period_states
+    from policyengine.evidence.audit.reconcile import export_parts
 
     if seed is not None and not sample:
         raise UsageError("--seed needs --sample N")
@@ -123,7 +123,7 @@ def audit_export(archive: str, since: str, until: str, environment: str | None, 
     key = load_key(public_key)
     signer = None
     if signing_key:
-        from policyengine.evidence.signing import load_signing_key
+        from policyengine.evidence.format.signing import load_signing_key
 
         signer = load_signing_key(signing_key)
     store = open_archive(archive)
@@ -207,8 +207,8 @@ def audit_summary(archive: str, since: str, until: str, environment: str | None,
     """
     from policyengine.cli.evidence import load_key
     from policyengine.errors import EXIT_DENY
-    from policyengine.evidence.audit import check_bounds
-    from policyengine.evidence.summary import render, summarize
+    from policyengine.evidence.audit.export import check_bounds
+    from policyengine.evidence.audit.summary import render, summarize
 
     start = parse_bound(since, "--since", end=False)
     end = parse_bound(until, "--until", end=True)
@@ -218,17 +218,17 @@ def audit_summary(archive: str, since: str, until: str, environment: str | None,
     store = open_archive(archive)
     reconciled = _reconcile_with(store, reconcile_with, env_map, since=start, until=end, repository=repository,
                                  environment=environment, public_key=key)
-    from policyengine.policyfacts import POLICY_FACTS
+    from policyengine.language.policyfacts import POLICY_FACTS
 
     result = summarize(store, since=start, until=end, environment=environment, repository=repository,
                        public_key=key, policy_facts=POLICY_FACTS)
     if reconciled is not None:
-        from policyengine.evidence.reconcile import summary_of
+        from policyengine.evidence.audit.reconcile import summary_of
 
         result["reconciliation"] = summary_of(reconciled)
     text = render(result, fmt)
     if output:
-        from policyengine.evidence.summary import write_atomically
+        from policyengine.evidence.audit.summary import write_atomically
 
         write_atomically(output, text)
         click.echo(f"wrote {output}: {result['deployments']['total']} deployment(s) from {start} to {end}; "
@@ -324,8 +324,8 @@ def audit_reconcile(archive: str, since: str, until: str, sources: tuple[str, ..
     from policyengine.cli.common import parse_now, write_atomic
     from policyengine.cli.evidence import load_key
     from policyengine.errors import EXIT_DENY
-    from policyengine.evidence.audit import check_bounds
-    from policyengine.evidence.reconcile import ReconcileRequest, parse_source, reconcile, render_table
+    from policyengine.evidence.audit.export import check_bounds
+    from policyengine.evidence.audit.reconcile import ReconcileRequest, parse_source, reconcile, render_table
     from policyengine.models import iso_utc
     from policyengine.providers.deployments import parse_environment_map
 
@@ -346,7 +346,7 @@ def audit_reconcile(archive: str, since: str, until: str, sources: tuple[str, ..
             raise UsageError("--record needs --signing-key: a reconciliation record is signed, like every record",
                              hint="an auditor without a key reads the report without --record")
         from policyengine.cli.evidence import _actor
-        from policyengine.evidence.signing import load_signing_key
+        from policyengine.evidence.format.signing import load_signing_key
 
         signer = load_signing_key(signing_key)
         actor = _actor(by, fallback_user=True)
@@ -362,7 +362,7 @@ def audit_reconcile(archive: str, since: str, until: str, sources: tuple[str, ..
     report = json.dumps(result.to_json(), indent=2, sort_keys=True) + "\n"
     text = report if fmt == "json" else render_table(result)
     if record:
-        from policyengine.evidence.reconcile import record_reconciliation
+        from policyengine.evidence.audit.reconcile import record_reconciliation
 
         ref = record_reconciliation(store, result, report.encode("utf-8"), signing_key=signer, by=actor,
                                     at=parse_now(now))

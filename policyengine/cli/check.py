@@ -113,7 +113,7 @@ def check(policy_path: str, waivers_path: str | None, change_path: str | None, p
       policyengine check --policy prod.yml --change change.yml --now 2026-11-24T15:00:00Z --advisory
       policyengine check --policy prod.yml --emergency --reason "payments down" --incident INC-4711
     """
-    from policyengine.emergency import EmergencyRequest
+    from policyengine.lifecycle.emergency import EmergencyRequest
     from policyengine.gate import CheckRequest
     from policyengine.gate import check as run_check
     from policyengine.outputs import junit as junit_out
@@ -133,12 +133,12 @@ def check(policy_path: str, waivers_path: str | None, change_path: str | None, p
     subject_digests = [_parse_subject(s) for s in subjects]
     key = None
     if signing_key:
-        from policyengine.evidence.signing import load_signing_key
+        from policyengine.evidence.format.signing import load_signing_key
 
         key = load_signing_key(signing_key)
     trusted = None
     if trust_key:
-        from policyengine.evidence.history import load_trust_key
+        from policyengine.evidence.stores.history import load_trust_key
 
         trusted = load_trust_key(trust_key, os.environ)
     result = run_check(CheckRequest(

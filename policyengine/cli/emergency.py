@@ -44,8 +44,8 @@ def emergency_pending(archive: str, show_all: bool, public_key: str | None, now:
       policyengine emergency pending --archive evidence
       policyengine emergency pending --archive s3://acme-evidence/prod --public-key signing.pub --json
     """
-    from policyengine.evidence.emergencies import any_overdue, pending
-    from policyengine.policysource import in_any_ci
+    from policyengine.evidence.audit.emergencies import any_overdue, pending
+    from policyengine.language.policysource import in_any_ci
     from policyengine.models import iso_utc, parse_instant
 
     if now and in_any_ci(os.environ):
@@ -111,8 +111,8 @@ def emergency_approve(archive: str, by: str, note: str | None, signing_key: str 
           --note "checked the hotfix diff and the incident timeline"
     """
     from policyengine.cli.evidence import _actor, _recorded_by, _signing_key, stamper
-    from policyengine.evidence.emergencies import approve
-    from policyengine.evidence.timestamp import stamping
+    from policyengine.evidence.audit.emergencies import approve
+    from policyengine.evidence.format.timestamp import stamping
 
     store = open_archive(archive)
     actor = _actor(by, fallback_user=False, oidc_issuers=oidc_issuers)

@@ -30,7 +30,7 @@ def archive_option(fn: Any) -> Any:
 def open_archive(url: str) -> Any:
     from pathlib import Path
 
-    from policyengine.evidence.stores import open_store
+    from policyengine.evidence.stores.factory import open_store
 
     if not url.startswith(("s3://", "git:", "git+")) and not Path(url).is_dir():
         raise UsageError(f"--archive: {url} is not a directory")
@@ -59,7 +59,7 @@ def parse_bound(value: str | None, option: str, *, end: bool) -> str | None:
 def load_key(public_key: str | None) -> Any:
     if not public_key:
         return None
-    from policyengine.evidence.signing import load_public_key
+    from policyengine.evidence.format.signing import load_public_key
 
     return load_public_key(public_key)
 
@@ -106,8 +106,8 @@ def evidence_list(archive: str, since: str | None, until: str | None, environmen
       policyengine evidence list --archive evidence --since 2026-10-01 --until 2026-12-31
       policyengine evidence list --archive s3://acme-evidence/prod --environment production --csv
     """
-    from policyengine.evidence.index import Query
-    from policyengine.evidence.tabular import check_bounds
+    from policyengine.evidence.format.index import Query
+    from policyengine.evidence.format.tabular import check_bounds
 
     start, end = parse_bound(since, "--since", end=False), parse_bound(until, "--until", end=True)
     if start is not None and end is not None:
@@ -135,8 +135,8 @@ def _no_cycle_collection() -> Iterator[None]:
 def _print_list(archive: str, q: Any, rows: Sequence[Mapping[str, Any]], bad: int, fmt: str | None,
                 notes: Sequence[str]) -> int:
     from policyengine.cli.common import err
-    from policyengine.evidence.index import COLUMNS
-    from policyengine.evidence.tabular import csv_table
+    from policyengine.evidence.format.index import COLUMNS
+    from policyengine.evidence.format.tabular import csv_table
 
     for note in notes:
         err(f"warning: {note}")
@@ -185,8 +185,8 @@ def evidence_show(archive: str, public_key: str | None, bundle_id: str) -> int:
     Examples:
       policyengine evidence show --archive evidence 20261124T150000Z-0a1b2c3d4e5f
     """
-    from policyengine.evidence.store import read_bundle
-    from policyengine.evidence.records import is_evaluation
+    from policyengine.evidence.stores.base import read_bundle
+    from policyengine.evidence.format.records import is_evaluation
 
     store = open_archive(archive)
     key = load_key(public_key)
@@ -232,7 +232,7 @@ def evidence_show(archive: str, public_key: str | None, bundle_id: str) -> int:
                + (f"; redacted: {', '.join(redacted)}" if redacted else ""))
     linked_ok = True
     linked = store.linked_records(bundle_id)
-    from policyengine.evidence.emergencies import judged_approvals
+    from policyengine.evidence.audit.emergencies import judged_approvals
 
     judged = judged_approvals(store, r, d, linked, key)
     for kind in ("outcome", "review"):
@@ -311,7 +311,7 @@ def _who(doc: dict[str, Any]) -> str:
 def _linked_lines(store: Any, key: Any, record: dict[str, Any]) -> tuple[list[str], bool]:
     """What `show` of an evaluation says of one record linked to it, and whether that record verifies."""
     from policyengine.errors import EvidenceError
-    from policyengine.evidence.outcomes import read_record
+    from policyengine.evidence.stores.outcomes import read_record
 
     kind = str(record.get("kind"))
     report = store.verify([record["id"]], key)
@@ -341,7 +341,7 @@ def _linked_lines(store: Any, key: Any, record: dict[str, Any]) -> tuple[list[st
 def _show_record(store: Any, key: Any, bundle_id: str) -> int:
     """`show` of a linked record: the record, the evaluation it is about, and its integrity."""
     from policyengine.errors import EvidenceError
-    from policyengine.evidence.outcomes import read_record
+    from policyengine.evidence.stores.outcomes import read_record
 
     record = store.find(bundle_id)
     doc = read_record(store, record)
@@ -410,7 +410,7 @@ _SIGNING_HELP = "Sign the record with this Ed25519 private key (as `check` signs
 def _signing_key(spec: str | None) -> Any:
     if not spec:
         return None
-    from policyengine.evidence.signing import load_signing_key
+    from policyengine.evidence.format.signing import load_signing_key
 
     return load_signing_key(spec)
 
@@ -429,7 +429,7 @@ def stamper(timestamp_urls: Sequence[str], tsa_cert: str | None) -> Any:
     """The timestamper of a command's ``--timestamp-url``/``--tsa-cert`` (None: none asked for)."""
     if not timestamp_urls:
         return None
-    from policyengine.evidence.timestamp import Timestamper, check_url, load_roots
+    from policyengine.evidence.format.timestamp import Timestamper, check_url, load_roots
 
     if not tsa_cert:
         raise UsageError("--timestamp-url needs the timestamp authority's root certificate, to check every reply",
@@ -456,8 +456,8 @@ def _actor(by: str | None, *, fallback_user: bool, oidc_issuers: tuple[str, ...]
     from datetime import datetime, timezone
 
     from policyengine.errors import UsageError
-    from policyengine.evidence.records import resolve_actor
-    from policyengine.policysource import running_in_ci
+    from policyengine.evidence.format.records import resolve_actor
+    from policyengine.language.policysource import running_in_ci
     from policyengine.providers import oidc
 
     for url in oidc_issuers:
@@ -510,7 +510,7 @@ def evidence_record_outcome(archive: str, status: str, note: str | None, at: str
     from datetime import datetime, timezone
 
     from policyengine.cli.common import err
-    from policyengine.evidence.outcomes import record_outcome
+    from policyengine.evidence.stores.outcomes import record_outcome
     from policyengine.models import parse_instant
 
     store = open_archive(archive)
@@ -523,7 +523,7 @@ def evidence_record_outcome(archive: str, status: str, note: str | None, at: str
     if status == "deployed" and about.get("decision") != "allow" and about.get("advisory") is not True:
         err(f"warning: bundle {bundle_id} was not allowed ({about.get('decision')}): recording that it was "
             "deployed anyway")
-    from policyengine.evidence.timestamp import stamping
+    from policyengine.evidence.format.timestamp import stamping
 
     with stamping(stamper(timestamp_urls, tsa_cert)):
         ref = record_outcome(store, bundle_id, status=status, actor=actor, note=note, claimed_at=claimed,
@@ -565,13 +565,13 @@ def evidence_witness(archive: str, provider: str | None, store_head: str | None,
     """
     import os
 
-    from policyengine.witness import publish
+    from policyengine.lifecycle.witness import publish
 
     if store_head is not None and not re.fullmatch(r"[0-9a-f]{64}", store_head.strip()):
         raise UsageError(f"--store-head {store_head!r} is not a SHA-256 (64 lowercase hex digits)")
     store = open_archive(archive)
     key = _signing_key(signing_key) if signing_key else None
-    from policyengine.evidence.timestamp import stamping
+    from policyengine.evidence.format.timestamp import stamping
 
     with stamping(stamper(timestamp_urls, tsa_cert)):  # a failure record is stamped like any record
         result = publish(store, bundle_id, env=os.environ, provider=provider,
@@ -617,9 +617,9 @@ def evidence_baseline(archive: str, environment: str, commit: str, by: str | Non
     import os
 
     from policyengine.errors import PolicySourceError
-    from policyengine.evidence.history import load_trust_key
-    from policyengine.evidence.records import Actor, ci_actor
-    from policyengine.policysource import check_reachable_from_default, in_any_ci
+    from policyengine.evidence.stores.history import load_trust_key
+    from policyengine.evidence.format.records import Actor, ci_actor
+    from policyengine.language.policysource import check_reachable_from_default, in_any_ci
 
     env = os.environ
     sha = commit.strip()
@@ -705,12 +705,12 @@ def evidence_review(archive: str, by: str, result: str, note: str, signing_key: 
     import os
     from datetime import datetime, timezone
 
-    from policyengine.evidence.outcomes import record_review
+    from policyengine.evidence.stores.outcomes import record_review
 
     store = open_archive(archive)
     actor = _actor(by, fallback_user=False, oidc_issuers=oidc_issuers)
     key = _signing_key(signing_key)
-    from policyengine.evidence.timestamp import stamping
+    from policyengine.evidence.format.timestamp import stamping
 
     with stamping(stamper(timestamp_urls, tsa_cert)):
         ref = record_review(store, bundle_id, result=result, actor=actor, note=note, signing_key=key,
@@ -753,7 +753,7 @@ def evidence_migrate(archive: str) -> int:
     Examples:
       policyengine evidence migrate --archive evidence
     """
-    from policyengine.evidence.archive import LocalArchive
+    from policyengine.evidence.stores.folder import LocalArchive
 
     if archive.startswith(("s3://", "git:", "git+")):
         raise UsageError("evidence migrate shards a folder archive; S3 and git stores need no migration")
@@ -808,8 +808,8 @@ def evidence_verify(archive: str, all_: bool, public_key: str | None, heads: tup
         raise UsageError("give bundle IDs or --all, not both")
     import re
 
-    from policyengine.evidence.export_verify import is_export, verify_export
-    from policyengine.evidence.timestamp import StampCheck, load_roots
+    from policyengine.evidence.audit.export_verify import is_export, verify_export
+    from policyengine.evidence.format.timestamp import StampCheck, load_roots
 
     stamps = StampCheck(roots=load_roots(tsa_cert, what="--tsa-cert") if tsa_cert else (),
                         require=require_timestamps)
@@ -826,7 +826,7 @@ def evidence_verify(archive: str, all_: bool, public_key: str | None, heads: tup
             raise UsageError("--head checks an archive, not an export")
         result = verify_export(archive, load_key(public_key), stamps=stamps)
         click.echo("\n".join(result.lines()))
-        from policyengine.evidence.identity import check_export, load_jwks
+        from policyengine.evidence.audit.identity import check_export, load_jwks
 
         identity = check_export(archive, result.bundles, load_jwks(oidc_jwks) if oidc_jwks else None)
         _print_identity(identity)
@@ -836,7 +836,7 @@ def evidence_verify(archive: str, all_: bool, public_key: str | None, heads: tup
         return EXIT_ALLOW if result.ok and not failed else EXIT_DENY
     jwks = None
     if oidc_jwks:
-        from policyengine.evidence.identity import load_jwks
+        from policyengine.evidence.audit.identity import load_jwks
 
         jwks = load_jwks(oidc_jwks)
     return verify_archive(open_archive(archive), () if all_ else ids, load_key(public_key), heads, stamps,
@@ -883,7 +883,7 @@ def verify_archive(store: Any, ids: tuple[str, ...], key: Any, heads: tuple[str,
             click.echo(f"UNSIGNED  bundle {bundle_id}: digests and chain checked; {why}: who wrote it is not proven")
         elif state == "unchecked":
             click.echo(f"NOTE  bundle {bundle_id} is signed; its signature was not checked (give --public-key)")
-    from policyengine.evidence.identity import check_store
+    from policyengine.evidence.audit.identity import check_store
 
     bad = {p.bundle_id for p in report.problems}
     identity = check_store(store, [b for b in report.checked if b not in bad], jwks)
@@ -906,7 +906,7 @@ def verify_archive(store: Any, ids: tuple[str, ...], key: Any, heads: tuple[str,
     click.echo(f"verification failed: {len(report.problems) + len(failed_identity)} problem(s) in {n} bundle(s) "
                "checked")
     if any(p.check == "version" for p in report.problems):
-        from policyengine.evidence.bundle import NEWER_VERSION
+        from policyengine.evidence.format.bundle import NEWER_VERSION
 
         click.echo(f"this archive holds evidence {NEWER_VERSION} policyengine to verify it "
                    "(pip install -U policyengine-gate)")

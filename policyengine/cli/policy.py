@@ -35,14 +35,14 @@ def policy_validate(files: tuple[str, ...], waivers_path: str | None) -> int:
     """
     import os
 
-    from policyengine.policysource import load
+    from policyengine.language.policysource import load
 
     bad = 0
     for path in files:
         try:
             loaded = load(path)
             if waivers_path:
-                from policyengine.policysource import CI_VARIABLES, load_waivers
+                from policyengine.language.policysource import CI_VARIABLES, load_waivers
 
                 # Validating is no deploy: the CI refusal of a workspace file does not apply here.
                 env = {k: v for k, v in os.environ.items() if k not in CI_VARIABLES}
@@ -84,7 +84,7 @@ def policy_init(template: str, output: str, force: bool) -> int:
     """
     from pathlib import Path
 
-    from policyengine.loader import bundled_policy_text, schema_text
+    from policyengine.language.loader import bundled_policy_text, schema_text
 
     text = f"# yaml-language-server: $schema=policy.schema.json\n{_starter(bundled_policy_text(template), output)}"
     if output == "-":
@@ -146,7 +146,7 @@ def policy_test(directory: str, policy_path: str | None, junit_path: str | None)
       policyengine policy test policy-tests/ --policy policies/production.yml --junit policy-tests.xml
     """
     from policyengine.cli.common import write_atomic
-    from policyengine.policytest import render_junit, render_text, run_suite
+    from policyengine.language.policytest import render_junit, render_text, run_suite
 
     result = run_suite(directory, policy_path=policy_path)
     click.echo(render_text(result), nl=False)
@@ -172,8 +172,8 @@ def policy_explain(policy_file: str, fmt: str, output: str) -> int:
       policyengine policy explain policies/production.yml --format html -o controls.html
     """
     from policyengine.cli.common import write_atomic
-    from policyengine.explain import render
-    from policyengine.policysource import load
+    from policyengine.language.explain import render
+    from policyengine.language.policysource import load
 
     write_atomic(output, render(load(policy_file), fmt), "control matrix")
     return EXIT_ALLOW
@@ -198,8 +198,8 @@ def policy_diff(old: str, new: str, fmt: str) -> int:
     """
     import json
 
-    from policyengine.policydiff import diff, render_text, weakened
-    from policyengine.policysource import load
+    from policyengine.language.policydiff import diff, render_text, weakened
+    from policyengine.language.policysource import load
 
     before, after = load(old), load(new)
     findings = diff(before.document, after.document)
@@ -221,7 +221,7 @@ def policy_schema(waivers: bool) -> int:
       policyengine policy schema > policy.schema.json
       policyengine policy schema --waivers > waivers.schema.json
     """
-    from policyengine.loader import schema_text
+    from policyengine.language.loader import schema_text
 
     click.echo(schema_text("waivers.schema.json" if waivers else "policy.schema.json"), nl=False)
     return EXIT_ALLOW

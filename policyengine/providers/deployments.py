@@ -35,7 +35,7 @@ from typing import Any
 from urllib.parse import quote, urlsplit
 
 from policyengine.errors import EXIT_FACTS, PolicyEngineError, UsageError
-from policyengine.witness_format import CONTEXT_PREFIX, WitnessStatus, context_for, is_witness_context
+from policyengine.lifecycle.witness_format import CONTEXT_PREFIX, WitnessStatus, context_for, is_witness_context
 from policyengine.models import iso_utc
 from policyengine.providers.http import ApiError, HttpSession, HttpSettings, TokenInfo
 from policyengine.redact import Redactor

@@ -625,7 +625,7 @@ class HttpSession:
 
         The same limits as a GET (timeouts, the deadline, the body cap, bounded retries on 5xx,
         connection errors and rate limits); a redirect is an error, never followed. Raises
-        ``ApiError``. Used for notifications (``policyengine.notify``).
+        ``ApiError``. Used for notifications (``policyengine.lifecycle.notify``).
         """
         data = json.dumps(document, ensure_ascii=False).encode("utf-8")
         self._request(url, method="POST", body=data)

@@ -49,7 +49,7 @@ from policyengine.errors import PolicyEngineError, ReportError, WorkspaceError
 from policyengine.facts import ProvenanceFact, ReportFact
 from policyengine.providers import shapes
 from policyengine.providers.http import ApiError, HttpSession
-from policyengine.workspace import Workspace
+from policyengine.workspace.files import Workspace
 
 MAX_ARTIFACTS = 20
 """Artifact archives downloaded at most, per run."""
@@ -277,7 +277,7 @@ class LiveProvenance:
         for rep in reports:
             digest = hashlib.sha256()
             try:
-                from policyengine.junit import read_cases
+                from policyengine.workspace.junit import read_cases
 
                 cases = read_cases(workspace.resolve(rep.path), digest.update)
             except (ReportError, WorkspaceError):

@@ -30,8 +30,8 @@ from typing import Any
 
 from policyengine.models import Outcome, Status
 from policyengine.rules.base import Context, RuleType, unavailable
-from policyengine.witness_format import CONTEXT_PREFIX as WITNESS_PREFIX
-from policyengine.witness_format import is_witness_context
+from policyengine.lifecycle.witness_format import CONTEXT_PREFIX as WITNESS_PREFIX
+from policyengine.lifecycle.witness_format import is_witness_context
 
 PLATFORM_APPS = {"check_run": "github-actions", "job": "gitlab"}
 """The creator each platform-made kind of report must have by default: the platform's own CI."""

@@ -1,6 +1,6 @@
 """``rollback_plan``: a rollback plan is in the workspace, with the sections a reviewer needs.
 
-The plan is parsed as CommonMark (``policyengine.markdown``): only real top-level headings
+The plan is parsed as CommonMark (``policyengine.workspace.markdown``): only real top-level headings
 count, ATX (``## Rollback steps``) or setext (underlined with ``===``/``---``); a heading
 inside an HTML comment, a code block, a quote or a list is not one. A required section
 matches a heading case-insensitively, ignoring surrounding whitespace, repeated spaces and a

@@ -8,7 +8,7 @@
   skipped tests do not count as run).
 - ``allow_skipped`` (default true): when false, any skipped test fails the rule.
 - ``allow_flaky`` (default true): when false, any flaky test (one that passed only on retry,
-  see ``policyengine.junit``) fails the rule.
+  see ``policyengine.workspace.junit``) fails the rule.
 - A report that cannot be trusted (malformed, truncated, hostile, not JUnit) makes the rule
   ``error`` (fail closed), unless the readable reports already show a failure: a known
   failure is a ``fail`` whatever the unreadable file holds.
