@@ -1,11 +1,16 @@
 """Evidence: one zip bundle per evaluation, kept in a store an auditor can list and verify.
 
-``bundle`` owns the zip format (members, manifest, statement, member checks); ``records`` the linked
-records (outcomes, reviews) and what counts as a deployment; ``outcomes`` recording them; ``signing`` the
-in-toto statement and its DSSE envelope; ``chain`` the hash-chain walk; ``store`` the base
-every store shares; ``archive`` the local folder (``LocalArchive``) and ``s3`` the bucket
-(``S3Archive``); ``stores`` chooses one by URL; ``history`` finds the previous deploy in an
-archive; ``index`` the SQLite query cache; ``audit`` reading and exporting bundles.
+Three rooms, whose imports point down (``pyproject.toml``, ``docs/architecture.md``):
 
-The package itself imports nothing, so that its modules never form a loop through it.
+* ``format``: what a bundle is: its members and manifest (``bundle``), the signed statement
+  (``signing``), the chain walk (``chain``), linked records (``records``), the store catalogue
+  (``catalogue``), the query cache (``index``), RFC 3161 tokens (``timestamp``), its HTML page
+  (``report``) and the cells of every table (``tabular``);
+* ``stores``: where it is kept: the base every store shares (``base``), the folder, S3 and git
+  stores, ``factory`` (``open_store`` by URL), the previous deploy (``history``), records
+  appended after the gate (``outcomes``) and reading a bundle back (``replay``);
+* ``audit``: what auditors read: the export and its offline verification, the summary,
+  ``reconcile``, the witness read-back, emergencies' states and identity checks.
+
+The packages themselves import nothing, so that their modules never form a loop through them.
 """
