@@ -31,7 +31,7 @@ PAGE = 100
 MAX_CANDIDATES = 10
 """Pull requests associated with the deployed commit read at once; more is refused (fail closed)."""
 
-PULL_FIELDS = """
+PAGE_FIELDS = """
 fragment ReviewPage on PullRequestReviewConnection {
   totalCount
   pageInfo { hasNextPage endCursor }
@@ -42,7 +42,9 @@ fragment CommitPage on PullRequestCommitConnection {
   totalCount
   pageInfo { hasNextPage endCursor }
   nodes { id commit { oid message author { ...Person } committer { ...Person } } }
-}
+}"""
+
+PULL_FIELDS = PAGE_FIELDS + """
 fragment Pull on PullRequest {
   number title body url state merged mergedAt headRefOid headRefName baseRefName changedFiles
   author { __typename login }
@@ -90,17 +92,7 @@ QUERY_PAGES = """query PolicyenginePullPages($owner: String!, $name: String!, $n
     }
   }
 }
-fragment ReviewPage on PullRequestReviewConnection {
-  totalCount
-  pageInfo { hasNextPage endCursor }
-  nodes { id state submittedAt authorAssociation author { __typename login } commit { oid } }
-}
-fragment Person on GitActor { name email date user { login } }
-fragment CommitPage on PullRequestCommitConnection {
-  totalCount
-  pageInfo { hasNextPage endCursor }
-  nodes { id commit { oid message author { ...Person } committer { ...Person } } }
-}"""
+""" + PAGE_FIELDS
 
 QUERIES = {"PolicyenginePull": QUERY_BY_NUMBER, "PolicyenginePullOfCommit": QUERY_BY_COMMIT,
            "PolicyenginePullPages": QUERY_PAGES}
