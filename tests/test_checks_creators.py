@@ -129,11 +129,16 @@ def test_change_file_without_creators_counts_unless_the_policy_names_creators() 
     assert judge([run("build")], source="self-declared", creators=["github-actions"]).status is Status.PASS
 
 
-def test_a_providers_check_without_creator_is_not_counted() -> None:
-    # A change read from GitHub's API always records who reported each check; one without is not trusted.
-    out = judge([{"name": "build", "status": "success", "commit": HEAD}], source="github")
-    assert out.status is Status.FAIL
-    assert "no creator recorded" in out.message
+def test_a_bundle_recorded_before_creators_replays_as_it_was_judged_unless_the_policy_names_creators() -> None:
+    # A change read from GitHub before the providers recorded creators has checks with neither a
+    # kind nor a creator: replaying such a bundle judges it as it was judged (the providers now
+    # record both for every check they read). A policy that names creators never counts them.
+    legacy = [{"name": "build", "status": "success", "commit": HEAD}]
+    assert judge(legacy, source="github").status is Status.PASS
+    out = judge(legacy, source="github", creators=["github-actions"])
+    assert out.status is Status.FAIL and "no creator recorded" in out.message
+    # A check run that says who made it is held to it, whatever the source.
+    assert judge([{**legacy[0], "kind": "check_run", "creator": "evil-app"}], source="github").status is Status.FAIL
 
 
 def test_policy_naming_the_witness_context_is_refused_at_load(tmp_path: Any, monkeypatch: Any) -> None:

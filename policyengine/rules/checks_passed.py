@@ -18,10 +18,11 @@ report a check of any name:
 - a check run or job of a name outranks statuses of the same name: a status cannot override
   the verdict of the check run it imitates;
 - a name starting with ``policyengine/`` is the gate's own witness status, never a check;
-- a report without creator information (no ``kind``, no ``creator``) counts only in a
-  self-declared change file and only while the policy names no ``creators``: the file's
-  author vouches for everything in it anyway. In a change read from GitHub or GitLab such
-  a report is not counted (fail closed: the provider records a creator for every check).
+- a report without creator information (no ``kind``, no ``creator``) counts only while the
+  policy names no ``creators``. Such a report comes from a self-declared change file (whose
+  author vouches for everything in it anyway) or from a bundle written before the providers
+  recorded creators: ``evidence replay`` of such a bundle then judges as it was judged. The
+  GitHub and GitLab providers record a kind and a creator for every check they read.
 """
 
 from __future__ import annotations
@@ -49,7 +50,7 @@ def _why_not(report: dict[str, Any], creators: frozenset[str] | None, from_provi
     """Why ``report`` does not count, or None when it does."""
     kind = report.get("kind")
     who = _creator(report)
-    if kind is None and who is None and (creators is not None or from_provider):
+    if kind is None and who is None and creators is not None:
         return "no creator recorded"
     if creators is not None:
         return None if who in creators else "unexpected creator"
@@ -57,8 +58,8 @@ def _why_not(report: dict[str, Any], creators: frozenset[str] | None, from_provi
         return None
     if kind in PLATFORM_APPS:
         return None if who == PLATFORM_APPS[kind] else "unexpected creator"
-    if kind is None and not from_provider:
-        return None  # a self-declared report: its file vouches for it
+    if kind is None and who is None:
+        return None  # self-declared, or recorded before creators were: judged as it was
     return "unexpected creator"  # a kind the gate does not know: fail closed
 
 
