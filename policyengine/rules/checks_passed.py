@@ -37,7 +37,6 @@ from policyengine.lifecycle.witness_format import is_witness_context
 PLATFORM_APPS = {"check_run": "github-actions", "job": "gitlab"}
 """The creator each platform-made kind of report must have by default: the platform's own CI."""
 
-_PROVIDER_SOURCES = frozenset({"github", "gitlab"})
 _RANK = {"check_run": 1, "job": 1}
 
 
@@ -46,7 +45,7 @@ def _creator(report: dict[str, Any]) -> str | None:
     return who.casefold() if isinstance(who, str) and who else None
 
 
-def _why_not(report: dict[str, Any], creators: frozenset[str] | None, from_provider: bool) -> str | None:
+def _why_not(report: dict[str, Any], creators: frozenset[str] | None) -> str | None:
     """Why ``report`` does not count, or None when it does."""
     kind = report.get("kind")
     who = _creator(report)
@@ -93,7 +92,6 @@ class ChecksPassedRule(RuleType):
         reports = ctx.change.get("checks", []) or []
         named = self.params.get("creators")
         creators = frozenset(str(c).casefold() for c in named) if named is not None else None
-        from_provider = ctx.change.get("facts_source") in _PROVIDER_SOURCES
         results: dict[str, dict[str, Any]] = {}
         problems: list[str] = []
         for name in self.params["checks"]:
@@ -103,9 +101,9 @@ class ChecksPassedRule(RuleType):
                 results[name] = {"status": None, "reason": "reserved"}
                 continue
             same = [c for c in reports if c.get("name") == name]
-            counted = [c for c in same if _why_not(c, creators, from_provider) is None]
+            counted = [c for c in same if _why_not(c, creators) is None]
             ignored = [{"kind": c.get("kind"), "creator": c.get("creator"), "status": c.get("status"),
-                        "reason": _why_not(c, creators, from_provider)} for c in same if c not in counted]
+                        "reason": _why_not(c, creators)} for c in same if c not in counted]
             extra: dict[str, Any] = {"not_counted": ignored} if ignored else {}
             if same and not counted:
                 who = ", ".join(dict.fromkeys(_describe(c) for c in same))
