@@ -3,6 +3,10 @@ gate, three chains deleted (tests/reconcile_year.py), against the GraphQL stand-
 
 Usage: .venv/bin/python benchmarks/bench_reconcile.py [--runs 5]
 
+A third case reads the witnesses back (``--witness``): every evaluation of the year is witnessed
+as ``evidence witness`` writes it (a commit status a minute after the bundle), served by the
+GraphQL stand-in, 100 commits a request.
+
 The year is written once (not timed); each run is the whole command in this process (reading the
 index and every releasing bundle, the GraphQL pages, judging, rendering JSON). The table shows
 the median and the minimum wall time, the requests made and the exceptions found.
@@ -32,7 +36,8 @@ def main() -> None:
     from policyengine.cli import main as cli
     from policyengine.evidence.audit import reconcile as reconcile_module
     from tests.fake_servers import FakeAPI
-    from tests.reconcile_world import GitHubDeployments
+    from policyengine.lifecycle.witness_format import context_for, description
+    from tests.reconcile_world import GitHubDeployments, GitHubStatuses
     from tests.reconcile_year import build
 
     with tempfile.TemporaryDirectory() as tmp, FakeAPI("/api") as api:
@@ -48,7 +53,16 @@ def main() -> None:
         pub = Path(tmp) / "signing.pub"
         pub.write_bytes(ev.key.private_key.public_key().public_bytes(
             serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
-        for label, extra in (("reconcile", []), ("reconcile --public-key", ["--public-key", str(pub)])):
+        from datetime import datetime, timedelta
+
+        statuses = GitHubStatuses(gh)
+        for r in ev.archive.read_index()[0]:
+            if r.get("kind", "evaluation") == "evaluation":
+                when = datetime.fromisoformat(r["created_at"].replace("Z", "+00:00")) + timedelta(minutes=1)
+                statuses.add(r["repository"], r["commit"], context=context_for(r["environment"]), when=when,
+                             description=description(r["decision"], r["id"], r["sha256"], None))
+        for label, extra in (("reconcile", []), ("reconcile --public-key", ["--public-key", str(pub)]),
+                             ("reconcile --witness", ["--witness"])):
             samples, report = [], {}
             for _ in range(args.runs):
                 out = StringIO()
