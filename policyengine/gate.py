@@ -238,7 +238,6 @@ def _owner_teams(policy: Policy | None) -> list[str]:
 
 def _load(request: CheckRequest) -> tuple[Policy, Any]:
     """Load the policy and gather the change; report every problem of both files at once."""
-    from policyengine.evidence.stores.history import VerifiedHistory
     from policyengine.providers import gather
 
     problems: list[Any] = []
@@ -246,8 +245,11 @@ def _load(request: CheckRequest) -> tuple[Policy, Any]:
     # The previous deploy is only ever what a bundle signed by the trusted key proves, read from
     # the store this evaluation records into; without a trusted key there is no history. One
     # lookup serves the policy's ref (@previous-deploy) and the provider's change range.
-    history = (VerifiedHistory(request.evidence_store or request.evidence_dir, request.trust_key)
-               if request.trust_key is not None else None)
+    history = None
+    if request.trust_key is not None:
+        from policyengine.evidence.stores.history import VerifiedHistory
+
+        history = VerifiedHistory(request.evidence_store or request.evidence_dir, request.trust_key)
     try:
         # The trusted previous deploy starts the change range: the policy, its bases and the
         # waivers are never read from inside it (under CI), and @previous-deploy reads at it.

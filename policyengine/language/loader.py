@@ -19,7 +19,6 @@ Schemas are read from the installed package (or the source checkout), never from
 
 from __future__ import annotations
 
-import difflib
 import functools
 import json
 import math
@@ -838,6 +837,8 @@ class _Reducer:
             message = f"expected {self.describer.describe(schema)}, got {render_value(instance)}"
             if v == "enum" and isinstance(instance, str):
                 words = [e for e in value if isinstance(e, str)]
+                import difflib  # only for a mistake: a valid document does not import it
+
                 close = difflib.get_close_matches(instance, words, n=1, cutoff=0.6)
                 if close:
                     message += f"; did you mean {_quote(close[0])}?"
@@ -855,6 +856,8 @@ class _Reducer:
                 if k in allowed or any(p.search(k) for p in patterns):
                     continue
                 message = f"unknown key {_quote(k)}"
+                import difflib
+
                 close = difflib.get_close_matches(k, allowed, n=1, cutoff=0.6)
                 if close:
                     message += f"; did you mean {_quote(close[0])}?"

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import difflib
 import hashlib
 import json
 import re
@@ -267,6 +266,8 @@ def _check_rules(data: Any, positions: loader.Positions, schema_problems: list[P
             # One line that lists the known types, instead of the schema's enum message.
             type_path = loader.format_path(base + ("type",))
             kept = [p for p in kept if p.path != type_path]
+            import difflib  # only for a mistake: a valid document does not import it
+
             close = difflib.get_close_matches(rule_type.strip().casefold().replace("-", "_").replace(" ", "_"),
                                               sorted(RULE_TYPES), n=1, cutoff=0.6)
             hint = f"; did you mean {loader.render_value(close[0])}?" if close else ""

@@ -48,7 +48,6 @@ the approvers' rules and the logins excluded from approving. It needs post-facto
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -168,6 +167,8 @@ def check_section(data: Any, positions: loader.Positions, file: str) -> list[Pro
         if rid in NEVER_WAIVABLE:
             out.append(problem(("may_waive", j), f"the rule {rid!r} can never be waived: {NEVER_WAIVABLE[rid]}"))
         elif rid not in known:
+            import difflib  # only for a mistake: a valid document does not import it
+
             close = difflib.get_close_matches(rid, known, n=1, cutoff=0.6)
             hint = f"; did you mean {close[0]!r}?" if close else ""
             out.append(problem(("may_waive", j), f"no rule {rid!r} in the policy{hint} (its rules: "

@@ -42,7 +42,6 @@ not deny; a rule that passed or was skipped keeps its status and the waiver is r
 
 from __future__ import annotations
 
-import difflib
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -211,6 +210,8 @@ def check_waivers(items: Any, positions: loader.Positions, *, file: str, prefix:
             if rule in UNWAIVABLE:
                 out.append(problem((i, "rule"), f"the rule {rule!r} can never be waived: {UNWAIVABLE[rule]}"))
             elif rule not in known:
+                import difflib  # only for a mistake: a valid document does not import it
+
                 close = difflib.get_close_matches(rule, known, n=1, cutoff=0.6)
                 hint = f"; did you mean {close[0]!r}?" if close else ""
                 listed = ", ".join(known) or "none"

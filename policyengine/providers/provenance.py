@@ -43,13 +43,14 @@ import io
 import json
 import zipfile
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from policyengine.errors import PolicyEngineError, ReportError, WorkspaceError
 from policyengine.facts import ProvenanceFact, ReportFact
-from policyengine.providers import shapes
-from policyengine.providers.http import ApiError, HttpSession
 from policyengine.workspace.files import Workspace
+
+if TYPE_CHECKING:
+    from policyengine.providers.http import HttpSession
 
 MAX_ARTIFACTS = 20
 """Artifact archives downloaded at most, per run."""
@@ -60,17 +61,25 @@ MAX_MEMBER_BYTES = 64 * 1024 * 1024
 MAX_MEMBERS = 1000
 """Members of one archive read at most."""
 
-GH_ARTIFACT = shapes.Obj({
-    "id": shapes.INT, "name": shapes.STR, "size_in_bytes": shapes.COUNT, "archive_download_url": shapes.STR,
-    "expired": shapes.BOOL, "digest": shapes.Opt(shapes.STR),
-    "workflow_run": shapes.Opt(shapes.Obj({"id": shapes.Opt(shapes.INT)})),
-})
-GH_ARTIFACTS_PAGE = shapes.Obj({"total_count": shapes.COUNT, "artifacts": shapes.List(GH_ARTIFACT)})
-GL_TEST_CASE = shapes.Obj({"status": shapes.STR, "name": shapes.Opt(shapes.STR), "classname": shapes.Opt(shapes.STR)})
-GL_TEST_REPORT = shapes.Obj({"test_suites": shapes.List(shapes.Obj({
-    "name": shapes.STR, "total_count": shapes.COUNT, "build_ids": shapes.Opt(shapes.List(shapes.INT)),
-    "suite_error": shapes.Opt(shapes.STR), "test_cases": shapes.Opt(shapes.List(GL_TEST_CASE)),
-}))})
+def _shapes() -> tuple[Any, Any]:
+    """The shapes of the answers read here (GitHub's artifact list page, GitLab's test report),
+    built when a platform is asked: a check that asks none does not import the HTTP client."""
+    from policyengine.providers import shapes
+
+    gh_artifact = shapes.Obj({
+        "id": shapes.INT, "name": shapes.STR, "size_in_bytes": shapes.COUNT, "archive_download_url": shapes.STR,
+        "expired": shapes.BOOL, "digest": shapes.Opt(shapes.STR),
+        "workflow_run": shapes.Opt(shapes.Obj({"id": shapes.Opt(shapes.INT)})),
+    })
+    gh_artifacts_page = shapes.Obj({"total_count": shapes.COUNT, "artifacts": shapes.List(gh_artifact)})
+    gl_test_case = shapes.Obj({"status": shapes.STR, "name": shapes.Opt(shapes.STR),
+                               "classname": shapes.Opt(shapes.STR)})
+    gl_test_report = shapes.Obj({"test_suites": shapes.List(shapes.Obj({
+        "name": shapes.STR, "total_count": shapes.COUNT, "build_ids": shapes.Opt(shapes.List(shapes.INT)),
+        "suite_error": shapes.Opt(shapes.STR), "test_cases": shapes.Opt(shapes.List(gl_test_case)),
+    }))})
+    return gh_artifacts_page, gl_test_report
+
 
 MEMBER = "provenance.json"
 """The record of the producers, under ``raw/`` in the bundle."""
@@ -121,11 +130,15 @@ def github_producers(session: HttpSession, repository: str, server_url: str, run
                      wanted: Mapping[str, str]) -> tuple[dict[str, dict[str, Any]], str | None]:
     """``({report sha256: producer}, why some could not be looked for)`` for the digests of
     ``wanted`` (path -> sha256). Raises ``ApiError`` when the artifact list cannot be read whole."""
+    from policyengine.providers import shapes
+    from policyengine.providers.http import ApiError
+
+    gh_artifacts_page, _ = _shapes()
     path = f"/repos/{repository}/actions/runs/{run_id}/artifacts"
     artifacts: list[dict[str, Any]] = []
     total = None
     for page in session.iter_pages(path, name=f"runs_{run_id}_artifacts"):
-        shapes.check("GET", path, page, GH_ARTIFACTS_PAGE)
+        shapes.check("GET", path, page, gh_artifacts_page)
         total = page["total_count"] if total is None else total
         artifacts.extend(page["artifacts"])
     if total is not None and len(artifacts) < total:
@@ -254,7 +267,7 @@ class LiveProvenance:
         return _finish(fact, raw)
 
     def _gitlab(self, reports: Sequence[ReportFact], workspace: Workspace) -> ProvenanceFact:
-        from policyengine.providers import gitlab
+        from policyengine.providers import gitlab, shapes
         from policyengine.redact import Redactor
 
         cfg = gitlab.read_config(self.env, str(self.change.get("environment") or "") or None)
@@ -268,7 +281,7 @@ class LiveProvenance:
         path = f"/projects/{cfg.project}/pipelines/{pipeline_id}/test_report"
         try:
             report = shapes.check("GET", path, session.get_json(path, name=f"pipelines_{pipeline_id}_test_report"),
-                                  GL_TEST_REPORT)
+                                  _shapes()[1])
         finally:
             raw = dict(session.raw)
             session.close()

@@ -10,7 +10,6 @@ rule message, a user name are all attacker-controllable), so every one goes thro
 
 from __future__ import annotations
 
-import shlex
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 from urllib.parse import quote
@@ -596,6 +595,8 @@ def _href(bundle_id: Any, suffix: str) -> str:
 
 def _verify_section(export_name: str | None, signed_by: str | None) -> str:
     """Tell the auditor the one command that verifies the export they hold, offline."""
+    import shlex  # only here: the report of a check has no export section
+
     target = shlex.quote(export_name) if export_name else "EXPORT.zip"
     if signed_by:
         command = f"policyengine evidence verify --archive {target} --public-key signing.pub"
