@@ -200,6 +200,20 @@ def test_a_refused_publish_is_recorded_and_fails_only_when_required(evidence: Ev
                                                                                       "outcome"}
 
 
+def test_a_required_witness_stops_an_advisory_denial_it_could_not_publish_but_not_a_blocking_one(
+        evidence: Evidence, github: Any, capsys: pytest.CaptureFixture[str]) -> None:
+    # Advisory mode lets a denied deploy go on: a required witness that failed must stop it too.
+    advisory = evidence.evaluation(REPO, ENV, sha_of("a"), T0, verdict="deny", advisory=True,
+                                   witness_required=True, outcome=None)
+    assert witness(evidence, advisory["id"], capsys=capsys)[0] == 3
+    assert "outcome" in {r["kind"] for r in evidence.archive.linked_records(advisory["id"])}
+    # A blocking denial stops the deploy already: the failure is recorded, the exit stays 0.
+    blocked = evidence.evaluation(REPO, ENV, sha_of("b"), T0 + timedelta(hours=1), verdict="deny",
+                                  witness_required=True, outcome=None)
+    assert witness(evidence, blocked["id"], capsys=capsys)[0] == 0
+    assert [r["kind"] for r in evidence.archive.linked_records(blocked["id"])] == ["notification-failure"]
+
+
 def test_an_unknown_bundle_is_refused(evidence: Evidence, github: Any, capsys: pytest.CaptureFixture[str]) -> None:
     evidence.evaluation(REPO, ENV, sha_of("a"), T0)
     code, _, err = witness(evidence, "20260302T090000Z-000000000000", capsys=capsys)

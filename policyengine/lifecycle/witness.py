@@ -131,7 +131,9 @@ def publish(store: Any, bundle_id: str, *, env: Mapping[str, str], provider: str
     commit = str(record.get("commit") or "").lower()
     context = context_for(environment)
     label = f"witness {context}"
-    released = decision in ("allow", "not_applicable") and decision_doc.get("simulated") is not True
+    # Released: the deploy goes on unless this step stops it (advisory mode releases a denial too).
+    released = decision_doc.get("simulated") is not True and (
+        decision in ("allow", "not_applicable") or (decision == "deny" and decision_doc.get("advisory") is True))
     token = (env.get(TOKEN_VARIABLE) or "").strip()
     provider = provider or detect_provider(env)
     result = Published(exit_code=EXIT_ALLOW)
