@@ -214,6 +214,17 @@ def test_a_required_witness_stops_an_advisory_denial_it_could_not_publish_but_no
     assert [r["kind"] for r in evidence.archive.linked_records(blocked["id"])] == ["notification-failure"]
 
 
+def test_a_repository_or_commit_that_is_no_plain_name_never_reaches_the_url(
+        evidence: Evidence, github: Any, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    # What the store records goes into the URL the witness token is sent to: a path trick is refused.
+    deployments, _ = github
+    record = evidence.evaluation("acme/../../user", ENV, sha_of("a"), T0, outcome=None)
+    monkeypatch.setenv("POLICYENGINE_WITNESS_TOKEN", WITNESS_TOKEN)
+    code, out, _ = witness(evidence, record["id"], capsys=capsys)
+    assert code == 0 and "no usable repository" in out
+    assert not [r for r in deployments.api.requests if r.method == "POST"]
+
+
 def test_an_unknown_bundle_is_refused(evidence: Evidence, github: Any, capsys: pytest.CaptureFixture[str]) -> None:
     evidence.evaluation(REPO, ENV, sha_of("a"), T0)
     code, _, err = witness(evidence, "20260302T090000Z-000000000000", capsys=capsys)

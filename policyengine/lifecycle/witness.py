@@ -32,6 +32,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import re
 import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -42,6 +43,9 @@ from policyengine.errors import EXIT_ALLOW, EXIT_FACTS, PolicyEngineError, Usage
 from policyengine.lifecycle.witness_format import context_for, description, state_for
 
 TOKEN_VARIABLE = "POLICYENGINE_WITNESS_TOKEN"
+_COMMIT_RE = re.compile(r"^[0-9a-f]{40}$|^[0-9a-f]{64}$")
+_GITHUB_REPO_RE = re.compile(r"^[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+$")
+_GITLAB_PROJECT_RE = re.compile(r"^[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)+$")
 PROVIDERS = ("github", "gitlab")
 
 
@@ -145,8 +149,13 @@ def publish(store: Any, bundle_id: str, *, env: Mapping[str, str], provider: str
         cause = f"{TOKEN_VARIABLE} is not set, and the policy says witness: required: true"
     elif provider not in PROVIDERS:
         cause = "no platform to publish to: not inside GitHub Actions or GitLab CI (give --provider github|gitlab)"
-    elif not repository or not environment or not commit:
-        cause = f"bundle {bundle_id} names no repository, environment or commit"
+    elif not environment or not _COMMIT_RE.match(commit) or not (
+            _GITHUB_REPO_RE if provider == "github" else _GITLAB_PROJECT_RE).match(repository):
+        # They go into the URL the witness token is sent to: nothing but a plain repository and a commit id.
+        cause = (f"bundle {bundle_id} names no usable repository, environment or commit "
+                 f"({repository!r}, {environment!r}, {commit!r})")
+    elif decision not in ("allow", "deny", "not_applicable"):
+        cause = f"bundle {bundle_id} records the decision {decision!r}, which no witness describes"
     if cause is None:
         from policyengine.evidence.format.catalogue import newest_head
 
