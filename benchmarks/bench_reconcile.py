@@ -36,7 +36,8 @@ def main() -> None:
     from policyengine.cli import main as cli
     from policyengine.evidence.audit import reconcile as reconcile_module
     from tests.fake_servers import FakeAPI
-    from policyengine.lifecycle.witness_format import context_for, description
+    from policyengine.evidence.audit.witness import description
+    from policyengine.lifecycle.witness_format import context_for
     from tests.reconcile_world import GitHubDeployments, GitHubStatuses
     from tests.reconcile_year import build
 

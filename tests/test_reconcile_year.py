@@ -65,7 +65,8 @@ def test_the_year_with_its_witnesses_read_back_in_pages(
     from datetime import datetime, timedelta
 
     from policyengine.cli import main
-    from policyengine.lifecycle.witness_format import context_for, description
+    from policyengine.evidence.audit.witness import description
+    from policyengine.lifecycle.witness_format import context_for
     from tests.reconcile_world import GitHubStatuses
 
     api: FakeAPI = year["api"]

@@ -15,8 +15,9 @@ from typing import Any
 
 import pytest
 
-from policyengine.evidence.audit.witness import judge_witnesses
-from policyengine.lifecycle.witness_format import MAX_DESCRIPTION, WitnessStatus, description, parse_description
+from policyengine.evidence.audit.witness import description, judge_witnesses, parse_description
+from policyengine.lifecycle.witness_format import MAX_DESCRIPTION
+from policyengine.providers.deployments import WitnessStatus
 from tests.fake_servers import FakeAPI, sha_of
 from tests.reconcile_world import (
     T0,

@@ -40,7 +40,8 @@ from typing import Any
 from urllib.parse import quote
 
 from policyengine.errors import EXIT_ALLOW, EXIT_FACTS, PolicyEngineError, UsageError
-from policyengine.lifecycle.witness_format import context_for, description, state_for
+from policyengine.evidence.audit.witness import description
+from policyengine.lifecycle.witness_format import context_for, state_for
 
 TOKEN_VARIABLE = "POLICYENGINE_WITNESS_TOKEN"
 _COMMIT_RE = re.compile(r"^[0-9a-f]{40}$|^[0-9a-f]{64}$")

@@ -35,7 +35,7 @@ from typing import Any
 from urllib.parse import quote, urlsplit
 
 from policyengine.errors import EXIT_FACTS, PolicyEngineError, UsageError
-from policyengine.lifecycle.witness_format import CONTEXT_PREFIX, WitnessStatus, context_for, is_witness_context
+from policyengine.lifecycle.witness_format import CONTEXT_PREFIX, context_for, is_witness_context
 from policyengine.models import iso_utc
 from policyengine.providers.http import ApiError, HttpSession, HttpSettings, TokenInfo
 from policyengine.redact import Redactor
@@ -81,6 +81,21 @@ class RunningArtifact:
     image: str | None
     started_at: str | None
     namespace: str
+
+
+@dataclass(frozen=True)
+class WitnessStatus:
+    """One witness status as the platform recorded it."""
+
+    source: str
+    repository: str
+    environment: str
+    commit: str
+    description: str | None
+    time: str
+    creator: str | None
+    state: str | None = None
+    url: str | None = None
 
 
 @dataclass

@@ -49,8 +49,8 @@ from policyengine.evidence.format.records import is_evaluation, kind_of
 from policyengine.evidence.stores.base import EvidenceStore
 from policyengine.models import iso_utc, parse_instant
 from policyengine.evidence.audit.witness import judge_witnesses
-from policyengine.providers.deployments import PlatformDeployment, PlatformRecords
-from policyengine.lifecycle.witness_format import WitnessStatus, context_for
+from policyengine.providers.deployments import PlatformDeployment, PlatformRecords, WitnessStatus
+from policyengine.lifecycle.witness_format import context_for
 
 TOLERANCE = timedelta(minutes=10)
 REDEPLOY_AFTER = timedelta(hours=24)

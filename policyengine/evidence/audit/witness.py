@@ -27,14 +27,49 @@ read back.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from policyengine.lifecycle.witness_format import MAX_DESCRIPTION, DIGEST_CHARS, WitnessStatus, context_for, parse_description
+from policyengine.lifecycle.witness_format import DIGEST_CHARS, MAX_DESCRIPTION, context_for
+from policyengine.providers.deployments import WitnessStatus
 
 TOLERANCE = timedelta(minutes=10)
+
+_DESCRIPTION_RE = re.compile(
+    r"^(?P<decision>allow|deny|not_applicable) (?P<bundle>[0-9]{8}T[0-9]{6}Z-[0-9a-f]{12}) "
+    r"sha256:(?P<sha256>[0-9a-f]{16}) head:(?P<head>[0-9a-f]{16}|-)$")
+
+
+def description(decision: str, bundle_id: str, sha256: str, store_head: str | None) -> str:
+    """The witness description; at most ``MAX_DESCRIPTION`` characters (asserted by the format)."""
+    head = store_head[:DIGEST_CHARS] if store_head else "-"
+    text = f"{decision} {bundle_id} sha256:{sha256[:DIGEST_CHARS]} head:{head}"
+    if not _DESCRIPTION_RE.match(text) or len(text) > MAX_DESCRIPTION:
+        raise ValueError(f"not a witness description: {text!r}")
+    return text
+
+
+@dataclass(frozen=True)
+class Said:
+    """What one witness description says."""
+
+    decision: str
+    bundle_id: str
+    sha256: str
+    head: str | None
+
+
+def parse_description(text: Any) -> Said | None:
+    """The witness a status description states, or None when it is not one the gate writes."""
+    if not isinstance(text, str):
+        return None
+    m = _DESCRIPTION_RE.match(text)
+    if m is None:
+        return None
+    return Said(m["decision"], m["bundle"], m["sha256"], None if m["head"] == "-" else m["head"])
 
 
 @dataclass(frozen=True)
