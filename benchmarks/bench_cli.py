@@ -47,6 +47,28 @@ def once(cmd: list[str]) -> float:
     return elapsed
 
 
+def floor_modules(check: list[str]) -> list[str]:
+    """The modules a `check` run imports that are not policyengine's, in the order it imported them.
+
+    Importing them all in a bare interpreter is the floor `check` cannot go below without
+    dropping a library or a standard module it uses (click, PyYAML, dataclasses, zipfile,
+    hashlib, zoneinfo, ...): the row "libraries check imports" shows it in the same run.
+    """
+    probe = (
+        "import sys, runpy\n"
+        f"sys.argv = {['policyengine', *check[1:]]!r}\n"
+        "try:\n    runpy.run_module('policyengine', run_name='__main__')\n"
+        "except SystemExit:\n    pass\n"
+        "skip = set(sys.builtin_module_names) | {'__main__', 'runpy'}\n"
+        "names = [m for m in sys.modules if m.split('.')[0] != 'policyengine' and m not in skip]\n"
+        "print(' '.join(names), file=sys.stderr)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", probe], cwd=REPO, capture_output=True, text=True, env=ENV, check=False)
+    if proc.returncode != 0:
+        raise SystemExit(f"cannot list the modules check imports: {proc.stderr[-500:]}")
+    return proc.stderr.split()
+
+
 def timed(cases: dict[str, list[str]], runs: int) -> dict[str, list[float]]:
     """Run every case ``runs`` times, one round at a time, so a burst of load hits all of them."""
     for cmd in cases.values():
@@ -92,6 +114,13 @@ def main() -> None:
             text = text.replace("../../../", f"{REPO / 'policies'}/").replace("../../", f"{REPO / 'policies' / 'tests'}/")
             (target / "case.yml").write_text(text, encoding="utf-8")
         cli = str(Path(py).parent / "policyengine")
+        # The floor: every module `check` imports that is not ours, in a bare interpreter (the
+        # fresh archive the probe writes goes to its own folder).
+        probe = [a.replace(str(Path(tmp) / "ev"), str(Path(tmp) / "probe-ev")) for a in
+                 cases["policyengine check (example, console script)"]]
+        modules = floor_modules(probe)
+        cases["libraries check imports (no policyengine code)"] = [
+            py, "-c", "import importlib\nfor m in " + repr(modules) + ": importlib.import_module(m)"]
         cases["policyengine policy validate (both bundled policies)"] = [
             cli, "policy", "validate", "policies/soc2-production.yml", "policies/soc2-small-team.yml"]
         cases["policyengine policy test (100 cases)"] = [cli, "policy", "test", str(suite)]
@@ -100,7 +129,8 @@ def main() -> None:
             cases["policyengine check (example, baseline checkout)"] = [
                 py, "-m", "policyengine", *(a.replace(tmp, str(Path(tmp) / "baseline")) for a in own)]
         if args.only:
-            cases = {name: cmd for name, cmd in cases.items() if name == "python -c pass" or args.only in name}
+            cases = {name: cmd for name, cmd in cases.items()
+                     if name == "python -c pass" or name.startswith("libraries") or args.only in name}
         results = timed(cases, args.runs)
     base = statistics.median(results["python -c pass"])
     base_min = min(results["python -c pass"])
