@@ -15,16 +15,16 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Union
+
+from msgspec import Struct, field, structs
 
 from policyengine.models import FileRead
 
 # -- test reports -----------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Totals:
+class Totals(Struct, frozen=True):
     """Test counts. ``tests == passed + failures + errors + skipped``; flaky tests are in ``passed`` too."""
 
     tests: int
@@ -58,8 +58,7 @@ class Totals:
         )
 
 
-@dataclass(frozen=True)
-class ReportSummary:
+class ReportSummary(Struct, frozen=True):
     """What one report shows: totals, a few names for messages, and notes on anything unusual."""
 
     totals: Totals
@@ -69,8 +68,7 @@ class ReportSummary:
     notes: tuple[str, ...]
 
 
-@dataclass(frozen=True)
-class ReportFact:
+class ReportFact(Struct, frozen=True):
     """One test report matched by a glob: what was read (its digest), and what it shows or why
     it could not be trusted. ``file`` is None when the file could not even be hashed."""
 
@@ -80,15 +78,13 @@ class ReportFact:
     error: str | None = None
 
 
-@dataclass(frozen=True)
-class ReportsRequest:
+class ReportsRequest(Struct, frozen=True):
     """The JUnit reports matching these workspace globs."""
 
     globs: tuple[str, ...]
 
 
-@dataclass(frozen=True)
-class ReportsFact:
+class ReportsFact(Struct, frozen=True):
     """The answer to a ``ReportsRequest``: every matched report, in order; the matches that
     lead outside the workspace (never read); or why the globs could not be listed."""
 
@@ -111,8 +107,7 @@ def readable(content: str) -> str:
     return _TAG.sub("", _COMMENT.sub("", content)).strip()
 
 
-@dataclass(frozen=True)
-class Section:
+class Section(Struct, frozen=True):
     """One heading of a Markdown document and the text under it (up to the next heading of
     the same or a higher level)."""
 
@@ -131,8 +126,7 @@ class Section:
         return bool(readable(self.content))
 
 
-@dataclass(frozen=True)
-class DocumentRequest:
+class DocumentRequest(Struct, frozen=True):
     """A Markdown document of the workspace, read whole (at most ``max_bytes``)."""
 
     path: str
@@ -144,8 +138,7 @@ class DocumentRequest:
 DOCUMENT_PROBLEMS = ("outside", "missing", "not_file", "unreadable", "not_utf8")
 
 
-@dataclass(frozen=True)
-class DocumentFact:
+class DocumentFact(Struct, frozen=True):
     """The answer to a ``DocumentRequest``: the file read (digest), its text and its sections;
     or ``problem`` (one of ``DOCUMENT_PROBLEMS``) with a message a person understands."""
 
@@ -174,8 +167,7 @@ description, the commit messages, and the change file's self-declared ``ticket.i
 found there is verified like any other; its ``status`` is never read)."""
 
 
-@dataclass(frozen=True)
-class TicketRequest:
+class TicketRequest(Struct, frozen=True):
     """Verify the ticket keys the change names against the configured ticket systems.
 
     The keys are not part of the request: they depend on the change, and gathering finds them
@@ -199,8 +191,7 @@ unavailable (an outage, a timeout, no credentials configured, no recorded answer
 invalid (an answer that is not the documented shape). Only ``found`` can ever pass."""
 
 
-@dataclass(frozen=True)
-class TicketAnswer:
+class TicketAnswer(Struct, frozen=True):
     """The ticket system's answer for one key, as the judge reads it.
 
     Jira: ``status`` (``fields.status.name``), ``issue_type`` (``fields.issuetype.name``) and
@@ -230,8 +221,7 @@ class TicketAnswer:
     """live (asked now), recorded (read from an evidence bundle) or supplied (a policy test case)."""
 
 
-@dataclass(frozen=True)
-class TicketsFact:
+class TicketsFact(Struct, frozen=True):
     """The answer to a ``TicketRequest``: one answer per key found, and the raw (redacted)
     records kept in the evidence as ``raw/tickets/<system>/<key>.json``."""
 
@@ -252,14 +242,12 @@ MAX_TICKET_KEYS = 20
 # -- the pipeline files (the policy owners guard them) -----------------------------------------
 
 
-@dataclass(frozen=True)
-class PipelineRequest:
+class PipelineRequest(Struct, frozen=True):
     """The files that define the pipelines of the change's repository, beyond the fixed names:
     local actions, included GitLab files, the install lock (``policyengine.workspace.pipelines``)."""
 
 
-@dataclass(frozen=True)
-class PipelineFact:
+class PipelineFact(Struct, frozen=True):
     """The answer to a ``PipelineRequest``: guard globs, read at the trusted base and at the
     deployed commit; or ``error`` when they cannot be computed (the rule is then an error).
     ``record`` is kept in the evidence (``raw/pipeline.json``) and read again on replay."""
@@ -275,14 +263,12 @@ class PipelineFact:
 # -- the artifacts the deploy ships (``evidence: {require_subject: true}``) -----------------------
 
 
-@dataclass(frozen=True)
-class SubjectsRequest:
+class SubjectsRequest(Struct, frozen=True):
     """The artifacts the deploy ships, by digest (``--subject``, the action's ``subjects``,
     ``POLICYENGINE_SUBJECTS``): given to the gate by the deployer, named in the signed statement."""
 
 
-@dataclass(frozen=True)
-class SubjectsFact:
+class SubjectsFact(Struct, frozen=True):
     """The answer to a ``SubjectsRequest``: ``(name, sha256 hex)`` pairs; ``error`` when the
     caller gave none to the gatherer at all (not the same as an empty list: the rule errors)."""
 
@@ -293,16 +279,14 @@ class SubjectsFact:
 # -- which job of this run produced each test report (``tests_passed`` ``provenance: same_run``) ----
 
 
-@dataclass(frozen=True)
-class ProvenanceRequest:
+class ProvenanceRequest(Struct, frozen=True):
     """Ask the CI platform which job of this workflow run (GitHub) or pipeline (GitLab) produced
     each JUnit report matching these workspace globs."""
 
     globs: tuple[str, ...]
 
 
-@dataclass(frozen=True)
-class ProvenanceFact:
+class ProvenanceFact(Struct, frozen=True):
     """The answer to a ``ProvenanceRequest``: for each report read (``path``, ``sha256``), the job
     that produced it (``producer``: ids and a URL) or None when no job of the run did; or ``error``
     when the platform could not say (an API failure, a partial answer, no platform at all).
@@ -332,8 +316,7 @@ FactRequest = Union[ReportsRequest, DocumentRequest, TicketRequest, PipelineRequ
 ``policyengine.gather.GATHERERS``."""
 
 
-@dataclass(frozen=True)
-class Facts:
+class Facts(Struct, frozen=True):
     """The facts of one evaluation: the change, and the answer to every request of the rules
     that apply."""
 
@@ -426,8 +409,8 @@ def fact_to_json(request: Any, fact: Any, redact: Callable[[str], str]) -> dict[
 
         return {"kind": "tickets",
                 "request": {k: ([text(x) for x in v] if isinstance(v, tuple) else text(v))
-                            for k, v in asdict(request).items()},
-                "answers": [{k: text(v) for k, v in asdict(a).items()} for a in fact.answers],
+                            for k, v in structs.asdict(request).items()},
+                "answers": [{k: text(v) for k, v in structs.asdict(a).items()} for a in fact.answers],
                 "skipped": [r(k) for k in fact.skipped]}
     return None
 
@@ -531,12 +514,12 @@ def _tickets_from(doc: dict[str, Any], where: str) -> tuple[TicketRequest, Ticke
         return {k: tuple(v) if isinstance(v, list) else v for k, v in d.items()}
 
     raw = _want(doc.get("request"), dict, where + ".request")
-    names = {f.name for f in fields(TicketRequest)}
+    names = set(TicketRequest.__struct_fields__)
     if set(raw) - names:
         raise RecordedFactsError(f"{where}.request: unknown keys {sorted(set(raw) - names)}")
     try:
         request = TicketRequest(**tuples(raw))
-        answer_names = {f.name for f in fields(TicketAnswer)}
+        answer_names = set(TicketAnswer.__struct_fields__)
         answers = []
         for i, a in enumerate(_want(doc.get("answers"), list, where + ".answers")):
             _want(a, dict, f"{where}.answers[{i}]")

@@ -36,14 +36,15 @@ is run over each rendered text once more.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import zipfile
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
+
+from msgspec import Struct, field, structs
 
 from policyengine import clock
 from policyengine.language import policysource
@@ -84,8 +85,7 @@ from policyengine.lifecycle.waivers import check_approvers
 from policyengine.workspace.files import Workspace
 
 
-@dataclass(frozen=True)
-class CheckRequest:
+class CheckRequest(Struct, frozen=True):
     """Everything one evaluation needs, already parsed from options and the environment."""
 
     policy_path: str
@@ -181,19 +181,18 @@ def redact_value(value: Any, redactor: Redactor) -> Any:
 
 def redact_decision(decision: Decision, redactor: Redactor) -> Decision:
     """The decision as the outputs may show it: every string redacted."""
-    rules = tuple(dataclasses.replace(
+    rules = tuple(structs.replace(
         r, id=redactor.text(r.id), type=redactor.text(r.type), message=redactor.text(r.message),
         controls=tuple(redactor.text(c) for c in r.controls),
         description=redactor.text(r.description) if r.description else r.description,
         details=redact_value(r.details, redactor)) for r in decision.rules)
-    return dataclasses.replace(
+    return structs.replace(
         decision, policy=redact_value(decision.policy, redactor), change=redact_value(decision.change, redactor),
         rules=rules, note=redactor.text(decision.note) if decision.note else decision.note,
         waivers=tuple(redact_value(w, redactor) for w in decision.waivers))
 
 
-@dataclass(frozen=True)
-class CheckResult:
+class CheckResult(Struct, frozen=True):
     """What the gate decided and recorded.
 
     ``verdict_code`` is the decision's own exit code; ``exit_code`` is what the process should
@@ -335,7 +334,7 @@ def _evidence_failed(decision: Decision, store_url: str, exc: PolicyEngineError)
                         message=f"the evidence could not be recorded: {exc.message}", controls=("CC8.1",),
                         description="The evaluation is archived as tamper-evident evidence.",
                         details={"archive": store_url})
-    return dataclasses.replace(decision, decision="deny", rules=decision.rules + (failed,))
+    return structs.replace(decision, decision="deny", rules=decision.rules + (failed,))
 
 
 def _deadline_passed(decision: Decision, run: RunDeadline) -> Decision:
@@ -347,7 +346,7 @@ def _deadline_passed(decision: Decision, run: RunDeadline) -> Decision:
                                 f"{run.passed_while}: what was not answered in time counts as no answer",
                         controls=("CC8.1",), description="The evaluation finished within the run deadline.",
                         details={"deadline_seconds": run.seconds, "waiting_for": run.passed_while})
-    return dataclasses.replace(decision, decision="deny", rules=decision.rules + (passed,))
+    return structs.replace(decision, decision="deny", rules=decision.rules + (passed,))
 
 
 def _record(request: CheckRequest, policy: Policy, gathered: Any, decision: Decision,
@@ -531,7 +530,7 @@ def _identity_judged(decision: Decision, identity: oidc.Identity, policy: Policy
                                     "the change.",
                         details={"status": identity.status, "issuers": list(policy.identity_issuers),
                                  "required": policy.identity_required})
-    return dataclasses.replace(decision, decision="deny", rules=decision.rules + (result,))
+    return structs.replace(decision, decision="deny", rules=decision.rules + (result,))
 
 
 def judge(policy: Policy, change: dict[str, Any], workspace: str | Path, now: datetime,
@@ -551,7 +550,7 @@ def _emergency_request(request: CheckRequest, policy: Policy, change: Mapping[st
     with ``require_verified`` under CI whichever way it is asked for. ``--reason`` or
     ``--incident`` without an emergency asked for (``--emergency`` or the trigger label) is a
     usage error: they would be silently dropped."""
-    asked = dataclasses.replace(request.emergency or EmergencyRequest(), require_verified=in_any_ci(request.env))
+    asked = structs.replace(request.emergency or EmergencyRequest(), require_verified=in_any_ci(request.env))
     if (asked.reason or asked.incident) and requested_by(policy.emergency, asked, change) is None:
         label = policy.emergency.label if policy.emergency else None
         raise UsageError("--reason / --incident given, but no emergency was asked for (no --emergency"
@@ -606,11 +605,11 @@ def _check(request: CheckRequest, run: RunDeadline) -> CheckResult:
 
     notify_cli = notify.parse_cli(request.notify)  # a bad --notify is refused before anything is judged
     if request.wall_time is None:
-        request = dataclasses.replace(request, wall_time=datetime.now(timezone.utc))
+        request = structs.replace(request, wall_time=datetime.now(timezone.utc))
     policy, gathered = _load(request)
-    request = dataclasses.replace(request, timestamper=timestamper_for(request, policy))
+    request = structs.replace(request, timestamper=timestamper_for(request, policy))
     targets = notify.resolve(policy.notify, notify_cli, request.env)
-    request = dataclasses.replace(request, extra_secrets=(*request.extra_secrets, *notify.secrets(targets)))
+    request = structs.replace(request, extra_secrets=(*request.extra_secrets, *notify.secrets(targets)))
     _check_environments(request, gathered.change)
     _check_applies(policy, gathered.change)
     check_approvers(policy.waivers, policy.document, gathered.change)
@@ -627,12 +626,12 @@ def _check(request: CheckRequest, run: RunDeadline) -> CheckResult:
         live.close()
 
     if identity.token:  # the token is redacted everywhere but identity.json
-        request = dataclasses.replace(request, extra_secrets=(*request.extra_secrets, *oidc.secrets(identity.token)))
+        request = structs.replace(request, extra_secrets=(*request.extra_secrets, *oidc.secrets(identity.token)))
     if in_any_ci(request.env):  # the emergency declarer is verified by the token, as records are
-        urgent = dataclasses.replace(urgent, identity_checked=True, verified_actor=identity.actor
+        urgent = structs.replace(urgent, identity_checked=True, verified_actor=identity.actor
                                      if identity.problem is None else None)
     decision = evaluate(policy, facts, request.now, urgent)
-    decision = dataclasses.replace(decision, simulated=request.simulate, clock={
+    decision = structs.replace(decision, simulated=request.simulate, clock={
         "source": clock.clock_source(request.clock_override, simulate=request.simulate), "wall_time": iso_utc(_wall(request).replace(microsecond=0))})
     decision = _identity_judged(decision, identity, policy, request)
     if run.passed_while is not None:  # fail closed: what was not answered in time is no answer
@@ -683,8 +682,7 @@ def _check(request: CheckRequest, run: RunDeadline) -> CheckResult:
 # -- replay -----------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class ReplayResult:
+class ReplayResult(Struct, frozen=True):
     """The recorded and the replayed decision, and every difference between them."""
 
     bundle_id: str
@@ -832,7 +830,7 @@ def _recorded_deadline(recorded: Mapping[str, Any], decision: Decision, notes: l
                         message=str(old.get("message") or "the run deadline passed"), controls=("CC8.1",),
                         description="The evaluation finished within the run deadline.",
                         details=dict(old.get("details") or {}) if isinstance(old.get("details"), dict) else {})
-    return dataclasses.replace(decision, decision="deny", rules=decision.rules + (result,))
+    return structs.replace(decision, decision="deny", rules=decision.rules + (result,))
 
 
 def recorded_emergency(recorded: Mapping[str, Any]) -> EmergencyRequest | None:

@@ -12,8 +12,10 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+
 from typing import Any, Protocol
+
+from msgspec import Struct, field
 
 from policyengine.errors import PolicyEngineError, ReportError, WorkspaceError
 from policyengine.facts import (
@@ -230,8 +232,7 @@ class RecordedPipeline:
 NO_TICKETS = OfflineTickets(missing="the ticket system is not asked here (no ticket answers were given)")
 
 
-@dataclass(frozen=True)
-class GatherContext:
+class GatherContext(Struct, frozen=True):
     """Where gatherers read from: the workspace, the change (ticket keys are found in it) and
     the ticket answers (asked live by ``check``; recorded or supplied otherwise)."""
 

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import enum
 import unicodedata
-from dataclasses import dataclass, field
+
 from datetime import datetime, timezone
 from typing import Any
+
+from msgspec import Struct, field
 
 from policyengine.errors import UsageError
 
@@ -27,8 +29,7 @@ class Enforcement(str, enum.Enum):
     WARN = "warn"
 
 
-@dataclass(frozen=True)
-class FileRead:
+class FileRead(Struct, frozen=True):
     """A workspace file a rule read; copied into the evidence bundle under ``files/``."""
 
     relpath: str
@@ -37,8 +38,7 @@ class FileRead:
     size: int
 
 
-@dataclass(frozen=True)
-class Outcome:
+class Outcome(Struct, frozen=True):
     """What a rule type returns: pass, fail or error, with a message a person understands."""
 
     status: Status
@@ -47,8 +47,7 @@ class Outcome:
     files: tuple[FileRead, ...] = ()
 
 
-@dataclass(frozen=True)
-class RuleResult:
+class RuleResult(Struct, frozen=True):
     id: str
     type: str
     status: Status
@@ -79,8 +78,7 @@ NOT_APPLICABLE = "not_applicable"
 (``not_applicable: pass``): nothing was judged. Never an allow, never a deployment."""
 
 
-@dataclass(frozen=True)
-class Decision:
+class Decision(Struct, frozen=True):
     decision: str  # "allow" | "deny" | "not_applicable"
     evaluated_at: str
     policy: dict[str, Any]

@@ -24,10 +24,11 @@ import json
 import math
 import re
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from msgspec import Struct
 from yaml.composer import Composer
 from yaml.error import MarkedYAMLError, YAMLError
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
@@ -96,8 +97,7 @@ _CORE_FLOAT = re.compile(
 # Positions
 
 
-@dataclass(frozen=True)
-class Position:
+class Position(Struct, frozen=True):
     """Where a value starts in the file (1-based), and where its key starts when it has one."""
 
     line: int
@@ -805,8 +805,7 @@ class _Describer:
         return text
 
 
-@dataclass
-class _Raw:
+class _Raw(Struct):
     """One reduced schema error: where, and what to say."""
 
     path: JsonPath

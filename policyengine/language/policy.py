@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from msgspec import Struct, structs
+
 from policyengine.language import loader
 from policyengine.change import load_change
 from policyengine.lifecycle.emergency import (
@@ -56,8 +58,7 @@ _POLICY_HINT = "`policyengine policy schema` prints the JSON Schema of policies 
 NOTIFY_FORMATS = ("slack", "json")
 
 
-@dataclass(frozen=True)
-class NotifyTarget:
+class NotifyTarget(Struct, frozen=True):
     """One ``notify:`` target of a policy: the variable holding the webhook URL (never the URL)."""
 
     url_env: str
@@ -438,7 +439,7 @@ def with_waivers(policy: Policy, waivers: tuple[Waiver, ...], *, record: dict[st
     for rule in policy.rules:
         if rule.id == OWNERS_RULE_ID and rule.type == "policy_owners":
             guard = list(dict.fromkeys([*rule.params.get("guard", []), *_policy_paths(spec)]))
-            rule = dataclasses.replace(rule, params={**rule.params, "guard": guard})
+            rule = structs.replace(rule, params={**rule.params, "guard": guard})
         rules.append(rule)
     return dataclasses.replace(policy, waivers=policy.waivers + waivers, waivers_file=record, rules=tuple(rules),
                                waivers_raw=raw)

@@ -30,14 +30,14 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+
 from typing import Any
+from msgspec import Struct
 
 WEAKER, STRONGER, NEUTRAL, UNDECIDED = "weaker", "stronger", "neutral", "undecided"
 
 
-@dataclass(frozen=True)
-class Finding:
+class Finding(Struct, frozen=True):
     """One edit: where (``rules[peer-review].min_approvals``), which way, and why."""
 
     path: str

@@ -51,10 +51,12 @@ import re
 import shutil
 import tempfile
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
+
+from msgspec import Struct
 
 from policyengine.workspace import gitsafe
 from policyengine.language import loader
@@ -101,8 +103,7 @@ FALLBACK_LIMIT = ("no trust key (or no trusted previous deploy yet): the trusted
 _FETCH_TIMEOUT = 600  # the platform's repository is fetched with its history
 
 
-@dataclass(frozen=True)
-class PolicySource:
+class PolicySource(Struct, frozen=True):
     """Where a policy was read from, as the evidence records it."""
 
     kind: str  # "file" | "git"

@@ -39,9 +39,11 @@ whose outcome differs from what it expects is a failure (exit 1).
 from __future__ import annotations
 
 import tempfile
-from dataclasses import dataclass, field
+
 from pathlib import Path
 from typing import Any
+
+from msgspec import Struct, field
 
 from policyengine.language import loader
 from policyengine.errors import InvalidInputError, Problem, UsageError
@@ -102,8 +104,7 @@ CASE_SCHEMA: dict[str, Any] = {
 }
 
 
-@dataclass(frozen=True)
-class CaseResult:
+class CaseResult(Struct, frozen=True):
     """One case: its name, and every difference between what it expects and what happened."""
 
     name: str
@@ -116,8 +117,7 @@ class CaseResult:
         return not self.differences
 
 
-@dataclass
-class SuiteResult:
+class SuiteResult(Struct):
     """Every case of a suite, in name order."""
 
     root: str

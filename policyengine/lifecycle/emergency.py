@@ -47,12 +47,13 @@ the approvers' rules and the logins excluded from approving. It needs post-facto
 
 from __future__ import annotations
 
-import dataclasses
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+
 from datetime import datetime, timedelta
 from typing import Any
+
+from msgspec import Struct, structs
 
 from policyengine.language import loader
 from policyengine.errors import Problem
@@ -99,8 +100,7 @@ def parse_duration(text: Any) -> timedelta | None:
 # -- the policy section -------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class EmergencyPolicy:
+class EmergencyPolicy(Struct, frozen=True):
     """The policy's ``emergency:`` section, validated."""
 
     users: tuple[str, ...] = ()
@@ -200,8 +200,7 @@ def check_rule_ids(data: Any, positions: loader.Positions, file: str) -> list[Pr
 # -- the request ----------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class EmergencyRequest:
+class EmergencyRequest(Struct, frozen=True):
     """What the command line asked for. It names nobody: the declarer is the change's deployer."""
 
     flag: bool = False
@@ -389,8 +388,7 @@ def _memberships(teams: Sequence[str], change: Mapping[str, Any]) -> dict[str, l
     return out
 
 
-@dataclass
-class Applied:
+class Applied(Struct):
     """The results with the emergency applied, and the ``emergency`` object of the decision."""
 
     results: list[RuleResult]
@@ -447,7 +445,7 @@ def apply(section: EmergencyPolicy | None, request: EmergencyRequest | None, res
         waived.append(r.id)
         note = {"declarer": declarer, "reason": reason, "incident": incident, "original_status": r.status.value,
                 "original_message": r.message}
-        out.results[i] = dataclasses.replace(
+        out.results[i] = structs.replace(
             r, status=Status.WAIVED, details={**r.details, "emergency": note},
             message=f"EMERGENCY: waived (declared by {declarer}, {short}: {reason or 'no reason given'}); "
                     f"without it: {r.message}")

@@ -54,10 +54,12 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+
 from datetime import datetime, timezone
 from typing import Any
 from urllib.parse import urlsplit
+
+from msgspec import Struct, field
 
 from policyengine.errors import EXIT_ALLOW, EXIT_FACTS, PolicyEngineError, UsageError
 from policyengine.language.policy import NOTIFY_FORMATS, NotifyTarget
@@ -74,8 +76,7 @@ MAX_TEXT = 300
 _NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
-@dataclass(frozen=True)
-class Target:
+class Target(Struct, frozen=True):
     """A notification target, resolved: its label (never the URL), the URL or why there is none."""
 
     label: str
@@ -315,8 +316,7 @@ def send(target: Target, message: Mapping[str, Any], env: Mapping[str, str], red
 # -- after the evidence is recorded --------------------------------------------------------------------
 
 
-@dataclass
-class Delivery:
+class Delivery(Struct):
     """What the notifications did: the lines to print, and the exit code after them."""
 
     exit_code: int

@@ -44,9 +44,11 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+
 from datetime import date, datetime, time, timedelta, timezone
 from typing import Any
+
+from msgspec import Struct, field, structs
 
 from policyengine.language import loader
 from policyengine.errors import Problem
@@ -73,8 +75,7 @@ REFUSED = "refused"
 _DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 
 
-@dataclass(frozen=True)
-class Moment:
+class Moment(Struct, frozen=True):
     """A date or a zoned time as written; ``start``/``end`` are the instants it stands for."""
 
     text: str
@@ -104,8 +105,7 @@ def parse_moment(value: Any) -> Moment:
     return Moment(text, moment, moment, False)
 
 
-@dataclass(frozen=True)
-class Waiver:
+class Waiver(Struct, frozen=True):
     """One waiver, validated."""
 
     rule: str
@@ -146,8 +146,7 @@ class Waiver:
                 "index": self.index}
 
 
-@dataclass(frozen=True)
-class WaiverUse:
+class WaiverUse(Struct, frozen=True):
     """What became of one waiver in one evaluation."""
 
     waiver: Waiver
@@ -166,8 +165,7 @@ class WaiverUse:
 # -- validation --------------------------------------------------------------------------------
 
 
-@dataclass
-class Owners:
+class Owners(Struct):
     """The policy's owners, as far as a waiver's approver is concerned."""
 
     users: frozenset[str] = frozenset()
@@ -352,8 +350,7 @@ _NOT_PASSED = (Status.FAIL, Status.ERROR, Status.WARN)
 _REPORTED = (EXPIRED, NOT_YET_VALID, APPROVER_UNVERIFIED, APPROVER_NOT_OWNER, REFUSED)
 
 
-@dataclass
-class Applied:
+class Applied(Struct):
     """The results with every waiver applied, what became of each, and the notes to report."""
 
     results: list[RuleResult]
@@ -365,8 +362,7 @@ def apply(waivers: Iterable[Waiver], results: Sequence[RuleResult], change: Mapp
           owners: Owners) -> Applied:
     """Apply ``waivers`` to ``results``: the first waiver that holds, covers the change and
     names a rule that did not pass turns that rule ``waived``. Pure."""
-    import dataclasses
-
+    
     out = Applied(results=list(results))
     index = {r.id: i for i, r in enumerate(out.results)}
     for waiver in waivers:
@@ -395,7 +391,7 @@ def apply(waivers: Iterable[Waiver], results: Sequence[RuleResult], change: Mapp
                 details = {**target.details, "waiver": record}
                 message = (f"waived until {waiver.expires.text} (approved by {waiver.approved_by}: "
                            f"{waiver.reason}); without it: {target.message}")
-                out.results[i] = dataclasses.replace(target, status=Status.WAIVED, message=message,
+                out.results[i] = structs.replace(target, status=Status.WAIVED, message=message,
                                                      details=details)
         assert status is not None  # noqa: S101
         use = WaiverUse(waiver, status, why, rule_status)
@@ -405,7 +401,7 @@ def apply(waivers: Iterable[Waiver], results: Sequence[RuleResult], change: Mapp
         if status not in (APPLIED, NOT_NEEDED) and target is not None and i is not None \
                 and target.status in _NOT_PASSED:
             ignored = [*out.results[i].details.get("waivers_ignored", []), use.to_json()]
-            out.results[i] = dataclasses.replace(out.results[i], details={**out.results[i].details,
+            out.results[i] = structs.replace(out.results[i], details={**out.results[i].details,
                                                                           "waivers_ignored": ignored})
     return out
 

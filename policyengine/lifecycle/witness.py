@@ -35,9 +35,11 @@ import json
 import re
 import zipfile
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+
 from typing import Any
 from urllib.parse import quote
+
+from msgspec import Struct, field
 
 from policyengine.errors import EXIT_ALLOW, EXIT_FACTS, PolicyEngineError, UsageError
 from policyengine.evidence.audit.witness import description
@@ -50,8 +52,7 @@ _GITLAB_PROJECT_RE = re.compile(r"^[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)+$")
 PROVIDERS = ("github", "gitlab")
 
 
-@dataclass
-class Published:
+class Published(Struct):
     """What ``publish`` did: the lines to print, the exit code, the records appended."""
 
     exit_code: int

@@ -3,13 +3,13 @@ previous deploy, through an interface the caller passes in (providers open no ar
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+
 from typing import Any, Protocol
+from msgspec import Struct, field
 
 
 
-@dataclass
-class Gathered:
+class Gathered(Struct):
     """A provider's result: the change, and the raw API responses it used (secrets removed),
     which the evidence bundle keeps under ``raw/``."""
 

@@ -28,11 +28,13 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlsplit
+
+from msgspec import Struct, field
 
 from policyengine.errors import EXIT_FACTS, PolicyEngineError, UsageError
 from policyengine.lifecycle.witness_format import CONTEXT_PREFIX, context_for, is_witness_context
@@ -54,8 +56,7 @@ class SourceError(PolicyEngineError):
     exit_code = EXIT_FACTS
 
 
-@dataclass(frozen=True)
-class PlatformDeployment:
+class PlatformDeployment(Struct, frozen=True):
     """One deployment as the platform recorded it."""
 
     source: str
@@ -71,8 +72,7 @@ class PlatformDeployment:
     state: str | None = None
 
 
-@dataclass(frozen=True)
-class RunningArtifact:
+class RunningArtifact(Struct, frozen=True):
     """A container running now (a snapshot), by its image digest."""
 
     source: str
@@ -83,8 +83,7 @@ class RunningArtifact:
     namespace: str
 
 
-@dataclass(frozen=True)
-class WitnessStatus:
+class WitnessStatus(Struct, frozen=True):
     """One witness status as the platform recorded it."""
 
     source: str
@@ -98,8 +97,7 @@ class WitnessStatus:
     url: str | None = None
 
 
-@dataclass
-class PlatformRecords:
+class PlatformRecords(Struct):
     """What the sources said: deployments, running artifacts, and what was read how."""
 
     deployments: list[PlatformDeployment] = field(default_factory=list)

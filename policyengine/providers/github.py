@@ -36,10 +36,12 @@ import json
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+
 from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import quote
+
+from msgspec import Struct, field
 
 from policyengine.change import time_problem
 from policyengine.errors import HistoryUnavailable, UsageError
@@ -107,8 +109,7 @@ def co_authors(message: Any, noreply: re.Pattern[str] = _GITHUB_NOREPLY_RE) -> l
     return out
 
 
-@dataclass
-class Facts:
+class Facts(Struct):
     """What a provider has gathered so far: the change, notes, and the causes of missing facts."""
 
     change: dict[str, Any]
@@ -247,8 +248,7 @@ def range_note(rng: dict[str, Any], environment: str, what: str = "pull request"
 # -- configuration -------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class GitHubConfig:
+class GitHubConfig(Struct, frozen=True):
     """The variables of one GitHub Actions run that the provider uses."""
 
     repository: str

@@ -32,9 +32,11 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+
 from typing import Any
 from urllib.parse import quote
+
+from msgspec import Struct
 
 from policyengine.change import time_problem
 from policyengine.errors import UsageError
@@ -80,8 +82,7 @@ JOB_STATUS = {
 """GitLab job statuses in the change's vocabulary; every other status (created, pending, running...) is pending."""
 
 
-@dataclass(frozen=True)
-class GitLabConfig:
+class GitLabConfig(Struct, frozen=True):
     """The variables of one GitLab CI job that the provider uses."""
 
     project: str  # the id, or the URL-encoded path

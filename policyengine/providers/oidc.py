@@ -27,10 +27,11 @@ import hashlib
 import ipaddress
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+
 from datetime import datetime, timezone
 from typing import Any
 from urllib.parse import urlsplit
+from msgspec import Struct, field
 
 AUDIENCE = "policyengine"
 GITHUB_ISSUER = "https://token.actions.githubusercontent.com"
@@ -76,8 +77,7 @@ class IdentityProblem(Exception):
         an error whether or not identity is required."""
 
 
-@dataclass(frozen=True)
-class IdentitySettings:
+class IdentitySettings(Struct, frozen=True):
     """The policy's ``identity:`` section."""
 
     issuers: tuple[str, ...] = DEFAULT_ISSUERS
@@ -379,8 +379,7 @@ def from_json_serialization(doc: Mapping[str, Any]) -> str:
     return ".".join(parts)  # type: ignore[arg-type]
 
 
-@dataclass
-class Identity:
+class Identity(Struct):
     """What a run learned of its CI identity: verified claims, or why there are none."""
 
     status: str  # "verified" | "unverified" | "absent"

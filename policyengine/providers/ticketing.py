@@ -34,9 +34,11 @@ import base64
 import ipaddress
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass
+
 from typing import Any
 from urllib.parse import urlsplit
+
+from msgspec import Struct
 
 from policyengine.providers.http import ApiError, HttpSession, HttpSettings, TokenInfo
 from policyengine.redact import Redactor
@@ -44,8 +46,7 @@ from policyengine.redact import Redactor
 SYSTEMS = ("jira", "servicenow")
 
 
-@dataclass(frozen=True)
-class System:
+class System(Struct, frozen=True):
     """One ticket system's environment variables and names, for messages."""
 
     name: str

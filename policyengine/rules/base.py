@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+
 from datetime import datetime
 from typing import Any, ClassVar
+
+from msgspec import Struct, field
 
 from policyengine.facts import FactRequest, Facts
 from policyengine.models import Enforcement, Outcome
 
 
-@dataclass(frozen=True)
-class RuleSpec:
+class RuleSpec(Struct, frozen=True):
     """One rule of a loaded policy: the common keys, plus the type's own parameters."""
 
     id: str
@@ -24,8 +25,7 @@ class RuleSpec:
     line: int | None = None
 
 
-@dataclass(frozen=True)
-class Context:
+class Context(Struct, frozen=True):
     """Everything a rule may look at. Pure data: no files, no network, no environment, no clock."""
 
     change: dict[str, Any]

@@ -66,10 +66,12 @@ window the local time is in, also on a fail when a freeze overrides it; null oth
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+
 from datetime import date, datetime, time, timedelta, timezone
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from msgspec import Struct
 
 from policyengine.models import Outcome, Status
 from policyengine.rules.base import Context, RuleType
@@ -103,8 +105,7 @@ _DURATION = re.compile(r"^(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$")
 # --------------------------------------------------------------------------- compiled policy
 
 
-@dataclass(frozen=True)
-class _Allow:
+class _Allow(Struct, frozen=True):
     days: frozenset[int]
     start: int  # seconds after local midnight
     end: int  # seconds after local midnight; 86400 for 24:00
@@ -124,23 +125,20 @@ class _Allow:
         return (wd in self.days and sod >= self.start) or ((wd - 1) % 7 in self.days and sod < self.end)
 
 
-@dataclass(frozen=True)
-class _Span:
+class _Span(Struct, frozen=True):
     name: str
     start: datetime  # UTC
     until: datetime  # UTC
 
 
-@dataclass(frozen=True)
-class _Cron:
+class _Cron(Struct, frozen=True):
     name: str
     cron: str
     duration: timedelta | None
     cron_end: str | None
 
 
-@dataclass(frozen=True)
-class _Holidays:
+class _Holidays(Struct, frozen=True):
     country: str
     subdivision: str | None
 
@@ -149,16 +147,14 @@ class _Holidays:
         return f"{self.country}-{self.subdivision}" if self.subdivision else self.country
 
 
-@dataclass(frozen=True)
-class _Plan:
+class _Plan(Struct, frozen=True):
     tz: ZoneInfo
     allow: tuple[_Allow, ...]
     deny: tuple[_Span | _Cron, ...]
     holidays: _Holidays | None
 
 
-@dataclass(frozen=True)
-class _Block:
+class _Block(Struct, frozen=True):
     """One reason an instant is not allowed, and the earliest instant that reason can lift."""
 
     kind: str  # "deny" | "holiday" | "outside"

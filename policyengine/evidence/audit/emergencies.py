@@ -25,9 +25,11 @@ with a public key, a valid signature by it).
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+
 from datetime import datetime, timezone
 from typing import Any
+
+from msgspec import Struct, field
 
 from policyengine.lifecycle.emergency import (
     APPROVED_LATE,
@@ -71,8 +73,7 @@ def allowed_emergency(decision: Mapping[str, Any]) -> Mapping[str, Any] | None:
     return emergency if emergency.get("approval_required") is True else None
 
 
-@dataclass(frozen=True)
-class Approval:
+class Approval(Struct, frozen=True):
     """One approval record about an emergency, and whether it counts."""
 
     record_id: str
@@ -87,8 +88,7 @@ class Approval:
                 "recorded_at": self.recorded_at, "counts": self.counts, "why_not": self.why_not}
 
 
-@dataclass(frozen=True)
-class EmergencyState:
+class EmergencyState(Struct, frozen=True):
     """Where one allowed emergency stands."""
 
     bundle_id: str

@@ -13,9 +13,11 @@ import random
 import tempfile
 import zipfile
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+
 from datetime import datetime, timezone
 from typing import Any
+
+from msgspec import Struct
 
 from policyengine.errors import EXIT_DENY, EvidenceError, PolicyEngineError
 from policyengine.evidence.format.bundle import (
@@ -128,8 +130,7 @@ class ExportRefused(PolicyEngineError):
                          hint=f"run `{command}` to see every problem")
 
 
-@dataclass(frozen=True)
-class ExportResult:
+class ExportResult(Struct, frozen=True):
     path: str
     population: int
     sample_ids: list[str]
@@ -142,8 +143,7 @@ class ExportResult:
 DECISION_FILTERS = ("allow", "deny", "not_applicable")
 
 
-@dataclass(frozen=True)
-class Population:
+class Population(Struct, frozen=True):
     """The period's evaluations as an export lists them: described, marked, filtered."""
 
     records: list[dict[str, Any]]
@@ -675,8 +675,7 @@ def records_csv(store: EvidenceStore, records: Sequence[Mapping[str, Any]], rows
 CONTROLS_DIR = "controls/"
 
 
-@dataclass(frozen=True)
-class PolicyFacts:
+class PolicyFacts(Struct, frozen=True):
     """What the export and the summary need to know of policies, handed in by the caller (the CLI:
     ``policyfacts.POLICY_FACTS``): the evidence code imports no policy code.
 

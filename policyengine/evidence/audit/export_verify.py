@@ -49,9 +49,11 @@ import tempfile
 import zipfile
 from collections import Counter, defaultdict
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
+
 from pathlib import Path
 from typing import IO, Any
+
+from msgspec import Struct, field
 
 from policyengine.errors import UsageError
 from policyengine.evidence.format.timestamp import StampCheck, backwards_problems, inspect_stamp
@@ -90,8 +92,7 @@ BUNDLE_FILE_RE = re.compile(r"^bundles/([^/]+)\.zip$")
 ARCHIVE_INDEX = "index.jsonl"
 
 
-@dataclass(frozen=True)
-class ExportProblem:
+class ExportProblem(Struct, frozen=True):
     """One thing wrong in an export: the check, where (``bundle <id>`` or ``file <name>``), what."""
 
     check: str
@@ -102,8 +103,7 @@ class ExportProblem:
         return f"FAIL  {self.check:13} {self.where}: {self.message}"
 
 
-@dataclass
-class ExportReport:
+class ExportReport(Struct):
     """What verifying an export found."""
 
     path: str

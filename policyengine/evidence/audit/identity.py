@@ -14,18 +14,19 @@ from __future__ import annotations
 import json
 import zipfile
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+
 from datetime import datetime
 from pathlib import Path
 from typing import Any
+
+from msgspec import Struct
 
 from policyengine.errors import UsageError
 from policyengine.evidence.format.bundle import IDENTITY, MANIFEST
 from policyengine.providers import oidc
 
 
-@dataclass(frozen=True)
-class IdentityFinding:
+class IdentityFinding(Struct, frozen=True):
     """One bundle's identity: ``verified``, ``unchecked``, ``unverified`` (at check time) or ``failed``."""
 
     bundle_id: str

@@ -33,16 +33,16 @@ statement (subjects), checking each bundle's SHA-256 against its index line.
 from __future__ import annotations
 
 import bisect
-import dataclasses
 import hashlib
 import io
 import json
 import re
 import zipfile
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
+
+from msgspec import Struct, field, structs
 
 from policyengine.evidence.format.bundle import ATTESTATION, CHANGE, DECISION, ZIP_READ_ERRORS
 from policyengine.evidence.format.records import is_evaluation, kind_of
@@ -107,8 +107,7 @@ def present_chains(records: Sequence[Mapping[str, Any]]) -> dict[Chain, int]:
 # -- the evidence side -------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Evaluation:
+class Evaluation(Struct, frozen=True):
     """What reconcile needs of one evaluation bundle."""
 
     id: str
@@ -198,7 +197,7 @@ def load_evaluations(store: EvidenceStore, records: Sequence[Mapping[str, Any]],
         approved = {k for k, v in states.items() if v in (APPROVED_ON_TIME, APPROVED_LATE)}
         # An emergency the policy released without an approval to follow waits for nothing.
         approved |= {str(e["id"]) for e in emergencies if e["_emergency"].get("approval_required") is not True}
-        out = [dataclasses.replace(ev, emergency_approved=True) if ev.id in approved else ev for ev in out]
+        out = [structs.replace(ev, emergency_approved=True) if ev.id in approved else ev for ev in out]
     return out
 
 
@@ -294,8 +293,7 @@ def _stamped_at(zf: zipfile.ZipFile, envelope: Any) -> str | None:
 # -- findings ----------------------------------------------------------------------------------
 
 
-@dataclass
-class Finding:
+class Finding(Struct):
     """An exception or a class: what, where, and the platform's own id, time and URL."""
 
     kind: str
@@ -313,11 +311,10 @@ class Finding:
     also: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        return {**structs.asdict(self), "also": list(self.also)}
 
 
-@dataclass
-class Reconciliation:
+class Reconciliation(Struct):
     """The result: exceptions, classes, what was compared, and the limit of the comparison."""
 
     since: str
@@ -386,8 +383,7 @@ def merge_reruns(deployments: Sequence[PlatformDeployment]) -> list[tuple[Platfo
     return out
 
 
-@dataclass
-class _ChainIndex:
+class _ChainIndex(Struct):
     releases: list[Evaluation]
     times: list[str]
     denials_by_commit: dict[str, list[str]]
@@ -570,8 +566,7 @@ def parse_source(value: str) -> tuple[str, str | None]:
                      hint="e.g. --source github, or --source kubectl:pods.json")
 
 
-@dataclass(frozen=True)
-class ReconcileRequest:
+class ReconcileRequest(Struct, frozen=True):
     """What to compare: the period, the chains, the sources, and how."""
 
     since: str

@@ -29,9 +29,11 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+
 from datetime import datetime, timedelta
 from typing import Any
+
+from msgspec import Struct
 
 from policyengine.lifecycle.witness_format import DIGEST_CHARS, MAX_DESCRIPTION, context_for
 from policyengine.providers.deployments import WitnessStatus
@@ -52,8 +54,7 @@ def description(decision: str, bundle_id: str, sha256: str, store_head: str | No
     return text
 
 
-@dataclass(frozen=True)
-class Said:
+class Said(Struct, frozen=True):
     """What one witness description says."""
 
     decision: str
@@ -72,8 +73,7 @@ def parse_description(text: Any) -> Said | None:
     return Said(m["decision"], m["bundle"], m["sha256"], None if m["head"] == "-" else m["head"])
 
 
-@dataclass(frozen=True)
-class Mismatch:
+class Mismatch(Struct, frozen=True):
     """A witness that disagrees with the store (``reconcile`` makes it a ``witness-mismatch`` finding)."""
 
     status: WitnessStatus

@@ -22,9 +22,11 @@ import zipfile
 import zlib
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+
 from datetime import datetime, timezone
 from typing import IO, Any, cast
+
+from msgspec import Struct, field
 
 from policyengine import __version__
 from policyengine.errors import EvidenceError
@@ -139,8 +141,7 @@ def member_source(name: str) -> str:
     return unquote(name)
 
 
-@dataclass(frozen=True)
-class Member:
+class Member(Struct, frozen=True):
     """One member to write: bytes held in memory, or a workspace file copied from disk."""
 
     name: str
@@ -566,8 +567,7 @@ def clock_warning(created_at: Any, evaluated_at: Any) -> str | None:
     return None
 
 
-@dataclass(frozen=True)
-class Finished:
+class Finished(Struct, frozen=True):
     """The manifest and statement a finished bundle holds."""
 
     manifest: dict[str, Any]
@@ -600,8 +600,7 @@ def write_bundle_zip(
     return done.manifest
 
 
-@dataclass(frozen=True)
-class VerifyProblem:
+class VerifyProblem(Struct, frozen=True):
     """One thing wrong in the archive, named so that an auditor can act on it.
 
     ``check`` is one of ``index``, ``bundle-digest``, ``manifest``, ``member-digest``,
@@ -616,8 +615,7 @@ class VerifyProblem:
     message: str
 
 
-@dataclass(frozen=True)
-class Inspection:
+class Inspection(Struct, frozen=True):
     """What ``inspect_bundle`` found: problems, and facts to hold against the index record.
 
     A fact is None when it could not be read from a member whose digest matched.
@@ -697,8 +695,7 @@ def _parse_manifest(data: bytes) -> dict[str, Any]:
     return manifest
 
 
-@dataclass
-class CheckedMembers:
+class CheckedMembers(Struct):
     """What ``check_members`` found in any bundle kind: its member names, manifest (parsed and raw),
     the members whose bytes match the manifest (name -> SHA-256), and the names it lists."""
 

@@ -24,8 +24,10 @@ import hashlib
 import json
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+
 from typing import Any
+
+from msgspec import Struct
 
 from policyengine.evidence.format.bundle import (
     NEWER_VERSION,
@@ -65,8 +67,7 @@ def _name(key: Key) -> str:
     return f"{key[0] or '(no repository)'} / {key[1] or '(no environment)'}"
 
 
-@dataclass(frozen=True)
-class ChainHead:
+class ChainHead(Struct, frozen=True):
     """One chain as a catalogue knows it: its newest bundle (id, SHA-256) and its length."""
 
     repository: str | None
@@ -80,8 +81,7 @@ class ChainHead:
         return self.repository, self.environment
 
 
-@dataclass(frozen=True)
-class Catalogue:
+class Catalogue(Struct, frozen=True):
     """One catalogue of a store. ``sha256`` is the digest of its bytes: the store head it makes.
 
     ``signature`` is what opening its envelope found (``valid``, ``unsigned``, ``unchecked``,

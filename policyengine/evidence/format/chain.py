@@ -18,15 +18,16 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+
+
+from msgspec import Struct
 
 from policyengine.evidence.format.bundle import VerifyProblem
 
 UNKNOWN = "?"  # a bundle whose manifest could not be read: its link is not checked
 
 
-@dataclass(frozen=True)
-class ChainEntry:
+class ChainEntry(Struct, frozen=True):
     """One recorded bundle as the chain walk sees it.
 
     ``actual_sha256`` is None when the bundle could not be read; ``previous_sha256`` is

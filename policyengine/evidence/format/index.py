@@ -32,9 +32,10 @@ import json
 import operator
 import re
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from msgspec import Struct
 
 if TYPE_CHECKING:  # sqlite3 costs ~30 ms to import: only `evidence list`/export need it
     import sqlite3
@@ -99,8 +100,7 @@ def _tok(value: Any) -> str:
     return f'"{value}"' if isinstance(value, str) else "?"
 
 
-@dataclass(frozen=True)
-class Query:
+class Query(Struct, frozen=True):
     """Filters of ``evidence list``; ``since`` inclusive, ``until`` exclusive (``...Z`` strings)."""
 
     since: str | None = None

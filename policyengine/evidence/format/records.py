@@ -42,9 +42,11 @@ import json
 import re
 import zipfile
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+
 from datetime import datetime
 from typing import Any
+
+from msgspec import Struct
 
 from policyengine.errors import UsageError
 from policyengine.evidence.format.bundle import (
@@ -103,8 +105,7 @@ ID_RE = re.compile(r"^[0-9]{8}T[0-9]{6}Z-[0-9a-f]{12}$")
 SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
 
 
-@dataclass(frozen=True)
-class RecordKind:
+class RecordKind(Struct, frozen=True):
     """A kind of linked record: the document field holding its value, and the values allowed."""
 
     name: str
@@ -363,8 +364,7 @@ def inspect_record(zf: zipfile.ZipFile, bundle_id: str, public_key: tuple[Any, s
 # -- who recorded it ------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Actor:
+class Actor(Struct, frozen=True):
     """Who records a record: the login, whether the CI vouches for it, and where it came from."""
 
     login: str

@@ -19,9 +19,11 @@ import json
 import os
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+
 from pathlib import Path
 from typing import Any
+
+from msgspec import Struct
 
 from policyengine.errors import EvidenceError, UsageError
 
@@ -58,8 +60,7 @@ def key_id(public_key: Any) -> str:
     return hashlib.sha256(_raw_public(public_key)).hexdigest()
 
 
-@dataclass(frozen=True)
-class SigningKey:
+class SigningKey(Struct, frozen=True):
     """An Ed25519 private key and its id. ``repr`` never shows the key."""
 
     private_key: Any
@@ -192,8 +193,7 @@ def envelope(statement: Mapping[str, Any], key: SigningKey | None) -> dict[str, 
     }
 
 
-@dataclass(frozen=True)
-class EnvelopeCheck:
+class EnvelopeCheck(Struct, frozen=True):
     """What opening an envelope found. ``signature`` is ``valid``, ``invalid``, ``unsigned``,
     ``unchecked`` (signed, but no public key was given) or ``wrong-key``. ``keyids`` are the key
     ids the signatures name (not proof of anything without a key)."""

@@ -23,10 +23,12 @@ import contextvars
 import hashlib
 import urllib.parse
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
+
+from msgspec import Struct
 
 from policyengine.errors import EvidenceError, UsageError
 
@@ -89,8 +91,7 @@ def check_url(url: str, *, what: str = "--timestamp-url") -> str:
     return url
 
 
-@dataclass(frozen=True)
-class Timestamper:
+class Timestamper(Struct, frozen=True):
     """Where to ask for a timestamp (the first authority that answers is used), the roots each
     reply must chain to, and whether a bundle may go without one."""
 
@@ -175,8 +176,7 @@ def stamping(timestamper: Timestamper | None) -> Iterator[None]:
         _ACTIVE.reset(token)
 
 
-@dataclass(frozen=True)
-class TokenCheck:
+class TokenCheck(Struct, frozen=True):
     """What checking a token found: its time (None when unreadable), the state, and the problem."""
 
     gen_time: datetime | None
@@ -220,8 +220,7 @@ def check_token(token: bytes, signature: bytes, roots: Sequence[Any] | None) -> 
     return TokenCheck(gen_time, "valid")
 
 
-@dataclass(frozen=True)
-class StampCheck:
+class StampCheck(Struct, frozen=True):
     """How ``evidence verify`` checks timestamps: the TSA roots the auditor fetched themselves
     (``--tsa-cert``; none: tokens are checked for their imprint and time only) and whether a
     bundle without a token fails (``--require-timestamps``)."""
@@ -230,8 +229,7 @@ class StampCheck:
     require: bool = False
 
 
-@dataclass(frozen=True)
-class StampFinding:
+class StampFinding(Struct, frozen=True):
     """What ``inspect_stamp`` found in one bundle: ``none``, ``valid``, ``unchecked`` or ``invalid``,
     the token's time, and each problem (member, message): every one a verification failure (check ``time``)."""
 

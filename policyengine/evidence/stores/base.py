@@ -19,11 +19,13 @@ import tempfile
 import time
 import zipfile
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import IO, Any
 from urllib.parse import quote
+
+from msgspec import Struct, field
 
 import policyengine.evidence.format.catalogue as catalogue_mod
 import policyengine.evidence.format.chain as chain_mod
@@ -95,13 +97,12 @@ class BundleRef:
     """None (or ``evaluation``) for an evaluation; ``outcome``, ``review``, ... for a linked record."""
     sequence: int | None = None
     """The bundle's place in its chain (1 for the first); None for a record made before chains."""
-    store_head: str | None = field(default=None, compare=False)
+    store_head: str | None = dataclasses.field(default=None, compare=False)
     """After a write: the SHA-256 of the store's newest catalogue (``evidence.catalogue``), the store head.
     Not part of the bundle's identity (``list`` does not know it)."""
 
 
-@dataclass(frozen=True)
-class VerifyReport:
+class VerifyReport(Struct, frozen=True):
     """The ids of the bundles checked, every problem found, and each bundle's signature state.
 
     ``warnings`` are odd facts that prove nothing (a bundle created long after its decision):
@@ -120,8 +121,7 @@ class VerifyReport:
         return not self.problems
 
 
-@dataclass(frozen=True)
-class Prepared:
+class Prepared(Struct, frozen=True):
     """A bundle planned but not yet written."""
 
     bundle_id: str
@@ -135,8 +135,7 @@ class Prepared:
     policy_sha256: str
 
 
-@dataclass(frozen=True)
-class Job:
+class Job(Struct, frozen=True):
     """A bundle of any kind, ready to be committed to its chain by a store's ``commit``.
 
     ``bulk(writer)`` writes the members that do not depend on the chain (outside any lock);
@@ -998,8 +997,7 @@ def _identity_digest(decision: Mapping[str, Any]) -> dict[str, Any]:
 # -- reading one bundle for a person ---------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class BundleContents:
+class BundleContents(Struct, frozen=True):
     """The members of one bundle a person reads: decision, change, manifest, statement."""
 
     record: dict[str, Any]

@@ -73,6 +73,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import IO, Any
 
+from msgspec import structs
+
 import policyengine.evidence.format.catalogue as catalogue_mod
 from policyengine.errors import EvidenceError
 from policyengine.evidence.format.bundle import (
@@ -1095,5 +1097,5 @@ class LocalArchive(EvidenceStore):
             held = [p for p in report.problems if p.check == "unindexed"]
             lost = VerifyProblem("", None, "index", f"{self.index_path} is missing, but {BUNDLES}/ holds "
                                  f"{len(held)} bundle(s): the index of record was deleted")
-            report = dataclasses.replace(report, problems=(lost, *report.problems))
+            report = structs.replace(report, problems=(lost, *report.problems))
         return report

@@ -86,10 +86,12 @@ import tempfile
 import time
 import weakref
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import IO, Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
+
+from msgspec import Struct, structs
 
 import policyengine.evidence.format.catalogue as catalogue_mod
 from policyengine.errors import EvidenceError, UsageError, explain_git_error
@@ -171,8 +173,7 @@ _HEAD_PATH_RE = re.compile(r"^chains/[^/]+/[^/]+/head\.json$")
 _CATALOGUE_PATH_RE = re.compile(r"^catalogue/[0-9]{12}\.json$")
 
 
-@dataclass(frozen=True)
-class CommitKind:
+class CommitKind(Struct, frozen=True):
     """What one commit of the evidence ref may change; ``history_problems`` holds every commit to it.
 
     ``adds``: files it creates (that never existed); ``appends``: files it creates or extends by
@@ -531,8 +532,7 @@ class _Git:
         return proc.stdout.decode().strip()
 
 
-@dataclass(frozen=True)
-class _Change:
+class _Change(Struct, frozen=True):
     """One line of ``git log --raw``: a file a commit added (A), modified (M), deleted (D) or retyped (T)."""
 
     status: str
@@ -1314,4 +1314,4 @@ class GitArchive(EvidenceStore):
             self._history = (commit, history_problems(git, commit))
         if not self._history[1]:
             return report
-        return replace(report, problems=(*report.problems, *self._history[1]))
+        return structs.replace(report, problems=(*report.problems, *self._history[1]))

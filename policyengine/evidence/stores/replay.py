@@ -10,9 +10,11 @@ from __future__ import annotations
 import json
 import zipfile
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+
 from pathlib import Path
 from typing import Any
+
+from msgspec import Struct
 
 from policyengine.errors import EvidenceError
 from policyengine.evidence.format.bundle import (
@@ -29,8 +31,7 @@ from policyengine.evidence.format.records import is_evaluation, kind_of
 from policyengine.evidence.stores.base import EvidenceStore
 
 
-@dataclass(frozen=True)
-class Unpacked:
+class Unpacked(Struct, frozen=True):
     """What a replay needs from a bundle: its recorded decision, change and policy bytes."""
 
     recorded: dict[str, Any]
