@@ -160,7 +160,8 @@ def check(policy_path: str, waivers_path: str | None, change_path: str | None, p
     click.echo(shown(text_out.render(decision, color=use_color(color, stream),
                                      advisory=advisory and code == EXIT_DENY, exit_code=code,
                                      simulated_under_ci=result.simulated_under_ci,
-                                     approve_command=_approve_command(result.store_url, bundle))),
+                                     approve_command=_approve_command(result.store_url, bundle)
+                                     if decision.is_emergency else None)),
                nl=False, file=stream)
     if bundle.get("bundle_id"):
         store_url = result.store_url

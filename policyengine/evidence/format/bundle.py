@@ -16,7 +16,6 @@ import hashlib
 import json
 import os
 import posixpath
-import queue
 import threading
 import zipfile
 import zlib
@@ -24,7 +23,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
 
 from datetime import datetime, timezone
-from typing import IO, Any, cast
+from typing import IO, TYPE_CHECKING, Any, cast
 
 from msgspec import Struct, field
 
@@ -40,6 +39,9 @@ from policyengine.evidence.format.signing import (
 from policyengine.evidence.format.timestamp import MEMBER as TIMESTAMP_MEMBER
 from policyengine.models import FileRead
 from policyengine.redact import DEFAULT, EvidenceRedactor, looks_binary
+
+if TYPE_CHECKING:
+    import queue
 
 SCHEMA_VERSION = 3
 """The evidence schema version this release writes (docs/evidence.md, "Versions"): 1 before statements,
@@ -215,11 +217,12 @@ class BackgroundHash:
 
     def __init__(self) -> None:
         self._hash = hashlib.sha256()
-        self._queue: queue.Queue[bytes | None] = queue.Queue(maxsize=8)
+        self._queue: queue.Queue[bytes | None] | None = None  # with the thread (``queue``: ~1.5 ms to import)
         self._thread: threading.Thread | None = None
         self._done: str | None = None
 
     def _run(self) -> None:
+        assert self._queue is not None
         while (chunk := self._queue.get()) is not None:
             self._hash.update(chunk)
 
@@ -228,13 +231,17 @@ class BackgroundHash:
             if len(data) < self._INLINE:
                 self._hash.update(data)
                 return
+            import queue
+
+            self._queue = queue.Queue(maxsize=8)
             self._thread = threading.Thread(target=self._run, name="policyengine-sha256", daemon=True)
             self._thread.start()
+        assert self._queue is not None
         self._queue.put(bytes(data))
 
     def hexdigest(self) -> str:
         if self._done is None:
-            if self._thread is not None:
+            if self._thread is not None and self._queue is not None:
                 self._queue.put(None)
                 self._thread.join()
             self._done = self._hash.hexdigest()
