@@ -39,7 +39,6 @@ from __future__ import annotations
 import json
 import zipfile
 from collections.abc import Mapping, Sequence
-
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any

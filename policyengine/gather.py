@@ -12,7 +12,6 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Callable, Mapping, Sequence
-
 from typing import Any, Protocol
 
 from msgspec import Struct, field

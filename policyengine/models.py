@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import enum
 import unicodedata
-
 from datetime import datetime, timezone
 from typing import Any
 

@@ -502,3 +502,20 @@ def test_no_edit_of_the_index_or_the_cache_changes_what_a_full_decode_lists(tmp_
             with contextlib.suppress(sq.Error):
                 conn.executescript(sql.format(n=rng.randrange(12, max(n, 13))))  # (a line of the periods)
         check()
+
+
+def test_the_background_hash_is_sha256_of_every_byte_in_order_small_and_large() -> None:
+    """Members of 64 KiB and more are hashed on another thread (the queue is made with it): the
+    digest is hashlib's of the same bytes whichever way each chunk went, and with no large chunk
+    no thread is started."""
+    from policyengine.evidence.format.bundle import BackgroundHash
+
+    rng = __import__("random").Random(5)
+    for sizes in ([3], [70_000], [10, 70_000, 5, 200_000, 3, 65_536, 65_535], [0, 1 << 20, 0]):
+        chunks = [rng.randbytes(n) for n in sizes]
+        background = BackgroundHash()
+        for chunk in chunks:
+            background.update(chunk)
+        assert background.hexdigest() == hashlib.sha256(b"".join(chunks)).hexdigest(), sizes
+        assert background.hexdigest() == hashlib.sha256(b"".join(chunks)).hexdigest()  # asked twice: the same
+        assert (background._thread is None) == all(n < 65_536 for n in sizes)

@@ -156,7 +156,8 @@ def _print_list(archive: str, q: Any, rows: Sequence[Mapping[str, Any]], bad: in
                                                   for r in rows]), nl=False)
         return EXIT_ALLOW
     if not rows:
-        click.echo(f"no bundles in {archive}" + (" match" if any(getattr(q, name) for name in q.__struct_fields__) else ""))
+        asked = any(getattr(q, name) for name in q.__struct_fields__)  # (a Struct has no __dict__ for vars())
+        click.echo(f"no bundles in {archive}" + (" match" if asked else ""))
         return EXIT_ALLOW
     cells = [[str(r.get("id")), str(r.get("created_at")), str(r.get("environment") or ""),
               str(r.get("repository") or ""), str(r.get("commit") or "")[:12], str(r.get("kind") or "evaluation"),

@@ -24,7 +24,6 @@ import json
 import math
 import re
 from collections.abc import Iterable, Sequence
-
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 

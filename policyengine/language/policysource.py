@@ -50,7 +50,6 @@ import json
 import re
 import shutil
 from collections.abc import Callable, Mapping
-
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit

@@ -39,7 +39,6 @@ whose outcome differs from what it expects is a failure (exit 1).
 from __future__ import annotations
 
 import tempfile
-
 from pathlib import Path
 from typing import Any
 

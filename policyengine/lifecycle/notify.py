@@ -54,7 +54,6 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
-
 from datetime import datetime, timezone
 from typing import Any
 from urllib.parse import urlsplit

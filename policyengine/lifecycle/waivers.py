@@ -44,7 +44,6 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping, Sequence
-
 from datetime import date, datetime, time, timedelta, timezone
 from typing import Any
 

@@ -35,7 +35,6 @@ import json
 import re
 import zipfile
 from collections.abc import Mapping
-
 from typing import Any
 from urllib.parse import quote
 

@@ -3,10 +3,9 @@ previous deploy, through an interface the caller passes in (providers open no ar
 
 from __future__ import annotations
 
-
 from typing import Any, Protocol
-from msgspec import Struct, field
 
+from msgspec import Struct, field
 
 
 class Gathered(Struct):

@@ -28,7 +28,6 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterable, Mapping, Sequence
-
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any

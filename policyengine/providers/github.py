@@ -36,7 +36,6 @@ import json
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-
 from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import quote

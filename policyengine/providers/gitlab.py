@@ -32,7 +32,6 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-
 from typing import Any
 from urllib.parse import quote
 

@@ -27,7 +27,6 @@ import hashlib
 import ipaddress
 import json
 from collections.abc import Mapping, Sequence
-
 from datetime import datetime, timezone
 from typing import Any
 from urllib.parse import urlsplit

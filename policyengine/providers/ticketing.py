@@ -34,7 +34,6 @@ import base64
 import ipaddress
 import json
 from collections.abc import Mapping
-
 from typing import Any
 from urllib.parse import urlsplit
 

@@ -66,7 +66,6 @@ window the local time is in, also on a fail when a freeze overrides it; null oth
 from __future__ import annotations
 
 import re
-
 from datetime import date, datetime, time, timedelta, timezone
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError

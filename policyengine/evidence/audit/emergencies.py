@@ -25,7 +25,6 @@ with a public key, a valid signature by it).
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-
 from datetime import datetime, timezone
 from typing import Any
 

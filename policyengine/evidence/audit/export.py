@@ -13,7 +13,6 @@ import random
 import tempfile
 import zipfile
 from collections.abc import Callable, Mapping, Sequence
-
 from datetime import datetime, timezone
 from typing import Any
 

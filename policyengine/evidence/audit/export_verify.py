@@ -49,7 +49,6 @@ import tempfile
 import zipfile
 from collections import Counter, defaultdict
 from collections.abc import Iterator, Mapping
-
 from pathlib import Path
 from typing import IO, Any
 

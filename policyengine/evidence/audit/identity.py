@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import zipfile
 from collections.abc import Iterable, Mapping, Sequence
-
 from datetime import datetime
 from pathlib import Path
 from typing import Any

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping, Sequence
-
 from datetime import datetime, timedelta
 from typing import Any
 

@@ -21,7 +21,6 @@ import zipfile
 import zlib
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
-
 from datetime import datetime, timezone
 from typing import IO, TYPE_CHECKING, Any, cast
 
@@ -221,27 +220,26 @@ class BackgroundHash:
         self._thread: threading.Thread | None = None
         self._done: str | None = None
 
-    def _run(self) -> None:
-        assert self._queue is not None
-        while (chunk := self._queue.get()) is not None:
+    def _run(self, chunks: queue.Queue[bytes | None]) -> None:
+        while (chunk := chunks.get()) is not None:
             self._hash.update(chunk)
 
     def update(self, data: bytes) -> None:
-        if self._thread is None:
+        chunks = self._queue
+        if chunks is None:
             if len(data) < self._INLINE:
                 self._hash.update(data)
                 return
             import queue
 
-            self._queue = queue.Queue(maxsize=8)
-            self._thread = threading.Thread(target=self._run, name="policyengine-sha256", daemon=True)
+            chunks = self._queue = queue.Queue(maxsize=8)
+            self._thread = threading.Thread(target=self._run, args=(chunks,), name="policyengine-sha256", daemon=True)
             self._thread.start()
-        assert self._queue is not None
-        self._queue.put(bytes(data))
+        chunks.put(bytes(data))
 
     def hexdigest(self) -> str:
         if self._done is None:
-            if self._thread is not None and self._queue is not None:
+            if self._queue is not None and self._thread is not None:
                 self._queue.put(None)
                 self._thread.join()
             self._done = self._hash.hexdigest()

@@ -24,7 +24,6 @@ import hashlib
 import json
 import re
 from collections.abc import Iterable, Mapping, Sequence
-
 from typing import Any
 
 from msgspec import Struct

@@ -19,7 +19,6 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 
-
 from msgspec import Struct
 
 from policyengine.evidence.format.bundle import VerifyProblem

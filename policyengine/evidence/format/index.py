@@ -32,7 +32,6 @@ import json
 import operator
 import re
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from msgspec import Struct

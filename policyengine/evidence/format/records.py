@@ -42,7 +42,6 @@ import json
 import re
 import zipfile
 from collections.abc import Iterable, Mapping, Sequence
-
 from datetime import datetime
 from typing import Any
 

@@ -19,7 +19,6 @@ import json
 import os
 import re
 from collections.abc import Mapping, Sequence
-
 from pathlib import Path
 from typing import Any
 

@@ -23,7 +23,6 @@ import contextvars
 import hashlib
 import urllib.parse
 from collections.abc import Iterator, Sequence
-
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
