@@ -38,12 +38,14 @@ WIDTH, HEIGHT = 1000, 1900
 def example_report() -> str:
     """The report.html the gate writes for the allowed example, at the fixed time (the real gate and renderer)."""
     sys.path.insert(0, str(REPO))
+    from policyengine.evidence.stores import base
     from policyengine.gate import CheckRequest, check
 
+    real_id = base.new_bundle_id  # its random 12 hex digits fixed, so the picture does not change
     env = {k: v for k, v in os.environ.items()
            if k in ("PATH", "HOME", "LANG", "LC_ALL", "TZ")}  # no CI variables: nothing of this machine
     with tempfile.TemporaryDirectory(prefix="policyengine-report-example-") as tmp, \
-            mock.patch("policyengine.evidence.stores.base.secrets.token_hex", lambda n: BUNDLE_SUFFIX[:2 * n]):
+            mock.patch.object(base, "new_bundle_id", lambda created_at: real_id(created_at)[:-12] + BUNDLE_SUFFIX):
         cwd = os.getcwd()
         os.chdir(REPO)  # relative paths, as the README's quickstart runs it
         try:
