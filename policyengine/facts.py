@@ -301,6 +301,11 @@ class ProvenanceFact(Struct, frozen=True):
     raw: tuple[tuple[str, bytes], ...] = ()
     source: str | None = None
     """live (asked now) or recorded (read from an evidence bundle)."""
+    run_from: str | None = None
+    """Who names ``run``: ``id_token`` (the verified CI ID token's claims: the platform's word) or
+    the variable it was read from, ``GITHUB_RUN_ID`` or ``CI_PIPELINE_ID`` (the job's environment:
+    self-asserted; on GitLab an earlier job's ``dotenv`` report can set it). None in records
+    written before it was kept."""
 
     def producer(self, path: str, sha256: str) -> dict[str, Any] | None:
         """The job that produced the report ``path`` with this digest, or None."""

@@ -141,9 +141,11 @@ def test_github_a_report_from_this_run_passes_and_names_its_artifact(
     names = _bundle_names(tmp_path)
     assert "raw/provenance.json" in names
     assert f"raw/github/runs_{RUN_ID}_artifacts_p1.json" in names
+    # No ID token verified: the run is the job's environment, and the evidence says so.
+    assert rule["details"]["provenance"] == {"platform": "github", "run": RUN_ID, "run_from": "GITHUB_RUN_ID"}
     requests = len(api.requests)
     code, out = _replay(tmp_path, capsys)
-    assert code == 0, out
+    assert code == 0, out  # the recorded run_from is judged again the same
     assert len(api.requests) == requests  # replay asked nobody
 
 
@@ -236,6 +238,32 @@ def test_gitlab_a_report_from_this_pipeline_passes_and_names_its_job(
     assert producer["job_ids"] == [4711] and producer["pipeline_id"] == "61"
     assert producer["url"] == "https://gitlab.example.com/acme/payments/-/jobs/4711"
     assert "raw/gitlab/pipelines_61_test_report.json" in _bundle_names(tmp_path)
+    # Self-asserted: CI_PIPELINE_ID is the job's environment (an earlier job's dotenv can set it).
+    assert rule["details"]["provenance"]["run_from"] == "CI_PIPELINE_ID"
+
+
+def test_gitlab_the_id_tokens_pipeline_is_asked_not_a_forged_ci_pipeline_id(
+        gitlab: FakeAPI, tmp_path: Path) -> None:
+    """With a verified ID token the pipeline is the token's claim, whatever CI_PIPELINE_ID says
+    (a dotenv report of an earlier job takes precedence over predefined variables), and the
+    evidence names the token as its source."""
+    from policyengine.facts import ReportFact
+    from policyengine.providers.provenance import LiveProvenance
+    from policyengine.workspace.files import Workspace
+
+    gitlab.json(TEST_REPORT, _report(_suite(PASSED_CASES, [4711])))  # pipeline 61's
+    gitlab.json("/projects/278964/pipelines/99/test_report", _report(_suite(PASSED_CASES, [9999])))
+    (tmp_path / "reports").mkdir()
+    (tmp_path / "reports" / "junit.xml").write_bytes(PASSING)
+    env = {**gitlab_env(gitlab, SHA), "CI_PIPELINE_ID": "99"}  # forged to a pipeline whose tests passed
+    change = {"repository": "acme/payments", "environment": "production", "commit": SHA}
+    reports = [ReportFact("reports/junit.xml", None)]
+    verified = LiveProvenance("gitlab", env, change, {"pipeline_id": 61}).produced(reports, Workspace(tmp_path))
+    assert verified.error is None and verified.run == "61" and verified.run_from == "id_token"
+    assert verified.producers[0][2]["job_ids"] == [4711]
+    assert json.loads(verified.record)["run_from"] == "id_token"
+    unverified = LiveProvenance("gitlab", env, change).produced(reports, Workspace(tmp_path))
+    assert unverified.run == "99" and unverified.run_from == "CI_PIPELINE_ID"
 
 
 def test_gitlab_a_report_from_another_pipeline_fails_same_run(
@@ -314,6 +342,18 @@ def test_judge_a_producer_of_other_bytes_does_not_prove_the_report() -> None:
     # The platform vouched for other bytes at that path (the file changed between reads): fail.
     other = _judge(ProvenanceFact("github", "1", (("reports/a.xml", "cd" * 32, producer),)))
     assert other.status.value == "fail" and "not produced by this workflow run" in other.message
+
+
+def test_a_recorded_run_from_is_read_back_and_a_malformed_one_is_not_trusted() -> None:
+    from policyengine.providers.provenance import MEMBER, RecordedProvenance
+
+    def recorded(doc: dict[str, Any]) -> Any:
+        return RecordedProvenance({f"raw/{MEMBER}": json.dumps(doc).encode()}).produced([], None)  # type: ignore[arg-type]
+
+    base = {"platform": "gitlab", "run": "61", "error": None, "reports": []}
+    assert recorded({**base, "run_from": "id_token"}).run_from == "id_token"
+    assert recorded(base).run_from is None and recorded(base).error is None  # written before it was kept
+    assert recorded({**base, "run_from": ["id_token"]}).error == f"raw/{MEMBER} in the bundle cannot be read"
 
 
 def test_judge_without_the_provenance_fact_or_with_its_error_is_an_error() -> None:

@@ -88,12 +88,14 @@ MEMBER = "provenance.json"
 def _record(fact: ProvenanceFact) -> bytes:
     doc = {"platform": fact.platform, "run": fact.run, "error": fact.error,
            "reports": [{"path": p, "sha256": d, "producer": prod} for p, d, prod in fact.producers]}
+    if fact.run_from is not None:
+        doc["run_from"] = fact.run_from
     return (json.dumps(doc, indent=2, sort_keys=True) + "\n").encode("utf-8")
 
 
 def _finish(fact: ProvenanceFact, raw: Mapping[str, bytes]) -> ProvenanceFact:
     return ProvenanceFact(platform=fact.platform, run=fact.run, producers=fact.producers, error=fact.error,
-                          record=_record(fact), raw=tuple(sorted(raw.items())), source="live")
+                          record=_record(fact), raw=tuple(sorted(raw.items())), source="live", run_from=fact.run_from)
 
 
 def _sha256_file(workspace: Workspace, rel: str) -> str:
@@ -245,6 +247,7 @@ class LiveProvenance:
         cfg = github.read_config(self.env, str(self.change.get("environment") or "") or None)
         claimed = self.claims.get("run_id")
         run_id = str(claimed) if claimed else cfg.run_id
+        run_from = "id_token" if claimed else "GITHUB_RUN_ID"
         if not run_id:
             return ProvenanceFact(platform="github", error="GITHUB_RUN_ID is not set: the workflow run is unknown",
                                   source="live")
@@ -262,7 +265,7 @@ class LiveProvenance:
                 raw = dict(session.raw)
         finally:
             session.close()
-        fact = ProvenanceFact(platform="github", run=run_id,
+        fact = ProvenanceFact(platform="github", run=run_id, run_from=run_from,
                               producers=tuple((p, d, found.get(d)) for p, d in wanted.items()), error=why)
         return _finish(fact, raw)
 
@@ -273,6 +276,7 @@ class LiveProvenance:
         cfg = gitlab.read_config(self.env, str(self.change.get("environment") or "") or None)
         claimed = self.claims.get("pipeline_id")
         pipeline_id = str(claimed) if claimed else cfg.pipeline_id
+        run_from = "id_token" if claimed else "CI_PIPELINE_ID"
         if not pipeline_id:
             return ProvenanceFact(platform="gitlab", error="CI_PIPELINE_ID is not set: the pipeline is unknown",
                                   source="live")
@@ -300,7 +304,8 @@ class LiveProvenance:
             if producer is None and why:
                 problems.append(f"{rep.path}: {why}")
         error = f"GET {path}: " + "; ".join(problems) if problems else None
-        return _finish(ProvenanceFact(platform="gitlab", run=pipeline_id, producers=tuple(producers), error=error),
+        return _finish(ProvenanceFact(platform="gitlab", run=pipeline_id, run_from=run_from, producers=tuple(producers),
+                                      error=error),
                        raw)
 
 
@@ -319,7 +324,10 @@ class RecordedProvenance:
             producers = tuple((str(r["path"]), str(r["sha256"]), r.get("producer") if isinstance(
                 r.get("producer"), dict) else None) for r in doc["reports"])
             error = doc.get("error")
+            run_from = doc.get("run_from")  # (absent from records written before it was kept)
+            if run_from is not None and not isinstance(run_from, str):
+                raise TypeError("run_from")
             return ProvenanceFact(platform=doc.get("platform"), run=doc.get("run"), producers=producers,
-                                  error=str(error) if error else None, source="recorded")
+                                  error=str(error) if error else None, source="recorded", run_from=run_from)
         except (UnicodeDecodeError, ValueError, KeyError, TypeError):
             return ProvenanceFact(error=f"raw/{MEMBER} in the bundle cannot be read", source="recorded")

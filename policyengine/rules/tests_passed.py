@@ -129,6 +129,8 @@ class TestsPassedRule(RuleType):
             details["provenance"] = {"error": lost}
         elif provenance is not None:
             details["provenance"] = {"platform": provenance.platform, "run": provenance.run}
+            if provenance.run_from is not None:  # id_token, or the variable: self-asserted
+                details["provenance"]["run_from"] = provenance.run_from
         if unproven:
             where = "this pipeline" if provenance is not None and provenance.platform == "gitlab" else \
                 "this workflow run"
