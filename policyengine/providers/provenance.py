@@ -240,14 +240,18 @@ class LiveProvenance:
         except PolicyEngineError as exc:  # ApiError, a missing variable (UsageError): the platform did not say
             return ProvenanceFact(platform=self.provider, error=exc.message, source="live")
 
+    def _run(self, claim: str, variable_value: str | None, variable: str) -> tuple[str | None, str]:
+        """The run to ask about, and who named it: the verified ID token's claim (``id_token``), else
+        the job's own variable (self-asserted: named by the variable)."""
+        claimed = self.claims.get(claim)
+        return (str(claimed), "id_token") if claimed else (variable_value, variable)
+
     def _github(self, reports: Sequence[ReportFact], workspace: Workspace) -> ProvenanceFact:
         from policyengine.providers import github
         from policyengine.redact import Redactor
 
         cfg = github.read_config(self.env, str(self.change.get("environment") or "") or None)
-        claimed = self.claims.get("run_id")
-        run_id = str(claimed) if claimed else cfg.run_id
-        run_from = "id_token" if claimed else "GITHUB_RUN_ID"
+        run_id, run_from = self._run("run_id", cfg.run_id, "GITHUB_RUN_ID")
         if not run_id:
             return ProvenanceFact(platform="github", error="GITHUB_RUN_ID is not set: the workflow run is unknown",
                                   source="live")
@@ -274,9 +278,7 @@ class LiveProvenance:
         from policyengine.redact import Redactor
 
         cfg = gitlab.read_config(self.env, str(self.change.get("environment") or "") or None)
-        claimed = self.claims.get("pipeline_id")
-        pipeline_id = str(claimed) if claimed else cfg.pipeline_id
-        run_from = "id_token" if claimed else "CI_PIPELINE_ID"
+        pipeline_id, run_from = self._run("pipeline_id", cfg.pipeline_id, "CI_PIPELINE_ID")
         if not pipeline_id:
             return ProvenanceFact(platform="gitlab", error="CI_PIPELINE_ID is not set: the pipeline is unknown",
                                   source="live")
