@@ -370,6 +370,19 @@ class GitHubWorld:
     def team(self, org: str, slug: str, members: Iterable[str]) -> None:
         self.api.pages(f"/orgs/{org}/teams/{slug}/members", [gh_user(m) for m in members])
 
+    def pull_250_250(self, approvers: int, *, head: str, merge: str, prev: str) -> None:
+        """The 250/250 pull request of docs/performance.md: 250 commits, 250 approving reviews by
+        ``approvers`` people, merged as MERGE; a previous deploy ``prev`` and a range of 251 commits
+        (the request's and its merge commit)."""
+        commits = [self.commit(sha_of(f"c{i}"), "alice") for i in range(249)] + [self.commit(head, "alice")]
+        reviews = [self.review(f"reviewer{i % approvers}", "APPROVED", head, review_id=i) for i in range(250)]
+        pr = self.pull(42, author="alice", head=head, merge_commit=merge, merged_by="dana", commits=commits,
+                       reviews=reviews, register_commit_pulls=False)
+        self.api.pages(f"{self.base}/commits/{merge}/pulls", [pr])
+        self.checks(merge)
+        self.deployments("production", [(9, merge, ["in_progress"]), (8, prev, ["success"])])
+        self.compare(prev, merge, [*commits, self.commit(merge, "alice", "web-flow")])
+
 
 def graphql_path(prefix: str) -> str:
     """Where GitHub's GraphQL endpoint is beside a REST prefix (``/api/v3`` -> ``/api/graphql``)."""

@@ -229,14 +229,7 @@ def test_team_without_org_uses_the_repository_owner(api: FakeAPI) -> None:
 
 def test_250_reviews_and_250_commits_take_pages_not_one_request_each(api: FakeAPI) -> None:
     w = GitHubWorld(api)
-    commits = [w.commit(sha_of(f"c{i}"), "alice") for i in range(249)] + [w.commit(HEAD, "alice")]
-    reviews = [w.review(f"reviewer{i}", "APPROVED", HEAD, review_id=i) for i in range(250)]
-    pr = w.pull(42, author="alice", head=HEAD, merge_commit=MERGE, merged_by="dana", commits=commits,
-                reviews=reviews, register_commit_pulls=False)
-    api.pages(f"{w.base}/commits/{MERGE}/pulls", [pr])
-    w.checks(MERGE)
-    w.deployments("production", [(9, MERGE, ["in_progress"]), (8, PREV, ["success"])])
-    w.compare(PREV, MERGE, [*commits, w.commit(MERGE, "alice", "web-flow")])
+    w.pull_250_250(250, head=HEAD, merge=MERGE, prev=PREV)
     api.latency = 0.02
     # REST only (POLICYENGINE_GITHUB_API=rest): the figure before GraphQL, and 250 distinct approvers.
     # test_provider_github_graphql.py counts the default (GraphQL) path.

@@ -43,17 +43,8 @@ def api() -> FakeAPI:
 
 
 def big_world(api: FakeAPI, approvers: int) -> GitHubWorld:
-    """The 250/250 pull request: 250 commits, 250 approving reviews by ``approvers`` people, merged as
-    MERGE; a previous deploy PREV and a range of 251 commits (the request's and its merge commit)."""
     w = GitHubWorld(api)
-    commits = [w.commit(sha_of(f"c{i}"), "alice") for i in range(249)] + [w.commit(HEAD, "alice")]
-    reviews = [w.review(f"reviewer{i % approvers}", "APPROVED", HEAD, review_id=i) for i in range(250)]
-    pr = w.pull(42, author="alice", head=HEAD, merge_commit=MERGE, merged_by="dana", commits=commits,
-                reviews=reviews, register_commit_pulls=False)
-    api.pages(f"{w.base}/commits/{MERGE}/pulls", [pr])
-    w.checks(MERGE)
-    w.deployments("production", [(9, MERGE, ["in_progress"]), (8, PREV, ["success"])])
-    w.compare(PREV, MERGE, [*commits, w.commit(MERGE, "alice", "web-flow")])
+    w.pull_250_250(approvers, head=HEAD, merge=MERGE, prev=PREV)
     return w
 
 
