@@ -278,21 +278,19 @@ def _libyaml_composer() -> type | None:
                 node.style = None
             return node
 
-        def compose_sequence_node(self, anchor: Any) -> Node:
+        def _collection(self, compose: Any, anchor: Any) -> Node:
             flow = bool(self.peek_event().flow_style)
             self._flow += flow
             try:
-                return Composer.compose_sequence_node(self, anchor)  # type: ignore[no-any-return]
+                return compose(self, anchor)  # type: ignore[no-any-return]
             finally:
                 self._flow -= flow
 
+        def compose_sequence_node(self, anchor: Any) -> Node:
+            return self._collection(Composer.compose_sequence_node, anchor)
+
         def compose_mapping_node(self, anchor: Any) -> Node:
-            flow = bool(self.peek_event().flow_style)
-            self._flow += flow
-            try:
-                return Composer.compose_mapping_node(self, anchor)  # type: ignore[no-any-return]
-            finally:
-                self._flow -= flow
+            return self._collection(Composer.compose_mapping_node, anchor)
 
     return _CComposer
 
