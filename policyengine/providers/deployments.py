@@ -161,11 +161,12 @@ nodes { databaseId createdAt environment originalEnvironment commitOid state
   latestStatus { state createdAt logUrl environmentUrl } }"""
 
 
-def github_graphql_url(api_url: str, graphql_url: str | None) -> str:
+def github_graphql_url(api_url: str, env: Mapping[str, str]) -> str:
     """The GraphQL endpoint: ``GITHUB_GRAPHQL_URL``, else derived from ``GITHUB_API_URL``
     (``https://api.github.com/graphql``; ``https://HOST/api/graphql`` for GitHub Enterprise
     Server). It must be on the API's origin (scheme, host, port): the token goes nowhere else."""
     api = urlsplit(api_url)
+    graphql_url = (env.get("GITHUB_GRAPHQL_URL") or "").strip()
     if graphql_url:
         g = urlsplit(graphql_url)
         if (g.scheme, g.netloc.lower()) != (api.scheme, api.netloc.lower()):
@@ -187,7 +188,7 @@ def github_session(env: Mapping[str, str], redactor: Redactor | None = None) -> 
         raise UsageError("GITHUB_TOKEN is not set: the github source reads the environment's deployments",
                          hint="a token with `deployments: read` (and `metadata: read`) on the repositories")
     api_url = (env.get("GITHUB_API_URL") or "https://api.github.com").rstrip("/")
-    graphql = github_graphql_url(api_url, (env.get("GITHUB_GRAPHQL_URL") or "").strip() or None)
+    graphql = github_graphql_url(api_url, env)
     session = HttpSession(api_url, token=TokenInfo("Authorization", f"Bearer {token}", "GITHUB_TOKEN"),
                           provider="github", settings=HttpSettings.from_env(env),
                           redactor=redactor or Redactor([token]),

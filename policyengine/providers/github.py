@@ -333,8 +333,7 @@ def read_config(env: Mapping[str, str], environment: str | None, teams: Sequence
     if mode not in ("graphql", "rest"):
         raise UsageError(f"POLICYENGINE_GITHUB_API: {mode!r} is not graphql or rest",
                          hint="graphql (the default) reads the pull request in fewer requests; rest uses REST only")
-    graphql_url = (github_graphql_url(api_url, (env.get("GITHUB_GRAPHQL_URL") or "").strip() or None)
-                   if mode == "graphql" else None)
+    graphql_url = github_graphql_url(api_url, env) if mode == "graphql" else None
     return GitHubConfig(
         repository=repository,
         sha=sha.lower(),
